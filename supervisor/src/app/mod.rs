@@ -1,0 +1,121 @@
+//! The per-app state machine: pure, no I/O, no clock of its own.
+//!
+//! [`step`] maps (machine, event, now) to (machine', effects). The shell in
+//! `supervise` carries out the effects and feeds back the events they lead
+//! to. The allowed transitions are listed whole in [`TRANSITIONS`]; a test
+//! checks that `step` never leaves that table.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::{RestartSpec, Signal};
+
+/// DESIGN.md's states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppState {
+    Stopped,
+    Starting,
+    Running,
+    Backoff,
+    Stopping,
+    Exited,
+    Fatal,
+    Invalid,
+}
+
+/// Who or what asked for a change, for reasons and the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// `autostart = true` at load.
+    Autostart,
+    /// A person through the control socket: their user name.
+    Operator(String),
+    /// A configuration change (`appctl update`, SIGHUP).
+    Config,
+    /// The daemon is shutting down.
+    Shutdown,
+}
+
+/// How the main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+/// The parts of an app's settings that drive its state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    pub restart: RestartSpec,
+    /// `readiness.kind = "none"`: running once the process has lived
+    /// `start_secs`. Otherwise running on `Event::Ready`.
+    pub ready_after_start_secs: bool,
+    pub readiness_timeout: Duration,
+    pub stop_signal: Signal,
+    pub stop_timeout: Duration,
+}
+
+/// Inputs to the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Start(Cause),
+    Stop(Cause),
+    Restart(Cause),
+    /// The exec helper exec'd the app: it is process `pid`.
+    Spawned { pid: u32 },
+    /// The spawn failed before exec; `reason` is e.g.
+    /// "spawn failed at chdir /srv/x: No such file or directory".
+    SpawnFailed { reason: String },
+    /// The readiness check passed (READY=1, or the http/tcp probe).
+    Ready,
+    /// The main process ended. `cgroup_empty` says whether any other
+    /// process of the app is left.
+    MainExited { status: ExitStatus, cgroup_empty: bool },
+    /// The app's cgroup became empty.
+    CgroupEmpty,
+    /// The timer armed by `Effect::SetTimer { generation }` fired.
+    TimerFired { generation: u64 },
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Spawn the app; answer with `Spawned` or `SpawnFailed`.
+    Spawn,
+    /// Start the http/tcp readiness probe (no-op for notify and none).
+    ProbeReadiness,
+    /// Stop probing.
+    CancelProbe,
+    /// Send `signal` to the main process.
+    Signal(Signal),
+    /// Send `signal` to every process of the app.
+    SignalAll(Signal),
+    /// SIGKILL every process of the app (cgroup.kill).
+    KillAll,
+    /// Arm the app's single timer, replacing any armed one.
+    SetTimer { after: Duration, generation: u64 },
+    /// Disarm the timer.
+    CancelTimer,
+}
+
+/// The state of one app, as the machine sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    pub params: Params,
+    pub state: AppState,
+    /// Why it is in this state, in words a person can act on.
+    pub reason: String,
+    pub since: Instant,
+    /// The main process, while there is one.
+    pub pid: Option<u32>,
+    /// When the current process was spawned.
+    pub started_at: Option<Instant>,
+    /// Consecutive failed starts.
+    pub failures: u32,
+    /// Times the app was started again since it was loaded.
+    pub restarts: u32,
+    /// The generation of the armed timer; older generations are stale.
+    pub timer_generation: u64,
+}

@@ -1,0 +1,230 @@
+//! Validated configuration: what the rest of the daemon works with.
+//!
+//! Every value here has passed validation: names match DESIGN.md's pattern,
+//! durations and sizes are parsed, defaults are merged. User and group
+//! *names* are kept as names; `resolve` turns them into ids. Nothing in this
+//! module does I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// An application's name: the stem of its file in `apps.d`,
+/// `[a-z0-9][a-z0-9_-]{0,63}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct AppName(String);
+
+impl AppName {
+    /// Checks `name` against `[a-z0-9][a-z0-9_-]{0,63}`.
+    pub fn new(name: &str) -> Option<AppName> {
+        let mut chars = name.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        (first_ok && rest_ok && name.len() <= 64).then(|| AppName(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AppName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Daemon settings from `appvisor.toml`, with every default filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonSpec {
+    pub apps_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub control: ControlSpec,
+    pub status: StatusSpec,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlSpec {
+    pub socket: PathBuf,
+    pub admin_users: Vec<String>,
+    pub admin_groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusSpec {
+    /// `None` when `listen = ""` turns the status server off.
+    pub listen: Option<SocketAddr>,
+}
+
+/// One application, validated. Two specs compare equal exactly when a
+/// running app would not need a restart to adopt the other.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppSpec {
+    pub name: AppName,
+    /// The file it came from, for messages.
+    pub file: PathBuf,
+    pub description: String,
+    pub user: String,
+    /// `None`: the user's primary group.
+    pub group: Option<String>,
+    /// Non-empty; `command[0]` is an absolute path.
+    pub command: Vec<String>,
+    /// Absolute; may be a symlink to a release (resolved at each spawn).
+    pub directory: PathBuf,
+    /// `environment` merged over the contents of `env_files`, in file order.
+    pub environment: BTreeMap<String, String>,
+    pub env_files: Vec<PathBuf>,
+    pub umask: u32,
+    pub autostart: bool,
+    pub listen: Vec<ListenSpec>,
+    pub readiness: ReadinessSpec,
+    pub restart: RestartSpec,
+    pub stop: StopSpec,
+    pub logs: LogSpec,
+    pub access: AccessSpec,
+    pub sandbox: SandboxSpec,
+    pub limits: LimitSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenSpec {
+    pub address: ListenAddress,
+    /// `LISTEN_FDNAMES` entry; defaults to the app's name.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ListenAddress {
+    Tcp(SocketAddr),
+    /// `unix:/path`.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddress::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadinessSpec {
+    pub kind: ReadinessKind,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadinessKind {
+    /// `READY=1` on `NOTIFY_SOCKET`.
+    Notify,
+    /// A `GET` answered with a 2xx status.
+    Http { url: String },
+    /// A TCP connection accepted. `address` defaults to the first TCP
+    /// `[[listen]]` address.
+    Tcp { address: SocketAddr },
+    /// Running once the process has lived `restart.start_secs`.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartStrategy {
+    StopStart,
+    StartStop,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartSpec {
+    pub policy: RestartPolicy,
+    pub start_secs: Duration,
+    /// 0 keeps trying.
+    pub max_retries: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub strategy: RestartStrategy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopSpec {
+    pub signal: Signal,
+    pub timeout: Duration,
+    pub reload_signal: Signal,
+}
+
+/// A signal by its number, parsed from names like `TERM` or `SIGTERM`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signal(pub nix::sys::signal::Signal);
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.0.as_str();
+        f.write_str(name.strip_prefix("SIG").unwrap_or(name))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSpec {
+    pub max_size: u64,
+    pub keep: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccessSpec {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkMode {
+    Host,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LandlockMode {
+    Require,
+    BestEffort,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSpec {
+    pub read_only: Vec<PathBuf>,
+    pub read_write: Vec<PathBuf>,
+    pub private_tmp: bool,
+    /// `None`: the TCP ports of `[[listen]]` only.
+    pub bind_ports: Option<Vec<u16>>,
+    /// `None`: any port.
+    pub connect_ports: Option<Vec<u16>>,
+    pub network: NetworkMode,
+    pub landlock: LandlockMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LimitSpec {
+    /// Bytes.
+    pub memory: Option<u64>,
+    pub tasks: Option<u64>,
+    /// Percent of one CPU: `150%` is 150.
+    pub cpu: Option<u32>,
+    pub open_files: Option<u64>,
+}

@@ -1,0 +1,19 @@
+//! appvisord: one supervisor per host for Python web applications.
+//!
+//! The pure core (`config`, `app`, `acl`, `spawn::plan`) does no I/O and is
+//! unit-tested without root; the shell around it (`supervise`, `daemon`,
+//! `ctl`, `status`, `spawn::child`, `cgroup`, `logs`, `readiness`) owns
+//! processes, sockets, files and timers.
+
+pub mod acl; // who may do what to which app (pure)
+pub mod app; // per-app state machine, restart and backoff decisions (pure)
+pub mod audit; // the audit trail of control actions
+pub mod cgroup; // one cgroup per app: create, kill, watch for empty, limits
+pub mod config; // appvisor.toml and apps.d: raw TOML -> AppSpec -> resolved users
+pub mod ctl; // the control server: HTTP over the Unix socket, peer credentials
+pub mod daemon; // start-up, signals, the registry of apps, shutdown
+pub mod logs; // captured stdout/stderr: files, rotation, in-memory tail
+pub mod readiness; // notify socket, http and tcp probes
+pub mod sandbox; // landlock, namespaces, capabilities, rlimits (from spawn only)
+pub mod spawn; // SpawnPlan (pure) and the exec helper that applies it
+pub mod supervise; // the task per app that feeds events to `app` and runs effects
