@@ -1,2 +1,448 @@
 #![forbid(unsafe_code)]
-//! placeholder
+//! The control API of appvisord: routes, request and response bodies, error
+//! codes, and a small client over the Unix socket.
+//!
+//! The daemon serves HTTP/1.1 with JSON bodies on its control socket, the
+//! way Docker and Incus do, so `curl --unix-socket /run/appvisor/ctl.sock
+//! http://localhost/v1/apps` works for anyone debugging. Every JSON name
+//! here is part of the contract: add fields, never rename them.
+//!
+//! This crate does no I/O beyond [`client`].
+
+pub mod client;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The API version, the first segment of every route.
+pub const API_VERSION: &str = "v1";
+
+/// The default control socket.
+pub const DEFAULT_SOCKET: &str = "/run/appvisor/ctl.sock";
+
+/// Routes of the control socket.
+pub mod routes {
+    /// `GET`: who the caller is and what it may do.
+    pub const WHOAMI: &str = "/v1/whoami";
+    /// `GET`: the apps the caller may see.
+    pub const APPS: &str = "/v1/apps";
+    /// `GET`: state changes and control actions, one JSON [`crate::Event`] a line (admin).
+    pub const EVENTS: &str = "/v1/events";
+    /// `POST` with [`crate::ApplyRequest`]: re-read `apps.d` (admin).
+    pub const CONFIG_APPLY: &str = "/v1/config/apply";
+
+    /// `GET /v1/apps/NAME`.
+    pub fn app(name: &str) -> String {
+        format!("/v1/apps/{name}")
+    }
+
+    /// `POST /v1/apps/NAME/{start,stop,restart,reload}` with [`crate::ActionRequest`].
+    pub fn action(name: &str, action: crate::Action) -> String {
+        format!("/v1/apps/{name}/{action}")
+    }
+
+    /// `POST /v1/apps/NAME/signal` with [`crate::SignalRequest`].
+    pub fn signal(name: &str) -> String {
+        format!("/v1/apps/{name}/signal")
+    }
+
+    /// `GET /v1/apps/NAME/logs?stream=stdout&lines=100&follow=true`.
+    pub fn logs(name: &str, stream: crate::LogStream, lines: usize, follow: bool) -> String {
+        format!("/v1/apps/{name}/logs?stream={stream}&lines={lines}&follow={follow}")
+    }
+}
+
+/// DESIGN.md's states of an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Stopped,
+    Starting,
+    Running,
+    Backoff,
+    Stopping,
+    Exited,
+    Fatal,
+    /// The app's file does not validate and there is no earlier valid version.
+    Invalid,
+}
+
+impl State {
+    /// The lowercase name used in JSON and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Stopped => "stopped",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Backoff => "backoff",
+            State::Stopping => "stopping",
+            State::Exited => "exited",
+            State::Fatal => "fatal",
+            State::Invalid => "invalid",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who stopped an app by hand, kept across updates and daemon restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoppedBy {
+    /// The caller's user name (or `#UID` when it has none).
+    pub user: String,
+    pub uid: u32,
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// One app as the control socket and the status server report it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub name: String,
+    pub state: State,
+    /// Why the app is in this state, in words a person can act on.
+    pub reason: String,
+    /// The main process, while there is one.
+    pub pid: Option<u32>,
+    /// Seconds since the main process was spawned, while there is one.
+    pub uptime_secs: Option<f64>,
+    /// Seconds since the Unix epoch when the app entered its state.
+    pub since: u64,
+    /// Times the app was started again since the daemon loaded it.
+    pub restarts: u32,
+    /// Consecutive failed starts.
+    pub failures: u32,
+    pub description: String,
+    /// The Unix user it runs as.
+    pub user: String,
+    /// `directory` as configured.
+    pub directory: String,
+    /// What `directory` resolved to at the last spawn (the release, when it
+    /// is a symlink).
+    pub release: Option<String>,
+    pub autostart: bool,
+    /// Set while the app is stopped by hand.
+    pub stopped_by: Option<StoppedBy>,
+    /// The newest file did not validate: the app runs its last valid version.
+    pub config_error: Option<String>,
+}
+
+/// `GET /v1/apps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppList {
+    pub apps: Vec<AppStatus>,
+}
+
+/// The caller's role, as `GET /v1/whoami` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// root, `admin_users` and members of `admin_groups`: everything.
+    Admin,
+    /// Named in at least one app's `[access]`.
+    Operator,
+    /// Nothing beyond `whoami`.
+    None,
+}
+
+/// `GET /v1/whoami`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub uid: u32,
+    pub user: String,
+    pub groups: Vec<String>,
+    pub role: Role,
+    /// The apps the caller may operate (every app for an admin).
+    pub apps: Vec<String>,
+}
+
+/// What an operator can do to an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Start,
+    Stop,
+    Restart,
+    Reload,
+    Signal,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Restart => "restart",
+            Action::Reload => "reload",
+            Action::Signal => "signal",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Body of `POST /v1/apps/NAME/{start,stop,restart,reload}`; an empty body
+/// means `{"wait": false}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    /// Answer only once the outcome is known: running (start, restart,
+    /// reload) or stopped (stop).
+    #[serde(default)]
+    pub wait: bool,
+    /// How long to wait, in milliseconds; the daemon caps it. Default 60 s.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Body of `POST /v1/apps/NAME/signal`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalRequest {
+    /// A name such as `USR1` or `SIGUSR1`.
+    pub signal: String,
+}
+
+/// How an action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Done (or, without `wait`, accepted).
+    Done,
+    /// The app did not reach the wanted state; see `status.reason`.
+    Failed,
+    /// The wait timed out before an outcome was known.
+    Timeout,
+}
+
+/// Answer to an action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionResult {
+    pub app: String,
+    pub action: Action,
+    pub outcome: Outcome,
+    pub status: AppStatus,
+    /// On failure, the app's last log lines (stderr, then stdout).
+    pub log_tail: Vec<String>,
+}
+
+/// Body of `POST /v1/config/apply`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    /// Report the plan without acting on it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// An app whose file does not validate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidApp {
+    pub name: String,
+    pub file: String,
+    /// One message a line, each naming file, line and key.
+    pub errors: Vec<String>,
+    /// Whether a last valid version keeps running.
+    pub kept_running: bool,
+}
+
+/// Answer to `POST /v1/config/apply`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ApplyReport {
+    pub dry_run: bool,
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub invalid: Vec<InvalidApp>,
+}
+
+/// Which captured stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+impl fmt::Display for LogStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        })
+    }
+}
+
+/// One line of `GET /v1/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Event {
+    /// An app changed state.
+    State {
+        /// Seconds since the Unix epoch.
+        time: u64,
+        app: String,
+        state: State,
+        reason: String,
+        pid: Option<u32>,
+    },
+    /// A mutating control request, as written to the audit log.
+    Audit(AuditRecord),
+}
+
+/// Who did what to which app, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub time: u64,
+    pub uid: u32,
+    pub user: String,
+    pub pid: Option<u32>,
+    /// `None` for daemon-wide actions such as `config/apply`.
+    pub app: Option<String>,
+    pub action: String,
+    /// `ok`, or the error code.
+    pub outcome: String,
+}
+
+/// Machine-readable error codes; each maps to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the request is malformed.
+    BadRequest,
+    /// 403: the caller may not do this.
+    Forbidden,
+    /// 404: no such app (or not one the caller may see), or no such route.
+    NotFound,
+    /// 405: the route exists with another method.
+    MethodNotAllowed,
+    /// 409: the app's state does not allow this (e.g. it is invalid).
+    Conflict,
+    /// 413: the body is too large.
+    PayloadTooLarge,
+    /// 422: the configuration does not validate.
+    InvalidConfig,
+    /// 503: the daemon is shutting down or too busy.
+    Unavailable,
+    /// 500: a bug or an unexpected system error.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status that carries this code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Conflict => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::InvalidConfig => 422,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::InvalidConfig => "invalid_config",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The body of every error response: `{"error":{"code":"forbidden","message":"…"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ApiError,
+}
+
+/// An error the daemon answered with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_has_the_documented_shape() {
+        let body = ErrorBody {
+            error: ApiError::new(ErrorCode::Forbidden, "no"),
+        };
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"error":{"code":"forbidden","message":"no"}}"#
+        );
+    }
+
+    #[test]
+    fn routes_match_design() {
+        assert_eq!(
+            routes::action("shop", Action::Restart),
+            "/v1/apps/shop/restart"
+        );
+        assert_eq!(
+            routes::logs("shop", LogStream::Stderr, 100, true),
+            "/v1/apps/shop/logs?stream=stderr&lines=100&follow=true"
+        );
+    }
+
+    #[test]
+    fn empty_action_body_means_no_wait() {
+        let req: ActionRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(req, ActionRequest::default());
+        assert!(serde_json::from_str::<ActionRequest>(r#"{"wiat":true}"#).is_err());
+    }
+
+    #[test]
+    fn events_are_tagged_by_kind() {
+        let ev = Event::State {
+            time: 1,
+            app: "shop".into(),
+            state: State::Running,
+            reason: "ready".into(),
+            pid: Some(7),
+        };
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(json["kind"], "state");
+        assert_eq!(json["state"], "running");
+    }
+}

@@ -64,19 +64,28 @@ pub enum Event {
     Stop(Cause),
     Restart(Cause),
     /// The exec helper exec'd the app: it is process `pid`.
-    Spawned { pid: u32 },
+    Spawned {
+        pid: u32,
+    },
     /// The spawn failed before exec; `reason` is e.g.
     /// "spawn failed at chdir /srv/x: No such file or directory".
-    SpawnFailed { reason: String },
+    SpawnFailed {
+        reason: String,
+    },
     /// The readiness check passed (READY=1, or the http/tcp probe).
     Ready,
     /// The main process ended. `cgroup_empty` says whether any other
     /// process of the app is left.
-    MainExited { status: ExitStatus, cgroup_empty: bool },
+    MainExited {
+        status: ExitStatus,
+        cgroup_empty: bool,
+    },
     /// The app's cgroup became empty.
     CgroupEmpty,
     /// The timer armed by `Effect::SetTimer { generation }` fired.
-    TimerFired { generation: u64 },
+    TimerFired {
+        generation: u64,
+    },
 }
 
 /// What the shell must do.

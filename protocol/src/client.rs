@@ -1,0 +1,204 @@
+//! A small HTTP/1.1 client for the control socket, one connection a request.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixStream;
+
+use crate::{ApiError, ErrorBody, ErrorCode};
+
+/// Why a request did not produce the answer the caller wanted.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket could not be reached: the daemon is not running, or the
+    /// path is wrong.
+    #[error("cannot reach appvisord at {}: {}", socket.display(), describe_connect_error(source))]
+    Connect { socket: PathBuf, source: io::Error },
+    /// The connection broke or the daemon spoke something other than HTTP.
+    #[error("talking to appvisord at {}: {source}", socket.display())]
+    Http {
+        socket: PathBuf,
+        source: hyper::Error,
+    },
+    /// The daemon answered with an error.
+    #[error("{error}")]
+    Api { status: u16, error: ApiError },
+    /// The daemon's answer was not the expected JSON.
+    #[error("unexpected answer from appvisord ({status}): {source}")]
+    Decode {
+        status: u16,
+        source: serde_json::Error,
+    },
+}
+
+impl ClientError {
+    /// The API error code, when the daemon answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { error, .. } => Some(error.code),
+            _ => None,
+        }
+    }
+}
+
+fn describe_connect_error(err: &io::Error) -> String {
+    match err.kind() {
+        io::ErrorKind::NotFound => "no such file (is the daemon running?)".to_owned(),
+        io::ErrorKind::ConnectionRefused => {
+            "connection refused (is the daemon running?)".to_owned()
+        }
+        io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => err.to_string(),
+    }
+}
+
+/// A client of one control socket.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>) -> Client {
+        Client {
+            socket: socket.into(),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Sends one request and returns the response with its body unread,
+    /// for streams (`logs -f`, events). Error statuses become
+    /// [`ClientError::Api`].
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| self.http_error(source))?;
+        // The connection task ends when the response body has been read or
+        // dropped; its error, if any, also surfaces through `send_request`.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "appvisord");
+        if body.is_some() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .expect("a request built from a valid path and method");
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|source| self.http_error(source))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let bytes = self.read_body(response).await?;
+        Err(api_error(status, &bytes))
+    }
+
+    /// `GET` a JSON document.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let response = self.send(Method::GET, path, None).await?;
+        self.decode(response).await
+    }
+
+    /// `POST` a JSON body and decode the JSON answer.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).expect("protocol types serialize");
+        let response = self.send(Method::POST, path, Some(body)).await?;
+        self.decode(response).await
+    }
+
+    async fn decode<T: DeserializeOwned>(
+        &self,
+        response: Response<Incoming>,
+    ) -> Result<T, ClientError> {
+        let status = response.status().as_u16();
+        let bytes = self.read_body(response).await?;
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode { status, source })
+    }
+
+    async fn read_body(&self, response: Response<Incoming>) -> Result<Bytes, ClientError> {
+        Ok(response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|source| self.http_error(source))?
+            .to_bytes())
+    }
+
+    fn http_error(&self, source: hyper::Error) -> ClientError {
+        ClientError::Http {
+            socket: self.socket.clone(),
+            source,
+        }
+    }
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    let error = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(body) => body.error,
+        Err(_) => ApiError::new(
+            ErrorCode::Internal,
+            format!(
+                "appvisord answered {status}: {}",
+                String::from_utf8_lossy(body).trim()
+            ),
+        ),
+    };
+    ClientError::Api {
+        status: status.as_u16(),
+        error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_socket_says_the_daemon_may_not_run() {
+        let client = Client::new("/nonexistent/ctl.sock");
+        let err = client.get::<crate::WhoAmI>("/v1/whoami").await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot reach appvisord at /nonexistent/ctl.sock: no such file (is the daemon running?)"
+        );
+    }
+
+    #[test]
+    fn a_non_json_error_keeps_the_status() {
+        let err = api_error(StatusCode::BAD_GATEWAY, b"oops");
+        assert_eq!(err.to_string(), "appvisord answered 502 Bad Gateway: oops");
+    }
+}
