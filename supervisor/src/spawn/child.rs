@@ -63,7 +63,8 @@ pub fn run_exec_helper() -> ! {
     // SAFETY: the daemon's fd layout puts the report pipe at fd 4 (checked to
     // be a pipe just above) and nothing else in this fresh process owns it.
     let mut report = unsafe { OwnedFd::from_raw_fd(REPORT_FD) };
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply_and_exec(&mut report)));
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply_and_exec(&mut report)));
     let failure = match outcome {
         Ok(Err(failure)) => failure,
         Ok(Ok(never)) => match never {},
@@ -137,7 +138,13 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
     //    anything.
     let mask = Mode::from_bits(plan.umask as nix::libc::mode_t)
         .filter(|_| plan.umask <= 0o777)
-        .ok_or_else(|| SpawnFailure::new(SpawnStep::Umask, Errno::EINVAL, format!("{:04o}", plan.umask)))?;
+        .ok_or_else(|| {
+            SpawnFailure::new(
+                SpawnStep::Umask,
+                Errno::EINVAL,
+                format!("{:04o}", plan.umask),
+            )
+        })?;
     umask(mask);
 
     // (capabilities, later: drop the bounding set here, before setuid,
@@ -160,7 +167,8 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
     //    network file systems work). The path is followed as a whole at
     //    each spawn, so switching a `current` symlink to a new release takes
     //    effect on the next start.
-    chdir(&plan.directory).map_err(|e| SpawnFailure::new(SpawnStep::Chdir, e, path_detail(&plan.directory)))?;
+    chdir(&plan.directory)
+        .map_err(|e| SpawnFailure::new(SpawnStep::Chdir, e, path_detail(&plan.directory)))?;
 
     // 13. no_new_privs: no later exec may gain privileges through setuid
     //    bits or file capabilities. Landlock requires it of an unprivileged
@@ -189,7 +197,11 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
     // 15. Exec. On success the kernel closes the report pipe (close-on-exec)
     //    and the daemon reads EOF.
     let errno = nix::unistd::execve(&prepared.program, &prepared.argv, &env).unwrap_err();
-    Err(SpawnFailure::new(SpawnStep::Exec, errno, path_detail(&plan.program)))
+    Err(SpawnFailure::new(
+        SpawnStep::Exec,
+        errno,
+        path_detail(&plan.program),
+    ))
 }
 
 fn read_plan() -> Result<Prepared, SpawnFailure> {
@@ -204,7 +216,8 @@ fn read_plan() -> Result<Prepared, SpawnFailure> {
     file.read_to_end(&mut json)
         .map_err(|e| fail(io_errno(&e), format!("fd {PLAN_FD}")))?;
     drop(file);
-    let plan: SpawnPlan = serde_json::from_slice(&json).map_err(|e| fail(Errno::EINVAL, e.to_string()))?;
+    let plan: SpawnPlan =
+        serde_json::from_slice(&json).map_err(|e| fail(Errno::EINVAL, e.to_string()))?;
 
     let cstring = |what: &str, s: &[u8]| {
         CString::new(s).map_err(|_| fail(Errno::EINVAL, format!("{what} contains a NUL byte")))
@@ -242,14 +255,21 @@ fn move_fds(report: &mut OwnedFd, n: usize) -> Result<Vec<OwnedFd>, SpawnFailure
     let fail = |errno, detail: String| SpawnFailure::new(SpawnStep::Fds, errno, detail);
     let first_listen = FIRST_LISTEN_FD as usize;
     // Above every target fd 3..3+n, even with many sockets.
-    let high = HIGH_FD.max(RawFd::try_from(first_listen + n).map_err(|_| fail(Errno::EMFILE, format!("{n} listen fds")))?);
+    let high = HIGH_FD.max(
+        RawFd::try_from(first_listen + n)
+            .map_err(|_| fail(Errno::EMFILE, format!("{n} listen fds")))?,
+    );
 
     *report = dup_high(report, high).map_err(|e| fail(e, format!("report fd {REPORT_FD}")))?;
 
     let mut listen = Vec::with_capacity(n);
     for fd in (0..n).map(|i| FIRST_LISTEN_FD + i as RawFd) {
         if !is_open(fd) {
-            return Err(SpawnFailure::new(SpawnStep::ListenFds, Errno::EBADF, format!("fd {fd}")));
+            return Err(SpawnFailure::new(
+                SpawnStep::ListenFds,
+                Errno::EBADF,
+                format!("fd {fd}"),
+            ));
         }
         // SAFETY: the daemon's fd layout puts the listen sockets at 5..5+n
         // (checked open just above); nothing else in this process owns them.
@@ -289,7 +309,11 @@ fn mark_cloexec_from(first: RawFd) -> Result<(), Errno> {
             let entries = std::fs::read_dir("/proc/self/fd").map_err(|e| io_errno(&e))?;
             for entry in entries {
                 let entry = entry.map_err(|e| io_errno(&e))?;
-                let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<RawFd>().ok()) else {
+                let Some(fd) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<RawFd>().ok())
+                else {
                     continue;
                 };
                 if fd >= first {
@@ -314,7 +338,7 @@ fn set_cloexec_raw(fd: RawFd) -> Result<(), Errno> {
     Errno::result(rc).map(drop)
 }
 
-/// Every standard signal back to its default disposition, nothing blocked.
+/// Every signal back to its default disposition, nothing blocked.
 fn reset_signals() -> Result<(), SpawnFailure> {
     for signal in Signal::iterator() {
         if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
@@ -325,12 +349,26 @@ fn reset_signals() -> Result<(), SpawnFailure> {
         unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) }
             .map_err(|e| SpawnFailure::new(SpawnStep::Signals, e, signal.as_str()))?;
     }
+    // Realtime signals, which nix's Signal does not cover. glibc keeps 32
+    // and 33 for itself (SIGRTMIN() is above them) and refuses to touch them.
+    for signal in nix::libc::SIGRTMIN()..=nix::libc::SIGRTMAX() {
+        // SAFETY: as above, SIG_DFL installs no handler.
+        let previous = unsafe { nix::libc::signal(signal, nix::libc::SIG_DFL) };
+        if previous == nix::libc::SIG_ERR {
+            return Err(SpawnFailure::new(
+                SpawnStep::Signals,
+                Errno::last(),
+                format!("signal {signal}"),
+            ));
+        }
+    }
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .map_err(|e| SpawnFailure::new(SpawnStep::Signals, e, "sigprocmask"))
 }
 
 fn join_cgroup(procs: &Path) -> Result<(), SpawnFailure> {
-    let fail = |e: std::io::Error| SpawnFailure::new(SpawnStep::Cgroup, io_errno(&e), path_detail(procs));
+    let fail =
+        |e: std::io::Error| SpawnFailure::new(SpawnStep::Cgroup, io_errno(&e), path_detail(procs));
     // "0" means the writing process itself.
     let mut file = OpenOptions::new().write(true).open(procs).map_err(fail)?;
     file.write_all(b"0").map_err(fail)
@@ -338,17 +376,27 @@ fn join_cgroup(procs: &Path) -> Result<(), SpawnFailure> {
 
 fn drop_to_user(plan: &SpawnPlan) -> Result<(), SpawnFailure> {
     if plan.uid == 0 {
-        return Err(SpawnFailure::new(SpawnStep::Setuid, Errno::EPERM, "uid 0 is refused"));
+        return Err(SpawnFailure {
+            step: SpawnStep::Setuid,
+            errno: 0,
+            detail: "uid 0 is refused".into(),
+        });
     }
     let groups: Vec<Gid> = plan.groups.iter().copied().map(Gid::from_raw).collect();
     setgroups(&groups).map_err(|e| {
         let list: Vec<String> = plan.groups.iter().map(u32::to_string).collect();
-        SpawnFailure::new(SpawnStep::Setgroups, e, format!("groups {}", list.join(",")))
+        SpawnFailure::new(
+            SpawnStep::Setgroups,
+            e,
+            format!("groups {}", list.join(",")),
+        )
     })?;
     let gid = Gid::from_raw(plan.gid);
-    setresgid(gid, gid, gid).map_err(|e| SpawnFailure::new(SpawnStep::Setgid, e, format!("gid {gid}")))?;
+    setresgid(gid, gid, gid)
+        .map_err(|e| SpawnFailure::new(SpawnStep::Setgid, e, format!("gid {gid}")))?;
     let uid = Uid::from_raw(plan.uid);
-    setresuid(uid, uid, uid).map_err(|e| SpawnFailure::new(SpawnStep::Setuid, e, format!("uid {uid}")))
+    setresuid(uid, uid, uid)
+        .map_err(|e| SpawnFailure::new(SpawnStep::Setuid, e, format!("uid {uid}")))
 }
 
 fn check_root_is_gone(uid: u32) -> Result<(), SpawnFailure> {
@@ -373,7 +421,8 @@ fn install_listen_fds(listen: &[OwnedFd]) -> Result<(), SpawnFailure> {
         // (3..3+n) is owned by nothing in this process: the plan fd was
         // closed, the inherited listen and report fds were moved above it.
         let rc = unsafe { nix::libc::dup2(socket.as_raw_fd(), target) };
-        Errno::result(rc).map_err(|e| SpawnFailure::new(SpawnStep::ListenFds, e, format!("fd {target}")))?;
+        Errno::result(rc)
+            .map_err(|e| SpawnFailure::new(SpawnStep::ListenFds, e, format!("fd {target}")))?;
     }
     Ok(())
 }
@@ -399,7 +448,8 @@ fn is_fifo(fd: RawFd) -> bool {
     // SAFETY: `fd` is open (checked just above) and stays open while borrowed:
     // the helper is single-threaded and closes nothing here.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    fstat(fd).is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO)
+    fstat(fd)
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO)
 }
 
 fn is_open(fd: RawFd) -> bool {

@@ -80,7 +80,11 @@ pub enum SpawnError {
         source: io::Error,
     },
     #[error("{app} plans {planned} listen sockets but {given} were passed")]
-    ListenFdCount { app: String, planned: usize, given: usize },
+    ListenFdCount {
+        app: String,
+        planned: usize,
+        given: usize,
+    },
     #[error("cannot duplicate listen socket {index} of {app}")]
     ListenFd {
         app: String,
@@ -132,7 +136,8 @@ impl ReportReader {
     /// Waits for the helper to exec (`Ok`) or to report why it could not.
     /// Must run inside a tokio runtime.
     pub async fn outcome(self) -> Result<(), SpawnFailure> {
-        let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(self.fd).map_err(report_error)?;
+        let receiver =
+            tokio::net::unix::pipe::Receiver::from_owned_fd(self.fd).map_err(report_error)?;
         let mut bytes = Vec::new();
         receiver
             .take(MAX_REPORT)
@@ -157,11 +162,16 @@ fn parse_report(bytes: &[u8]) -> Result<(), SpawnFailure> {
     if bytes.is_empty() {
         return Ok(());
     }
-    Err(serde_json::from_slice(bytes).unwrap_or_else(|_| SpawnFailure {
-        step: SpawnStep::Report,
-        errno: 0,
-        detail: format!("malformed report from the exec helper: {:?}", String::from_utf8_lossy(bytes)),
-    }))
+    Err(
+        serde_json::from_slice(bytes).unwrap_or_else(|_| SpawnFailure {
+            step: SpawnStep::Report,
+            errno: 0,
+            detail: format!(
+                "malformed report from the exec helper: {:?}",
+                String::from_utf8_lossy(bytes)
+            ),
+        }),
+    )
 }
 
 fn report_error(e: io::Error) -> SpawnFailure {
@@ -278,7 +288,8 @@ fn write_plan(plan: &SpawnPlan) -> Result<OwnedFd, SpawnError> {
         app: plan.app.clone(),
         source,
     };
-    let fd = memfd_create(c"appvisor-plan", MFdFlags::MFD_CLOEXEC).map_err(|e| write_err(e.into()))?;
+    let fd =
+        memfd_create(c"appvisor-plan", MFdFlags::MFD_CLOEXEC).map_err(|e| write_err(e.into()))?;
     let mut file = File::from(fd);
     file.write_all(&json).map_err(write_err)?;
     file.rewind().map_err(write_err)?;

@@ -20,7 +20,12 @@ pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// The socket-activation and notify variables. The daemon owns them: values
 /// an app file sets for them are dropped, since a stale `LISTEN_FDS` would
 /// make an app server look for sockets it was not given.
-pub const PROTOCOL_VARS: [&str; 4] = ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET"];
+pub const PROTOCOL_VARS: [&str; 4] = [
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+];
 
 /// Everything the helper applies, in the form it applies it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,7 +157,9 @@ fn build_env(spec: &AppSpec, user: &PlanUser, inputs: &PlanInputs) -> Vec<(Strin
 fn search_path(program: &str) -> String {
     let dir = Path::new(program).parent().filter(|dir| {
         dir.file_name().is_some_and(|name| name == "bin")
-            && !DEFAULT_PATH.split(':').any(|system| Path::new(system) == *dir)
+            && !DEFAULT_PATH
+                .split(':')
+                .any(|system| Path::new(system) == *dir)
     });
     match dir {
         Some(dir) => format!("{}:{DEFAULT_PATH}", dir.display()),
@@ -171,8 +178,8 @@ mod tests {
 
     use super::*;
     use crate::config::{
-        AccessSpec, AppName, LandlockMode, LimitSpec, LogSpec, NetworkMode, ReadinessKind, ReadinessSpec,
-        RestartPolicy, RestartSpec, RestartStrategy, SandboxSpec, Signal, StopSpec,
+        AccessSpec, AppName, LandlockMode, LimitSpec, LogSpec, NetworkMode, ReadinessKind,
+        ReadinessSpec, RestartPolicy, RestartSpec, RestartStrategy, SandboxSpec, Signal, StopSpec,
     };
 
     fn spec(command: &[&str], environment: &[(&str, &str)]) -> AppSpec {
@@ -239,7 +246,10 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     const GUNICORN: &[&str] = &["/srv/shop/venv/bin/gunicorn", "--workers", "4", "shop.wsgi"];
@@ -302,7 +312,11 @@ mod tests {
 
     #[test]
     fn app_path_replaces_the_computed_one() {
-        let plan = SpawnPlan::build(&spec(GUNICORN, &[("PATH", "/opt/bin")]), &user(), &PlanInputs::default());
+        let plan = SpawnPlan::build(
+            &spec(GUNICORN, &[("PATH", "/opt/bin")]),
+            &user(),
+            &PlanInputs::default(),
+        );
         let path = plan.env.iter().find(|(k, _)| k == "PATH").unwrap();
         assert_eq!(path.1, "/opt/bin");
     }
@@ -310,8 +324,14 @@ mod tests {
     #[test]
     fn search_path_puts_only_a_non_system_bin_first() {
         let cases = [
-            ("/srv/shop/venv/bin/gunicorn", "/srv/shop/venv/bin:/usr/local/bin:/usr/bin:/bin"),
-            ("/opt/app/bin/uwsgi", "/opt/app/bin:/usr/local/bin:/usr/bin:/bin"),
+            (
+                "/srv/shop/venv/bin/gunicorn",
+                "/srv/shop/venv/bin:/usr/local/bin:/usr/bin:/bin",
+            ),
+            (
+                "/opt/app/bin/uwsgi",
+                "/opt/app/bin:/usr/local/bin:/usr/bin:/bin",
+            ),
             ("/usr/bin/python3", "/usr/local/bin:/usr/bin:/bin"),
             ("/usr/local/bin/gunicorn", "/usr/local/bin:/usr/bin:/bin"),
             ("/bin/sh", "/usr/local/bin:/usr/bin:/bin"),

@@ -81,7 +81,11 @@ pub struct SpawnFailure {
 }
 
 impl SpawnFailure {
-    pub fn new(step: SpawnStep, errno: nix::errno::Errno, detail: impl Into<String>) -> SpawnFailure {
+    pub fn new(
+        step: SpawnStep,
+        errno: nix::errno::Errno,
+        detail: impl Into<String>,
+    ) -> SpawnFailure {
         SpawnFailure {
             step,
             errno: errno as i32,
@@ -147,7 +151,10 @@ mod tests {
         let failure = SpawnFailure::new(SpawnStep::NoNewPrivs, Errno::EINVAL, "");
         let json = serde_json::to_string(&failure).unwrap();
         assert_eq!(json, r#"{"step":"no-new-privs","errno":22,"detail":""}"#);
-        assert_eq!(serde_json::from_str::<SpawnFailure>(&json).unwrap(), failure);
+        assert_eq!(
+            serde_json::from_str::<SpawnFailure>(&json).unwrap(),
+            failure
+        );
     }
 
     #[test]
