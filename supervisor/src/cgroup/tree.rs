@@ -141,15 +141,20 @@ impl CgroupRoot {
         let mut report = ReapReport::default();
         let mut pending = Vec::new();
         for name in self.existing_apps()? {
-            let killed = async {
+            let kill = || {
                 let app = self.app(&name)?;
                 // Watch before killing so the transition to empty is not missed.
                 let populated = watcher.watch(&app)?;
                 let killed = app.pids()?.len();
                 app.kill()?;
+                tracing::info!(
+                    app = name,
+                    killed,
+                    "killed what an earlier daemon left behind"
+                );
                 Ok::<_, CgroupError>((app, populated, killed))
             };
-            match killed.await {
+            match kill() {
                 Ok(entry) => pending.push(entry),
                 Err(error) => report.failed.push(error),
             }

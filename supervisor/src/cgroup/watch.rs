@@ -184,9 +184,10 @@ impl Shared {
                 tracing::warn!("cgroup inotify queue overflowed, re-reading every cgroup");
                 watches.values().for_each(refresh);
             } else if event.mask.contains(AddWatchFlags::IN_IGNORED) {
-                // The kernel dropped the watch (its file is gone): receivers
-                // see the channel close. After our own rm_watch the entry is
-                // already gone.
+                // The kernel dropped the watch: receivers see the channel
+                // close. After our own rm_watch the entry is already gone,
+                // and the kernel hands out watch descriptors cyclically, so
+                // this one cannot belong to a newer watch yet.
                 watches.remove(&event.wd);
             } else if let Some(watched) = watches.get(&event.wd) {
                 refresh(watched);
