@@ -147,11 +147,7 @@ impl CgroupRoot {
                 let populated = watcher.watch(&app)?;
                 let killed = app.pids()?.len();
                 app.kill()?;
-                tracing::info!(
-                    app = name,
-                    killed,
-                    "killed what an earlier daemon left behind"
-                );
+                tracing::debug!(app = name, killed, "killing a leftover app cgroup");
                 Ok::<_, CgroupError>((app, populated, killed))
             };
             match kill() {
