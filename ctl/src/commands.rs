@@ -273,12 +273,25 @@ pub async fn whoami(client: &Client) -> Result<Exit, CommandError> {
     Ok(Exit::Done)
 }
 
-/// `appctl check [FILE...]`: offline validation, no daemon involved.
-///
-/// The configuration checker lives in the supervisor library and is not
-/// wired in yet, so this prints nothing and reports success.
-pub fn check(_daemon_config: &Path, _explicit: bool, _files: &[PathBuf]) -> Exit {
-    Exit::Done
+/// `appctl check [FILE...]`: offline validation, no daemon involved. The
+/// report goes to stdout; errors exit 2, warnings alone exit 0.
+pub fn check(
+    daemon_config: &Path,
+    explicit: bool,
+    files: &[PathBuf],
+) -> Result<Exit, CommandError> {
+    let report = appvisor::config::check(
+        daemon_config,
+        explicit,
+        files,
+        &appvisor::config::SystemUserDb,
+    );
+    print(&format!("{report}\n"))?;
+    Ok(if report.is_ok() {
+        Exit::Done
+    } else {
+        Exit::Usage
+    })
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> Result<Exit, CommandError
         Command::Check { files } => {
             let config = cli.config.as_deref();
             let daemon_config = config.unwrap_or(Path::new(cli::DEFAULT_CONFIG));
-            Ok(commands::check(daemon_config, config.is_some(), files))
+            commands::check(daemon_config, config.is_some(), files)
         }
     }
 }

@@ -624,3 +624,67 @@ fn logs_end_quietly_when_the_reader_goes_away() {
     assert_eq!(stderr(&out), "");
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// A daemon config in a temp dir whose apps.d holds `apps` (name, TOML).
+fn config_dir(apps: &[(&str, &str)]) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let apps_dir = dir.path().join("apps.d");
+    std::fs::create_dir(&apps_dir).unwrap();
+    std::fs::write(
+        dir.path().join("appvisor.toml"),
+        format!("apps_dir = {:?}\n", apps_dir.display().to_string()),
+    )
+    .unwrap();
+    for (name, toml) in apps {
+        std::fs::write(apps_dir.join(format!("{name}.toml")), toml).unwrap();
+    }
+    dir
+}
+
+fn check(dir: &TempDir, files: &[&Path]) -> Output {
+    // No daemon: a socket that does not exist proves check never needs one.
+    Command::new(env!("CARGO_BIN_EXE_appctl"))
+        .arg("--socket")
+        .arg(dir.path().join("no-daemon.sock"))
+        .arg("--config")
+        .arg(dir.path().join("appvisor.toml"))
+        .arg("check")
+        .args(files)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_passes_valid_files_offline_and_prints_warnings() {
+    let dir = config_dir(&[(
+        "web",
+        "user = \"nobody\"\ncommand = [\"/bin/sleep\", \"1000\"]\ndirectory = \"/\"\n\
+         [sandbox]\nnetwork = \"none\"\n",
+    )]);
+    let out = check(&dir, &[]);
+    assert_eq!(stderr(&out), "");
+    assert_eq!(stdout(&out), "checked 2 files: 0 errors\n");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn check_exits_2_when_a_file_does_not_validate() {
+    let dir = config_dir(&[]);
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "user = \"nobody\"\ncomand = [\"/bin/sleep\"]\ndirectory = \"/\"\n",
+    )
+    .unwrap();
+    let out = check(&dir, &[&bad]);
+    let report = stdout(&out);
+    assert!(
+        report.starts_with(&format!(
+            "error: {}:2:1: comand: unknown key",
+            bad.display()
+        )),
+        "{report}"
+    );
+    assert!(report.ends_with("\nchecked 2 files: 1 error\n"), "{report}");
+    assert_eq!(out.status.code(), Some(2));
+}
