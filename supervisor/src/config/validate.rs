@@ -1,0 +1,1317 @@
+//! Validation: raw TOML values to [`AppSpec`] and [`DaemonSpec`], with
+//! `[defaults]` merged under each app, gathering every error with the file,
+//! line and column of the value at fault. Pure: file contents come in as
+//! arguments (env files through a reader the caller passes); users, groups
+//! and paths on disk are `resolve`'s business, never checked here.
+//!
+//! Merging: for every key the app's value wins, then `[defaults]`, then the
+//! built-in default below. Nested tables merge key by key
+//! (`restart.backoff.initial` can come from the app and `max` from
+//! `[defaults]`), and so does `environment`, variable by variable. Arrays
+//! (`command`, `env_files`, `[[listen]]`, ...) are replaced whole. An error
+//! in a value taken from `[defaults]` points at `appvisor.toml` and names the
+//! key `defaults.…`.
+//!
+//! Built-in defaults, where DESIGN.md and the files are silent:
+//!
+//! | key | default |
+//! | --- | --- |
+//! | `description` | `""` |
+//! | `group` | the user's primary group (resolved later) |
+//! | `environment`, `env_files` | empty |
+//! | `umask` | `"0022"` |
+//! | `autostart` | `true` |
+//! | `listen[].name` | the app's name |
+//! | `readiness.kind` | `"none"` |
+//! | `readiness.address` (tcp) | the first TCP `[[listen]]` address, a wildcard IP probed on loopback |
+//! | `readiness.timeout` | `"60s"` |
+//! | `restart.policy` | `"on-failure"` |
+//! | `restart.start_secs` | `"1s"` |
+//! | `restart.max_retries` | `0` (keep trying) |
+//! | `restart.backoff` | `{ initial = "1s", max = "60s" }` |
+//! | `restart.strategy` | `"stop-start"` |
+//! | `stop.signal` | `"TERM"`, but `"INT"` when `command[0]`'s file name starts with `uwsgi` (uWSGI reloads on TERM) |
+//! | `stop.timeout` | `"30s"` |
+//! | `stop.reload_signal` | `"HUP"` |
+//! | `logs.max_size`, `logs.keep` | `"50MiB"`, `5` |
+//! | `access.users`, `access.groups` | empty |
+//! | `sandbox.read_only`, `sandbox.read_write` | empty |
+//! | `sandbox.private_tmp` | `true` |
+//! | `sandbox.bind_ports` | absent: the TCP ports of `[[listen]]` |
+//! | `sandbox.connect_ports` | absent: any port |
+//! | `sandbox.network`, `sandbox.landlock` | `"host"`, `"require"` |
+//! | `limits.*` | absent: no limit |
+//!
+//! Daemon settings default to DESIGN.md's example values; paths in
+//! `appvisor.toml` must be absolute.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::env_file::{check_name, parse_env_file};
+use super::error::{ConfigError, ConfigErrors, SourceFile};
+use super::raw::{self, RawApp, RawDaemon};
+use super::spec::{
+    AccessSpec, AppName, AppSpec, ControlSpec, DaemonSpec, LandlockMode, LimitSpec, ListenAddress,
+    ListenSpec, LogSpec, NetworkMode, ReadinessKind, ReadinessSpec, RestartPolicy, RestartSpec,
+    RestartStrategy, SandboxSpec, Signal, StatusSpec, StopSpec,
+};
+
+/// Built-in daemon defaults (DESIGN.md).
+pub const DEFAULT_APPS_DIR: &str = "/etc/appvisor/apps.d";
+pub const DEFAULT_LOG_DIR: &str = "/var/log/appvisor";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/appvisor";
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/appvisor/ctl.sock";
+pub const DEFAULT_ADMIN_GROUP: &str = "appvisor-admin";
+pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:9750";
+
+/// The longest path a `sockaddr_un` holds, without its terminating NUL.
+const MAX_UNIX_PATH: usize = 107;
+
+const DURATION_HINT: &str = "use forms like 500ms, 30s, 2m";
+const SIZE_HINT: &str = "use forms like 512MiB, 50MiB, 2GiB";
+
+/// `[defaults]` from `appvisor.toml`, already checked on its own, kept raw
+/// (with its file and text) so each app can be merged over it and errors
+/// still point at `appvisor.toml`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Defaults {
+    raw: RawApp,
+    file: PathBuf,
+    text: String,
+}
+
+impl Defaults {
+    /// No `[defaults]`: only the built-in defaults apply.
+    pub fn none() -> Defaults {
+        Defaults::default()
+    }
+
+    /// The `appvisor.toml` they came from; `None` when there are none.
+    pub fn file(&self) -> Option<&Path> {
+        (self.raw != RawApp::default()).then_some(self.file.as_path())
+    }
+
+    fn layer(&self) -> Option<Layer<'_>> {
+        self.file().map(|file| Layer {
+            raw: &self.raw,
+            source: SourceFile::new(file, &self.text),
+            prefix: "defaults.",
+        })
+    }
+}
+
+/// A valid app and what deserves a second look in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidApp {
+    pub spec: AppSpec,
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Validates `appvisor.toml`'s text, including its `[defaults]`.
+pub fn validate_daemon(file: &Path, text: &str) -> Result<(DaemonSpec, Defaults), ConfigErrors> {
+    let source = SourceFile::new(file, text);
+    let raw: RawDaemon = raw::parse(source)?;
+    let mut errors = Vec::new();
+
+    let mut dir = |value: &Option<Spanned<String>>, key: &str, default: &str| match value {
+        None => PathBuf::from(default),
+        Some(value) => match absolute_path(value.get_ref()) {
+            Ok(path) => path,
+            Err(invalid) => {
+                errors.push(invalid.at(source, &value.span(), key));
+                PathBuf::from(default)
+            }
+        },
+    };
+    let apps_dir = dir(&raw.apps_dir, "apps_dir", DEFAULT_APPS_DIR);
+    let log_dir = dir(&raw.log_dir, "log_dir", DEFAULT_LOG_DIR);
+    let state_dir = dir(&raw.state_dir, "state_dir", DEFAULT_STATE_DIR);
+    let control = raw.control.clone().unwrap_or_default();
+    let socket = dir(&control.socket, "control.socket", DEFAULT_CONTROL_SOCKET);
+
+    let mut names =
+        |list: &Option<Spanned<Vec<Spanned<String>>>>, key: &str, default: &[&str]| match list {
+            None => default.iter().map(|s| s.to_string()).collect(),
+            Some(list) => list
+                .get_ref()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, name)| match non_empty(name.get_ref()) {
+                    Ok(name) => Some(name),
+                    Err(invalid) => {
+                        errors.push(invalid.at(source, &name.span(), &format!("{key}[{i}]")));
+                        None
+                    }
+                })
+                .collect(),
+        };
+    let admin_users = names(&control.admin_users, "control.admin_users", &[]);
+    let admin_groups = names(
+        &control.admin_groups,
+        "control.admin_groups",
+        &[DEFAULT_ADMIN_GROUP],
+    );
+
+    let listen = match raw
+        .status
+        .as_ref()
+        .and_then(|status| status.listen.as_ref())
+    {
+        None => Some(
+            parse_socket_addr(DEFAULT_STATUS_LISTEN).expect("the default status address parses"),
+        ),
+        Some(value) if value.get_ref().is_empty() => None,
+        Some(value) => match parse_socket_addr(value.get_ref()) {
+            Ok(addr) => Some(addr),
+            Err(invalid) => {
+                errors.push(
+                    invalid
+                        .with_hint_suffix(", or \"\" to turn the status server off")
+                        .at(source, &value.span(), "status.listen"),
+                );
+                None
+            }
+        },
+    };
+
+    let defaults = Defaults {
+        raw: raw.defaults.clone().unwrap_or_default(),
+        file: file.to_owned(),
+        text: text.to_owned(),
+    };
+    if let Some(layer) = defaults.layer() {
+        let mut builder = Builder::new(Mode::Defaults, vec![layer], file);
+        builder.build(&|_| unreachable_reader());
+        errors.extend(builder.errors);
+    }
+
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let spec = DaemonSpec {
+        apps_dir,
+        log_dir,
+        state_dir,
+        control: ControlSpec {
+            socket,
+            admin_users,
+            admin_groups,
+        },
+        status: StatusSpec { listen },
+    };
+    Ok((spec, defaults))
+}
+
+/// Env files are never read for `[defaults]` alone: they are read per app.
+fn unreachable_reader() -> io::Result<String> {
+    Err(io::Error::other("env files are read per app"))
+}
+
+/// Validates one app file's text, merged over `defaults`. `read_env_file`
+/// supplies the contents of each `env_files` entry.
+pub fn validate_app(
+    name: &AppName,
+    file: &Path,
+    text: &str,
+    defaults: &Defaults,
+    read_env_file: &dyn Fn(&Path) -> io::Result<String>,
+) -> Result<ValidApp, ConfigErrors> {
+    let source = SourceFile::new(file, text);
+    let raw: RawApp = raw::parse(source)?;
+    let app = Layer {
+        raw: &raw,
+        source,
+        prefix: "",
+    };
+    let layers = std::iter::once(app).chain(defaults.layer()).collect();
+    let mut builder = Builder::new(Mode::App(name.clone()), layers, file);
+    let spec = builder.build(read_env_file);
+    match spec {
+        Some(spec) if builder.errors.is_empty() => Ok(ValidApp {
+            spec,
+            warnings: builder.warnings,
+        }),
+        _ => {
+            let mut errors = builder.errors;
+            // Missing keys first, then in file order; the defaults' and env
+            // files' errors after the app file's own.
+            errors.sort_by_key(|error| (error.file != file, error.line, error.column));
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// A value that does not parse: what is wrong and what would fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub message: String,
+    pub hint: String,
+}
+
+impl Invalid {
+    fn new(message: impl Into<String>, hint: impl Into<String>) -> Invalid {
+        Invalid {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    fn with_hint_suffix(mut self, suffix: &str) -> Invalid {
+        self.hint.push_str(suffix);
+        self
+    }
+
+    fn at(self, source: SourceFile<'_>, span: &Range<usize>, key: &str) -> ConfigError {
+        source
+            .error(span, self.message)
+            .with_key(key)
+            .with_hint(self.hint)
+    }
+}
+
+/// `"30s"`, `"2m"`, `"500ms"`.
+pub fn parse_duration(text: &str) -> Result<Duration, Invalid> {
+    humantime::parse_duration(text)
+        .map_err(|_| Invalid::new(format!("invalid duration {text:?}"), DURATION_HINT))
+}
+
+/// `"512MiB"`, `"50MiB"`; in bytes.
+pub fn parse_size(text: &str) -> Result<u64, Invalid> {
+    let invalid = || Invalid::new(format!("invalid size {text:?}"), SIZE_HINT);
+    // bytesize takes "-1" and "" as parse errors, but also "1e3"; insist on a
+    // leading digit so a size always reads as one.
+    if !text.trim_start().starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    text.parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|_| invalid())
+}
+
+/// `"TERM"`, `"SIGTERM"`, `"term"`.
+pub fn parse_signal(text: &str) -> Result<Signal, Invalid> {
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    nix::sys::signal::Signal::from_str(&name)
+        .map(Signal)
+        .map_err(|_| {
+            Invalid::new(
+                format!("unknown signal {text:?}"),
+                "use a name like TERM, INT, QUIT, HUP or USR1",
+            )
+        })
+}
+
+/// An octal string like `"0027"`.
+pub fn parse_umask(text: &str) -> Result<u32, Invalid> {
+    let invalid = || {
+        Invalid::new(
+            format!("invalid umask {text:?}"),
+            "use 3 or 4 octal digits like \"0027\"",
+        )
+    };
+    if !(3..=4).contains(&text.len()) || !text.chars().all(|c| c.is_digit(8)) {
+        return Err(invalid());
+    }
+    match u32::from_str_radix(text, 8) {
+        Ok(mask) if mask <= 0o777 => Ok(mask),
+        _ => Err(invalid()),
+    }
+}
+
+/// `"150%"` of one CPU, as 150.
+pub fn parse_cpu(text: &str) -> Result<u32, Invalid> {
+    let invalid = || {
+        Invalid::new(
+            format!("invalid cpu limit {text:?}"),
+            "use a percentage of one cpu like \"50%\" or \"150%\"",
+        )
+    };
+    let number = text.strip_suffix('%').ok_or_else(invalid)?;
+    match number.parse::<u32>() {
+        Ok(percent) if percent > 0 => Ok(percent),
+        _ => Err(invalid()),
+    }
+}
+
+/// `"IP:PORT"` with a port in 1..=65535. Host names are not looked up: the
+/// daemon binds before any resolver is trustworthy, and a name could change
+/// what an unchanged file means.
+pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, Invalid> {
+    match text.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() != 0 => Ok(addr),
+        Ok(_) => Err(Invalid::new(
+            format!("port 0 in {text:?}"),
+            "use a fixed port between 1 and 65535",
+        )),
+        Err(_) => Err(Invalid::new(
+            format!("invalid address {text:?}"),
+            "use IP:PORT like 127.0.0.1:8001 or [::1]:8001",
+        )),
+    }
+}
+
+/// `"HOST:PORT"` or `"unix:/absolute/path"`.
+pub fn parse_listen_address(text: &str) -> Result<ListenAddress, Invalid> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        let hint = "use unix: followed by an absolute path, like unix:/run/shop/http.sock";
+        if !path.starts_with('/') {
+            return Err(Invalid::new(
+                format!("unix socket path {path:?} is not absolute"),
+                hint,
+            ));
+        }
+        if path.len() > MAX_UNIX_PATH {
+            return Err(Invalid::new(
+                format!(
+                    "unix socket path is {} bytes long, the kernel takes at most {MAX_UNIX_PATH}",
+                    path.len()
+                ),
+                "use a shorter path",
+            ));
+        }
+        if path.contains('\0') {
+            return Err(Invalid::new("unix socket path contains a NUL byte", hint));
+        }
+        return Ok(ListenAddress::Unix(PathBuf::from(path)));
+    }
+    parse_socket_addr(text)
+        .map(ListenAddress::Tcp)
+        .map_err(|invalid| invalid.with_hint_suffix(", or unix:/absolute/path"))
+}
+
+/// A plain `http://` URL with a host.
+pub fn parse_http_url(text: &str) -> Result<String, Invalid> {
+    let hint = "use a plain http url like http://127.0.0.1:8001/health";
+    let Some(rest) = text.strip_prefix("http://") else {
+        return Err(if text.starts_with("https://") {
+            Invalid::new(format!("https is not supported for probes: {text:?}"), hint)
+        } else {
+            Invalid::new(format!("invalid readiness url {text:?}"), hint)
+        });
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || text.contains(char::is_whitespace) {
+        return Err(Invalid::new(
+            format!("invalid readiness url {text:?}"),
+            hint,
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// A TCP port, 1..=65535.
+pub fn parse_port(port: i64) -> Result<u16, Invalid> {
+    match u16::try_from(port) {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(Invalid::new(
+            format!("invalid port {port}"),
+            "use a port between 1 and 65535",
+        )),
+    }
+}
+
+fn absolute_path(text: &str) -> Result<PathBuf, Invalid> {
+    if text.contains('\0') {
+        return Err(Invalid::new("path contains a NUL byte", "remove it"));
+    }
+    if !text.starts_with('/') {
+        return Err(Invalid::new(
+            format!("path {text:?} is not absolute"),
+            "use a path starting with /",
+        ));
+    }
+    Ok(PathBuf::from(text))
+}
+
+fn non_empty(text: &str) -> Result<String, Invalid> {
+    if text.trim().is_empty() {
+        Err(Invalid::new("empty name", "remove it or fill it in"))
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+fn count<T: TryFrom<i64>>(value: i64, min: i64, what: &str) -> Result<T, Invalid> {
+    match T::try_from(value) {
+        Ok(n) if value >= min => Ok(n),
+        _ => Err(Invalid::new(
+            format!("invalid {what} {value}"),
+            format!("use a whole number of at least {min}"),
+        )),
+    }
+}
+
+/// One file's contribution to an app: the app file itself, or `[defaults]`.
+#[derive(Clone, Copy)]
+struct Layer<'a> {
+    raw: &'a RawApp,
+    source: SourceFile<'a>,
+    /// Prepended to keys in errors: `[defaults]` keys live under `defaults.`.
+    prefix: &'static str,
+}
+
+/// A value picked from the first layer that has it.
+struct Val<'a, T> {
+    value: &'a T,
+    span: Range<usize>,
+    layer: Layer<'a>,
+    key: String,
+}
+
+impl<T> Val<'_, T> {
+    fn error(&self, invalid: Invalid) -> ConfigError {
+        invalid.at(self.layer.source, &self.span, &self.key)
+    }
+
+    fn error_in(&self, span: &Range<usize>, suffix: &str, invalid: Invalid) -> ConfigError {
+        invalid.at(self.layer.source, span, &format!("{}{suffix}", self.key))
+    }
+
+    fn warning(
+        &self,
+        span: &Range<usize>,
+        suffix: &str,
+        message: String,
+        hint: &str,
+    ) -> ConfigError {
+        self.layer
+            .source
+            .error(span, message)
+            .with_key(format!("{}{suffix}", self.key))
+            .with_hint(hint)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Mode {
+    /// A whole app: required keys must be there, env files are read.
+    App(AppName),
+    /// `[defaults]` checked on its own: only the values present.
+    Defaults,
+}
+
+struct Builder<'a> {
+    mode: Mode,
+    /// Highest priority first.
+    layers: Vec<Layer<'a>>,
+    /// The app file, for errors about keys no layer has.
+    file: &'a Path,
+    errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(mode: Mode, layers: Vec<Layer<'a>>, file: &'a Path) -> Builder<'a> {
+        Builder {
+            mode,
+            layers,
+            file,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn pick<T: 'a>(
+        &self,
+        key: &str,
+        get: impl Fn(&'a RawApp) -> Option<&'a Spanned<T>>,
+    ) -> Option<Val<'a, T>> {
+        self.layers.iter().find_map(|layer| {
+            get(layer.raw).map(|spanned| Val {
+                value: spanned.get_ref(),
+                span: spanned.span(),
+                layer: *layer,
+                key: format!("{}{key}", layer.prefix),
+            })
+        })
+    }
+
+    /// The parsed value at `key`, or `None` when absent or invalid (the
+    /// error is recorded).
+    fn value<T: 'a, U>(
+        &mut self,
+        key: &str,
+        get: impl Fn(&'a RawApp) -> Option<&'a Spanned<T>>,
+        parse: impl FnOnce(&T) -> Result<U, Invalid>,
+    ) -> Option<U> {
+        let val = self.pick(key, get)?;
+        match parse(val.value) {
+            Ok(value) => Some(value),
+            Err(invalid) => {
+                self.errors.push(val.error(invalid));
+                None
+            }
+        }
+    }
+
+    fn duration(
+        &mut self,
+        key: &str,
+        get: impl Fn(&'a RawApp) -> Option<&'a Spanned<String>>,
+        default: Duration,
+        positive: bool,
+    ) -> Duration {
+        self.value(key, get, |text| {
+            let duration = parse_duration(text)?;
+            if positive && duration.is_zero() {
+                return Err(Invalid::new(
+                    format!("{key} must be longer than 0s"),
+                    DURATION_HINT,
+                ));
+            }
+            Ok(duration)
+        })
+        .unwrap_or(default)
+    }
+
+    /// Records a missing required key when no layer has it. `value` is
+    /// `None` also when the key is there but invalid (already reported).
+    fn required<T>(&mut self, key: &str, present: bool, value: Option<T>, hint: &str) -> Option<T> {
+        if !present && matches!(self.mode, Mode::App(_)) {
+            self.errors.push(
+                ConfigError::new(self.file, "missing required key")
+                    .with_key(key)
+                    .with_hint(hint),
+            );
+        }
+        value
+    }
+
+    fn paths(
+        &mut self,
+        key: &str,
+        get: impl Fn(&'a RawApp) -> Option<&'a Spanned<Vec<Spanned<String>>>>,
+    ) -> Vec<(PathBuf, Range<usize>)> {
+        let Some(list) = self.pick(key, get) else {
+            return Vec::new();
+        };
+        let mut paths = Vec::new();
+        for (i, item) in list.value.iter().enumerate() {
+            match absolute_path(item.get_ref()) {
+                Ok(path) => paths.push((path, item.span())),
+                Err(invalid) => {
+                    self.errors
+                        .push(list.error_in(&item.span(), &format!("[{i}]"), invalid))
+                }
+            }
+        }
+        paths
+    }
+
+    fn names(
+        &mut self,
+        key: &str,
+        get: impl Fn(&'a RawApp) -> Option<&'a Spanned<Vec<Spanned<String>>>>,
+    ) -> Vec<String> {
+        let Some(list) = self.pick(key, get) else {
+            return Vec::new();
+        };
+        let mut names = Vec::new();
+        for (i, item) in list.value.iter().enumerate() {
+            match non_empty(item.get_ref()) {
+                Ok(name) => names.push(name),
+                Err(invalid) => {
+                    self.errors
+                        .push(list.error_in(&item.span(), &format!("[{i}]"), invalid))
+                }
+            }
+        }
+        names
+    }
+
+    fn ports(
+        &mut self,
+        key: &str,
+        get: impl Fn(&'a RawApp) -> Option<&'a Spanned<Vec<Spanned<i64>>>>,
+    ) -> Option<Vec<u16>> {
+        let list = self.pick(key, get)?;
+        let mut ports = Vec::new();
+        for (i, item) in list.value.iter().enumerate() {
+            match parse_port(*item.get_ref()) {
+                Ok(port) => ports.push(port),
+                Err(invalid) => {
+                    self.errors
+                        .push(list.error_in(&item.span(), &format!("[{i}]"), invalid))
+                }
+            }
+        }
+        Some(ports)
+    }
+
+    /// Checks every present value; in [`Mode::App`] also assembles the spec
+    /// (`None` when a required key is missing or invalid).
+    fn build(&mut self, read_env_file: &dyn Fn(&Path) -> io::Result<String>) -> Option<AppSpec> {
+        let description = self.value("description", |r| r.description.as_ref(), |s| Ok(s.clone()));
+        let user = self.value("user", |r| r.user.as_ref(), |s| check_user(s));
+        let has_user = self.pick("user", |r| r.user.as_ref()).is_some();
+        let user = self.required(
+            "user",
+            has_user,
+            user,
+            "add user = \"NAME\", the unix user the app runs as",
+        );
+        let group = self.value("group", |r| r.group.as_ref(), |s| non_empty(s));
+        let has_command = self.pick("command", |r| r.command.as_ref()).is_some();
+        let command = self.command();
+        let command = self.required(
+            "command",
+            has_command,
+            command,
+            "add command = [\"/absolute/path/to/program\", \"arg\", ...]",
+        );
+        let directory = self.value("directory", |r| r.directory.as_ref(), |s| absolute_path(s));
+        let has_directory = self.pick("directory", |r| r.directory.as_ref()).is_some();
+        let directory = self.required(
+            "directory",
+            has_directory,
+            directory,
+            "add directory = \"/absolute/path\", where the app runs",
+        );
+        let environment = self.environment();
+        let env_files = self.paths("env_files", |r| r.env_files.as_ref());
+        let umask = self
+            .value("umask", |r| r.umask.as_ref(), |s| parse_umask(s))
+            .unwrap_or(0o022);
+        let autostart = self
+            .value("autostart", |r| r.autostart.as_ref(), |b| Ok(*b))
+            .unwrap_or(true);
+        let listen = self.listen();
+        let readiness = self.readiness(&listen);
+        let restart = self.restart();
+        let stop = self.stop(command.as_deref());
+        let logs = LogSpec {
+            max_size: self
+                .value(
+                    "logs.max_size",
+                    |r| r.logs.as_ref()?.max_size.as_ref(),
+                    |s| {
+                        parse_size(s).and_then(|size| match size {
+                            0 => Err(Invalid::new(
+                                "logs.max_size must be more than 0 bytes",
+                                SIZE_HINT,
+                            )),
+                            size => Ok(size),
+                        })
+                    },
+                )
+                .unwrap_or(50 * 1024 * 1024),
+            keep: self
+                .value(
+                    "logs.keep",
+                    |r| r.logs.as_ref()?.keep.as_ref(),
+                    |n| count(*n, 0, "number of files to keep"),
+                )
+                .unwrap_or(5),
+        };
+        let access = AccessSpec {
+            users: self.names("access.users", |r| r.access.as_ref()?.users.as_ref()),
+            groups: self.names("access.groups", |r| r.access.as_ref()?.groups.as_ref()),
+        };
+        let sandbox = self.sandbox(directory.as_deref());
+        let limits = LimitSpec {
+            memory: self.value(
+                "limits.memory",
+                |r| r.limits.as_ref()?.memory.as_ref(),
+                |s| {
+                    parse_size(s).and_then(|size| match size {
+                        0 => Err(Invalid::new(
+                            "limits.memory must be more than 0 bytes",
+                            SIZE_HINT,
+                        )),
+                        size => Ok(size),
+                    })
+                },
+            ),
+            tasks: self.value(
+                "limits.tasks",
+                |r| r.limits.as_ref()?.tasks.as_ref(),
+                |n| count(*n, 1, "task limit"),
+            ),
+            cpu: self.value(
+                "limits.cpu",
+                |r| r.limits.as_ref()?.cpu.as_ref(),
+                |s| parse_cpu(s),
+            ),
+            open_files: self.value(
+                "limits.open_files",
+                |r| r.limits.as_ref()?.open_files.as_ref(),
+                |n| count(*n, 1, "open file limit"),
+            ),
+        };
+
+        let Mode::App(name) = self.mode.clone() else {
+            return None;
+        };
+        let env_files_paths: Vec<PathBuf> =
+            env_files.iter().map(|(path, _)| path.clone()).collect();
+        let environment = self.merge_env_files(&env_files, environment, read_env_file);
+        let listen = listen
+            .into_iter()
+            .map(|(address, listen_name)| ListenSpec {
+                address,
+                name: listen_name.unwrap_or_else(|| name.to_string()),
+            })
+            .collect();
+        Some(AppSpec {
+            name,
+            file: self.file.to_owned(),
+            description: description.unwrap_or_default(),
+            user: user?,
+            group,
+            command: command?,
+            directory: directory?,
+            environment,
+            env_files: env_files_paths,
+            umask,
+            autostart,
+            listen,
+            readiness: readiness?,
+            restart,
+            stop,
+            logs,
+            access,
+            sandbox,
+            limits,
+        })
+    }
+
+    fn command(&mut self) -> Option<Vec<String>> {
+        let list = self.pick("command", |r| r.command.as_ref())?;
+        if list.value.is_empty() {
+            self.errors.push(list.error(Invalid::new(
+                "command is empty",
+                "give the program and its arguments, like [\"/srv/shop/venv/bin/gunicorn\", \"shop.wsgi\"]",
+            )));
+            return None;
+        }
+        let mut ok = true;
+        for (i, arg) in list.value.iter().enumerate() {
+            let invalid = if arg.get_ref().contains('\0') {
+                Some(Invalid::new("argument contains a NUL byte", "remove it"))
+            } else if i == 0 && !arg.get_ref().starts_with('/') {
+                Some(Invalid::new(
+                    format!("program {:?} is not an absolute path", arg.get_ref()),
+                    "use the full path, like /srv/shop/venv/bin/gunicorn; there is no PATH search",
+                ))
+            } else {
+                None
+            };
+            if let Some(invalid) = invalid {
+                self.errors
+                    .push(list.error_in(&arg.span(), &format!("[{i}]"), invalid));
+                ok = false;
+            }
+        }
+        ok.then(|| list.value.iter().map(|arg| arg.get_ref().clone()).collect())
+    }
+
+    fn environment(&mut self) -> BTreeMap<String, String> {
+        let mut merged = BTreeMap::new();
+        // Lowest priority first, so higher layers overwrite.
+        for layer in self.layers.clone().iter().rev() {
+            let Some(table) = &layer.raw.environment else {
+                continue;
+            };
+            for (name, value) in table.get_ref() {
+                let key = format!("{}environment.{}", layer.prefix, name.get_ref());
+                if let Some((message, hint)) = check_name(name.get_ref()) {
+                    self.errors.push(Invalid::new(message, hint).at(
+                        layer.source,
+                        &name.span(),
+                        &key,
+                    ));
+                } else if value.get_ref().contains('\0') {
+                    self.errors
+                        .push(Invalid::new("value contains a NUL byte", "remove it").at(
+                            layer.source,
+                            &value.span(),
+                            &key,
+                        ));
+                } else {
+                    merged.insert(name.get_ref().clone(), value.get_ref().clone());
+                }
+            }
+        }
+        merged
+    }
+
+    /// Env files in order, then `environment` over them.
+    fn merge_env_files(
+        &mut self,
+        env_files: &[(PathBuf, Range<usize>)],
+        environment: BTreeMap<String, String>,
+        read_env_file: &dyn Fn(&Path) -> io::Result<String>,
+    ) -> BTreeMap<String, String> {
+        let mut merged = BTreeMap::new();
+        let list = self.pick("env_files", |r| r.env_files.as_ref());
+        for (i, (path, span)) in env_files.iter().enumerate() {
+            let text = match read_env_file(path) {
+                Ok(text) => text,
+                Err(error) => {
+                    if let Some(list) = &list {
+                        self.errors.push(list.error_in(
+                            span,
+                            &format!("[{i}]"),
+                            Invalid::new(
+                                format!("cannot read env file {}: {error}", path.display()),
+                                "create it or remove it from env_files",
+                            ),
+                        ));
+                    }
+                    continue;
+                }
+            };
+            match parse_env_file(path, &text) {
+                Ok(vars) => merged.extend(vars),
+                Err(errors) => self.errors.extend(errors),
+            }
+        }
+        merged.extend(environment);
+        merged
+    }
+
+    fn listen(&mut self) -> Vec<(ListenAddress, Option<String>)> {
+        let Some(list) = self.pick("listen", |r| r.listen.as_ref()) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(ListenAddress, Option<String>)> = Vec::new();
+        for (i, entry) in list.value.iter().enumerate() {
+            let suffix = format!("[{i}]");
+            match &entry.address {
+                None => self.errors.push(list.error_in(
+                    &list.span,
+                    &format!("{suffix}.address"),
+                    Invalid::new(
+                        "missing required key",
+                        "add address = \"127.0.0.1:8001\" or \"unix:/run/NAME/http.sock\"",
+                    ),
+                )),
+                Some(address) => match parse_listen_address(address.get_ref()) {
+                    Err(invalid) => {
+                        self.errors.push(list.error_in(
+                            &address.span(),
+                            &format!("{suffix}.address"),
+                            invalid,
+                        ));
+                    }
+                    Ok(parsed) if out.iter().any(|(seen, _)| *seen == parsed) => {
+                        self.errors.push(list.error_in(
+                            &address.span(),
+                            &format!("{suffix}.address"),
+                            Invalid::new(
+                                format!("{parsed} is listed twice"),
+                                "remove the duplicate [[listen]]",
+                            ),
+                        ));
+                    }
+                    Ok(parsed) => {
+                        let name = entry.name.as_ref().and_then(|name| {
+                            match check_fd_name(name.get_ref()) {
+                                Ok(()) => Some(Some(name.get_ref().clone())),
+                                Err(invalid) => {
+                                    self.errors.push(list.error_in(
+                                        &name.span(),
+                                        &format!("{suffix}.name"),
+                                        invalid,
+                                    ));
+                                    None
+                                }
+                            }
+                        });
+                        out.push((parsed, name.flatten()));
+                    }
+                },
+            }
+        }
+        out
+    }
+
+    fn readiness(&mut self, listen: &[(ListenAddress, Option<String>)]) -> Option<ReadinessSpec> {
+        let timeout = self.duration(
+            "readiness.timeout",
+            |r| r.readiness.as_ref()?.timeout.as_ref(),
+            Duration::from_secs(60),
+            true,
+        );
+        let kind = self.pick("readiness.kind", |r| r.readiness.as_ref()?.kind.as_ref());
+        let url = self.pick("readiness.url", |r| r.readiness.as_ref()?.url.as_ref());
+        let address = self.pick("readiness.address", |r| {
+            r.readiness.as_ref()?.address.as_ref()
+        });
+        let kind_name = kind.as_ref().map_or("none", |kind| kind.value.as_str());
+        let unused = |val: &Val<'_, String>, key: &str| {
+            val.error(Invalid::new(
+                format!(
+                    "{key} is only used with kind = \"{}\"",
+                    if key == "url" { "http" } else { "tcp" }
+                ),
+                format!(
+                    "remove it, or set readiness.kind = \"{}\"",
+                    if key == "url" { "http" } else { "tcp" }
+                ),
+            ))
+        };
+        // `[defaults]` alone cannot tell: an app may set the kind.
+        let whole_app = matches!(self.mode, Mode::App(_));
+        if whole_app && kind_name != "http" {
+            if let Some(url) = &url {
+                self.errors.push(unused(url, "url"));
+            }
+        }
+        if whole_app && kind_name != "tcp" {
+            if let Some(address) = &address {
+                self.errors.push(unused(address, "address"));
+            }
+        }
+        let kind = match kind_name {
+            "none" => Some(ReadinessKind::None),
+            "notify" => Some(ReadinessKind::Notify),
+            "http" => match &url {
+                Some(url) => match parse_http_url(url.value) {
+                    Ok(url) => Some(ReadinessKind::Http { url }),
+                    Err(invalid) => {
+                        self.errors.push(url.error(invalid));
+                        None
+                    }
+                },
+                None => {
+                    if let (Some(kind), Mode::App(_)) = (&kind, &self.mode) {
+                        self.errors.push(kind.error(Invalid::new(
+                            "readiness kind \"http\" needs a url",
+                            "add readiness.url = \"http://127.0.0.1:PORT/health\"",
+                        )));
+                    }
+                    None
+                }
+            },
+            "tcp" => match &address {
+                Some(address) => match parse_socket_addr(address.value) {
+                    Ok(addr) => Some(ReadinessKind::Tcp { address: addr }),
+                    Err(invalid) => {
+                        self.errors.push(address.error(invalid));
+                        None
+                    }
+                },
+                None => {
+                    let first_tcp = listen.iter().find_map(|(address, _)| match address {
+                        ListenAddress::Tcp(addr) => Some(probe_address(*addr)),
+                        ListenAddress::Unix(_) => None,
+                    });
+                    if first_tcp.is_none()
+                        && matches!(self.mode, Mode::App(_))
+                        && !self.listen_was_invalid()
+                    {
+                        if let Some(kind) = &kind {
+                            self.errors.push(kind.error(Invalid::new(
+                                "readiness kind \"tcp\" needs an address",
+                                "add readiness.address = \"HOST:PORT\" or a TCP [[listen]] address",
+                            )));
+                        }
+                    }
+                    first_tcp.map(|address| ReadinessKind::Tcp { address })
+                }
+            },
+            other => {
+                if let Some(kind) = &kind {
+                    self.errors.push(kind.error(Invalid::new(
+                        format!("unknown readiness kind {other:?}"),
+                        "use notify, http, tcp or none",
+                    )));
+                }
+                None
+            }
+        };
+        kind.map(|kind| ReadinessSpec { kind, timeout })
+    }
+
+    /// Whether `[[listen]]` had errors already reported (so a missing probe
+    /// address is not reported twice).
+    fn listen_was_invalid(&self) -> bool {
+        self.errors.iter().any(|error| {
+            error.key.as_deref().is_some_and(|key| {
+                key.starts_with("listen[") || key.starts_with("defaults.listen[")
+            })
+        })
+    }
+
+    fn restart(&mut self) -> RestartSpec {
+        let policy = self
+            .value(
+                "restart.policy",
+                |r| r.restart.as_ref()?.policy.as_ref(),
+                |s| match s.as_str() {
+                    "always" => Ok(RestartPolicy::Always),
+                    "on-failure" => Ok(RestartPolicy::OnFailure),
+                    "never" => Ok(RestartPolicy::Never),
+                    other => Err(Invalid::new(
+                        format!("unknown restart policy {other:?}"),
+                        "use always, on-failure or never",
+                    )),
+                },
+            )
+            .unwrap_or(RestartPolicy::OnFailure);
+        let start_secs = self.duration(
+            "restart.start_secs",
+            |r| r.restart.as_ref()?.start_secs.as_ref(),
+            Duration::from_secs(1),
+            false,
+        );
+        let max_retries = self
+            .value(
+                "restart.max_retries",
+                |r| r.restart.as_ref()?.max_retries.as_ref(),
+                |n| count(*n, 0, "max_retries"),
+            )
+            .unwrap_or(0);
+        let initial_val = self.pick("restart.backoff.initial", |r| {
+            r.restart.as_ref()?.backoff.as_ref()?.initial.as_ref()
+        });
+        let backoff_initial = self.duration(
+            "restart.backoff.initial",
+            |r| r.restart.as_ref()?.backoff.as_ref()?.initial.as_ref(),
+            Duration::from_secs(1),
+            true,
+        );
+        let backoff_max = self.duration(
+            "restart.backoff.max",
+            |r| r.restart.as_ref()?.backoff.as_ref()?.max.as_ref(),
+            Duration::from_secs(60),
+            true,
+        );
+        if backoff_initial > backoff_max {
+            let error = Invalid::new(
+                format!(
+                    "backoff initial {} is longer than max {}",
+                    humantime::format_duration(backoff_initial),
+                    humantime::format_duration(backoff_max)
+                ),
+                "make initial at most max",
+            );
+            match initial_val.or_else(|| {
+                self.pick("restart.backoff.max", |r| {
+                    r.restart.as_ref()?.backoff.as_ref()?.max.as_ref()
+                })
+            }) {
+                Some(val) => self.errors.push(val.error(error)),
+                None => self
+                    .errors
+                    .push(ConfigError::new(self.file, error.message).with_hint(error.hint)),
+            }
+        }
+        let strategy = self
+            .value(
+                "restart.strategy",
+                |r| r.restart.as_ref()?.strategy.as_ref(),
+                |s| match s.as_str() {
+                    "stop-start" => Ok(RestartStrategy::StopStart),
+                    "start-stop" => Ok(RestartStrategy::StartStop),
+                    other => Err(Invalid::new(
+                        format!("unknown restart strategy {other:?}"),
+                        "use stop-start or start-stop",
+                    )),
+                },
+            )
+            .unwrap_or(RestartStrategy::StopStart);
+        RestartSpec {
+            policy,
+            start_secs,
+            max_retries,
+            backoff_initial,
+            backoff_max,
+            strategy,
+        }
+    }
+
+    fn stop(&mut self, command: Option<&[String]>) -> StopSpec {
+        let default_signal = match command.and_then(|command| command.first()) {
+            Some(program) if is_uwsgi(program) => nix::sys::signal::Signal::SIGINT,
+            _ => nix::sys::signal::Signal::SIGTERM,
+        };
+        StopSpec {
+            signal: self
+                .value(
+                    "stop.signal",
+                    |r| r.stop.as_ref()?.signal.as_ref(),
+                    |s| parse_signal(s),
+                )
+                .unwrap_or(Signal(default_signal)),
+            timeout: self.duration(
+                "stop.timeout",
+                |r| r.stop.as_ref()?.timeout.as_ref(),
+                Duration::from_secs(30),
+                true,
+            ),
+            reload_signal: self
+                .value(
+                    "stop.reload_signal",
+                    |r| r.stop.as_ref()?.reload_signal.as_ref(),
+                    |s| parse_signal(s),
+                )
+                .unwrap_or(Signal(nix::sys::signal::Signal::SIGHUP)),
+        }
+    }
+
+    fn sandbox(&mut self, directory: Option<&Path>) -> SandboxSpec {
+        let read_only = self.paths("sandbox.read_only", |r| {
+            r.sandbox.as_ref()?.read_only.as_ref()
+        });
+        let read_write = self.paths("sandbox.read_write", |r| {
+            r.sandbox.as_ref()?.read_write.as_ref()
+        });
+        let network_val = self.pick("sandbox.network", |r| r.sandbox.as_ref()?.network.as_ref());
+        let network = self
+            .value(
+                "sandbox.network",
+                |r| r.sandbox.as_ref()?.network.as_ref(),
+                |s| match s.as_str() {
+                    "host" => Ok(NetworkMode::Host),
+                    "none" => Ok(NetworkMode::None),
+                    other => Err(Invalid::new(
+                        format!("unknown network mode {other:?}"),
+                        "use host or none",
+                    )),
+                },
+            )
+            .unwrap_or(NetworkMode::Host);
+        let connect_ports = self.ports("sandbox.connect_ports", |r| {
+            r.sandbox.as_ref()?.connect_ports.as_ref()
+        });
+        let sandbox = SandboxSpec {
+            read_only: read_only.into_iter().map(|(path, _)| path).collect(),
+            read_write: Vec::new(),
+            private_tmp: self
+                .value(
+                    "sandbox.private_tmp",
+                    |r| r.sandbox.as_ref()?.private_tmp.as_ref(),
+                    |b| Ok(*b),
+                )
+                .unwrap_or(true),
+            bind_ports: self.ports("sandbox.bind_ports", |r| {
+                r.sandbox.as_ref()?.bind_ports.as_ref()
+            }),
+            connect_ports,
+            network,
+            landlock: self
+                .value(
+                    "sandbox.landlock",
+                    |r| r.sandbox.as_ref()?.landlock.as_ref(),
+                    |s| match s.as_str() {
+                        "require" => Ok(LandlockMode::Require),
+                        "best-effort" => Ok(LandlockMode::BestEffort),
+                        other => Err(Invalid::new(
+                            format!("unknown landlock mode {other:?}"),
+                            "use require or best-effort",
+                        )),
+                    },
+                )
+                .unwrap_or(LandlockMode::Require),
+        };
+        if matches!(self.mode, Mode::App(_)) {
+            self.sandbox_warnings(&sandbox, &read_write, directory, network_val);
+        }
+        SandboxSpec {
+            read_write: read_write.into_iter().map(|(path, _)| path).collect(),
+            ..sandbox
+        }
+    }
+
+    fn sandbox_warnings(
+        &mut self,
+        sandbox: &SandboxSpec,
+        read_write: &[(PathBuf, Range<usize>)],
+        directory: Option<&Path>,
+        network: Option<Val<'a, String>>,
+    ) {
+        if let (Some(directory), Some(list)) = (
+            directory,
+            self.pick("sandbox.read_write", |r| {
+                r.sandbox.as_ref()?.read_write.as_ref()
+            }),
+        ) {
+            for (i, (path, span)) in read_write.iter().enumerate() {
+                if directory.starts_with(path) {
+                    self.warnings.push(list.warning(
+                        span,
+                        &format!("[{i}]"),
+                        format!(
+                            "{} holds the app's directory {}, so the app can rewrite its own code",
+                            path.display(),
+                            directory.display()
+                        ),
+                        "grant only the paths it writes to, like /srv/shop/shared",
+                    ));
+                }
+            }
+        }
+        if sandbox.network == NetworkMode::Host && sandbox.connect_ports.is_none() {
+            let message =
+                "network = \"host\" without connect_ports lets the app connect to any tcp port"
+                    .to_owned();
+            let hint = "list the ports it needs, like connect_ports = [5432, 6379], or set network = \"none\"";
+            self.warnings.push(match network {
+                Some(val) => val.warning(&val.span, "", message, hint),
+                None => ConfigError::new(self.file, message)
+                    .with_key("sandbox.connect_ports")
+                    .with_hint(hint),
+            });
+        }
+    }
+}
+
+fn check_user(user: &str) -> Result<String, Invalid> {
+    if user == "root" {
+        return Err(Invalid::new(
+            "user \"root\" is refused: appvisor never runs app code as root",
+            "create a dedicated user, like `useradd --system --home-dir /srv/shop shop`",
+        ));
+    }
+    non_empty(user)
+}
+
+/// systemd's rule for `LISTEN_FDNAMES` entries: the list is `:`-separated.
+fn check_fd_name(name: &str) -> Result<(), Invalid> {
+    if name.is_empty()
+        || name.len() > 255
+        || name.contains(':')
+        || name.chars().any(char::is_control)
+    {
+        return Err(Invalid::new(
+            format!("invalid listen name {name:?}"),
+            "use 1 to 255 printable characters without ':'",
+        ));
+    }
+    Ok(())
+}
+
+fn is_uwsgi(program: &str) -> bool {
+    Path::new(program)
+        .file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.starts_with("uwsgi"))
+}
+
+/// A wildcard listen address is probed on loopback of the same family.
+fn probe_address(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
+}
