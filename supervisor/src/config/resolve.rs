@@ -445,3 +445,301 @@ fn overlaps(a: &ListenAddress, b: &ListenAddress) -> bool {
 fn is_wildcard(addr: &SocketAddr) -> bool {
     addr.ip().is_unspecified()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use nix::unistd::Uid;
+
+    use super::*;
+    use crate::config::validate::{validate_app, Defaults};
+    use crate::config::AppName;
+
+    fn app(name: &str, extra: &str) -> AppSpec {
+        let text = format!(
+            "user = \"shop\"\ncommand = [\"/srv/shop/venv/bin/gunicorn\"]\ndirectory = \"/srv/shop/current\"\n{extra}"
+        );
+        let file = PathBuf::from(format!("apps.d/{name}.toml"));
+        let no_env = |_: &Path| Err(io::Error::from(io::ErrorKind::NotFound));
+        validate_app(
+            &AppName::new(name).unwrap(),
+            &file,
+            &text,
+            &Defaults::none(),
+            &no_env,
+        )
+        .unwrap()
+        .spec
+    }
+
+    /// A root with the program (mode `mode`, owned by the test's uid/gid)
+    /// and the directory as a symlink to a release.
+    fn tree(mode: u32) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        let bin = root.path().join("srv/shop/venv/bin");
+        fs::create_dir_all(&bin).unwrap();
+        fs::create_dir_all(root.path().join("srv/shop/releases/1")).unwrap();
+        symlink("releases/1", root.path().join("srv/shop/current")).unwrap();
+        fs::write(bin.join("gunicorn"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(bin.join("gunicorn"), fs::Permissions::from_mode(mode)).unwrap();
+        root
+    }
+
+    fn db() -> FakeUserDb {
+        FakeUserDb::new()
+            .with_user("shop", 1001, 1001)
+            .with_user("toor", 0, 1001)
+            .with_user("wheel", 1003, 0)
+            .with_user("sneaky", 1004, 1004)
+            .with_group("shop", 1001, &[])
+            .with_group("shop-devs", 1002, &["shop"])
+            .with_group("root", 0, &["sneaky"])
+            .with_group("sneaky", 1004, &[])
+    }
+
+    fn messages(result: Result<ResolvedApp, ConfigErrors>) -> Vec<String> {
+        match result {
+            Ok(resolved) => panic!("expected errors, got {resolved:?}"),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn resolves_user_groups_and_paths() {
+        let root = tree(0o755);
+        let spec = app("shop", "");
+        let resolved = resolve_under(&spec, &db(), root.path()).unwrap();
+        assert_eq!(
+            resolved,
+            ResolvedApp {
+                spec: spec.clone(),
+                uid: 1001,
+                gid: 1001,
+                groups: vec![1001, 1002],
+                user_name: "shop".to_owned(),
+                home: PathBuf::from("/home/shop"),
+                shell: PathBuf::from("/bin/sh"),
+            }
+        );
+        let with_group = app("shop", "group = \"shop-devs\"\n");
+        assert_eq!(
+            resolve_under(&with_group, &db(), root.path()).unwrap().gid,
+            1002
+        );
+    }
+
+    #[test]
+    fn user_and_group_errors() {
+        let root = tree(0o755);
+        let cases: &[(&str, &str)] = &[
+            (
+                "user = \"nobody-here\"\n",
+                "apps.d/shop.toml: user: user \"nobody-here\" does not exist (create it, like `useradd --system shop`, or fix the name)",
+            ),
+            (
+                "user = \"toor\"\n",
+                "apps.d/shop.toml: user: user \"toor\" has uid 0: appvisor never runs app code as root \
+                 (run the app as an unprivileged user)",
+            ),
+            (
+                "group = \"ghosts\"\n",
+                "apps.d/shop.toml: group: group \"ghosts\" does not exist \
+                 (create it, or remove `group` to use the user's primary group)",
+            ),
+            (
+                "group = \"root\"\n",
+                "apps.d/shop.toml: group: group \"root\" has gid 0: apps never run with the root group (use the app's own group)",
+            ),
+            (
+                "user = \"wheel\"\n",
+                "apps.d/shop.toml: group: the primary group of user \"wheel\" has gid 0: apps never run with the root group \
+                 (set `group` to the app's own group, or change the user's primary group)",
+            ),
+            (
+                "user = \"sneaky\"\n",
+                "apps.d/shop.toml: user: user \"sneaky\" is a member of the root group (gid 0) (remove the user from that group)",
+            ),
+        ];
+        for (extra, want) in cases {
+            // The base text sets `user`, and TOML refuses a second one.
+            let mut spec = app(
+                "shop",
+                if extra.starts_with("group") {
+                    extra
+                } else {
+                    ""
+                },
+            );
+            if let Some(user) = extra.strip_prefix("user = \"") {
+                spec.user = user.trim_end().trim_end_matches('"').to_owned();
+            }
+            assert_eq!(
+                messages(resolve_under(&spec, &db(), root.path())),
+                [*want],
+                "for {extra:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn program_and_directory_errors() {
+        let cases: &[(u32, &str, &[&str])] = &[
+            (
+                0o644,
+                "",
+                &["apps.d/shop.toml: command[0]: program /srv/shop/venv/bin/gunicorn is not executable by user \"shop\" \
+                   (mode 0644) (make it executable with chmod, or fix its owner or group)"],
+            ),
+            (
+                0o755,
+                "missing",
+                &[
+                    "apps.d/shop.toml: command[0]: program /srv/shop/venv/bin/gunicorn does not exist \
+                     (install it (create the virtualenv) or fix command[0])",
+                    "apps.d/shop.toml: directory: directory /srv/shop/current does not exist \
+                     (create it or deploy a release there first)",
+                ],
+            ),
+            (
+                0o755,
+                "swapped",
+                &[
+                    "apps.d/shop.toml: command[0]: program /srv/shop/venv/bin/gunicorn is not a regular file \
+                     (point command[0] at the program itself)",
+                    "apps.d/shop.toml: directory: directory /srv/shop/current is not a directory (point it at a directory)",
+                ],
+            ),
+        ];
+        for (mode, damage, want) in cases {
+            let root = tree(*mode);
+            match *damage {
+                "missing" => {
+                    fs::remove_dir_all(root.path().join("srv/shop")).unwrap();
+                }
+                "swapped" => {
+                    let bin = root.path().join("srv/shop/venv/bin/gunicorn");
+                    fs::remove_file(&bin).unwrap();
+                    fs::create_dir(&bin).unwrap();
+                    fs::remove_file(root.path().join("srv/shop/current")).unwrap();
+                    fs::write(root.path().join("srv/shop/current"), "").unwrap();
+                }
+                _ => {}
+            }
+            let spec = app("shop", "");
+            assert_eq!(
+                messages(resolve_under(&spec, &db(), root.path())),
+                *want,
+                "for {damage:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn execute_bit_is_the_one_execve_would_use() {
+        let root = tree(0o705);
+        let program = root.path().join("srv/shop/venv/bin/gunicorn");
+        let (uid, gid) = if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(
+                &program,
+                Some(Uid::from_raw(2001)),
+                Some(Gid::from_raw(2002)),
+            )
+            .unwrap();
+            (2001, 2002)
+        } else {
+            let meta = fs::metadata(&program).unwrap();
+            (meta.uid(), meta.gid())
+        };
+        let spec = app("shop", "");
+        let refused = "apps.d/shop.toml: command[0]: program /srv/shop/venv/bin/gunicorn is not executable by \
+                       user \"shop\" (mode 0705) (make it executable with chmod, or fix its owner or group)";
+        let cases = [
+            (
+                "owner",
+                FakeUserDb::new().with_user("shop", uid, 4242),
+                None,
+            ),
+            (
+                "other",
+                FakeUserDb::new().with_user("shop", uid + 1, 4242),
+                None,
+            ),
+            (
+                "primary group",
+                FakeUserDb::new().with_user("shop", uid + 1, gid),
+                Some(refused),
+            ),
+            (
+                "supplementary group",
+                FakeUserDb::new()
+                    .with_user("shop", uid + 1, 4242)
+                    .with_group("g", gid, &["shop"]),
+                Some(refused),
+            ),
+        ];
+        for (who, db, want) in cases {
+            let got = resolve_under(&spec, &db, root.path())
+                .err()
+                .map(|errors| errors.to_string());
+            assert_eq!(got.as_deref(), want, "for {who}");
+        }
+    }
+
+    #[test]
+    fn conflicts_between_apps() {
+        let listen = |address: &str| format!("[[listen]]\naddress = \"{address}\"\n");
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            (
+                "127.0.0.1:8001",
+                "127.0.0.1:8001",
+                Some("apps.d/blog.toml: listen[0].address: 127.0.0.1:8001 is already taken by app \"shop\" (apps.d/shop.toml) \
+                      (give each app its own port or socket path)"),
+            ),
+            (
+                "0.0.0.0:8001",
+                "127.0.0.1:8001",
+                Some("apps.d/blog.toml: listen[0].address: 127.0.0.1:8001 overlaps 0.0.0.0:8001 of app \"shop\" (apps.d/shop.toml) \
+                      (give each app its own port or socket path)"),
+            ),
+            (
+                "10.0.0.1:8001",
+                "[::]:8001",
+                Some("apps.d/blog.toml: listen[0].address: [::]:8001 overlaps 10.0.0.1:8001 of app \"shop\" (apps.d/shop.toml) \
+                      (give each app its own port or socket path)"),
+            ),
+            (
+                "unix:/run/shop.sock",
+                "unix:/run/shop.sock",
+                Some("apps.d/blog.toml: listen[0].address: unix:/run/shop.sock is already taken by app \"shop\" (apps.d/shop.toml) \
+                      (give each app its own port or socket path)"),
+            ),
+            ("127.0.0.1:8001", "127.0.0.2:8001", None),
+            ("127.0.0.1:8001", "127.0.0.1:8002", None),
+            ("unix:/run/a.sock", "unix:/run/b.sock", None),
+        ];
+        for (first, second, want) in cases {
+            let apps = [app("shop", &listen(first)), app("blog", &listen(second))];
+            let got: Vec<String> = check_conflicts(&apps)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(
+                got,
+                want.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "for {first} {second}"
+            );
+        }
+    }
+
+    #[test]
+    fn system_user_db_finds_root() {
+        let db = SystemUserDb;
+        let root = db.user_by_name("root").unwrap().unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
+        assert_eq!(db.group_by_name("root").unwrap(), Some(0));
+        assert_eq!(db.group_name(0).unwrap().as_deref(), Some("root"));
+        assert!(db.supplementary_groups("root", 0).unwrap().contains(&0));
+        assert_eq!(db.user_by_name("no-such-user-appvisor").unwrap(), None);
+    }
+}

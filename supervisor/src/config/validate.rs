@@ -952,42 +952,35 @@ impl<'a> Builder<'a> {
             r.readiness.as_ref()?.address.as_ref()
         });
         let kind_name = kind.as_ref().map_or("none", |kind| kind.value.as_str());
-        let unused = |val: &Val<'_, String>, key: &str| {
-            val.error(Invalid::new(
-                format!(
-                    "{key} is only used with kind = \"{}\"",
-                    if key == "url" { "http" } else { "tcp" }
-                ),
-                format!(
-                    "remove it, or set readiness.kind = \"{}\"",
-                    if key == "url" { "http" } else { "tcp" }
-                ),
-            ))
-        };
-        // `[defaults]` alone cannot tell: an app may set the kind.
-        let whole_app = matches!(self.mode, Mode::App(_));
-        if whole_app && kind_name != "http" {
-            if let Some(url) = &url {
-                self.errors.push(unused(url, "url"));
-            }
-        }
-        if whole_app && kind_name != "tcp" {
-            if let Some(address) = &address {
-                self.errors.push(unused(address, "address"));
-            }
-        }
+        // `url` and `address` are checked whatever the kind: DESIGN.md's own
+        // example gives a url with kind = "notify", the probe a reload needs
+        // because gunicorn sends READY=1 only once.
+        let parsed_url = url
+            .as_ref()
+            .and_then(|url| match parse_http_url(url.value) {
+                Ok(url) => Some(url),
+                Err(invalid) => {
+                    self.errors.push(url.error(invalid));
+                    None
+                }
+            });
+        let parsed_address =
+            address
+                .as_ref()
+                .and_then(|address| match parse_socket_addr(address.value) {
+                    Ok(addr) => Some(addr),
+                    Err(invalid) => {
+                        self.errors.push(address.error(invalid));
+                        None
+                    }
+                });
         let kind = match kind_name {
             "none" => Some(ReadinessKind::None),
             "notify" => Some(ReadinessKind::Notify),
-            "http" => match &url {
-                Some(url) => match parse_http_url(url.value) {
-                    Ok(url) => Some(ReadinessKind::Http { url }),
-                    Err(invalid) => {
-                        self.errors.push(url.error(invalid));
-                        None
-                    }
-                },
-                None => {
+            "http" => match (&url, parsed_url) {
+                (_, Some(url)) => Some(ReadinessKind::Http { url }),
+                (Some(_), None) => None,
+                (None, _) => {
                     if let (Some(kind), Mode::App(_)) = (&kind, &self.mode) {
                         self.errors.push(kind.error(Invalid::new(
                             "readiness kind \"http\" needs a url",
@@ -997,15 +990,10 @@ impl<'a> Builder<'a> {
                     None
                 }
             },
-            "tcp" => match &address {
-                Some(address) => match parse_socket_addr(address.value) {
-                    Ok(addr) => Some(ReadinessKind::Tcp { address: addr }),
-                    Err(invalid) => {
-                        self.errors.push(address.error(invalid));
-                        None
-                    }
-                },
-                None => {
+            "tcp" => match (&address, parsed_address) {
+                (_, Some(address)) => Some(ReadinessKind::Tcp { address }),
+                (Some(_), None) => None,
+                (None, _) => {
                     let first_tcp = listen.iter().find_map(|(address, _)| match address {
                         ListenAddress::Tcp(addr) => Some(probe_address(*addr)),
                         ListenAddress::Unix(_) => None,
@@ -1091,7 +1079,13 @@ impl<'a> Builder<'a> {
             Duration::from_secs(60),
             true,
         );
-        if backoff_initial > backoff_max {
+        let max_val = self.pick("restart.backoff.max", |r| {
+            r.restart.as_ref()?.backoff.as_ref()?.max.as_ref()
+        });
+        // `[defaults]` alone is compared with itself only: an app may set the other.
+        let comparable =
+            matches!(self.mode, Mode::App(_)) || (initial_val.is_some() && max_val.is_some());
+        if comparable && backoff_initial > backoff_max {
             let error = Invalid::new(
                 format!(
                     "backoff initial {} is longer than max {}",
@@ -1100,11 +1094,7 @@ impl<'a> Builder<'a> {
                 ),
                 "make initial at most max",
             );
-            match initial_val.or_else(|| {
-                self.pick("restart.backoff.max", |r| {
-                    r.restart.as_ref()?.backoff.as_ref()?.max.as_ref()
-                })
-            }) {
+            match initial_val.or(max_val) {
                 Some(val) => self.errors.push(val.error(error)),
                 None => self
                     .errors
@@ -1313,5 +1303,806 @@ fn probe_address(addr: SocketAddr) -> SocketAddr {
             SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
         }
         _ => addr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::signal::Signal as Sig;
+
+    use super::*;
+
+    const FILE: &str = "apps.d/shop.toml";
+    const BASE: &str = "\
+user = \"shop\"
+command = [\"/srv/shop/venv/bin/gunicorn\", \"shop.wsgi\"]
+directory = \"/srv/shop/current\"
+";
+
+    fn no_env_files(path: &Path) -> io::Result<String> {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no {}", path.display()),
+        ))
+    }
+
+    fn validate_with(
+        text: &str,
+        defaults: &Defaults,
+        env: &dyn Fn(&Path) -> io::Result<String>,
+    ) -> Result<ValidApp, ConfigErrors> {
+        validate_app(
+            &AppName::new("shop").unwrap(),
+            Path::new(FILE),
+            text,
+            defaults,
+            env,
+        )
+    }
+
+    fn spec(text: &str) -> AppSpec {
+        match validate_with(text, &Defaults::none(), &no_env_files) {
+            Ok(valid) => valid.spec,
+            Err(errors) => panic!("unexpected errors:\n{errors}"),
+        }
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match validate_with(text, &Defaults::none(), &no_env_files) {
+            Ok(valid) => panic!("expected errors, got {:?}", valid.spec),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn daemon_defaults(text: &str) -> Defaults {
+        match validate_daemon(Path::new("appvisor.toml"), text) {
+            Ok((_, defaults)) => defaults,
+            Err(errors) => panic!("unexpected errors:\n{errors}"),
+        }
+    }
+
+    #[test]
+    fn design_example_validates_to_the_full_spec() {
+        let text = include_str!("testdata/shop.toml");
+        let env = |path: &Path| {
+            assert_eq!(path, Path::new("/etc/shop/secrets.env"));
+            Ok("SECRET_KEY=s3cret\nDJANGO_SETTINGS_MODULE=from.file\n".to_owned())
+        };
+        let valid = validate_with(text, &Defaults::none(), &env).unwrap();
+        let want = AppSpec {
+            name: AppName::new("shop").unwrap(),
+            file: PathBuf::from(FILE),
+            description: "Shop storefront".to_owned(),
+            user: "shop".to_owned(),
+            group: Some("shop".to_owned()),
+            command: ["/srv/shop/venv/bin/gunicorn", "--workers", "4", "shop.wsgi"]
+                .map(String::from)
+                .to_vec(),
+            directory: PathBuf::from("/srv/shop/current"),
+            environment: BTreeMap::from([
+                (
+                    "DJANGO_SETTINGS_MODULE".to_owned(),
+                    "shop.settings".to_owned(),
+                ),
+                ("SECRET_KEY".to_owned(), "s3cret".to_owned()),
+            ]),
+            env_files: vec![PathBuf::from("/etc/shop/secrets.env")],
+            umask: 0o027,
+            autostart: true,
+            listen: vec![ListenSpec {
+                address: ListenAddress::Tcp("127.0.0.1:8001".parse().unwrap()),
+                name: "http".to_owned(),
+            }],
+            readiness: ReadinessSpec {
+                kind: ReadinessKind::Notify,
+                timeout: Duration::from_secs(60),
+            },
+            restart: RestartSpec {
+                policy: RestartPolicy::OnFailure,
+                start_secs: Duration::from_secs(1),
+                max_retries: 0,
+                backoff_initial: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(60),
+                strategy: RestartStrategy::StopStart,
+            },
+            stop: StopSpec {
+                signal: Signal(Sig::SIGTERM),
+                timeout: Duration::from_secs(30),
+                reload_signal: Signal(Sig::SIGHUP),
+            },
+            logs: LogSpec {
+                max_size: 50 * 1024 * 1024,
+                keep: 5,
+            },
+            access: AccessSpec {
+                users: vec!["alice".to_owned()],
+                groups: vec!["shop-devs".to_owned()],
+            },
+            sandbox: SandboxSpec {
+                read_only: vec![PathBuf::from("/srv/shop")],
+                read_write: vec![
+                    PathBuf::from("/srv/shop/shared"),
+                    PathBuf::from("/var/lib/shop"),
+                ],
+                private_tmp: true,
+                bind_ports: Some(vec![8001]),
+                connect_ports: Some(vec![5432, 6379]),
+                network: NetworkMode::Host,
+                landlock: LandlockMode::Require,
+            },
+            limits: LimitSpec {
+                memory: Some(512 * 1024 * 1024),
+                tasks: Some(128),
+                cpu: Some(150),
+                open_files: Some(4096),
+            },
+        };
+        assert_eq!(valid.spec, want);
+        assert_eq!(valid.warnings, []);
+    }
+
+    #[test]
+    fn minimal_app_gets_the_built_in_defaults() {
+        let got = spec(BASE);
+        assert_eq!(got.description, "");
+        assert_eq!(got.group, None);
+        assert_eq!(got.environment, BTreeMap::new());
+        assert_eq!(got.umask, 0o022);
+        assert!(got.autostart);
+        assert_eq!(got.listen, []);
+        assert_eq!(
+            got.readiness,
+            ReadinessSpec {
+                kind: ReadinessKind::None,
+                timeout: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(got.restart.policy, RestartPolicy::OnFailure);
+        assert_eq!(got.restart.start_secs, Duration::from_secs(1));
+        assert_eq!(got.restart.max_retries, 0);
+        assert_eq!(
+            (got.restart.backoff_initial, got.restart.backoff_max),
+            (Duration::from_secs(1), Duration::from_secs(60))
+        );
+        assert_eq!(got.restart.strategy, RestartStrategy::StopStart);
+        assert_eq!(
+            got.stop,
+            StopSpec {
+                signal: Signal(Sig::SIGTERM),
+                timeout: Duration::from_secs(30),
+                reload_signal: Signal(Sig::SIGHUP)
+            }
+        );
+        assert_eq!(
+            got.logs,
+            LogSpec {
+                max_size: 52_428_800,
+                keep: 5
+            }
+        );
+        assert_eq!(got.access, AccessSpec::default());
+        assert_eq!(
+            got.sandbox,
+            SandboxSpec {
+                read_only: vec![],
+                read_write: vec![],
+                private_tmp: true,
+                bind_ports: None,
+                connect_ports: None,
+                network: NetworkMode::Host,
+                landlock: LandlockMode::Require,
+            }
+        );
+        assert_eq!(got.limits, LimitSpec::default());
+    }
+
+    #[test]
+    fn value_errors_name_line_column_key_and_fix() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[restart.backoff]\ninitial = \"1 fortnight\"\n",
+                "apps.d/shop.toml:5:11: restart.backoff.initial: invalid duration \"1 fortnight\" (use forms like 500ms, 30s, 2m)",
+            ),
+            (
+                "[restart]\nstart_secs = \"\"\n",
+                "apps.d/shop.toml:5:14: restart.start_secs: invalid duration \"\" (use forms like 500ms, 30s, 2m)",
+            ),
+            (
+                "[stop]\ntimeout = \"0s\"\n",
+                "apps.d/shop.toml:5:11: stop.timeout: stop.timeout must be longer than 0s (use forms like 500ms, 30s, 2m)",
+            ),
+            (
+                "readiness = { timeout = \"0ms\" }\n",
+                "apps.d/shop.toml:4:25: readiness.timeout: readiness.timeout must be longer than 0s (use forms like 500ms, 30s, 2m)",
+            ),
+            (
+                "[logs]\nmax_size = \"lots\"\n",
+                "apps.d/shop.toml:5:12: logs.max_size: invalid size \"lots\" (use forms like 512MiB, 50MiB, 2GiB)",
+            ),
+            (
+                "[logs]\nmax_size = \"0MiB\"\n",
+                "apps.d/shop.toml:5:12: logs.max_size: logs.max_size must be more than 0 bytes (use forms like 512MiB, 50MiB, 2GiB)",
+            ),
+            (
+                "[logs]\nkeep = -1\n",
+                "apps.d/shop.toml:5:8: logs.keep: invalid number of files to keep -1 (use a whole number of at least 0)",
+            ),
+            ("umask = \"0928\"\n", "apps.d/shop.toml:4:9: umask: invalid umask \"0928\" (use 3 or 4 octal digits like \"0027\")"),
+            ("umask = \"27\"\n", "apps.d/shop.toml:4:9: umask: invalid umask \"27\" (use 3 or 4 octal digits like \"0027\")"),
+            (
+                "[stop]\nsignal = \"TERMINATE\"\n",
+                "apps.d/shop.toml:5:10: stop.signal: unknown signal \"TERMINATE\" (use a name like TERM, INT, QUIT, HUP or USR1)",
+            ),
+            (
+                "[stop]\nreload_signal = \"SIGFOO\"\n",
+                "apps.d/shop.toml:5:17: stop.reload_signal: unknown signal \"SIGFOO\" (use a name like TERM, INT, QUIT, HUP or USR1)",
+            ),
+            (
+                "[limits]\ncpu = \"150\"\n",
+                "apps.d/shop.toml:5:7: limits.cpu: invalid cpu limit \"150\" (use a percentage of one cpu like \"50%\" or \"150%\")",
+            ),
+            (
+                "[limits]\ncpu = \"0%\"\n",
+                "apps.d/shop.toml:5:7: limits.cpu: invalid cpu limit \"0%\" (use a percentage of one cpu like \"50%\" or \"150%\")",
+            ),
+            (
+                "[limits]\ntasks = 0\n",
+                "apps.d/shop.toml:5:9: limits.tasks: invalid task limit 0 (use a whole number of at least 1)",
+            ),
+            (
+                "[limits]\nopen_files = -5\n",
+                "apps.d/shop.toml:5:14: limits.open_files: invalid open file limit -5 (use a whole number of at least 1)",
+            ),
+            (
+                "[limits]\nmemory = \"512 potatoes\"\n",
+                "apps.d/shop.toml:5:10: limits.memory: invalid size \"512 potatoes\" (use forms like 512MiB, 50MiB, 2GiB)",
+            ),
+            (
+                "[[listen]]\naddress = \"localhost:8001\"\n",
+                "apps.d/shop.toml:5:11: listen[0].address: invalid address \"localhost:8001\" \
+                 (use IP:PORT like 127.0.0.1:8001 or [::1]:8001, or unix:/absolute/path)",
+            ),
+            (
+                "[[listen]]\naddress = \"127.0.0.1:0\"\n",
+                "apps.d/shop.toml:5:11: listen[0].address: port 0 in \"127.0.0.1:0\" \
+                 (use a fixed port between 1 and 65535, or unix:/absolute/path)",
+            ),
+            (
+                "[[listen]]\naddress = \"127.0.0.1:70000\"\n",
+                "apps.d/shop.toml:5:11: listen[0].address: invalid address \"127.0.0.1:70000\" \
+                 (use IP:PORT like 127.0.0.1:8001 or [::1]:8001, or unix:/absolute/path)",
+            ),
+            (
+                "[[listen]]\naddress = \"unix:run/shop.sock\"\n",
+                "apps.d/shop.toml:5:11: listen[0].address: unix socket path \"run/shop.sock\" is not absolute \
+                 (use unix: followed by an absolute path, like unix:/run/shop/http.sock)",
+            ),
+            (
+                "[[listen]]\nname = \"http\"\n",
+                "apps.d/shop.toml:4:1: listen[0].address: missing required key \
+                 (add address = \"127.0.0.1:8001\" or \"unix:/run/NAME/http.sock\")",
+            ),
+            (
+                "[[listen]]\naddress = \"127.0.0.1:8001\"\nname = \"a:b\"\n",
+                "apps.d/shop.toml:6:8: listen[0].name: invalid listen name \"a:b\" (use 1 to 255 printable characters without ':')",
+            ),
+            (
+                "[[listen]]\naddress = \"127.0.0.1:8001\"\n[[listen]]\naddress = \"127.0.0.1:8001\"\n",
+                "apps.d/shop.toml:7:11: listen[1].address: 127.0.0.1:8001 is listed twice (remove the duplicate [[listen]])",
+            ),
+            (
+                "[readiness]\nkind = \"http\"\n",
+                "apps.d/shop.toml:5:8: readiness.kind: readiness kind \"http\" needs a url \
+                 (add readiness.url = \"http://127.0.0.1:PORT/health\")",
+            ),
+            (
+                "[readiness]\nkind = \"http\"\nurl = \"https://127.0.0.1/health\"\n",
+                "apps.d/shop.toml:6:7: readiness.url: https is not supported for probes: \"https://127.0.0.1/health\" \
+                 (use a plain http url like http://127.0.0.1:8001/health)",
+            ),
+            (
+                "[readiness]\nkind = \"http\"\nurl = \"http:///health\"\n",
+                "apps.d/shop.toml:6:7: readiness.url: invalid readiness url \"http:///health\" \
+                 (use a plain http url like http://127.0.0.1:8001/health)",
+            ),
+            (
+                "[readiness]\nkind = \"notify\"\nurl = \"https://127.0.0.1/health\"\n",
+                "apps.d/shop.toml:6:7: readiness.url: https is not supported for probes: \"https://127.0.0.1/health\" \
+                 (use a plain http url like http://127.0.0.1:8001/health)",
+            ),
+            (
+                "[readiness]\naddress = \"127.0.0.1\"\n",
+                "apps.d/shop.toml:5:11: readiness.address: invalid address \"127.0.0.1\" \
+                 (use IP:PORT like 127.0.0.1:8001 or [::1]:8001)",
+            ),
+            (
+                "[readiness]\nkind = \"tcp\"\n",
+                "apps.d/shop.toml:5:8: readiness.kind: readiness kind \"tcp\" needs an address \
+                 (add readiness.address = \"HOST:PORT\" or a TCP [[listen]] address)",
+            ),
+            (
+                "[readiness]\nkind = \"tcp\"\naddress = \"127.0.0.1\"\n",
+                "apps.d/shop.toml:6:11: readiness.address: invalid address \"127.0.0.1\" \
+                 (use IP:PORT like 127.0.0.1:8001 or [::1]:8001)",
+            ),
+            (
+                "[readiness]\nkind = \"ping\"\n",
+                "apps.d/shop.toml:5:8: readiness.kind: unknown readiness kind \"ping\" (use notify, http, tcp or none)",
+            ),
+            (
+                "[restart]\npolicy = \"sometimes\"\n",
+                "apps.d/shop.toml:5:10: restart.policy: unknown restart policy \"sometimes\" (use always, on-failure or never)",
+            ),
+            (
+                "[restart]\nstrategy = \"blue-green\"\n",
+                "apps.d/shop.toml:5:12: restart.strategy: unknown restart strategy \"blue-green\" (use stop-start or start-stop)",
+            ),
+            (
+                "[restart]\nmax_retries = -1\n",
+                "apps.d/shop.toml:5:15: restart.max_retries: invalid max_retries -1 (use a whole number of at least 0)",
+            ),
+            (
+                "[restart]\nbackoff = { initial = \"2m\", max = \"1m\" }\n",
+                "apps.d/shop.toml:5:23: restart.backoff.initial: backoff initial 2m is longer than max 1m (make initial at most max)",
+            ),
+            (
+                "[restart.backoff]\nmax = \"500ms\"\n",
+                "apps.d/shop.toml:5:7: restart.backoff.max: backoff initial 1s is longer than max 500ms (make initial at most max)",
+            ),
+            (
+                "[sandbox]\nread_only = [\"/srv/shop\", \"srv/other\"]\n",
+                "apps.d/shop.toml:5:27: sandbox.read_only[1]: path \"srv/other\" is not absolute (use a path starting with /)",
+            ),
+            (
+                "[sandbox]\nbind_ports = [8001, 0]\n",
+                "apps.d/shop.toml:5:21: sandbox.bind_ports[1]: invalid port 0 (use a port between 1 and 65535)",
+            ),
+            (
+                "[sandbox]\nconnect_ports = [65536]\n",
+                "apps.d/shop.toml:5:18: sandbox.connect_ports[0]: invalid port 65536 (use a port between 1 and 65535)",
+            ),
+            (
+                "[sandbox]\nnetwork = \"bridge\"\n",
+                "apps.d/shop.toml:5:11: sandbox.network: unknown network mode \"bridge\" (use host or none)",
+            ),
+            (
+                "[sandbox]\nlandlock = \"maybe\"\n",
+                "apps.d/shop.toml:5:12: sandbox.landlock: unknown landlock mode \"maybe\" (use require or best-effort)",
+            ),
+            (
+                "[access]\nusers = [\"\"]\n",
+                "apps.d/shop.toml:5:10: access.users[0]: empty name (remove it or fill it in)",
+            ),
+            (
+                "environment = { LISTEN_FDS = \"3\" }\n",
+                "apps.d/shop.toml:4:17: environment.LISTEN_FDS: LISTEN_FDS is set by the daemon for each start \
+                 (remove it; LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES and NOTIFY_SOCKET come from [[listen]] and [readiness])",
+            ),
+            (
+                "environment = { \"MY-VAR\" = \"3\" }\n",
+                "apps.d/shop.toml:4:17: environment.MY-VAR: invalid environment variable name \"MY-VAR\" \
+                 (use letters, digits and _, not starting with a digit)",
+            ),
+            (
+                "env_files = [\"secrets.env\"]\n",
+                "apps.d/shop.toml:4:14: env_files[0]: path \"secrets.env\" is not absolute (use a path starting with /)",
+            ),
+            (
+                "env_files = [\"/etc/shop/missing.env\"]\n",
+                "apps.d/shop.toml:4:14: env_files[0]: cannot read env file /etc/shop/missing.env: no /etc/shop/missing.env \
+                 (create it or remove it from env_files)",
+            ),
+        ];
+        for (extra, want) in cases {
+            let text = format!("{BASE}{extra}");
+            assert_eq!(errors(&text), [*want], "for {extra:?}");
+        }
+    }
+
+    #[test]
+    fn required_keys_and_their_own_errors() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "",
+                &[
+                    "apps.d/shop.toml: user: missing required key (add user = \"NAME\", the unix user the app runs as)",
+                    "apps.d/shop.toml: command: missing required key (add command = [\"/absolute/path/to/program\", \"arg\", ...])",
+                    "apps.d/shop.toml: directory: missing required key (add directory = \"/absolute/path\", where the app runs)",
+                ],
+            ),
+            (
+                "user = \"root\"\ncommand = []\ndirectory = \"srv/shop\"\n",
+                &[
+                    "apps.d/shop.toml:1:8: user: user \"root\" is refused: appvisor never runs app code as root \
+                     (create a dedicated user, like `useradd --system --home-dir /srv/shop shop`)",
+                    "apps.d/shop.toml:2:11: command: command is empty \
+                     (give the program and its arguments, like [\"/srv/shop/venv/bin/gunicorn\", \"shop.wsgi\"])",
+                    "apps.d/shop.toml:3:13: directory: path \"srv/shop\" is not absolute (use a path starting with /)",
+                ],
+            ),
+            (
+                "user = \"shop\"\ncommand = [\"gunicorn\", \"shop.wsgi\"]\ndirectory = \"/srv/shop\"\n",
+                &["apps.d/shop.toml:2:12: command[0]: program \"gunicorn\" is not an absolute path \
+                   (use the full path, like /srv/shop/venv/bin/gunicorn; there is no PATH search)"],
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(errors(text), *want, "for {text:?}");
+        }
+    }
+
+    #[test]
+    fn every_error_is_gathered_in_file_order() {
+        let text = "\
+user = \"shop\"
+umask = \"999\"
+[readiness]
+kind = \"http\"
+url = \"ftp://x\"
+[restart]
+policy = \"sometimes\"
+backoff = { initial = \"soon\" }
+[limits]
+cpu = \"lots\"
+";
+        assert_eq!(
+            errors(text),
+            [
+                "apps.d/shop.toml: command: missing required key (add command = [\"/absolute/path/to/program\", \"arg\", ...])",
+                "apps.d/shop.toml: directory: missing required key (add directory = \"/absolute/path\", where the app runs)",
+                "apps.d/shop.toml:2:9: umask: invalid umask \"999\" (use 3 or 4 octal digits like \"0027\")",
+                "apps.d/shop.toml:5:7: readiness.url: invalid readiness url \"ftp://x\" (use a plain http url like http://127.0.0.1:8001/health)",
+                "apps.d/shop.toml:7:10: restart.policy: unknown restart policy \"sometimes\" (use always, on-failure or never)",
+                "apps.d/shop.toml:8:23: restart.backoff.initial: invalid duration \"soon\" (use forms like 500ms, 30s, 2m)",
+                "apps.d/shop.toml:10:7: limits.cpu: invalid cpu limit \"lots\" (use a percentage of one cpu like \"50%\" or \"150%\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_type_errors_come_from_the_raw_layer() {
+        let text = format!("{BASE}colour = \"blue\"\n[stop]\nsignal = 15\n");
+        assert_eq!(
+            errors(&text),
+            [
+                "apps.d/shop.toml:4:1: colour: unknown key (remove it or use one of: description, user, group, command, \
+                 directory, environment, env_files, umask, autostart, listen, readiness, restart, stop, logs, access, \
+                 sandbox, limits)",
+                "apps.d/shop.toml:6:10: stop.signal: invalid type: integer `15`, expected a string",
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_merge_under_the_app_field_by_field() {
+        let defaults = daemon_defaults(
+            "\
+[defaults]
+umask = \"0077\"
+environment = { LANG_X = \"C.UTF-8\", SHARED = \"defaults\" }
+[defaults.restart]
+policy = \"always\"
+backoff = { initial = \"2s\", max = \"5m\" }
+[defaults.stop]
+timeout = \"10s\"
+[defaults.sandbox]
+connect_ports = [5432]
+",
+        );
+        let text = format!("{BASE}environment = {{ SHARED = \"app\" }}\n[restart.backoff]\nmax = \"30s\"\n[sandbox]\nnetwork = \"none\"\n");
+        let got = validate_with(&text, &defaults, &no_env_files).unwrap().spec;
+        assert_eq!(got.umask, 0o077);
+        assert_eq!(
+            got.environment,
+            BTreeMap::from([
+                ("LANG_X".to_owned(), "C.UTF-8".to_owned()),
+                ("SHARED".to_owned(), "app".to_owned())
+            ])
+        );
+        assert_eq!(got.restart.policy, RestartPolicy::Always);
+        assert_eq!(got.restart.backoff_initial, Duration::from_secs(2));
+        assert_eq!(got.restart.backoff_max, Duration::from_secs(30));
+        assert_eq!(got.stop.timeout, Duration::from_secs(10));
+        assert_eq!(got.sandbox.connect_ports, Some(vec![5432]));
+        assert_eq!(got.sandbox.network, NetworkMode::None);
+        // The app's own value wins over the default.
+        let text = format!("{BASE}umask = \"0002\"\n");
+        assert_eq!(
+            validate_with(&text, &defaults, &no_env_files)
+                .unwrap()
+                .spec
+                .umask,
+            0o002
+        );
+    }
+
+    #[test]
+    fn defaults_errors_point_at_appvisor_toml() {
+        // Checked on their own when the daemon config loads ...
+        let errors = validate_daemon(
+            Path::new("appvisor.toml"),
+            "[defaults.restart]\nstart_secs = \"soon\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors.to_string(),
+            "appvisor.toml:2:14: defaults.restart.start_secs: invalid duration \"soon\" (use forms like 500ms, 30s, 2m)"
+        );
+        // ... and, merged into an app, still blamed on appvisor.toml.
+        let defaults = daemon_defaults("[defaults.restart]\nbackoff = { initial = \"2m\" }\n");
+        let text = format!("{BASE}[restart.backoff]\nmax = \"1m\"\n");
+        let errors = validate_with(&text, &defaults, &no_env_files).unwrap_err();
+        assert_eq!(
+            errors.to_string(),
+            "appvisor.toml:2:23: defaults.restart.backoff.initial: backoff initial 2m is longer than max 1m \
+             (make initial at most max)"
+        );
+        let defaults = Defaults {
+            raw: raw::parse(SourceFile::new(
+                Path::new("x"),
+                "[stop]\nsignal = \"NOPE\"\n",
+            ))
+            .unwrap(),
+            file: PathBuf::from("/etc/appvisor/appvisor.toml"),
+            text: "[stop]\nsignal = \"NOPE\"\n".to_owned(),
+        };
+        assert_eq!(
+            validate_with(BASE, &defaults, &no_env_files)
+                .unwrap_err()
+                .to_string(),
+            "/etc/appvisor/appvisor.toml:2:10: defaults.stop.signal: unknown signal \"NOPE\" \
+             (use a name like TERM, INT, QUIT, HUP or USR1)"
+        );
+    }
+
+    #[test]
+    fn defaults_alone_skip_what_only_an_app_can_tell() {
+        // No user, no command, a url without a kind: fine in [defaults].
+        let defaults = daemon_defaults(
+            "[defaults.readiness]\nurl = \"http://127.0.0.1:8001/health\"\ntimeout = \"5s\"\n",
+        );
+        assert_eq!(defaults.file(), Some(Path::new("appvisor.toml")));
+        let text = format!("{BASE}[readiness]\nkind = \"http\"\n");
+        let got = validate_with(&text, &defaults, &no_env_files).unwrap().spec;
+        assert_eq!(
+            got.readiness,
+            ReadinessSpec {
+                kind: ReadinessKind::Http {
+                    url: "http://127.0.0.1:8001/health".to_owned()
+                },
+                timeout: Duration::from_secs(5)
+            }
+        );
+    }
+
+    #[test]
+    fn uwsgi_stops_with_int_unless_told_otherwise() {
+        let cases = [
+            (
+                "[\"/srv/x/venv/bin/uwsgi\", \"--ini\", \"x.ini\"]",
+                "",
+                Sig::SIGINT,
+            ),
+            (
+                "[\"/usr/bin/uwsgi_python3\", \"--ini\", \"x.ini\"]",
+                "",
+                Sig::SIGINT,
+            ),
+            (
+                "[\"/srv/x/venv/bin/uwsgi\"]",
+                "[stop]\nsignal = \"QUIT\"\n",
+                Sig::SIGQUIT,
+            ),
+            (
+                "[\"/srv/x/venv/bin/uwsgi\"]",
+                "[stop]\nsignal = \"SIGTERM\"\n",
+                Sig::SIGTERM,
+            ),
+            ("[\"/srv/uwsgi/venv/bin/gunicorn\"]", "", Sig::SIGTERM),
+        ];
+        for (command, extra, want) in cases {
+            let text =
+                format!("user = \"x\"\ndirectory = \"/srv/x\"\ncommand = {command}\n{extra}");
+            assert_eq!(
+                spec(&text).stop.signal,
+                Signal(want),
+                "for {command} {extra:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn listen_names_default_to_the_app_and_tcp_probes_to_the_first_tcp_listen() {
+        let text = format!(
+            "{BASE}[[listen]]\naddress = \"unix:/run/shop/http.sock\"\n[[listen]]\naddress = \"0.0.0.0:8001\"\nname = \"web\"\n\
+             [readiness]\nkind = \"tcp\"\n"
+        );
+        let got = spec(&text);
+        assert_eq!(
+            got.listen,
+            [
+                ListenSpec {
+                    address: ListenAddress::Unix(PathBuf::from("/run/shop/http.sock")),
+                    name: "shop".to_owned()
+                },
+                ListenSpec {
+                    address: ListenAddress::Tcp("0.0.0.0:8001".parse().unwrap()),
+                    name: "web".to_owned()
+                },
+            ]
+        );
+        assert_eq!(
+            got.readiness.kind,
+            ReadinessKind::Tcp {
+                address: "127.0.0.1:8001".parse().unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn environment_wins_over_env_files_and_later_files_over_earlier() {
+        let text = format!(
+            "{BASE}env_files = [\"/etc/shop/a.env\", \"/etc/shop/b.env\"]\nenvironment = {{ FROM_APP = \"app\", BOTH = \"app\" }}\n"
+        );
+        let env = |path: &Path| match path.to_str() {
+            Some("/etc/shop/a.env") => Ok("A=1\nAB=a\nBOTH=a\n".to_owned()),
+            Some("/etc/shop/b.env") => Ok("export AB=b\nB='2'\n".to_owned()),
+            _ => no_env_files(path),
+        };
+        let got = validate_with(&text, &Defaults::none(), &env).unwrap().spec;
+        let want = [
+            ("A", "1"),
+            ("AB", "b"),
+            ("B", "2"),
+            ("BOTH", "app"),
+            ("FROM_APP", "app"),
+        ];
+        assert_eq!(
+            got.environment,
+            want.map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into_iter()
+                .collect()
+        );
+        assert_eq!(
+            got.env_files,
+            [
+                PathBuf::from("/etc/shop/a.env"),
+                PathBuf::from("/etc/shop/b.env")
+            ]
+        );
+    }
+
+    #[test]
+    fn env_file_errors_name_the_env_file() {
+        let text = format!("{BASE}env_files = [\"/etc/shop/secrets.env\"]\n");
+        let env = |_: &Path| Ok("OK=1\nNOTIFY_SOCKET=/tmp/x\n".to_owned());
+        let errors = validate_with(&text, &Defaults::none(), &env).unwrap_err();
+        assert_eq!(
+            errors.to_string(),
+            "/etc/shop/secrets.env:2:1: NOTIFY_SOCKET: NOTIFY_SOCKET is set by the daemon for each start \
+             (remove it; LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES and NOTIFY_SOCKET come from [[listen]] and [readiness])"
+        );
+    }
+
+    #[test]
+    fn warnings_for_writable_code_and_unrestricted_connect() {
+        let text = format!("{BASE}[sandbox]\nread_write = [\"/srv/shop/shared\", \"/srv/shop\"]\nnetwork = \"host\"\n");
+        let valid = validate_with(&text, &Defaults::none(), &no_env_files).unwrap();
+        let got: Vec<String> = valid.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "apps.d/shop.toml:5:35: sandbox.read_write[1]: /srv/shop holds the app's directory /srv/shop/current, \
+                 so the app can rewrite its own code (grant only the paths it writes to, like /srv/shop/shared)",
+                "apps.d/shop.toml:6:11: sandbox.network: network = \"host\" without connect_ports lets the app connect \
+                 to any tcp port (list the ports it needs, like connect_ports = [5432, 6379], or set network = \"none\")",
+            ]
+        );
+        // The built-in network default warns without a position.
+        let valid = validate_with(BASE, &Defaults::none(), &no_env_files).unwrap();
+        assert_eq!(
+            valid.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["apps.d/shop.toml: sandbox.connect_ports: network = \"host\" without connect_ports lets the app connect \
+              to any tcp port (list the ports it needs, like connect_ports = [5432, 6379], or set network = \"none\")"]
+        );
+        let quiet = format!(
+            "{BASE}[sandbox]\nread_write = [\"/srv/shop/current-data\"]\nconnect_ports = [5432]\n"
+        );
+        assert_eq!(
+            validate_with(&quiet, &Defaults::none(), &no_env_files)
+                .unwrap()
+                .warnings,
+            []
+        );
+    }
+
+    #[test]
+    fn identical_files_give_equal_specs() {
+        let text = include_str!("testdata/shop.toml");
+        let env = |_: &Path| Ok("SECRET_KEY=x\n".to_owned());
+        let a = validate_with(text, &Defaults::none(), &env).unwrap().spec;
+        let b = validate_with(text, &Defaults::none(), &env).unwrap().spec;
+        assert_eq!(a, b);
+        // Comments, layout and key order do not matter; values do.
+        let reordered = "# moved around\ndirectory = \"/srv/shop/current\"\ncommand = [ \"/srv/shop/venv/bin/gunicorn\",\"shop.wsgi\" ]\nuser=\"shop\"\n";
+        assert_eq!(spec(BASE), spec(reordered));
+        assert_ne!(spec(BASE), spec(&format!("{BASE}umask = \"0027\"\n")));
+    }
+
+    #[test]
+    fn value_parsers() {
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_size("512MiB"), Ok(536_870_912));
+        assert_eq!(parse_size("50MiB"), Ok(52_428_800));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_signal("term"), Ok(Signal(Sig::SIGTERM)));
+        assert_eq!(parse_signal("SIGUSR1"), Ok(Signal(Sig::SIGUSR1)));
+        assert_eq!(parse_umask("0027"), Ok(0o027));
+        assert_eq!(parse_umask("077"), Ok(0o077));
+        assert_eq!(parse_cpu("150%"), Ok(150));
+        assert_eq!(
+            parse_listen_address("[::1]:8001"),
+            Ok(ListenAddress::Tcp("[::1]:8001".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_listen_address(&format!("unix:/{}", "x".repeat(107)))
+                .unwrap_err()
+                .message,
+            "unix socket path is 108 bytes long, the kernel takes at most 107"
+        );
+        assert_eq!(
+            parse_http_url("http://127.0.0.1:8001/health"),
+            Ok("http://127.0.0.1:8001/health".to_owned())
+        );
+        assert_eq!(parse_port(65535), Ok(65535));
+    }
+
+    #[test]
+    fn daemon_settings() {
+        let (spec, defaults) = validate_daemon(Path::new("appvisor.toml"), "").unwrap();
+        assert_eq!(
+            spec,
+            DaemonSpec {
+                apps_dir: PathBuf::from("/etc/appvisor/apps.d"),
+                log_dir: PathBuf::from("/var/log/appvisor"),
+                state_dir: PathBuf::from("/var/lib/appvisor"),
+                control: ControlSpec {
+                    socket: PathBuf::from("/run/appvisor/ctl.sock"),
+                    admin_users: vec![],
+                    admin_groups: vec!["appvisor-admin".to_owned()],
+                },
+                status: StatusSpec {
+                    listen: Some("127.0.0.1:9750".parse().unwrap())
+                },
+            }
+        );
+        assert_eq!(defaults.file(), None);
+
+        let text = "apps_dir = \"/tmp/t/apps.d\"\n[control]\nadmin_users = [\"ops\"]\nadmin_groups = []\n[status]\nlisten = \"\"\n";
+        let (spec, _) = validate_daemon(Path::new("appvisor.toml"), text).unwrap();
+        assert_eq!(spec.apps_dir, PathBuf::from("/tmp/t/apps.d"));
+        assert_eq!(spec.control.admin_users, ["ops"]);
+        assert_eq!(spec.control.admin_groups, Vec::<String>::new());
+        assert_eq!(spec.status.listen, None);
+
+        let text = "log_dir = \"logs\"\n[control]\nsocket = \"ctl.sock\"\nadmins = []\n[status]\nlisten = \"*:9750\"\n";
+        let errors = validate_daemon(Path::new("appvisor.toml"), text).unwrap_err();
+        assert_eq!(
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["appvisor.toml:4:1: control.admins: unknown key (remove it or use one of: socket, admin_users, admin_groups)"]
+        );
+        let text =
+            "log_dir = \"logs\"\n[control]\nsocket = \"ctl.sock\"\n[status]\nlisten = \"*:9750\"\n";
+        let errors = validate_daemon(Path::new("appvisor.toml"), text).unwrap_err();
+        assert_eq!(
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "appvisor.toml:1:11: log_dir: path \"logs\" is not absolute (use a path starting with /)",
+                "appvisor.toml:3:10: control.socket: path \"ctl.sock\" is not absolute (use a path starting with /)",
+                "appvisor.toml:5:10: status.listen: invalid address \"*:9750\" \
+                 (use IP:PORT like 127.0.0.1:8001 or [::1]:8001, or \"\" to turn the status server off)",
+            ]
+        );
     }
 }
