@@ -139,7 +139,11 @@ impl Step {
                     self.m.cause = Some(cause);
                 }
             }
-            AppState::Starting | AppState::Running | AppState::Invalid => {}
+            // Already up or coming up: nothing to do but honour DESIGN's
+            // "a manual start resets the failure count from any state", so
+            // a start during a retry attempt cannot still end in fatal.
+            AppState::Starting | AppState::Running => self.m.failures = 0,
+            AppState::Invalid => {}
         }
     }
 
@@ -806,7 +810,8 @@ mod tests {
             assert_eq!(r.m.since, since, "since after {event:?} in {from:?}");
             let resets = match event {
                 Event::Restart(_) => *from != Invalid,
-                Event::Start(_) => !matches!(from, Starting | Running | Invalid),
+                // DESIGN.md: a manual start resets the count from any state.
+                Event::Start(_) => *from != Invalid,
                 _ => false,
             };
             let failures = if resets { 0 } else { 7 };
@@ -958,6 +963,21 @@ mod tests {
             "killed by signal 11 (SIGSEGV) after 5.0s, restarting",
         );
         assert_eq!((r.m.failures, r.m.restarts), (0, 3));
+    }
+
+    #[test]
+    fn a_manual_start_during_a_retry_resets_the_failure_count() {
+        // DESIGN.md: a manual start works from any state and resets the
+        // count, so an operator's start cannot still end in fatal.
+        let mut r = Run::new(params());
+        r.ev(Event::Start(Cause::Autostart));
+        r.ev(Event::SpawnFailed {
+            reason: ENOENT.to_owned(),
+        });
+        r.fire();
+        assert_eq!((r.m.state, r.m.failures), (AppState::Starting, 1));
+        let effects = r.ev(Event::Start(alice()));
+        assert_eq!((effects, r.m.state, r.m.failures), (vec![], AppState::Starting, 0));
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub const TRANSITIONS: &[(AppState, EventKind, AppState)] = {
         (Fatal,    Start,       Starting),
         (Backoff,  Start,       Starting),
         (Stopping, Start,       Stopping), // start once the app is gone
+        (Starting, Start,       Starting), // only resets the failure count
+        (Running,  Start,       Running),  // only resets the failure count
         (Stopped,  Restart,     Starting),
         (Exited,   Restart,     Starting),
         (Fatal,    Restart,     Starting),
