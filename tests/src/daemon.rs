@@ -37,7 +37,7 @@ pub struct DaemonOptions {
     /// Raw TOML appended to `appvisor.toml` (e.g. a `[defaults]` table).
     pub extra_config: String,
     /// Extra environment for the daemon (besides the test's own, which it
-    /// inherits, and `LANG=C.UTF-8`).
+    /// inherits, `LANG=C.UTF-8` and `NO_COLOR=1`).
     pub env: Vec<(String, String)>,
     /// The `--cgroup` name; `None` picks a fresh `avt-<pid>-<n>`. Set it to
     /// a killed daemon's name to start its successor on the same subtree.
@@ -223,7 +223,10 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
-            .env("LANG", "C.UTF-8");
+            .env("LANG", "C.UTF-8")
+            // A plain log file to print on failure; also one more variable
+            // that must not leak into apps.
+            .env("NO_COLOR", "1");
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info,appvisor=debug");
         }

@@ -26,6 +26,7 @@ pub mod daemon;
 pub mod net;
 pub mod prefix;
 pub mod procfs;
+pub mod testapps;
 pub mod users;
 pub mod wait;
 
