@@ -67,6 +67,15 @@ pub const PARTIAL_LINE_FLUSH: Duration = Duration::from_millis(200);
 pub const MAX_PARTIAL_LINE: usize = 64 * 1024;
 /// Pipe capacity asked for with `F_SETPIPE_SZ`.
 pub const PIPE_SIZE: usize = 1024 * 1024;
+/// After a read shorter than [`BATCH_BELOW`], wait this long before reading
+/// again so output piles up in the pipe: an app that writes line by line
+/// (`PYTHONUNBUFFERED=1`) then costs one wake-up and one read per
+/// millisecond, not per line. A [`PIPE_SIZE`] pipe absorbs 1 GB/s for that
+/// long, so the app does not block; with a smaller pipe there is no wait.
+pub const BATCH_DELAY: Duration = Duration::from_millis(1);
+/// Reads shorter than this mean the pipe was drained: the app writes slower
+/// than the daemon reads, and waiting [`BATCH_DELAY`] costs it nothing.
+const BATCH_BELOW: usize = READ_CHUNK / 4;
 /// Chunks a `logs -f` follower may fall behind before it loses some. Each is
 /// at most [`READ_CHUNK`] bytes, so this also bounds what the channel holds.
 const FOLLOW_CAPACITY: usize = 64;
@@ -225,6 +234,8 @@ impl AppLogs {
     }
 
     async fn run_capture(&self, stream: Stream, pipe: OwnedFd) {
+        let batch = fcntl(&pipe, FcntlArg::F_GETPIPE_SZ)
+            .is_ok_and(|size| usize::try_from(size).is_ok_and(|size| size >= PIPE_SIZE));
         let mut rx = match pipe::Receiver::from_owned_fd(pipe) {
             Ok(rx) => rx,
             Err(error) => {
@@ -262,6 +273,15 @@ impl AppLogs {
                         self.append(stream, lines);
                     } else if buf.len() >= MAX_PARTIAL_LINE {
                         self.append(stream, buf.split().freeze());
+                    }
+                    if batch && n < BATCH_BELOW {
+                        rx = match pause(rx).await {
+                            Ok(rx) => rx,
+                            Err(error) => {
+                                error!(%error, "cannot watch output pipe again, output of this instance is lost");
+                                break;
+                            }
+                        };
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -352,6 +372,15 @@ impl AppLogs {
             Stream::Stderr => &self.stderr,
         }
     }
+}
+
+/// Waits [`BATCH_DELAY`] with the pipe out of the reactor: the kernel wakes
+/// epoll on every write to a pipe, so a registered pipe would wake the
+/// runtime once per line of the app even while nobody reads it.
+async fn pause(rx: pipe::Receiver) -> io::Result<pipe::Receiver> {
+    let fd = rx.into_nonblocking_fd()?;
+    tokio::time::sleep(BATCH_DELAY).await;
+    pipe::Receiver::from_owned_fd_unchecked(fd)
 }
 
 /// Creates `log_dir` if needed (0755) and `dir` inside it, then gives `dir`
