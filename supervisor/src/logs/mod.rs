@@ -163,6 +163,10 @@ pub fn make_pipe() -> Result<(OwnedFd, OwnedFd), LogError> {
 }
 
 /// The captured output of one app, shared by all its instances (spawns).
+///
+/// Open it once per app and share the `Arc`: two `AppLogs` on the same
+/// directory would each rotate the files under the other. The group is fixed
+/// at open; a changed `group` needs a new `AppLogs`.
 #[derive(Debug)]
 pub struct AppLogs {
     app: String,
@@ -226,10 +230,11 @@ impl AppLogs {
     /// Starts a task that drains `pipe` (a read end from [`make_pipe`]) into
     /// `stream` until EOF, that is until every holder of the write end (the
     /// app and its children) has closed it. Must be called inside a tokio
-    /// runtime with the time driver enabled.
+    /// runtime with the time driver enabled. Await the handle rather than
+    /// abort it: an aborted task drops its held-back partial line.
     pub fn capture(self: &Arc<Self>, stream: Stream, pipe: OwnedFd) -> JoinHandle<()> {
         let logs = Arc::clone(self);
-        let span = tracing::debug_span!("capture", app = %self.app, %stream);
+        let span = tracing::info_span!("capture", app = %self.app, %stream);
         tokio::spawn(async move { logs.run_capture(stream, pipe).await }.instrument(span))
     }
 
