@@ -353,8 +353,27 @@ impl AppLogs {
     /// beyond the memory tail. Reads at most [`READ_LAST_MAX_BYTES`]. Blocking
     /// file I/O: call it from `spawn_blocking`.
     pub fn read_last_lines(&self, stream: Stream, n: usize) -> io::Result<Vec<String>> {
+        self.snapshot(stream)?.last_lines(n)
+    }
+
+    /// The files as they are now plus a follower of what comes next, taken
+    /// at one instant under the stream's lock: every byte is either in the
+    /// snapshot or received, never both, never neither (for `logs -n N -f`).
+    /// Opens up to `keep + 1` files but reads none; read the snapshot with
+    /// [`LogSnapshot::last_lines`] from `spawn_blocking`.
+    pub fn snapshot_and_subscribe(
+        &self,
+        stream: Stream,
+    ) -> io::Result<(LogSnapshot, broadcast::Receiver<Bytes>)> {
+        let log = self.stream(stream);
+        let file = lock(&log.file);
+        let files = file.snapshot(self.keep.load(Ordering::Relaxed))?;
+        Ok((LogSnapshot { files }, log.followers.subscribe()))
+    }
+
+    fn snapshot(&self, stream: Stream) -> io::Result<LogSnapshot> {
         let files = lock(&self.stream(stream).file).snapshot(self.keep.load(Ordering::Relaxed))?;
-        file::read_last_lines(&files, n)
+        Ok(LogSnapshot { files })
     }
 
     /// Applies a changed `[logs]`: from the next write on, files rotate at the
@@ -376,6 +395,22 @@ impl AppLogs {
             Stream::Stdout => &self.stdout,
             Stream::Stderr => &self.stderr,
         }
+    }
+}
+
+/// One stream's files at an instant: open handles (immune to rotation) and
+/// the length each had.
+#[derive(Debug)]
+pub struct LogSnapshot {
+    /// Newest first.
+    files: Vec<(File, u64)>,
+}
+
+impl LogSnapshot {
+    /// The last `n` complete lines, oldest first, plus a trailing partial
+    /// line, as [`AppLogs::read_last_lines`]. Blocking file I/O.
+    pub fn last_lines(&self, n: usize) -> io::Result<Vec<String>> {
+        file::read_last_lines(&self.files, n)
     }
 }
 
