@@ -1,2 +1,77 @@
 #![forbid(unsafe_code)]
-fn main() {}
+//! `appctl`: control appvisord over its Unix socket and validate its
+//! configuration offline.
+//!
+//! This file parses the command line, runs one command and turns its
+//! outcome into an exit status; it must never decide an exit code itself
+//! (that is [`exit`]) or render output (that is [`render`]).
+
+mod cli;
+mod commands;
+mod exit;
+mod render;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use appvisor_protocol::client::Client;
+use appvisor_protocol::Action;
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+use crate::commands::CommandError;
+use crate::exit::Exit;
+
+fn main() -> ExitCode {
+    // clap prints usage errors itself and exits 2, as DESIGN.md wants.
+    let cli = Cli::parse();
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            commands::print_error(&format_args!("{err:#}"));
+            return Exit::Failed.into();
+        }
+    };
+    match run(&runtime, cli) {
+        Ok(exit) => exit.into(),
+        Err(err) => {
+            commands::print_error(&err);
+            err.exit().into()
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // One thread is plenty: the work is waiting on the daemon.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Runs one command to its exit code.
+fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> Result<Exit, CommandError> {
+    let client = Client::new(cli.socket);
+    match &cli.command {
+        Command::Status { apps, json } => runtime.block_on(commands::status(&client, apps, *json)),
+        Command::Start(args) => runtime.block_on(commands::act(&client, Action::Start, args)),
+        Command::Stop(args) => runtime.block_on(commands::act(&client, Action::Stop, args)),
+        Command::Restart(args) => runtime.block_on(commands::act(&client, Action::Restart, args)),
+        Command::Reload(args) => runtime.block_on(commands::act(&client, Action::Reload, args)),
+        Command::Signal { signal, app } => runtime.block_on(commands::signal(&client, signal, app)),
+        Command::Logs {
+            app,
+            follow,
+            lines,
+            stderr,
+        } => runtime.block_on(commands::logs(&client, app, *follow, *lines, *stderr)),
+        Command::Update { dry_run } => runtime.block_on(commands::update(&client, *dry_run)),
+        Command::Whoami => runtime.block_on(commands::whoami(&client)),
+        Command::Check { files } => {
+            let config = cli.config.as_deref();
+            let daemon_config = config.unwrap_or(Path::new(cli::DEFAULT_CONFIG));
+            commands::check(daemon_config, config.is_some(), files)
+        }
+    }
+}

@@ -1,1 +1,812 @@
-//! placeholder, filled in by its issue
+//! The daemon: start-up, the registry of apps, configuration changes,
+//! operator intent, signals and shutdown.
+//!
+//! Start-up, in order:
+//! 1. read `appvisor.toml` (an error ends the daemon with exit status 2);
+//! 2. become a child subreaper and start reaping;
+//! 3. find the cgroup v2 tree, and kill whatever an earlier daemon that
+//!    died left in its app cgroups, so no duplicate fights for a port;
+//! 4. bind the control socket;
+//! 5. load `apps.d` and start every autostart app at once, each in its own
+//!    task (an app stopped by hand stays stopped);
+//! 6. tell a service manager READY=1, then serve until SIGTERM or SIGINT
+//!    (SIGHUP re-reads `apps.d`).
+//!
+//! Shutdown stops every app in parallel and returns once all are gone.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use appvisor_protocol::{
+    Action, ActionRequest, ActionResult, ApiError, AppStatus, ApplyReport, ErrorCode, InvalidApp,
+    Outcome, State, StoppedBy,
+};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+
+use crate::acl::{self, AdminRules, Operation, Peer};
+use crate::app::{AppState, Cause, Event};
+use crate::audit::{unix_now, Events};
+use crate::cgroup::{CgroupRoot, CgroupWatcher};
+use crate::config::resolve::{self, ResolvedApp, SystemUserDb};
+use crate::config::{self, AccessSpec, AppName, DaemonConfig};
+use crate::logs::{AppLogs, Stream};
+use crate::supervise::{self, reaper::Reaper, Command, Handle, Shared, Snapshot};
+
+/// Lines of memory tail kept per stream for fast `logs` and failure reports.
+const TAIL_LINES: usize = 200;
+/// Longest an action may wait for its outcome.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// Default wait when a request asks to wait without a timeout.
+const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+/// How long start-up waits for an earlier daemon's leftovers to die.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
+/// Log lines attached to a failed action.
+const FAILURE_LOG_LINES: usize = 20;
+
+/// How the daemon was invoked.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    /// The config path was given on the command line (so it must exist).
+    pub config_explicit: bool,
+    /// Name of this daemon's cgroup subtree, under its own cgroup.
+    pub cgroup_name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("invalid configuration:\n{0}")]
+    Config(#[from] config::ConfigErrors),
+    #[error("creating {}: {source}", path.display())]
+    Dir { path: PathBuf, source: io::Error },
+    #[error("starting the reaper: {0}")]
+    Reaper(io::Error),
+    #[error("setting up cgroups: {0}")]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+    #[error(transparent)]
+    Socket(#[from] crate::ctl::SocketError),
+    #[error("installing signal handlers: {0}")]
+    Signals(io::Error),
+}
+
+impl DaemonError {
+    /// Exit status of `appvisord`: 2 for configuration errors, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// What the control plane needs to talk to one app's task.
+struct AppChannels {
+    commands: tokio::sync::mpsc::UnboundedSender<Command>,
+    snapshot: tokio::sync::watch::Receiver<Snapshot>,
+    logs: Arc<AppLogs>,
+}
+
+/// One file of `apps.d`, as the daemon holds it.
+#[derive(Debug)]
+struct Entry {
+    file: PathBuf,
+    /// The version that runs (the last one that validated).
+    app: Option<Arc<ResolvedApp>>,
+    /// Why the newest version of the file does not validate.
+    error: Option<String>,
+    handle: Option<Handle>,
+    since: u64,
+}
+
+/// The running daemon, as the control server sees it.
+#[derive(Debug)]
+pub struct Daemon {
+    options: Options,
+    config: RwLock<DaemonConfig>,
+    apps: RwLock<BTreeMap<String, Entry>>,
+    shared: Arc<Shared>,
+    intents: Intents,
+    /// Serializes configuration changes.
+    apply_lock: tokio::sync::Mutex<()>,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(options: Options) -> Result<(), DaemonError> {
+    let config = config::load_daemon_or_default(&options.config, options.config_explicit)?;
+    let spec = config.spec.clone();
+    for dir in [&spec.log_dir, &spec.state_dir] {
+        make_dir(dir, 0o755)?;
+    }
+    let run_dir = spec
+        .control
+        .socket
+        .parent()
+        .unwrap_or(Path::new("/run/appvisor"))
+        .to_owned();
+    let notify_dir = run_dir.join("notify");
+    make_dir(&notify_dir, 0o755)?;
+
+    let reaper = Reaper::start().map_err(DaemonError::Reaper)?;
+    let cgroups = CgroupRoot::detect(&options.cgroup_name)?;
+    let watcher = match &cgroups {
+        Some(root) => {
+            let watcher = CgroupWatcher::start()?;
+            let report = root.reap_leftovers(&watcher, LEFTOVER_GRACE).await?;
+            for reaped in &report.reaped {
+                tracing::warn!(app = %reaped.name, killed = reaped.killed, "killed processes left by an earlier appvisord");
+            }
+            for failure in &report.failed {
+                tracing::error!(error = %failure, "could not clean up after an earlier appvisord");
+            }
+            Some(watcher)
+        }
+        None => {
+            tracing::warn!("no cgroup v2 tree: tracking apps by process group; daemonized grandchildren may escape stop");
+            None
+        }
+    };
+    let listener = crate::ctl::bind_control_socket(&spec.control.socket)?;
+    let shared = Arc::new(Shared {
+        reaper,
+        cgroups,
+        watcher,
+        events: Events::default(),
+        notify_dir,
+        lang: std::env::var("LANG").ok(),
+    });
+    let daemon = Arc::new(Daemon {
+        intents: Intents::load(spec.state_dir.join("stopped.json")),
+        options,
+        config: RwLock::new(config),
+        apps: RwLock::new(BTreeMap::new()),
+        shared,
+        apply_lock: tokio::sync::Mutex::new(()),
+    });
+
+    let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+
+    let report = daemon.apply_config(false, None).await.unwrap_or_default();
+    tracing::info!(
+        apps = report.added.len(),
+        invalid = report.invalid.len(),
+        socket = %spec.control.socket.display(),
+        "appvisord ready"
+    );
+    let server = tokio::spawn(crate::ctl::serve(listener, daemon.clone()));
+    notify_service_manager();
+
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: re-reading apps.d");
+                let _ = daemon.apply_config(false, None).await;
+            }
+        }
+    }
+    tracing::info!("stopping every app");
+    server.abort();
+    daemon.shutdown().await;
+    let _ = std::fs::remove_file(&spec.control.socket);
+    tracing::info!("all apps stopped");
+    Ok(())
+}
+
+fn make_dir(path: &Path, mode: u32) -> Result<(), DaemonError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(|source| DaemonError::Dir {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// READY=1 to the service manager's NOTIFY_SOCKET, if there is one.
+fn notify_service_manager() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let socket = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(socket) => socket,
+        Err(err) => {
+            tracing::warn!(error = %err, "creating a socket to notify the service manager");
+            return;
+        }
+    };
+    let bytes = path.as_encoded_bytes();
+    let result = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|addr| socket.send_to_addr(b"READY=1", &addr))
+    } else {
+        socket.send_to(b"READY=1", Path::new(&path))
+    };
+    if let Err(err) = result {
+        tracing::warn!(error = %err, "notifying the service manager");
+    }
+}
+
+impl Daemon {
+    pub fn events(&self) -> &Events {
+        &self.shared.events
+    }
+
+    pub fn admin_rules(&self) -> AdminRules {
+        let config = self.config.read().unwrap_or_else(|e| e.into_inner());
+        AdminRules {
+            users: config.spec.control.admin_users.clone(),
+            groups: config.spec.control.admin_groups.clone(),
+        }
+    }
+
+    /// The `[access]` of app `name`, if it exists (an app known only as an
+    /// invalid file has none, so only admins see it).
+    pub fn access(&self, name: &str) -> Option<AccessSpec> {
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        let entry = apps.get(name)?;
+        Some(
+            entry
+                .app
+                .as_ref()
+                .map(|a| a.spec.access.clone())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Names of the apps `peer` may operate.
+    pub fn visible_apps(&self, peer: &Peer) -> Vec<String> {
+        let rules = self.admin_rules();
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        apps.iter()
+            .filter(|(_, entry)| {
+                let access = entry
+                    .app
+                    .as_ref()
+                    .map(|a| a.spec.access.clone())
+                    .unwrap_or_default();
+                acl::decide(peer, &rules, Operation::View, Some(&access)) == acl::Decision::Allow
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Status of every app `peer` may see.
+    pub fn statuses(&self, peer: &Peer) -> Vec<AppStatus> {
+        self.visible_apps(peer)
+            .iter()
+            .filter_map(|name| self.status(name))
+            .collect()
+    }
+
+    /// Status of one app, whoever asks (the caller checks access).
+    pub fn status(&self, name: &str) -> Option<AppStatus> {
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        let entry = apps.get(name)?;
+        Some(entry_status(name, entry))
+    }
+
+    pub fn logs(&self, name: &str) -> Option<Arc<AppLogs>> {
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        apps.get(name)?.handle.as_ref().map(|h| h.logs.clone())
+    }
+
+    /// The channels to app `name`'s task, or why there is none.
+    fn channels(&self, name: &str) -> Result<AppChannels, ApiError> {
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        let entry = apps
+            .get(name)
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no app named {name}")))?;
+        match &entry.handle {
+            Some(h) => Ok(AppChannels {
+                commands: h.commands.clone(),
+                snapshot: h.snapshot.clone(),
+                logs: h.logs.clone(),
+            }),
+            None => Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "{name} has no valid configuration: {} (fix {} and run appctl update)",
+                    entry
+                        .error
+                        .as_deref()
+                        .unwrap_or("invalid")
+                        .replace('\n', "; "),
+                    entry.file.display()
+                ),
+            )),
+        }
+    }
+
+    /// start, stop, restart or reload, optionally waiting for the outcome.
+    pub async fn act(
+        &self,
+        name: &str,
+        action: Action,
+        peer: &Peer,
+        request: &ActionRequest,
+    ) -> Result<ActionResult, ApiError> {
+        let AppChannels {
+            commands,
+            mut snapshot,
+            logs,
+        } = self.channels(name)?;
+        if action == Action::Reload {
+            let signal = self
+                .apps
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(name)
+                .and_then(|e| e.app.as_ref().map(|a| a.spec.stop.reload_signal));
+            let signal = signal.ok_or_else(|| {
+                ApiError::new(ErrorCode::Conflict, format!("{name} is not loaded"))
+            })?;
+            let status = self.send_signal(&commands, &snapshot, signal).await?;
+            return Ok(ActionResult {
+                app: name.to_owned(),
+                action,
+                outcome: Outcome::Done,
+                status,
+                log_tail: Vec::new(),
+            });
+        }
+        let cause = Cause::Operator(peer.user.clone());
+        let (event, stopped_by) = match action {
+            Action::Start => (Event::Start(cause), None),
+            Action::Restart => (Event::Restart(cause), None),
+            Action::Stop => (
+                Event::Stop(cause),
+                Some(StoppedBy {
+                    user: peer.user.clone(),
+                    uid: peer.uid,
+                    at: unix_now(),
+                }),
+            ),
+            Action::Reload | Action::Signal => unreachable!("handled above and by signal()"),
+        };
+        self.intents.set(name, stopped_by.clone());
+        let (reply, target) = oneshot::channel();
+        commands
+            .send(Command::Control {
+                event,
+                stopped_by,
+                reply,
+            })
+            .map_err(|_| gone(name))?;
+        let target = target.await.map_err(|_| gone(name))?;
+        let outcome = if request.wait {
+            let timeout = request
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(DEFAULT_WAIT)
+                .min(MAX_WAIT);
+            wait_for_outcome(&mut snapshot, action, target, timeout).await
+        } else {
+            Outcome::Done
+        };
+        let status = snapshot.borrow().status.clone();
+        let log_tail = if outcome == Outcome::Done {
+            Vec::new()
+        } else {
+            failure_log_tail(&logs)
+        };
+        Ok(ActionResult {
+            app: name.to_owned(),
+            action,
+            outcome,
+            status,
+            log_tail,
+        })
+    }
+
+    /// `appctl signal`.
+    pub async fn signal(&self, name: &str, signal: &str) -> Result<AppStatus, ApiError> {
+        let signal = config::validate::parse_signal(signal).map_err(|_| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("unknown signal {signal:?} (use a name such as HUP, USR1 or TERM)"),
+            )
+        })?;
+        let AppChannels {
+            commands, snapshot, ..
+        } = self.channels(name)?;
+        self.send_signal(&commands, &snapshot, signal).await
+    }
+
+    async fn send_signal(
+        &self,
+        commands: &tokio::sync::mpsc::UnboundedSender<Command>,
+        snapshot: &tokio::sync::watch::Receiver<Snapshot>,
+        signal: config::Signal,
+    ) -> Result<AppStatus, ApiError> {
+        let name = snapshot.borrow().status.name.clone();
+        let (reply, result) = oneshot::channel();
+        commands
+            .send(Command::Signal { signal, reply })
+            .map_err(|_| gone(&name))?;
+        result.await.map_err(|_| gone(&name))?.map_err(|message| {
+            ApiError::new(
+                ErrorCode::Conflict,
+                format!("cannot signal {name}: {message}"),
+            )
+        })?;
+        Ok(snapshot.borrow().status.clone())
+    }
+
+    /// Re-reads `appvisor.toml`'s defaults and admin rules and `apps.d`, and
+    /// applies the difference: new apps start, removed apps stop, changed
+    /// apps restart, unchanged apps are not touched, and a file that does
+    /// not validate leaves its app's last valid version running.
+    pub async fn apply_config(
+        &self,
+        dry_run: bool,
+        peer: Option<&Peer>,
+    ) -> Result<ApplyReport, ApiError> {
+        let _guard = self.apply_lock.lock().await;
+        let daemon_config =
+            config::load_daemon_or_default(&self.options.config, self.options.config_explicit)
+                .map_err(|errors| ApiError::new(ErrorCode::InvalidConfig, errors.to_string()))?;
+        // An unreadable apps_dir must not look like "no apps": that would
+        // stop every app.
+        let candidates = scan(&daemon_config)
+            .map_err(|errors| ApiError::new(ErrorCode::InvalidConfig, errors.to_string()))?;
+        let mut report = ApplyReport {
+            dry_run,
+            ..ApplyReport::default()
+        };
+        let current: BTreeMap<String, Option<Arc<ResolvedApp>>> = self
+            .apps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.app.clone()))
+            .collect();
+        for (name, candidate) in &candidates {
+            match (&candidate.app, current.get(name)) {
+                (Ok(_), None) => report.added.push(name.clone()),
+                (Ok(new), Some(Some(old))) if **new == **old => report.unchanged.push(name.clone()),
+                (Ok(_), Some(_)) => report.changed.push(name.clone()),
+                (Err(errors), existing) => report.invalid.push(InvalidApp {
+                    name: name.clone(),
+                    file: candidate.file.display().to_string(),
+                    errors: errors.clone(),
+                    kept_running: matches!(existing, Some(Some(_))),
+                }),
+            }
+        }
+        report.removed = current
+            .keys()
+            .filter(|n| !candidates.contains_key(*n))
+            .cloned()
+            .collect();
+        if dry_run {
+            return Ok(report);
+        }
+        let who = peer.map(|p| p.user.as_str()).unwrap_or("the daemon");
+        tracing::info!(
+            by = who,
+            added = ?report.added,
+            changed = ?report.changed,
+            removed = ?report.removed,
+            invalid = report.invalid.len(),
+            "applying configuration"
+        );
+        for invalid in &report.invalid {
+            tracing::warn!(app = %invalid.name, errors = %invalid.errors.join("; "), "app file does not validate");
+        }
+        let log_dir = daemon_config.spec.log_dir.clone();
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = daemon_config;
+
+        let mut removed = Vec::new();
+        {
+            let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+            for name in &report.removed {
+                if let Some(entry) = apps.remove(name) {
+                    removed.push(entry);
+                }
+            }
+        }
+        let mut replies = Vec::new();
+        for (name, candidate) in candidates {
+            let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+            let entry = apps.entry(name.clone()).or_insert_with(|| Entry {
+                file: candidate.file.clone(),
+                app: None,
+                error: None,
+                handle: None,
+                since: unix_now(),
+            });
+            entry.file = candidate.file;
+            match candidate.app {
+                Err(errors) => entry.error = Some(errors.join("\n")),
+                Ok(app) => {
+                    entry.error = None;
+                    if entry.app.as_ref().is_some_and(|old| **old == *app) {
+                        continue;
+                    }
+                    entry.app = Some(app.clone());
+                    match &entry.handle {
+                        Some(handle) => {
+                            let (reply, done) = oneshot::channel();
+                            if handle
+                                .commands
+                                .send(Command::Replace { app, reply })
+                                .is_ok()
+                            {
+                                replies.push(done);
+                            }
+                        }
+                        None => match self.start_app(&name, app, &log_dir) {
+                            Ok(handle) => entry.handle = Some(handle),
+                            Err(message) => {
+                                entry.app = None;
+                                entry.error = Some(message);
+                            }
+                        },
+                    }
+                }
+            }
+        }
+        for reply in replies {
+            let _ = reply.await;
+        }
+        stop_all(removed.into_iter().filter_map(|e| e.handle), Cause::Config).await;
+        Ok(report)
+    }
+
+    fn start_app(
+        &self,
+        name: &str,
+        app: Arc<ResolvedApp>,
+        log_dir: &Path,
+    ) -> Result<Handle, String> {
+        let logs = AppLogs::open(log_dir, name, &app.spec.logs, app.gid, TAIL_LINES)
+            .map_err(|e| format!("opening the log files of {name}: {e}"))?;
+        let stopped_by = self.intents.get(name);
+        let autostart = app.spec.autostart && stopped_by.is_none();
+        Ok(supervise::start(
+            app,
+            logs,
+            self.shared.clone(),
+            autostart,
+            stopped_by,
+        ))
+    }
+
+    async fn shutdown(&self) {
+        let handles: Vec<Handle> = {
+            let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+            apps.values_mut().filter_map(|e| e.handle.take()).collect()
+        };
+        stop_all(handles.into_iter(), Cause::Shutdown).await;
+        if let Some(root) = &self.shared.cgroups {
+            if let Err(err) = root.remove() {
+                tracing::warn!(error = %err, "removing the daemon's cgroup");
+            }
+        }
+    }
+}
+
+/// Stops apps in parallel and waits until each task has ended.
+async fn stop_all(handles: impl Iterator<Item = Handle>, cause: Cause) {
+    let tasks: Vec<_> = handles
+        .map(|handle| {
+            let _ = handle.commands.send(Command::Shutdown {
+                cause: cause.clone(),
+            });
+            handle.task
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+fn gone(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        format!("{name} is being removed or the daemon is stopping"),
+    )
+}
+
+/// Waits until the action's outcome is known.
+async fn wait_for_outcome(
+    snapshot: &mut tokio::sync::watch::Receiver<Snapshot>,
+    action: Action,
+    target: u64,
+    timeout: Duration,
+) -> Outcome {
+    let decide = |snap: &Snapshot| -> Option<Outcome> {
+        let down = matches!(
+            snap.state,
+            AppState::Stopped | AppState::Exited | AppState::Fatal
+        );
+        match action {
+            Action::Stop => down.then_some(Outcome::Done),
+            _ if snap.starts < target => None,
+            _ => match snap.state {
+                AppState::Running => Some(Outcome::Done),
+                AppState::Backoff | AppState::Invalid => Some(Outcome::Failed),
+                _ if down => Some(Outcome::Failed),
+                _ => None,
+            },
+        }
+    };
+    let wait = async {
+        loop {
+            if let Some(outcome) = decide(&snapshot.borrow_and_update()) {
+                return outcome;
+            }
+            if snapshot.changed().await.is_err() {
+                return Outcome::Failed;
+            }
+        }
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .unwrap_or(Outcome::Timeout)
+}
+
+fn failure_log_tail(logs: &AppLogs) -> Vec<String> {
+    let stderr = logs.tail(Stream::Stderr, FAILURE_LOG_LINES);
+    if stderr.is_empty() {
+        logs.tail(Stream::Stdout, FAILURE_LOG_LINES)
+    } else {
+        stderr
+    }
+}
+
+fn entry_status(name: &str, entry: &Entry) -> AppStatus {
+    match &entry.handle {
+        Some(handle) => {
+            let mut status = handle.snapshot.borrow().status.clone();
+            status.config_error = entry.error.clone();
+            status
+        }
+        None => AppStatus {
+            name: name.to_owned(),
+            state: State::Invalid,
+            reason: entry
+                .error
+                .clone()
+                .unwrap_or_else(|| "invalid".to_owned())
+                .replace('\n', "; "),
+            pid: None,
+            uptime_secs: None,
+            since: entry.since,
+            restarts: 0,
+            failures: 0,
+            description: String::new(),
+            user: String::new(),
+            directory: String::new(),
+            release: None,
+            autostart: false,
+            stopped_by: None,
+            // The reason says it all: there is no last valid version.
+            config_error: None,
+        },
+    }
+}
+
+/// One file of `apps.d` after validation and resolution.
+#[derive(Debug)]
+struct Candidate {
+    file: PathBuf,
+    app: Result<Arc<ResolvedApp>, Vec<String>>,
+}
+
+/// Validates and resolves every file of `apps_dir`, then checks that no two
+/// valid apps claim the same listen address.
+fn scan(daemon_config: &DaemonConfig) -> Result<BTreeMap<String, Candidate>, config::ConfigErrors> {
+    let db = SystemUserDb;
+    let mut candidates = BTreeMap::new();
+    for file in config::scan_apps_dir(&daemon_config.spec.apps_dir, &daemon_config.defaults)? {
+        let name = match &file.name {
+            Ok(name) => name.to_string(),
+            Err(err) => {
+                tracing::warn!(error = %err, "ignoring a file in apps.d");
+                continue;
+            }
+        };
+        let app = match file.spec {
+            Ok(spec) => resolve::resolve(&spec, &db)
+                .map(Arc::new)
+                .map_err(|errors| errors.iter().map(ToString::to_string).collect()),
+            Err(errors) => Err(errors.iter().map(ToString::to_string).collect()),
+        };
+        candidates.insert(
+            name,
+            Candidate {
+                file: file.path,
+                app,
+            },
+        );
+    }
+    let valid: Vec<_> = candidates
+        .values()
+        .filter_map(|c| c.app.as_ref().ok().map(|a| a.spec.clone()))
+        .collect();
+    for conflict in config::check_conflicts(&valid) {
+        let Some(name) = conflict
+            .file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(AppName::new)
+        else {
+            continue;
+        };
+        if let Some(candidate) = candidates.get_mut(name.as_str()) {
+            let mut errors = candidate.app.as_ref().err().cloned().unwrap_or_default();
+            errors.push(conflict.to_string());
+            candidate.app = Err(errors);
+        }
+    }
+    Ok(candidates)
+}
+
+/// Operator intent: which apps were stopped by hand, and by whom, kept in
+/// `state_dir` so it survives updates and daemon restarts.
+#[derive(Debug)]
+struct Intents {
+    path: PathBuf,
+    stopped: Mutex<BTreeMap<String, StoppedBy>>,
+}
+
+impl Intents {
+    fn load(path: PathBuf) -> Intents {
+        let stopped = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|err| {
+                tracing::warn!(path = %path.display(), error = %err, "ignoring an unreadable operator-intent file");
+                BTreeMap::new()
+            }),
+            Err(_) => BTreeMap::new(),
+        };
+        Intents {
+            path,
+            stopped: Mutex::new(stopped),
+        }
+    }
+
+    fn get(&self, app: &str) -> Option<StoppedBy> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(app)
+            .cloned()
+    }
+
+    /// Records that `app` was stopped by hand (`Some`) or started (`None`).
+    fn set(&self, app: &str, stopped_by: Option<StoppedBy>) {
+        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = match stopped_by {
+            Some(by) => {
+                stopped.insert(app.to_owned(), by);
+                true
+            }
+            None => stopped.remove(app).is_some(),
+        };
+        if changed {
+            if let Err(err) = write_atomically(
+                &self.path,
+                &serde_json::to_vec_pretty(&*stopped).unwrap_or_default(),
+            ) {
+                tracing::warn!(path = %self.path.display(), error = %err, "saving operator intent");
+            }
+        }
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,1 +1,95 @@
-fn main() {}
+//! `appvisord`: parse flags, start tracing, build the runtime, run the daemon.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The appvisor daemon: supervises the apps of apps.d, each as its own user.
+#[derive(Debug, Parser)]
+#[command(name = "appvisord", version, about)]
+struct Cli {
+    /// Daemon settings (appvisor.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Name of this daemon's cgroup subtree, created under the daemon's own
+    /// cgroup. Two daemons on one host need different names.
+    #[arg(long, value_name = "NAME", default_value = "appvisor")]
+    cgroup: String,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate the configuration offline and exit: 0 valid, 2 invalid.
+    /// With FILEs, checks those app files; without, the daemon config and
+    /// every file of its apps_dir. Suitable as a CM validate command.
+    Check {
+        /// App files to check.
+        files: Vec<PathBuf>,
+    },
+}
+
+const DEFAULT_CONFIG: &str = "/etc/appvisor/appvisor.toml";
+
+fn main() -> ExitCode {
+    // The exec helper runs before anything else: it is single-threaded and
+    // must not start a runtime or tracing.
+    appvisor::spawn::child::dispatch_from_args();
+    let cli = Cli::parse();
+    let config_explicit = cli.config.is_some();
+    let config = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+
+    if let Some(Command::Check { files }) = cli.command {
+        let report = appvisor::config::check(
+            &config,
+            config_explicit,
+            &files,
+            &appvisor::config::resolve::SystemUserDb,
+        );
+        print!("{report}");
+        return if report.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        };
+    }
+
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("APPVISOR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("appvisord: starting the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = appvisor::daemon::Options {
+        config,
+        config_explicit,
+        cgroup_name: cli.cgroup,
+    };
+    match runtime.block_on(appvisor::daemon::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            eprintln!("appvisord: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}

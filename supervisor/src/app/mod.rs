@@ -3,13 +3,27 @@
 //! [`step`] maps (machine, event, now) to (machine', effects). The shell in
 //! `supervise` carries out the effects and feeds back the events they lead
 //! to. The allowed transitions are listed whole in [`TRANSITIONS`]; a test
-//! checks that `step` never leaves that table.
+//! checks that `step` never leaves that table. The behaviour, step by step,
+//! is described in the `machine` module; [`backoff_delay`] is the delay
+//! between failed starts.
+//!
+//! This module must never do I/O, read the clock or log: time comes in as
+//! `now`, and everything the outside world should see goes out as an
+//! [`Effect`] or in the returned [`Machine`].
+
+mod backoff;
+mod machine;
+mod transitions;
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::config::{RestartSpec, Signal};
+
+pub use backoff::backoff_delay;
+pub use machine::step;
+pub use transitions::{EventKind, TRANSITIONS};
 
 /// DESIGN.md's states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -125,6 +139,86 @@ pub struct Machine {
     pub failures: u32,
     /// Times the app was started again since it was loaded.
     pub restarts: u32,
-    /// The generation of the armed timer; older generations are stale.
+    /// The generation of the last timer armed; a `TimerFired` with any other
+    /// generation, or while no timer is armed, is stale.
     pub timer_generation: u64,
+    /// Whether the shell's timer is armed (set by `SetTimer`, cleared by
+    /// `CancelTimer` and by the timer firing).
+    pub timer_armed: bool,
+    /// Whether `Spawn` was ever emitted: the first spawn is a start, every
+    /// later one counts in `restarts`.
+    pub ever_spawned: bool,
+    /// `Spawn` was emitted and neither `Spawned` nor `SpawnFailed` has come
+    /// back yet: a process may be about to exist.
+    pub spawn_pending: bool,
+    /// What to do once the app is gone; meaningful in `Stopping` only, and
+    /// `AfterStop::Stay` everywhere else.
+    pub then: AfterStop,
+    /// The request (start, stop, restart) that last changed the machine, so
+    /// status can say who stopped the app.
+    pub cause: Option<Cause>,
+}
+
+/// What a `Stopping` app does once its main process has exited and its
+/// cgroup is empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterStop {
+    /// Become `Stopped`; the reason names `Machine::cause`.
+    Stay,
+    /// Spawn again (a restart, or a start that came while stopping).
+    Start,
+    /// Apply the failed-start rule with this reason (readiness timed out).
+    FailStart(String),
+    /// The main process exited on its own while other processes of the app
+    /// were left; decide on restarting once they are gone.
+    Decide(Exit),
+}
+
+/// How the main process ended, remembered until the exit is decided on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub status: ExitStatus,
+    /// From `Spawned` to `MainExited`.
+    pub uptime: Duration,
+    /// It exited while starting, or sooner than `restart.start_secs`.
+    pub failed_start: bool,
+}
+
+impl Machine {
+    /// A freshly loaded app: `Stopped`, "not started".
+    pub fn new(params: Params, now: Instant) -> Machine {
+        Machine {
+            params,
+            state: AppState::Stopped,
+            reason: "not started".to_owned(),
+            since: now,
+            pid: None,
+            started_at: None,
+            failures: 0,
+            restarts: 0,
+            timer_generation: 0,
+            timer_armed: false,
+            ever_spawned: false,
+            spawn_pending: false,
+            then: AfterStop::Stay,
+            cause: None,
+        }
+    }
+}
+
+impl Event {
+    /// The event's kind, as [`TRANSITIONS`] names it.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Start(_) => EventKind::Start,
+            Event::Stop(_) => EventKind::Stop,
+            Event::Restart(_) => EventKind::Restart,
+            Event::Spawned { .. } => EventKind::Spawned,
+            Event::SpawnFailed { .. } => EventKind::SpawnFailed,
+            Event::Ready => EventKind::Ready,
+            Event::MainExited { .. } => EventKind::MainExited,
+            Event::CgroupEmpty => EventKind::CgroupEmpty,
+            Event::TimerFired { .. } => EventKind::TimerFired,
+        }
+    }
 }

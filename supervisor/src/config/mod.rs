@@ -1,11 +1,25 @@
 //! Configuration: `appvisor.toml` and `apps.d/NAME.toml`.
 //!
 //! Three layers, as DESIGN.md asks: `raw` mirrors the files exactly and
-//! rejects unknown keys; validation turns raw values into [`AppSpec`] and
-//! gathers every error; `resolve` looks users and groups up behind the
-//! [`resolve::UserDb`] trait. Only the `load_*` functions touch the file
-//! system.
+//! rejects unknown keys; `validate` turns raw values into [`AppSpec`] and
+//! [`DaemonSpec`], gathering every error; `resolve` looks users and groups
+//! up behind the [`resolve::UserDb`] trait and checks the paths an app
+//! needs. Only `load`, `check` and `resolve` touch the file system.
 
+pub mod check;
+pub mod env_file;
+pub mod error;
+pub mod load;
+pub mod raw;
+pub mod resolve;
 pub mod spec;
+pub mod validate;
 
+pub use check::{check, CheckReport};
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{
+    load_app, load_daemon, load_daemon_or_default, scan_apps_dir, AppFile, DaemonConfig,
+};
+pub use resolve::{check_conflicts, resolve, ResolvedApp, SystemUserDb, UserDb};
 pub use spec::*;
+pub use validate::Defaults;

@@ -1,1 +1,549 @@
-//! placeholder, filled in by its issue
+//! The control server: HTTP/1.1 with JSON over the Unix socket.
+//!
+//! Owns the socket file, the accept loop, per-connection limits, peer
+//! identity (SO_PEERCRED plus the user database), routing and the mapping
+//! of decisions to HTTP answers. It never decides *what* happens to an app
+//! (that is `daemon` and `supervise`) nor *who* may do it (that is `acl`).
+//!
+//! A hostile local user can connect, so every connection is bounded: a cap
+//! on concurrent connections, a deadline for the request head and body, a
+//! maximum head and body size; anything malformed gets an error answer.
+
+mod body;
+mod peer;
+mod socket;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use appvisor_protocol::{
+    ActionRequest, ApiError, ApplyRequest, ErrorBody, ErrorCode, LogStream, SignalRequest, WhoAmI,
+};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::acl::{self, Decision, Operation, Peer};
+use crate::daemon::Daemon;
+pub use body::ResponseBody;
+pub use socket::{bind_control_socket, SocketError};
+
+/// Connections served at once; more are answered 503 and closed.
+const MAX_CONNECTIONS: usize = 128;
+/// Time a client has to send a request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a client has to send a request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request body: every request body is a small JSON object.
+const MAX_BODY: usize = 64 * 1024;
+/// Largest request head buffer (hyper's minimum is 8 KiB).
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Serves the control socket until the listener fails.
+pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %err, "accepting a control connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(refuse_busy(stream));
+            continue;
+        };
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve_connection(stream, daemon).await;
+        });
+    }
+}
+
+async fn refuse_busy(mut stream: UnixStream) {
+    let body = error_json(&ApiError::new(
+        ErrorCode::Unavailable,
+        "too many control connections, try again",
+    ));
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await
+    })
+    .await;
+}
+
+async fn serve_connection(stream: UnixStream, daemon: Arc<Daemon>) {
+    let peer = match stream.peer_cred() {
+        Ok(cred) => peer::lookup(cred.uid(), cred.pid().and_then(|p| u32::try_from(p).ok())),
+        Err(err) => {
+            tracing::warn!(error = %err, "reading control peer credentials");
+            return;
+        }
+    };
+    let span = tracing::info_span!("control", peer.uid = peer.uid, peer.pid = peer.pid);
+    let peer = Arc::new(peer);
+    let service = hyper::service::service_fn(move |request| {
+        let daemon = daemon.clone();
+        let peer = peer.clone();
+        async move { Ok::<_, Infallible>(handle(&daemon, &peer, request).await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(err) = connection.instrument(span.clone()).await {
+        span.in_scope(|| tracing::debug!(error = %err, "control connection ended"));
+    }
+}
+
+/// One parsed route.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    WhoAmI,
+    Apps,
+    App(&'a str),
+    Action(&'a str, appvisor_protocol::Action),
+    Logs(&'a str),
+    Events,
+    ConfigApply,
+}
+
+fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let (want, route) = match segments.as_slice() {
+        ["v1", "whoami"] => (Method::GET, Route::WhoAmI),
+        ["v1", "apps"] => (Method::GET, Route::Apps),
+        ["v1", "events"] => (Method::GET, Route::Events),
+        ["v1", "config", "apply"] => (Method::POST, Route::ConfigApply),
+        ["v1", "apps", name] => (Method::GET, Route::App(name)),
+        ["v1", "apps", name, "logs"] => (Method::GET, Route::Logs(name)),
+        ["v1", "apps", name, action] => {
+            use appvisor_protocol::Action::*;
+            let action = match *action {
+                "start" => Start,
+                "stop" => Stop,
+                "restart" => Restart,
+                "reload" => Reload,
+                "signal" => Signal,
+                _ => return Err(no_route(path)),
+            };
+            (Method::POST, Route::Action(name, action))
+        }
+        _ => return Err(no_route(path)),
+    };
+    if *method != want {
+        return Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{path} takes {want}, not {method}"),
+        ));
+    }
+    Ok(route)
+}
+
+fn no_route(path: &str) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("no route {path}"))
+}
+
+async fn handle(
+    daemon: &Daemon,
+    peer: &Peer,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let answer = match route(&method, &path) {
+        Ok(route) => dispatch(daemon, peer, route, &query, request.into_body()).await,
+        Err(err) => Err(err),
+    };
+    match answer {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::debug!(%method, %path, code = %err.code, "control request refused");
+            error_response(&err)
+        }
+    }
+}
+
+async fn dispatch(
+    daemon: &Daemon,
+    peer: &Peer,
+    route: Route<'_>,
+    query: &str,
+    body: Incoming,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let rules = daemon.admin_rules();
+    match route {
+        Route::WhoAmI => {
+            let admin = acl::is_admin(peer, &rules);
+            let apps = daemon.visible_apps(peer);
+            let role = if admin {
+                appvisor_protocol::Role::Admin
+            } else if !apps.is_empty() {
+                appvisor_protocol::Role::Operator
+            } else {
+                appvisor_protocol::Role::None
+            };
+            Ok(json_response(&WhoAmI {
+                uid: peer.uid,
+                user: peer.user.clone(),
+                groups: peer.groups.clone(),
+                role,
+                apps,
+            }))
+        }
+        Route::Apps => Ok(json_response(&appvisor_protocol::AppList {
+            apps: daemon.statuses(peer),
+        })),
+        Route::App(name) => {
+            authorize_app(daemon, peer, name, Operation::View, "see")?;
+            let status = daemon
+                .status(name)
+                .ok_or_else(|| hidden(peer, name, "see"))?;
+            Ok(json_response(&status))
+        }
+        Route::Action(name, action) => {
+            let verb = action.as_str();
+            if let Err(err) = authorize_app(daemon, peer, name, Operation::Act, verb) {
+                daemon
+                    .events()
+                    .audit(peer, Some(name), verb, err.code.as_str());
+                return Err(err);
+            }
+            let bytes = read_body(body).await?;
+            let result = if action == appvisor_protocol::Action::Signal {
+                let request: SignalRequest = parse_json(&bytes)?;
+                daemon.signal(name, &request.signal).await.map(|status| {
+                    json_response(&appvisor_protocol::ActionResult {
+                        app: name.to_owned(),
+                        action,
+                        outcome: appvisor_protocol::Outcome::Done,
+                        status,
+                        log_tail: Vec::new(),
+                    })
+                })
+            } else {
+                let request: ActionRequest = if bytes.is_empty() {
+                    ActionRequest::default()
+                } else {
+                    parse_json(&bytes)?
+                };
+                daemon
+                    .act(name, action, peer, &request)
+                    .await
+                    .map(|result| json_response(&result))
+            };
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(err) => err.code.as_str(),
+            };
+            daemon.events().audit(peer, Some(name), verb, outcome);
+            result
+        }
+        Route::Logs(name) => {
+            authorize_app(daemon, peer, name, Operation::View, "read the logs of")?;
+            let params = LogParams::parse(query)?;
+            let logs = daemon
+                .logs(name)
+                .ok_or_else(|| hidden(peer, name, "read the logs of"))?;
+            Ok(text_response(body::log_body(
+                logs,
+                params.stream,
+                params.lines,
+                params.follow,
+            )))
+        }
+        Route::Events => {
+            if acl::decide(peer, &rules, Operation::Events, None) != Decision::Allow {
+                return Err(admin_only(peer, "follow the event stream"));
+            }
+            Ok(ndjson_response(body::event_body(
+                daemon.events().subscribe(),
+            )))
+        }
+        Route::ConfigApply => {
+            if acl::decide(peer, &rules, Operation::ApplyConfig, None) != Decision::Allow {
+                daemon
+                    .events()
+                    .audit(peer, None, "config/apply", ErrorCode::Forbidden.as_str());
+                return Err(admin_only(peer, "apply the configuration"));
+            }
+            let bytes = read_body(body).await?;
+            let request: ApplyRequest = if bytes.is_empty() {
+                ApplyRequest::default()
+            } else {
+                parse_json(&bytes)?
+            };
+            let report = daemon.apply_config(request.dry_run, Some(peer)).await;
+            let outcome = match &report {
+                Ok(_) => "ok",
+                Err(err) => err.code.as_str(),
+            };
+            daemon.events().audit(peer, None, "config/apply", outcome);
+            report.map(|report| json_response(&report))
+        }
+    }
+}
+
+fn authorize_app(
+    daemon: &Daemon,
+    peer: &Peer,
+    name: &str,
+    op: Operation,
+    verb: &str,
+) -> Result<(), ApiError> {
+    let access = daemon.access(name);
+    match acl::decide(peer, &daemon.admin_rules(), op, access.as_ref()) {
+        Decision::Allow if access.is_some() => Ok(()),
+        Decision::Allow | Decision::Hide => Err(hidden(peer, name, verb)),
+        Decision::Forbid => Err(admin_only(peer, verb)),
+    }
+}
+
+/// The answer for an app that does not exist or that the caller may not
+/// operate: the same in both cases, so names do not leak.
+fn hidden(peer: &Peer, name: &str, verb: &str) -> ApiError {
+    let message = if peer.uid == 0 {
+        format!("no app named {name}")
+    } else {
+        format!(
+            "no app named {name} that {} may {verb} (if it exists, ask an admin to add you to [access] in apps.d/{name}.toml)",
+            peer.user
+        )
+    };
+    ApiError::new(ErrorCode::NotFound, message)
+}
+
+fn admin_only(peer: &Peer, what: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Forbidden,
+        format!(
+            "permission denied: {} may not {what} (only admins may: root, [control] admin_users or admin_groups)",
+            peer.user
+        ),
+    )
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        Err(_) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "request body not received within {}s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+        Ok(Err(err))
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("request body larger than {MAX_BODY} bytes"),
+            ))
+        }
+        Ok(Err(err)) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("reading request body: {err}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|err| ApiError::new(ErrorCode::BadRequest, format!("invalid JSON body: {err}")))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct LogParams {
+    stream: LogStream,
+    lines: usize,
+    follow: bool,
+}
+
+impl LogParams {
+    /// Most lines one request may ask for.
+    const MAX_LINES: usize = 100_000;
+
+    fn parse(query: &str) -> Result<LogParams, ApiError> {
+        let mut params = LogParams {
+            stream: LogStream::Stdout,
+            lines: 100,
+            follow: false,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let bad = || {
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("invalid log parameter {key}={value}"),
+                )
+            };
+            match key {
+                "stream" => {
+                    params.stream = match value {
+                        "stdout" => LogStream::Stdout,
+                        "stderr" => LogStream::Stderr,
+                        _ => return Err(bad()),
+                    }
+                }
+                "lines" => {
+                    params.lines = value
+                        .parse::<usize>()
+                        .map_err(|_| bad())?
+                        .min(Self::MAX_LINES)
+                }
+                "follow" => params.follow = value.parse::<bool>().map_err(|_| bad())?,
+                _ => return Err(bad()),
+            }
+        }
+        Ok(params)
+    }
+}
+
+fn error_json(err: &ApiError) -> Vec<u8> {
+    serde_json::to_vec(&ErrorBody { error: err.clone() }).expect("error bodies serialize")
+}
+
+fn error_response(err: &ApiError) -> Response<ResponseBody> {
+    let status =
+        StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    with_type(
+        status,
+        "application/json",
+        ResponseBody::full(error_json(err)),
+    )
+}
+
+fn json_response<T: serde::Serialize>(value: &T) -> Response<ResponseBody> {
+    let mut bytes = serde_json::to_vec(value).expect("protocol types serialize");
+    bytes.push(b'\n');
+    with_type(
+        StatusCode::OK,
+        "application/json",
+        ResponseBody::full(bytes),
+    )
+}
+
+fn text_response(body: ResponseBody) -> Response<ResponseBody> {
+    with_type(StatusCode::OK, "text/plain; charset=utf-8", body)
+}
+
+fn ndjson_response(body: ResponseBody) -> Response<ResponseBody> {
+    with_type(StatusCode::OK, "application/x-ndjson", body)
+}
+
+fn with_type(
+    status: StatusCode,
+    content_type: &'static str,
+    body: ResponseBody,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_follow_design() {
+        use appvisor_protocol::Action;
+        let cases: &[(Method, &str, Result<Route<'_>, ErrorCode>)] = &[
+            (Method::GET, "/v1/whoami", Ok(Route::WhoAmI)),
+            (Method::GET, "/v1/apps", Ok(Route::Apps)),
+            (Method::GET, "/v1/apps/", Ok(Route::Apps)),
+            (Method::GET, "/v1/apps/shop", Ok(Route::App("shop"))),
+            (
+                Method::POST,
+                "/v1/apps/shop/restart",
+                Ok(Route::Action("shop", Action::Restart)),
+            ),
+            (
+                Method::POST,
+                "/v1/apps/shop/signal",
+                Ok(Route::Action("shop", Action::Signal)),
+            ),
+            (Method::GET, "/v1/apps/shop/logs", Ok(Route::Logs("shop"))),
+            (Method::GET, "/v1/events", Ok(Route::Events)),
+            (Method::POST, "/v1/config/apply", Ok(Route::ConfigApply)),
+            (
+                Method::GET,
+                "/v1/apps/shop/restart",
+                Err(ErrorCode::MethodNotAllowed),
+            ),
+            (
+                Method::POST,
+                "/v1/apps/shop/explode",
+                Err(ErrorCode::NotFound),
+            ),
+            (Method::GET, "/v2/apps", Err(ErrorCode::NotFound)),
+            (Method::GET, "/", Err(ErrorCode::NotFound)),
+        ];
+        for (method, path, want) in cases {
+            let got = route(method, path).map_err(|e| e.code);
+            assert_eq!(&got, want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn log_parameters() {
+        assert_eq!(
+            LogParams::parse("stream=stderr&lines=5&follow=true").unwrap(),
+            LogParams {
+                stream: LogStream::Stderr,
+                lines: 5,
+                follow: true
+            }
+        );
+        assert_eq!(LogParams::parse("").unwrap().lines, 100);
+        assert_eq!(
+            LogParams::parse("lines=99999999").unwrap().lines,
+            LogParams::MAX_LINES
+        );
+        assert_eq!(
+            LogParams::parse("stream=stdin").unwrap_err().message,
+            "invalid log parameter stream=stdin"
+        );
+    }
+
+    #[test]
+    fn hidden_apps_give_the_same_answer_whether_they_exist_or_not() {
+        let alice = Peer {
+            uid: 1000,
+            pid: None,
+            user: "alice".into(),
+            groups: vec![],
+        };
+        let err = hidden(&alice, "blog", "restart");
+        assert_eq!(err.code, ErrorCode::NotFound);
+        assert_eq!(
+            err.message,
+            "no app named blog that alice may restart (if it exists, ask an admin to add you to [access] in apps.d/blog.toml)"
+        );
+    }
+}

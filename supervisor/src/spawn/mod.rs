@@ -1,1 +1,297 @@
-//! placeholder, filled in by its issue
+//! Starting an app's process: the daemon's side of a spawn.
+//!
+//! The daemon is multi-threaded, so it never runs Rust code between fork and
+//! exec beyond std's own fd plumbing. Instead it execs a single-threaded
+//! helper, the daemon binary itself in a hidden mode
+//! (`appvisord __exec-app NAME`, see [`child`]), hands it a [`SpawnPlan`],
+//! and the helper applies the plan to itself and execs the app in place.
+//!
+//! This module owns that hand-over: the fd layout, writing the plan,
+//! launching the helper and reading its report. It never waits for the
+//! child: the daemon's SIGCHLD reaper owns every exit status.
+//!
+//! The plan goes through a memfd rather than a pipe: a memfd is written in
+//! full before the fork, never blocks the calling (tokio) thread whatever
+//! the plan's size, and needs no writer thread; the helper reads it to EOF
+//! like a pipe.
+
+pub mod child;
+pub mod plan;
+pub mod report;
+
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use command_fds::{CommandFdExt, FdMapping};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use tokio::io::AsyncReadExt;
+
+pub use plan::{PlanInputs, PlanUser, SpawnPlan};
+pub use report::{SpawnFailure, SpawnStep};
+
+/// `argv[1]` that puts `appvisord` in exec-helper mode.
+pub const HELPER_ARG: &str = "__exec-app";
+
+/// The helper's fd layout (0, 1, 2 are /dev/null and the log pipes).
+pub(crate) const PLAN_FD: RawFd = 3;
+pub(crate) const REPORT_FD: RawFd = 4;
+pub(crate) const FIRST_LISTEN_FD: RawFd = 5;
+
+/// The running daemon's own binary. Executing this path, rather than the
+/// file it points to, runs the very image the daemon runs even after a
+/// package upgrade replaced or removed the file, so the helper always
+/// understands the daemon's plan format.
+const SELF_EXE: &str = "/proc/self/exe";
+
+/// A report is one short JSON line; anything longer is not from the helper.
+const MAX_REPORT: u64 = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot find the exec helper {path}")]
+    HelperPath {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot encode the spawn plan of {app}")]
+    EncodePlan {
+        app: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot write the spawn plan of {app} to a memfd")]
+    WritePlan {
+        app: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot create the report pipe for {app}")]
+    ReportPipe {
+        app: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{app} plans {planned} listen sockets but {given} were passed")]
+    ListenFdCount {
+        app: String,
+        planned: usize,
+        given: usize,
+    },
+    #[error("cannot duplicate listen socket {index} of {app}")]
+    ListenFd {
+        app: String,
+        index: usize,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the exec helper {helper} for {app}")]
+    Launch {
+        app: String,
+        helper: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The path the daemon execs as its helper: `/proc/self/exe`, checked once.
+///
+/// Call it at start-up so a missing /proc fails there rather than at the
+/// first spawn.
+pub fn exec_helper_path() -> Result<PathBuf, SpawnError> {
+    static CHECKED: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(path) = CHECKED.get() {
+        return Ok(path.clone());
+    }
+    let binary = std::fs::read_link(SELF_EXE).map_err(|source| SpawnError::HelperPath {
+        path: SELF_EXE.into(),
+        source,
+    })?;
+    tracing::debug!(binary = %binary.display(), "exec helper is the running daemon binary");
+    Ok(CHECKED.get_or_init(|| PathBuf::from(SELF_EXE)).clone())
+}
+
+/// A started helper: its pid (the app's pid once it execs) and the reader
+/// that tells whether the exec happened.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: u32,
+    pub report: ReportReader,
+}
+
+/// The read end of the helper's close-on-exec report pipe.
+#[derive(Debug)]
+pub struct ReportReader {
+    fd: OwnedFd,
+}
+
+impl ReportReader {
+    /// Waits for the helper to exec (`Ok`) or to report why it could not.
+    /// Must run inside a tokio runtime.
+    pub async fn outcome(self) -> Result<(), SpawnFailure> {
+        let receiver =
+            tokio::net::unix::pipe::Receiver::from_owned_fd(self.fd).map_err(report_error)?;
+        let mut bytes = Vec::new();
+        receiver
+            .take(MAX_REPORT)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(report_error)?;
+        parse_report(&bytes)
+    }
+
+    /// [`outcome`](Self::outcome) for callers outside a runtime, and tests.
+    pub fn outcome_blocking(self) -> Result<(), SpawnFailure> {
+        let mut bytes = Vec::new();
+        File::from(self.fd)
+            .take(MAX_REPORT)
+            .read_to_end(&mut bytes)
+            .map_err(report_error)?;
+        parse_report(&bytes)
+    }
+}
+
+fn parse_report(bytes: &[u8]) -> Result<(), SpawnFailure> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    Err(
+        serde_json::from_slice(bytes).unwrap_or_else(|_| SpawnFailure {
+            step: SpawnStep::Report,
+            errno: 0,
+            detail: format!(
+                "malformed report from the exec helper: {:?}",
+                String::from_utf8_lossy(bytes)
+            ),
+        }),
+    )
+}
+
+fn report_error(e: io::Error) -> SpawnFailure {
+    SpawnFailure::new(
+        SpawnStep::Report,
+        e.raw_os_error().map_or(Errno::EIO, Errno::from_raw),
+        "reading the exec helper's report",
+    )
+}
+
+/// Starts `plan` through the running daemon binary ([`exec_helper_path`]).
+pub fn spawn(
+    plan: &SpawnPlan,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    listen_fds: &[BorrowedFd<'_>],
+) -> Result<Spawned, SpawnError> {
+    spawn_with_helper(&exec_helper_path()?, plan, stdout, stderr, listen_fds)
+}
+
+/// Starts `plan` through `helper`, an `appvisord` binary; tests pass the
+/// built binary since the test executable is not one.
+///
+/// Returns once the helper is running, without waiting for it to exec:
+/// await [`ReportReader::outcome`] for that. The child is never waited for
+/// here; whoever reaps the daemon's children gets its exit status.
+pub fn spawn_with_helper(
+    helper: &Path,
+    plan: &SpawnPlan,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    listen_fds: &[BorrowedFd<'_>],
+) -> Result<Spawned, SpawnError> {
+    let app = || plan.app.clone();
+    if listen_fds.len() != plan.listen_fds() {
+        return Err(SpawnError::ListenFdCount {
+            app: app(),
+            planned: plan.listen_fds(),
+            given: listen_fds.len(),
+        });
+    }
+
+    let plan_fd = write_plan(plan)?;
+    let (report_read, report_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::ReportPipe {
+            app: app(),
+            source: e.into(),
+        })?;
+
+    let mut mappings = vec![
+        FdMapping {
+            parent_fd: plan_fd,
+            child_fd: PLAN_FD,
+        },
+        FdMapping {
+            parent_fd: report_write,
+            child_fd: REPORT_FD,
+        },
+    ];
+    for (index, fd) in listen_fds.iter().enumerate() {
+        // A close-on-exec copy the Command owns and closes when dropped.
+        let parent_fd = fd
+            .try_clone_to_owned()
+            .map_err(|source| SpawnError::ListenFd {
+                app: app(),
+                index,
+                source,
+            })?;
+        mappings.push(FdMapping {
+            parent_fd,
+            child_fd: FIRST_LISTEN_FD + index as RawFd,
+        });
+    }
+
+    let mut command = Command::new(helper);
+    command
+        .arg0("appvisord")
+        .arg(HELPER_ARG)
+        .arg(&plan.app)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        .fd_mappings(mappings)
+        .expect("the fd layout maps each child fd once");
+
+    let child = command.spawn().map_err(|source| SpawnError::Launch {
+        app: app(),
+        helper: helper.to_owned(),
+        source,
+    })?;
+    let pid = child.id();
+    // Dropping a Child neither waits nor kills: the daemon's reaper owns the
+    // exit status. Dropping the Command closes our copies of the report
+    // pipe's write end and of the mapped fds; without that the report pipe
+    // would never reach EOF.
+    drop(child);
+    drop(command);
+    tracing::debug!(app = %plan.app, pid, "exec helper started");
+
+    Ok(Spawned {
+        pid,
+        report: ReportReader { fd: report_read },
+    })
+}
+
+/// The plan as JSON in a close-on-exec memfd, rewound for the helper.
+fn write_plan(plan: &SpawnPlan) -> Result<OwnedFd, SpawnError> {
+    let json = serde_json::to_vec(plan).map_err(|source| SpawnError::EncodePlan {
+        app: plan.app.clone(),
+        source,
+    })?;
+    let write_err = |source: io::Error| SpawnError::WritePlan {
+        app: plan.app.clone(),
+        source,
+    };
+    let fd =
+        memfd_create(c"appvisor-plan", MFdFlags::MFD_CLOEXEC).map_err(|e| write_err(e.into()))?;
+    let mut file = File::from(fd);
+    file.write_all(&json).map_err(write_err)?;
+    file.rewind().map_err(write_err)?;
+    Ok(file.into())
+}

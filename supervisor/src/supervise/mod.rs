@@ -1,1 +1,703 @@
-//! placeholder, filled in by its issue
+//! The task per app: it owns the app's processes, pipes, timer, readiness
+//! check and cgroup watch, feeds what happens to the pure state machine in
+//! `app`, and carries out the effects the machine returns.
+//!
+//! Nothing here decides policy: every decision is `app::step`'s. One app's
+//! task never touches another app's resources, so a failure in one (a
+//! spawn error, a hung stop, a flood of output) stays with that app.
+
+pub mod reaper;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use appvisor_protocol::{AppStatus, StoppedBy};
+use nix::sys::signal::{kill, killpg, Signal as NixSignal};
+use nix::unistd::Pid;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Sleep;
+use tracing::Instrument;
+
+use crate::app::{self, AppState, Cause, Effect, Event, ExitStatus, Machine, Params};
+use crate::audit::{unix_now, Events};
+use crate::cgroup::{AppCgroup, CgroupRoot, CgroupWatcher};
+use crate::config::resolve::ResolvedApp;
+use crate::config::{ReadinessKind, Signal};
+use crate::logs::{AppLogs, Stream};
+use crate::readiness::{self, Check, NotifySocket};
+use crate::spawn::{self, PlanInputs, PlanUser, SpawnPlan};
+use reaper::Reaper;
+
+/// What every app's task shares with the daemon.
+#[derive(Debug)]
+pub struct Shared {
+    pub reaper: Arc<Reaper>,
+    pub cgroups: Option<CgroupRoot>,
+    pub watcher: Option<CgroupWatcher>,
+    pub events: Events,
+    /// Where per-app NOTIFY_SOCKETs live.
+    pub notify_dir: PathBuf,
+    /// The daemon's LANG, passed on to apps.
+    pub lang: Option<String>,
+}
+
+/// Requests from the control plane and the daemon.
+#[derive(Debug)]
+pub enum Command {
+    /// start, stop or restart; answers with the `starts` count whose arrival
+    /// means the action's spawn happened (see [`Snapshot::starts`]).
+    Control {
+        event: Event,
+        stopped_by: Option<StoppedBy>,
+        reply: oneshot::Sender<u64>,
+    },
+    /// Send a signal to the main process.
+    Signal {
+        signal: Signal,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Adopt new settings; restart if the app is up.
+    Replace {
+        app: Arc<ResolvedApp>,
+        reply: oneshot::Sender<()>,
+    },
+    /// Stop for good and end the task once nothing of the app is left.
+    Shutdown { cause: Cause },
+}
+
+/// What the control plane reads: the public status plus counters for
+/// waiting on outcomes.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub state: AppState,
+    pub status: AppStatus,
+    /// Spawns so far; an action waits for this to reach its target.
+    pub starts: u64,
+}
+
+/// The control plane's end of an app's task.
+#[derive(Debug)]
+pub struct Handle {
+    pub commands: mpsc::UnboundedSender<Command>,
+    pub snapshot: watch::Receiver<Snapshot>,
+    pub logs: Arc<AppLogs>,
+    pub task: JoinHandle<()>,
+}
+
+/// Starts the task of one app. `autostart` starts it at once.
+pub fn start(
+    app: Arc<ResolvedApp>,
+    logs: Arc<AppLogs>,
+    shared: Arc<Shared>,
+    autostart: bool,
+    stopped_by: Option<StoppedBy>,
+) -> Handle {
+    let now = Instant::now();
+    let machine = Machine::new(params(&app), now);
+    let (commands, rx) = mpsc::unbounded_channel();
+    let mut sup = Supervisor {
+        machine,
+        since_wall: SystemTime::now(),
+        app,
+        shared,
+        logs: logs.clone(),
+        cgroup: None,
+        populated: None,
+        notify: None,
+        child: None,
+        timer: None,
+        probe: None,
+        starts: 0,
+        stopped_by,
+        release: None,
+        notify_status: None,
+        shutdown: false,
+        snapshot: watch::channel(placeholder_snapshot()).0,
+        pending: VecDeque::new(),
+    };
+    sup.publish(false);
+    let snapshot = sup.snapshot.subscribe();
+    let span = tracing::info_span!("app", app = %sup.app.spec.name);
+    let task = tokio::spawn(
+        async move {
+            if autostart {
+                sup.feed(Event::Start(Cause::Autostart));
+            }
+            sup.run(rx).await;
+        }
+        .instrument(span),
+    );
+    Handle {
+        commands,
+        snapshot,
+        logs,
+        task,
+    }
+}
+
+fn params(app: &ResolvedApp) -> Params {
+    let spec = &app.spec;
+    Params {
+        restart: spec.restart.clone(),
+        ready_after_start_secs: spec.readiness.kind == ReadinessKind::None,
+        readiness_timeout: spec.readiness.timeout,
+        stop_signal: spec.stop.signal,
+        stop_timeout: spec.stop.timeout,
+    }
+}
+
+fn placeholder_snapshot() -> Snapshot {
+    Snapshot {
+        state: AppState::Stopped,
+        starts: 0,
+        status: AppStatus {
+            name: String::new(),
+            state: appvisor_protocol::State::Stopped,
+            reason: String::new(),
+            pid: None,
+            uptime_secs: None,
+            since: 0,
+            restarts: 0,
+            failures: 0,
+            description: String::new(),
+            user: String::new(),
+            directory: String::new(),
+            release: None,
+            autostart: false,
+            stopped_by: None,
+            config_error: None,
+        },
+    }
+}
+
+/// Resolves once the exec helper has exec'd the app or reported why not.
+type ReportFuture = Pin<Box<dyn Future<Output = Result<(), spawn::SpawnFailure>> + Send>>;
+
+/// The live process of an app.
+struct Child {
+    pid: u32,
+    exit: oneshot::Receiver<ExitStatus>,
+    /// Until the exec helper reports: `Ok` once the app's program runs.
+    report: Option<ReportFuture>,
+    pipes: Vec<JoinHandle<()>>,
+}
+
+struct Supervisor {
+    machine: Machine,
+    since_wall: SystemTime,
+    app: Arc<ResolvedApp>,
+    shared: Arc<Shared>,
+    logs: Arc<AppLogs>,
+    cgroup: Option<AppCgroup>,
+    populated: Option<watch::Receiver<bool>>,
+    notify: Option<NotifySocket>,
+    child: Option<Child>,
+    timer: Option<(u64, Pin<Box<Sleep>>)>,
+    probe: Option<JoinHandle<Result<(), readiness::ProbeError>>>,
+    starts: u64,
+    stopped_by: Option<StoppedBy>,
+    release: Option<String>,
+    notify_status: Option<String>,
+    shutdown: bool,
+    snapshot: watch::Sender<Snapshot>,
+    /// Events produced by effects, fed after the current step.
+    pending: VecDeque<Event>,
+}
+
+/// What woke the task up.
+enum Wake {
+    Command(Option<Command>),
+    Exited(ExitStatus),
+    Reported(Result<(), spawn::SpawnFailure>),
+    Timer(u64),
+    /// `None`: the probe task was cancelled.
+    Probe(Option<Result<(), readiness::ProbeError>>),
+    Notify(Result<readiness::NotifyMessage, readiness::ReadinessError>),
+    /// `None`: the watcher is gone.
+    Populated(Option<bool>),
+}
+
+impl Supervisor {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        loop {
+            if self.shutdown && self.is_down() {
+                self.cleanup();
+                return;
+            }
+            let wake = self.next(&mut commands).await;
+            match wake {
+                Wake::Command(None) => {
+                    // The daemon dropped the handle: treat as shutdown.
+                    self.begin_shutdown(Cause::Shutdown);
+                }
+                Wake::Command(Some(cmd)) => self.command(cmd),
+                Wake::Reported(outcome) => self.reported(outcome),
+                Wake::Exited(status) => self.exited(status).await,
+                Wake::Timer(generation) => {
+                    self.timer = None;
+                    self.feed(Event::TimerFired { generation });
+                }
+                Wake::Probe(result) => {
+                    self.probe = None;
+                    match result {
+                        Some(Ok(())) => self.feed(Event::Ready),
+                        Some(Err(err)) => tracing::info!(error = %err, "readiness probe gave up"),
+                        None => {}
+                    }
+                }
+                Wake::Notify(Ok(msg)) => self.notified(msg),
+                Wake::Notify(Err(err)) if err.is_refused_message() => {
+                    tracing::warn!(error = %err, "refused a notify message");
+                }
+                Wake::Notify(Err(err)) => {
+                    tracing::warn!(error = %err, "notify socket failed; readiness must come from the timeout");
+                    self.notify = None;
+                }
+                Wake::Populated(Some(false)) => self.feed(Event::CgroupEmpty),
+                Wake::Populated(Some(true)) => {}
+                Wake::Populated(None) => {
+                    tracing::error!("the cgroup watcher stopped; checking emptiness on exit only");
+                    self.populated = None;
+                    let empty = self
+                        .cgroup
+                        .as_ref()
+                        .is_some_and(|cg| !cg.is_populated().unwrap_or(true));
+                    if empty {
+                        self.feed(Event::CgroupEmpty);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the next thing that needs handling.
+    async fn next(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> Wake {
+        let (mut report, mut exit) = match self.child.as_mut() {
+            Some(Child { report, exit, .. }) => (report.as_mut(), Some(exit)),
+            None => (None, None),
+        };
+        // The exit waits until the report is in: an app that dies at once
+        // must still be seen as spawned (or as a failed spawn) first.
+        let has_report = report.is_some();
+        let has_exit = exit.is_some() && !has_report;
+        tokio::select! {
+            cmd = commands.recv(), if !self.shutdown => Wake::Command(cmd),
+            outcome = async { report.as_mut().expect("guarded").await }, if has_report => Wake::Reported(outcome),
+            status = async { exit.as_mut().expect("guarded").await }, if has_exit => {
+                // A dropped sender means the reaper is gone: assume the worst.
+                Wake::Exited(status.unwrap_or(ExitStatus::Signal(libc::SIGKILL)))
+            }
+            generation = async {
+                let (generation, sleep) = self.timer.as_mut().expect("guarded");
+                sleep.as_mut().await;
+                *generation
+            }, if self.timer.is_some() => Wake::Timer(generation),
+            result = async {
+                self.probe.as_mut().expect("guarded").await
+            }, if self.probe.is_some() => Wake::Probe(result.ok()),
+            msg = async { self.notify.as_ref().expect("guarded").recv().await }, if self.notify.is_some() => Wake::Notify(msg),
+            populated = async {
+                let rx = self.populated.as_mut().expect("guarded");
+                match rx.changed().await {
+                    Ok(()) => Some(*rx.borrow_and_update()),
+                    // The watcher is gone: emptiness must be asked for.
+                    Err(_) => None,
+                }
+            }, if self.populated.is_some() => Wake::Populated(populated),
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Control {
+                event,
+                stopped_by,
+                reply,
+            } => {
+                match &event {
+                    Event::Stop(_) => self.stopped_by = stopped_by,
+                    Event::Start(_) | Event::Restart(_) => self.stopped_by = None,
+                    _ => {}
+                }
+                self.feed(event);
+                let _ = reply.send(self.target_starts());
+            }
+            Command::Signal { signal, reply } => {
+                let result = match self.machine.pid {
+                    Some(pid) => {
+                        kill(Pid::from_raw(pid as i32), signal.0).map_err(|e| e.desc().to_owned())
+                    }
+                    None => Err(format!("{} has no running process", self.app.spec.name)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Replace { app, reply } => {
+                let was_up = matches!(
+                    self.machine.state,
+                    AppState::Starting | AppState::Running | AppState::Backoff
+                );
+                let start_now = was_up || (app.spec.autostart && self.stopped_by.is_none());
+                self.app = app;
+                self.machine.params = params(&self.app);
+                self.notify = None;
+                self.logs.update_spec(&self.app.spec.logs);
+                if start_now {
+                    self.feed(Event::Restart(Cause::Config));
+                } else {
+                    self.publish(false);
+                }
+                let _ = reply.send(());
+            }
+            Command::Shutdown { cause } => self.begin_shutdown(cause),
+        }
+    }
+
+    /// The `starts` value that means the last control event's spawn has
+    /// happened: now if it spawned already, one more if it waits for a stop.
+    fn target_starts(&self) -> u64 {
+        match self.machine.state {
+            AppState::Stopping => self.starts + 1,
+            _ => self.starts,
+        }
+    }
+
+    fn begin_shutdown(&mut self, cause: Cause) {
+        self.shutdown = true;
+        self.feed(Event::Stop(cause));
+    }
+
+    fn is_down(&self) -> bool {
+        self.child.is_none()
+            && !matches!(
+                self.machine.state,
+                AppState::Stopping | AppState::Starting | AppState::Running
+            )
+    }
+
+    fn reported(&mut self, outcome: Result<(), spawn::SpawnFailure>) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        child.report = None;
+        match outcome {
+            Ok(()) => {
+                let pid = child.pid;
+                tracing::info!(pid, release = self.release.as_deref(), "spawned");
+                self.feed(Event::Spawned { pid });
+            }
+            Err(failure) => {
+                // The helper exits at once after reporting; its exit is
+                // reaped but means nothing more.
+                self.child = None;
+                self.feed(Event::SpawnFailed {
+                    reason: failure.to_string(),
+                });
+            }
+        }
+    }
+
+    async fn exited(&mut self, status: ExitStatus) {
+        let Some(child) = self.child.take() else {
+            return;
+        };
+        for pipe in child.pipes {
+            // The pipes end by themselves once every holder has gone; a
+            // daemonized grandchild may keep them open, so do not wait.
+            drop(pipe);
+        }
+        let cgroup_empty = match &self.cgroup {
+            Some(cg) => !cg.is_populated().unwrap_or(false),
+            None => {
+                // Without a cgroup the process group is all we can find.
+                let _ = killpg(Pid::from_raw(child.pid as i32), NixSignal::SIGKILL);
+                true
+            }
+        };
+        tracing::info!(
+            pid = child.pid,
+            ?status,
+            cgroup_empty,
+            "main process exited"
+        );
+        self.feed(Event::MainExited {
+            status,
+            cgroup_empty,
+        });
+    }
+
+    fn notified(&mut self, msg: readiness::NotifyMessage) {
+        let from_app = match &self.cgroup {
+            Some(cg) => cg.contains_pid(msg.pid),
+            None => Some(msg.pid) == self.machine.pid,
+        };
+        if !from_app {
+            tracing::warn!(
+                sender.pid = msg.pid,
+                sender.uid = msg.uid,
+                "ignoring a notify message from outside the app"
+            );
+            return;
+        }
+        if let Some(status) = msg.status() {
+            self.notify_status = Some(status.to_owned());
+        }
+        if msg.is_ready() {
+            self.feed(Event::Ready);
+        } else {
+            self.publish(false);
+        }
+    }
+
+    /// Steps the state machine with `event` and carries out its effects,
+    /// then any events those effects produced (a spawn that failed at once).
+    fn feed(&mut self, event: Event) {
+        let before = self.machine.state;
+        self.pending.push_back(event);
+        while let Some(event) = self.pending.pop_front() {
+            let (machine, effects) = app::step(&self.machine, event, Instant::now());
+            self.machine = machine;
+            for effect in effects {
+                self.effect(effect);
+            }
+        }
+        let changed = self.machine.state != before;
+        if changed {
+            self.since_wall = SystemTime::now();
+            if self.machine.state != AppState::Running {
+                self.notify_status = None;
+            }
+            tracing::info!(from = ?before, to = ?self.machine.state, reason = %self.machine.reason, "state changed");
+        }
+        self.publish(changed);
+    }
+
+    fn effect(&mut self, effect: Effect) {
+        match effect {
+            Effect::Spawn => self.spawn(),
+            Effect::ProbeReadiness => self.start_probe(),
+            Effect::CancelProbe => {
+                if let Some(probe) = self.probe.take() {
+                    probe.abort();
+                }
+            }
+            Effect::Signal(signal) => {
+                if let Some(pid) = self.machine.pid {
+                    let _ = kill(Pid::from_raw(pid as i32), signal.0);
+                }
+            }
+            Effect::SignalAll(signal) => self.signal_all(signal.0),
+            Effect::KillAll => self.signal_all(NixSignal::SIGKILL),
+            Effect::SetTimer { after, generation } => {
+                self.timer = Some((generation, Box::pin(tokio::time::sleep(after))));
+            }
+            Effect::CancelTimer => self.timer = None,
+        }
+    }
+
+    fn signal_all(&mut self, signal: NixSignal) {
+        match &self.cgroup {
+            Some(cg) if signal == NixSignal::SIGKILL => {
+                if let Err(err) = cg.kill() {
+                    tracing::warn!(error = %err, "killing the app's cgroup");
+                }
+            }
+            Some(cg) => {
+                if let Err(err) = cg.signal_all(signal) {
+                    tracing::warn!(error = %err, ?signal, "signalling the app's processes");
+                }
+            }
+            None => {
+                if let Some(pid) = self.machine.pid {
+                    let _ = killpg(Pid::from_raw(pid as i32), signal);
+                }
+            }
+        }
+    }
+
+    fn start_probe(&mut self) {
+        let check = match &self.app.spec.readiness.kind {
+            ReadinessKind::Http { url } => Check::Http(url.clone()),
+            ReadinessKind::Tcp { address } => Check::Tcp(*address),
+            ReadinessKind::Notify | ReadinessKind::None => return,
+        };
+        let deadline = tokio::time::Instant::now() + self.app.spec.readiness.timeout;
+        self.probe = Some(tokio::spawn(readiness::wait_until_ready(check, deadline)));
+    }
+
+    /// Sets up what a spawn needs that lives across spawns (cgroup, notify
+    /// socket), then spawns through the exec helper.
+    fn spawn(&mut self) {
+        self.starts += 1;
+        match self.try_spawn() {
+            Ok(child) => self.child = Some(child),
+            Err(reason) => {
+                tracing::warn!(%reason, "spawn failed");
+                self.pending.push_back(Event::SpawnFailed { reason });
+            }
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<Child, String> {
+        let spec = &self.app.spec;
+        if self.cgroup.is_none() {
+            if let Some(root) = &self.shared.cgroups {
+                let cg = root
+                    .app(spec.name.as_str())
+                    .map_err(|e| format!("spawn failed at cgroup: {e}"))?;
+                if let Some(watcher) = &self.shared.watcher {
+                    self.populated = Some(
+                        watcher
+                            .watch(&cg)
+                            .map_err(|e| format!("spawn failed at cgroup watch: {e}"))?,
+                    );
+                }
+                self.cgroup = Some(cg);
+            }
+        }
+        let notify_path = if spec.readiness.kind == ReadinessKind::Notify {
+            let path = self.shared.notify_dir.join(format!("{}.sock", spec.name));
+            if self.notify.is_none() {
+                self.notify = Some(
+                    NotifySocket::bind(&path, self.app.uid, self.app.gid).map_err(|e| {
+                        format!("spawn failed at notify socket {}: {e}", path.display())
+                    })?,
+                );
+            }
+            Some(path)
+        } else {
+            None
+        };
+        self.release = std::fs::canonicalize(&spec.directory)
+            .ok()
+            .map(|p| p.display().to_string());
+        let user = PlanUser {
+            name: self.app.user_name.clone(),
+            uid: self.app.uid,
+            gid: self.app.gid,
+            groups: self.app.groups.clone(),
+            home: self.app.home.clone(),
+            shell: self.app.shell.clone(),
+        };
+        let inputs = PlanInputs {
+            lang: self.shared.lang.clone(),
+            notify_socket: notify_path,
+            listen_names: Vec::new(),
+            cgroup_procs: self.cgroup.as_ref().map(|cg| cg.procs_path()),
+        };
+        let plan = SpawnPlan::build(spec, &user, &inputs);
+        let (out_r, out_w) =
+            crate::logs::make_pipe().map_err(|e| format!("spawn failed at pipe: {e}"))?;
+        let (err_r, err_w) =
+            crate::logs::make_pipe().map_err(|e| format!("spawn failed at pipe: {e}"))?;
+        let (pid, exit, report) = self.spawn_registered(&plan, out_w, err_w)?;
+        let pipes = vec![
+            self.logs.capture(Stream::Stdout, out_r),
+            self.logs.capture(Stream::Stderr, err_r),
+        ];
+        Ok(Child {
+            pid,
+            exit,
+            report: Some(Box::pin(report.outcome())),
+            pipes,
+        })
+    }
+
+    fn spawn_registered(
+        &self,
+        plan: &SpawnPlan,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<(u32, oneshot::Receiver<ExitStatus>, spawn::ReportReader), String> {
+        let mut report = None;
+        let (pid, exit) = self.shared.reaper.spawn_registered(|| {
+            let spawned = spawn::spawn(plan, stdout, stderr, &[])
+                .map_err(|e| format!("spawn failed: {e}"))?;
+            report = Some(spawned.report);
+            Ok::<u32, String>(spawned.pid)
+        })?;
+        Ok((pid, exit, report.expect("set on success")))
+    }
+
+    fn publish(&mut self, state_changed: bool) {
+        let m = &self.machine;
+        let spec = &self.app.spec;
+        let mut reason = m.reason.clone();
+        if let (AppState::Running, Some(status)) = (m.state, &self.notify_status) {
+            reason = format!("{reason}: {status}");
+        }
+        let status = AppStatus {
+            name: spec.name.to_string(),
+            state: protocol_state(m.state),
+            reason,
+            pid: m.pid,
+            uptime_secs: m
+                .started_at
+                .filter(|_| m.pid.is_some())
+                .map(|t| t.elapsed().as_secs_f64()),
+            since: self
+                .since_wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            restarts: m.restarts,
+            failures: m.failures,
+            description: spec.description.clone(),
+            user: self.app.user_name.clone(),
+            directory: spec.directory.display().to_string(),
+            release: self.release.clone(),
+            autostart: spec.autostart,
+            stopped_by: self
+                .stopped_by
+                .clone()
+                .filter(|_| m.state == AppState::Stopped),
+            config_error: None,
+        };
+        if state_changed {
+            self.shared.events.publish(appvisor_protocol::Event::State {
+                time: unix_now(),
+                app: status.name.clone(),
+                state: status.state,
+                reason: status.reason.clone(),
+                pid: status.pid,
+            });
+        }
+        self.snapshot.send_replace(Snapshot {
+            state: m.state,
+            status,
+            starts: self.starts,
+        });
+    }
+
+    fn cleanup(&mut self) {
+        self.notify = None;
+        if let Some(cg) = self.cgroup.take() {
+            if let Some(watcher) = &self.shared.watcher {
+                watcher.unwatch(&cg);
+            }
+            if let Err(err) = cg.remove() {
+                tracing::debug!(error = %err, "removing the app's cgroup");
+            }
+        }
+    }
+}
+
+/// The protocol's name for a machine state.
+pub fn protocol_state(state: AppState) -> appvisor_protocol::State {
+    use appvisor_protocol::State as P;
+    match state {
+        AppState::Stopped => P::Stopped,
+        AppState::Starting => P::Starting,
+        AppState::Running => P::Running,
+        AppState::Backoff => P::Backoff,
+        AppState::Stopping => P::Stopping,
+        AppState::Exited => P::Exited,
+        AppState::Fatal => P::Fatal,
+        AppState::Invalid => P::Invalid,
+    }
+}

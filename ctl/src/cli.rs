@@ -1,0 +1,165 @@
+//! The command line of `appctl`: flags, subcommands and their `--help` text.
+//!
+//! Owns parsing only; it never talks to the daemon or prints anything that
+//! clap does not print itself (help, version, usage errors with exit 2).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Daemon settings `check` reads when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/appvisor/appvisor.toml";
+
+/// Control the appvisord process supervisor and validate its configuration.
+///
+/// Exit codes: 0 done; 1 the action failed (the app did not become ready;
+/// its last log lines are printed); 2 usage or invalid configuration;
+/// 3 `status` found an app not running; 4 permission denied; 5 cannot reach
+/// the daemon.
+#[derive(Debug, Parser)]
+#[command(name = "appctl", version)]
+pub struct Cli {
+    /// The daemon's control socket.
+    #[arg(
+        long,
+        global = true,
+        env = "APPVISOR_SOCKET",
+        value_name = "PATH",
+        default_value = appvisor_protocol::DEFAULT_SOCKET
+    )]
+    pub socket: PathBuf,
+
+    /// The daemon settings `check` reads to find apps.d and the defaults
+    /// [default: /etc/appvisor/appvisor.toml].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the state of every app you may see, or of the named apps.
+    ///
+    /// Exits 3 when any app shown is not running, so monitoring scripts can
+    /// use it as a check.
+    Status {
+        /// Apps to show (default: all you may see).
+        #[arg(value_name = "APP")]
+        apps: Vec<String>,
+        /// Print the daemon's JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start apps and wait until they are ready.
+    ///
+    /// Exits 1 and prints the app's last log lines when it does not become
+    /// ready, so a deploy script can roll back on a non-zero exit.
+    Start(ActionArgs),
+    /// Stop apps and wait until every process of each has exited.
+    ///
+    /// A stopped app stays stopped across `appctl update` and daemon
+    /// restarts until someone starts it.
+    Stop(ActionArgs),
+    /// Restart apps and wait until they are ready again.
+    ///
+    /// Exits 1 and prints the app's last log lines when it does not become
+    /// ready, so a deploy script can roll back on a non-zero exit.
+    Restart(ActionArgs),
+    /// Send apps their reload signal (HUP by default) and wait until they
+    /// are ready again.
+    ///
+    /// Exits 1 and prints the app's last log lines when it does not become
+    /// ready, so a deploy script can roll back on a non-zero exit.
+    Reload(ActionArgs),
+    /// Send a signal to an app's main process.
+    Signal {
+        /// A signal name such as USR1 or SIGUSR1.
+        signal: String,
+        /// The app to signal.
+        app: String,
+    },
+    /// Print an app's captured output.
+    Logs {
+        /// The app whose output to print.
+        app: String,
+        /// Keep printing new output until the app's log ends or Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the last lines to print first.
+        #[arg(short = 'n', long, default_value_t = 100, value_name = "LINES")]
+        lines: usize,
+        /// Print standard error instead of standard output.
+        #[arg(long)]
+        stderr: bool,
+    },
+    /// Apply apps.d: start added apps, restart changed ones, stop removed
+    /// ones (admin only).
+    ///
+    /// A file that does not validate leaves its app's running version
+    /// untouched and is reported; the exit code is then 2.
+    Update {
+        /// Show what would change without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Validate the daemon settings and app files without a daemon.
+    ///
+    /// For configuration management (`validate_cmd`): exits 2 when a file
+    /// does not validate; warnings are printed but exit 0.
+    Check {
+        /// App files to check (default: every file in apps.d).
+        #[arg(value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Show who the daemon thinks you are and which apps you may control.
+    Whoami,
+}
+
+/// Flags shared by start, stop, restart and reload.
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    /// The apps to act on, in parallel.
+    #[arg(required = true, value_name = "APP")]
+    pub apps: Vec<String>,
+    /// Return once the daemon has accepted the request, without waiting
+    /// for the outcome.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the outcome (the daemon may cap it).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn timeout_takes_human_durations() {
+        let cli = Cli::try_parse_from(["appctl", "restart", "shop", "--timeout", "2m"]).unwrap();
+        match cli.command {
+            Command::Restart(args) => {
+                assert_eq!(args.apps, ["shop"]);
+                assert_eq!(args.timeout, Duration::from_secs(120));
+                assert!(!args.no_wait);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn actions_need_an_app() {
+        let err = Cli::try_parse_from(["appctl", "start"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}

@@ -1,0 +1,336 @@
+//! What each `appctl` subcommand does: the requests it sends, what it prints
+//! and the [`Exit`] it ends with.
+//!
+//! Owns talking to the daemon through [`Client`] and writing to stdout and
+//! stderr. It never formats output itself (that is [`crate::render`]) and
+//! never picks exit numbers by looking at message text.
+
+use std::future::Future;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use appvisor_protocol::client::{Client, ClientError};
+use appvisor_protocol::{
+    routes, Action, ActionRequest, ActionResult, AppList, AppStatus, ApplyReport, ApplyRequest,
+    LogStream, Outcome, SignalRequest, WhoAmI,
+};
+use http_body_util::BodyExt;
+use hyper::Method;
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+use crate::cli::ActionArgs;
+use crate::exit::Exit;
+use crate::render;
+
+/// How long past the requested timeout `appctl` waits for the daemon's
+/// answer before it gives up on a daemon that stopped answering.
+const ANSWER_GRACE: Duration = Duration::from_secs(15);
+
+/// Why a command could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The request did not produce an answer we could use.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The daemon answered with JSON of another shape.
+    #[error("unexpected answer from appvisord for {path}: {source}")]
+    Unexpected {
+        path: String,
+        source: serde_json::Error,
+    },
+    /// The daemon accepted a waiting action but never answered.
+    #[error("appvisord did not answer about {app} within {}", humantime::format_duration(*.waited))]
+    NoAnswer { app: String, waited: Duration },
+    /// Writing our own output failed (other than a closed pipe).
+    #[error("writing to stdout: {source}")]
+    Stdout { source: io::Error },
+}
+
+impl CommandError {
+    /// The exit code this error ends `appctl` with.
+    pub fn exit(&self) -> Exit {
+        match self {
+            CommandError::Client(err) => Exit::for_client_error(err),
+            CommandError::Unexpected { .. }
+            | CommandError::NoAnswer { .. }
+            | CommandError::Stdout { .. } => Exit::Failed,
+        }
+    }
+}
+
+/// Writes to stdout; a reader that went away (`appctl logs | head`) is not
+/// an error, so output just ends.
+fn print(text: &str) -> Result<(), CommandError> {
+    print_bytes(text.as_bytes())
+}
+
+fn print_bytes(bytes: &[u8]) -> Result<(), CommandError> {
+    let mut stdout = io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(source) => Err(CommandError::Stdout { source }),
+    }
+}
+
+/// Prints an error the way every `appctl` error looks: "appctl: MESSAGE".
+pub fn print_error(err: &dyn std::fmt::Display) {
+    eprintln!("appctl: {err}");
+}
+
+/// Runs `task` for every name concurrently and returns the results in the
+/// order of `names`.
+async fn for_each_app<T, F, Fut>(client: &Client, names: &[String], task: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(Client, String) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let mut set = JoinSet::new();
+    for (index, name) in names.iter().enumerate() {
+        let fut = task(client.clone(), name.clone());
+        set.spawn(async move { (index, fut.await) });
+    }
+    let mut results: Vec<Option<T>> = names.iter().map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((index, result)) => results[index] = Some(result),
+            // Our tasks only await requests; a panic in one is a bug to surface.
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
+        }
+    }
+    results.into_iter().flatten().collect()
+}
+
+/// `appctl status [APP...] [--json]`.
+pub async fn status(client: &Client, apps: &[String], json: bool) -> Result<Exit, CommandError> {
+    let document = if apps.is_empty() {
+        client.get::<Value>(routes::APPS).await?
+    } else {
+        let answers = for_each_app(client, apps, |client, name| async move {
+            client.get::<Value>(&routes::app(&name)).await
+        })
+        .await;
+        let apps = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
+        serde_json::json!({ "apps": apps })
+    };
+    let list: AppList =
+        serde_json::from_value(document.clone()).map_err(|source| CommandError::Unexpected {
+            path: routes::APPS.to_owned(),
+            source,
+        })?;
+    if json {
+        let pretty = serde_json::to_string_pretty(&document).expect("a JSON value serializes");
+        print(&format!("{pretty}\n"))?;
+    } else {
+        print(&render::status_table(&list.apps))?;
+    }
+    Ok(status_exit(&list.apps))
+}
+
+fn status_exit(apps: &[AppStatus]) -> Exit {
+    if apps
+        .iter()
+        .all(|app| app.state == appvisor_protocol::State::Running)
+    {
+        Exit::Done
+    } else {
+        Exit::NotRunning
+    }
+}
+
+/// `appctl start|stop|restart|reload APP...`: acts on every app at once,
+/// prints each outcome in the order given, and ends with the worst exit.
+pub async fn act(client: &Client, action: Action, args: &ActionArgs) -> Result<Exit, CommandError> {
+    let wait = !args.no_wait;
+    let timeout = args.timeout;
+    let request = ActionRequest {
+        wait,
+        timeout_ms: wait.then(|| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+    };
+    let answers = for_each_app(client, &args.apps, |client, name| {
+        let request = request.clone();
+        async move {
+            let path = routes::action(&name, action);
+            let answer = client.post::<_, ActionResult>(&path, &request);
+            if !wait {
+                return answer.await.map_err(CommandError::from);
+            }
+            let waited = timeout.saturating_add(ANSWER_GRACE);
+            match tokio::time::timeout(waited, answer).await {
+                Ok(answer) => answer.map_err(CommandError::from),
+                Err(_elapsed) => Err(CommandError::NoAnswer { app: name, waited }),
+            }
+        }
+    })
+    .await;
+
+    let mut exit = Exit::Done;
+    for answer in answers {
+        let this = match answer {
+            Ok(result) if result.outcome == Outcome::Done => {
+                print(&render::action_done(&result))?;
+                Exit::Done
+            }
+            Ok(result) => {
+                eprint!("{}", render::action_failure(&result, timeout));
+                Exit::Failed
+            }
+            Err(err) => {
+                print_error(&err);
+                err.exit()
+            }
+        };
+        exit = exit.max(this);
+    }
+    Ok(exit)
+}
+
+/// `appctl signal SIGNAL APP`.
+pub async fn signal(client: &Client, signal: &str, app: &str) -> Result<Exit, CommandError> {
+    let request = SignalRequest {
+        signal: signal.to_owned(),
+    };
+    let result: ActionResult = client.post(&routes::signal(app), &request).await?;
+    if result.outcome == Outcome::Done {
+        print(&render::signal_sent(&result, signal))?;
+        Ok(Exit::Done)
+    } else {
+        eprint!("{}", render::action_failure(&result, Duration::ZERO));
+        Ok(Exit::Failed)
+    }
+}
+
+/// `appctl logs APP [-f] [-n LINES] [--stderr]`: copies the daemon's plain
+/// text to stdout as it arrives. With `follow`, Ctrl-C ends it cleanly.
+pub async fn logs(
+    client: &Client,
+    app: &str,
+    follow: bool,
+    lines: usize,
+    stderr: bool,
+) -> Result<Exit, CommandError> {
+    let stream = if stderr {
+        LogStream::Stderr
+    } else {
+        LogStream::Stdout
+    };
+    let path = routes::logs(app, stream, lines, follow);
+    let response = client.send(Method::GET, &path, None).await?;
+    let mut body = response.into_body();
+    let copy = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|source| ClientError::Http {
+                socket: client.socket().to_owned(),
+                source,
+            })?;
+            if let Some(data) = frame.data_ref() {
+                let mut stdout = io::stdout().lock();
+                match stdout.write_all(data).and_then(|()| stdout.flush()) {
+                    Ok(()) => {}
+                    // The reader went away (`| head`): stop quietly.
+                    Err(err) if err.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+                    Err(source) => return Err(CommandError::Stdout { source }),
+                }
+            }
+        }
+        Ok(())
+    };
+    if follow {
+        tokio::select! {
+            // Polled first, so the SIGINT handler is installed before any
+            // output appears.
+            biased;
+            // Ctrl-C is how a person ends `logs -f`: not a failure.
+            _ = tokio::signal::ctrl_c() => {}
+            copied = copy => copied?,
+        }
+    } else {
+        copy.await?;
+    }
+    Ok(Exit::Done)
+}
+
+/// `appctl update [--dry-run]`.
+pub async fn update(client: &Client, dry_run: bool) -> Result<Exit, CommandError> {
+    let report: ApplyReport = client
+        .post(routes::CONFIG_APPLY, &ApplyRequest { dry_run })
+        .await?;
+    print(&render::apply_report(&report))?;
+    Ok(if report.invalid.is_empty() {
+        Exit::Done
+    } else {
+        Exit::Usage
+    })
+}
+
+/// `appctl whoami`.
+pub async fn whoami(client: &Client) -> Result<Exit, CommandError> {
+    let who: WhoAmI = client.get(routes::WHOAMI).await?;
+    print(&render::whoami(&who))?;
+    Ok(Exit::Done)
+}
+
+/// `appctl check [FILE...]`: offline validation, no daemon involved. The
+/// report goes to stdout; errors exit 2, warnings alone exit 0.
+pub fn check(
+    daemon_config: &Path,
+    explicit: bool,
+    files: &[PathBuf],
+) -> Result<Exit, CommandError> {
+    let report = appvisor::config::check(
+        daemon_config,
+        explicit,
+        files,
+        &appvisor::config::SystemUserDb,
+    );
+    print(&format!("{report}\n"))?;
+    Ok(if report.is_ok() {
+        Exit::Done
+    } else {
+        Exit::Usage
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use appvisor_protocol::State;
+
+    use super::*;
+
+    fn app(state: State) -> AppStatus {
+        AppStatus {
+            name: "shop".into(),
+            state,
+            reason: String::new(),
+            pid: None,
+            uptime_secs: None,
+            since: 0,
+            restarts: 0,
+            failures: 0,
+            description: String::new(),
+            user: "shop".into(),
+            directory: "/srv/shop".into(),
+            release: None,
+            autostart: true,
+            stopped_by: None,
+            config_error: None,
+        }
+    }
+
+    #[test]
+    fn status_exits_3_unless_every_app_runs() {
+        let table = [
+            (vec![], Exit::Done),
+            (vec![State::Running, State::Running], Exit::Done),
+            (vec![State::Running, State::Starting], Exit::NotRunning),
+            (vec![State::Stopped], Exit::NotRunning),
+        ];
+        for (states, want) in table {
+            let apps: Vec<_> = states.iter().map(|&s| app(s)).collect();
+            assert_eq!(status_exit(&apps), want, "{states:?}");
+        }
+    }
+}

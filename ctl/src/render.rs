@@ -1,0 +1,457 @@
+//! How `appctl` shows the daemon's answers to a person: the status table,
+//! action outcomes, the update report and whoami.
+//!
+//! Pure: every function turns protocol values into a `String` and never
+//! prints, reads the clock or talks to the daemon, so the output is
+//! unit-tested exactly.
+
+use std::fmt::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
+
+use appvisor_protocol::{
+    Action, ActionResult, AppStatus, ApplyReport, Outcome, Role, State, StoppedBy, WhoAmI,
+};
+
+/// Spaces between table columns.
+const GUTTER: &str = "  ";
+
+/// An uptime in its two largest units: "45s", "12m5s", "3h12m", "2d3h".
+pub fn uptime(secs: f64) -> String {
+    // Truncation is intended: a person reads whole seconds.
+    let total = if secs.is_finite() && secs > 0.0 {
+        secs as u64
+    } else {
+        0
+    };
+    let (days, hours, minutes, seconds) = (
+        total / 86_400,
+        total / 3_600 % 24,
+        total / 60 % 60,
+        total % 60,
+    );
+    let (big, big_unit, small, small_unit) = if days > 0 {
+        (days, 'd', hours, 'h')
+    } else if hours > 0 {
+        (hours, 'h', minutes, 'm')
+    } else if minutes > 0 {
+        (minutes, 'm', seconds, 's')
+    } else {
+        return format!("{seconds}s");
+    };
+    if small == 0 {
+        format!("{big}{big_unit}")
+    } else {
+        format!("{big}{big_unit}{small}{small_unit}")
+    }
+}
+
+/// Seconds since the Unix epoch as "2026-11-23 13:02" (UTC).
+pub fn utc_minute(epoch_secs: u64) -> String {
+    let rfc3339 =
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(epoch_secs)).to_string();
+    // "2026-11-23T13:02:07Z": keep the date and the minute.
+    rfc3339
+        .get(..16)
+        .map(|minute| minute.replacen('T', " ", 1))
+        .unwrap_or(rfc3339)
+}
+
+fn stopped_by(by: &StoppedBy) -> String {
+    format!("stopped by {} at {}", by.user, utc_minute(by.at))
+}
+
+/// The last column of the status table: for a running app the release its
+/// directory resolved to, when that differs; who stopped a stopped app;
+/// otherwise the reason.
+pub fn status_info(app: &AppStatus) -> String {
+    let release = app
+        .release
+        .as_deref()
+        .filter(|release| app.state == State::Running && *release != app.directory);
+    let mut info = match (release, &app.stopped_by) {
+        (Some(release), _) => release.to_owned(),
+        (None, Some(by)) if app.state == State::Stopped => stopped_by(by),
+        _ => app.reason.clone(),
+    };
+    if let Some(error) = &app.config_error {
+        if !info.is_empty() {
+            info.push_str("; ");
+        }
+        let _ = write!(
+            info,
+            "newest file does not validate, running the last valid version: {error}"
+        );
+    }
+    if info.is_empty() {
+        info.push('-');
+    }
+    info
+}
+
+/// The status table: NAME STATE PID UPTIME RESTARTS INFO, columns aligned,
+/// no trailing spaces, one line per app.
+pub fn status_table(apps: &[AppStatus]) -> String {
+    let header = ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "INFO"].map(String::from);
+    let rows: Vec<[String; 6]> = std::iter::once(header)
+        .chain(apps.iter().map(|app| {
+            [
+                app.name.clone(),
+                app.state.to_string(),
+                app.pid
+                    .map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
+                app.uptime_secs.map_or_else(|| "-".to_owned(), uptime),
+                app.restarts.to_string(),
+                status_info(app),
+            ]
+        }))
+        .collect();
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<width$}{GUTTER}", width = widths[i]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// One line for an action that went as asked: "shop: running (pid 1234)".
+pub fn action_done(result: &ActionResult) -> String {
+    let status = &result.status;
+    match status.pid {
+        Some(pid) => format!("{}: {} (pid {pid})\n", result.app, status.state),
+        None => format!("{}: {}\n", result.app, status.state),
+    }
+}
+
+/// What a failed or timed-out action prints on stderr: the reason, then the
+/// app's last log lines.
+pub fn action_failure(result: &ActionResult, waited: Duration) -> String {
+    let what = match result.action {
+        Action::Stop => "did not stop",
+        Action::Signal => "did not take the signal",
+        Action::Start | Action::Restart | Action::Reload => "did not become ready",
+    };
+    let within = match result.outcome {
+        Outcome::Timeout => format!(" within {}", humantime::format_duration(waited)),
+        Outcome::Done | Outcome::Failed => String::new(),
+    };
+    let mut out = format!(
+        "appctl: {} {what}{within}: {}\n",
+        result.app, result.status.reason
+    );
+    if result.log_tail.is_empty() {
+        let _ = writeln!(out, "no log lines of {}", result.app);
+    } else {
+        let _ = writeln!(out, "last log lines of {}:", result.app);
+        for line in &result.log_tail {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
+    out
+}
+
+/// One line for a delivered signal: "shop: sent USR1 (pid 1234)".
+pub fn signal_sent(result: &ActionResult, signal: &str) -> String {
+    match result.status.pid {
+        Some(pid) => format!("{}: sent {signal} (pid {pid})\n", result.app),
+        None => format!("{}: sent {signal}\n", result.app),
+    }
+}
+
+/// The answer to `update`: one line per non-empty section, then each
+/// invalid app with its errors indented.
+pub fn apply_report(report: &ApplyReport) -> String {
+    let mut out = String::new();
+    let sections = [
+        ("added", &report.added),
+        ("changed", &report.changed),
+        ("removed", &report.removed),
+        ("unchanged", &report.unchanged),
+    ];
+    for (title, names) in sections {
+        if !names.is_empty() {
+            let _ = writeln!(out, "{title}: {}", names.join(", "));
+        }
+    }
+    for app in &report.invalid {
+        let _ = writeln!(out, "invalid: {} ({})", app.name, app.file);
+        for error in &app.errors {
+            let _ = writeln!(out, "    {error}");
+        }
+        if app.kept_running {
+            out.push_str("    (still running its last valid version)\n");
+        }
+    }
+    if out.is_empty() {
+        out.push_str("no apps in apps.d\n");
+    }
+    if report.dry_run {
+        out.push_str("dry run: nothing was changed\n");
+    }
+    out
+}
+
+/// "uid 1001 (alice), groups: alice, shop-devs, role: operator of shop, blog".
+pub fn whoami(who: &WhoAmI) -> String {
+    let groups = if who.groups.is_empty() {
+        "none".to_owned()
+    } else {
+        who.groups.join(", ")
+    };
+    let role = match who.role {
+        Role::Admin => "admin".to_owned(),
+        Role::Operator if who.apps.is_empty() => "operator".to_owned(),
+        Role::Operator => format!("operator of {}", who.apps.join(", ")),
+        Role::None => "none".to_owned(),
+    };
+    format!(
+        "uid {} ({}), groups: {groups}, role: {role}\n",
+        who.uid, who.user
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use appvisor_protocol::InvalidApp;
+
+    use super::*;
+
+    fn app(name: &str, state: State) -> AppStatus {
+        AppStatus {
+            name: name.to_owned(),
+            state,
+            reason: String::new(),
+            pid: None,
+            uptime_secs: None,
+            since: 0,
+            restarts: 0,
+            failures: 0,
+            description: String::new(),
+            user: name.to_owned(),
+            directory: format!("/srv/{name}/current"),
+            release: None,
+            autostart: true,
+            stopped_by: None,
+            config_error: None,
+        }
+    }
+
+    #[test]
+    fn uptimes_show_two_units() {
+        let table = [
+            (0.0, "0s"),
+            (-3.0, "0s"),
+            (f64::NAN, "0s"),
+            (45.9, "45s"),
+            (60.0, "1m"),
+            (725.0, "12m5s"),
+            (3_600.0, "1h"),
+            (3.0 * 3_600.0 + 12.0 * 60.0 + 59.0, "3h12m"),
+            (86_400.0, "1d"),
+            (2.0 * 86_400.0 + 3.0 * 3_600.0 + 5.0, "2d3h"),
+        ];
+        for (secs, want) in table {
+            assert_eq!(uptime(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn times_are_utc_minutes() {
+        assert_eq!(utc_minute(0), "1970-01-01 00:00");
+        assert_eq!(utc_minute(1_795_438_927), "2026-11-23 13:02");
+    }
+
+    #[test]
+    fn status_info_prefers_release_then_stopper_then_reason() {
+        let mut running = app("shop", State::Running);
+        running.reason = "ready".into();
+        running.release = Some("/srv/shop/releases/42".into());
+        let mut same_release = running.clone();
+        same_release.release = Some(same_release.directory.clone());
+        let mut stopped = app("shop", State::Stopped);
+        stopped.reason = "stopped by hand".into();
+        stopped.stopped_by = Some(StoppedBy {
+            user: "alice".into(),
+            uid: 1001,
+            at: 1_795_438_927,
+        });
+        let mut backoff = app("shop", State::Backoff);
+        backoff.reason = "exited with status 1 after 0.2s, next try in 16s".into();
+        backoff.release = Some("/srv/shop/releases/41".into());
+        let mut stale = running.clone();
+        stale.config_error = Some("shop.toml:3:1: unknown key `foo`".into());
+        let empty = app("shop", State::Exited);
+
+        let table = [
+            (running, "/srv/shop/releases/42"),
+            (same_release, "ready"),
+            (stopped, "stopped by alice at 2026-11-23 13:02"),
+            (backoff, "exited with status 1 after 0.2s, next try in 16s"),
+            (
+                stale,
+                "/srv/shop/releases/42; newest file does not validate, running the last valid \
+                 version: shop.toml:3:1: unknown key `foo`",
+            ),
+            (empty, "-"),
+        ];
+        for (app, want) in table {
+            assert_eq!(status_info(&app), want, "{app:?}");
+        }
+    }
+
+    #[test]
+    fn status_table_aligns_columns() {
+        let mut shop = app("shop", State::Running);
+        shop.pid = Some(1234);
+        shop.uptime_secs = Some(11_520.0);
+        shop.restarts = 2;
+        shop.reason = "ready".into();
+        let mut blog = app("blog-admin", State::Fatal);
+        blog.restarts = 15;
+        blog.reason = "exited with status 1 after 0.2s, 5 failed starts in a row".into();
+        assert_eq!(
+            status_table(&[shop, blog]),
+            "\
+NAME        STATE    PID   UPTIME  RESTARTS  INFO
+shop        running  1234  3h12m   2         ready
+blog-admin  fatal    -     -       15        exited with status 1 after 0.2s, 5 failed starts in a row
+"
+        );
+    }
+
+    #[test]
+    fn an_empty_table_is_its_header() {
+        assert_eq!(
+            status_table(&[]),
+            "NAME  STATE  PID  UPTIME  RESTARTS  INFO\n"
+        );
+    }
+
+    fn result(action: Action, outcome: Outcome, state: State) -> ActionResult {
+        let mut status = app("shop", state);
+        status.reason = "exited with status 3 after 0.5s".into();
+        ActionResult {
+            app: "shop".into(),
+            action,
+            outcome,
+            status,
+            log_tail: vec![
+                "Traceback (most recent call last):".into(),
+                "ImportError: x".into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn done_actions_show_state_and_pid() {
+        let mut running = result(Action::Restart, Outcome::Done, State::Running);
+        running.status.pid = Some(1234);
+        assert_eq!(action_done(&running), "shop: running (pid 1234)\n");
+        let stopped = result(Action::Stop, Outcome::Done, State::Stopped);
+        assert_eq!(action_done(&stopped), "shop: stopped\n");
+    }
+
+    #[test]
+    fn failures_show_reason_and_log_tail() {
+        let failed = result(Action::Restart, Outcome::Failed, State::Backoff);
+        assert_eq!(
+            action_failure(&failed, Duration::from_secs(60)),
+            "\
+appctl: shop did not become ready: exited with status 3 after 0.5s
+last log lines of shop:
+    Traceback (most recent call last):
+    ImportError: x
+"
+        );
+        let mut hung = result(Action::Stop, Outcome::Timeout, State::Stopping);
+        hung.status.reason = "waiting for 3 processes to exit".into();
+        hung.log_tail.clear();
+        assert_eq!(
+            action_failure(&hung, Duration::from_secs(90)),
+            "\
+appctl: shop did not stop within 1m 30s: waiting for 3 processes to exit
+no log lines of shop
+"
+        );
+    }
+
+    #[test]
+    fn apply_report_lists_sections_and_invalid_apps() {
+        let report = ApplyReport {
+            dry_run: true,
+            added: vec!["a".into(), "b".into()],
+            changed: vec!["c".into()],
+            removed: vec![],
+            unchanged: vec!["d".into()],
+            invalid: vec![
+                InvalidApp {
+                    name: "shop".into(),
+                    file: "/etc/appvisor/apps.d/shop.toml".into(),
+                    errors: vec![
+                        "shop.toml:3:1: unknown key `foo`".into(),
+                        "shop.toml:5:8: user `nobody2` does not exist".into(),
+                    ],
+                    kept_running: true,
+                },
+                InvalidApp {
+                    name: "new".into(),
+                    file: "/etc/appvisor/apps.d/new.toml".into(),
+                    errors: vec!["new.toml:1:1: missing key `user`".into()],
+                    kept_running: false,
+                },
+            ],
+        };
+        assert_eq!(
+            apply_report(&report),
+            "\
+added: a, b
+changed: c
+unchanged: d
+invalid: shop (/etc/appvisor/apps.d/shop.toml)
+    shop.toml:3:1: unknown key `foo`
+    shop.toml:5:8: user `nobody2` does not exist
+    (still running its last valid version)
+invalid: new (/etc/appvisor/apps.d/new.toml)
+    new.toml:1:1: missing key `user`
+dry run: nothing was changed
+"
+        );
+        assert_eq!(apply_report(&ApplyReport::default()), "no apps in apps.d\n");
+    }
+
+    #[test]
+    fn whoami_names_role_and_apps() {
+        let mut who = WhoAmI {
+            uid: 1001,
+            user: "alice".into(),
+            groups: vec!["alice".into(), "shop-devs".into()],
+            role: Role::Operator,
+            apps: vec!["shop".into(), "blog".into()],
+        };
+        assert_eq!(
+            whoami(&who),
+            "uid 1001 (alice), groups: alice, shop-devs, role: operator of shop, blog\n"
+        );
+        who.role = Role::Admin;
+        assert_eq!(
+            whoami(&who),
+            "uid 1001 (alice), groups: alice, shop-devs, role: admin\n"
+        );
+        who.role = Role::None;
+        who.groups.clear();
+        assert_eq!(whoami(&who), "uid 1001 (alice), groups: none, role: none\n");
+    }
+}

@@ -1,0 +1,509 @@
+//! The daemon's instance directory and the app cgroups in it: creation,
+//! membership, signals, removal. Emptiness is learnt from `watch`.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::discover::{own_v2_path, parse_v2_mount, path_under_mount};
+use super::{CgroupError, CgroupWatcher};
+
+/// The daemon's instance cgroup, parent of one cgroup per app.
+#[derive(Debug, Clone)]
+pub struct CgroupRoot {
+    /// Where the instance cgroup is in the file system.
+    dir: PathBuf,
+    /// The same cgroup as `/proc/PID/cgroup` names it (`0::` line).
+    cgroup_path: String,
+}
+
+/// What [`CgroupRoot::reap_leftovers`] found and did.
+#[derive(Debug, Default)]
+pub struct ReapReport {
+    /// Cgroups emptied and removed.
+    pub reaped: Vec<Reaped>,
+    /// Cgroups that could not be emptied or removed; the rest were still
+    /// handled.
+    pub failed: Vec<CgroupError>,
+}
+
+/// A leftover app cgroup that was emptied and removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaped {
+    pub name: String,
+    /// How many processes it held when it was killed.
+    pub killed: usize,
+}
+
+impl CgroupRoot {
+    /// Finds the v2 tree and the daemon's own cgroup in `/proc/self`, and
+    /// creates `<mount><own cgroup>/<instance>`.
+    ///
+    /// `Ok(None)` when there is no usable v2 tree (the reason is logged at
+    /// `info`); the caller then falls back as the module docs describe and
+    /// says so in the log.
+    pub fn detect(instance: &str) -> Result<Option<CgroupRoot>, CgroupError> {
+        check_name(instance)?;
+        let mountinfo = read_to_string("/proc/self/mountinfo")?;
+        let own_cgroup = read_to_string("/proc/self/cgroup")?;
+        let Some(mount) = parse_v2_mount(&mountinfo) else {
+            tracing::info!("no cgroup2 file system in /proc/self/mountinfo");
+            return Ok(None);
+        };
+        let Some(own) = own_v2_path(&own_cgroup) else {
+            tracing::info!("the daemon is in no cgroup v2 (no 0:: line in /proc/self/cgroup)");
+            return Ok(None);
+        };
+        let Some(under_mount) = path_under_mount(&mount.root, &own) else {
+            tracing::info!(
+                own,
+                mount_root = mount.root,
+                "the daemon's cgroup is outside the mounted cgroup2 subtree"
+            );
+            return Ok(None);
+        };
+        let root = CgroupRoot {
+            dir: join_cgroup(&mount.mount_point, under_mount).join(instance),
+            cgroup_path: join_cgroup_path(&own, instance),
+        };
+        create_dir(&root.dir)?;
+        tracing::debug!(dir = %root.dir.display(), cgroup = root.cgroup_path, "cgroup root ready");
+        Ok(Some(root))
+    }
+
+    /// A root at `dir`, which `/proc/PID/cgroup` calls `cgroup_path`;
+    /// no I/O. For tests and for callers that found the tree themselves.
+    pub fn at(dir: impl Into<PathBuf>, cgroup_path: impl Into<String>) -> CgroupRoot {
+        CgroupRoot {
+            dir: dir.into(),
+            cgroup_path: cgroup_path.into(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// This cgroup as `/proc/PID/cgroup` names it.
+    pub fn cgroup_path(&self) -> &str {
+        &self.cgroup_path
+    }
+
+    /// Creates, or opens if it exists, the cgroup of app `name`.
+    pub fn app(&self, name: &str) -> Result<AppCgroup, CgroupError> {
+        check_name(name)?;
+        let app = AppCgroup {
+            name: name.to_owned(),
+            dir: self.dir.join(name),
+            cgroup_path: join_cgroup_path(&self.cgroup_path, name),
+        };
+        create_dir(&app.dir)?;
+        Ok(app)
+    }
+
+    /// App cgroups already present, sorted: at start-up these are what an
+    /// earlier daemon left behind.
+    pub fn existing_apps(&self) -> Result<Vec<String>, CgroupError> {
+        let read_error = |source| CgroupError::Read {
+            path: self.dir.clone(),
+            source,
+        };
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(read_error)? {
+            let entry = entry.map_err(read_error)?;
+            if !entry.file_type().map_err(read_error)?.is_dir() {
+                continue;
+            }
+            // Interface files all contain a dot and a valid name never does,
+            // so anything else is a cgroup someone else made: leave it.
+            match entry.file_name().into_string() {
+                Ok(name) if check_name(&name).is_ok() => names.push(name),
+                _ => tracing::debug!(entry = ?entry.file_name(), "ignoring foreign cgroup"),
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Kills every leftover app cgroup, waits up to `within` (e.g. 5 s) for
+    /// all of them to empty, and removes them. One stuck cgroup does not
+    /// keep the others from being reaped; it is reported in `failed`.
+    pub async fn reap_leftovers(
+        &self,
+        watcher: &CgroupWatcher,
+        within: Duration,
+    ) -> Result<ReapReport, CgroupError> {
+        let mut report = ReapReport::default();
+        let mut pending = Vec::new();
+        for name in self.existing_apps()? {
+            let kill = || {
+                let app = self.app(&name)?;
+                // Watch before killing so the transition to empty is not missed.
+                let populated = watcher.watch(&app)?;
+                let killed = app.pids()?.len();
+                app.kill()?;
+                tracing::debug!(app = name, killed, "killing a leftover app cgroup");
+                Ok::<_, CgroupError>((app, populated, killed))
+            };
+            match kill() {
+                Ok(entry) => pending.push(entry),
+                Err(error) => report.failed.push(error),
+            }
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        for (app, mut populated, killed) in pending {
+            let emptied =
+                tokio::time::timeout_at(deadline, populated.wait_for(|populated| !populated)).await;
+            let outcome = match emptied {
+                Ok(Ok(_)) => app.remove(),
+                // The watcher went away: ask the kernel directly.
+                Ok(Err(_)) => match app.is_populated() {
+                    Ok(false) => app.remove(),
+                    Ok(true) => Err(CgroupError::WatcherGone),
+                    Err(error) => Err(error),
+                },
+                Err(_elapsed) => Err(CgroupError::StillPopulated {
+                    path: app.dir.clone(),
+                    after: within,
+                }),
+            };
+            match outcome {
+                Ok(()) => report.reaped.push(Reaped {
+                    name: app.name.clone(),
+                    killed,
+                }),
+                Err(error) => report.failed.push(error),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Removes the instance cgroup; fails while app cgroups remain in it.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        remove_dir(&self.dir)
+    }
+}
+
+/// One app's cgroup. Dropping it leaves the cgroup in place; see
+/// [`AppCgroup::remove`].
+#[derive(Debug, Clone)]
+pub struct AppCgroup {
+    name: String,
+    dir: PathBuf,
+    /// The same cgroup as `/proc/PID/cgroup` names it.
+    cgroup_path: String,
+}
+
+impl AppCgroup {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// This cgroup as `/proc/PID/cgroup` names it.
+    pub fn cgroup_path(&self) -> &str {
+        &self.cgroup_path
+    }
+
+    /// `cgroup.procs`: writing a pid there moves that process in.
+    pub fn procs_path(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+
+    /// `cgroup.events`, whose `populated` line [`CgroupWatcher`] follows.
+    pub fn events_path(&self) -> PathBuf {
+        self.dir.join("cgroup.events")
+    }
+
+    /// Moves process `pid` (and, later, its children) into this cgroup.
+    pub fn add_pid(&self, pid: u32) -> Result<(), CgroupError> {
+        write_file(&self.procs_path(), &pid.to_string())
+    }
+
+    /// Whether any process is left in this cgroup or below it.
+    pub fn is_populated(&self) -> Result<bool, CgroupError> {
+        read_populated(&self.events_path())
+    }
+
+    /// The processes directly in this cgroup.
+    pub fn pids(&self) -> Result<Vec<u32>, CgroupError> {
+        let path = self.procs_path();
+        let contents = read_to_string(&path)?;
+        contents
+            .lines()
+            .map(|line| {
+                line.trim().parse().map_err(|_| CgroupError::Malformed {
+                    path: path.clone(),
+                    contents: contents.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// SIGKILLs every process in the cgroup, forks in flight included.
+    ///
+    /// Uses `cgroup.kill` (Linux 5.14+), which the kernel applies to the
+    /// whole subtree atomically. Older kernels get repeated passes over
+    /// `cgroup.procs` until it reads empty; that fallback may block for up
+    /// to about 100 ms. Either way, wait for emptiness with
+    /// [`CgroupWatcher::watch`] before [`AppCgroup::remove`].
+    pub fn kill(&self) -> Result<(), CgroupError> {
+        let kill_file = self.dir.join("cgroup.kill");
+        match write_file(&kill_file, "1") {
+            Ok(()) => return Ok(()),
+            Err(CgroupError::Write { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                tracing::debug!(cgroup = %self.dir.display(), "no cgroup.kill, killing pid by pid");
+            }
+            Err(error) => return Err(error),
+        }
+        // A process can fork between our read of cgroup.procs and its
+        // SIGKILL; its child is in the cgroup before fork returns, so the
+        // next pass sees it. Once SIGKILL is pending, fork fails.
+        for _ in 0..100 {
+            if self.signal_all(Signal::SIGKILL)? == 0 {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` to every process directly in the cgroup; returns how
+    /// many were signalled. Processes that exit meanwhile are skipped.
+    pub fn signal_all(&self, signal: Signal) -> Result<usize, CgroupError> {
+        let mut signalled = 0;
+        for pid in self.pids()? {
+            let raw = i32::try_from(pid).map_err(|_| CgroupError::Malformed {
+                path: self.procs_path(),
+                contents: pid.to_string(),
+            })?;
+            match kill(Pid::from_raw(raw), signal) {
+                Ok(()) => signalled += 1,
+                Err(Errno::ESRCH) => {}
+                Err(source) => {
+                    return Err(CgroupError::Signal {
+                        path: self.dir.clone(),
+                        pid,
+                        signal,
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(signalled)
+    }
+
+    /// Whether process `pid` is in this cgroup or below it, from
+    /// `/proc/PID/cgroup`. `false` when the process is gone. Used to accept a
+    /// `NOTIFY_SOCKET` datagram only from the app it was meant for.
+    pub fn contains_pid(&self, pid: u32) -> bool {
+        fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|contents| own_v2_path(&contents))
+            .is_some_and(|path| is_same_or_below(&path, &self.cgroup_path))
+    }
+
+    /// Removes the cgroup; the kernel refuses while a process is left
+    /// (`EBUSY`). Removing one that is already gone succeeds.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        remove_dir(&self.dir)
+    }
+}
+
+/// Instance and app names become directory names next to the kernel's
+/// interface files, which all contain a dot: allow no dot, no slash.
+fn check_name(name: &str) -> Result<(), CgroupError> {
+    let valid = !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(CgroupError::InvalidName {
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// `path` (from `/proc/PID/cgroup`) is `cgroup` or one of its descendants.
+fn is_same_or_below(path: &str, cgroup: &str) -> bool {
+    match path.strip_prefix(cgroup) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || cgroup == "/",
+        None => false,
+    }
+}
+
+fn join_cgroup(mount_point: &Path, cgroup: &str) -> PathBuf {
+    mount_point.join(cgroup.trim_start_matches('/'))
+}
+
+fn join_cgroup_path(parent: &str, name: &str) -> String {
+    format!("{}/{name}", parent.trim_end_matches('/'))
+}
+
+/// Parses the `populated 0|1` line of a `cgroup.events` file.
+pub(super) fn read_populated(events: &Path) -> Result<bool, CgroupError> {
+    let contents = read_to_string(events)?;
+    parse_populated(&contents).ok_or_else(|| CgroupError::Malformed {
+        path: events.to_owned(),
+        contents,
+    })
+}
+
+fn parse_populated(events: &str) -> Option<bool> {
+    events.lines().find_map(|line| match line.trim() {
+        "populated 0" => Some(false),
+        "populated 1" => Some(true),
+        _ => None,
+    })
+}
+
+fn read_to_string(path: impl AsRef<Path>) -> Result<String, CgroupError> {
+    fs::read_to_string(path.as_ref()).map_err(|source| CgroupError::Read {
+        path: path.as_ref().to_owned(),
+        source,
+    })
+}
+
+/// Writes to an existing kernel file: never creates it, and writes the value
+/// in one `write(2)` as cgroupfs expects.
+fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(value.as_bytes()))
+        .map_err(|source| CgroupError::Write {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn create_dir(path: &Path) -> Result<(), CgroupError> {
+    match fs::create_dir(path) {
+        Err(source) if source.kind() != io::ErrorKind::AlreadyExists => Err(CgroupError::Create {
+            path: path.to_owned(),
+            source,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn remove_dir(path: &Path) -> Result<(), CgroupError> {
+    match fs::remove_dir(path) {
+        Err(source) if source.kind() != io::ErrorKind::NotFound => Err(CgroupError::Remove {
+            path: path.to_owned(),
+            source,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_populated() {
+        let cases = [
+            ("populated 1\nfrozen 0\n", Some(true)),
+            ("populated 0\nfrozen 0\n", Some(false)),
+            ("frozen 0\npopulated 1\n", Some(true)),
+            ("frozen 0\n", None),
+            ("populated 2\n", None),
+            ("", None),
+        ];
+        for (contents, want) in cases {
+            assert_eq!(parse_populated(contents), want, "{contents:?}");
+        }
+    }
+
+    #[test]
+    fn checks_names() {
+        for good in ["shop", "a", "my_app-2", "appvisor-test-123", "Upper"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "a/b", "cgroup.procs", "a b", "é"] {
+            assert_eq!(
+                check_name(bad).unwrap_err().to_string(),
+                format!("invalid cgroup name {bad:?}: use letters, digits, '_' and '-' only"),
+            );
+        }
+        assert!(check_name(&"a".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn compares_cgroup_paths() {
+        let cases = [
+            ("/appvisor/shop", "/appvisor/shop", true),
+            ("/appvisor/shop/sub", "/appvisor/shop", true),
+            ("/appvisor/shopping", "/appvisor/shop", false),
+            ("/appvisor", "/appvisor/shop", false),
+            ("/", "/appvisor/shop", false),
+            ("/anything", "/", true),
+        ];
+        for (path, cgroup, want) in cases {
+            assert_eq!(is_same_or_below(path, cgroup), want, "{path} in {cgroup}");
+        }
+    }
+
+    #[test]
+    fn joins_paths() {
+        assert_eq!(
+            join_cgroup(Path::new("/sys/fs/cgroup/unified"), "/"),
+            PathBuf::from("/sys/fs/cgroup/unified")
+        );
+        assert_eq!(
+            join_cgroup(Path::new("/sys/fs/cgroup"), "/system.slice/a.service"),
+            PathBuf::from("/sys/fs/cgroup/system.slice/a.service")
+        );
+        assert_eq!(join_cgroup_path("/", "appvisor"), "/appvisor");
+        assert_eq!(join_cgroup_path("/a/b", "appvisor"), "/a/b/appvisor");
+    }
+
+    /// A fake tree in a temp dir: the file-system half of the API works on
+    /// any directory, which keeps these tests free of root.
+    #[test]
+    fn lists_and_opens_app_cgroups_in_a_fake_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = CgroupRoot::at(tmp.path(), "/appvisor");
+        for name in ["web", "api"] {
+            fs::create_dir(tmp.path().join(name)).unwrap();
+        }
+        fs::write(tmp.path().join("cgroup.procs"), "").unwrap();
+        fs::create_dir(tmp.path().join("foreign.scope")).unwrap();
+        assert_eq!(root.existing_apps().unwrap(), ["api", "web"]);
+
+        let web = root.app("web").unwrap();
+        assert_eq!(web.cgroup_path(), "/appvisor/web");
+        assert_eq!(web.procs_path(), tmp.path().join("web/cgroup.procs"));
+        fs::write(web.procs_path(), "12\n345\n").unwrap();
+        fs::write(web.events_path(), "populated 1\nfrozen 0\n").unwrap();
+        assert_eq!(web.pids().unwrap(), [12, 345]);
+        assert!(web.is_populated().unwrap());
+
+        fs::write(web.procs_path(), "12\nx\n").unwrap();
+        assert_eq!(
+            web.pids().unwrap_err().to_string(),
+            format!(
+                "unexpected contents in {}: \"12\\nx\\n\"",
+                web.procs_path().display()
+            )
+        );
+
+        let new = root.app("new").unwrap();
+        assert!(new.dir().is_dir());
+        new.remove().unwrap();
+        new.remove().unwrap();
+        assert!(!new.dir().exists());
+    }
+}

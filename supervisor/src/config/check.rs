@@ -1,0 +1,353 @@
+//! `appvisord check` and `appctl check`: offline validation for
+//! configuration management's `validate_cmd`. Validation, resolution and
+//! cross-app conflicts, reported together; never talks to a daemon.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::error::ConfigError;
+use super::load::{app_files, app_name, load_daemon_or_default, load_valid_app, DaemonConfig};
+use super::resolve::{check_conflicts, resolve, UserDb};
+use super::spec::AppSpec;
+use super::validate::Defaults;
+
+/// What `check` found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckReport {
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigError>,
+    /// Files read, the daemon config included when it exists.
+    pub checked: Vec<PathBuf>,
+}
+
+impl CheckReport {
+    /// No errors (warnings allowed).
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for error in &self.errors {
+            writeln!(f, "error: {error}")?;
+        }
+        for warning in &self.warnings {
+            writeln!(f, "warning: {warning}")?;
+        }
+        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+        write!(
+            f,
+            "checked {}: {}",
+            plural(self.checked.len(), "file"),
+            plural(self.errors.len(), "error")
+        )?;
+        if !self.warnings.is_empty() {
+            write!(f, ", {}", plural(self.warnings.len(), "warning"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks the daemon config and, with no `files`, every app in its
+/// `apps_dir`; with `files`, those app files only (merged over the daemon
+/// config's `[defaults]`), and their listen addresses against the other
+/// apps in `apps_dir`, so a new file that steals a port is caught before it
+/// is dropped in. A file named like an app in `apps_dir` replaces it.
+pub fn check(
+    daemon_config: &Path,
+    explicit: bool,
+    files: &[PathBuf],
+    db: &dyn UserDb,
+) -> CheckReport {
+    let mut report = CheckReport::default();
+    let daemon = match load_daemon_or_default(daemon_config, explicit) {
+        Ok(daemon) => {
+            if daemon_config.exists() {
+                report.checked.push(daemon_config.to_owned());
+            }
+            Some(daemon)
+        }
+        Err(errors) => {
+            report.checked.push(daemon_config.to_owned());
+            report.errors.extend(errors);
+            None
+        }
+    };
+    // With a broken daemon config, apps are still checked, against no
+    // defaults: the daemon config's own errors are already reported.
+    let defaults = daemon
+        .as_ref()
+        .map_or_else(Defaults::none, |daemon| daemon.defaults.clone());
+
+    let named = !files.is_empty();
+    let files = if named {
+        files.to_vec()
+    } else {
+        match daemon
+            .as_ref()
+            .map(|daemon| app_files(&daemon.spec.apps_dir))
+        {
+            Some(Ok(files)) => files,
+            Some(Err(errors)) => {
+                report.errors.extend(errors);
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
+    };
+
+    let mut specs = Vec::new();
+    for file in &files {
+        report.checked.push(file.clone());
+        match load_valid_app(file, &defaults) {
+            Ok(valid) => {
+                report.warnings.extend(valid.warnings);
+                if let Err(errors) = resolve(&valid.spec, db) {
+                    report.errors.extend(errors);
+                }
+                specs.push(valid.spec);
+            }
+            Err(errors) => report.errors.extend(errors),
+        }
+    }
+
+    // Conflicts are reported on the later app of a pair: the apps already
+    // in place go first, so the blame lands on the files being checked.
+    let mut all = if named {
+        others_in_apps_dir(daemon.as_ref(), &files, &defaults)
+    } else {
+        Vec::new()
+    };
+    all.extend(specs);
+    report.errors.extend(
+        check_conflicts(&all)
+            .into_iter()
+            .filter(|error| !named || files.contains(&error.file)),
+    );
+    report
+}
+
+/// The valid apps of `apps_dir` that none of `files` replaces (by name or
+/// path). Their own errors are not this check's business.
+fn others_in_apps_dir(
+    daemon: Option<&DaemonConfig>,
+    files: &[PathBuf],
+    defaults: &Defaults,
+) -> Vec<AppSpec> {
+    let Some(Ok(present)) = daemon.map(|daemon| app_files(&daemon.spec.apps_dir)) else {
+        return Vec::new();
+    };
+    let replaced_names: Vec<_> = files
+        .iter()
+        .filter_map(|file| app_name(file).ok())
+        .collect();
+    let same_file = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    present
+        .into_iter()
+        .filter(|path| !files.iter().any(|file| same_file(file, path)))
+        .filter(|path| app_name(path).is_ok_and(|name| !replaced_names.contains(&name)))
+        .filter_map(|path| load_valid_app(&path, defaults).ok().map(|valid| valid.spec))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::config::resolve::FakeUserDb;
+
+    struct Host {
+        dir: tempfile::TempDir,
+    }
+
+    impl Host {
+        /// A daemon config, an apps.d and a program and directory that
+        /// resolve for user "shop".
+        fn new() -> Host {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path();
+            fs::create_dir_all(root.join("apps.d")).unwrap();
+            fs::create_dir_all(root.join("srv")).unwrap();
+            fs::write(root.join("prog"), "#!/bin/sh\n").unwrap();
+            fs::set_permissions(root.join("prog"), fs::Permissions::from_mode(0o755)).unwrap();
+            fs::write(
+                root.join("appvisor.toml"),
+                format!("apps_dir = \"{}\"\n", root.join("apps.d").display()),
+            )
+            .unwrap();
+            Host { dir }
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        fn app_text(&self, extra: &str) -> String {
+            format!(
+                "user = \"shop\"\ncommand = [\"{}\"]\ndirectory = \"{}\"\nsandbox = {{ connect_ports = [] }}\n{extra}",
+                self.path("prog").display(),
+                self.path("srv").display()
+            )
+        }
+
+        fn write(&self, name: &str, text: &str) -> PathBuf {
+            let path = self.path(name);
+            fs::write(&path, text).unwrap();
+            path
+        }
+
+        fn check(&self, files: &[PathBuf]) -> CheckReport {
+            let db = FakeUserDb::new().with_user("shop", 1001, 1001);
+            check(&self.path("appvisor.toml"), true, files, &db)
+        }
+    }
+
+    #[test]
+    fn whole_host_ok() {
+        let host = Host::new();
+        host.write(
+            "apps.d/shop.toml",
+            &host.app_text("[[listen]]\naddress = \"127.0.0.1:8001\"\n"),
+        );
+        host.write(
+            "apps.d/blog.toml",
+            &host.app_text("[[listen]]\naddress = \"127.0.0.1:8002\"\n"),
+        );
+        let report = host.check(&[]);
+        assert!(report.is_ok(), "{report}");
+        assert_eq!(
+            report.checked,
+            [
+                host.path("appvisor.toml"),
+                host.path("apps.d/blog.toml"),
+                host.path("apps.d/shop.toml")
+            ]
+        );
+        assert_eq!(report.to_string(), "checked 3 files: 0 errors");
+    }
+
+    #[test]
+    fn whole_host_reports_every_file_and_conflicts() {
+        let host = Host::new();
+        host.write(
+            "apps.d/shop.toml",
+            &host.app_text("[[listen]]\naddress = \"127.0.0.1:8001\"\n"),
+        );
+        host.write(
+            "apps.d/web.toml",
+            &host.app_text("[[listen]]\naddress = \"0.0.0.0:8001\"\n"),
+        );
+        host.write("apps.d/api.toml", &host.app_text("umask = \"9\"\n"));
+        host.write(
+            "apps.d/ops.toml",
+            &host
+                .app_text("user = \"ops\"\n")
+                .replace("user = \"shop\"\n", ""),
+        );
+        let report = host.check(&[]);
+        let shop = host.path("apps.d/shop.toml");
+        let web = host.path("apps.d/web.toml");
+        let api = host.path("apps.d/api.toml");
+        let ops = host.path("apps.d/ops.toml");
+        assert_eq!(
+            report.to_string(),
+            format!(
+                "error: {}:5:9: umask: invalid umask \"9\" (use 3 or 4 octal digits like \"0027\")\n\
+                 error: {}: user: user \"ops\" does not exist (create it, like `useradd --system shop`, or fix the name)\n\
+                 error: {}: listen[0].address: 0.0.0.0:8001 overlaps 127.0.0.1:8001 of app \"shop\" ({}) \
+                 (give each app its own port or socket path)\n\
+                 checked 5 files: 3 errors",
+                api.display(),
+                ops.display(),
+                web.display(),
+                shop.display(),
+            )
+        );
+    }
+
+    #[test]
+    fn a_named_file_is_checked_against_the_apps_in_place() {
+        let host = Host::new();
+        host.write(
+            "apps.d/shop.toml",
+            &host.app_text("[[listen]]\naddress = \"127.0.0.1:8001\"\n"),
+        );
+        // A new app stealing shop's port is refused before it is dropped in.
+        let thief = host.write(
+            "thief.toml",
+            &host.app_text("[[listen]]\naddress = \"127.0.0.1:8001\"\n"),
+        );
+        let report = host.check(std::slice::from_ref(&thief));
+        assert_eq!(
+            report
+                .errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [format!(
+                "{}: listen[0].address: 127.0.0.1:8001 is already taken by app \"shop\" ({}) \
+                 (give each app its own port or socket path)",
+                thief.display(),
+                host.path("apps.d/shop.toml").display()
+            )]
+        );
+        assert_eq!(report.checked, [host.path("appvisor.toml"), thief.clone()]);
+        // A new version of shop itself (same name) replaces it: no conflict.
+        let update = host.write(
+            "shop.toml",
+            &host.app_text("[[listen]]\naddress = \"127.0.0.1:8001\"\n"),
+        );
+        assert!(host.check(&[update]).is_ok());
+    }
+
+    #[test]
+    fn named_files_use_the_daemon_defaults_and_collect_warnings() {
+        let host = Host::new();
+        host.write(
+            "appvisor.toml",
+            &format!(
+                "apps_dir = \"{}\"\n[defaults]\numask = \"0077\"\n",
+                host.path("apps.d").display()
+            ),
+        );
+        let text = host.app_text("").replace(
+            "sandbox = { connect_ports = [] }",
+            &format!(
+                "sandbox = {{ read_write = [\"{}\"] }}",
+                host.path("srv").display()
+            ),
+        );
+        let app = host.write("new.toml", &text);
+        let report = host.check(std::slice::from_ref(&app));
+        assert!(report.is_ok(), "{report}");
+        assert_eq!(report.warnings.len(), 2, "{report}");
+        assert!(
+            report
+                .to_string()
+                .ends_with("checked 2 files: 0 errors, 2 warnings"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn broken_daemon_config_is_reported_and_apps_still_checked() {
+        let host = Host::new();
+        host.write("appvisor.toml", "apps_dir = 3\n");
+        let app = host.write("x.toml", "user = \"shop\"\n");
+        let report = host.check(std::slice::from_ref(&app));
+        assert_eq!(report.errors.len(), 3, "{report}");
+        assert_eq!(
+            report.errors[0].to_string(),
+            format!(
+                "{}:1:12: apps_dir: invalid type: integer `3`, expected a string",
+                host.path("appvisor.toml").display()
+            )
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! Reading configuration files from disk and handing their text to
+//! `validate`. The only file reads of the config layer besides `resolve`'s
+//! path checks; never interprets a value itself.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::error::{ConfigError, ConfigErrors};
+use super::spec::{AppName, AppSpec, DaemonSpec};
+use super::validate::{validate_app, validate_daemon, Defaults, ValidApp};
+
+/// `/etc/appvisor/appvisor.toml`, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonConfig {
+    pub spec: DaemonSpec,
+    /// `[defaults]`, checked, for merging under each app.
+    pub defaults: Defaults,
+    /// The file it was read from (which may not exist: all defaults).
+    pub file: PathBuf,
+}
+
+/// Reads the daemon config at `path`; a missing file is an error.
+pub fn load_daemon(path: &Path) -> Result<DaemonConfig, ConfigErrors> {
+    load_daemon_or_default(path, true)
+}
+
+/// Reads the daemon config at `path`. When the path was not given
+/// explicitly (`explicit == false`, the built-in default path), a missing
+/// file means every setting takes its default.
+pub fn load_daemon_or_default(path: &Path, explicit: bool) -> Result<DaemonConfig, ConfigErrors> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == io::ErrorKind::NotFound && !explicit => String::new(),
+        Err(error) => return Err(read_error(path, "daemon config", &error).into()),
+    };
+    let (spec, defaults) = validate_daemon(path, &text)?;
+    Ok(DaemonConfig {
+        spec,
+        defaults,
+        file: path.to_owned(),
+    })
+}
+
+/// The app name a file stands for: its stem.
+#[allow(
+    clippy::result_large_err,
+    reason = "AppFile::name keeps the one error; a cold path"
+)]
+pub fn app_name(path: &Path) -> Result<AppName, ConfigError> {
+    let stem = path
+        .file_stem()
+        .map(|stem| stem.to_string_lossy())
+        .unwrap_or_default();
+    AppName::new(&stem).ok_or_else(|| {
+        ConfigError::new(path, format!("invalid app name {stem:?}"))
+            .with_hint("name the file after the app: [a-z0-9][a-z0-9_-]{0,63}.toml, like shop.toml")
+    })
+}
+
+/// Reads and validates one app file (and its `env_files`), merged over
+/// `defaults`. The app's name is the file's stem.
+pub fn load_app(path: &Path, defaults: &Defaults) -> Result<AppSpec, ConfigErrors> {
+    load_valid_app(path, defaults).map(|valid| valid.spec)
+}
+
+/// [`load_app`], keeping the warnings for `check`.
+pub fn load_valid_app(path: &Path, defaults: &Defaults) -> Result<ValidApp, ConfigErrors> {
+    let name = app_name(path)?;
+    let text = fs::read_to_string(path).map_err(|error| read_error(path, "app file", &error))?;
+    validate_app(&name, path, &text, defaults, &|env_file: &Path| {
+        fs::read_to_string(env_file)
+    })
+}
+
+/// One `*.toml` file found in `apps_dir`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppFile {
+    pub name: Result<AppName, ConfigError>,
+    pub path: PathBuf,
+    pub spec: Result<AppSpec, ConfigErrors>,
+}
+
+/// Loads every app file in `dir`, sorted by file name. A directory that
+/// cannot be read is an error, never an empty list: an empty list would
+/// mean "remove every app".
+pub fn scan_apps_dir(dir: &Path, defaults: &Defaults) -> Result<Vec<AppFile>, ConfigErrors> {
+    Ok(app_files(dir)?
+        .into_iter()
+        .map(|path| {
+            let name = app_name(&path);
+            let spec = match &name {
+                Ok(_) => load_app(&path, defaults),
+                Err(error) => Err(error.clone().into()),
+            };
+            AppFile { name, path, spec }
+        })
+        .collect())
+}
+
+/// The app files in `dir`: `*.toml` regular files (or links to them), not
+/// hidden, sorted by file name. Editor leftovers (`.shop.toml.swp`,
+/// `shop.toml~`) do not end in `.toml` or are hidden, so they are skipped.
+pub fn app_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
+    let entries = fs::read_dir(dir).map_err(|error| read_error(dir, "apps directory", &error))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|error| read_error(dir, "apps directory", &error))?;
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        if file_name.starts_with('.') || !file_name.ends_with(".toml") {
+            continue;
+        }
+        let path = entry.path();
+        // Follows symlinks: CM tools may link files into place.
+        if fs::metadata(&path).is_ok_and(|meta| meta.is_file()) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn read_error(path: &Path, what: &str, error: &io::Error) -> ConfigError {
+    let hint = match error.kind() {
+        io::ErrorKind::NotFound => "create it or give the right path",
+        io::ErrorKind::PermissionDenied => "let the daemon's user read it",
+        _ => "check the file",
+    };
+    ConfigError::new(path, format!("cannot read {what}: {error}")).with_hint(hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APP: &str = "user = \"shop\"\ncommand = [\"/bin/true\"]\ndirectory = \"/srv/shop\"\n";
+
+    #[test]
+    fn daemon_config_missing_at_default_path_means_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("appvisor.toml");
+        let config = load_daemon_or_default(&path, false).unwrap();
+        assert_eq!(config.spec.apps_dir, PathBuf::from("/etc/appvisor/apps.d"));
+        assert_eq!(config.defaults.file(), None);
+        let errors = load_daemon(&path).unwrap_err();
+        assert_eq!(
+            errors.to_string(),
+            format!(
+                "{}: cannot read daemon config: No such file or directory (os error 2) (create it or give the right path)",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn load_app_reads_env_files_and_applies_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join("secrets.env");
+        fs::write(&env, "SECRET=1\n").unwrap();
+        let daemon = dir.path().join("appvisor.toml");
+        fs::write(&daemon, "[defaults]\numask = \"0077\"\n").unwrap();
+        let app = dir.path().join("shop.toml");
+        fs::write(&app, format!("{APP}env_files = [\"{}\"]\n", env.display())).unwrap();
+        let config = load_daemon(&daemon).unwrap();
+        let spec = load_app(&app, &config.defaults).unwrap();
+        assert_eq!(spec.name.as_str(), "shop");
+        assert_eq!(spec.umask, 0o077);
+        assert_eq!(
+            spec.environment.get("SECRET").map(String::as_str),
+            Some("1")
+        );
+    }
+
+    #[test]
+    fn scan_lists_toml_files_sorted_and_flags_bad_names() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "web.toml",
+            "api.toml",
+            "Bad.toml",
+            ".hidden.toml",
+            "shop.toml~",
+            ".shop.toml.swp",
+            "notes.txt",
+        ] {
+            fs::write(dir.path().join(name), APP).unwrap();
+        }
+        fs::write(dir.path().join("broken.toml"), "user = \n").unwrap();
+        fs::create_dir(dir.path().join("dir.toml")).unwrap();
+        let files = scan_apps_dir(dir.path(), &Defaults::none()).unwrap();
+        let names: Vec<_> = files
+            .iter()
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["Bad.toml", "api.toml", "broken.toml", "web.toml"]);
+        let bad = dir.path().join("Bad.toml");
+        assert_eq!(
+            files[0].name.as_ref().unwrap_err().to_string(),
+            format!(
+                "{}: invalid app name \"Bad\" (name the file after the app: [a-z0-9][a-z0-9_-]{{0,63}}.toml, like shop.toml)",
+                bad.display()
+            )
+        );
+        assert!(files[0].spec.is_err());
+        assert!(files[1].spec.is_ok());
+        assert_eq!(files[2].name.as_ref().unwrap().as_str(), "broken");
+        assert_eq!(files[2].spec.as_ref().unwrap_err().len(), 1);
+        assert!(files[3].spec.is_ok());
+    }
+
+    #[test]
+    fn unreadable_apps_dir_is_an_error_not_an_empty_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("apps.d");
+        let error = scan_apps_dir(&missing, &Defaults::none()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{}: cannot read apps directory: No such file or directory (os error 2) (create it or give the right path)",
+                missing.display()
+            )
+        );
+    }
+}

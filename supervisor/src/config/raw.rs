@@ -1,0 +1,500 @@
+//! Serde structs that mirror `appvisor.toml` and `apps.d/NAME.toml` key for
+//! key, and the TOML parse that reports every syntax, type and unknown-key
+//! error with its position. Values keep their byte spans so validation can
+//! point at them. Nothing here interprets a value: that is `validate`'s job.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use serde::de::{self, DeserializeOwned, Visitor};
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::error::{ConfigError, SourceFile};
+
+/// `appvisor.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of daemon settings")]
+pub struct RawDaemon {
+    pub apps_dir: Option<Spanned<String>>,
+    pub log_dir: Option<Spanned<String>>,
+    pub state_dir: Option<Spanned<String>>,
+    pub control: Option<RawControl>,
+    pub status: Option<RawStatus>,
+    /// Any app key, applied where an app file is silent.
+    pub defaults: Option<RawApp>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [control] table")]
+pub struct RawControl {
+    pub socket: Option<Spanned<String>>,
+    pub admin_users: Option<Spanned<Vec<Spanned<String>>>>,
+    pub admin_groups: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [status] table")]
+pub struct RawStatus {
+    pub listen: Option<Spanned<String>>,
+}
+
+/// `apps.d/NAME.toml`, and `[defaults]` in `appvisor.toml`. Every key is
+/// optional here; validation decides which ones an app must have.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of app settings")]
+pub struct RawApp {
+    pub description: Option<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub command: Option<Spanned<Vec<Spanned<String>>>>,
+    pub directory: Option<Spanned<String>>,
+    pub environment: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    pub env_files: Option<Spanned<Vec<Spanned<String>>>>,
+    pub umask: Option<Spanned<String>>,
+    pub autostart: Option<Spanned<bool>>,
+    pub listen: Option<Spanned<Vec<RawListen>>>,
+    pub readiness: Option<RawReadiness>,
+    pub restart: Option<RawRestart>,
+    pub stop: Option<RawStop>,
+    pub logs: Option<RawLogs>,
+    pub access: Option<RawAccess>,
+    pub sandbox: Option<RawSandbox>,
+    pub limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [[listen]] table")]
+pub struct RawListen {
+    pub address: Option<Spanned<String>>,
+    pub name: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [readiness] table")]
+pub struct RawReadiness {
+    pub kind: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    /// For `kind = "tcp"`; an addition to DESIGN.md's example.
+    pub address: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [restart] table")]
+pub struct RawRestart {
+    pub policy: Option<Spanned<String>>,
+    pub start_secs: Option<Spanned<String>>,
+    pub max_retries: Option<Spanned<i64>>,
+    pub backoff: Option<RawBackoff>,
+    pub strategy: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a backoff table like { initial = \"1s\", max = \"60s\" }"
+)]
+pub struct RawBackoff {
+    pub initial: Option<Spanned<String>>,
+    pub max: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [stop] table")]
+pub struct RawStop {
+    pub signal: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub reload_signal: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [logs] table")]
+pub struct RawLogs {
+    pub max_size: Option<Spanned<String>>,
+    pub keep: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an [access] table")]
+pub struct RawAccess {
+    pub users: Option<Spanned<Vec<Spanned<String>>>>,
+    pub groups: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [sandbox] table")]
+pub struct RawSandbox {
+    pub read_only: Option<Spanned<Vec<Spanned<String>>>>,
+    pub read_write: Option<Spanned<Vec<Spanned<String>>>>,
+    pub private_tmp: Option<Spanned<bool>>,
+    pub bind_ports: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub connect_ports: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub network: Option<Spanned<String>>,
+    pub landlock: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [limits] table")]
+pub struct RawLimits {
+    pub memory: Option<Spanned<String>>,
+    pub tasks: Option<Spanned<i64>>,
+    pub cpu: Option<Spanned<String>>,
+    pub open_files: Option<Spanned<i64>>,
+}
+
+/// A file the raw structs can be parsed from.
+pub(crate) trait RawFile: DeserializeOwned {
+    /// The keys allowed in the table at `path` (table names, no array
+    /// indices), for the hint of an unknown-key error.
+    fn known_keys(path: &[&str]) -> Option<&'static [&'static str]>;
+}
+
+impl RawFile for RawApp {
+    fn known_keys(path: &[&str]) -> Option<&'static [&'static str]> {
+        app_keys(path)
+    }
+}
+
+impl RawFile for RawDaemon {
+    fn known_keys(path: &[&str]) -> Option<&'static [&'static str]> {
+        match path {
+            [] => Some(fields_of::<RawDaemon>()),
+            ["control"] => Some(fields_of::<RawControl>()),
+            ["status"] => Some(fields_of::<RawStatus>()),
+            ["defaults", rest @ ..] => app_keys(rest),
+            _ => None,
+        }
+    }
+}
+
+fn app_keys(path: &[&str]) -> Option<&'static [&'static str]> {
+    match path {
+        [] => Some(fields_of::<RawApp>()),
+        ["listen"] => Some(fields_of::<RawListen>()),
+        ["readiness"] => Some(fields_of::<RawReadiness>()),
+        ["restart"] => Some(fields_of::<RawRestart>()),
+        ["restart", "backoff"] => Some(fields_of::<RawBackoff>()),
+        ["stop"] => Some(fields_of::<RawStop>()),
+        ["logs"] => Some(fields_of::<RawLogs>()),
+        ["access"] => Some(fields_of::<RawAccess>()),
+        ["sandbox"] => Some(fields_of::<RawSandbox>()),
+        ["limits"] => Some(fields_of::<RawLimits>()),
+        _ => None,
+    }
+}
+
+/// Parses `source` as `T`, reporting every error rather than the first.
+///
+/// TOML syntax errors are all reported and stop there. Otherwise serde stops
+/// at the first wrong type or unknown key, so after each such error the
+/// offending entry is removed from the parsed table and deserialization is
+/// tried again: every entry is at most one error, and the loop ends.
+pub(crate) fn parse<T: RawFile>(source: SourceFile<'_>) -> Result<T, Vec<ConfigError>> {
+    let (mut table, syntax_errors) = DeTable::parse_recoverable(source.text);
+    if !syntax_errors.is_empty() {
+        return Err(syntax_errors
+            .iter()
+            .map(|error| {
+                let span = error.span().unwrap_or(0..0);
+                source
+                    .error(
+                        &span,
+                        format!("invalid toml: {}", error.message().trim_end_matches('.')),
+                    )
+                    .with_hint("fix the toml syntax")
+            })
+            .collect());
+    }
+    table.get_mut().make_owned();
+    let mut errors = Vec::new();
+    loop {
+        let attempt = T::deserialize(toml::de::Deserializer::from(table.clone()));
+        let error = match attempt {
+            Ok(value) if errors.is_empty() => return Ok(value),
+            Ok(_) => {
+                // The table iterates in key order; people read in file order.
+                errors.sort_by_key(|error: &ConfigError| (error.line, error.column));
+                return Err(errors);
+            }
+            Err(error) => error,
+        };
+        let span = error.span();
+        let found = span
+            .as_ref()
+            .and_then(|span| prune(table.get_mut(), span, &mut Vec::new()));
+        let Some(found) = found else {
+            // Not attributable to one entry: report it and give up on the rest.
+            let span = span.unwrap_or(0..0);
+            errors.push(source.error(&span, error.message().to_owned()));
+            errors.sort_by_key(|error: &ConfigError| (error.line, error.column));
+            return Err(errors);
+        };
+        let key = found.dotted();
+        errors.push(if found.unknown_key {
+            let table_path: Vec<&str> = found.path[..found.path.len() - 1]
+                .iter()
+                .filter_map(|segment| match segment {
+                    Segment::Key(key) => Some(key.as_str()),
+                    Segment::Index(_) => None,
+                })
+                .collect();
+            let unknown = source.error(&found.span, "unknown key").with_key(key);
+            match T::known_keys(&table_path) {
+                Some(keys) => {
+                    unknown.with_hint(format!("remove it or use one of: {}", keys.join(", ")))
+                }
+                None => unknown.with_hint("remove it"),
+            }
+        } else {
+            source
+                .error(&found.span, error.message().to_owned())
+                .with_key(key)
+        });
+    }
+}
+
+#[derive(Debug)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+#[derive(Debug)]
+struct Pruned {
+    path: Vec<Segment>,
+    span: Range<usize>,
+    /// The error's span is the key itself, not its value: serde's way of
+    /// pointing at a key `deny_unknown_fields` refused.
+    unknown_key: bool,
+}
+
+impl Pruned {
+    fn dotted(&self) -> String {
+        let mut out = String::new();
+        for segment in &self.path {
+            match segment {
+                Segment::Key(key) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(key);
+                }
+                Segment::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
+    }
+}
+
+/// Removes the innermost table entry whose key is `span` or whose value
+/// holds it. Children are searched first and regardless of their parent's
+/// span: a `[header]` table's span covers the header, not its keys.
+fn prune(table: &mut DeTable<'_>, span: &Range<usize>, path: &mut Vec<Segment>) -> Option<Pruned> {
+    let contains = |outer: &Range<usize>| outer.start <= span.start && span.end <= outer.end;
+    let mut target = None;
+    for (key, value) in table.iter_mut() {
+        let name = key.get_ref().to_string();
+        let depth = path.len();
+        path.push(Segment::Key(name.clone()));
+        let value_span = value.span();
+        let mut in_item = false;
+        match value.get_mut() {
+            DeValue::Table(inner) => {
+                if let Some(found) = prune(inner, span, path) {
+                    return Some(found);
+                }
+            }
+            DeValue::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    let item_span = item.span();
+                    path.push(Segment::Index(i));
+                    if let DeValue::Table(inner) = item.get_mut() {
+                        if let Some(found) = prune(inner, span, path) {
+                            return Some(found);
+                        }
+                    }
+                    if contains(&item_span) {
+                        in_item = true;
+                        break;
+                    }
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+        if key.span() == *span {
+            target = Some((name, key.span(), true));
+            break;
+        }
+        if in_item || contains(&value_span) {
+            // Blame the narrowest thing serde named: usually the value itself.
+            let blamed = if span.start < span.end {
+                span.clone()
+            } else {
+                value_span
+            };
+            target = Some((name, blamed, false));
+            break;
+        }
+        path.truncate(depth);
+    }
+    let (name, blamed, unknown_key) = target?;
+    // The whole entry goes, even when the error was in one array element:
+    // the raw structs have no partial arrays.
+    table.remove(name.as_str())?;
+    Some(Pruned {
+        path: std::mem::take(path),
+        span: blamed,
+        unknown_key,
+    })
+}
+
+/// The field names serde's derive gave `T`, read by asking `T` to
+/// deserialize itself from a probe that records them and then fails.
+fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> de::Deserializer<'de> for Probe<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("field probe"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("field probe"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn errors_of<T: RawFile + std::fmt::Debug>(text: &str) -> Vec<String> {
+        let source = SourceFile::new(Path::new("apps.d/shop.toml"), text);
+        match parse::<T>(source) {
+            Ok(value) => panic!("expected errors, parsed {value:?}"),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn parses_design_example() {
+        let text = include_str!("testdata/shop.toml");
+        let source = SourceFile::new(Path::new("apps.d/shop.toml"), text);
+        let raw: RawApp = parse(source).unwrap();
+        assert_eq!(raw.user.unwrap().into_inner(), "shop");
+        assert_eq!(raw.listen.unwrap().into_inner().len(), 1);
+        assert_eq!(
+            raw.restart
+                .unwrap()
+                .backoff
+                .unwrap()
+                .max
+                .unwrap()
+                .into_inner(),
+            "60s"
+        );
+    }
+
+    #[test]
+    fn field_names_come_from_the_derive() {
+        assert_eq!(fields_of::<RawBackoff>(), ["initial", "max"]);
+        assert_eq!(fields_of::<RawListen>(), ["address", "name"]);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_position() {
+        let app_keys =
+            "description, user, group, command, directory, environment, env_files, umask, \
+                        autostart, listen, readiness, restart, stop, logs, access, sandbox, limits";
+        let cases: &[(&str, &[String])] = &[
+            (
+                "user = \"shop\"\nbogus = 1\n",
+                &[format!("apps.d/shop.toml:2:1: bogus: unknown key (remove it or use one of: {app_keys})")],
+            ),
+            (
+                "[sandbox]\nprivate_tmp = true\nread_only_paths = []\n",
+                &["apps.d/shop.toml:3:1: sandbox.read_only_paths: unknown key (remove it or use one of: \
+                   read_only, read_write, private_tmp, bind_ports, connect_ports, network, landlock)"
+                    .to_owned()],
+            ),
+            (
+                "restart = { backoff = { initial = \"1s\", maximum = \"2s\" } }\n",
+                &["apps.d/shop.toml:1:41: restart.backoff.maximum: unknown key (remove it or use one of: initial, max)"
+                    .to_owned()],
+            ),
+            (
+                "[[listen]]\naddress = \"127.0.0.1:8001\"\n[[listen]]\nport = 8002\n",
+                &["apps.d/shop.toml:4:1: listen[1].port: unknown key (remove it or use one of: address, name)"
+                    .to_owned()],
+            ),
+            (
+                "user = 3\nautostart = \"yes\"\n[logs]\nkeep = \"five\"\n",
+                &[
+                    "apps.d/shop.toml:1:8: user: invalid type: integer `3`, expected a string".to_owned(),
+                    "apps.d/shop.toml:2:13: autostart: invalid type: string \"yes\", expected a boolean".to_owned(),
+                    "apps.d/shop.toml:4:8: logs.keep: invalid type: string \"five\", expected i64".to_owned(),
+                ],
+            ),
+            (
+                "sandbox = 3\n",
+                &["apps.d/shop.toml:1:11: sandbox: invalid type: integer `3`, expected a [sandbox] table".to_owned()],
+            ),
+            (
+                "environment = { A = 1, B = \"x\", C = true }\n",
+                &[
+                    "apps.d/shop.toml:1:21: environment.A: invalid type: integer `1`, expected a string".to_owned(),
+                    "apps.d/shop.toml:1:37: environment.C: invalid type: boolean `true`, expected a string".to_owned(),
+                ],
+            ),
+            (
+                "user = \"a\"\nuser = \"b\"\n",
+                &["apps.d/shop.toml:2:1: invalid toml: duplicate key (fix the toml syntax)".to_owned()],
+            ),
+            (
+                "user = \n",
+                &["apps.d/shop.toml:1:8: invalid toml: string values must be quoted, expected literal string \
+                   (fix the toml syntax)"
+                    .to_owned()],
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(&errors_of::<RawApp>(text), want, "for {text:?}");
+        }
+    }
+
+    #[test]
+    fn daemon_file_hints_know_defaults_keys() {
+        let source = SourceFile::new(
+            Path::new("appvisor.toml"),
+            "[defaults.stop]\nsignall = \"INT\"\n",
+        );
+        let errors = parse::<RawDaemon>(source).unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            "appvisor.toml:2:1: defaults.stop.signall: unknown key (remove it or use one of: signal, timeout, reload_signal)"
+        );
+    }
+}

@@ -1,0 +1,387 @@
+//! [`SpawnPlan`]: every value the exec helper needs to start one app,
+//! computed in the daemon before anything forks.
+//!
+//! Pure: no I/O, no clock, no user lookups. User records, the daemon's
+//! `LANG`, the notify socket and the cgroup come in as arguments, so the
+//! exact environment an app sees is unit-tested here without root. The plan
+//! travels to the helper as JSON; it must never hold anything that only makes
+//! sense inside the daemon's process (file descriptors, pointers).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::AppSpec;
+use crate::sandbox::{Rlimit, RlimitResource};
+
+/// `PATH` after the command's own `bin` directory.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The socket-activation and notify variables. The daemon owns them: values
+/// an app file sets for them are dropped, since a stale `LISTEN_FDS` would
+/// make an app server look for sockets it was not given.
+pub const PROTOCOL_VARS: [&str; 4] = [
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+];
+
+/// Everything the helper applies, in the form it applies it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnPlan {
+    /// The app's name, for the helper's messages.
+    pub app: String,
+    /// The file to execute: `command[0]`, absolute.
+    pub program: PathBuf,
+    /// The whole command, `argv[0]` included.
+    pub argv: Vec<String>,
+    /// The final environment, in order, except `LISTEN_PID`: only the
+    /// process that execs the app knows its pid, so the helper appends it.
+    pub env: Vec<(String, String)>,
+    /// As configured; a symlink is followed at each spawn, so switching a
+    /// `current` link to a new release takes effect on the next start.
+    pub directory: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups, exactly (the helper calls setgroups with them).
+    pub groups: Vec<u32>,
+    pub umask: u32,
+    /// The app cgroup's `cgroup.procs`; the helper moves itself there first.
+    pub cgroup_procs: Option<PathBuf>,
+    pub rlimits: Vec<Rlimit>,
+    /// One name per held listen socket, in fd order (`LISTEN_FDNAMES`).
+    pub listen_names: Vec<String>,
+    pub no_new_privs: bool,
+}
+
+/// The app's user as the user database describes it, resolved by `config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanUser {
+    pub name: String,
+    pub uid: u32,
+    /// The app's group: `group` from the app file, else the user's primary.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    pub home: PathBuf,
+    pub shell: PathBuf,
+}
+
+/// What the daemon contributes to a spawn besides the app's own spec.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PlanInputs {
+    /// The daemon's own `LANG`, passed on when set.
+    pub lang: Option<String>,
+    /// Set as `NOTIFY_SOCKET` when the app's readiness kind is `notify`.
+    pub notify_socket: Option<PathBuf>,
+    /// One name per listen socket the caller passes to `spawn`, in order.
+    pub listen_names: Vec<String>,
+    pub cgroup_procs: Option<PathBuf>,
+}
+
+impl SpawnPlan {
+    pub fn build(spec: &AppSpec, user: &PlanUser, inputs: &PlanInputs) -> SpawnPlan {
+        let rlimits = spec
+            .limits
+            .open_files
+            .map(|n| Rlimit {
+                resource: RlimitResource::OpenFiles,
+                soft: n,
+                hard: n,
+            })
+            .into_iter()
+            .collect();
+        SpawnPlan {
+            app: spec.name.to_string(),
+            program: PathBuf::from(&spec.command[0]),
+            argv: spec.command.clone(),
+            env: build_env(spec, user, inputs),
+            directory: spec.directory.clone(),
+            uid: user.uid,
+            gid: user.gid,
+            groups: user.groups.clone(),
+            umask: spec.umask,
+            cgroup_procs: inputs.cgroup_procs.clone(),
+            rlimits,
+            listen_names: inputs.listen_names.clone(),
+            no_new_privs: true,
+        }
+    }
+
+    /// How many listen sockets the helper expects at fds 5 and up.
+    pub fn listen_fds(&self) -> usize {
+        self.listen_names.len()
+    }
+}
+
+/// The login-like base, then the app's variables over it, then the protocol
+/// variables. Base keys keep their position when the app overrides them;
+/// the app's other keys follow in name order.
+fn build_env(spec: &AppSpec, user: &PlanUser, inputs: &PlanInputs) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("HOME".into(), path_string(&user.home)),
+        ("USER".into(), user.name.clone()),
+        ("LOGNAME".into(), user.name.clone()),
+        ("SHELL".into(), path_string(&user.shell)),
+        ("PATH".into(), search_path(&spec.command[0])),
+    ];
+    if let Some(lang) = &inputs.lang {
+        env.push(("LANG".into(), lang.clone()));
+    }
+    env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+
+    for (key, value) in &spec.environment {
+        if PROTOCOL_VARS.contains(&key.as_str()) {
+            continue;
+        }
+        match env.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value.clone(),
+            None => env.push((key.clone(), value.clone())),
+        }
+    }
+
+    if !inputs.listen_names.is_empty() {
+        env.push(("LISTEN_FDS".into(), inputs.listen_names.len().to_string()));
+        env.push(("LISTEN_FDNAMES".into(), inputs.listen_names.join(":")));
+    }
+    if let Some(socket) = &inputs.notify_socket {
+        env.push(("NOTIFY_SOCKET".into(), path_string(socket)));
+    }
+    env
+}
+
+/// `DEFAULT_PATH`, with the command's directory first when it is a `bin`
+/// directory outside the system ones: `/srv/shop/venv/bin/gunicorn` finds
+/// the venv's `python` and console scripts without an activated venv.
+fn search_path(program: &str) -> String {
+    let dir = Path::new(program).parent().filter(|dir| {
+        dir.file_name().is_some_and(|name| name == "bin")
+            && !DEFAULT_PATH
+                .split(':')
+                .any(|system| Path::new(system) == *dir)
+    });
+    match dir {
+        Some(dir) => format!("{}:{DEFAULT_PATH}", dir.display()),
+        None => DEFAULT_PATH.to_owned(),
+    }
+}
+
+fn path_string(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{
+        AccessSpec, AppName, LandlockMode, LimitSpec, LogSpec, NetworkMode, ReadinessKind,
+        ReadinessSpec, RestartPolicy, RestartSpec, RestartStrategy, SandboxSpec, Signal, StopSpec,
+    };
+
+    fn spec(command: &[&str], environment: &[(&str, &str)]) -> AppSpec {
+        AppSpec {
+            name: AppName::new("shop").unwrap(),
+            file: "/etc/appvisor/apps.d/shop.toml".into(),
+            description: String::new(),
+            user: "shop".into(),
+            group: None,
+            command: command.iter().map(|s| s.to_string()).collect(),
+            directory: "/srv/shop/current".into(),
+            environment: environment
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            env_files: Vec::new(),
+            umask: 0o027,
+            autostart: true,
+            listen: Vec::new(),
+            readiness: ReadinessSpec {
+                kind: ReadinessKind::None,
+                timeout: Duration::from_secs(60),
+            },
+            restart: RestartSpec {
+                policy: RestartPolicy::OnFailure,
+                start_secs: Duration::from_secs(1),
+                max_retries: 0,
+                backoff_initial: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(60),
+                strategy: RestartStrategy::StopStart,
+            },
+            stop: StopSpec {
+                signal: Signal(nix::sys::signal::Signal::SIGTERM),
+                timeout: Duration::from_secs(30),
+                reload_signal: Signal(nix::sys::signal::Signal::SIGHUP),
+            },
+            logs: LogSpec {
+                max_size: 50 << 20,
+                keep: 5,
+            },
+            access: AccessSpec::default(),
+            sandbox: SandboxSpec {
+                read_only: Vec::new(),
+                read_write: Vec::new(),
+                private_tmp: true,
+                bind_ports: None,
+                connect_ports: None,
+                network: NetworkMode::Host,
+                landlock: LandlockMode::Require,
+            },
+            limits: LimitSpec::default(),
+        }
+    }
+
+    fn user() -> PlanUser {
+        PlanUser {
+            name: "shop".into(),
+            uid: 1001,
+            gid: 1001,
+            groups: vec![1001, 2000],
+            home: "/home/shop".into(),
+            shell: "/bin/bash".into(),
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const GUNICORN: &[&str] = &["/srv/shop/venv/bin/gunicorn", "--workers", "4", "shop.wsgi"];
+
+    #[test]
+    fn environment_is_the_login_base_without_inputs() {
+        let plan = SpawnPlan::build(&spec(GUNICORN, &[]), &user(), &PlanInputs::default());
+        assert_eq!(
+            plan.env,
+            env(&[
+                ("HOME", "/home/shop"),
+                ("USER", "shop"),
+                ("LOGNAME", "shop"),
+                ("SHELL", "/bin/bash"),
+                ("PATH", "/srv/shop/venv/bin:/usr/local/bin:/usr/bin:/bin"),
+                ("PYTHONUNBUFFERED", "1"),
+            ])
+        );
+    }
+
+    #[test]
+    fn environment_with_everything() {
+        let spec = spec(
+            GUNICORN,
+            &[
+                ("DJANGO_SETTINGS_MODULE", "shop.settings"),
+                ("PYTHONUNBUFFERED", "0"),
+                ("HOME", "/srv/shop"),
+                ("LISTEN_FDS", "7"),
+                ("NOTIFY_SOCKET", "/tmp/evil"),
+                ("A_FIRST", "x"),
+            ],
+        );
+        let inputs = PlanInputs {
+            lang: Some("C.UTF-8".into()),
+            notify_socket: Some("/run/appvisor/notify/shop.sock".into()),
+            listen_names: vec!["http".into(), "admin".into()],
+            cgroup_procs: None,
+        };
+        let plan = SpawnPlan::build(&spec, &user(), &inputs);
+        assert_eq!(
+            plan.env,
+            env(&[
+                ("HOME", "/srv/shop"),
+                ("USER", "shop"),
+                ("LOGNAME", "shop"),
+                ("SHELL", "/bin/bash"),
+                ("PATH", "/srv/shop/venv/bin:/usr/local/bin:/usr/bin:/bin"),
+                ("LANG", "C.UTF-8"),
+                ("PYTHONUNBUFFERED", "0"),
+                ("A_FIRST", "x"),
+                ("DJANGO_SETTINGS_MODULE", "shop.settings"),
+                ("LISTEN_FDS", "2"),
+                ("LISTEN_FDNAMES", "http:admin"),
+                ("NOTIFY_SOCKET", "/run/appvisor/notify/shop.sock"),
+            ])
+        );
+        assert_eq!(plan.listen_fds(), 2);
+    }
+
+    #[test]
+    fn app_path_replaces_the_computed_one() {
+        let plan = SpawnPlan::build(
+            &spec(GUNICORN, &[("PATH", "/opt/bin")]),
+            &user(),
+            &PlanInputs::default(),
+        );
+        let path = plan.env.iter().find(|(k, _)| k == "PATH").unwrap();
+        assert_eq!(path.1, "/opt/bin");
+    }
+
+    #[test]
+    fn search_path_puts_only_a_non_system_bin_first() {
+        let cases = [
+            (
+                "/srv/shop/venv/bin/gunicorn",
+                "/srv/shop/venv/bin:/usr/local/bin:/usr/bin:/bin",
+            ),
+            (
+                "/opt/app/bin/uwsgi",
+                "/opt/app/bin:/usr/local/bin:/usr/bin:/bin",
+            ),
+            ("/usr/bin/python3", "/usr/local/bin:/usr/bin:/bin"),
+            ("/usr/local/bin/gunicorn", "/usr/local/bin:/usr/bin:/bin"),
+            ("/bin/sh", "/usr/local/bin:/usr/bin:/bin"),
+            ("/srv/shop/run.sh", "/usr/local/bin:/usr/bin:/bin"),
+            ("/srv/binary/run", "/usr/local/bin:/usr/bin:/bin"),
+        ];
+        for (program, want) in cases {
+            assert_eq!(search_path(program), want, "{program}");
+        }
+    }
+
+    #[test]
+    fn plan_carries_identity_limits_and_paths() {
+        let mut spec = spec(GUNICORN, &[]);
+        spec.limits.open_files = Some(4096);
+        let inputs = PlanInputs {
+            cgroup_procs: Some("/sys/fs/cgroup/appvisor/shop/cgroup.procs".into()),
+            ..PlanInputs::default()
+        };
+        let plan = SpawnPlan::build(&spec, &user(), &inputs);
+        let want = SpawnPlan {
+            app: "shop".into(),
+            program: "/srv/shop/venv/bin/gunicorn".into(),
+            argv: GUNICORN.iter().map(|s| s.to_string()).collect(),
+            env: plan.env.clone(),
+            directory: "/srv/shop/current".into(),
+            uid: 1001,
+            gid: 1001,
+            groups: vec![1001, 2000],
+            umask: 0o027,
+            cgroup_procs: Some("/sys/fs/cgroup/appvisor/shop/cgroup.procs".into()),
+            rlimits: vec![Rlimit {
+                resource: RlimitResource::OpenFiles,
+                soft: 4096,
+                hard: 4096,
+            }],
+            listen_names: Vec::new(),
+            no_new_privs: true,
+        };
+        assert_eq!(plan, want);
+    }
+
+    #[test]
+    fn plan_round_trips_through_json() {
+        let inputs = PlanInputs {
+            listen_names: vec!["http".into()],
+            ..PlanInputs::default()
+        };
+        let plan = SpawnPlan::build(&spec(GUNICORN, &[("K", "v=1 ü")]), &user(), &inputs);
+        let json = serde_json::to_vec(&plan).unwrap();
+        assert_eq!(serde_json::from_slice::<SpawnPlan>(&json).unwrap(), plan);
+    }
+}

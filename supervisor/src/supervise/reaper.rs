@@ -1,0 +1,88 @@
+//! The daemon's one reaper: `waitpid(-1)` on every SIGCHLD.
+//!
+//! appvisord is a child subreaper (PR_SET_CHILD_SUBREAPER), so the
+//! daemonized grandchildren of its apps are re-parented to it rather than to
+//! PID 1 (which, on some hosts, never reaps them). It therefore reaps every
+//! child itself and hands each app's main-process status to the task that
+//! spawned it. Spawning and registering happen under one lock, so an exit
+//! that arrives before registration cannot be lost, and the reaper never
+//! steals the child of a spawn still in progress.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use nix::errno::Errno;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+
+use crate::app::ExitStatus;
+
+#[derive(Debug, Default)]
+pub struct Reaper {
+    waiting: Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>,
+}
+
+impl Reaper {
+    /// Makes the daemon a subreaper and starts reaping on the current
+    /// runtime.
+    pub fn start() -> std::io::Result<Arc<Reaper>> {
+        nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)?;
+        let mut sigchld = signal(SignalKind::child())?;
+        let reaper = Arc::new(Reaper::default());
+        let task_reaper = reaper.clone();
+        tokio::spawn(async move {
+            loop {
+                // Signals coalesce: reap everything that is ready each time.
+                task_reaper.reap_ready();
+                if sigchld.recv().await.is_none() {
+                    return;
+                }
+            }
+        });
+        Ok(reaper)
+    }
+
+    /// Runs `spawn` (which returns the new child's pid) with the table
+    /// locked, and registers the pid before any exit can be reaped.
+    pub fn spawn_registered<E>(
+        &self,
+        spawn: impl FnOnce() -> Result<u32, E>,
+    ) -> Result<(u32, oneshot::Receiver<ExitStatus>), E> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = spawn()?;
+        let (tx, rx) = oneshot::channel();
+        waiting.insert(pid as i32, tx);
+        Ok((pid, rx))
+    }
+
+    /// Reaps every exited child. The table stays locked throughout, so a
+    /// child being spawned right now (whose exec may fail, in which case
+    /// std's `Command::spawn` waits for it itself) is never reaped here.
+    fn reap_ready(&self) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Err(Errno::EINTR) => continue,
+                Err(err) => {
+                    tracing::warn!(error = %err, "waitpid");
+                    return;
+                }
+                Ok(status) => status,
+            };
+            let (pid, exit) = match status {
+                WaitStatus::Exited(pid, code) => (pid, ExitStatus::Code(code)),
+                WaitStatus::Signaled(pid, sig, _) => (pid, ExitStatus::Signal(sig as i32)),
+                // Stops and ptrace events are not exits.
+                _ => continue,
+            };
+            match waiting.remove(&pid.as_raw()) {
+                Some(tx) => {
+                    let _ = tx.send(exit);
+                }
+                None => tracing::debug!(pid = pid.as_raw(), ?exit, "reaped an orphaned descendant"),
+            }
+        }
+    }
+}
