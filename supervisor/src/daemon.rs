@@ -361,6 +361,7 @@ impl Daemon {
             Action::Reload | Action::Signal => unreachable!("handled above and by signal()"),
         };
         self.intents.set(name, stopped_by.clone());
+        let pid_before = snapshot.borrow().status.pid;
         let (reply, target) = oneshot::channel();
         commands
             .send(Command::Control {
@@ -376,7 +377,7 @@ impl Daemon {
                 .map(Duration::from_millis)
                 .unwrap_or(DEFAULT_WAIT)
                 .min(MAX_WAIT);
-            wait_for_outcome(&mut snapshot, action, target, timeout).await
+            wait_for_outcome(&mut snapshot, action, target, pid_before, timeout).await
         } else {
             Outcome::Done
         };
@@ -680,6 +681,7 @@ async fn wait_for_outcome(
     snapshot: &mut tokio::sync::watch::Receiver<Snapshot>,
     action: Action,
     target: u64,
+    pid_before: Option<u32>,
     timeout: Duration,
 ) -> Outcome {
     let decide = |snap: &Snapshot| -> Option<Outcome> {
@@ -691,6 +693,11 @@ async fn wait_for_outcome(
             Action::Stop => down.then_some(Outcome::Done),
             _ if snap.starts < target => None,
             _ => match snap.state {
+                // A start-stop restart whose new instance failed falls back
+                // to the old one: running, but the restart failed.
+                AppState::Running if action == Action::Restart && snap.status.pid == pid_before => {
+                    Some(Outcome::Failed)
+                }
                 AppState::Running => Some(Outcome::Done),
                 AppState::Backoff | AppState::Invalid => Some(Outcome::Failed),
                 _ if down => Some(Outcome::Failed),

@@ -16,8 +16,14 @@
 //!    fatal: enter stopped, naming the new cause. From stopping: stay
 //!    stopped once the app is gone. From invalid: nothing.
 //! 3. **Restart** from starting or running: as stop, but reset the failure
-//!    count and start once the app is gone. From every other state but
-//!    invalid: as start.
+//!    count and start once the app is gone. With `strategy = "start-stop"`
+//!    from running: keep the running instance as the *previous* one
+//!    (`Retire`) and spawn a new one beside it; once the new one is
+//!    running, stop the previous one (`StopPrevious`); if the new one fails
+//!    in any way, the previous one, which never stopped serving, is the
+//!    current one again (`Restore`, running, "restart failed: …"), and no
+//!    failed start is counted. From every other state but invalid: as
+//!    start.
 //! 4. **Spawned** in starting: record the pid and start time, start the
 //!    readiness probe and arm the readiness timer, or, for readiness none,
 //!    a `start_secs` timer (with `start_secs` zero: enter running at once).
@@ -67,8 +73,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal as NixSignal;
 
 use super::transitions::is_allowed;
-use super::{backoff_delay, AfterStop, AppState, Cause, Effect, Event, Exit, ExitStatus, Machine};
-use crate::config::RestartPolicy;
+use super::{
+    backoff_delay, AfterStop, AppState, Cause, Effect, Event, Exit, ExitStatus, Machine, Previous,
+};
+use crate::config::{RestartPolicy, RestartStrategy};
 
 /// One step of the machine: the machine after `event` at `now`, and what the
 /// shell must do, in order.
@@ -119,6 +127,7 @@ impl Step {
                 cgroup_empty,
             } => self.main_exited(status, cgroup_empty),
             Event::CgroupEmpty => self.cgroup_empty(),
+            Event::PreviousExited => self.m.previous = None,
         }
     }
 
@@ -167,8 +176,26 @@ impl Step {
     }
 
     fn restart(&mut self, cause: Cause) {
-        match self.m.state {
-            AppState::Starting | AppState::Running => self.begin_stop(cause, AfterStop::Start),
+        match (self.m.state, self.m.pid) {
+            (AppState::Running, Some(pid))
+                if self.m.params.restart.strategy == RestartStrategy::StartStop =>
+            {
+                // The running instance keeps serving until the new one is
+                // ready; if the new one fails, it simply goes on.
+                self.m.previous = Some(Previous {
+                    pid,
+                    started_at: self.m.started_at,
+                });
+                self.m.failures = 0;
+                self.effects.push(Effect::Retire);
+                let reason = format!(
+                    "starting a new instance beside pid {pid} ({})",
+                    phrase(&cause)
+                );
+                self.m.cause = Some(cause);
+                self.spawn(reason);
+            }
+            (AppState::Starting | AppState::Running, _) => self.begin_stop(cause, AfterStop::Start),
             _ => self.start(cause),
         }
     }
@@ -177,6 +204,9 @@ impl Step {
     /// give it `stop.timeout` before everything is killed.
     fn begin_stop(&mut self, cause: Cause, then: AfterStop) {
         self.cancel_probe();
+        if self.m.previous.take().is_some() {
+            self.effects.push(Effect::StopPrevious);
+        }
         if self.m.pid.is_some() {
             self.effects.push(Effect::Signal(self.m.params.stop_signal));
         }
@@ -206,7 +236,7 @@ impl Step {
                 let params = &self.m.params;
                 let start_secs = params.restart.start_secs;
                 if params.ready_after_start_secs && start_secs.is_zero() {
-                    self.enter(AppState::Running, "started, no readiness check".to_owned());
+                    self.enter_running("started, no readiness check".to_owned());
                 } else if params.ready_after_start_secs {
                     self.effects.push(Effect::ProbeReadiness);
                     self.set_timer(start_secs);
@@ -254,7 +284,16 @@ impl Step {
         }
         self.cancel_timer();
         self.cancel_probe();
-        self.enter(AppState::Running, self.running_reason());
+        self.enter_running(self.running_reason());
+    }
+
+    /// Starting -> running; a start-stop restart's previous instance is
+    /// stopped now that its successor serves.
+    fn enter_running(&mut self, reason: String) {
+        if self.m.previous.take().is_some() {
+            self.effects.push(Effect::StopPrevious);
+        }
+        self.enter(AppState::Running, reason);
     }
 
     fn timer_fired(&mut self, generation: u64) {
@@ -265,7 +304,7 @@ impl Step {
             AppState::Starting if self.m.params.ready_after_start_secs => {
                 self.m.timer_armed = false;
                 self.cancel_probe();
-                self.enter(AppState::Running, self.running_reason());
+                self.enter_running(self.running_reason());
             }
             AppState::Starting => {
                 self.m.timer_armed = false;
@@ -355,7 +394,13 @@ impl Step {
     /// Stopping -> wherever `then` leads, once no process of the app is left.
     fn finish_stop(&mut self) {
         self.cancel_timer();
-        match mem::replace(&mut self.m.then, AfterStop::Stay) {
+        let then = mem::replace(&mut self.m.then, AfterStop::Stay);
+        if matches!(then, AfterStop::Stay | AfterStop::Start) && self.m.previous.take().is_some() {
+            // Someone asked for a stop or a plain restart meanwhile: the
+            // previous instance of a start-stop restart goes too.
+            self.effects.push(Effect::StopPrevious);
+        }
+        match then {
             AfterStop::Stay => self.enter(AppState::Stopped, stopped_reason(self.m.cause.as_ref())),
             AfterStop::Start => {
                 let reason = format!("starting ({})", opt_phrase(self.m.cause.as_ref()));
@@ -369,6 +414,9 @@ impl Step {
     /// What an exit of the main process leads to, once no process is left.
     fn decide(&mut self, exit: Exit) {
         let base = exit_reason(&exit);
+        if self.restore_previous(&base) {
+            return;
+        }
         match self.m.params.restart.policy {
             RestartPolicy::Never => {
                 self.enter(AppState::Exited, format!("{base}, restart policy is never"));
@@ -387,6 +435,9 @@ impl Step {
     /// A start failed for `reason`: back off, give up, or (policy never)
     /// stay exited.
     fn failed_start(&mut self, reason: String) {
+        if self.restore_previous(&reason) {
+            return;
+        }
         self.m.failures = self.m.failures.saturating_add(1);
         let restart = &self.m.params.restart;
         let in_a_row = failed_starts(self.m.failures);
@@ -412,6 +463,26 @@ impl Step {
                 format!("{reason}, {in_a_row}, next try in {}", secs(delay)),
             );
         }
+    }
+
+    /// A start-stop restart's new instance failed for `reason`: the
+    /// previous instance, still serving, becomes the current one again.
+    /// Not a failed start of the app: nothing stopped serving.
+    fn restore_previous(&mut self, reason: &str) -> bool {
+        let Some(previous) = self.m.previous.take() else {
+            return false;
+        };
+        self.effects.insert(0, Effect::Restore);
+        self.m.pid = Some(previous.pid);
+        self.m.started_at = previous.started_at;
+        self.enter(
+            AppState::Running,
+            format!(
+                "restart failed: {reason}; the previous instance (pid {}) keeps running",
+                previous.pid
+            ),
+        );
+        true
     }
 
     /// Emit `Spawn` and enter starting; the process exists once `Spawned`
@@ -983,6 +1054,98 @@ mod tests {
         );
     }
 
+    fn running_start_stop() -> Run {
+        let mut r = Run::new(with(|p| p.restart.strategy = RestartStrategy::StartStop));
+        r.ev(Event::Start(Cause::Autostart));
+        r.ev(Event::Spawned { pid: 42 });
+        r.ev(Event::Ready);
+        assert_eq!((r.m.state, r.m.pid), (AppState::Running, Some(42)));
+        r
+    }
+
+    #[test]
+    fn start_stop_restart_stops_the_old_instance_once_the_new_one_is_ready() {
+        let mut r = running_start_stop();
+        r.wait(s(10)).expect(
+            Event::Restart(alice()),
+            &[Effect::Retire, Effect::Spawn],
+            AppState::Starting,
+            "starting a new instance beside pid 42 (requested by alice)",
+        );
+        assert_eq!(r.m.previous.map(|p| p.pid), Some(42));
+        r.ev(Event::Spawned { pid: 43 });
+        r.expect(
+            Event::Ready,
+            &[
+                Effect::CancelTimer,
+                Effect::CancelProbe,
+                Effect::StopPrevious,
+            ],
+            AppState::Running,
+            "ready",
+        );
+        assert_eq!((r.m.pid, r.m.previous, r.m.restarts), (Some(43), None, 1));
+    }
+
+    #[test]
+    fn start_stop_restart_that_fails_keeps_the_old_instance_serving() {
+        let mut r = running_start_stop();
+        let started = r.m.started_at;
+        r.ev(Event::Restart(alice()));
+        r.expect(
+            Event::SpawnFailed {
+                reason: ENOENT.to_owned(),
+            },
+            &[Effect::Restore],
+            AppState::Running,
+            &format!("restart failed: {ENOENT}; the previous instance (pid 42) keeps running"),
+        );
+        assert_eq!(
+            (r.m.pid, r.m.started_at, r.m.failures),
+            (Some(42), started, 0)
+        );
+
+        // A new instance that dies while starting falls back the same way.
+        r.ev(Event::Restart(alice()));
+        r.ev(Event::Spawned { pid: 44 });
+        r.wait(s(1)).expect(
+            Event::MainExited {
+                status: ExitStatus::Code(1),
+                cgroup_empty: true,
+            },
+            &[Effect::Restore, Effect::CancelProbe, Effect::CancelTimer],
+            AppState::Running,
+            "restart failed: exited with status 1 after 1.0s; the previous instance (pid 42) keeps running",
+        );
+    }
+
+    #[test]
+    fn start_stop_without_a_previous_instance_left_is_an_ordinary_failed_start() {
+        let mut r = running_start_stop();
+        r.ev(Event::Restart(alice()));
+        assert_eq!(r.ev(Event::PreviousExited), []);
+        assert_eq!(r.m.previous, None);
+        r.expect(
+            Event::SpawnFailed {
+                reason: ENOENT.to_owned(),
+            },
+            &[timer(1, 2)],
+            AppState::Backoff,
+            &format!("{ENOENT}, 1 failed start in a row, next try in 1s"),
+        );
+    }
+
+    #[test]
+    fn stopping_during_a_start_stop_restart_stops_both_instances() {
+        let mut r = running_start_stop();
+        r.ev(Event::Restart(alice()));
+        r.ev(Event::Spawned { pid: 43 });
+        let effects = r.ev(Event::Stop(alice()));
+        assert!(effects.contains(&Effect::StopPrevious), "{effects:?}");
+        assert!(effects.contains(&Effect::Signal(TERM)), "{effects:?}");
+        assert_eq!((r.m.state, r.m.previous), (AppState::Stopping, None));
+    }
+
     #[test]
     fn stale_timers_are_ignored() {
         let mut r = Run::new(params());
@@ -1314,6 +1477,9 @@ mod tests {
             },
             rng.pick(&[Event::Ready, Event::CgroupEmpty, Event::Spawned { pid: 9 }]),
         ];
+        if m.previous.is_some() {
+            choices.push(Event::PreviousExited);
+        }
         let likely = if m.spawn_pending {
             vec![
                 Event::Spawned { pid: 10 },
@@ -1349,7 +1515,9 @@ mod tests {
 
     fn effect_rank(effect: &Effect) -> u8 {
         match effect {
+            Effect::Restore => 0,
             Effect::CancelTimer | Effect::CancelProbe => 0,
+            Effect::Retire | Effect::StopPrevious => 1,
             Effect::Signal(_) | Effect::SignalAll(_) | Effect::KillAll => 1,
             Effect::Spawn | Effect::ProbeReadiness => 2,
             Effect::SetTimer { .. } => 3,
@@ -1427,6 +1595,8 @@ mod tests {
                 p.restart.start_secs = rng.pick(&[Duration::ZERO, s(1), s(5)]);
                 p.restart.max_retries = rng.pick(&[0, 1, 2, 3]);
                 p.ready_after_start_secs = rng.below(3) == 0;
+                p.restart.strategy =
+                    rng.pick(&[RestartStrategy::StopStart, RestartStrategy::StartStop]);
             });
             let mut r = Run::new(params);
             if walk % 50 == 0 {

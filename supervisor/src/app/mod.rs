@@ -100,11 +100,23 @@ pub enum Event {
     TimerFired {
         generation: u64,
     },
+    /// The previous instance of a start-stop restart ended on its own.
+    PreviousExited,
 }
 
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
+    /// The new instance failed: discard it and make the previous instance
+    /// (kept running by a start-stop restart) the current one again.
+    Restore,
+    /// Keep the current instance running as the *previous* one while a new
+    /// instance starts beside it (start-stop restart).
+    Retire,
+    /// Stop the previous instance: its stop signal, then SIGKILL to all of
+    /// it after the stop timeout. Answer with nothing; it is gone when its
+    /// cgroup is empty.
+    StopPrevious,
     /// Spawn the app; answer with `Spawned` or `SpawnFailed`.
     Spawn,
     /// Start the http/tcp readiness probe (no-op for notify and none).
@@ -157,6 +169,17 @@ pub struct Machine {
     /// The request (start, stop, restart) that last changed the machine, so
     /// status can say who stopped the app.
     pub cause: Option<Cause>,
+    /// During a start-stop restart: the instance that keeps serving until
+    /// the new one is ready.
+    pub previous: Option<Previous>,
+}
+
+/// The instance a start-stop restart keeps running until its successor is
+/// ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Previous {
+    pub pid: u32,
+    pub started_at: Option<Instant>,
 }
 
 /// What a `Stopping` app does once its main process has exited and its
@@ -202,6 +225,7 @@ impl Machine {
             spawn_pending: false,
             then: AfterStop::Stay,
             cause: None,
+            previous: None,
         }
     }
 }
@@ -219,6 +243,7 @@ impl Event {
             Event::MainExited { .. } => EventKind::MainExited,
             Event::CgroupEmpty => EventKind::CgroupEmpty,
             Event::TimerFired { .. } => EventKind::TimerFired,
+            Event::PreviousExited => EventKind::PreviousExited,
         }
     }
 }

@@ -20,6 +20,7 @@ pub enum EventKind {
     MainExited,
     CgroupEmpty,
     TimerFired,
+    PreviousExited,
 }
 
 /// (from, event, to) for every allowed transition.
@@ -41,6 +42,13 @@ pub const TRANSITIONS: &[(AppState, EventKind, AppState)] = {
         (Fatal,    Restart,     Starting),
         (Backoff,  Restart,     Starting),
         (Starting, Restart,     Stopping), // stop, then start
+        (Running,  Restart,     Starting), // start-stop: new instance beside the old
+        (Starting, SpawnFailed, Running),  // start-stop: the previous instance serves on
+        (Starting, MainExited,  Running),  // start-stop: the previous instance serves on
+        (Stopping, CgroupEmpty, Running),  // start-stop: the previous instance serves on
+        (Stopping, MainExited,  Running),  // start-stop: the previous instance serves on
+        (Starting, PreviousExited, Starting), // start-stop: nothing left to fall back on
+        (Stopping, PreviousExited, Stopping), // start-stop: nothing left to fall back on
         (Running,  Restart,     Stopping),
         (Stopping, Restart,     Stopping),
         (Starting, Stop,        Stopping),

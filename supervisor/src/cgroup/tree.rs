@@ -145,7 +145,7 @@ impl CgroupRoot {
                 let app = self.app(&name)?;
                 // Watch before killing so the transition to empty is not missed.
                 let populated = watcher.watch(&app)?;
-                let killed = app.pids()?.len();
+                let killed = app.all_pids()?.len();
                 app.kill()?;
                 tracing::debug!(app = name, killed, "killing a leftover app cgroup");
                 Ok::<_, CgroupError>((app, populated, killed))
@@ -233,6 +233,54 @@ impl AppCgroup {
         read_populated(&self.events_path())
     }
 
+    /// Creates, or opens if it exists, the child cgroup `name`: each
+    /// instance of an app runs in its own, so that during a start-stop
+    /// restart the old one can be stopped without touching the new one.
+    pub fn child(&self, name: &str) -> Result<AppCgroup, CgroupError> {
+        check_name(name)?;
+        let child = AppCgroup {
+            name: name.to_owned(),
+            dir: self.dir.join(name),
+            cgroup_path: join_cgroup_path(&self.cgroup_path, name),
+        };
+        create_dir(&child.dir)?;
+        Ok(child)
+    }
+
+    /// The child cgroups that exist now.
+    pub fn children(&self) -> Result<Vec<AppCgroup>, CgroupError> {
+        let read_error = |source| CgroupError::Read {
+            path: self.dir.clone(),
+            source,
+        };
+        let mut children = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(read_error)? {
+            let entry = entry.map_err(read_error)?;
+            if !entry.file_type().map_err(read_error)?.is_dir() {
+                continue;
+            }
+            if let Ok(name) = entry.file_name().into_string() {
+                if check_name(&name).is_ok() {
+                    children.push(AppCgroup {
+                        dir: self.dir.join(&name),
+                        cgroup_path: join_cgroup_path(&self.cgroup_path, &name),
+                        name,
+                    });
+                }
+            }
+        }
+        Ok(children)
+    }
+
+    /// Every process in this cgroup and the cgroups below it.
+    pub fn all_pids(&self) -> Result<Vec<u32>, CgroupError> {
+        let mut pids = self.pids()?;
+        for child in self.children()? {
+            pids.extend(child.all_pids()?);
+        }
+        Ok(pids)
+    }
+
     /// The processes directly in this cgroup.
     pub fn pids(&self) -> Result<Vec<u32>, CgroupError> {
         let path = self.procs_path();
@@ -276,11 +324,11 @@ impl AppCgroup {
         Ok(())
     }
 
-    /// Sends `signal` to every process directly in the cgroup; returns how
-    /// many were signalled. Processes that exit meanwhile are skipped.
+    /// Sends `signal` to every process in the cgroup and below it; returns
+    /// how many were signalled. Processes that exit meanwhile are skipped.
     pub fn signal_all(&self, signal: Signal) -> Result<usize, CgroupError> {
         let mut signalled = 0;
-        for pid in self.pids()? {
+        for pid in self.all_pids()? {
             let raw = i32::try_from(pid).map_err(|_| CgroupError::Malformed {
                 path: self.procs_path(),
                 contents: pid.to_string(),
@@ -311,9 +359,20 @@ impl AppCgroup {
             .is_some_and(|path| is_same_or_below(&path, &self.cgroup_path))
     }
 
-    /// Removes the cgroup; the kernel refuses while a process is left
-    /// (`EBUSY`). Removing one that is already gone succeeds.
+    /// Removes the cgroup and its (empty) child cgroups; the kernel refuses
+    /// while a process is left (`EBUSY`). Removing one that is already gone
+    /// succeeds.
     pub fn remove(&self) -> Result<(), CgroupError> {
+        match self.children() {
+            Ok(children) => {
+                for child in children {
+                    child.remove()?;
+                }
+            }
+            // Already gone: nothing below it either.
+            Err(CgroupError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
         remove_dir(&self.dir)
     }
 }

@@ -108,7 +108,8 @@ pub fn start(
         shared,
         logs: logs.clone(),
         cgroup: None,
-        populated: None,
+        leaf: None,
+        previous: None,
         notify: None,
         child: None,
         timer: None,
@@ -194,8 +195,13 @@ struct Supervisor {
     app: Arc<ResolvedApp>,
     shared: Arc<Shared>,
     logs: Arc<AppLogs>,
+    /// The app's cgroup; each instance runs in a leaf below it.
     cgroup: Option<AppCgroup>,
-    populated: Option<watch::Receiver<bool>>,
+    /// The current instance's cgroup, until the next spawn replaces it.
+    leaf: Option<Leaf>,
+    /// During and just after a start-stop restart: the instance that served
+    /// while its successor started.
+    previous: Option<PreviousInstance>,
     notify: Option<NotifySocket>,
     child: Option<Child>,
     timer: Option<(u64, Pin<Box<Sleep>>)>,
@@ -210,6 +216,25 @@ struct Supervisor {
     pending: VecDeque<Event>,
 }
 
+/// The cgroup of one instance and the watch on its emptiness.
+struct Leaf {
+    cgroup: AppCgroup,
+    /// `None` without a watcher, or once the watcher is gone.
+    populated: Option<watch::Receiver<bool>>,
+}
+
+/// The instance a start-stop restart keeps serving.
+struct PreviousInstance {
+    pid: u32,
+    /// Until the main process exits.
+    exit: Option<oneshot::Receiver<ExitStatus>>,
+    leaf: Option<Leaf>,
+    /// Armed by `StopPrevious`: SIGKILL to all of it when it fires.
+    kill_at: Option<Pin<Box<Sleep>>>,
+    /// `StopPrevious` was carried out.
+    stopping: bool,
+}
+
 /// What woke the task up.
 enum Wake {
     Command(Option<Command>),
@@ -221,6 +246,11 @@ enum Wake {
     Notify(Result<readiness::NotifyMessage, readiness::ReadinessError>),
     /// `None`: the watcher is gone.
     Populated(Option<bool>),
+    PreviousExited(ExitStatus),
+    /// The previous instance's cgroup emptied (`Some(false)`), or its watch
+    /// ended (`None`).
+    PreviousPopulated(Option<bool>),
+    PreviousKillTime,
 }
 
 impl Supervisor {
@@ -263,13 +293,24 @@ impl Supervisor {
                 Wake::Populated(Some(true)) => {}
                 Wake::Populated(None) => {
                     tracing::error!("the cgroup watcher stopped; checking emptiness on exit only");
-                    self.populated = None;
-                    let empty = self
-                        .cgroup
-                        .as_ref()
-                        .is_some_and(|cg| !cg.is_populated().unwrap_or(true));
+                    let empty = self.leaf.as_mut().is_some_and(|leaf| {
+                        leaf.populated = None;
+                        !leaf.cgroup.is_populated().unwrap_or(true)
+                    });
                     if empty {
                         self.feed(Event::CgroupEmpty);
+                    }
+                }
+                Wake::PreviousExited(status) => self.previous_exited(status),
+                Wake::PreviousPopulated(populated) => self.previous_populated(populated),
+                Wake::PreviousKillTime => {
+                    if let Some(previous) = self.previous.as_mut() {
+                        previous.kill_at = None;
+                        tracing::warn!(
+                            pid = previous.pid,
+                            "the previous instance did not stop in time, killing it"
+                        );
+                        kill_instance(previous.leaf.as_ref(), previous.pid, NixSignal::SIGKILL);
                     }
                 }
             }
@@ -286,6 +327,15 @@ impl Supervisor {
         // must still be seen as spawned (or as a failed spawn) first.
         let has_report = report.is_some();
         let has_exit = exit.is_some() && !has_report;
+        let mut populated = self.leaf.as_mut().and_then(|leaf| leaf.populated.as_mut());
+        let (mut prev_exit, mut prev_populated, mut prev_kill) = match self.previous.as_mut() {
+            Some(p) => (
+                p.exit.as_mut(),
+                p.leaf.as_mut().and_then(|leaf| leaf.populated.as_mut()),
+                p.kill_at.as_mut(),
+            ),
+            None => (None, None, None),
+        };
         tokio::select! {
             cmd = commands.recv(), if !self.shutdown => Wake::Command(cmd),
             outcome = async { report.as_mut().expect("guarded").await }, if has_report => Wake::Reported(outcome),
@@ -302,14 +352,18 @@ impl Supervisor {
                 self.probe.as_mut().expect("guarded").await
             }, if self.probe.is_some() => Wake::Probe(result.ok()),
             msg = async { self.notify.as_ref().expect("guarded").recv().await }, if self.notify.is_some() => Wake::Notify(msg),
-            populated = async {
-                let rx = self.populated.as_mut().expect("guarded");
-                match rx.changed().await {
-                    Ok(()) => Some(*rx.borrow_and_update()),
-                    // The watcher is gone: emptiness must be asked for.
-                    Err(_) => None,
-                }
-            }, if self.populated.is_some() => Wake::Populated(populated),
+            populated = watch_changed(populated.as_mut().expect("guarded")), if populated.is_some() => {
+                Wake::Populated(populated)
+            }
+            status = async { prev_exit.as_mut().expect("guarded").await }, if prev_exit.is_some() => {
+                Wake::PreviousExited(status.unwrap_or(ExitStatus::Signal(libc::SIGKILL)))
+            }
+            populated = watch_changed(prev_populated.as_mut().expect("guarded")), if prev_populated.is_some() => {
+                Wake::PreviousPopulated(populated)
+            }
+            () = async { prev_kill.as_mut().expect("guarded").as_mut().await }, if prev_kill.is_some() => {
+                Wake::PreviousKillTime
+            }
         }
     }
 
@@ -374,6 +428,7 @@ impl Supervisor {
 
     fn is_down(&self) -> bool {
         self.child.is_none()
+            && self.previous.is_none()
             && !matches!(
                 self.machine.state,
                 AppState::Stopping | AppState::Starting | AppState::Running
@@ -411,8 +466,8 @@ impl Supervisor {
             // daemonized grandchild may keep them open, so do not wait.
             drop(pipe);
         }
-        let cgroup_empty = match &self.cgroup {
-            Some(cg) => !cg.is_populated().unwrap_or(false),
+        let cgroup_empty = match &self.leaf {
+            Some(leaf) => !leaf.cgroup.is_populated().unwrap_or(false),
             None => {
                 // Without a cgroup the process group is all we can find.
                 let _ = killpg(Pid::from_raw(child.pid as i32), NixSignal::SIGKILL);
@@ -432,8 +487,10 @@ impl Supervisor {
     }
 
     fn notified(&mut self, msg: readiness::NotifyMessage) {
-        let from_app = match &self.cgroup {
-            Some(cg) => cg.contains_pid(msg.pid),
+        // Only the current instance may say it is ready: during a
+        // start-stop restart the previous one is still around.
+        let from_app = match &self.leaf {
+            Some(leaf) => leaf.cgroup.contains_pid(msg.pid),
             None => Some(msg.pid) == self.machine.pid,
         };
         if !from_app {
@@ -479,6 +536,9 @@ impl Supervisor {
 
     fn effect(&mut self, effect: Effect) {
         match effect {
+            Effect::Restore => self.restore(),
+            Effect::Retire => self.retire(),
+            Effect::StopPrevious => self.stop_previous(),
             Effect::Spawn => self.spawn(),
             Effect::ProbeReadiness => self.start_probe(),
             Effect::CancelProbe => {
@@ -500,23 +560,126 @@ impl Supervisor {
         }
     }
 
+    /// Signals every process of the current instance.
     fn signal_all(&mut self, signal: NixSignal) {
-        match &self.cgroup {
-            Some(cg) if signal == NixSignal::SIGKILL => {
-                if let Err(err) = cg.kill() {
-                    tracing::warn!(error = %err, "killing the app's cgroup");
-                }
+        if let Some(pid) = self.machine.pid.or(self.child.as_ref().map(|c| c.pid)) {
+            kill_instance(self.leaf.as_ref(), pid, signal);
+        } else if let Some(leaf) = &self.leaf {
+            kill_instance(Some(leaf), 0, signal);
+        }
+    }
+
+    /// `Effect::Retire`: the current instance keeps running as the previous
+    /// one; the next spawn gets a new leaf.
+    fn retire(&mut self) {
+        let Some(child) = self.child.take() else {
+            return;
+        };
+        self.previous = Some(PreviousInstance {
+            pid: child.pid,
+            exit: Some(child.exit),
+            leaf: self.leaf.take(),
+            kill_at: None,
+            stopping: false,
+        });
+    }
+
+    /// `Effect::StopPrevious`: the stop signal now, SIGKILL after the stop
+    /// timeout.
+    fn stop_previous(&mut self) {
+        let signal = self.app.spec.stop.signal.0;
+        let timeout = self.app.spec.stop.timeout;
+        let Some(previous) = self.previous.as_mut() else {
+            return;
+        };
+        previous.stopping = true;
+        if previous.exit.is_some() {
+            // Like any stop: the signal goes to the main process, which
+            // stops its workers its own way.
+            let _ = kill(Pid::from_raw(previous.pid as i32), signal);
+        } else {
+            kill_instance(previous.leaf.as_ref(), previous.pid, signal);
+        }
+        previous.kill_at = Some(Box::pin(tokio::time::sleep(timeout)));
+        tracing::info!(pid = previous.pid, "stopping the previous instance");
+        self.forget_previous_if_gone();
+    }
+
+    /// `Effect::Restore`: the new instance failed; the previous one, still
+    /// serving, is the current one again.
+    fn restore(&mut self) {
+        let Some(previous) = self.previous.take() else {
+            return;
+        };
+        self.child = None;
+        if let Some(failed) = self.leaf.take() {
+            self.remove_leaf(failed);
+        }
+        self.leaf = previous.leaf;
+        match previous.exit {
+            Some(exit) => {
+                self.child = Some(Child {
+                    pid: previous.pid,
+                    exit,
+                    report: None,
+                    pipes: Vec::new(),
+                })
             }
-            Some(cg) => {
-                if let Err(err) = cg.signal_all(signal) {
-                    tracing::warn!(error = %err, ?signal, "signalling the app's processes");
-                }
+            None => tracing::error!(
+                pid = previous.pid,
+                "restored an instance whose exit was already seen"
+            ),
+        }
+    }
+
+    fn previous_exited(&mut self, status: ExitStatus) {
+        let Some(previous) = self.previous.as_mut() else {
+            return;
+        };
+        previous.exit = None;
+        tracing::info!(pid = previous.pid, ?status, "the previous instance exited");
+        if !previous.stopping {
+            // It died while its successor was starting: nothing is left to
+            // fall back on; kill whatever it left behind.
+            previous.stopping = true;
+            kill_instance(previous.leaf.as_ref(), previous.pid, NixSignal::SIGKILL);
+            self.feed(Event::PreviousExited);
+        }
+        self.forget_previous_if_gone();
+    }
+
+    fn previous_populated(&mut self, populated: Option<bool>) {
+        if let Some(leaf) = self.previous.as_mut().and_then(|p| p.leaf.as_mut()) {
+            if populated.is_none() {
+                leaf.populated = None;
             }
-            None => {
-                if let Some(pid) = self.machine.pid {
-                    let _ = killpg(Pid::from_raw(pid as i32), signal);
-                }
+        }
+        self.forget_previous_if_gone();
+    }
+
+    /// Drops the previous instance once its main process has exited and
+    /// its cgroup is empty.
+    fn forget_previous_if_gone(&mut self) {
+        let gone = self.previous.as_ref().is_some_and(|p| {
+            p.stopping
+                && p.exit.is_none()
+                && p.leaf
+                    .as_ref()
+                    .is_none_or(|leaf| !leaf.cgroup.is_populated().unwrap_or(false))
+        });
+        if gone {
+            if let Some(leaf) = self.previous.take().and_then(|p| p.leaf) {
+                self.remove_leaf(leaf);
             }
+        }
+    }
+
+    fn remove_leaf(&self, leaf: Leaf) {
+        if let Some(watcher) = &self.shared.watcher {
+            watcher.unwatch(&leaf.cgroup);
+        }
+        if let Err(err) = leaf.cgroup.remove() {
+            tracing::debug!(error = %err, "removing an instance cgroup");
         }
     }
 
@@ -550,15 +713,32 @@ impl Supervisor {
                 let cg = root
                     .app(spec.name.as_str())
                     .map_err(|e| format!("spawn failed at cgroup: {e}"))?;
-                if let Some(watcher) = &self.shared.watcher {
-                    self.populated = Some(
-                        watcher
-                            .watch(&cg)
-                            .map_err(|e| format!("spawn failed at cgroup watch: {e}"))?,
-                    );
-                }
                 self.cgroup = Some(cg);
             }
+        }
+        // Each instance gets a fresh leaf, so that the previous one of a
+        // start-stop restart can be stopped without touching this one. The
+        // last instance's leaf is empty by now (the machine spawns only
+        // once nothing of the app is left, or after Retire moved it).
+        if let Some(old) = self.leaf.take() {
+            self.remove_leaf(old);
+        }
+        if let Some(cg) = &self.cgroup {
+            let leaf = cg
+                .child(&format!("i{}", self.starts))
+                .map_err(|e| format!("spawn failed at cgroup: {e}"))?;
+            let populated = match &self.shared.watcher {
+                Some(watcher) => Some(
+                    watcher
+                        .watch(&leaf)
+                        .map_err(|e| format!("spawn failed at cgroup watch: {e}"))?,
+                ),
+                None => None,
+            };
+            self.leaf = Some(Leaf {
+                cgroup: leaf,
+                populated,
+            });
         }
         let notify_path = if spec.readiness.kind == ReadinessKind::Notify {
             let path = self.shared.notify_dir.join(format!("{}.sock", spec.name));
@@ -588,7 +768,7 @@ impl Supervisor {
             lang: self.shared.lang.clone(),
             notify_socket: notify_path,
             listen_names: Vec::new(),
-            cgroup_procs: self.cgroup.as_ref().map(|cg| cg.procs_path()),
+            cgroup_procs: self.leaf.as_ref().map(|leaf| leaf.cgroup.procs_path()),
         };
         let plan = SpawnPlan::build(spec, &user, &inputs);
         let (out_r, out_w) =
@@ -676,6 +856,9 @@ impl Supervisor {
 
     fn cleanup(&mut self) {
         self.notify = None;
+        if let Some(leaf) = self.leaf.take() {
+            self.remove_leaf(leaf);
+        }
         if let Some(cg) = self.cgroup.take() {
             if let Some(watcher) = &self.shared.watcher {
                 watcher.unwatch(&cg);
@@ -684,6 +867,34 @@ impl Supervisor {
                 tracing::debug!(error = %err, "removing the app's cgroup");
             }
         }
+    }
+}
+
+/// Sends `signal` to every process of one instance: its leaf cgroup's, or
+/// without cgroups its process group (`pid` leads it: the exec helper
+/// calls setsid).
+fn kill_instance(leaf: Option<&Leaf>, pid: u32, signal: NixSignal) {
+    let result = match leaf {
+        Some(leaf) if signal == NixSignal::SIGKILL => leaf.cgroup.kill(),
+        Some(leaf) => leaf.cgroup.signal_all(signal).map(|_| ()),
+        None => {
+            if pid > 0 {
+                let _ = killpg(Pid::from_raw(pid as i32), signal);
+            }
+            Ok(())
+        }
+    };
+    if let Err(err) = result {
+        tracing::warn!(error = %err, ?signal, "signalling an instance's processes");
+    }
+}
+
+/// The next value of a cgroup's `populated` watch; `None` once the watcher
+/// is gone (emptiness must then be asked for).
+async fn watch_changed(rx: &mut watch::Receiver<bool>) -> Option<bool> {
+    match rx.changed().await {
+        Ok(()) => Some(*rx.borrow_and_update()),
+        Err(_) => None,
     }
 }
 
