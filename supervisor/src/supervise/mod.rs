@@ -29,6 +29,7 @@ use crate::audit::{unix_now, Events};
 use crate::cgroup::{AppCgroup, CgroupRoot, CgroupWatcher};
 use crate::config::resolve::ResolvedApp;
 use crate::config::{ReadinessKind, Signal};
+use crate::listen::HeldSockets;
 use crate::logs::{AppLogs, Stream};
 use crate::readiness::{self, Check, NotifySocket};
 use crate::spawn::{self, PlanInputs, PlanUser, SpawnPlan};
@@ -110,6 +111,7 @@ pub fn start(
         cgroup: None,
         populated: None,
         notify: None,
+        listen: None,
         child: None,
         timer: None,
         probe: None,
@@ -197,6 +199,9 @@ struct Supervisor {
     cgroup: Option<AppCgroup>,
     populated: Option<watch::Receiver<bool>>,
     notify: Option<NotifySocket>,
+    /// The `[[listen]]` sockets, bound at the first spawn and kept across
+    /// restarts until the app is removed or its listen set changes.
+    listen: Option<HeldSockets>,
     child: Option<Child>,
     timer: Option<(u64, Pin<Box<Sleep>>)>,
     probe: Option<JoinHandle<Result<(), readiness::ProbeError>>>,
@@ -573,6 +578,18 @@ impl Supervisor {
         } else {
             None
         };
+        let (uid, gid) = (self.app.uid, self.app.gid);
+        if !self
+            .listen
+            .as_ref()
+            .is_some_and(|h| h.serves(&spec.listen, uid, gid))
+        {
+            let previous = self.listen.take();
+            self.listen = Some(
+                HeldSockets::rebind(spec, uid, gid, previous)
+                    .map_err(|e| format!("spawn failed at {e}"))?,
+            );
+        }
         self.release = std::fs::canonicalize(&spec.directory)
             .ok()
             .map(|p| p.display().to_string());
@@ -587,7 +604,11 @@ impl Supervisor {
         let inputs = PlanInputs {
             lang: self.shared.lang.clone(),
             notify_socket: notify_path,
-            listen_names: Vec::new(),
+            listen_names: self
+                .listen
+                .as_ref()
+                .map(HeldSockets::names)
+                .unwrap_or_default(),
             cgroup_procs: self.cgroup.as_ref().map(|cg| cg.procs_path()),
         };
         let plan = SpawnPlan::build(spec, &user, &inputs);
@@ -616,7 +637,12 @@ impl Supervisor {
     ) -> Result<(u32, oneshot::Receiver<ExitStatus>, spawn::ReportReader), String> {
         let mut report = None;
         let (pid, exit) = self.shared.reaper.spawn_registered(|| {
-            let spawned = spawn::spawn(plan, stdout, stderr, &[])
+            let listen_fds = self
+                .listen
+                .as_ref()
+                .map(HeldSockets::fds)
+                .unwrap_or_default();
+            let spawned = spawn::spawn(plan, stdout, stderr, &listen_fds)
                 .map_err(|e| format!("spawn failed: {e}"))?;
             report = Some(spawned.report);
             Ok::<u32, String>(spawned.pid)
