@@ -17,4 +17,5 @@ pub mod logs; // captured stdout/stderr: files, rotation, in-memory tail
 pub mod readiness; // notify socket, http and tcp probes
 pub mod sandbox; // landlock, namespaces, capabilities, rlimits (from spawn only)
 pub mod spawn; // SpawnPlan (pure) and the exec helper that applies it
+pub mod status; // read-only HTTP status and Prometheus metrics on [status] listen
 pub mod supervise; // the task per app that feeds events to `app` and runs effects

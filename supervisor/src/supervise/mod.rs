@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 use tracing::Instrument;
 
-use crate::app::{self, AppState, Cause, Effect, Event, ExitStatus, Machine, Params};
+use crate::app::{self, AfterStop, AppState, Cause, Effect, Event, ExitStatus, Machine, Params};
 use crate::audit::{unix_now, Events};
 use crate::cgroup::{AppCgroup, CgroupRoot, CgroupWatcher};
 use crate::config::resolve::ResolvedApp;
@@ -80,6 +80,8 @@ pub struct Snapshot {
     pub status: AppStatus,
     /// Spawns so far; an action waits for this to reach its target.
     pub starts: u64,
+    /// Starts that did not become ready within the readiness timeout.
+    pub readiness_failures: u64,
 }
 
 /// The control plane's end of an app's task.
@@ -116,6 +118,7 @@ pub fn start(
         timer: None,
         probe: None,
         starts: 0,
+        readiness_failures: 0,
         stopped_by,
         release: None,
         notify_status: None,
@@ -158,6 +161,7 @@ fn placeholder_snapshot() -> Snapshot {
     Snapshot {
         state: AppState::Stopped,
         starts: 0,
+        readiness_failures: 0,
         status: AppStatus {
             name: String::new(),
             state: appvisor_protocol::State::Stopped,
@@ -206,6 +210,7 @@ struct Supervisor {
     timer: Option<(u64, Pin<Box<Sleep>>)>,
     probe: Option<JoinHandle<Result<(), readiness::ProbeError>>>,
     starts: u64,
+    readiness_failures: u64,
     stopped_by: Option<StoppedBy>,
     release: Option<String>,
     notify_status: Option<String>,
@@ -466,6 +471,12 @@ impl Supervisor {
         self.pending.push_back(event);
         while let Some(event) = self.pending.pop_front() {
             let (machine, effects) = app::step(&self.machine, event, Instant::now());
+            // Only the readiness timeout stops a start to fail it.
+            if !matches!(self.machine.then, AfterStop::FailStart(_))
+                && matches!(machine.then, AfterStop::FailStart(_))
+            {
+                self.readiness_failures += 1;
+            }
             self.machine = machine;
             for effect in effects {
                 self.effect(effect);
@@ -697,6 +708,7 @@ impl Supervisor {
             state: m.state,
             status,
             starts: self.starts,
+            readiness_failures: self.readiness_failures,
         });
     }
 
