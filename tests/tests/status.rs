@@ -220,3 +220,28 @@ fn metrics_parse_and_follow_the_state() {
         "no start time without a process"
     );
 }
+
+#[test]
+fn example_prometheus_config_and_alert_rules_pass_promtool() {
+    let dir = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/prometheus"
+    ));
+    for args in [
+        vec!["check", "config", "prometheus.yml"],
+        vec!["test", "rules", "appvisor-alerts.test.yml"],
+    ] {
+        let out = Command::new(PROMTOOL)
+            .args(&args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("running {PROMTOOL} (run .ci/run to install it): {e}"));
+        assert!(
+            out.status.success(),
+            "promtool {} failed:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
