@@ -43,6 +43,9 @@ const TAIL_LINES: usize = 200;
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 /// Default wait when a request asks to wait without a timeout.
 const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+/// How long a reload without a readiness probe waits before checking that
+/// the app still runs.
+const RELOAD_SETTLE: Duration = Duration::from_secs(1);
 /// How long start-up waits for an earlier daemon's leftovers to die.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
 /// Log lines attached to a failed action.
@@ -369,23 +372,7 @@ impl Daemon {
             logs,
         } = self.channels(name)?;
         if action == Action::Reload {
-            let signal = self
-                .apps
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(name)
-                .and_then(|e| e.app.as_ref().map(|a| a.spec.stop.reload_signal));
-            let signal = signal.ok_or_else(|| {
-                ApiError::new(ErrorCode::Conflict, format!("{name} is not loaded"))
-            })?;
-            let status = self.send_signal(&commands, &snapshot, signal).await?;
-            return Ok(ActionResult {
-                app: name.to_owned(),
-                action,
-                outcome: Outcome::Done,
-                status,
-                log_tail: Vec::new(),
-            });
+            return self.reload(name, commands, snapshot, logs, request).await;
         }
         let cause = Cause::Operator(peer.user.clone());
         let (event, stopped_by) = match action {
@@ -430,6 +417,76 @@ impl Daemon {
         Ok(ActionResult {
             app: name.to_owned(),
             action,
+            outcome,
+            status,
+            log_tail,
+        })
+    }
+
+    /// Sends the app's `reload_signal` and, when asked to wait, checks that
+    /// it serves again: through its readiness probe when it has one (a
+    /// gunicorn sends READY=1 only once, so notify cannot tell), else after
+    /// a short settle time; either way the same main process must still run.
+    async fn reload(
+        &self,
+        name: &str,
+        commands: tokio::sync::mpsc::UnboundedSender<Command>,
+        mut snapshot: tokio::sync::watch::Receiver<Snapshot>,
+        logs: Arc<AppLogs>,
+        request: &ActionRequest,
+    ) -> Result<ActionResult, ApiError> {
+        let spec = self
+            .apps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .and_then(|e| e.app.as_ref().map(|a| a.spec.clone()))
+            .ok_or_else(|| ApiError::new(ErrorCode::Conflict, format!("{name} is not loaded")))?;
+        let pid_before = snapshot.borrow().status.pid;
+        self.send_signal(&commands, &snapshot, spec.stop.reload_signal)
+            .await?;
+        let outcome = if request.wait {
+            let timeout = request
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(DEFAULT_WAIT)
+                .min(MAX_WAIT);
+            let deadline = tokio::time::Instant::now() + timeout;
+            let probed = match &spec.readiness.probe {
+                Some(probe) => {
+                    let check = match probe {
+                        config::Probe::Http(url) => crate::readiness::Check::Http(url.clone()),
+                        config::Probe::Tcp(addr) => crate::readiness::Check::Tcp(*addr),
+                    };
+                    crate::readiness::wait_until_ready(check, deadline)
+                        .await
+                        .is_ok()
+                }
+                None => {
+                    tokio::time::sleep(RELOAD_SETTLE.min(timeout)).await;
+                    true
+                }
+            };
+            let snap = snapshot.borrow_and_update();
+            if probed && snap.state == AppState::Running && snap.status.pid == pid_before {
+                Outcome::Done
+            } else if tokio::time::Instant::now() >= deadline {
+                Outcome::Timeout
+            } else {
+                Outcome::Failed
+            }
+        } else {
+            Outcome::Done
+        };
+        let status = snapshot.borrow().status.clone();
+        let log_tail = if outcome == Outcome::Done {
+            Vec::new()
+        } else {
+            failure_log_tail(&logs)
+        };
+        Ok(ActionResult {
+            app: name.to_owned(),
+            action: Action::Reload,
             outcome,
             status,
             log_tail,

@@ -10,14 +10,14 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use appvisor_tests::{require_root, AppBuilder, Daemon, DaemonOptions, Prefix, TestUser};
+//! use appvisor_tests::{require_root, AppBuilder, Daemon, DaemonOptions, Prefix, State, TestUser};
 //!
 //! require_root!();
 //! let user = TestUser::ensure("avt-app1");
 //! let prefix = Prefix::new();
 //! AppBuilder::new("sleeper", &user, ["/bin/sleep", "infinity"]).write(&prefix);
 //! let daemon = Daemon::start(&prefix, DaemonOptions::default());
-//! daemon.wait_for_state("sleeper", "running", Duration::from_secs(10));
+//! daemon.wait_for_state("sleeper", State::Running, Duration::from_secs(10));
 //! ```
 
 pub mod app;

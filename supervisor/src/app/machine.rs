@@ -977,7 +977,10 @@ mod tests {
         r.fire();
         assert_eq!((r.m.state, r.m.failures), (AppState::Starting, 1));
         let effects = r.ev(Event::Start(alice()));
-        assert_eq!((effects, r.m.state, r.m.failures), (vec![], AppState::Starting, 0));
+        assert_eq!(
+            (effects, r.m.state, r.m.failures),
+            (vec![], AppState::Starting, 0)
+        );
     }
 
     #[test]

@@ -122,6 +122,20 @@ impl fmt::Display for ListenAddress {
 pub struct ReadinessSpec {
     pub kind: ReadinessKind,
     pub timeout: Duration,
+    /// The check that tells an app is ready again after `appctl reload`:
+    /// the kind's own for `http` and `tcp`; for `notify` and `none`, the
+    /// `url` or `address` given beside it (gunicorn sends READY=1 only
+    /// once, so a reload cannot wait for another).
+    pub probe: Option<Probe>,
+}
+
+/// An active readiness check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// A `GET` answered with a 2xx status.
+    Http(String),
+    /// A TCP connection accepted.
+    Tcp(SocketAddr),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -48,6 +48,8 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::config::Probe;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -974,6 +976,10 @@ impl<'a> Builder<'a> {
                         None
                     }
                 });
+        let side_probe = parsed_url
+            .clone()
+            .map(Probe::Http)
+            .or(parsed_address.map(Probe::Tcp));
         let kind = match kind_name {
             "none" => Some(ReadinessKind::None),
             "notify" => Some(ReadinessKind::Notify),
@@ -1022,7 +1028,18 @@ impl<'a> Builder<'a> {
                 None
             }
         };
-        kind.map(|kind| ReadinessSpec { kind, timeout })
+        kind.map(|kind| {
+            let probe = match &kind {
+                ReadinessKind::Http { url } => Some(Probe::Http(url.clone())),
+                ReadinessKind::Tcp { address } => Some(Probe::Tcp(*address)),
+                ReadinessKind::Notify | ReadinessKind::None => side_probe,
+            };
+            ReadinessSpec {
+                kind,
+                timeout,
+                probe,
+            }
+        })
     }
 
     /// Whether `[[listen]]` had errors already reported (so a missing probe
@@ -1396,6 +1413,8 @@ directory = \"/srv/shop/current\"
             readiness: ReadinessSpec {
                 kind: ReadinessKind::Notify,
                 timeout: Duration::from_secs(60),
+                // DESIGN's example gives a url beside kind notify.
+                probe: Some(Probe::Http("http://127.0.0.1:8001/health".to_owned())),
             },
             restart: RestartSpec {
                 policy: RestartPolicy::OnFailure,
@@ -1454,7 +1473,8 @@ directory = \"/srv/shop/current\"
             got.readiness,
             ReadinessSpec {
                 kind: ReadinessKind::None,
-                timeout: Duration::from_secs(60)
+                timeout: Duration::from_secs(60),
+                probe: None,
             }
         );
         assert_eq!(got.restart.policy, RestartPolicy::OnFailure);
@@ -1870,7 +1890,8 @@ connect_ports = [5432]
                 kind: ReadinessKind::Http {
                     url: "http://127.0.0.1:8001/health".to_owned()
                 },
-                timeout: Duration::from_secs(5)
+                timeout: Duration::from_secs(5),
+                probe: Some(Probe::Http("http://127.0.0.1:8001/health".to_owned())),
             }
         );
     }

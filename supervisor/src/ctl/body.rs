@@ -68,11 +68,23 @@ pub fn log_body(logs: Arc<AppLogs>, stream: LogStream, lines: usize, follow: boo
     };
     let (tx, body) = ResponseBody::channel();
     tokio::spawn(async move {
-        // Subscribe before reading the files so nothing written in between
-        // is missed (a line may then show twice, never zero times).
-        let mut live = follow.then(|| logs.subscribe(stream));
-        let reader = logs.clone();
-        let last = tokio::task::spawn_blocking(move || reader.read_last_lines(stream, lines)).await;
+        // One instant splits the history from what follows, so every byte
+        // is shown exactly once.
+        let (last, mut live) = if follow {
+            match logs.snapshot_and_subscribe(stream) {
+                Ok((snapshot, live)) => (
+                    tokio::task::spawn_blocking(move || snapshot.last_lines(lines)).await,
+                    Some(live),
+                ),
+                Err(err) => (Ok(Err(err)), None),
+            }
+        } else {
+            let reader = logs.clone();
+            (
+                tokio::task::spawn_blocking(move || reader.read_last_lines(stream, lines)).await,
+                None,
+            )
+        };
         let text = match last {
             Ok(Ok(lines)) => lines.into_iter().fold(String::new(), |mut acc, line| {
                 acc.push_str(&line);

@@ -239,21 +239,30 @@ impl LogFile {
         self.size = 0;
     }
 
-    /// Handles on the current file and the rotated ones, newest first, so a
-    /// reader sees one consistent set even if rotation renames them next.
-    pub(crate) fn snapshot(&self, keep: u32) -> io::Result<Vec<File>> {
+    /// Handles on the current file and the rotated ones, newest first, each
+    /// with its length now, so a reader sees one consistent set even if
+    /// rotation renames them or the app writes more before it reads. Called
+    /// under the stream's lock, so no write is half done.
+    pub(crate) fn snapshot(&self, keep: u32) -> io::Result<Vec<(File, u64)>> {
         let mut files = Vec::with_capacity(keep as usize + 1);
-        match &self.file {
-            Some(file) => files.push(file.try_clone()?),
+        let current = match &self.file {
+            Some(file) => Some(file.try_clone()?),
             None => match File::open(&self.path) {
-                Ok(file) => files.push(file),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Ok(file) => Some(file),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(e),
             },
+        };
+        if let Some(file) = current {
+            let len = file.metadata()?.len();
+            files.push((file, len));
         }
         for k in 1..=keep {
             match File::open(rotated_path(&self.path, k)) {
-                Ok(file) => files.push(file),
+                Ok(file) => {
+                    let len = file.metadata()?.len();
+                    files.push((file, len));
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                 Err(e) => return Err(e),
             }
@@ -262,18 +271,19 @@ impl LogFile {
     }
 }
 
-/// The last `n` complete lines of `files` (newest first, as from
-/// [`LogFile::snapshot`]), oldest line first, plus a trailing partial line if
-/// the newest file does not end with a newline. Reads backwards and stops as
-/// soon as it has enough, or after [`READ_LAST_MAX_BYTES`].
-pub(crate) fn read_last_lines(files: &[File], n: usize) -> io::Result<Vec<String>> {
+/// The last `n` complete lines of `files` (newest first, each read up to its
+/// length, as from [`LogFile::snapshot`]), oldest line first, plus a trailing
+/// partial line if the newest file does not end with a newline. Reads
+/// backwards and stops as soon as it has enough, or after
+/// [`READ_LAST_MAX_BYTES`].
+pub(crate) fn read_last_lines(files: &[(File, u64)], n: usize) -> io::Result<Vec<String>> {
     // Blocks newest first; `newlines` counts across all of them.
     let mut blocks: Vec<Vec<u8>> = Vec::new();
     let mut newlines = 0;
     let mut total = 0;
     let mut reached_start = true;
-    'files: for file in files {
-        let mut end = file.metadata()?.len();
+    'files: for (file, len) in files {
+        let mut end = *len;
         while end > 0 {
             if newlines > n || total >= READ_LAST_MAX_BYTES {
                 reached_start = false;
@@ -597,14 +607,14 @@ mod tests {
         ];
         for case in cases {
             let dir = tempfile::tempdir().unwrap();
-            let files: Vec<File> = case
+            let files: Vec<(File, u64)> = case
                 .files
                 .iter()
                 .enumerate()
                 .map(|(i, content)| {
                     let path = dir.path().join(format!("f{i}"));
                     std::fs::write(&path, content).unwrap();
-                    File::open(&path).unwrap()
+                    (File::open(&path).unwrap(), content.len() as u64)
                 })
                 .collect();
             assert_eq!(
@@ -625,7 +635,7 @@ mod tests {
             content.push_str(&format!("line {i}\n"));
         }
         std::fs::write(&path, &content).unwrap();
-        let files = [File::open(&path).unwrap()];
+        let files = [(File::open(&path).unwrap(), content.len() as u64)];
         let lines = read_last_lines(&files, 20_000).unwrap();
         assert_eq!(lines.len(), 20_000);
         assert_eq!(lines[0], "line 80000");

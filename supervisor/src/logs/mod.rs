@@ -67,6 +67,15 @@ pub const PARTIAL_LINE_FLUSH: Duration = Duration::from_millis(200);
 pub const MAX_PARTIAL_LINE: usize = 64 * 1024;
 /// Pipe capacity asked for with `F_SETPIPE_SZ`.
 pub const PIPE_SIZE: usize = 1024 * 1024;
+/// After a read shorter than [`BATCH_BELOW`], wait this long before reading
+/// again so output piles up in the pipe: an app that writes line by line
+/// (`PYTHONUNBUFFERED=1`) then costs one wake-up and one read per
+/// millisecond, not per line. A [`PIPE_SIZE`] pipe absorbs 1 GB/s for that
+/// long, so the app does not block; with a smaller pipe there is no wait.
+pub const BATCH_DELAY: Duration = Duration::from_millis(1);
+/// Reads shorter than this mean the pipe was drained: the app writes slower
+/// than the daemon reads, and waiting [`BATCH_DELAY`] costs it nothing.
+const BATCH_BELOW: usize = READ_CHUNK / 4;
 /// Chunks a `logs -f` follower may fall behind before it loses some. Each is
 /// at most [`READ_CHUNK`] bytes, so this also bounds what the channel holds.
 const FOLLOW_CAPACITY: usize = 64;
@@ -154,6 +163,10 @@ pub fn make_pipe() -> Result<(OwnedFd, OwnedFd), LogError> {
 }
 
 /// The captured output of one app, shared by all its instances (spawns).
+///
+/// Open it once per app and share the `Arc`: two `AppLogs` on the same
+/// directory would each rotate the files under the other. The group is fixed
+/// at open; a changed `group` needs a new `AppLogs`.
 #[derive(Debug)]
 pub struct AppLogs {
     app: String,
@@ -217,14 +230,17 @@ impl AppLogs {
     /// Starts a task that drains `pipe` (a read end from [`make_pipe`]) into
     /// `stream` until EOF, that is until every holder of the write end (the
     /// app and its children) has closed it. Must be called inside a tokio
-    /// runtime with the time driver enabled.
+    /// runtime with the time driver enabled. Await the handle rather than
+    /// abort it: an aborted task drops its held-back partial line.
     pub fn capture(self: &Arc<Self>, stream: Stream, pipe: OwnedFd) -> JoinHandle<()> {
         let logs = Arc::clone(self);
-        let span = tracing::debug_span!("capture", app = %self.app, %stream);
+        let span = tracing::info_span!("capture", app = %self.app, %stream);
         tokio::spawn(async move { logs.run_capture(stream, pipe).await }.instrument(span))
     }
 
     async fn run_capture(&self, stream: Stream, pipe: OwnedFd) {
+        let batch = fcntl(&pipe, FcntlArg::F_GETPIPE_SZ)
+            .is_ok_and(|size| usize::try_from(size).is_ok_and(|size| size >= PIPE_SIZE));
         let mut rx = match pipe::Receiver::from_owned_fd(pipe) {
             Ok(rx) => rx,
             Err(error) => {
@@ -262,6 +278,15 @@ impl AppLogs {
                         self.append(stream, lines);
                     } else if buf.len() >= MAX_PARTIAL_LINE {
                         self.append(stream, buf.split().freeze());
+                    }
+                    if batch && n < BATCH_BELOW {
+                        rx = match pause(rx).await {
+                            Ok(rx) => rx,
+                            Err(error) => {
+                                error!(%error, "cannot watch output pipe again, output of this instance is lost");
+                                break;
+                            }
+                        };
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -328,8 +353,27 @@ impl AppLogs {
     /// beyond the memory tail. Reads at most [`READ_LAST_MAX_BYTES`]. Blocking
     /// file I/O: call it from `spawn_blocking`.
     pub fn read_last_lines(&self, stream: Stream, n: usize) -> io::Result<Vec<String>> {
+        self.snapshot(stream)?.last_lines(n)
+    }
+
+    /// The files as they are now plus a follower of what comes next, taken
+    /// at one instant under the stream's lock: every byte is either in the
+    /// snapshot or received, never both, never neither (for `logs -n N -f`).
+    /// Opens up to `keep + 1` files but reads none; read the snapshot with
+    /// [`LogSnapshot::last_lines`] from `spawn_blocking`.
+    pub fn snapshot_and_subscribe(
+        &self,
+        stream: Stream,
+    ) -> io::Result<(LogSnapshot, broadcast::Receiver<Bytes>)> {
+        let log = self.stream(stream);
+        let file = lock(&log.file);
+        let files = file.snapshot(self.keep.load(Ordering::Relaxed))?;
+        Ok((LogSnapshot { files }, log.followers.subscribe()))
+    }
+
+    fn snapshot(&self, stream: Stream) -> io::Result<LogSnapshot> {
         let files = lock(&self.stream(stream).file).snapshot(self.keep.load(Ordering::Relaxed))?;
-        file::read_last_lines(&files, n)
+        Ok(LogSnapshot { files })
     }
 
     /// Applies a changed `[logs]`: from the next write on, files rotate at the
@@ -352,6 +396,31 @@ impl AppLogs {
             Stream::Stderr => &self.stderr,
         }
     }
+}
+
+/// One stream's files at an instant: open handles (immune to rotation) and
+/// the length each had.
+#[derive(Debug)]
+pub struct LogSnapshot {
+    /// Newest first.
+    files: Vec<(File, u64)>,
+}
+
+impl LogSnapshot {
+    /// The last `n` complete lines, oldest first, plus a trailing partial
+    /// line, as [`AppLogs::read_last_lines`]. Blocking file I/O.
+    pub fn last_lines(&self, n: usize) -> io::Result<Vec<String>> {
+        file::read_last_lines(&self.files, n)
+    }
+}
+
+/// Waits [`BATCH_DELAY`] with the pipe out of the reactor: the kernel wakes
+/// epoll on every write to a pipe, so a registered pipe would wake the
+/// runtime once per line of the app even while nobody reads it.
+async fn pause(rx: pipe::Receiver) -> io::Result<pipe::Receiver> {
+    let fd = rx.into_nonblocking_fd()?;
+    tokio::time::sleep(BATCH_DELAY).await;
+    pipe::Receiver::from_owned_fd_unchecked(fd)
 }
 
 /// Creates `log_dir` if needed (0755) and `dir` inside it, then gives `dir`

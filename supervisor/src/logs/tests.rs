@@ -333,6 +333,27 @@ async fn tail_and_subscribe_neither_misses_nor_repeats() {
     assert_eq!(follower.recv().await.unwrap(), "after\n");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_and_subscribe_neither_misses_nor_repeats() {
+    let root = tempfile::tempdir().unwrap();
+    let logs = AppLogs::open(root.path(), "shop", &spec(12, 3), test_gid(), 10).unwrap();
+    for line in ["one\n", "two\n", "three\n", "four\n"] {
+        logs.append(Stream::Stdout, Bytes::from_static(line.as_bytes()));
+    }
+    let (snapshot, mut follower) = logs.snapshot_and_subscribe(Stream::Stdout).unwrap();
+    // Written and rotated after the snapshot: only the follower sees it.
+    logs.append(Stream::Stdout, Bytes::from_static(b"five\nsix\n"));
+    assert_eq!(
+        snapshot.last_lines(10).unwrap(),
+        ["one", "two", "three", "four"]
+    );
+    assert_eq!(follower.recv().await.unwrap(), "five\nsix\n");
+    assert_eq!(
+        logs.read_last_lines(Stream::Stdout, 3).unwrap(),
+        ["four", "five", "six"]
+    );
+}
+
 #[test]
 fn make_pipe_is_cloexec_and_large() {
     let (read, write) = make_pipe().unwrap();

@@ -202,6 +202,7 @@ mod tests {
             readiness: ReadinessSpec {
                 kind: ReadinessKind::None,
                 timeout: Duration::from_secs(60),
+                probe: None,
             },
             restart: RestartSpec {
                 policy: RestartPolicy::OnFailure,

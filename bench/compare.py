@@ -1,0 +1,377 @@
+"""supervisord and appvisord side by side on the same workload.
+
+For each daemon and each run: APPS long-running apps (`sleep N`, each with
+its own argument so /proc tells them apart) as the user avt-bench, then
+
+- start: from exec of the daemon to every app reported running;
+- rss: the daemon's VmRSS with every app running;
+- idle: the daemon's context switches over 10 s with nothing happening;
+- status: median latency of the status command (supervisorctl / appctl);
+- respawn: SIGKILL an app that has been up past start_secs, time until a
+  new process with its command line exists (polling /proc);
+- capture: daemon CPU (utime+stime) while one extra app writes 200 MiB of
+  numbered lines; every line must be in the log files, in order;
+- stop: from SIGTERM to the daemon's exit with every app gone.
+
+Prints medians and ratios and writes them as a markdown table.
+"""
+
+import argparse
+import glob
+import os
+import pwd
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FLOOD = os.path.join(HERE, "..", "tests", "apps", "flood.py")
+USER = "avt-bench"
+VENV = os.environ.get("APPVISOR_TEST_VENV", "/opt/appvisor-test/venv")
+BIN = os.environ.get("APPVISOR_BIN_DIR", "")
+TICKS = os.sysconf("SC_CLK_TCK")
+BASE_ARG = 1000000
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def proc_field(pid, key):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def cpu_secs(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def ctxt(pid):
+    """Context switches of every thread: /proc/PID/status counts only the
+    main thread, and a tokio daemon's work happens on the others."""
+    total = 0
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, task)) as f:
+                for line in f:
+                    if line.split(":")[0] in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def pids_with_cmdline(needle):
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            with open("/proc/%s/stat" % entry) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if cmd == needle and state not in ("Z", "X"):
+            out.append(int(entry))
+    return out
+
+
+def wait_for(what, cond, timeout=120.0, interval=0.01):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(interval)
+    raise SystemExit("timed out after %ss waiting for %s" % (timeout, what))
+
+
+def check_lines(files, total):
+    """Every numbered line 1..total exactly once, in order across files."""
+    chunks = []
+    for path in files:
+        with open(path, "rb") as f:
+            data = f.read()
+        first = data.find(b"line ")
+        key = int(data[first + 5:first + 14]) if first >= 0 else 1 << 62
+        chunks.append((key, data))
+    chunks.sort()
+    expected = 1
+    for _, data in chunks:
+        for line in data.split(b"\n"):
+            if not line.startswith(b"line "):
+                continue
+            n = int(line[5:14])
+            if n != expected:
+                return "line %d missing or out of order (found %d)" % (expected, n)
+            expected += 1
+    if expected - 1 != total:
+        return "%d of %d lines" % (expected - 1, total)
+    return None
+
+
+class Supervisord:
+    name = "supervisord"
+
+    def __init__(self, root, apps):
+        self.root = root
+        self.apps = apps
+        self.conf = os.path.join(root, "supervisord.conf")
+        self.sock = os.path.join(root, "supervisor.sock")
+        progs = []
+        for i in range(apps):
+            progs.append(
+                "[program:app%d]\ncommand=/bin/sleep %d\nuser=%s\nstartsecs=1\n"
+                "autorestart=true\nstopwaitsecs=10\nstdout_logfile=%s/app%d.log\n"
+                "stderr_logfile=%s/app%d.err\n" % (i, BASE_ARG + i, USER, root, i, root, i)
+            )
+        progs.append(
+            "[program:flood]\ncommand=/usr/bin/python3 %s/flood.py 200\nuser=%s\n"
+            "autostart=false\nstartsecs=0\nstdout_logfile=%s/flood.log\n"
+            "stdout_logfile_maxbytes=50MB\nstdout_logfile_backups=10\n" % (root, USER, root)
+        )
+        with open(self.conf, "w") as f:
+            f.write(
+                "[supervisord]\nnodaemon=true\nlogfile=%s/supervisord.log\npidfile=%s/supervisord.pid\n"
+                "childlogdir=%s\n[unix_http_server]\nfile=%s\n"
+                "[rpcinterface:supervisor]\n"
+                "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
+                "[supervisorctl]\nserverurl=unix://%s\n\n%s"
+                % (root, root, root, self.sock, self.sock, "\n".join(progs))
+            )
+
+    def start(self):
+        return subprocess.Popen(
+            [os.path.join(VENV, "bin/supervisord"), "-c", self.conf],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def ctl(self, *args):
+        return subprocess.run(
+            [os.path.join(VENV, "bin/supervisorctl"), "-c", self.conf] + list(args),
+            capture_output=True, text=True,
+        )
+
+    def running(self):
+        out = self.ctl("status").stdout
+        return sum(1 for l in out.splitlines() if l.startswith("app") and " RUNNING " in l)
+
+    def status(self):
+        self.ctl("status")
+
+    def start_flood(self):
+        self.ctl("start", "flood")
+
+    def flood_files(self):
+        return glob.glob(os.path.join(self.root, "flood.log*"))
+
+
+class Appvisord:
+    name = "appvisord"
+
+    def __init__(self, root, apps):
+        self.root = root
+        self.apps = apps
+        self.sock = os.path.join(root, "ctl.sock")
+        self.conf = os.path.join(root, "appvisor.toml")
+        apps_dir = os.path.join(root, "apps.d")
+        os.makedirs(apps_dir)
+        os.makedirs(os.path.join(root, "logs"))
+        os.makedirs(os.path.join(root, "state"))
+        with open(self.conf, "w") as f:
+            f.write(
+                'apps_dir = "%s"\nlog_dir = "%s/logs"\nstate_dir = "%s/state"\n'
+                '[control]\nsocket = "%s"\nadmin_groups = []\n[status]\nlisten = ""\n'
+                % (apps_dir, root, root, self.sock)
+            )
+        for i in range(apps):
+            with open(os.path.join(apps_dir, "app%d.toml" % i), "w") as f:
+                f.write(
+                    'user = "%s"\ncommand = ["/bin/sleep", "%d"]\ndirectory = "/"\n'
+                    '[restart]\npolicy = "always"\nstart_secs = "1s"\n[stop]\ntimeout = "10s"\n'
+                    % (USER, BASE_ARG + i)
+                )
+        with open(os.path.join(apps_dir, "flood.toml"), "w") as f:
+            f.write(
+                'user = "%s"\ncommand = ["/usr/bin/python3", "%s/flood.py", "200"]\n'
+                'directory = "%s"\nautostart = false\n[sandbox]\nread_only = ["%s"]\n'
+                '[logs]\nmax_size = "50MiB"\nkeep = 10\n' % (USER, root, root, root)
+            )
+
+    def start(self):
+        return subprocess.Popen(
+            [os.path.join(BIN, "appvisord"), "--config", self.conf, "--cgroup",
+             "avb-%d" % os.getpid()],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.root, "daemon.log"), "w"),
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "NO_COLOR": "1"},
+        )
+
+    def ctl(self, *args):
+        return subprocess.run(
+            [os.path.join(BIN, "appctl"), "--socket", self.sock] + list(args),
+            capture_output=True, text=True,
+        )
+
+    def running(self):
+        import json
+        out = self.ctl("status", "--json").stdout
+        try:
+            apps = json.loads(out)["apps"]
+        except (ValueError, KeyError):
+            return 0
+        return sum(1 for a in apps if a["name"].startswith("app") and a["state"] == "running")
+
+    def status(self):
+        self.ctl("status")
+
+    def start_flood(self):
+        self.ctl("start", "flood", "--no-wait")
+
+    def flood_files(self):
+        return [p for p in glob.glob(os.path.join(self.root, "logs", "flood", "*")) if "stdout" in p]
+
+
+def one_run(kind, apps):
+    root = tempfile.mkdtemp(prefix="avb-", dir="/tmp")
+    os.chmod(root, 0o755)
+    shutil.copy(FLOOD, os.path.join(root, "flood.py"))
+    os.chmod(os.path.join(root, "flood.py"), 0o644)
+    d = kind(root, apps)
+    res = {}
+    t0 = time.monotonic()
+    proc = d.start()
+    try:
+        wait_for("%d apps running under %s" % (apps, d.name), lambda: d.running() == apps,
+                 interval=0.05)
+        res["start_s"] = time.monotonic() - t0
+        res["rss_mib"] = proc_field(proc.pid, "VmRSS") / 1024.0
+        c0 = ctxt(proc.pid)
+        time.sleep(10)
+        res["idle_ctxt_10s"] = ctxt(proc.pid) - c0
+        lat = []
+        for _ in range(10):
+            s = time.monotonic()
+            d.status()
+            lat.append(time.monotonic() - s)
+        res["status_ms"] = statistics.median(lat) * 1000
+        cmd = "/bin/sleep %d" % BASE_ARG
+        old = pids_with_cmdline(cmd)
+        if len(old) != 1:
+            raise SystemExit("expected one %r, found %s" % (cmd, old))
+        s = time.monotonic()
+        os.kill(old[0], signal.SIGKILL)
+        wait_for("respawn of app0", lambda: any(p != old[0] for p in pids_with_cmdline(cmd)),
+                 timeout=30, interval=0.001)
+        res["respawn_ms"] = (time.monotonic() - s) * 1000
+        total = 200 * 1024 * 1024 // 64
+        cpu0 = cpu_secs(proc.pid)
+        s = time.monotonic()
+        d.start_flood()
+        done = b"flood done %d" % total
+
+        def flood_done():
+            for path in d.flood_files():
+                try:
+                    with open(path, "rb") as f:
+                        f.seek(max(0, os.path.getsize(path) - 4096))
+                        if done in f.read():
+                            return True
+                except OSError:
+                    pass
+            return False
+
+        wait_for("200 MiB captured by %s" % d.name, flood_done, timeout=300, interval=0.05)
+        res["capture_cpu_s"] = cpu_secs(proc.pid) - cpu0
+        res["capture_wall_s"] = time.monotonic() - s
+        problem = check_lines(d.flood_files(), total)
+        res["capture_lines"] = "all" if problem is None else problem
+        s = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        wait_for("every app gone", lambda: not any(
+            pids_with_cmdline("/bin/sleep %d" % (BASE_ARG + i)) for i in range(apps)), timeout=30)
+        res["stop_s"] = time.monotonic() - s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(root, ignore_errors=True)
+    return res
+
+
+ROWS = [
+    ("start_s", "start to all running (s)", "%.2f"),
+    ("rss_mib", "daemon RSS with all running (MiB)", "%.1f"),
+    ("idle_ctxt_10s", "daemon context switches (all threads), 10 s idle", "%d"),
+    ("status_ms", "status command latency (ms)", "%.1f"),
+    ("respawn_ms", "crash-to-respawn latency (ms)", "%.1f"),
+    ("capture_cpu_s", "daemon CPU to capture 200 MiB of stdout (s)", "%.2f"),
+    ("capture_wall_s", "wall time to capture 200 MiB (s)", "%.2f"),
+    ("stop_s", "SIGTERM to all stopped (s)", "%.2f"),
+]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=int(os.environ.get("RUNS", "3")))
+    parser.add_argument("--apps", type=int, default=int(os.environ.get("APPS", "100")))
+    parser.add_argument("--only", choices=["supervisord", "appvisord"])
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    pwd.getpwnam(USER)
+    kinds = [k for k in (Supervisord, Appvisord) if args.only in (None, k.name)]
+    results = {}
+    for kind in kinds:
+        runs = []
+        for i in range(args.runs):
+            log("==> %s run %d/%d (%d apps)" % (kind.name, i + 1, args.runs, args.apps))
+            r = one_run(kind, args.apps)
+            log("    " + ", ".join("%s=%s" % (k, (v if isinstance(v, str) else round(v, 3)))
+                                   for k, v in r.items()))
+            runs.append(r)
+        results[kind.name] = runs
+
+    names = [k.name for k in kinds]
+    header = "| metric (median of %d runs, %d apps) | %s |%s" % (
+        args.runs, args.apps, " | ".join(names),
+        " ratio appvisord / supervisord |" if len(names) == 2 else "")
+    lines = [header, "|" + " --- |" * (len(names) + 1 + (len(names) == 2))]
+    for key, label, fmt in ROWS:
+        meds = [statistics.median(r[key] for r in results[n]) for n in names]
+        cells = [fmt % m for m in meds]
+        ratio = ""
+        if len(names) == 2:
+            ratio = " %.2f |" % (meds[1] / meds[0]) if meds[0] else " - |"
+        lines.append("| %s | %s |%s" % (label, " | ".join(cells), ratio))
+    lossless = ["%s: %s" % (n, "; ".join(sorted({str(r["capture_lines"]) for r in results[n]})))
+                for n in names]
+    table = "\n".join(lines)
+    print("\n" + table + "\n\nlines captured: " + ", ".join(lossless))
+    if args.out:
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(
+                "# Benchmarks: appvisord and supervisord\n\n"
+                "Written by `bench/compare.sh` (%s, %d CPUs, appvisord from %s). "
+                "Same workload for both: %d `sleep` apps as one unprivileged user, "
+                "then one app writing 200 MiB of numbered 64-byte lines. See "
+                "`bench/compare.py` for how each number is measured.\n\n%s\n\n"
+                "Lines captured (every numbered line present once, in order): %s.\n"
+                % (time.strftime("%Y-%m-%d"), os.cpu_count(), BIN or "-", args.apps, table,
+                   ", ".join(lossless))
+            )
+        log("wrote " + args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# supervisord vs appvisord on the same workload; see bench/compare.py.
+#
+#   sudo bench/compare.sh              # 3 runs each, writes docs/benchmarks.md
+#   RUNS=1 APPS=50 sudo bench/compare.sh
+#
+# Needs root (apps run as the user avt-bench). Installs supervisor into the
+# test venv (APPVISOR_TEST_VENV, default /opt/appvisor-test/venv) and builds
+# release binaries unless APPVISOR_BIN_DIR points at existing ones.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+venv="${APPVISOR_TEST_VENV:-/opt/appvisor-test/venv}"
+
+say() { printf '==> %s\n' "$*"; }
+
+[ "$(id -u)" -eq 0 ] || { echo "compare.sh needs root: apps run as the user avt-bench" >&2; exit 1; }
+
+if [ ! -x "$venv/bin/python" ]; then
+    say "creating $venv with /usr/bin/python3"
+    mkdir -p "$(dirname "$venv")"
+    /usr/bin/python3 -m venv "$venv"
+fi
+if [ ! -x "$venv/bin/supervisord" ]; then
+    say "pip install supervisor into $venv"
+    "$venv/bin/pip" install -q supervisor
+fi
+chmod -R a+rX "$venv"
+
+if [ -z "${APPVISOR_BIN_DIR:-}" ]; then
+    say "building appvisord and appctl (release)"
+    (cd "$repo" && cargo build --release -p appvisor-supervisor -p appvisor-ctl)
+    export APPVISOR_BIN_DIR="${CARGO_TARGET_DIR:-$repo/target}/release"
+fi
+
+id avt-bench >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin --user-group avt-bench
+
+export APPVISOR_TEST_VENV="$venv"
+exec /usr/bin/python3 "$here/compare.py" --out "$repo/docs/benchmarks.md" "$@"
