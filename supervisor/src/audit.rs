@@ -1,7 +1,10 @@
 //! The audit trail: every mutating control request, who made it and how it
 //! ended, written to the `audit` tracing target and published on the event
-//! stream that admins follow with `GET /v1/events`.
+//! stream that admins follow with `GET /v1/events`, and counted by action
+//! and outcome for the status server's metrics.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use appvisor_protocol::{AuditRecord, Event};
@@ -16,12 +19,16 @@ const EVENT_BACKLOG: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Events {
     tx: broadcast::Sender<Event>,
+    /// Audited requests so far, by (action, outcome); both come from small
+    /// fixed sets (verbs, error codes), so the map stays small.
+    counts: Arc<Mutex<BTreeMap<(String, String), u64>>>,
 }
 
 impl Default for Events {
     fn default() -> Self {
         Events {
             tx: broadcast::channel(EVENT_BACKLOG).0,
+            counts: Arc::default(),
         }
     }
 }
@@ -36,8 +43,20 @@ impl Events {
         let _ = self.tx.send(event);
     }
 
-    /// Writes one audit record and publishes it.
+    /// Audited control requests so far: ((action, outcome), count), sorted.
+    pub fn control_requests(&self) -> Vec<((String, String), u64)> {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// Writes one audit record, counts it and publishes it.
     pub fn audit(&self, peer: &Peer, app: Option<&str>, action: &str, outcome: &str) {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((action.to_owned(), outcome.to_owned()))
+            .or_default() += 1;
         tracing::info!(
             target: "audit",
             uid = peer.uid,

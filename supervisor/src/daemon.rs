@@ -183,6 +183,7 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         "appvisord ready"
     );
     let server = tokio::spawn(crate::ctl::serve(listener, daemon.clone()));
+    let status_server = start_status_server(&spec.status, &daemon).await;
     notify_service_manager();
 
     loop {
@@ -197,10 +198,37 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     }
     tracing::info!("stopping every app");
     server.abort();
+    if let Some(status_server) = status_server {
+        status_server.abort();
+    }
     daemon.shutdown().await;
     let _ = std::fs::remove_file(&spec.control.socket);
     tracing::info!("all apps stopped");
     Ok(())
+}
+
+/// Serves `[status] listen`, if set. An address that cannot be bound is
+/// logged and leaves the status server off: the apps matter more than
+/// their metrics, and the failed scrapes tell monitoring.
+async fn start_status_server(
+    spec: &config::StatusSpec,
+    daemon: &Arc<Daemon>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let address = spec.listen?;
+    match crate::status::bind(address).await {
+        Ok(listener) => {
+            tracing::info!(%address, "status server listening");
+            Some(tokio::spawn(crate::status::serve(
+                listener,
+                daemon.clone(),
+                crate::status::Roots::default(),
+            )))
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "status server off");
+            None
+        }
+    }
 }
 
 fn make_dir(path: &Path, mode: u32) -> Result<(), DaemonError> {
@@ -651,6 +679,31 @@ impl Daemon {
                 tracing::warn!(error = %err, "removing the daemon's cgroup");
             }
         }
+    }
+}
+
+impl crate::status::StatusSource for Daemon {
+    fn apps(&self) -> Vec<crate::status::AppSample> {
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        apps.iter()
+            .map(|(name, entry)| crate::status::AppSample {
+                status: entry_status(name, entry),
+                readiness_failures: entry
+                    .handle
+                    .as_ref()
+                    .map_or(0, |h| h.snapshot.borrow().readiness_failures),
+                memory_limit: entry.app.as_ref().and_then(|a| a.spec.limits.memory),
+                cgroup: self
+                    .shared
+                    .cgroups
+                    .as_ref()
+                    .map(|root| root.dir().join(name)),
+            })
+            .collect()
+    }
+
+    fn control_requests(&self) -> Vec<((String, String), u64)> {
+        self.events().control_requests()
     }
 }
 

@@ -12,8 +12,10 @@ pub mod cgroup; // one cgroup per app: create, kill, watch for empty, limits
 pub mod config; // appvisor.toml and apps.d: raw TOML -> AppSpec -> resolved users
 pub mod ctl; // the control server: HTTP over the Unix socket, peer credentials
 pub mod daemon; // start-up, signals, the registry of apps, shutdown
+pub mod listen; // held listen sockets, bound as root and kept across restarts
 pub mod logs; // captured stdout/stderr: files, rotation, in-memory tail
 pub mod readiness; // notify socket, http and tcp probes
 pub mod sandbox; // landlock, namespaces, capabilities, rlimits (from spawn only)
 pub mod spawn; // SpawnPlan (pure) and the exec helper that applies it
+pub mod status; // read-only HTTP status and Prometheus metrics on [status] listen
 pub mod supervise; // the task per app that feeds events to `app` and runs effects

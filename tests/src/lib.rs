@@ -31,7 +31,7 @@ pub mod users;
 pub mod wait;
 
 pub use app::{AppBuilder, Readiness, RestartPolicy};
-pub use appvisor_protocol::{AppStatus, State};
+pub use appvisor_protocol::{AppList, AppStatus, State};
 pub use daemon::{Daemon, DaemonOptions};
 pub use net::{free_port, http_get, HttpResponse};
 pub use prefix::Prefix;

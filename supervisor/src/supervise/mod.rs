@@ -24,11 +24,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 use tracing::Instrument;
 
-use crate::app::{self, AppState, Cause, Effect, Event, ExitStatus, Machine, Params};
+use crate::app::{self, AfterStop, AppState, Cause, Effect, Event, ExitStatus, Machine, Params};
 use crate::audit::{unix_now, Events};
 use crate::cgroup::{AppCgroup, CgroupRoot, CgroupWatcher};
 use crate::config::resolve::ResolvedApp;
 use crate::config::{ReadinessKind, Signal};
+use crate::listen::HeldSockets;
 use crate::logs::{AppLogs, Stream};
 use crate::readiness::{self, Check, NotifySocket};
 use crate::spawn::{self, PlanInputs, PlanUser, SpawnPlan};
@@ -79,6 +80,8 @@ pub struct Snapshot {
     pub status: AppStatus,
     /// Spawns so far; an action waits for this to reach its target.
     pub starts: u64,
+    /// Starts that did not become ready within the readiness timeout.
+    pub readiness_failures: u64,
 }
 
 /// The control plane's end of an app's task.
@@ -111,10 +114,12 @@ pub fn start(
         leaf: None,
         previous: None,
         notify: None,
+        listen: None,
         child: None,
         timer: None,
         probe: None,
         starts: 0,
+        readiness_failures: 0,
         stopped_by,
         release: None,
         notify_status: None,
@@ -157,6 +162,7 @@ fn placeholder_snapshot() -> Snapshot {
     Snapshot {
         state: AppState::Stopped,
         starts: 0,
+        readiness_failures: 0,
         status: AppStatus {
             name: String::new(),
             state: appvisor_protocol::State::Stopped,
@@ -203,10 +209,14 @@ struct Supervisor {
     /// while its successor started.
     previous: Option<PreviousInstance>,
     notify: Option<NotifySocket>,
+    /// The `[[listen]]` sockets, bound at the first spawn and kept across
+    /// restarts until the app is removed or its listen set changes.
+    listen: Option<HeldSockets>,
     child: Option<Child>,
     timer: Option<(u64, Pin<Box<Sleep>>)>,
     probe: Option<JoinHandle<Result<(), readiness::ProbeError>>>,
     starts: u64,
+    readiness_failures: u64,
     stopped_by: Option<StoppedBy>,
     release: Option<String>,
     notify_status: Option<String>,
@@ -518,6 +528,12 @@ impl Supervisor {
         self.pending.push_back(event);
         while let Some(event) = self.pending.pop_front() {
             let (machine, effects) = app::step(&self.machine, event, Instant::now());
+            // Only the readiness timeout stops a start to fail it.
+            if !matches!(self.machine.then, AfterStop::FailStart(_))
+                && matches!(machine.then, AfterStop::FailStart(_))
+            {
+                self.readiness_failures += 1;
+            }
             self.machine = machine;
             for effect in effects {
                 self.effect(effect);
@@ -753,6 +769,18 @@ impl Supervisor {
         } else {
             None
         };
+        let (uid, gid) = (self.app.uid, self.app.gid);
+        if !self
+            .listen
+            .as_ref()
+            .is_some_and(|h| h.serves(&spec.listen, uid, gid))
+        {
+            let previous = self.listen.take();
+            self.listen = Some(
+                HeldSockets::rebind(spec, uid, gid, previous)
+                    .map_err(|e| format!("spawn failed at {e}"))?,
+            );
+        }
         self.release = std::fs::canonicalize(&spec.directory)
             .ok()
             .map(|p| p.display().to_string());
@@ -767,7 +795,11 @@ impl Supervisor {
         let inputs = PlanInputs {
             lang: self.shared.lang.clone(),
             notify_socket: notify_path,
-            listen_names: Vec::new(),
+            listen_names: self
+                .listen
+                .as_ref()
+                .map(HeldSockets::names)
+                .unwrap_or_default(),
             cgroup_procs: self.leaf.as_ref().map(|leaf| leaf.cgroup.procs_path()),
         };
         let plan = SpawnPlan::build(spec, &user, &inputs);
@@ -796,7 +828,12 @@ impl Supervisor {
     ) -> Result<(u32, oneshot::Receiver<ExitStatus>, spawn::ReportReader), String> {
         let mut report = None;
         let (pid, exit) = self.shared.reaper.spawn_registered(|| {
-            let spawned = spawn::spawn(plan, stdout, stderr, &[])
+            let listen_fds = self
+                .listen
+                .as_ref()
+                .map(HeldSockets::fds)
+                .unwrap_or_default();
+            let spawned = spawn::spawn(plan, stdout, stderr, &listen_fds)
                 .map_err(|e| format!("spawn failed: {e}"))?;
             report = Some(spawned.report);
             Ok::<u32, String>(spawned.pid)
@@ -851,6 +888,7 @@ impl Supervisor {
             state: m.state,
             status,
             starts: self.starts,
+            readiness_failures: self.readiness_failures,
         });
     }
 

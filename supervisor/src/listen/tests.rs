@@ -1,0 +1,220 @@
+use std::io;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::config::validate::{validate_app, Defaults};
+use crate::config::AppName;
+
+/// A validated spec of app `shop` with `listen` as its `[[listen]]` tables.
+fn spec(listen: &[(&str, &str)]) -> AppSpec {
+    let mut text = "user = \"shop\"\ncommand = [\"/bin/true\"]\ndirectory = \"/\"\n".to_owned();
+    for (address, name) in listen {
+        text.push_str(&format!(
+            "[[listen]]\naddress = \"{address}\"\nname = \"{name}\"\n"
+        ));
+    }
+    let no_env = |_: &Path| Err(io::Error::from(io::ErrorKind::NotFound));
+    validate_app(
+        &AppName::new("shop").unwrap(),
+        &PathBuf::from("apps.d/shop.toml"),
+        &text,
+        &Defaults::none(),
+        &no_env,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .spec
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn me() -> (u32, u32) {
+    (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    )
+}
+
+#[test]
+fn binds_tcp_in_listen_order_and_accepts_into_the_backlog() {
+    let (a, b) = (free_port(), free_port());
+    let app = spec(&[
+        (&format!("127.0.0.1:{a}"), "http"),
+        (&format!("127.0.0.1:{b}"), "admin"),
+    ]);
+    let (uid, gid) = me();
+    let held = HeldSockets::bind(&app, uid, gid).unwrap();
+    assert_eq!(held.names(), ["http", "admin"]);
+    assert_eq!(held.fds().len(), 2);
+    assert!(held.serves(&app.listen, uid, gid));
+    // Nobody accepts, yet connecting works: the kernel queues it.
+    TcpStream::connect((Ipv4Addr::LOCALHOST, a)).unwrap();
+    TcpStream::connect((Ipv4Addr::LOCALHOST, b)).unwrap();
+    drop(held);
+    let refused = TcpStream::connect((Ipv4Addr::LOCALHOST, a)).unwrap_err();
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn binds_ipv6() {
+    let probe = match std::net::TcpListener::bind("[::1]:0") {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("skipped: binds_ipv6 needs ::1 ({err})");
+            return;
+        }
+    };
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let app = spec(&[(&format!("[::1]:{port}"), "http")]);
+    let (uid, gid) = me();
+    let _held = HeldSockets::bind(&app, uid, gid).unwrap();
+    TcpStream::connect(format!("[::1]:{port}")).unwrap();
+}
+
+#[test]
+fn an_address_in_use_is_a_clear_error() {
+    let other = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = other.local_addr().unwrap().port();
+    let app = spec(&[(&format!("127.0.0.1:{port}"), "http")]);
+    let (uid, gid) = me();
+    let err = HeldSockets::bind(&app, uid, gid).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "listen 127.0.0.1:{port}: address already in use (another process holds it: find it with `ss -ltnp 'sport = :{port}'`)"
+        )
+    );
+}
+
+#[test]
+fn rebind_keeps_the_sockets_whose_address_stayed() {
+    let (a, b) = (free_port(), free_port());
+    let (uid, gid) = me();
+    let first = spec(&[(&format!("127.0.0.1:{a}"), "http")]);
+    let held = HeldSockets::bind(&first, uid, gid).unwrap();
+    // A client waiting in the backlog of `a` must survive the change.
+    let waiting = TcpStream::connect((Ipv4Addr::LOCALHOST, a)).unwrap();
+    let second = spec(&[
+        (&format!("127.0.0.1:{b}"), "admin"),
+        (&format!("127.0.0.1:{a}"), "web"),
+    ]);
+    assert!(!held.serves(&second.listen, uid, gid));
+    let held = HeldSockets::rebind(&second, uid, gid, Some(held)).unwrap();
+    assert_eq!(held.names(), ["admin", "web"]);
+    let listener = TcpListener::from(held.fds()[1].try_clone_to_owned().unwrap());
+    let (accepted, _) = listener.accept().unwrap();
+    assert_eq!(
+        accepted.peer_addr().unwrap(),
+        waiting.local_addr().unwrap(),
+        "the connection queued before the change is still there"
+    );
+    // Dropping the old set did not close `a`; a third set without it does.
+    let third = spec(&[(&format!("127.0.0.1:{b}"), "admin")]);
+    let held = HeldSockets::rebind(&third, uid, gid, Some(held)).unwrap();
+    drop(listener);
+    assert_eq!(held.names(), ["admin"]);
+    let refused = TcpStream::connect((Ipv4Addr::LOCALHOST, a)).unwrap_err();
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn unix_socket_replaces_a_stale_file_and_is_removed_on_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("http.sock");
+    // A socket file nobody listens on, as a crashed daemon leaves it.
+    drop(UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let app = spec(&[(&format!("unix:{}", path.display()), "http")]);
+    let (uid, gid) = me();
+    let held = HeldSockets::bind(&app, uid, gid).unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+    UnixStream::connect(&path).unwrap();
+    drop(held);
+    assert!(!path.exists(), "the socket file goes with the socket");
+}
+
+#[test]
+fn unix_socket_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (uid, gid) = me();
+
+    let live = dir.path().join("live.sock");
+    let _listener = UnixListener::bind(&live).unwrap();
+    let regular = dir.path().join("file");
+    std::fs::write(&regular, "data").unwrap();
+    let missing = dir.path().join("missing/http.sock");
+
+    let cases = [
+        (
+            &live,
+            format!(
+                "listen unix:{0}: address already in use (another process holds it: find it with `ss -lxp src {0}`)",
+                live.display()
+            ),
+        ),
+        (
+            &regular,
+            format!(
+                "listen unix:{0}: {0} exists and is not a socket (remove it or choose another path)",
+                regular.display()
+            ),
+        ),
+        (
+            &missing,
+            format!(
+                "listen unix:{}: directory {} does not exist (create it, owned by the app's user or root)",
+                missing.display(),
+                missing.parent().unwrap().display()
+            ),
+        ),
+    ];
+    for (path, want) in cases {
+        let app = spec(&[(&format!("unix:{}", path.display()), "http")]);
+        let err = HeldSockets::bind(&app, uid, gid).unwrap_err();
+        assert_eq!(err.to_string(), want);
+    }
+    assert_eq!(std::fs::read_to_string(&regular).unwrap(), "data");
+    UnixStream::connect(&live).expect("a live socket is left alone");
+}
+
+#[test]
+fn privileged_port_and_unix_owner_as_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: privileged_port_and_unix_owner_as_root needs root (binds a port below 1024, chowns)");
+        return;
+    }
+    // A port below 1024 nobody uses here; skip quietly if one is taken.
+    let Some(port) = (900..1000).find(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, *p)).is_ok())
+    else {
+        eprintln!("skipped: no free port below 1024");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.sock");
+    let app = spec(&[
+        (&format!("127.0.0.1:{port}"), "http"),
+        (&format!("unix:{}", path.display()), "unix"),
+    ]);
+    let held = HeldSockets::bind(&app, 65534, 65533).unwrap();
+    TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65533));
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    // A changed owner applies to the socket kept across the change.
+    assert!(!held.serves(&app.listen, 65532, 65531));
+    let held = HeldSockets::rebind(&app, 65532, 65531, Some(held)).unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65532, 65531));
+    drop(held);
+}

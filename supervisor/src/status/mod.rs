@@ -1,0 +1,304 @@
+//! The status server: read-only HTTP on `[status] listen` (TCP), without
+//! identity, for monitoring.
+//!
+//! Routes: `GET /healthz` ("ok" while the daemon answers), `GET /v1/apps`
+//! (the control socket's admin view, as JSON), `GET /metrics` (OpenMetrics
+//! text, which Prometheus scrapes). Everything is read when a request
+//! asks: the server keeps no state and arms no timer, so an idle daemon
+//! stays idle.
+//!
+//! Anyone who reaches the port can connect, so connections are bounded like
+//! the control server's: a cap on concurrent connections, a deadline for the
+//! request head, a maximum head size, and no request bodies at all.
+//!
+//! This module never changes anything: it has no route that acts on an app,
+//! and it reads the daemon only through [`StatusSource`].
+
+pub mod metrics;
+pub mod usage;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use appvisor_protocol::{ApiError, AppList, AppStatus, ErrorBody, ErrorCode};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+pub use metrics::{AppMetrics, Scrape};
+pub use usage::{Roots, Usage};
+
+/// Connections served at once; more are answered 503 and closed.
+const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send a request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head buffer (hyper's minimum is 8 KiB).
+const MAX_HEAD: usize = 16 * 1024;
+
+/// One app as the status server reads it from the daemon.
+#[derive(Debug, Clone)]
+pub struct AppSample {
+    pub status: AppStatus,
+    pub readiness_failures: u64,
+    /// `[limits] memory`, in bytes.
+    pub memory_limit: Option<u64>,
+    /// The app's cgroup v2 directory, if the daemon uses cgroups.
+    pub cgroup: Option<PathBuf>,
+}
+
+/// What the status server needs from the daemon; tests supply fake data.
+pub trait StatusSource: Send + Sync + 'static {
+    /// Every app, sorted by name, as an admin sees it.
+    fn apps(&self) -> Vec<AppSample>;
+    /// ((action, outcome), count) of audited control requests.
+    fn control_requests(&self) -> Vec<((String, String), u64)>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("cannot listen on {address} for the status server: {source}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds `[status] listen`.
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, StatusError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StatusError::Bind { address, source })
+}
+
+/// Serves the status routes on `listener` until the task is dropped.
+pub async fn serve<S: StatusSource>(listener: TcpListener, source: Arc<S>, roots: Roots) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let roots = Arc::new(roots);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %err, "accepting a status connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(refuse_busy(stream));
+            continue;
+        };
+        let source = source.clone();
+        let roots = roots.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve_connection(stream, peer, source, roots).await;
+        });
+    }
+}
+
+async fn refuse_busy(mut stream: TcpStream) {
+    let body = error_json(&ApiError::new(
+        ErrorCode::Unavailable,
+        "too many status connections, try again",
+    ));
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        stream.shutdown().await?;
+        // Closing with the request still unread would reset the connection
+        // and the client could lose the answer: read what it sent first.
+        let mut sink = [0u8; 1024];
+        let mut left = MAX_HEAD;
+        while left > 0 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => left = left.saturating_sub(n),
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+}
+
+async fn serve_connection<S: StatusSource>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    source: Arc<S>,
+    roots: Arc<Roots>,
+) {
+    let span = tracing::debug_span!("status", peer = %peer);
+    let service = hyper::service::service_fn(move |request| {
+        let source = source.clone();
+        let roots = roots.clone();
+        // Reading cgroup and /proc files blocks, briefly: keep it off the
+        // runtime's worker threads.
+        async move {
+            let answer = tokio::task::spawn_blocking(move || handle(&*source, &roots, &request))
+                .await
+                .unwrap_or_else(|_| {
+                    error_response(&ApiError::new(
+                        ErrorCode::Internal,
+                        "the status handler panicked",
+                    ))
+                });
+            Ok::<_, Infallible>(answer)
+        }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(err) = connection.instrument(span.clone()).await {
+        span.in_scope(|| tracing::debug!(error = %err, "status connection ended"));
+    }
+}
+
+/// Answers one request; pure but for the usage files `roots` points at.
+fn handle<S: StatusSource + ?Sized>(
+    source: &S,
+    roots: &Roots,
+    request: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    match answer(
+        source,
+        roots,
+        request.method(),
+        request.uri().path(),
+        has_body(request),
+    ) {
+        Ok(response) => response,
+        Err(err) => error_response(&err),
+    }
+}
+
+fn has_body<B>(request: &Request<B>) -> bool {
+    let headers = request.headers();
+    headers.contains_key(hyper::header::TRANSFER_ENCODING)
+        || headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+fn answer<S: StatusSource + ?Sized>(
+    source: &S,
+    roots: &Roots,
+    method: &Method,
+    path: &str,
+    has_body: bool,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let route = match path.trim_end_matches('/') {
+        "/healthz" => Route::Healthz,
+        "/v1/apps" => Route::Apps,
+        "/metrics" => Route::Metrics,
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "no route {path} (the status server serves /healthz, /v1/apps and /metrics)"
+                ),
+            ))
+        }
+    };
+    if method != Method::GET && method != Method::HEAD {
+        return Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{path} takes GET, not {method} (the status server is read-only)"),
+        ));
+    }
+    if has_body {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "the status server accepts no request body",
+        ));
+    }
+    Ok(match route {
+        Route::Healthz => response("text/plain; charset=utf-8", b"ok\n".to_vec()),
+        Route::Apps => {
+            let list = AppList {
+                apps: source.apps().into_iter().map(|a| a.status).collect(),
+            };
+            let mut bytes = serde_json::to_vec(&list).expect("protocol types serialize");
+            bytes.push(b'\n');
+            response("application/json", bytes)
+        }
+        Route::Metrics => {
+            let scrape = scrape(source, roots);
+            response(metrics::CONTENT_TYPE, metrics::render(&scrape).into_bytes())
+        }
+    })
+}
+
+enum Route {
+    Healthz,
+    Apps,
+    Metrics,
+}
+
+/// Reads the daemon and each app's usage now.
+pub fn scrape<S: StatusSource + ?Sized>(source: &S, roots: &Roots) -> Scrape {
+    let apps = source
+        .apps()
+        .into_iter()
+        .map(|sample| AppMetrics {
+            usage: roots.usage(sample.cgroup.as_deref(), sample.status.pid),
+            status: sample.status,
+            readiness_failures: sample.readiness_failures,
+            memory_limit: sample.memory_limit,
+        })
+        .collect();
+    Scrape {
+        apps,
+        control_requests: source.control_requests(),
+        now: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
+    }
+}
+
+fn response(content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
+    with_type(StatusCode::OK, content_type, body)
+}
+
+fn error_json(err: &ApiError) -> Vec<u8> {
+    serde_json::to_vec(&ErrorBody { error: err.clone() }).expect("error bodies serialize")
+}
+
+fn error_response(err: &ApiError) -> Response<Full<Bytes>> {
+    let status =
+        StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    with_type(status, "application/json", error_json(err))
+}
+
+fn with_type(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests;
