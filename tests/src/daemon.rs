@@ -1,0 +1,551 @@
+//! Running the real `appvisord` on a [`Prefix`] and driving it with the
+//! real `appctl`, in the manner of Horust's kill-on-timeout test runner.
+//!
+//! Each daemon gets its own cgroup subtree name (`avt-<pid>-<n>`), because
+//! tests run in parallel threads and processes. On drop the daemon gets
+//! SIGTERM, then SIGKILL as a last resort, and its cgroup subtree is
+//! emptied and removed; a failing test prints the daemon's log. This module
+//! never touches a cgroup it did not name.
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use appvisor_protocol::{AppList, AppStatus, State};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::bins;
+use crate::prefix::Prefix;
+use crate::procfs;
+use crate::wait::poll_until;
+
+/// How a test wants its daemon configured and run.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// `[status] listen`; `""` (the default here) turns it off.
+    pub status_listen: String,
+    pub admin_users: Vec<String>,
+    pub admin_groups: Vec<String>,
+    /// Raw TOML appended to `appvisor.toml` (e.g. a `[defaults]` table).
+    pub extra_config: String,
+    /// Extra environment for the daemon (besides the test's own, which it
+    /// inherits, `LANG=C.UTF-8` and `NO_COLOR=1`).
+    pub env: Vec<(String, String)>,
+    /// The `--cgroup` name; `None` picks a fresh `avt-<pid>-<n>`. Set it to
+    /// a killed daemon's name to start its successor on the same subtree.
+    pub cgroup: Option<String>,
+    /// How long the daemon may take to answer on its socket.
+    pub ready_timeout: Duration,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> DaemonOptions {
+        DaemonOptions {
+            status_listen: String::new(),
+            admin_users: Vec::new(),
+            admin_groups: Vec::new(),
+            extra_config: String::new(),
+            env: Vec::new(),
+            cgroup: None,
+            ready_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A running `appvisord`.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    pid: u32,
+    socket: PathBuf,
+    config: PathBuf,
+    log_path: PathBuf,
+    cgroup: String,
+    /// cgroup v2 directories the subtree may be at, best guess first.
+    cgroup_candidates: Vec<PathBuf>,
+    /// Set by [`Daemon::kill_hard`]: a successor owns the subtree.
+    leave_cgroup: bool,
+}
+
+static NEXT_DAEMON: AtomicU32 = AtomicU32::new(0);
+
+fn quote(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serializes")
+}
+
+fn quote_list(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|s| quote(s)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// The text of `appvisor.toml` for `prefix`.
+pub fn daemon_config(prefix: &Prefix, options: &DaemonOptions) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "apps_dir = {}",
+        quote(&prefix.apps_dir().display().to_string())
+    );
+    let _ = writeln!(
+        t,
+        "log_dir = {}",
+        quote(&prefix.log_dir().display().to_string())
+    );
+    let _ = writeln!(
+        t,
+        "state_dir = {}",
+        quote(&prefix.state_dir().display().to_string())
+    );
+    let _ = writeln!(
+        t,
+        "\n[control]\nsocket = {}\nadmin_users = {}\nadmin_groups = {}",
+        quote(&prefix.socket().display().to_string()),
+        quote_list(&options.admin_users),
+        quote_list(&options.admin_groups),
+    );
+    let _ = writeln!(t, "\n[status]\nlisten = {}", quote(&options.status_listen));
+    if !options.extra_config.is_empty() {
+        t.push('\n');
+        t.push_str(&options.extra_config);
+        t.push('\n');
+    }
+    t
+}
+
+/// Whether something answers HTTP on the control socket.
+fn socket_answers(socket: &Path) -> bool {
+    let Ok(mut stream) = UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /v1/whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 8];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
+}
+
+/// Where a subtree called `name` may sit in the v2 tree: under the
+/// daemon's own cgroup, under the test's, or at the root.
+fn cgroup_candidates(name: &str, daemon_pid: u32) -> Vec<PathBuf> {
+    let Some(root) = procfs::cgroup2_root() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Some(path) = procfs::cgroup_of(daemon_pid) {
+        // The daemon may have moved itself into its subtree (NAME/daemon).
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        if let Some(i) = parts.iter().position(|p| *p == name) {
+            out.push(root.join(parts[..=i].join("/")));
+        }
+        out.push(root.join(&path).join(name));
+    }
+    if let Some(own) = procfs::cgroup_of(std::process::id()) {
+        out.push(root.join(own).join(name));
+    }
+    out.push(root.join(name));
+    out.dedup();
+    out
+}
+
+/// Subtrees called `name` in the v1 hierarchies (memory, pids) that hybrid
+/// hosts use for limits, at their roots or under the test's own cgroups.
+fn v1_cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    for controller in ["memory", "pids"] {
+        let base = Path::new("/sys/fs/cgroup").join(controller);
+        if !base.join("cgroup.procs").exists() {
+            continue;
+        }
+        let own_path = own.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            ctrls
+                .split(',')
+                .any(|c| c == controller)
+                .then(|| path.trim_start_matches('/').to_owned())
+        });
+        for dir in [
+            own_path.map(|p| base.join(p).join(name)),
+            Some(base.join(name)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if dir.is_dir() && !out.contains(&dir) {
+                out.push(dir);
+            }
+        }
+    }
+    out
+}
+
+impl Daemon {
+    /// Writes `appvisor.toml`, starts `appvisord --config … --cgroup …` with
+    /// stdout and stderr in `PREFIX/daemon.log`, and waits until its socket
+    /// answers.
+    pub fn start(prefix: &Prefix, options: DaemonOptions) -> Daemon {
+        let config = prefix.config_path();
+        fs::write(&config, daemon_config(prefix, &options))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+        let cgroup = options.cgroup.clone().unwrap_or_else(|| {
+            format!(
+                "avt-{}-{}",
+                std::process::id(),
+                NEXT_DAEMON.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+        let log_path = prefix.path().join("daemon.log");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", log_path.display()));
+        let log_err = log.try_clone().expect("dup of the log file");
+        let mut cmd = Command::new(bins::appvisord());
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("--cgroup")
+            .arg(&cgroup)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .env("LANG", "C.UTF-8")
+            // A plain log file to print on failure; also one more variable
+            // that must not leak into apps.
+            .env("NO_COLOR", "1");
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info,appvisor=debug");
+        }
+        cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+        let pid = child.id();
+        let mut daemon = Daemon {
+            child: Some(child),
+            pid,
+            socket: prefix.socket(),
+            config,
+            log_path,
+            cgroup_candidates: Vec::new(),
+            cgroup,
+            leave_cgroup: false,
+        };
+        let answered = poll_until(options.ready_timeout, || {
+            if let Some(status) = daemon.try_wait() {
+                panic!(
+                    "appvisord exited with {status} before its socket answered\n{}",
+                    daemon.log_tail(60)
+                );
+            }
+            socket_answers(&daemon.socket)
+        });
+        daemon.cgroup_candidates = cgroup_candidates(&daemon.cgroup, pid);
+        if !answered {
+            panic!(
+                "appvisord did not answer on {} within {:?}\n{}",
+                daemon.socket.display(),
+                options.ready_timeout,
+                daemon.log_tail(60)
+            );
+        }
+        daemon
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// The `--cgroup` name.
+    pub fn cgroup_name(&self) -> &str {
+        &self.cgroup
+    }
+
+    /// The daemon's cgroup v2 subtree, if it exists (now).
+    pub fn cgroup_dir(&self) -> Option<PathBuf> {
+        self.cgroup_candidates.iter().find(|d| d.is_dir()).cloned()
+    }
+
+    /// Every live process in the daemon's subtree except the daemon itself.
+    pub fn app_processes(&self) -> Vec<u32> {
+        self.cgroup_dir()
+            .map(|dir| procfs::cgroup_procs(&dir))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| *p != self.pid && procfs::process_exists(*p))
+            .collect()
+    }
+
+    /// The whole daemon log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the daemon log, with a header.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(n)..];
+        format!(
+            "--- appvisord log ({}, last {} lines) ---\n{}\n--- end of log ---",
+            self.log_path.display(),
+            tail.len(),
+            tail.join("\n")
+        )
+    }
+
+    /// The exit status, if the daemon has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Runs the real `appctl --socket SOCKET ARGS…`.
+    pub fn appctl<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new(bins::appctl());
+        cmd.arg("--socket").arg(&self.socket).args(args);
+        cmd.stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+    }
+
+    /// Runs `appctl ARGS…`, asserts exit 0 and returns stdout.
+    pub fn appctl_ok<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let args: Vec<S> = args.into_iter().collect();
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect();
+        let out = self.appctl(args);
+        assert!(
+            out.status.success(),
+            "appctl {} exited with {}\n{}\n{}",
+            shown.join(" "),
+            out.status,
+            describe_output(&out),
+            self.log_tail(40)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `appctl status --json`, parsed; `Err` says why not.
+    pub fn try_status(&self) -> Result<Vec<AppStatus>, String> {
+        let out = self.appctl(["status", "--json"]);
+        // 3: some app is not running; the JSON is still complete.
+        if !matches!(out.status.code(), Some(0) | Some(3)) {
+            return Err(format!(
+                "appctl status --json exited with {}\n{}",
+                out.status,
+                describe_output(&out)
+            ));
+        }
+        serde_json::from_slice::<AppList>(&out.stdout)
+            .map(|list| list.apps)
+            .map_err(|e| {
+                format!(
+                    "appctl status --json printed no app list: {e}\n{}",
+                    describe_output(&out)
+                )
+            })
+    }
+
+    /// `appctl status --json`; panics with the daemon log when it fails.
+    pub fn status_json(&self) -> Vec<AppStatus> {
+        self.try_status()
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.log_tail(40)))
+    }
+
+    /// One app's status; panics when the daemon does not list it.
+    pub fn app(&self, name: &str) -> AppStatus {
+        let apps = self.status_json();
+        apps.iter()
+            .find(|a| a.name == name)
+            .cloned()
+            .unwrap_or_else(|| {
+                let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+                panic!("appvisord does not list app {name:?}; it lists {names:?}")
+            })
+    }
+
+    /// `appctl logs APP -n N [--stderr]`: stdout of the command.
+    pub fn app_logs(&self, app: &str, lines: usize, stderr: bool) -> String {
+        let n = lines.to_string();
+        let mut args = vec!["logs", app, "-n", &n];
+        if stderr {
+            args.push("--stderr");
+        }
+        self.appctl_ok(args)
+    }
+
+    /// Polls `cond` until it holds; on the deadline panics naming `what`
+    /// with the daemon's recent log.
+    pub fn wait_until(&self, deadline: Duration, what: &str, cond: impl FnMut() -> bool) {
+        if !poll_until(deadline, cond) {
+            panic!(
+                "timed out after {deadline:?} waiting for {what}\n{}",
+                self.log_tail(60)
+            );
+        }
+    }
+
+    /// Waits until app `name` is in `state`, returning its status; on the
+    /// deadline panics with the app's last status and the daemon log.
+    pub fn wait_for_state(&self, name: &str, state: State, deadline: Duration) -> AppStatus {
+        let mut last: Result<Option<AppStatus>, String> = Ok(None);
+        let reached = poll_until(deadline, || {
+            last = self
+                .try_status()
+                .map(|apps| apps.into_iter().find(|a| a.name == name));
+            matches!(&last, Ok(Some(app)) if app.state == state)
+        });
+        match last {
+            Ok(Some(app)) if reached => app,
+            last => panic!(
+                "timed out after {deadline:?} waiting for app {name:?} to be {state}; \
+                 its last status: {}\n{}",
+                match last {
+                    Ok(Some(app)) => format!("{app:#?}"),
+                    Ok(None) => "not listed".to_owned(),
+                    Err(e) => e,
+                },
+                self.log_tail(60)
+            ),
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the daemon to exit.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        let mut status = None;
+        if !poll_until(within, || {
+            status = self.try_wait();
+            status.is_some()
+        }) {
+            panic!(
+                "appvisord did not exit within {within:?} of SIGTERM\n{}",
+                self.log_tail(60)
+            );
+        }
+        status.expect("exit status after poll")
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: Signal) {
+        let _ = kill(Pid::from_raw(self.pid as i32), signal);
+    }
+
+    /// SIGKILLs the daemon and reaps it, leaving its apps and cgroup
+    /// subtree for a successor started with [`DaemonOptions::cgroup`] set to
+    /// the returned name.
+    pub fn kill_hard(mut self) -> String {
+        self.signal(Signal::SIGKILL);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        self.leave_cgroup = true;
+        self.cgroup.clone()
+    }
+
+    fn stop_process(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        self.signal(Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!(
+            "appvisord (pid {}) ignored SIGTERM for 30s: SIGKILL",
+            self.pid
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    fn clean_cgroups(&self) {
+        let mut dirs: Vec<PathBuf> = self
+            .cgroup_candidates
+            .iter()
+            .filter(|d| d.is_dir())
+            .cloned()
+            .collect();
+        dirs.extend(v1_cgroup_dirs(&self.cgroup));
+        for dir in dirs {
+            let left = procfs::kill_cgroup_tree(&dir, Duration::from_secs(5));
+            if !left.is_empty() {
+                eprintln!(
+                    "processes left in {} after SIGKILL: {left:?}",
+                    dir.display()
+                );
+            }
+            let failed = procfs::remove_cgroup_tree(&dir);
+            if !failed.is_empty() {
+                eprintln!("could not remove cgroups: {failed:?}");
+            }
+        }
+    }
+}
+
+/// A command's exit status, stdout and stderr, for failure messages.
+pub fn describe_output(out: &Output) -> String {
+    format!(
+        "status: {}{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.status
+            .signal()
+            .map(|s| format!(" (signal {s})"))
+            .unwrap_or_default(),
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    )
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop_process();
+        if !self.leave_cgroup {
+            self.clean_cgroups();
+        }
+        if thread::panicking() {
+            eprintln!("{}", self.log_tail(200));
+        }
+    }
+}

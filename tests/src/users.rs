@@ -1,0 +1,167 @@
+//! Real Unix users and groups for tests, created once and kept.
+//!
+//! Names start with `avt` so a person can tell them apart and remove them
+//! (`userdel avt-app1`). Creation is serialized across threads and across
+//! processes with an flock, because cargo runs test binaries in parallel
+//! and `useradd` fails while another holds `/etc/passwd`'s lock. This module
+//! never deletes or changes a user it did not create.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::path::PathBuf;
+use std::process::Command;
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::unistd::{getgrouplist, Gid, Group, Uid, User};
+
+const LOCK_FILE: &str = "/tmp/appvisor-tests-users.lock";
+
+/// A Unix user as the user database records it.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    /// The primary group.
+    pub gid: u32,
+    pub home: PathBuf,
+    pub shell: PathBuf,
+}
+
+/// A Unix group.
+#[derive(Debug, Clone)]
+pub struct TestGroup {
+    pub name: String,
+    pub gid: u32,
+}
+
+fn lock() -> Flock<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .unwrap_or_else(|e| panic!("opening {LOCK_FILE}: {e}"));
+    Flock::lock(file, FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, e)| panic!("locking {LOCK_FILE}: {e}"))
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+fn check_name(name: &str) {
+    assert!(
+        name.starts_with("avt") && name.len() <= 32,
+        "test users and groups are named avt*, at most 32 bytes: {name:?}"
+    );
+}
+
+impl TestGroup {
+    /// Creates the system group `name` unless it exists.
+    pub fn ensure(name: &str) -> TestGroup {
+        check_name(name);
+        let _lock = lock();
+        if Group::from_name(name).expect("getgrnam").is_none() {
+            run(Command::new("groupadd").args(["--system", name]));
+        }
+        TestGroup::lookup(name).expect("group exists after groupadd")
+    }
+
+    /// The group's record, if it exists.
+    pub fn lookup(name: &str) -> Option<TestGroup> {
+        Group::from_name(name)
+            .expect("getgrnam")
+            .map(|g| TestGroup {
+                name: g.name,
+                gid: g.gid.as_raw(),
+            })
+    }
+}
+
+impl TestUser {
+    /// Creates the system user `name` (no home, shell nologin, its own
+    /// primary group) unless it exists.
+    pub fn ensure(name: &str) -> TestUser {
+        TestUser::ensure_in_groups(name, &[])
+    }
+
+    /// Like [`TestUser::ensure`], and makes the user a member of each of
+    /// `groups` (created when missing), keeping memberships it already has.
+    pub fn ensure_in_groups(name: &str, groups: &[&str]) -> TestUser {
+        check_name(name);
+        for group in groups {
+            TestGroup::ensure(group);
+        }
+        let _lock = lock();
+        if User::from_name(name).expect("getpwnam").is_none() {
+            run(Command::new("useradd").args([
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--user-group",
+                name,
+            ]));
+        }
+        let user = TestUser::lookup(name).expect("user exists after useradd");
+        let have = user.group_names();
+        for group in groups {
+            if !have.iter().any(|g| g == group) {
+                run(Command::new("usermod").args(["--append", "--groups", group, name]));
+            }
+        }
+        user
+    }
+
+    /// The user's record, if it exists.
+    pub fn lookup(name: &str) -> Option<TestUser> {
+        User::from_name(name).expect("getpwnam").map(|u| TestUser {
+            name: u.name,
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+            home: u.dir,
+            shell: u.shell,
+        })
+    }
+
+    /// Every group the user is in, the primary one included, as the group
+    /// database says (what `initgroups` gives a process).
+    pub fn group_ids(&self) -> Vec<u32> {
+        let name = CString::new(self.name.clone()).expect("user name has no NUL");
+        let mut gids: Vec<u32> = getgrouplist(&name, Gid::from_raw(self.gid))
+            .expect("getgrouplist")
+            .into_iter()
+            .map(Gid::as_raw)
+            .collect();
+        gids.sort_unstable();
+        gids.dedup();
+        gids
+    }
+
+    /// Names of [`TestUser::group_ids`].
+    pub fn group_names(&self) -> Vec<String> {
+        self.group_ids()
+            .into_iter()
+            .filter_map(|gid| Group::from_gid(Gid::from_raw(gid)).ok().flatten())
+            .map(|g| g.name)
+            .collect()
+    }
+
+    pub fn uid(&self) -> Uid {
+        Uid::from_raw(self.uid)
+    }
+
+    pub fn gid(&self) -> Gid {
+        Gid::from_raw(self.gid)
+    }
+}
