@@ -300,10 +300,20 @@ mod tests {
         report(app, &plan, None, kernel_abi)
     }
 
+    /// (name, app, kernel ABI, ABI cap, failed checks, score)
+    type ScoreCase = (
+        &'static str,
+        ResolvedApp,
+        u8,
+        Option<u8>,
+        Vec<&'static str>,
+        f64,
+    );
+
     #[test]
     fn scores_follow_the_failed_weights() {
         #[rustfmt::skip]
-        let cases: Vec<(&str, ResolvedApp, u8, Option<u8>, Vec<&str>, f64)> = vec![
+        let cases: Vec<ScoreCase> = vec![
             ("default sandbox, no limits", resolved(|_| {}, false), 7, None,
              vec!["outbound-restricted", "memory-limit", "tasks-limit", "cpu-limit"], 2.6),
             ("tight", resolved(|s| s.connect_ports = Some(vec![5432]), true), 7, None, vec![], 0.0),

@@ -347,13 +347,22 @@ mod tests {
         plan
     }
 
+    /// (mode, connect_ports, ABI cap, kernel ABI, (ABI, status, not enforced) or refusal)
+    type DecideCase = (
+        Requirement,
+        Option<Vec<u16>>,
+        Option<u8>,
+        u8,
+        Result<(u8, Enforcement, Vec<Feature>), &'static str>,
+    );
+
     #[test]
     fn decides_what_each_abi_enforces() {
         use Enforcement::{Full, Partial};
         use Feature::*;
         use Requirement::*;
         #[rustfmt::skip]
-        let cases: Vec<(Requirement, Option<Vec<u16>>, Option<u8>, u8, Result<(u8, Enforcement, Vec<Feature>), &str>)> = vec![
+        let cases: Vec<DecideCase> = vec![
             (Require, None, None, 7, Ok((7, Full, vec![]))),
             (Require, Some(vec![5432]), None, 6, Ok((6, Full, vec![]))),
             (Require, None, None, 9, Ok((7, Full, vec![]))),
