@@ -116,6 +116,18 @@ pub enum Command {
     },
     /// Show who the daemon thinks you are and which apps you may control.
     Whoami,
+    /// Show what confines each app and its exposure score (0 best, 10 worst).
+    ///
+    /// The score weighs checks (Landlock enforced, code read-only, limits
+    /// set, ...); each is listed with its weight and whether it passed.
+    Security {
+        /// The apps to show (default: every app you may see).
+        #[arg(value_name = "APP")]
+        apps: Vec<String>,
+        /// Print the reports as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Flags shared by start, stop, restart and reload.

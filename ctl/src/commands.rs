@@ -62,7 +62,7 @@ impl CommandError {
 
 /// Writes to stdout; a reader that went away (`appctl logs | head`) is not
 /// an error, so output just ends.
-fn print(text: &str) -> Result<(), CommandError> {
+pub(crate) fn print(text: &str) -> Result<(), CommandError> {
     print_bytes(text.as_bytes())
 }
 

@@ -10,6 +10,7 @@ mod cli;
 mod commands;
 mod exit;
 mod render;
+mod security;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -68,6 +69,9 @@ fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> Result<Exit, CommandError
         } => runtime.block_on(commands::logs(&client, app, *follow, *lines, *stderr)),
         Command::Update { dry_run } => runtime.block_on(commands::update(&client, *dry_run)),
         Command::Whoami => runtime.block_on(commands::whoami(&client)),
+        Command::Security { apps, json } => {
+            runtime.block_on(security::security(&client, apps, *json))
+        }
         Command::Check { files } => {
             let config = cli.config.as_deref();
             let daemon_config = config.unwrap_or(Path::new(cli::DEFAULT_CONFIG));

@@ -47,6 +47,11 @@ pub mod routes {
         format!("/v1/apps/{name}/signal")
     }
 
+    /// `GET /v1/apps/NAME/security`: what confines the app ([`crate::AppSecurity`]).
+    pub fn security(name: &str) -> String {
+        format!("/v1/apps/{name}/security")
+    }
+
     /// `GET /v1/apps/NAME/logs?stream=stdout&lines=100&follow=true`.
     pub fn logs(name: &str, stream: crate::LogStream, lines: usize, follow: bool) -> String {
         format!("/v1/apps/{name}/logs?stream={stream}&lines={lines}&follow={follow}")
@@ -130,6 +135,92 @@ pub struct AppStatus {
     pub stopped_by: Option<StoppedBy>,
     /// The newest file did not validate: the app runs its last valid version.
     pub config_error: Option<String>,
+}
+
+/// `GET /v1/apps/NAME/security`: the effective sandbox of one app and its
+/// exposure score, in the spirit of `systemd-analyze security`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppSecurity {
+    pub name: String,
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    pub landlock: LandlockSecurity,
+    /// Landlock path rules, system paths included.
+    pub paths: Vec<SecurityPath>,
+    /// TCP ports the app may bind (Landlock); empty: none.
+    pub bind_ports: Vec<u16>,
+    /// TCP ports the app may connect to (Landlock); `None`: any.
+    pub connect_ports: Option<Vec<u16>>,
+    /// Namespaces of its own: `mount`, `ipc`, `uts`, `network`.
+    pub namespaces: Vec<String>,
+    pub private_tmp: bool,
+    /// `host` or `none`.
+    pub network: String,
+    pub limits: SecurityLimits,
+    pub no_new_privs: bool,
+    /// Capabilities the app's processes hold: always empty.
+    pub capabilities: Vec<String>,
+    /// Every check, each with its weight and result.
+    pub checks: Vec<SecurityCheck>,
+    /// 0.0 (tight) to 10.0 (unconfined): the weight of failed checks over
+    /// the total weight, times 10.
+    pub exposure: f64,
+}
+
+/// Landlock as configured and as last enforced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LandlockSecurity {
+    /// `require` or `best-effort`.
+    pub mode: String,
+    /// What the kernel supports.
+    pub kernel_abi: u8,
+    /// The ABI used at the last spawn, or that would be used now.
+    pub abi: u8,
+    /// `full`, `partial` or `none`; `refused` when `require` cannot be met.
+    pub status: String,
+    /// Features not enforced, e.g. `connect_ports (needs ABI 4)`.
+    pub not_enforced: Vec<String>,
+    /// Whether the fields come from the helper's report of the last spawn
+    /// (`true`) or from the kernel's ABI now (`false`, never started).
+    pub reported: bool,
+}
+
+/// One Landlock path rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityPath {
+    pub path: String,
+    /// `read-execute`, `read` or `read-write`.
+    pub access: String,
+    /// Why it is there: `system`, `command`, `venv`, `python-home`,
+    /// `directory`, `read_only`, `read_write`, `tmp`.
+    pub origin: String,
+}
+
+/// `[limits]`, as applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityLimits {
+    /// Bytes.
+    pub memory: Option<u64>,
+    pub tasks: Option<u64>,
+    /// Percent of one CPU.
+    pub cpu: Option<u32>,
+    pub open_files: Option<u64>,
+    /// RLIMIT_CORE: always 0.
+    pub core: u64,
+}
+
+/// One weighted check of the exposure score.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityCheck {
+    /// Stable identifier, e.g. `landlock-enforced`.
+    pub id: String,
+    /// What passing means, e.g. "Landlock rules fully enforced".
+    pub description: String,
+    pub weight: u32,
+    pub passed: bool,
 }
 
 /// `GET /v1/apps`.

@@ -118,6 +118,21 @@ pub struct Daemon {
     apply_lock: tokio::sync::Mutex<()>,
 }
 
+/// `APPVISOR_LANDLOCK_ABI_MAX`, a cap for tests (see `sandbox`).
+fn landlock_abi_max() -> Option<u8> {
+    let value = std::env::var(crate::sandbox::LANDLOCK_ABI_MAX_VAR).ok()?;
+    let cap = crate::sandbox::parse_landlock_abi_max(&value);
+    match cap {
+        Some(cap) => tracing::warn!(cap, "Landlock ABI capped for testing"),
+        None => tracing::error!(
+            value,
+            "ignoring an invalid {}",
+            crate::sandbox::LANDLOCK_ABI_MAX_VAR
+        ),
+    }
+    cap
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(options: Options) -> Result<(), DaemonError> {
     let config = config::load_daemon_or_default(&options.config, options.config_explicit)?;
@@ -161,6 +176,12 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         events: Events::default(),
         notify_dir,
         lang: std::env::var("LANG").ok(),
+        // sandbox (issue 4): v1 limit hierarchies and the Landlock ABI cap.
+        limits: crate::cgroup::LimitRoot::detect(&options.cgroup_name).unwrap_or_else(|error| {
+            tracing::warn!(%error, "no v1 hierarchies for limits");
+            crate::cgroup::LimitRoot::default()
+        }),
+        landlock_abi_max: landlock_abi_max(),
     });
     let daemon = Arc::new(Daemon {
         intents: Intents::load(spec.state_dir.join("stopped.json")),
@@ -324,6 +345,14 @@ impl Daemon {
         let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
         let entry = apps.get(name)?;
         Some(entry_status(name, entry))
+    }
+
+    /// What confines app `name`, whoever asks (the caller checks access).
+    pub fn security(&self, name: &str) -> Option<appvisor_protocol::AppSecurity> {
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        let handle = apps.get(name)?.handle.as_ref()?;
+        let snapshot = handle.snapshot.borrow();
+        Some(crate::supervise::security(&snapshot, &self.shared))
     }
 
     pub fn logs(&self, name: &str) -> Option<Arc<AppLogs>> {

@@ -13,7 +13,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use appvisor::sandbox::{Rlimit, RlimitResource};
+use appvisor::sandbox::{Rlimit, RlimitResource, SandboxPlan};
 use appvisor::spawn::{spawn_with_helper, SpawnFailure, SpawnPlan, SpawnStep};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -60,6 +60,8 @@ fn plan(argv: &[&str], directory: &Path) -> SpawnPlan {
         rlimits: Vec::new(),
         listen_names: Vec::new(),
         no_new_privs: true,
+        extra_cgroup_procs: Vec::new(),
+        sandbox: SandboxPlan::unconfined(),
     }
 }
 

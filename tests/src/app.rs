@@ -66,6 +66,9 @@ pub struct AppBuilder {
     log_keep: Option<u32>,
     read_only: Vec<PathBuf>,
     read_write: Vec<PathBuf>,
+    /// Raw `key = value` lines for `[sandbox]` and `[limits]`.
+    sandbox_lines: Vec<String>,
+    limit_lines: Vec<String>,
     extra: String,
 }
 
@@ -133,6 +136,8 @@ impl AppBuilder {
             log_keep: None,
             read_only: Vec::new(),
             read_write: Vec::new(),
+            sandbox_lines: Vec::new(),
+            limit_lines: Vec::new(),
             extra: String::new(),
         }
     }
@@ -234,6 +239,24 @@ impl AppBuilder {
 
     pub fn read_write(mut self, path: impl AsRef<Path>) -> Self {
         self.read_write.push(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// One `[sandbox]` key as raw TOML, e.g. `("bind_ports", "[8001]")`.
+    pub fn sandbox(mut self, key: &str, value_toml: &str) -> Self {
+        self.sandbox_lines.push(format!("{key} = {value_toml}"));
+        self
+    }
+
+    /// `[sandbox] bind_ports`: the test apps bind their own ports.
+    pub fn bind_ports(self, ports: &[u16]) -> Self {
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        self.sandbox("bind_ports", &format!("[{}]", list.join(", ")))
+    }
+
+    /// One `[limits]` key as raw TOML, e.g. `("memory", "\"64MiB\"")`.
+    pub fn limit(mut self, key: &str, value_toml: &str) -> Self {
+        self.limit_lines.push(format!("{key} = {value_toml}"));
         self
     }
 
@@ -339,13 +362,25 @@ impl AppBuilder {
                 let _ = writeln!(t, "keep = {k}");
             }
         }
-        if !self.read_only.is_empty() || !self.read_write.is_empty() {
+        if !self.read_only.is_empty()
+            || !self.read_write.is_empty()
+            || !self.sandbox_lines.is_empty()
+        {
             t.push_str("\n[sandbox]\n");
             if !self.read_only.is_empty() {
                 let _ = writeln!(t, "read_only = {}", path_list(&self.read_only));
             }
             if !self.read_write.is_empty() {
                 let _ = writeln!(t, "read_write = {}", path_list(&self.read_write));
+            }
+            for line in &self.sandbox_lines {
+                let _ = writeln!(t, "{line}");
+            }
+        }
+        if !self.limit_lines.is_empty() {
+            t.push_str("\n[limits]\n");
+            for line in &self.limit_lines {
+                let _ = writeln!(t, "{line}");
             }
         }
         if !self.extra.is_empty() {

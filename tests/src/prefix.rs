@@ -1,8 +1,10 @@
 //! A temp prefix standing in for `/etc/appvisor`, `/var/log/appvisor`,
 //! `/var/lib/appvisor` and `/run/appvisor`, plus the apps' code.
 //!
-//! It lives under /tmp with mode 0755 so app users can traverse it, and is
-//! removed on drop unless the test is failing, when it is kept for a look.
+//! It lives under [`BASE`] with mode 0755 so app users can traverse it, and
+//! is removed on drop unless the test is failing, when it is kept for a
+//! look. Not under /tmp: an app's private /tmp would hide its own code,
+//! logs and notify socket there.
 //! It never writes outside its own directory.
 
 use std::fs;
@@ -13,6 +15,9 @@ use tempfile::TempDir;
 
 use crate::bins;
 use crate::users::TestUser;
+
+/// Where prefixes are made.
+pub const BASE: &str = "/var/lib/appvisor-tests";
 
 /// One test's file tree.
 #[derive(Debug)]
@@ -28,12 +33,13 @@ fn mkdir(path: &Path, mode: u32) {
 }
 
 impl Prefix {
-    /// Makes `/tmp/avt-XXXXXX` with `apps.d`, `logs`, `state`, `run` and `code`.
+    /// Makes `BASE/avt-XXXXXX` with `apps.d`, `logs`, `state`, `run` and `code`.
     pub fn new() -> Prefix {
+        mkdir(Path::new(BASE), 0o755);
         let dir = tempfile::Builder::new()
             .prefix("avt-")
-            .tempdir_in("/tmp")
-            .expect("creating a temp prefix in /tmp");
+            .tempdir_in(BASE)
+            .unwrap_or_else(|e| panic!("creating a temp prefix in {BASE}: {e}"));
         let root = dir.path().to_path_buf();
         mkdir(&root, 0o755);
         for sub in ["apps.d", "logs", "state", "run", "code"] {

@@ -74,6 +74,8 @@ pub fn gunicorn(prefix: &Prefix, name: &str, user: &TestUser, port: u16) -> AppB
     .readiness_timeout(Duration::from_secs(30))
     .read_only(bins::venv())
     .read_only(&dir)
+    // gunicorn binds its own port until the daemon holds listen sockets.
+    .bind_ports(&[port])
 }
 
 /// Pids printed by the test apps as `LABEL pid N` (e.g. `main`,

@@ -586,7 +586,22 @@ fn exit_reason(exit: &Exit) -> String {
             ),
             Err(_) => format!("killed by signal {number} after {uptime:.1}s"),
         },
+        ExitStatus::MemoryLimit { limit } => format!(
+            "killed: memory limit {} reached after {uptime:.1}s",
+            binary_size(limit)
+        ),
     }
+}
+
+/// `512MiB`, `1GiB`, `1536KiB`, `1000B`: the largest binary unit that
+/// divides `bytes`, the form `[limits] memory` is written in.
+fn binary_size(bytes: u64) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes}B")
 }
 
 /// A configured duration in seconds: "60s", "0.5s", "1.25s".
@@ -983,6 +998,7 @@ mod tests {
             (Never, true, 12, Code(1), &[], AppState::Exited, "exited with status 1 after 12.5s, restart policy is never".to_owned()),
             (Never, false, 0, Code(0), &[Effect::CancelProbe, Effect::CancelTimer], AppState::Exited, "exited with status 0 after 0.5s, restart policy is never".to_owned()),
             (Always, true, 12, Sig(70), &[Effect::Spawn], AppState::Starting, respawn("killed by signal 70 after 12.5s")),
+            (OnFailure, true, 12, ExitStatus::MemoryLimit { limit: 512 << 20 }, &[Effect::Spawn], AppState::Starting, respawn("killed: memory limit 512MiB reached after 12.5s")),
         ];
         for (policy, ready, lived, status, effects, state, reason) in cases {
             let mut r = Run::new(with(|p| p.restart.policy = *policy));

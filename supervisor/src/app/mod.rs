@@ -57,6 +57,12 @@ pub enum Cause {
 pub enum ExitStatus {
     Code(i32),
     Signal(i32),
+    /// Killed by the kernel because the app reached `[limits] memory`
+    /// (bytes); the shell tells this apart from a plain SIGKILL through the
+    /// memory cgroup's OOM-kill counter.
+    MemoryLimit {
+        limit: u64,
+    },
 }
 
 /// The parts of an app's settings that drive its state machine.

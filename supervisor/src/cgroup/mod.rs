@@ -1,6 +1,7 @@
 //! One cgroup v2 per app: create it, kill everything in it (daemonized
 //! grandchildren included), learn without polling when it is empty, check
-//! that a pid belongs to it, and remove it. Limits come later.
+//! that a pid belongs to it, and remove it; and its `[limits]` (`limits`),
+//! in v2 where the controllers are enabled, else in the v1 hierarchies.
 //!
 //! Layout: `<v2 mount><daemon's own cgroup>/<instance>/<app>`, e.g.
 //! `/sys/fs/cgroup/unified/appvisor/shop` on a hybrid host whose daemon runs
@@ -27,6 +28,7 @@
 //!   [`AppCgroup::contains_pid`].
 
 mod discover;
+mod limits;
 #[cfg(test)]
 mod root_tests;
 mod tree;
@@ -36,6 +38,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use discover::{find_v2_mount, own_v2_path};
+pub use limits::{cpu_quota, parse_oom_kill, AppLimits, Controller, LimitRoot, CPU_PERIOD_US};
 pub use tree::{AppCgroup, CgroupRoot, ReapReport, Reaped};
 pub use watch::CgroupWatcher;
 
@@ -92,6 +95,8 @@ pub enum CgroupError {
         #[source]
         source: nix::errno::Errno,
     },
+    #[error("no cgroup hierarchy offers the {controller} controller")]
+    NoController { controller: &'static str },
     #[error("the cgroup watcher lost its inotify instance")]
     WatcherGone,
     #[error("the cgroup watcher must be started inside a tokio runtime")]

@@ -379,7 +379,7 @@ impl AppCgroup {
 
 /// Instance and app names become directory names next to the kernel's
 /// interface files, which all contain a dot: allow no dot, no slash.
-fn check_name(name: &str) -> Result<(), CgroupError> {
+pub(super) fn check_name(name: &str) -> Result<(), CgroupError> {
     let valid = !name.is_empty()
         && name.len() <= 255
         && name
@@ -427,7 +427,7 @@ fn parse_populated(events: &str) -> Option<bool> {
     })
 }
 
-fn read_to_string(path: impl AsRef<Path>) -> Result<String, CgroupError> {
+pub(super) fn read_to_string(path: impl AsRef<Path>) -> Result<String, CgroupError> {
     fs::read_to_string(path.as_ref()).map_err(|source| CgroupError::Read {
         path: path.as_ref().to_owned(),
         source,
@@ -436,7 +436,7 @@ fn read_to_string(path: impl AsRef<Path>) -> Result<String, CgroupError> {
 
 /// Writes to an existing kernel file: never creates it, and writes the value
 /// in one `write(2)` as cgroupfs expects.
-fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
+pub(super) fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
     fs::OpenOptions::new()
         .write(true)
         .open(path)
@@ -447,7 +447,7 @@ fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
         })
 }
 
-fn create_dir(path: &Path) -> Result<(), CgroupError> {
+pub(super) fn create_dir(path: &Path) -> Result<(), CgroupError> {
     match fs::create_dir(path) {
         Err(source) if source.kind() != io::ErrorKind::AlreadyExists => Err(CgroupError::Create {
             path: path.to_owned(),
@@ -457,7 +457,7 @@ fn create_dir(path: &Path) -> Result<(), CgroupError> {
     }
 }
 
-fn remove_dir(path: &Path) -> Result<(), CgroupError> {
+pub(super) fn remove_dir(path: &Path) -> Result<(), CgroupError> {
     match fs::remove_dir(path) {
         Err(source) if source.kind() != io::ErrorKind::NotFound => Err(CgroupError::Remove {
             path: path.to_owned(),

@@ -120,6 +120,7 @@ enum Route<'a> {
     App(&'a str),
     Action(&'a str, appvisor_protocol::Action),
     Logs(&'a str),
+    Security(&'a str),
     Events,
     ConfigApply,
 }
@@ -133,6 +134,7 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
         ["v1", "config", "apply"] => (Method::POST, Route::ConfigApply),
         ["v1", "apps", name] => (Method::GET, Route::App(name)),
         ["v1", "apps", name, "logs"] => (Method::GET, Route::Logs(name)),
+        ["v1", "apps", name, "security"] => (Method::GET, Route::Security(name)),
         ["v1", "apps", name, action] => {
             use appvisor_protocol::Action::*;
             let action = match *action {
@@ -255,6 +257,13 @@ async fn dispatch(
             };
             daemon.events().audit(peer, Some(name), verb, outcome);
             result
+        }
+        Route::Security(name) => {
+            authorize_app(daemon, peer, name, Operation::View, "see")?;
+            let security = daemon
+                .security(name)
+                .ok_or_else(|| hidden(peer, name, "see"))?;
+            Ok(json_response(&security))
         }
         Route::Logs(name) => {
             authorize_app(daemon, peer, name, Operation::View, "read the logs of")?;
@@ -489,6 +498,11 @@ mod tests {
                 Ok(Route::Action("shop", Action::Signal)),
             ),
             (Method::GET, "/v1/apps/shop/logs", Ok(Route::Logs("shop"))),
+            (
+                Method::GET,
+                "/v1/apps/shop/security",
+                Ok(Route::Security("shop")),
+            ),
             (Method::GET, "/v1/events", Ok(Route::Events)),
             (Method::POST, "/v1/config/apply", Ok(Route::ConfigApply)),
             (

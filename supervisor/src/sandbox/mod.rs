@@ -1,15 +1,52 @@
-//! Confinement applied to an app's process by the exec helper
-//! (`spawn::child`), between dropping to the app's user and exec.
+//! Confinement of an app's process: what it may touch (Landlock), what it
+//! sees (namespaces), what it may do (capabilities, no_new_privs, rlimits),
+//! and how exposed the result leaves it.
 //!
-//! Today this module owns resource limits and no_new_privs; Landlock,
-//! namespaces and capability bounding come later and slot into the helper's
-//! ordered steps where `spawn::child` marks them. Everything here is a thin,
-//! single-purpose wrapper around one kernel call, run only by the helper:
-//! nothing here may be called from the daemon's own process, whose
-//! privileges and limits it would change for every app.
+//! Two halves, kept apart:
+//!
+//! - pure, run in the daemon: [`rules`] computes the [`SandboxPlan`] from an
+//!   app's spec, [`landlock::decide`] what a kernel ABI can enforce, and
+//!   [`exposure`] the checks and score `appctl security` shows;
+//! - kernel calls, run only by the exec helper (`spawn::child`) in its fixed
+//!   order: [`namespaces::enter`], [`capabilities`], [`apply_rlimit`],
+//!   [`set_no_new_privs`], [`landlock::apply`]. None of these may ever be
+//!   called from the daemon's own process, whose privileges and limits they
+//!   would change for every app.
+
+pub mod capabilities;
+pub mod exposure;
+pub mod landlock;
+pub mod namespaces;
+pub mod rules;
+#[cfg(test)]
+pub(crate) mod test_spec;
 
 use nix::sys::resource::{setrlimit, Resource};
 use serde::{Deserialize, Serialize};
+
+pub use self::landlock::{Enforcement, Feature, LandlockRecord, LandlockRefusal};
+pub use rules::{
+    LandlockPlan, NamespacePlan, PathAccess, PathRule, Requirement, RuleOrigin, SandboxInputs,
+    SandboxPlan, SYSTEM_PATHS,
+};
+
+/// The base interpreter's `bin` of the venv holding `program`, from its
+/// `pyvenv.cfg`. Daemon side: reads one small file before the plan is built.
+pub fn python_home(program: &std::path::Path) -> Option<std::path::PathBuf> {
+    let venv = rules::venv_of(program)?;
+    let cfg = std::fs::read_to_string(venv.join("pyvenv.cfg")).ok()?;
+    rules::parse_pyvenv_home(&cfg)
+}
+
+/// `APPVISOR_LANDLOCK_ABI_MAX`: caps the Landlock ABI the exec helper uses,
+/// so tests can show what an older kernel would enforce. Read once, at
+/// daemon start; not meant for production.
+pub const LANDLOCK_ABI_MAX_VAR: &str = "APPVISOR_LANDLOCK_ABI_MAX";
+
+/// Parses the value of [`LANDLOCK_ABI_MAX_VAR`].
+pub fn parse_landlock_abi_max(value: &str) -> Option<u8> {
+    value.trim().parse().ok()
+}
 
 /// A resource limit the helper sets before dropping privileges (raising a
 /// hard limit needs root).
@@ -27,6 +64,9 @@ pub struct Rlimit {
 pub enum RlimitResource {
     /// `open_files`: RLIMIT_NOFILE.
     OpenFiles,
+    /// Core dump size: always 0, since a dump holds the app's secrets and
+    /// is written where the app no longer decides.
+    Core,
 }
 
 impl RlimitResource {
@@ -34,12 +74,14 @@ impl RlimitResource {
     pub fn kernel_name(self) -> &'static str {
         match self {
             RlimitResource::OpenFiles => "RLIMIT_NOFILE",
+            RlimitResource::Core => "RLIMIT_CORE",
         }
     }
 
     fn resource(self) -> Resource {
         match self {
             RlimitResource::OpenFiles => Resource::RLIMIT_NOFILE,
+            RlimitResource::Core => Resource::RLIMIT_CORE,
         }
     }
 }

@@ -28,7 +28,7 @@ use nix::sys::stat::{fstat, umask, Mode, SFlag};
 use nix::unistd::{chdir, getpid, setgroups, setresgid, setresuid, setsid, setuid, Gid, Uid};
 
 use super::plan::SpawnPlan;
-use super::report::{SpawnFailure, SpawnStep};
+use super::report::{Applied, SpawnFailure, SpawnStep};
 use super::{FIRST_LISTEN_FD, HELPER_ARG, PLAN_FD, REPORT_FD};
 use crate::sandbox;
 
@@ -114,6 +114,11 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
     if let Some(procs) = &plan.cgroup_procs {
         join_cgroup(procs)?;
     }
+    // The v1 memory, pids and cpu cgroups that carry the app's limits on a
+    // hybrid host: joined at the same point for the same reason.
+    for procs in &plan.extra_cgroup_procs {
+        join_cgroup(procs)?;
+    }
 
     // 5. A new session: own process group, no controlling terminal. A fresh
     //    child of the daemon is never a group leader, so this cannot fail
@@ -129,10 +134,13 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
         })?;
     }
 
-    // (namespaces, later: unshare the mount namespace for a private /tmp and
-    //  the network namespace for `network = "none"` here, while still root:
-    //  unshare(CLONE_NEWNS) and mounting need CAP_SYS_ADMIN. It must precede
-    //  chdir, which then resolves the directory inside the new mount view.)
+    // 6b. Namespaces while still root: unshare and mounting need
+    //    CAP_SYS_ADMIN. Mount, IPC, UTS and (network = "none") network
+    //    namespaces, then the private /tmp and /var/tmp. Before chdir, which
+    //    then resolves the directory in the new mount view, and before
+    //    Landlock, whose /tmp rule must name the private tmpfs.
+    sandbox::namespaces::enter(&plan.sandbox.namespaces)
+        .map_err(|e| SpawnFailure::new(SpawnStep::Namespaces, e.errno(), e.detail()))?;
 
     // 7. umask: inherited across exec, and set before the app can create
     //    anything.
@@ -147,9 +155,11 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
         })?;
     umask(mask);
 
-    // (capabilities, later: drop the bounding set here, before setuid,
-    //  because PR_CAPBSET_DROP needs CAP_SETPCAP; setuid below then clears
-    //  the permitted, effective and ambient sets of a non-root uid.)
+    // 7b. Capabilities: empty the bounding set here, before setuid, because
+    //    PR_CAPBSET_DROP needs CAP_SETPCAP; also the inheritable and ambient
+    //    sets. setuid below then clears the permitted and effective sets.
+    sandbox::capabilities::drop_all()
+        .map_err(|e| SpawnFailure::new(SpawnStep::Capabilities, Errno::EPERM, e.to_string()))?;
 
     // 8-10. Identity: groups, then gid, then uid. setgroups and setgid need
     //    root, so they come before setuid, which gives root up for good.
@@ -177,12 +187,43 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
         sandbox::set_no_new_privs().map_err(|e| SpawnFailure::new(SpawnStep::NoNewPrivs, e, ""))?;
     }
 
-    // (capabilities check, later: verify that the permitted, effective,
-    //  inheritable and ambient sets are empty.)
+    // 13b. Prove the capability sets are all empty now, as the kernel
+    //    promises for setuid from root without keep-caps.
+    sandbox::capabilities::check_all_empty().map_err(|e| SpawnFailure {
+        step: SpawnStep::Capabilities,
+        errno: 0,
+        detail: e.to_string(),
+    })?;
 
-    // (Landlock, later: restrict_self() here, last before exec, because it
-    //  restricts this helper too: any file the remaining steps need (the
-    //  program, its interpreter and libraries) must be allowed by the rules.)
+    // 13c. Landlock, last before exec, because it restricts this helper
+    //    too: what the exec needs (the program, its interpreter and
+    //    libraries) must be allowed by the rules, and nothing after this
+    //    opens a path. The record of what is in force goes to the daemon
+    //    now; a later failure adds a failure line after it.
+    if let Some(landlock) = &plan.sandbox.landlock {
+        let record = sandbox::landlock::decide(landlock, sandbox::landlock::kernel_abi()).map_err(
+            |refusal| SpawnFailure {
+                step: SpawnStep::Landlock,
+                errno: 0,
+                detail: refusal.to_string(),
+            },
+        )?;
+        sandbox::landlock::apply(landlock, &record).map_err(|e| match e.errno() {
+            Errno::UnknownErrno => SpawnFailure {
+                step: SpawnStep::Landlock,
+                errno: 0,
+                detail: error_chain(&e),
+            },
+            errno => SpawnFailure::new(SpawnStep::Landlock, errno, e.to_string()),
+        })?;
+        send_line(
+            report,
+            &Applied {
+                landlock: Some(record),
+            }
+            .to_line(),
+        );
+    }
 
     // 14. Listen sockets to 3.. without close-on-exec, and LISTEN_PID: our
     //    pid is the app's pid, as exec keeps it. Last, so no step above
@@ -430,9 +471,25 @@ fn install_listen_fds(listen: &[OwnedFd]) -> Result<(), SpawnFailure> {
 fn send_report(report: &OwnedFd, failure: &SpawnFailure) {
     let mut line = serde_json::to_vec(failure).expect("a SpawnFailure always serializes");
     line.push(b'\n');
+    send_line(report, &line);
+}
+
+fn send_line(report: &OwnedFd, line: &[u8]) {
     // Best effort: if the daemon is gone there is no one left to tell. A
     // report is far below PIPE_BUF, so the write is atomic.
-    let _ = nix::unistd::write(report.as_fd(), &line);
+    let _ = nix::unistd::write(report.as_fd(), line);
+}
+
+/// An error and its sources, "a: b: c".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn exit_now(code: i32) -> ! {

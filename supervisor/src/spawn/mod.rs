@@ -33,8 +33,10 @@ use nix::fcntl::OFlag;
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use tokio::io::AsyncReadExt;
 
+use report::parse_report;
+
 pub use plan::{PlanInputs, PlanUser, SpawnPlan};
-pub use report::{SpawnFailure, SpawnStep};
+pub use report::{Applied, SpawnFailure, SpawnStep};
 
 /// `argv[1]` that puts `appvisord` in exec-helper mode.
 pub const HELPER_ARG: &str = "__exec-app";
@@ -136,6 +138,11 @@ impl ReportReader {
     /// Waits for the helper to exec (`Ok`) or to report why it could not.
     /// Must run inside a tokio runtime.
     pub async fn outcome(self) -> Result<(), SpawnFailure> {
+        self.applied().await.map(drop)
+    }
+
+    /// [`outcome`](Self::outcome) with what the helper put in force.
+    pub async fn applied(self) -> Result<Applied, SpawnFailure> {
         let receiver =
             tokio::net::unix::pipe::Receiver::from_owned_fd(self.fd).map_err(report_error)?;
         let mut bytes = Vec::new();
@@ -149,6 +156,11 @@ impl ReportReader {
 
     /// [`outcome`](Self::outcome) for callers outside a runtime, and tests.
     pub fn outcome_blocking(self) -> Result<(), SpawnFailure> {
+        self.applied_blocking().map(drop)
+    }
+
+    /// [`applied`](Self::applied) for callers outside a runtime, and tests.
+    pub fn applied_blocking(self) -> Result<Applied, SpawnFailure> {
         let mut bytes = Vec::new();
         File::from(self.fd)
             .take(MAX_REPORT)
@@ -156,22 +168,6 @@ impl ReportReader {
             .map_err(report_error)?;
         parse_report(&bytes)
     }
-}
-
-fn parse_report(bytes: &[u8]) -> Result<(), SpawnFailure> {
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    Err(
-        serde_json::from_slice(bytes).unwrap_or_else(|_| SpawnFailure {
-            step: SpawnStep::Report,
-            errno: 0,
-            detail: format!(
-                "malformed report from the exec helper: {:?}",
-                String::from_utf8_lossy(bytes)
-            ),
-        }),
-    )
 }
 
 fn report_error(e: io::Error) -> SpawnFailure {

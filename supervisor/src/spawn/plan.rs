@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::AppSpec;
-use crate::sandbox::{Rlimit, RlimitResource};
+use crate::sandbox::{Rlimit, RlimitResource, SandboxInputs, SandboxPlan};
 
 /// `PATH` after the command's own `bin` directory.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -53,6 +53,12 @@ pub struct SpawnPlan {
     /// One name per held listen socket, in fd order (`LISTEN_FDNAMES`).
     pub listen_names: Vec<String>,
     pub no_new_privs: bool,
+    /// More cgroups to join besides `cgroup_procs`: the app's cgroups in the
+    /// v1 hierarchies that carry its limits on hybrid hosts.
+    #[serde(default)]
+    pub extra_cgroup_procs: Vec<PathBuf>,
+    /// Landlock and namespaces.
+    pub sandbox: SandboxPlan,
 }
 
 /// The app's user as the user database describes it, resolved by `config`.
@@ -78,11 +84,14 @@ pub struct PlanInputs {
     /// One name per listen socket the caller passes to `spawn`, in order.
     pub listen_names: Vec<String>,
     pub cgroup_procs: Option<PathBuf>,
+    /// `cgroup.procs` of the app's v1 limit cgroups (hybrid hosts).
+    pub extra_cgroup_procs: Vec<PathBuf>,
+    pub sandbox: SandboxInputs,
 }
 
 impl SpawnPlan {
     pub fn build(spec: &AppSpec, user: &PlanUser, inputs: &PlanInputs) -> SpawnPlan {
-        let rlimits = spec
+        let mut rlimits: Vec<Rlimit> = spec
             .limits
             .open_files
             .map(|n| Rlimit {
@@ -92,6 +101,11 @@ impl SpawnPlan {
             })
             .into_iter()
             .collect();
+        rlimits.push(Rlimit {
+            resource: RlimitResource::Core,
+            soft: 0,
+            hard: 0,
+        });
         SpawnPlan {
             app: spec.name.to_string(),
             program: PathBuf::from(&spec.command[0]),
@@ -106,6 +120,8 @@ impl SpawnPlan {
             rlimits,
             listen_names: inputs.listen_names.clone(),
             no_new_privs: true,
+            extra_cgroup_procs: inputs.extra_cgroup_procs.clone(),
+            sandbox: SandboxPlan::build(spec, &inputs.sandbox),
         }
     }
 
@@ -288,7 +304,7 @@ mod tests {
             lang: Some("C.UTF-8".into()),
             notify_socket: Some("/run/appvisor/notify/shop.sock".into()),
             listen_names: vec!["http".into(), "admin".into()],
-            cgroup_procs: None,
+            ..PlanInputs::default()
         };
         let plan = SpawnPlan::build(&spec, &user(), &inputs);
         assert_eq!(
@@ -364,13 +380,22 @@ mod tests {
             groups: vec![1001, 2000],
             umask: 0o027,
             cgroup_procs: Some("/sys/fs/cgroup/appvisor/shop/cgroup.procs".into()),
-            rlimits: vec![Rlimit {
-                resource: RlimitResource::OpenFiles,
-                soft: 4096,
-                hard: 4096,
-            }],
+            rlimits: vec![
+                Rlimit {
+                    resource: RlimitResource::OpenFiles,
+                    soft: 4096,
+                    hard: 4096,
+                },
+                Rlimit {
+                    resource: RlimitResource::Core,
+                    soft: 0,
+                    hard: 0,
+                },
+            ],
             listen_names: Vec::new(),
             no_new_privs: true,
+            extra_cgroup_procs: Vec::new(),
+            sandbox: SandboxPlan::build(&spec, &SandboxInputs::default()),
         };
         assert_eq!(plan, want);
     }

@@ -1,10 +1,12 @@
 //! The failure report the exec helper sends back: which step failed, the
 //! errno, and the path or value involved.
 //!
-//! Both sides use these types: the helper writes one JSON line to its
-//! close-on-exec report pipe and exits; the daemon reads the pipe to EOF.
-//! Nothing written at all means the exec succeeded (the kernel closed the
-//! pipe). Pure: no I/O here.
+//! Both sides use these types. The helper writes JSON lines to its
+//! close-on-exec report pipe: just before exec, one [`Applied`] record of
+//! what confinement is in force; on a failure, one [`SpawnFailure`], after
+//! which it exits. The daemon reads the pipe to EOF: a failure line means
+//! the spawn failed; otherwise the exec succeeded (the kernel closed the
+//! pipe), with the applied record if one came. Pure: no I/O here.
 
 use std::fmt;
 
@@ -30,6 +32,11 @@ pub enum SpawnStep {
     Chdir,
     NoNewPrivs,
     ListenFds,
+    /// unshare and the private /tmp mounts.
+    Namespaces,
+    /// Emptying the capability sets, and the check that they are empty.
+    Capabilities,
+    Landlock,
     Exec,
     /// The helper panicked.
     Helper,
@@ -55,6 +62,9 @@ impl SpawnStep {
             SpawnStep::Chdir => "chdir",
             SpawnStep::NoNewPrivs => "no-new-privs",
             SpawnStep::ListenFds => "listen-fds",
+            SpawnStep::Namespaces => "namespaces",
+            SpawnStep::Capabilities => "capabilities",
+            SpawnStep::Landlock => "landlock",
             SpawnStep::Exec => "exec",
             SpawnStep::Helper => "helper",
             SpawnStep::Report => "report",
@@ -111,6 +121,63 @@ impl fmt::Display for SpawnFailure {
 
 impl std::error::Error for SpawnFailure {}
 
+/// What the helper put in force, sent just before exec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// `None` when the plan had no Landlock rules.
+    pub landlock: Option<crate::sandbox::LandlockRecord>,
+}
+
+/// The marker of an [`Applied`] line: `{"kind":"applied",...}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum LineKind {
+    Applied,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AppliedLine {
+    kind: LineKind,
+    #[serde(flatten)]
+    applied: Applied,
+}
+
+impl Applied {
+    /// The JSON line the helper writes, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        let line = AppliedLine {
+            kind: LineKind::Applied,
+            applied: self.clone(),
+        };
+        let mut bytes = serde_json::to_vec(&line).expect("an Applied record always serializes");
+        bytes.push(b'\n');
+        bytes
+    }
+}
+
+/// Reads everything the helper wrote: a failure line wins; otherwise the
+/// applied record, or the default when the helper sent none.
+pub fn parse_report(bytes: &[u8]) -> Result<Applied, SpawnFailure> {
+    let mut applied = Applied::default();
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        if let Ok(record) = serde_json::from_slice::<AppliedLine>(line) {
+            applied = record.applied;
+            continue;
+        }
+        return Err(
+            serde_json::from_slice(line).unwrap_or_else(|_| SpawnFailure {
+                step: SpawnStep::Report,
+                errno: 0,
+                detail: format!(
+                    "malformed report from the exec helper: {:?}",
+                    String::from_utf8_lossy(bytes)
+                ),
+            }),
+        );
+    }
+    Ok(applied)
+}
+
 #[cfg(test)]
 mod tests {
     use nix::errno::Errno;
@@ -158,6 +225,35 @@ mod tests {
     }
 
     #[test]
+    fn reports_parse_to_applied_or_failure() {
+        use crate::sandbox::{Enforcement, LandlockRecord};
+        let applied = Applied {
+            landlock: Some(LandlockRecord {
+                kernel_abi: 7,
+                abi: 7,
+                status: Enforcement::Full,
+                not_enforced: Vec::new(),
+            }),
+        };
+        let failure = SpawnFailure::new(SpawnStep::Exec, Errno::ENOENT, "/x");
+        let mut failure_line = serde_json::to_vec(&failure).unwrap();
+        failure_line.push(b'\n');
+        assert_eq!(
+            String::from_utf8(applied.to_line()).unwrap(),
+            "{\"kind\":\"applied\",\"landlock\":{\"kernel_abi\":7,\"abi\":7,\"status\":\"full\",\"not_enforced\":[]}}\n"
+        );
+        assert_eq!(parse_report(b""), Ok(Applied::default()));
+        assert_eq!(parse_report(&applied.to_line()), Ok(applied.clone()));
+        assert_eq!(parse_report(&failure_line), Err(failure.clone()));
+        let both = [applied.to_line(), failure_line].concat();
+        assert_eq!(parse_report(&both), Err(failure));
+        assert_eq!(
+            parse_report(b"garbage").unwrap_err().to_string(),
+            "spawn failed at report: malformed report from the exec helper: \"garbage\""
+        );
+    }
+
+    #[test]
     fn wire_names_match_display_names() {
         let steps = [
             SpawnStep::ReadPlan,
@@ -174,6 +270,9 @@ mod tests {
             SpawnStep::Chdir,
             SpawnStep::NoNewPrivs,
             SpawnStep::ListenFds,
+            SpawnStep::Namespaces,
+            SpawnStep::Capabilities,
+            SpawnStep::Landlock,
             SpawnStep::Exec,
             SpawnStep::Helper,
             SpawnStep::Report,

@@ -26,12 +26,13 @@ use tracing::Instrument;
 
 use crate::app::{self, AfterStop, AppState, Cause, Effect, Event, ExitStatus, Machine, Params};
 use crate::audit::{unix_now, Events};
-use crate::cgroup::{AppCgroup, CgroupRoot, CgroupWatcher};
+use crate::cgroup::{AppCgroup, AppLimits, CgroupRoot, CgroupWatcher, LimitRoot};
 use crate::config::resolve::ResolvedApp;
 use crate::config::{ReadinessKind, Signal};
 use crate::listen::HeldSockets;
 use crate::logs::{AppLogs, Stream};
 use crate::readiness::{self, Check, NotifySocket};
+use crate::sandbox::{self, LandlockRecord, SandboxInputs, SandboxPlan};
 use crate::spawn::{self, PlanInputs, PlanUser, SpawnPlan};
 use reaper::Reaper;
 
@@ -46,6 +47,10 @@ pub struct Shared {
     pub notify_dir: PathBuf,
     /// The daemon's LANG, passed on to apps.
     pub lang: Option<String>,
+    /// Where `[limits]` go besides the v2 cgroup (v1 hierarchies).
+    pub limits: LimitRoot,
+    /// `APPVISOR_LANDLOCK_ABI_MAX`, read once at start (for tests).
+    pub landlock_abi_max: Option<u8>,
 }
 
 /// Requests from the control plane and the daemon.
@@ -82,6 +87,28 @@ pub struct Snapshot {
     pub starts: u64,
     /// Starts that did not become ready within the readiness timeout.
     pub readiness_failures: u64,
+    /// The settings the app runs with.
+    pub app: Arc<ResolvedApp>,
+    /// What the exec helper enforced at the last spawn.
+    pub landlock: Option<LandlockRecord>,
+}
+
+/// What confines the app of `snapshot` (`GET /v1/apps/NAME/security`).
+pub fn security(snapshot: &Snapshot, shared: &Shared) -> appvisor_protocol::AppSecurity {
+    let plan = SandboxPlan::build(&snapshot.app.spec, &sandbox_inputs(&snapshot.app, shared));
+    sandbox::exposure::report(
+        &snapshot.app,
+        &plan,
+        snapshot.landlock.as_ref(),
+        sandbox::landlock::kernel_abi(),
+    )
+}
+
+fn sandbox_inputs(app: &ResolvedApp, shared: &Shared) -> SandboxInputs {
+    SandboxInputs {
+        landlock_abi_max: shared.landlock_abi_max,
+        python_home: sandbox::python_home(std::path::Path::new(&app.spec.command[0])),
+    }
 }
 
 /// The control plane's end of an app's task.
@@ -104,6 +131,7 @@ pub fn start(
     let now = Instant::now();
     let machine = Machine::new(params(&app), now);
     let (commands, rx) = mpsc::unbounded_channel();
+    let app_for_snapshot = app.clone();
     let mut sup = Supervisor {
         machine,
         since_wall: SystemTime::now(),
@@ -113,6 +141,9 @@ pub fn start(
         cgroup: None,
         leaf: None,
         previous: None,
+        limits: None,
+        oom_baseline: None,
+        landlock: None,
         notify: None,
         listen: None,
         child: None,
@@ -124,7 +155,7 @@ pub fn start(
         release: None,
         notify_status: None,
         shutdown: false,
-        snapshot: watch::channel(placeholder_snapshot()).0,
+        snapshot: watch::channel(placeholder_snapshot(&app_for_snapshot)).0,
         pending: VecDeque::new(),
     };
     sup.publish(false);
@@ -158,11 +189,13 @@ fn params(app: &ResolvedApp) -> Params {
     }
 }
 
-fn placeholder_snapshot() -> Snapshot {
+fn placeholder_snapshot(app: &Arc<ResolvedApp>) -> Snapshot {
     Snapshot {
         state: AppState::Stopped,
         starts: 0,
         readiness_failures: 0,
+        app: app.clone(),
+        landlock: None,
         status: AppStatus {
             name: String::new(),
             state: appvisor_protocol::State::Stopped,
@@ -184,7 +217,8 @@ fn placeholder_snapshot() -> Snapshot {
 }
 
 /// Resolves once the exec helper has exec'd the app or reported why not.
-type ReportFuture = Pin<Box<dyn Future<Output = Result<(), spawn::SpawnFailure>> + Send>>;
+type ReportFuture =
+    Pin<Box<dyn Future<Output = Result<spawn::Applied, spawn::SpawnFailure>> + Send>>;
 
 /// The live process of an app.
 struct Child {
@@ -208,6 +242,12 @@ struct Supervisor {
     /// During and just after a start-stop restart: the instance that served
     /// while its successor started.
     previous: Option<PreviousInstance>,
+    /// Where the app's `[limits]` are written.
+    limits: Option<AppLimits>,
+    /// The memory cgroup's OOM-kill count at the last spawn.
+    oom_baseline: Option<u64>,
+    /// What the exec helper enforced at the last spawn.
+    landlock: Option<LandlockRecord>,
     notify: Option<NotifySocket>,
     /// The `[[listen]]` sockets, bound at the first spawn and kept across
     /// restarts until the app is removed or its listen set changes.
@@ -249,7 +289,7 @@ struct PreviousInstance {
 enum Wake {
     Command(Option<Command>),
     Exited(ExitStatus),
-    Reported(Result<(), spawn::SpawnFailure>),
+    Reported(Result<spawn::Applied, spawn::SpawnFailure>),
     Timer(u64),
     /// `None`: the probe task was cancelled.
     Probe(Option<Result<(), readiness::ProbeError>>),
@@ -445,15 +485,30 @@ impl Supervisor {
             )
     }
 
-    fn reported(&mut self, outcome: Result<(), spawn::SpawnFailure>) {
+    fn reported(&mut self, outcome: Result<spawn::Applied, spawn::SpawnFailure>) {
         let Some(child) = self.child.as_mut() else {
             return;
         };
         child.report = None;
         match outcome {
-            Ok(()) => {
+            Ok(applied) => {
                 let pid = child.pid;
                 tracing::info!(pid, release = self.release.as_deref(), "spawned");
+                if let Some(record) = applied
+                    .landlock
+                    .as_ref()
+                    .filter(|r| !r.not_enforced.is_empty())
+                {
+                    let missing: Vec<String> =
+                        record.not_enforced.iter().map(|f| f.to_string()).collect();
+                    tracing::warn!(
+                        abi = record.abi,
+                        status = record.status.as_str(),
+                        not_enforced = missing.join(", "),
+                        "landlock is not fully enforced (landlock = \"best-effort\")"
+                    );
+                }
+                self.landlock = applied.landlock;
                 self.feed(Event::Spawned { pid });
             }
             Err(failure) => {
@@ -484,6 +539,7 @@ impl Supervisor {
                 true
             }
         };
+        let status = self.memory_limit_kill(status);
         tracing::info!(
             pid = child.pid,
             ?status,
@@ -494,6 +550,22 @@ impl Supervisor {
             status,
             cgroup_empty,
         });
+    }
+
+    /// A SIGKILL while the memory cgroup's OOM-kill count rose since the
+    /// spawn is the memory limit's doing.
+    fn memory_limit_kill(&self, status: ExitStatus) -> ExitStatus {
+        let (ExitStatus::Signal(libc::SIGKILL), Some(limit)) =
+            (status, self.app.spec.limits.memory)
+        else {
+            return status;
+        };
+        let now = self.limits.as_ref().and_then(AppLimits::oom_kills);
+        match (now, self.oom_baseline) {
+            (Some(now), Some(before)) if now > before => ExitStatus::MemoryLimit { limit },
+            (Some(now), None) if now > 0 => ExitStatus::MemoryLimit { limit },
+            _ => status,
+        }
     }
 
     fn notified(&mut self, msg: readiness::NotifyMessage) {
@@ -784,6 +856,17 @@ impl Supervisor {
         self.release = std::fs::canonicalize(&spec.directory)
             .ok()
             .map(|p| p.display().to_string());
+        let limits = self
+            .shared
+            .limits
+            .app(spec.name.as_str(), self.cgroup.as_ref().map(AppCgroup::dir))
+            .map_err(|e| format!("spawn failed at cgroup limits: {e}"))?;
+        limits
+            .apply(&spec.limits)
+            .map_err(|e| format!("spawn failed at cgroup limits: {e}"))?;
+        self.oom_baseline = limits.oom_kills();
+        let extra_cgroup_procs = limits.extra_procs();
+        self.limits = Some(limits);
         let user = PlanUser {
             name: self.app.user_name.clone(),
             uid: self.app.uid,
@@ -801,6 +884,8 @@ impl Supervisor {
                 .map(HeldSockets::names)
                 .unwrap_or_default(),
             cgroup_procs: self.leaf.as_ref().map(|leaf| leaf.cgroup.procs_path()),
+            extra_cgroup_procs,
+            sandbox: sandbox_inputs(&self.app, &self.shared),
         };
         let plan = SpawnPlan::build(spec, &user, &inputs);
         let (out_r, out_w) =
@@ -815,7 +900,7 @@ impl Supervisor {
         Ok(Child {
             pid,
             exit,
-            report: Some(Box::pin(report.outcome())),
+            report: Some(Box::pin(report.applied())),
             pipes,
         })
     }
@@ -889,6 +974,8 @@ impl Supervisor {
             status,
             starts: self.starts,
             readiness_failures: self.readiness_failures,
+            app: self.app.clone(),
+            landlock: self.landlock.clone(),
         });
     }
 
@@ -903,6 +990,11 @@ impl Supervisor {
             }
             if let Err(err) = cg.remove() {
                 tracing::debug!(error = %err, "removing the app's cgroup");
+            }
+        }
+        if let Some(limits) = self.limits.take() {
+            if let Err(err) = limits.remove() {
+                tracing::debug!(error = %err, "removing the app's limit cgroups");
             }
         }
     }

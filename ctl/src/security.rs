@@ -1,0 +1,204 @@
+//! `appctl security [APP...] [--json]`: what confines each app, and its
+//! exposure score with the weighted checks behind it.
+
+use std::fmt::Write as _;
+
+use appvisor_protocol::client::Client;
+use appvisor_protocol::{routes, AppList, AppSecurity};
+
+use crate::commands::{print, CommandError};
+use crate::exit::Exit;
+
+/// Prints the security report of `apps` (default: every app the caller
+/// may see).
+pub async fn security(client: &Client, apps: &[String], json: bool) -> Result<Exit, CommandError> {
+    let names: Vec<String> = if apps.is_empty() {
+        let list: AppList = client.get(routes::APPS).await?;
+        list.apps.into_iter().map(|a| a.name).collect()
+    } else {
+        apps.to_vec()
+    };
+    let mut reports = Vec::with_capacity(names.len());
+    for name in &names {
+        reports.push(client.get::<AppSecurity>(&routes::security(name)).await?);
+    }
+    if json {
+        let text = serde_json::to_string_pretty(&reports).expect("reports serialize");
+        print(&format!("{text}\n"))?;
+    } else {
+        let text: Vec<String> = reports.iter().map(render).collect();
+        print(&text.join("\n"))?;
+    }
+    Ok(Exit::Done)
+}
+
+fn list<T: ToString>(items: &[T]) -> String {
+    if items.is_empty() {
+        return "none".to_owned();
+    }
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn opt<T: ToString>(value: Option<T>) -> String {
+    value.map_or("none".to_owned(), |v| v.to_string())
+}
+
+/// One app's report as text.
+pub fn render(s: &AppSecurity) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "{}: exposure {:.1}/10", s.name, s.exposure);
+    let _ = writeln!(
+        t,
+        "  user        {} (uid {}, gid {}, groups {})",
+        s.user,
+        s.uid,
+        s.gid,
+        list(&s.groups)
+    );
+    let l = &s.landlock;
+    let source = if l.reported {
+        "last spawn"
+    } else {
+        "not spawned yet"
+    };
+    let _ = writeln!(
+        t,
+        "  landlock    {} ({}), ABI {} of kernel's {}, {source}",
+        l.status, l.mode, l.abi, l.kernel_abi
+    );
+    if !l.not_enforced.is_empty() {
+        let _ = writeln!(t, "  not enforced {}", l.not_enforced.join(", "));
+    }
+    let _ = writeln!(t, "  bind        {}", list(&s.bind_ports));
+    let connect = match &s.connect_ports {
+        Some(ports) => list(ports),
+        None => "any port".to_owned(),
+    };
+    let _ = writeln!(t, "  connect     {connect}");
+    let _ = writeln!(
+        t,
+        "  namespaces  {} (network {}, private /tmp {})",
+        list(&s.namespaces),
+        s.network,
+        if s.private_tmp { "yes" } else { "no" }
+    );
+    let memory = s.limits.memory.map(|b| format!("{}MiB", b >> 20));
+    let cpu = s.limits.cpu.map(|p| format!("{p}%"));
+    let _ = writeln!(
+        t,
+        "  limits      memory {}, tasks {}, cpu {}, open_files {}, core {}",
+        opt(memory),
+        opt(s.limits.tasks),
+        opt(cpu),
+        opt(s.limits.open_files),
+        s.limits.core
+    );
+    let _ = writeln!(
+        t,
+        "  privileges  no_new_privs {}, capabilities {}",
+        if s.no_new_privs { "yes" } else { "no" },
+        list(&s.capabilities)
+    );
+    let _ = writeln!(t, "  paths");
+    for p in s.paths.iter().filter(|p| p.origin != "system") {
+        let _ = writeln!(t, "    {:<13} {:<11} {}", p.access, p.origin, p.path);
+    }
+    let system = s.paths.iter().filter(|p| p.origin == "system").count();
+    let _ = writeln!(t, "    ({system} system paths: --json lists them)");
+    let _ = writeln!(t, "  checks");
+    for c in &s.checks {
+        let mark = if c.passed { "pass" } else { "FAIL" };
+        let _ = writeln!(t, "    {mark} {:>2}  {}", c.weight, c.description);
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use appvisor_protocol::{LandlockSecurity, SecurityCheck, SecurityLimits, SecurityPath};
+
+    use super::*;
+
+    #[test]
+    fn renders_every_section() {
+        let report = AppSecurity {
+            name: "shop".into(),
+            user: "shop".into(),
+            uid: 1001,
+            gid: 1001,
+            groups: vec![1001],
+            landlock: LandlockSecurity {
+                mode: "best-effort".into(),
+                kernel_abi: 7,
+                abi: 3,
+                status: "partial".into(),
+                not_enforced: vec!["bind_ports (needs ABI 4)".into()],
+                reported: true,
+            },
+            paths: vec![
+                SecurityPath {
+                    path: "/usr".into(),
+                    access: "read-execute".into(),
+                    origin: "system".into(),
+                },
+                SecurityPath {
+                    path: "/srv/shop/current".into(),
+                    access: "read".into(),
+                    origin: "directory".into(),
+                },
+            ],
+            bind_ports: vec![8001],
+            connect_ports: None,
+            namespaces: vec!["mount".into(), "ipc".into(), "uts".into()],
+            private_tmp: true,
+            network: "host".into(),
+            limits: SecurityLimits {
+                memory: Some(512 << 20),
+                tasks: None,
+                cpu: Some(150),
+                open_files: None,
+                core: 0,
+            },
+            no_new_privs: true,
+            capabilities: Vec::new(),
+            checks: vec![
+                SecurityCheck {
+                    id: "landlock-enforced".into(),
+                    description: "Landlock rules fully enforced".into(),
+                    weight: 4,
+                    passed: false,
+                },
+                SecurityCheck {
+                    id: "private-tmp".into(),
+                    description: "private /tmp".into(),
+                    weight: 1,
+                    passed: true,
+                },
+            ],
+            exposure: 8.0,
+        };
+        assert_eq!(
+            render(&report),
+            "shop: exposure 8.0/10
+  user        shop (uid 1001, gid 1001, groups 1001)
+  landlock    partial (best-effort), ABI 3 of kernel's 7, last spawn
+  not enforced bind_ports (needs ABI 4)
+  bind        8001
+  connect     any port
+  namespaces  mount, ipc, uts (network host, private /tmp yes)
+  limits      memory 512MiB, tasks none, cpu 150%, open_files none, core 0
+  privileges  no_new_privs yes, capabilities none
+  paths
+    read          directory   /srv/shop/current
+    (1 system paths: --json lists them)
+  checks
+    FAIL  4  Landlock rules fully enforced
+    pass  1  private /tmp
+"
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! Capabilities: the exec helper empties the bounding, inheritable and
+//! ambient sets while still root, and after setuid proves that every set,
+//! permitted and effective included, is empty.
+//!
+//! Must never run in the daemon's own process, which needs its
+//! capabilities for every later spawn.
+
+use caps::{CapSet, CapsHashSet};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CapabilityError {
+    #[error("cannot clear the {set} set")]
+    Clear {
+        set: &'static str,
+        #[source]
+        source: caps::errors::CapsError,
+    },
+    #[error("cannot read the {set} set")]
+    Read {
+        set: &'static str,
+        #[source]
+        source: caps::errors::CapsError,
+    },
+    #[error("{set} set still holds {caps}")]
+    Remaining { set: &'static str, caps: String },
+}
+
+/// The sets checked after setuid, with their names for messages.
+const SETS: [(CapSet, &str); 5] = [
+    (CapSet::Permitted, "permitted"),
+    (CapSet::Effective, "effective"),
+    (CapSet::Inheritable, "inheritable"),
+    (CapSet::Ambient, "ambient"),
+    (CapSet::Bounding, "bounding"),
+];
+
+/// Empties the bounding set (needs CAP_SETPCAP, so before setuid), then
+/// the inheritable and ambient sets. setuid from root then clears the
+/// permitted and effective sets; with an empty bounding set no exec can
+/// give any capability back.
+pub fn drop_all() -> Result<(), CapabilityError> {
+    for (set, name) in [
+        (CapSet::Bounding, "bounding"),
+        (CapSet::Ambient, "ambient"),
+        (CapSet::Inheritable, "inheritable"),
+    ] {
+        caps::clear(None, set).map_err(|source| CapabilityError::Clear { set: name, source })?;
+    }
+    Ok(())
+}
+
+/// Fails naming the first set that is not empty.
+pub fn check_all_empty() -> Result<(), CapabilityError> {
+    for (set, name) in SETS {
+        let held =
+            caps::read(None, set).map_err(|source| CapabilityError::Read { set: name, source })?;
+        if !held.is_empty() {
+            return Err(CapabilityError::Remaining {
+                set: name,
+                caps: names(&held),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn names(held: &CapsHashSet) -> String {
+    let mut names: Vec<String> = held.iter().map(|c| c.to_string()).collect();
+    names.sort();
+    names.join(",")
+}

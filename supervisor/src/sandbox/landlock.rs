@@ -1,0 +1,431 @@
+//! Landlock: which of an app's rules the kernel can enforce ([`decide`],
+//! pure), and building and entering the app's Landlock domain ([`apply`],
+//! run only by the exec helper, last before exec).
+//!
+//! Each ABI adds what Landlock can restrict; a right the ABI does not know
+//! is simply not restricted. [`Feature`] lists what appvisor's rules need
+//! and from which ABI. With `landlock = "require"` a missing feature fails
+//! the spawn; with `best-effort` the app starts and the record says what was
+//! not enforced.
+//!
+//! [`apply`] restricts the calling process for good: it must never run in
+//! the daemon's own process.
+
+use std::fmt;
+use std::os::fd::AsFd;
+
+use landlock::{
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+};
+use nix::sys::stat::{fstat, SFlag};
+use serde::{Deserialize, Serialize};
+
+use super::rules::{LandlockPlan, PathAccess, Requirement, MAX_LANDLOCK_ABI};
+
+/// What appvisor's rules ask of Landlock, in ABI order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Feature {
+    /// Path rules for reading, writing and executing.
+    Filesystem,
+    /// Truncating files the app may not write.
+    Truncate,
+    /// TCP bind restricted to `bind_ports`.
+    BindPorts,
+    /// TCP connect restricted to `connect_ports`.
+    ConnectPorts,
+    /// ioctl on device files.
+    DeviceIoctl,
+    /// Signals only to processes of the app's own domain.
+    SignalScope,
+    /// Abstract Unix sockets only of the app's own domain.
+    AbstractUnixScope,
+}
+
+impl Feature {
+    /// The first ABI that can enforce it.
+    pub fn min_abi(self) -> u8 {
+        match self {
+            Feature::Filesystem => 1,
+            Feature::Truncate => 3,
+            Feature::BindPorts | Feature::ConnectPorts => 4,
+            Feature::DeviceIoctl => 5,
+            Feature::SignalScope | Feature::AbstractUnixScope => 6,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feature::Filesystem => "filesystem rules",
+            Feature::Truncate => "truncate",
+            Feature::BindPorts => "bind_ports",
+            Feature::ConnectPorts => "connect_ports",
+            Feature::DeviceIoctl => "device ioctl",
+            Feature::SignalScope => "signal scope",
+            Feature::AbstractUnixScope => "abstract unix socket scope",
+        }
+    }
+}
+
+impl fmt::Display for Feature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (needs ABI {})", self.as_str(), self.min_abi())
+    }
+}
+
+/// How much of the app's Landlock rules is in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Enforcement {
+    Full,
+    Partial,
+    None,
+}
+
+impl Enforcement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforcement::Full => "full",
+            Enforcement::Partial => "partial",
+            Enforcement::None => "none",
+        }
+    }
+}
+
+/// What the exec helper enforced for one spawn, sent back to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LandlockRecord {
+    /// What the kernel supports.
+    pub kernel_abi: u8,
+    /// What was used: the kernel's, capped by `APPVISOR_LANDLOCK_ABI_MAX`
+    /// and [`MAX_LANDLOCK_ABI`].
+    pub abi: u8,
+    pub status: Enforcement,
+    pub not_enforced: Vec<Feature>,
+}
+
+/// Why `landlock = "require"` refused to start the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LandlockRefusal {
+    pub abi: u8,
+    pub capped: bool,
+    pub missing: Vec<Feature>,
+}
+
+impl fmt::Display for LandlockRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "kernel Landlock ABI {}", self.abi)?;
+        if self.capped {
+            f.write_str(" (capped by APPVISOR_LANDLOCK_ABI_MAX)")?;
+        }
+        f.write_str(" cannot enforce ")?;
+        for (i, feature) in self.missing.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{feature}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The features `plan` needs, in ABI order.
+pub fn needed(plan: &LandlockPlan) -> Vec<Feature> {
+    let mut features = vec![
+        Feature::Filesystem,
+        Feature::Truncate,
+        Feature::BindPorts,
+        Feature::DeviceIoctl,
+        Feature::SignalScope,
+        Feature::AbstractUnixScope,
+    ];
+    if plan.connect_ports.is_some() {
+        features.push(Feature::ConnectPorts);
+    }
+    features.sort();
+    features
+}
+
+/// The ABI to use and what it leaves unenforced; `Err` when `require`
+/// cannot be met. Pure: the kernel's ABI comes in.
+pub fn decide(plan: &LandlockPlan, kernel_abi: u8) -> Result<LandlockRecord, LandlockRefusal> {
+    let cap = plan.abi_max.unwrap_or(u8::MAX);
+    let abi = kernel_abi.min(cap).min(MAX_LANDLOCK_ABI);
+    let capped = cap < kernel_abi.min(MAX_LANDLOCK_ABI);
+    let missing: Vec<Feature> = needed(plan)
+        .into_iter()
+        .filter(|f| f.min_abi() > abi)
+        .collect();
+    if !missing.is_empty() && plan.mode == Requirement::Require {
+        return Err(LandlockRefusal {
+            abi,
+            capped,
+            missing,
+        });
+    }
+    let status = if abi == 0 {
+        Enforcement::None
+    } else if missing.is_empty() {
+        Enforcement::Full
+    } else {
+        Enforcement::Partial
+    };
+    Ok(LandlockRecord {
+        kernel_abi,
+        abi,
+        status,
+        not_enforced: missing,
+    })
+}
+
+/// The Landlock ABI of the running kernel; 0 when Landlock is unsupported
+/// or disabled at boot.
+pub fn kernel_abi() -> u8 {
+    const LANDLOCK_CREATE_RULESET_VERSION: nix::libc::c_uint = 1;
+    // SAFETY: with a null attribute, size 0 and the VERSION flag the kernel
+    // reads no memory and returns the ABI number (or -1 with errno).
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    u8::try_from(rc.max(0)).unwrap_or(u8::MAX)
+}
+
+/// Why the helper could not enter the planned domain.
+#[derive(Debug, thiserror::Error)]
+pub enum LandlockError {
+    #[error("{path}")]
+    Path {
+        path: String,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    #[error("building the ruleset")]
+    Ruleset {
+        #[source]
+        source: landlock::RulesetError,
+    },
+    #[error("the kernel enforced the ruleset only partly")]
+    NotFullyEnforced,
+}
+
+impl LandlockError {
+    /// The errno to report, 0 when none applies.
+    pub fn errno(&self) -> nix::errno::Errno {
+        match self {
+            LandlockError::Path { source, .. } => *source,
+            _ => nix::errno::Errno::UnknownErrno,
+        }
+    }
+}
+
+/// Builds the ruleset `record` says the kernel can enforce and restricts
+/// the calling process (and every process it will start) to it.
+///
+/// Call once, as the last step before exec: it needs no_new_privs (or
+/// CAP_SYS_ADMIN) and applies to this very process.
+pub fn apply(plan: &LandlockPlan, record: &LandlockRecord) -> Result<(), LandlockError> {
+    if record.abi == 0 {
+        return Ok(());
+    }
+    let abi = ABI::from(i32::from(record.abi));
+    let ruleset_error = |source| LandlockError::Ruleset { source };
+    // Hard requirement: `decide` already chose an ABI the kernel supports,
+    // so anything the crate would silently drop is a bug to report.
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(ruleset_error)?;
+    if record.abi >= Feature::BindPorts.min_abi() {
+        ruleset = ruleset
+            .handle_access(AccessNet::BindTcp)
+            .map_err(ruleset_error)?;
+        if plan.connect_ports.is_some() {
+            ruleset = ruleset
+                .handle_access(AccessNet::ConnectTcp)
+                .map_err(ruleset_error)?;
+        }
+    }
+    if record.abi >= Feature::SignalScope.min_abi() {
+        ruleset = ruleset.scope(Scope::from_all(abi)).map_err(ruleset_error)?;
+    }
+    let mut created = ruleset.create().map_err(ruleset_error)?;
+
+    for rule in &plan.paths {
+        let fd = match PathFd::new(&rule.path) {
+            Ok(fd) => fd,
+            Err(_) if rule.origin.optional() && !rule.path.exists() => continue,
+            Err(e) => {
+                return Err(LandlockError::Path {
+                    path: rule.path.display().to_string(),
+                    source: path_fd_errno(&e),
+                })
+            }
+        };
+        let is_dir = fstat(fd.as_fd())
+            .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
+            .map_err(|source| LandlockError::Path {
+                path: rule.path.display().to_string(),
+                source,
+            })?;
+        created = created
+            .add_rule(PathBeneath::new(fd, access_bits(rule.access, abi, is_dir)))
+            .map_err(ruleset_error)?;
+    }
+    if record.abi >= Feature::BindPorts.min_abi() {
+        for port in &plan.bind_ports {
+            created = created
+                .add_rule(NetPort::new(*port, AccessNet::BindTcp))
+                .map_err(ruleset_error)?;
+        }
+        for port in plan.connect_ports.iter().flatten() {
+            created = created
+                .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
+                .map_err(ruleset_error)?;
+        }
+    }
+    let status = created.restrict_self().map_err(ruleset_error)?;
+    if status.ruleset != RulesetStatus::FullyEnforced {
+        return Err(LandlockError::NotFullyEnforced);
+    }
+    Ok(())
+}
+
+/// The rights of `access` that `abi` knows, narrowed to what a rule on a
+/// file (rather than a directory) may carry.
+pub fn access_bits(access: PathAccess, abi: ABI, is_dir: bool) -> BitFlags<AccessFs> {
+    let read = AccessFs::ReadFile | AccessFs::ReadDir;
+    let bits = match access {
+        PathAccess::ReadExecute => read | AccessFs::Execute,
+        PathAccess::Read => read,
+        // Never execute what may have been written; device nodes and device
+        // ioctls are not the app's business.
+        PathAccess::ReadWrite => {
+            AccessFs::from_all(abi)
+                & !(AccessFs::Execute
+                    | AccessFs::MakeChar
+                    | AccessFs::MakeBlock
+                    | AccessFs::IoctlDev)
+        }
+    };
+    let bits = bits & AccessFs::from_all(abi);
+    if is_dir {
+        bits
+    } else {
+        bits & AccessFs::from_file(abi)
+    }
+}
+
+fn path_fd_errno(e: &landlock::PathFdError) -> nix::errno::Errno {
+    match e {
+        landlock::PathFdError::OpenCall { source, .. } => source
+            .raw_os_error()
+            .map_or(nix::errno::Errno::EIO, nix::errno::Errno::from_raw),
+        _ => nix::errno::Errno::EIO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::rules::{SandboxInputs, SandboxPlan};
+    use crate::sandbox::test_spec::app_spec;
+
+    fn plan(mode: Requirement, connect: Option<Vec<u16>>, cap: Option<u8>) -> LandlockPlan {
+        let mut spec = app_spec("shop", &["/srv/shop/venv/bin/gunicorn"]);
+        spec.sandbox.connect_ports = connect;
+        let mut plan = SandboxPlan::build(&spec, &SandboxInputs::default())
+            .landlock
+            .unwrap();
+        plan.mode = mode;
+        plan.abi_max = cap;
+        plan
+    }
+
+    /// (mode, connect_ports, ABI cap, kernel ABI, (ABI, status, not enforced) or refusal)
+    type DecideCase = (
+        Requirement,
+        Option<Vec<u16>>,
+        Option<u8>,
+        u8,
+        Result<(u8, Enforcement, Vec<Feature>), &'static str>,
+    );
+
+    #[test]
+    fn decides_what_each_abi_enforces() {
+        use Enforcement::{Full, Partial};
+        use Feature::*;
+        use Requirement::*;
+        #[rustfmt::skip]
+        let cases: Vec<DecideCase> = vec![
+            (Require, None, None, 7, Ok((7, Full, vec![]))),
+            (Require, Some(vec![5432]), None, 6, Ok((6, Full, vec![]))),
+            (Require, None, None, 9, Ok((7, Full, vec![]))),
+            (Require, Some(vec![5432]), Some(3), 7, Err("kernel Landlock ABI 3 (capped by APPVISOR_LANDLOCK_ABI_MAX) cannot enforce bind_ports (needs ABI 4), connect_ports (needs ABI 4), device ioctl (needs ABI 5), signal scope (needs ABI 6), abstract unix socket scope (needs ABI 6)")),
+            (Require, None, None, 5, Err("kernel Landlock ABI 5 cannot enforce signal scope (needs ABI 6), abstract unix socket scope (needs ABI 6)")),
+            (Require, None, None, 0, Err("kernel Landlock ABI 0 cannot enforce filesystem rules (needs ABI 1), truncate (needs ABI 3), bind_ports (needs ABI 4), device ioctl (needs ABI 5), signal scope (needs ABI 6), abstract unix socket scope (needs ABI 6)")),
+            (BestEffort, Some(vec![5432]), Some(3), 7, Ok((3, Partial, vec![BindPorts, ConnectPorts, DeviceIoctl, SignalScope, AbstractUnixScope]))),
+            (BestEffort, None, Some(5), 7, Ok((5, Partial, vec![SignalScope, AbstractUnixScope]))),
+            (BestEffort, None, Some(9), 7, Ok((7, Full, vec![]))),
+            (BestEffort, None, None, 0, Ok((0, Enforcement::None, vec![Filesystem, Truncate, BindPorts, DeviceIoctl, SignalScope, AbstractUnixScope]))),
+        ];
+        for (mode, connect, cap, kernel, want) in cases {
+            let got = decide(&plan(mode, connect.clone(), cap), kernel);
+            let case = format!("{mode:?} connect={connect:?} cap={cap:?} kernel={kernel}");
+            match (got, want) {
+                (Ok(record), Ok((abi, status, missing))) => assert_eq!(
+                    record,
+                    LandlockRecord {
+                        kernel_abi: kernel,
+                        abi,
+                        status,
+                        not_enforced: missing
+                    },
+                    "{case}"
+                ),
+                (Err(refusal), Err(message)) => assert_eq!(refusal.to_string(), message, "{case}"),
+                (got, want) => panic!("{case}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn access_bits_never_grant_execute_with_write() {
+        for abi in [ABI::V1, ABI::V3, ABI::V5, ABI::V7] {
+            for is_dir in [true, false] {
+                let rw = access_bits(PathAccess::ReadWrite, abi, is_dir);
+                assert!(!rw.contains(AccessFs::Execute), "{abi:?} dir={is_dir}");
+                assert!(rw.contains(AccessFs::WriteFile), "{abi:?} dir={is_dir}");
+                let ro = access_bits(PathAccess::Read, abi, is_dir);
+                assert!(!ro.intersects(AccessFs::WriteFile | AccessFs::Execute));
+            }
+        }
+        assert!(!access_bits(PathAccess::ReadWrite, ABI::V2, false).contains(AccessFs::MakeReg));
+        assert!(access_bits(PathAccess::ReadWrite, ABI::V3, false).contains(AccessFs::Truncate));
+        assert!(!access_bits(PathAccess::ReadWrite, ABI::V2, true).contains(AccessFs::Truncate));
+    }
+
+    #[test]
+    fn record_has_a_stable_wire_form() {
+        let record = LandlockRecord {
+            kernel_abi: 7,
+            abi: 3,
+            status: Enforcement::Partial,
+            not_enforced: vec![Feature::BindPorts, Feature::SignalScope],
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            json,
+            r#"{"kernel_abi":7,"abi":3,"status":"partial","not_enforced":["bind-ports","signal-scope"]}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<LandlockRecord>(&json).unwrap(),
+            record
+        );
+    }
+}

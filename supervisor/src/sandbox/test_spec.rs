@@ -1,0 +1,59 @@
+//! An [`AppSpec`] with DESIGN.md's defaults, for the sandbox's unit tests.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::config::{
+    AccessSpec, AppName, AppSpec, LandlockMode, LimitSpec, LogSpec, NetworkMode, ReadinessKind,
+    ReadinessSpec, RestartPolicy, RestartSpec, RestartStrategy, SandboxSpec, Signal, StopSpec,
+};
+
+pub(crate) fn app_spec(name: &str, command: &[&str]) -> AppSpec {
+    AppSpec {
+        name: AppName::new(name).unwrap(),
+        file: format!("/etc/appvisor/apps.d/{name}.toml").into(),
+        description: String::new(),
+        user: name.into(),
+        group: None,
+        command: command.iter().map(|s| s.to_string()).collect(),
+        directory: format!("/srv/{name}/current").into(),
+        environment: BTreeMap::new(),
+        env_files: Vec::new(),
+        umask: 0o027,
+        autostart: true,
+        listen: Vec::new(),
+        readiness: ReadinessSpec {
+            kind: ReadinessKind::None,
+            timeout: Duration::from_secs(60),
+            probe: None,
+        },
+        restart: RestartSpec {
+            policy: RestartPolicy::OnFailure,
+            start_secs: Duration::from_secs(1),
+            max_retries: 0,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            strategy: RestartStrategy::StopStart,
+        },
+        stop: StopSpec {
+            signal: Signal(nix::sys::signal::Signal::SIGTERM),
+            timeout: Duration::from_secs(30),
+            reload_signal: Signal(nix::sys::signal::Signal::SIGHUP),
+        },
+        logs: LogSpec {
+            max_size: 50 << 20,
+            keep: 5,
+        },
+        access: AccessSpec::default(),
+        sandbox: SandboxSpec {
+            read_only: Vec::new(),
+            read_write: Vec::new(),
+            private_tmp: true,
+            bind_ports: None,
+            connect_ports: None,
+            network: NetworkMode::Host,
+            landlock: LandlockMode::Require,
+        },
+        limits: LimitSpec::default(),
+    }
+}
