@@ -61,7 +61,9 @@ fn slow_gunicorn(
     if held {
         app.listen(&format!("127.0.0.1:{port}"), Some("http"))
     } else {
-        app
+        // Binding its own port needs Landlock's leave: by default an app
+        // may bind only the ports of its [[listen]] sockets.
+        app.bind_ports(&[port])
     }
 }
 

@@ -402,13 +402,16 @@ impl Supervisor {
                 self.probe.as_mut().expect("guarded").await
             }, if self.probe.is_some() => Wake::Probe(result.ok()),
             msg = async { self.notify.as_ref().expect("guarded").recv().await }, if self.notify.is_some() => Wake::Notify(msg),
-            populated = watch_changed(populated.as_mut().expect("guarded")), if populated.is_some() => {
+            // Each branch's future is built even when its guard is false:
+            // the `expect`s must sit inside `async` blocks, which only run
+            // when polled.
+            populated = async { watch_changed(populated.as_mut().expect("guarded")).await }, if populated.is_some() => {
                 Wake::Populated(populated)
             }
             status = async { prev_exit.as_mut().expect("guarded").await }, if prev_exit.is_some() => {
                 Wake::PreviousExited(status.unwrap_or(ExitStatus::Signal(libc::SIGKILL)))
             }
-            populated = watch_changed(prev_populated.as_mut().expect("guarded")), if prev_populated.is_some() => {
+            populated = async { watch_changed(prev_populated.as_mut().expect("guarded")).await }, if prev_populated.is_some() => {
                 Wake::PreviousPopulated(populated)
             }
             () = async { prev_kill.as_mut().expect("guarded").as_mut().await }, if prev_kill.is_some() => {
