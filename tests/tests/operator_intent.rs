@@ -30,7 +30,11 @@ fn still_stopped(daemon: &Daemon, by: &StoppedBy, when: &str) {
     assert_eq!(held.state, State::Stopped, "held after {when}: {held:#?}");
     assert_eq!(held.pid, None, "held after {when}");
     assert_eq!(held.stopped_by.as_ref(), Some(by), "held after {when}");
-    assert_eq!(daemon.app("other").state, State::Running, "other after {when}");
+    assert_eq!(
+        daemon.app("other").state,
+        State::Running,
+        "other after {when}"
+    );
 }
 
 #[test]
@@ -39,7 +43,8 @@ fn a_stopped_app_stays_stopped_across_update_sighup_and_a_daemon_restart() {
     let user = TestUser::ensure("avt-app3");
     let alice = TestUser::ensure("avt-ctl-alice");
     let prefix = Prefix::new();
-    let held = sleeper("held", &user).extra_toml(&format!("[access]\nusers = [\"{}\"]", alice.name));
+    let held =
+        sleeper("held", &user).extra_toml(&format!("[access]\nusers = [\"{}\"]", alice.name));
     held.write(&prefix);
     sleeper("other", &user).write(&prefix);
     let mut daemon = Daemon::start(&prefix, DaemonOptions::default());
