@@ -132,29 +132,29 @@ fn garbage_and_malformed_requests_get_error_answers() {
         ("a 64 KiB header", long_header.into_bytes(), "HTTP/1.1 431"),
         (
             "a JSON body that is not JSON",
-            b"POST /v1/apps/shop/signal HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n{not json"
+            b"POST /v1/apps/shop/signal HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 9\r\n\r\n{not json"
                 .to_vec(),
             "HTTP/1.1 400",
         ),
         (
             "an unknown signal",
-            b"POST /v1/apps/shop/signal HTTP/1.1\r\nHost: x\r\nContent-Length: 19\r\n\r\n{\"signal\":\"NOPE1\"}\n"
+            b"POST /v1/apps/shop/signal HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 19\r\n\r\n{\"signal\":\"NOPE1\"}\n"
                 .to_vec(),
             "HTTP/1.1 400",
         ),
         (
             "an unknown route",
-            b"GET /v1/apps/shop/../../etc HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            b"GET /v1/apps/shop/../../etc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
             "HTTP/1.1 404",
         ),
         (
             "a wrong method",
-            b"DELETE /v1/apps/shop HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            b"DELETE /v1/apps/shop HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
             "HTTP/1.1 405",
         ),
         (
             "an app name with a NUL",
-            b"GET /v1/apps/sh%00op HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            b"GET /v1/apps/sh%00op HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
             "HTTP/1.1 404",
         ),
     ];
@@ -255,6 +255,48 @@ fn a_client_sending_headers_one_byte_a_second_is_cut_off() {
         "the slow client was cut off after {cut_off:?}"
     );
     apps_untouched(&mut daemon, &pids, "a slow client");
+}
+
+#[test]
+fn a_client_sending_its_body_one_byte_a_second_gets_an_error() {
+    require_root!();
+    let alice = TestUser::ensure("avt-ctl-alice");
+    let prefix = Prefix::new();
+    let (mut daemon, pids) = daemon_with_apps(&prefix, &alice);
+    let mut stream = UnixStream::connect(daemon.socket()).expect("connecting");
+    stream
+        .write_all(b"POST /v1/apps/shop/signal HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 40\r\n\r\n")
+        .expect("sending the head");
+    let mut writer = stream.try_clone().expect("cloning the stream");
+    let start = Instant::now();
+    let dripper = thread::spawn(move || {
+        for byte in b"{\"signal\":\"USR1\"}                      " {
+            if writer.write_all(&[*byte]).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_secs(1));
+        }
+    });
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("read timeout");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let took = start.elapsed();
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = dripper.join();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.1 400"),
+        "a body dripped a byte a second: {answer:?}"
+    );
+    assert!(
+        answer.contains("request body not received within 5s"),
+        "{answer}"
+    );
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+    serves_legitimate_requests(&daemon, &alice, "a slow body");
+    apps_untouched(&mut daemon, &pids, "a slow body");
 }
 
 /// A stranger's process holding `n` connections open; dropped, it is killed.
