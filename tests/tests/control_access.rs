@@ -455,3 +455,29 @@ fn audit_of_a_restart_names_the_caller_uid_and_the_app() {
         .unwrap_or_else(|| panic!("no audit line for alice's restart\n{}", daemon.log_tail(40)));
     assert!(line.contains("outcome=\"ok\""), "{line}");
 }
+
+/// More apps in one command than the daemon lets one uid hold connections
+/// (16): appctl keeps few requests in flight, so none is refused.
+#[test]
+fn an_operator_restarts_twenty_apps_in_one_command() {
+    require_root!();
+    let cast = cast();
+    let prefix = Prefix::new();
+    let names: Vec<String> = (0..20).map(|i| format!("app{i:02}")).collect();
+    for name in &names {
+        patient(name, &cast.app_user)
+            .extra_toml(&format!("[access]\ngroups = [\"{DEV_GROUP}\"]"))
+            .write(&prefix);
+    }
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    for name in &names {
+        daemon.wait_for_state(name, State::Running, Duration::from_secs(30));
+    }
+    let mut args = vec!["restart".to_owned()];
+    args.extend(names.iter().cloned());
+    let out = daemon.appctl_as(&cast.bob, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
+    let out = daemon.appctl_as(&cast.bob, ["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
+    assert!(daemon.status_json().iter().all(|a| a.restarts == 1));
+}
