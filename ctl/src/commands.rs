@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use appvisor_protocol::client::{Client, ClientError};
@@ -18,6 +19,7 @@ use appvisor_protocol::{
 use http_body_util::BodyExt;
 use hyper::Method;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::cli::ActionArgs;
@@ -27,6 +29,10 @@ use crate::render;
 /// How long past the requested timeout `appctl` waits for the daemon's
 /// answer before it gives up on a daemon that stopped answering.
 const ANSWER_GRACE: Duration = Duration::from_secs(15);
+/// Requests in flight at once for commands that name many apps: the daemon
+/// holds each uid to a few connections (16), and a deploy restarting forty
+/// apps must not be refused for it.
+const MAX_IN_FLIGHT: usize = 8;
 
 /// Why a command could not finish.
 #[derive(Debug, thiserror::Error)]
@@ -80,18 +86,24 @@ pub fn print_error(err: &dyn std::fmt::Display) {
     eprintln!("appctl: {err}");
 }
 
-/// Runs `task` for every name concurrently and returns the results in the
-/// order of `names`.
+/// Runs `task` for every name concurrently, at most [`MAX_IN_FLIGHT`] at a
+/// time, and returns the results in the order of `names`.
 async fn for_each_app<T, F, Fut>(client: &Client, names: &[String], task: F) -> Vec<T>
 where
     T: Send + 'static,
     F: Fn(Client, String) -> Fut,
     Fut: Future<Output = T> + Send + 'static,
 {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut set = JoinSet::new();
     for (index, name) in names.iter().enumerate() {
         let fut = task(client.clone(), name.clone());
-        set.spawn(async move { (index, fut.await) });
+        let slots = slots.clone();
+        set.spawn(async move {
+            // The semaphore is never closed, so acquiring cannot fail.
+            let _slot = slots.acquire_owned().await;
+            (index, fut.await)
+        });
     }
     let mut results: Vec<Option<T>> = names.iter().map(|_| None).collect();
     while let Some(joined) = set.join_next().await {
@@ -318,6 +330,28 @@ mod tests {
             stopped_by: None,
             config_error: None,
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn many_apps_keep_few_requests_in_flight() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let now = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let names: Vec<String> = (0..40).map(|i| format!("app{i}")).collect();
+        let client = Client::new("/nonexistent/ctl.sock");
+        let got = for_each_app(&client, &names, |_client, name| {
+            let (now, peak) = (now.clone(), peak.clone());
+            async move {
+                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(running, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                name
+            }
+        })
+        .await;
+        assert_eq!(got, names, "results come back in the order asked");
+        assert_eq!(peak.load(Ordering::SeqCst), MAX_IN_FLIGHT);
     }
 
     #[test]

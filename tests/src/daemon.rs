@@ -10,6 +10,7 @@
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use nix::unistd::Pid;
 use crate::bins;
 use crate::prefix::Prefix;
 use crate::procfs;
+use crate::users::TestUser;
 use crate::wait::poll_until;
 
 /// How a test wants its daemon configured and run.
@@ -334,6 +336,43 @@ impl Daemon {
         cmd.stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+    }
+
+    /// `appctl` copied to `PREFIX/bin/appctl` (mode 0755), where every test
+    /// user can run it: the build tree may sit under a private home.
+    pub fn public_appctl(&self) -> PathBuf {
+        let root = self
+            .socket
+            .parent()
+            .and_then(Path::parent)
+            .expect("the control socket lives in PREFIX/run");
+        let dir = root.join("bin");
+        let path = dir.join("appctl");
+        if !path.is_file() {
+            fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+            let tmp = dir.join(format!(".appctl-{:?}", thread::current().id()));
+            fs::copy(bins::appctl(), &tmp)
+                .unwrap_or_else(|e| panic!("copying appctl to {}: {e}", tmp.display()));
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
+                .unwrap_or_else(|e| panic!("chmod {}: {e}", tmp.display()));
+            fs::rename(&tmp, &path).unwrap_or_else(|e| {
+                panic!("renaming {} to {}: {e}", tmp.display(), path.display())
+            });
+        }
+        path
+    }
+
+    /// Runs the real `appctl --socket SOCKET ARGS…` as `user` (see
+    /// [`TestUser::command`]).
+    pub fn appctl_as<I, S>(&self, user: &TestUser, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = user.command(self.public_appctl());
+        cmd.arg("--socket").arg(&self.socket).args(args);
+        cmd.output()
+            .unwrap_or_else(|e| panic!("running {cmd:?} as {}: {e}", user.name))
     }
 
     /// Runs `appctl ARGS…`, asserts exit 0 and returns stdout.

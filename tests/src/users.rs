@@ -6,10 +6,11 @@
 //! and `useradd` fails while another holds `/etc/passwd`'s lock. This module
 //! never deletes or changes a user it did not create.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fs::{File, OpenOptions};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::{getgrouplist, Gid, Group, Uid, User};
@@ -163,5 +164,20 @@ impl TestUser {
 
     pub fn gid(&self) -> Gid {
         Gid::from_raw(self.gid)
+    }
+
+    /// A command that runs `program` as this user: its uid and primary gid,
+    /// no supplementary groups (std drops them when root sets a uid), stdin
+    /// closed. appvisord reads a caller's groups from the group database,
+    /// not from the process, so this is enough to act as the user.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.uid(self.uid)
+            .gid(self.gid)
+            .env("HOME", "/")
+            .env("USER", &self.name)
+            .current_dir("/")
+            .stdin(Stdio::null());
+        cmd
     }
 }

@@ -5,11 +5,14 @@
 //! of decisions to HTTP answers. It never decides *what* happens to an app
 //! (that is `daemon` and `supervise`) nor *who* may do it (that is `acl`).
 //!
-//! A hostile local user can connect, so every connection is bounded: a cap
-//! on concurrent connections, a deadline for the request head and body, a
-//! maximum head and body size; anything malformed gets an error answer.
+//! A hostile local user can connect, so every connection is bounded: caps
+//! on concurrent connections, in total and per uid (one user holding
+//! connections open must not lock out the others), a deadline for the
+//! request head and body, a maximum head and body size; anything malformed
+//! gets an error answer.
 
 mod body;
+mod limit;
 mod peer;
 mod socket;
 
@@ -25,18 +28,20 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use self::limit::{ConnectionLimits, Refusal};
 use crate::acl::{self, Decision, Operation, Peer};
 use crate::daemon::Daemon;
 pub use body::ResponseBody;
 pub use socket::{bind_control_socket, SocketError};
 
 /// Connections served at once; more are answered 503 and closed.
-const MAX_CONNECTIONS: usize = 128;
+const MAX_CONNECTIONS: usize = 256;
+/// Connections one uid other than root may hold at once, so that a local
+/// user holding connections open cannot lock everyone else out.
+const MAX_CONNECTIONS_PER_UID: usize = 16;
 /// Time a client has to send a request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a client has to send a request body.
@@ -48,7 +53,7 @@ const MAX_HEAD: usize = 16 * 1024;
 
 /// Serves the control socket until the listener fails.
 pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limits = ConnectionLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -59,42 +64,56 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(refuse_busy(stream));
-            continue;
+        let cred = match stream.peer_cred() {
+            Ok(cred) => cred,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading control peer credentials");
+                continue;
+            }
+        };
+        let slot = match limits.admit(cred.uid()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                // debug, not warn: a flood must not become a log flood.
+                tracing::debug!(
+                    peer.uid = cred.uid(),
+                    ?refusal,
+                    "control connection refused"
+                );
+                refuse(&stream, refusal);
+                continue;
+            }
         };
         let daemon = daemon.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            serve_connection(stream, daemon).await;
+            let _slot = slot;
+            let peer = peer::lookup(cred.uid(), cred.pid().and_then(|p| u32::try_from(p).ok()));
+            serve_connection(stream, peer, daemon).await;
         });
     }
 }
 
-async fn refuse_busy(mut stream: UnixStream) {
-    let body = error_json(&ApiError::new(
-        ErrorCode::Unavailable,
-        "too many control connections, try again",
-    ));
-    let head = format!(
+/// Answers 503 and closes, without a task: the answer fits in the socket
+/// buffer, and a refused connection must not hold a file descriptor for
+/// longer than it takes to say no.
+fn refuse(stream: &UnixStream, refusal: Refusal) {
+    let message = match refusal {
+        Refusal::Full => "too many control connections, try again".to_owned(),
+        Refusal::UidFull => format!(
+            "too many control connections from your user (at most {MAX_CONNECTIONS_PER_UID}), try again"
+        ),
+    };
+    let body = error_json(&ApiError::new(ErrorCode::Unavailable, message));
+    let mut answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(&body).await
-    })
-    .await;
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    let _ = stream.try_write(&answer);
 }
 
-async fn serve_connection(stream: UnixStream, daemon: Arc<Daemon>) {
-    let peer = match stream.peer_cred() {
-        Ok(cred) => peer::lookup(cred.uid(), cred.pid().and_then(|p| u32::try_from(p).ok())),
-        Err(err) => {
-            tracing::warn!(error = %err, "reading control peer credentials");
-            return;
-        }
-    };
+async fn serve_connection(stream: UnixStream, peer: Peer, daemon: Arc<Daemon>) {
     let span = tracing::info_span!("control", peer.uid = peer.uid, peer.pid = peer.pid);
     let peer = Arc::new(peer);
     let service = hyper::service::service_fn(move |request| {

@@ -1,0 +1,266 @@
+//! Live configuration: `appctl update` and SIGHUP apply the difference of
+//! `apps.d` to a running daemon, touching only the apps whose file changed.
+
+use std::fs;
+use std::time::Duration;
+
+use appvisor_tests::daemon::describe_output;
+use appvisor_tests::testapps::{dumped_env, python};
+use appvisor_tests::{
+    process_exists, require_root, AppBuilder, Daemon, DaemonOptions, Prefix, Readiness, State,
+    TestUser,
+};
+use nix::sys::signal::Signal;
+
+/// How the change reaches the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Update,
+    Sighup,
+}
+
+fn sleeper(name: &str, user: &TestUser) -> AppBuilder {
+    AppBuilder::new(name, user, ["/bin/sleep", "infinity"])
+        .readiness(Readiness::None)
+        .start_secs(Duration::from_millis(300))
+}
+
+fn envdump(prefix: &Prefix, user: &TestUser, flavour: &str) -> AppBuilder {
+    python(prefix, "change", user, "envdump.py", &[])
+        .readiness(Readiness::None)
+        .start_secs(Duration::from_millis(300))
+        .env("FLAVOUR", flavour)
+}
+
+fn pid_of(daemon: &Daemon, app: &str) -> u32 {
+    daemon
+        .app(app)
+        .pid
+        .unwrap_or_else(|| panic!("{app} has no pid: {:#?}", daemon.app(app)))
+}
+
+fn flavour(daemon: &Daemon) -> Option<String> {
+    let logs = daemon.app_logs("change", 200, false);
+    dumped_env(&logs)?
+        .into_iter()
+        .find(|(k, _)| k == "FLAVOUR")
+        .map(|(_, v)| v)
+}
+
+/// keep, change and gone running; returns their pids.
+fn three_apps(prefix: &Prefix, user: &TestUser) -> (Daemon, [u32; 3]) {
+    sleeper("keep", user).write(prefix);
+    envdump(prefix, user, "one").write(prefix);
+    sleeper("gone", user).write(prefix);
+    let daemon = Daemon::start(prefix, DaemonOptions::default());
+    for app in ["keep", "change", "gone"] {
+        daemon.wait_for_state(app, State::Running, Duration::from_secs(15));
+    }
+    daemon.wait_until(Duration::from_secs(10), "change's first env dump", || {
+        flavour(&daemon).as_deref() == Some("one")
+    });
+    let pids = ["keep", "change", "gone"].map(|app| pid_of(&daemon, app));
+    (daemon, pids)
+}
+
+/// Adds `fresh`, changes `change`'s environment and removes `gone`.
+fn edit_apps_d(prefix: &Prefix, user: &TestUser) {
+    sleeper("fresh", user).write(prefix);
+    envdump(prefix, user, "two").write(prefix);
+    fs::remove_file(prefix.app_file("gone")).expect("removing gone.toml");
+}
+
+fn add_change_remove_unchanged(trigger: Trigger) {
+    let user = TestUser::ensure("avt-app2");
+    let prefix = Prefix::new();
+    let (mut daemon, [keep, change, gone]) = three_apps(&prefix, &user);
+    edit_apps_d(&prefix, &user);
+
+    match trigger {
+        Trigger::Update => {
+            let out = daemon.appctl_ok(["update"]);
+            assert_eq!(
+                out,
+                "added: fresh\nchanged: change\nremoved: gone\nunchanged: keep\n"
+            );
+            // update answers once removed apps are gone.
+            assert!(
+                !process_exists(gone),
+                "gone's process {gone} outlived update"
+            );
+        }
+        Trigger::Sighup => daemon.signal(Signal::SIGHUP),
+    }
+
+    daemon.wait_for_state("fresh", State::Running, Duration::from_secs(15));
+    daemon.wait_until(Duration::from_secs(15), "gone to disappear", || {
+        daemon.status_json().iter().all(|a| a.name != "gone")
+    });
+    daemon.wait_until(Duration::from_secs(15), "gone's process to exit", || {
+        !process_exists(gone)
+    });
+    daemon.wait_until(Duration::from_secs(15), "change to restart", || {
+        let status = daemon.app("change");
+        status.state == State::Running && status.pid.is_some_and(|p| p != change)
+    });
+    daemon.wait_until(Duration::from_secs(10), "change's new environment", || {
+        flavour(&daemon).as_deref() == Some("two")
+    });
+    assert!(
+        !process_exists(change),
+        "change's old process {change} still runs"
+    );
+    let status = daemon.app("keep");
+    assert_eq!(
+        (status.state, status.pid, status.restarts),
+        (State::Running, Some(keep), 0),
+        "keep was not touched"
+    );
+    let mut names: Vec<String> = daemon.status_json().into_iter().map(|a| a.name).collect();
+    names.sort();
+    assert_eq!(names, ["change", "fresh", "keep"]);
+    assert!(daemon.try_wait().is_none(), "appvisord exited");
+}
+
+#[test]
+fn update_adds_changes_removes_and_leaves_unchanged_apps_alone() {
+    require_root!();
+    add_change_remove_unchanged(Trigger::Update);
+}
+
+#[test]
+fn sighup_adds_changes_removes_and_leaves_unchanged_apps_alone() {
+    require_root!();
+    add_change_remove_unchanged(Trigger::Sighup);
+}
+
+fn invalid_files(trigger: Trigger) {
+    let user = TestUser::ensure("avt-app2");
+    let prefix = Prefix::new();
+    let steady = sleeper("steady", &user);
+    let steady_file = steady.write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    let pid = daemon
+        .wait_for_state("steady", State::Running, Duration::from_secs(15))
+        .pid
+        .expect("pid");
+
+    // A broken edit of a running app, and a broken new app.
+    fs::write(&steady_file, format!("bogus = 1\n{}", steady.to_toml())).expect("editing steady");
+    let broken_file = prefix.write("apps.d/broken.toml", "user = \"avt-app2\"\n");
+
+    match trigger {
+        Trigger::Update => {
+            let out = daemon.appctl(["update"]);
+            assert_eq!(out.status.code(), Some(2), "{}", describe_output(&out));
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let broken_at = text
+                .find(&format!("invalid: broken ({})\n", broken_file.display()))
+                .unwrap_or_else(|| panic!("update does not list broken as invalid:\n{text}"));
+            let steady_at = text
+                .find(&format!("invalid: steady ({})\n", steady_file.display()))
+                .unwrap_or_else(|| panic!("update does not list steady as invalid:\n{text}"));
+            assert!(broken_at < steady_at, "{text}");
+            assert!(
+                text[steady_at..].contains("bogus")
+                    && text[steady_at..].ends_with("    (still running its last valid version)\n"),
+                "{text}"
+            );
+            assert!(
+                !text[broken_at..steady_at].contains("still running"),
+                "{text}"
+            );
+        }
+        Trigger::Sighup => daemon.signal(Signal::SIGHUP),
+    }
+
+    let broken = daemon.wait_for_state("broken", State::Invalid, Duration::from_secs(10));
+    assert!(
+        broken.reason.contains("command"),
+        "broken's reason names the missing key: {broken:#?}"
+    );
+    daemon.wait_until(Duration::from_secs(10), "steady's config_error", || {
+        daemon.app("steady").config_error.is_some()
+    });
+    let status = daemon.app("steady");
+    assert_eq!(
+        (status.state, status.pid),
+        (State::Running, Some(pid)),
+        "the broken edit left steady's running version alone"
+    );
+    let error = status.config_error.expect("config_error");
+    assert!(error.contains("bogus"), "{error}");
+    let table = daemon.appctl(["status", "steady"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("newest file does not validate, running the last valid version"),
+        "{table}"
+    );
+    let log = daemon.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("app file does not validate") && l.contains("app=steady")),
+        "the daemon log reports steady's file\n{}",
+        daemon.log_tail(30)
+    );
+
+    // Fixing the file clears the error and still leaves the process alone.
+    steady.write(&prefix);
+    match trigger {
+        Trigger::Update => {
+            let out = daemon.appctl(["update"]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("unchanged: steady\n"), "{text}");
+        }
+        Trigger::Sighup => daemon.signal(Signal::SIGHUP),
+    }
+    daemon.wait_until(
+        Duration::from_secs(10),
+        "steady's config_error to clear",
+        || daemon.app("steady").config_error.is_none(),
+    );
+    assert_eq!(daemon.app("steady").pid, Some(pid));
+}
+
+#[test]
+fn update_keeps_the_old_version_of_an_invalid_edit_and_shows_a_new_invalid_app() {
+    require_root!();
+    invalid_files(Trigger::Update);
+}
+
+#[test]
+fn sighup_keeps_the_old_version_of_an_invalid_edit_and_shows_a_new_invalid_app() {
+    require_root!();
+    invalid_files(Trigger::Sighup);
+}
+
+#[test]
+fn update_dry_run_changes_nothing() {
+    require_root!();
+    let user = TestUser::ensure("avt-app2");
+    let prefix = Prefix::new();
+    let (daemon, pids) = three_apps(&prefix, &user);
+    edit_apps_d(&prefix, &user);
+
+    let out = daemon.appctl_ok(["update", "--dry-run"]);
+    assert_eq!(
+        out,
+        "added: fresh\nchanged: change\nremoved: gone\nunchanged: keep\ndry run: nothing was changed\n"
+    );
+    // Give a wrongly acting daemon time to act.
+    std::thread::sleep(Duration::from_millis(500));
+    let apps = daemon.status_json();
+    let now: Vec<(String, State, Option<u32>)> = apps
+        .iter()
+        .map(|a| (a.name.clone(), a.state, a.pid))
+        .collect();
+    assert_eq!(
+        now,
+        [
+            ("change".to_owned(), State::Running, Some(pids[1])),
+            ("gone".to_owned(), State::Running, Some(pids[2])),
+            ("keep".to_owned(), State::Running, Some(pids[0])),
+        ]
+    );
+    assert_eq!(flavour(&daemon).as_deref(), Some("one"));
+}
