@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appvisor_protocol::{
-    ActionRequest, ApiError, ApplyRequest, ErrorBody, ErrorCode, LogStream, SignalRequest, WhoAmI,
+    ActionRequest, ApiError, ApplyRequest, ErrorCode, LogStream, SignalRequest, WhoAmI,
 };
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -103,13 +103,7 @@ fn refuse(stream: &UnixStream, refusal: Refusal) {
             "too many control connections from your user (at most {MAX_CONNECTIONS_PER_UID}), try again"
         ),
     };
-    let body = error_json(&ApiError::new(ErrorCode::Unavailable, message));
-    let mut answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    answer.extend_from_slice(&body);
+    let answer = crate::httpd::busy_response(&message);
     let _ = stream.try_write(&answer);
 }
 
@@ -448,17 +442,13 @@ impl LogParams {
     }
 }
 
-fn error_json(err: &ApiError) -> Vec<u8> {
-    serde_json::to_vec(&ErrorBody { error: err.clone() }).expect("error bodies serialize")
-}
-
 fn error_response(err: &ApiError) -> Response<ResponseBody> {
     let status =
         StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     with_type(
         status,
         "application/json",
-        ResponseBody::full(error_json(err)),
+        ResponseBody::full(crate::httpd::error_json(err)),
     )
 }
 

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use appvisor_protocol::{ApiError, AppList, AppStatus, ErrorBody, ErrorCode};
+use appvisor_protocol::{ApiError, AppList, AppStatus, ErrorCode};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -108,17 +108,9 @@ pub async fn serve<S: StatusSource>(listener: TcpListener, source: Arc<S>, roots
 }
 
 async fn refuse_busy(mut stream: TcpStream) {
-    let body = error_json(&ApiError::new(
-        ErrorCode::Unavailable,
-        "too many status connections, try again",
-    ));
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
+    let answer = crate::httpd::busy_response("too many status connections, try again");
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(&body).await?;
+        stream.write_all(&answer).await?;
         stream.shutdown().await?;
         // Closing with the request still unread would reset the connection
         // and the client could lose the answer: read what it sent first.
@@ -276,14 +268,10 @@ fn response(content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> 
     with_type(StatusCode::OK, content_type, body)
 }
 
-fn error_json(err: &ApiError) -> Vec<u8> {
-    serde_json::to_vec(&ErrorBody { error: err.clone() }).expect("error bodies serialize")
-}
-
 fn error_response(err: &ApiError) -> Response<Full<Bytes>> {
     let status =
         StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    with_type(status, "application/json", error_json(err))
+    with_type(status, "application/json", crate::httpd::error_json(err))
 }
 
 fn with_type(

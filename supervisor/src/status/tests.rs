@@ -142,7 +142,7 @@ async fn refuses_what_is_not_a_read() {
     for (request, want_status, want_message) in cases {
         let (status, _, body) = raw(address, request).await;
         assert_eq!(status, want_status, "{request}");
-        let error: ErrorBody = serde_json::from_str(&body).unwrap();
+        let error: appvisor_protocol::ErrorBody = serde_json::from_str(&body).unwrap();
         assert_eq!(error.error.message, want_message);
     }
 }
