@@ -727,6 +727,9 @@ impl crate::status::StatusSource for Daemon {
                     .cgroups
                     .as_ref()
                     .map(|root| root.dir().join(name)),
+                exposure: entry.handle.as_ref().map(|h| {
+                    crate::supervise::security(&h.snapshot.borrow(), &self.shared).exposure
+                }),
             })
             .collect()
     }

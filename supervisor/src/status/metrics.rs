@@ -39,6 +39,8 @@ pub struct AppMetrics {
     /// `[limits] memory`, in bytes.
     pub memory_limit: Option<u64>,
     pub usage: Usage,
+    /// The exposure score of `appctl security`.
+    pub exposure: Option<f64>,
 }
 
 /// Everything one scrape shows.
@@ -83,6 +85,7 @@ pub fn render(scrape: &Scrape) -> String {
     let memory_limit = Family::<AppLabel, Gauge>::default();
     let cpu = Family::<AppLabel, FloatCounter>::default();
     let readiness_failures = Family::<AppLabel, Counter>::default();
+    let exposure = Family::<AppLabel, FloatGauge>::default();
     let requests = Family::<RequestLabels, Counter>::default();
 
     for app in &scrape.apps {
@@ -118,6 +121,9 @@ pub fn render(scrape: &Scrape) -> String {
         }
         if let Some(seconds) = app.usage.cpu_seconds {
             cpu.get_or_create(&label).inc_by(seconds);
+        }
+        if let Some(score) = app.exposure {
+            exposure.get_or_create(&label).set(score);
         }
     }
     for ((action, outcome), count) in &scrape.control_requests {
@@ -168,6 +174,11 @@ pub fn render(scrape: &Scrape) -> String {
         "app_readiness_failures",
         "Starts that did not become ready within the readiness timeout",
         readiness_failures,
+    );
+    registry.register(
+        "app_exposure_score",
+        "How exposed the app is, from 0 (tight) to 10 (unconfined): appctl security APP explains it",
+        exposure,
     );
     registry.register(
         "control_requests",
@@ -228,12 +239,14 @@ mod tests {
                         memory_bytes: Some(1_048_576),
                         cpu_seconds: Some(2.5),
                     },
+                    exposure: Some(1.5),
                 },
                 AppMetrics {
                     status: status("blog", State::Backoff, None, 0),
                     readiness_failures: 0,
                     memory_limit: None,
                     usage: Usage::default(),
+                    exposure: None,
                 },
             ],
             control_requests: vec![
@@ -245,6 +258,7 @@ mod tests {
         let text = render(&scrape);
         let mut want = vec![
             "appvisor_app_cpu_seconds_total{app=\"shop\"} 2.5",
+            "appvisor_app_exposure_score{app=\"shop\"} 1.5",
             "appvisor_app_memory_bytes{app=\"shop\"} 1048576",
             "appvisor_app_memory_limit_bytes{app=\"shop\"} 536870912",
             "appvisor_app_readiness_failures_total{app=\"blog\"} 0",

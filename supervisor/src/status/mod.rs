@@ -53,6 +53,8 @@ pub struct AppSample {
     pub memory_limit: Option<u64>,
     /// The app's cgroup v2 directory, if the daemon uses cgroups.
     pub cgroup: Option<PathBuf>,
+    /// `appctl security`'s exposure score, 0 (tight) to 10 (unconfined).
+    pub exposure: Option<f64>,
 }
 
 /// What the status server needs from the daemon; tests supply fake data.
@@ -252,6 +254,7 @@ pub fn scrape<S: StatusSource + ?Sized>(source: &S, roots: &Roots) -> Scrape {
             status: sample.status,
             readiness_failures: sample.readiness_failures,
             memory_limit: sample.memory_limit,
+            exposure: sample.exposure,
         })
         .collect();
     Scrape {
