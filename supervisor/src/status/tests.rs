@@ -42,6 +42,7 @@ fn sample(name: &str, state: State, restarts: u32) -> AppSample {
         readiness_failures: 0,
         memory_limit: None,
         cgroup: None,
+        exposure: None,
     }
 }
 
