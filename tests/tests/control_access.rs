@@ -144,8 +144,9 @@ fn pid_of(daemon: &Daemon, app: &str) -> u32 {
 /// each answers not found (exit 2) and nothing happens to the app.
 fn denied_app_routes(daemon: &Daemon, caller: &Caller<'_>, app: &str) {
     let pid = pid_of(daemon, app);
-    let commands: [&[&str]; 7] = [
+    let commands: [&[&str]; 8] = [
         &["status", app],
+        &["security", app],
         &["logs", app, "-n", "5"],
         &["signal", "USR1", app],
         &["reload", app],
@@ -158,7 +159,7 @@ fn denied_app_routes(daemon: &Daemon, caller: &Caller<'_>, app: &str) {
         expect(daemon, caller, args, 2, &out);
         let user = caller.user.map_or("root", |u| u.name.as_str());
         let verb = match args[0] {
-            "status" => "see",
+            "status" | "security" => "see",
             "logs" => "read the logs of",
             other => other,
         };
@@ -198,6 +199,12 @@ fn allowed_app_routes(daemon: &Daemon, caller: &Caller<'_>, app: &str) {
         caller.name
     );
     run(&["logs", app, "-n", "5"]);
+    let security = run(&["security", app]);
+    assert!(
+        security.contains("exposure"),
+        "appctl security {app} as {}:\n{security}",
+        caller.name
+    );
     assert_eq!(
         run(&["signal", "USR1", app]),
         format!("{app}: sent USR1 (pid {pid})\n")

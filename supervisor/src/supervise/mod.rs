@@ -155,21 +155,27 @@ pub fn start(
         release: None,
         notify_status: None,
         shutdown: false,
-        snapshot: watch::channel(placeholder_snapshot(&app_for_snapshot)).0,
+        snapshot: Arc::new(watch::channel(placeholder_snapshot(&app_for_snapshot)).0),
         pending: VecDeque::new(),
     };
     sup.publish(false);
     let snapshot = sup.snapshot.subscribe();
     let span = tracing::info_span!("app", app = %sup.app.spec.name);
-    let task = tokio::spawn(
+    let guard = PanicGuard {
+        name: sup.app.spec.name.to_string(),
+        shared: sup.shared.clone(),
+        snapshot: sup.snapshot.clone(),
+    };
+    let inner = tokio::spawn(
         async move {
             if autostart {
                 sup.feed(Event::Start(Cause::Autostart));
             }
             sup.run(rx).await;
         }
-        .instrument(span),
+        .instrument(span.clone()),
     );
+    let task = tokio::spawn(guard.watch(inner).instrument(span));
     Handle {
         commands,
         snapshot,
@@ -261,7 +267,8 @@ struct Supervisor {
     release: Option<String>,
     notify_status: Option<String>,
     shutdown: bool,
-    snapshot: watch::Sender<Snapshot>,
+    /// Shared with the task's guard, which reports a panic here.
+    snapshot: Arc<watch::Sender<Snapshot>>,
     /// Events produced by effects, fed after the current step.
     pending: VecDeque<Event>,
 }
@@ -1000,6 +1007,47 @@ impl Supervisor {
                 tracing::debug!(error = %err, "removing the app's limit cgroups");
             }
         }
+    }
+}
+
+/// What is left to do if an app's task panics (a bug in appvisord): its
+/// processes would run on unsupervised and its status would freeze, so
+/// kill them and say so in the status. No other app is touched.
+struct PanicGuard {
+    name: String,
+    shared: Arc<Shared>,
+    snapshot: Arc<watch::Sender<Snapshot>>,
+}
+
+impl PanicGuard {
+    async fn watch(self, task: JoinHandle<()>) {
+        let Err(err) = task.await else { return };
+        if !err.is_panic() {
+            return;
+        }
+        let message = match err.into_panic().downcast::<String>() {
+            Ok(text) => *text,
+            Err(payload) => payload
+                .downcast::<&str>()
+                .map(|text| (*text).to_owned())
+                .unwrap_or_else(|_| "no message".to_owned()),
+        };
+        tracing::error!(panic = %message, "the app's supervisor task panicked (a bug in appvisord); killing its processes");
+        if let Some(root) = &self.shared.cgroups {
+            if let Err(err) = root.app(&self.name).and_then(|cg| cg.kill()) {
+                tracing::error!(error = %err, "killing the processes of an app whose supervisor panicked");
+            }
+        }
+        self.snapshot.send_modify(|snapshot| {
+            snapshot.state = AppState::Fatal;
+            snapshot.status.state = appvisor_protocol::State::Fatal;
+            snapshot.status.pid = None;
+            snapshot.status.uptime_secs = None;
+            snapshot.status.reason = format!(
+                "appvisord bug: supervising {} failed ({message}); its processes were killed; restart appvisord and report the bug",
+                self.name
+            );
+        });
     }
 }
 
