@@ -114,6 +114,9 @@ def children_with_cmdline(daemon, needle):
     return out
 
 
+BENCH_DIR = "/var/lib/appvisor-bench"
+
+
 def wait_for(what, cond, timeout=120.0, interval=0.01):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -269,7 +272,10 @@ class Appvisord:
 
 
 def one_run(kind, apps):
-    root = tempfile.mkdtemp(prefix="avb-", dir="/tmp")
+    # Not under /tmp: appvisord gives each app a private /tmp, which would
+    # hide the flood app's code there.
+    os.makedirs(BENCH_DIR, exist_ok=True)
+    root = tempfile.mkdtemp(prefix="avb-", dir=BENCH_DIR)
     os.chmod(root, 0o755)
     shutil.copy(FLOOD, os.path.join(root, "flood.py"))
     os.chmod(os.path.join(root, "flood.py"), 0o644)

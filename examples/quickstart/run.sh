@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# appvisor quickstart: builds appvisord and appctl, makes a temp prefix with
-# a venv (gunicorn) and one app, and runs the daemon in the foreground.
+# appvisor quickstart: builds appvisord and appctl, makes a prefix under
+# /var/lib/appvisor-demo with a venv (gunicorn) and one app, and runs the
+# daemon in the foreground.
 # Needs root: the app runs as its own user (appvisor-demo), which this
 # script creates, and the daemon switches to it.
 #
@@ -38,7 +39,10 @@ say "building appvisord and appctl ($profile)"
 (cd "$repo" && cargo build "${build_flags[@]}" -p appvisor-supervisor -p appvisor-ctl)
 bin="${CARGO_TARGET_DIR:-$repo/target}/$profile"
 
-prefix="${APPVISOR_DEMO_PREFIX:-$(mktemp -d /tmp/appvisor-demo.XXXXXX)}"
+# Not under /tmp: each app gets a private, empty /tmp (sandbox.private_tmp),
+# so code there would vanish from the app's view.
+mkdir -p /var/lib/appvisor-demo
+prefix="${APPVISOR_DEMO_PREFIX:-$(mktemp -d /var/lib/appvisor-demo/run.XXXXXX)}"
 mkdir -p "$prefix"/{etc/apps.d,log,lib,run,srv/hello}
 chmod 0755 "$prefix" "$prefix/srv" "$prefix/srv/hello"
 say "prefix: $prefix"
@@ -73,6 +77,7 @@ In another terminal, try:
 
   $bin/appctl --socket $prefix/run/ctl.sock status
   curl http://127.0.0.1:$port/
+  curl http://127.0.0.1:9750/metrics
 
 and restart it with:  $bin/appctl --socket $prefix/run/ctl.sock restart hello
 Stop the daemon with Ctrl-C: it stops the app and exits.

@@ -188,9 +188,11 @@ mod tests {
             self.dir.path().join(name)
         }
 
+        /// The fixtures live in a temp dir under /tmp, which private_tmp
+        /// would hide from the app: turn it off.
         fn app_text(&self, extra: &str) -> String {
             format!(
-                "user = \"shop\"\ncommand = [\"{}\"]\ndirectory = \"{}\"\nsandbox = {{ connect_ports = [] }}\n{extra}",
+                "user = \"shop\"\ncommand = [\"{}\"]\ndirectory = \"{}\"\nsandbox = {{ connect_ports = [], private_tmp = false }}\n{extra}",
                 self.path("prog").display(),
                 self.path("srv").display()
             )
@@ -317,9 +319,9 @@ mod tests {
             ),
         );
         let text = host.app_text("").replace(
-            "sandbox = { connect_ports = [] }",
+            "sandbox = { connect_ports = [], private_tmp = false }",
             &format!(
-                "sandbox = {{ read_write = [\"{}\"] }}",
+                "sandbox = {{ read_write = [\"{}\"], private_tmp = false }}",
                 host.path("srv").display()
             ),
         );

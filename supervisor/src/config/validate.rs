@@ -723,6 +723,9 @@ impl<'a> Builder<'a> {
             groups: self.names("access.groups", |r| r.access.as_ref()?.groups.as_ref()),
         };
         let sandbox = self.sandbox(directory.as_deref());
+        if sandbox.private_tmp {
+            self.hidden_by_private_tmp(command.as_deref(), directory.as_deref());
+        }
         let limits = LimitSpec {
             memory: self.value(
                 "limits.memory",
@@ -1235,6 +1238,33 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// With `private_tmp`, the app sees a fresh, empty `/tmp` and
+    /// `/var/tmp`: code or a directory there would vanish at spawn with a
+    /// puzzling "No such file or directory". Say so at validation instead.
+    fn hidden_by_private_tmp(&mut self, command: Option<&[String]>, directory: Option<&Path>) {
+        let hint = "move it out of /tmp and /var/tmp (e.g. to /srv or /var/lib), or set sandbox.private_tmp = false";
+        if let Some(dir) = directory.filter(|d| under_private_tmp(d)) {
+            if let Some(val) = self.pick("directory", |r| r.directory.as_ref()) {
+                let message = format!(
+                    "directory {} is under a temporary directory that sandbox.private_tmp replaces with an empty one for the app",
+                    dir.display()
+                );
+                self.errors.push(val.error(Invalid::new(message, hint)));
+            }
+        }
+        if let Some(program) = command
+            .and_then(|c| c.first())
+            .filter(|p| under_private_tmp(Path::new(p)))
+        {
+            if let Some(val) = self.pick("command", |r| r.command.as_ref()) {
+                let message = format!(
+                    "command {program} is under a temporary directory that sandbox.private_tmp replaces with an empty one for the app"
+                );
+                self.errors.push(val.error(Invalid::new(message, hint)));
+            }
+        }
+    }
+
     fn sandbox_warnings(
         &mut self,
         sandbox: &SandboxSpec,
@@ -1276,6 +1306,11 @@ impl<'a> Builder<'a> {
             });
         }
     }
+}
+
+/// Whether `path` lies in what `private_tmp` replaces for the app.
+fn under_private_tmp(path: &Path) -> bool {
+    path.starts_with("/tmp") || path.starts_with("/var/tmp")
 }
 
 fn check_user(user: &str) -> Result<String, Invalid> {
@@ -2003,6 +2038,21 @@ connect_ports = [5432]
             "/etc/shop/secrets.env:2:1: NOTIFY_SOCKET: NOTIFY_SOCKET is set by the daemon for each start \
              (remove it; LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES and NOTIFY_SOCKET come from [[listen]] and [readiness])"
         );
+    }
+
+    #[test]
+    fn code_under_a_private_tmp_is_refused() {
+        let text = "user = \"shop\"\ncommand = [\"/tmp/demo/venv/bin/gunicorn\"]\ndirectory = \"/tmp/demo\"\n";
+        let hint = "move it out of /tmp and /var/tmp (e.g. to /srv or /var/lib), or set sandbox.private_tmp = false";
+        assert_eq!(
+            errors(text),
+            [
+                format!("apps.d/shop.toml:2:11: command: command /tmp/demo/venv/bin/gunicorn is under a temporary directory that sandbox.private_tmp replaces with an empty one for the app ({hint})"),
+                format!("apps.d/shop.toml:3:13: directory: directory /tmp/demo is under a temporary directory that sandbox.private_tmp replaces with an empty one for the app ({hint})"),
+            ]
+        );
+        let allowed = format!("{text}[sandbox]\nprivate_tmp = false\n");
+        assert!(validate_with(&allowed, &Defaults::none(), &no_env_files).is_ok());
     }
 
     #[test]
