@@ -313,6 +313,56 @@ fn joins_the_planned_cgroup() {
 }
 
 #[test]
+fn starts_inside_its_cgroup_with_clone3() {
+    if !is_root("starts_inside_its_cgroup_with_clone3") {
+        return;
+    }
+    let name = format!("appvisor-clone3-test-{}", std::process::id());
+    let cgroup = Path::new("/sys/fs/cgroup/unified").join(&name);
+    if let Err(e) = fs::create_dir(&cgroup) {
+        eprintln!(
+            "skipped: starts_inside_its_cgroup_with_clone3 needs a writable cgroup v2 tree ({e})"
+        );
+        return;
+    }
+    let dir = open_dir();
+    let mut plan = plan(
+        &[
+            "/bin/sh",
+            "-c",
+            "echo $$; readlink /proc/self/fd/3 | cut -c1-7; grep ^0:: /proc/self/cgroup",
+        ],
+        dir.path(),
+    );
+    // The helper would join this file itself; started inside, it must not.
+    plan.cgroup_procs = Some(cgroup.join("cgroup.procs"));
+    plan.listen_names = vec!["http".to_owned()];
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let cgroup_dir = fs::File::open(&cgroup).unwrap();
+    let (out_r, out_w) = pipe();
+    let (_err_r, err_w) = pipe();
+    let spawned = appvisor::spawn::spawn_with_helper_into(
+        helper(),
+        &plan,
+        out_w,
+        err_w,
+        &[listener.as_fd()],
+        cgroup_dir.as_fd(),
+    )
+    .unwrap();
+    let pid = spawned.pid;
+    spawned
+        .report
+        .outcome_blocking()
+        .expect("the command execs");
+    let stdout = read_all(out_r);
+    waitpid(Pid::from_raw(pid as i32), None).unwrap();
+    // Its own pid, the held socket at fd 3, and the cgroup it was cloned into.
+    assert_eq!(stdout, format!("{pid}\nsocket:\n0::/{name}\n"));
+    fs::remove_dir(&cgroup).unwrap();
+}
+
+#[test]
 fn missing_directory_fails_at_chdir() {
     if !is_root("missing_directory_fails_at_chdir") {
         return;

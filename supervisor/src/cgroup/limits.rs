@@ -257,10 +257,18 @@ impl AppLimits {
         Ok(())
     }
 
-    /// The `cgroup.procs` files the exec helper joins besides the v2 one.
-    pub fn extra_procs(&self) -> Vec<PathBuf> {
+    /// The `cgroup.procs` files the exec helper joins besides the v2 one:
+    /// the v1 hierarchies of the limits that are set. Each join moves the
+    /// helper between cgroups, which costs the kernel an RCU grace period,
+    /// so an app without limits joins none.
+    pub fn extra_procs(&self, limits: &LimitSpec) -> Vec<PathBuf> {
         self.places
             .iter()
+            .filter(|(controller, _)| match controller {
+                Controller::Memory => limits.memory.is_some(),
+                Controller::Pids => limits.tasks.is_some(),
+                Controller::Cpu => limits.cpu.is_some(),
+            })
             .filter_map(|(_, place)| match place {
                 Place::V1(dir) => Some(dir.join("cgroup.procs")),
                 Place::V2(_) => None,
@@ -438,7 +446,7 @@ mod tests {
         assert_eq!(read(v1_cpu.join("shop/cpu.cfs_quota_us")), "150000");
         assert_eq!(read(v1_cpu.join("shop/cpu.cfs_period_us")), "100000");
         assert_eq!(
-            app.extra_procs(),
+            app.extra_procs(&limits),
             vec![
                 v1_memory.join("shop/cgroup.procs"),
                 v1_cpu.join("shop/cgroup.procs")
@@ -480,6 +488,6 @@ mod tests {
             "no cgroup hierarchy offers the pids controller"
         );
         app.apply(&LimitSpec::default()).unwrap();
-        assert!(app.extra_procs().is_empty());
+        assert!(app.extra_procs(&LimitSpec::default()).is_empty());
     }
 }

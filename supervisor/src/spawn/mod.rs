@@ -16,6 +16,7 @@
 //! like a pipe.
 
 pub mod child;
+mod launch;
 pub mod plan;
 pub mod report;
 
@@ -186,6 +187,111 @@ pub fn spawn(
     listen_fds: &[BorrowedFd<'_>],
 ) -> Result<Spawned, SpawnError> {
     spawn_with_helper(&exec_helper_path()?, plan, stdout, stderr, listen_fds)
+}
+
+/// Like [`spawn`], but the helper starts inside the v2 cgroup whose
+/// directory `cgroup_dir` is open (`clone3` with `CLONE_INTO_CGROUP`)
+/// instead of moving itself there, which costs the kernel an RCU grace
+/// period per spawn (see [`launch`]). Falls back to [`spawn`], the helper
+/// joining the plan's cgroup itself, where the kernel lacks clone3.
+pub fn spawn_into_cgroup(
+    plan: &SpawnPlan,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    listen_fds: &[BorrowedFd<'_>],
+    cgroup_dir: BorrowedFd<'_>,
+) -> Result<Spawned, SpawnError> {
+    spawn_with_helper_into(
+        &exec_helper_path()?,
+        plan,
+        stdout,
+        stderr,
+        listen_fds,
+        cgroup_dir,
+    )
+}
+
+/// [`spawn_into_cgroup`] through `helper`, for tests.
+pub fn spawn_with_helper_into(
+    helper: &Path,
+    plan: &SpawnPlan,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    listen_fds: &[BorrowedFd<'_>],
+    cgroup_dir: BorrowedFd<'_>,
+) -> Result<Spawned, SpawnError> {
+    use std::os::fd::AsFd;
+    use std::os::unix::ffi::OsStrExt;
+
+    let app = || plan.app.clone();
+    if listen_fds.len() != plan.listen_fds() {
+        return Err(SpawnError::ListenFdCount {
+            app: app(),
+            planned: plan.listen_fds(),
+            given: listen_fds.len(),
+        });
+    }
+    // Already in its cgroup: the helper must not write cgroup.procs, which
+    // would take the very lock this path avoids.
+    let inside = SpawnPlan {
+        cgroup_procs: None,
+        ..plan.clone()
+    };
+    let plan_fd = write_plan(&inside)?;
+    let (report_read, report_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::ReportPipe {
+            app: app(),
+            source: e.into(),
+        })?;
+    let launch_error = |source: io::Error| SpawnError::Launch {
+        app: app(),
+        helper: helper.to_owned(),
+        source,
+    };
+    let devnull = File::open("/dev/null").map_err(launch_error)?;
+    let mut fds = vec![
+        (devnull.as_fd(), 0),
+        (stdout.as_fd(), 1),
+        (stderr.as_fd(), 2),
+        (plan_fd.as_fd(), PLAN_FD),
+        (report_write.as_fd(), REPORT_FD),
+    ];
+    for (index, fd) in listen_fds.iter().enumerate() {
+        fds.push((*fd, FIRST_LISTEN_FD + index as RawFd));
+    }
+    let c_string = |bytes: &[u8]| {
+        std::ffi::CString::new(bytes)
+            .map_err(|e| launch_error(io::Error::new(io::ErrorKind::InvalidInput, e)))
+    };
+    let program = c_string(helper.as_os_str().as_bytes())?;
+    let argv = vec![
+        c_string(b"appvisord")?,
+        c_string(HELPER_ARG.as_bytes())?,
+        c_string(plan.app.as_bytes())?,
+    ];
+    let launch = launch::Launch::new(program, argv, &fds, REPORT_FD).map_err(launch_error)?;
+    match launch.spawn_into(cgroup_dir) {
+        Ok(pid) => {
+            tracing::debug!(app = %plan.app, pid, "exec helper started in its cgroup");
+            // Our ends of the child's fds close when this returns; the report
+            // pipe reaches EOF once the helper execs or exits.
+            Ok(Spawned {
+                pid,
+                report: ReportReader { fd: report_read },
+            })
+        }
+        Err(err)
+            if matches!(
+                err.raw_os_error(),
+                Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+            ) =>
+        {
+            tracing::debug!(error = %err, "clone3 into a cgroup is unavailable; the helper joins its cgroup itself");
+            drop(fds);
+            spawn_with_helper(helper, plan, stdout, stderr, listen_fds)
+        }
+        Err(err) => Err(launch_error(err)),
+    }
 }
 
 /// Starts `plan` through `helper`, an `appvisord` binary; tests pass the

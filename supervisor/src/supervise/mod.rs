@@ -276,6 +276,8 @@ struct Supervisor {
 /// The cgroup of one instance and the watch on its emptiness.
 struct Leaf {
     cgroup: AppCgroup,
+    /// The cgroup's directory, open, for `clone3(CLONE_INTO_CGROUP)`.
+    dir: OwnedFd,
     /// `None` without a watcher, or once the watcher is gone.
     populated: Option<watch::Receiver<bool>>,
 }
@@ -833,9 +835,14 @@ impl Supervisor {
                 ),
                 None => None,
             };
+            // Kept open so the next spawn can clone straight into it.
+            let dir = std::fs::File::open(leaf.dir())
+                .map(OwnedFd::from)
+                .map_err(|e| format!("spawn failed at cgroup {}: {e}", leaf.dir().display()))?;
             self.leaf = Some(Leaf {
                 cgroup: leaf,
                 populated,
+                dir,
             });
         }
         let notify_path = if spec.readiness.kind == ReadinessKind::Notify {
@@ -875,7 +882,7 @@ impl Supervisor {
             .apply(&spec.limits)
             .map_err(|e| format!("spawn failed at cgroup limits: {e}"))?;
         self.oom_baseline = limits.oom_kills();
-        let extra_cgroup_procs = limits.extra_procs();
+        let extra_cgroup_procs = limits.extra_procs(&spec.limits);
         self.limits = Some(limits);
         let user = PlanUser {
             name: self.app.user_name.clone(),
@@ -928,8 +935,14 @@ impl Supervisor {
                 .as_ref()
                 .map(HeldSockets::fds)
                 .unwrap_or_default();
-            let spawned = spawn::spawn(plan, stdout, stderr, &listen_fds)
-                .map_err(|e| format!("spawn failed: {e}"))?;
+            let spawned = match &self.leaf {
+                Some(leaf) => {
+                    use std::os::fd::AsFd;
+                    spawn::spawn_into_cgroup(plan, stdout, stderr, &listen_fds, leaf.dir.as_fd())
+                }
+                None => spawn::spawn(plan, stdout, stderr, &listen_fds),
+            }
+            .map_err(|e| format!("spawn failed: {e}"))?;
             report = Some(spawned.report);
             Ok::<u32, String>(spawned.pid)
         })?;
