@@ -111,28 +111,13 @@ def child_pids(daemon):
 def child_cmdlines(daemon):
     """Command lines of the live children of process `daemon`."""
     out = []
-    try:
-        tasks = os.listdir("/proc/%d/task" % daemon)
-    except OSError:
-        return out
-    for task in tasks:
+    for kid in child_pids(daemon):
         try:
-            with open("/proc/%d/task/%s/children" % (daemon, task)) as f:
-                kids = f.read().split()
+            with open("/proc/%d/cmdline" % kid, "rb") as f:
+                out.append(f.read().replace(b"\0", b" ").decode(errors="replace").strip())
         except OSError:
             continue
-        for kid in kids:
-            try:
-                with open("/proc/%s/cmdline" % kid, "rb") as f:
-                    out.append(f.read().replace(b"\0", b" ").decode(errors="replace").strip())
-            except OSError:
-                continue
     return out
-
-
-# Not under /tmp: appvisord gives each app a private /tmp, which would hide
-# the flood app's code there.
-BENCH_DIR = "/var/lib/appvisor-bench"
 
 
 def wait_for(what, cond, timeout=120.0, interval=0.01):

@@ -13,6 +13,8 @@ pub mod load;
 pub mod raw;
 pub mod resolve;
 pub mod spec;
+#[cfg(test)]
+pub(crate) mod test_spec;
 pub mod validate;
 
 pub use check::{check, CheckReport};

@@ -259,9 +259,9 @@ fn landlock_security(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::test_spec::app_spec;
     use crate::config::{LandlockMode, SandboxSpec};
     use crate::sandbox::rules::SandboxInputs;
-    use crate::sandbox::test_spec::app_spec;
 
     fn resolved(sandbox: impl FnOnce(&mut SandboxSpec), limits: bool) -> ResolvedApp {
         let mut spec = app_spec("shop", &["/srv/shop/venv/bin/gunicorn", "shop.wsgi"]);

@@ -333,8 +333,8 @@ fn path_fd_errno(e: &landlock::PathFdError) -> nix::errno::Errno {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::test_spec::app_spec;
     use crate::sandbox::rules::{SandboxInputs, SandboxPlan};
-    use crate::sandbox::test_spec::app_spec;
 
     fn plan(mode: Requirement, connect: Option<Vec<u16>>, cap: Option<u8>) -> LandlockPlan {
         let mut spec = app_spec("shop", &["/srv/shop/venv/bin/gunicorn"]);

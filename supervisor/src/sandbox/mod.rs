@@ -18,8 +18,6 @@ pub mod exposure;
 pub mod landlock;
 pub mod namespaces;
 pub mod rules;
-#[cfg(test)]
-pub(crate) mod test_spec;
 
 use nix::sys::resource::{setrlimit, Resource};
 use serde::{Deserialize, Serialize};

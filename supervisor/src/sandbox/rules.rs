@@ -381,8 +381,8 @@ pub fn parse_pyvenv_home(pyvenv_cfg: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::test_spec::app_spec;
     use crate::config::ListenSpec;
-    use crate::sandbox::test_spec::app_spec;
 
     fn user_rules(plan: &SandboxPlan) -> Vec<(String, PathAccess, RuleOrigin)> {
         plan.landlock

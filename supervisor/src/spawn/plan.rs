@@ -190,65 +190,17 @@ fn path_string(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::time::Duration;
 
     use super::*;
-    use crate::config::{
-        AccessSpec, AppName, LandlockMode, LimitSpec, LogSpec, NetworkMode, ReadinessKind,
-        ReadinessSpec, RestartPolicy, RestartSpec, RestartStrategy, SandboxSpec, Signal, StopSpec,
-    };
 
     fn spec(command: &[&str], environment: &[(&str, &str)]) -> AppSpec {
-        AppSpec {
-            name: AppName::new("shop").unwrap(),
-            file: "/etc/appvisor/apps.d/shop.toml".into(),
-            description: String::new(),
-            user: "shop".into(),
-            group: None,
-            command: command.iter().map(|s| s.to_string()).collect(),
-            directory: "/srv/shop/current".into(),
-            environment: environment
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-            env_files: Vec::new(),
-            umask: 0o027,
-            autostart: true,
-            listen: Vec::new(),
-            readiness: ReadinessSpec {
-                kind: ReadinessKind::None,
-                timeout: Duration::from_secs(60),
-                probe: None,
-            },
-            restart: RestartSpec {
-                policy: RestartPolicy::OnFailure,
-                start_secs: Duration::from_secs(1),
-                max_retries: 0,
-                backoff_initial: Duration::from_secs(1),
-                backoff_max: Duration::from_secs(60),
-                strategy: RestartStrategy::StopStart,
-            },
-            stop: StopSpec {
-                signal: Signal(nix::sys::signal::Signal::SIGTERM),
-                timeout: Duration::from_secs(30),
-                reload_signal: Signal(nix::sys::signal::Signal::SIGHUP),
-            },
-            logs: LogSpec {
-                max_size: 50 << 20,
-                keep: 5,
-            },
-            access: AccessSpec::default(),
-            sandbox: SandboxSpec {
-                read_only: Vec::new(),
-                read_write: Vec::new(),
-                private_tmp: true,
-                bind_ports: None,
-                connect_ports: None,
-                network: NetworkMode::Host,
-                landlock: LandlockMode::Require,
-            },
-            limits: LimitSpec::default(),
-        }
+        let mut spec = crate::config::test_spec::app_spec("shop", command);
+        spec.umask = 0o027;
+        spec.environment = environment
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>();
+        spec
     }
 
     fn user() -> PlanUser {

@@ -1,4 +1,4 @@
-//! An [`AppSpec`] with DESIGN.md's defaults, for the sandbox's unit tests.
+//! An [`AppSpec`] with DESIGN.md's defaults, for unit tests that need one.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
