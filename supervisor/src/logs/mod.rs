@@ -250,10 +250,19 @@ impl AppLogs {
                 return;
             }
         };
-        // Twice the read size, so the held-back partial line and a full read
-        // fit and the buffer is reused once the previous chunk is written.
-        let mut buf = BytesMut::with_capacity(2 * READ_CHUNK);
+        // Allocated once the pipe first has data, so an app that never
+        // writes costs no buffer; then twice the read size, so the
+        // held-back partial line and a full read fit and the buffer is
+        // reused once the previous chunk is written.
+        let mut buf = BytesMut::new();
         loop {
+            if buf.capacity() == 0 {
+                if let Err(error) = rx.readable().await {
+                    error!(%error, "cannot watch output pipe, output of this instance is lost");
+                    return;
+                }
+                buf.reserve(2 * READ_CHUNK);
+            }
             buf.reserve(READ_CHUNK);
             let read = if buf.is_empty() {
                 rx.read_buf(&mut buf).await
