@@ -120,6 +120,11 @@ def child_cmdlines(daemon):
     return out
 
 
+# Not under /tmp: appvisord gives each app a private /tmp, which would hide
+# the flood app's code there.
+BENCH_DIR = "/var/lib/appvisor-bench"
+
+
 def wait_for(what, cond, timeout=120.0, interval=0.01):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
