@@ -460,8 +460,8 @@ def main():
                 "(`clone3(CLONE_INTO_CGROUP)`); the daemon's own log shows about 2.5 ms "
                 "from the exit to the app's new program running, the rest of the "
                 "number above is the SIGKILL and the poll. Most of appvisord's RSS is "
-                "its own code and libc mapped from disk (file-backed pages); its heap "
-                "grows about 35 KiB per app.\n"
+                "its own code and libc mapped from disk (file-backed pages, shared with "
+                "the page cache); the private row shows the rest.\n"
                 % (time.strftime("%Y-%m-%d"), os.cpu_count(), BIN or "-", args.apps, table,
                    ", ".join(lossless), targets)
             )
