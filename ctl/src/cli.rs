@@ -110,6 +110,11 @@ pub enum Command {
     /// For configuration management (`validate_cmd`): exits 2 when a file
     /// does not validate; warnings are printed but exit 0.
     Check {
+        /// Check the one FILE as the app NAME, whatever the file is called:
+        /// for a CM tool's temporary copy, e.g. Ansible's
+        /// `validate: appctl check --as shop %s`.
+        #[arg(long = "as", value_name = "NAME", value_parser = parse_app_name, requires = "files")]
+        as_name: Option<appvisor::config::AppName>,
         /// App files to check (default: every file in apps.d).
         #[arg(value_name = "FILE")]
         files: Vec<PathBuf>,
@@ -174,4 +179,9 @@ mod tests {
         let err = Cli::try_parse_from(["appctl", "start"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
     }
+}
+
+fn parse_app_name(name: &str) -> Result<appvisor::config::AppName, String> {
+    appvisor::config::AppName::new(name)
+        .ok_or_else(|| format!("invalid app name {name:?}: use [a-z0-9][a-z0-9_-]{{0,63}}"))
 }

@@ -291,11 +291,13 @@ pub fn check(
     daemon_config: &Path,
     explicit: bool,
     files: &[PathBuf],
+    as_name: Option<&appvisor::config::AppName>,
 ) -> Result<Exit, CommandError> {
     let report = appvisor::config::check(
         daemon_config,
         explicit,
         files,
+        as_name,
         &appvisor::config::SystemUserDb,
     );
     print(&format!("{report}\n"))?;

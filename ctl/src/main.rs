@@ -27,6 +27,21 @@ use crate::exit::Exit;
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits 2, as DESIGN.md wants.
     let cli = Cli::parse();
+    if let Command::Check {
+        as_name: Some(_),
+        files,
+    } = &cli.command
+    {
+        if files.len() != 1 {
+            use clap::CommandFactory as _;
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::WrongNumberOfValues,
+                    "check --as NAME takes exactly one FILE",
+                )
+                .exit();
+        }
+    }
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -72,10 +87,10 @@ fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> Result<Exit, CommandError
         Command::Security { apps, json } => {
             runtime.block_on(security::security(&client, apps, *json))
         }
-        Command::Check { files } => {
+        Command::Check { files, as_name } => {
             let config = cli.config.as_deref();
             let daemon_config = config.unwrap_or(Path::new(cli::DEFAULT_CONFIG));
-            commands::check(daemon_config, config.is_some(), files)
+            commands::check(daemon_config, config.is_some(), files, as_name.as_ref())
         }
     }
 }

@@ -642,6 +642,10 @@ fn config_dir(apps: &[(&str, &str)]) -> TempDir {
 }
 
 fn check(dir: &TempDir, files: &[&Path]) -> Output {
+    check_with(dir, &[], files)
+}
+
+fn check_with(dir: &TempDir, options: &[&str], files: &[&Path]) -> Output {
     // No daemon: a socket that does not exist proves check never needs one.
     Command::new(env!("CARGO_BIN_EXE_appctl"))
         .arg("--socket")
@@ -649,9 +653,32 @@ fn check(dir: &TempDir, files: &[&Path]) -> Output {
         .arg("--config")
         .arg(dir.path().join("appvisor.toml"))
         .arg("check")
+        .args(options)
         .args(files)
         .output()
         .unwrap()
+}
+
+#[test]
+fn check_as_names_the_app_of_a_temporary_copy() {
+    let app = "user = \"nobody\"\ncommand = [\"/bin/sleep\", \"1000\"]\ndirectory = \"/\"\n\
+               [[listen]]\naddress = \"127.0.0.1:8001\"\n[sandbox]\nnetwork = \"none\"\n";
+    let dir = config_dir(&[("web", app)]);
+    // Ansible validates a copy with a random name before moving it over
+    // apps.d/web.toml: checked as itself, it steals web's port.
+    let copy = dir.path().join("tmpq8z1x9.toml");
+    std::fs::write(&copy, app).unwrap();
+    assert_eq!(check(&dir, &[&copy]).status.code(), Some(2));
+    let out = check_with(&dir, &["--as", "web"], &[&copy]);
+    assert_eq!(stdout(&out), "checked 2 files: 0 errors\n");
+    assert_eq!(out.status.code(), Some(0));
+    let out = check_with(&dir, &["--as", "web"], &[&copy, &copy]);
+    assert!(
+        stderr(&out).contains("check --as NAME takes exactly one FILE"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

@@ -7,7 +7,7 @@ file { '/etc/appvisor/apps.d/shop.toml':
   group        => 'root',
   mode         => '0644',
   content      => epp('profile/appvisor/shop.toml.epp'),
-  validate_cmd => '/usr/bin/appctl check %',
+  validate_cmd => '/usr/bin/appctl check --as shop %',  # % is a temporary copy
   notify       => Exec['appctl update'],
 }
 

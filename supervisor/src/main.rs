@@ -29,12 +29,22 @@ enum Command {
     /// With FILEs, checks those app files; without, the daemon config and
     /// every file of its apps_dir. Suitable as a CM validate command.
     Check {
+        /// Check the one FILE as the app NAME, whatever the file is called:
+        /// for a CM tool's temporary copy, e.g. Ansible's
+        /// `validate: appvisord check --as shop %s`.
+        #[arg(long = "as", value_name = "NAME", value_parser = parse_app_name, requires = "files")]
+        as_name: Option<appvisor::config::AppName>,
         /// App files to check.
         files: Vec<PathBuf>,
     },
 }
 
 const DEFAULT_CONFIG: &str = "/etc/appvisor/appvisor.toml";
+
+fn parse_app_name(name: &str) -> Result<appvisor::config::AppName, String> {
+    appvisor::config::AppName::new(name)
+        .ok_or_else(|| format!("invalid app name {name:?}: use [a-z0-9][a-z0-9_-]{{0,63}}"))
+}
 
 fn main() -> ExitCode {
     // The exec helper runs before anything else: it is single-threaded and
@@ -44,11 +54,21 @@ fn main() -> ExitCode {
     let config_explicit = cli.config.is_some();
     let config = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
 
-    if let Some(Command::Check { files }) = cli.command {
+    if let Some(Command::Check { files, as_name }) = cli.command {
+        if as_name.is_some() && files.len() != 1 {
+            use clap::CommandFactory as _;
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::WrongNumberOfValues,
+                    "check --as NAME takes exactly one FILE",
+                )
+                .exit();
+        }
         let report = appvisor::config::check(
             &config,
             config_explicit,
             &files,
+            as_name.as_ref(),
             &appvisor::config::resolve::SystemUserDb,
         );
         print!("{report}");

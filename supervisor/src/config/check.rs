@@ -6,9 +6,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::error::ConfigError;
-use super::load::{app_files, app_name, load_daemon_or_default, load_valid_app, DaemonConfig};
+use super::load::{
+    app_files, app_name, load_daemon_or_default, load_valid_app, load_valid_app_named, DaemonConfig,
+};
 use super::resolve::{check_conflicts, resolve, UserDb};
-use super::spec::AppSpec;
+use super::spec::{AppName, AppSpec};
 use super::validate::Defaults;
 
 /// What `check` found.
@@ -54,10 +56,15 @@ impl fmt::Display for CheckReport {
 /// config's `[defaults]`), and their listen addresses against the other
 /// apps in `apps_dir`, so a new file that steals a port is caught before it
 /// is dropped in. A file named like an app in `apps_dir` replaces it.
+///
+/// `as_name` names the app of the one file given, whatever its file name:
+/// Ansible's `validate` runs on a temporary copy with a random name, which
+/// would otherwise look like a new app clashing with the file it replaces.
 pub fn check(
     daemon_config: &Path,
     explicit: bool,
     files: &[PathBuf],
+    as_name: Option<&AppName>,
     db: &dyn UserDb,
 ) -> CheckReport {
     let mut report = CheckReport::default();
@@ -100,7 +107,11 @@ pub fn check(
     let mut specs = Vec::new();
     for file in &files {
         report.checked.push(file.clone());
-        match load_valid_app(file, &defaults) {
+        let loaded = match as_name {
+            Some(name) => load_valid_app_named(file, name, &defaults),
+            None => load_valid_app(file, &defaults),
+        };
+        match loaded {
             Ok(valid) => {
                 report.warnings.extend(valid.warnings);
                 if let Err(errors) = resolve(&valid.spec, db) {
@@ -115,7 +126,7 @@ pub fn check(
     // Conflicts are reported on the later app of a pair: the apps already
     // in place go first, so the blame lands on the files being checked.
     let mut all = if named {
-        others_in_apps_dir(daemon.as_ref(), &files, &defaults)
+        others_in_apps_dir(daemon.as_ref(), &files, as_name, &defaults)
     } else {
         Vec::new()
     };
@@ -133,15 +144,19 @@ pub fn check(
 fn others_in_apps_dir(
     daemon: Option<&DaemonConfig>,
     files: &[PathBuf],
+    as_name: Option<&AppName>,
     defaults: &Defaults,
 ) -> Vec<AppSpec> {
     let Some(Ok(present)) = daemon.map(|daemon| app_files(&daemon.spec.apps_dir)) else {
         return Vec::new();
     };
-    let replaced_names: Vec<_> = files
-        .iter()
-        .filter_map(|file| app_name(file).ok())
-        .collect();
+    let replaced_names: Vec<_> = match as_name {
+        Some(name) => vec![name.clone()],
+        None => files
+            .iter()
+            .filter_map(|file| app_name(file).ok())
+            .collect(),
+    };
     let same_file = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
@@ -205,8 +220,13 @@ mod tests {
         }
 
         fn check(&self, files: &[PathBuf]) -> CheckReport {
+            self.check_as(files, None)
+        }
+
+        fn check_as(&self, files: &[PathBuf], as_name: Option<&str>) -> CheckReport {
             let db = FakeUserDb::new().with_user("shop", 1001, 1001);
-            check(&self.path("appvisor.toml"), true, files, &db)
+            let name = as_name.map(|n| AppName::new(n).unwrap());
+            check(&self.path("appvisor.toml"), true, files, name.as_ref(), &db)
         }
     }
 
@@ -306,6 +326,19 @@ mod tests {
             &host.app_text("[[listen]]\naddress = \"127.0.0.1:8001\"\n"),
         );
         assert!(host.check(&[update]).is_ok());
+    }
+
+    #[test]
+    fn a_temporary_copy_is_checked_as_the_app_it_replaces() {
+        let host = Host::new();
+        let listen = "[[listen]]\naddress = \"127.0.0.1:8001\"\n";
+        host.write("apps.d/shop.toml", &host.app_text(listen));
+        // What Ansible's `validate: appctl check --as shop %s` checks: a new
+        // version of shop under a random name.
+        let copy = host.write(".ansible_tmpa1b2c3shop.toml", &host.app_text(listen));
+        assert!(!host.check(std::slice::from_ref(&copy)).is_ok());
+        let report = host.check_as(std::slice::from_ref(&copy), Some("shop"));
+        assert!(report.is_ok(), "{report}");
     }
 
     #[test]

@@ -67,8 +67,18 @@ pub fn load_app(path: &Path, defaults: &Defaults) -> Result<AppSpec, ConfigError
 /// [`load_app`], keeping the warnings for `check`.
 pub fn load_valid_app(path: &Path, defaults: &Defaults) -> Result<ValidApp, ConfigErrors> {
     let name = app_name(path)?;
+    load_valid_app_named(path, &name, defaults)
+}
+
+/// [`load_valid_app`] for a file whose stem is not the app's name, like the
+/// temporary copy a CM tool validates before moving it into place.
+pub fn load_valid_app_named(
+    path: &Path,
+    name: &AppName,
+    defaults: &Defaults,
+) -> Result<ValidApp, ConfigErrors> {
     let text = fs::read_to_string(path).map_err(|error| read_error(path, "app file", &error))?;
-    validate_app(&name, path, &text, defaults, &|env_file: &Path| {
+    validate_app(name, path, &text, defaults, &|env_file: &Path| {
         fs::read_to_string(env_file)
     })
 }
