@@ -150,6 +150,11 @@ pub struct ActionArgs {
     pub timeout: Duration,
 }
 
+fn parse_app_name(name: &str) -> Result<appvisor::config::AppName, String> {
+    appvisor::config::AppName::new(name)
+        .ok_or_else(|| format!("invalid app name {name:?}: use [a-z0-9][a-z0-9_-]{{0,63}}"))
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -179,9 +184,4 @@ mod tests {
         let err = Cli::try_parse_from(["appctl", "start"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
     }
-}
-
-fn parse_app_name(name: &str) -> Result<appvisor::config::AppName, String> {
-    appvisor::config::AppName::new(name)
-        .ok_or_else(|| format!("invalid app name {name:?}: use [a-z0-9][a-z0-9_-]{{0,63}}"))
 }
