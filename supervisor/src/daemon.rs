@@ -442,28 +442,18 @@ impl Daemon {
             .map_err(|_| gone(name))?;
         let target = target.await.map_err(|_| gone(name))?;
         let outcome = if request.wait {
-            let timeout = request
-                .timeout_ms
-                .map(Duration::from_millis)
-                .unwrap_or(DEFAULT_WAIT)
-                .min(MAX_WAIT);
-            wait_for_outcome(&mut snapshot, action, target, pid_before, timeout).await
+            wait_for_outcome(
+                &mut snapshot,
+                action,
+                target,
+                pid_before,
+                wait_timeout(request),
+            )
+            .await
         } else {
             Outcome::Done
         };
-        let status = snapshot.borrow().status.clone();
-        let log_tail = if outcome == Outcome::Done {
-            Vec::new()
-        } else {
-            failure_log_tail(&logs)
-        };
-        Ok(ActionResult {
-            app: name.to_owned(),
-            action,
-            outcome,
-            status,
-            log_tail,
-        })
+        Ok(action_result(name, action, outcome, &snapshot, &logs))
     }
 
     /// Sends the app's `reload_signal` and, when asked to wait, checks that
@@ -489,11 +479,7 @@ impl Daemon {
         self.send_signal(&commands, &snapshot, spec.stop.reload_signal)
             .await?;
         let outcome = if request.wait {
-            let timeout = request
-                .timeout_ms
-                .map(Duration::from_millis)
-                .unwrap_or(DEFAULT_WAIT)
-                .min(MAX_WAIT);
+            let timeout = wait_timeout(request);
             let deadline = tokio::time::Instant::now() + timeout;
             let probed = match &spec.readiness.probe {
                 Some(probe) => {
@@ -521,19 +507,13 @@ impl Daemon {
         } else {
             Outcome::Done
         };
-        let status = snapshot.borrow().status.clone();
-        let log_tail = if outcome == Outcome::Done {
-            Vec::new()
-        } else {
-            failure_log_tail(&logs)
-        };
-        Ok(ActionResult {
-            app: name.to_owned(),
-            action: Action::Reload,
+        Ok(action_result(
+            name,
+            Action::Reload,
             outcome,
-            status,
-            log_tail,
-        })
+            &snapshot,
+            &logs,
+        ))
     }
 
     /// `appctl signal`.
@@ -818,6 +798,38 @@ async fn wait_for_outcome(
         .unwrap_or(Outcome::Timeout)
 }
 
+/// How long a waiting action may wait: the caller's timeout, capped.
+fn wait_timeout(request: &ActionRequest) -> Duration {
+    request
+        .timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_WAIT)
+        .min(MAX_WAIT)
+}
+
+/// The answer to an action: the app's status now and, unless it went as
+/// asked, its last log lines.
+fn action_result(
+    name: &str,
+    action: Action,
+    outcome: Outcome,
+    snapshot: &tokio::sync::watch::Receiver<Snapshot>,
+    logs: &AppLogs,
+) -> ActionResult {
+    let log_tail = if outcome == Outcome::Done {
+        Vec::new()
+    } else {
+        failure_log_tail(logs)
+    };
+    ActionResult {
+        app: name.to_owned(),
+        action,
+        outcome,
+        status: snapshot.borrow().status.clone(),
+        log_tail,
+    }
+}
+
 fn failure_log_tail(logs: &AppLogs) -> Vec<String> {
     let stderr = logs.tail(Stream::Stderr, FAILURE_LOG_LINES);
     if stderr.is_empty() {
@@ -835,26 +847,17 @@ fn entry_status(name: &str, entry: &Entry) -> AppStatus {
             status
         }
         None => AppStatus {
-            name: name.to_owned(),
-            state: State::Invalid,
-            reason: entry
-                .error
-                .clone()
-                .unwrap_or_else(|| "invalid".to_owned())
-                .replace('\n', "; "),
-            pid: None,
-            uptime_secs: None,
             since: entry.since,
-            restarts: 0,
-            failures: 0,
-            description: String::new(),
-            user: String::new(),
-            directory: String::new(),
-            release: None,
-            autostart: false,
-            stopped_by: None,
             // The reason says it all: there is no last valid version.
-            config_error: None,
+            ..supervise::bare_status(
+                name,
+                State::Invalid,
+                entry
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "invalid".to_owned())
+                    .replace('\n', "; "),
+            )
         },
     }
 }

@@ -202,23 +202,29 @@ fn placeholder_snapshot(app: &Arc<ResolvedApp>) -> Snapshot {
         readiness_failures: 0,
         app: app.clone(),
         landlock: None,
-        status: AppStatus {
-            name: String::new(),
-            state: appvisor_protocol::State::Stopped,
-            reason: String::new(),
-            pid: None,
-            uptime_secs: None,
-            since: 0,
-            restarts: 0,
-            failures: 0,
-            description: String::new(),
-            user: String::new(),
-            directory: String::new(),
-            release: None,
-            autostart: false,
-            stopped_by: None,
-            config_error: None,
-        },
+        status: bare_status("", appvisor_protocol::State::Stopped, String::new()),
+    }
+}
+
+/// A status with no process, no history and no settings: for an app known
+/// only by name (an invalid file), and before a task publishes its first.
+pub fn bare_status(name: &str, state: appvisor_protocol::State, reason: String) -> AppStatus {
+    AppStatus {
+        name: name.to_owned(),
+        state,
+        reason,
+        pid: None,
+        uptime_secs: None,
+        since: 0,
+        restarts: 0,
+        failures: 0,
+        description: String::new(),
+        user: String::new(),
+        directory: String::new(),
+        release: None,
+        autostart: false,
+        stopped_by: None,
+        config_error: None,
     }
 }
 
