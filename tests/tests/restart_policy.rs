@@ -87,6 +87,42 @@ fn failing_app_goes_fatal_after_max_retries_and_start_revives_it() {
     daemon.wait_for_state("failer", State::Fatal, Duration::from_secs(20));
 }
 
+/// The line an app writes just before it dies (its traceback's last line,
+/// usually the one that says why) is in the failure report even when the
+/// daemon's capture of its output was behind at the exit.
+#[test]
+fn the_failure_report_ends_with_the_last_line_the_app_wrote() {
+    require_root!();
+    let user = TestUser::ensure("avt-app1");
+    let prefix = Prefix::new();
+    python(
+        &prefix,
+        "trickler",
+        &user,
+        "crash.py",
+        &["--status", "3", "--trickle", "50"],
+    )
+    .restart_policy(RestartPolicy::Never)
+    .start_secs(Duration::from_secs(5))
+    .autostart(false)
+    .write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    for attempt in 1..=10 {
+        let out = daemon.appctl(["start", "trickler", "--timeout", "20s"]);
+        assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("status 3"),
+            "attempt {attempt}: the reason\n{stderr}"
+        );
+        assert_eq!(
+            stderr.lines().last().map(str::trim),
+            Some("crashing with status 3"),
+            "attempt {attempt}: the report ends with the app's last line\n{stderr}"
+        );
+    }
+}
+
 #[test]
 fn max_retries_zero_keeps_retrying_at_growing_intervals() {
     require_root!();

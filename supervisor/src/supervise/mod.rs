@@ -14,7 +14,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use appvisor_protocol::{AppStatus, StoppedBy};
 use nix::sys::signal::{kill, killpg, Signal as NixSignal};
@@ -544,11 +544,6 @@ impl Supervisor {
         let Some(child) = self.child.take() else {
             return;
         };
-        for pipe in child.pipes {
-            // The pipes end by themselves once every holder has gone; a
-            // daemonized grandchild may keep them open, so do not wait.
-            drop(pipe);
-        }
         let cgroup_empty = match &self.leaf {
             Some(leaf) => !leaf.cgroup.is_populated().unwrap_or(false),
             None => {
@@ -557,6 +552,15 @@ impl Supervisor {
                 true
             }
         };
+        if cgroup_empty {
+            // Nobody holds the write ends any more: let the capture tasks
+            // read what the app wrote last (often the traceback that says
+            // why it died) before the exit becomes a reason and a failure
+            // report with the last log lines.
+            drain_output(child.pipes).await;
+        }
+        // Otherwise a daemonized grandchild may keep the pipes open: the
+        // capture tasks end by themselves once it has gone.
         let status = self.memory_limit_kill(status);
         tracing::info!(
             pid = child.pid,
@@ -1086,6 +1090,27 @@ fn kill_instance(leaf: Option<&Leaf>, pid: u32, signal: NixSignal) {
     };
     if let Err(err) = result {
         tracing::warn!(error = %err, ?signal, "signalling an instance's processes");
+    }
+}
+
+/// How long an exit waits for the app's last output to be captured. The
+/// capture tasks reach EOF within a few milliseconds once the instance's
+/// cgroup is empty; the bound only matters if the daemon is starved.
+const DRAIN_OUTPUT: Duration = Duration::from_secs(1);
+
+/// Waits, at most [`DRAIN_OUTPUT`], until every capture task of an
+/// instance has read its pipe to EOF.
+async fn drain_output(pipes: Vec<JoinHandle<()>>) {
+    let all = async {
+        for pipe in pipes {
+            // A capture task that panicked has nothing more to give.
+            let _ = pipe.await;
+        }
+    };
+    if tokio::time::timeout(DRAIN_OUTPUT, all).await.is_err() {
+        tracing::warn!(
+            "the app's last output was not captured within {DRAIN_OUTPUT:?}; the failure report may miss it"
+        );
     }
 }
 
