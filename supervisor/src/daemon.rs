@@ -89,7 +89,7 @@ impl DaemonError {
 
 /// What the control plane needs to talk to one app's task.
 struct AppChannels {
-    commands: tokio::sync::mpsc::UnboundedSender<Command>,
+    commands: supervise::Commands,
     snapshot: tokio::sync::watch::Receiver<Snapshot>,
     logs: Arc<AppLogs>,
 }
@@ -255,8 +255,9 @@ async fn start_status_server(
 
 /// Parsing and validating every app file at start-up leaves freed heap
 /// that glibc keeps mapped; a daemon that then idles for months should
-/// give it back.
+/// give it back. (musl's allocator returns free memory by itself.)
 fn release_startup_memory() {
+    #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free memory at the top of glibc's
     // heaps back to the kernel; it touches no memory in use and is safe to
     // call from any thread at any time.
@@ -463,7 +464,7 @@ impl Daemon {
     async fn reload(
         &self,
         name: &str,
-        commands: tokio::sync::mpsc::UnboundedSender<Command>,
+        commands: supervise::Commands,
         mut snapshot: tokio::sync::watch::Receiver<Snapshot>,
         logs: Arc<AppLogs>,
         request: &ActionRequest,
@@ -532,7 +533,7 @@ impl Daemon {
 
     async fn send_signal(
         &self,
-        commands: &tokio::sync::mpsc::UnboundedSender<Command>,
+        commands: &supervise::Commands,
         snapshot: &tokio::sync::watch::Receiver<Snapshot>,
         signal: config::Signal,
     ) -> Result<AppStatus, ApiError> {

@@ -38,7 +38,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -185,8 +185,18 @@ struct StreamLog {
     file: Mutex<LogFile>,
     /// Separate from `file` so reading the tail never waits for a disk write.
     tail: Mutex<Tail>,
-    followers: broadcast::Sender<Bytes>,
+    /// Created by the first follower: the channel's ring is allocated
+    /// whole, and most apps are never followed.
+    followers: OnceLock<broadcast::Sender<Bytes>>,
     dropped: AtomicU64,
+}
+
+impl StreamLog {
+    fn subscribe(&self) -> broadcast::Receiver<Bytes> {
+        self.followers
+            .get_or_init(|| broadcast::channel(FOLLOW_CAPACITY).0)
+            .subscribe()
+    }
 }
 
 impl AppLogs {
@@ -208,7 +218,7 @@ impl AppLogs {
             Ok(StreamLog {
                 file: Mutex::new(file),
                 tail: Mutex::new(Tail::new(tail_lines)),
-                followers: broadcast::channel(FOLLOW_CAPACITY).0,
+                followers: OnceLock::new(),
                 dropped: AtomicU64::new(0),
             })
         };
@@ -327,7 +337,9 @@ impl AppLogs {
         lock(&log.tail).push(&chunk);
         // Fails only when nobody follows; a lagging follower is told it
         // lagged by its receiver.
-        let _ = log.followers.send(chunk);
+        if let Some(followers) = log.followers.get() {
+            let _ = followers.send(chunk);
+        }
     }
 
     /// The last `n` complete lines in memory (at most `tail_lines`, each cut
@@ -341,7 +353,7 @@ impl AppLogs {
     /// that falls more than 64 chunks behind gets `RecvError::Lagged` and
     /// loses them; capture never waits for it.
     pub fn subscribe(&self, stream: Stream) -> broadcast::Receiver<Bytes> {
-        self.stream(stream).followers.subscribe()
+        self.stream(stream).subscribe()
     }
 
     /// [`AppLogs::tail`] and [`AppLogs::subscribe`] at one instant: no chunk
@@ -354,7 +366,7 @@ impl AppLogs {
         let log = self.stream(stream);
         let _file = lock(&log.file);
         let lines = lock(&log.tail).lines(n);
-        (lines, log.followers.subscribe())
+        (lines, log.subscribe())
     }
 
     /// The last `n` complete lines from the files (current, then rotated as
@@ -377,7 +389,7 @@ impl AppLogs {
         let log = self.stream(stream);
         let file = lock(&log.file);
         let files = file.snapshot(self.keep.load(Ordering::Relaxed))?;
-        Ok((LogSnapshot { files }, log.followers.subscribe()))
+        Ok((LogSnapshot { files }, log.subscribe()))
     }
 
     fn snapshot(&self, stream: Stream) -> io::Result<LogSnapshot> {

@@ -214,17 +214,30 @@ impl NotifySocket {
     /// [`ReadinessError::is_refused_message`] holds concerns that datagram
     /// only: log it and call `recv` again. Cancel-safe.
     pub async fn recv(&self) -> Result<NotifyMessage, ReadinessError> {
-        let mut buffer = [0u8; MAX_MESSAGE + 1];
-        let datagram = self
-            .socket
-            .async_io(Interest::READABLE, || {
+        let receive_error = |source| ReadinessError::Receive {
+            path: self.path.clone(),
+            source,
+        };
+        // The buffer lives on the stack only between the wake-up and the
+        // parse, never across an await: every app's task waits here while
+        // idle, and a buffer held across the await would sit in each task's
+        // future (4 KiB an app).
+        loop {
+            self.socket.readable().await.map_err(receive_error)?;
+            let mut buffer = [0u8; MAX_MESSAGE + 1];
+            let datagram = match self.socket.try_io(Interest::READABLE, || {
                 receive(self.socket.as_raw_fd(), &mut buffer)
-            })
-            .await
-            .map_err(|source| ReadinessError::Receive {
-                path: self.path.clone(),
-                source,
-            })?;
+            }) {
+                Ok(datagram) => datagram,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(source) => return Err(receive_error(source)),
+            };
+            return self.message(datagram, &buffer);
+        }
+    }
+
+    /// Checks one received datagram and parses its fields.
+    fn message(&self, datagram: Datagram, buffer: &[u8]) -> Result<NotifyMessage, ReadinessError> {
         if datagram.ancillary_refused {
             return Err(ReadinessError::Ancillary {
                 path: self.path.clone(),

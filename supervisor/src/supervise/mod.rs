@@ -77,6 +77,22 @@ pub enum Command {
     Shutdown { cause: Cause },
 }
 
+/// The sending side of an app task's commands. Commands travel boxed: the
+/// channel allocates its slots 32 at a time as soon as it exists, for every
+/// app, and a boxed slot is a tenth of a `Command`.
+#[derive(Debug, Clone)]
+pub struct Commands(mpsc::UnboundedSender<Box<Command>>);
+
+/// The app's task has ended; nothing can be sent to it any more.
+#[derive(Debug)]
+pub struct TaskGone;
+
+impl Commands {
+    pub fn send(&self, command: Command) -> Result<(), TaskGone> {
+        self.0.send(Box::new(command)).map_err(|_| TaskGone)
+    }
+}
+
 /// What the control plane reads: the public status plus counters for
 /// waiting on outcomes.
 #[derive(Debug, Clone)]
@@ -114,7 +130,7 @@ fn sandbox_inputs(app: &ResolvedApp, shared: &Shared) -> SandboxInputs {
 /// The control plane's end of an app's task.
 #[derive(Debug)]
 pub struct Handle {
-    pub commands: mpsc::UnboundedSender<Command>,
+    pub commands: Commands,
     pub snapshot: watch::Receiver<Snapshot>,
     pub logs: Arc<AppLogs>,
     pub task: JoinHandle<()>,
@@ -166,18 +182,12 @@ pub fn start(
         shared: sup.shared.clone(),
         snapshot: sup.snapshot.clone(),
     };
-    let inner = tokio::spawn(
-        async move {
-            if autostart {
-                sup.feed(Event::Start(Cause::Autostart));
-            }
-            sup.run(rx).await;
-        }
-        .instrument(span.clone()),
-    );
+    // `run` itself, not an async block around it: a block would keep its
+    // own copy of the moved-in `Supervisor` beside `run`'s.
+    let inner = tokio::spawn(sup.run(rx, autostart).instrument(span.clone()));
     let task = tokio::spawn(guard.watch(inner).instrument(span));
     Handle {
-        commands,
+        commands: Commands(commands),
         snapshot,
         logs,
         task,
@@ -302,7 +312,7 @@ struct PreviousInstance {
 
 /// What woke the task up.
 enum Wake {
-    Command(Option<Command>),
+    Command(Option<Box<Command>>),
     Exited(ExitStatus),
     Reported(Result<spawn::Applied, spawn::SpawnFailure>),
     Timer(u64),
@@ -319,7 +329,10 @@ enum Wake {
 }
 
 impl Supervisor {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Box<Command>>, autostart: bool) {
+        if autostart {
+            self.feed(Event::Start(Cause::Autostart));
+        }
         loop {
             if self.shutdown && self.is_down() {
                 self.cleanup();
@@ -331,7 +344,7 @@ impl Supervisor {
                     // The daemon dropped the handle: treat as shutdown.
                     self.begin_shutdown(Cause::Shutdown);
                 }
-                Wake::Command(Some(cmd)) => self.command(cmd),
+                Wake::Command(Some(cmd)) => self.command(*cmd),
                 Wake::Reported(outcome) => self.reported(outcome),
                 Wake::Exited(status) => self.exited(status).await,
                 Wake::Timer(generation) => {
@@ -383,7 +396,7 @@ impl Supervisor {
     }
 
     /// Waits for the next thing that needs handling.
-    async fn next(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> Wake {
+    async fn next(&mut self, commands: &mut mpsc::UnboundedReceiver<Box<Command>>) -> Wake {
         let (mut report, mut exit) = match self.child.as_mut() {
             Some(Child { report, exit, .. }) => (report.as_mut(), Some(exit)),
             None => (None, None),
