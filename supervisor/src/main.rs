@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::filter::{LevelFilter, ParseError, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The appvisor daemon: supervises the apps of apps.d, each as its own user.
 #[derive(Debug, Parser)]
@@ -46,6 +49,21 @@ fn parse_app_name(name: &str) -> Result<appvisor::config::AppName, String> {
         .ok_or_else(|| format!("invalid app name {name:?}: use [a-z0-9][a-z0-9_-]{{0,63}}"))
 }
 
+/// The daemon's log filter from `APPVISOR_LOG`: directives such as
+/// `info,appvisor=debug,audit=warn` (a default level and levels per target
+/// prefix), `info` when unset. A value that does not parse also gives
+/// `info`, with the error to report once logging works.
+fn log_filter(value: Option<&str>) -> (Targets, Option<ParseError>) {
+    let default = || Targets::new().with_default(LevelFilter::INFO);
+    match value.map(str::trim).filter(|value| !value.is_empty()) {
+        None => (default(), None),
+        Some(value) => match value.parse() {
+            Ok(targets) => (targets, None),
+            Err(error) => (default(), Some(error)),
+        },
+    }
+}
+
 fn main() -> ExitCode {
     // The exec helper runs before anything else: it is single-threaded and
     // must not start a runtime or tracing.
@@ -79,14 +97,16 @@ fn main() -> ExitCode {
         };
     }
 
+    let (filter, bad_filter) = log_filter(std::env::var("APPVISOR_LOG").ok().as_deref());
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("APPVISOR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        .finish()
+        .with(filter)
         .init();
+    if let Some(error) = bad_filter {
+        tracing::warn!(%error, "ignoring APPVISOR_LOG, logging at info");
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -111,5 +131,34 @@ fn main() -> ExitCode {
             eprintln!("appvisord: {err}");
             ExitCode::from(err.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::log_filter;
+
+    #[test]
+    fn log_filter_defaults_to_info_and_reads_directives_per_target() {
+        let (filter, error) = log_filter(None);
+        assert!(error.is_none());
+        assert!(filter.would_enable("appvisor::daemon", &Level::INFO));
+        assert!(!filter.would_enable("appvisor::daemon", &Level::DEBUG));
+
+        let (filter, error) = log_filter(Some("warn,appvisor::supervise=debug"));
+        assert!(error.is_none());
+        assert!(filter.would_enable("appvisor::supervise", &Level::DEBUG));
+        assert!(!filter.would_enable("appvisor::daemon", &Level::INFO));
+        assert!(filter.would_enable("audit", &Level::WARN));
+
+        let (filter, error) = log_filter(Some("appvisor=loud"));
+        assert!(error.is_some(), "a bad level is reported");
+        assert!(
+            filter.would_enable("audit", &Level::INFO),
+            "and info is used"
+        );
+        assert!(log_filter(Some("  ")).1.is_none(), "blank means unset");
     }
 }

@@ -229,8 +229,8 @@ impl Daemon {
             // A plain log file to print on failure; also one more variable
             // that must not leak into apps.
             .env("NO_COLOR", "1");
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info,appvisor=debug");
+        if std::env::var_os("APPVISOR_LOG").is_none() {
+            cmd.env("APPVISOR_LOG", "info,appvisor=debug");
         }
         cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
         let child = cmd

@@ -96,7 +96,7 @@ fn assert_base(user: &TestUser, env: &BTreeMap<String, String>) {
         "APPVISOR_LEAK_CHECK",
         "PYTHONPATH",
         "LD_PRELOAD",
-        "RUST_LOG",
+        "APPVISOR_LOG",
         "NO_COLOR",
         "CARGO",
         "PWD",
