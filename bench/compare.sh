@@ -28,10 +28,16 @@ if [ ! -x "$venv/bin/supervisord" ]; then
 fi
 chmod -R a+rX "$venv"
 
+# What the README's Install section builds: static, against musl.
+musl=x86_64-unknown-linux-musl
 if [ -z "${APPVISOR_BIN_DIR:-}" ]; then
-    say "building appvisord and appctl (release)"
-    (cd "$repo" && cargo build --release -p appvisor-supervisor -p appvisor-ctl)
-    export APPVISOR_BIN_DIR="${CARGO_TARGET_DIR:-$repo/target}/release"
+    if ! rustup target list --installed | grep -qx "$musl"; then
+        say "rustup target add $musl"
+        rustup target add "$musl"
+    fi
+    say "building appvisord and appctl (release, static: $musl)"
+    (cd "$repo" && cargo build --release --target "$musl" -p appvisor-supervisor -p appvisor-ctl)
+    export APPVISOR_BIN_DIR="${CARGO_TARGET_DIR:-$repo/target}/$musl/release"
 fi
 
 id avt-bench >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent \

@@ -46,6 +46,9 @@ pub struct DaemonOptions {
     pub cgroup: Option<String>,
     /// How long the daemon may take to answer on its socket.
     pub ready_timeout: Duration,
+    /// The directory holding the `appvisord` and `appctl` to run; `None`
+    /// runs the ones `cargo test` built.
+    pub bin_dir: Option<PathBuf>,
 }
 
 impl Default for DaemonOptions {
@@ -58,6 +61,7 @@ impl Default for DaemonOptions {
             env: Vec::new(),
             cgroup: None,
             ready_timeout: Duration::from_secs(20),
+            bin_dir: None,
         }
     }
 }
@@ -71,6 +75,8 @@ pub struct Daemon {
     config: PathBuf,
     log_path: PathBuf,
     cgroup: String,
+    /// The `appctl` that goes with this daemon.
+    appctl: PathBuf,
     /// cgroup v2 directories the subtree may be at, best guess first.
     cgroup_candidates: Vec<PathBuf>,
     /// Set by [`Daemon::kill_hard`]: a successor owns the subtree.
@@ -217,7 +223,11 @@ impl Daemon {
             .open(&log_path)
             .unwrap_or_else(|e| panic!("opening {}: {e}", log_path.display()));
         let log_err = log.try_clone().expect("dup of the log file");
-        let mut cmd = Command::new(bins::appvisord());
+        let (appvisord, appctl) = match &options.bin_dir {
+            Some(dir) => (dir.join("appvisord"), dir.join("appctl")),
+            None => (bins::appvisord(), bins::appctl()),
+        };
+        let mut cmd = Command::new(appvisord);
         cmd.arg("--config")
             .arg(&config)
             .arg("--cgroup")
@@ -245,6 +255,7 @@ impl Daemon {
             log_path,
             cgroup_candidates: Vec::new(),
             cgroup,
+            appctl,
             leave_cgroup: false,
         };
         let answered = poll_until(options.ready_timeout, || {
@@ -331,7 +342,7 @@ impl Daemon {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = Command::new(bins::appctl());
+        let mut cmd = Command::new(&self.appctl);
         cmd.arg("--socket").arg(&self.socket).args(args);
         cmd.stdin(Stdio::null())
             .output()
@@ -351,7 +362,7 @@ impl Daemon {
         if !path.is_file() {
             fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
             let tmp = dir.join(format!(".appctl-{:?}", thread::current().id()));
-            fs::copy(bins::appctl(), &tmp)
+            fs::copy(&self.appctl, &tmp)
                 .unwrap_or_else(|e| panic!("copying appctl to {}: {e}", tmp.display()));
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
                 .unwrap_or_else(|e| panic!("chmod {}: {e}", tmp.display()));
