@@ -479,7 +479,8 @@ def main():
                 "cache); the private row shows the rest. The static build maps no "
                 "libc.so, libm or ld.so: the glibc build of the same code has about "
                 "2.5 MiB more RSS.\n"
-                % (time.strftime("%Y-%m-%d"), os.cpu_count(), BIN or "-",
+                % (time.strftime("%Y-%m-%d"), os.cpu_count(),
+                   os.path.relpath(BIN, os.path.join(HERE, "..")) if BIN else "-",
                    build_kind(os.path.join(BIN, "appvisord")) if BIN else "-", args.apps, table,
                    ", ".join(lossless), targets)
             )
