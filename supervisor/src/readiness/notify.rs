@@ -436,6 +436,22 @@ mod tests {
             .expect("a datagram within 2s")
     }
 
+    /// Every idle app's task waits in `recv`: its future must not carry the
+    /// receive buffer (it did, 4 KiB an app).
+    #[tokio::test]
+    async fn waiting_for_a_datagram_holds_no_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let socket =
+            NotifySocket::bind(&path, Uid::current().as_raw(), Gid::current().as_raw()).unwrap();
+        let waiting = socket.recv();
+        assert!(
+            std::mem::size_of_val(&waiting) < 512,
+            "recv's future is {} bytes",
+            std::mem::size_of_val(&waiting)
+        );
+    }
+
     #[tokio::test]
     async fn receives_fields_and_credentials() {
         let dir = tempfile::tempdir().unwrap();
