@@ -151,6 +151,27 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
 
     let reaper = Reaper::start().map_err(DaemonError::Reaper)?;
     let cgroups = CgroupRoot::detect(&options.cgroup_name)?;
+    if let Some(root) = &cgroups {
+        match root.delegate_controllers() {
+            Ok(controllers) if controllers.is_empty() => {
+                tracing::debug!(
+                    "no cgroup v2 controllers to hand to apps; [limits] use v1 hierarchies"
+                );
+            }
+            Ok(controllers) => {
+                tracing::info!(
+                    ?controllers,
+                    "cgroup v2 controllers enabled for app [limits]"
+                );
+            }
+            Err(error) => tracing::warn!(
+                error = %error,
+                cause = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default(),
+                "cannot enable cgroup v2 controllers for apps, so [limits] can only use v1 hierarchies \
+                 (run appvisord as the only process of its cgroup, e.g. a systemd service with Delegate=yes)"
+            ),
+        }
+    }
     let watcher = match &cgroups {
         Some(root) => {
             let watcher = CgroupWatcher::start()?;

@@ -485,7 +485,9 @@ mod tests {
         };
         assert_eq!(
             app.apply(&limits).unwrap_err().to_string(),
-            "no cgroup hierarchy offers the pids controller"
+            "no cgroup hierarchy offers the pids controller (on cgroup v2 appvisord hands \
+             controllers to apps only as the one process of its cgroup: run it as a systemd \
+             service with Delegate=yes)"
         );
         app.apply(&LimitSpec::default()).unwrap();
         assert!(app.extra_procs(&LimitSpec::default()).is_empty());

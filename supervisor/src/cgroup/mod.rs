@@ -95,7 +95,11 @@ pub enum CgroupError {
         #[source]
         source: nix::errno::Errno,
     },
-    #[error("no cgroup hierarchy offers the {controller} controller")]
+    #[error(
+        "no cgroup hierarchy offers the {controller} controller (on cgroup v2 appvisord \
+         hands controllers to apps only as the one process of its cgroup: run it as a \
+         systemd service with Delegate=yes)"
+    )]
     NoController { controller: &'static str },
     #[error("the cgroup watcher lost its inotify instance")]
     WatcherGone,

@@ -187,6 +187,86 @@ impl CgroupRoot {
     pub fn remove(&self) -> Result<(), CgroupError> {
         remove_dir(&self.dir)
     }
+
+    /// Makes `[limits]` possible on cgroup v2: enables the controllers of
+    /// [`V2_CONTROLLERS`] that the daemon's own cgroup offers for the app
+    /// cgroups, in the own cgroup's `cgroup.subtree_control` and then the
+    /// instance's. The kernel allows that only in a cgroup with no
+    /// processes of its own (the root excepted), so the daemon first moves
+    /// itself into a leaf beside the instance, `<instance>-daemon`: the
+    /// layout systemd expects of a service with `Delegate=yes`.
+    ///
+    /// Returns the controllers app cgroups now have; none, and nothing
+    /// touched, when the own cgroup offers none (a hybrid host, whose
+    /// limits go to the v1 hierarchies).
+    pub fn delegate_controllers(&self) -> Result<Vec<&'static str>, CgroupError> {
+        let own = self.dir.parent().ok_or_else(|| CgroupError::Malformed {
+            path: self.dir.clone(),
+            contents: "an instance cgroup without a parent".to_owned(),
+        })?;
+        let offered = read_to_string(own.join("cgroup.controllers"))?;
+        let wanted = missing_controllers(&offered, "");
+        if wanted.is_empty() {
+            return Ok(wanted);
+        }
+        let own_missing = missing_controllers(
+            &offered,
+            &read_to_string(own.join("cgroup.subtree_control"))?,
+        );
+        if !own_missing.is_empty() {
+            if self
+                .cgroup_path
+                .rsplit_once('/')
+                .is_some_and(|(parent, _)| !parent.is_empty())
+            {
+                let name = format!(
+                    "{}-daemon",
+                    self.dir.file_name().unwrap_or_default().to_string_lossy()
+                );
+                let leaf = own.join(name);
+                create_dir(&leaf)?;
+                write_file(&leaf.join("cgroup.procs"), &std::process::id().to_string())?;
+                tracing::info!(leaf = %leaf.display(), "moved the daemon into its own leaf cgroup");
+            }
+            write_file(
+                &own.join("cgroup.subtree_control"),
+                &enable_line(&own_missing),
+            )?;
+        }
+        let instance_missing = missing_controllers(
+            &offered,
+            &read_to_string(self.dir.join("cgroup.subtree_control"))?,
+        );
+        if !instance_missing.is_empty() {
+            write_file(
+                &self.dir.join("cgroup.subtree_control"),
+                &enable_line(&instance_missing),
+            )?;
+        }
+        Ok(wanted)
+    }
+}
+
+/// The cgroup v2 controllers `[limits]` uses, in the kernel's order.
+pub const V2_CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
+
+/// Those of [`V2_CONTROLLERS`] that `offered` (a `cgroup.controllers`) has
+/// and `enabled` (a `cgroup.subtree_control`) lacks.
+fn missing_controllers(offered: &str, enabled: &str) -> Vec<&'static str> {
+    V2_CONTROLLERS
+        .into_iter()
+        .filter(|c| offered.split_whitespace().any(|o| o == *c))
+        .filter(|c| !enabled.split_whitespace().any(|e| e == *c))
+        .collect()
+}
+
+/// `+cpu +memory`: what `cgroup.subtree_control` takes, in one write.
+fn enable_line(controllers: &[&str]) -> String {
+    controllers
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// One app's cgroup. Dropping it leaves the cgroup in place; see
@@ -470,6 +550,124 @@ pub(super) fn remove_dir(path: &Path) -> Result<(), CgroupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_controllers_to_enable() {
+        assert_eq!(
+            missing_controllers("cpuset cpu io memory hugetlb pids rdma misc\n", ""),
+            ["cpu", "memory", "pids"]
+        );
+        assert_eq!(
+            missing_controllers("cpu io memory pids", "memory io"),
+            ["cpu", "pids"]
+        );
+        assert_eq!(missing_controllers("io memory", ""), ["memory"]);
+        assert!(
+            missing_controllers("", "").is_empty(),
+            "a hybrid host offers none"
+        );
+        assert!(missing_controllers("cpu memory pids", "cpu memory pids\n").is_empty());
+        assert_eq!(enable_line(&["cpu", "pids"]), "+cpu +pids");
+    }
+
+    /// A directory tree shaped like cgroupfs (regular files stand in for
+    /// the kernel's): `own/cgroup.*`, `own/<instance>/cgroup.*` and the
+    /// leaf's `cgroup.procs`, as the kernel would create them.
+    fn fake_tree(offered: &str, own_enabled: &str) -> (tempfile::TempDir, CgroupRoot) {
+        let tmp = tempfile::tempdir().unwrap();
+        let own = tmp.path().join("system.slice/appvisord.service");
+        for dir in [own.join("avi"), own.join("avi-daemon")] {
+            fs::create_dir_all(&dir).unwrap();
+            for file in [
+                "cgroup.procs",
+                "cgroup.subtree_control",
+                "cgroup.controllers",
+            ] {
+                fs::write(dir.join(file), "").unwrap();
+            }
+        }
+        fs::write(own.join("cgroup.controllers"), offered).unwrap();
+        fs::write(own.join("cgroup.subtree_control"), own_enabled).unwrap();
+        let root = CgroupRoot::at(own.join("avi"), "/system.slice/appvisord.service/avi");
+        (tmp, root)
+    }
+
+    #[test]
+    fn delegation_moves_the_daemon_out_and_enables_controllers_on_the_way_down() {
+        let (tmp, root) = fake_tree("cpuset cpu io memory pids\n", "");
+        assert_eq!(
+            root.delegate_controllers().unwrap(),
+            ["cpu", "memory", "pids"]
+        );
+        let own = tmp.path().join("system.slice/appvisord.service");
+        let read = |path: &str| fs::read_to_string(own.join(path)).unwrap();
+        assert_eq!(
+            read("avi-daemon/cgroup.procs"),
+            std::process::id().to_string()
+        );
+        assert_eq!(read("cgroup.subtree_control"), "+cpu +memory +pids");
+        assert_eq!(read("avi/cgroup.subtree_control"), "+cpu +memory +pids");
+    }
+
+    #[test]
+    fn delegation_stays_put_where_the_controllers_are_enabled_already() {
+        let (tmp, root) = fake_tree("cpu memory pids\n", "cpu memory pids\n");
+        assert_eq!(
+            root.delegate_controllers().unwrap(),
+            ["cpu", "memory", "pids"]
+        );
+        let own = tmp.path().join("system.slice/appvisord.service");
+        let read = |path: &str| fs::read_to_string(own.join(path)).unwrap();
+        assert_eq!(
+            read("avi-daemon/cgroup.procs"),
+            "",
+            "the daemon did not move"
+        );
+        assert_eq!(read("avi/cgroup.subtree_control"), "+cpu +memory +pids");
+    }
+
+    #[test]
+    fn delegation_does_nothing_on_a_hybrid_host() {
+        let (tmp, root) = fake_tree("", "");
+        assert!(root.delegate_controllers().unwrap().is_empty());
+        let own = tmp.path().join("system.slice/appvisord.service");
+        for file in [
+            "avi-daemon/cgroup.procs",
+            "cgroup.subtree_control",
+            "avi/cgroup.subtree_control",
+        ] {
+            assert_eq!(fs::read_to_string(own.join(file)).unwrap(), "", "{file}");
+        }
+    }
+
+    #[test]
+    fn delegation_under_the_root_cgroup_needs_no_move() {
+        let tmp = tempfile::tempdir().unwrap();
+        let instance = tmp.path().join("avi");
+        fs::create_dir(&instance).unwrap();
+        for file in ["cgroup.controllers", "cgroup.subtree_control"] {
+            fs::write(
+                tmp.path().join(file),
+                if file == "cgroup.controllers" {
+                    "memory pids"
+                } else {
+                    ""
+                },
+            )
+            .unwrap();
+            fs::write(instance.join(file), "").unwrap();
+        }
+        let root = CgroupRoot::at(&instance, "/avi");
+        assert_eq!(root.delegate_controllers().unwrap(), ["memory", "pids"]);
+        assert!(
+            !tmp.path().join("avi-daemon").exists(),
+            "no leaf under the root"
+        );
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("cgroup.subtree_control")).unwrap(),
+            "+memory +pids"
+        );
+    }
 
     #[test]
     fn parses_populated() {
