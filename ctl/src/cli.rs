@@ -121,6 +121,23 @@ pub enum Command {
     },
     /// Show who the daemon thinks you are and which apps you may control.
     Whoami,
+    /// Turn supervisord's [program:x] sections into apps.d TOML files.
+    ///
+    /// Reads each FILE and what its [include] names, and keeps what
+    /// supervisord did: command, user, directory, environment, umask,
+    /// autostart, autorestart, startsecs, startretries, stop signal and
+    /// wait, log rotation. What has no equivalent is noted at the top of
+    /// the file. A program without a user (root) or that does not parse is
+    /// not imported and exits 2. Offline: no daemon involved.
+    ImportSupervisord {
+        /// Write DIR/NAME.toml for each app (never overwriting) instead of
+        /// printing them.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// supervisord config files, e.g. /etc/supervisor/supervisord.conf.
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Show what confines each app and its exposure score (0 best, 10 worst).
     ///
     /// The score weighs checks (Landlock enforced, code read-only, limits

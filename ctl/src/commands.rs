@@ -308,6 +308,60 @@ pub fn check(
     })
 }
 
+/// `appctl import-supervisord FILE... [--out DIR]`: the TOML of each
+/// program on stdout, or one file per app in DIR (never overwriting one).
+/// Problems go to stderr and exit 2; the programs that could be converted
+/// are still converted.
+pub fn import_supervisord(files: &[PathBuf], out: Option<&Path>) -> Result<Exit, CommandError> {
+    let import = crate::supervisord::import(files, &crate::supervisord::Context::current());
+    let mut failed = false;
+    for app in &import.apps {
+        match out {
+            None => print(&format!(
+                "# ---- apps.d/{}.toml ----\n{}\n",
+                app.name, app.toml
+            ))?,
+            Some(dir) => {
+                let path = dir.join(format!("{}.toml", app.name));
+                let written = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .and_then(|mut file| file.write_all(app.toml.as_bytes()));
+                match written {
+                    Ok(()) => eprintln!("wrote {} (from {})", path.display(), app.origin),
+                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                        print_error(&format_args!(
+                            "{} exists, not overwritten (from {}): remove it or choose another --out",
+                            path.display(),
+                            app.origin
+                        ));
+                        failed = true;
+                    }
+                    Err(err) => {
+                        print_error(&format_args!("writing {}: {err}", path.display()));
+                        failed = true;
+                    }
+                }
+            }
+        }
+    }
+    for problem in &import.problems {
+        print_error(problem);
+    }
+    if let (Some(dir), false) = (out, import.apps.is_empty()) {
+        eprintln!(
+            "check them before the daemon reads them: appctl check {}/*.toml",
+            dir.display()
+        );
+    }
+    Ok(if failed || !import.problems.is_empty() {
+        Exit::Usage
+    } else {
+        Exit::Done
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use appvisor_protocol::State;

@@ -11,6 +11,7 @@ mod commands;
 mod exit;
 mod render;
 mod security;
+mod supervisord;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -86,6 +87,9 @@ fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> Result<Exit, CommandError
         Command::Whoami => runtime.block_on(commands::whoami(&client)),
         Command::Security { apps, json } => {
             runtime.block_on(security::security(&client, apps, *json))
+        }
+        Command::ImportSupervisord { files, out } => {
+            commands::import_supervisord(files, out.as_deref())
         }
         Command::Check { files, as_name } => {
             let config = cli.config.as_deref();
