@@ -131,6 +131,24 @@ pub fn import(files: &[PathBuf], ctx: &Context) -> Import {
         // glob order, like supervisord.
         queue.extend(included.into_iter().rev());
     }
+    // What supervisord passes on to every program: its own environment
+    // and umask.
+    let daemon = sections.iter().find(|f| f.section.name == "supervisord");
+    let inherited = match daemon.map(|d| inherited(d, ctx)).transpose() {
+        Ok(inherited) => inherited.unwrap_or_default(),
+        Err(message) => {
+            let daemon = daemon.expect("an error comes from a section");
+            out.problems.push(problem(
+                format!(
+                    "{}:{} [supervisord]",
+                    daemon.file.display(),
+                    daemon.section.line
+                ),
+                message,
+            ));
+            return out;
+        }
+    };
     for found in &sections {
         let origin = format!(
             "{}:{} [{}]",
@@ -140,7 +158,7 @@ pub fn import(files: &[PathBuf], ctx: &Context) -> Import {
         );
         let kind = found.section.name.split(':').next().unwrap_or_default();
         match kind {
-            "program" => match program(found, ctx) {
+            "program" => match program(found, &inherited, ctx) {
                 Ok(app) => out.apps.push(ImportedApp {
                     name: app.0,
                     origin,
@@ -262,6 +280,30 @@ fn expand(value: &str, vars: &BTreeMap<String, String>) -> Result<String, String
     Ok(out)
 }
 
+/// The `[supervisord]` settings every program inherits.
+#[derive(Debug, Default)]
+struct Inherited {
+    environment: Vec<(String, String)>,
+    /// supervisord's own umask, 022 unless set.
+    umask: Option<String>,
+}
+
+fn inherited(daemon: &Found, ctx: &Context) -> Result<Inherited, String> {
+    let here = daemon.file.parent().unwrap_or(Path::new("."));
+    let vars = expansions(ctx, here, None);
+    let environment = match daemon.section.get("environment") {
+        Some(o) => {
+            let env = expand(&o.value, &vars).map_err(|e| format!("environment: {e}"))?;
+            ini::parse_environment(&env).map_err(|e| format!("environment: {e}"))?
+        }
+        None => Vec::new(),
+    };
+    Ok(Inherited {
+        environment,
+        umask: daemon.section.get("umask").map(|o| o.value.clone()),
+    })
+}
+
 /// Options of a program that map onto appvisor keys, or are dropped on
 /// purpose without a note (appvisor always does what they ask for).
 const KNOWN: &[&str] = &[
@@ -290,7 +332,11 @@ const KNOWN: &[&str] = &[
 ];
 
 /// One `[program:x]` as `(name, toml)`.
-fn program(found: &Found, ctx: &Context) -> Result<(String, String), String> {
+fn program(
+    found: &Found,
+    inherited: &Inherited,
+    ctx: &Context,
+) -> Result<(String, String), String> {
     let section = &found.section;
     let name = section
         .name
@@ -348,17 +394,20 @@ fn program(found: &Found, ctx: &Context) -> Result<(String, String), String> {
             "/".to_owned()
         }
     };
-    let environment = match get("environment")? {
-        Some(env) => ini::parse_environment(&env).map_err(|e| format!("environment: {e}"))?,
-        None => Vec::new(),
-    };
+    // supervisord's environment under the program's.
+    let mut environment = inherited.environment.clone();
+    if let Some(env) = get("environment")? {
+        for (key, value) in ini::parse_environment(&env).map_err(|e| format!("environment: {e}"))? {
+            environment.retain(|(k, _)| *k != key);
+            environment.push((key, value));
+        }
+    }
     let umask = get("umask")?
-        .map(|u| {
-            u32::from_str_radix(u.trim_start_matches("0o"), 8)
-                .map(|m| format!("{m:04o}"))
-                .map_err(|_| format!("umask: {u:?} is not an octal number"))
-        })
-        .transpose()?;
+        .or_else(|| inherited.umask.clone())
+        .unwrap_or_else(|| "022".to_owned());
+    let umask = u32::from_str_radix(umask.trim_start_matches("0o"), 8)
+        .map(|m| format!("{m:04o}"))
+        .map_err(|_| format!("umask: {umask:?} is not an octal number"))?;
     let autostart = get("autostart")?
         .map(|v| boolean("autostart", &v))
         .transpose()?
@@ -471,9 +520,7 @@ fn program(found: &Found, ctx: &Context) -> Result<(String, String), String> {
             .collect();
         let _ = writeln!(toml, "environment = {{ {} }}", pairs.join(", "));
     }
-    if let Some(umask) = umask {
-        let _ = writeln!(toml, "umask = {}", quote(&umask));
-    }
+    let _ = writeln!(toml, "umask = {}", quote(&umask));
     let _ = writeln!(toml, "autostart = {autostart}");
     let _ = writeln!(
         toml,

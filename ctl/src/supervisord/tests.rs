@@ -72,6 +72,7 @@ fn a_program_becomes_an_app_file_that_keeps_what_supervisord_did() {
         (
             "supervisord.conf",
             "[supervisord]\nlogfile=/var/log/supervisord.log\n\
+             environment=LANG=C.UTF-8,STAGE=dev\n\
              [include]\nfiles = conf.d/*.conf\n",
         ),
         (
@@ -135,7 +136,11 @@ fn a_program_becomes_an_app_file_that_keeps_what_supervisord_did() {
     );
     assert_eq!(spec.directory, Path::new("/srv/shop/current"));
     assert_eq!(spec.environment["DJANGO_SETTINGS_MODULE"], "shop.settings");
-    assert_eq!(spec.environment["STAGE"], "prod");
+    assert_eq!(spec.environment["STAGE"], "prod", "the program's wins");
+    assert_eq!(
+        spec.environment["LANG"], "C.UTF-8",
+        "supervisord's own is inherited"
+    );
     assert_eq!(spec.umask, 0o022);
     assert_eq!(spec.restart.policy, RestartPolicy::Always);
     assert_eq!(spec.restart.start_secs, Duration::from_secs(5));
@@ -174,6 +179,7 @@ fn supervisord_defaults_are_written_out() {
     );
     assert_eq!(spec.stop.timeout, Duration::from_secs(10));
     assert_eq!((spec.logs.max_size, spec.logs.keep), (50 << 20, 10));
+    assert_eq!(spec.umask, 0o022, "supervisord's default umask");
     assert!(spec.autostart);
 }
 
