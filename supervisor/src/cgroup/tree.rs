@@ -96,36 +96,13 @@ impl CgroupRoot {
 
     /// Creates, or opens if it exists, the cgroup of app `name`.
     pub fn app(&self, name: &str) -> Result<AppCgroup, CgroupError> {
-        check_name(name)?;
-        let app = AppCgroup {
-            name: name.to_owned(),
-            dir: self.dir.join(name),
-            cgroup_path: join_cgroup_path(&self.cgroup_path, name),
-        };
-        create_dir(&app.dir)?;
-        Ok(app)
+        open_child(&self.dir, &self.cgroup_path, name)
     }
 
     /// App cgroups already present, sorted: at start-up these are what an
     /// earlier daemon left behind.
     pub fn existing_apps(&self) -> Result<Vec<String>, CgroupError> {
-        let read_error = |source| CgroupError::Read {
-            path: self.dir.clone(),
-            source,
-        };
-        let mut names = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(read_error)? {
-            let entry = entry.map_err(read_error)?;
-            if !entry.file_type().map_err(read_error)?.is_dir() {
-                continue;
-            }
-            // Interface files all contain a dot and a valid name never does,
-            // so anything else is a cgroup someone else made: leave it.
-            match entry.file_name().into_string() {
-                Ok(name) if check_name(&name).is_ok() => names.push(name),
-                _ => tracing::debug!(entry = ?entry.file_name(), "ignoring foreign cgroup"),
-            }
-        }
+        let mut names = child_names(&self.dir)?;
         names.sort();
         Ok(names)
     }
@@ -317,39 +294,19 @@ impl AppCgroup {
     /// instance of an app runs in its own, so that during a start-stop
     /// restart the old one can be stopped without touching the new one.
     pub fn child(&self, name: &str) -> Result<AppCgroup, CgroupError> {
-        check_name(name)?;
-        let child = AppCgroup {
-            name: name.to_owned(),
-            dir: self.dir.join(name),
-            cgroup_path: join_cgroup_path(&self.cgroup_path, name),
-        };
-        create_dir(&child.dir)?;
-        Ok(child)
+        open_child(&self.dir, &self.cgroup_path, name)
     }
 
     /// The child cgroups that exist now.
     pub fn children(&self) -> Result<Vec<AppCgroup>, CgroupError> {
-        let read_error = |source| CgroupError::Read {
-            path: self.dir.clone(),
-            source,
-        };
-        let mut children = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(read_error)? {
-            let entry = entry.map_err(read_error)?;
-            if !entry.file_type().map_err(read_error)?.is_dir() {
-                continue;
-            }
-            if let Ok(name) = entry.file_name().into_string() {
-                if check_name(&name).is_ok() {
-                    children.push(AppCgroup {
-                        dir: self.dir.join(&name),
-                        cgroup_path: join_cgroup_path(&self.cgroup_path, &name),
-                        name,
-                    });
-                }
-            }
-        }
-        Ok(children)
+        Ok(child_names(&self.dir)?
+            .into_iter()
+            .map(|name| AppCgroup {
+                dir: self.dir.join(&name),
+                cgroup_path: join_cgroup_path(&self.cgroup_path, &name),
+                name,
+            })
+            .collect())
     }
 
     /// Every process in this cgroup and the cgroups below it.
@@ -472,6 +429,41 @@ pub(super) fn check_name(name: &str) -> Result<(), CgroupError> {
             name: name.to_owned(),
         })
     }
+}
+
+/// Creates, or opens if it exists, the cgroup `name` under `dir`, which
+/// `/proc/PID/cgroup` calls `cgroup_path`.
+fn open_child(dir: &Path, cgroup_path: &str, name: &str) -> Result<AppCgroup, CgroupError> {
+    check_name(name)?;
+    let child = AppCgroup {
+        name: name.to_owned(),
+        dir: dir.join(name),
+        cgroup_path: join_cgroup_path(cgroup_path, name),
+    };
+    create_dir(&child.dir)?;
+    Ok(child)
+}
+
+/// The names of the cgroups directly under `dir`, in directory order.
+/// Interface files all contain a dot and a valid name never does, so
+/// anything else is a cgroup someone else made: it is left out.
+fn child_names(dir: &Path) -> Result<Vec<String>, CgroupError> {
+    let read_error = |source| CgroupError::Read {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(read_error)? {
+        let entry = entry.map_err(read_error)?;
+        if !entry.file_type().map_err(read_error)?.is_dir() {
+            continue;
+        }
+        match entry.file_name().into_string() {
+            Ok(name) if check_name(&name).is_ok() => names.push(name),
+            _ => tracing::debug!(entry = ?entry.file_name(), "ignoring foreign cgroup"),
+        }
+    }
+    Ok(names)
 }
 
 /// `path` (from `/proc/PID/cgroup`) is `cgroup` or one of its descendants.
