@@ -13,11 +13,11 @@ use appvisor::sandbox::{
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 
-fn is_root(test: &str) -> bool {
+fn is_root() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    eprintln!("skipped: {test} needs root (unshare, mount, capabilities)");
+    appvisor_tests::skip("needs root (unshare, mount, capabilities)");
     false
 }
 
@@ -66,7 +66,14 @@ fn plan(paths: Vec<(PathBuf, PathAccess)>) -> LandlockPlan {
 
 #[test]
 fn landlock_allows_only_the_planned_paths() {
-    if !is_root("landlock_allows_only_the_planned_paths") || kernel_abi() < 6 {
+    if !is_root() {
+        return;
+    }
+    if kernel_abi() < 6 {
+        appvisor_tests::skip(format_args!(
+            "needs Landlock ABI 6 (this kernel has {})",
+            kernel_abi()
+        ));
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -106,7 +113,7 @@ fn landlock_allows_only_the_planned_paths() {
 
 #[test]
 fn capabilities_are_all_gone_after_setuid() {
-    if !is_root("capabilities_are_all_gone_after_setuid") {
+    if !is_root() {
         return;
     }
     let code = in_child(|| {
@@ -127,7 +134,7 @@ fn capabilities_are_all_gone_after_setuid() {
 
 #[test]
 fn private_tmp_is_invisible_to_the_host() {
-    if !is_root("private_tmp_is_invisible_to_the_host") {
+    if !is_root() {
         return;
     }
     let name = format!("avt-private-tmp-{}", std::process::id());

@@ -39,18 +39,27 @@ pub use procfs::{cgroup_procs, descendants, process_exists, ProcStatus};
 pub use users::{TestGroup, TestUser};
 pub use wait::{poll_until, wait_until};
 
-/// Returns from the calling test, after saying so, when not run as root.
+/// Says, in plain sight, that the running test tests nothing here and why:
+/// `skipped: TEST WHY` straight to the process's stderr. libtest captures
+/// `eprintln!` and shows it only for failing tests, so a skip printed that
+/// way is invisible in a green run; `.ci/run` counts these lines.
 ///
-/// The name printed is the test thread's, which libtest sets to the test's
+/// The test's name is the test thread's, which libtest sets to the test's
 /// path.
+pub fn skip(why: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let _ = writeln!(std::io::stderr().lock(), "skipped: {test} {why}");
+}
+
+/// Returns from the calling test, after saying so with [`skip`], when not
+/// run as root.
 #[macro_export]
 macro_rules! require_root {
     () => {
         if !::nix::unistd::geteuid().is_root() {
-            eprintln!(
-                "skipped: {} needs root (creates Unix users and runs appvisord)",
-                ::std::thread::current().name().unwrap_or(module_path!())
-            );
+            $crate::skip("needs root (creates Unix users and runs appvisord)");
             return;
         }
     };

@@ -88,10 +88,9 @@ fn has_interpreter(path: &Path) -> bool {
 fn the_static_release_build_runs_confined_apps_as_their_users() {
     require_root!();
     if !target_installed() {
-        eprintln!(
-            "skipped: the_static_release_build_runs_confined_apps_as_their_users needs the \
-             {TARGET} Rust target (rustup target add {TARGET}; .ci/run installs it)"
-        );
+        appvisor_tests::skip(format_args!(
+            "needs the {TARGET} Rust target (rustup target add {TARGET}; .ci/run installs it)"
+        ));
         return;
     }
     let bin_dir = build_static();

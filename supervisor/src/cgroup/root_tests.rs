@@ -19,14 +19,14 @@ impl TestRoot {
     /// `None`, after saying why, when the test cannot run here.
     fn new(test: &str) -> Option<TestRoot> {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: {test} needs root (creates cgroups)");
+            appvisor_tests::skip("needs root (creates cgroups)");
             return None;
         }
         let instance = format!("appvisor-test-{}-{test}", std::process::id());
         match CgroupRoot::detect(&instance).expect("detect the cgroup root") {
             Some(root) => Some(TestRoot { root }),
             None => {
-                eprintln!("skipped: {test} needs a cgroup v2 tree (none found)");
+                appvisor_tests::skip("needs a cgroup v2 tree (none found)");
                 None
             }
         }

@@ -68,7 +68,7 @@ fn binds_ipv6() {
     let probe = match std::net::TcpListener::bind("[::1]:0") {
         Ok(listener) => listener,
         Err(err) => {
-            eprintln!("skipped: binds_ipv6 needs ::1 ({err})");
+            appvisor_tests::skip(format_args!("needs ::1 ({err})"));
             return;
         }
     };
@@ -191,13 +191,13 @@ fn unix_socket_errors() {
 #[test]
 fn privileged_port_and_unix_owner_as_root() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: privileged_port_and_unix_owner_as_root needs root (binds a port below 1024, chowns)");
+        appvisor_tests::skip("needs root (binds a port below 1024, chowns)");
         return;
     }
     // A port below 1024 nobody uses here; skip quietly if one is taken.
     let Some(port) = (900..1000).find(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, *p)).is_ok())
     else {
-        eprintln!("skipped: no free port below 1024");
+        appvisor_tests::skip("needs a free port below 1024");
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -651,7 +651,7 @@ mod tests {
     #[tokio::test]
     async fn only_the_owner_may_send() {
         if !Uid::effective().is_root() {
-            eprintln!("skipped: only_the_owner_may_send needs root (chown and setuid)");
+            appvisor_tests::skip("needs root (chown and setuid)");
             return;
         }
         let dir = tempfile::tempdir().unwrap();
