@@ -22,6 +22,7 @@
 
 pub mod app;
 pub mod bins;
+pub mod chaos;
 pub mod daemon;
 pub mod net;
 pub mod prefix;
