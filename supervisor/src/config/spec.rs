@@ -73,6 +73,9 @@ pub struct AppSpec {
     /// The file it came from, for messages.
     pub file: PathBuf,
     pub description: String,
+    /// The app groups it belongs to (`appctl restart group:NAME`): sorted,
+    /// each an app name.
+    pub app_groups: Vec<String>,
     pub user: String,
     /// `None`: the user's primary group.
     pub group: Option<String>,

@@ -13,6 +13,7 @@ pub(crate) fn app_spec(name: &str, command: &[&str]) -> AppSpec {
         name: AppName::new(name).unwrap(),
         file: format!("/etc/appvisor/apps.d/{name}.toml").into(),
         description: String::new(),
+        app_groups: Vec::new(),
         user: name.into(),
         group: None,
         command: command.iter().map(|s| s.to_string()).collect(),
