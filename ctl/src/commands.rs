@@ -379,6 +379,7 @@ mod tests {
             restarts: 0,
             failures: 0,
             description: String::new(),
+            app_groups: Vec::new(),
             user: "shop".into(),
             directory: "/srv/shop".into(),
             release: None,
