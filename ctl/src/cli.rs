@@ -16,7 +16,13 @@ pub const DEFAULT_CONFIG: &str = "/etc/appvisor/appvisor.toml";
 /// Exit codes: 0 done; 1 the action failed (the app did not become ready;
 /// its last log lines are printed); 2 usage or invalid configuration;
 /// 3 `status` found an app not running; 4 permission denied; 5 cannot reach
-/// the daemon.
+/// the daemon. A command over several apps exits with the highest code of
+/// any of them.
+///
+/// Where a command takes APP..., each APP is an app's name, `group:NAME`
+/// (the apps whose `app_groups` include NAME), a glob pattern such as
+/// 'celery-*' (quoted, so the shell leaves it alone) or `all`, each
+/// standing for the apps you may see.
 #[derive(Debug, Parser)]
 #[command(name = "appctl", version)]
 pub struct Cli {
@@ -46,7 +52,8 @@ pub enum Command {
     /// Exits 3 when any app shown is not running, so monitoring scripts can
     /// use it as a check.
     Status {
-        /// Apps to show (default: all you may see).
+        /// Apps to show: names, group:NAME, patterns or all (default: all
+        /// you may see).
         #[arg(value_name = "APP")]
         apps: Vec<String>,
         /// Print the daemon's JSON document instead of a table.
@@ -155,7 +162,8 @@ pub enum Command {
 /// Flags shared by start, stop, restart and reload.
 #[derive(Debug, Args)]
 pub struct ActionArgs {
-    /// The apps to act on, in parallel.
+    /// The apps to act on, in parallel: names, group:NAME, patterns such
+    /// as 'celery-*', or all.
     #[arg(required = true, value_name = "APP")]
     pub apps: Vec<String>,
     /// Return once the daemon has accepted the request, without waiting

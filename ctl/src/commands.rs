@@ -18,6 +18,7 @@ use appvisor_protocol::{
 };
 use http_body_util::BodyExt;
 use hyper::Method;
+use serde::Deserialize as _;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -25,6 +26,7 @@ use tokio::task::JoinSet;
 use crate::cli::ActionArgs;
 use crate::exit::Exit;
 use crate::render;
+use crate::select::{self, SelectError, Selector};
 
 /// How long past the requested timeout `appctl` waits for the daemon's
 /// answer before it gives up on a daemon that stopped answering.
@@ -52,6 +54,9 @@ pub enum CommandError {
     /// Writing our own output failed (other than a closed pipe).
     #[error("writing to stdout: {source}")]
     Stdout { source: io::Error },
+    /// A selector named no app, or is not a selector.
+    #[error(transparent)]
+    Select(#[from] SelectError),
 }
 
 impl CommandError {
@@ -59,6 +64,7 @@ impl CommandError {
     pub fn exit(&self) -> Exit {
         match self {
             CommandError::Client(err) => Exit::for_client_error(err),
+            CommandError::Select(_) => Exit::Usage,
             CommandError::Unexpected { .. }
             | CommandError::NoAnswer { .. }
             | CommandError::Stdout { .. } => Exit::Failed,
@@ -116,10 +122,59 @@ where
     results.into_iter().flatten().collect()
 }
 
+/// `GET /v1/apps` as the daemon wrote it and as [`AppList`].
+async fn visible_apps(client: &Client) -> Result<(Value, AppList), CommandError> {
+    let document = client.get::<Value>(routes::APPS).await?;
+    let list = app_list(&document)?;
+    Ok((document, list))
+}
+
+fn app_list(document: &Value) -> Result<AppList, CommandError> {
+    AppList::deserialize(document).map_err(|source| CommandError::Unexpected {
+        path: routes::APPS.to_owned(),
+        source,
+    })
+}
+
+/// The app names `words` select ([`select`]), asking the daemon for the
+/// list of visible apps only when a word is more than a name.
+async fn selected(client: &Client, words: &[String]) -> Result<Vec<String>, CommandError> {
+    let selectors = select::parse_all(words)?;
+    let visible = if selectors.iter().any(Selector::needs_list) {
+        visible_apps(client).await?.1.apps
+    } else {
+        Vec::new()
+    };
+    Ok(select::expand(&selectors, &visible)?)
+}
+
 /// `appctl status [APP...] [--json]`.
 pub async fn status(client: &Client, apps: &[String], json: bool) -> Result<Exit, CommandError> {
-    let document = if apps.is_empty() {
-        client.get::<Value>(routes::APPS).await?
+    let selectors = select::parse_all(apps)?;
+    let document = if selectors.is_empty() || selectors == [Selector::All] {
+        // Every app, even none: what `status` has always shown.
+        visible_apps(client).await?.0
+    } else if selectors.iter().any(Selector::needs_list) {
+        // One snapshot for every selected app; a name not in it is asked
+        // for, so the daemon says why it is not there.
+        let (document, list) = visible_apps(client).await?;
+        let names = select::expand(&selectors, &list.apps)?;
+        let listed = document["apps"].as_array().cloned().unwrap_or_default();
+        let answers = for_each_app(client, &names, |client, name| {
+            let known = listed
+                .iter()
+                .find(|app| app["name"] == name.as_str())
+                .cloned();
+            async move {
+                match known {
+                    Some(app) => Ok(app),
+                    None => client.get::<Value>(&routes::app(&name)).await,
+                }
+            }
+        })
+        .await;
+        let apps = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
+        serde_json::json!({ "apps": apps })
     } else {
         let answers = for_each_app(client, apps, |client, name| async move {
             client.get::<Value>(&routes::app(&name)).await
@@ -128,11 +183,7 @@ pub async fn status(client: &Client, apps: &[String], json: bool) -> Result<Exit
         let apps = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
         serde_json::json!({ "apps": apps })
     };
-    let list: AppList =
-        serde_json::from_value(document.clone()).map_err(|source| CommandError::Unexpected {
-            path: routes::APPS.to_owned(),
-            source,
-        })?;
+    let list = app_list(&document)?;
     if json {
         let pretty = serde_json::to_string_pretty(&document).expect("a JSON value serializes");
         print(&format!("{pretty}\n"))?;
@@ -153,16 +204,18 @@ fn status_exit(apps: &[AppStatus]) -> Exit {
     }
 }
 
-/// `appctl start|stop|restart|reload APP...`: acts on every app at once,
-/// prints each outcome in the order given, and ends with the worst exit.
+/// `appctl start|stop|restart|reload APP...`: acts on every selected app
+/// at once, prints each outcome in the order selected, and ends with the
+/// worst exit: the highest code of any app ([`Exit`]'s order).
 pub async fn act(client: &Client, action: Action, args: &ActionArgs) -> Result<Exit, CommandError> {
+    let names = selected(client, &args.apps).await?;
     let wait = !args.no_wait;
     let timeout = args.timeout;
     let request = ActionRequest {
         wait,
         timeout_ms: wait.then(|| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
     };
-    let answers = for_each_app(client, &args.apps, |client, name| {
+    let answers = for_each_app(client, &names, |client, name| {
         let request = request.clone();
         async move {
             let path = routes::action(&name, action);

@@ -11,6 +11,7 @@ mod commands;
 mod exit;
 mod render;
 mod security;
+mod select;
 mod supervisord;
 
 use std::path::Path;

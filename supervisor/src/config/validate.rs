@@ -1443,8 +1443,10 @@ directory = \"/srv/shop/current\"
         assert_eq!(spec(BASE).app_groups, Vec::<String>::new());
         assert_eq!(
             errors(&format!("{BASE}app_groups = [\"celery\", \"group:x\"]\n")),
-            ["apps.d/shop.toml:4:25: app_groups[1]: invalid app group name \"group:x\" \
-              (use [a-z0-9][a-z0-9_-]{0,63}, like app names)"]
+            [
+                "apps.d/shop.toml:4:25: app_groups[1]: invalid app group name \"group:x\" \
+              (use [a-z0-9][a-z0-9_-]{0,63}, like app names)"
+            ]
         );
     }
 
