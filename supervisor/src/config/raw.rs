@@ -52,6 +52,8 @@ pub struct RawApp {
     pub group: Option<Spanned<String>>,
     pub command: Option<Spanned<Vec<Spanned<String>>>>,
     pub directory: Option<Spanned<String>>,
+    /// The venv the app runs from when `command[0]` is not in it.
+    pub venv: Option<Spanned<String>>,
     pub environment: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
     pub env_files: Option<Spanned<Vec<Spanned<String>>>>,
     pub umask: Option<Spanned<String>>,
@@ -429,7 +431,7 @@ mod tests {
     #[test]
     fn every_error_is_reported_with_its_position() {
         let app_keys =
-            "description, app_groups, user, group, command, directory, environment, env_files, umask, \
+            "description, app_groups, user, group, command, directory, venv, environment, env_files, umask, \
                         autostart, listen, readiness, restart, stop, logs, access, sandbox, limits";
         let cases: &[(&str, &[String])] = &[
             (

@@ -83,6 +83,11 @@ pub struct AppSpec {
     pub command: Vec<String>,
     /// Absolute; may be a symlink to a release (resolved at each spawn).
     pub directory: PathBuf,
+    /// Absolute: the venv named in the file, for a command that is a
+    /// wrapper (`sh -c`, `nice`, a start script) rather than a program in
+    /// its venv. `None`: the venv holding `command[0]`, if any
+    /// (`sandbox::rules::app_venv` decides).
+    pub venv: Option<PathBuf>,
     /// `environment` merged over the contents of `env_files`, in file order.
     pub environment: BTreeMap<String, String>,
     pub env_files: Vec<PathBuf>,

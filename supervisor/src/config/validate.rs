@@ -19,6 +19,7 @@
 //! | `description` | `""` |
 //! | `app_groups` | empty |
 //! | `group` | the user's primary group (resolved later) |
+//! | `venv` | the venv holding `command[0]` (`/srv/shop/venv` for `/srv/shop/venv/bin/gunicorn`) |
 //! | `environment`, `env_files` | empty |
 //! | `umask` | `"0022"` |
 //! | `autostart` | `true` |
@@ -709,6 +710,7 @@ impl<'a> Builder<'a> {
             directory,
             "add directory = \"/absolute/path\", where the app runs",
         );
+        let venv = self.value("venv", |r| r.venv.as_ref(), |s| absolute_path(s));
         let environment = self.environment();
         let env_files = self.paths("env_files", |r| r.env_files.as_ref());
         let umask = self
@@ -806,6 +808,7 @@ impl<'a> Builder<'a> {
             group,
             command: command?,
             directory: directory?,
+            venv,
             environment,
             env_files: env_files_paths,
             umask,
@@ -1470,6 +1473,7 @@ directory = \"/srv/shop/current\"
             file: PathBuf::from(FILE),
             description: "Shop storefront".to_owned(),
             app_groups: Vec::new(),
+            venv: None,
             user: "shop".to_owned(),
             group: Some("shop".to_owned()),
             command: ["/srv/shop/venv/bin/gunicorn", "--workers", "4", "shop.wsgi"]
@@ -1750,6 +1754,10 @@ directory = \"/srv/shop/current\"
                 "apps.d/shop.toml:5:7: restart.backoff.max: backoff initial 1s is longer than max 500ms (make initial at most max)",
             ),
             (
+                "venv = \"srv/shop/venv\"\n",
+                "apps.d/shop.toml:4:8: venv: path \"srv/shop/venv\" is not absolute (use a path starting with /)",
+            ),
+            (
                 "[sandbox]\nread_only = [\"/srv/shop\", \"srv/other\"]\n",
                 "apps.d/shop.toml:5:27: sandbox.read_only[1]: path \"srv/other\" is not absolute (use a path starting with /)",
             ),
@@ -1866,7 +1874,7 @@ cpu = \"lots\"
             errors(&text),
             [
                 "apps.d/shop.toml:4:1: colour: unknown key (remove it or use one of: description, app_groups, user, group, \
-                 command, directory, environment, env_files, umask, autostart, listen, readiness, restart, stop, logs, access, \
+                 command, directory, venv, environment, env_files, umask, autostart, listen, readiness, restart, stop, logs, access, \
                  sandbox, limits)",
                 "apps.d/shop.toml:6:10: stop.signal: invalid type: integer `15`, expected a string",
             ]

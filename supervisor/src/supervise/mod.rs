@@ -123,7 +123,7 @@ pub fn security(snapshot: &Snapshot, shared: &Shared) -> appvisor_protocol::AppS
 fn sandbox_inputs(app: &ResolvedApp, shared: &Shared) -> SandboxInputs {
     SandboxInputs {
         landlock_abi_max: shared.landlock_abi_max,
-        python_home: sandbox::python_home(std::path::Path::new(&app.spec.command[0])),
+        python_home: sandbox::app_venv(&app.spec).and_then(sandbox::python_home),
     }
 }
 
