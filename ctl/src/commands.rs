@@ -23,6 +23,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::appfile::AppFile;
 use crate::cli::ActionArgs;
 use crate::exit::Exit;
 use crate::render;
@@ -361,26 +362,83 @@ pub fn check(
     })
 }
 
-/// `appctl import-supervisord FILE... [--out DIR]`: the TOML of each
-/// program on stdout, or one file per app in DIR (never overwriting one).
-/// Problems go to stderr and exit 2; the programs that could be converted
-/// are still converted.
-pub fn import_supervisord(files: &[PathBuf], out: Option<&Path>) -> Result<Exit, CommandError> {
+/// `appctl import-supervisord FILE... [--out DIR]`.
+pub fn import_supervisord(
+    files: &[PathBuf],
+    out: Option<&Path>,
+    daemon_config: &Path,
+    explicit: bool,
+) -> Result<Exit, CommandError> {
     let import = crate::supervisord::import(files, &crate::supervisord::Context::current());
+    let problems: Vec<String> = import.problems.iter().map(ToString::to_string).collect();
+    let warnings: Vec<String> = import.warnings.iter().map(ToString::to_string).collect();
+    write_imported(
+        &import.apps,
+        &problems,
+        &warnings,
+        out,
+        daemon_config,
+        explicit,
+    )
+}
+
+/// `appctl import-uwsgi FILE... [--out DIR]`.
+pub fn import_uwsgi(
+    files: &[PathBuf],
+    uwsgi: Option<&Path>,
+    out: Option<&Path>,
+    daemon_config: &Path,
+    explicit: bool,
+) -> Result<Exit, CommandError> {
+    let import = crate::uwsgi::import(files, uwsgi);
+    write_imported(
+        &import.apps,
+        &import.problems,
+        &[],
+        out,
+        daemon_config,
+        explicit,
+    )
+}
+
+/// What both importers do with their apps: the TOML of each on stdout, or
+/// one file per app in `out` (never overwriting one), each followed on
+/// stderr by what `appctl check` says of it. Problems and files that would
+/// not start exit 2, and the apps that could be converted are still
+/// written; warnings alone exit 0, unless no app was found at all.
+fn write_imported(
+    apps: &[AppFile],
+    problems: &[String],
+    warnings: &[String],
+    out: Option<&Path>,
+    daemon_config: &Path,
+    explicit: bool,
+) -> Result<Exit, CommandError> {
+    let defaults = match appvisor::config::load_daemon_or_default(daemon_config, explicit) {
+        Ok(daemon) => daemon.defaults,
+        Err(errors) => {
+            print_error(&format_args!(
+                "{}: checking the imported files without its [defaults]:\n{errors}",
+                daemon_config.display()
+            ));
+            appvisor::config::Defaults::none()
+        }
+    };
     let mut failed = false;
-    for app in &import.apps {
-        match out {
-            None => print(&format!(
-                "# ---- apps.d/{}.toml ----\n{}\n",
-                app.name, app.toml
-            ))?,
+    for app in apps {
+        let text = app.toml();
+        let shown_as = match out {
+            None => {
+                print(&format!("# ---- apps.d/{}.toml ----\n{text}\n", app.name))?;
+                PathBuf::from(format!("apps.d/{}.toml", app.name))
+            }
             Some(dir) => {
                 let path = dir.join(format!("{}.toml", app.name));
                 let written = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&path)
-                    .and_then(|mut file| file.write_all(app.toml.as_bytes()));
+                    .and_then(|mut file| file.write_all(text.as_bytes()));
                 match written {
                     Ok(()) => eprintln!("wrote {} (from {})", path.display(), app.origin),
                     Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
@@ -390,25 +448,42 @@ pub fn import_supervisord(files: &[PathBuf], out: Option<&Path>) -> Result<Exit,
                             app.origin
                         ));
                         failed = true;
+                        continue;
                     }
                     Err(err) => {
                         print_error(&format_args!("writing {}: {err}", path.display()));
                         failed = true;
+                        continue;
                     }
                 }
+                path
             }
+        };
+        let (errors, warnings) = crate::appfile::check(app, &shown_as, &defaults);
+        for error in &errors {
+            eprintln!("    would fail at start: {error}");
         }
+        for warning in &warnings {
+            eprintln!("    warning: {warning}");
+        }
+        failed |= !errors.is_empty();
     }
-    for problem in &import.problems {
+    for problem in problems {
         print_error(problem);
     }
-    if let (Some(dir), false) = (out, import.apps.is_empty()) {
+    for warning in warnings {
+        eprintln!("appctl: warning: {warning}");
+    }
+    if apps.is_empty() && problems.is_empty() {
+        print_error(&"no program found to import");
+    }
+    if let (Some(dir), false) = (out, apps.is_empty()) {
         eprintln!(
             "check them before the daemon reads them: appctl check {}/*.toml",
             dir.display()
         );
     }
-    Ok(if failed || !import.problems.is_empty() {
+    Ok(if failed || !problems.is_empty() || apps.is_empty() {
         Exit::Usage
     } else {
         Exit::Done

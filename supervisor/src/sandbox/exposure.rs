@@ -6,7 +6,6 @@
 //! Pure: the app, its sandbox plan, the helper's record of the last spawn
 //! and the kernel's Landlock ABI come in as arguments.
 
-
 use appvisor_protocol::{
     AppSecurity, LandlockSecurity, SecurityCheck, SecurityLimits, SecurityPath,
 };
@@ -122,10 +121,7 @@ pub fn report(
         .unwrap_or_default();
     let connect_ports = plan.landlock.as_ref().and_then(|l| l.connect_ports.clone());
 
-    let code = [
-        Some(spec.directory.as_path()),
-        app_venv(spec),
-    ];
+    let code = [Some(spec.directory.as_path()), app_venv(spec)];
     let code_writable = plan.landlock.iter().flat_map(|l| &l.paths).any(|r| {
         r.access == PathAccess::ReadWrite
             && code

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 pub use self::landlock::{Enforcement, Feature, LandlockRecord, LandlockRefusal};
 pub use rules::{
-    app_venv, LandlockPlan, NamespacePlan, PathAccess, PathRule, Requirement, RuleOrigin, SandboxInputs,
-    SandboxPlan, SYSTEM_PATHS,
+    app_venv, LandlockPlan, NamespacePlan, PathAccess, PathRule, Requirement, RuleOrigin,
+    SandboxInputs, SandboxPlan, SYSTEM_PATHS,
 };
 
 /// The base interpreter's `bin` of `venv` ([`rules::app_venv`]), from its
