@@ -74,6 +74,38 @@ const DROPPED: &[(&str, &str)] = &[
     ("chown-socket", "appvisord creates the held sockets"),
 ];
 
+/// Options that take a value, as vassals commonly set them: anything else
+/// that a later value names as `%(key)` is a placeholder of the file's
+/// own (`base = /srv/shop`), expanded here and not passed on, since uWSGI
+/// refuses an option it does not know.
+const VALUE_OPTIONS: &[&str] = &[
+    "module",
+    "wsgi-file",
+    "callable",
+    "processes",
+    "workers",
+    "threads",
+    "plugins",
+    "plugin",
+    "socket",
+    "http-socket",
+    "http",
+    "uwsgi-socket",
+    "harakiri",
+    "max-requests",
+    "buffer-size",
+    "post-buffering",
+    "static-map",
+    "touch-reload",
+    "pythonpath",
+    "stats",
+    "listen",
+    "cheaper",
+    "offload-threads",
+    "mount",
+    "env",
+];
+
 /// Options whose logic this importer does not follow.
 const UNSUPPORTED: &[&str] = &[
     "ini",
@@ -251,7 +283,13 @@ fn vassal(
     let mut environment = Vec::new();
     let mut args: Vec<String> = Vec::new();
     let mut used_env = Vec::new();
-    for (key, raw, line) in options(text)? {
+    let options = options(text)?;
+    let placeholders: Vec<&str> = options
+        .iter()
+        .flat_map(|(_, raw, _)| raw.split("%(").skip(1))
+        .filter_map(|rest| rest.split(')').next())
+        .collect();
+    for (key, raw, line) in options.iter().cloned() {
         if UNSUPPORTED.contains(&key.as_str()) {
             return Err(format!(
                 "line {line}: {key} is not supported by this importer: write the vassal out whole"
@@ -276,6 +314,9 @@ fn vassal(
                 Some((k, v)) => environment.push((k.to_owned(), v.to_owned())),
                 None => return Err(format!("line {line}: env = {value}: expected NAME=VALUE")),
             },
+            k if placeholders.contains(&k)
+                && !VALUE_OPTIONS.contains(&k)
+                && !FLAGS.contains(&k) => {}
             k if DROPPED.iter().any(|(d, _)| *d == k) => {
                 let why = DROPPED.iter().find(|(d, _)| *d == k).map_or("", |(_, w)| w);
                 notes.push(format!("{k} = {value} left out: {why}"));
@@ -411,10 +452,6 @@ socket = :9
                 "fd://3",
                 "--socket",
                 "fd://4",
-                "--project",
-                "shop",
-                "--base",
-                "/srv/shop",
                 "--virtualenv",
                 "/srv/shop/venv",
                 "--module",
