@@ -289,7 +289,8 @@ fn vassal(
         .flat_map(|(_, raw, _)| raw.split("%(").skip(1))
         .filter_map(|rest| rest.split(')').next())
         .collect();
-    for (key, raw, line) in options.iter().cloned() {
+    for (key, raw, line) in &options {
+        let (key, line) = (key.clone(), *line);
         if UNSUPPORTED.contains(&key.as_str()) {
             return Err(format!(
                 "line {line}: {key} is not supported by this importer: write the vassal out whole"
@@ -299,7 +300,7 @@ fn vassal(
             used_env.push(key.clone());
         }
         let value =
-            expand(&raw, file, &set, host, env).map_err(|e| format!("line {line}: {key}: {e}"))?;
+            expand(raw, file, &set, host, env).map_err(|e| format!("line {line}: {key}: {e}"))?;
         set.push((key.clone(), value.clone()));
         match key.as_str() {
             "uid" => user = Some(value),
