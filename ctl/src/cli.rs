@@ -16,7 +16,13 @@ pub const DEFAULT_CONFIG: &str = "/etc/appvisor/appvisor.toml";
 /// Exit codes: 0 done; 1 the action failed (the app did not become ready;
 /// its last log lines are printed); 2 usage or invalid configuration;
 /// 3 `status` found an app not running; 4 permission denied; 5 cannot reach
-/// the daemon.
+/// the daemon. A command over several apps exits with the highest code of
+/// any of them.
+///
+/// Where a command takes APP..., each APP is an app's name, `group:NAME`
+/// (the apps whose `app_groups` include NAME), a glob pattern such as
+/// 'celery-*' (quoted, so the shell leaves it alone) or `all`, each
+/// standing for the apps you may see.
 #[derive(Debug, Parser)]
 #[command(name = "appctl", version)]
 pub struct Cli {
@@ -46,7 +52,8 @@ pub enum Command {
     /// Exits 3 when any app shown is not running, so monitoring scripts can
     /// use it as a check.
     Status {
-        /// Apps to show (default: all you may see).
+        /// Apps to show: names, group:NAME, patterns or all (default: all
+        /// you may see).
         #[arg(value_name = "APP")]
         apps: Vec<String>,
         /// Print the daemon's JSON document instead of a table.
@@ -123,18 +130,41 @@ pub enum Command {
     Whoami,
     /// Turn supervisord's [program:x] sections into apps.d TOML files.
     ///
-    /// Reads each FILE and what its [include] names, and keeps what
-    /// supervisord did: command, user, directory, environment, umask,
-    /// autostart, autorestart, startsecs, startretries, stop signal and
-    /// wait, log rotation. What has no equivalent is noted at the top of
-    /// the file. A program without a user (root) or that does not parse is
-    /// not imported and exits 2. Offline: no daemon involved.
+    /// Reads each FILE as supervisord reads its config, [include]s and
+    /// [supervisord] settings included, and writes one app per process
+    /// (numprocs), grouped as supervisord grouped them, that keeps what
+    /// supervisord did; servers that bound their own port get held
+    /// sockets. What differs is noted at the top of each file, and what
+    /// `appctl check` finds is printed beside it. A program without a user
+    /// (root) or that does not parse is not imported; that, a file that
+    /// would not start, or no program at all exits 2. Offline: no daemon
+    /// involved. docs/migration.md has the details.
     ImportSupervisord {
         /// Write DIR/NAME.toml for each app (never overwriting) instead of
         /// printing them.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
         /// supervisord config files, e.g. /etc/supervisor/supervisord.conf.
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Turn uWSGI emperor vassals (.ini) into apps.d TOML files.
+    ///
+    /// Each vassal runs the same uWSGI under appvisord, on sockets
+    /// appvisord holds (fd://3, ...) and with notify readiness. What `appctl
+    /// check` finds is printed beside each file; a vassal without a uid
+    /// (root) or with options this importer does not follow is not
+    /// imported, and exits 2. Offline: no daemon involved.
+    ImportUwsgi {
+        /// Write DIR/NAME.toml for each app (never overwriting) instead of
+        /// printing them.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// The uwsgi to run when the vassal's virtualenv has none
+        /// [default: /usr/local/bin/uwsgi or /usr/bin/uwsgi].
+        #[arg(long, value_name = "PATH")]
+        uwsgi: Option<PathBuf>,
+        /// Vassal files, e.g. /etc/uwsgi/vassals/*.ini.
         #[arg(value_name = "FILE", required = true)]
         files: Vec<PathBuf>,
     },
@@ -155,7 +185,8 @@ pub enum Command {
 /// Flags shared by start, stop, restart and reload.
 #[derive(Debug, Args)]
 pub struct ActionArgs {
-    /// The apps to act on, in parallel.
+    /// The apps to act on, in parallel: names, group:NAME, patterns such
+    /// as 'celery-*', or all.
     #[arg(required = true, value_name = "APP")]
     pub apps: Vec<String>,
     /// Return once the daemon has accepted the request, without waiting

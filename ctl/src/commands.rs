@@ -18,13 +18,16 @@ use appvisor_protocol::{
 };
 use http_body_util::BodyExt;
 use hyper::Method;
+use serde::Deserialize as _;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::appfile::AppFile;
 use crate::cli::ActionArgs;
 use crate::exit::Exit;
 use crate::render;
+use crate::select::{self, SelectError, Selector};
 
 /// How long past the requested timeout `appctl` waits for the daemon's
 /// answer before it gives up on a daemon that stopped answering.
@@ -52,6 +55,9 @@ pub enum CommandError {
     /// Writing our own output failed (other than a closed pipe).
     #[error("writing to stdout: {source}")]
     Stdout { source: io::Error },
+    /// A selector named no app, or is not a selector.
+    #[error(transparent)]
+    Select(#[from] SelectError),
 }
 
 impl CommandError {
@@ -59,6 +65,7 @@ impl CommandError {
     pub fn exit(&self) -> Exit {
         match self {
             CommandError::Client(err) => Exit::for_client_error(err),
+            CommandError::Select(_) => Exit::Usage,
             CommandError::Unexpected { .. }
             | CommandError::NoAnswer { .. }
             | CommandError::Stdout { .. } => Exit::Failed,
@@ -116,10 +123,59 @@ where
     results.into_iter().flatten().collect()
 }
 
+/// `GET /v1/apps` as the daemon wrote it and as [`AppList`].
+async fn visible_apps(client: &Client) -> Result<(Value, AppList), CommandError> {
+    let document = client.get::<Value>(routes::APPS).await?;
+    let list = app_list(&document)?;
+    Ok((document, list))
+}
+
+fn app_list(document: &Value) -> Result<AppList, CommandError> {
+    AppList::deserialize(document).map_err(|source| CommandError::Unexpected {
+        path: routes::APPS.to_owned(),
+        source,
+    })
+}
+
+/// The app names `words` select ([`select`]), asking the daemon for the
+/// list of visible apps only when a word is more than a name.
+async fn selected(client: &Client, words: &[String]) -> Result<Vec<String>, CommandError> {
+    let selectors = select::parse_all(words)?;
+    let visible = if selectors.iter().any(Selector::needs_list) {
+        visible_apps(client).await?.1.apps
+    } else {
+        Vec::new()
+    };
+    Ok(select::expand(&selectors, &visible)?)
+}
+
 /// `appctl status [APP...] [--json]`.
 pub async fn status(client: &Client, apps: &[String], json: bool) -> Result<Exit, CommandError> {
-    let document = if apps.is_empty() {
-        client.get::<Value>(routes::APPS).await?
+    let selectors = select::parse_all(apps)?;
+    let document = if selectors.is_empty() || selectors == [Selector::All] {
+        // Every app, even none: what `status` has always shown.
+        visible_apps(client).await?.0
+    } else if selectors.iter().any(Selector::needs_list) {
+        // One snapshot for every selected app; a name not in it is asked
+        // for, so the daemon says why it is not there.
+        let (document, list) = visible_apps(client).await?;
+        let names = select::expand(&selectors, &list.apps)?;
+        let listed = document["apps"].as_array().cloned().unwrap_or_default();
+        let answers = for_each_app(client, &names, |client, name| {
+            let known = listed
+                .iter()
+                .find(|app| app["name"] == name.as_str())
+                .cloned();
+            async move {
+                match known {
+                    Some(app) => Ok(app),
+                    None => client.get::<Value>(&routes::app(&name)).await,
+                }
+            }
+        })
+        .await;
+        let apps = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
+        serde_json::json!({ "apps": apps })
     } else {
         let answers = for_each_app(client, apps, |client, name| async move {
             client.get::<Value>(&routes::app(&name)).await
@@ -128,11 +184,7 @@ pub async fn status(client: &Client, apps: &[String], json: bool) -> Result<Exit
         let apps = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
         serde_json::json!({ "apps": apps })
     };
-    let list: AppList =
-        serde_json::from_value(document.clone()).map_err(|source| CommandError::Unexpected {
-            path: routes::APPS.to_owned(),
-            source,
-        })?;
+    let list = app_list(&document)?;
     if json {
         let pretty = serde_json::to_string_pretty(&document).expect("a JSON value serializes");
         print(&format!("{pretty}\n"))?;
@@ -153,16 +205,18 @@ fn status_exit(apps: &[AppStatus]) -> Exit {
     }
 }
 
-/// `appctl start|stop|restart|reload APP...`: acts on every app at once,
-/// prints each outcome in the order given, and ends with the worst exit.
+/// `appctl start|stop|restart|reload APP...`: acts on every selected app
+/// at once, prints each outcome in the order selected, and ends with the
+/// worst exit: the highest code of any app ([`Exit`]'s order).
 pub async fn act(client: &Client, action: Action, args: &ActionArgs) -> Result<Exit, CommandError> {
+    let names = selected(client, &args.apps).await?;
     let wait = !args.no_wait;
     let timeout = args.timeout;
     let request = ActionRequest {
         wait,
         timeout_ms: wait.then(|| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
     };
-    let answers = for_each_app(client, &args.apps, |client, name| {
+    let answers = for_each_app(client, &names, |client, name| {
         let request = request.clone();
         async move {
             let path = routes::action(&name, action);
@@ -308,26 +362,83 @@ pub fn check(
     })
 }
 
-/// `appctl import-supervisord FILE... [--out DIR]`: the TOML of each
-/// program on stdout, or one file per app in DIR (never overwriting one).
-/// Problems go to stderr and exit 2; the programs that could be converted
-/// are still converted.
-pub fn import_supervisord(files: &[PathBuf], out: Option<&Path>) -> Result<Exit, CommandError> {
+/// `appctl import-supervisord FILE... [--out DIR]`.
+pub fn import_supervisord(
+    files: &[PathBuf],
+    out: Option<&Path>,
+    daemon_config: &Path,
+    explicit: bool,
+) -> Result<Exit, CommandError> {
     let import = crate::supervisord::import(files, &crate::supervisord::Context::current());
+    let problems: Vec<String> = import.problems.iter().map(ToString::to_string).collect();
+    let warnings: Vec<String> = import.warnings.iter().map(ToString::to_string).collect();
+    write_imported(
+        &import.apps,
+        &problems,
+        &warnings,
+        out,
+        daemon_config,
+        explicit,
+    )
+}
+
+/// `appctl import-uwsgi FILE... [--out DIR]`.
+pub fn import_uwsgi(
+    files: &[PathBuf],
+    uwsgi: Option<&Path>,
+    out: Option<&Path>,
+    daemon_config: &Path,
+    explicit: bool,
+) -> Result<Exit, CommandError> {
+    let import = crate::uwsgi::import(files, uwsgi);
+    write_imported(
+        &import.apps,
+        &import.problems,
+        &[],
+        out,
+        daemon_config,
+        explicit,
+    )
+}
+
+/// What both importers do with their apps: the TOML of each on stdout, or
+/// one file per app in `out` (never overwriting one), each followed on
+/// stderr by what `appctl check` says of it. Problems and files that would
+/// not start exit 2, and the apps that could be converted are still
+/// written; warnings alone exit 0, unless no app was found at all.
+fn write_imported(
+    apps: &[AppFile],
+    problems: &[String],
+    warnings: &[String],
+    out: Option<&Path>,
+    daemon_config: &Path,
+    explicit: bool,
+) -> Result<Exit, CommandError> {
+    let defaults = match appvisor::config::load_daemon_or_default(daemon_config, explicit) {
+        Ok(daemon) => daemon.defaults,
+        Err(errors) => {
+            print_error(&format_args!(
+                "{}: checking the imported files without its [defaults]:\n{errors}",
+                daemon_config.display()
+            ));
+            appvisor::config::Defaults::none()
+        }
+    };
     let mut failed = false;
-    for app in &import.apps {
-        match out {
-            None => print(&format!(
-                "# ---- apps.d/{}.toml ----\n{}\n",
-                app.name, app.toml
-            ))?,
+    for app in apps {
+        let text = app.toml();
+        let shown_as = match out {
+            None => {
+                print(&format!("# ---- apps.d/{}.toml ----\n{text}\n", app.name))?;
+                PathBuf::from(format!("apps.d/{}.toml", app.name))
+            }
             Some(dir) => {
                 let path = dir.join(format!("{}.toml", app.name));
                 let written = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&path)
-                    .and_then(|mut file| file.write_all(app.toml.as_bytes()));
+                    .and_then(|mut file| file.write_all(text.as_bytes()));
                 match written {
                     Ok(()) => eprintln!("wrote {} (from {})", path.display(), app.origin),
                     Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
@@ -337,25 +448,42 @@ pub fn import_supervisord(files: &[PathBuf], out: Option<&Path>) -> Result<Exit,
                             app.origin
                         ));
                         failed = true;
+                        continue;
                     }
                     Err(err) => {
                         print_error(&format_args!("writing {}: {err}", path.display()));
                         failed = true;
+                        continue;
                     }
                 }
+                path
             }
+        };
+        let (errors, warnings) = crate::appfile::check(app, &shown_as, &defaults);
+        for error in &errors {
+            eprintln!("    would fail at start: {error}");
         }
+        for warning in &warnings {
+            eprintln!("    warning: {warning}");
+        }
+        failed |= !errors.is_empty();
     }
-    for problem in &import.problems {
+    for problem in problems {
         print_error(problem);
     }
-    if let (Some(dir), false) = (out, import.apps.is_empty()) {
+    for warning in warnings {
+        eprintln!("appctl: warning: {warning}");
+    }
+    if apps.is_empty() && problems.is_empty() {
+        print_error(&"no program found to import");
+    }
+    if let (Some(dir), false) = (out, apps.is_empty()) {
         eprintln!(
             "check them before the daemon reads them: appctl check {}/*.toml",
             dir.display()
         );
     }
-    Ok(if failed || !import.problems.is_empty() {
+    Ok(if failed || !problems.is_empty() || apps.is_empty() {
         Exit::Usage
     } else {
         Exit::Done
@@ -379,6 +507,7 @@ mod tests {
             restarts: 0,
             failures: 0,
             description: String::new(),
+            app_groups: Vec::new(),
             user: "shop".into(),
             directory: "/srv/shop".into(),
             release: None,

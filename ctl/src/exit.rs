@@ -8,6 +8,11 @@ use appvisor_protocol::client::ClientError;
 use appvisor_protocol::ErrorCode;
 
 /// What `appctl` tells its caller through its exit status.
+///
+/// Ordered from best to worst, which is also numeric order: a command over
+/// several apps ends with the worst (highest) of their outcomes, so a daemon
+/// that stopped answering (5) or a refusal (4) is never hidden behind one
+/// app's failed start (1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Exit {
     /// 0: done.

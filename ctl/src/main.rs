@@ -6,12 +6,16 @@
 //! outcome into an exit status; it must never decide an exit code itself
 //! (that is [`exit`]) or render output (that is [`render`]).
 
+mod appfile;
 mod cli;
 mod commands;
 mod exit;
 mod render;
 mod security;
+mod select;
+mod servers;
 mod supervisord;
+mod uwsgi;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -89,7 +93,20 @@ fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> Result<Exit, CommandError
             runtime.block_on(security::security(&client, apps, *json))
         }
         Command::ImportSupervisord { files, out } => {
-            commands::import_supervisord(files, out.as_deref())
+            let config = cli.config.as_deref();
+            let daemon_config = config.unwrap_or(Path::new(cli::DEFAULT_CONFIG));
+            commands::import_supervisord(files, out.as_deref(), daemon_config, config.is_some())
+        }
+        Command::ImportUwsgi { files, uwsgi, out } => {
+            let config = cli.config.as_deref();
+            let daemon_config = config.unwrap_or(Path::new(cli::DEFAULT_CONFIG));
+            commands::import_uwsgi(
+                files,
+                uwsgi.as_deref(),
+                out.as_deref(),
+                daemon_config,
+                config.is_some(),
+            )
         }
         Command::Check { files, as_name } => {
             let config = cli.config.as_deref();

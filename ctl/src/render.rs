@@ -240,6 +240,7 @@ mod tests {
             restarts: 0,
             failures: 0,
             description: String::new(),
+            app_groups: Vec::new(),
             user: name.to_owned(),
             directory: format!("/srv/{name}/current"),
             release: None,

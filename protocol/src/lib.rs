@@ -123,6 +123,10 @@ pub struct AppStatus {
     /// Consecutive failed starts.
     pub failures: u32,
     pub description: String,
+    /// The app groups it belongs to (its file's `app_groups`), which
+    /// `appctl start group:NAME` selects by.
+    #[serde(default)]
+    pub app_groups: Vec<String>,
     /// The Unix user it runs as.
     pub user: String,
     /// `directory` as configured.

@@ -50,6 +50,7 @@ pub struct AppBuilder {
     command: Vec<String>,
     directory: PathBuf,
     description: Option<String>,
+    app_groups: Vec<String>,
     environment: BTreeMap<String, String>,
     env_files: Vec<PathBuf>,
     autostart: Option<bool>,
@@ -120,6 +121,7 @@ impl AppBuilder {
             command: command.into_iter().map(Into::into).collect(),
             directory: PathBuf::from("/"),
             description: None,
+            app_groups: Vec::new(),
             environment: BTreeMap::new(),
             env_files: Vec::new(),
             autostart: None,
@@ -153,6 +155,12 @@ impl AppBuilder {
 
     pub fn directory(mut self, dir: impl AsRef<Path>) -> Self {
         self.directory = dir.as_ref().to_path_buf();
+        self
+    }
+
+    /// `app_groups`: the groups `appctl ... group:NAME` selects by.
+    pub fn app_groups(mut self, groups: &[&str]) -> Self {
+        self.app_groups = groups.iter().map(|g| (*g).to_owned()).collect();
         self
     }
 
@@ -272,6 +280,9 @@ impl AppBuilder {
         let mut t = String::new();
         if let Some(d) = &self.description {
             let _ = writeln!(t, "description = {}", quote(d));
+        }
+        if !self.app_groups.is_empty() {
+            let _ = writeln!(t, "app_groups = {}", quote_list(&self.app_groups));
         }
         let _ = writeln!(t, "user = {}", quote(&self.user));
         if let Some(g) = &self.group {

@@ -1,24 +1,56 @@
-//! `appctl import-supervisord FILE...`: every `[program:x]` of supervisord
-//! configs (following their `[include]`s) as an apps.d TOML file that keeps
-//! what supervisord did: the same command, user, directory, environment,
-//! umask, restart policy and limits on retries, stop signal and timeout,
-//! log rotation. What has no equivalent is said in a comment at the top of
-//! the file; what cannot be imported (no `user`, so root; a command that
-//! does not parse) is a problem, and that program is left out.
+//! `appctl import-supervisord FILE...`: the programs of supervisord
+//! configs as apps.d files that run the way supervisord ran them, each
+//! FILE read the way supervisord 4 reads its `-c` file:
 //!
-//! Pure but for reading the files and globbing includes; [`Context`]
-//! carries what supervisord would take from its own process.
+//! 1. the file, then (only its own) `[include] files`, globs relative to
+//!    its directory, in sorted order; `%(here)s` is the absolute directory
+//!    of the file a value was read from;
+//! 2. `[supervisord]`: its `environment` goes under every program's, its
+//!    `user` is the user of programs without one (supervisord switched to
+//!    it), its `umask` and `directory` are the programs' own when
+//!    supervisord daemonized (`nodaemon` false), as it set them then;
+//! 3. `[group:x] programs` name the groups; every other program is a group
+//!    of its own;
+//! 4. each `[program:x]` is `numprocs` processes (from `numprocs_start`),
+//!    each named by `process_name` and expanded with its `process_num`:
+//!    one app each, in app_groups of its group (and of the program, when
+//!    it has several processes), for `appctl restart group:NAME`.
+//!
+//! What supervisord did that appvisor does differently is a note at the
+//! top of the file (and ports, wrappers and uWSGI's stop signal are
+//! converted: [`crate::servers`]); what cannot be imported (root, a
+//! command that does not parse) is a problem, and that program is left
+//! out.
+//!
+//! Pure but for reading the files, globbing includes and looking bare
+//! commands up; [`Context`] carries what supervisord would take from its
+//! own process.
 
 pub mod ini;
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use ini::Section;
 
-/// What supervisord takes from its process: `%(ENV_X)s`, the host name,
-/// and `PATH` for a command that is not an absolute path.
+use crate::appfile::{self, AppFile, Restart};
+use crate::servers::{self, Server};
+
+/// `PATH` of supervisord started by systemd or Debian's init script,
+/// where a bare command is looked up when neither the program nor
+/// `[supervisord]` sets one: not the importing shell's, whose pyenv or
+/// venv shims supervisord never saw.
+pub const SERVICE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What every app's environment lacked under appvisor that supervisord
+/// passed on: said once per file.
+const INHERITED_ENV_NOTE: &str = "supervisord passed its own environment (from systemd or its \
+     init script) and SUPERVISOR_* on; appvisor passes only HOME, USER, LOGNAME, SHELL, PATH, LANG \
+     and environment below";
+
+/// What supervisord takes from its process: `%(ENV_X)s` and the host name.
 #[derive(Debug, Clone, Default)]
 pub struct Context {
     pub env: BTreeMap<String, String>,
@@ -37,17 +69,8 @@ impl Context {
     }
 }
 
-/// One imported program.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImportedApp {
-    pub name: String,
-    /// `FILE:LINE [program:x]`.
-    pub origin: String,
-    /// The apps.d file's text.
-    pub toml: String,
-}
-
-/// Something that kept a file or a program from being imported.
+/// Something that kept a file or a program from being imported, or that
+/// is worth a warning.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// `FILE`, `FILE:LINE` or `FILE:LINE [program:x]`.
@@ -63,8 +86,11 @@ impl fmt::Display for Problem {
 
 #[derive(Debug, Default)]
 pub struct Import {
-    pub apps: Vec<ImportedApp>,
+    pub apps: Vec<AppFile>,
+    /// Programs or files not imported.
     pub problems: Vec<Problem>,
+    /// Worth saying, but nothing was lost (an include matching no file).
+    pub warnings: Vec<Problem>,
 }
 
 /// A section with the file it was read from.
@@ -73,66 +99,89 @@ struct Found {
     file: PathBuf,
 }
 
-/// Reads `files` and what they include, and converts every program.
+/// Reads every FILE as supervisord's own config and converts its programs.
 pub fn import(files: &[PathBuf], ctx: &Context) -> Import {
     let mut out = Import::default();
-    let mut sections: Vec<Found> = Vec::new();
-    let mut queue: Vec<PathBuf> = files.to_vec();
-    queue.reverse();
-    let mut seen: Vec<PathBuf> = Vec::new();
-    while let Some(file) = queue.pop() {
-        let key = file.canonicalize().unwrap_or_else(|_| file.clone());
-        if seen.contains(&key) {
-            continue;
-        }
-        seen.push(key);
-        let text = match std::fs::read_to_string(&file) {
-            Ok(text) => text,
-            Err(e) => {
-                out.problems
-                    .push(problem(file.display(), format!("cannot read: {e}")));
-                continue;
-            }
-        };
-        let parsed = match ini::parse(&text) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                let origin = format!("{}:{}", file.display(), e.line);
-                out.problems.push(problem(origin, e.message));
-                continue;
-            }
-        };
-        let here = file.parent().unwrap_or(Path::new(".")).to_owned();
-        let mut included = Vec::new();
-        for section in parsed {
-            if section.name == "include" {
-                match includes(&section, &here, ctx) {
-                    Ok(files) => included.extend(files),
-                    Err(message) => out.problems.push(problem(
-                        format!("{}:{} [include]", file.display(), section.line),
-                        message,
-                    )),
-                }
-                continue;
-            }
-            // configparser merges a section read again, from any file.
-            match sections.iter_mut().find(|f| f.section.name == section.name) {
-                Some(found) => {
-                    found.section.options.extend(section.options);
-                    found.file.clone_from(&file);
-                }
-                None => sections.push(Found {
-                    section,
-                    file: file.clone(),
-                }),
-            }
-        }
-        // Included files are read after the one that includes them, in
-        // glob order, like supervisord.
-        queue.extend(included.into_iter().rev());
+    for file in files {
+        import_one(file, ctx, &mut out);
     }
-    // What supervisord passes on to every program: its own environment
-    // and umask.
+    // Two programs (or a rename) may give the same app name.
+    let mut seen: Vec<String> = Vec::new();
+    let mut apps = Vec::new();
+    for app in std::mem::take(&mut out.apps) {
+        if seen.contains(&app.name) {
+            out.problems.push(problem(
+                &app.origin,
+                format!(
+                    "an app named {} was imported already: rename this one",
+                    app.name
+                ),
+            ));
+        } else {
+            seen.push(app.name.clone());
+            apps.push(app);
+        }
+    }
+    out.apps = apps;
+    out
+}
+
+fn read(file: &Path, out: &mut Import) -> Option<Vec<Section>> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            out.problems
+                .push(problem(file.display(), format!("cannot read: {e}")));
+            return None;
+        }
+    };
+    match ini::parse(&text) {
+        Ok(parsed) => Some(parsed),
+        Err(e) => {
+            out.problems
+                .push(problem(format!("{}:{}", file.display(), e.line), e.message));
+            None
+        }
+    }
+}
+
+fn import_one(main: &Path, ctx: &Context, out: &mut Import) {
+    let main = std::path::absolute(main).unwrap_or_else(|_| main.to_owned());
+    let Some(parsed) = read(&main, out) else {
+        return;
+    };
+    let here = main.parent().unwrap_or(Path::new("/")).to_owned();
+    let mut sections: Vec<Found> = Vec::new();
+    let mut include: Option<Section> = None;
+    merge(&mut sections, parsed, &main, &mut include);
+    // supervisord reads the [include] of its -c file only: one in an
+    // included file is merged into it after it was read, and so ignored.
+    if let Some(include) = include {
+        let origin = format!("{}:{} [include]", main.display(), include.line);
+        match includes(&include, &here, ctx) {
+            Ok((files, unmatched)) => {
+                for pattern in unmatched {
+                    out.warnings
+                        .push(problem(&origin, format!("no file matches {pattern}")));
+                }
+                for file in files {
+                    let Some(parsed) = read(&file, out) else {
+                        continue;
+                    };
+                    let mut nested = None;
+                    merge(&mut sections, parsed, &file, &mut nested);
+                    if let Some(nested) = nested {
+                        out.warnings.push(problem(
+                            format!("{}:{} [include]", file.display(), nested.line),
+                            "ignored, as supervisord ignores an [include] in an included file"
+                                .to_owned(),
+                        ));
+                    }
+                }
+            }
+            Err(message) => out.problems.push(problem(origin, message)),
+        }
+    }
     let daemon = sections.iter().find(|f| f.section.name == "supervisord");
     let inherited = match daemon.map(|d| inherited(d, ctx)).transpose() {
         Ok(inherited) => inherited.unwrap_or_default(),
@@ -146,9 +195,25 @@ pub fn import(files: &[PathBuf], ctx: &Context) -> Import {
                 ),
                 message,
             ));
-            return out;
+            return;
         }
     };
+    // [group:x] programs = a,b: the group of each.
+    let mut group_of: BTreeMap<String, String> = BTreeMap::new();
+    for found in &sections {
+        if let Some(group) = found.section.name.strip_prefix("group:") {
+            if let Some(programs) = found.section.get("programs") {
+                for program in programs
+                    .value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                {
+                    group_of.insert(program.to_owned(), group.to_owned());
+                }
+            }
+        }
+    }
     for found in &sections {
         let origin = format!(
             "{}:{} [{}]",
@@ -158,14 +223,14 @@ pub fn import(files: &[PathBuf], ctx: &Context) -> Import {
         );
         let kind = found.section.name.split(':').next().unwrap_or_default();
         match kind {
-            "program" => match program(found, &inherited, ctx) {
-                Ok(app) => out.apps.push(ImportedApp {
-                    name: app.0,
-                    origin,
-                    toml: app.1,
-                }),
-                Err(message) => out.problems.push(problem(origin, message)),
-            },
+            "program" => {
+                let name = found.section.name["program:".len()..].to_owned();
+                let group = group_of.get(&name).cloned();
+                match program(found, &name, group, &inherited, ctx) {
+                    Ok(apps) => out.apps.extend(apps),
+                    Err(message) => out.problems.push(problem(origin, message)),
+                }
+            }
             "fcgi-program" | "eventlistener" => out.problems.push(problem(
                 origin,
                 format!("not imported: appvisor runs no {kind} sections, only programs"),
@@ -173,7 +238,32 @@ pub fn import(files: &[PathBuf], ctx: &Context) -> Import {
             _ => {}
         }
     }
-    out
+}
+
+/// Adds `parsed` to `sections`, merging a section read again as
+/// configparser does; the `[include]` goes to `include`.
+fn merge(
+    sections: &mut Vec<Found>,
+    parsed: Vec<Section>,
+    file: &Path,
+    include: &mut Option<Section>,
+) {
+    for section in parsed {
+        if section.name == "include" {
+            *include = Some(section);
+            continue;
+        }
+        match sections.iter_mut().find(|f| f.section.name == section.name) {
+            Some(found) => {
+                found.section.options.extend(section.options);
+                file.clone_into(&mut found.file);
+            }
+            None => sections.push(Found {
+                section,
+                file: file.to_owned(),
+            }),
+        }
+    }
 }
 
 fn problem(origin: impl fmt::Display, message: String) -> Problem {
@@ -183,15 +273,21 @@ fn problem(origin: impl fmt::Display, message: String) -> Problem {
     }
 }
 
-/// The files an `[include]` names: its `files`, space-separated globs
-/// relative to the including file's directory.
-fn includes(section: &Section, here: &Path, ctx: &Context) -> Result<Vec<PathBuf>, String> {
+/// The files an `[include]` names, and the patterns that match none: its
+/// `files`, space-separated globs relative to the including file's
+/// directory.
+fn includes(
+    section: &Section,
+    here: &Path,
+    ctx: &Context,
+) -> Result<(Vec<PathBuf>, Vec<String>), String> {
     let Some(files) = section.get("files") else {
         return Err("no files = …".to_owned());
     };
     let vars = expansions(ctx, here, None);
     let files = expand(&files.value, &vars).map_err(|e| format!("files: {e}"))?;
     let mut out = Vec::new();
+    let mut unmatched = Vec::new();
     for pattern in files.split_whitespace() {
         let pattern = here.join(pattern);
         let pattern = pattern.to_string_lossy();
@@ -199,15 +295,18 @@ fn includes(section: &Section, here: &Path, ctx: &Context) -> Result<Vec<PathBuf
             .map_err(|e| format!("files: {pattern}: {e}"))?
             .filter_map(Result::ok)
             .collect();
+        if matched.is_empty() {
+            unmatched.push(pattern.into_owned());
+        }
         matched.sort();
         out.extend(matched);
     }
-    Ok(out)
+    Ok((out, unmatched))
 }
 
 /// `%(name)s` values for a section: supervisord's `here`, `ENV_X`,
-/// `host_node_name`, and for a program its name, group and process number.
-fn expansions(ctx: &Context, here: &Path, program: Option<&str>) -> BTreeMap<String, String> {
+/// `host_node_name`, and for a program its name, group and process.
+fn expansions(ctx: &Context, here: &Path, process: Option<&Process>) -> BTreeMap<String, String> {
     let mut vars: BTreeMap<String, String> = ctx
         .env
         .iter()
@@ -215,13 +314,21 @@ fn expansions(ctx: &Context, here: &Path, program: Option<&str>) -> BTreeMap<Str
         .collect();
     vars.insert("here".into(), here.display().to_string());
     vars.insert("host_node_name".into(), ctx.host.clone());
-    if let Some(name) = program {
-        vars.insert("program_name".into(), name.into());
-        vars.insert("group_name".into(), name.into());
-        vars.insert("process_num".into(), "0".into());
-        vars.insert("numprocs".into(), "1".into());
+    if let Some(p) = process {
+        vars.insert("program_name".into(), p.program.clone());
+        vars.insert("group_name".into(), p.group.clone());
+        vars.insert("process_num".into(), p.num.to_string());
+        vars.insert("numprocs".into(), p.numprocs.to_string());
     }
     vars
+}
+
+/// One process of a program.
+struct Process {
+    program: String,
+    group: String,
+    num: u64,
+    numprocs: u64,
 }
 
 /// Python's `value % vars` for the forms configs use: `%(name)s`,
@@ -284,24 +391,53 @@ fn expand(value: &str, vars: &BTreeMap<String, String>) -> Result<String, String
 #[derive(Debug, Default)]
 struct Inherited {
     environment: Vec<(String, String)>,
-    /// supervisord's own umask, 022 unless set.
+    /// supervisord's own user, which it switched to at start.
+    user: Option<String>,
+    /// The umask and directory supervisord set when it daemonized.
     umask: Option<String>,
+    directory: Option<String>,
+    /// What `umask` or `directory` did not do because of `nodaemon`.
+    notes: Vec<String>,
 }
 
 fn inherited(daemon: &Found, ctx: &Context) -> Result<Inherited, String> {
-    let here = daemon.file.parent().unwrap_or(Path::new("."));
+    let here = daemon.file.parent().unwrap_or(Path::new("/"));
     let vars = expansions(ctx, here, None);
-    let environment = match daemon.section.get("environment") {
-        Some(o) => {
-            let env = expand(&o.value, &vars).map_err(|e| format!("environment: {e}"))?;
-            ini::parse_environment(&env).map_err(|e| format!("environment: {e}"))?
-        }
+    let get = |key: &str| -> Result<Option<String>, String> {
+        daemon
+            .section
+            .get(key)
+            .map(|o| expand(&o.value, &vars).map_err(|e| format!("{key}: {e}")))
+            .transpose()
+    };
+    let environment = match get("environment")? {
+        Some(env) => ini::parse_environment(&env).map_err(|e| format!("environment: {e}"))?,
         None => Vec::new(),
     };
-    Ok(Inherited {
+    let nodaemon = get("nodaemon")?
+        .map(|v| boolean("nodaemon", &v))
+        .transpose()?
+        .unwrap_or(false);
+    let mut inherited = Inherited {
         environment,
-        umask: daemon.section.get("umask").map(|o| o.value.clone()),
-    })
+        user: get("user")?,
+        ..Inherited::default()
+    };
+    let (umask, directory) = (get("umask")?, get("directory")?);
+    if nodaemon {
+        for (key, value) in [("umask", &umask), ("directory", &directory)] {
+            if let Some(value) = value {
+                inherited.notes.push(format!(
+                    "[supervisord] {key} = {value} was not used: supervisord sets it only when it \
+                     daemonizes, and nodaemon = true"
+                ));
+            }
+        }
+    } else {
+        inherited.umask = Some(umask.unwrap_or_else(|| "022".to_owned()));
+        inherited.directory = directory;
+    }
+    Ok(inherited)
 }
 
 /// Options of a program that map onto appvisor keys, or are dropped on
@@ -325,40 +461,161 @@ const KNOWN: &[&str] = &[
     "stderr_logfile",
     "redirect_stderr",
     "numprocs",
+    "numprocs_start",
     "process_name",
-    "priority",
     "stopasgroup",
     "killasgroup",
 ];
 
-/// One `[program:x]` as `(name, toml)`.
+/// Commands that run another program: the venv of the program they run is
+/// the app's `venv`, since command[0]'s is not it.
+const WRAPPERS: &[&str] = &[
+    "sh",
+    "bash",
+    "dash",
+    "zsh",
+    "env",
+    "nice",
+    "ionice",
+    "nohup",
+    "setsid",
+    "stdbuf",
+    "timeout",
+    "chpst",
+    "watchmedo",
+    "newrelic-admin",
+    "ddtrace-run",
+    "dumb-init",
+    "tini",
+];
+
+/// One `[program:x]` as one app per process.
 fn program(
     found: &Found,
+    name: &str,
+    group: Option<String>,
     inherited: &Inherited,
     ctx: &Context,
-) -> Result<(String, String), String> {
+) -> Result<Vec<AppFile>, String> {
     let section = &found.section;
-    let name = section
-        .name
-        .strip_prefix("program:")
-        .unwrap_or_default()
-        .to_owned();
-    if appvisor::config::AppName::new(&name).is_none() {
-        return Err(format!(
-            "{name:?} is not a valid app name ([a-z0-9][a-z0-9_-]{{0,63}}): rename the program and import again"
-        ));
-    }
-    let here = found.file.parent().unwrap_or(Path::new("."));
-    let vars = expansions(ctx, here, Some(&name));
-    let get = |key: &str| -> Result<Option<String>, String> {
+    let here = found.file.parent().unwrap_or(Path::new("/"));
+    let common = expansions(ctx, here, None);
+    let get_common = |key: &str| -> Result<Option<String>, String> {
         section
             .get(key)
-            .map(|o| expand(&o.value, &vars).map_err(|e| format!("{key} (line {}): {e}", o.line)))
+            .map(|o| expand(&o.value, &common).map_err(|e| format!("{key} (line {}): {e}", o.line)))
             .transpose()
     };
-    let mut notes: Vec<String> = Vec::new();
+    let numprocs = number(&get_common("numprocs")?, "numprocs", 1)?;
+    let numprocs_start = number(&get_common("numprocs_start")?, "numprocs_start", 0)?;
+    let process_name = section
+        .get("process_name")
+        .map_or_else(|| "%(program_name)s".to_owned(), |o| o.value.clone());
+    if numprocs > 1 && !process_name.contains("%(process_num)") {
+        return Err(
+            "numprocs > 1 needs %(process_num) in process_name, as supervisord says".to_owned(),
+        );
+    }
+    let group_name = group.clone().unwrap_or_else(|| name.to_owned());
+    let mut app_groups: Vec<String> = Vec::new();
+    for g in [group.as_deref(), (numprocs > 1).then_some(name)]
+        .into_iter()
+        .flatten()
+    {
+        let mapped = appfile::app_name_from(g)
+            .ok_or_else(|| format!("group {g:?} cannot be made an app group name"))?;
+        if !app_groups.contains(&mapped) {
+            app_groups.push(mapped);
+        }
+    }
+    let mut apps = Vec::new();
+    for num in numprocs_start..numprocs_start + numprocs {
+        let process = Process {
+            program: name.to_owned(),
+            group: group_name.clone(),
+            num,
+            numprocs,
+        };
+        let mut app = process_app(found, &process, &process_name, inherited, ctx)?;
+        app.app_groups.clone_from(&app_groups);
+        apps.push(app);
+    }
+    Ok(apps)
+}
 
-    let Some(command) = get("command")? else {
+/// One process of a program as an app.
+fn process_app(
+    found: &Found,
+    process: &Process,
+    process_name: &str,
+    inherited: &Inherited,
+    ctx: &Context,
+) -> Result<AppFile, String> {
+    let section = &found.section;
+    let here = found.file.parent().unwrap_or(Path::new("/"));
+    let mut vars = expansions(ctx, here, Some(process));
+    let mut notes: Vec<String> = inherited.notes.clone();
+
+    // %(ENV_X)s is read from supervisord's environment, which the importer
+    // is not: say which values came from this shell. The program's and
+    // [supervisord]'s own environment are known, and not this shell's.
+    let own_env: Vec<&str> = inherited
+        .environment
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let mut from_shell: Vec<String> = Vec::new();
+    for option in &section.options {
+        let mut rest = option.value.as_str();
+        while let Some(at) = rest.find("%(ENV_") {
+            rest = &rest[at + 6..];
+            let var = rest.split(')').next().unwrap_or_default();
+            if !own_env.contains(&var) && !from_shell.iter().any(|v| v == var) {
+                from_shell.push(var.to_owned());
+            }
+        }
+    }
+    for (k, v) in &inherited.environment {
+        vars.insert(format!("ENV_{k}"), v.clone());
+    }
+
+    let get = |key: &str, vars: &BTreeMap<String, String>| -> Result<Option<String>, String> {
+        section
+            .get(key)
+            .map(|o| expand(&o.value, vars).map_err(|e| format!("{key} (line {}): {e}", o.line)))
+            .transpose()
+    };
+    let raw_name = expand(process_name, &vars).map_err(|e| format!("process_name: {e}"))?;
+    let name = appfile::app_name_from(&raw_name).ok_or_else(|| {
+        format!(
+            "{raw_name:?} cannot be made an app name ([a-z0-9][a-z0-9_-]{{0,63}}): rename the \
+             program and import again"
+        )
+    })?;
+    if name != raw_name {
+        notes.push(format!("named {name}: supervisord called it {raw_name}"));
+    }
+
+    // The program's environment over supervisord's; its keys are ENV_
+    // names for what follows, as supervisord expands them.
+    let mut environment = inherited.environment.clone();
+    if let Some(env) = get("environment", &vars)? {
+        for (key, value) in ini::parse_environment(&env).map_err(|e| format!("environment: {e}"))? {
+            vars.insert(format!("ENV_{key}"), value.clone());
+            from_shell.retain(|v| *v != key);
+            environment.retain(|(k, _)| *k != key);
+            environment.push((key, value));
+        }
+    }
+    for var in &from_shell {
+        let value = ctx.env.get(var).map_or("unset", String::as_str);
+        notes.push(format!(
+            "%(ENV_{var})s is {value:?} from this shell's environment: supervisord read its own"
+        ));
+    }
+    notes.push(INHERITED_ENV_NOTE.to_owned());
+
+    let Some(command) = get("command", &vars)? else {
         return Err("no command".to_owned());
     };
     let mut argv = ini::split_command(&command)
@@ -366,17 +623,35 @@ fn program(
     if argv.is_empty() {
         return Err("command is empty".to_owned());
     }
-    if !argv[0].starts_with('/') {
-        match find_in_path(&argv[0], ctx) {
-            Some(path) => argv[0] = path,
+    // supervisord looks a bare command up in the program's PATH, else
+    // [supervisord]'s, else its own process's.
+    let search = environment
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map_or(SERVICE_PATH, |(_, v)| v.as_str());
+    if !argv[0].contains('/') {
+        match find_in_path(&argv[0], search) {
+            Some(path) => {
+                if let Some(owner) = not_root_owned(Path::new(&path)) {
+                    notes.push(format!(
+                        "{} is {path}, in a directory {owner}: whoever can write there \
+                         chooses what the app runs",
+                        argv[0]
+                    ));
+                }
+                argv[0] = path;
+            }
             None => notes.push(format!(
-                "{} is not an absolute path and is not in PATH here: make it one",
+                "{} is not found in PATH {search}: supervisord would not have started it either; \
+                 give its absolute path",
                 argv[0]
             )),
         }
     }
+
     let user =
-        match get("user")? {
+        match get("user", &vars)?.or_else(|| inherited.user.clone()) {
             Some(user) if user != "root" && user != "0" => user,
             _ => return Err(
                 "no user (or root): supervisord would run it as root, which appvisor never does; \
@@ -384,7 +659,16 @@ fn program(
                     .to_owned(),
             ),
         };
-    let directory = match get("directory")? {
+    if let (Some(own), Some(daemon)) = (section.get("user"), &inherited.user) {
+        if own.value != *daemon && daemon != "root" {
+            notes.push(format!(
+                "supervisord ran as {daemon} and could not switch to user {}: it never started \
+                 this program",
+                own.value
+            ));
+        }
+    }
+    let directory = match get("directory", &vars)?.or_else(|| inherited.directory.clone()) {
         Some(dir) => dir,
         None => {
             notes.push(
@@ -394,25 +678,18 @@ fn program(
             "/".to_owned()
         }
     };
-    // supervisord's environment under the program's.
-    let mut environment = inherited.environment.clone();
-    if let Some(env) = get("environment")? {
-        for (key, value) in ini::parse_environment(&env).map_err(|e| format!("environment: {e}"))? {
-            environment.retain(|(k, _)| *k != key);
-            environment.push((key, value));
-        }
-    }
-    let umask = get("umask")?
-        .or_else(|| inherited.umask.clone())
-        .unwrap_or_else(|| "022".to_owned());
+    let umask = match get("umask", &vars)?.or_else(|| inherited.umask.clone()) {
+        Some(umask) => umask,
+        None => "022".to_owned(),
+    };
     let umask = u32::from_str_radix(umask.trim_start_matches("0o"), 8)
         .map(|m| format!("{m:04o}"))
         .map_err(|_| format!("umask: {umask:?} is not an octal number"))?;
-    let autostart = get("autostart")?
+    let autostart = get("autostart", &vars)?
         .map(|v| boolean("autostart", &v))
         .transpose()?
         .unwrap_or(true);
-    let policy = match get("autorestart")?
+    let policy = match get("autorestart", &vars)?
         .as_deref()
         .map(str::to_lowercase)
         .as_deref()
@@ -426,21 +703,21 @@ fn program(
             }
         }
     };
-    if let Some(codes) = get("exitcodes")? {
+    if let Some(codes) = get("exitcodes", &vars)? {
         if codes.replace(' ', "") != "0" {
             notes.push(format!(
                 "exitcodes = {codes}: appvisor counts only status 0 as a clean exit"
             ));
         }
     }
-    let start_secs = number(&get("startsecs")?, "startsecs", 1)?;
-    let start_retries = number(&get("startretries")?, "startretries", 3)?;
-    let stop_signal = get("stopsignal")?
+    let start_secs = number(&get("startsecs", &vars)?, "startsecs", 1)?;
+    let start_retries = number(&get("startretries", &vars)?, "startretries", 3)?;
+    let mut stop_signal = get("stopsignal", &vars)?
         .map(|s| signal_name(&s))
         .transpose()?
         .unwrap_or("TERM");
-    let stop_wait = number(&get("stopwaitsecs")?, "stopwaitsecs", 10)?;
-    let max_size = match get("stdout_logfile_maxbytes")? {
+    let stop_wait = number(&get("stopwaitsecs", &vars)?, "stopwaitsecs", 10)?;
+    let max_size = match get("stdout_logfile_maxbytes", &vars)? {
         Some(size) => match byte_size(&size)? {
             0 => {
                 notes.push(
@@ -454,11 +731,11 @@ fn program(
         None => 50 << 20,
     };
     let keep = number(
-        &get("stdout_logfile_backups")?,
+        &get("stdout_logfile_backups", &vars)?,
         "stdout_logfile_backups",
         10,
     )?;
-    if get("redirect_stderr")?
+    if get("redirect_stderr", &vars)?
         .map(|v| boolean("redirect_stderr", &v))
         .transpose()?
         == Some(true)
@@ -466,7 +743,7 @@ fn program(
         notes.push("redirect_stderr: appvisor keeps stderr apart, in stderr.log".to_owned());
     }
     for key in ["stdout_logfile", "stderr_logfile"] {
-        if let Some(path) = get(key)? {
+        if let Some(path) = get(key, &vars)? {
             if path != "AUTO" {
                 notes.push(format!(
                     "{key} = {path}: appvisor writes log_dir/{name}/{}.log",
@@ -475,16 +752,16 @@ fn program(
             }
         }
     }
-    if number(&get("numprocs")?, "numprocs", 1)? > 1 {
-        notes.push(
-            "numprocs > 1: one instance is imported; let the app server run the workers".to_owned(),
-        );
+    if let Some(priority) = get("priority", &vars)? {
+        notes.push(format!(
+            "priority = {priority}: appvisor starts and stops apps all at once, in no order"
+        ));
     }
     let mut unknown: Vec<&str> = section
         .options
         .iter()
         .map(|o| o.name.as_str())
-        .filter(|k| !KNOWN.contains(k))
+        .filter(|k| !KNOWN.contains(k) && *k != "priority")
         .collect();
     unknown.sort_unstable();
     unknown.dedup();
@@ -495,73 +772,120 @@ fn program(
         ));
     }
 
-    let mut toml = String::new();
-    let _ = writeln!(
-        toml,
-        "# Imported from {}:{} [{}] by appctl import-supervisord.",
-        found.file.display(),
-        section.line,
-        section.name
-    );
-    for note in &notes {
-        let _ = writeln!(toml, "# note: {note}");
+    // Servers that bound their own port get held sockets.
+    let moved = servers::move_to_held_sockets(&argv);
+    notes.extend(moved.notes.iter().cloned());
+    let argv = moved.command;
+    let script_words = servers::shell_script(&argv)
+        .and_then(ini::split_command)
+        .unwrap_or_default();
+    let runs_uwsgi = moved.server == Some(Server::Uwsgi);
+    if runs_uwsgi && stop_signal == "TERM" {
+        let all_words = argv.iter().chain(&script_words);
+        if !all_words.clone().any(|w| w == "--die-on-term") {
+            stop_signal = "INT";
+            notes.push(
+                "stop signal INT, not supervisord's TERM: uWSGI reloads on TERM, so every stop \
+                 ran into the kill timeout"
+                    .to_owned(),
+            );
+        }
     }
-    let _ = writeln!(toml, "user = {}", quote(&user));
-    let _ = writeln!(
-        toml,
-        "command = [{}]",
-        argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(", ")
-    );
-    let _ = writeln!(toml, "directory = {}", quote(&directory));
-    if !environment.is_empty() {
-        let pairs: Vec<String> = environment
-            .iter()
-            .map(|(k, v)| format!("{} = {}", key(k), quote(v)))
-            .collect();
-        let _ = writeln!(toml, "environment = {{ {} }}", pairs.join(", "));
+    // A wrapper's venv is the venv of the program it runs.
+    let command0 = argv[0].rsplit('/').next().unwrap_or_default();
+    let venv = (WRAPPERS.contains(&command0) || venv_of(&argv[0]).is_none())
+        .then(|| {
+            argv.iter()
+                .skip(1)
+                .chain(&script_words)
+                .filter(|w| w.starts_with('/'))
+                .find_map(|w| venv_of(w))
+                .or_else(|| {
+                    // PATH=/srv/x/venv/bin:... in the program's environment.
+                    search.split(':').find_map(|dir| {
+                        venv_of(&format!("{dir}/x"))
+                            .filter(|v| Path::new(v).join("pyvenv.cfg").is_file())
+                    })
+                })
+        })
+        .flatten();
+    if let Some(venv) = &venv {
+        notes.push(format!(
+            "{command0} runs a program of {venv}: venv = {venv} grants it read and execute"
+        ));
     }
-    let _ = writeln!(toml, "umask = {}", quote(&umask));
-    let _ = writeln!(toml, "autostart = {autostart}");
-    let _ = writeln!(
-        toml,
-        "\n[readiness]\n# supervisord has no readiness: running once up for start_secs.\nkind = \"none\""
-    );
-    let _ = writeln!(
-        toml,
-        "\n[restart]\npolicy = \"{policy}\"\nstart_secs = \"{start_secs}s\"\n\
-         # supervisord's startretries = {start_retries}: fatal after {} failed starts in a row.\n\
-         max_retries = {}",
-        start_retries + 1,
-        start_retries + 1
-    );
-    let _ = writeln!(
-        toml,
-        "\n[stop]\nsignal = \"{stop_signal}\"\ntimeout = \"{stop_wait}s\""
-    );
-    let _ = writeln!(
-        toml,
-        "\n[logs]\nmax_size = \"{}\"\nkeep = {keep}",
-        size_text(max_size)
-    );
-    let _ = writeln!(
-        toml,
-        "\n# appvisor confines every app (docs/security.md): it may read its directory\n\
-         # and its venv and write nothing else. List what it writes, e.g.:\n\
-         # [sandbox]\n# read_write = [\"/var/lib/{name}\"]"
-    );
-    Ok((name, toml))
+    let readiness = match moved.server {
+        Some(server) if server.notifies() && !moved.listen.is_empty() => "notify",
+        _ => "none",
+    };
+
+    Ok(AppFile {
+        name,
+        origin: format!(
+            "{}:{} [{}]",
+            found.file.display(),
+            section.line,
+            section.name
+        ),
+        importer: "import-supervisord",
+        notes,
+        user,
+        group: None,
+        app_groups: Vec::new(),
+        command: argv,
+        directory,
+        venv,
+        environment,
+        umask: Some(umask),
+        autostart,
+        listen: moved.listen,
+        readiness,
+        restart: Some(Restart {
+            policy,
+            start_secs,
+            start_retries: Some(start_retries),
+        }),
+        stop_signal: stop_signal.to_owned(),
+        stop_timeout_secs: Some(stop_wait),
+        logs: Some((max_size, keep)),
+        bind_ports: moved.bind_ports,
+    })
 }
 
-fn find_in_path(program: &str, ctx: &Context) -> Option<String> {
-    if program.contains('/') {
-        return None;
-    }
-    let path = ctx.env.get("PATH")?;
+/// The venv of a program path, as appvisord finds it ([`appvisor::sandbox::rules::venv_of`]).
+fn venv_of(program: &str) -> Option<String> {
+    appvisor::sandbox::rules::venv_of(Path::new(program)).map(|v| v.display().to_string())
+}
+
+/// The first executable file named `program` in `path`'s absolute
+/// directories.
+fn find_in_path(program: &str, path: &str) -> Option<String> {
     path.split(':')
         .filter(|dir| dir.starts_with('/'))
         .map(|dir| Path::new(dir).join(program))
-        .find(|candidate| candidate.is_file())
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+        })
         .map(|p| p.display().to_string())
+}
+
+/// Why `path` is not safe from everyone but root: the first of it and its
+/// directories that is not root's or that others may write.
+fn not_root_owned(path: &Path) -> Option<String> {
+    for p in path.ancestors() {
+        let Ok(meta) = p.metadata() else {
+            return Some(format!("{} cannot be read", p.display()));
+        };
+        if meta.uid() != 0 {
+            return Some(format!("owned by uid {} ({})", meta.uid(), p.display()));
+        }
+        if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+            return Some(format!("that others may write ({})", p.display()));
+        }
+    }
+    None
 }
 
 /// supervisord's booleans: true/yes/on/1 and false/no/off/0.
@@ -598,15 +922,6 @@ fn byte_size(value: &str) -> Result<u64, String> {
         .map_err(|_| format!("{value:?} is not a size like 50MB"))
 }
 
-fn size_text(bytes: u64) -> String {
-    for (unit, factor) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes % factor == 0 {
-            return format!("{}{unit}", bytes / factor);
-        }
-    }
-    format!("{bytes}B")
-}
-
 /// supervisord's stop signals, as appvisor names them.
 fn signal_name(value: &str) -> Result<&'static str, String> {
     let upper = value.trim().to_uppercase();
@@ -617,23 +932,6 @@ fn signal_name(value: &str) -> Result<&'static str, String> {
         .ok_or_else(|| {
             format!("stopsignal: {value:?} is not TERM, HUP, INT, QUIT, KILL, USR1 or USR2")
         })
-}
-
-/// A TOML string.
-fn quote(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
-}
-
-/// A TOML key: bare when it can be.
-fn key(k: &str) -> String {
-    if !k.is_empty()
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        k.to_owned()
-    } else {
-        quote(k)
-    }
 }
 
 #[cfg(test)]

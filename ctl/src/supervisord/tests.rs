@@ -32,7 +32,13 @@ fn run(files: &[(&str, &str)]) -> (tempfile::TempDir, Import) {
 
 #[test]
 fn expands_like_python_percent_formatting() {
-    let vars = expansions(&ctx(), Path::new("/etc/supervisor"), Some("shop"));
+    let process = Process {
+        program: "shop".into(),
+        group: "shop".into(),
+        num: 0,
+        numprocs: 1,
+    };
+    let vars = expansions(&ctx(), Path::new("/etc/supervisor"), Some(&process));
     let cases = [
         ("%(here)s/x", "/etc/supervisor/x"),
         ("%(program_name)s-%(process_num)02d", "shop-00"),
@@ -56,9 +62,6 @@ fn converts_sizes_signals_and_booleans() {
     assert_eq!(byte_size("1kb").unwrap(), 1024);
     assert_eq!(byte_size("123").unwrap(), 123);
     assert!(byte_size("lots").is_err());
-    assert_eq!(size_text(50 << 20), "50MiB");
-    assert_eq!(size_text(3 << 30), "3GiB");
-    assert_eq!(size_text(1000), "1000B");
     assert_eq!(signal_name("SIGQUIT").unwrap(), "QUIT");
     assert_eq!(signal_name("int").unwrap(), "INT");
     assert!(signal_name("WINCH").is_err());
@@ -98,6 +101,7 @@ fn a_program_becomes_an_app_file_that_keeps_what_supervisord_did() {
     assert_eq!(import.problems, []);
     assert_eq!(import.apps.len(), 1);
     let app = &import.apps[0];
+    let toml = app.toml();
     assert_eq!(app.name, "shop");
     assert!(
         app.origin.ends_with("conf.d/shop.conf:1 [program:shop]"),
@@ -105,38 +109,29 @@ fn a_program_becomes_an_app_file_that_keeps_what_supervisord_did() {
         app.origin
     );
     assert!(
-        app.toml
-            .contains("# note: redirect_stderr: appvisor keeps stderr apart, in stderr.log\n")
-            && app
-                .toml
-                .contains("# note: no appvisor equivalent, left out: stdout_events_enabled\n"),
-        "{}",
-        app.toml
+        toml.contains("# note: redirect_stderr: appvisor keeps stderr apart, in stderr.log\n")
+            && toml.contains("# note: no appvisor equivalent, left out: stdout_events_enabled\n"),
+        "{toml}"
     );
 
     // The file is a valid app file, with supervisord's behaviour in it.
     let file = tmp.path().join("shop.toml");
-    fs::write(&file, &app.toml).unwrap();
-    let spec =
-        load_app(&file, &Defaults::default()).unwrap_or_else(|e| panic!("{e}\n{}", app.toml));
+    fs::write(&file, &toml).unwrap();
+    let spec = load_app(&file, &Defaults::default()).unwrap_or_else(|e| panic!("{e}\n{toml}"));
     assert_eq!(spec.user, "shop");
     assert_eq!(
         spec.command,
-        [
-            "/usr/bin/env",
-            "gunicorn",
-            "--workers",
-            "4",
-            "--bind",
-            "unix:/run/shop.sock",
-            "shop.wsgi"
-        ]
-        .map(String::from),
-        "a bare command is found in PATH, as supervisord does"
+        ["/usr/bin/env", "gunicorn", "--workers", "4", "shop.wsgi"].map(String::from),
+        "a bare command is found in PATH, as supervisord does, and gunicorn's bind is held"
     );
+    assert_eq!(spec.listen.len(), 1);
+    assert_eq!(spec.listen[0].address.to_string(), "unix:/run/shop.sock");
     assert_eq!(spec.directory, Path::new("/srv/shop/current"));
     assert_eq!(spec.environment["DJANGO_SETTINGS_MODULE"], "shop.settings");
-    assert_eq!(spec.environment["STAGE"], "prod", "the program's wins");
+    assert_eq!(
+        spec.environment["STAGE"], "dev",
+        "%(ENV_STAGE)s reads [supervisord]'s environment first, as supervisord does"
+    );
     assert_eq!(
         spec.environment["LANG"], "C.UTF-8",
         "supervisord's own is inherited"
@@ -160,7 +155,7 @@ fn supervisord_defaults_are_written_out() {
         "[program:worker]\ncommand=/usr/bin/python3 -m worker\nuser=app\n",
     )]);
     assert_eq!(import.problems, []);
-    let toml = &import.apps[0].toml;
+    let toml = &import.apps[0].toml();
     assert!(toml.contains(
         "# note: no directory: supervisord ran it in its own working directory; / is assumed\n"
     ));
@@ -199,16 +194,107 @@ fn what_cannot_be_imported_is_a_problem_that_names_the_place() {
         said,
         [
             format!("{file}:1 [program:asroot]: no user (or root): supervisord would run it as root, which appvisor never does; add user = NAME to the section and import again"),
-            format!("{file}:3 [program:Caps]: \"Caps\" is not a valid app name ([a-z0-9][a-z0-9_-]{{0,63}}): rename the program and import again"),
             format!("{file}:6 [program:quote]: command: no closing quotation in \"/bin/echo 'open\""),
             format!("{file}:12 [eventlistener:mem]: not imported: appvisor runs no eventlistener sections, only programs"),
         ]
     );
-    assert_eq!(import.apps.len(), 1, "the good program is still imported");
+    let names: Vec<&str> = import.apps.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["caps", "good"],
+        "the good programs are still imported"
+    );
+    assert!(import.apps[0]
+        .notes
+        .contains(&"named caps: supervisord called it Caps".to_owned()));
 
     let (_tmp, import) = run(&[("broken.conf", "[program:x]\nnot an option\n")]);
     assert_eq!(import.problems.len(), 1);
     assert!(import.problems[0]
         .to_string()
         .ends_with("broken.conf:2: expected NAME = VALUE, found \"not an option\""));
+}
+
+#[test]
+fn numprocs_groups_and_supervisord_settings_come_through() {
+    let (tmp, import) = run(&[
+        (
+            "etc/supervisord.conf",
+            "[supervisord]\nuser=olympia\numask=027\ndirectory=/srv/olympia\n\
+             environment=PATH=\"/usr/bin:/bin\"\n\
+             [include]\nfiles = conf.d/*.conf missing/*.conf\n",
+        ),
+        (
+            "etc/conf.d/celery.conf",
+            "[program:worker]\n\
+             command=/srv/venv/bin/celery -A proj worker -n w%(process_num)d@%(host_node_name)s\n\
+             process_name=%(program_name)s_%(process_num)02d\n\
+             numprocs=3\nnumprocs_start=1\npriority=5\n\
+             environment=SLOT=\"%(process_num)d\",CONF=\"%(here)s/celery.py\"\n\
+             [program:beat]\ncommand=nice -n 5 /srv/venv/bin/celery -A proj beat\n\
+             [group:celery]\nprograms=worker,beat\n\
+             [include]\nfiles=nested/*.conf\n",
+        ),
+    ]);
+    let conf_d = std::path::absolute(tmp.path().join("etc/conf.d")).unwrap();
+    let names: Vec<&str> = import.apps.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["worker_01", "worker_02", "worker_03", "beat"]);
+    let w2 = &import.apps[1];
+    assert_eq!(w2.app_groups, ["celery", "worker"]);
+    assert_eq!(import.apps[3].app_groups, ["celery"]);
+    assert_eq!(
+        w2.user, "olympia",
+        "[supervisord] user runs what names none"
+    );
+    assert_eq!(w2.umask.as_deref(), Some("0027"));
+    assert_eq!(w2.directory, "/srv/olympia");
+    assert_eq!(w2.command[5], "w2@web1");
+    assert_eq!(
+        w2.environment,
+        [
+            ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
+            ("SLOT".to_owned(), "2".to_owned()),
+            ("CONF".to_owned(), format!("{}/celery.py", conf_d.display())),
+        ],
+        "%(here)s is the included file's absolute directory"
+    );
+    assert!(
+        w2.notes.iter().any(|n| n.starts_with("priority = 5")),
+        "{:?}",
+        w2.notes
+    );
+    let beat = &import.apps[3];
+    assert_eq!(beat.command[..3], ["/usr/bin/nice", "-n", "5"]);
+    assert_eq!(
+        beat.venv.as_deref(),
+        Some("/srv/venv"),
+        "a wrapper gets the venv"
+    );
+    let warned: Vec<String> = import.warnings.iter().map(|w| w.message.clone()).collect();
+    assert_eq!(warned.len(), 2, "{warned:?}");
+    assert!(warned[0].starts_with("no file matches ") && warned[0].ends_with("missing/*.conf"));
+    assert!(warned[1].starts_with("ignored, as supervisord ignores"));
+    assert_eq!(import.problems, []);
+}
+
+#[test]
+fn uwsgi_through_a_wrapper_stops_with_int_and_nodaemon_keeps_no_umask() {
+    let (_tmp, import) = run(&[(
+        "supervisord.conf",
+        "[supervisord]\nnodaemon=true\numask=077\n\
+         [program:web]\nuser=www\ndirectory=/srv/web\n\
+         command=/bin/sh -c \"exec /srv/venv/bin/uwsgi --http :8000 --module app\"\n",
+    )]);
+    let web = &import.apps[0];
+    assert_eq!(web.stop_signal, "INT");
+    assert_eq!(web.umask.as_deref(), Some("0022"));
+    assert_eq!(web.venv.as_deref(), Some("/srv/venv"));
+    assert_eq!(web.bind_ports, [8000]);
+    assert!(
+        web.notes
+            .iter()
+            .any(|n| n.contains("umask = 077 was not used")),
+        "{:?}",
+        web.notes
+    );
 }

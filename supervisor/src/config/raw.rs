@@ -46,10 +46,14 @@ pub struct RawStatus {
 #[serde(deny_unknown_fields, expecting = "a table of app settings")]
 pub struct RawApp {
     pub description: Option<Spanned<String>>,
+    /// Groups of apps this one belongs to, for `appctl restart group:NAME`.
+    pub app_groups: Option<Spanned<Vec<Spanned<String>>>>,
     pub user: Option<Spanned<String>>,
     pub group: Option<Spanned<String>>,
     pub command: Option<Spanned<Vec<Spanned<String>>>>,
     pub directory: Option<Spanned<String>>,
+    /// The venv the app runs from when `command[0]` is not in it.
+    pub venv: Option<Spanned<String>>,
     pub environment: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
     pub env_files: Option<Spanned<Vec<Spanned<String>>>>,
     pub umask: Option<Spanned<String>>,
@@ -427,7 +431,7 @@ mod tests {
     #[test]
     fn every_error_is_reported_with_its_position() {
         let app_keys =
-            "description, user, group, command, directory, environment, env_files, umask, \
+            "description, app_groups, user, group, command, directory, venv, environment, env_files, umask, \
                         autostart, listen, readiness, restart, stop, logs, access, sandbox, limits";
         let cases: &[(&str, &[String])] = &[
             (

@@ -73,6 +73,9 @@ pub struct AppSpec {
     /// The file it came from, for messages.
     pub file: PathBuf,
     pub description: String,
+    /// The app groups it belongs to (`appctl restart group:NAME`): sorted,
+    /// each an app name.
+    pub app_groups: Vec<String>,
     pub user: String,
     /// `None`: the user's primary group.
     pub group: Option<String>,
@@ -80,6 +83,11 @@ pub struct AppSpec {
     pub command: Vec<String>,
     /// Absolute; may be a symlink to a release (resolved at each spawn).
     pub directory: PathBuf,
+    /// Absolute: the venv named in the file, for a command that is a
+    /// wrapper (`sh -c`, `nice`, a start script) rather than a program in
+    /// its venv. `None`: the venv holding `command[0]`, if any
+    /// (`sandbox::rules::app_venv` decides).
+    pub venv: Option<PathBuf>,
     /// `environment` merged over the contents of `env_files`, in file order.
     pub environment: BTreeMap<String, String>,
     pub env_files: Vec<PathBuf>,

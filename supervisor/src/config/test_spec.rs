@@ -13,6 +13,8 @@ pub(crate) fn app_spec(name: &str, command: &[&str]) -> AppSpec {
         name: AppName::new(name).unwrap(),
         file: format!("/etc/appvisor/apps.d/{name}.toml").into(),
         description: String::new(),
+        app_groups: Vec::new(),
+        venv: None,
         user: name.into(),
         group: None,
         command: command.iter().map(|s| s.to_string()).collect(),

@@ -17,7 +17,9 @@
 //! | key | default |
 //! | --- | --- |
 //! | `description` | `""` |
+//! | `app_groups` | empty |
 //! | `group` | the user's primary group (resolved later) |
+//! | `venv` | the venv holding `command[0]` (`/srv/shop/venv` for `/srv/shop/venv/bin/gunicorn`) |
 //! | `environment`, `env_files` | empty |
 //! | `umask` | `"0022"` |
 //! | `autostart` | `true` |
@@ -634,6 +636,31 @@ impl<'a> Builder<'a> {
         names
     }
 
+    /// `app_groups`: each named like an app, so `group:NAME` on appctl's
+    /// command line is unambiguous; sorted and without repeats.
+    fn app_groups(&mut self) -> Vec<String> {
+        let Some(list) = self.pick("app_groups", |r| r.app_groups.as_ref()) else {
+            return Vec::new();
+        };
+        let mut groups = Vec::new();
+        for (i, item) in list.value.iter().enumerate() {
+            match AppName::new(item.get_ref()) {
+                Some(name) => groups.push(name.as_str().to_owned()),
+                None => self.errors.push(list.error_in(
+                    &item.span(),
+                    &format!("[{i}]"),
+                    Invalid::new(
+                        format!("invalid app group name {:?}", item.get_ref()),
+                        "use [a-z0-9][a-z0-9_-]{0,63}, like app names",
+                    ),
+                )),
+            }
+        }
+        groups.sort();
+        groups.dedup();
+        groups
+    }
+
     fn ports(
         &mut self,
         key: &str,
@@ -657,6 +684,7 @@ impl<'a> Builder<'a> {
     /// (`None` when a required key is missing or invalid).
     fn build(&mut self, read_env_file: &dyn Fn(&Path) -> io::Result<String>) -> Option<AppSpec> {
         let description = self.value("description", |r| r.description.as_ref(), |s| Ok(s.clone()));
+        let app_groups = self.app_groups();
         let user = self.value("user", |r| r.user.as_ref(), |s| check_user(s));
         let has_user = self.pick("user", |r| r.user.as_ref()).is_some();
         let user = self.required(
@@ -682,6 +710,7 @@ impl<'a> Builder<'a> {
             directory,
             "add directory = \"/absolute/path\", where the app runs",
         );
+        let venv = self.value("venv", |r| r.venv.as_ref(), |s| absolute_path(s));
         let environment = self.environment();
         let env_files = self.paths("env_files", |r| r.env_files.as_ref());
         let umask = self
@@ -774,10 +803,12 @@ impl<'a> Builder<'a> {
             name,
             file: self.file.to_owned(),
             description: description.unwrap_or_default(),
+            app_groups,
             user: user?,
             group,
             command: command?,
             directory: directory?,
+            venv,
             environment,
             env_files: env_files_paths,
             umask,
@@ -1406,6 +1437,22 @@ directory = \"/srv/shop/current\"
         }
     }
 
+    #[test]
+    fn app_groups_are_app_names_sorted_once_each() {
+        let got = spec(&format!(
+            "{BASE}app_groups = [\"workers\", \"celery\", \"workers\"]\n"
+        ));
+        assert_eq!(got.app_groups, ["celery", "workers"]);
+        assert_eq!(spec(BASE).app_groups, Vec::<String>::new());
+        assert_eq!(
+            errors(&format!("{BASE}app_groups = [\"celery\", \"group:x\"]\n")),
+            [
+                "apps.d/shop.toml:4:25: app_groups[1]: invalid app group name \"group:x\" \
+              (use [a-z0-9][a-z0-9_-]{0,63}, like app names)"
+            ]
+        );
+    }
+
     fn daemon_defaults(text: &str) -> Defaults {
         match validate_daemon(Path::new("appvisor.toml"), text) {
             Ok((_, defaults)) => defaults,
@@ -1425,6 +1472,8 @@ directory = \"/srv/shop/current\"
             name: AppName::new("shop").unwrap(),
             file: PathBuf::from(FILE),
             description: "Shop storefront".to_owned(),
+            app_groups: Vec::new(),
+            venv: None,
             user: "shop".to_owned(),
             group: Some("shop".to_owned()),
             command: ["/srv/shop/venv/bin/gunicorn", "--workers", "4", "shop.wsgi"]
@@ -1705,6 +1754,10 @@ directory = \"/srv/shop/current\"
                 "apps.d/shop.toml:5:7: restart.backoff.max: backoff initial 1s is longer than max 500ms (make initial at most max)",
             ),
             (
+                "venv = \"srv/shop/venv\"\n",
+                "apps.d/shop.toml:4:8: venv: path \"srv/shop/venv\" is not absolute (use a path starting with /)",
+            ),
+            (
                 "[sandbox]\nread_only = [\"/srv/shop\", \"srv/other\"]\n",
                 "apps.d/shop.toml:5:27: sandbox.read_only[1]: path \"srv/other\" is not absolute (use a path starting with /)",
             ),
@@ -1820,8 +1873,8 @@ cpu = \"lots\"
         assert_eq!(
             errors(&text),
             [
-                "apps.d/shop.toml:4:1: colour: unknown key (remove it or use one of: description, user, group, command, \
-                 directory, environment, env_files, umask, autostart, listen, readiness, restart, stop, logs, access, \
+                "apps.d/shop.toml:4:1: colour: unknown key (remove it or use one of: description, app_groups, user, group, \
+                 command, directory, venv, environment, env_files, umask, autostart, listen, readiness, restart, stop, logs, access, \
                  sandbox, limits)",
                 "apps.d/shop.toml:6:10: stop.signal: invalid type: integer `15`, expected a string",
             ]

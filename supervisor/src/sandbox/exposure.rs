@@ -6,15 +6,13 @@
 //! Pure: the app, its sandbox plan, the helper's record of the last spawn
 //! and the kernel's Landlock ABI come in as arguments.
 
-use std::path::Path;
-
 use appvisor_protocol::{
     AppSecurity, LandlockSecurity, SecurityCheck, SecurityLimits, SecurityPath,
 };
 
 use super::landlock::{decide, Enforcement, LandlockRecord};
 use super::namespaces::clone_flags;
-use super::rules::{venv_of, PathAccess, Requirement, SandboxPlan};
+use super::rules::{app_venv, PathAccess, Requirement, SandboxPlan};
 use crate::config::resolve::ResolvedApp;
 use crate::config::{ListenAddress, NetworkMode};
 
@@ -123,10 +121,7 @@ pub fn report(
         .unwrap_or_default();
     let connect_ports = plan.landlock.as_ref().and_then(|l| l.connect_ports.clone());
 
-    let code = [
-        Some(spec.directory.as_path()),
-        venv_of(Path::new(&spec.command[0])),
-    ];
+    let code = [Some(spec.directory.as_path()), app_venv(spec)];
     let code_writable = plan.landlock.iter().flat_map(|l| &l.paths).any(|r| {
         r.access == PathAccess::ReadWrite
             && code

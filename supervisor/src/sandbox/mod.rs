@@ -24,14 +24,13 @@ use serde::{Deserialize, Serialize};
 
 pub use self::landlock::{Enforcement, Feature, LandlockRecord, LandlockRefusal};
 pub use rules::{
-    LandlockPlan, NamespacePlan, PathAccess, PathRule, Requirement, RuleOrigin, SandboxInputs,
-    SandboxPlan, SYSTEM_PATHS,
+    app_venv, LandlockPlan, NamespacePlan, PathAccess, PathRule, Requirement, RuleOrigin,
+    SandboxInputs, SandboxPlan, SYSTEM_PATHS,
 };
 
-/// The base interpreter's `bin` of the venv holding `program`, from its
+/// The base interpreter's `bin` of `venv` ([`rules::app_venv`]), from its
 /// `pyvenv.cfg`. Daemon side: reads one small file before the plan is built.
-pub fn python_home(program: &std::path::Path) -> Option<std::path::PathBuf> {
-    let venv = rules::venv_of(program)?;
+pub fn python_home(venv: &std::path::Path) -> Option<std::path::PathBuf> {
     let cfg = std::fs::read_to_string(venv.join("pyvenv.cfg")).ok()?;
     rules::parse_pyvenv_home(&cfg)
 }

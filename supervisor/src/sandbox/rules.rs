@@ -260,7 +260,7 @@ impl SandboxPlan {
 
         let program = Path::new(&spec.command[0]);
         paths.push(rule(program, PathAccess::ReadExecute, RuleOrigin::Command));
-        if let Some(venv) = venv_of(program) {
+        if let Some(venv) = app_venv(spec) {
             paths.push(rule(venv, PathAccess::ReadExecute, RuleOrigin::Venv));
         }
         if let Some(prefix) = inputs
@@ -326,6 +326,14 @@ fn rule(path: impl AsRef<Path>, access: PathAccess, origin: RuleOrigin) -> PathR
         access,
         origin,
     }
+}
+
+/// The app's venv: `venv` from its file, else the one holding
+/// `command[0]`. Granted read and execute, and its `bin` leads `PATH`.
+pub fn app_venv(spec: &AppSpec) -> Option<&Path> {
+    spec.venv
+        .as_deref()
+        .or_else(|| venv_of(Path::new(&spec.command[0])))
 }
 
 /// The venv holding `program`: the parent of its `bin` directory, unless
@@ -504,6 +512,23 @@ mod tests {
         assert!(!user_rules(&plan)
             .iter()
             .any(|(_, _, origin)| *origin == RuleOrigin::PythonHome));
+    }
+
+    #[test]
+    fn a_wrapper_gets_the_venv_its_file_names() {
+        let mut spec = app_spec("shop", &["/usr/bin/nice", "-n", "5", "gunicorn"]);
+        spec.venv = Some("/srv/shop/venv".into());
+        let plan = SandboxPlan::build(&spec, &SandboxInputs::default());
+        use PathAccess::*;
+        use RuleOrigin as O;
+        let rules = user_rules(&plan);
+        assert_eq!(
+            rules[..2],
+            [
+                ("/usr/bin/nice".into(), ReadExecute, O::Command),
+                ("/srv/shop/venv".into(), ReadExecute, O::Venv),
+            ]
+        );
     }
 
     #[test]

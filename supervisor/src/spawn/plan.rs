@@ -140,7 +140,7 @@ fn build_env(spec: &AppSpec, user: &PlanUser, inputs: &PlanInputs) -> Vec<(Strin
         ("USER".into(), user.name.clone()),
         ("LOGNAME".into(), user.name.clone()),
         ("SHELL".into(), path_string(&user.shell)),
-        ("PATH".into(), search_path(&spec.command[0])),
+        ("PATH".into(), search_path(spec)),
     ];
     if let Some(lang) = &inputs.lang {
         env.push(("LANG".into(), lang.clone()));
@@ -167,11 +167,15 @@ fn build_env(spec: &AppSpec, user: &PlanUser, inputs: &PlanInputs) -> Vec<(Strin
     env
 }
 
-/// `DEFAULT_PATH`, with the command's directory first when it is a `bin`
-/// directory outside the system ones: `/srv/shop/venv/bin/gunicorn` finds
-/// the venv's `python` and console scripts without an activated venv.
-fn search_path(program: &str) -> String {
-    let dir = Path::new(program).parent().filter(|dir| {
+/// `DEFAULT_PATH`, with the file's `venv`'s `bin` first, or else the
+/// command's directory when it is a `bin` directory outside the system
+/// ones: `/srv/shop/venv/bin/gunicorn` finds the venv's `python` and
+/// console scripts without an activated venv.
+fn search_path(spec: &AppSpec) -> String {
+    if let Some(venv) = &spec.venv {
+        return format!("{}:{DEFAULT_PATH}", venv.join("bin").display());
+    }
+    let dir = Path::new(&spec.command[0]).parent().filter(|dir| {
         dir.file_name().is_some_and(|name| name == "bin")
             && !DEFAULT_PATH
                 .split(':')
@@ -308,8 +312,15 @@ mod tests {
             ("/srv/binary/run", "/usr/local/bin:/usr/bin:/bin"),
         ];
         for (program, want) in cases {
-            assert_eq!(search_path(program), want, "{program}");
+            assert_eq!(search_path(&spec(&[program], &[])), want, "{program}");
         }
+        let mut wrapped = spec(&["/bin/sh", "-c", "exec gunicorn shop.wsgi"], &[]);
+        wrapped.venv = Some("/srv/shop/venv".into());
+        assert_eq!(
+            search_path(&wrapped),
+            "/srv/shop/venv/bin:/usr/local/bin:/usr/bin:/bin",
+            "the file's venv leads, whatever command[0] is"
+        );
     }
 
     #[test]

@@ -211,6 +211,7 @@ mod tests {
             restarts,
             failures: 0,
             description: String::new(),
+            app_groups: Vec::new(),
             user: "shop".to_owned(),
             directory: "/srv/shop".to_owned(),
             release: None,

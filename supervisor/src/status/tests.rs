@@ -32,6 +32,7 @@ fn sample(name: &str, state: State, restarts: u32) -> AppSample {
             restarts,
             failures: 0,
             description: String::new(),
+            app_groups: Vec::new(),
             user: "shop".to_owned(),
             directory: "/srv/shop".to_owned(),
             release: None,

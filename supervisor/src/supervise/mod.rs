@@ -123,7 +123,7 @@ pub fn security(snapshot: &Snapshot, shared: &Shared) -> appvisor_protocol::AppS
 fn sandbox_inputs(app: &ResolvedApp, shared: &Shared) -> SandboxInputs {
     SandboxInputs {
         landlock_abi_max: shared.landlock_abi_max,
-        python_home: sandbox::python_home(std::path::Path::new(&app.spec.command[0])),
+        python_home: sandbox::app_venv(&app.spec).and_then(sandbox::python_home),
     }
 }
 
@@ -229,6 +229,7 @@ pub fn bare_status(name: &str, state: appvisor_protocol::State, reason: String) 
         restarts: 0,
         failures: 0,
         description: String::new(),
+        app_groups: Vec::new(),
         user: String::new(),
         directory: String::new(),
         release: None,
@@ -996,6 +997,7 @@ impl Supervisor {
             restarts: m.restarts,
             failures: m.failures,
             description: spec.description.clone(),
+            app_groups: spec.app_groups.clone(),
             user: self.app.user_name.clone(),
             directory: spec.directory.display().to_string(),
             release: self.release.clone(),
