@@ -29,7 +29,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
 use crate::acl::{self, AdminRules, Operation, Peer};
-use crate::app::{AppState, Cause, Event};
+use crate::app::{Answer, Cause};
 use crate::audit::{unix_now, Events};
 use crate::cgroup::{CgroupRoot, CgroupWatcher};
 use crate::config::resolve::{self, ResolvedApp, SystemUserDb};
@@ -43,9 +43,6 @@ const TAIL_LINES: usize = 200;
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 /// Default wait when a request asks to wait without a timeout.
 const DEFAULT_WAIT: Duration = Duration::from_secs(60);
-/// How long a reload without a readiness probe waits before checking that
-/// the app still runs.
-const RELOAD_SETTLE: Duration = Duration::from_secs(1);
 /// How long start-up waits for an earlier daemon's leftovers to die.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
 /// Log lines attached to a failed action.
@@ -422,7 +419,8 @@ impl Daemon {
         }
     }
 
-    /// start, stop, restart or reload, optionally waiting for the outcome.
+    /// start, stop, restart or reload, optionally waiting for the outcome
+    /// the app's state machine gives.
     pub async fn act(
         &self,
         name: &str,
@@ -432,110 +430,46 @@ impl Daemon {
     ) -> Result<ActionResult, ApiError> {
         let AppChannels {
             commands,
-            mut snapshot,
+            snapshot,
             logs,
         } = self.channels(name)?;
-        if action == Action::Reload {
-            return self.reload(name, commands, snapshot, logs, request).await;
+        let stopped_by = (action == Action::Stop).then(|| StoppedBy {
+            user: peer.user.clone(),
+            uid: peer.uid,
+            at: unix_now(),
+        });
+        match action {
+            Action::Start | Action::Restart | Action::Stop => {
+                self.intents.set(name, stopped_by.clone());
+            }
+            Action::Reload | Action::Signal => {}
         }
-        let cause = Cause::Operator(peer.user.clone());
-        let (event, stopped_by) = match action {
-            Action::Start => (Event::Start(cause), None),
-            Action::Restart => (Event::Restart(cause), None),
-            Action::Stop => (
-                Event::Stop(cause),
-                Some(StoppedBy {
-                    user: peer.user.clone(),
-                    uid: peer.uid,
-                    at: unix_now(),
-                }),
-            ),
-            Action::Reload | Action::Signal => unreachable!("handled above and by signal()"),
-        };
-        self.intents.set(name, stopped_by.clone());
-        let pid_before = snapshot.borrow().status.pid;
-        let (reply, target) = oneshot::channel();
+        let (reply, answer) = oneshot::channel();
         commands
             .send(Command::Control {
-                event,
+                action,
+                cause: Cause::Operator(peer.user.clone()),
                 stopped_by,
                 reply,
             })
             .map_err(|_| gone(name))?;
-        let target = target.await.map_err(|_| gone(name))?;
         let outcome = if request.wait {
-            wait_for_outcome(
-                &mut snapshot,
-                action,
-                target,
-                pid_before,
-                wait_timeout(request),
-            )
-            .await
-        } else {
-            Outcome::Done
-        };
-        Ok(action_result(name, action, outcome, &snapshot, &logs))
-    }
-
-    /// Sends the app's `reload_signal` and, when asked to wait, checks that
-    /// it serves again: through its readiness probe when it has one (a
-    /// gunicorn sends READY=1 only once, so notify cannot tell), else after
-    /// a short settle time; either way the same main process must still run.
-    async fn reload(
-        &self,
-        name: &str,
-        commands: supervise::Commands,
-        mut snapshot: tokio::sync::watch::Receiver<Snapshot>,
-        logs: Arc<AppLogs>,
-        request: &ActionRequest,
-    ) -> Result<ActionResult, ApiError> {
-        let spec = self
-            .apps
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .and_then(|e| e.app.as_ref().map(|a| a.spec.clone()))
-            .ok_or_else(|| ApiError::new(ErrorCode::Conflict, format!("{name} is not loaded")))?;
-        let pid_before = snapshot.borrow().status.pid;
-        self.send_signal(&commands, &snapshot, spec.stop.reload_signal)
-            .await?;
-        let outcome = if request.wait {
-            let timeout = wait_timeout(request);
-            let deadline = tokio::time::Instant::now() + timeout;
-            let probed = match &spec.readiness.probe {
-                Some(probe) => {
-                    let check = match probe {
-                        config::Probe::Http(url) => crate::readiness::Check::Http(url.clone()),
-                        config::Probe::Tcp(addr) => crate::readiness::Check::Tcp(*addr),
-                    };
-                    crate::readiness::wait_until_ready(check, deadline)
-                        .await
-                        .is_ok()
+            match tokio::time::timeout(wait_timeout(request), answer).await {
+                Ok(Ok(Answer::Done)) => Outcome::Done,
+                Ok(Ok(Answer::Failed(_))) => Outcome::Failed,
+                Ok(Ok(Answer::Refused(why))) => {
+                    return Err(ApiError::new(
+                        ErrorCode::Conflict,
+                        format!("cannot {} {name}: {why}", action.as_str()),
+                    ))
                 }
-                None => {
-                    tokio::time::sleep(RELOAD_SETTLE.min(timeout)).await;
-                    true
-                }
-            };
-            let snap = snapshot.borrow_and_update();
-            if probed && snap.state == AppState::Running && snap.status.pid == pid_before {
-                Outcome::Done
-            } else if tokio::time::Instant::now() >= deadline {
-                Outcome::Timeout
-            } else {
-                Outcome::Failed
+                Ok(Err(_)) => return Err(gone(name)),
+                Err(_elapsed) => Outcome::Timeout,
             }
         } else {
             Outcome::Done
         };
-        Ok(action_result(
-            name,
-            Action::Reload,
-            outcome,
-            &snapshot,
-            &logs,
-        ))
+        Ok(action_result(name, action, outcome, &snapshot, &logs))
     }
 
     /// `appctl signal`.
@@ -774,50 +708,6 @@ fn gone(name: &str) -> ApiError {
         ErrorCode::Unavailable,
         format!("{name} is being removed or the daemon is stopping"),
     )
-}
-
-/// Waits until the action's outcome is known.
-async fn wait_for_outcome(
-    snapshot: &mut tokio::sync::watch::Receiver<Snapshot>,
-    action: Action,
-    target: u64,
-    pid_before: Option<u32>,
-    timeout: Duration,
-) -> Outcome {
-    let decide = |snap: &Snapshot| -> Option<Outcome> {
-        let down = matches!(
-            snap.state,
-            AppState::Stopped | AppState::Exited | AppState::Fatal
-        );
-        match action {
-            Action::Stop => down.then_some(Outcome::Done),
-            _ if snap.starts < target => None,
-            _ => match snap.state {
-                // A start-stop restart whose new instance failed falls back
-                // to the old one: running, but the restart failed.
-                AppState::Running if action == Action::Restart && snap.status.pid == pid_before => {
-                    Some(Outcome::Failed)
-                }
-                AppState::Running => Some(Outcome::Done),
-                AppState::Backoff | AppState::Invalid => Some(Outcome::Failed),
-                _ if down => Some(Outcome::Failed),
-                _ => None,
-            },
-        }
-    };
-    let wait = async {
-        loop {
-            if let Some(outcome) = decide(&snapshot.borrow_and_update()) {
-                return outcome;
-            }
-            if snapshot.changed().await.is_err() {
-                return Outcome::Failed;
-            }
-        }
-    };
-    tokio::time::timeout(timeout, wait)
-        .await
-        .unwrap_or(Outcome::Timeout)
 }
 
 /// How long a waiting action may wait: the caller's timeout, capped.
