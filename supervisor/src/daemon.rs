@@ -670,6 +670,10 @@ impl crate::status::StatusSource for Daemon {
                     .handle
                     .as_ref()
                     .map_or(0, |h| h.snapshot.borrow().readiness_failures),
+                start_time: entry
+                    .handle
+                    .as_ref()
+                    .and_then(|h| h.snapshot.borrow().start_time()),
                 memory_limit: entry.app.as_ref().and_then(|a| a.spec.limits.memory),
                 cgroup: self
                     .shared
@@ -737,7 +741,7 @@ fn action_result(
         app: name.to_owned(),
         action,
         outcome,
-        status: snapshot.borrow().status.clone(),
+        status: snapshot.borrow().status_now(),
         log_tail,
     }
 }
@@ -754,7 +758,7 @@ fn failure_log_tail(logs: &AppLogs) -> Vec<String> {
 fn entry_status(name: &str, entry: &Entry) -> AppStatus {
     match &entry.handle {
         Some(handle) => {
-            let mut status = handle.snapshot.borrow().status.clone();
+            let mut status = handle.snapshot.borrow().status_now();
             status.config_error = entry.error.clone();
             status
         }

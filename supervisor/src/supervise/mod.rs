@@ -104,13 +104,36 @@ impl Commands {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub state: AppState,
+    /// The status as of the last change; `uptime_secs` is filled in by
+    /// [`Snapshot::status_now`].
     pub status: AppStatus,
+    /// When the current instance's main process was exec'd: for its
+    /// uptime, and as a wall-clock time that stays put while it runs.
+    pub started: Option<(Instant, SystemTime)>,
     /// Starts that did not become ready within the readiness timeout.
     pub readiness_failures: u64,
     /// The settings the app runs with.
     pub app: Arc<ResolvedApp>,
     /// What the exec helper enforced at the last spawn.
     pub landlock: Option<LandlockRecord>,
+}
+
+impl Snapshot {
+    /// The status with the uptime as of now.
+    pub fn status_now(&self) -> AppStatus {
+        AppStatus {
+            uptime_secs: self.started.map(|(at, _)| at.elapsed().as_secs_f64()),
+            ..self.status.clone()
+        }
+    }
+
+    /// When the current instance started, in seconds since the Unix epoch.
+    pub fn start_time(&self) -> Option<f64> {
+        let (_, wall) = self.started?;
+        wall.duration_since(SystemTime::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs_f64())
+    }
 }
 
 /// What confines the app of `snapshot` (`GET /v1/apps/NAME/security`).
@@ -230,6 +253,7 @@ fn jitter_seed() -> u64 {
 fn placeholder_snapshot(app: &Arc<ResolvedApp>) -> Snapshot {
     Snapshot {
         state: AppState::Stopped,
+        started: None,
         readiness_failures: 0,
         app: app.clone(),
         landlock: None,
@@ -274,6 +298,8 @@ struct Instance {
     id: InstanceId,
     /// The main process, once spawned.
     pid: Option<u32>,
+    /// When the exec helper reported that the app runs.
+    started: Option<SystemTime>,
     /// Until the main process is reaped.
     exit: Option<oneshot::Receiver<ExitStatus>>,
     /// Until the exec helper reports: `Ok` once the app's program runs.
@@ -514,6 +540,7 @@ impl Supervisor {
         instance.report = None;
         match outcome {
             Ok(applied) => {
+                instance.started = Some(SystemTime::now());
                 let pid = instance.pid.unwrap_or_default();
                 tracing::info!(pid, instance = %id, release = release.as_deref(), "spawned");
                 if let Some(record) = applied
@@ -900,6 +927,7 @@ impl Supervisor {
         Ok(Instance {
             id,
             pid: Some(pid),
+            started: None,
             exit: Some(exit),
             report: Some(Box::pin(report.applied())),
             pipes,
@@ -950,7 +978,7 @@ impl Supervisor {
             state: protocol_state(m.state),
             reason,
             pid: m.pid(),
-            uptime_secs: m.started_at().map(|t| t.elapsed().as_secs_f64()),
+            uptime_secs: None,
             since: self
                 .since_wall
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -979,8 +1007,14 @@ impl Supervisor {
                 pid: status.pid,
             });
         }
+        let started_wall = m
+            .current
+            .as_ref()
+            .and_then(|c| self.instances.iter().find(|i| i.id == c.id))
+            .and_then(|i| i.started);
         self.snapshot.send_replace(Snapshot {
             state: m.state,
+            started: m.started_at().zip(started_wall),
             status,
             readiness_failures: self.readiness_failures,
             app: self.app.clone(),
@@ -1103,7 +1137,7 @@ impl PanicGuard {
             snapshot.state = AppState::Fatal;
             snapshot.status.state = appvisor_protocol::State::Fatal;
             snapshot.status.pid = None;
-            snapshot.status.uptime_secs = None;
+            snapshot.started = None;
             snapshot.status.reason = format!(
                 "appvisord bug: supervising {} failed ({message}); its processes were killed; restart appvisord and report the bug",
                 self.name
