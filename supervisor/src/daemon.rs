@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -34,7 +34,7 @@ use crate::audit::{unix_now, Events};
 use crate::cgroup::{CgroupRoot, CgroupWatcher};
 use crate::config::resolve::{self, ResolvedApp, SystemUserDb};
 use crate::config::{self, AccessSpec, AppName, DaemonConfig};
-use crate::logs::{AppLogs, Stream};
+use crate::logs::{AppLogs, LogMark, Stream};
 use crate::supervise::{self, reaper::Reaper, Command, Handle, Shared, Snapshot};
 
 /// Lines of memory tail kept per stream for fast `logs` and failure reports.
@@ -45,8 +45,10 @@ const MAX_WAIT: Duration = Duration::from_secs(3600);
 const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 /// How long start-up waits for an earlier daemon's leftovers to die.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
-/// Log lines attached to a failed action.
-const FAILURE_LOG_LINES: usize = 20;
+/// Log lines attached to a failed action, all from this attempt: enough for
+/// a gunicorn whose workers failed to boot, whose own traceback on the way
+/// out follows the workers' import error.
+const FAILURE_LOG_LINES: usize = 60;
 
 /// How the daemon was invoked.
 #[derive(Debug, Clone)]
@@ -145,6 +147,16 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         .to_owned();
     let notify_dir = run_dir.join("notify");
     make_dir(&notify_dir, 0o755)?;
+    // Each instance's private probe socket: only root may connect, so only
+    // the daemon's probe reaches an instance this way.
+    let probe_dir = run_dir.join("probe");
+    make_dir(&probe_dir, 0o700)?;
+    std::fs::set_permissions(&probe_dir, std::fs::Permissions::from_mode(0o700)).map_err(
+        |source| DaemonError::Dir {
+            path: probe_dir.clone(),
+            source,
+        },
+    )?;
 
     let reaper = Reaper::start().map_err(DaemonError::Reaper)?;
     let cgroups = CgroupRoot::detect(&options.cgroup_name)?;
@@ -193,6 +205,7 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         watcher,
         events: Events::default(),
         notify_dir,
+        probe_dir,
         lang: std::env::var("LANG").ok(),
         // sandbox (issue 4): v1 limit hierarchies and the Landlock ABI cap.
         limits: crate::cgroup::LimitRoot::detect(&options.cgroup_name).unwrap_or_else(|error| {
@@ -444,6 +457,8 @@ impl Daemon {
             }
             Action::Reload | Action::Signal => {}
         }
+        // This attempt's output only: not the lines of earlier attempts.
+        let mark = logs.mark();
         let (reply, answer) = oneshot::channel();
         commands
             .send(Command::Control {
@@ -469,7 +484,7 @@ impl Daemon {
         } else {
             Outcome::Done
         };
-        Ok(action_result(name, action, outcome, &snapshot, &logs))
+        Ok(action_result(name, action, outcome, &snapshot, &logs, mark))
     }
 
     /// `appctl signal`.
@@ -731,11 +746,12 @@ fn action_result(
     outcome: Outcome,
     snapshot: &tokio::sync::watch::Receiver<Snapshot>,
     logs: &AppLogs,
+    mark: LogMark,
 ) -> ActionResult {
     let log_tail = if outcome == Outcome::Done {
         Vec::new()
     } else {
-        failure_log_tail(logs)
+        failure_log_tail(logs, mark)
     };
     ActionResult {
         app: name.to_owned(),
@@ -746,10 +762,12 @@ fn action_result(
     }
 }
 
-fn failure_log_tail(logs: &AppLogs) -> Vec<String> {
-    let stderr = logs.tail(Stream::Stderr, FAILURE_LOG_LINES);
+/// The last lines the app wrote since `mark`: stderr, or stdout if it
+/// wrote nothing there.
+fn failure_log_tail(logs: &AppLogs, mark: LogMark) -> Vec<String> {
+    let stderr = logs.tail_since(Stream::Stderr, mark, FAILURE_LOG_LINES);
     if stderr.is_empty() {
-        logs.tail(Stream::Stdout, FAILURE_LOG_LINES)
+        logs.tail_since(Stream::Stdout, mark, FAILURE_LOG_LINES)
     } else {
         stderr
     }

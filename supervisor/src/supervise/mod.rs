@@ -34,7 +34,7 @@ use crate::audit::{unix_now, Events};
 use crate::cgroup::{AppCgroup, AppLimits, CgroupRoot, CgroupWatcher, LimitRoot};
 use crate::config::resolve::ResolvedApp;
 use crate::config::{Probe, ReadinessKind, Signal};
-use crate::listen::HeldSockets;
+use crate::listen::{HeldSockets, ProbeSocket};
 use crate::logs::{AppLogs, Stream};
 use crate::readiness::{self, Check, NotifySocket};
 use crate::sandbox::{self, LandlockRecord, SandboxInputs, SandboxPlan};
@@ -50,6 +50,8 @@ pub struct Shared {
     pub events: Events,
     /// Where per-app NOTIFY_SOCKETs live.
     pub notify_dir: PathBuf,
+    /// Where each instance's private probe socket lives: root's alone.
+    pub probe_dir: PathBuf,
     /// The daemon's LANG, passed on to apps.
     pub lang: Option<String>,
     /// Where `[limits]` go besides the v2 cgroup (v1 hierarchies).
@@ -226,7 +228,10 @@ fn params(app: &ResolvedApp) -> Params {
         restart: spec.restart.clone(),
         ready_after_start_secs: *kind == ReadinessKind::None,
         needs_notify: *kind == ReadinessKind::Notify,
-        needs_probe: matches!(kind, ReadinessKind::Http { .. } | ReadinessKind::Tcp { .. }),
+        // notify with a url or address beside it: READY=1 says the server
+        // is up, the probe that its workers serve (gunicorn sends READY=1
+        // before a worker has imported the app).
+        needs_probe: *kind != ReadinessKind::None && spec.readiness.probe.is_some(),
         has_probe: spec.readiness.probe.is_some(),
         readiness_timeout: spec.readiness.timeout,
         stop: StopParams {
@@ -306,6 +311,9 @@ struct Instance {
     report: Option<ReportFuture>,
     pipes: Vec<JoinHandle<()>>,
     leaf: Option<Leaf>,
+    /// Its private socket for the readiness probe: apps with `[[listen]]`
+    /// sockets and a probe.
+    probe_socket: Option<ProbeSocket>,
     /// The next change of the leaf's `populated`; `None` without a watcher.
     populated: Option<PopulatedFuture>,
     probe: Option<JoinHandle<Result<(), readiness::ProbeError>>>,
@@ -790,16 +798,24 @@ impl Supervisor {
         }
     }
 
+    /// Probes instance `id`: through its private socket when it has one,
+    /// so that no other instance can answer for it.
     fn start_probe(&mut self, id: InstanceId) {
-        let check = match &self.app.spec.readiness.probe {
-            Some(Probe::Http(url)) => Check::Http(url.clone()),
-            Some(Probe::Tcp(address)) => Check::Tcp(*address),
-            None => return,
-        };
+        let probe = self.app.spec.readiness.probe.clone();
         let deadline = tokio::time::Instant::now() + self.app.spec.readiness.timeout;
-        if let Some(instance) = self.instance_mut(id) {
-            instance.probe = Some(tokio::spawn(readiness::wait_until_ready(check, deadline)));
-        }
+        let Some(instance) = self.instance_mut(id) else {
+            return;
+        };
+        let via = instance.probe_socket.as_ref().map(|s| s.path().to_owned());
+        let check = match (probe, via) {
+            (Some(Probe::Http(url)), Some(socket)) => Check::HttpVia { url, socket },
+            (Some(Probe::Tcp(_)), Some(socket)) => Check::AcceptVia(socket),
+            (Some(Probe::Http(url)), None) => Check::Http(url),
+            (Some(Probe::Tcp(address)), None) => Check::Tcp(address),
+            (None, _) => return,
+        };
+        tracing::debug!(instance = %id, %check, "probing");
+        instance.probe = Some(tokio::spawn(readiness::wait_until_ready(check, deadline)));
     }
 
     /// Sets up what a spawn needs that lives across spawns (cgroup, notify
@@ -880,6 +896,18 @@ impl Supervisor {
                     .map_err(|e| format!("spawn failed at {e}"))?,
             );
         }
+        let probe_socket = if !spec.listen.is_empty() && spec.readiness.probe.is_some() {
+            let path = self
+                .shared
+                .probe_dir
+                .join(format!("{}.{id}.sock", spec.name));
+            Some(
+                ProbeSocket::bind(&path)
+                    .map_err(|e| format!("spawn failed at probe socket: {e}"))?,
+            )
+        } else {
+            None
+        };
         self.release = std::fs::canonicalize(&spec.directory)
             .ok()
             .map(|p| p.display().to_string());
@@ -910,6 +938,7 @@ impl Supervisor {
                 .as_ref()
                 .map(HeldSockets::names)
                 .unwrap_or_default(),
+            probe_socket: probe_socket.is_some(),
             cgroup_procs: leaf.as_ref().map(|leaf| leaf.cgroup.procs_path()),
             extra_cgroup_procs,
             sandbox: sandbox_inputs(&self.app, &self.shared),
@@ -919,7 +948,8 @@ impl Supervisor {
             crate::logs::make_pipe().map_err(|e| format!("spawn failed at pipe: {e}"))?;
         let (err_r, err_w) =
             crate::logs::make_pipe().map_err(|e| format!("spawn failed at pipe: {e}"))?;
-        let (pid, exit, report) = self.spawn_registered(&plan, leaf.as_ref(), out_w, err_w)?;
+        let (pid, exit, report) =
+            self.spawn_registered(&plan, leaf.as_ref(), probe_socket.as_ref(), out_w, err_w)?;
         let pipes = vec![
             self.logs.capture(Stream::Stdout, out_r),
             self.logs.capture(Stream::Stderr, err_r),
@@ -932,6 +962,7 @@ impl Supervisor {
             report: Some(Box::pin(report.applied())),
             pipes,
             leaf,
+            probe_socket,
             populated,
             probe: None,
             reload: None,
@@ -942,16 +973,18 @@ impl Supervisor {
         &self,
         plan: &SpawnPlan,
         leaf: Option<&Leaf>,
+        probe_socket: Option<&ProbeSocket>,
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<(u32, oneshot::Receiver<ExitStatus>, spawn::ReportReader), String> {
         let mut report = None;
         let (pid, exit) = self.shared.reaper.spawn_registered(|| {
-            let listen_fds = self
+            let mut listen_fds = self
                 .listen
                 .as_ref()
                 .map(HeldSockets::fds)
                 .unwrap_or_default();
+            listen_fds.extend(probe_socket.map(ProbeSocket::fd));
             let spawned = match leaf {
                 Some(leaf) => {
                     use std::os::fd::AsFd;
