@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -29,12 +29,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
 use crate::acl::{self, AdminRules, Operation, Peer};
-use crate::app::{AppState, Cause, Event};
+use crate::app::{Answer, Cause};
 use crate::audit::{unix_now, Events};
 use crate::cgroup::{CgroupRoot, CgroupWatcher};
 use crate::config::resolve::{self, ResolvedApp, SystemUserDb};
 use crate::config::{self, AccessSpec, AppName, DaemonConfig};
-use crate::logs::{AppLogs, Stream};
+use crate::logs::{AppLogs, LogMark, Stream};
 use crate::supervise::{self, reaper::Reaper, Command, Handle, Shared, Snapshot};
 
 /// Lines of memory tail kept per stream for fast `logs` and failure reports.
@@ -43,13 +43,12 @@ const TAIL_LINES: usize = 200;
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 /// Default wait when a request asks to wait without a timeout.
 const DEFAULT_WAIT: Duration = Duration::from_secs(60);
-/// How long a reload without a readiness probe waits before checking that
-/// the app still runs.
-const RELOAD_SETTLE: Duration = Duration::from_secs(1);
 /// How long start-up waits for an earlier daemon's leftovers to die.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
-/// Log lines attached to a failed action.
-const FAILURE_LOG_LINES: usize = 20;
+/// Log lines attached to a failed action, all from this attempt: enough for
+/// a gunicorn whose workers failed to boot, whose own traceback on the way
+/// out follows the workers' import error.
+const FAILURE_LOG_LINES: usize = 60;
 
 /// How the daemon was invoked.
 #[derive(Debug, Clone)]
@@ -148,6 +147,16 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         .to_owned();
     let notify_dir = run_dir.join("notify");
     make_dir(&notify_dir, 0o755)?;
+    // Each instance's private probe socket: only root may connect, so only
+    // the daemon's probe reaches an instance this way.
+    let probe_dir = run_dir.join("probe");
+    make_dir(&probe_dir, 0o700)?;
+    std::fs::set_permissions(&probe_dir, std::fs::Permissions::from_mode(0o700)).map_err(
+        |source| DaemonError::Dir {
+            path: probe_dir.clone(),
+            source,
+        },
+    )?;
 
     let reaper = Reaper::start().map_err(DaemonError::Reaper)?;
     let cgroups = CgroupRoot::detect(&options.cgroup_name)?;
@@ -196,6 +205,7 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         watcher,
         events: Events::default(),
         notify_dir,
+        probe_dir,
         lang: std::env::var("LANG").ok(),
         // sandbox (issue 4): v1 limit hierarchies and the Landlock ABI cap.
         limits: crate::cgroup::LimitRoot::detect(&options.cgroup_name).unwrap_or_else(|error| {
@@ -422,7 +432,8 @@ impl Daemon {
         }
     }
 
-    /// start, stop, restart or reload, optionally waiting for the outcome.
+    /// start, stop, restart or reload, optionally waiting for the outcome
+    /// the app's state machine gives.
     pub async fn act(
         &self,
         name: &str,
@@ -432,110 +443,48 @@ impl Daemon {
     ) -> Result<ActionResult, ApiError> {
         let AppChannels {
             commands,
-            mut snapshot,
+            snapshot,
             logs,
         } = self.channels(name)?;
-        if action == Action::Reload {
-            return self.reload(name, commands, snapshot, logs, request).await;
+        let stopped_by = (action == Action::Stop).then(|| StoppedBy {
+            user: peer.user.clone(),
+            uid: peer.uid,
+            at: unix_now(),
+        });
+        match action {
+            Action::Start | Action::Restart | Action::Stop => {
+                self.intents.set(name, stopped_by.clone());
+            }
+            Action::Reload | Action::Signal => {}
         }
-        let cause = Cause::Operator(peer.user.clone());
-        let (event, stopped_by) = match action {
-            Action::Start => (Event::Start(cause), None),
-            Action::Restart => (Event::Restart(cause), None),
-            Action::Stop => (
-                Event::Stop(cause),
-                Some(StoppedBy {
-                    user: peer.user.clone(),
-                    uid: peer.uid,
-                    at: unix_now(),
-                }),
-            ),
-            Action::Reload | Action::Signal => unreachable!("handled above and by signal()"),
-        };
-        self.intents.set(name, stopped_by.clone());
-        let pid_before = snapshot.borrow().status.pid;
-        let (reply, target) = oneshot::channel();
+        // This attempt's output only: not the lines of earlier attempts.
+        let mark = logs.mark();
+        let (reply, answer) = oneshot::channel();
         commands
             .send(Command::Control {
-                event,
+                action,
+                cause: Cause::Operator(peer.user.clone()),
                 stopped_by,
                 reply,
             })
             .map_err(|_| gone(name))?;
-        let target = target.await.map_err(|_| gone(name))?;
         let outcome = if request.wait {
-            wait_for_outcome(
-                &mut snapshot,
-                action,
-                target,
-                pid_before,
-                wait_timeout(request),
-            )
-            .await
-        } else {
-            Outcome::Done
-        };
-        Ok(action_result(name, action, outcome, &snapshot, &logs))
-    }
-
-    /// Sends the app's `reload_signal` and, when asked to wait, checks that
-    /// it serves again: through its readiness probe when it has one (a
-    /// gunicorn sends READY=1 only once, so notify cannot tell), else after
-    /// a short settle time; either way the same main process must still run.
-    async fn reload(
-        &self,
-        name: &str,
-        commands: supervise::Commands,
-        mut snapshot: tokio::sync::watch::Receiver<Snapshot>,
-        logs: Arc<AppLogs>,
-        request: &ActionRequest,
-    ) -> Result<ActionResult, ApiError> {
-        let spec = self
-            .apps
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .and_then(|e| e.app.as_ref().map(|a| a.spec.clone()))
-            .ok_or_else(|| ApiError::new(ErrorCode::Conflict, format!("{name} is not loaded")))?;
-        let pid_before = snapshot.borrow().status.pid;
-        self.send_signal(&commands, &snapshot, spec.stop.reload_signal)
-            .await?;
-        let outcome = if request.wait {
-            let timeout = wait_timeout(request);
-            let deadline = tokio::time::Instant::now() + timeout;
-            let probed = match &spec.readiness.probe {
-                Some(probe) => {
-                    let check = match probe {
-                        config::Probe::Http(url) => crate::readiness::Check::Http(url.clone()),
-                        config::Probe::Tcp(addr) => crate::readiness::Check::Tcp(*addr),
-                    };
-                    crate::readiness::wait_until_ready(check, deadline)
-                        .await
-                        .is_ok()
+            match tokio::time::timeout(wait_timeout(request), answer).await {
+                Ok(Ok(Answer::Done)) => Outcome::Done,
+                Ok(Ok(Answer::Failed(_))) => Outcome::Failed,
+                Ok(Ok(Answer::Refused(why))) => {
+                    return Err(ApiError::new(
+                        ErrorCode::Conflict,
+                        format!("cannot {} {name}: {why}", action.as_str()),
+                    ))
                 }
-                None => {
-                    tokio::time::sleep(RELOAD_SETTLE.min(timeout)).await;
-                    true
-                }
-            };
-            let snap = snapshot.borrow_and_update();
-            if probed && snap.state == AppState::Running && snap.status.pid == pid_before {
-                Outcome::Done
-            } else if tokio::time::Instant::now() >= deadline {
-                Outcome::Timeout
-            } else {
-                Outcome::Failed
+                Ok(Err(_)) => return Err(gone(name)),
+                Err(_elapsed) => Outcome::Timeout,
             }
         } else {
             Outcome::Done
         };
-        Ok(action_result(
-            name,
-            Action::Reload,
-            outcome,
-            &snapshot,
-            &logs,
-        ))
+        Ok(action_result(name, action, outcome, &snapshot, &logs, mark))
     }
 
     /// `appctl signal`.
@@ -736,6 +685,10 @@ impl crate::status::StatusSource for Daemon {
                     .handle
                     .as_ref()
                     .map_or(0, |h| h.snapshot.borrow().readiness_failures),
+                start_time: entry
+                    .handle
+                    .as_ref()
+                    .and_then(|h| h.snapshot.borrow().start_time()),
                 memory_limit: entry.app.as_ref().and_then(|a| a.spec.limits.memory),
                 cgroup: self
                     .shared
@@ -776,50 +729,6 @@ fn gone(name: &str) -> ApiError {
     )
 }
 
-/// Waits until the action's outcome is known.
-async fn wait_for_outcome(
-    snapshot: &mut tokio::sync::watch::Receiver<Snapshot>,
-    action: Action,
-    target: u64,
-    pid_before: Option<u32>,
-    timeout: Duration,
-) -> Outcome {
-    let decide = |snap: &Snapshot| -> Option<Outcome> {
-        let down = matches!(
-            snap.state,
-            AppState::Stopped | AppState::Exited | AppState::Fatal
-        );
-        match action {
-            Action::Stop => down.then_some(Outcome::Done),
-            _ if snap.starts < target => None,
-            _ => match snap.state {
-                // A start-stop restart whose new instance failed falls back
-                // to the old one: running, but the restart failed.
-                AppState::Running if action == Action::Restart && snap.status.pid == pid_before => {
-                    Some(Outcome::Failed)
-                }
-                AppState::Running => Some(Outcome::Done),
-                AppState::Backoff | AppState::Invalid => Some(Outcome::Failed),
-                _ if down => Some(Outcome::Failed),
-                _ => None,
-            },
-        }
-    };
-    let wait = async {
-        loop {
-            if let Some(outcome) = decide(&snapshot.borrow_and_update()) {
-                return outcome;
-            }
-            if snapshot.changed().await.is_err() {
-                return Outcome::Failed;
-            }
-        }
-    };
-    tokio::time::timeout(timeout, wait)
-        .await
-        .unwrap_or(Outcome::Timeout)
-}
-
 /// How long a waiting action may wait: the caller's timeout, capped.
 fn wait_timeout(request: &ActionRequest) -> Duration {
     request
@@ -837,25 +746,28 @@ fn action_result(
     outcome: Outcome,
     snapshot: &tokio::sync::watch::Receiver<Snapshot>,
     logs: &AppLogs,
+    mark: LogMark,
 ) -> ActionResult {
     let log_tail = if outcome == Outcome::Done {
         Vec::new()
     } else {
-        failure_log_tail(logs)
+        failure_log_tail(logs, mark)
     };
     ActionResult {
         app: name.to_owned(),
         action,
         outcome,
-        status: snapshot.borrow().status.clone(),
+        status: snapshot.borrow().status_now(),
         log_tail,
     }
 }
 
-fn failure_log_tail(logs: &AppLogs) -> Vec<String> {
-    let stderr = logs.tail(Stream::Stderr, FAILURE_LOG_LINES);
+/// The last lines the app wrote since `mark`: stderr, or stdout if it
+/// wrote nothing there.
+fn failure_log_tail(logs: &AppLogs, mark: LogMark) -> Vec<String> {
+    let stderr = logs.tail_since(Stream::Stderr, mark, FAILURE_LOG_LINES);
     if stderr.is_empty() {
-        logs.tail(Stream::Stdout, FAILURE_LOG_LINES)
+        logs.tail_since(Stream::Stdout, mark, FAILURE_LOG_LINES)
     } else {
         stderr
     }
@@ -864,7 +776,7 @@ fn failure_log_tail(logs: &AppLogs) -> Vec<String> {
 fn entry_status(name: &str, entry: &Entry) -> AppStatus {
     match &entry.handle {
         Some(handle) => {
-            let mut status = handle.snapshot.borrow().status.clone();
+            let mut status = handle.snapshot.borrow().status_now();
             status.config_error = entry.error.clone();
             status
         }

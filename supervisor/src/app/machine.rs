@@ -1,56 +1,79 @@
 //! [`step`]: the whole behaviour of one app, as a function of (machine,
-//! event, now). It owns the restart and backoff decisions; it must never do
-//! I/O, read the clock or log (the shell does all three).
+//! event, now). It owns the restart, backoff, readiness and reload
+//! decisions and the outcome of every request; it must never do I/O, read
+//! the clock or log (the shell does all three).
+//!
+//! An app has at most one *current* instance (spawning, starting, running
+//! or stopping), during a start-stop restart a *previous* instance that
+//! serves until the current one is ready, and *retired* instances being
+//! stopped. Every event about an instance names it; an event about an
+//! instance the machine no longer knows is ignored.
 //!
 //! What each event does, in order:
 //!
 //! 1. **Start** from stopped, exited, fatal or backoff: reset the failure
-//!    count, cancel the backoff timer (from backoff), emit `Spawn`, enter
+//!    count, cancel the backoff timer, spawn a new instance, enter
 //!    starting. Every spawn after the first counts in `restarts`. From
 //!    stopping: reset the failure count and start once the app is gone.
-//!    From starting, running or invalid: nothing.
+//!    From starting: reset the failure count. From running: answer done.
 //! 2. **Stop** from starting or running: cancel the readiness probe, send
-//!    the stop signal to the main process (if it exists yet), arm the stop
-//!    timer, enter stopping and stay stopped once the app is gone. From
-//!    backoff: cancel the timer, enter stopped. From stopped, exited or
-//!    fatal: enter stopped, naming the new cause. From stopping: stay
-//!    stopped once the app is gone. From invalid: nothing.
+//!    the instance's own stop signal to its main process (if it exists
+//!    yet), arm its stop timer, enter stopping and stay stopped once the app
+//!    is gone. From backoff: cancel the timer, enter stopped. From stopped,
+//!    exited or fatal: enter stopped, naming the new cause. From stopping:
+//!    stay stopped once the app is gone.
 //! 3. **Restart** from starting or running: as stop, but reset the failure
 //!    count and start once the app is gone. With `strategy = "start-stop"`
-//!    from running: keep the running instance as the *previous* one
-//!    (`Retire`) and spawn a new one beside it; once the new one is
-//!    running, stop the previous one (`StopPrevious`); if the new one fails
-//!    in any way, the previous one, which never stopped serving, is the
-//!    current one again (`Restore`, running, "restart failed: …"), and no
-//!    failed start is counted. From every other state but invalid: as
-//!    start.
-//! 4. **Spawned** in starting: record the pid and start time, start the
-//!    readiness probe and arm the readiness timer, or, for readiness none,
-//!    a `start_secs` timer (with `start_secs` zero: enter running at once).
-//!    In stopping (stopped while spawning): record the pid and send the stop
-//!    signal.
-//! 5. **SpawnFailed** in starting: a failed start with the spawn's reason
-//!    (no process exists, so nothing to kill). In stopping: finish the stop.
-//! 6. **Ready** in starting, once spawned: cancel the timer and the probe,
-//!    enter running.
-//! 7. **TimerFired** with a stale generation, or while no timer is armed:
-//!    nothing. In starting with readiness none: enter running. In starting
-//!    otherwise (readiness timeout): cancel the probe, kill every process,
-//!    enter stopping and apply the failed-start rule once the app is gone.
-//!    In backoff: emit `Spawn`, enter starting. In stopping (stop timeout):
-//!    kill every process and keep waiting.
-//! 8. **MainExited** in starting or running: cancel the probe and timer; if
-//!    other processes of the app are left, kill them all, enter stopping,
-//!    and decide on the exit once they are gone; otherwise decide now. In
-//!    stopping: if the cgroup is empty, finish the stop; otherwise send the
-//!    stop signal to every process left and keep waiting.
-//! 9. **CgroupEmpty** in stopping, once the main process has exited (and no
-//!    spawn is pending): finish the stop. Elsewhere: nothing (`MainExited`
-//!    says whether the cgroup was empty).
+//!    from running: keep the running instance serving as the *previous*
+//!    one and spawn a new one beside it; once the new one is running, stop
+//!    the previous one (its own stop signal and timeout); if the new one
+//!    fails in any way, the previous one, which never stopped serving, is
+//!    the current one again (running, "restart failed: …"), the restart's
+//!    caller is told it failed, and no failed start is counted. From every
+//!    other state: as start.
+//! 4. **Reload** from running: send the reload signal (the shell notes the
+//!    instance's other processes first), arm the readiness timeout; once
+//!    those processes are gone (`WorkersReplaced`) probe the instance, or
+//!    without a probe answer done; the probe passing answers done. The main
+//!    process exiting, a stop or restart, or the timeout answer failed.
+//!    From any other state: refused.
+//! 5. **Replace** (the app's file changed): adopt the new settings; if the
+//!    app is up (starting, running, backoff), or `autostart` says to start
+//!    it, restart it. Instances keep the stop settings they were spawned
+//!    with.
+//! 6. **Spawned** in starting: record the pid and start time, start the
+//!    readiness probe (if ready needs it) and arm the readiness timer, or,
+//!    for readiness none, a `start_secs` timer (with `start_secs` zero:
+//!    enter running at once). In stopping (stopped while spawning): record
+//!    the pid and send the stop signal.
+//! 7. **SpawnFailed** in starting: a failed start with the spawn's reason.
+//!    In stopping: finish the stop.
+//! 8. **Ready** in starting, once spawned: note which half arrived
+//!    (`READY=1` or the probe); once every half the app needs is in, cancel
+//!    the timer and the probe and enter running. During a reload, the
+//!    probe passing finishes it.
+//! 9. **TimerFired** with a stale generation: nothing. The backoff timer:
+//!    spawn, enter starting. The current instance's timer: in starting with
+//!    readiness none, enter running; in starting otherwise (readiness
+//!    timeout), kill every process, enter stopping and apply the
+//!    failed-start rule once the app is gone; in running, the reload
+//!    failed; in stopping (stop timeout), kill every process. A retired
+//!    instance's timer: kill every process of it.
+//! 10. **MainExited** of the current instance in starting or running:
+//!     cancel the probe and timer; if other processes of it are left, kill
+//!     them all, enter stopping, and decide on the exit once they are gone;
+//!     otherwise decide now. In stopping: if its cgroup is empty, finish the
+//!     stop; otherwise send its stop signal to every process left. Of the
+//!     previous instance (it died while its successor starts): kill what it
+//!     left; nothing is left to fall back on. Of a retired instance: as in
+//!     stopping.
+//! 11. **CgroupEmpty** of the current instance in stopping, once its main
+//!     process has exited: finish the stop. Of a retired instance whose main
+//!     process exited: it is gone.
 //!
-//! Finishing a stop cancels the timer, then by `Machine::then`: stays
-//! stopped; or spawns again; or applies the failed-start rule; or decides on
-//! the exit.
+//! Finishing a stop forgets the instance, then by `Machine::then`: stops a
+//! previous instance and, once no instance is left, enters stopped; or
+//! spawns again; or applies the failed-start rule; or decides on the exit.
 //!
 //! The exit decision: the exit is a failed start if the app was still
 //! starting, or lived less than `restart.start_secs`. With policy never:
@@ -63,18 +86,26 @@
 //! With `max_retries` > 0 reached: fatal until someone starts the app.
 //! Otherwise: arm the backoff timer ([`backoff_delay`]) and enter backoff.
 //!
+//! Waiting callers are answered as soon as their outcome is known: a start
+//! or restart when a new instance is running (done) or the attempt ended
+//! without one (failed, with the reason); a stop once nothing of the app is
+//! left; a reload as above. A stop overtakes a waiting start, and a start a
+//! waiting stop: the overtaken caller is told it failed.
+//!
 //! Every state change sets `since`; every state has a reason a person can
-//! act on. Effects come in a fixed order: cancellations, then signals and
-//! kills, then `Spawn` and `ProbeReadiness`, then `SetTimer`.
+//! act on. Effects come in a fixed order: cancellations and forgetting,
+//! then signals and kills, then spawns and probes, then timers, then
+//! answers.
 
 use std::mem;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal as NixSignal;
-
+use super::reason::{exit_reason, failed_starts, opt_phrase, phrase, secs, stopped_reason};
 use super::transitions::is_allowed;
 use super::{
-    backoff_delay, AfterStop, AppState, Cause, Effect, Event, Exit, ExitStatus, Machine, Previous,
+    backoff_delay, AfterStop, Answer, AppState, Cause, Effect, Event, Exit, ExitStatus, Instance,
+    InstanceId, Machine, Main, Params, ReadySignal, ReloadPhase, Request, TimerKey, WaitFor,
+    Waiter,
 };
 use crate::config::{RestartPolicy, RestartStrategy};
 
@@ -89,8 +120,11 @@ pub fn step(m: &Machine, event: Event, now: Instant) -> (Machine, Vec<Effect>) {
     };
     s.apply(event);
     let Step {
-        m: next, effects, ..
+        m: next,
+        mut effects,
+        ..
     } = s;
+    effects.sort_by_key(effect_rank);
     debug_assert!(
         (next == *m && effects.is_empty()) || is_allowed(m.state, kind, next.state),
         "transition {:?} --{kind:?}--> {:?} is not in TRANSITIONS",
@@ -105,6 +139,17 @@ pub fn step(m: &Machine, event: Event, now: Instant) -> (Machine, Vec<Effect>) {
     (next, effects)
 }
 
+/// The order effects are carried out in: see the module doc.
+pub(crate) fn effect_rank(effect: &Effect) -> u8 {
+    match effect {
+        Effect::CancelTimer(_) | Effect::CancelProbe(_) | Effect::Forget(_) => 0,
+        Effect::Signal(..) | Effect::SignalAll(..) | Effect::KillAll(_) | Effect::Reload(..) => 1,
+        Effect::Spawn(_) | Effect::Probe(_) => 2,
+        Effect::SetTimer { .. } => 3,
+        Effect::Answer(..) => 4,
+    }
+}
+
 /// The machine being changed by one event, and the effects so far.
 struct Step {
     m: Machine,
@@ -115,102 +160,250 @@ struct Step {
 impl Step {
     fn apply(&mut self, event: Event) {
         match event {
-            Event::Start(cause) => self.start(cause),
-            Event::Stop(cause) => self.stop(cause),
-            Event::Restart(cause) => self.restart(cause),
-            Event::Spawned { pid } => self.spawned(pid),
-            Event::SpawnFailed { reason } => self.spawn_failed(reason),
-            Event::Ready => self.ready(),
-            Event::TimerFired { generation } => self.timer_fired(generation),
+            Event::Start(request) => self.start(request),
+            Event::Stop(request) => self.stop(request),
+            Event::Restart(request) => self.restart(request),
+            Event::Reload(request) => self.reload(request),
+            Event::Replace { params, autostart } => self.replace(params, autostart),
+            Event::Spawned { instance, pid } => self.spawned(instance, pid),
+            Event::SpawnFailed { instance, reason } => self.spawn_failed(instance, reason),
+            Event::Ready { instance, signal } => self.ready(instance, signal),
+            Event::WorkersReplaced { instance } => self.workers_replaced(instance),
+            Event::TimerFired { key, generation } => self.timer_fired(key, generation),
             Event::MainExited {
+                instance,
                 status,
                 cgroup_empty,
-            } => self.main_exited(status, cgroup_empty),
-            Event::CgroupEmpty => self.cgroup_empty(),
-            Event::PreviousExited => self.m.previous = None,
+            } => self.main_exited(instance, status, cgroup_empty),
+            Event::CgroupEmpty { instance } => self.cgroup_empty(instance),
         }
     }
 
-    fn start(&mut self, cause: Cause) {
+    fn start(&mut self, request: Request) {
+        let Request { cause, waiter } = request;
         match self.m.state {
             AppState::Stopped | AppState::Exited | AppState::Fatal | AppState::Backoff => {
-                self.cancel_timer();
+                self.cancel_backoff();
                 self.m.failures = 0;
                 let reason = format!("starting ({})", phrase(&cause));
                 self.m.cause = Some(cause);
+                self.wait(waiter, WaitFor::Running);
                 self.spawn(reason);
             }
             AppState::Stopping => {
                 if self.m.then != AfterStop::Start {
+                    self.answer_all(
+                        WaitFor::Stopped,
+                        Answer::Failed(format!(
+                            "started again ({}) before it stopped",
+                            phrase(&cause)
+                        )),
+                    );
                     self.m.then = AfterStop::Start;
                     self.m.failures = 0;
                     self.m.reason = format!("stopping, then starting ({})", phrase(&cause));
                     self.m.cause = Some(cause);
                 }
+                self.wait(waiter, WaitFor::Running);
+                if self.m.current.is_none() {
+                    // Only retired instances are left: no need to wait.
+                    self.finish_stop();
+                }
             }
-            // Already up or coming up: nothing to do but honour DESIGN's
-            // "a manual start resets the failure count from any state", so
-            // a start during a retry attempt cannot still end in fatal.
-            AppState::Starting | AppState::Running => self.m.failures = 0,
-            AppState::Invalid => {}
+            // Coming up: nothing to do but honour DESIGN's "a manual start
+            // resets the failure count from any state", so a start during
+            // a retry attempt cannot still end in fatal.
+            AppState::Starting => {
+                self.m.failures = 0;
+                self.wait(waiter, WaitFor::Running);
+            }
+            AppState::Running => {
+                self.m.failures = 0;
+                self.answer(waiter, Answer::Done);
+            }
+            AppState::Invalid => self.answer(waiter, Answer::Refused(self.m.reason.clone())),
         }
     }
 
-    fn stop(&mut self, cause: Cause) {
+    fn stop(&mut self, request: Request) {
+        let Request { cause, waiter } = request;
         match self.m.state {
-            AppState::Starting | AppState::Running => self.begin_stop(cause, AfterStop::Stay),
+            AppState::Starting | AppState::Running => {
+                self.overtaken_by_stop(&cause);
+                self.begin_stop(cause, AfterStop::Stay);
+                self.wait(waiter, WaitFor::Stopped);
+            }
+            AppState::Backoff | AppState::Exited | AppState::Fatal
+                if !self.m.retired.is_empty() =>
+            {
+                // A start-stop restart's previous instance is still going:
+                // stopped once it is gone.
+                self.cancel_backoff();
+                self.m.then = AfterStop::Stay;
+                self.enter(AppState::Stopping, format!("stopping ({})", phrase(&cause)));
+                self.m.cause = Some(cause);
+                self.wait(waiter, WaitFor::Stopped);
+            }
             AppState::Backoff | AppState::Stopped | AppState::Exited | AppState::Fatal => {
-                self.cancel_timer();
+                self.cancel_backoff();
                 self.enter(AppState::Stopped, stopped_reason(Some(&cause)));
                 self.m.cause = Some(cause);
+                self.answer(waiter, Answer::Done);
             }
             AppState::Stopping => {
                 if self.m.then != AfterStop::Stay {
+                    self.overtaken_by_stop(&cause);
                     self.m.then = AfterStop::Stay;
                     self.m.reason = format!("stopping ({})", phrase(&cause));
                     self.m.cause = Some(cause);
                 }
+                self.wait(waiter, WaitFor::Stopped);
             }
-            AppState::Invalid => {}
+            AppState::Invalid => self.answer(waiter, Answer::Refused(self.m.reason.clone())),
         }
     }
 
-    fn restart(&mut self, cause: Cause) {
-        match (self.m.state, self.m.pid) {
-            (AppState::Running, Some(pid))
-                if self.m.params.restart.strategy == RestartStrategy::StartStop =>
-            {
+    /// A stop came before a start or reload finished: their callers are
+    /// told.
+    fn overtaken_by_stop(&mut self, cause: &Cause) {
+        let why = format!("stopped ({}) before it was ready", phrase(cause));
+        self.answer_all(WaitFor::Running, Answer::Failed(why));
+        self.answer_all(
+            WaitFor::Reloaded,
+            Answer::Failed(format!("stopped ({}) during the reload", phrase(cause))),
+        );
+    }
+
+    fn restart(&mut self, request: Request) {
+        let start_stop = self.m.params.restart.strategy == RestartStrategy::StartStop;
+        match (self.m.state, self.m.pid()) {
+            (AppState::Running, Some(pid)) if start_stop => {
                 // The running instance keeps serving until the new one is
                 // ready; if the new one fails, it simply goes on.
-                self.m.previous = Some(Previous {
-                    pid,
-                    started_at: self.m.started_at,
-                });
+                let Request { cause, waiter } = request;
+                self.end_reload(Answer::Failed(format!(
+                    "restarted ({}) during the reload",
+                    phrase(&cause)
+                )));
+                self.m.previous = self.m.current.take();
                 self.m.failures = 0;
-                self.effects.push(Effect::Retire);
                 let reason = format!(
                     "starting a new instance beside pid {pid} ({})",
                     phrase(&cause)
                 );
                 self.m.cause = Some(cause);
+                self.wait(waiter, WaitFor::Running);
                 self.spawn(reason);
             }
-            (AppState::Starting | AppState::Running, _) => self.begin_stop(cause, AfterStop::Start),
-            _ => self.start(cause),
+            (AppState::Starting | AppState::Running, _) => {
+                let Request { cause, waiter } = request;
+                self.end_reload(Answer::Failed(format!(
+                    "restarted ({}) during the reload",
+                    phrase(&cause)
+                )));
+                self.begin_stop(cause, AfterStop::Start);
+                self.wait(waiter, WaitFor::Running);
+            }
+            _ => self.start(request),
         }
     }
 
-    /// Starting or running -> stopping: ask the main process to stop and
-    /// give it `stop.timeout` before everything is killed.
+    fn reload(&mut self, request: Request) {
+        let Request { cause, waiter } = request;
+        let signal = self.m.params.reload_signal;
+        let timeout = self.m.params.readiness_timeout;
+        let id = match (self.m.state, self.m.current.as_ref()) {
+            (AppState::Running, Some(instance)) if instance.pid().is_some() => instance.id,
+            _ => {
+                let why = format!("it is {}: {}", state_name(self.m.state), self.m.reason);
+                self.answer(waiter, Answer::Refused(why));
+                return;
+            }
+        };
+        self.wait(waiter, WaitFor::Reloaded);
+        let instance = self.m.current.as_mut().expect("matched above");
+        if instance.reload.is_some() {
+            // One under way: this caller waits for it too.
+            return;
+        }
+        instance.reload = Some(ReloadPhase::Replacing);
+        self.effects.push(Effect::Reload(id, signal));
+        self.set_instance_timer(timeout);
+        self.m.reason = format!("reloading ({})", phrase(&cause));
+    }
+
+    fn workers_replaced(&mut self, id: InstanceId) {
+        let has_probe = self.m.params.has_probe;
+        let Some(instance) = self.current_mut(id) else {
+            return;
+        };
+        if instance.reload != Some(ReloadPhase::Replacing) {
+            return;
+        }
+        if has_probe {
+            instance.reload = Some(ReloadPhase::Probing);
+            instance.probing = true;
+            self.effects.push(Effect::Probe(id));
+        } else {
+            self.end_reload(Answer::Done);
+        }
+    }
+
+    /// Ends a reload under way with `answer` for its callers.
+    fn end_reload(&mut self, answer: Answer) {
+        let Some(instance) = self.m.current.as_mut() else {
+            return;
+        };
+        if instance.reload.take().is_none() {
+            return;
+        }
+        let id = instance.id;
+        if instance.probing {
+            instance.probing = false;
+            self.effects.push(Effect::CancelProbe(id));
+        }
+        if instance.timer.take().is_some() {
+            self.effects
+                .push(Effect::CancelTimer(TimerKey::Instance(id)));
+        }
+        if self.m.state == AppState::Running {
+            self.m.reason = match &answer {
+                Answer::Done => "ready, reloaded".to_owned(),
+                Answer::Failed(why) | Answer::Refused(why) => {
+                    format!("running, but the last reload failed: {why}")
+                }
+            };
+        }
+        self.answer_all(WaitFor::Reloaded, answer);
+    }
+
+    fn replace(&mut self, params: Params, autostart: bool) {
+        let up = matches!(
+            self.m.state,
+            AppState::Starting | AppState::Running | AppState::Backoff
+        );
+        self.m.params = params;
+        if up || autostart {
+            self.restart(Cause::Config.into());
+        }
+    }
+
+    /// Starting or running -> stopping: ask the current instance to stop
+    /// and give it its stop timeout before everything is killed.
     fn begin_stop(&mut self, cause: Cause, then: AfterStop) {
-        self.cancel_probe();
-        if self.m.previous.take().is_some() {
-            self.effects.push(Effect::StopPrevious);
+        self.stop_previous();
+        let instance = self.m.current.as_mut().expect("starting or running");
+        let id = instance.id;
+        let stop = instance.stop;
+        if instance.probing {
+            instance.probing = false;
+            self.effects.push(Effect::CancelProbe(id));
         }
-        if self.m.pid.is_some() {
-            self.effects.push(Effect::Signal(self.m.params.stop_signal));
+        instance.reload = None;
+        if instance.pid().is_some() {
+            self.effects.push(Effect::Signal(id, stop.signal));
         }
-        self.set_timer(self.m.params.stop_timeout);
+        self.set_instance_timer(stop.timeout);
         if then == AfterStop::Start {
             // A restart is a manual start: it resets the failure count.
             self.m.failures = 0;
@@ -224,185 +417,297 @@ impl Step {
         self.enter(AppState::Stopping, reason);
     }
 
-    fn spawned(&mut self, pid: u32) {
-        if !self.m.spawn_pending {
+    fn spawned(&mut self, id: InstanceId, pid: u32) {
+        let now = self.now;
+        let Some(instance) = self.current_mut(id) else {
+            return;
+        };
+        if instance.main != Main::Spawning {
             return;
         }
+        instance.main = Main::Running { pid, since: now };
+        let stop_signal = instance.stop.signal;
         match self.m.state {
             AppState::Starting => {
-                self.m.spawn_pending = false;
-                self.m.pid = Some(pid);
-                self.m.started_at = Some(self.now);
                 let params = &self.m.params;
                 let start_secs = params.restart.start_secs;
                 if params.ready_after_start_secs && start_secs.is_zero() {
                     self.enter_running("started, no readiness check".to_owned());
                 } else if params.ready_after_start_secs {
-                    self.effects.push(Effect::ProbeReadiness);
-                    self.set_timer(start_secs);
+                    self.set_instance_timer(start_secs);
                     self.m.reason = format!("starting, up for less than {}", secs(start_secs));
                 } else {
                     let timeout = params.readiness_timeout;
-                    self.effects.push(Effect::ProbeReadiness);
-                    self.set_timer(timeout);
+                    if params.needs_probe {
+                        let instance = self.m.current.as_mut().expect("matched above");
+                        instance.probing = true;
+                        self.effects.push(Effect::Probe(id));
+                    }
+                    self.set_instance_timer(timeout);
                     self.m.reason =
                         format!("starting, waiting to be ready (timeout {})", secs(timeout));
                 }
             }
-            AppState::Stopping => {
-                // Stopped while the spawn was under way: the process now
-                // exists, so it gets the stop signal the stop could not send.
-                self.m.spawn_pending = false;
-                self.m.pid = Some(pid);
-                self.m.started_at = Some(self.now);
-                self.effects.push(Effect::Signal(self.m.params.stop_signal));
-            }
-            _ => {}
+            // Stopped while the spawn was under way: the process now
+            // exists, so it gets the stop signal the stop could not send.
+            _ => self.effects.push(Effect::Signal(id, stop_signal)),
         }
     }
 
-    fn spawn_failed(&mut self, reason: String) {
-        if !self.m.spawn_pending {
+    fn spawn_failed(&mut self, id: InstanceId, reason: String) {
+        let Some(instance) = self.current_mut(id) else {
+            return;
+        };
+        if instance.main != Main::Spawning {
             return;
         }
+        instance.main = Main::Exited;
         match self.m.state {
             AppState::Starting => {
-                self.m.spawn_pending = false;
+                self.forget_current();
                 self.failed_start(reason);
             }
-            AppState::Stopping => {
-                self.m.spawn_pending = false;
-                self.finish_stop();
-            }
-            _ => {}
+            _ => self.finish_stop(),
         }
     }
 
-    fn ready(&mut self) {
-        if self.m.state != AppState::Starting || self.m.pid.is_none() {
+    fn ready(&mut self, id: InstanceId, signal: ReadySignal) {
+        let state = self.m.state;
+        let params = &self.m.params;
+        let (needs_notify, needs_probe) = (params.needs_notify, params.needs_probe);
+        let after_start_secs = params.ready_after_start_secs;
+        let Some(instance) = self.current_mut(id) else {
             return;
+        };
+        match (state, instance.reload) {
+            (AppState::Starting, _) if instance.pid().is_some() && !after_start_secs => {
+                match signal {
+                    ReadySignal::Notify if needs_notify && !instance.notified => {
+                        instance.notified = true;
+                    }
+                    ReadySignal::Probe if needs_probe && !instance.probed => {
+                        instance.probed = true;
+                        instance.probing = false;
+                    }
+                    _ => return,
+                }
+                let ready =
+                    (!needs_notify || instance.notified) && (!needs_probe || instance.probed);
+                if ready {
+                    self.cancel_instance_timer();
+                    self.cancel_probe();
+                    self.enter_running("ready".to_owned());
+                } else if signal == ReadySignal::Notify {
+                    self.m.reason = "starting, sent READY=1, waiting for the probe".to_owned();
+                }
+            }
+            (AppState::Running, Some(ReloadPhase::Probing)) if signal == ReadySignal::Probe => {
+                instance.probing = false;
+                self.end_reload(Answer::Done);
+            }
+            _ => {}
         }
-        self.cancel_timer();
-        self.cancel_probe();
-        self.enter_running(self.running_reason());
     }
 
     /// Starting -> running; a start-stop restart's previous instance is
     /// stopped now that its successor serves.
     fn enter_running(&mut self, reason: String) {
-        if self.m.previous.take().is_some() {
-            self.effects.push(Effect::StopPrevious);
+        if let Some(instance) = self.m.current.as_mut() {
+            instance.ready_at = Some(self.now);
         }
+        self.stop_previous();
         self.enter(AppState::Running, reason);
+        self.answer_all(WaitFor::Running, Answer::Done);
     }
 
-    fn timer_fired(&mut self, generation: u64) {
-        if !self.m.timer_armed || generation != self.m.timer_generation {
-            return;
+    fn timer_fired(&mut self, key: TimerKey, generation: u64) {
+        match key {
+            TimerKey::Backoff => {
+                if self.m.state == AppState::Backoff && self.m.backoff_timer == Some(generation) {
+                    self.m.backoff_timer = None;
+                    let reason = format!("retrying after {}", failed_starts(self.m.failures));
+                    self.spawn(reason);
+                }
+            }
+            TimerKey::Instance(id) => {
+                if self
+                    .current_mut(id)
+                    .is_some_and(|i| i.timer == Some(generation))
+                {
+                    self.current_timer_fired();
+                } else if let Some(retired) = self
+                    .m
+                    .retired
+                    .iter_mut()
+                    .find(|i| i.id == id && i.timer == Some(generation))
+                {
+                    // A retired instance outlived its stop timeout.
+                    retired.timer = None;
+                    self.effects.push(Effect::KillAll(id));
+                }
+            }
         }
+    }
+
+    fn current_timer_fired(&mut self) {
+        let instance = self.m.current.as_mut().expect("checked by the caller");
+        instance.timer = None;
+        let id = instance.id;
+        let stop_timeout = instance.stop.timeout;
         match self.m.state {
             AppState::Starting if self.m.params.ready_after_start_secs => {
-                self.m.timer_armed = false;
-                self.cancel_probe();
-                self.enter_running(self.running_reason());
+                let reason = format!("up for {}", secs(self.m.params.restart.start_secs));
+                self.enter_running(reason);
             }
             AppState::Starting => {
-                self.m.timer_armed = false;
                 let reason = format!(
                     "not ready after {} (readiness timeout)",
                     secs(self.m.params.readiness_timeout)
                 );
                 self.cancel_probe();
-                self.effects.push(Effect::KillAll);
+                self.effects.push(Effect::KillAll(id));
                 self.enter(
                     AppState::Stopping,
                     format!("{reason}, killing every process"),
                 );
                 self.m.then = AfterStop::FailStart(reason);
             }
-            AppState::Backoff => {
-                self.m.timer_armed = false;
-                let reason = format!("retrying after {}", failed_starts(self.m.failures));
-                self.spawn(reason);
+            AppState::Running => {
+                let why = format!(
+                    "not serving again within {} of the reload signal",
+                    secs(self.m.params.readiness_timeout)
+                );
+                self.end_reload(Answer::Failed(why));
             }
             AppState::Stopping => {
-                self.m.timer_armed = false;
-                self.effects.push(Effect::KillAll);
+                self.effects.push(Effect::KillAll(id));
                 self.m.reason = format!(
                     "stop timed out after {}, killing every process",
-                    secs(self.m.params.stop_timeout)
+                    secs(stop_timeout)
                 );
             }
-            // No timer is armed in these states; a fire here is stale.
+            // No instance timer is armed in these states.
             AppState::Stopped
-            | AppState::Running
+            | AppState::Backoff
             | AppState::Exited
             | AppState::Fatal
             | AppState::Invalid => {}
         }
     }
 
-    fn main_exited(&mut self, status: ExitStatus, cgroup_empty: bool) {
-        if self.m.pid.is_none() {
-            return;
+    fn main_exited(&mut self, id: InstanceId, status: ExitStatus, cgroup_empty: bool) {
+        if self.current_mut(id).is_some_and(|i| i.pid().is_some()) {
+            self.current_exited(status, cgroup_empty);
+        } else if self.m.previous.as_ref().is_some_and(|p| p.id == id) {
+            // It died while its successor starts: nothing is left to fall
+            // back on; kill whatever it left behind.
+            let mut previous = self.m.previous.take().expect("matched");
+            previous.main = Main::Exited;
+            if cgroup_empty {
+                self.effects.push(Effect::Forget(id));
+            } else {
+                self.effects.push(Effect::KillAll(id));
+                self.m.retired.push(previous);
+            }
+        } else if let Some(i) = self.m.retired.iter().position(|r| r.id == id) {
+            let retired = &mut self.m.retired[i];
+            if retired.main == Main::Exited {
+                return;
+            }
+            retired.main = Main::Exited;
+            if cgroup_empty {
+                self.forget_retired(i);
+            } else {
+                let signal = retired.stop.signal;
+                self.effects.push(Effect::SignalAll(id, signal));
+            }
         }
+    }
+
+    fn current_exited(&mut self, status: ExitStatus, cgroup_empty: bool) {
+        let uptime = self.uptime();
+        let instance = self.m.current.as_mut().expect("checked by the caller");
+        let id = instance.id;
+        instance.main = Main::Exited;
         match self.m.state {
             AppState::Starting | AppState::Running => {
-                let uptime = self.uptime();
                 let exit = Exit {
                     status,
                     uptime,
                     failed_start: self.m.state == AppState::Starting
                         || uptime < self.m.params.restart.start_secs,
                 };
+                self.end_reload(Answer::Failed(exit_reason(&exit)));
                 self.cancel_probe();
-                self.cancel_timer();
-                self.m.pid = None;
-                self.m.started_at = None;
+                self.cancel_instance_timer();
                 if cgroup_empty {
+                    self.forget_current();
                     self.decide(exit);
                 } else {
-                    self.effects.push(Effect::KillAll);
+                    self.effects.push(Effect::KillAll(id));
                     let reason = format!("{}, killing leftover processes", exit_reason(&exit));
                     self.enter(AppState::Stopping, reason);
                     self.m.then = AfterStop::Decide(exit);
                 }
             }
             AppState::Stopping => {
-                self.m.pid = None;
-                self.m.started_at = None;
                 if cgroup_empty {
                     self.finish_stop();
                 } else {
                     // The main process is gone but not its children (a
                     // gunicorn arbiter killed before its workers): ask them
                     // too. The stop timer is still armed for the SIGKILL.
-                    self.effects
-                        .push(Effect::SignalAll(self.m.params.stop_signal));
+                    let signal = instance.stop.signal;
+                    self.effects.push(Effect::SignalAll(id, signal));
                 }
             }
             _ => {}
         }
     }
 
-    fn cgroup_empty(&mut self) {
-        if self.m.state == AppState::Stopping && self.m.pid.is_none() && !self.m.spawn_pending {
+    fn cgroup_empty(&mut self, id: InstanceId) {
+        let current_gone = self.m.state == AppState::Stopping
+            && self.current_mut(id).is_some_and(|i| i.main == Main::Exited);
+        if current_gone {
+            self.finish_stop();
+        } else if let Some(i) = self
+            .m
+            .retired
+            .iter()
+            .position(|r| r.id == id && r.main == Main::Exited)
+        {
+            self.forget_retired(i);
+        }
+    }
+
+    /// Retired instance `i` is gone. A stop that waited for it is done.
+    fn forget_retired(&mut self, i: usize) {
+        let retired = self.m.retired.remove(i);
+        self.effects.push(Effect::Forget(retired.id));
+        if self.m.state == AppState::Stopping
+            && self.m.current.is_none()
+            && self.m.retired.is_empty()
+        {
             self.finish_stop();
         }
     }
 
-    /// Stopping -> wherever `then` leads, once no process of the app is left.
+    /// Stopping -> wherever `then` leads, once the current instance is gone.
     fn finish_stop(&mut self) {
-        self.cancel_timer();
-        let then = mem::replace(&mut self.m.then, AfterStop::Stay);
-        if matches!(then, AfterStop::Stay | AfterStop::Start) && self.m.previous.take().is_some() {
-            // Someone asked for a stop or a plain restart meanwhile: the
-            // previous instance of a start-stop restart goes too.
-            self.effects.push(Effect::StopPrevious);
-        }
-        match then {
-            AfterStop::Stay => self.enter(AppState::Stopped, stopped_reason(self.m.cause.as_ref())),
+        self.forget_current();
+        match mem::replace(&mut self.m.then, AfterStop::Stay) {
+            AfterStop::Stay => {
+                // Someone asked for a stop: a start-stop restart's previous
+                // instance goes too, and the app is stopped once nothing of
+                // it is left.
+                self.stop_previous();
+                if self.m.retired.is_empty() {
+                    self.enter(AppState::Stopped, stopped_reason(self.m.cause.as_ref()));
+                    self.answer_all(WaitFor::Stopped, Answer::Done);
+                }
+            }
             AfterStop::Start => {
+                self.stop_previous();
                 let reason = format!("starting ({})", opt_phrase(self.m.cause.as_ref()));
                 self.spawn(reason);
             }
@@ -419,9 +724,12 @@ impl Step {
         }
         match self.m.params.restart.policy {
             RestartPolicy::Never => {
-                self.enter(AppState::Exited, format!("{base}, restart policy is never"));
+                let reason = format!("{base}, restart policy is never");
+                self.answer_all(WaitFor::Running, Answer::Failed(reason.clone()));
+                self.enter(AppState::Exited, reason);
             }
             RestartPolicy::OnFailure if exit.status == ExitStatus::Code(0) => {
+                self.answer_all(WaitFor::Running, Answer::Failed(base.clone()));
                 self.enter(AppState::Exited, base);
             }
             _ if exit.failed_start => self.failed_start(base),
@@ -441,28 +749,36 @@ impl Step {
         self.m.failures = self.m.failures.saturating_add(1);
         let restart = &self.m.params.restart;
         let in_a_row = failed_starts(self.m.failures);
-        if restart.policy == RestartPolicy::Never {
-            self.enter(
+        let (state, reason) = if restart.policy == RestartPolicy::Never {
+            (
                 AppState::Exited,
                 format!("{reason}, restart policy is never"),
-            );
+            )
         } else if restart.max_retries > 0 && self.m.failures >= restart.max_retries {
-            self.enter(
+            (
                 AppState::Fatal,
                 format!("{reason}, {in_a_row}, giving up (appctl start resets)"),
-            );
+            )
         } else {
             let delay = backoff_delay(
                 self.m.failures,
                 restart.backoff_initial,
                 restart.backoff_max,
             );
-            self.set_timer(delay);
-            self.enter(
+            let generation = self.next_generation();
+            self.m.backoff_timer = Some(generation);
+            self.effects.push(Effect::SetTimer {
+                key: TimerKey::Backoff,
+                after: delay,
+                generation,
+            });
+            (
                 AppState::Backoff,
                 format!("{reason}, {in_a_row}, next try in {}", secs(delay)),
-            );
-        }
+            )
+        };
+        self.answer_all(WaitFor::Running, Answer::Failed(reason.clone()));
+        self.enter(state, reason);
     }
 
     /// A start-stop restart's new instance failed for `reason`: the
@@ -472,31 +788,70 @@ impl Step {
         let Some(previous) = self.m.previous.take() else {
             return false;
         };
-        self.effects.insert(0, Effect::Restore);
-        self.m.pid = Some(previous.pid);
-        self.m.started_at = previous.started_at;
-        self.enter(
-            AppState::Running,
-            format!(
-                "restart failed: {reason}; the previous instance (pid {}) keeps running",
-                previous.pid
-            ),
-        );
+        let pid = previous
+            .pid()
+            .map_or_else(String::new, |pid| format!(" (pid {pid})"));
+        self.m.current = Some(previous);
+        let reason = format!("restart failed: {reason}; the previous instance{pid} keeps running");
+        self.answer_all(WaitFor::Running, Answer::Failed(reason.clone()));
+        self.enter(AppState::Running, reason);
         true
     }
 
-    /// Emit `Spawn` and enter starting; the process exists once `Spawned`
-    /// comes back.
+    /// Spawns a new current instance and enters starting; the process
+    /// exists once `Spawned` comes back.
     fn spawn(&mut self, reason: String) {
-        if self.m.ever_spawned {
+        if self.m.last_instance > 0 {
             self.m.restarts = self.m.restarts.saturating_add(1);
         }
-        self.m.ever_spawned = true;
-        self.m.spawn_pending = true;
-        self.m.pid = None;
-        self.m.started_at = None;
-        self.effects.push(Effect::Spawn);
+        self.m.last_instance += 1;
+        let id = InstanceId(self.m.last_instance);
+        self.m.current = Some(Instance {
+            id,
+            main: Main::Spawning,
+            stop: self.m.params.stop,
+            notified: false,
+            probed: false,
+            probing: false,
+            ready_at: None,
+            timer: None,
+            reload: None,
+        });
+        self.effects.push(Effect::Spawn(id));
         self.enter(AppState::Starting, reason);
+    }
+
+    /// Sends the previous instance of a start-stop restart its own stop
+    /// signal and arms its own stop timeout: it becomes a retired instance.
+    fn stop_previous(&mut self) {
+        let Some(mut previous) = self.m.previous.take() else {
+            return;
+        };
+        let id = previous.id;
+        if previous.probing {
+            previous.probing = false;
+            self.effects.push(Effect::CancelProbe(id));
+        }
+        self.effects.push(Effect::Signal(id, previous.stop.signal));
+        let generation = self.next_generation();
+        previous.timer = Some(generation);
+        self.effects.push(Effect::SetTimer {
+            key: TimerKey::Instance(id),
+            after: previous.stop.timeout,
+            generation,
+        });
+        self.m.retired.push(previous);
+    }
+
+    /// Drops the current instance, which has no process left.
+    fn forget_current(&mut self) {
+        if let Some(instance) = self.m.current.take() {
+            self.effects.push(Effect::Forget(instance.id));
+        }
+    }
+
+    fn current_mut(&mut self, id: InstanceId) -> Option<&mut Instance> {
+        self.m.current.as_mut().filter(|i| i.id == id)
     }
 
     fn enter(&mut self, state: AppState, reason: String) {
@@ -507,1141 +862,88 @@ impl Step {
         self.m.reason = reason;
     }
 
-    fn set_timer(&mut self, after: Duration) {
+    fn next_generation(&mut self) -> u64 {
         self.m.timer_generation += 1;
-        self.m.timer_armed = true;
+        self.m.timer_generation
+    }
+
+    /// Arms the current instance's timer.
+    fn set_instance_timer(&mut self, after: Duration) {
+        let generation = self.next_generation();
+        let instance = self.m.current.as_mut().expect("a current instance");
+        instance.timer = Some(generation);
         self.effects.push(Effect::SetTimer {
+            key: TimerKey::Instance(instance.id),
             after,
-            generation: self.m.timer_generation,
+            generation,
         });
     }
 
-    fn cancel_timer(&mut self) {
-        if self.m.timer_armed {
-            self.m.timer_armed = false;
-            self.effects.push(Effect::CancelTimer);
+    fn cancel_instance_timer(&mut self) {
+        if let Some(instance) = self.m.current.as_mut() {
+            if instance.timer.take().is_some() {
+                self.effects
+                    .push(Effect::CancelTimer(TimerKey::Instance(instance.id)));
+            }
         }
     }
 
-    /// The readiness probe runs from `Spawned` until the app leaves starting.
+    fn cancel_backoff(&mut self) {
+        if self.m.backoff_timer.take().is_some() {
+            self.effects.push(Effect::CancelTimer(TimerKey::Backoff));
+        }
+    }
+
+    /// Stops the current instance's probe, if it runs.
     fn cancel_probe(&mut self) {
-        if self.m.state == AppState::Starting && self.m.pid.is_some() {
-            self.effects.push(Effect::CancelProbe);
+        if let Some(instance) = self.m.current.as_mut() {
+            if instance.probing {
+                instance.probing = false;
+                self.effects.push(Effect::CancelProbe(instance.id));
+            }
         }
     }
 
-    fn running_reason(&self) -> String {
-        if self.m.params.ready_after_start_secs {
-            format!("up for {}", secs(self.m.params.restart.start_secs))
-        } else {
-            "ready".to_owned()
+    fn wait(&mut self, waiter: Option<super::RequestId>, action: WaitFor) {
+        if let Some(id) = waiter {
+            self.m.waiters.push(Waiter { id, action });
+        }
+    }
+
+    fn answer(&mut self, waiter: Option<super::RequestId>, answer: Answer) {
+        if let Some(id) = waiter {
+            self.effects.push(Effect::Answer(id, answer));
+        }
+    }
+
+    /// Answers every caller waiting for `action`.
+    fn answer_all(&mut self, action: WaitFor, answer: Answer) {
+        let (done, left): (Vec<Waiter>, Vec<Waiter>) = mem::take(&mut self.m.waiters)
+            .into_iter()
+            .partition(|w| w.action == action);
+        self.m.waiters = left;
+        for waiter in done {
+            self.effects.push(Effect::Answer(waiter.id, answer.clone()));
         }
     }
 
     fn uptime(&self) -> Duration {
         self.m
-            .started_at
+            .started_at()
             .map_or(Duration::ZERO, |at| self.now.saturating_duration_since(at))
     }
 }
 
-/// "requested by alice", "configuration changed", ...
-fn phrase(cause: &Cause) -> String {
-    match cause {
-        Cause::Autostart => "autostart".to_owned(),
-        Cause::Operator(user) => format!("requested by {user}"),
-        Cause::Config => "configuration changed".to_owned(),
-        Cause::Shutdown => "daemon shutting down".to_owned(),
-    }
-}
-
-fn opt_phrase(cause: Option<&Cause>) -> String {
-    cause.map_or_else(|| "requested".to_owned(), phrase)
-}
-
-/// "stopped by alice", "stopped (configuration changed)".
-fn stopped_reason(cause: Option<&Cause>) -> String {
-    match cause {
-        Some(Cause::Operator(user)) => format!("stopped by {user}"),
-        Some(cause) => format!("stopped ({})", phrase(cause)),
-        None => "stopped".to_owned(),
-    }
-}
-
-/// "1 failed start in a row", "5 failed starts in a row".
-fn failed_starts(failures: u32) -> String {
-    let s = if failures == 1 { "" } else { "s" };
-    format!("{failures} failed start{s} in a row")
-}
-
-/// "exited with status 1 after 0.2s", "killed by signal 9 (SIGKILL) after 3.0s".
-fn exit_reason(exit: &Exit) -> String {
-    let uptime = exit.uptime.as_secs_f64();
-    match exit.status {
-        ExitStatus::Code(code) => format!("exited with status {code} after {uptime:.1}s"),
-        ExitStatus::Signal(number) => match NixSignal::try_from(number) {
-            Ok(signal) => format!(
-                "killed by signal {number} ({}) after {uptime:.1}s",
-                signal.as_str()
-            ),
-            Err(_) => format!("killed by signal {number} after {uptime:.1}s"),
-        },
-        ExitStatus::MemoryLimit { limit } => format!(
-            "killed: memory limit {} reached after {uptime:.1}s",
-            binary_size(limit)
-        ),
-    }
-}
-
-/// `512MiB`, `1GiB`, `1536KiB`, `1000B`: the largest binary unit that
-/// divides `bytes`, the form `[limits] memory` is written in.
-fn binary_size(bytes: u64) -> String {
-    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
-            return format!("{}{unit}", bytes >> shift);
-        }
-    }
-    format!("{bytes}B")
-}
-
-/// A configured duration in seconds: "60s", "0.5s", "1.25s".
-fn secs(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        let text = format!("{:.3}", d.as_secs_f64());
-        format!("{}s", text.trim_end_matches('0'))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashSet;
-
-    use nix::sys::signal::Signal::{SIGINT, SIGTERM};
-
-    use super::*;
-    use crate::app::{Params, TRANSITIONS};
-    use crate::config::{RestartSpec, RestartStrategy, Signal};
-
-    const TERM: Signal = Signal(SIGTERM);
-    const ENOENT: &str = "spawn failed at chdir /srv/shop/current: No such file or directory";
-
-    fn s(secs: u64) -> Duration {
-        Duration::from_secs(secs)
-    }
-
-    fn alice() -> Cause {
-        Cause::Operator("alice".to_owned())
-    }
-
-    /// notify readiness, policy always, start_secs 1s, backoff 1s..60s,
-    /// max_retries 0, stop TERM with 30s timeout.
-    fn params() -> Params {
-        Params {
-            restart: RestartSpec {
-                policy: RestartPolicy::Always,
-                start_secs: s(1),
-                max_retries: 0,
-                backoff_initial: s(1),
-                backoff_max: s(60),
-                strategy: RestartStrategy::StopStart,
-            },
-            ready_after_start_secs: false,
-            readiness_timeout: s(60),
-            stop_signal: TERM,
-            stop_timeout: s(30),
-        }
-    }
-
-    fn with(f: impl FnOnce(&mut Params)) -> Params {
-        let mut p = params();
-        f(&mut p);
-        p
-    }
-
-    fn timer(secs: u64, generation: u64) -> Effect {
-        Effect::SetTimer {
-            after: s(secs),
-            generation,
-        }
-    }
-
-    fn exited(code: i32, cgroup_empty: bool) -> Event {
-        Event::MainExited {
-            status: ExitStatus::Code(code),
-            cgroup_empty,
-        }
-    }
-
-    /// A machine and a clock that tests move forward.
-    struct Run {
-        m: Machine,
-        now: Instant,
-    }
-
-    impl Run {
-        fn new(params: Params) -> Run {
-            let now = Instant::now();
-            Run {
-                m: Machine::new(params, now),
-                now,
-            }
-        }
-
-        fn wait(&mut self, d: Duration) -> &mut Run {
-            self.now += d;
-            self
-        }
-
-        fn ev(&mut self, event: Event) -> Vec<Effect> {
-            let (m, effects) = step(&self.m, event, self.now);
-            self.m = m;
-            effects
-        }
-
-        /// The armed timer fires.
-        fn fire(&mut self) -> Vec<Effect> {
-            assert!(self.m.timer_armed, "no timer armed in {:?}", self.m.state);
-            self.ev(Event::TimerFired {
-                generation: self.m.timer_generation,
-            })
-        }
-
-        /// Feeds `event` and checks the effects, the state and the reason.
-        #[track_caller]
-        fn expect(&mut self, event: Event, effects: &[Effect], state: AppState, reason: &str) {
-            let what = format!("{event:?} in {:?}", self.m.state);
-            let got = self.ev(event);
-            assert_eq!(got, effects, "effects of {what}");
-            assert_eq!(
-                (self.m.state, self.m.reason.as_str()),
-                (state, reason),
-                "after {what}"
-            );
-        }
-
-        #[track_caller]
-        fn expect_fire(&mut self, effects: &[Effect], state: AppState, reason: &str) {
-            self.expect(
-                Event::TimerFired {
-                    generation: self.m.timer_generation,
-                },
-                effects,
-                state,
-                reason,
-            );
-        }
-
-        /// Start, spawn as pid 100, become ready.
-        fn running(&mut self) -> &mut Run {
-            self.ev(Event::Start(Cause::Autostart));
-            self.ev(Event::Spawned { pid: 100 });
-            self.ev(Event::Ready);
-            assert_eq!(self.m.state, AppState::Running);
-            self
-        }
-    }
-
-    #[test]
-    fn new_machine_is_stopped_and_not_started() {
-        let now = Instant::now();
-        let m = Machine::new(params(), now);
-        assert_eq!(
-            (m.state, m.reason.as_str(), m.since, m.pid, m.restarts),
-            (AppState::Stopped, "not started", now, None, 0)
-        );
-    }
-
-    #[test]
-    fn start_spawn_ready_stop() {
-        let mut r = Run::new(params());
-        let t0 = r.now;
-        r.expect(
-            Event::Start(alice()),
-            &[Effect::Spawn],
-            AppState::Starting,
-            "starting (requested by alice)",
-        );
-        assert_eq!((r.m.started_at, r.m.pid, r.m.restarts), (None, None, 0));
-        r.wait(s(1)).expect(
-            Event::Spawned { pid: 42 },
-            &[Effect::ProbeReadiness, timer(60, 1)],
-            AppState::Starting,
-            "starting, waiting to be ready (timeout 60s)",
-        );
-        assert_eq!(
-            (r.m.pid, r.m.started_at, r.m.since),
-            (Some(42), Some(t0 + s(1)), t0)
-        );
-        r.wait(s(2)).expect(
-            Event::Ready,
-            &[Effect::CancelTimer, Effect::CancelProbe],
-            AppState::Running,
-            "ready",
-        );
-        assert_eq!(r.m.since, t0 + s(3));
-        r.expect(Event::Start(alice()), &[], AppState::Running, "ready");
-        r.expect(
-            Event::Stop(alice()),
-            &[Effect::Signal(TERM), timer(30, 2)],
-            AppState::Stopping,
-            "stopping (requested by alice)",
-        );
-        r.expect(
-            exited(0, false),
-            &[Effect::SignalAll(TERM)],
-            AppState::Stopping,
-            "stopping (requested by alice)",
-        );
-        assert_eq!(r.m.pid, None);
-        r.expect(
-            Event::CgroupEmpty,
-            &[Effect::CancelTimer],
-            AppState::Stopped,
-            "stopped by alice",
-        );
-        r.expect(
-            Event::Start(Cause::Config),
-            &[Effect::Spawn],
-            AppState::Starting,
-            "starting (configuration changed)",
-        );
-        assert_eq!(r.m.restarts, 1);
-    }
-
-    /// Builds a machine in `state` through ordinary events.
-    fn machine_in(state: AppState) -> Run {
-        let mut r = Run::new(params());
-        match state {
-            AppState::Stopped => {}
-            AppState::Starting => {
-                r.ev(Event::Start(Cause::Autostart));
-                r.ev(Event::Spawned { pid: 100 });
-            }
-            AppState::Running => {
-                r.running();
-            }
-            AppState::Backoff => {
-                r.ev(Event::Start(Cause::Autostart));
-                r.ev(Event::SpawnFailed {
-                    reason: ENOENT.to_owned(),
-                });
-            }
-            AppState::Stopping => {
-                r.running().ev(Event::Stop(Cause::Config));
-            }
-            AppState::Exited => {
-                r.m.params.restart.policy = RestartPolicy::Never;
-                r.running().ev(exited(1, true));
-                r.m.params.restart.policy = RestartPolicy::Always;
-            }
-            AppState::Fatal => {
-                r.m.params.restart.max_retries = 1;
-                r.ev(Event::Start(Cause::Autostart));
-                r.ev(Event::SpawnFailed {
-                    reason: ENOENT.to_owned(),
-                });
-                r.m.params.restart.max_retries = 0;
-            }
-            AppState::Invalid => {
-                r.m.state = AppState::Invalid;
-                r.m.reason = "invalid configuration".to_owned();
-            }
-        }
-        assert_eq!(r.m.state, state);
-        r
-    }
-
-    #[test]
-    fn requests_in_every_state() {
-        use AppState::*;
-        let stopped_by_alice = "stopped by alice";
-        let start = "starting (requested by alice)";
-        #[rustfmt::skip]
-        let cases: &[(AppState, Event, &[Effect], AppState, &str)] = &[
-            // (from, event, effects, to, reason)
-            (Stopped, Event::Start(alice()), &[Effect::Spawn], Starting, start),
-            (Starting, Event::Start(alice()), &[], Starting, "starting, waiting to be ready (timeout 60s)"),
-            (Running, Event::Start(alice()), &[], Running, "ready"),
-            (Backoff, Event::Start(alice()), &[Effect::CancelTimer, Effect::Spawn], Starting, start),
-            (Stopping, Event::Start(alice()), &[], Stopping, "stopping, then starting (requested by alice)"),
-            (Exited, Event::Start(alice()), &[Effect::Spawn], Starting, start),
-            (Fatal, Event::Start(alice()), &[Effect::Spawn], Starting, start),
-            (Invalid, Event::Start(alice()), &[], Invalid, "invalid configuration"),
-            (Stopped, Event::Stop(alice()), &[], Stopped, stopped_by_alice),
-            (Starting, Event::Stop(alice()), &[Effect::CancelProbe, Effect::Signal(TERM), timer(30, 2)], Stopping, "stopping (requested by alice)"),
-            (Running, Event::Stop(alice()), &[Effect::Signal(TERM), timer(30, 2)], Stopping, "stopping (requested by alice)"),
-            (Backoff, Event::Stop(alice()), &[Effect::CancelTimer], Stopped, stopped_by_alice),
-            (Stopping, Event::Stop(alice()), &[], Stopping, "stopping (configuration changed)"),
-            (Exited, Event::Stop(alice()), &[], Stopped, stopped_by_alice),
-            (Fatal, Event::Stop(alice()), &[], Stopped, stopped_by_alice),
-            (Invalid, Event::Stop(alice()), &[], Invalid, "invalid configuration"),
-            (Stopped, Event::Restart(alice()), &[Effect::Spawn], Starting, start),
-            (Starting, Event::Restart(alice()), &[Effect::CancelProbe, Effect::Signal(TERM), timer(30, 2)], Stopping, "stopping, then starting (requested by alice)"),
-            (Running, Event::Restart(alice()), &[Effect::Signal(TERM), timer(30, 2)], Stopping, "stopping, then starting (requested by alice)"),
-            (Backoff, Event::Restart(alice()), &[Effect::CancelTimer, Effect::Spawn], Starting, start),
-            (Stopping, Event::Restart(alice()), &[], Stopping, "stopping, then starting (requested by alice)"),
-            (Exited, Event::Restart(alice()), &[Effect::Spawn], Starting, start),
-            (Fatal, Event::Restart(alice()), &[Effect::Spawn], Starting, start),
-            (Invalid, Event::Restart(alice()), &[], Invalid, "invalid configuration"),
-        ];
-        for (from, event, effects, to, reason) in cases {
-            let mut r = machine_in(*from);
-            r.m.failures = 7;
-            let before = r.m.clone();
-            r.wait(s(5)).expect(event.clone(), effects, *to, reason);
-            let changed_state = before.state != r.m.state;
-            let since = if changed_state { r.now } else { before.since };
-            assert_eq!(r.m.since, since, "since after {event:?} in {from:?}");
-            let resets = match event {
-                Event::Restart(_) => *from != Invalid,
-                // DESIGN.md: a manual start resets the count from any state.
-                Event::Start(_) => *from != Invalid,
-                _ => false,
-            };
-            let failures = if resets { 0 } else { 7 };
-            assert_eq!(
-                r.m.failures, failures,
-                "failures after {event:?} in {from:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_and_caps_while_max_retries_is_zero() {
-        let mut r = Run::new(with(|p| p.restart.backoff_max = s(16)));
-        r.ev(Event::Start(Cause::Autostart));
-        let delays = [1, 2, 4, 8, 16, 16, 16];
-        for (i, delay) in delays.into_iter().enumerate() {
-            let failures = i as u32 + 1;
-            let in_a_row = if failures == 1 {
-                "1 failed start in a row".to_owned()
-            } else {
-                format!("{failures} failed starts in a row")
-            };
-            let generation = r.m.timer_generation + 1;
-            r.expect(
-                Event::SpawnFailed {
-                    reason: ENOENT.to_owned(),
-                },
-                &[timer(delay, generation)],
-                AppState::Backoff,
-                &format!("{ENOENT}, {in_a_row}, next try in {delay}s"),
-            );
-            r.wait(s(delay)).expect_fire(
-                &[Effect::Spawn],
-                AppState::Starting,
-                &format!("retrying after {in_a_row}"),
-            );
-            assert_eq!(r.m.restarts, failures);
-        }
-    }
-
-    #[test]
-    fn max_retries_gives_up_and_a_manual_start_revives() {
-        let mut r = Run::new(with(|p| p.restart.max_retries = 3));
-        r.ev(Event::Start(Cause::Autostart));
-        for _ in 0..2 {
-            r.ev(Event::Spawned { pid: 7 });
-            r.wait(Duration::from_millis(200)).ev(exited(1, true));
-            assert_eq!(r.m.state, AppState::Backoff);
-            r.fire();
-        }
-        r.ev(Event::Spawned { pid: 7 });
-        r.wait(Duration::from_millis(200)).expect(
-            exited(1, true),
-            &[Effect::CancelProbe, Effect::CancelTimer],
-            AppState::Fatal,
-            "exited with status 1 after 0.2s, 3 failed starts in a row, giving up (appctl start resets)",
-        );
-        assert_eq!((r.m.failures, r.m.restarts, r.m.timer_armed), (3, 2, false));
-        r.expect(
-            Event::Start(alice()),
-            &[Effect::Spawn],
-            AppState::Starting,
-            "starting (requested by alice)",
-        );
-        assert_eq!((r.m.failures, r.m.restarts), (0, 3));
-        r.ev(Event::Spawned { pid: 8 });
-        r.ev(Event::Ready);
-        assert_eq!(r.m.state, AppState::Running);
-    }
-
-    /// (policy, became ready, lived in whole seconds, status, effects, state, reason)
-    type ExitCase<'a> = (
-        RestartPolicy,
-        bool,
-        u64,
-        ExitStatus,
-        &'a [Effect],
-        AppState,
-        String,
-    );
-
-    #[test]
-    fn exit_decisions() {
-        use ExitStatus::{Code, Signal as Sig};
-        use RestartPolicy::*;
-        let respawn = |reason: &str| format!("{reason}, restarting");
-        #[rustfmt::skip]
-        let cases: &[ExitCase<'_>] = &[
-            (Always, true, 12, Code(0), &[Effect::Spawn], AppState::Starting, respawn("exited with status 0 after 12.5s")),
-            (Always, true, 0, Code(0), &[timer(1, 2)], AppState::Backoff, "exited with status 0 after 0.5s, 1 failed start in a row, next try in 1s".to_owned()),
-            (Always, false, 0, Code(0), &[Effect::CancelProbe, Effect::CancelTimer, timer(1, 2)], AppState::Backoff, "exited with status 0 after 0.5s, 1 failed start in a row, next try in 1s".to_owned()),
-            (Always, false, 12, Sig(9), &[Effect::CancelProbe, Effect::CancelTimer, timer(1, 2)], AppState::Backoff, "killed by signal 9 (SIGKILL) after 12.5s, 1 failed start in a row, next try in 1s".to_owned()),
-            (OnFailure, true, 12, Code(0), &[], AppState::Exited, "exited with status 0 after 12.5s".to_owned()),
-            (OnFailure, true, 0, Code(0), &[], AppState::Exited, "exited with status 0 after 0.5s".to_owned()),
-            (OnFailure, true, 12, Code(1), &[Effect::Spawn], AppState::Starting, respawn("exited with status 1 after 12.5s")),
-            (OnFailure, true, 12, Sig(15), &[Effect::Spawn], AppState::Starting, respawn("killed by signal 15 (SIGTERM) after 12.5s")),
-            (OnFailure, true, 0, Code(3), &[timer(1, 2)], AppState::Backoff, "exited with status 3 after 0.5s, 1 failed start in a row, next try in 1s".to_owned()),
-            (Never, true, 12, Code(1), &[], AppState::Exited, "exited with status 1 after 12.5s, restart policy is never".to_owned()),
-            (Never, false, 0, Code(0), &[Effect::CancelProbe, Effect::CancelTimer], AppState::Exited, "exited with status 0 after 0.5s, restart policy is never".to_owned()),
-            (Always, true, 12, Sig(70), &[Effect::Spawn], AppState::Starting, respawn("killed by signal 70 after 12.5s")),
-            (OnFailure, true, 12, ExitStatus::MemoryLimit { limit: 512 << 20 }, &[Effect::Spawn], AppState::Starting, respawn("killed: memory limit 512MiB reached after 12.5s")),
-        ];
-        for (policy, ready, lived, status, effects, state, reason) in cases {
-            let mut r = Run::new(with(|p| p.restart.policy = *policy));
-            r.m.failures = 2;
-            r.ev(Event::Start(Cause::Autostart));
-            r.ev(Event::Spawned { pid: 5 });
-            if *ready {
-                r.ev(Event::Ready);
-            }
-            r.wait(s(*lived) + Duration::from_millis(500));
-            r.expect(
-                Event::MainExited {
-                    status: *status,
-                    cgroup_empty: true,
-                },
-                effects,
-                *state,
-                reason,
-            );
-            assert_eq!(r.m.pid, None);
-            if *state == AppState::Starting {
-                assert_eq!((r.m.failures, r.m.restarts), (0, 1), "{reason}");
-            }
-        }
-    }
-
-    #[test]
-    fn crash_after_a_good_start_resets_failures() {
-        let mut r = Run::new(params());
-        r.ev(Event::Start(Cause::Autostart));
-        r.ev(Event::SpawnFailed {
-            reason: ENOENT.to_owned(),
-        });
-        r.fire();
-        r.ev(Event::SpawnFailed {
-            reason: ENOENT.to_owned(),
-        });
-        r.fire();
-        assert_eq!(r.m.failures, 2);
-        r.ev(Event::Spawned { pid: 9 });
-        r.ev(Event::Ready);
-        r.wait(s(5)).expect(
-            Event::MainExited {
-                status: ExitStatus::Signal(11),
-                cgroup_empty: true,
-            },
-            &[Effect::Spawn],
-            AppState::Starting,
-            "killed by signal 11 (SIGSEGV) after 5.0s, restarting",
-        );
-        assert_eq!((r.m.failures, r.m.restarts), (0, 3));
-    }
-
-    #[test]
-    fn a_manual_start_during_a_retry_resets_the_failure_count() {
-        // DESIGN.md: a manual start works from any state and resets the
-        // count, so an operator's start cannot still end in fatal.
-        let mut r = Run::new(params());
-        r.ev(Event::Start(Cause::Autostart));
-        r.ev(Event::SpawnFailed {
-            reason: ENOENT.to_owned(),
-        });
-        r.fire();
-        assert_eq!((r.m.state, r.m.failures), (AppState::Starting, 1));
-        let effects = r.ev(Event::Start(alice()));
-        assert_eq!(
-            (effects, r.m.state, r.m.failures),
-            (vec![], AppState::Starting, 0)
-        );
-    }
-
-    fn running_start_stop() -> Run {
-        let mut r = Run::new(with(|p| p.restart.strategy = RestartStrategy::StartStop));
-        r.ev(Event::Start(Cause::Autostart));
-        r.ev(Event::Spawned { pid: 42 });
-        r.ev(Event::Ready);
-        assert_eq!((r.m.state, r.m.pid), (AppState::Running, Some(42)));
-        r
-    }
-
-    #[test]
-    fn start_stop_restart_stops_the_old_instance_once_the_new_one_is_ready() {
-        let mut r = running_start_stop();
-        r.wait(s(10)).expect(
-            Event::Restart(alice()),
-            &[Effect::Retire, Effect::Spawn],
-            AppState::Starting,
-            "starting a new instance beside pid 42 (requested by alice)",
-        );
-        assert_eq!(r.m.previous.map(|p| p.pid), Some(42));
-        r.ev(Event::Spawned { pid: 43 });
-        r.expect(
-            Event::Ready,
-            &[
-                Effect::CancelTimer,
-                Effect::CancelProbe,
-                Effect::StopPrevious,
-            ],
-            AppState::Running,
-            "ready",
-        );
-        assert_eq!((r.m.pid, r.m.previous, r.m.restarts), (Some(43), None, 1));
-    }
-
-    #[test]
-    fn start_stop_restart_that_fails_keeps_the_old_instance_serving() {
-        let mut r = running_start_stop();
-        let started = r.m.started_at;
-        r.ev(Event::Restart(alice()));
-        r.expect(
-            Event::SpawnFailed {
-                reason: ENOENT.to_owned(),
-            },
-            &[Effect::Restore],
-            AppState::Running,
-            &format!("restart failed: {ENOENT}; the previous instance (pid 42) keeps running"),
-        );
-        assert_eq!(
-            (r.m.pid, r.m.started_at, r.m.failures),
-            (Some(42), started, 0)
-        );
-
-        // A new instance that dies while starting falls back the same way.
-        r.ev(Event::Restart(alice()));
-        r.ev(Event::Spawned { pid: 44 });
-        r.wait(s(1)).expect(
-            Event::MainExited {
-                status: ExitStatus::Code(1),
-                cgroup_empty: true,
-            },
-            &[Effect::Restore, Effect::CancelProbe, Effect::CancelTimer],
-            AppState::Running,
-            "restart failed: exited with status 1 after 1.0s; the previous instance (pid 42) keeps running",
-        );
-    }
-
-    #[test]
-    fn start_stop_without_a_previous_instance_left_is_an_ordinary_failed_start() {
-        let mut r = running_start_stop();
-        r.ev(Event::Restart(alice()));
-        assert_eq!(r.ev(Event::PreviousExited), []);
-        assert_eq!(r.m.previous, None);
-        r.expect(
-            Event::SpawnFailed {
-                reason: ENOENT.to_owned(),
-            },
-            &[timer(1, 2)],
-            AppState::Backoff,
-            &format!("{ENOENT}, 1 failed start in a row, next try in 1s"),
-        );
-    }
-
-    #[test]
-    fn stopping_during_a_start_stop_restart_stops_both_instances() {
-        let mut r = running_start_stop();
-        r.ev(Event::Restart(alice()));
-        r.ev(Event::Spawned { pid: 43 });
-        let effects = r.ev(Event::Stop(alice()));
-        assert!(effects.contains(&Effect::StopPrevious), "{effects:?}");
-        assert!(effects.contains(&Effect::Signal(TERM)), "{effects:?}");
-        assert_eq!((r.m.state, r.m.previous), (AppState::Stopping, None));
-    }
-
-    #[test]
-    fn stale_timers_are_ignored() {
-        let mut r = Run::new(params());
-        r.ev(Event::Start(Cause::Autostart));
-        // No timer armed yet: even the current generation is stale.
-        let before = r.m.clone();
-        assert_eq!(r.ev(Event::TimerFired { generation: 0 }), []);
-        assert_eq!(r.m, before);
-        r.ev(Event::Spawned { pid: 3 });
-        let readiness = r.m.timer_generation;
-        r.ev(Event::Ready);
-        // The readiness timer fired before the shell saw the cancel.
-        let before = r.m.clone();
-        assert_eq!(
-            r.ev(Event::TimerFired {
-                generation: readiness
-            }),
-            []
-        );
-        assert_eq!(r.m, before);
-        r.ev(Event::Stop(alice()));
-        // The stop timer replaced an older generation.
-        assert_eq!(
-            r.ev(Event::TimerFired {
-                generation: readiness
-            }),
-            []
-        );
-        assert_eq!(r.m.state, AppState::Stopping);
-        r.expect_fire(
-            &[Effect::KillAll],
-            AppState::Stopping,
-            "stop timed out after 30s, killing every process",
-        );
-        // A timer fires once.
-        let before = r.m.clone();
-        assert_eq!(
-            r.ev(Event::TimerFired {
-                generation: before.timer_generation
-            }),
-            []
-        );
-        assert_eq!(r.m, before);
-    }
-
-    #[test]
-    fn stop_timeout_kills_every_process() {
-        let mut r = Run::new(params());
-        r.running();
-        r.ev(Event::Stop(alice()));
-        r.wait(s(30)).expect_fire(
-            &[Effect::KillAll],
-            AppState::Stopping,
-            "stop timed out after 30s, killing every process",
-        );
-        r.expect(
-            Event::MainExited {
-                status: ExitStatus::Signal(9),
-                cgroup_empty: true,
-            },
-            &[],
-            AppState::Stopped,
-            "stopped by alice",
-        );
-        assert_eq!(r.m.since, r.now);
-    }
-
-    #[test]
-    fn restart_from_running_stops_then_spawns() {
-        let mut r = Run::new(params());
-        r.running();
-        r.expect(
-            Event::Restart(alice()),
-            &[Effect::Signal(TERM), timer(30, 2)],
-            AppState::Stopping,
-            "stopping, then starting (requested by alice)",
-        );
-        r.wait(s(1)).expect(
-            exited(0, true),
-            &[Effect::CancelTimer, Effect::Spawn],
-            AppState::Starting,
-            "starting (requested by alice)",
-        );
-        assert_eq!(
-            (r.m.restarts, r.m.pid, r.m.then.clone()),
-            (1, None, AfterStop::Stay)
-        );
-        r.expect(
-            Event::Spawned { pid: 101 },
-            &[Effect::ProbeReadiness, timer(60, 3)],
-            AppState::Starting,
-            "starting, waiting to be ready (timeout 60s)",
-        );
-    }
-
-    #[test]
-    fn leftover_processes_are_killed_before_deciding() {
-        let mut r = Run::new(params());
-        r.running();
-        r.wait(s(12)).expect(
-            exited(1, false),
-            &[Effect::KillAll],
-            AppState::Stopping,
-            "exited with status 1 after 12.0s, killing leftover processes",
-        );
-        // The main process is gone, so CgroupEmpty finishes the stop; a
-        // second MainExited cannot come and would be ignored.
-        let before = r.m.clone();
-        assert_eq!(r.ev(exited(1, true)), []);
-        assert_eq!(r.m, before);
-        r.expect(
-            Event::CgroupEmpty,
-            &[Effect::Spawn],
-            AppState::Starting,
-            "exited with status 1 after 12.0s, restarting",
-        );
-        assert_eq!((r.m.failures, r.m.restarts), (0, 1));
-    }
-
-    #[test]
-    fn cgroup_empty_is_ignored_while_the_main_process_lives() {
-        let mut r = Run::new(params());
-        r.running();
-        r.ev(Event::Stop(alice()));
-        let before = r.m.clone();
-        assert_eq!(r.ev(Event::CgroupEmpty), []);
-        assert_eq!(r.m, before);
-    }
-
-    #[test]
-    fn readiness_timeout_kills_and_counts_a_failed_start() {
-        let mut r = Run::new(params());
-        r.ev(Event::Start(Cause::Autostart));
-        r.ev(Event::Spawned { pid: 4 });
-        r.wait(s(60)).expect_fire(
-            &[Effect::CancelProbe, Effect::KillAll],
-            AppState::Stopping,
-            "not ready after 60s (readiness timeout), killing every process",
-        );
-        let reason = "not ready after 60s (readiness timeout)".to_owned();
-        assert_eq!(r.m.then, AfterStop::FailStart(reason));
-        // Ready after the timeout changes nothing.
-        assert_eq!(r.ev(Event::Ready), []);
-        r.expect(
-            Event::MainExited {
-                status: ExitStatus::Signal(9),
-                cgroup_empty: true,
-            },
-            &[timer(1, 2)],
-            AppState::Backoff,
-            "not ready after 60s (readiness timeout), 1 failed start in a row, next try in 1s",
-        );
-    }
-
-    #[test]
-    fn start_while_stopping_starts_once_stopped() {
-        let mut r = Run::new(params());
-        r.running();
-        r.ev(Event::Stop(alice()));
-        r.m.failures = 4;
-        r.expect(
-            Event::Start(Cause::Operator("bob".to_owned())),
-            &[],
-            AppState::Stopping,
-            "stopping, then starting (requested by bob)",
-        );
-        assert_eq!(r.m.failures, 0);
-        r.expect(
-            exited(0, false),
-            &[Effect::SignalAll(TERM)],
-            AppState::Stopping,
-            "stopping, then starting (requested by bob)",
-        );
-        r.expect(
-            Event::CgroupEmpty,
-            &[Effect::CancelTimer, Effect::Spawn],
-            AppState::Starting,
-            "starting (requested by bob)",
-        );
-        // And a stop after the start wins again.
-        let mut r = Run::new(params());
-        r.running();
-        r.ev(Event::Restart(alice()));
-        r.ev(Event::Stop(Cause::Shutdown));
-        r.expect(
-            exited(0, true),
-            &[Effect::CancelTimer],
-            AppState::Stopped,
-            "stopped (daemon shutting down)",
-        );
-    }
-
-    #[test]
-    fn stop_while_spawning_signals_once_spawned() {
-        let mut r = Run::new(with(|p| p.stop_signal = Signal(SIGINT)));
-        r.ev(Event::Start(Cause::Autostart));
-        r.expect(
-            Event::Stop(alice()),
-            &[timer(30, 1)],
-            AppState::Stopping,
-            "stopping (requested by alice)",
-        );
-        // The cgroup may look empty before the spawned process joins it.
-        assert_eq!(r.ev(Event::CgroupEmpty), []);
-        r.expect(
-            Event::Spawned { pid: 77 },
-            &[Effect::Signal(Signal(SIGINT))],
-            AppState::Stopping,
-            "stopping (requested by alice)",
-        );
-        r.expect(
-            exited(0, true),
-            &[Effect::CancelTimer],
-            AppState::Stopped,
-            "stopped by alice",
-        );
-
-        let mut r = Run::new(params());
-        r.ev(Event::Start(Cause::Autostart));
-        r.ev(Event::Restart(alice()));
-        r.expect(
-            Event::SpawnFailed {
-                reason: ENOENT.to_owned(),
-            },
-            &[Effect::CancelTimer, Effect::Spawn],
-            AppState::Starting,
-            "starting (requested by alice)",
-        );
-        assert_eq!((r.m.failures, r.m.restarts), (0, 1));
-    }
-
-    #[test]
-    fn readiness_none_runs_after_start_secs() {
-        let mut r = Run::new(with(|p| p.ready_after_start_secs = true));
-        r.ev(Event::Start(Cause::Autostart));
-        r.expect(
-            Event::Spawned { pid: 1 },
-            &[Effect::ProbeReadiness, timer(1, 1)],
-            AppState::Starting,
-            "starting, up for less than 1s",
-        );
-        r.wait(s(1))
-            .expect_fire(&[Effect::CancelProbe], AppState::Running, "up for 1s");
-
-        let mut r = Run::new(with(|p| {
-            p.ready_after_start_secs = true;
-            p.restart.start_secs = Duration::ZERO;
-        }));
-        r.ev(Event::Start(Cause::Autostart));
-        r.expect(
-            Event::Spawned { pid: 1 },
-            &[],
-            AppState::Running,
-            "started, no readiness check",
-        );
-        // start_secs 0: no exit is a failed start.
-        r.expect(
-            exited(1, true),
-            &[Effect::Spawn],
-            AppState::Starting,
-            "exited with status 1 after 0.0s, restarting",
-        );
-    }
-
-    #[test]
-    fn spawn_failure_with_policy_never_exits() {
-        let mut r = Run::new(with(|p| p.restart.policy = RestartPolicy::Never));
-        r.ev(Event::Start(Cause::Autostart));
-        r.expect(
-            Event::SpawnFailed {
-                reason: ENOENT.to_owned(),
-            },
-            &[],
-            AppState::Exited,
-            &format!("{ENOENT}, restart policy is never"),
-        );
-    }
-
-    #[test]
-    fn durations_read_as_seconds() {
-        let cases = [
-            (s(60), "60s"),
-            (s(0), "0s"),
-            (Duration::from_millis(500), "0.5s"),
-            (Duration::from_millis(1250), "1.25s"),
-            (Duration::from_millis(1), "0.001s"),
-        ];
-        for (d, text) in cases {
-            assert_eq!(secs(d), text);
-        }
-    }
-
-    /// A small deterministic generator, so failures reproduce.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            // xorshift64*
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-
-        fn pick<T: Clone>(&mut self, items: &[T]) -> T {
-            items[self.below(items.len() as u64) as usize].clone()
-        }
-    }
-
-    /// A plausible next event: mostly what the shell would send now, some
-    /// requests, and some noise (stale timers, events in the wrong state).
-    fn random_event(rng: &mut Rng, m: &Machine) -> Event {
-        let cause = rng.pick(&[alice(), Cause::Config, Cause::Autostart, Cause::Shutdown]);
-        let status = rng.pick(&[
-            ExitStatus::Code(0),
-            ExitStatus::Code(1),
-            ExitStatus::Signal(9),
-        ]);
-        let mut choices = vec![
-            Event::Start(cause.clone()),
-            Event::Stop(cause.clone()),
-            Event::Restart(cause),
-            Event::TimerFired {
-                generation: m.timer_generation.saturating_sub(1),
-            },
-            rng.pick(&[Event::Ready, Event::CgroupEmpty, Event::Spawned { pid: 9 }]),
-        ];
-        if m.previous.is_some() {
-            choices.push(Event::PreviousExited);
-        }
-        let likely = if m.spawn_pending {
-            vec![
-                Event::Spawned { pid: 10 },
-                Event::Spawned { pid: 10 },
-                Event::SpawnFailed {
-                    reason: ENOENT.to_owned(),
-                },
-            ]
-        } else if m.pid.is_some() {
-            vec![
-                Event::Ready,
-                Event::MainExited {
-                    status,
-                    cgroup_empty: rng.below(2) == 0,
-                },
-            ]
-        } else if m.state == AppState::Stopping {
-            vec![Event::CgroupEmpty]
-        } else {
-            vec![]
-        };
-        for _ in 0..2 {
-            choices.extend(likely.iter().cloned());
-        }
-        if m.timer_armed {
-            let fire = Event::TimerFired {
-                generation: m.timer_generation,
-            };
-            choices.extend([fire.clone(), fire]);
-        }
-        rng.pick(&choices)
-    }
-
-    fn effect_rank(effect: &Effect) -> u8 {
-        match effect {
-            Effect::Restore => 0,
-            Effect::CancelTimer | Effect::CancelProbe => 0,
-            Effect::Retire | Effect::StopPrevious => 1,
-            Effect::Signal(_) | Effect::SignalAll(_) | Effect::KillAll => 1,
-            Effect::Spawn | Effect::ProbeReadiness => 2,
-            Effect::SetTimer { .. } => 3,
-        }
-    }
-
-    /// What must hold after every step, whatever led there.
-    fn check_step(m: &Machine, event: &Event, next: &Machine, effects: &[Effect], now: Instant) {
-        let what = format!("{:?} --{event:?}--> {:?} {effects:?}", m.state, next.state);
-        assert!(!next.reason.is_empty(), "{what}: empty reason");
-        if next == m {
-            assert_eq!(effects, [], "{what}: effects without a change");
-        }
-        let since = if next.state != m.state { now } else { m.since };
-        assert_eq!(next.since, since, "{what}: since");
-        assert!(
-            effects
-                .windows(2)
-                .all(|w| effect_rank(&w[0]) <= effect_rank(&w[1])),
-            "{what}: effects out of order"
-        );
-        for effect in effects {
-            if let Effect::SetTimer { generation, .. } = effect {
-                assert_eq!(*generation, m.timer_generation + 1, "{what}");
-                assert_eq!(*generation, next.timer_generation, "{what}");
-            }
-        }
-        let spawns = effects.iter().filter(|e| **e == Effect::Spawn).count();
-        assert!(spawns <= 1, "{what}: more than one spawn");
-        if spawns == 1 {
-            assert!(
-                next.state == AppState::Starting && next.spawn_pending && next.pid.is_none(),
-                "{what}"
-            );
-        }
-        if next.spawn_pending && !m.spawn_pending {
-            assert_eq!(spawns, 1, "{what}: spawn pending without a spawn");
-        }
-        match next.state {
-            AppState::Starting => {
-                assert_eq!(next.pid.is_some(), !next.spawn_pending, "{what}");
-                assert_eq!(next.pid.is_some(), next.started_at.is_some(), "{what}");
-            }
-            AppState::Running => {
-                assert!(
-                    next.pid.is_some() && !next.spawn_pending && !next.timer_armed,
-                    "{what}"
-                )
-            }
-            AppState::Backoff => assert!(next.pid.is_none() && next.timer_armed, "{what}"),
-            AppState::Stopped | AppState::Exited | AppState::Fatal => {
-                assert!(
-                    next.pid.is_none() && !next.spawn_pending && !next.timer_armed,
-                    "{what}"
-                )
-            }
-            AppState::Stopping | AppState::Invalid => {}
-        }
-        if next.state != AppState::Stopping {
-            assert_eq!(next.then, AfterStop::Stay, "{what}");
-        }
-    }
-
-    #[test]
-    fn every_step_stays_in_the_table_and_every_row_is_reached() {
-        let mut rng = Rng(0x5eed_0a99_7150_4242);
-        let mut reached = HashSet::new();
-        for walk in 0..3000 {
-            let params = with(|p| {
-                p.restart.policy = rng.pick(&[
-                    RestartPolicy::Always,
-                    RestartPolicy::OnFailure,
-                    RestartPolicy::Never,
-                ]);
-                p.restart.start_secs = rng.pick(&[Duration::ZERO, s(1), s(5)]);
-                p.restart.max_retries = rng.pick(&[0, 1, 2, 3]);
-                p.ready_after_start_secs = rng.below(3) == 0;
-                p.restart.strategy =
-                    rng.pick(&[RestartStrategy::StopStart, RestartStrategy::StartStop]);
-            });
-            let mut r = Run::new(params);
-            if walk % 50 == 0 {
-                r.m.state = AppState::Invalid;
-                r.m.reason = "invalid configuration".to_owned();
-            }
-            for _ in 0..40 {
-                r.wait(rng.pick(&[Duration::ZERO, Duration::from_millis(300), s(2), s(10)]));
-                let event = random_event(&mut rng, &r.m);
-                let (next, effects) = step(&r.m, event.clone(), r.now);
-                check_step(&r.m, &event, &next, &effects, r.now);
-                if next != r.m {
-                    let row = (r.m.state, event.kind(), next.state);
-                    assert!(TRANSITIONS.contains(&row), "{row:?} is not in TRANSITIONS");
-                    reached.insert(row);
-                }
-                r.m = next;
-            }
-        }
-        let never: Vec<_> = TRANSITIONS
-            .iter()
-            .filter(|row| !reached.contains(*row))
-            .collect();
-        assert!(never.is_empty(), "rows never reached: {never:?}");
-        let rows: HashSet<_> = TRANSITIONS.iter().collect();
-        assert_eq!(
-            rows.len(),
-            TRANSITIONS.len(),
-            "TRANSITIONS has duplicate rows"
-        );
+/// The state as DESIGN.md names it, for reasons.
+fn state_name(state: AppState) -> &'static str {
+    match state {
+        AppState::Stopped => "stopped",
+        AppState::Starting => "starting",
+        AppState::Running => "running",
+        AppState::Backoff => "in backoff",
+        AppState::Stopping => "stopping",
+        AppState::Exited => "exited",
+        AppState::Fatal => "fatal",
+        AppState::Invalid => "invalid",
     }
 }

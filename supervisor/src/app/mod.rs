@@ -13,6 +13,9 @@
 
 mod backoff;
 mod machine;
+mod reason;
+#[cfg(test)]
+mod tests;
 mod transitions;
 
 use std::time::{Duration, Instant};
@@ -65,80 +68,183 @@ pub enum ExitStatus {
     },
 }
 
+/// How one instance is stopped: the stop settings it was spawned with, so
+/// a configuration change stops the previous instance its own way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopParams {
+    pub signal: Signal,
+    pub timeout: Duration,
+}
+
 /// The parts of an app's settings that drive its state machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
     pub restart: RestartSpec,
     /// `readiness.kind = "none"`: running once the process has lived
-    /// `start_secs`. Otherwise running on `Event::Ready`.
+    /// `start_secs`. Otherwise running once ready (see `needs_notify` and
+    /// `needs_probe`).
     pub ready_after_start_secs: bool,
+    /// Ready needs `READY=1` from a process of the instance.
+    pub needs_notify: bool,
+    /// Ready needs the http/tcp probe to pass.
+    pub needs_probe: bool,
+    /// A probe is configured (as the kind, or as `url`/`address` beside
+    /// notify): what `reload` waits for.
+    pub has_probe: bool,
     pub readiness_timeout: Duration,
-    pub stop_signal: Signal,
-    pub stop_timeout: Duration,
+    pub stop: StopParams,
+    pub reload_signal: Signal,
+}
+
+/// One spawn of the app, from `Effect::Spawn` until its cgroup is empty.
+/// Ids grow from 1 and are never reused, so an event about an instance
+/// that is gone is recognised and ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InstanceId(pub u64);
+
+impl std::fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "i{}", self.0)
+    }
+}
+
+/// A caller waiting for the outcome of its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// A request from the control plane or the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub cause: Cause,
+    /// Who waits for the outcome: answered by `Effect::Answer`.
+    pub waiter: Option<RequestId>,
+}
+
+impl From<Cause> for Request {
+    fn from(cause: Cause) -> Request {
+        Request {
+            cause,
+            waiter: None,
+        }
+    }
+}
+
+/// What made an instance ready, one half of [`Params::needs_notify`] and
+/// [`Params::needs_probe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadySignal {
+    /// `READY=1` from a process of the instance.
+    Notify,
+    /// The http/tcp probe passed.
+    Probe,
+}
+
+/// Whose timer: the app's backoff, or one instance's (readiness,
+/// `start_secs`, stop or reload timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimerKey {
+    Backoff,
+    Instance(InstanceId),
 }
 
 /// Inputs to the machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Start(Cause),
-    Stop(Cause),
-    Restart(Cause),
+    Start(Request),
+    Stop(Request),
+    Restart(Request),
+    /// `appctl reload`: the reload signal, then wait until the instance's
+    /// workers are replaced and it answers again.
+    Reload(Request),
+    /// The app's file changed: adopt `params`; restart if the app is up,
+    /// or start it if `autostart` (and nobody stopped it by hand).
+    Replace {
+        params: Params,
+        autostart: bool,
+    },
     /// The exec helper exec'd the app: it is process `pid`.
     Spawned {
+        instance: InstanceId,
         pid: u32,
     },
     /// The spawn failed before exec; `reason` is e.g.
     /// "spawn failed at chdir /srv/x: No such file or directory".
     SpawnFailed {
+        instance: InstanceId,
         reason: String,
     },
-    /// The readiness check passed (READY=1, or the http/tcp probe).
-    Ready,
-    /// The main process ended. `cgroup_empty` says whether any other
-    /// process of the app is left.
+    /// One half of readiness for `instance`.
+    Ready {
+        instance: InstanceId,
+        signal: ReadySignal,
+    },
+    /// The processes an instance had when it got the reload signal (all
+    /// but its main process) are gone.
+    WorkersReplaced {
+        instance: InstanceId,
+    },
+    /// The main process of `instance` ended. `cgroup_empty` says whether
+    /// any other process of the instance is left.
     MainExited {
+        instance: InstanceId,
         status: ExitStatus,
         cgroup_empty: bool,
     },
-    /// The app's cgroup became empty.
-    CgroupEmpty,
-    /// The timer armed by `Effect::SetTimer { generation }` fired.
+    /// The cgroup of `instance` became empty.
+    CgroupEmpty {
+        instance: InstanceId,
+    },
+    /// The timer armed by `Effect::SetTimer { key, generation }` fired.
     TimerFired {
+        key: TimerKey,
         generation: u64,
     },
-    /// The previous instance of a start-stop restart ended on its own.
-    PreviousExited,
+}
+
+/// How a request ended, for the caller waiting on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Done as asked.
+    Done,
+    /// Tried, and it did not go as asked: why.
+    Failed(String),
+    /// Not tried: the request does not apply in this state (a reload of an
+    /// app that does not run).
+    Refused(String),
 }
 
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// The new instance failed: discard it and make the previous instance
-    /// (kept running by a start-stop restart) the current one again.
-    Restore,
-    /// Keep the current instance running as the *previous* one while a new
-    /// instance starts beside it (start-stop restart).
-    Retire,
-    /// Stop the previous instance: its stop signal, then SIGKILL to all of
-    /// it after the stop timeout. Answer with nothing; it is gone when its
-    /// cgroup is empty.
-    StopPrevious,
-    /// Spawn the app; answer with `Spawned` or `SpawnFailed`.
-    Spawn,
-    /// Start the http/tcp readiness probe (no-op for notify and none).
-    ProbeReadiness,
-    /// Stop probing.
-    CancelProbe,
-    /// Send `signal` to the main process.
-    Signal(Signal),
-    /// Send `signal` to every process of the app.
-    SignalAll(Signal),
-    /// SIGKILL every process of the app (cgroup.kill).
-    KillAll,
-    /// Arm the app's single timer, replacing any armed one.
-    SetTimer { after: Duration, generation: u64 },
-    /// Disarm the timer.
-    CancelTimer,
+    /// Spawn a new instance; answer with `Spawned` or `SpawnFailed`.
+    Spawn(InstanceId),
+    /// Start the http/tcp readiness probe of `instance`; answer with
+    /// `Ready { signal: Probe }` once it passes.
+    Probe(InstanceId),
+    /// Stop probing `instance`.
+    CancelProbe(InstanceId),
+    /// Send `signal` to the main process of `instance`.
+    Signal(InstanceId, Signal),
+    /// Send `signal` to every process of `instance`.
+    SignalAll(InstanceId, Signal),
+    /// SIGKILL every process of `instance` (cgroup.kill).
+    KillAll(InstanceId),
+    /// Send `signal` to the main process of `instance` after noting its
+    /// other processes; answer with `WorkersReplaced` once those are gone.
+    Reload(InstanceId, Signal),
+    /// Nothing of `instance` is left: release what the shell holds for it
+    /// (its cgroup, its probe socket).
+    Forget(InstanceId),
+    /// Arm the timer `key`, replacing the one armed under that key.
+    SetTimer {
+        key: TimerKey,
+        after: Duration,
+        generation: u64,
+    },
+    /// Disarm the timer `key`.
+    CancelTimer(TimerKey),
+    /// Resolve the waiting request.
+    Answer(RequestId, Answer),
 }
 
 /// The state of one app, as the machine sees it.
@@ -149,43 +255,98 @@ pub struct Machine {
     /// Why it is in this state, in words a person can act on.
     pub reason: String,
     pub since: Instant,
-    /// The main process, while there is one.
-    pub pid: Option<u32>,
-    /// When the current process was spawned.
-    pub started_at: Option<Instant>,
     /// Consecutive failed starts.
     pub failures: u32,
     /// Times the app was started again since it was loaded.
     pub restarts: u32,
-    /// The generation of the last timer armed; a `TimerFired` with any other
-    /// generation, or while no timer is armed, is stale.
-    pub timer_generation: u64,
-    /// Whether the shell's timer is armed (set by `SetTimer`, cleared by
-    /// `CancelTimer` and by the timer firing).
-    pub timer_armed: bool,
-    /// Whether `Spawn` was ever emitted: the first spawn is a start, every
-    /// later one counts in `restarts`.
-    pub ever_spawned: bool,
-    /// `Spawn` was emitted and neither `Spawned` nor `SpawnFailed` has come
-    /// back yet: a process may be about to exist.
-    pub spawn_pending: bool,
+    /// The instance the state is about: spawning or starting in starting,
+    /// serving in running, going away in stopping. `None` in stopped,
+    /// backoff, exited, fatal and invalid.
+    pub current: Option<Instance>,
+    /// A start-stop restart's previous instance, serving while `current`
+    /// starts.
+    pub previous: Option<Instance>,
+    /// Instances being stopped beside `current`: a start-stop restart's
+    /// previous one once its successor is ready (or the restart was
+    /// overtaken by a stop).
+    pub retired: Vec<Instance>,
+    /// The generation of the armed backoff timer.
+    pub backoff_timer: Option<u64>,
     /// What to do once the app is gone; meaningful in `Stopping` only, and
     /// `AfterStop::Stay` everywhere else.
     pub then: AfterStop,
     /// The request (start, stop, restart) that last changed the machine, so
     /// status can say who stopped the app.
     pub cause: Option<Cause>,
-    /// During a start-stop restart: the instance that keeps serving until
-    /// the new one is ready.
-    pub previous: Option<Previous>,
+    /// Callers waiting for the outcome of their request.
+    pub waiters: Vec<Waiter>,
+    /// The id of the last instance spawned (0: none yet).
+    pub last_instance: u64,
+    /// The generation of the last timer armed, under any key.
+    pub timer_generation: u64,
+    /// Jitter for backoff delays: the state of a small generator seeded by
+    /// the shell (0 gives no jitter), so the machine stays deterministic.
+    pub rng: u64,
 }
 
-/// The instance a start-stop restart keeps running until its successor is
-/// ready.
+/// One instance of the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub main: Main,
+    /// The stop settings it was spawned with.
+    pub stop: StopParams,
+    /// `READY=1` came from it.
+    pub notified: bool,
+    /// Its probe passed.
+    pub probed: bool,
+    /// Its probe runs.
+    pub probing: bool,
+    /// When it became running.
+    pub ready_at: Option<Instant>,
+    /// The generation of its armed timer (readiness, start_secs, stop or
+    /// reload timeout).
+    pub timer: Option<u64>,
+    /// A reload under way.
+    pub reload: Option<ReloadPhase>,
+}
+
+/// The main process of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Previous {
-    pub pid: u32,
-    pub started_at: Option<Instant>,
+pub enum Main {
+    /// `Spawn` was emitted; neither `Spawned` nor `SpawnFailed` came back.
+    Spawning,
+    /// Process `pid`, exec'd at `since`.
+    Running { pid: u32, since: Instant },
+    /// It exited (or the spawn failed); other processes may be left.
+    Exited,
+}
+
+/// Where a reload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadPhase {
+    /// Signalled; the workers it had are not all gone.
+    Replacing,
+    /// They are gone; waiting for the probe to pass.
+    Probing,
+}
+
+/// A caller waiting on a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiter {
+    pub id: RequestId,
+    pub action: WaitFor,
+}
+
+/// What a waiting caller asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitFor {
+    /// start or restart: a new instance running.
+    Running,
+    /// stop: stopped.
+    Stopped,
+    /// reload: the instance's workers replaced and serving.
+    Reloaded,
 }
 
 /// What a `Stopping` app does once its main process has exited and its
@@ -214,24 +375,52 @@ pub struct Exit {
 }
 
 impl Machine {
-    /// A freshly loaded app: `Stopped`, "not started".
-    pub fn new(params: Params, now: Instant) -> Machine {
+    /// A freshly loaded app: `Stopped`, "not started". `seed` drives the
+    /// backoff jitter (0: none).
+    pub fn new(params: Params, now: Instant, seed: u64) -> Machine {
         Machine {
             params,
             state: AppState::Stopped,
             reason: "not started".to_owned(),
             since: now,
-            pid: None,
-            started_at: None,
             failures: 0,
             restarts: 0,
-            timer_generation: 0,
-            timer_armed: false,
-            ever_spawned: false,
-            spawn_pending: false,
+            current: None,
+            previous: None,
+            retired: Vec::new(),
+            backoff_timer: None,
             then: AfterStop::Stay,
             cause: None,
-            previous: None,
+            waiters: Vec::new(),
+            last_instance: 0,
+            timer_generation: 0,
+            rng: seed,
+        }
+    }
+
+    /// The main process of the current instance, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        match self.current.as_ref()?.main {
+            Main::Running { pid, .. } => Some(pid),
+            Main::Spawning | Main::Exited => None,
+        }
+    }
+
+    /// When the current instance's main process was exec'd, while it runs.
+    pub fn started_at(&self) -> Option<Instant> {
+        match self.current.as_ref()?.main {
+            Main::Running { since, .. } => Some(since),
+            Main::Spawning | Main::Exited => None,
+        }
+    }
+}
+
+impl Instance {
+    /// Its main process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        match self.main {
+            Main::Running { pid, .. } => Some(pid),
+            Main::Spawning | Main::Exited => None,
         }
     }
 }
@@ -243,13 +432,15 @@ impl Event {
             Event::Start(_) => EventKind::Start,
             Event::Stop(_) => EventKind::Stop,
             Event::Restart(_) => EventKind::Restart,
+            Event::Reload(_) => EventKind::Reload,
+            Event::Replace { .. } => EventKind::Replace,
             Event::Spawned { .. } => EventKind::Spawned,
             Event::SpawnFailed { .. } => EventKind::SpawnFailed,
-            Event::Ready => EventKind::Ready,
+            Event::Ready { .. } => EventKind::Ready,
+            Event::WorkersReplaced { .. } => EventKind::WorkersReplaced,
             Event::MainExited { .. } => EventKind::MainExited,
-            Event::CgroupEmpty => EventKind::CgroupEmpty,
+            Event::CgroupEmpty { .. } => EventKind::CgroupEmpty,
             Event::TimerFired { .. } => EventKind::TimerFired,
-            Event::PreviousExited => EventKind::PreviousExited,
         }
     }
 }

@@ -14,13 +14,15 @@ pub enum EventKind {
     Start,
     Stop,
     Restart,
+    Reload,
+    Replace,
     Spawned,
     SpawnFailed,
     Ready,
+    WorkersReplaced,
     MainExited,
     CgroupEmpty,
     TimerFired,
-    PreviousExited,
 }
 
 /// (from, event, to) for every allowed transition.
@@ -29,28 +31,28 @@ pub const TRANSITIONS: &[(AppState, EventKind, AppState)] = {
     use AppState::*;
     use EventKind::*;
     &[
-        // Requests. A start or restart works from every state but invalid.
+        // Requests. A start or restart works from every state but invalid;
+        // a request that changes nothing but answers its caller is a
+        // self-transition.
         (Stopped,  Start,       Starting),
         (Exited,   Start,       Starting),
         (Fatal,    Start,       Starting),
         (Backoff,  Start,       Starting),
         (Stopping, Start,       Stopping), // start once the app is gone
+        (Stopping, Start,       Starting), // only retired instances left
         (Starting, Start,       Starting), // only resets the failure count
-        (Running,  Start,       Running),  // only resets the failure count
+        (Running,  Start,       Running),  // answers done
+        (Invalid,  Start,       Invalid),  // refused
         (Stopped,  Restart,     Starting),
         (Exited,   Restart,     Starting),
         (Fatal,    Restart,     Starting),
         (Backoff,  Restart,     Starting),
         (Starting, Restart,     Stopping), // stop, then start
         (Running,  Restart,     Starting), // start-stop: new instance beside the old
-        (Starting, SpawnFailed, Running),  // start-stop: the previous instance serves on
-        (Starting, MainExited,  Running),  // start-stop: the previous instance serves on
-        (Stopping, CgroupEmpty, Running),  // start-stop: the previous instance serves on
-        (Stopping, MainExited,  Running),  // start-stop: the previous instance serves on
-        (Starting, PreviousExited, Starting), // start-stop: nothing left to fall back on
-        (Stopping, PreviousExited, Stopping), // start-stop: nothing left to fall back on
         (Running,  Restart,     Stopping),
         (Stopping, Restart,     Stopping),
+        (Stopping, Restart,     Starting), // only retired instances left
+        (Invalid,  Restart,     Invalid),
         (Starting, Stop,        Stopping),
         (Running,  Stop,        Stopping),
         (Stopping, Stop,        Stopping), // stay stopped once the app is gone
@@ -58,6 +60,34 @@ pub const TRANSITIONS: &[(AppState, EventKind, AppState)] = {
         (Stopped,  Stop,        Stopped),  // the reason names the new cause
         (Exited,   Stop,        Stopped),
         (Fatal,    Stop,        Stopped),
+        (Backoff,  Stop,        Stopping), // retired instances left
+        (Exited,   Stop,        Stopping),
+        (Fatal,    Stop,        Stopping),
+        (Invalid,  Stop,        Invalid),
+        (Running,  Reload,      Running),
+        (Stopped,  Reload,      Stopped),  // refused: not running
+        (Starting, Reload,      Starting),
+        (Backoff,  Reload,      Backoff),
+        (Stopping, Reload,      Stopping),
+        (Exited,   Reload,      Exited),
+        (Fatal,    Reload,      Fatal),
+        (Invalid,  Reload,      Invalid),
+
+        // A changed file: restart what is up, start what autostarts, and
+        // otherwise only adopt the settings.
+        (Stopped,  Replace,     Stopped),
+        (Exited,   Replace,     Exited),
+        (Fatal,    Replace,     Fatal),
+        (Stopping, Replace,     Stopping),
+        (Invalid,  Replace,     Invalid),
+        (Stopped,  Replace,     Starting),
+        (Exited,   Replace,     Starting),
+        (Fatal,    Replace,     Starting),
+        (Backoff,  Replace,     Starting),
+        (Stopping, Replace,     Starting), // only retired instances left
+        (Starting, Replace,     Stopping),
+        (Running,  Replace,     Stopping),
+        (Running,  Replace,     Starting), // start-stop
 
         // Spawning.
         (Starting, Spawned,     Starting), // wait for readiness or start_secs
@@ -66,15 +96,25 @@ pub const TRANSITIONS: &[(AppState, EventKind, AppState)] = {
         (Starting, SpawnFailed, Backoff),
         (Starting, SpawnFailed, Fatal),
         (Starting, SpawnFailed, Exited),   // restart policy never
+        (Starting, SpawnFailed, Running),  // start-stop: the previous instance serves on
         (Stopping, SpawnFailed, Stopped),  // stopped while spawning
+        (Stopping, SpawnFailed, Stopping), // stopped while spawning, retired instances left
         (Stopping, SpawnFailed, Starting), // restarted while spawning
 
-        // Readiness and timers.
+        // Readiness, reload and timers.
         (Starting, Ready,       Running),
+        (Starting, Ready,       Starting), // one half of readiness
+        (Running,  Ready,       Running),  // the probe after a reload
+        (Running,  WorkersReplaced, Running),
         (Starting, TimerFired,  Running),  // readiness none: lived start_secs
         (Starting, TimerFired,  Stopping), // readiness timeout: kill, then fail the start
+        (Running,  TimerFired,  Running),  // reload timeout; a retired instance's stop timeout
         (Backoff,  TimerFired,  Starting),
         (Stopping, TimerFired,  Stopping), // stop timeout: kill every process
+        (Starting, TimerFired,  Starting), // a retired instance's stop timeout
+        (Backoff,  TimerFired,  Backoff),
+        (Exited,   TimerFired,  Exited),
+        (Fatal,    TimerFired,  Fatal),
 
         // The main process exits. Leftover processes are killed first
         // (-> Stopping); otherwise the exit is decided on at once.
@@ -82,6 +122,7 @@ pub const TRANSITIONS: &[(AppState, EventKind, AppState)] = {
         (Starting, MainExited,  Backoff),
         (Starting, MainExited,  Fatal),
         (Starting, MainExited,  Exited),
+        (Starting, MainExited,  Running),  // start-stop: the previous instance serves on
         (Running,  MainExited,  Stopping),
         (Running,  MainExited,  Starting), // crash after a good start: respawn at once
         (Running,  MainExited,  Backoff),  // died sooner than start_secs
@@ -89,19 +130,35 @@ pub const TRANSITIONS: &[(AppState, EventKind, AppState)] = {
         (Running,  MainExited,  Exited),
 
         // Finishing a stop: the main process is gone and so is every other
-        // process of the app. Then stay stopped, start again, or apply the
-        // failed-start rule or the exit decision.
+        // process of the instance. Then stay stopped, start again, or apply
+        // the failed-start rule or the exit decision.
         (Stopping, MainExited,  Stopping), // others left: signal them, keep waiting
         (Stopping, MainExited,  Stopped),
         (Stopping, MainExited,  Starting),
         (Stopping, MainExited,  Backoff),
         (Stopping, MainExited,  Fatal),
         (Stopping, MainExited,  Exited),
+        (Stopping, MainExited,  Running),  // start-stop: the previous instance serves on
+        (Stopping, CgroupEmpty, Stopping), // retired instances left
         (Stopping, CgroupEmpty, Stopped),
         (Stopping, CgroupEmpty, Starting),
         (Stopping, CgroupEmpty, Backoff),
         (Stopping, CgroupEmpty, Fatal),
         (Stopping, CgroupEmpty, Exited),
+        (Stopping, CgroupEmpty, Running),  // start-stop: the previous instance serves on
+
+        // The previous and retired instances come and go beside the
+        // current one.
+        (Starting, MainExited,  Starting),
+        (Starting, CgroupEmpty, Starting),
+        (Running,  CgroupEmpty, Running),
+        (Running,  MainExited,  Running),
+        (Backoff,  MainExited,  Backoff),
+        (Backoff,  CgroupEmpty, Backoff),
+        (Exited,   MainExited,  Exited),
+        (Exited,   CgroupEmpty, Exited),
+        (Fatal,    MainExited,  Fatal),
+        (Fatal,    CgroupEmpty, Fatal),
     ]
 };
 

@@ -245,13 +245,13 @@ async fn dispatch(
             let result = if action == appvisor_protocol::Action::Signal {
                 let request: SignalRequest = parse_json(&bytes)?;
                 daemon.signal(name, &request.signal).await.map(|status| {
-                    json_response(&appvisor_protocol::ActionResult {
+                    appvisor_protocol::ActionResult {
                         app: name.to_owned(),
                         action,
                         outcome: appvisor_protocol::Outcome::Done,
                         status,
                         log_tail: Vec::new(),
-                    })
+                    }
                 })
             } else {
                 let request: ActionRequest = if bytes.is_empty() {
@@ -259,17 +259,16 @@ async fn dispatch(
                 } else {
                     parse_json(&bytes)?
                 };
-                daemon
-                    .act(name, action, peer, &request)
-                    .await
-                    .map(|result| json_response(&result))
+                daemon.act(name, action, peer, &request).await
             };
+            // The action's real outcome: a restart whose new instance did
+            // not become ready is audited as failed, not as ok.
             let outcome = match &result {
-                Ok(_) => "ok",
+                Ok(result) => audit_outcome(result.outcome),
                 Err(err) => err.code.as_str(),
             };
             daemon.events().audit(peer, Some(name), verb, outcome);
-            result
+            result.map(|result| json_response(&result))
         }
         Route::Security(name) => {
             authorize_app(daemon, peer, name, Operation::View, "see")?;
@@ -320,6 +319,15 @@ async fn dispatch(
             daemon.events().audit(peer, None, "config/apply", outcome);
             report.map(|report| json_response(&report))
         }
+    }
+}
+
+/// How the audit trail and the request metrics name an action's outcome.
+fn audit_outcome(outcome: appvisor_protocol::Outcome) -> &'static str {
+    match outcome {
+        appvisor_protocol::Outcome::Done => "ok",
+        appvisor_protocol::Outcome::Failed => "failed",
+        appvisor_protocol::Outcome::Timeout => "timeout",
     }
 }
 

@@ -187,6 +187,68 @@ impl HeldSockets {
     }
 }
 
+/// The `LISTEN_FDNAMES` entry of an instance's [`ProbeSocket`].
+pub const PROBE_FD_NAME: &str = "appvisor-probe";
+
+/// One instance's private socket: a Unix stream socket in a directory only
+/// root may enter, passed to that instance alone after the app's
+/// `[[listen]]` sockets. App servers serve every inherited socket, so the
+/// readiness probe sent through it reaches this instance's workers and no
+/// other instance's (the shared sockets reach whichever accepts first).
+/// The file is removed on drop.
+#[derive(Debug)]
+pub struct ProbeSocket {
+    socket: Socket,
+    path: PathBuf,
+}
+
+impl ProbeSocket {
+    /// Binds and listens at `path`, replacing a stale file there. The
+    /// directory must exist and be root's alone.
+    pub fn bind(path: &Path) -> Result<ProbeSocket, ListenError> {
+        let address = ListenAddress::Unix(path.to_owned());
+        let io_err = |step| {
+            let address = address.clone();
+            move |source| ListenError::Io {
+                address,
+                step,
+                source,
+            }
+        };
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(io_err(Step::RemoveStale)(source)),
+        }
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(io_err(Step::Create))?;
+        let sockaddr = SockAddr::unix(path).map_err(io_err(Step::Bind))?;
+        socket.bind(&sockaddr).map_err(io_err(Step::Bind))?;
+        let probe = ProbeSocket {
+            socket,
+            path: path.to_owned(),
+        };
+        // A probe connects once at a time; a short backlog is plenty.
+        probe.socket.listen(16).map_err(io_err(Step::Listen))?;
+        Ok(probe)
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ProbeSocket {
+    fn drop(&mut self) {
+        if let Err(err) = std::fs::remove_file(&self.path) {
+            tracing::debug!(path = %self.path.display(), error = %err, "removing a probe socket file");
+        }
+    }
+}
+
 fn bind_one(spec: &ListenSpec, uid: u32, gid: u32) -> Result<Held, ListenError> {
     let address = &spec.address;
     let io_err = |step| {

@@ -349,6 +349,24 @@ impl AppLogs {
         lock(&self.stream(stream).tail).lines(n)
     }
 
+    /// Where both streams are now, for [`AppLogs::tail_since`].
+    pub fn mark(&self) -> LogMark {
+        LogMark {
+            stdout: lock(&self.stdout.tail).mark(),
+            stderr: lock(&self.stderr.tail).mark(),
+        }
+    }
+
+    /// [`AppLogs::tail`] of what `stream` got after `mark`: the output of
+    /// one attempt, for its failure report.
+    pub fn tail_since(&self, stream: Stream, mark: LogMark, n: usize) -> Vec<String> {
+        let at = match stream {
+            Stream::Stdout => mark.stdout,
+            Stream::Stderr => mark.stderr,
+        };
+        lock(&self.stream(stream).tail).lines_since(at, n)
+    }
+
     /// Raw chunks of `stream` as they are written, for `logs -f`. A receiver
     /// that falls more than 64 chunks behind gets `RecvError::Lagged` and
     /// loses them; capture never waits for it.
@@ -417,6 +435,13 @@ impl AppLogs {
             Stream::Stderr => &self.stderr,
         }
     }
+}
+
+/// A point in an app's output, from [`AppLogs::mark`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogMark {
+    stdout: u64,
+    stderr: u64,
 }
 
 /// One stream's files at an instant: open handles (immune to rotation) and

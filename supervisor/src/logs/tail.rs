@@ -26,6 +26,8 @@ pub(crate) struct Tail {
     starts_line: bool,
     /// The most lines [`Tail::lines`] returns.
     max_lines: usize,
+    /// Bytes pushed since the stream was opened: a [`Tail::mark`].
+    pushed: u64,
 }
 
 impl Tail {
@@ -34,11 +36,13 @@ impl Tail {
             buf: Vec::new(),
             starts_line: true,
             max_lines,
+            pushed: 0,
         }
     }
 
     /// Records output just written to the stream.
     pub(crate) fn push(&mut self, data: &[u8]) {
+        self.pushed += data.len() as u64;
         if data.len() >= TAIL_BYTES {
             let start = data.len() - TAIL_BYTES;
             self.starts_line = match start {
@@ -63,8 +67,32 @@ impl Tail {
     /// the trailing partial line if there is one. Invalid UTF-8 becomes
     /// U+FFFD; a cut line is marked with `…` where it was cut.
     pub(crate) fn lines(&self, n: usize) -> Vec<String> {
-        let n = n.min(self.max_lines);
         let (view, starts_line) = self.view();
+        self.lines_of(view, starts_line, n)
+    }
+
+    /// Where the stream is now, for [`Tail::lines_since`].
+    pub(crate) fn mark(&self) -> u64 {
+        self.pushed
+    }
+
+    /// Like [`Tail::lines`], but only what was pushed after `mark` (as
+    /// much of it as the tail still holds): one attempt's output, without
+    /// what earlier attempts wrote.
+    pub(crate) fn lines_since(&self, mark: u64, n: usize) -> Vec<String> {
+        let (view, starts_line) = self.view();
+        let view_start = self.pushed - view.len() as u64;
+        match usize::try_from(mark.saturating_sub(view_start)) {
+            Ok(0) => self.lines_of(view, starts_line, n),
+            Ok(skip) if skip < view.len() => {
+                self.lines_of(&view[skip..], view[skip - 1] == b'\n', n)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn lines_of(&self, view: &[u8], starts_line: bool, n: usize) -> Vec<String> {
+        let n = n.min(self.max_lines);
         let (complete, partial) = match memrchr(b'\n', view) {
             Some(i) => view.split_at(i + 1),
             None => view.split_at(0),
@@ -132,6 +160,24 @@ mod tests {
             tail.push(p);
         }
         tail.lines(n)
+    }
+
+    #[test]
+    fn lines_since_a_mark_leave_out_what_came_before() {
+        let mut tail = Tail::new(10);
+        tail.push(b"attempt 1\nTraceback 1\n");
+        let mark = tail.mark();
+        assert_eq!(tail.lines_since(mark, 5), Vec::<String>::new());
+        tail.push(b"attempt 2\nTrace");
+        tail.push(b"back 2\n");
+        assert_eq!(tail.lines_since(mark, 5), ["attempt 2", "Traceback 2"]);
+        assert_eq!(tail.lines_since(mark, 1), ["Traceback 2"]);
+        assert_eq!(tail.lines_since(0, 5).len(), 4);
+        // A mark older than what the tail holds gives what it holds.
+        let mut tail = Tail::new(10);
+        tail.push(&vec![b'x'; TAIL_BYTES]);
+        tail.push(b"\nlast\n");
+        assert_eq!(tail.lines_since(1, 1), ["last"]);
     }
 
     #[test]

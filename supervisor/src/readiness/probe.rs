@@ -1,10 +1,16 @@
 //! HTTP and TCP readiness probes: one attempt each, and a loop retrying
 //! them until a deadline. Plain `http://` only; a probe talks to the app on
 //! this host, not to the world.
+//!
+//! An instance that has a private probe socket (`listen::ProbeSocket`) is
+//! probed through it: the url's path and `Host` go over that socket, so
+//! only that instance can answer; a `tcp` probe through it passes once the
+//! instance accepts the connection and answers or closes it.
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,7 +18,8 @@ use http_body_util::Empty;
 use hyper::header::{CONNECTION, HOST, USER_AGENT};
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
 use crate::config::spec::ReadinessKind;
@@ -58,6 +65,13 @@ pub enum Check {
     Http(String),
     /// A TCP connection to this address accepted.
     Tcp(SocketAddr),
+    /// A `GET` of this URL's path, with its `Host`, answered with a 2xx
+    /// status through the Unix socket at `socket`.
+    HttpVia { url: String, socket: PathBuf },
+    /// A connection to the Unix socket at this path accepted and then
+    /// answered or closed by the app (the daemon holds the socket
+    /// listening, so connecting alone proves nothing).
+    AcceptVia(PathBuf),
 }
 
 impl Check {
@@ -76,6 +90,8 @@ impl Check {
         match self {
             Check::Http(url) => probe_http(url, timeout_each).await,
             Check::Tcp(addr) => probe_tcp(*addr, timeout_each).await,
+            Check::HttpVia { url, socket } => probe_http_via(url, socket, timeout_each).await,
+            Check::AcceptVia(socket) => probe_accept_via(socket, timeout_each).await,
         }
     }
 }
@@ -85,6 +101,10 @@ impl fmt::Display for Check {
         match self {
             Check::Http(url) => write!(f, "GET {url}"),
             Check::Tcp(addr) => write!(f, "connect to {addr}"),
+            Check::HttpVia { url, socket } => {
+                write!(f, "GET {url} through {}", socket.display())
+            }
+            Check::AcceptVia(socket) => write!(f, "a connection through {}", socket.display()),
         }
     }
 }
@@ -124,6 +144,60 @@ pub async fn probe_http(url: &str, timeout_each: Duration) -> Result<(), ProbeEr
         .unwrap_or_else(|_elapsed| {
             Err(ProbeError::TimedOut {
                 what: format!("GET {url}"),
+                after: timeout_each,
+            })
+        })
+}
+
+/// One `GET` of `url`'s path with its `Host` through the Unix socket at
+/// `socket`; a 2xx status is success.
+pub async fn probe_http_via(
+    url: &str,
+    socket: &Path,
+    timeout_each: Duration,
+) -> Result<(), ProbeError> {
+    let target = HttpTarget::parse(url)?;
+    let attempt = async {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|source| ProbeError::Connect {
+                target: socket.display().to_string(),
+                source,
+            })?;
+        get_over(stream, url, &target).await
+    };
+    tokio::time::timeout(timeout_each, attempt)
+        .await
+        .unwrap_or_else(|_elapsed| {
+            Err(ProbeError::TimedOut {
+                what: format!("GET {url} through {}", socket.display()),
+                after: timeout_each,
+            })
+        })
+}
+
+/// One connection through the Unix socket at `socket`, half-closed at
+/// once; success when the app answers anything or closes its end (an app
+/// server that accepted it reads end-of-file and closes).
+pub async fn probe_accept_via(socket: &Path, timeout_each: Duration) -> Result<(), ProbeError> {
+    let target = socket.display().to_string();
+    let attempt = async {
+        let connect_error = |source| ProbeError::Connect {
+            target: target.clone(),
+            source,
+        };
+        let mut stream = UnixStream::connect(socket).await.map_err(connect_error)?;
+        stream.shutdown().await.map_err(connect_error)?;
+        let mut byte = [0u8; 1];
+        // EOF or a byte: someone accepted and dealt with the connection.
+        stream.read(&mut byte).await.map_err(connect_error)?;
+        Ok(())
+    };
+    tokio::time::timeout(timeout_each, attempt)
+        .await
+        .unwrap_or_else(|_elapsed| {
+            Err(ProbeError::TimedOut {
+                what: format!("a connection through {target}"),
                 after: timeout_each,
             })
         })
@@ -198,16 +272,24 @@ impl HttpTarget {
 }
 
 async fn get(url: &str, target: &HttpTarget) -> Result<(), ProbeError> {
-    let http_error = |source| ProbeError::Http {
-        url: url.to_owned(),
-        source,
-    };
     let stream = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|source| ProbeError::Connect {
             target: target.socket_name(),
             source,
         })?;
+    get_over(stream, url, target).await
+}
+
+/// `GET target.path` with `Host: target.authority` over `stream`.
+async fn get_over<S>(stream: S, url: &str, target: &HttpTarget) -> Result<(), ProbeError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let http_error = |source| ProbeError::Http {
+        url: url.to_owned(),
+        source,
+    };
     let (mut sender, mut connection) =
         hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
             .await
@@ -442,6 +524,78 @@ mod tests {
             "{elapsed:?}"
         );
         assert_eq!(error.to_string(), format!("cannot connect to {addr}"));
+    }
+
+    /// A Unix socket serving `answer` to one connection, or (`None`)
+    /// accepting it and closing at once; returns the request head.
+    fn serve_unix(dir: &Path, answer: Option<&'static str>) -> (PathBuf, JoinHandle<String>) {
+        let path = dir.join("probe.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut head = String::new();
+            let Some(answer) = answer else {
+                return head;
+            };
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            reader.get_mut().write_all(answer.as_bytes()).unwrap();
+            head
+        });
+        (path, server)
+    }
+
+    fn temp_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "appvisor-probe-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn http_through_a_socket_sends_the_urls_path_and_host() {
+        let dir = temp_dir();
+        let (path, server) = serve_unix(&dir, Some(OK));
+        probe_http_via(
+            "http://shop.example:8001/health",
+            &path,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        let head = server.join().unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("get /health http/1.1\r\n"), "{head}");
+        assert!(head.contains("host: shop.example:8001\r\n"), "{head}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn accept_through_a_socket_needs_the_app_to_accept() {
+        let dir = temp_dir();
+        // Listening, never accepting: the probe times out.
+        let path = dir.join("idle.sock");
+        let _idle = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let error = probe_accept_via(&path, Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ProbeError::TimedOut { .. }), "{error:?}");
+        // Accepting and closing: ready.
+        let (path, server) = serve_unix(&dir, None);
+        probe_accept_via(&path, Duration::from_secs(2))
+            .await
+            .unwrap();
+        server.join().unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

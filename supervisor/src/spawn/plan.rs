@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::AppSpec;
+use crate::listen::PROBE_FD_NAME;
 use crate::sandbox::{Rlimit, RlimitResource, SandboxInputs, SandboxPlan};
 
 /// `PATH` after the command's own `bin` directory.
@@ -83,6 +84,9 @@ pub struct PlanInputs {
     pub notify_socket: Option<PathBuf>,
     /// One name per listen socket the caller passes to `spawn`, in order.
     pub listen_names: Vec<String>,
+    /// The caller passes one more socket after those: the instance's
+    /// private probe socket (`listen::ProbeSocket`).
+    pub probe_socket: bool,
     pub cgroup_procs: Option<PathBuf>,
     /// `cgroup.procs` of the app's v1 limit cgroups (hybrid hosts).
     pub extra_cgroup_procs: Vec<PathBuf>,
@@ -118,7 +122,7 @@ impl SpawnPlan {
             umask: spec.umask,
             cgroup_procs: inputs.cgroup_procs.clone(),
             rlimits,
-            listen_names: inputs.listen_names.clone(),
+            listen_names: all_listen_names(inputs),
             no_new_privs: true,
             extra_cgroup_procs: inputs.extra_cgroup_procs.clone(),
             sandbox: SandboxPlan::build(spec, &inputs.sandbox),
@@ -130,6 +134,18 @@ impl SpawnPlan {
         self.listen_names.len()
     }
 }
+
+/// The `LISTEN_FDNAMES` entries, the probe socket's last.
+fn all_listen_names(inputs: &PlanInputs) -> Vec<String> {
+    let mut names = inputs.listen_names.clone();
+    if inputs.probe_socket {
+        names.push(PROBE_FD_NAME.to_owned());
+    }
+    names
+}
+
+/// uWSGI's `--http-socket` option, as an environment variable.
+const UWSGI_HTTP_SOCKET: &str = "UWSGI_HTTP_SOCKET";
 
 /// The login-like base, then the app's variables over it, then the protocol
 /// variables. Base keys keep their position when the app overrides them;
@@ -157,9 +173,17 @@ fn build_env(spec: &AppSpec, user: &PlanUser, inputs: &PlanInputs) -> Vec<(Strin
         }
     }
 
-    if !inputs.listen_names.is_empty() {
-        env.push(("LISTEN_FDS".into(), inputs.listen_names.len().to_string()));
-        env.push(("LISTEN_FDNAMES".into(), inputs.listen_names.join(":")));
+    let names = all_listen_names(inputs);
+    if !names.is_empty() {
+        env.push(("LISTEN_FDS".into(), names.len().to_string()));
+        env.push(("LISTEN_FDNAMES".into(), names.join(":")));
+    }
+    if inputs.probe_socket && !spec.environment.contains_key(UWSGI_HTTP_SOCKET) {
+        // uWSGI takes every LISTEN_FDS socket in its default protocol
+        // (uwsgi), but reads options from UWSGI_* variables: this one makes
+        // the probe socket speak HTTP. gunicorn serves it as it is.
+        let fd = 3 + names.len() - 1;
+        env.push((UWSGI_HTTP_SOCKET.into(), format!("fd://{fd}")));
     }
     if let Some(socket) = &inputs.notify_socket {
         env.push(("NOTIFY_SOCKET".into(), path_string(socket)));
@@ -240,6 +264,38 @@ mod tests {
                 ("PATH", "/srv/shop/venv/bin:/usr/local/bin:/usr/bin:/bin"),
                 ("PYTHONUNBUFFERED", "1"),
             ])
+        );
+    }
+
+    #[test]
+    fn the_probe_socket_is_the_last_fd_and_speaks_http_to_uwsgi() {
+        let inputs = PlanInputs {
+            listen_names: vec!["http".into()],
+            probe_socket: true,
+            ..PlanInputs::default()
+        };
+        let plan = SpawnPlan::build(&spec(GUNICORN, &[]), &user(), &inputs);
+        assert_eq!(plan.listen_fds(), 2);
+        let tail: Vec<_> = plan.env[plan.env.len() - 3..].to_vec();
+        assert_eq!(
+            tail,
+            env(&[
+                ("LISTEN_FDS", "2"),
+                ("LISTEN_FDNAMES", "http:appvisor-probe"),
+                ("UWSGI_HTTP_SOCKET", "fd://4"),
+            ])
+        );
+        // An app that configures uWSGI's http-socket itself keeps it.
+        let own = spec(GUNICORN, &[("UWSGI_HTTP_SOCKET", "fd://3")]);
+        let plan = SpawnPlan::build(&own, &user(), &inputs);
+        let values: Vec<_> = plan
+            .env
+            .iter()
+            .filter(|(k, _)| k == "UWSGI_HTTP_SOCKET")
+            .collect();
+        assert_eq!(
+            values,
+            [&("UWSGI_HTTP_SOCKET".to_owned(), "fd://3".to_owned())]
         );
     }
 

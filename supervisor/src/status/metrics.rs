@@ -34,6 +34,8 @@ const STATES: [State; 8] = [
 #[derive(Debug, Clone)]
 pub struct AppMetrics {
     pub status: AppStatus,
+    /// When the running instance started, in seconds since the Unix epoch.
+    pub start_time: Option<f64>,
     /// Starts that did not become ready within the readiness timeout.
     pub readiness_failures: u64,
     /// `[limits] memory`, in bytes.
@@ -49,8 +51,6 @@ pub struct Scrape {
     pub apps: Vec<AppMetrics>,
     /// ((action, outcome), count) of audited control requests.
     pub control_requests: Vec<((String, String), u64)>,
-    /// Seconds since the Unix epoch, for start times.
-    pub now: f64,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,8 +108,8 @@ pub fn render(scrape: &Scrape) -> String {
         readiness_failures
             .get_or_create(&label)
             .inc_by(app.readiness_failures);
-        if let (Some(_), Some(uptime)) = (app.status.pid, app.status.uptime_secs) {
-            start_time.get_or_create(&label).set(scrape.now - uptime);
+        if let Some(at) = app.start_time {
+            start_time.get_or_create(&label).set(at);
         }
         if let Some(bytes) = app.usage.memory_bytes {
             memory.get_or_create(&label).set(saturating_i64(bytes));
@@ -234,6 +234,7 @@ mod tests {
             apps: vec![
                 AppMetrics {
                     status: status("shop", State::Running, Some(42), 3),
+                    start_time: Some(1_700_000_000.0),
                     readiness_failures: 1,
                     memory_limit: Some(512 * 1024 * 1024),
                     usage: Usage {
@@ -244,6 +245,7 @@ mod tests {
                 },
                 AppMetrics {
                     status: status("blog", State::Backoff, None, 0),
+                    start_time: None,
                     readiness_failures: 0,
                     memory_limit: None,
                     usage: Usage::default(),
@@ -254,7 +256,6 @@ mod tests {
                 (("restart".into(), "ok".into()), 2),
                 (("stop".into(), "forbidden".into()), 1),
             ],
-            now: 1_700_000_010.0,
         };
         let text = render(&scrape);
         let mut want = vec![

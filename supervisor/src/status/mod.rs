@@ -21,7 +21,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use appvisor_protocol::{ApiError, AppList, AppStatus, ErrorCode};
 use bytes::Bytes;
@@ -48,6 +48,9 @@ const MAX_HEAD: usize = 16 * 1024;
 #[derive(Debug, Clone)]
 pub struct AppSample {
     pub status: AppStatus,
+    /// When the running instance started, in seconds since the Unix
+    /// epoch: the same at every scrape while it runs.
+    pub start_time: Option<f64>,
     pub readiness_failures: u64,
     /// `[limits] memory`, in bytes.
     pub memory_limit: Option<u64>,
@@ -252,6 +255,7 @@ pub fn scrape<S: StatusSource + ?Sized>(source: &S, roots: &Roots) -> Scrape {
         .map(|sample| AppMetrics {
             usage: roots.usage(sample.cgroup.as_deref(), sample.status.pid),
             status: sample.status,
+            start_time: sample.start_time,
             readiness_failures: sample.readiness_failures,
             memory_limit: sample.memory_limit,
             exposure: sample.exposure,
@@ -260,10 +264,6 @@ pub fn scrape<S: StatusSource + ?Sized>(source: &S, roots: &Roots) -> Scrape {
     Scrape {
         apps,
         control_requests: source.control_requests(),
-        now: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0),
     }
 }
 

@@ -40,6 +40,7 @@ fn sample(name: &str, state: State, restarts: u32) -> AppSample {
             stopped_by: None,
             config_error: None,
         },
+        start_time: None,
         readiness_failures: 0,
         memory_limit: None,
         cgroup: None,

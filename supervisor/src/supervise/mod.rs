@@ -7,16 +7,18 @@
 //! spawn error, a hung stop, a flood of output) stays with that app.
 
 pub mod reaper;
+mod workers;
 
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use appvisor_protocol::{AppStatus, StoppedBy};
+use appvisor_protocol::{Action, AppStatus, StoppedBy};
 use nix::sys::signal::{kill, killpg, Signal as NixSignal};
 use nix::unistd::Pid;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -24,12 +26,15 @@ use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 use tracing::Instrument;
 
-use crate::app::{self, AfterStop, AppState, Cause, Effect, Event, ExitStatus, Machine, Params};
+use crate::app::{
+    self, AfterStop, Answer, AppState, Cause, Effect, Event, ExitStatus, InstanceId, Machine,
+    Params, ReadySignal, Request, RequestId, StopParams, TimerKey,
+};
 use crate::audit::{unix_now, Events};
 use crate::cgroup::{AppCgroup, AppLimits, CgroupRoot, CgroupWatcher, LimitRoot};
 use crate::config::resolve::ResolvedApp;
-use crate::config::{ReadinessKind, Signal};
-use crate::listen::HeldSockets;
+use crate::config::{Probe, ReadinessKind, Signal};
+use crate::listen::{HeldSockets, ProbeSocket};
 use crate::logs::{AppLogs, Stream};
 use crate::readiness::{self, Check, NotifySocket};
 use crate::sandbox::{self, LandlockRecord, SandboxInputs, SandboxPlan};
@@ -45,6 +50,8 @@ pub struct Shared {
     pub events: Events,
     /// Where per-app NOTIFY_SOCKETs live.
     pub notify_dir: PathBuf,
+    /// Where each instance's private probe socket lives: root's alone.
+    pub probe_dir: PathBuf,
     /// The daemon's LANG, passed on to apps.
     pub lang: Option<String>,
     /// Where `[limits]` go besides the v2 cgroup (v1 hierarchies).
@@ -56,12 +63,13 @@ pub struct Shared {
 /// Requests from the control plane and the daemon.
 #[derive(Debug)]
 pub enum Command {
-    /// start, stop or restart; answers with the `starts` count whose arrival
-    /// means the action's spawn happened (see [`Snapshot::starts`]).
+    /// start, stop, restart or reload; `reply` gets the outcome once the
+    /// state machine knows it.
     Control {
-        event: Event,
+        action: Action,
+        cause: Cause,
         stopped_by: Option<StoppedBy>,
-        reply: oneshot::Sender<u64>,
+        reply: oneshot::Sender<Answer>,
     },
     /// Send a signal to the main process.
     Signal {
@@ -93,20 +101,41 @@ impl Commands {
     }
 }
 
-/// What the control plane reads: the public status plus counters for
-/// waiting on outcomes.
+/// What the control plane reads: the public status and what the status
+/// server counts.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub state: AppState,
+    /// The status as of the last change; `uptime_secs` is filled in by
+    /// [`Snapshot::status_now`].
     pub status: AppStatus,
-    /// Spawns so far; an action waits for this to reach its target.
-    pub starts: u64,
+    /// When the current instance's main process was exec'd: for its
+    /// uptime, and as a wall-clock time that stays put while it runs.
+    pub started: Option<(Instant, SystemTime)>,
     /// Starts that did not become ready within the readiness timeout.
     pub readiness_failures: u64,
     /// The settings the app runs with.
     pub app: Arc<ResolvedApp>,
     /// What the exec helper enforced at the last spawn.
     pub landlock: Option<LandlockRecord>,
+}
+
+impl Snapshot {
+    /// The status with the uptime as of now.
+    pub fn status_now(&self) -> AppStatus {
+        AppStatus {
+            uptime_secs: self.started.map(|(at, _)| at.elapsed().as_secs_f64()),
+            ..self.status.clone()
+        }
+    }
+
+    /// When the current instance started, in seconds since the Unix epoch.
+    pub fn start_time(&self) -> Option<f64> {
+        let (_, wall) = self.started?;
+        wall.duration_since(SystemTime::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs_f64())
+    }
 }
 
 /// What confines the app of `snapshot` (`GET /v1/apps/NAME/security`).
@@ -145,7 +174,7 @@ pub fn start(
     stopped_by: Option<StoppedBy>,
 ) -> Handle {
     let now = Instant::now();
-    let machine = Machine::new(params(&app), now);
+    let machine = Machine::new(params(&app), now, jitter_seed());
     let (commands, rx) = mpsc::unbounded_channel();
     let app_for_snapshot = app.clone();
     let mut sup = Supervisor {
@@ -155,17 +184,13 @@ pub fn start(
         shared,
         logs: logs.clone(),
         cgroup: None,
-        leaf: None,
-        previous: None,
+        instances: Vec::new(),
         limits: None,
         oom_baseline: None,
         landlock: None,
         notify: None,
         listen: None,
-        child: None,
-        timer: None,
-        probe: None,
-        starts: 0,
+        timers: Vec::new(),
         readiness_failures: 0,
         stopped_by,
         release: None,
@@ -173,6 +198,8 @@ pub fn start(
         shutdown: false,
         snapshot: Arc::new(watch::channel(placeholder_snapshot(&app_for_snapshot)).0),
         pending: VecDeque::new(),
+        waiting: Vec::new(),
+        last_request: 0,
     };
     sup.publish(false);
     let snapshot = sup.snapshot.subscribe();
@@ -196,19 +223,42 @@ pub fn start(
 
 fn params(app: &ResolvedApp) -> Params {
     let spec = &app.spec;
+    let kind = &spec.readiness.kind;
     Params {
         restart: spec.restart.clone(),
-        ready_after_start_secs: spec.readiness.kind == ReadinessKind::None,
+        ready_after_start_secs: *kind == ReadinessKind::None,
+        needs_notify: *kind == ReadinessKind::Notify,
+        // notify with a url or address beside it: READY=1 says the server
+        // is up, the probe that its workers serve (gunicorn sends READY=1
+        // before a worker has imported the app).
+        needs_probe: *kind != ReadinessKind::None && spec.readiness.probe.is_some(),
+        has_probe: spec.readiness.probe.is_some(),
         readiness_timeout: spec.readiness.timeout,
-        stop_signal: spec.stop.signal,
-        stop_timeout: spec.stop.timeout,
+        stop: StopParams {
+            signal: spec.stop.signal,
+            timeout: spec.stop.timeout,
+        },
+        reload_signal: spec.stop.reload_signal,
     }
+}
+
+/// A seed for the machine's backoff jitter, different for every app and
+/// every daemon start (the hasher's keys are random per process).
+fn jitter_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    hasher.finish() | 1
 }
 
 fn placeholder_snapshot(app: &Arc<ResolvedApp>) -> Snapshot {
     Snapshot {
         state: AppState::Stopped,
-        starts: 0,
+        started: None,
         readiness_failures: 0,
         app: app.clone(),
         landlock: None,
@@ -243,13 +293,47 @@ pub fn bare_status(name: &str, state: appvisor_protocol::State, reason: String) 
 type ReportFuture =
     Pin<Box<dyn Future<Output = Result<spawn::Applied, spawn::SpawnFailure>> + Send>>;
 
-/// The live process of an app.
-struct Child {
-    pid: u32,
-    exit: oneshot::Receiver<ExitStatus>,
+/// The next value of a leaf's `populated` watch, with the receiver back.
+type PopulatedFuture = Pin<Box<dyn Future<Output = (watch::Receiver<bool>, Option<bool>)> + Send>>;
+
+/// One instance of the app: what the shell holds for it, from its spawn
+/// until the machine forgets it. The same type serves the current
+/// instance, a start-stop restart's previous one and retired ones.
+struct Instance {
+    id: InstanceId,
+    /// The main process, once spawned.
+    pid: Option<u32>,
+    /// When the exec helper reported that the app runs.
+    started: Option<SystemTime>,
+    /// Until the main process is reaped.
+    exit: Option<oneshot::Receiver<ExitStatus>>,
     /// Until the exec helper reports: `Ok` once the app's program runs.
     report: Option<ReportFuture>,
     pipes: Vec<JoinHandle<()>>,
+    leaf: Option<Leaf>,
+    /// Its private socket for the readiness probe: apps with `[[listen]]`
+    /// sockets and a probe.
+    probe_socket: Option<ProbeSocket>,
+    /// The next change of the leaf's `populated`; `None` without a watcher.
+    populated: Option<PopulatedFuture>,
+    probe: Option<JoinHandle<Result<(), readiness::ProbeError>>>,
+    /// A reload under way: resolves once the processes noted before the
+    /// reload signal are gone.
+    reload: Option<JoinHandle<()>>,
+}
+
+/// The cgroup of one instance.
+struct Leaf {
+    cgroup: AppCgroup,
+    /// The cgroup's directory, open, for `clone3(CLONE_INTO_CGROUP)`.
+    dir: OwnedFd,
+}
+
+/// An armed timer of the machine's.
+struct Timer {
+    key: TimerKey,
+    generation: u64,
+    sleep: Pin<Box<Sleep>>,
 }
 
 struct Supervisor {
@@ -260,11 +344,8 @@ struct Supervisor {
     logs: Arc<AppLogs>,
     /// The app's cgroup; each instance runs in a leaf below it.
     cgroup: Option<AppCgroup>,
-    /// The current instance's cgroup, until the next spawn replaces it.
-    leaf: Option<Leaf>,
-    /// During and just after a start-stop restart: the instance that served
-    /// while its successor started.
-    previous: Option<PreviousInstance>,
+    /// Every instance the machine knows.
+    instances: Vec<Instance>,
     /// Where the app's `[limits]` are written.
     limits: Option<AppLimits>,
     /// The memory cgroup's OOM-kill count at the last spawn.
@@ -275,10 +356,7 @@ struct Supervisor {
     /// The `[[listen]]` sockets, bound at the first spawn and kept across
     /// restarts until the app is removed or its listen set changes.
     listen: Option<HeldSockets>,
-    child: Option<Child>,
-    timer: Option<(u64, Pin<Box<Sleep>>)>,
-    probe: Option<JoinHandle<Result<(), readiness::ProbeError>>>,
-    starts: u64,
+    timers: Vec<Timer>,
     readiness_failures: u64,
     stopped_by: Option<StoppedBy>,
     release: Option<String>,
@@ -288,51 +366,29 @@ struct Supervisor {
     snapshot: Arc<watch::Sender<Snapshot>>,
     /// Events produced by effects, fed after the current step.
     pending: VecDeque<Event>,
-}
-
-/// The cgroup of one instance and the watch on its emptiness.
-struct Leaf {
-    cgroup: AppCgroup,
-    /// The cgroup's directory, open, for `clone3(CLONE_INTO_CGROUP)`.
-    dir: OwnedFd,
-    /// `None` without a watcher, or once the watcher is gone.
-    populated: Option<watch::Receiver<bool>>,
-}
-
-/// The instance a start-stop restart keeps serving.
-struct PreviousInstance {
-    pid: u32,
-    /// Until the main process exits.
-    exit: Option<oneshot::Receiver<ExitStatus>>,
-    leaf: Option<Leaf>,
-    /// Armed by `StopPrevious`: SIGKILL to all of it when it fires.
-    kill_at: Option<Pin<Box<Sleep>>>,
-    /// `StopPrevious` was carried out.
-    stopping: bool,
+    /// Callers waiting for the machine's answer.
+    waiting: Vec<(RequestId, oneshot::Sender<Answer>)>,
+    last_request: u64,
 }
 
 /// What woke the task up.
 enum Wake {
     Command(Option<Box<Command>>),
-    Exited(ExitStatus),
-    Reported(Result<spawn::Applied, spawn::SpawnFailure>),
-    Timer(u64),
-    /// `None`: the probe task was cancelled.
-    Probe(Option<Result<(), readiness::ProbeError>>),
     Notify(Result<readiness::NotifyMessage, readiness::ReadinessError>),
-    /// `None`: the watcher is gone.
-    Populated(Option<bool>),
-    PreviousExited(ExitStatus),
-    /// The previous instance's cgroup emptied (`Some(false)`), or its watch
-    /// ended (`None`).
-    PreviousPopulated(Option<bool>),
-    PreviousKillTime,
+    Reported(InstanceId, Result<spawn::Applied, spawn::SpawnFailure>),
+    Exited(InstanceId, ExitStatus),
+    /// The leaf's `populated` changed; `None`: the watcher is gone.
+    Populated(InstanceId, Option<bool>),
+    /// `None`: the probe task was cancelled.
+    Probe(InstanceId, Option<Result<(), readiness::ProbeError>>),
+    WorkersGone(InstanceId),
+    Timer(TimerKey, u64),
 }
 
 impl Supervisor {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Box<Command>>, autostart: bool) {
         if autostart {
-            self.feed(Event::Start(Cause::Autostart));
+            self.feed(Event::Start(Cause::Autostart.into()));
         }
         loop {
             if self.shutdown && self.is_down() {
@@ -346,20 +402,23 @@ impl Supervisor {
                     self.begin_shutdown(Cause::Shutdown);
                 }
                 Wake::Command(Some(cmd)) => self.command(*cmd),
-                Wake::Reported(outcome) => self.reported(outcome),
-                Wake::Exited(status) => self.exited(status).await,
-                Wake::Timer(generation) => {
-                    self.timer = None;
-                    self.feed(Event::TimerFired { generation });
+                Wake::Reported(id, outcome) => self.reported(id, outcome),
+                Wake::Exited(id, status) => self.exited(id, status).await,
+                Wake::Timer(key, generation) => {
+                    self.timers.retain(|t| t.key != key);
+                    self.feed(Event::TimerFired { key, generation });
                 }
-                Wake::Probe(result) => {
-                    self.probe = None;
-                    match result {
-                        Some(Ok(())) => self.feed(Event::Ready),
-                        Some(Err(err)) => tracing::info!(error = %err, "readiness probe gave up"),
-                        None => {}
+                Wake::Probe(id, result) => match result {
+                    Some(Ok(())) => self.feed(Event::Ready {
+                        instance: id,
+                        signal: ReadySignal::Probe,
+                    }),
+                    Some(Err(err)) => {
+                        tracing::info!(instance = %id, error = %err, "readiness probe gave up")
                     }
-                }
+                    None => {}
+                },
+                Wake::WorkersGone(id) => self.feed(Event::WorkersReplaced { instance: id }),
                 Wake::Notify(Ok(msg)) => self.notified(msg),
                 Wake::Notify(Err(err)) if err.is_refused_message() => {
                     tracing::warn!(error = %err, "refused a notify message");
@@ -368,28 +427,16 @@ impl Supervisor {
                     tracing::warn!(error = %err, "notify socket failed; readiness must come from the timeout");
                     self.notify = None;
                 }
-                Wake::Populated(Some(false)) => self.feed(Event::CgroupEmpty),
-                Wake::Populated(Some(true)) => {}
-                Wake::Populated(None) => {
+                Wake::Populated(id, Some(false)) => self.feed(Event::CgroupEmpty { instance: id }),
+                Wake::Populated(_, Some(true)) => {}
+                Wake::Populated(id, None) => {
                     tracing::error!("the cgroup watcher stopped; checking emptiness on exit only");
-                    let empty = self.leaf.as_mut().is_some_and(|leaf| {
-                        leaf.populated = None;
-                        !leaf.cgroup.is_populated().unwrap_or(true)
-                    });
+                    let empty = self
+                        .instance(id)
+                        .and_then(|i| i.leaf.as_ref())
+                        .is_some_and(|leaf| !leaf.cgroup.is_populated().unwrap_or(true));
                     if empty {
-                        self.feed(Event::CgroupEmpty);
-                    }
-                }
-                Wake::PreviousExited(status) => self.previous_exited(status),
-                Wake::PreviousPopulated(populated) => self.previous_populated(populated),
-                Wake::PreviousKillTime => {
-                    if let Some(previous) = self.previous.as_mut() {
-                        previous.kill_at = None;
-                        tracing::warn!(
-                            pid = previous.pid,
-                            "the previous instance did not stop in time, killing it"
-                        );
-                        kill_instance(previous.leaf.as_ref(), previous.pid, NixSignal::SIGKILL);
+                        self.feed(Event::CgroupEmpty { instance: id });
                     }
                 }
             }
@@ -398,74 +445,57 @@ impl Supervisor {
 
     /// Waits for the next thing that needs handling.
     async fn next(&mut self, commands: &mut mpsc::UnboundedReceiver<Box<Command>>) -> Wake {
-        let (mut report, mut exit) = match self.child.as_mut() {
-            Some(Child { report, exit, .. }) => (report.as_mut(), Some(exit)),
-            None => (None, None),
-        };
-        // The exit waits until the report is in: an app that dies at once
-        // must still be seen as spawned (or as a failed spawn) first.
-        let has_report = report.is_some();
-        let has_exit = exit.is_some() && !has_report;
-        let mut populated = self.leaf.as_mut().and_then(|leaf| leaf.populated.as_mut());
-        let (mut prev_exit, mut prev_populated, mut prev_kill) = match self.previous.as_mut() {
-            Some(p) => (
-                p.exit.as_mut(),
-                p.leaf.as_mut().and_then(|leaf| leaf.populated.as_mut()),
-                p.kill_at.as_mut(),
-            ),
-            None => (None, None, None),
+        let Supervisor {
+            instances,
+            timers,
+            notify,
+            shutdown,
+            ..
+        } = self;
+        let notify = async {
+            match notify {
+                Some(socket) => socket.recv().await,
+                None => std::future::pending().await,
+            }
         };
         tokio::select! {
-            cmd = commands.recv(), if !self.shutdown => Wake::Command(cmd),
-            outcome = async { report.as_mut().expect("guarded").await }, if has_report => Wake::Reported(outcome),
-            status = async { exit.as_mut().expect("guarded").await }, if has_exit => {
-                // A dropped sender means the reaper is gone: assume the worst.
-                Wake::Exited(status.unwrap_or(ExitStatus::Signal(libc::SIGKILL)))
-            }
-            generation = async {
-                let (generation, sleep) = self.timer.as_mut().expect("guarded");
-                sleep.as_mut().await;
-                *generation
-            }, if self.timer.is_some() => Wake::Timer(generation),
-            result = async {
-                self.probe.as_mut().expect("guarded").await
-            }, if self.probe.is_some() => Wake::Probe(result.ok()),
-            msg = async { self.notify.as_ref().expect("guarded").recv().await }, if self.notify.is_some() => Wake::Notify(msg),
-            // Each branch's future is built even when its guard is false:
-            // the `expect`s must sit inside `async` blocks, which only run
-            // when polled.
-            populated = async { watch_changed(populated.as_mut().expect("guarded")).await }, if populated.is_some() => {
-                Wake::Populated(populated)
-            }
-            status = async { prev_exit.as_mut().expect("guarded").await }, if prev_exit.is_some() => {
-                Wake::PreviousExited(status.unwrap_or(ExitStatus::Signal(libc::SIGKILL)))
-            }
-            populated = async { watch_changed(prev_populated.as_mut().expect("guarded")).await }, if prev_populated.is_some() => {
-                Wake::PreviousPopulated(populated)
-            }
-            () = async { prev_kill.as_mut().expect("guarded").as_mut().await }, if prev_kill.is_some() => {
-                Wake::PreviousKillTime
-            }
+            cmd = commands.recv(), if !*shutdown => Wake::Command(cmd),
+            msg = notify => Wake::Notify(msg),
+            wake = poll_fn(|cx| poll_instances(instances, timers, cx)) => wake,
         }
     }
 
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Control {
-                event,
+                action,
+                cause,
                 stopped_by,
                 reply,
             } => {
-                match &event {
-                    Event::Stop(_) => self.stopped_by = stopped_by,
-                    Event::Start(_) | Event::Restart(_) => self.stopped_by = None,
-                    _ => {}
+                self.last_request += 1;
+                let id = RequestId(self.last_request);
+                self.waiting.retain(|(_, tx)| !tx.is_closed());
+                self.waiting.push((id, reply));
+                let request = Request {
+                    cause,
+                    waiter: Some(id),
+                };
+                let event = match action {
+                    Action::Start => Event::Start(request),
+                    Action::Restart => Event::Restart(request),
+                    Action::Reload => Event::Reload(request),
+                    Action::Stop | Action::Signal => Event::Stop(request),
+                };
+                match action {
+                    Action::Stop => self.stopped_by = stopped_by,
+                    Action::Start | Action::Restart => self.stopped_by = None,
+                    Action::Reload | Action::Signal => {}
                 }
                 self.feed(event);
-                let _ = reply.send(self.target_starts());
             }
             Command::Signal { signal, reply } => {
-                let result = match self.machine.pid {
+                let result = match self.machine.pid() {
                     Some(pid) => {
                         kill(Pid::from_raw(pid as i32), signal.0).map_err(|e| e.desc().to_owned())
                     }
@@ -474,58 +504,53 @@ impl Supervisor {
                 let _ = reply.send(result);
             }
             Command::Replace { app, reply } => {
-                let was_up = matches!(
-                    self.machine.state,
-                    AppState::Starting | AppState::Running | AppState::Backoff
-                );
-                let start_now = was_up || (app.spec.autostart && self.stopped_by.is_none());
+                let autostart = app.spec.autostart && self.stopped_by.is_none();
                 self.app = app;
-                self.machine.params = params(&self.app);
+                // Bound again at the next spawn, for the new file's user.
                 self.notify = None;
                 self.logs.update_spec(&self.app.spec.logs);
-                if start_now {
-                    self.feed(Event::Restart(Cause::Config));
-                } else {
-                    self.publish(false);
-                }
+                self.feed(Event::Replace {
+                    params: params(&self.app),
+                    autostart,
+                });
                 let _ = reply.send(());
             }
             Command::Shutdown { cause } => self.begin_shutdown(cause),
         }
     }
 
-    /// The `starts` value that means the last control event's spawn has
-    /// happened: now if it spawned already, one more if it waits for a stop.
-    fn target_starts(&self) -> u64 {
-        match self.machine.state {
-            AppState::Stopping => self.starts + 1,
-            _ => self.starts,
-        }
-    }
-
     fn begin_shutdown(&mut self, cause: Cause) {
         self.shutdown = true;
-        self.feed(Event::Stop(cause));
+        self.feed(Event::Stop(cause.into()));
     }
 
     fn is_down(&self) -> bool {
-        self.child.is_none()
-            && self.previous.is_none()
+        self.instances.is_empty()
             && !matches!(
                 self.machine.state,
                 AppState::Stopping | AppState::Starting | AppState::Running
             )
     }
 
-    fn reported(&mut self, outcome: Result<spawn::Applied, spawn::SpawnFailure>) {
-        let Some(child) = self.child.as_mut() else {
+    fn instance(&self, id: InstanceId) -> Option<&Instance> {
+        self.instances.iter().find(|i| i.id == id)
+    }
+
+    fn instance_mut(&mut self, id: InstanceId) -> Option<&mut Instance> {
+        self.instances.iter_mut().find(|i| i.id == id)
+    }
+
+    fn reported(&mut self, id: InstanceId, outcome: Result<spawn::Applied, spawn::SpawnFailure>) {
+        let release = self.release.clone();
+        let Some(instance) = self.instance_mut(id) else {
             return;
         };
-        child.report = None;
+        instance.report = None;
         match outcome {
             Ok(applied) => {
-                let pid = child.pid;
-                tracing::info!(pid, release = self.release.as_deref(), "spawned");
+                instance.started = Some(SystemTime::now());
+                let pid = instance.pid.unwrap_or_default();
+                tracing::info!(pid, instance = %id, release = release.as_deref(), "spawned");
                 if let Some(record) = applied
                     .landlock
                     .as_ref()
@@ -541,28 +566,32 @@ impl Supervisor {
                     );
                 }
                 self.landlock = applied.landlock;
-                self.feed(Event::Spawned { pid });
+                self.feed(Event::Spawned { instance: id, pid });
             }
             Err(failure) => {
                 // The helper exits at once after reporting; its exit is
                 // reaped but means nothing more.
-                self.child = None;
+                instance.exit = None;
+                instance.pid = None;
                 self.feed(Event::SpawnFailed {
+                    instance: id,
                     reason: failure.to_string(),
                 });
             }
         }
     }
 
-    async fn exited(&mut self, status: ExitStatus) {
-        let Some(child) = self.child.take() else {
+    async fn exited(&mut self, id: InstanceId, status: ExitStatus) {
+        let Some(instance) = self.instance_mut(id) else {
             return;
         };
-        let cgroup_empty = match &self.leaf {
+        instance.exit = None;
+        let pid = instance.pid.unwrap_or_default();
+        let cgroup_empty = match &instance.leaf {
             Some(leaf) => !leaf.cgroup.is_populated().unwrap_or(false),
             None => {
                 // Without a cgroup the process group is all we can find.
-                let _ = killpg(Pid::from_raw(child.pid as i32), NixSignal::SIGKILL);
+                let _ = killpg(Pid::from_raw(pid as i32), NixSignal::SIGKILL);
                 true
             }
         };
@@ -571,18 +600,14 @@ impl Supervisor {
             // read what the app wrote last (often the traceback that says
             // why it died) before the exit becomes a reason and a failure
             // report with the last log lines.
-            drain_output(child.pipes).await;
+            drain_output(std::mem::take(&mut instance.pipes)).await;
         }
         // Otherwise a daemonized grandchild may keep the pipes open: the
         // capture tasks end by themselves once it has gone.
         let status = self.memory_limit_kill(status);
-        tracing::info!(
-            pid = child.pid,
-            ?status,
-            cgroup_empty,
-            "main process exited"
-        );
+        tracing::info!(pid, instance = %id, ?status, cgroup_empty, "main process exited");
         self.feed(Event::MainExited {
+            instance: id,
             status,
             cgroup_empty,
         });
@@ -605,34 +630,41 @@ impl Supervisor {
     }
 
     fn notified(&mut self, msg: readiness::NotifyMessage) {
-        // Only the current instance may say it is ready: during a
-        // start-stop restart the previous one is still around.
-        let from_app = match &self.leaf {
+        // Only a process of an instance may speak for it: during a
+        // start-stop restart the previous instance is still around.
+        let sender = self.instances.iter().find(|i| match &i.leaf {
             Some(leaf) => leaf.cgroup.contains_pid(msg.pid),
-            None => Some(msg.pid) == self.machine.pid,
-        };
-        if !from_app {
+            None => i.pid == Some(msg.pid),
+        });
+        let Some(id) = sender.map(|i| i.id) else {
             tracing::warn!(
                 sender.pid = msg.pid,
                 sender.uid = msg.uid,
                 "ignoring a notify message from outside the app"
             );
             return;
-        }
-        if let Some(status) = msg.status() {
+        };
+        let current = self.machine.current.as_ref().map(|i| i.id) == Some(id);
+        if let Some(status) = msg.status().filter(|_| current) {
             self.notify_status = Some(status.to_owned());
         }
         if msg.is_ready() {
-            self.feed(Event::Ready);
+            self.feed(Event::Ready {
+                instance: id,
+                signal: ReadySignal::Notify,
+            });
         } else {
             self.publish(false);
         }
     }
 
     /// Steps the state machine with `event` and carries out its effects,
-    /// then any events those effects produced (a spawn that failed at once).
+    /// then any events those effects produced (a spawn that failed at once);
+    /// then publishes the status and answers the callers whose outcome is
+    /// known, so a caller reads the status its answer came with.
     fn feed(&mut self, event: Event) {
         let before = self.machine.state;
+        let mut answers = Vec::new();
         self.pending.push_back(event);
         while let Some(event) = self.pending.pop_front() {
             let (machine, effects) = app::step(&self.machine, event, Instant::now());
@@ -644,7 +676,10 @@ impl Supervisor {
             }
             self.machine = machine;
             for effect in effects {
-                self.effect(effect);
+                match effect {
+                    Effect::Answer(id, answer) => answers.push((id, answer)),
+                    effect => self.effect(effect),
+                }
             }
         }
         let changed = self.machine.state != before;
@@ -656,145 +691,101 @@ impl Supervisor {
             tracing::info!(from = ?before, to = ?self.machine.state, reason = %self.machine.reason, "state changed");
         }
         self.publish(changed);
+        for (id, answer) in answers {
+            if let Some(i) = self.waiting.iter().position(|(waiter, _)| *waiter == id) {
+                let (_, reply) = self.waiting.swap_remove(i);
+                let _ = reply.send(answer);
+            }
+        }
     }
 
     fn effect(&mut self, effect: Effect) {
         match effect {
-            Effect::Restore => self.restore(),
-            Effect::Retire => self.retire(),
-            Effect::StopPrevious => self.stop_previous(),
-            Effect::Spawn => self.spawn(),
-            Effect::ProbeReadiness => self.start_probe(),
-            Effect::CancelProbe => {
-                if let Some(probe) = self.probe.take() {
+            Effect::Spawn(id) => self.spawn(id),
+            Effect::Probe(id) => self.start_probe(id),
+            Effect::CancelProbe(id) => {
+                if let Some(probe) = self.instance_mut(id).and_then(|i| i.probe.take()) {
                     probe.abort();
                 }
             }
-            Effect::Signal(signal) => {
-                if let Some(pid) = self.machine.pid {
+            Effect::Signal(id, signal) => {
+                if let Some(pid) = self.instance(id).and_then(|i| i.pid) {
                     let _ = kill(Pid::from_raw(pid as i32), signal.0);
                 }
             }
-            Effect::SignalAll(signal) => self.signal_all(signal.0),
-            Effect::KillAll => self.signal_all(NixSignal::SIGKILL),
-            Effect::SetTimer { after, generation } => {
-                self.timer = Some((generation, Box::pin(tokio::time::sleep(after))));
+            Effect::SignalAll(id, signal) => self.signal_all(id, signal.0),
+            Effect::KillAll(id) => self.signal_all(id, NixSignal::SIGKILL),
+            Effect::Reload(id, signal) => self.reload(id, signal),
+            Effect::Forget(id) => self.forget(id),
+            Effect::SetTimer {
+                key,
+                after,
+                generation,
+            } => {
+                self.timers.retain(|t| t.key != key);
+                self.timers.push(Timer {
+                    key,
+                    generation,
+                    sleep: Box::pin(tokio::time::sleep(after)),
+                });
             }
-            Effect::CancelTimer => self.timer = None,
+            Effect::CancelTimer(key) => self.timers.retain(|t| t.key != key),
+            Effect::Answer(..) => unreachable!("answered by feed"),
         }
     }
 
-    /// Signals every process of the current instance.
-    fn signal_all(&mut self, signal: NixSignal) {
-        if let Some(pid) = self.machine.pid.or(self.child.as_ref().map(|c| c.pid)) {
-            kill_instance(self.leaf.as_ref(), pid, signal);
-        } else if let Some(leaf) = &self.leaf {
-            kill_instance(Some(leaf), 0, signal);
+    /// Signals every process of an instance.
+    fn signal_all(&self, id: InstanceId, signal: NixSignal) {
+        if let Some(instance) = self.instance(id) {
+            kill_instance(instance.leaf.as_ref(), instance.pid.unwrap_or(0), signal);
         }
     }
 
-    /// `Effect::Retire`: the current instance keeps running as the previous
-    /// one; the next spawn gets a new leaf.
-    fn retire(&mut self) {
-        let Some(child) = self.child.take() else {
+    /// `Effect::Reload`: note the instance's processes but the main one,
+    /// send the reload signal, and watch those processes go.
+    fn reload(&mut self, id: InstanceId, signal: Signal) {
+        let Some(instance) = self.instance_mut(id) else {
             return;
         };
-        self.previous = Some(PreviousInstance {
-            pid: child.pid,
-            exit: Some(child.exit),
-            leaf: self.leaf.take(),
-            kill_at: None,
-            stopping: false,
-        });
-    }
-
-    /// `Effect::StopPrevious`: the stop signal now, SIGKILL after the stop
-    /// timeout.
-    fn stop_previous(&mut self) {
-        let signal = self.app.spec.stop.signal.0;
-        let timeout = self.app.spec.stop.timeout;
-        let Some(previous) = self.previous.as_mut() else {
+        let Some(pid) = instance.pid else {
             return;
         };
-        previous.stopping = true;
-        if previous.exit.is_some() {
-            // Like any stop: the signal goes to the main process, which
-            // stops its workers its own way.
-            let _ = kill(Pid::from_raw(previous.pid as i32), signal);
-        } else {
-            kill_instance(previous.leaf.as_ref(), previous.pid, signal);
+        let before: Vec<u32> = instance
+            .leaf
+            .as_ref()
+            .and_then(|leaf| leaf.cgroup.pids().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| *p != pid)
+            .collect();
+        let workers = match workers::Workers::note(before) {
+            Ok(workers) => workers,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot watch the workers of a reload; it waits for the probe only");
+                workers::Workers::note([]).unwrap_or_else(|_| unreachable!("no pid, no pidfd"))
+            }
+        };
+        tracing::info!(pid, instance = %id, workers = workers.len(), %signal, "reloading");
+        if let Err(err) = kill(Pid::from_raw(pid as i32), signal.0) {
+            tracing::warn!(error = %err, "sending the reload signal");
         }
-        previous.kill_at = Some(Box::pin(tokio::time::sleep(timeout)));
-        tracing::info!(pid = previous.pid, "stopping the previous instance");
-        self.forget_previous_if_gone();
+        instance.reload = Some(tokio::spawn(workers.gone()));
     }
 
-    /// `Effect::Restore`: the new instance failed; the previous one, still
-    /// serving, is the current one again.
-    fn restore(&mut self) {
-        let Some(previous) = self.previous.take() else {
+    /// `Effect::Forget`: nothing of the instance is left.
+    fn forget(&mut self, id: InstanceId) {
+        let Some(i) = self.instances.iter().position(|i| i.id == id) else {
             return;
         };
-        self.child = None;
-        if let Some(failed) = self.leaf.take() {
-            self.remove_leaf(failed);
+        let instance = self.instances.swap_remove(i);
+        if let Some(probe) = instance.probe {
+            probe.abort();
         }
-        self.leaf = previous.leaf;
-        match previous.exit {
-            Some(exit) => {
-                self.child = Some(Child {
-                    pid: previous.pid,
-                    exit,
-                    report: None,
-                    pipes: Vec::new(),
-                })
-            }
-            None => tracing::error!(
-                pid = previous.pid,
-                "restored an instance whose exit was already seen"
-            ),
+        if let Some(reload) = instance.reload {
+            reload.abort();
         }
-    }
-
-    fn previous_exited(&mut self, status: ExitStatus) {
-        let Some(previous) = self.previous.as_mut() else {
-            return;
-        };
-        previous.exit = None;
-        tracing::info!(pid = previous.pid, ?status, "the previous instance exited");
-        if !previous.stopping {
-            // It died while its successor was starting: nothing is left to
-            // fall back on; kill whatever it left behind.
-            previous.stopping = true;
-            kill_instance(previous.leaf.as_ref(), previous.pid, NixSignal::SIGKILL);
-            self.feed(Event::PreviousExited);
-        }
-        self.forget_previous_if_gone();
-    }
-
-    fn previous_populated(&mut self, populated: Option<bool>) {
-        if let Some(leaf) = self.previous.as_mut().and_then(|p| p.leaf.as_mut()) {
-            if populated.is_none() {
-                leaf.populated = None;
-            }
-        }
-        self.forget_previous_if_gone();
-    }
-
-    /// Drops the previous instance once its main process has exited and
-    /// its cgroup is empty.
-    fn forget_previous_if_gone(&mut self) {
-        let gone = self.previous.as_ref().is_some_and(|p| {
-            p.stopping
-                && p.exit.is_none()
-                && p.leaf
-                    .as_ref()
-                    .is_none_or(|leaf| !leaf.cgroup.is_populated().unwrap_or(false))
-        });
-        if gone {
-            if let Some(leaf) = self.previous.take().and_then(|p| p.leaf) {
-                self.remove_leaf(leaf);
-            }
+        if let Some(leaf) = instance.leaf {
+            self.remove_leaf(leaf);
         }
     }
 
@@ -807,30 +798,43 @@ impl Supervisor {
         }
     }
 
-    fn start_probe(&mut self) {
-        let check = match &self.app.spec.readiness.kind {
-            ReadinessKind::Http { url } => Check::Http(url.clone()),
-            ReadinessKind::Tcp { address } => Check::Tcp(*address),
-            ReadinessKind::Notify | ReadinessKind::None => return,
-        };
+    /// Probes instance `id`: through its private socket when it has one,
+    /// so that no other instance can answer for it.
+    fn start_probe(&mut self, id: InstanceId) {
+        let probe = self.app.spec.readiness.probe.clone();
         let deadline = tokio::time::Instant::now() + self.app.spec.readiness.timeout;
-        self.probe = Some(tokio::spawn(readiness::wait_until_ready(check, deadline)));
+        let Some(instance) = self.instance_mut(id) else {
+            return;
+        };
+        let via = instance.probe_socket.as_ref().map(|s| s.path().to_owned());
+        let check = match (probe, via) {
+            (Some(Probe::Http(url)), Some(socket)) => Check::HttpVia { url, socket },
+            (Some(Probe::Tcp(_)), Some(socket)) => Check::AcceptVia(socket),
+            (Some(Probe::Http(url)), None) => Check::Http(url),
+            (Some(Probe::Tcp(address)), None) => Check::Tcp(address),
+            (None, _) => return,
+        };
+        tracing::debug!(instance = %id, %check, "probing");
+        instance.probe = Some(tokio::spawn(readiness::wait_until_ready(check, deadline)));
     }
 
     /// Sets up what a spawn needs that lives across spawns (cgroup, notify
-    /// socket), then spawns through the exec helper.
-    fn spawn(&mut self) {
-        self.starts += 1;
-        match self.try_spawn() {
-            Ok(child) => self.child = Some(child),
+    /// socket, listen sockets), then spawns instance `id` through the exec
+    /// helper.
+    fn spawn(&mut self, id: InstanceId) {
+        match self.try_spawn(id) {
+            Ok(instance) => self.instances.push(instance),
             Err(reason) => {
                 tracing::warn!(%reason, "spawn failed");
-                self.pending.push_back(Event::SpawnFailed { reason });
+                self.pending.push_back(Event::SpawnFailed {
+                    instance: id,
+                    reason,
+                });
             }
         }
     }
 
-    fn try_spawn(&mut self) -> Result<Child, String> {
+    fn try_spawn(&mut self, id: InstanceId) -> Result<Instance, String> {
         let spec = &self.app.spec;
         if self.cgroup.is_none() {
             if let Some(root) = &self.shared.cgroups {
@@ -840,35 +844,33 @@ impl Supervisor {
                 self.cgroup = Some(cg);
             }
         }
-        // Each instance gets a fresh leaf, so that the previous one of a
-        // start-stop restart can be stopped without touching this one. The
-        // last instance's leaf is empty by now (the machine spawns only
-        // once nothing of the app is left, or after Retire moved it).
-        if let Some(old) = self.leaf.take() {
-            self.remove_leaf(old);
-        }
-        if let Some(cg) = &self.cgroup {
-            let leaf = cg
-                .child(&format!("i{}", self.starts))
-                .map_err(|e| format!("spawn failed at cgroup: {e}"))?;
-            let populated = match &self.shared.watcher {
-                Some(watcher) => Some(
-                    watcher
-                        .watch(&leaf)
-                        .map_err(|e| format!("spawn failed at cgroup watch: {e}"))?,
-                ),
-                None => None,
-            };
-            // Kept open so the next spawn can clone straight into it.
-            let dir = std::fs::File::open(leaf.dir())
-                .map(OwnedFd::from)
-                .map_err(|e| format!("spawn failed at cgroup {}: {e}", leaf.dir().display()))?;
-            self.leaf = Some(Leaf {
-                cgroup: leaf,
-                populated,
-                dir,
-            });
-        }
+        // Each instance gets a leaf of its own, so that a start-stop
+        // restart's previous instance can be stopped without touching
+        // this one.
+        let (leaf, populated) = match &self.cgroup {
+            Some(cg) => {
+                let leaf = cg
+                    .child(&id.to_string())
+                    .map_err(|e| format!("spawn failed at cgroup: {e}"))?;
+                let populated = match &self.shared.watcher {
+                    Some(watcher) => Some(
+                        watcher
+                            .watch(&leaf)
+                            .map_err(|e| format!("spawn failed at cgroup watch: {e}"))?,
+                    ),
+                    None => None,
+                };
+                // Kept open so the spawn can clone straight into it.
+                let dir = std::fs::File::open(leaf.dir())
+                    .map(OwnedFd::from)
+                    .map_err(|e| format!("spawn failed at cgroup {}: {e}", leaf.dir().display()))?;
+                (
+                    Some(Leaf { cgroup: leaf, dir }),
+                    populated.map(watch_populated),
+                )
+            }
+            None => (None, None),
+        };
         let notify_path = if spec.readiness.kind == ReadinessKind::Notify {
             let path = self.shared.notify_dir.join(format!("{}.sock", spec.name));
             if self.notify.is_none() {
@@ -894,6 +896,18 @@ impl Supervisor {
                     .map_err(|e| format!("spawn failed at {e}"))?,
             );
         }
+        let probe_socket = if !spec.listen.is_empty() && spec.readiness.probe.is_some() {
+            let path = self
+                .shared
+                .probe_dir
+                .join(format!("{}.{id}.sock", spec.name));
+            Some(
+                ProbeSocket::bind(&path)
+                    .map_err(|e| format!("spawn failed at probe socket: {e}"))?,
+            )
+        } else {
+            None
+        };
         self.release = std::fs::canonicalize(&spec.directory)
             .ok()
             .map(|p| p.display().to_string());
@@ -924,7 +938,8 @@ impl Supervisor {
                 .as_ref()
                 .map(HeldSockets::names)
                 .unwrap_or_default(),
-            cgroup_procs: self.leaf.as_ref().map(|leaf| leaf.cgroup.procs_path()),
+            probe_socket: probe_socket.is_some(),
+            cgroup_procs: leaf.as_ref().map(|leaf| leaf.cgroup.procs_path()),
             extra_cgroup_procs,
             sandbox: sandbox_inputs(&self.app, &self.shared),
         };
@@ -933,33 +948,44 @@ impl Supervisor {
             crate::logs::make_pipe().map_err(|e| format!("spawn failed at pipe: {e}"))?;
         let (err_r, err_w) =
             crate::logs::make_pipe().map_err(|e| format!("spawn failed at pipe: {e}"))?;
-        let (pid, exit, report) = self.spawn_registered(&plan, out_w, err_w)?;
+        let (pid, exit, report) =
+            self.spawn_registered(&plan, leaf.as_ref(), probe_socket.as_ref(), out_w, err_w)?;
         let pipes = vec![
             self.logs.capture(Stream::Stdout, out_r),
             self.logs.capture(Stream::Stderr, err_r),
         ];
-        Ok(Child {
-            pid,
-            exit,
+        Ok(Instance {
+            id,
+            pid: Some(pid),
+            started: None,
+            exit: Some(exit),
             report: Some(Box::pin(report.applied())),
             pipes,
+            leaf,
+            probe_socket,
+            populated,
+            probe: None,
+            reload: None,
         })
     }
 
     fn spawn_registered(
         &self,
         plan: &SpawnPlan,
+        leaf: Option<&Leaf>,
+        probe_socket: Option<&ProbeSocket>,
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<(u32, oneshot::Receiver<ExitStatus>, spawn::ReportReader), String> {
         let mut report = None;
         let (pid, exit) = self.shared.reaper.spawn_registered(|| {
-            let listen_fds = self
+            let mut listen_fds = self
                 .listen
                 .as_ref()
                 .map(HeldSockets::fds)
                 .unwrap_or_default();
-            let spawned = match &self.leaf {
+            listen_fds.extend(probe_socket.map(ProbeSocket::fd));
+            let spawned = match leaf {
                 Some(leaf) => {
                     use std::os::fd::AsFd;
                     spawn::spawn_into_cgroup(plan, stdout, stderr, &listen_fds, leaf.dir.as_fd())
@@ -984,11 +1010,8 @@ impl Supervisor {
             name: spec.name.to_string(),
             state: protocol_state(m.state),
             reason,
-            pid: m.pid,
-            uptime_secs: m
-                .started_at
-                .filter(|_| m.pid.is_some())
-                .map(|t| t.elapsed().as_secs_f64()),
+            pid: m.pid(),
+            uptime_secs: None,
             since: self
                 .since_wall
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -1017,10 +1040,15 @@ impl Supervisor {
                 pid: status.pid,
             });
         }
+        let started_wall = m
+            .current
+            .as_ref()
+            .and_then(|c| self.instances.iter().find(|i| i.id == c.id))
+            .and_then(|i| i.started);
         self.snapshot.send_replace(Snapshot {
             state: m.state,
+            started: m.started_at().zip(started_wall),
             status,
-            starts: self.starts,
             readiness_failures: self.readiness_failures,
             app: self.app.clone(),
             landlock: self.landlock.clone(),
@@ -1029,8 +1057,10 @@ impl Supervisor {
 
     fn cleanup(&mut self) {
         self.notify = None;
-        if let Some(leaf) = self.leaf.take() {
-            self.remove_leaf(leaf);
+        for instance in std::mem::take(&mut self.instances) {
+            if let Some(leaf) = instance.leaf {
+                self.remove_leaf(leaf);
+            }
         }
         if let Some(cg) = self.cgroup.take() {
             if let Some(watcher) = &self.shared.watcher {
@@ -1046,6 +1076,66 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// The first instance or timer with something to report, if any.
+fn poll_instances(
+    instances: &mut [Instance],
+    timers: &mut [Timer],
+    cx: &mut Context<'_>,
+) -> Poll<Wake> {
+    for instance in instances.iter_mut() {
+        let id = instance.id;
+        // The exit waits until the report is in: an app that dies at once
+        // must still be seen as spawned (or as a failed spawn) first.
+        if let Some(report) = instance.report.as_mut() {
+            if let Poll::Ready(outcome) = report.as_mut().poll(cx) {
+                return Poll::Ready(Wake::Reported(id, outcome));
+            }
+        } else if let Some(exit) = instance.exit.as_mut() {
+            if let Poll::Ready(status) = Pin::new(exit).poll(cx) {
+                // A dropped sender means the reaper is gone: assume the worst.
+                let status = status.unwrap_or(ExitStatus::Signal(libc::SIGKILL));
+                return Poll::Ready(Wake::Exited(id, status));
+            }
+        }
+        if let Some(populated) = instance.populated.as_mut() {
+            if let Poll::Ready((rx, value)) = populated.as_mut().poll(cx) {
+                instance.populated = value.map(|_| watch_populated(rx));
+                return Poll::Ready(Wake::Populated(id, value));
+            }
+        }
+        if let Some(probe) = instance.probe.as_mut() {
+            if let Poll::Ready(result) = Pin::new(probe).poll(cx) {
+                instance.probe = None;
+                return Poll::Ready(Wake::Probe(id, result.ok()));
+            }
+        }
+        if let Some(reload) = instance.reload.as_mut() {
+            if Pin::new(reload).poll(cx).is_ready() {
+                instance.reload = None;
+                return Poll::Ready(Wake::WorkersGone(id));
+            }
+        }
+    }
+    for timer in timers.iter_mut() {
+        if timer.sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Wake::Timer(timer.key, timer.generation));
+        }
+    }
+    Poll::Pending
+}
+
+/// The next value of a leaf's `populated` watch, with the receiver to
+/// watch again; `None` once the watcher is gone.
+fn watch_populated(mut rx: watch::Receiver<bool>) -> PopulatedFuture {
+    Box::pin(async move {
+        let value = match rx.changed().await {
+            Ok(()) => Some(*rx.borrow_and_update()),
+            Err(_) => None,
+        };
+        (rx, value)
+    })
 }
 
 /// What is left to do if an app's task panics (a bug in appvisord): its
@@ -1080,7 +1170,7 @@ impl PanicGuard {
             snapshot.state = AppState::Fatal;
             snapshot.status.state = appvisor_protocol::State::Fatal;
             snapshot.status.pid = None;
-            snapshot.status.uptime_secs = None;
+            snapshot.started = None;
             snapshot.status.reason = format!(
                 "appvisord bug: supervising {} failed ({message}); its processes were killed; restart appvisord and report the bug",
                 self.name
@@ -1126,15 +1216,6 @@ async fn drain_output(pipes: Vec<JoinHandle<()>>) {
         tracing::warn!(
             "the app's last output was not captured within {DRAIN_OUTPUT:?}; the failure report may miss it"
         );
-    }
-}
-
-/// The next value of a cgroup's `populated` watch; `None` once the watcher
-/// is gone (emptiness must then be asked for).
-async fn watch_changed(rx: &mut watch::Receiver<bool>) -> Option<bool> {
-    match rx.changed().await {
-        Ok(()) => Some(*rx.borrow_and_update()),
-        Err(_) => None,
     }
 }
 
