@@ -25,7 +25,9 @@
 //!    `uwsgi`.
 //!
 //! Anything else, a script run directly included, is not recognised: give
-//! it `[stop] signal = "INT"`, or name it `uwsgi-…`.
+//! it `[stop] signal = "INT"`, or name it `uwsgi-…`. `appctl check`, a
+//! separate process run by configuration management, does read such a
+//! script (bounded, see `check`) and warns with [`script_uwsgi_args`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -248,6 +250,22 @@ fn simple_commands(script: &str) -> Vec<Vec<String>> {
     commands
 }
 
+/// The arguments uWSGI gets from a `#!` script for a shell (rule 3 applied
+/// to the script's text), `None` when it is no such script or runs no
+/// uWSGI.
+pub fn script_uwsgi_args(text: &str) -> Option<Vec<String>> {
+    let shebang = text.lines().next()?.strip_prefix("#!")?;
+    let mut words = shebang.split_whitespace();
+    let mut interpreter = file_name(words.next()?);
+    if interpreter == "env" {
+        interpreter = file_name(words.find(|w| !w.starts_with('-'))?);
+    }
+    SHELLS
+        .contains(&interpreter)
+        .then(|| script_args(text))
+        .flatten()
+}
+
 /// `check`'s warning for a uWSGI command given `listen` held sockets: the
 /// problem and what to write, or `None` when the command maps them with an
 /// `fd://` socket option (in its arguments or a `UWSGI_*` variable of the
@@ -257,10 +275,18 @@ pub fn missing_fd_socket(
     listen: usize,
     environment: &BTreeMap<String, String>,
 ) -> Option<(String, String)> {
+    missing_fd_socket_in(&uwsgi_args(command)?, listen, environment)
+}
+
+/// [`missing_fd_socket`] for the arguments uWSGI gets.
+pub fn missing_fd_socket_in(
+    args: &[String],
+    listen: usize,
+    environment: &BTreeMap<String, String>,
+) -> Option<(String, String)> {
     if listen == 0 {
         return None;
     }
-    let args = uwsgi_args(command)?;
     let names_fd = |s: &str| s.contains("fd://");
     let loads_config = |arg: &str| {
         let option = arg.split_once('=').map_or(arg, |(option, _)| option);
@@ -343,6 +369,22 @@ mod tests {
         for (command, want) in cases {
             let want = want.map(words);
             assert_eq!(uwsgi_args(&words(command)), want, "for {command:?}");
+        }
+    }
+
+    #[test]
+    fn reads_shell_scripts_that_run_uwsgi() {
+        let cases: &[(&str, Option<&[&str]>)] = &[
+            ("#!/bin/sh\nset -e\ncd /srv/shop/current\nexec /srv/shop/venv/bin/uwsgi --ini u.ini\n", Some(&["--ini", "u.ini"])),
+            ("#!/usr/bin/env bash\nexec uwsgi \\\n  --http-socket fd://3\n", Some(&["--http-socket", "fd://3"])),
+            ("#!/bin/sh -e\n# runs uwsgi\nexec gunicorn shop.wsgi\n", None),
+            ("#!/srv/shop/venv/bin/python\nimport uwsgi\n", None),
+            ("exec uwsgi\n", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            let want = want.map(words);
+            assert_eq!(script_uwsgi_args(text), want, "for {text:?}");
         }
     }
 
