@@ -169,6 +169,16 @@ impl AppBuilder {
         &self.name
     }
 
+    /// Replaces the command.
+    pub fn command<I, S>(mut self, command: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.command = command.into_iter().map(Into::into).collect();
+        self
+    }
+
     pub fn group(mut self, group: &str) -> Self {
         self.group = Some(group.to_owned());
         self

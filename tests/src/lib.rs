@@ -26,6 +26,7 @@ pub mod chaos;
 pub mod daemon;
 pub mod load;
 pub mod net;
+pub mod nginx;
 pub mod prefix;
 pub mod procfs;
 pub mod servers;

@@ -446,6 +446,20 @@ impl ServedApp {
         options: DaemonOptions,
         configure: impl FnOnce(AppBuilder) -> AppBuilder,
     ) -> ServedApp {
+        let served = ServedApp::launch(server, framework, options, configure);
+        served.wait_serving(1);
+        served
+    }
+
+    /// [`ServedApp::start_with`] without waiting for `GET /` to answer
+    /// (for apps that do not speak HTTP on their socket): waits until
+    /// appvisord says it is running.
+    pub fn launch(
+        server: Server,
+        framework: Framework,
+        options: DaemonOptions,
+        configure: impl FnOnce(AppBuilder) -> AppBuilder,
+    ) -> ServedApp {
         let user = TestUser::ensure(APP_USER);
         let owner = TestUser::ensure(OWNER);
         let prefix = Prefix::new();
@@ -472,7 +486,6 @@ impl ServedApp {
         served
             .daemon
             .wait_for_state(&served.name, State::Running, Duration::from_secs(60));
-        served.wait_serving(1);
         served
     }
 
