@@ -460,6 +460,9 @@ impl ServedApp {
         options: DaemonOptions,
         configure: impl FnOnce(AppBuilder) -> AppBuilder,
     ) -> ServedApp {
+        // A venv made before the matrix has gunicorn but not the rest:
+        // say so now rather than as an import error in the app's log.
+        bins::uwsgi();
         let user = TestUser::ensure(APP_USER);
         let owner = TestUser::ensure(OWNER);
         let prefix = Prefix::new();

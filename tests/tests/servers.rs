@@ -7,13 +7,14 @@
 //! not a promise appvisord can make; [`in_flight_complete`] is the table
 //! docs/servers.md shows, and these tests hold it true.
 
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use appvisor_tests::daemon::describe_output;
 use appvisor_tests::load::{under_load, Ending, Failure, InFlight, LoadReport};
-use appvisor_tests::servers::{Framework, Release, ServedApp, Server};
-use appvisor_tests::{require_root, State, Strategy};
+use appvisor_tests::servers::{gunicorn_command, Framework, Release, ServedApp, Server, WORKERS};
+use appvisor_tests::{descendants, require_root, ProcStatus, State, Strategy};
 
 /// One load test at a time in this binary: two of them on CI's two cores
 /// would measure each other.
@@ -187,6 +188,48 @@ fn restart_under_load(server: Server, framework: Framework, strategy: Strategy) 
             "{server} restart: only requests in flight may fail: {report}"
         );
     }
+}
+
+/// Why the matrix's commands name `--chdir /srv/…/current`: gunicorn and
+/// uWSGI keep the directory they resolved at start, so without it a reload
+/// after the switch serves the release that was current at start.
+#[test]
+fn reload_without_chdir_keeps_serving_the_old_release() {
+    require_root!();
+    let server = Server::GunicornSync;
+    let app = ServedApp::start(server, Framework::Flask, |app| {
+        // gunicorn --workers 2 flask_app:app, in `current` (the app's
+        // directory) at start.
+        let command = gunicorn_command(Framework::Flask, Path::new("unused"), &[]);
+        let command = [&command[..3], &command[5..]].concat();
+        assert!(!command.contains(&"--chdir".to_owned()), "{command:?}");
+        app.command(command)
+    });
+    app.deploy(2, Release::Good);
+    let arbiter = app.main_pid().expect("a running app has a pid");
+    let old_workers = workers(arbiter);
+    appctl_ok(&app, &["reload", app.name()]);
+    app.daemon
+        .wait_until(Duration::from_secs(30), "every worker replaced", || {
+            let now = workers(arbiter);
+            now.len() == WORKERS as usize && now.iter().all(|w| !old_workers.contains(w))
+        });
+    assert_eq!(
+        app.get("/release"),
+        "1\n",
+        "{server} kept the old directory"
+    );
+    // A restart spawns in the new `current`.
+    appctl_ok(&app, &["restart", app.name()]);
+    assert_eq!(app.get("/release"), "2\n");
+}
+
+/// The main process's children.
+fn workers(main: u32) -> Vec<u32> {
+    descendants(main)
+        .into_iter()
+        .filter(|p| ProcStatus::read(*p).is_some_and(|s| s.ppid == main))
+        .collect()
 }
 
 macro_rules! matrix {
