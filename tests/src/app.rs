@@ -65,6 +65,7 @@ pub struct AppBuilder {
     group: Option<String>,
     command: Vec<String>,
     directory: PathBuf,
+    venv: Option<PathBuf>,
     description: Option<String>,
     app_groups: Vec<String>,
     environment: BTreeMap<String, String>,
@@ -139,6 +140,7 @@ impl AppBuilder {
             group: None,
             command: command.into_iter().map(Into::into).collect(),
             directory: PathBuf::from("/"),
+            venv: None,
             description: None,
             app_groups: Vec::new(),
             environment: BTreeMap::new(),
@@ -192,6 +194,12 @@ impl AppBuilder {
     /// `app_groups`: the groups `appctl ... group:NAME` selects by.
     pub fn app_groups(mut self, groups: &[&str]) -> Self {
         self.app_groups = groups.iter().map(|g| (*g).to_owned()).collect();
+        self
+    }
+
+    /// `venv`: the venv a wrapper command runs a program from.
+    pub fn venv(mut self, venv: impl AsRef<Path>) -> Self {
+        self.venv = Some(venv.as_ref().to_path_buf());
         self
     }
 
@@ -337,6 +345,9 @@ impl AppBuilder {
             "directory = {}",
             quote(&self.directory.display().to_string())
         );
+        if let Some(venv) = &self.venv {
+            let _ = writeln!(t, "venv = {}", quote(&venv.display().to_string()));
+        }
         if !self.environment.is_empty() {
             let pairs: Vec<String> = self
                 .environment

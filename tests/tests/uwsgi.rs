@@ -107,6 +107,15 @@ fn socket_fd_3_serves_nginx_uwsgi_pass() {
         });
 }
 
+/// `words` quoted for sh.
+fn shell_words(words: &[String]) -> String {
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
+        .collect();
+    quoted.join(" ")
+}
+
 /// The owner's own venv for app `name`, `ROOT/venv`, with a copy of the
 /// test venv's uwsgi and a wrapper script `bin/SCRIPT` that execs it
 /// (serving Flask from `current`, Python packages from the test venv):
@@ -136,17 +145,13 @@ fn venv_script(dir: &AppDir, script: &str) -> String {
         "--virtualenv".to_owned(),
         bins::venv().display().to_string(),
     ]);
-    let words: Vec<String> = command
-        .iter()
-        .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
-        .collect();
     let path = bin.join(script);
     install(
         &path,
         format!(
             "#!/bin/sh\ncd {} || exit 1\nexec {}\n",
             dir.current().display(),
-            words.join(" ")
+            shell_words(&command)
         )
         .as_bytes(),
     );
@@ -241,6 +246,46 @@ fn uwsgi_through_a_venv_script_stops_with_int_when_named_or_told() {
         took[2] >= STOP_TIMEOUT && plain_log.contains("brutally killing workers"),
         "plain: the stop took {:?}; uWSGI's log:\n{plain_log}",
         took[2]
+    );
+}
+
+#[test]
+fn uwsgi_through_sh_c_stops_with_int_by_default() {
+    require_root!();
+    let prefix = Prefix::new();
+    let user = TestUser::ensure(APP_USER);
+    let owner = TestUser::ensure(OWNER);
+    let dir = AppDir::new(&prefix, "shell", &owner, Framework::Flask);
+    dir.deploy(1, Release::Good);
+    let port = free_port();
+    let uwsgi = Server::Uwsgi.command(Framework::Flask, &dir.current());
+    // As a hand-written file or a supervisord import has it; `venv` lets
+    // the shell execute the venv's uwsgi.
+    let script = format!(
+        "cd {} && exec {}",
+        dir.current().display(),
+        shell_words(&uwsgi)
+    );
+    server_app("shell", &user, &dir, Server::Uwsgi, port)
+        .command(["/bin/sh", "-c", &script])
+        .venv(bins::venv())
+        .stop_timeout(STOP_TIMEOUT)
+        .write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    daemon.wait_for_state("shell", State::Running, Duration::from_secs(60));
+    daemon.wait_until(
+        Duration::from_secs(30),
+        "uWSGI under sh -c to serve",
+        || http_get(port, "/health").is_ok_and(|r| r.status == 200),
+    );
+    let started = Instant::now();
+    let out = daemon.appctl(["stop", "shell"]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let log = daemon.app_logs("shell", 40, true);
+    assert!(
+        took < STOP_TIMEOUT && log.contains("goodbye to uWSGI"),
+        "the stop took {took:?} (TERM would reload uWSGI, then SIGKILL); uWSGI's log:\n{log}"
     );
 }
 
