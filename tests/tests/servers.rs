@@ -14,7 +14,7 @@ use std::time::Duration;
 use appvisor_tests::daemon::describe_output;
 use appvisor_tests::load::{under_load, Ending, Failure, InFlight, LoadReport};
 use appvisor_tests::servers::{gunicorn_command, Framework, Release, ServedApp, Server, WORKERS};
-use appvisor_tests::{descendants, require_root, ProcStatus, State, Strategy};
+use appvisor_tests::{descendants, process_exists, require_root, ProcStatus, State, Strategy};
 
 /// One load test at a time in this binary: two of them on CI's two cores
 /// would measure each other.
@@ -112,6 +112,7 @@ fn start_and_restart(server: Server, framework: Framework, strategy: Strategy) {
     assert!(app.get("/").starts_with("hello from avt-srv-app"));
     let before = app.main_pid();
     appctl_ok(&app, &["restart", app.name()]);
+    previous_instance_gone(&app, before);
     assert_eq!(app.get("/release"), "1\n");
     let after = app.daemon.app(app.name());
     assert_eq!(after.state, State::Running, "{after:#?}");
@@ -129,6 +130,7 @@ fn with_requests_in_flight(server: Server, framework: Framework, action: Action)
         _ => Strategy::StopStart,
     };
     let app = ServedApp::start(server, framework, |app| app.strategy(strategy));
+    let before = app.main_pid();
     let in_flight = InFlight::open(app.port, IN_FLIGHT, SLOW_SECS);
     let verb = match action {
         Action::Stop => "stop",
@@ -141,8 +143,25 @@ fn with_requests_in_flight(server: Server, framework: Framework, action: Action)
     if action == Action::Stop {
         assert_eq!(app.daemon.app(app.name()).state, State::Stopped);
     } else {
+        previous_instance_gone(&app, before);
         assert_eq!(app.get("/release"), "1\n");
     }
+}
+
+/// Waits until the main process of the instance that ran before a restart
+/// has exited. `restart` returns once the new instance is ready; with
+/// start-stop the previous one is still stopping then, and a uWSGI that
+/// stops kills its workers with whatever they accepted, requests sent just
+/// after the restart returned included (docs/servers.md).
+fn previous_instance_gone(app: &ServedApp, before: Option<u32>) {
+    let Some(before) = before else {
+        return;
+    };
+    app.daemon.wait_until(
+        Duration::from_secs(30),
+        "the previous instance to exit",
+        || !process_exists(before),
+    );
 }
 
 /// Under load, with requests in flight, the owner deploys release 2 and
