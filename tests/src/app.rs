@@ -23,6 +23,22 @@ pub enum Readiness {
     Tcp(String),
 }
 
+/// `[restart] strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    StopStart,
+    StartStop,
+}
+
+impl Strategy {
+    fn as_str(self) -> &'static str {
+        match self {
+            Strategy::StopStart => "stop-start",
+            Strategy::StartStop => "start-stop",
+        }
+    }
+}
+
 /// `[restart] policy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartPolicy {
@@ -49,6 +65,7 @@ pub struct AppBuilder {
     group: Option<String>,
     command: Vec<String>,
     directory: PathBuf,
+    venv: Option<PathBuf>,
     description: Option<String>,
     app_groups: Vec<String>,
     environment: BTreeMap<String, String>,
@@ -57,7 +74,10 @@ pub struct AppBuilder {
     listen: Vec<(String, Option<String>)>,
     readiness: Option<Readiness>,
     readiness_timeout: Option<Duration>,
+    /// `[readiness] url` beside kind `notify`.
+    readiness_url: Option<String>,
     policy: Option<RestartPolicy>,
+    strategy: Option<Strategy>,
     start_secs: Option<Duration>,
     max_retries: Option<u32>,
     backoff: Option<(Duration, Duration)>,
@@ -120,6 +140,7 @@ impl AppBuilder {
             group: None,
             command: command.into_iter().map(Into::into).collect(),
             directory: PathBuf::from("/"),
+            venv: None,
             description: None,
             app_groups: Vec::new(),
             environment: BTreeMap::new(),
@@ -128,7 +149,9 @@ impl AppBuilder {
             listen: Vec::new(),
             readiness: None,
             readiness_timeout: None,
+            readiness_url: None,
             policy: None,
+            strategy: None,
             start_secs: None,
             max_retries: None,
             backoff: None,
@@ -148,6 +171,16 @@ impl AppBuilder {
         &self.name
     }
 
+    /// Replaces the command.
+    pub fn command<I, S>(mut self, command: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.command = command.into_iter().map(Into::into).collect();
+        self
+    }
+
     pub fn group(mut self, group: &str) -> Self {
         self.group = Some(group.to_owned());
         self
@@ -161,6 +194,12 @@ impl AppBuilder {
     /// `app_groups`: the groups `appctl ... group:NAME` selects by.
     pub fn app_groups(mut self, groups: &[&str]) -> Self {
         self.app_groups = groups.iter().map(|g| (*g).to_owned()).collect();
+        self
+    }
+
+    /// `venv`: the venv a wrapper command runs a program from.
+    pub fn venv(mut self, venv: impl AsRef<Path>) -> Self {
+        self.venv = Some(venv.as_ref().to_path_buf());
         self
     }
 
@@ -198,6 +237,18 @@ impl AppBuilder {
 
     pub fn readiness_timeout(mut self, timeout: Duration) -> Self {
         self.readiness_timeout = Some(timeout);
+        self
+    }
+
+    /// `[readiness] url` beside kind `notify` (for kind `http`, give the
+    /// url in [`Readiness::Http`]).
+    pub fn readiness_url(mut self, url: &str) -> Self {
+        self.readiness_url = Some(url.to_owned());
+        self
+    }
+
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = Some(strategy);
         self
     }
 
@@ -294,6 +345,9 @@ impl AppBuilder {
             "directory = {}",
             quote(&self.directory.display().to_string())
         );
+        if let Some(venv) = &self.venv {
+            let _ = writeln!(t, "venv = {}", quote(&venv.display().to_string()));
+        }
         if !self.environment.is_empty() {
             let pairs: Vec<String> = self
                 .environment
@@ -314,7 +368,10 @@ impl AppBuilder {
                 let _ = writeln!(t, "name = {}", quote(name));
             }
         }
-        if self.readiness.is_some() || self.readiness_timeout.is_some() {
+        if self.readiness.is_some()
+            || self.readiness_timeout.is_some()
+            || self.readiness_url.is_some()
+        {
             t.push_str("\n[readiness]\n");
             match &self.readiness {
                 Some(Readiness::None) => t.push_str("kind = \"none\"\n"),
@@ -327,11 +384,15 @@ impl AppBuilder {
                 }
                 None => {}
             }
+            if let Some(url) = &self.readiness_url {
+                let _ = writeln!(t, "url = {}", quote(url));
+            }
             if let Some(d) = self.readiness_timeout {
                 let _ = writeln!(t, "timeout = {}", quote(&duration(d)));
             }
         }
         if self.policy.is_some()
+            || self.strategy.is_some()
             || self.start_secs.is_some()
             || self.max_retries.is_some()
             || self.backoff.is_some()
@@ -339,6 +400,9 @@ impl AppBuilder {
             t.push_str("\n[restart]\n");
             if let Some(p) = self.policy {
                 let _ = writeln!(t, "policy = {}", quote(p.as_str()));
+            }
+            if let Some(s) = self.strategy {
+                let _ = writeln!(t, "strategy = {}", quote(s.as_str()));
             }
             if let Some(d) = self.start_secs {
                 let _ = writeln!(t, "start_secs = {}", quote(&duration(d)));
@@ -425,6 +489,20 @@ mod tests {
     }
 
     #[test]
+    fn writes_a_url_beside_notify() {
+        let toml = AppBuilder::for_user_name("shop", "avt-app1", ["/srv/gunicorn"])
+            .readiness(Readiness::Notify)
+            .readiness_url("http://127.0.0.1:8001/health")
+            .to_toml();
+        assert!(
+            toml.ends_with(
+                "\n[readiness]\nkind = \"notify\"\nurl = \"http://127.0.0.1:8001/health\"\n"
+            ),
+            "{toml}"
+        );
+    }
+
+    #[test]
     fn writes_every_table_in_design_keys() {
         let toml = AppBuilder::for_user_name("shop", "avt-app1", ["/srv/gunicorn", "a:b"])
             .group("avt-grp")
@@ -436,6 +514,7 @@ mod tests {
             .readiness(Readiness::Tcp("127.0.0.1:8001".into()))
             .readiness_timeout(Duration::from_secs(30))
             .restart_policy(RestartPolicy::OnFailure)
+            .strategy(Strategy::StartStop)
             .start_secs(Duration::from_secs(1))
             .max_retries(3)
             .backoff(Duration::from_millis(100), Duration::from_secs(2))
@@ -465,6 +544,7 @@ timeout = "30s"
 
 [restart]
 policy = "on-failure"
+strategy = "start-stop"
 start_secs = "1s"
 max_retries = 3
 backoff = { initial = "100ms", max = "2s" }

@@ -63,6 +63,21 @@ pub fn gunicorn() -> PathBuf {
     venv().join("bin/gunicorn")
 }
 
+/// `<venv>/bin/uwsgi`; panics with the fix when it is missing.
+pub fn uwsgi() -> PathBuf {
+    let uwsgi = venv().join("bin/uwsgi");
+    assert!(
+        uwsgi.is_file(),
+        "no uwsgi in the test venv: run .ci/run (it installs tests/requirements.txt, \
+         which builds uWSGI against Debian's python3-dev)"
+    );
+    uwsgi
+}
+
+/// Debian's nginx (`.ci/run` installs it), run by the tests in front of
+/// uWSGI's uwsgi protocol.
+pub const NGINX: &str = "/usr/sbin/nginx";
+
 /// `<venv>/bin/python`.
 pub fn venv_python() -> PathBuf {
     venv().join("bin/python")

@@ -24,14 +24,17 @@ pub mod app;
 pub mod bins;
 pub mod chaos;
 pub mod daemon;
+pub mod load;
 pub mod net;
+pub mod nginx;
 pub mod prefix;
 pub mod procfs;
+pub mod servers;
 pub mod testapps;
 pub mod users;
 pub mod wait;
 
-pub use app::{AppBuilder, Readiness, RestartPolicy};
+pub use app::{AppBuilder, Readiness, RestartPolicy, Strategy};
 pub use appvisor_protocol::{AppList, AppStatus, State};
 pub use daemon::{Daemon, DaemonOptions};
 pub use net::{free_port, http_get, HttpResponse};

@@ -3,6 +3,9 @@
 //! cross-app conflicts, reported together; never talks to a daemon.
 
 use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::error::ConfigError;
@@ -10,7 +13,8 @@ use super::load::{
     app_files, app_name, load_daemon_or_default, load_valid_app, load_valid_app_named, DaemonConfig,
 };
 use super::resolve::{check_conflicts, resolve, UserDb};
-use super::spec::{AppName, AppSpec};
+use super::spec::{AppName, AppSpec, Signal};
+use super::uwsgi;
 use super::validate::Defaults;
 
 /// What `check` found.
@@ -114,6 +118,7 @@ pub fn check(
         match loaded {
             Ok(valid) => {
                 report.warnings.extend(valid.warnings);
+                report.warnings.extend(uwsgi_script_warnings(&valid.spec));
                 if let Err(errors) = resolve(&valid.spec, db) {
                     report.errors.extend(errors);
                 }
@@ -137,6 +142,75 @@ pub fn check(
             .filter(|error| !named || files.contains(&error.file)),
     );
     report
+}
+
+/// The most of a program `check` reads to see whether it is a script that
+/// runs uWSGI: a wrapper's `exec` line comes early.
+const SCRIPT_HEAD: u64 = 64 * 1024;
+
+/// What the daemon cannot know about a `command[0]` that is a script
+/// running uWSGI: it decides from the configuration alone (`uwsgi`), so
+/// such an app stops with TERM, which uWSGI takes as "reload", and its
+/// socket options go unchecked. `check` reads the script, which the daemon
+/// never does, to say so.
+fn uwsgi_script_warnings(spec: &AppSpec) -> Vec<ConfigError> {
+    let Some(program) = spec.command.first() else {
+        return Vec::new();
+    };
+    if uwsgi::runs_uwsgi(&spec.command) {
+        return Vec::new();
+    }
+    let Some(args) = read_script_head(Path::new(program))
+        .as_deref()
+        .and_then(uwsgi::script_uwsgi_args)
+    else {
+        return Vec::new();
+    };
+    let warning = |message: String, hint: &str| {
+        ConfigError::new(&spec.file, message)
+            .with_key("command[0]")
+            .with_hint(hint)
+    };
+    let mut warnings = Vec::new();
+    if spec.stop.signal == Signal(nix::sys::signal::Signal::SIGTERM)
+        && !args.iter().any(|a| a == "--die-on-term")
+    {
+        warnings.push(warning(
+            format!(
+                "{program} is a script that runs uWSGI, which reloads on TERM; the daemon does \
+                 not read scripts, so it stops this app with TERM and kills it at the stop timeout"
+            ),
+            "add [stop] signal = \"INT\", or name the script uwsgi-… so the daemon knows",
+        ));
+    }
+    if let Some((message, hint)) =
+        uwsgi::missing_fd_socket_in(&args, spec.listen.len(), &spec.environment)
+    {
+        warnings.push(warning(
+            format!("{program} runs uWSGI: {message}"),
+            &format!("in the script, {hint}"),
+        ));
+    }
+    warnings
+}
+
+/// The first [`SCRIPT_HEAD`] bytes of `path` when it is a regular file
+/// starting with `#!`. The file is the app owner's, so hostile: the last
+/// component is never followed (O_NOFOLLOW), a FIFO or device never blocks
+/// the open (O_NONBLOCK) and is refused, and the read is bounded.
+fn read_script_head(path: &Path) -> Option<String> {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut head = Vec::new();
+    file.take(SCRIPT_HEAD).read_to_end(&mut head).ok()?;
+    head.starts_with(b"#!")
+        .then(|| String::from_utf8_lossy(&head).into_owned())
 }
 
 /// The valid apps of `apps_dir` that none of `files` replaces (by name or
@@ -368,6 +442,73 @@ mod tests {
                 .ends_with("checked 2 files: 0 errors, 2 warnings"),
             "{report}"
         );
+    }
+
+    #[test]
+    fn a_script_that_runs_uwsgi_is_read_and_warned_about() {
+        let host = Host::new();
+        let script = |name: &str, text: &str| {
+            let path = host.write(name, text);
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+            path
+        };
+        let start = script(
+            "start",
+            "#!/bin/sh\ncd /srv/shop/current\nexec /srv/shop/venv/bin/uwsgi --master\n",
+        );
+        let app = |program: &Path, extra: &str| {
+            host.app_text(&format!(
+                "[[listen]]\naddress = \"127.0.0.1:8001\"\n{extra}"
+            ))
+            .replace(
+                &host.path("prog").display().to_string(),
+                &program.display().to_string(),
+            )
+        };
+        let file = host.write("shop.toml", &app(&start, ""));
+        let report = host.check(std::slice::from_ref(&file));
+        assert!(report.is_ok(), "{report}");
+        let file_name = file.display();
+        let start_name = start.display();
+        assert_eq!(
+            report
+                .warnings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [
+                format!(
+                    "{file_name}: command[0]: {start_name} is a script that runs uWSGI, which \
+                     reloads on TERM; the daemon does not read scripts, so it stops this app with \
+                     TERM and kills it at the stop timeout (add [stop] signal = \"INT\", or name \
+                     the script uwsgi-… so the daemon knows)"
+                ),
+                format!(
+                    "{file_name}: command[0]: {start_name} runs uWSGI: uWSGI serves the \
+                     [[listen]] socket (fd 3) with the uwsgi protocol unless an fd:// socket \
+                     option says otherwise, and this command has none (in the script, add \
+                     \"--http-socket\", \"fd://3\" to serve HTTP, or \"--socket\", \"fd://3\" \
+                     behind nginx's uwsgi_pass)"
+                ),
+            ]
+        );
+        // Told to stop with INT, mapping fd 3: nothing to say.
+        let good = script(
+            "good",
+            "#!/bin/sh\nexec /srv/shop/venv/bin/uwsgi --http-socket fd://3\n",
+        );
+        let file = host.write("shop.toml", &app(&good, "[stop]\nsignal = \"INT\"\n"));
+        assert_eq!(host.check(std::slice::from_ref(&file)).warnings, []);
+        // Not a script, or not a regular file: not read.
+        let fifo = host.path("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o755)).unwrap();
+        assert_eq!(read_script_head(&fifo), None);
+        assert_eq!(
+            read_script_head(&host.path("prog")).as_deref(),
+            Some("#!/bin/sh\n")
+        );
+        std::os::unix::fs::symlink(&start, host.path("link")).unwrap();
+        assert_eq!(read_script_head(&host.path("link")), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod resolve;
 pub mod spec;
 #[cfg(test)]
 pub(crate) mod test_spec;
+pub mod uwsgi;
 pub mod validate;
 
 pub use check::{check, CheckReport};

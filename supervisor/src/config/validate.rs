@@ -32,7 +32,7 @@
 //! | `restart.max_retries` | `0` (keep trying) |
 //! | `restart.backoff` | `{ initial = "1s", max = "60s" }` |
 //! | `restart.strategy` | `"stop-start"` |
-//! | `stop.signal` | `"TERM"`, but `"INT"` when `command[0]`'s file name starts with `uwsgi` (uWSGI reloads on TERM) |
+//! | `stop.signal` | `"TERM"`, but `"INT"` when the command runs uWSGI (uWSGI reloads on TERM; `uwsgi` says how it is recognised) |
 //! | `stop.timeout` | `"30s"` |
 //! | `stop.reload_signal` | `"HUP"` |
 //! | `logs.max_size`, `logs.keep` | `"50MiB"`, `5` |
@@ -67,6 +67,7 @@ use super::spec::{
     ListenSpec, LogSpec, NetworkMode, ReadinessKind, ReadinessSpec, RestartPolicy, RestartSpec,
     RestartStrategy, SandboxSpec, Signal, StatusSpec, StopSpec,
 };
+use super::uwsgi;
 
 /// Built-in daemon defaults (DESIGN.md).
 pub const DEFAULT_APPS_DIR: &str = "/etc/appvisor/apps.d";
@@ -792,6 +793,9 @@ impl<'a> Builder<'a> {
         let env_files_paths: Vec<PathBuf> =
             env_files.iter().map(|(path, _)| path.clone()).collect();
         let environment = self.merge_env_files(&env_files, environment, read_env_file);
+        if let Some(command) = &command {
+            self.uwsgi_warning(command, listen.len(), &environment);
+        }
         let listen = listen
             .into_iter()
             .map(|(address, listen_name)| ListenSpec {
@@ -1177,8 +1181,8 @@ impl<'a> Builder<'a> {
     }
 
     fn stop(&mut self, command: Option<&[String]>) -> StopSpec {
-        let default_signal = match command.and_then(|command| command.first()) {
-            Some(program) if is_uwsgi(program) => nix::sys::signal::Signal::SIGINT,
+        let default_signal = match command {
+            Some(command) if uwsgi::runs_uwsgi(command) => nix::sys::signal::Signal::SIGINT,
             _ => nix::sys::signal::Signal::SIGTERM,
         };
         StopSpec {
@@ -1296,6 +1300,22 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// A uWSGI command that serves held sockets with the wrong protocol.
+    fn uwsgi_warning(
+        &mut self,
+        command: &[String],
+        listen: usize,
+        environment: &BTreeMap<String, String>,
+    ) {
+        let Some((message, hint)) = uwsgi::missing_fd_socket(command, listen, environment) else {
+            return;
+        };
+        if let Some(val) = self.pick("command", |r| r.command.as_ref()) {
+            self.warnings
+                .push(val.warning(&val.span, "", message, hint.as_str()));
+        }
+    }
+
     fn sandbox_warnings(
         &mut self,
         sandbox: &SandboxSpec,
@@ -1367,13 +1387,6 @@ fn check_fd_name(name: &str) -> Result<(), Invalid> {
         ));
     }
     Ok(())
-}
-
-fn is_uwsgi(program: &str) -> bool {
-    Path::new(program)
-        .file_name()
-        .and_then(|name| name.to_str())
-        .is_some_and(|name| name.starts_with("uwsgi"))
 }
 
 /// A wildcard listen address is probed on loopback of the same family.
@@ -2008,6 +2021,22 @@ connect_ports = [5432]
                 Sig::SIGTERM,
             ),
             ("[\"/srv/uwsgi/venv/bin/gunicorn\"]", "", Sig::SIGTERM),
+            // Through a wrapper: env, or a shell's -c script that runs it.
+            (
+                "[\"/usr/bin/env\", \"LANG=C.UTF-8\", \"/srv/x/venv/bin/uwsgi\"]",
+                "",
+                Sig::SIGINT,
+            ),
+            (
+                "[\"/bin/sh\", \"-c\", \"cd /srv/x/current && exec /srv/x/venv/bin/uwsgi --ini x.ini\"]",
+                "",
+                Sig::SIGINT,
+            ),
+            (
+                "[\"/bin/sh\", \"-c\", \"exec /srv/x/venv/bin/gunicorn x.wsgi\"]",
+                "",
+                Sig::SIGTERM,
+            ),
         ];
         for (command, extra, want) in cases {
             let text =
@@ -2138,6 +2167,39 @@ connect_ports = [5432]
                 .warnings,
             []
         );
+    }
+
+    #[test]
+    fn warns_about_uwsgi_without_an_fd_socket_on_held_sockets() {
+        let file = |args: &str, environment: &str| {
+            format!(
+                "user = \"shop\"\ndirectory = \"/srv/shop/current\"\n\
+                 command = [\"/srv/shop/venv/bin/uwsgi\", {args}]\n{environment}\
+                 [sandbox]\nconnect_ports = []\n[[listen]]\naddress = \"127.0.0.1:8001\"\n"
+            )
+        };
+        let warnings = |text: &str| {
+            validate_with(text, &Defaults::none(), &no_env_files)
+                .unwrap()
+                .warnings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            warnings(&file("\"--master\", \"--module\", \"shop.wsgi\"", "")),
+            ["apps.d/shop.toml:3:11: command: uWSGI serves the [[listen]] socket (fd 3) with the uwsgi \
+              protocol unless an fd:// socket option says otherwise, and this command has none \
+              (add \"--http-socket\", \"fd://3\" to serve HTTP, or \"--socket\", \"fd://3\" behind \
+              nginx's uwsgi_pass)"]
+        );
+        assert_eq!(
+            warnings(&file("\"--http-socket\", \"fd://3\"", "")),
+            Vec::<String>::new()
+        );
+        // uWSGI reads UWSGI_* variables as options.
+        let env = "environment = { UWSGI_HTTP_SOCKET = \"fd://3\" }\n";
+        assert_eq!(warnings(&file("\"--master\"", env)), Vec::<String>::new());
     }
 
     #[test]
