@@ -9,7 +9,8 @@
 //! socket in its own way: gunicorn takes `LISTEN_FDS` without any bind,
 //! uWSGI takes `fd://3`, daphne and uvicorn `--fd 3`. A server started
 //! through a shell (`sh -c "... gunicorn -b ..."`) is not rewritten: its
-//! ports become `bind_ports` and a note says what to change.
+//! ports become `bind_ports` and a note says what to change. Any other
+//! program given `--port N` binds N itself, so N goes to `bind_ports` too.
 //!
 //! Pure.
 
@@ -178,25 +179,66 @@ pub fn move_to_held_sockets(argv: &[String]) -> Moved {
         return moved;
     }
     // A server inside a shell script is not rewritten, only found.
-    if let Some(script) = shell_script(argv) {
-        if let Some(words) = split_command(script) {
-            if let Some((at, server)) = find_server(&words) {
-                moved.server = Some(server);
-                let (_, binds) = take_binds(server, &words[at + 1..]);
-                for bind in binds {
-                    if let Ok(addr) = address(&bind.address) {
-                        moved.bind_ports.extend(port_of(&addr));
-                    }
+    let script_words = shell_script(argv).and_then(split_command);
+    if let Some(words) = &script_words {
+        if let Some((at, server)) = find_server(words) {
+            moved.server = Some(server);
+            let (_, binds) = take_binds(server, &words[at + 1..]);
+            for bind in binds {
+                if let Ok(addr) = address(&bind.address) {
+                    moved.bind_ports.extend(port_of(&addr));
                 }
-                moved.notes.push(format!(
-                    "{} runs through a shell, so its binds are left as they are and its ports \
-                     are in bind_ports; run it directly with [[listen]] to get held sockets",
-                    server.name()
-                ));
+            }
+            moved.notes.push(format!(
+                "{} runs through a shell, so its binds are left as they are and its ports \
+                 are in bind_ports; run it directly with [[listen]] to get held sockets",
+                server.name()
+            ));
+            return moved;
+        }
+    }
+    // Any other program given --port binds that port itself (a Tornado or
+    // aiohttp app, a Flask dev server): Landlock lets it only ports in
+    // bind_ports.
+    for port in own_ports(script_words.as_deref().unwrap_or(argv)) {
+        moved.bind_ports.push(port);
+        moved.notes.push(bind_port_note(
+            &format!("--port {port}: the program binds it itself, so"),
+            port,
+        ));
+    }
+    moved
+}
+
+/// The ports a program is given as `--port N` or `--port=N`.
+fn own_ports(argv: &[String]) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for (i, word) in argv.iter().enumerate() {
+        let value = match word.strip_prefix("--port") {
+            Some("") => argv.get(i + 1).map(String::as_str),
+            Some(rest) => rest.strip_prefix('='),
+            None => None,
+        };
+        if let Some(port) = value.and_then(|v| v.parse::<u16>().ok()) {
+            if !ports.contains(&port) {
+                ports.push(port);
             }
         }
     }
-    moved
+    ports
+}
+
+/// The note on a port the app binds itself: `bind_ports` lets Landlock
+/// allow it, but a port below 1024 also needs root, which the app is not.
+fn bind_port_note(what: &str, port: u16) -> String {
+    if port < 1024 {
+        format!(
+            "{what} bind_ports = [{port}]; but {port} is below 1024, which only root may bind: \
+             give the app a port of 1024 or more, or [[listen]] if it can take a socket"
+        )
+    } else {
+        format!("{what} bind_ports = [{port}] lets it (Landlock refuses any other bind)")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,6 +495,32 @@ mod tests {
             assert_eq!(moved.listen, *listen, "{given}");
             assert!(moved.bind_ports.is_empty(), "{given}");
         }
+    }
+
+    #[test]
+    fn a_program_given_a_port_binds_it_itself_through_bind_ports() {
+        let table: &[(&str, &[u16])] = &[
+            ("/usr/bin/python3 /srv/hello/app.py --port=8020", &[8020]),
+            ("/srv/venv/bin/python -m aiohttp.web --port 8080 app:init", &[8080]),
+            ("/bin/sh -c 'exec python3 app.py --port=9000'", &[9000]),
+            ("/usr/bin/python3 app.py --port-file /run/x --port=x", &[]),
+            ("/srv/venv/bin/celery -A proj worker", &[]),
+        ];
+        for (given, ports) in table {
+            let argv = crate::supervisord::ini::split_command(given).expect("a command");
+            let moved = move_to_held_sockets(&argv);
+            assert_eq!(moved.command, argv, "{given}: the command is left as it is");
+            assert_eq!(moved.bind_ports, *ports, "{given}");
+            assert!(moved.listen.is_empty(), "{given}");
+            assert_eq!(moved.notes.len(), ports.len(), "{given}: {:?}", moved.notes);
+        }
+        let moved = move_to_held_sockets(&words("/usr/bin/python3 app.py --port 80"));
+        assert_eq!(
+            moved.notes,
+            ["--port 80: the program binds it itself, so bind_ports = [80]; but 80 is below \
+              1024, which only root may bind: give the app a port of 1024 or more, or \
+              [[listen]] if it can take a socket"]
+        );
     }
 
     #[test]
