@@ -10,7 +10,8 @@
 //! uWSGI takes `fd://3`, daphne and uvicorn `--fd 3`. A server started
 //! through a shell (`sh -c "... gunicorn -b ..."`) is not rewritten: its
 //! ports become `bind_ports` and a note says what to change. Any other
-//! program given `--port N` binds N itself, so N goes to `bind_ports` too.
+//! program given `--port N` binds N itself, so N goes to `bind_ports` too,
+//! as does uWSGI's stats server (`--stats`), which takes no inherited socket.
 //!
 //! Pure.
 
@@ -152,6 +153,9 @@ pub fn move_to_held_sockets(argv: &[String]) -> Moved {
             }
         }
         command.extend(kept);
+        if server == Server::Uwsgi {
+            stats_server(&args, &mut moved);
+        }
         command.extend(args);
         if server == Server::Uwsgi
             && binds.iter().any(|b| b.kind == BindKind::UwsgiHttp)
@@ -165,7 +169,7 @@ pub fn move_to_held_sockets(argv: &[String]) -> Moved {
         }
         if !moved.listen.is_empty() {
             moved.notes.push(format!(
-                "{} binds nothing itself: appvisord holds {} and passes {}",
+                "{} binds none of its sockets itself: appvisord holds {} and passes {}",
                 server.name(),
                 moved.listen.join(", "),
                 if server == Server::Gunicorn {
@@ -208,6 +212,39 @@ pub fn move_to_held_sockets(argv: &[String]) -> Moved {
         ));
     }
     moved
+}
+
+/// uWSGI's stats server (`--stats ADDR`), which it binds itself and
+/// which takes no inherited socket: a TCP port goes to `bind_ports`, a
+/// Unix socket needs its directory writable.
+fn stats_server(args: &[String], moved: &mut Moved) {
+    for (i, word) in args.iter().enumerate() {
+        let value = match word.as_str() {
+            "--stats" | "--stats-server" => args.get(i + 1).map(String::as_str),
+            _ => word
+                .strip_prefix("--stats=")
+                .or_else(|| word.strip_prefix("--stats-server=")),
+        };
+        let Some(value) = value else { continue };
+        match address(value) {
+            Ok(addr) if addr.starts_with("unix:") => moved.notes.push(format!(
+                "--stats {value}: uWSGI creates its stats socket itself, in a directory the \
+                 app must be able to write (sandbox read_write)"
+            )),
+            Ok(addr) => {
+                if let Some(port) = port_of(&addr) {
+                    moved.bind_ports.push(port);
+                    moved.notes.push(bind_port_note(
+                        &format!("--stats {value}: uWSGI binds its stats server itself, so"),
+                        port,
+                    ));
+                }
+            }
+            Err(why) => moved
+                .notes
+                .push(format!("--stats {value}: {why}; uWSGI binds it itself")),
+        }
+    }
 }
 
 /// The ports a program is given as `--port N` or `--port=N`.
@@ -498,10 +535,49 @@ mod tests {
     }
 
     #[test]
+    fn uwsgi_binds_its_stats_server_itself_through_bind_ports() {
+        let argv = words(
+            "/srv/venv/bin/uwsgi --http 0.0.0.0:8030 --wsgi-file www/web.py \
+             --stats 127.0.0.1:9191 --stats-http",
+        );
+        let moved = move_to_held_sockets(&argv);
+        assert_eq!(
+            moved.command,
+            words(
+                "/srv/venv/bin/uwsgi --http-socket fd://3 --wsgi-file www/web.py \
+                 --stats 127.0.0.1:9191 --stats-http"
+            )
+        );
+        assert_eq!(moved.listen, ["0.0.0.0:8030"]);
+        assert_eq!(moved.bind_ports, [9191], "{:?}", moved.notes);
+        assert!(
+            moved.notes.contains(
+                &"--stats 127.0.0.1:9191: uWSGI binds its stats server itself, so bind_ports = \
+                  [9191] lets it (Landlock refuses any other bind)"
+                    .to_owned()
+            ),
+            "{:?}",
+            moved.notes
+        );
+        let moved = move_to_held_sockets(&words(
+            "/srv/venv/bin/uwsgi --socket :3031 --stats=/run/shop/stats.sock",
+        ));
+        assert!(moved.bind_ports.is_empty());
+        assert!(
+            moved.notes[0].starts_with("--stats /run/shop/stats.sock: uWSGI creates"),
+            "{:?}",
+            moved.notes
+        );
+    }
+
+    #[test]
     fn a_program_given_a_port_binds_it_itself_through_bind_ports() {
         let table: &[(&str, &[u16])] = &[
             ("/usr/bin/python3 /srv/hello/app.py --port=8020", &[8020]),
-            ("/srv/venv/bin/python -m aiohttp.web --port 8080 app:init", &[8080]),
+            (
+                "/srv/venv/bin/python -m aiohttp.web --port 8080 app:init",
+                &[8080],
+            ),
             ("/bin/sh -c 'exec python3 app.py --port=9000'", &[9000]),
             ("/usr/bin/python3 app.py --port-file /run/x --port=x", &[]),
             ("/srv/venv/bin/celery -A proj worker", &[]),
@@ -517,9 +593,11 @@ mod tests {
         let moved = move_to_held_sockets(&words("/usr/bin/python3 app.py --port 80"));
         assert_eq!(
             moved.notes,
-            ["--port 80: the program binds it itself, so bind_ports = [80]; but 80 is below \
+            [
+                "--port 80: the program binds it itself, so bind_ports = [80]; but 80 is below \
               1024, which only root may bind: give the app a port of 1024 or more, or \
-              [[listen]] if it can take a socket"]
+              [[listen]] if it can take a socket"
+            ]
         );
     }
 
