@@ -393,25 +393,33 @@ fn stats_server(args: &[String], moved: &mut Moved) {
                 .strip_prefix("--stats=")
                 .or_else(|| word.strip_prefix("--stats-server=")),
         };
-        let Some(value) = value else { continue };
-        match address(value) {
-            Ok(addr) if addr.starts_with("unix:") => moved.notes.push(format!(
-                "--stats {value}: uWSGI creates its stats socket itself, in a directory the \
-                 app must be able to write (sandbox read_write)"
-            )),
-            Ok(addr) => {
-                if let Some(port) = port_of(&addr) {
-                    moved.bind_ports.push(port);
-                    moved.notes.push(bind_port_note(
-                        &format!("--stats {value}: uWSGI binds its stats server itself, so"),
-                        port,
-                    ));
-                }
-            }
-            Err(why) => moved
-                .notes
-                .push(format!("--stats {value}: {why}; uWSGI binds it itself")),
+        if let Some(value) = value {
+            uwsgi_binds_itself(&format!("--stats {value}"), value, moved);
         }
+    }
+}
+
+/// A socket uWSGI binds itself (its stats server, a socket in its ini),
+/// given as `what`: a TCP port goes to `bind_ports`; a Unix socket's
+/// directory must be writable.
+fn uwsgi_binds_itself(what: &str, value: &str, moved: &mut Moved) {
+    match address(value) {
+        Ok(addr) if addr.starts_with("unix:") => moved.notes.push(format!(
+            "{what}: uWSGI creates the socket itself, in a directory the app must be able to \
+             write (sandbox read_write)"
+        )),
+        Ok(addr) => {
+            if let Some(port) = port_of(&addr) {
+                moved.bind_ports.push(port);
+                moved.notes.push(bind_port_note(
+                    &format!("{what}: uWSGI binds it itself, so"),
+                    port,
+                ));
+            }
+        }
+        Err(why) => moved
+            .notes
+            .push(format!("{what}: {why}; uWSGI binds it itself")),
     }
 }
 
@@ -626,24 +634,7 @@ fn config_notes(server: Server, binds: &[Bind], config: Option<&ConfigBinds>, mo
         )),
         (Server::Uwsgi, Ok(found)) => {
             for (option, value) in found {
-                match address(value) {
-                    Ok(addr) if addr.starts_with("unix:") => moved.notes.push(format!(
-                        "{option} = {value} in {file}: uWSGI creates the socket itself, in a \
-                         directory the app must be able to write (sandbox read_write)"
-                    )),
-                    Ok(addr) => {
-                        if let Some(port) = port_of(&addr) {
-                            moved.bind_ports.push(port);
-                            moved.notes.push(bind_port_note(
-                                &format!("{option} = {value} in {file}: uWSGI binds it itself, so"),
-                                port,
-                            ));
-                        }
-                    }
-                    Err(why) => moved.notes.push(format!(
-                        "{option} = {value} in {file}: {why}; uWSGI binds it itself"
-                    )),
-                }
+                uwsgi_binds_itself(&format!("{option} = {value} in {file}"), value, moved);
             }
         }
         _ => {}
@@ -945,8 +936,8 @@ mod tests {
         assert_eq!(moved.bind_ports, [9191], "{:?}", moved.notes);
         assert!(
             moved.notes.contains(
-                &"--stats 127.0.0.1:9191: uWSGI binds its stats server itself, so bind_ports = \
-                  [9191] lets it (Landlock refuses any other bind)"
+                &"--stats 127.0.0.1:9191: uWSGI binds it itself, so bind_ports = [9191] lets \
+                  it (Landlock refuses any other bind)"
                     .to_owned()
             ),
             "{:?}",
@@ -958,7 +949,7 @@ mod tests {
         );
         assert!(moved.bind_ports.is_empty());
         assert!(
-            moved.notes[0].starts_with("--stats /run/shop/stats.sock: uWSGI creates"),
+            moved.notes[0].starts_with("--stats /run/shop/stats.sock: uWSGI creates the socket"),
             "{:?}",
             moved.notes
         );
