@@ -330,6 +330,20 @@ impl Ran {
             .unwrap_or_else(|| panic!("no {app}.toml imported; {:?}", self.imported.keys()))
     }
 
+    /// `appctl stop APP` returns within `limit`: the stop signal stops it,
+    /// rather than the kill after the stop timeout.
+    fn stops_within(&self, app: &str, limit: Duration) {
+        let started = std::time::Instant::now();
+        let out = self.daemon.appctl(["stop", app]);
+        assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
+        assert!(
+            started.elapsed() < limit,
+            "stopping {app} took {:?}\n{}",
+            started.elapsed(),
+            self.daemon.app_logs(app, 20, true)
+        );
+    }
+
     fn pid(&self, app: &str) -> u32 {
         self.daemon
             .app(app)
@@ -478,22 +492,6 @@ fn make_venv(dir: &Path, tools: &[Tool]) {
         }
     }
     run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(dir));
-}
-
-/// An app name as the importer makes one of a supervisord name.
-fn app_name(name: &str) -> String {
-    let mapped: String = name
-        .to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    mapped.trim_start_matches(['-', '_']).to_owned()
 }
 
 /// Words a server's bind options are given as, which the importer moves
@@ -666,9 +664,10 @@ fn run_case(case: &Case) -> Ran {
         .iter()
         .filter(|p| p["kind"] == "program")
         .collect();
+    // The corpus's names are app names already: none is renamed.
     let names: Vec<String> = programs
         .iter()
-        .map(|p| app_name(p["name"].as_str().expect("a name")))
+        .map(|p| p["name"].as_str().expect("a name").to_owned())
         .collect();
     assert_eq!(
         imported.keys().cloned().collect::<Vec<_>>(),
@@ -752,7 +751,7 @@ fn compare(name: &str, text: &str, theirs: &serde_json::Value, user: &TestUser) 
         .unwrap_or_default();
     if group != theirs["name"] {
         assert!(
-            app_groups.contains(&app_name(group)),
+            app_groups.iter().any(|g| g == group),
             "{}",
             say(&format!("in group {group}"))
         );
@@ -955,14 +954,7 @@ fn corpus_celery_extra_relative_includes_run_worker_and_beat() {
     let ran = run_case(&CELERY_EXTRA);
     assert_eq!(ran.imported.len(), 2, "{}", ran.said);
     // The worker's warm shutdown is TERM's, well within its 300 s.
-    let started = std::time::Instant::now();
-    let out = ran.daemon.appctl(["stop", "tasks-worker"]);
-    assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
+    ran.stops_within("tasks-worker", Duration::from_secs(10));
 }
 
 const CELERY_NUMPROCS: Case = Case {
@@ -1133,14 +1125,7 @@ fn corpus_uwsgi_http_router_becomes_a_held_http_socket() {
     );
     ran.serves("classifier", 8030, "hello from");
     // INT stops uWSGI at once; TERM would have reloaded it.
-    let started = std::time::Instant::now();
-    let out = ran.daemon.appctl(["stop", "classifier"]);
-    assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "{:?}",
-        started.elapsed()
-    );
+    ran.stops_within("classifier", Duration::from_secs(8));
 }
 
 const WEBSHOP: Case = Case {
