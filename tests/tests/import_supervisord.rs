@@ -1123,9 +1123,36 @@ fn corpus_uwsgi_http_router_becomes_a_held_http_socket() {
             && file.contains(&format!("bind_ports = [{}]", ran.port(9391))),
         "{file}"
     );
+    assert!(file.contains("signal = \"INT\""), "{file}");
     ran.serves("classifier", 8030, "hello from");
-    // INT stops uWSGI at once; TERM would have reloaded it.
+    // supervisord's TERM would have made uWSGI reload; the import's INT
+    // stops it at once. Once every
+    // worker accepts, as its stats server says: a worker still starting
+    // up when INT comes holds the master up to its reload mercy.
+    let stats = ran.port(9391);
+    ran.daemon.wait_until(
+        Duration::from_secs(20),
+        "every uWSGI worker accepting",
+        || {
+            uwsgi_stats(stats).is_ok_and(|s| {
+                s["workers"]
+                    .as_array()
+                    .is_some_and(|w| w.iter().all(|w| w["accepting"] == 1))
+            })
+        },
+    );
     ran.stops_within("classifier", Duration::from_secs(8));
+}
+
+/// What uWSGI's stats server on 127.0.0.1:`port` says (its JSON, sent
+/// on connect).
+fn uwsgi_stats(port: u16) -> std::io::Result<serde_json::Value> {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    serde_json::from_str(&text).map_err(std::io::Error::other)
 }
 
 const WEBSHOP: Case = Case {
