@@ -773,7 +773,8 @@ fn process_app(
     }
 
     // Servers that bound their own port get held sockets.
-    let moved = servers::move_to_held_sockets(&argv);
+    let config = config_binds(&argv, &directory);
+    let moved = servers::move_to_held_sockets(&argv, config.as_ref());
     notes.extend(moved.notes.iter().cloned());
     let argv = moved.command;
     let script_words = servers::shell_script(&argv)
@@ -851,6 +852,36 @@ fn process_app(
         bind_ports: moved.bind_ports,
     })
 }
+
+/// The binds in the config file the server of `argv` reads (gunicorn's
+/// `-c`, uWSGI's `--ini`), a relative one from the program's `directory`.
+fn config_binds(argv: &[String], directory: &str) -> Option<servers::ConfigBinds> {
+    use std::io::Read as _;
+    let file = servers::config_file(argv)?;
+    let path = Path::new(directory).join(&file.path);
+    if file.optional && !path.is_file() {
+        return None;
+    }
+    // A config file is small; a bigger one is not what it seems.
+    let mut text = String::new();
+    let read = std::fs::File::open(&path)
+        .and_then(|f| f.take(CONFIG_FILE_MAX).read_to_string(&mut text))
+        .map_err(|e| e.to_string())
+        .and_then(|n| {
+            if n as u64 == CONFIG_FILE_MAX {
+                Err(format!("larger than {CONFIG_FILE_MAX} bytes"))
+            } else {
+                Ok(())
+            }
+        });
+    Some(servers::ConfigBinds {
+        file: path.display().to_string(),
+        binds: read.and_then(|()| servers::binds_in_config(file.server, &text)),
+    })
+}
+
+/// How much of a server's config file the importer reads.
+const CONFIG_FILE_MAX: u64 = 1 << 20;
 
 /// The venv of a program path, as appvisord finds it ([`appvisor::sandbox::rules::venv_of`]).
 fn venv_of(program: &str) -> Option<String> {

@@ -298,3 +298,43 @@ fn uwsgi_through_a_wrapper_stops_with_int_and_nodaemon_keeps_no_umask() {
         web.notes
     );
 }
+
+#[test]
+fn servers_config_files_are_read_for_their_binds() {
+    let (tmp, import) = run(&[
+        (
+            "supervisord.conf",
+            "[program:web]\nuser=app\ndirectory=%(here)s/src\n\
+             command=/srv/venv/bin/gunicorn app.wsgi -c conf/gunicorn.py\n\
+             [program:plain]\nuser=app\ndirectory=%(here)s/src\n\
+             command=/srv/venv/bin/gunicorn app.wsgi\n\
+             [program:api]\nuser=app\ndirectory=%(here)s\n\
+             command=/srv/venv/bin/uwsgi --ini %(here)s/uwsgi.ini\n",
+        ),
+        (
+            "src/conf/gunicorn.py",
+            "workers = 2\nbind = \"127.0.0.1:8001\"\n",
+        ),
+        // gunicorn reads ./gunicorn.conf.py by itself.
+        ("src/gunicorn.conf.py", "bind = ['unix:/run/app.sock']\n"),
+        ("uwsgi.ini", "[uwsgi]\nhttp-socket = :8002\nmaster = true\n"),
+    ]);
+    assert_eq!(import.problems, []);
+    let dir = std::path::absolute(tmp.path()).unwrap();
+    let [web, plain, api] = &import.apps[..] else {
+        panic!("{:?}", import.apps);
+    };
+    assert_eq!(web.listen, ["127.0.0.1:8001"], "{:?}", web.notes);
+    assert_eq!(web.readiness, "notify");
+    assert!(
+        web.notes.iter().any(|n| n.starts_with(&format!(
+            "bind = 127.0.0.1:8001 is in {}/src/conf/gunicorn.py",
+            dir.display()
+        ))),
+        "{:?}",
+        web.notes
+    );
+    assert_eq!(plain.listen, ["unix:/run/app.sock"], "{:?}", plain.notes);
+    assert!(api.listen.is_empty());
+    assert_eq!(api.bind_ports, [8002], "{:?}", api.notes);
+}

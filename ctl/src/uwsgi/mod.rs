@@ -366,7 +366,7 @@ fn vassal(
         )?;
     let mut argv = vec![binary.display().to_string()];
     argv.extend(args);
-    let moved = servers::move_to_held_sockets(&argv);
+    let moved = servers::move_to_held_sockets(&argv, None);
     notes.extend(moved.notes);
     if moved.listen.is_empty() {
         notes.push("no socket option: the vassal serves nothing appvisord holds".to_owned());
