@@ -92,7 +92,10 @@ fn socket_fd_3_serves_nginx_uwsgi_pass() {
         "{}",
         nginx.error_log()
     );
-    assert_eq!(app.daemon.app(app.name()).state, State::Running);
+    // Serving through nginx comes first: the readiness probe, through the
+    // instance's own socket, may pass a moment later.
+    app.daemon
+        .wait_for_state(app.name(), State::Running, Duration::from_secs(30));
     // The held socket speaks the uwsgi protocol now, not HTTP.
     assert!(
         !http_get(app.port, "/").is_ok_and(|r| r.status == 200),
