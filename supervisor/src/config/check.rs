@@ -119,8 +119,17 @@ pub fn check(
             Ok(valid) => {
                 report.warnings.extend(valid.warnings);
                 report.warnings.extend(uwsgi_script_warnings(&valid.spec));
-                if let Err(errors) = resolve(&valid.spec, db) {
-                    report.errors.extend(errors);
+                match resolve(&valid.spec, db) {
+                    Ok(resolved) => report.warnings.extend(
+                        resolved
+                            .weaknesses
+                            .iter()
+                            .filter(|weakness| weakness.kind.needs_identity())
+                            .map(|weakness| valid.positions.locate(file, weakness)),
+                    ),
+                    Err(errors) => report
+                        .errors
+                        .extend(errors.into_iter().map(|error| valid.positions.fill(error))),
                 }
                 specs.push(valid.spec);
             }
@@ -355,7 +364,7 @@ mod tests {
             report.to_string(),
             format!(
                 "error: {}:5:9: umask: invalid umask \"9\" (use 3 or 4 octal digits like \"0027\")\n\
-                 error: {}: user: user \"ops\" does not exist (create it, like `useradd --system shop`, or fix the name)\n\
+                 error: {}:4:8: user: user \"ops\" does not exist (create it, like `useradd --system shop`, or fix the name)\n\
                  error: {}: listen[0].address: 0.0.0.0:8001 overlaps 127.0.0.1:8001 of app \"shop\" ({}) \
                  (give each app its own port or socket path)\n\
                  checked 5 files: 3 errors",
