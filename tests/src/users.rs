@@ -87,6 +87,37 @@ impl TestGroup {
     }
 }
 
+/// Creates the throwaway system user `name` with `useradd`, runs `during`,
+/// and removes the user with `userdel`, under the lock that serializes the
+/// tests' changes to the user database. Both tools replace `/etc/passwd`,
+/// `/etc/group`, `/etc/shadow` and `/etc/gshadow` by renaming a new file
+/// over each, as host maintenance does.
+pub fn with_throwaway_user<T>(name: &str, during: impl FnOnce(&TestUser) -> T) -> T {
+    check_name(name);
+    let _lock = lock();
+    run(Command::new("useradd").args([
+        "--system",
+        "--no-create-home",
+        "--home-dir",
+        "/nonexistent",
+        "--shell",
+        "/usr/sbin/nologin",
+        "--user-group",
+        name,
+    ]));
+    struct Remove<'a>(&'a str);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("userdel").arg(self.0).output();
+        }
+    }
+    let remove = Remove(name);
+    let user = TestUser::lookup(name).expect("user exists after useradd");
+    let result = during(&user);
+    drop(remove);
+    result
+}
+
 impl TestUser {
     /// Creates the system user `name` (no home, shell nologin, its own
     /// primary group) unless it exists.
