@@ -50,6 +50,24 @@ pub struct Verified {
     pub private_proc: bool,
 }
 
+/// Files under `/etc` that hosts often make symlinks into `/run` (DHCP
+/// clients, resolvconf, systemd-resolved), and replace there by rename.
+const LINKED_SYSTEM_FILES: [&str; 2] = ["/etc/resolv.conf", "/etc/localtime"];
+
+/// The directories [`LINKED_SYSTEM_FILES`] lead into, for
+/// [`SandboxInputs::linked_dirs`]: the directory, not the file, so the
+/// rule survives the file's replacement. Daemon side, at each spawn: two
+/// `realpath`s of root's own files.
+pub fn linked_system_dirs() -> Vec<std::path::PathBuf> {
+    LINKED_SYSTEM_FILES
+        .iter()
+        .filter(|file| std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_symlink()))
+        .filter_map(|file| std::fs::canonicalize(file).ok())
+        .filter_map(|target| target.parent().map(std::path::Path::to_path_buf))
+        .filter(|dir| dir.as_os_str() != "/")
+        .collect()
+}
+
 /// The base interpreter's `bin` of `venv` ([`rules::app_venv`]), from its
 /// `pyvenv.cfg`. Daemon side: reads one small file before the plan is built.
 pub fn python_home(venv: &std::path::Path) -> Option<std::path::PathBuf> {

@@ -228,6 +228,10 @@ pub struct SandboxInputs {
     /// More paths to hide besides [`HIDDEN_PATHS`]: the daemon's own
     /// configuration file and apps directory.
     pub hide: Vec<PathBuf>,
+    /// Directories outside the system paths that files under `/etc` link
+    /// into (`/etc/resolv.conf -> /run/systemd/resolve/stub-resolv.conf`),
+    /// granted read as system paths: see `sandbox::linked_system_dirs`.
+    pub linked_dirs: Vec<PathBuf>,
 }
 
 /// The paths every app may read to run a dynamically linked Python:
@@ -317,6 +321,11 @@ impl SandboxPlan {
             .iter()
             .map(|(path, access)| rule(path, *access, RuleOrigin::System))
             .collect();
+        for dir in &inputs.linked_dirs {
+            if !is_under_system_read(dir) {
+                paths.push(rule(dir, PathAccess::Read, RuleOrigin::System));
+            }
+        }
 
         let program = Path::new(&spec.command[0]);
         paths.push(rule(program, PathAccess::ReadExecute, RuleOrigin::Command));
@@ -571,6 +580,7 @@ mod tests {
                 "/etc/apps.d".into(),
                 "/srv/apps.d".into(),
             ],
+            linked_dirs: Vec::new(),
         };
         let plan = SandboxPlan::build(&spec, &inputs);
         use PathAccess::*;
@@ -615,6 +625,33 @@ mod tests {
         spec.sandbox.bind_ports = Some(vec![9000, 9001]);
         let plan = SandboxPlan::build(&spec, &SandboxInputs::default());
         assert_eq!(plan.landlock.unwrap().bind_ports, vec![9000, 9001]);
+    }
+
+    #[test]
+    fn directories_etc_links_into_are_granted_read() {
+        let spec = app_spec("shop", &["/srv/shop/venv/bin/gunicorn"]);
+        let inputs = SandboxInputs {
+            linked_dirs: vec![
+                "/run/systemd/resolve".into(),
+                "/usr/share/zoneinfo/Europe".into(),
+            ],
+            ..SandboxInputs::default()
+        };
+        let plan = SandboxPlan::build(&spec, &inputs);
+        let system: Vec<&PathRule> = plan
+            .landlock
+            .as_ref()
+            .unwrap()
+            .paths
+            .iter()
+            .filter(|r| r.origin == RuleOrigin::System)
+            .collect();
+        assert_eq!(system.len(), SYSTEM_PATHS.len() + 1);
+        assert_eq!(
+            system.last().unwrap().path,
+            PathBuf::from("/run/systemd/resolve")
+        );
+        assert_eq!(system.last().unwrap().access, PathAccess::Read);
     }
 
     #[test]

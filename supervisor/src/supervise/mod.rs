@@ -157,6 +157,7 @@ fn sandbox_inputs(app: &ResolvedApp, shared: &Shared) -> SandboxInputs {
         landlock_abi_max: shared.landlock_abi_max,
         python_home: sandbox::app_venv(&app.spec).and_then(sandbox::python_home),
         hide: shared.hide.clone(),
+        linked_dirs: sandbox::linked_system_dirs(),
     }
 }
 
