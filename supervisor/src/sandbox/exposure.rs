@@ -21,11 +21,11 @@ use appvisor_protocol::{
 
 use super::landlock::{decide, Enforcement, LandlockRecord};
 use super::namespaces::clone_flags;
-use super::rules::{app_venv, PathAccess, Requirement, RuleOrigin, SandboxPlan};
+use super::rules::{app_venv, listen_ports, PathAccess, Requirement, RuleOrigin, SandboxPlan};
 use super::Verified;
 use crate::config::resolve::ResolvedApp;
 use crate::config::security::{is_broad, WeaknessKind};
-use crate::config::{ListenAddress, NetworkMode};
+use crate::config::NetworkMode;
 
 /// One check of the score. Weights say how much an attacker holding the
 /// app gains when the check fails.
@@ -280,14 +280,7 @@ fn passes(check: Check, f: &Facts<'_>) -> Result<(), Option<String>> {
         Check::NoLoaderInjection => weakness(WeaknessKind::LoaderVariable),
         Check::LandlockRequired => ok(landlock.is_some_and(|l| l.mode == Requirement::Require)),
         Check::BindListenOnly => {
-            let listen: Vec<u16> = spec
-                .listen
-                .iter()
-                .filter_map(|l| match &l.address {
-                    ListenAddress::Tcp(addr) => Some(addr.port()),
-                    ListenAddress::Unix(_) => None,
-                })
-                .collect();
+            let listen = listen_ports(spec);
             ok(f.enforced
                 && landlock.is_some_and(|l| l.bind_ports.iter().all(|p| listen.contains(p))))
         }

@@ -203,40 +203,29 @@ impl fmt::Display for Confined {
 /// and checks that the file opened is inside the anchor. Whatever is swapped
 /// after the check, the rule is built on the file descriptor checked.
 pub fn open_confined(path: &Path) -> Result<Confined, PathError> {
-    let anchor = anchor(path, &RealFs)?;
-    let fd = nix::fcntl::open(
-        path,
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| PathError::Io {
-        path: path.into(),
-        source: io::Error::from(e),
-    })?;
-    let resolved = fd_path(&fd).map_err(|source| PathError::Io {
-        path: path.into(),
-        source,
-    })?;
-    check_inside(path, &resolved, &anchor)?;
-    Ok(Confined { fd, resolved })
+    confine(path, path, nix::fcntl::OFlag::empty())
 }
 
 /// Checks the current directory, entered through `path`, the same way.
 pub fn check_cwd(path: &Path) -> Result<Confined, PathError> {
+    confine(path, Path::new("."), nix::fcntl::OFlag::O_DIRECTORY)
+}
+
+/// Opens `open` (`O_PATH`, following symlinks) and checks it lies inside
+/// the anchor of `path`.
+fn confine(path: &Path, open: &Path, flags: nix::fcntl::OFlag) -> Result<Confined, PathError> {
     let anchor = anchor(path, &RealFs)?;
-    let fd = nix::fcntl::open(
-        ".",
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| PathError::Io {
-        path: path.into(),
-        source: io::Error::from(e),
-    })?;
-    let resolved = fd_path(&fd).map_err(|source| PathError::Io {
+    let io = |source: io::Error| PathError::Io {
         path: path.into(),
         source,
-    })?;
+    };
+    let fd = nix::fcntl::open(
+        open,
+        flags | nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| io(io::Error::from(e)))?;
+    let resolved = fd_path(&fd).map_err(io)?;
     check_inside(path, &resolved, &anchor)?;
     Ok(Confined { fd, resolved })
 }

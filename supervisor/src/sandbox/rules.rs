@@ -468,7 +468,7 @@ fn is_covered(path: &Path, rules: &[PathRule]) -> bool {
 }
 
 /// The TCP ports of `[[listen]]`, the default `bind_ports`.
-fn listen_ports(spec: &AppSpec) -> Vec<u16> {
+pub(crate) fn listen_ports(spec: &AppSpec) -> Vec<u16> {
     let mut ports: Vec<u16> = spec
         .listen
         .iter()

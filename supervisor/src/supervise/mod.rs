@@ -120,7 +120,7 @@ pub struct Snapshot {
     /// The settings the app runs with.
     pub app: Arc<ResolvedApp>,
     /// What the exec helper enforced at the last spawn.
-    pub sandbox: SpawnRecord,
+    pub sandbox: Arc<SpawnRecord>,
 }
 
 impl Snapshot {
@@ -192,7 +192,7 @@ pub fn start(
         instances: Vec::new(),
         limits: None,
         oom_baseline: None,
-        sandbox: SpawnRecord::default(),
+        sandbox: Arc::default(),
         notify: None,
         listen: None,
         timers: Vec::new(),
@@ -266,7 +266,7 @@ fn placeholder_snapshot(app: &Arc<ResolvedApp>) -> Snapshot {
         started: None,
         readiness_failures: 0,
         app: app.clone(),
-        sandbox: SpawnRecord::default(),
+        sandbox: Arc::default(),
         status: bare_status("", appvisor_protocol::State::Stopped, String::new()),
     }
 }
@@ -356,7 +356,9 @@ struct Supervisor {
     /// The memory cgroup's OOM-kill count at the last spawn.
     oom_baseline: Option<u64>,
     /// What the exec helper enforced at the last spawn.
-    sandbox: SpawnRecord,
+    /// Shared with every snapshot: republished at each state change,
+    /// changed only by a spawn's report.
+    sandbox: Arc<SpawnRecord>,
     notify: Option<NotifySocket>,
     /// The `[[listen]]` sockets, bound at the first spawn and kept across
     /// restarts until the app is removed or its listen set changes.
@@ -570,11 +572,11 @@ impl Supervisor {
                         "landlock is not fully enforced (landlock = \"best-effort\")"
                     );
                 }
-                self.sandbox = SpawnRecord {
+                self.sandbox = Arc::new(SpawnRecord {
                     landlock: applied.landlock,
                     verified: Some(applied.verified),
                     refusal: None,
-                };
+                });
                 self.feed(Event::Spawned { instance: id, pid });
             }
             Err(failure) => {
@@ -583,7 +585,7 @@ impl Supervisor {
                 instance.exit = None;
                 instance.pid = None;
                 if failure.step == spawn::SpawnStep::Paths {
-                    self.sandbox.refusal = Some(failure.detail.clone());
+                    Arc::make_mut(&mut self.sandbox).refusal = Some(failure.detail.clone());
                 }
                 self.feed(Event::SpawnFailed {
                     instance: id,
