@@ -103,23 +103,56 @@ pub fn render(s: &AppSecurity) -> String {
         if s.no_new_privs { "yes" } else { "no" },
         list(&s.capabilities)
     );
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    let seccomp = match &s.seccomp {
+        Some(filter) => format!(
+            "sockets {}, {} syscalls refused",
+            filter.socket_families.join(", "),
+            filter.refused.len()
+        ),
+        None => "none".to_owned(),
+    };
+    let _ = writeln!(
+        t,
+        "  kernel      seccomp {seccomp}; own /proc {}, own keyring {}",
+        yes_no(s.private_proc),
+        yes_no(s.session_keyring)
+    );
+    if let Some(refusal) = &s.refusal {
+        let _ = writeln!(t, "  refused     {refusal}");
+    }
     let _ = writeln!(t, "  paths");
     for p in s.paths.iter().filter(|p| p.origin != "system") {
-        let _ = writeln!(t, "    {:<13} {:<11} {}", p.access, p.origin, p.path);
+        let _ = write!(t, "    {:<13} {:<11} {}", p.access, p.origin, p.path);
+        match &p.resolved {
+            Some(resolved) if *resolved != p.path => {
+                let _ = writeln!(t, " -> {resolved}");
+            }
+            _ => t.push('\n'),
+        }
     }
     let system = s.paths.iter().filter(|p| p.origin == "system").count();
-    let _ = writeln!(t, "    ({system} system paths: --json lists them)");
+    let _ = writeln!(
+        t,
+        "    ({system} system paths, {} hidden: --json lists them)",
+        s.hidden.len()
+    );
     let _ = writeln!(t, "  checks");
     for c in &s.checks {
         let mark = if c.passed { "pass" } else { "FAIL" };
         let _ = writeln!(t, "    {mark} {:>2}  {}", c.weight, c.description);
+        if let Some(detail) = &c.detail {
+            let _ = writeln!(t, "             {detail}");
+        }
     }
     t
 }
 
 #[cfg(test)]
 mod tests {
-    use appvisor_protocol::{LandlockSecurity, SecurityCheck, SecurityLimits, SecurityPath};
+    use appvisor_protocol::{
+        LandlockSecurity, SecurityCheck, SecurityLimits, SecurityPath, SecuritySeccomp,
+    };
 
     use super::*;
 
@@ -144,11 +177,13 @@ mod tests {
                     path: "/usr".into(),
                     access: "read-execute".into(),
                     origin: "system".into(),
+                    resolved: None,
                 },
                 SecurityPath {
                     path: "/srv/shop/current".into(),
                     access: "read".into(),
                     origin: "directory".into(),
+                    resolved: Some("/srv/shop/releases/42".into()),
                 },
             ],
             bind_ports: vec![8001],
@@ -165,18 +200,35 @@ mod tests {
             },
             no_new_privs: true,
             capabilities: Vec::new(),
+            hidden: vec!["/etc/shadow".into()],
+            private_proc: true,
+            session_keyring: true,
+            seccomp: Some(SecuritySeccomp {
+                socket_families: vec!["AF_UNIX".into(), "AF_INET".into()],
+                refused: vec!["bpf".into(), "ptrace".into()],
+            }),
+            refusal: Some("directory /srv/shop/x resolves to /, outside /srv/shop".into()),
             checks: vec![
                 SecurityCheck {
                     id: "landlock-enforced".into(),
                     description: "Landlock rules fully enforced".into(),
                     weight: 4,
                     passed: false,
+                    detail: None,
+                },
+                SecurityCheck {
+                    id: "paths-confined".into(),
+                    description: "no granted path opens / whole".into(),
+                    weight: 3,
+                    passed: false,
+                    detail: Some("the last spawn was refused".into()),
                 },
                 SecurityCheck {
                     id: "private-tmp".into(),
                     description: "private /tmp".into(),
                     weight: 1,
                     passed: true,
+                    detail: None,
                 },
             ],
             exposure: 8.0,
@@ -192,11 +244,15 @@ mod tests {
   namespaces  mount, ipc, uts (network host, private /tmp yes)
   limits      memory 512MiB, tasks none, cpu 150%, open_files none, core 0
   privileges  no_new_privs yes, capabilities none
+  kernel      seccomp sockets AF_UNIX, AF_INET, 2 syscalls refused; own /proc yes, own keyring yes
+  refused     directory /srv/shop/x resolves to /, outside /srv/shop
   paths
-    read          directory   /srv/shop/current
-    (1 system paths: --json lists them)
+    read          directory   /srv/shop/current -> /srv/shop/releases/42
+    (1 system paths, 1 hidden: --json lists them)
   checks
     FAIL  4  Landlock rules fully enforced
+    FAIL  3  no granted path opens / whole
+             the last spawn was refused
     pass  1  private /tmp
 "
         );

@@ -661,7 +661,9 @@ fn check_with(dir: &TempDir, options: &[&str], files: &[&Path]) -> Output {
 
 #[test]
 fn check_as_names_the_app_of_a_temporary_copy() {
-    let app = "user = \"nobody\"\ncommand = [\"/bin/sleep\", \"1000\"]\ndirectory = \"/\"\n\
+    // "daemon": a user every host has that is not the shared "nobody",
+    // which check warns about.
+    let app = "user = \"daemon\"\ncommand = [\"/bin/sleep\", \"1000\"]\ndirectory = \"/\"\n\
                [[listen]]\naddress = \"127.0.0.1:8001\"\n[sandbox]\nnetwork = \"none\"\n";
     let dir = config_dir(&[("web", app)]);
     // Ansible validates a copy with a random name before moving it over
@@ -685,7 +687,7 @@ fn check_as_names_the_app_of_a_temporary_copy() {
 fn check_passes_valid_files_offline_and_prints_warnings() {
     let dir = config_dir(&[(
         "web",
-        "user = \"nobody\"\ncommand = [\"/bin/sleep\", \"1000\"]\ndirectory = \"/\"\n\
+        "user = \"daemon\"\ncommand = [\"/bin/sleep\", \"1000\"]\ndirectory = \"/\"\n\
          [sandbox]\nnetwork = \"none\"\n",
     )]);
     let out = check(&dir, &[]);

@@ -167,6 +167,23 @@ pub struct AppSecurity {
     pub no_new_privs: bool,
     /// Capabilities the app's processes hold: always empty.
     pub capabilities: Vec<String>,
+    /// Paths hidden in the app's mount namespace (an empty mode-0000 file
+    /// or directory over each), under the system paths it may read.
+    #[serde(default)]
+    pub hidden: Vec<String>,
+    /// A procfs of the app's own, listing only its processes.
+    #[serde(default)]
+    pub private_proc: bool,
+    /// A session keyring of the app's own.
+    #[serde(default)]
+    pub session_keyring: bool,
+    /// The seccomp filter; `None`: no filter.
+    #[serde(default)]
+    pub seccomp: Option<SecuritySeccomp>,
+    /// Why the sandbox refused the last spawn, e.g. a `directory` that
+    /// resolved outside the directories its owner may change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
     /// Every check, each with its weight and result.
     pub checks: Vec<SecurityCheck>,
     /// 0.0 (tight) to 10.0 (unconfined): the weight of failed checks over
@@ -201,6 +218,19 @@ pub struct SecurityPath {
     /// Why it is there: `system`, `command`, `venv`, `python-home`,
     /// `directory`, `read_only`, `read_write`, `tmp`.
     pub origin: String,
+    /// Where the rule really led at the last spawn (symlinks followed),
+    /// when it was built; the system paths are not reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<String>,
+}
+
+/// The seccomp filter every app runs under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecuritySeccomp {
+    /// Socket families the app may create, e.g. `AF_UNIX`.
+    pub socket_families: Vec<String>,
+    /// Syscalls refused.
+    pub refused: Vec<String>,
 }
 
 /// `[limits]`, as applied.
@@ -225,6 +255,9 @@ pub struct SecurityCheck {
     pub description: String,
     pub weight: u32,
     pub passed: bool,
+    /// Why a check failed, when there is more to say than its description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// `GET /v1/apps`.

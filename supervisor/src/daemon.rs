@@ -117,21 +117,6 @@ pub struct Daemon {
     apply_lock: tokio::sync::Mutex<()>,
 }
 
-/// `APPVISOR_LANDLOCK_ABI_MAX`, a cap for tests (see `sandbox`).
-fn landlock_abi_max() -> Option<u8> {
-    let value = std::env::var(crate::sandbox::LANDLOCK_ABI_MAX_VAR).ok()?;
-    let cap = crate::sandbox::parse_landlock_abi_max(&value);
-    match cap {
-        Some(cap) => tracing::warn!(cap, "Landlock ABI capped for testing"),
-        None => tracing::error!(
-            value,
-            "ignoring an invalid {}",
-            crate::sandbox::LANDLOCK_ABI_MAX_VAR
-        ),
-    }
-    cap
-}
-
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(options: Options) -> Result<(), DaemonError> {
     let config = config::load_daemon_or_default(&options.config, options.config_explicit)?;
@@ -212,7 +197,8 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
             tracing::warn!(%error, "no v1 hierarchies for limits");
             crate::cgroup::LimitRoot::default()
         }),
-        landlock_abi_max: landlock_abi_max(),
+        landlock_abi_max: crate::sandbox::landlock_abi_cap(),
+        hide: vec![options.config.clone(), spec.apps_dir.clone()],
     });
     let daemon = Arc::new(Daemon {
         intents: Intents::load(spec.state_dir.join("stopped.json")),

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use appvisor::sandbox::landlock::{apply, decide, kernel_abi};
 use appvisor::sandbox::{
-    capabilities, namespaces, LandlockPlan, NamespacePlan, PathAccess, PathRule, Requirement,
-    RuleOrigin,
+    capabilities, keyring, namespaces, paths, seccomp, LandlockPlan, NamespacePlan, PathAccess,
+    PathRule, Requirement, RuleOrigin, SeccompPlan, SocketFamily,
 };
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
@@ -141,7 +141,10 @@ fn private_tmp_is_invisible_to_the_host() {
     let host_path = Path::new("/tmp").join(&name);
     let code = in_child(|| {
         let plan = NamespacePlan {
+            mount: true,
             private_tmp: Some(1 << 20),
+            private_proc: false,
+            hide: Vec::new(),
             ipc: true,
             uts: true,
             network: true,
@@ -164,4 +167,287 @@ fn private_tmp_is_invisible_to_the_host() {
         "{} leaked to the host",
         host_path.display()
     );
+}
+
+fn become_nobody() {
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    nix::unistd::setgroups(&[]).unwrap();
+    nix::unistd::setresgid(65534.into(), 65534.into(), 65534.into()).unwrap();
+    nix::unistd::setresuid(nobody, nobody, nobody).unwrap();
+}
+
+/// Kernel facts the app's mount namespace relies on (Linux 5.8+): a fresh
+/// procfs with hidepid=invisible needs no PID namespace and lists only
+/// what the caller may ptrace; a mode-0000 stand-in hides a path.
+#[test]
+fn hidden_paths_and_the_private_proc() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (secret_dir, secret_file) = (dir.path().join("keys"), dir.path().join("shadow"));
+    fs::create_dir(&secret_dir).unwrap();
+    fs::write(secret_dir.join("k"), "x").unwrap();
+    fs::write(&secret_file, "x").unwrap();
+    for path in [dir.path(), secret_dir.as_path(), secret_file.as_path()] {
+        fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let code = in_child(|| {
+        let plan = NamespacePlan {
+            mount: true,
+            private_tmp: None,
+            private_proc: true,
+            hide: vec![
+                secret_dir.clone(),
+                secret_file.clone(),
+                dir.path().join("missing"),
+            ],
+            ipc: false,
+            uts: false,
+            network: false,
+        };
+        namespaces::enter(&plan).unwrap();
+        become_nobody();
+        let pids = || -> Vec<String> {
+            fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                .collect()
+        };
+        let me = std::process::id().to_string();
+        let checks = [
+            errno_of(fs::read(&secret_file)) == nix::libc::EACCES,
+            errno_of(fs::read_dir(&secret_dir)) == nix::libc::EACCES,
+            errno_of(fs::read(secret_dir.join("k"))) == nix::libc::EACCES,
+            fs::read_to_string("/proc/self/status").is_ok_and(|s| s.contains("Uid:\t65534")),
+            errno_of(fs::metadata("/proc/1")) == nix::libc::ENOENT,
+            pids() == [me],
+            fs::read_to_string("/proc/meminfo").is_ok_and(|s| s.starts_with("MemTotal")),
+        ];
+        checks
+            .iter()
+            .position(|ok| !ok)
+            .map_or(0, |i| 10 + i as i32)
+    });
+    assert_eq!(code, 0, "check {} failed", code - 10);
+    // Nothing of it reached the host.
+    assert_eq!(fs::read_to_string(&secret_file).unwrap(), "x");
+}
+
+/// The kernel fact behind refusing groups that read /etc/shadow: a mount
+/// over a file is detached when another namespace renames a new file over
+/// it, as `useradd` does.
+#[test]
+fn a_hidden_file_reappears_when_the_host_renames_over_it() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shadow");
+    fs::write(&file, "old").unwrap();
+    let (ready_r, ready_w) = nix::unistd::pipe().unwrap();
+    let (go_r, go_w) = nix::unistd::pipe().unwrap();
+    // SAFETY: as in_child; the child only makes syscalls and small
+    // allocations, then exits.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            let plan = NamespacePlan {
+                mount: true,
+                hide: vec![file.clone()],
+                ..NamespacePlan::none()
+            };
+            namespaces::enter(&plan).unwrap();
+            let hidden = fs::metadata(&file).map(|m| m.len()).unwrap_or(99) == 0;
+            nix::unistd::write(&ready_w, b"x").unwrap();
+            let mut byte = [0u8];
+            nix::unistd::read(&go_r, &mut byte).unwrap();
+            let back = fs::read_to_string(&file).is_ok_and(|s| s == "new");
+            let code = match (hidden, back) {
+                (true, true) => 0,
+                (false, _) => 10,
+                (_, false) => 11,
+            };
+            // SAFETY: _exit has no preconditions.
+            unsafe { nix::libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            let mut byte = [0u8];
+            nix::unistd::read(&ready_r, &mut byte).unwrap();
+            fs::write(dir.path().join("shadow+"), "new").unwrap();
+            fs::rename(dir.path().join("shadow+"), &file).unwrap();
+            nix::unistd::write(&go_w, b"x").unwrap();
+            match waitpid(child, None).expect("waitpid") {
+                WaitStatus::Exited(_, code) => assert_eq!(code, 0),
+                other => panic!("child ended with {other:?}"),
+            }
+        }
+    }
+}
+
+const KEYCTL_GET_KEYRING_ID: nix::libc::c_long = 0;
+const KEY_SPEC_SESSION_KEYRING: nix::libc::c_long = -3;
+
+fn session_keyring() -> nix::libc::c_long {
+    // SAFETY: integer arguments only.
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_keyctl,
+            KEYCTL_GET_KEYRING_ID,
+            KEY_SPEC_SESSION_KEYRING,
+            1,
+        )
+    }
+}
+
+#[test]
+fn the_app_gets_a_session_keyring_of_its_own() {
+    if !is_root() {
+        return;
+    }
+    let before = session_keyring();
+    let code = in_child(|| {
+        keyring::join_own_session(65534, 65534).unwrap();
+        become_nobody();
+        let own = session_keyring();
+        let key = b"k\0";
+        let kind = b"user\0";
+        // SAFETY: NUL-terminated strings and a payload of the given length.
+        let added = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_add_key,
+                kind.as_ptr(),
+                key.as_ptr(),
+                b"v".as_ptr(),
+                1usize,
+                KEY_SPEC_SESSION_KEYRING,
+            )
+        };
+        match (own > 0 && own != before, added > 0) {
+            (true, true) => 0,
+            (false, _) => 10,
+            (_, false) => 11,
+        }
+    });
+    assert_eq!(code, 0, "check {} failed", code - 10);
+    assert_eq!(session_keyring(), before);
+}
+
+/// Each refusal of the filter, and what it must leave alone.
+#[test]
+fn seccomp_refuses_the_deny_list_and_foreign_socket_families() {
+    if !is_root() {
+        return;
+    }
+    let plan = SeccompPlan {
+        socket_families: vec![SocketFamily::Unix, SocketFamily::Inet, SocketFamily::Inet6],
+    };
+    let code = in_child(|| {
+        nix::sys::prctl::set_no_new_privs().unwrap();
+        seccomp::install(&plan).unwrap();
+        // The errno of a syscall with integer (or null) arguments: refused
+        // ones never run, allowed ones change nothing shared.
+        let sys = |nr: nix::libc::c_long, a: nix::libc::c_long, b: nix::libc::c_long| {
+            // SAFETY: integer arguments only; null pointers where the
+            // kernel reads memory, which the refused calls never reach.
+            let rc = unsafe { nix::libc::syscall(nr, a, b, 0, 0, 0) };
+            if rc < 0 {
+                nix::errno::Errno::last_raw()
+            } else {
+                0
+            }
+        };
+        // The sockets made stay open until the child exits.
+        let socket = |family: i32| {
+            sys(
+                nix::libc::SYS_socket,
+                family.into(),
+                nix::libc::SOCK_DGRAM.into(),
+            )
+        };
+        let forked = || match unsafe_fork() {
+            Some(child) => matches!(waitpid(child, None), Ok(WaitStatus::Exited(_, 0))),
+            None => false,
+        };
+        let checks = [
+            sys(nix::libc::SYS_io_uring_setup, 1, 0) == nix::libc::ENOSYS,
+            sys(nix::libc::SYS_bpf, 0, 0) == nix::libc::EPERM,
+            sys(nix::libc::SYS_unshare, nix::libc::CLONE_NEWUSER.into(), 0) == nix::libc::EPERM,
+            sys(nix::libc::SYS_unshare, nix::libc::CLONE_NEWNET.into(), 0) == nix::libc::EPERM,
+            sys(nix::libc::SYS_unshare, nix::libc::CLONE_FILES.into(), 0) == 0,
+            sys(nix::libc::SYS_clone3, 0, 0) == nix::libc::ENOSYS,
+            sys(nix::libc::SYS_ptrace, 0, 0) == nix::libc::EPERM,
+            sys(nix::libc::SYS_mount, 0, 0) == nix::libc::EPERM,
+            socket(nix::libc::AF_NETLINK) == nix::libc::EAFNOSUPPORT,
+            socket(nix::libc::AF_PACKET) == nix::libc::EAFNOSUPPORT,
+            socket(nix::libc::AF_ALG) == nix::libc::EAFNOSUPPORT,
+            socket(nix::libc::AF_INET) == 0,
+            socket(nix::libc::AF_INET6) == 0,
+            socket(nix::libc::AF_UNIX) == 0,
+            // The x32 twin of getpid.
+            !cfg!(target_arch = "x86_64")
+                || sys(0x4000_0000 | nix::libc::SYS_getpid, 0, 0) == nix::libc::ENOSYS,
+            // fork (clone without namespace flags) still works.
+            forked(),
+        ];
+        checks
+            .iter()
+            .position(|ok| !ok)
+            .map_or(0, |i| 10 + i as i32)
+    });
+    assert_eq!(code, 0, "check {} failed", code - 10);
+}
+
+/// fork(2): the child exits at once; `None` when fork fails.
+fn unsafe_fork() -> Option<nix::unistd::Pid> {
+    // SAFETY: the child only calls _exit.
+    match unsafe { fork() } {
+        // SAFETY: _exit has no preconditions.
+        Ok(ForkResult::Child) => unsafe { nix::libc::_exit(0) },
+        Ok(ForkResult::Parent { child }) => Some(child),
+        Err(_) => None,
+    }
+}
+
+/// A path through a directory its owner controls may not lead out of it.
+#[test]
+fn a_symlink_in_an_owners_directory_cannot_lead_out_of_it() {
+    if !is_root() {
+        return;
+    }
+    // Under a root-owned, non-world-writable parent, unlike /tmp.
+    let base = Path::new("/var/lib").join(format!("avt-paths-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&base);
+    let owner = base.join("shop");
+    fs::create_dir_all(owner.join("releases/1")).unwrap();
+    for path in [&owner, &owner.join("releases"), &owner.join("releases/1")] {
+        nix::unistd::chown(
+            path,
+            Some(nix::unistd::Uid::from_raw(65534)),
+            Some(nix::unistd::Gid::from_raw(65534)),
+        )
+        .unwrap();
+    }
+    std::os::unix::fs::symlink("releases/1", owner.join("current")).unwrap();
+    std::os::unix::fs::symlink("/", owner.join("root")).unwrap();
+    std::os::unix::fs::symlink("../../../../etc", owner.join("etc")).unwrap();
+
+    let good = paths::open_confined(&owner.join("current")).unwrap();
+    assert_eq!(good.resolved, owner.join("releases/1"));
+    for name in ["root", "etc"] {
+        let error = paths::open_confined(&owner.join(name)).unwrap_err();
+        assert!(
+            matches!(error, paths::PathError::Escapes { ref anchor, .. } if *anchor == owner),
+            "{name}: {error}"
+        );
+    }
+    // Root's own paths are taken as they are.
+    assert_eq!(
+        paths::open_confined(Path::new("/usr/bin"))
+            .unwrap()
+            .resolved,
+        fs::canonicalize("/usr/bin").unwrap()
+    );
+    fs::remove_dir_all(&base).unwrap();
 }

@@ -59,7 +59,6 @@ fn plan(argv: &[&str], directory: &Path) -> SpawnPlan {
         cgroup_procs: None,
         rlimits: Vec::new(),
         listen_names: Vec::new(),
-        no_new_privs: true,
         extra_cgroup_procs: Vec::new(),
         sandbox: SandboxPlan::unconfined(),
     }

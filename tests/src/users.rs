@@ -87,6 +87,42 @@ impl TestGroup {
     }
 }
 
+/// `useradd` of a system user: no home, shell nologin, its own group.
+fn useradd(name: &str) {
+    run(Command::new("useradd").args([
+        "--system",
+        "--no-create-home",
+        "--home-dir",
+        "/nonexistent",
+        "--shell",
+        "/usr/sbin/nologin",
+        "--user-group",
+        name,
+    ]));
+}
+
+/// Creates the throwaway system user `name` with `useradd`, runs `during`,
+/// and removes the user with `userdel`, under the lock that serializes the
+/// tests' changes to the user database. Both tools replace `/etc/passwd`,
+/// `/etc/group`, `/etc/shadow` and `/etc/gshadow` by renaming a new file
+/// over each, as host maintenance does.
+pub fn with_throwaway_user<T>(name: &str, during: impl FnOnce(&TestUser) -> T) -> T {
+    check_name(name);
+    let _lock = lock();
+    useradd(name);
+    struct Remove<'a>(&'a str);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("userdel").arg(self.0).output();
+        }
+    }
+    let remove = Remove(name);
+    let user = TestUser::lookup(name).expect("user exists after useradd");
+    let result = during(&user);
+    drop(remove);
+    result
+}
+
 impl TestUser {
     /// Creates the system user `name` (no home, shell nologin, its own
     /// primary group) unless it exists.
@@ -103,16 +139,7 @@ impl TestUser {
         }
         let _lock = lock();
         if User::from_name(name).expect("getpwnam").is_none() {
-            run(Command::new("useradd").args([
-                "--system",
-                "--no-create-home",
-                "--home-dir",
-                "/nonexistent",
-                "--shell",
-                "/usr/sbin/nologin",
-                "--user-group",
-                name,
-            ]));
+            useradd(name);
         }
         let user = TestUser::lookup(name).expect("user exists after useradd");
         let have = user.group_names();

@@ -119,8 +119,17 @@ pub fn check(
             Ok(valid) => {
                 report.warnings.extend(valid.warnings);
                 report.warnings.extend(uwsgi_script_warnings(&valid.spec));
-                if let Err(errors) = resolve(&valid.spec, db) {
-                    report.errors.extend(errors);
+                match resolve(&valid.spec, db) {
+                    Ok(resolved) => report.warnings.extend(
+                        resolved
+                            .weaknesses
+                            .iter()
+                            .filter(|weakness| weakness.kind.needs_identity())
+                            .map(|weakness| valid.positions.locate(file, weakness)),
+                    ),
+                    Err(errors) => report
+                        .errors
+                        .extend(errors.into_iter().map(|error| valid.positions.fill(error))),
                 }
                 specs.push(valid.spec);
             }
@@ -355,7 +364,7 @@ mod tests {
             report.to_string(),
             format!(
                 "error: {}:5:9: umask: invalid umask \"9\" (use 3 or 4 octal digits like \"0027\")\n\
-                 error: {}: user: user \"ops\" does not exist (create it, like `useradd --system shop`, or fix the name)\n\
+                 error: {}:4:8: user: user \"ops\" does not exist (create it, like `useradd --system shop`, or fix the name)\n\
                  error: {}: listen[0].address: 0.0.0.0:8001 overlaps 127.0.0.1:8001 of app \"shop\" ({}) \
                  (give each app its own port or socket path)\n\
                  checked 5 files: 3 errors",
@@ -442,6 +451,171 @@ mod tests {
                 .ends_with("checked 2 files: 0 errors, 2 warnings"),
             "{report}"
         );
+    }
+
+    /// Issue 10: each weakness of the sandbox is a warning naming the file,
+    /// line and key, and a group that reads /etc/shadow is refused.
+    #[test]
+    fn every_sandbox_weakness_is_a_warning_at_its_key() {
+        let host = Host::new();
+        let db = FakeUserDb::new()
+            .with_user("shop", 1001, 1001)
+            .with_user("nobody", 65534, 65534)
+            .with_user("deployer", 1002, 1002)
+            .with_group("shop", 1001, &[])
+            .with_group("docker", 999, &["deployer"])
+            .with_group("shadow", 42, &[])
+            .with_group("users", 100, &[])
+            .with_group("nogroup", 65534, &[]);
+        // `sandbox.` keys go into the fixture's inline [sandbox] table.
+        let check_one = |name: &str, extra: &str| -> (CheckReport, PathBuf) {
+            let text = match extra.strip_prefix("sandbox.") {
+                Some(key) => host.app_text("").replace(
+                    "private_tmp = false }",
+                    &format!("private_tmp = false, {} }}", key.trim_end()),
+                ),
+                None => host.app_text(extra),
+            };
+            let file = host.write(&format!("{name}.toml"), &text);
+            let report = check(
+                &host.path("appvisor.toml"),
+                true,
+                std::slice::from_ref(&file),
+                None,
+                &db,
+            );
+            (report, file)
+        };
+        // (file name, text added to the app, the one warning or error)
+        let table: Vec<(&str, String, String)> = vec![
+            (
+                "root",
+                "sandbox.read_only = [\"/\"]\n".into(),
+                "4:67: sandbox.read_only[0]: / lets the app read files of other users, apps or the kernel \
+                 (grant only the directories the app needs, like /srv/shop/shared)".into(),
+            ),
+            (
+                "etc",
+                "sandbox.read_only = [\"/etc\"]\n".into(),
+                "4:67: sandbox.read_only[0]: /etc lets the app read files of other users, apps or the kernel \
+                 (grant only the directories the app needs, like /srv/shop/shared)".into(),
+            ),
+            (
+                "home",
+                "sandbox.read_write = [\"/home\"]\n".into(),
+                "4:68: sandbox.read_write[0]: /home lets the app write files of other users, apps or the kernel \
+                 (grant only the directories the app needs, like /srv/shop/shared)".into(),
+            ),
+            (
+                "umask",
+                "umask = \"0000\"\n".into(),
+                "5:9: umask: umask 0000 makes the app's new files writable by every user (use \"0027\" or \"0022\")".into(),
+            ),
+            (
+                "preload",
+                "environment = { LD_PRELOAD = \"/opt/evil.so\" }\n".into(),
+                "5:30: environment.LD_PRELOAD: LD_PRELOAD loads /opt/evil.so into every process of the app \
+                 (link the library into the app or its venv instead)".into(),
+            ),
+            (
+                "pythonpath",
+                "environment = { PYTHONPATH = \"/tmp/lib\" }\n".into(),
+                "5:30: environment.PYTHONPATH: PYTHONPATH searches /tmp/lib, which the app can write: code planted \
+                 there runs at the next start (point it only at read-only paths, like the app's own code or venv)".into(),
+            ),
+            (
+                "access",
+                "access = { groups = [\"users\"] }\n".into(),
+                "5:22: access.groups[0]: group \"users\" holds every user: any of them may control the app \
+                 (name the app's operators, or a group of them like shop-devs)".into(),
+            ),
+            (
+                "docker",
+                "group = \"docker\"\n".into(),
+                "5:9: group: the app's group \"docker\" is a privileged group \
+                 (run the app without that group (remove the user from it, or set `group`))".into(),
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (name, extra, want) in &table {
+            let (report, file) = check_one(name, extra);
+            let want = format!("{}:{want}", file.display());
+            let got: Vec<String> = report
+                .warnings
+                .iter()
+                .map(ToString::to_string)
+                .filter(|w| !w.contains("without connect_ports"))
+                .collect();
+            if got != [want.clone()] || !report.is_ok() {
+                failures.push(format!(
+                    "{name}: got {got:?} (ok: {}), want {want:?}",
+                    report.is_ok()
+                ));
+            }
+        }
+        // Users: nobody, and a user whose supplementary group is docker.
+        let (report, file) = check_one("nobody", "");
+        let nobody = host.write(
+            "nobody.toml",
+            &std::fs::read_to_string(&file)
+                .unwrap()
+                .replace("user = \"shop\"", "user = \"nobody\""),
+        );
+        let report_nobody = check(
+            &host.path("appvisor.toml"),
+            true,
+            std::slice::from_ref(&nobody),
+            None,
+            &db,
+        );
+        assert!(report.is_ok(), "{report}");
+        let warnings: Vec<String> = report_nobody
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            warnings.contains(&format!(
+                "{}:1:8: user: user \"nobody\" is shared by every service that runs as nobody: they can \
+                 signal and read each other (create a dedicated user, like `useradd --system shop`)",
+                nobody.display()
+            )),
+            "{warnings:?}"
+        );
+        let deployer = host.write(
+            "deployer.toml",
+            &host
+                .app_text("")
+                .replace("user = \"shop\"", "user = \"deployer\""),
+        );
+        let report = check(
+            &host.path("appvisor.toml"),
+            true,
+            std::slice::from_ref(&deployer),
+            None,
+            &db,
+        );
+        let warnings: Vec<String> = report.warnings.iter().map(ToString::to_string).collect();
+        assert!(
+            warnings.contains(&format!(
+                "{}:1:8: user: a supplementary group of the user \"docker\" is a privileged group \
+                 (run the app without that group (remove the user from it, or set `group`))",
+                deployer.display()
+            )),
+            "{warnings:?}"
+        );
+        // The shadow group is refused: an error, not a warning.
+        let (report, file) = check_one("shadow", "group = \"shadow\"\n");
+        assert_eq!(
+            report.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [format!(
+                "{}:5:9: group: the app's group \"shadow\" can read the password hashes in /etc/shadow, \
+                 which the sandbox cannot keep hidden once the host replaces the file \
+                 (run the app without that group (remove the user from it, or set `group`))",
+                file.display()
+            )]
+        );
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
     #[test]

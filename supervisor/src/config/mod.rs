@@ -12,6 +12,7 @@ pub mod error;
 pub mod load;
 pub mod raw;
 pub mod resolve;
+pub mod security;
 pub mod spec;
 #[cfg(test)]
 pub(crate) mod test_spec;

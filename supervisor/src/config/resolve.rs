@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{Gid, Group, User};
 
 use super::error::{ConfigError, ConfigErrors};
+use super::security::{identity_weaknesses, spec_weaknesses, Identity, SecretGroups, Weakness};
 use super::spec::{AppSpec, ListenAddress};
 
 /// One user's record from the user database.
@@ -171,6 +172,9 @@ pub struct ResolvedApp {
     pub user_name: String,
     pub home: PathBuf,
     pub shell: PathBuf,
+    /// What weakens the app's sandbox (`config::security`), for the
+    /// exposure score.
+    pub weaknesses: Vec<Weakness>,
 }
 
 /// Looks up `spec`'s user and group and checks its program and directory.
@@ -290,6 +294,29 @@ pub fn resolve_under(
     errors.extend(check_program(spec, root, ids));
     errors.extend(check_directory(spec, root));
 
+    let mut weaknesses = spec_weaknesses(spec);
+    if let (Some(user), Some((uid, gid, groups))) = (&user, ids) {
+        let identity = Identity {
+            user: &user.name,
+            uid,
+            gid,
+            groups,
+        };
+        let (refused, found) = identity_weaknesses(
+            spec,
+            identity,
+            &|gid| db.group_name(gid).ok().flatten(),
+            &|name| db.group_by_name(name).ok().flatten(),
+            &SecretGroups::scan(root),
+        );
+        errors.extend(refused.into_iter().map(|refusal| {
+            ConfigError::new(&spec.file, refusal.message)
+                .with_key(refusal.key)
+                .with_hint(refusal.hint)
+        }));
+        weaknesses.extend(found);
+    }
+
     match (user, gid, groups) {
         (Some(user), Some(gid), Some(groups)) if errors.is_empty() => Ok(ResolvedApp {
             spec: spec.clone(),
@@ -299,6 +326,7 @@ pub fn resolve_under(
             user_name: user.name,
             home: user.home,
             shell: user.shell,
+            weaknesses,
         }),
         _ => Err(ConfigErrors(errors)),
     }
@@ -520,6 +548,7 @@ mod tests {
                 user_name: "shop".to_owned(),
                 home: PathBuf::from("/home/shop"),
                 shell: PathBuf::from("/bin/sh"),
+                weaknesses: Vec::new(),
             }
         );
         let with_group = app("shop", "group = \"shop-devs\"\n");

@@ -118,6 +118,9 @@ impl Defaults {
 pub struct ValidApp {
     pub spec: AppSpec,
     pub warnings: Vec<ConfigError>,
+    /// Where the keys `config::security` reports on sit, for warnings found
+    /// once users and groups are resolved.
+    pub positions: super::security::Positions,
 }
 
 /// Validates `appvisor.toml`'s text, including its `[defaults]`.
@@ -236,14 +239,29 @@ pub fn validate_app(
         source,
         prefix: "",
     };
-    let layers = std::iter::once(app).chain(defaults.layer()).collect();
+    let layers: Vec<Layer<'_>> = std::iter::once(app).chain(defaults.layer()).collect();
+    let positions = super::security::Positions::of(
+        &layers
+            .iter()
+            .map(|layer: &Layer<'_>| (layer.raw, layer.source, layer.prefix))
+            .collect::<Vec<_>>(),
+    );
     let mut builder = Builder::new(Mode::App(name.clone()), layers, file);
     let spec = builder.build(read_env_file);
     match spec {
-        Some(spec) if builder.errors.is_empty() => Ok(ValidApp {
-            spec,
-            warnings: builder.warnings,
-        }),
+        Some(spec) if builder.errors.is_empty() => {
+            let mut warnings = builder.warnings;
+            warnings.extend(
+                super::security::spec_weaknesses(&spec)
+                    .iter()
+                    .map(|weakness| positions.locate(file, weakness)),
+            );
+            Ok(ValidApp {
+                spec,
+                warnings,
+                positions,
+            })
+        }
         _ => {
             let mut errors = builder.errors;
             // Missing keys first, then in file order; the defaults' and env

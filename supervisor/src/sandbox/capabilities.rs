@@ -64,6 +64,18 @@ pub fn check_all_empty() -> Result<(), CapabilityError> {
     Ok(())
 }
 
+/// Every capability still held in any set, as `set:CAP_NAME`.
+pub fn held() -> Result<Vec<String>, CapabilityError> {
+    let mut held = Vec::new();
+    for (set, name) in SETS {
+        let caps =
+            caps::read(None, set).map_err(|source| CapabilityError::Read { set: name, source })?;
+        held.extend(caps.iter().map(|cap| format!("{name}:{cap}")));
+    }
+    held.sort();
+    Ok(held)
+}
+
 fn names(held: &CapsHashSet) -> String {
     let mut names: Vec<String> = held.iter().map(|c| c.to_string()).collect();
     names.sort();

@@ -15,13 +15,14 @@ use std::fmt;
 use std::os::fd::AsFd;
 
 use landlock::{
-    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
-    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 use nix::sys::stat::{fstat, SFlag};
 use serde::{Deserialize, Serialize};
 
-use super::rules::{LandlockPlan, PathAccess, Requirement, MAX_LANDLOCK_ABI};
+use super::paths::{self, Confined, PathError};
+use super::rules::{LandlockPlan, PathAccess, Requirement, RuleOrigin, MAX_LANDLOCK_ABI};
 
 /// What appvisor's rules ask of Landlock, in ABI order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -103,6 +104,21 @@ pub struct LandlockRecord {
     pub abi: u8,
     pub status: Enforcement,
     pub not_enforced: Vec<Feature>,
+    /// The app's own rules (every origin but the system list) as granted:
+    /// each path resolved to where it really led at this spawn.
+    #[serde(default)]
+    pub granted: Vec<GrantedPath>,
+}
+
+/// One rule as the helper built it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantedPath {
+    /// As planned (as the app file names it).
+    pub path: std::path::PathBuf,
+    /// What the rule was built on.
+    pub resolved: std::path::PathBuf,
+    pub access: PathAccess,
+    pub origin: RuleOrigin,
 }
 
 /// Why `landlock = "require"` refused to start the app.
@@ -176,6 +192,7 @@ pub fn decide(plan: &LandlockPlan, kernel_abi: u8) -> Result<LandlockRecord, Lan
         abi,
         status,
         not_enforced: missing,
+        granted: Vec::new(),
     })
 }
 
@@ -205,6 +222,12 @@ pub enum LandlockError {
         #[source]
         source: nix::errno::Errno,
     },
+    /// A path that could not be resolved safely, or led out of its anchor.
+    #[error("{origin} {error}")]
+    Confine {
+        origin: &'static str,
+        error: PathError,
+    },
     #[error("building the ruleset")]
     Ruleset {
         #[source]
@@ -219,19 +242,27 @@ impl LandlockError {
     pub fn errno(&self) -> nix::errno::Errno {
         match self {
             LandlockError::Path { source, .. } => *source,
+            LandlockError::Confine { error, .. } => nix::errno::Errno::from_raw(error.errno()),
             _ => nix::errno::Errno::UnknownErrno,
         }
     }
 }
 
 /// Builds the ruleset `record` says the kernel can enforce and restricts
-/// the calling process (and every process it will start) to it.
+/// the calling process (and every process it will start) to it; returns
+/// the app's own rules as granted.
 ///
-/// Call once, as the last step before exec: it needs no_new_privs (or
-/// CAP_SYS_ADMIN) and applies to this very process.
-pub fn apply(plan: &LandlockPlan, record: &LandlockRecord) -> Result<(), LandlockError> {
+/// Every path is opened once and checked to stay inside its anchor
+/// ([`paths`]); the `directory` rule is built on the current directory,
+/// which the helper entered through it. Call once, as the last step before
+/// exec and after chdir: it needs no_new_privs (or CAP_SYS_ADMIN) and
+/// applies to this very process.
+pub fn apply(
+    plan: &LandlockPlan,
+    record: &LandlockRecord,
+) -> Result<Vec<GrantedPath>, LandlockError> {
     if record.abi == 0 {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let abi = ABI::from(i32::from(record.abi));
     let ruleset_error = |source| LandlockError::Ruleset { source };
@@ -256,14 +287,29 @@ pub fn apply(plan: &LandlockPlan, record: &LandlockRecord) -> Result<(), Landloc
     }
     let mut created = ruleset.create().map_err(ruleset_error)?;
 
+    let mut granted = Vec::new();
     for rule in &plan.paths {
-        let fd = match PathFd::new(&rule.path) {
-            Ok(fd) => fd,
-            Err(_) if rule.origin.optional() && !rule.path.exists() => continue,
-            Err(e) => {
+        let opened = match rule.origin {
+            RuleOrigin::Directory => paths::check_cwd(&rule.path),
+            _ => paths::open_confined(&rule.path),
+        };
+        let Confined { fd, resolved } = match opened {
+            Ok(confined) => confined,
+            Err(PathError::Io { source, .. })
+                if rule.origin.optional() && source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                continue
+            }
+            Err(PathError::Io { path, source }) => {
                 return Err(LandlockError::Path {
-                    path: rule.path.display().to_string(),
-                    source: path_fd_errno(&e),
+                    path: path.display().to_string(),
+                    source: nix::errno::Errno::from_raw(source.raw_os_error().unwrap_or(0)),
+                })
+            }
+            Err(error) => {
+                return Err(LandlockError::Confine {
+                    origin: rule.origin.as_str(),
+                    error,
                 })
             }
         };
@@ -276,6 +322,14 @@ pub fn apply(plan: &LandlockPlan, record: &LandlockRecord) -> Result<(), Landloc
         created = created
             .add_rule(PathBeneath::new(fd, access_bits(rule.access, abi, is_dir)))
             .map_err(ruleset_error)?;
+        if rule.origin != RuleOrigin::System {
+            granted.push(GrantedPath {
+                path: rule.path.clone(),
+                resolved,
+                access: rule.access,
+                origin: rule.origin,
+            });
+        }
     }
     if record.abi >= Feature::BindPorts.min_abi() {
         for port in &plan.bind_ports {
@@ -293,7 +347,7 @@ pub fn apply(plan: &LandlockPlan, record: &LandlockRecord) -> Result<(), Landloc
     if status.ruleset != RulesetStatus::FullyEnforced {
         return Err(LandlockError::NotFullyEnforced);
     }
-    Ok(())
+    Ok(granted)
 }
 
 /// The rights of `access` that `abi` knows, narrowed to what a rule on a
@@ -318,15 +372,6 @@ pub fn access_bits(access: PathAccess, abi: ABI, is_dir: bool) -> BitFlags<Acces
         bits
     } else {
         bits & AccessFs::from_file(abi)
-    }
-}
-
-fn path_fd_errno(e: &landlock::PathFdError) -> nix::errno::Errno {
-    match e {
-        landlock::PathFdError::OpenCall { source, .. } => source
-            .raw_os_error()
-            .map_or(nix::errno::Errno::EIO, nix::errno::Errno::from_raw),
-        _ => nix::errno::Errno::EIO,
     }
 }
 
@@ -384,7 +429,8 @@ mod tests {
                         kernel_abi: kernel,
                         abi,
                         status,
-                        not_enforced: missing
+                        not_enforced: missing,
+                        granted: Vec::new(),
                     },
                     "{case}"
                 ),
@@ -417,11 +463,12 @@ mod tests {
             abi: 3,
             status: Enforcement::Partial,
             not_enforced: vec![Feature::BindPorts, Feature::SignalScope],
+            granted: Vec::new(),
         };
         let json = serde_json::to_string(&record).unwrap();
         assert_eq!(
             json,
-            r#"{"kernel_abi":7,"abi":3,"status":"partial","not_enforced":["bind-ports","signal-scope"]}"#
+            r#"{"kernel_abi":7,"abi":3,"status":"partial","not_enforced":["bind-ports","signal-scope"],"granted":[]}"#
         );
         assert_eq!(
             serde_json::from_str::<LandlockRecord>(&json).unwrap(),

@@ -8,25 +8,65 @@
 //!   app's spec, [`landlock::decide`] what a kernel ABI can enforce, and
 //!   [`exposure`] the checks and score `appctl security` shows;
 //! - kernel calls, run only by the exec helper (`spawn::child`) in its fixed
-//!   order: [`namespaces::enter`], [`capabilities`], [`apply_rlimit`],
-//!   [`set_no_new_privs`], [`landlock::apply`]. None of these may ever be
-//!   called from the daemon's own process, whose privileges and limits they
-//!   would change for every app.
+//!   order: [`namespaces::enter`], [`keyring`], [`capabilities`],
+//!   [`apply_rlimit`], [`set_no_new_privs`], [`landlock::apply`] (which
+//!   checks every path with [`paths`]), [`seccomp::install`]. None of these
+//!   may ever be called from the daemon's own process, whose privileges and
+//!   limits they would change for every app.
 
 pub mod capabilities;
 pub mod exposure;
+pub mod keyring;
 pub mod landlock;
 pub mod namespaces;
+pub mod paths;
 pub mod rules;
+pub mod seccomp;
 
 use nix::sys::resource::{setrlimit, Resource};
 use serde::{Deserialize, Serialize};
 
-pub use self::landlock::{Enforcement, Feature, LandlockRecord, LandlockRefusal};
+pub use self::landlock::{Enforcement, Feature, GrantedPath, LandlockRecord, LandlockRefusal};
 pub use rules::{
     app_venv, LandlockPlan, NamespacePlan, PathAccess, PathRule, Requirement, RuleOrigin,
-    SandboxInputs, SandboxPlan, SYSTEM_PATHS,
+    SandboxInputs, SandboxPlan, SeccompPlan, SocketFamily, HIDDEN_PATHS, SYSTEM_PATHS,
 };
+
+/// What the exec helper found in force just before exec, besides Landlock
+/// (which has its own [`LandlockRecord`]): read back from the kernel where
+/// it can be, so `appctl security` shows what was, not what was meant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verified {
+    /// PR_GET_NO_NEW_PRIVS.
+    pub no_new_privs: bool,
+    /// Capabilities still held in any set (none, or the spawn fails).
+    pub capabilities: Vec<String>,
+    /// The socket families of the seccomp filter installed; `None` when no
+    /// filter was.
+    pub seccomp: Option<Vec<SocketFamily>>,
+    /// A session keyring of the app's own.
+    pub session_keyring: bool,
+    /// A procfs of the app's own with hidepid=invisible.
+    pub private_proc: bool,
+}
+
+/// Files under `/etc` that hosts often make symlinks into `/run` (DHCP
+/// clients, resolvconf, systemd-resolved), and replace there by rename.
+const LINKED_SYSTEM_FILES: [&str; 2] = ["/etc/resolv.conf", "/etc/localtime"];
+
+/// The directories [`LINKED_SYSTEM_FILES`] lead into, for
+/// [`SandboxInputs::linked_dirs`]: the directory, not the file, so the
+/// rule survives the file's replacement. Daemon side, at each spawn: two
+/// `realpath`s of root's own files.
+pub fn linked_system_dirs() -> Vec<std::path::PathBuf> {
+    LINKED_SYSTEM_FILES
+        .iter()
+        .filter(|file| std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_symlink()))
+        .filter_map(|file| std::fs::canonicalize(file).ok())
+        .filter_map(|target| target.parent().map(std::path::Path::to_path_buf))
+        .filter(|dir| dir.as_os_str() != "/")
+        .collect()
+}
 
 /// The base interpreter's `bin` of `venv` ([`rules::app_venv`]), from its
 /// `pyvenv.cfg`. Daemon side: reads one small file before the plan is built.
@@ -35,14 +75,49 @@ pub fn python_home(venv: &std::path::Path) -> Option<std::path::PathBuf> {
     rules::parse_pyvenv_home(&cfg)
 }
 
+/// What the exec helper reported of an app's last spawn, kept by the app's
+/// task for `appctl security`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpawnRecord {
+    pub landlock: Option<LandlockRecord>,
+    pub verified: Option<Verified>,
+    /// Why the last spawn was refused at the `paths` step, if it was.
+    pub refusal: Option<String>,
+}
+
+impl SpawnRecord {
+    pub fn last(&self) -> exposure::LastSpawn<'_> {
+        exposure::LastSpawn {
+            landlock: self.landlock.as_ref(),
+            verified: self.verified.as_ref(),
+            refusal: self.refusal.as_deref(),
+        }
+    }
+}
+
 /// `APPVISOR_LANDLOCK_ABI_MAX`: caps the Landlock ABI the exec helper uses,
-/// so tests can show what an older kernel would enforce. Read once, at
-/// daemon start; not meant for production.
+/// so tests can show what an older kernel would enforce. Only a build with
+/// the `test-landlock-abi-cap` feature (which `cargo test --workspace`
+/// turns on through the integration tests' dev-dependency, and no release
+/// build does) reads it, once, at daemon start.
 pub const LANDLOCK_ABI_MAX_VAR: &str = "APPVISOR_LANDLOCK_ABI_MAX";
 
-/// Parses the value of [`LANDLOCK_ABI_MAX_VAR`].
-pub fn parse_landlock_abi_max(value: &str) -> Option<u8> {
-    value.trim().parse().ok()
+/// The Landlock ABI cap of a test build, read from [`LANDLOCK_ABI_MAX_VAR`].
+#[cfg(feature = "test-landlock-abi-cap")]
+pub fn landlock_abi_cap() -> Option<u8> {
+    let value = std::env::var(LANDLOCK_ABI_MAX_VAR).ok()?;
+    let cap = value.trim().parse().ok();
+    match cap {
+        Some(cap) => tracing::warn!(cap, "Landlock ABI capped: a test build"),
+        None => tracing::error!(value, "ignoring an invalid {LANDLOCK_ABI_MAX_VAR}"),
+    }
+    cap
+}
+
+/// A production build never caps the Landlock ABI.
+#[cfg(not(feature = "test-landlock-abi-cap"))]
+pub fn landlock_abi_cap() -> Option<u8> {
+    None
 }
 
 /// A resource limit the helper sets before dropping privileges (raising a

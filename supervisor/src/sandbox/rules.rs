@@ -107,8 +107,9 @@ pub struct PathRule {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LandlockPlan {
     pub mode: Requirement,
-    /// A cap on the ABI used, below the kernel's: `APPVISOR_LANDLOCK_ABI_MAX`,
-    /// which exists for tests.
+    /// A cap on the ABI used, below the kernel's: only a test build sets it
+    /// (`sandbox::landlock_abi_cap`).
+    #[serde(default)]
     pub abi_max: Option<u8>,
     pub paths: Vec<PathRule>,
     /// TCP ports the app may bind; empty denies every bind.
@@ -125,12 +126,20 @@ pub enum Requirement {
     BestEffort,
 }
 
-/// The namespaces the helper unshares; IPC and UTS are always new.
+/// The namespaces the helper unshares, and what it mounts in the new mount
+/// namespace. Mount, IPC and UTS are always new.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NamespacePlan {
-    /// A new mount namespace with fresh tmpfs mounts of this many bytes on
-    /// `/tmp` and `/var/tmp`.
+    /// A new mount namespace, whose mounts are slaves of the host's: it
+    /// carries the private `/proc`, the hidden paths and the private `/tmp`.
+    pub mount: bool,
+    /// Fresh tmpfs mounts of this many bytes on `/tmp` and `/var/tmp`.
     pub private_tmp: Option<u64>,
+    /// A procfs of the app's own on `/proc`, with `hidepid=invisible`.
+    pub private_proc: bool,
+    /// Paths hidden under the granted system paths (see [`HIDDEN_PATHS`]);
+    /// those the host lacks are skipped.
+    pub hide: Vec<PathBuf>,
     pub ipc: bool,
     pub uts: bool,
     /// `network = "none"`: a new, empty network namespace.
@@ -141,10 +150,40 @@ impl NamespacePlan {
     /// No namespace at all: for the helper's own tests.
     pub fn none() -> NamespacePlan {
         NamespacePlan {
+            mount: false,
             private_tmp: None,
+            private_proc: false,
+            hide: Vec::new(),
             ipc: false,
             uts: false,
             network: false,
+        }
+    }
+}
+
+/// The seccomp filter: the deny list of `sandbox::seccomp` and the socket
+/// families the app may create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeccompPlan {
+    pub socket_families: Vec<SocketFamily>,
+}
+
+/// A socket family an app may create sockets of; every other one is
+/// refused with EAFNOSUPPORT, as if the kernel lacked it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SocketFamily {
+    Unix,
+    Inet,
+    Inet6,
+}
+
+impl SocketFamily {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketFamily::Unix => "AF_UNIX",
+            SocketFamily::Inet => "AF_INET",
+            SocketFamily::Inet6 => "AF_INET6",
         }
     }
 }
@@ -155,15 +194,25 @@ pub struct SandboxPlan {
     /// `None` only in tests of the helper's other steps.
     pub landlock: Option<LandlockPlan>,
     pub namespaces: NamespacePlan,
+    /// PR_SET_NO_NEW_PRIVS before exec.
+    pub no_new_privs: bool,
+    /// A fresh session keyring of the app's own, instead of the daemon's.
+    pub session_keyring: bool,
+    /// `None` only in tests of the helper's other steps.
+    pub seccomp: Option<SeccompPlan>,
 }
 
 impl SandboxPlan {
-    /// No Landlock and no namespaces (capabilities are dropped regardless):
-    /// for tests of the helper's other steps.
+    /// No Landlock, no namespaces, no seccomp filter (capabilities are
+    /// dropped and no_new_privs set regardless): for tests of the helper's
+    /// other steps.
     pub fn unconfined() -> SandboxPlan {
         SandboxPlan {
             landlock: None,
             namespaces: NamespacePlan::none(),
+            no_new_privs: true,
+            session_keyring: false,
+            seccomp: None,
         }
     }
 }
@@ -171,20 +220,33 @@ impl SandboxPlan {
 /// What the daemon contributes to the sandbox besides the app's spec.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SandboxInputs {
-    /// `APPVISOR_LANDLOCK_ABI_MAX`, read once at daemon start.
+    /// A cap on the Landlock ABI, for tests only (see
+    /// `sandbox::landlock_abi_cap`); always `None` in a production build.
     pub landlock_abi_max: Option<u8>,
     /// `home` from the venv's `pyvenv.cfg` (the base interpreter's `bin`).
     pub python_home: Option<PathBuf>,
+    /// More paths to hide besides [`HIDDEN_PATHS`]: the daemon's own
+    /// configuration file and apps directory.
+    pub hide: Vec<PathBuf>,
+    /// Directories outside the system paths that files under `/etc` link
+    /// into (`/etc/resolv.conf -> /run/systemd/resolve/stub-resolv.conf`),
+    /// granted read as system paths: see `sandbox::linked_system_dirs`.
+    pub linked_dirs: Vec<PathBuf>,
 }
 
 /// The paths every app may read to run a dynamically linked Python:
-/// programs and libraries, the loader's cache, name-service and TLS
-/// configuration, time zones, a few device nodes, and the CPU count.
+/// programs and libraries, the host's configuration under `/etc` (less
+/// [`HIDDEN_PATHS`]), a few device nodes, the app's own `/proc`, and the
+/// CPU count.
 ///
-/// Not here on purpose: `/etc` as a whole (`shadow`, other apps'
-/// configuration), `/home`, `/root`, `/var`, `/srv`, `/run` (other apps'
-/// sockets and files), `/proc` as a whole (other processes' command lines),
-/// `/dev/shm` (shared with the host).
+/// Directories, not files, wherever the host replaces files: Landlock binds
+/// a rule to an inode, and `useradd`, `ldconfig`, DHCP clients, tzdata and
+/// CA updates write a new file and rename it over the old one, so a rule on
+/// `/etc/passwd` itself would deny the new file to every running app.
+///
+/// Not here on purpose: `/home`, `/root`, `/var`, `/srv`, `/run` (other
+/// apps' sockets and files), the host's `/proc` (each app gets its own,
+/// showing only its processes), `/dev/shm` (shared with the host).
 pub const SYSTEM_PATHS: &[(&str, PathAccess)] = &[
     // Programs, the interpreter, shared libraries, zoneinfo, certificates
     // under /usr/share.
@@ -195,55 +257,57 @@ pub const SYSTEM_PATHS: &[(&str, PathAccess)] = &[
     ("/lib64", PathAccess::ReadExecute),
     ("/lib32", PathAccess::ReadExecute),
     ("/libx32", PathAccess::ReadExecute),
-    // The dynamic loader.
-    ("/etc/ld.so.cache", PathAccess::Read),
-    ("/etc/ld.so.conf", PathAccess::Read),
-    ("/etc/ld.so.conf.d", PathAccess::Read),
-    // Name service: getpwuid (Python's `pwd`, `~` expansion), getaddrinfo.
-    ("/etc/passwd", PathAccess::Read),
-    ("/etc/group", PathAccess::Read),
-    ("/etc/nsswitch.conf", PathAccess::Read),
-    ("/etc/hosts", PathAccess::Read),
-    ("/etc/host.conf", PathAccess::Read),
-    ("/etc/resolv.conf", PathAccess::Read),
-    ("/etc/gai.conf", PathAccess::Read),
-    ("/etc/services", PathAccess::Read),
-    ("/etc/protocols", PathAccess::Read),
-    // TLS trust stores (Debian, Red Hat).
-    ("/etc/ssl", PathAccess::Read),
-    ("/etc/ca-certificates", PathAccess::Read),
-    ("/etc/ca-certificates.conf", PathAccess::Read),
-    ("/etc/pki", PathAccess::Read),
-    // Time, MIME types (Python's `mimetypes`), `platform`.
-    ("/etc/localtime", PathAccess::Read),
-    ("/etc/timezone", PathAccess::Read),
-    ("/etc/mime.types", PathAccess::Read),
-    ("/etc/os-release", PathAccess::Read),
-    // Debian's Python reads sitecustomize.py from here.
-    ("/etc/python3", PathAccess::Read),
-    ("/etc/python3.8", PathAccess::Read),
-    ("/etc/python3.9", PathAccess::Read),
-    ("/etc/python3.10", PathAccess::Read),
-    ("/etc/python3.11", PathAccess::Read),
-    ("/etc/python3.12", PathAccess::Read),
-    ("/etc/python3.13", PathAccess::Read),
-    ("/etc/python3.14", PathAccess::Read),
+    // The loader's cache, name service (passwd, group, hosts, resolv.conf,
+    // nsswitch.conf), TLS trust stores, localtime, mime.types, Debian's
+    // sitecustomize.py: all replaced by rename on a living host. What must
+    // stay secret in it is hidden by the app's mount namespace
+    // (HIDDEN_PATHS) or by its mode (shadow is root:shadow 0640, and apps
+    // in groups that read it are refused).
+    ("/etc", PathAccess::Read),
     // Devices.
     ("/dev/null", PathAccess::ReadWrite),
     ("/dev/zero", PathAccess::Read),
     ("/dev/full", PathAccess::ReadWrite),
     ("/dev/random", PathAccess::Read),
     ("/dev/urandom", PathAccess::Read),
-    // The main process's own /proc/PID (opened when the rule is built, so
-    // it is that process's, not its workers'), and host-wide figures.
-    ("/proc/self", PathAccess::Read),
-    ("/proc/cpuinfo", PathAccess::Read),
-    ("/proc/meminfo", PathAccess::Read),
-    ("/proc/stat", PathAccess::Read),
-    ("/proc/loadavg", PathAccess::Read),
-    ("/proc/uptime", PathAccess::Read),
+    // The app's own procfs (hidepid=invisible, mounted by the helper), so
+    // every process of the app, workers included, reads its own /proc/self,
+    // and no process of another app or user is even listed; plus host-wide
+    // figures (meminfo, stat, loadavg) that psutil and prometheus_client read.
+    ("/proc", PathAccess::Read),
     // os.cpu_count() and glibc's sysconf(_SC_NPROCESSORS_*).
     ("/sys/devices/system/cpu", PathAccess::Read),
+];
+
+/// What the app's mount namespace hides under the granted [`SYSTEM_PATHS`]:
+/// each directory gets an empty, mode-0000 directory mounted over it, each
+/// file an empty mode-0000 file, so opening one fails with EACCES.
+///
+/// A mount over a directory holds while the host changes files inside it.
+/// A mount over a file is detached by the kernel when the host renames a
+/// new file over it (`useradd` rewriting `/etc/shadow`): for those files the
+/// mask is a second line behind their root-only mode, which is why groups
+/// that can read them are refused (`config::security`).
+pub const HIDDEN_PATHS: &[&str] = &[
+    // Password and group hashes, sudo rules.
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/security/opasswd",
+    // Private keys and credentials of host services.
+    "/etc/ssh",
+    "/etc/ssl/private",
+    "/etc/credstore",
+    "/etc/credstore.encrypted",
+    "/etc/letsencrypt",
+    "/etc/wireguard",
+    "/etc/NetworkManager/system-connections",
+    "/etc/ppp",
+    // appvisor's own configuration: every app's file and settings.
+    "/etc/appvisor",
 ];
 
 /// Where a private `/tmp` is mounted, and granted read-write.
@@ -257,6 +321,11 @@ impl SandboxPlan {
             .iter()
             .map(|(path, access)| rule(path, *access, RuleOrigin::System))
             .collect();
+        for dir in &inputs.linked_dirs {
+            if !is_under_system_read(dir) {
+                paths.push(rule(dir, PathAccess::Read, RuleOrigin::System));
+            }
+        }
 
         let program = Path::new(&spec.command[0]);
         paths.push(rule(program, PathAccess::ReadExecute, RuleOrigin::Command));
@@ -305,10 +374,34 @@ impl SandboxPlan {
             bind_ports,
             connect_ports: sandbox.connect_ports.clone(),
         };
+        let hide = HIDDEN_PATHS
+            .iter()
+            .map(PathBuf::from)
+            .chain(inputs.hide.iter().cloned())
+            .filter(|path| is_under_system_read(path))
+            .collect::<Vec<_>>();
+        // A path under another hidden one is gone already, and mounting
+        // over it would fail inside the empty stand-in.
+        let hide = hide
+            .iter()
+            .filter(|path| {
+                !hide
+                    .iter()
+                    .any(|other| other != *path && path.starts_with(other))
+            })
+            .fold(Vec::new(), |mut kept: Vec<PathBuf>, path| {
+                if !kept.contains(path) {
+                    kept.push(path.clone());
+                }
+                kept
+            });
         let namespaces = NamespacePlan {
+            mount: true,
             private_tmp: sandbox
                 .private_tmp
                 .then(|| spec.limits.memory.unwrap_or(DEFAULT_TMPFS_SIZE)),
+            private_proc: true,
+            hide,
             ipc: true,
             uts: true,
             network: sandbox.network == NetworkMode::None,
@@ -316,6 +409,11 @@ impl SandboxPlan {
         SandboxPlan {
             landlock: Some(landlock),
             namespaces,
+            no_new_privs: true,
+            session_keyring: true,
+            seccomp: Some(SeccompPlan {
+                socket_families: vec![SocketFamily::Unix, SocketFamily::Inet, SocketFamily::Inet6],
+            }),
         }
     }
 }
@@ -354,6 +452,14 @@ fn python_prefix(home: &Path) -> Option<&Path> {
     (prefix != Path::new("/")).then_some(prefix)
 }
 
+/// Whether `path` lies under a system path every app may read: only there
+/// does hiding it change what an app can see.
+fn is_under_system_read(path: &Path) -> bool {
+    SYSTEM_PATHS
+        .iter()
+        .any(|(system, _)| path.starts_with(system))
+}
+
 /// Whether a read-execute rule already covers `path`.
 fn is_covered(path: &Path, rules: &[PathRule]) -> bool {
     rules
@@ -362,7 +468,7 @@ fn is_covered(path: &Path, rules: &[PathRule]) -> bool {
 }
 
 /// The TCP ports of `[[listen]]`, the default `bind_ports`.
-fn listen_ports(spec: &AppSpec) -> Vec<u16> {
+pub(crate) fn listen_ports(spec: &AppSpec) -> Vec<u16> {
     let mut ports: Vec<u16> = spec
         .listen
         .iter()
@@ -430,11 +536,19 @@ mod tests {
         assert_eq!(
             plan.namespaces,
             NamespacePlan {
+                mount: true,
                 private_tmp: Some(DEFAULT_TMPFS_SIZE),
+                private_proc: true,
+                hide: HIDDEN_PATHS.iter().map(PathBuf::from).collect(),
                 ipc: true,
                 uts: true,
                 network: false,
             }
+        );
+        assert!(plan.no_new_privs && plan.session_keyring);
+        assert_eq!(
+            plan.seccomp.unwrap().socket_families,
+            [SocketFamily::Unix, SocketFamily::Inet, SocketFamily::Inet6]
         );
     }
 
@@ -461,6 +575,12 @@ mod tests {
         let inputs = SandboxInputs {
             landlock_abi_max: Some(3),
             python_home: Some("/opt/python3.12/bin".into()),
+            hide: vec![
+                "/etc/appvisor/appvisor.toml".into(),
+                "/etc/apps.d".into(),
+                "/srv/apps.d".into(),
+            ],
+            linked_dirs: Vec::new(),
         };
         let plan = SandboxPlan::build(&spec, &inputs);
         use PathAccess::*;
@@ -482,10 +602,16 @@ mod tests {
         assert_eq!(landlock.abi_max, Some(3));
         assert_eq!(landlock.bind_ports, vec![8001]);
         assert_eq!(landlock.connect_ports, Some(vec![5432]));
+        // Only what the app could read is hidden, and nothing twice.
+        let mut hide: Vec<PathBuf> = HIDDEN_PATHS.iter().map(PathBuf::from).collect();
+        hide.push("/etc/apps.d".into());
         assert_eq!(
             plan.namespaces,
             NamespacePlan {
+                mount: true,
                 private_tmp: None,
+                private_proc: true,
+                hide,
                 ipc: true,
                 uts: true,
                 network: true,
@@ -499,6 +625,33 @@ mod tests {
         spec.sandbox.bind_ports = Some(vec![9000, 9001]);
         let plan = SandboxPlan::build(&spec, &SandboxInputs::default());
         assert_eq!(plan.landlock.unwrap().bind_ports, vec![9000, 9001]);
+    }
+
+    #[test]
+    fn directories_etc_links_into_are_granted_read() {
+        let spec = app_spec("shop", &["/srv/shop/venv/bin/gunicorn"]);
+        let inputs = SandboxInputs {
+            linked_dirs: vec![
+                "/run/systemd/resolve".into(),
+                "/usr/share/zoneinfo/Europe".into(),
+            ],
+            ..SandboxInputs::default()
+        };
+        let plan = SandboxPlan::build(&spec, &inputs);
+        let system: Vec<&PathRule> = plan
+            .landlock
+            .as_ref()
+            .unwrap()
+            .paths
+            .iter()
+            .filter(|r| r.origin == RuleOrigin::System)
+            .collect();
+        assert_eq!(system.len(), SYSTEM_PATHS.len() + 1);
+        assert_eq!(
+            system.last().unwrap().path,
+            PathBuf::from("/run/systemd/resolve")
+        );
+        assert_eq!(system.last().unwrap().access, PathAccess::Read);
     }
 
     #[test]
@@ -565,19 +718,19 @@ mod tests {
 
     #[test]
     fn system_paths_are_absolute_and_never_widen_to_secrets() {
-        for (path, _) in SYSTEM_PATHS {
+        for (path, access) in SYSTEM_PATHS {
             assert!(path.starts_with('/'), "{path}");
-            for secret in [
-                "/etc",
-                "/etc/shadow",
-                "/proc",
-                "/var",
-                "/home",
-                "/root",
-                "/run",
-            ] {
+            for secret in ["/", "/var", "/home", "/root", "/run", "/srv"] {
                 assert_ne!(*path, secret, "{secret} must not be readable by default");
             }
+            // /etc and /proc are granted whole, but hidden paths and the
+            // app's own procfs keep them from being the host's.
+            if ["/etc", "/proc"].contains(path) {
+                assert_eq!(*access, PathAccess::Read, "{path}");
+            }
+        }
+        for path in ["/etc/shadow", "/etc/gshadow", "/etc/appvisor", "/etc/ssh"] {
+            assert!(HIDDEN_PATHS.contains(&path), "{path} must be hidden");
         }
     }
 

@@ -136,11 +136,21 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
 
     // 6b. Namespaces while still root: unshare and mounting need
     //    CAP_SYS_ADMIN. Mount, IPC, UTS and (network = "none") network
-    //    namespaces, then the private /tmp and /var/tmp. Before chdir, which
-    //    then resolves the directory in the new mount view, and before
-    //    Landlock, whose /tmp rule must name the private tmpfs.
+    //    namespaces, then the private /tmp and /var/tmp, the hidden paths
+    //    and the app's own /proc. Before chdir, which then resolves the
+    //    directory in the new mount view, and before Landlock, whose /tmp
+    //    and /proc rules must name the new mounts.
     sandbox::namespaces::enter(&plan.sandbox.namespaces)
         .map_err(|e| SpawnFailure::new(SpawnStep::Namespaces, e.errno(), e.detail()))?;
+
+    // 6c. A session keyring of the app's own, replacing the daemon's that
+    //    every app would otherwise share. While still root: giving it to
+    //    the app's user (KEYCTL_CHOWN) needs CAP_SYS_ADMIN. Before seccomp,
+    //    which leaves keyctl open but would be the wrong place to fail.
+    if plan.sandbox.session_keyring {
+        sandbox::keyring::join_own_session(plan.uid, plan.gid)
+            .map_err(|e| SpawnFailure::new(SpawnStep::Keyring, e, ""))?;
+    }
 
     // 7. umask: inherited across exec, and set before the app can create
     //    anything.
@@ -183,7 +193,7 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
     // 13. no_new_privs: no later exec may gain privileges through setuid
     //    bits or file capabilities. Landlock requires it of an unprivileged
     //    process, so it precedes Landlock.
-    if plan.no_new_privs {
+    if plan.sandbox.no_new_privs {
         sandbox::set_no_new_privs().map_err(|e| SpawnFailure::new(SpawnStep::NoNewPrivs, e, ""))?;
     }
 
@@ -195,35 +205,65 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
         detail: e.to_string(),
     })?;
 
-    // 13c. Landlock, last before exec, because it restricts this helper
-    //    too: what the exec needs (the program, its interpreter and
-    //    libraries) must be allowed by the rules, and nothing after this
-    //    opens a path. The record of what is in force goes to the daemon
-    //    now; a later failure adds a failure line after it.
-    if let Some(landlock) = &plan.sandbox.landlock {
-        let record = sandbox::landlock::decide(landlock, sandbox::landlock::kernel_abi()).map_err(
-            |refusal| SpawnFailure {
+    // 13c. Landlock, after chdir and last but seccomp, because it restricts
+    //    this helper too: what the exec needs (the program, its interpreter
+    //    and libraries) must be allowed by the rules, and nothing after this
+    //    opens a path. Every path is checked to stay inside its anchor
+    //    (sandbox::paths) and the rule built on exactly what was checked;
+    //    the directory rule on the current directory, entered in step 12.
+    let landlock = match &plan.sandbox.landlock {
+        Some(landlock) => {
+            let mut record = sandbox::landlock::decide(landlock, sandbox::landlock::kernel_abi())
+                .map_err(|refusal| SpawnFailure {
                 step: SpawnStep::Landlock,
                 errno: 0,
                 detail: refusal.to_string(),
-            },
-        )?;
-        sandbox::landlock::apply(landlock, &record).map_err(|e| match e.errno() {
-            Errno::UnknownErrno => SpawnFailure {
-                step: SpawnStep::Landlock,
-                errno: 0,
-                detail: error_chain(&e),
-            },
-            errno => SpawnFailure::new(SpawnStep::Landlock, errno, e.to_string()),
+            })?;
+            record.granted = sandbox::landlock::apply(landlock, &record).map_err(|e| match e {
+                // Out of its anchor (or a loop): the sandbox refuses.
+                sandbox::landlock::LandlockError::Confine { .. } => SpawnFailure {
+                    step: SpawnStep::Paths,
+                    errno: 0,
+                    detail: e.to_string(),
+                },
+                _ => match e.errno() {
+                    Errno::UnknownErrno => SpawnFailure {
+                        step: SpawnStep::Landlock,
+                        errno: 0,
+                        detail: error_chain(&e),
+                    },
+                    errno => SpawnFailure::new(SpawnStep::Landlock, errno, e.to_string()),
+                },
+            })?;
+            Some(record)
+        }
+        None => None,
+    };
+
+    // 13d. seccomp, last: after it, the helper only moves fds and execs,
+    //    none of which the filter refuses. It needs no_new_privs (step 13).
+    if let Some(seccomp) = &plan.sandbox.seccomp {
+        sandbox::seccomp::install(seccomp).map_err(|e| SpawnFailure {
+            step: SpawnStep::Seccomp,
+            errno: e.errno(),
+            detail: error_chain(&e),
         })?;
-        send_line(
-            report,
-            &Applied {
-                landlock: Some(record),
-            }
-            .to_line(),
-        );
     }
+
+    // 13e. What is in force goes to the daemon now, read back from the
+    //    kernel where it can be; a later failure adds a failure line.
+    let verified = sandbox::Verified {
+        no_new_privs: nix::sys::prctl::get_no_new_privs().unwrap_or(false),
+        capabilities: sandbox::capabilities::held().unwrap_or_else(|e| vec![e.to_string()]),
+        seccomp: plan
+            .sandbox
+            .seccomp
+            .as_ref()
+            .map(|s| s.socket_families.clone()),
+        session_keyring: plan.sandbox.session_keyring,
+        private_proc: plan.sandbox.namespaces.private_proc,
+    };
+    send_line(report, &Applied { landlock, verified }.to_line());
 
     // 14. Listen sockets to 3.. without close-on-exec, and LISTEN_PID: our
     //    pid is the app's pid, as exec keeps it. Last, so no step above
@@ -474,10 +514,16 @@ fn send_report(report: &OwnedFd, failure: &SpawnFailure) {
     send_line(report, &line);
 }
 
-fn send_line(report: &OwnedFd, line: &[u8]) {
-    // Best effort: if the daemon is gone there is no one left to tell. A
-    // report is far below PIPE_BUF, so the write is atomic.
-    let _ = nix::unistd::write(report.as_fd(), line);
+fn send_line(report: &OwnedFd, mut line: &[u8]) {
+    // Best effort: if the daemon is gone there is no one left to tell. The
+    // helper is the pipe's only writer, so a record longer than PIPE_BUF
+    // (an app with many paths) may take several writes.
+    while !line.is_empty() {
+        match nix::unistd::write(report.as_fd(), line) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => line = &line[n..],
+        }
+    }
 }
 
 /// An error and its sources, "a: b: c".

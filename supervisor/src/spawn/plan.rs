@@ -53,12 +53,11 @@ pub struct SpawnPlan {
     pub rlimits: Vec<Rlimit>,
     /// One name per held listen socket, in fd order (`LISTEN_FDNAMES`).
     pub listen_names: Vec<String>,
-    pub no_new_privs: bool,
     /// More cgroups to join besides `cgroup_procs`: the app's cgroups in the
     /// v1 hierarchies that carry its limits on hybrid hosts.
     #[serde(default)]
     pub extra_cgroup_procs: Vec<PathBuf>,
-    /// Landlock and namespaces.
+    /// Landlock, namespaces, no_new_privs, the keyring, seccomp.
     pub sandbox: SandboxPlan,
 }
 
@@ -123,7 +122,6 @@ impl SpawnPlan {
             cgroup_procs: inputs.cgroup_procs.clone(),
             rlimits,
             listen_names: all_listen_names(inputs),
-            no_new_privs: true,
             extra_cgroup_procs: inputs.extra_cgroup_procs.clone(),
             sandbox: SandboxPlan::build(spec, &inputs.sandbox),
         }
@@ -412,7 +410,6 @@ mod tests {
                 },
             ],
             listen_names: Vec::new(),
-            no_new_privs: true,
             extra_cgroup_procs: Vec::new(),
             sandbox: SandboxPlan::build(&spec, &SandboxInputs::default()),
         };

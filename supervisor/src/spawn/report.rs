@@ -36,7 +36,14 @@ pub enum SpawnStep {
     Namespaces,
     /// Emptying the capability sets, and the check that they are empty.
     Capabilities,
+    /// Joining the app's own session keyring.
+    Keyring,
+    /// A rule's path that cannot be resolved safely or leads out of the
+    /// directories its owner may change (`sandbox::paths`).
+    Paths,
     Landlock,
+    /// Installing the seccomp filter.
+    Seccomp,
     Exec,
     /// The helper panicked.
     Helper,
@@ -64,7 +71,10 @@ impl SpawnStep {
             SpawnStep::ListenFds => "listen-fds",
             SpawnStep::Namespaces => "namespaces",
             SpawnStep::Capabilities => "capabilities",
+            SpawnStep::Keyring => "keyring",
+            SpawnStep::Paths => "paths",
             SpawnStep::Landlock => "landlock",
+            SpawnStep::Seccomp => "seccomp",
             SpawnStep::Exec => "exec",
             SpawnStep::Helper => "helper",
             SpawnStep::Report => "report",
@@ -126,6 +136,9 @@ impl std::error::Error for SpawnFailure {}
 pub struct Applied {
     /// `None` when the plan had no Landlock rules.
     pub landlock: Option<crate::sandbox::LandlockRecord>,
+    /// The rest of the confinement, read back from the kernel.
+    #[serde(default)]
+    pub verified: crate::sandbox::Verified,
 }
 
 /// The marker of an [`Applied`] line: `{"kind":"applied",...}`.
@@ -233,14 +246,17 @@ mod tests {
                 abi: 7,
                 status: Enforcement::Full,
                 not_enforced: Vec::new(),
+                granted: Vec::new(),
             }),
+            verified: crate::sandbox::Verified::default(),
         };
         let failure = SpawnFailure::new(SpawnStep::Exec, Errno::ENOENT, "/x");
         let mut failure_line = serde_json::to_vec(&failure).unwrap();
         failure_line.push(b'\n');
         assert_eq!(
             String::from_utf8(applied.to_line()).unwrap(),
-            "{\"kind\":\"applied\",\"landlock\":{\"kernel_abi\":7,\"abi\":7,\"status\":\"full\",\"not_enforced\":[]}}\n"
+            "{\"kind\":\"applied\",\"landlock\":{\"kernel_abi\":7,\"abi\":7,\"status\":\"full\",\"not_enforced\":[],\"granted\":[]},\
+             \"verified\":{\"no_new_privs\":false,\"capabilities\":[],\"seccomp\":null,\"session_keyring\":false,\"private_proc\":false}}\n"
         );
         assert_eq!(parse_report(b""), Ok(Applied::default()));
         assert_eq!(parse_report(&applied.to_line()), Ok(applied.clone()));
@@ -272,7 +288,10 @@ mod tests {
             SpawnStep::ListenFds,
             SpawnStep::Namespaces,
             SpawnStep::Capabilities,
+            SpawnStep::Keyring,
+            SpawnStep::Paths,
             SpawnStep::Landlock,
+            SpawnStep::Seccomp,
             SpawnStep::Exec,
             SpawnStep::Helper,
             SpawnStep::Report,

@@ -37,7 +37,7 @@ use crate::config::{Probe, ReadinessKind, Signal};
 use crate::listen::{HeldSockets, ProbeSocket};
 use crate::logs::{AppLogs, Stream};
 use crate::readiness::{self, Check, NotifySocket};
-use crate::sandbox::{self, LandlockRecord, SandboxInputs, SandboxPlan};
+use crate::sandbox::{self, SandboxInputs, SandboxPlan, SpawnRecord};
 use crate::spawn::{self, PlanInputs, PlanUser, SpawnPlan};
 use reaper::Reaper;
 
@@ -56,8 +56,11 @@ pub struct Shared {
     pub lang: Option<String>,
     /// Where `[limits]` go besides the v2 cgroup (v1 hierarchies).
     pub limits: LimitRoot,
-    /// `APPVISOR_LANDLOCK_ABI_MAX`, read once at start (for tests).
+    /// The Landlock ABI cap of a test build (`sandbox::landlock_abi_cap`).
     pub landlock_abi_max: Option<u8>,
+    /// What apps must not read besides `sandbox::HIDDEN_PATHS`: the daemon's
+    /// own configuration file and apps directory.
+    pub hide: Vec<PathBuf>,
 }
 
 /// Requests from the control plane and the daemon.
@@ -117,7 +120,7 @@ pub struct Snapshot {
     /// The settings the app runs with.
     pub app: Arc<ResolvedApp>,
     /// What the exec helper enforced at the last spawn.
-    pub landlock: Option<LandlockRecord>,
+    pub sandbox: Arc<SpawnRecord>,
 }
 
 impl Snapshot {
@@ -144,7 +147,7 @@ pub fn security(snapshot: &Snapshot, shared: &Shared) -> appvisor_protocol::AppS
     sandbox::exposure::report(
         &snapshot.app,
         &plan,
-        snapshot.landlock.as_ref(),
+        snapshot.sandbox.last(),
         sandbox::landlock::kernel_abi(),
     )
 }
@@ -153,6 +156,8 @@ fn sandbox_inputs(app: &ResolvedApp, shared: &Shared) -> SandboxInputs {
     SandboxInputs {
         landlock_abi_max: shared.landlock_abi_max,
         python_home: sandbox::app_venv(&app.spec).and_then(sandbox::python_home),
+        hide: shared.hide.clone(),
+        linked_dirs: sandbox::linked_system_dirs(),
     }
 }
 
@@ -187,7 +192,7 @@ pub fn start(
         instances: Vec::new(),
         limits: None,
         oom_baseline: None,
-        landlock: None,
+        sandbox: Arc::default(),
         notify: None,
         listen: None,
         timers: Vec::new(),
@@ -261,7 +266,7 @@ fn placeholder_snapshot(app: &Arc<ResolvedApp>) -> Snapshot {
         started: None,
         readiness_failures: 0,
         app: app.clone(),
-        landlock: None,
+        sandbox: Arc::default(),
         status: bare_status("", appvisor_protocol::State::Stopped, String::new()),
     }
 }
@@ -351,7 +356,9 @@ struct Supervisor {
     /// The memory cgroup's OOM-kill count at the last spawn.
     oom_baseline: Option<u64>,
     /// What the exec helper enforced at the last spawn.
-    landlock: Option<LandlockRecord>,
+    /// Shared with every snapshot: republished at each state change,
+    /// changed only by a spawn's report.
+    sandbox: Arc<SpawnRecord>,
     notify: Option<NotifySocket>,
     /// The `[[listen]]` sockets, bound at the first spawn and kept across
     /// restarts until the app is removed or its listen set changes.
@@ -565,7 +572,11 @@ impl Supervisor {
                         "landlock is not fully enforced (landlock = \"best-effort\")"
                     );
                 }
-                self.landlock = applied.landlock;
+                self.sandbox = Arc::new(SpawnRecord {
+                    landlock: applied.landlock,
+                    verified: Some(applied.verified),
+                    refusal: None,
+                });
                 self.feed(Event::Spawned { instance: id, pid });
             }
             Err(failure) => {
@@ -573,6 +584,9 @@ impl Supervisor {
                 // reaped but means nothing more.
                 instance.exit = None;
                 instance.pid = None;
+                if failure.step == spawn::SpawnStep::Paths {
+                    Arc::make_mut(&mut self.sandbox).refusal = Some(failure.detail.clone());
+                }
                 self.feed(Event::SpawnFailed {
                     instance: id,
                     reason: failure.to_string(),
@@ -1051,7 +1065,7 @@ impl Supervisor {
             status,
             readiness_failures: self.readiness_failures,
             app: self.app.clone(),
-            landlock: self.landlock.clone(),
+            sandbox: self.sandbox.clone(),
         });
     }
 
