@@ -84,28 +84,53 @@ pub fn kind(mode: u32) -> &'static str {
 /// which may be a directory above the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileError {
-    Os { path: PathBuf, errno: Errno },
-    Symlink { path: PathBuf },
+    Os {
+        path: PathBuf,
+        errno: Errno,
+    },
+    Symlink {
+        path: PathBuf,
+    },
     WrongKind {
         path: PathBuf,
         kind: &'static str,
         wanted: &'static str,
     },
-    TooBig { path: PathBuf, size: u64, max: u64 },
-    Untrusted { path: PathBuf, why: Distrust },
-    NotPlain { path: PathBuf },
-    NotUtf8 { path: PathBuf },
+    TooBig {
+        path: PathBuf,
+        size: u64,
+        max: u64,
+    },
+    Untrusted {
+        path: PathBuf,
+        why: Distrust,
+    },
+    NotPlain {
+        path: PathBuf,
+    },
+    NotUtf8 {
+        path: PathBuf,
+    },
 }
 
 impl FileError {
     /// The file (or a directory on the way to it) does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, FileError::Os { errno: Errno::ENOENT, .. })
+        matches!(
+            self,
+            FileError::Os {
+                errno: Errno::ENOENT,
+                ..
+            }
+        )
     }
 
     /// The file is there but not trusted as root's own.
     pub fn is_untrusted(&self) -> bool {
-        matches!(self, FileError::Untrusted { .. } | FileError::Symlink { .. })
+        matches!(
+            self,
+            FileError::Untrusted { .. } | FileError::Symlink { .. }
+        )
     }
 
     /// The path at fault: the file, or a directory above it.
