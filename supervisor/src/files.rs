@@ -133,6 +133,14 @@ impl FileError {
         )
     }
 
+    /// An error of std's file API on `path`.
+    pub fn from_io(path: &Path, error: &std::io::Error) -> FileError {
+        FileError::Os {
+            path: path.to_owned(),
+            errno: error.raw_os_error().map_or(Errno::EIO, Errno::from_raw),
+        }
+    }
+
     /// The path at fault: the file, or a directory above it.
     pub fn path(&self) -> &Path {
         match self {

@@ -48,7 +48,6 @@
 //! `appvisor.toml` must be absolute.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::config::Probe;
@@ -59,7 +58,9 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::env_file::{check_name, parse_env_file};
+use crate::files::FileError;
+
+use super::env_file::{check_name, parse_env_file, MAX_ENV_FILE};
 use super::error::{ConfigError, ConfigErrors, SourceFile};
 use super::raw::{self, RawApp, RawDaemon};
 use super::spec::{
@@ -197,7 +198,7 @@ pub fn validate_daemon(file: &Path, text: &str) -> Result<(DaemonSpec, Defaults)
     };
     if let Some(layer) = defaults.layer() {
         let mut builder = Builder::new(Mode::Defaults, vec![layer], file);
-        builder.build(&|_| unreachable_reader());
+        builder.build(&unreachable_reader);
         errors.extend(builder.errors);
     }
 
@@ -219,8 +220,31 @@ pub fn validate_daemon(file: &Path, text: &str) -> Result<(DaemonSpec, Defaults)
 }
 
 /// Env files are never read for `[defaults]` alone: they are read per app.
-fn unreachable_reader() -> io::Result<String> {
-    Err(io::Error::other("env files are read per app"))
+fn unreachable_reader(path: &Path) -> Result<String, FileError> {
+    Err(FileError::Os {
+        path: path.to_owned(),
+        errno: nix::errno::Errno::ENOTSUP,
+    })
+}
+
+/// What would fix an env file that cannot be used.
+fn env_file_hint(error: &FileError) -> String {
+    match error {
+        FileError::Untrusted { .. } => {
+            "env files are read by root: keep each one, and every directory \
+             above it, owned by root and writable by nobody else (as sshd's StrictModes asks)"
+                .to_owned()
+        }
+        FileError::Symlink { .. } => {
+            "name the file itself: env files are never read through a symbolic link".to_owned()
+        }
+        FileError::TooBig { .. } => format!(
+            "an env file may be at most {}",
+            bytesize::ByteSize::b(MAX_ENV_FILE)
+        ),
+        _ if error.is_not_found() => "create it or remove it from env_files".to_owned(),
+        _ => "point it at a readable regular file of NAME=VALUE lines".to_owned(),
+    }
 }
 
 /// Validates one app file's text, merged over `defaults`. `read_env_file`
@@ -230,7 +254,7 @@ pub fn validate_app(
     file: &Path,
     text: &str,
     defaults: &Defaults,
-    read_env_file: &dyn Fn(&Path) -> io::Result<String>,
+    read_env_file: &dyn Fn(&Path) -> Result<String, FileError>,
 ) -> Result<ValidApp, ConfigErrors> {
     let source = SourceFile::new(file, text);
     let raw: RawApp = raw::parse(source)?;
@@ -701,7 +725,10 @@ impl<'a> Builder<'a> {
 
     /// Checks every present value; in [`Mode::App`] also assembles the spec
     /// (`None` when a required key is missing or invalid).
-    fn build(&mut self, read_env_file: &dyn Fn(&Path) -> io::Result<String>) -> Option<AppSpec> {
+    fn build(
+        &mut self,
+        read_env_file: &dyn Fn(&Path) -> Result<String, FileError>,
+    ) -> Option<AppSpec> {
         let description = self.value("description", |r| r.description.as_ref(), |s| Ok(s.clone()));
         let app_groups = self.app_groups();
         let user = self.value("user", |r| r.user.as_ref(), |s| check_user(s));
@@ -911,7 +938,7 @@ impl<'a> Builder<'a> {
         &mut self,
         env_files: &[(PathBuf, Range<usize>)],
         environment: BTreeMap<String, String>,
-        read_env_file: &dyn Fn(&Path) -> io::Result<String>,
+        read_env_file: &dyn Fn(&Path) -> Result<String, FileError>,
     ) -> BTreeMap<String, String> {
         let mut merged = BTreeMap::new();
         let list = self.pick("env_files", |r| r.env_files.as_ref());
@@ -924,8 +951,12 @@ impl<'a> Builder<'a> {
                             span,
                             &format!("[{i}]"),
                             Invalid::new(
-                                format!("cannot read env file {}: {error}", path.display()),
-                                "create it or remove it from env_files",
+                                format!(
+                                    "cannot use env file {}: {}",
+                                    path.display(),
+                                    error.describe(path)
+                                ),
+                                env_file_hint(&error),
                             ),
                         ));
                     }
@@ -1433,17 +1464,17 @@ command = [\"/srv/shop/venv/bin/gunicorn\", \"shop.wsgi\"]
 directory = \"/srv/shop/current\"
 ";
 
-    fn no_env_files(path: &Path) -> io::Result<String> {
-        Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no {}", path.display()),
-        ))
+    fn no_env_files(path: &Path) -> Result<String, FileError> {
+        Err(FileError::Os {
+            path: path.to_owned(),
+            errno: nix::errno::Errno::ENOENT,
+        })
     }
 
     fn validate_with(
         text: &str,
         defaults: &Defaults,
-        env: &dyn Fn(&Path) -> io::Result<String>,
+        env: &dyn Fn(&Path) -> Result<String, FileError>,
     ) -> Result<ValidApp, ConfigErrors> {
         validate_app(
             &AppName::new("shop").unwrap(),
@@ -1828,8 +1859,8 @@ directory = \"/srv/shop/current\"
             ),
             (
                 "env_files = [\"/etc/shop/missing.env\"]\n",
-                "apps.d/shop.toml:4:14: env_files[0]: cannot read env file /etc/shop/missing.env: no /etc/shop/missing.env \
-                 (create it or remove it from env_files)",
+                "apps.d/shop.toml:4:14: env_files[0]: cannot use env file /etc/shop/missing.env: \
+                 No such file or directory (os error 2) (create it or remove it from env_files)",
             ),
         ];
         for (extra, want) in cases {
@@ -2135,7 +2166,7 @@ connect_ports = [5432]
         let errors = validate_with(&text, &Defaults::none(), &env).unwrap_err();
         assert_eq!(
             errors.to_string(),
-            "/etc/shop/secrets.env:2:1: NOTIFY_SOCKET: NOTIFY_SOCKET is set by the daemon for each start \
+            "/etc/shop/secrets.env:2:1: NOTIFY_SOCKET is set by the daemon for each start \
              (remove it; LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES and NOTIFY_SOCKET come from [[listen]] and [readiness])"
         );
     }
