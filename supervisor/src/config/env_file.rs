@@ -20,7 +20,7 @@
 
 use std::path::Path;
 
-use super::error::{ConfigError, ConfigErrors};
+use super::error::{ConfigError, ConfigErrors, Gathered};
 
 /// The largest env file read: far beyond any real one, and bounded well
 /// below what the kernel lets a process's environment hold anyway.
@@ -82,7 +82,7 @@ pub(crate) fn check_name(name: &str) -> Option<(String, &'static str)> {
 /// earlier one when the caller collects the pairs into a map.
 pub fn parse_env_file(path: &Path, text: &str) -> Result<Vec<(String, String)>, ConfigErrors> {
     let mut vars = Vec::new();
-    let mut errors = Vec::new();
+    let mut errors = Gathered::default();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
         let indent = line.len() - line.trim_start().len();
@@ -147,7 +147,7 @@ pub fn parse_env_file(path: &Path, text: &str) -> Result<Vec<(String, String)>, 
     if errors.is_empty() {
         Ok(vars)
     } else {
-        Err(ConfigErrors(errors))
+        Err(ConfigErrors(errors.finish(path)))
     }
 }
 

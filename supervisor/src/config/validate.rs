@@ -61,7 +61,7 @@ use toml::Spanned;
 use crate::files::FileError;
 
 use super::env_file::{check_name, parse_env_file, MAX_ENV_FILE};
-use super::error::{ConfigError, ConfigErrors, SourceFile};
+use super::error::{ConfigError, ConfigErrors, Gathered, LineIndex, SourceFile};
 use super::raw::{self, RawApp, RawDaemon};
 use super::spec::{
     AccessSpec, AppName, AppSpec, ControlSpec, DaemonSpec, LandlockMode, LimitSpec, ListenAddress,
@@ -92,6 +92,7 @@ pub struct Defaults {
     raw: RawApp,
     file: PathBuf,
     text: String,
+    lines: LineIndex,
 }
 
 impl Defaults {
@@ -108,7 +109,7 @@ impl Defaults {
     fn layer(&self) -> Option<Layer<'_>> {
         self.file().map(|file| Layer {
             raw: &self.raw,
-            source: SourceFile::new(file, &self.text),
+            source: SourceFile::new(file, &self.text, &self.lines),
             prefix: "defaults.",
         })
     }
@@ -126,9 +127,10 @@ pub struct ValidApp {
 
 /// Validates `appvisor.toml`'s text, including its `[defaults]`.
 pub fn validate_daemon(file: &Path, text: &str) -> Result<(DaemonSpec, Defaults), ConfigErrors> {
-    let source = SourceFile::new(file, text);
-    let raw: RawDaemon = raw::parse(source)?;
-    let mut errors = Vec::new();
+    let lines = LineIndex::new(text);
+    let source = SourceFile::new(file, text, &lines);
+    let raw: RawDaemon = raw::parse(source).map_err(|errors| ConfigErrors(errors.finish(file)))?;
+    let mut errors = Gathered::default();
 
     let mut dir = |value: &Option<Spanned<String>>, key: &str, default: &str| match value {
         None => PathBuf::from(default),
@@ -195,15 +197,16 @@ pub fn validate_daemon(file: &Path, text: &str) -> Result<(DaemonSpec, Defaults)
         raw: raw.defaults.clone().unwrap_or_default(),
         file: file.to_owned(),
         text: text.to_owned(),
+        lines,
     };
     if let Some(layer) = defaults.layer() {
         let mut builder = Builder::new(Mode::Defaults, vec![layer], file);
         builder.build(&unreachable_reader);
-        errors.extend(builder.errors);
+        errors.append(builder.errors);
     }
 
     if !errors.is_empty() {
-        return Err(ConfigErrors(errors));
+        return Err(ConfigErrors(errors.finish(file)));
     }
     let spec = DaemonSpec {
         apps_dir,
@@ -256,8 +259,9 @@ pub fn validate_app(
     defaults: &Defaults,
     read_env_file: &dyn Fn(&Path) -> Result<String, FileError>,
 ) -> Result<ValidApp, ConfigErrors> {
-    let source = SourceFile::new(file, text);
-    let raw: RawApp = raw::parse(source)?;
+    let lines = LineIndex::new(text);
+    let source = SourceFile::new(file, text, &lines);
+    let raw: RawApp = raw::parse(source).map_err(|errors| ConfigErrors(errors.finish(file)))?;
     let app = Layer {
         raw: &raw,
         source,
@@ -286,13 +290,9 @@ pub fn validate_app(
                 positions,
             })
         }
-        _ => {
-            let mut errors = builder.errors;
-            // Missing keys first, then in file order; the defaults' and env
-            // files' errors after the app file's own.
-            errors.sort_by_key(|error| (error.file != file, error.line, error.column));
-            Err(ConfigErrors(errors))
-        }
+        // Missing keys first, then in file order; the defaults' and env
+        // files' errors after the app file's own.
+        _ => Err(ConfigErrors(builder.errors.finish(file))),
     }
 }
 
@@ -556,7 +556,7 @@ struct Builder<'a> {
     layers: Vec<Layer<'a>>,
     /// The app file, for errors about keys no layer has.
     file: &'a Path,
-    errors: Vec<ConfigError>,
+    errors: Gathered,
     warnings: Vec<ConfigError>,
 }
 
@@ -566,7 +566,7 @@ impl<'a> Builder<'a> {
             mode,
             layers,
             file,
-            errors: Vec::new(),
+            errors: Gathered::default(),
             warnings: Vec::new(),
         }
     }
@@ -2007,14 +2007,13 @@ connect_ports = [5432]
             "appvisor.toml:2:23: defaults.restart.backoff.initial: backoff initial 2m is longer than max 1m \
              (make initial at most max)"
         );
+        let text = "[stop]\nsignal = \"NOPE\"\n";
+        let lines = LineIndex::new(text);
         let defaults = Defaults {
-            raw: raw::parse(SourceFile::new(
-                Path::new("x"),
-                "[stop]\nsignal = \"NOPE\"\n",
-            ))
-            .unwrap(),
+            raw: raw::parse(SourceFile::new(Path::new("x"), text, &lines)).unwrap(),
             file: PathBuf::from("/etc/appvisor/appvisor.toml"),
-            text: "[stop]\nsignal = \"NOPE\"\n".to_owned(),
+            text: text.to_owned(),
+            lines,
         };
         assert_eq!(
             validate_with(BASE, &defaults, &no_env_files)
