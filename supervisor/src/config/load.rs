@@ -134,9 +134,14 @@ pub fn scan_apps_dir(dir: &Path, defaults: &Defaults) -> Result<Vec<AppFile>, Co
         .collect())
 }
 
-/// The app files in `dir`: `*.toml` regular files (or links to them), not
+/// The app files in `dir`: every `*.toml` entry but a directory, not
 /// hidden, sorted by file name. Editor leftovers (`.shop.toml.swp`,
 /// `shop.toml~`) do not end in `.toml` or are hidden, so they are skipped.
+///
+/// A link counts whatever it points to (CM tools link files into place):
+/// one that dangles, or a FIFO, is an app file that cannot be read, so its
+/// app keeps its last valid version like any invalid file, instead of
+/// looking removed and being stopped.
 pub fn app_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
     let io_error = |error| read_error(dir, "apps directory", &FileError::from_io(dir, &error));
     let entries = fs::read_dir(dir).map_err(io_error)?;
@@ -148,10 +153,8 @@ pub fn app_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
         if file_name.starts_with('.') || !file_name.ends_with(".toml") {
             continue;
         }
-        let path = entry.path();
-        // Follows symlinks: CM tools may link files into place.
-        if fs::metadata(&path).is_ok_and(|meta| meta.is_file()) {
-            files.push(path);
+        if !entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            files.push(entry.path());
         }
     }
     files.sort();
@@ -287,12 +290,33 @@ mod tests {
         }
         fs::write(dir.path().join("broken.toml"), "user = \n").unwrap();
         fs::create_dir(dir.path().join("dir.toml")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("linked.toml"))
+            .unwrap();
         let files = scan_apps_dir(dir.path(), &Defaults::none()).unwrap();
         let names: Vec<_> = files
             .iter()
             .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, ["Bad.toml", "api.toml", "broken.toml", "web.toml"]);
+        assert_eq!(
+            names,
+            [
+                "Bad.toml",
+                "api.toml",
+                "broken.toml",
+                "linked.toml",
+                "web.toml"
+            ]
+        );
+        // A dangling link is an app file that cannot be read, not a
+        // removed one.
+        assert_eq!(
+            files[3].spec.as_ref().unwrap_err().to_string(),
+            format!(
+                "{}: cannot read app file: No such file or directory (os error 2) \
+                 (create it or give the right path)",
+                dir.path().join("linked.toml").display()
+            )
+        );
         let bad = dir.path().join("Bad.toml");
         assert_eq!(
             files[0].name.as_ref().unwrap_err().to_string(),
@@ -305,7 +329,7 @@ mod tests {
         assert!(files[1].spec.is_ok());
         assert_eq!(files[2].name.as_ref().unwrap().as_str(), "broken");
         assert_eq!(files[2].spec.as_ref().unwrap_err().len(), 1);
-        assert!(files[3].spec.is_ok());
+        assert!(files[4].spec.is_ok());
     }
 
     #[test]
