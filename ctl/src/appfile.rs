@@ -152,7 +152,8 @@ pub fn check(app: &AppFile, shown_as: &Path, defaults: &Defaults) -> (Vec<String
             Vec::new(),
         );
     };
-    let env_file = |path: &Path| std::fs::read_to_string(path);
+    // As the daemon reads them: root's own, never through a link.
+    let env_file = config::load::read_env_file;
     let show = |errors: &mut dyn Iterator<Item = &ConfigError>| -> Vec<String> {
         errors.map(ToString::to_string).collect()
     };

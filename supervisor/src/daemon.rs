@@ -32,8 +32,8 @@ use crate::acl::{self, AdminRules, Operation, Peer};
 use crate::app::{Answer, Cause};
 use crate::audit::{unix_now, Events};
 use crate::cgroup::{CgroupRoot, CgroupWatcher};
-use crate::config::resolve::{self, ResolvedApp, SystemUserDb};
-use crate::config::{self, AccessSpec, AppName, DaemonConfig};
+use crate::config::resolve::ResolvedApp;
+use crate::config::{self, AccessSpec, DaemonConfig};
 use crate::logs::{AppLogs, LogMark, Stream};
 use crate::supervise::{self, reaper::Reaper, Command, Handle, Shared, Snapshot};
 
@@ -119,7 +119,7 @@ pub struct Daemon {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(options: Options) -> Result<(), DaemonError> {
-    let config = config::load_daemon_or_default(&options.config, options.config_explicit)?;
+    let config = crate::judge::daemon_config(&options.config, options.config_explicit).await?;
     let spec = config.spec.clone();
     for dir in [&spec.log_dir, &spec.state_dir] {
         make_dir(dir, 0o755)?;
@@ -214,7 +214,6 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
 
     let report = daemon.apply_config(false, None).await.unwrap_or_default();
-    release_startup_memory();
     tracing::info!(
         apps = report.added.len(),
         invalid = report.invalid.len(),
@@ -270,10 +269,11 @@ async fn start_status_server(
     }
 }
 
-/// Parsing and validating every app file at start-up leaves freed heap
-/// that glibc keeps mapped; a daemon that then idles for months should
-/// give it back. (musl's allocator returns free memory by itself.)
-fn release_startup_memory() {
+/// Parsing and validating app files (every one at start-up, or a huge
+/// hostile one at an update) leaves freed heap that glibc keeps mapped; a
+/// daemon that then idles for months should give it back. (musl's
+/// allocator returns free memory by itself.)
+fn release_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free memory at the top of glibc's
     // heaps back to the kernel; it touches no memory in use and is safe to
@@ -518,12 +518,16 @@ impl Daemon {
     ) -> Result<ApplyReport, ApiError> {
         let _guard = self.apply_lock.lock().await;
         let daemon_config =
-            config::load_daemon_or_default(&self.options.config, self.options.config_explicit)
+            crate::judge::daemon_config(&self.options.config, self.options.config_explicit)
+                .await
                 .map_err(|errors| ApiError::new(ErrorCode::InvalidConfig, errors.to_string()))?;
         // An unreadable apps_dir must not look like "no apps": that would
         // stop every app.
-        let candidates = scan(&daemon_config)
-            .map_err(|errors| ApiError::new(ErrorCode::InvalidConfig, errors.to_string()))?;
+        let candidates = crate::judge::scan(&daemon_config)
+            .await
+            .map_err(|errors| ApiError::new(ErrorCode::InvalidConfig, errors.to_string()));
+        release_freed_memory();
+        let candidates = candidates?;
         let mut report = ApplyReport {
             dry_run,
             ..ApplyReport::default()
@@ -780,62 +784,6 @@ fn entry_status(name: &str, entry: &Entry) -> AppStatus {
             )
         },
     }
-}
-
-/// One file of `apps.d` after validation and resolution.
-#[derive(Debug)]
-struct Candidate {
-    file: PathBuf,
-    app: Result<Arc<ResolvedApp>, Vec<String>>,
-}
-
-/// Validates and resolves every file of `apps_dir`, then checks that no two
-/// valid apps claim the same listen address.
-fn scan(daemon_config: &DaemonConfig) -> Result<BTreeMap<String, Candidate>, config::ConfigErrors> {
-    let db = SystemUserDb;
-    let mut candidates = BTreeMap::new();
-    for file in config::scan_apps_dir(&daemon_config.spec.apps_dir, &daemon_config.defaults)? {
-        let name = match &file.name {
-            Ok(name) => name.to_string(),
-            Err(err) => {
-                tracing::warn!(error = %err, "ignoring a file in apps.d");
-                continue;
-            }
-        };
-        let app = match file.spec {
-            Ok(spec) => resolve::resolve(&spec, &db)
-                .map(Arc::new)
-                .map_err(|errors| errors.iter().map(ToString::to_string).collect()),
-            Err(errors) => Err(errors.iter().map(ToString::to_string).collect()),
-        };
-        candidates.insert(
-            name,
-            Candidate {
-                file: file.path,
-                app,
-            },
-        );
-    }
-    let valid: Vec<_> = candidates
-        .values()
-        .filter_map(|c| c.app.as_ref().ok().map(|a| a.spec.clone()))
-        .collect();
-    for conflict in config::check_conflicts(&valid) {
-        let Some(name) = conflict
-            .file
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(AppName::new)
-        else {
-            continue;
-        };
-        if let Some(candidate) = candidates.get_mut(name.as_str()) {
-            let mut errors = candidate.app.as_ref().err().cloned().unwrap_or_default();
-            errors.push(conflict.to_string());
-            candidate.app = Err(errors);
-        }
-    }
-    Ok(candidates)
 }
 
 /// Operator intent: which apps were stopped by hand, and by whom, kept in

@@ -12,7 +12,9 @@ pub mod cgroup; // one cgroup per app: create, kill, watch for empty, limits
 pub mod config; // appvisor.toml and apps.d: raw TOML -> AppSpec -> resolved users
 pub mod ctl; // the control server: HTTP over the Unix socket, peer credentials
 pub mod daemon; // start-up, signals, the registry of apps, shutdown
+pub mod files; // bounded, non-blocking reads; StrictModes trust of files others can touch
 pub mod httpd; // what the control and status servers share: error bodies, the busy answer
+pub mod judge; // apps.d judged off the runtime: blocking pool, deadlines, one parse at a time
 pub mod listen; // held listen sockets, bound as root and kept across restarts
 pub mod logs; // captured stdout/stderr: files, rotation, in-memory tail
 pub mod readiness; // notify socket, http and tcp probes

@@ -382,8 +382,21 @@ impl Daemon {
     {
         let mut cmd = user.command(self.public_appctl());
         cmd.arg("--socket").arg(&self.socket).args(args);
-        cmd.output()
-            .unwrap_or_else(|e| panic!("running {cmd:?} as {}: {e}", user.name))
+        // The copy was just written: a process another test thread forks
+        // meanwhile holds its write fd until it execs (ETXTBSY), briefly.
+        let mut tries = 0;
+        loop {
+            match cmd.output() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                    tries += 1;
+                    thread::sleep(Duration::from_millis(20));
+                }
+                result => {
+                    return result
+                        .unwrap_or_else(|e| panic!("running {cmd:?} as {}: {e}", user.name))
+                }
+            }
+        }
     }
 
     /// Runs `appctl ARGS…`, asserts exit 0 and returns stdout.

@@ -4,6 +4,7 @@
 //! user) and returns an [`AppBuilder`]; nothing is written to `apps.d`
 //! until the test calls `write`.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::app::{AppBuilder, Readiness};
@@ -78,6 +79,67 @@ pub fn gunicorn(prefix: &Prefix, name: &str, user: &TestUser, port: u16) -> AppB
     .bind_ports(&[port])
 }
 
+/// A venv its owner made, as an owner would: `python3 -m venv` run as
+/// `user` in the app's code dir (`CODE/NAME/venv`, owned by `user`), with
+/// no pip. Its `bin/python` is the app's interpreter; whatever the owner
+/// writes in its `pyvenv.cfg` is the owner's doing. The interpreter is a
+/// copy (`--copies`): a link out of a directory the owner can change is
+/// refused at spawn (docs/security.md, "Paths the owner can change").
+pub fn owner_venv(prefix: &Prefix, name: &str, user: &TestUser) -> PathBuf {
+    let venv = prefix.code_dir(name, user).join("venv");
+    let out = user
+        .command(bins::SYSTEM_PYTHON)
+        .args(["-m", "venv", "--without-pip", "--copies"])
+        .arg(&venv)
+        .output()
+        .unwrap_or_else(|e| panic!("running python3 -m venv as {}: {e}", user.name));
+    assert!(
+        out.status.success(),
+        "python3 -m venv {} as {} failed: {}",
+        venv.display(),
+        user.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    venv
+}
+
+/// `readprobe.py PATH…` run by `python` (e.g. an owner's venv's
+/// `bin/python`), in the app's code dir: it prints whether each path can
+/// be read from inside the sandbox (see [`probed`]).
+pub fn readprobe(
+    prefix: &Prefix,
+    name: &str,
+    user: &TestUser,
+    python: &Path,
+    paths: &[&Path],
+) -> AppBuilder {
+    let dir = prefix.install_app(name, user, &["readprobe.py"]);
+    let mut command = vec![
+        python.display().to_string(),
+        dir.join("readprobe.py").display().to_string(),
+    ];
+    command.extend(paths.iter().map(|p| p.display().to_string()));
+    AppBuilder::new(name, user, command)
+        .directory(&dir)
+        .readiness(Readiness::None)
+        .start_secs(Duration::from_secs(1))
+}
+
+/// What `readprobe.py` printed for each path (`ok` or `err ERRNO`), once it
+/// has printed them all.
+pub fn probed(output: &str) -> Option<Vec<(String, String)>> {
+    let end = output.rfind("--- probe done")?;
+    let parse = |line: &str| {
+        let line = line.strip_prefix("read ")?;
+        if let Some(path) = line.strip_suffix(" ok") {
+            return Some((path.to_owned(), "ok".to_owned()));
+        }
+        let at = line.rfind(" err ")?;
+        Some((line[..at].to_owned(), line[at + 1..].to_owned()))
+    };
+    Some(output[..end].lines().filter_map(parse).collect())
+}
+
 /// Pids printed by the test apps as `LABEL pid N` (e.g. `main`,
 /// `grandchild`), in order.
 pub fn printed_pids(output: &str, label: &str) -> Vec<u32> {
@@ -107,6 +169,19 @@ pub fn dumped_env(output: &str) -> Option<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_what_the_probe_printed() {
+        let out = "noise\nread /proc/1/cmdline err EACCES\nread /a b ok\n--- probe done\n";
+        assert_eq!(
+            probed(out).unwrap(),
+            [
+                ("/proc/1/cmdline".to_owned(), "err EACCES".to_owned()),
+                ("/a b".to_owned(), "ok".to_owned())
+            ]
+        );
+        assert_eq!(probed("read /x ok\n"), None);
+    }
 
     #[test]
     fn reads_printed_pids() {

@@ -207,4 +207,26 @@ impl TestUser {
             .stdin(Stdio::null());
         cmd
     }
+
+    /// Runs `program ARGS…` as this user (see [`TestUser::command`]) and
+    /// panics with its output unless it succeeds: what an app's owner does
+    /// to their own files, done by the owner.
+    pub fn run<S: AsRef<OsStr>>(&self, program: &str, args: &[S]) {
+        let out = self
+            .command(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {program} as {}: {e}", self.name));
+        assert!(
+            out.status.success(),
+            "{program} {:?} as {} exited with {}\nstdout:\n{}\nstderr:\n{}",
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy())
+                .collect::<Vec<_>>(),
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -59,11 +59,16 @@ fn gunicorn_is_running_only_after_ready() {
     let started = Instant::now();
     let daemon = Daemon::start(&prefix, DaemonOptions::default());
 
-    let starting = daemon.wait_for_state("slow", State::Starting, Duration::from_secs(5));
-    assert!(
-        starting.pid.is_some(),
-        "a starting app has a pid: {starting:#?}"
-    );
+    // Starting begins with the spawn's file reads (spawn::prepare), a few
+    // milliseconds before the process exists: wait for its pid too.
+    let mut starting = None;
+    daemon.wait_until(Duration::from_secs(5), "slow starting with a pid", || {
+        let status = daemon.app("slow");
+        let spawned = status.state == State::Starting && status.pid.is_some();
+        starting = Some(status);
+        spawned
+    });
+    let starting = starting.expect("set by wait_until");
     assert!(
         !starting.reason.is_empty(),
         "starting has a reason: {starting:#?}"

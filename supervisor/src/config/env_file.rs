@@ -13,10 +13,18 @@
 //!
 //! There are no inline comments, no variable expansion and no multi-line
 //! values: a secrets file should mean exactly what it says.
+//!
+//! An env file holds secrets, and its errors reach operators (`appctl
+//! status`) who may not read it: they give the line and column and what
+//! is wrong, never a name or value from the file.
 
 use std::path::Path;
 
-use super::error::{ConfigError, ConfigErrors};
+use super::error::{ConfigError, ConfigErrors, Gathered};
+
+/// The largest env file read: far beyond any real one, and bounded well
+/// below what the kernel lets a process's environment hold anyway.
+pub const MAX_ENV_FILE: u64 = 1 << 20;
 
 /// Variables the daemon sets per spawn to pass sockets and readiness; an
 /// app that set them itself would break socket activation.
@@ -27,34 +35,54 @@ pub const PROTOCOL_VARIABLES: [&str; 4] = [
     "NOTIFY_SOCKET",
 ];
 
-/// Why a variable name is refused, or `None` when it is fine.
-pub(crate) fn check_name(name: &str) -> Option<(String, &'static str)> {
+const NAME_HINT: &str = "use letters, digits and _, not starting with a digit";
+const PROTOCOL_HINT: &str = "remove it; LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES and NOTIFY_SOCKET come from [[listen]] and [readiness]";
+
+/// What is wrong with a variable name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameProblem {
+    /// Not letters, digits and `_`, or starts with a digit.
+    Invalid,
+    /// One of [`PROTOCOL_VARIABLES`], named by the daemon's own text.
+    Protocol(&'static str),
+}
+
+fn name_problem(name: &str) -> Option<NameProblem> {
     let mut chars = name.chars();
     let valid = chars
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        return Some((
+        return Some(NameProblem::Invalid);
+    }
+    PROTOCOL_VARIABLES
+        .iter()
+        .find(|protocol| **protocol == name)
+        .map(|protocol| NameProblem::Protocol(protocol))
+}
+
+/// Why a variable name in an app file is refused, quoting it, or `None`
+/// when it is fine.
+pub(crate) fn check_name(name: &str) -> Option<(String, &'static str)> {
+    match name_problem(name)? {
+        NameProblem::Invalid => Some((
             format!("invalid environment variable name {name:?}"),
-            "use letters, digits and _, not starting with a digit",
-        ));
-    }
-    if PROTOCOL_VARIABLES.contains(&name) {
-        return Some((
+            NAME_HINT,
+        )),
+        NameProblem::Protocol(name) => Some((
             format!("{name} is set by the daemon for each start"),
-            "remove it; LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES and NOTIFY_SOCKET come from [[listen]] and [readiness]",
-        ));
+            PROTOCOL_HINT,
+        )),
     }
-    None
 }
 
 /// Parses one env file. `path` is only used in errors. Every bad line is
-/// reported; a later line for the same name overrides an earlier one when
-/// the caller collects the pairs into a map.
+/// reported, by position only; a later line for the same name overrides an
+/// earlier one when the caller collects the pairs into a map.
 pub fn parse_env_file(path: &Path, text: &str) -> Result<Vec<(String, String)>, ConfigErrors> {
     let mut vars = Vec::new();
-    let mut errors = Vec::new();
+    let mut errors = Gathered::default();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
         let indent = line.len() - line.trim_start().len();
@@ -86,29 +114,40 @@ pub fn parse_env_file(path: &Path, text: &str) -> Result<Vec<(String, String)>, 
             continue;
         };
         let name = body[..eq].trim_end();
-        if let Some((message, hint)) = check_name(name) {
-            errors.push(error(body_column, message, hint).with_key(name));
-            continue;
+        match name_problem(name) {
+            None => {}
+            Some(NameProblem::Invalid) => {
+                let message = "invalid environment variable name".to_owned();
+                errors.push(error(body_column, message, NAME_HINT));
+                continue;
+            }
+            Some(NameProblem::Protocol(name)) => {
+                let message = format!("{name} is set by the daemon for each start");
+                errors.push(error(body_column, message, PROTOCOL_HINT));
+                continue;
+            }
         }
         let value = body[eq + 1..].trim();
         let lead = body[eq + 1..].len() - body[eq + 1..].trim_start().len();
         let value_column = body_column + body[..eq + 1 + lead].chars().count();
         match unquote(value) {
+            Ok(value) if value.contains('\0') => errors.push(error(
+                value_column,
+                "value contains a NUL byte".to_owned(),
+                "remove it",
+            )),
             Ok(value) => vars.push((name.to_owned(), value)),
-            Err(message) => errors.push(
-                error(
-                    value_column,
-                    message.to_owned(),
-                    "close the quote; values cannot span lines",
-                )
-                .with_key(name),
-            ),
+            Err(message) => errors.push(error(
+                value_column,
+                message.to_owned(),
+                "close the quote; values cannot span lines",
+            )),
         }
     }
     if errors.is_empty() {
         Ok(vars)
     } else {
-        Err(ConfigErrors(errors))
+        Err(ConfigErrors(errors.finish(path)))
     }
 }
 
@@ -197,6 +236,7 @@ export LISTEN_FDS=3
 OPEN=\"abc
 SINGLE='abc
 AFTER=\"abc\"def
+NUL=a\0b
 ";
         let errors = parse_env_file(Path::new("/etc/shop/secrets.env"), text).unwrap_err();
         let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -204,14 +244,34 @@ AFTER=\"abc\"def
             got,
             [
                 "/etc/shop/secrets.env:2:1: expected NAME=VALUE (write NAME=VALUE or comment the line out with #)",
-                "/etc/shop/secrets.env:3:1: 1BAD: invalid environment variable name \"1BAD\" (use letters, digits and _, not starting with a digit)",
-                "/etc/shop/secrets.env:4:8: LISTEN_FDS: LISTEN_FDS is set by the daemon for each start (remove it; LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES and NOTIFY_SOCKET come from [[listen]] and [readiness])",
-                "/etc/shop/secrets.env:5:3: NOTIFY_SOCKET: NOTIFY_SOCKET is set by the daemon for each start (remove it; LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES and NOTIFY_SOCKET come from [[listen]] and [readiness])",
-                "/etc/shop/secrets.env:6:6: OPEN: unterminated double quote (close the quote; values cannot span lines)",
-                "/etc/shop/secrets.env:7:8: SINGLE: unterminated single quote (close the quote; values cannot span lines)",
-                "/etc/shop/secrets.env:8:7: AFTER: text after the closing double quote (close the quote; values cannot span lines)",
+                "/etc/shop/secrets.env:3:1: invalid environment variable name (use letters, digits and _, not starting with a digit)",
+                "/etc/shop/secrets.env:4:8: LISTEN_FDS is set by the daemon for each start (remove it; LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES and NOTIFY_SOCKET come from [[listen]] and [readiness])",
+                "/etc/shop/secrets.env:5:3: NOTIFY_SOCKET is set by the daemon for each start (remove it; LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES and NOTIFY_SOCKET come from [[listen]] and [readiness])",
+                "/etc/shop/secrets.env:6:6: unterminated double quote (close the quote; values cannot span lines)",
+                "/etc/shop/secrets.env:7:8: unterminated single quote (close the quote; values cannot span lines)",
+                "/etc/shop/secrets.env:8:7: text after the closing double quote (close the quote; values cannot span lines)",
+                "/etc/shop/secrets.env:9:5: value contains a NUL byte (remove it)",
             ]
         );
+    }
+
+    #[test]
+    fn errors_never_quote_the_file() {
+        let text = "\
+S3CRET-LINE without an equals sign
+S3CRET-NAME!=x
+export S3CRET NAME=x
+OK1=\"S3CRET-VALUE
+OK2='S3CRET-VALUE
+OK3=\"a\"S3CRET-TAIL
+";
+        let errors = parse_env_file(Path::new("/etc/other/secrets.env"), text).unwrap_err();
+        assert_eq!(errors.len(), 6, "{errors}");
+        for error in errors.iter() {
+            let shown = error.to_string();
+            assert!(!shown.contains("S3CRET"), "{shown}");
+            assert_eq!(error.key, None, "{shown}");
+        }
     }
 
     #[test]

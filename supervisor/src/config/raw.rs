@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::error::{ConfigError, SourceFile};
+use super::error::{ConfigError, Gathered, SourceFile};
 
 /// `appvisor.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -153,11 +153,18 @@ pub(crate) trait RawFile: DeserializeOwned {
     /// The keys allowed in the table at `path` (table names, no array
     /// indices), for the hint of an unknown-key error.
     fn known_keys(path: &[&str]) -> Option<&'static [&'static str]>;
+
+    /// Whether the table at `path` maps any key to a string (`environment`).
+    fn is_string_map(path: &[&str]) -> bool;
 }
 
 impl RawFile for RawApp {
     fn known_keys(path: &[&str]) -> Option<&'static [&'static str]> {
         app_keys(path)
+    }
+
+    fn is_string_map(path: &[&str]) -> bool {
+        path == ["environment"]
     }
 }
 
@@ -170,6 +177,10 @@ impl RawFile for RawDaemon {
             ["defaults", rest @ ..] => app_keys(rest),
             _ => None,
         }
+    }
+
+    fn is_string_map(path: &[&str]) -> bool {
+        path == ["defaults", "environment"]
     }
 }
 
@@ -189,39 +200,60 @@ fn app_keys(path: &[&str]) -> Option<&'static [&'static str]> {
     }
 }
 
-/// Parses `source` as `T`, reporting every error rather than the first.
+/// Parses `source` as `T`, reporting every error rather than the first
+/// (up to [`super::error::MAX_ERRORS_PER_FILE`], the rest counted), in time
+/// linear in the file.
 ///
-/// TOML syntax errors are all reported and stop there. Otherwise serde stops
-/// at the first wrong type or unknown key, so after each such error the
-/// offending entry is removed from the parsed table and deserialization is
-/// tried again: every entry is at most one error, and the loop ends.
-pub(crate) fn parse<T: RawFile>(source: SourceFile<'_>) -> Result<T, Vec<ConfigError>> {
+/// TOML syntax errors are all reported and stop there. Otherwise one walk
+/// of the parsed table against the schema ([`RawFile::known_keys`])
+/// removes and reports every unknown key and every `environment` value
+/// that is not a string: the entries a generated file can hold by the
+/// thousand. Serde then stops at the first remaining wrong type, so after
+/// each such error the offending entry is removed and deserialization is
+/// tried again; what is left to fail is one of the schema's few dozen
+/// fixed keys, so the retries are bounded by the schema, not the file.
+pub(crate) fn parse<T: RawFile>(source: SourceFile<'_>) -> Result<T, Gathered> {
     let (mut table, syntax_errors) = DeTable::parse_recoverable(source.text);
     if !syntax_errors.is_empty() {
-        return Err(syntax_errors
+        let mut spans: Vec<(Range<usize>, &toml::de::Error)> = syntax_errors
             .iter()
-            .map(|error| {
-                let span = error.span().unwrap_or(0..0);
+            .map(|error| (error.span().unwrap_or(0..0), error))
+            .collect();
+        spans.sort_by_key(|(span, _)| span.start);
+        let mut errors = Gathered::default();
+        for (span, error) in spans {
+            if errors.is_full() {
+                errors.count_more(1);
+                continue;
+            }
+            errors.push(
                 source
                     .error(
                         &span,
                         format!("invalid toml: {}", error.message().trim_end_matches('.')),
                     )
-                    .with_hint("fix the toml syntax")
-            })
-            .collect());
+                    .with_hint("fix the toml syntax"),
+            );
+        }
+        return Err(errors);
     }
     table.get_mut().make_owned();
-    let mut errors = Vec::new();
+    let mut errors = Gathered::default();
+    let mut found = Vec::new();
+    prune_schema::<T>(table.get_mut(), &mut Vec::new(), &mut found);
+    found.sort_by_key(|found| found.span.start);
+    for found in found {
+        if errors.is_full() {
+            errors.count_more(1);
+            continue;
+        }
+        errors.push(found.into_error::<T>(source));
+    }
     loop {
         let attempt = T::deserialize(toml::de::Deserializer::from(table.clone()));
         let error = match attempt {
             Ok(value) if errors.is_empty() => return Ok(value),
-            Ok(_) => {
-                // The table iterates in key order; people read in file order.
-                errors.sort_by_key(|error: &ConfigError| (error.line, error.column));
-                return Err(errors);
-            }
+            Ok(_) => return Err(errors),
             Err(error) => error,
         };
         let span = error.span();
@@ -232,31 +264,148 @@ pub(crate) fn parse<T: RawFile>(source: SourceFile<'_>) -> Result<T, Vec<ConfigE
             // Not attributable to one entry: report it and give up on the rest.
             let span = span.unwrap_or(0..0);
             errors.push(source.error(&span, error.message().to_owned()));
-            errors.sort_by_key(|error: &ConfigError| (error.line, error.column));
             return Err(errors);
         };
         let key = found.dotted();
         errors.push(if found.unknown_key {
-            let table_path: Vec<&str> = found.path[..found.path.len() - 1]
-                .iter()
-                .filter_map(|segment| match segment {
-                    Segment::Key(key) => Some(key.as_str()),
-                    Segment::Index(_) => None,
-                })
-                .collect();
-            let unknown = source.error(&found.span, "unknown key").with_key(key);
-            match T::known_keys(&table_path) {
-                Some(keys) => {
-                    unknown.with_hint(format!("remove it or use one of: {}", keys.join(", ")))
-                }
-                None => unknown.with_hint("remove it"),
+            Found {
+                span: found.span,
+                key,
+                what: What::UnknownKey(table_path(&found.path)),
             }
+            .into_error::<T>(source)
         } else {
             source
                 .error(&found.span, error.message().to_owned())
                 .with_key(key)
         });
     }
+}
+
+/// A problem the schema walk found, kept cheap until it is known to be
+/// among the errors reported.
+struct Found {
+    span: Range<usize>,
+    key: String,
+    what: What,
+}
+
+enum What {
+    /// In the table at this path (no indices).
+    UnknownKey(Vec<String>),
+    /// A value of the wrong type: serde's own message.
+    Invalid(String),
+}
+
+impl Found {
+    fn into_error<T: RawFile>(self, source: SourceFile<'_>) -> ConfigError {
+        match self.what {
+            What::UnknownKey(table) => {
+                let table: Vec<&str> = table.iter().map(String::as_str).collect();
+                let unknown = source.error(&self.span, "unknown key").with_key(self.key);
+                match T::known_keys(&table) {
+                    Some(keys) => {
+                        unknown.with_hint(format!("remove it or use one of: {}", keys.join(", ")))
+                    }
+                    None => unknown.with_hint("remove it"),
+                }
+            }
+            What::Invalid(message) => source.error(&self.span, message).with_key(self.key),
+        }
+    }
+}
+
+/// The table names of a path to a key, without the key and indices.
+fn table_path(path: &[Segment]) -> Vec<String> {
+    keys_of(&path[..path.len().saturating_sub(1)])
+}
+
+/// The keys of a path, without indices.
+fn keys_of(path: &[Segment]) -> Vec<String> {
+    path.iter()
+        .filter_map(|segment| match segment {
+            Segment::Key(key) => Some(key.clone()),
+            Segment::Index(_) => None,
+        })
+        .collect()
+}
+
+/// One walk of `table` (at `path`) against `T`'s schema: removes every
+/// unknown key and every value of a string map that is not a string,
+/// recording each in `found`. It only descends into the schema's own
+/// tables, so its depth is the schema's, whatever the file nests.
+fn prune_schema<T: RawFile>(
+    table: &mut DeTable<'_>,
+    path: &mut Vec<Segment>,
+    found: &mut Vec<Found>,
+) {
+    let names: Vec<String> = keys_of(path);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let known = T::known_keys(&names);
+    let string_map = T::is_string_map(&names);
+    let mut doomed = Vec::new();
+    for (key, value) in table.iter_mut() {
+        let name: &str = key.get_ref().as_ref();
+        path.push(Segment::Key(name.to_owned()));
+        if known.is_some_and(|known| !known.contains(&name)) {
+            found.push(Found {
+                span: key.span(),
+                key: dotted(path),
+                what: What::UnknownKey(names.iter().map(|n| n.to_string()).collect()),
+            });
+            doomed.push(name.to_owned());
+        } else if string_map && !matches!(value.get_ref(), DeValue::String(_)) {
+            let message =
+                match String::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
+                    Err(error) => error.message().to_owned(),
+                    Ok(_) => "expected a string".to_owned(),
+                };
+            found.push(Found {
+                span: value.span(),
+                key: dotted(path),
+                what: What::Invalid(message),
+            });
+            doomed.push(name.to_owned());
+        } else {
+            let mut child: Vec<&str> = names.clone();
+            child.push(name);
+            if T::known_keys(&child).is_some() || T::is_string_map(&child) {
+                match value.get_mut() {
+                    DeValue::Table(inner) => prune_schema::<T>(inner, path, found),
+                    DeValue::Array(items) => {
+                        for (i, item) in items.iter_mut().enumerate() {
+                            if let DeValue::Table(inner) = item.get_mut() {
+                                path.push(Segment::Index(i));
+                                prune_schema::<T>(inner, path, found);
+                                path.pop();
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        path.pop();
+    }
+    for name in doomed {
+        table.remove(name.as_str());
+    }
+}
+
+fn dotted(path: &[Segment]) -> String {
+    let mut out = String::new();
+    for segment in path {
+        match segment {
+            Segment::Key(key) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
 }
 
 #[derive(Debug)]
@@ -276,19 +425,7 @@ struct Pruned {
 
 impl Pruned {
     fn dotted(&self) -> String {
-        let mut out = String::new();
-        for segment in &self.path {
-            match segment {
-                Segment::Key(key) => {
-                    if !out.is_empty() {
-                        out.push('.');
-                    }
-                    out.push_str(key);
-                }
-                Segment::Index(i) => out.push_str(&format!("[{i}]")),
-            }
-        }
-        out
+        dotted(&self.path)
     }
 }
 
@@ -395,18 +532,27 @@ mod tests {
 
     use super::*;
 
+    use crate::config::error::{LineIndex, MAX_ERRORS_PER_FILE};
+
     fn errors_of<T: RawFile + std::fmt::Debug>(text: &str) -> Vec<String> {
-        let source = SourceFile::new(Path::new("apps.d/shop.toml"), text);
+        let file = Path::new("apps.d/shop.toml");
+        let lines = LineIndex::new(text);
+        let source = SourceFile::new(file, text, &lines);
         match parse::<T>(source) {
             Ok(value) => panic!("expected errors, parsed {value:?}"),
-            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+            Err(errors) => errors
+                .finish(file)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         }
     }
 
     #[test]
     fn parses_design_example() {
         let text = include_str!("testdata/shop.toml");
-        let source = SourceFile::new(Path::new("apps.d/shop.toml"), text);
+        let lines = LineIndex::new(text);
+        let source = SourceFile::new(Path::new("apps.d/shop.toml"), text, &lines);
         let raw: RawApp = parse(source).unwrap();
         assert_eq!(raw.user.unwrap().into_inner(), "shop");
         assert_eq!(raw.listen.unwrap().into_inner().len(), 1);
@@ -420,6 +566,56 @@ mod tests {
                 .into_inner(),
             "60s"
         );
+    }
+
+    /// What froze the daemon for seconds to hours (issue 9): thousands of
+    /// errors in one file, each of which once cost a copy of the whole
+    /// table. Now one walk finds them all; the first hundred are kept.
+    #[test]
+    fn thousands_of_errors_are_gathered_in_linear_time() {
+        let head = "user = \"shop\"\ncommand = [\"/bin/true\"]\n";
+        let unknown: String = (0..16_000).map(|i| format!("key_{i:05} = 1\n")).collect();
+        let nested: String = (0..16_000).map(|i| format!("key_{i:05} = 1\n")).collect();
+        let env: String = (0..16_000).map(|i| format!("V{i:05} = {i}\n")).collect();
+        let syntax: String = (0..16_000).map(|i| format!("key_{i:05} = \n")).collect();
+        let cases = [
+            (format!("{head}{unknown}"), 3, "key_00000: unknown key"),
+            (
+                format!("{head}[sandbox]\n{nested}"),
+                4,
+                "sandbox.key_00000: unknown key",
+            ),
+            (
+                format!("{head}[environment]\n{env}"),
+                4,
+                "environment.V00000: invalid type: integer `0`, expected a string",
+            ),
+            (
+                format!("{head}{syntax}"),
+                3,
+                "invalid toml: string values must be quoted",
+            ),
+        ];
+        for (text, first_line, first) in cases {
+            let began = std::time::Instant::now();
+            let errors = errors_of::<RawApp>(&text);
+            let took = began.elapsed();
+            // Quadratic took minutes; linear takes milliseconds (a debug
+            // build on a loaded machine: well under this).
+            assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+            assert_eq!(errors.len(), MAX_ERRORS_PER_FILE + 1, "{first}");
+            assert!(
+                errors[0].starts_with(&format!("apps.d/shop.toml:{first_line}:")),
+                "{}",
+                errors[0]
+            );
+            assert!(errors[0].contains(first), "{}", errors[0]);
+            assert_eq!(
+                errors[MAX_ERRORS_PER_FILE],
+                "apps.d/shop.toml: 15900 more errors not shown \
+                 (fix the ones above first: each check shows the first hundred)"
+            );
+        }
     }
 
     #[test]
@@ -491,11 +687,16 @@ mod tests {
 
     #[test]
     fn daemon_file_hints_know_defaults_keys() {
-        let source = SourceFile::new(
-            Path::new("appvisor.toml"),
-            "[defaults.stop]\nsignall = \"INT\"\n",
+        let text = "[defaults.stop]\nsignall = \"INT\"\n[defaults.environment]\nA = 1\n";
+        let lines = LineIndex::new(text);
+        let source = SourceFile::new(Path::new("appvisor.toml"), text, &lines);
+        let errors = parse::<RawDaemon>(source)
+            .unwrap_err()
+            .finish(Path::new("appvisor.toml"));
+        assert_eq!(
+            errors[1].to_string(),
+            "appvisor.toml:4:5: defaults.environment.A: invalid type: integer `1`, expected a string"
         );
-        let errors = parse::<RawDaemon>(source).unwrap_err();
         assert_eq!(
             errors[0].to_string(),
             "appvisor.toml:2:1: defaults.stop.signall: unknown key (remove it or use one of: signal, timeout, reload_signal)"

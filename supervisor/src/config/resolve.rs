@@ -489,7 +489,12 @@ mod tests {
             "user = \"shop\"\ncommand = [\"/srv/shop/venv/bin/gunicorn\"]\ndirectory = \"/srv/shop/current\"\n{extra}"
         );
         let file = PathBuf::from(format!("apps.d/{name}.toml"));
-        let no_env = |_: &Path| Err(io::Error::from(io::ErrorKind::NotFound));
+        let no_env = |path: &Path| {
+            Err(crate::files::FileError::from_io(
+                path,
+                &io::Error::from_raw_os_error(libc::ENOENT),
+            ))
+        };
         validate_app(
             &AppName::new(name).unwrap(),
             &file,

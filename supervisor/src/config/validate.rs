@@ -48,7 +48,6 @@
 //! `appvisor.toml` must be absolute.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::config::Probe;
@@ -59,8 +58,10 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::env_file::{check_name, parse_env_file};
-use super::error::{ConfigError, ConfigErrors, SourceFile};
+use crate::files::FileError;
+
+use super::env_file::{check_name, parse_env_file, MAX_ENV_FILE};
+use super::error::{ConfigError, ConfigErrors, Gathered, LineIndex, SourceFile};
 use super::raw::{self, RawApp, RawDaemon};
 use super::spec::{
     AccessSpec, AppName, AppSpec, ControlSpec, DaemonSpec, LandlockMode, LimitSpec, ListenAddress,
@@ -91,6 +92,7 @@ pub struct Defaults {
     raw: RawApp,
     file: PathBuf,
     text: String,
+    lines: LineIndex,
 }
 
 impl Defaults {
@@ -107,7 +109,7 @@ impl Defaults {
     fn layer(&self) -> Option<Layer<'_>> {
         self.file().map(|file| Layer {
             raw: &self.raw,
-            source: SourceFile::new(file, &self.text),
+            source: SourceFile::new(file, &self.text, &self.lines),
             prefix: "defaults.",
         })
     }
@@ -125,9 +127,10 @@ pub struct ValidApp {
 
 /// Validates `appvisor.toml`'s text, including its `[defaults]`.
 pub fn validate_daemon(file: &Path, text: &str) -> Result<(DaemonSpec, Defaults), ConfigErrors> {
-    let source = SourceFile::new(file, text);
-    let raw: RawDaemon = raw::parse(source)?;
-    let mut errors = Vec::new();
+    let lines = LineIndex::new(text);
+    let source = SourceFile::new(file, text, &lines);
+    let raw: RawDaemon = raw::parse(source).map_err(|errors| ConfigErrors(errors.finish(file)))?;
+    let mut errors = Gathered::default();
 
     let mut dir = |value: &Option<Spanned<String>>, key: &str, default: &str| match value {
         None => PathBuf::from(default),
@@ -194,15 +197,16 @@ pub fn validate_daemon(file: &Path, text: &str) -> Result<(DaemonSpec, Defaults)
         raw: raw.defaults.clone().unwrap_or_default(),
         file: file.to_owned(),
         text: text.to_owned(),
+        lines,
     };
     if let Some(layer) = defaults.layer() {
         let mut builder = Builder::new(Mode::Defaults, vec![layer], file);
-        builder.build(&|_| unreachable_reader());
-        errors.extend(builder.errors);
+        builder.build(&unreachable_reader);
+        errors.append(builder.errors);
     }
 
     if !errors.is_empty() {
-        return Err(ConfigErrors(errors));
+        return Err(ConfigErrors(errors.finish(file)));
     }
     let spec = DaemonSpec {
         apps_dir,
@@ -219,8 +223,31 @@ pub fn validate_daemon(file: &Path, text: &str) -> Result<(DaemonSpec, Defaults)
 }
 
 /// Env files are never read for `[defaults]` alone: they are read per app.
-fn unreachable_reader() -> io::Result<String> {
-    Err(io::Error::other("env files are read per app"))
+fn unreachable_reader(path: &Path) -> Result<String, FileError> {
+    Err(FileError::Os {
+        path: path.to_owned(),
+        errno: nix::errno::Errno::ENOTSUP,
+    })
+}
+
+/// What would fix an env file that cannot be used.
+fn env_file_hint(error: &FileError) -> String {
+    match error {
+        FileError::Untrusted { .. } => {
+            "env files are read by root: keep each one, and every directory \
+             above it, owned by root and writable by nobody else (as sshd's StrictModes asks)"
+                .to_owned()
+        }
+        FileError::Symlink { .. } => {
+            "name the file itself: env files are never read through a symbolic link".to_owned()
+        }
+        FileError::TooBig { .. } => format!(
+            "an env file may be at most {}",
+            bytesize::ByteSize::b(MAX_ENV_FILE)
+        ),
+        _ if error.is_not_found() => "create it or remove it from env_files".to_owned(),
+        _ => "point it at a readable regular file of NAME=VALUE lines".to_owned(),
+    }
 }
 
 /// Validates one app file's text, merged over `defaults`. `read_env_file`
@@ -230,10 +257,11 @@ pub fn validate_app(
     file: &Path,
     text: &str,
     defaults: &Defaults,
-    read_env_file: &dyn Fn(&Path) -> io::Result<String>,
+    read_env_file: &dyn Fn(&Path) -> Result<String, FileError>,
 ) -> Result<ValidApp, ConfigErrors> {
-    let source = SourceFile::new(file, text);
-    let raw: RawApp = raw::parse(source)?;
+    let lines = LineIndex::new(text);
+    let source = SourceFile::new(file, text, &lines);
+    let raw: RawApp = raw::parse(source).map_err(|errors| ConfigErrors(errors.finish(file)))?;
     let app = Layer {
         raw: &raw,
         source,
@@ -262,13 +290,9 @@ pub fn validate_app(
                 positions,
             })
         }
-        _ => {
-            let mut errors = builder.errors;
-            // Missing keys first, then in file order; the defaults' and env
-            // files' errors after the app file's own.
-            errors.sort_by_key(|error| (error.file != file, error.line, error.column));
-            Err(ConfigErrors(errors))
-        }
+        // Missing keys first, then in file order; the defaults' and env
+        // files' errors after the app file's own.
+        _ => Err(ConfigErrors(builder.errors.finish(file))),
     }
 }
 
@@ -532,7 +556,7 @@ struct Builder<'a> {
     layers: Vec<Layer<'a>>,
     /// The app file, for errors about keys no layer has.
     file: &'a Path,
-    errors: Vec<ConfigError>,
+    errors: Gathered,
     warnings: Vec<ConfigError>,
 }
 
@@ -542,7 +566,7 @@ impl<'a> Builder<'a> {
             mode,
             layers,
             file,
-            errors: Vec::new(),
+            errors: Gathered::default(),
             warnings: Vec::new(),
         }
     }
@@ -701,7 +725,10 @@ impl<'a> Builder<'a> {
 
     /// Checks every present value; in [`Mode::App`] also assembles the spec
     /// (`None` when a required key is missing or invalid).
-    fn build(&mut self, read_env_file: &dyn Fn(&Path) -> io::Result<String>) -> Option<AppSpec> {
+    fn build(
+        &mut self,
+        read_env_file: &dyn Fn(&Path) -> Result<String, FileError>,
+    ) -> Option<AppSpec> {
         let description = self.value("description", |r| r.description.as_ref(), |s| Ok(s.clone()));
         let app_groups = self.app_groups();
         let user = self.value("user", |r| r.user.as_ref(), |s| check_user(s));
@@ -911,7 +938,7 @@ impl<'a> Builder<'a> {
         &mut self,
         env_files: &[(PathBuf, Range<usize>)],
         environment: BTreeMap<String, String>,
-        read_env_file: &dyn Fn(&Path) -> io::Result<String>,
+        read_env_file: &dyn Fn(&Path) -> Result<String, FileError>,
     ) -> BTreeMap<String, String> {
         let mut merged = BTreeMap::new();
         let list = self.pick("env_files", |r| r.env_files.as_ref());
@@ -924,8 +951,12 @@ impl<'a> Builder<'a> {
                             span,
                             &format!("[{i}]"),
                             Invalid::new(
-                                format!("cannot read env file {}: {error}", path.display()),
-                                "create it or remove it from env_files",
+                                format!(
+                                    "cannot use env file {}: {}",
+                                    path.display(),
+                                    error.describe(path)
+                                ),
+                                env_file_hint(&error),
                             ),
                         ));
                     }
@@ -1433,17 +1464,17 @@ command = [\"/srv/shop/venv/bin/gunicorn\", \"shop.wsgi\"]
 directory = \"/srv/shop/current\"
 ";
 
-    fn no_env_files(path: &Path) -> io::Result<String> {
-        Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no {}", path.display()),
-        ))
+    fn no_env_files(path: &Path) -> Result<String, FileError> {
+        Err(FileError::Os {
+            path: path.to_owned(),
+            errno: nix::errno::Errno::ENOENT,
+        })
     }
 
     fn validate_with(
         text: &str,
         defaults: &Defaults,
-        env: &dyn Fn(&Path) -> io::Result<String>,
+        env: &dyn Fn(&Path) -> Result<String, FileError>,
     ) -> Result<ValidApp, ConfigErrors> {
         validate_app(
             &AppName::new("shop").unwrap(),
@@ -1828,8 +1859,8 @@ directory = \"/srv/shop/current\"
             ),
             (
                 "env_files = [\"/etc/shop/missing.env\"]\n",
-                "apps.d/shop.toml:4:14: env_files[0]: cannot read env file /etc/shop/missing.env: no /etc/shop/missing.env \
-                 (create it or remove it from env_files)",
+                "apps.d/shop.toml:4:14: env_files[0]: cannot use env file /etc/shop/missing.env: \
+                 No such file or directory (os error 2) (create it or remove it from env_files)",
             ),
         ];
         for (extra, want) in cases {
@@ -1976,14 +2007,13 @@ connect_ports = [5432]
             "appvisor.toml:2:23: defaults.restart.backoff.initial: backoff initial 2m is longer than max 1m \
              (make initial at most max)"
         );
+        let text = "[stop]\nsignal = \"NOPE\"\n";
+        let lines = LineIndex::new(text);
         let defaults = Defaults {
-            raw: raw::parse(SourceFile::new(
-                Path::new("x"),
-                "[stop]\nsignal = \"NOPE\"\n",
-            ))
-            .unwrap(),
+            raw: raw::parse(SourceFile::new(Path::new("x"), text, &lines)).unwrap(),
             file: PathBuf::from("/etc/appvisor/appvisor.toml"),
-            text: "[stop]\nsignal = \"NOPE\"\n".to_owned(),
+            text: text.to_owned(),
+            lines,
         };
         assert_eq!(
             validate_with(BASE, &defaults, &no_env_files)
@@ -2135,7 +2165,7 @@ connect_ports = [5432]
         let errors = validate_with(&text, &Defaults::none(), &env).unwrap_err();
         assert_eq!(
             errors.to_string(),
-            "/etc/shop/secrets.env:2:1: NOTIFY_SOCKET: NOTIFY_SOCKET is set by the daemon for each start \
+            "/etc/shop/secrets.env:2:1: NOTIFY_SOCKET is set by the daemon for each start \
              (remove it; LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES and NOTIFY_SOCKET come from [[listen]] and [readiness])"
         );
     }

@@ -16,7 +16,12 @@ fn spec(listen: &[(&str, &str)]) -> AppSpec {
             "[[listen]]\naddress = \"{address}\"\nname = \"{name}\"\n"
         ));
     }
-    let no_env = |_: &Path| Err(io::Error::from(io::ErrorKind::NotFound));
+    let no_env = |path: &Path| {
+        Err(crate::files::FileError::from_io(
+            path,
+            &io::Error::from_raw_os_error(libc::ENOENT),
+        ))
+    };
     validate_app(
         &AppName::new("shop").unwrap(),
         &PathBuf::from("apps.d/shop.toml"),

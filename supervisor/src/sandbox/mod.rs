@@ -5,8 +5,9 @@
 //! Two halves, kept apart:
 //!
 //! - pure, run in the daemon: [`rules`] computes the [`SandboxPlan`] from an
-//!   app's spec, [`landlock::decide`] what a kernel ABI can enforce, and
-//!   [`exposure`] the checks and score `appctl security` shows;
+//!   app's spec, [`venv`] what a root-owned `pyvenv.cfg` says,
+//!   [`landlock::decide`] what a kernel ABI can enforce, and [`exposure`]
+//!   the checks and score `appctl security` shows;
 //! - kernel calls, run only by the exec helper (`spawn::child`) in its fixed
 //!   order: [`namespaces::enter`], [`keyring`], [`capabilities`],
 //!   [`apply_rlimit`], [`set_no_new_privs`], [`landlock::apply`] (which
@@ -22,6 +23,7 @@ pub mod namespaces;
 pub mod paths;
 pub mod rules;
 pub mod seccomp;
+pub mod venv;
 
 use nix::sys::resource::{setrlimit, Resource};
 use serde::{Deserialize, Serialize};
@@ -56,8 +58,9 @@ const LINKED_SYSTEM_FILES: [&str; 2] = ["/etc/resolv.conf", "/etc/localtime"];
 
 /// The directories [`LINKED_SYSTEM_FILES`] lead into, for
 /// [`SandboxInputs::linked_dirs`]: the directory, not the file, so the
-/// rule survives the file's replacement. Daemon side, at each spawn: two
-/// `realpath`s of root's own files.
+/// rule survives the file's replacement. Daemon side, at each spawn, in
+/// `spawn::prepare` (off the async runtime): two `realpath`s of root's own
+/// files.
 pub fn linked_system_dirs() -> Vec<std::path::PathBuf> {
     LINKED_SYSTEM_FILES
         .iter()
@@ -66,13 +69,6 @@ pub fn linked_system_dirs() -> Vec<std::path::PathBuf> {
         .filter_map(|target| target.parent().map(std::path::Path::to_path_buf))
         .filter(|dir| dir.as_os_str() != "/")
         .collect()
-}
-
-/// The base interpreter's `bin` of `venv` ([`rules::app_venv`]), from its
-/// `pyvenv.cfg`. Daemon side: reads one small file before the plan is built.
-pub fn python_home(venv: &std::path::Path) -> Option<std::path::PathBuf> {
-    let cfg = std::fs::read_to_string(venv.join("pyvenv.cfg")).ok()?;
-    rules::parse_pyvenv_home(&cfg)
 }
 
 /// What the exec helper reported of an app's last spawn, kept by the app's

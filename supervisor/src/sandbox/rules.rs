@@ -223,7 +223,8 @@ pub struct SandboxInputs {
     /// A cap on the Landlock ABI, for tests only (see
     /// `sandbox::landlock_abi_cap`); always `None` in a production build.
     pub landlock_abi_max: Option<u8>,
-    /// `home` from the venv's `pyvenv.cfg` (the base interpreter's `bin`).
+    /// `home` from the venv's `pyvenv.cfg` (the base interpreter's `bin`),
+    /// only when that file is root's own (see [`super::venv`]).
     pub python_home: Option<PathBuf>,
     /// More paths to hide besides [`HIDDEN_PATHS`]: the daemon's own
     /// configuration file and apps directory.
@@ -482,16 +483,6 @@ pub(crate) fn listen_ports(spec: &AppSpec) -> Vec<u16> {
     ports
 }
 
-/// `home` from the text of a venv's `pyvenv.cfg`.
-pub fn parse_pyvenv_home(pyvenv_cfg: &str) -> Option<PathBuf> {
-    pyvenv_cfg.lines().find_map(|line| {
-        let (key, value) = line.split_once('=')?;
-        (key.trim() == "home")
-            .then(|| PathBuf::from(value.trim()))
-            .filter(|p| p.is_absolute())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -700,19 +691,6 @@ mod tests {
                 want.map(Path::new),
                 "{program}"
             );
-        }
-    }
-
-    #[test]
-    fn parses_pyvenv_home() {
-        let cases = [
-            ("home = /usr/bin\nversion = 3.11.2\n", Some("/usr/bin")),
-            ("version = 3.12\nhome=/opt/py/bin\n", Some("/opt/py/bin")),
-            ("home = relative/bin\n", None),
-            ("", None),
-        ];
-        for (cfg, want) in cases {
-            assert_eq!(parse_pyvenv_home(cfg), want.map(PathBuf::from), "{cfg:?}");
         }
     }
 

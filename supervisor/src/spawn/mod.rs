@@ -18,6 +18,7 @@
 pub mod child;
 mod launch;
 pub mod plan;
+pub mod prepare;
 pub mod report;
 
 use std::fs::File;
@@ -37,6 +38,7 @@ use tokio::io::AsyncReadExt;
 use report::parse_report;
 
 pub use plan::{PlanInputs, PlanUser, SpawnPlan};
+pub use prepare::{PrepareError, Prepared, Preparer};
 pub use report::{Applied, SpawnFailure, SpawnStep};
 
 /// `argv[1]` that puts `appvisord` in exec-helper mode.

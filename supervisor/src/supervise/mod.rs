@@ -38,7 +38,7 @@ use crate::listen::{HeldSockets, ProbeSocket};
 use crate::logs::{AppLogs, Stream};
 use crate::readiness::{self, Check, NotifySocket};
 use crate::sandbox::{self, SandboxInputs, SandboxPlan, SpawnRecord};
-use crate::spawn::{self, PlanInputs, PlanUser, SpawnPlan};
+use crate::spawn::{self, PlanInputs, PlanUser, PrepareError, Prepared, Preparer, SpawnPlan};
 use reaper::Reaper;
 
 /// What every app's task shares with the daemon.
@@ -121,6 +121,10 @@ pub struct Snapshot {
     pub app: Arc<ResolvedApp>,
     /// What the exec helper enforced at the last spawn.
     pub sandbox: Arc<SpawnRecord>,
+    /// What the last spawn learnt from the file system (the venv and what
+    /// it may grant, the release, where /etc links lead): the facts its
+    /// sandbox was built on.
+    pub prepared: Option<Arc<Prepared>>,
 }
 
 impl Snapshot {
@@ -141,9 +145,12 @@ impl Snapshot {
     }
 }
 
-/// What confines the app of `snapshot` (`GET /v1/apps/NAME/security`).
+/// What confines the app of `snapshot` (`GET /v1/apps/NAME/security`):
+/// built from what its last spawn learnt, never from reading the app's
+/// files again here, on the caller's (async) thread.
 pub fn security(snapshot: &Snapshot, shared: &Shared) -> appvisor_protocol::AppSecurity {
-    let plan = SandboxPlan::build(&snapshot.app.spec, &sandbox_inputs(&snapshot.app, shared));
+    let inputs = sandbox_inputs(snapshot.prepared.as_deref(), shared);
+    let plan = SandboxPlan::build(&snapshot.app.spec, &inputs);
     sandbox::exposure::report(
         &snapshot.app,
         &plan,
@@ -152,12 +159,12 @@ pub fn security(snapshot: &Snapshot, shared: &Shared) -> appvisor_protocol::AppS
     )
 }
 
-fn sandbox_inputs(app: &ResolvedApp, shared: &Shared) -> SandboxInputs {
+fn sandbox_inputs(prepared: Option<&Prepared>, shared: &Shared) -> SandboxInputs {
     SandboxInputs {
         landlock_abi_max: shared.landlock_abi_max,
-        python_home: sandbox::app_venv(&app.spec).and_then(sandbox::python_home),
+        python_home: prepared.and_then(|p| p.venv.home.home().map(ToOwned::to_owned)),
         hide: shared.hide.clone(),
-        linked_dirs: sandbox::linked_system_dirs(),
+        linked_dirs: prepared.map(|p| p.linked_dirs.clone()).unwrap_or_default(),
     }
 }
 
@@ -193,6 +200,9 @@ pub fn start(
         limits: None,
         oom_baseline: None,
         sandbox: Arc::default(),
+        preparer: Preparer::default(),
+        preparing: None,
+        prepared: None,
         notify: None,
         listen: None,
         timers: Vec::new(),
@@ -267,6 +277,7 @@ fn placeholder_snapshot(app: &Arc<ResolvedApp>) -> Snapshot {
         readiness_failures: 0,
         app: app.clone(),
         sandbox: Arc::default(),
+        prepared: None,
         status: bare_status("", appvisor_protocol::State::Stopped, String::new()),
     }
 }
@@ -297,6 +308,9 @@ pub fn bare_status(name: &str, state: appvisor_protocol::State, reason: String) 
 /// Resolves once the exec helper has exec'd the app or reported why not.
 type ReportFuture =
     Pin<Box<dyn Future<Output = Result<spawn::Applied, spawn::SpawnFailure>> + Send>>;
+
+/// Resolves once a spawn's file reads are done (see `spawn::prepare`).
+type PrepareFuture = Pin<Box<dyn Future<Output = Result<Prepared, PrepareError>> + Send>>;
 
 /// The next value of a leaf's `populated` watch, with the receiver back.
 type PopulatedFuture = Pin<Box<dyn Future<Output = (watch::Receiver<bool>, Option<bool>)> + Send>>;
@@ -359,6 +373,12 @@ struct Supervisor {
     /// Shared with every snapshot: republished at each state change,
     /// changed only by a spawn's report.
     sandbox: Arc<SpawnRecord>,
+    preparer: Preparer,
+    /// The instance waiting for its spawn's file reads; its process is
+    /// made once they are in.
+    preparing: Option<(InstanceId, PrepareFuture)>,
+    /// What the last spawn learnt from the file system.
+    prepared: Option<Arc<Prepared>>,
     notify: Option<NotifySocket>,
     /// The `[[listen]]` sockets, bound at the first spawn and kept across
     /// restarts until the app is removed or its listen set changes.
@@ -381,6 +401,7 @@ struct Supervisor {
 /// What woke the task up.
 enum Wake {
     Command(Option<Box<Command>>),
+    Prepared(InstanceId, Result<Prepared, PrepareError>),
     Notify(Result<readiness::NotifyMessage, readiness::ReadinessError>),
     Reported(InstanceId, Result<spawn::Applied, spawn::SpawnFailure>),
     Exited(InstanceId, ExitStatus),
@@ -409,6 +430,10 @@ impl Supervisor {
                     self.begin_shutdown(Cause::Shutdown);
                 }
                 Wake::Command(Some(cmd)) => self.command(*cmd),
+                Wake::Prepared(id, result) => {
+                    self.preparing = None;
+                    self.prepared(id, result);
+                }
                 Wake::Reported(id, outcome) => self.reported(id, outcome),
                 Wake::Exited(id, status) => self.exited(id, status).await,
                 Wake::Timer(key, generation) => {
@@ -457,6 +482,7 @@ impl Supervisor {
             timers,
             notify,
             shutdown,
+            preparing,
             ..
         } = self;
         let notify = async {
@@ -465,9 +491,16 @@ impl Supervisor {
                 None => std::future::pending().await,
             }
         };
+        let prepared = async {
+            match preparing {
+                Some((id, reads)) => (*id, reads.as_mut().await),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             cmd = commands.recv(), if !*shutdown => Wake::Command(cmd),
             msg = notify => Wake::Notify(msg),
+            (id, result) = prepared => Wake::Prepared(id, result),
             wake = poll_fn(|cx| poll_instances(instances, timers, cx)) => wake,
         }
     }
@@ -832,15 +865,36 @@ impl Supervisor {
         instance.probe = Some(tokio::spawn(readiness::wait_until_ready(check, deadline)));
     }
 
-    /// Sets up what a spawn needs that lives across spawns (cgroup, notify
-    /// socket, listen sockets), then spawns instance `id` through the exec
-    /// helper.
+    /// `Effect::Spawn`: first the file reads a spawn needs, off the
+    /// runtime (`spawn::prepare`); the process follows in [`Self::prepared`].
     fn spawn(&mut self, id: InstanceId) {
-        match self.try_spawn(id) {
+        let reads = self.preparer.prepare(&self.app.spec);
+        self.preparing = Some((id, Box::pin(reads)));
+    }
+
+    /// Instance `id`'s file reads are in: spawn it, unless the machine has
+    /// stopped wanting it meanwhile (it then only waits to hear that no
+    /// process was made).
+    fn prepared(&mut self, id: InstanceId, result: Result<Prepared, PrepareError>) {
+        let wanted = self.machine.state == AppState::Starting
+            && self.machine.current.as_ref().map(|i| i.id) == Some(id);
+        if !wanted {
+            tracing::debug!(instance = %id, "stopped before the process was made");
+            self.feed(Event::SpawnFailed {
+                instance: id,
+                reason: "stopped before the process was made".to_owned(),
+            });
+            return;
+        }
+        let spawned = match result {
+            Ok(prepared) => self.try_spawn(id, Arc::new(prepared)),
+            Err(error) => Err(format!("spawn failed at {error}")),
+        };
+        match spawned {
             Ok(instance) => self.instances.push(instance),
             Err(reason) => {
                 tracing::warn!(%reason, "spawn failed");
-                self.pending.push_back(Event::SpawnFailed {
+                self.feed(Event::SpawnFailed {
                     instance: id,
                     reason,
                 });
@@ -848,7 +902,10 @@ impl Supervisor {
         }
     }
 
-    fn try_spawn(&mut self, id: InstanceId) -> Result<Instance, String> {
+    /// Sets up what a spawn needs that lives across spawns (cgroup, notify
+    /// socket, listen sockets), then spawns instance `id` through the exec
+    /// helper.
+    fn try_spawn(&mut self, id: InstanceId, prepared: Arc<Prepared>) -> Result<Instance, String> {
         let spec = &self.app.spec;
         if self.cgroup.is_none() {
             if let Some(root) = &self.shared.cgroups {
@@ -922,9 +979,7 @@ impl Supervisor {
         } else {
             None
         };
-        self.release = std::fs::canonicalize(&spec.directory)
-            .ok()
-            .map(|p| p.display().to_string());
+        self.release = prepared.release.as_ref().map(|p| p.display().to_string());
         let limits = self
             .shared
             .limits
@@ -955,8 +1010,9 @@ impl Supervisor {
             probe_socket: probe_socket.is_some(),
             cgroup_procs: leaf.as_ref().map(|leaf| leaf.cgroup.procs_path()),
             extra_cgroup_procs,
-            sandbox: sandbox_inputs(&self.app, &self.shared),
+            sandbox: sandbox_inputs(Some(&prepared), &self.shared),
         };
+        self.prepared = Some(prepared);
         let plan = SpawnPlan::build(spec, &user, &inputs);
         let (out_r, out_w) =
             crate::logs::make_pipe().map_err(|e| format!("spawn failed at pipe: {e}"))?;
@@ -1066,6 +1122,7 @@ impl Supervisor {
             readiness_failures: self.readiness_failures,
             app: self.app.clone(),
             sandbox: self.sandbox.clone(),
+            prepared: self.prepared.clone(),
         });
     }
 

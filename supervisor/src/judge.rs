@@ -1,0 +1,280 @@
+//! Judging `apps.d` without holding up the daemon: every file is read,
+//! validated and resolved (user lookups may go to LDAP) on the blocking
+//! pool, a few files at a time, each within [`JUDGE_TIMEOUT`]. While a
+//! file is judged the async runtime goes on serving the control socket,
+//! reaping and restarting apps; a file that takes too long is reported as
+//! invalid (its app keeps its last valid version) and holds up no other.
+//!
+//! One file is parsed at a time, so what parsing costs the daemon in
+//! memory is one file's worth (`config::load::MAX_CONFIG_FILE` bounds it);
+//! user lookups, which mostly wait, run side by side.
+//!
+//! A read or lookup that never returns keeps its thread. At most
+//! [`MAX_HUNG`] such jobs are let pile up; past that, files are reported
+//! as not judged until the hung ones return, rather than taking every
+//! thread of the blocking pool the apps' spawns need too.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::resolve::{self, ResolvedApp, SystemUserDb};
+use crate::config::{self, AppName, ConfigError, ConfigErrors, DaemonConfig, Defaults};
+
+/// How long one file (or `appvisor.toml`) may take to be judged: reading,
+/// parsing and validating take milliseconds, so this is for a hung file
+/// system or user database.
+pub const JUDGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Files judged at the same time.
+const JUDGES: usize = 4;
+
+/// Jobs past their deadline that may still hold a blocking thread.
+pub const MAX_HUNG: usize = 8;
+
+/// Jobs past their deadline, still running.
+static HUNG: AtomicUsize = AtomicUsize::new(0);
+
+/// Held while a file is read and parsed.
+static PARSING: Mutex<()> = Mutex::new(());
+
+/// One file of `apps.d` after validation and resolution.
+#[derive(Debug)]
+pub struct Candidate {
+    pub file: PathBuf,
+    pub app: Result<Arc<ResolvedApp>, Vec<String>>,
+}
+
+/// Why a blocking job gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unjudged {
+    #[error("no answer within {0:?} (a hung file system or user database?)")]
+    Timeout(Duration),
+    #[error("{0} earlier reads or lookups are still hung; not starting more until they return")]
+    TooManyHung(usize),
+    #[error("judging failed: {0}")]
+    Failed(String),
+}
+
+/// Runs `job` on the blocking pool and waits at most `deadline` for it.
+async fn run_blocking<T: Send + 'static>(
+    deadline: Duration,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Unjudged> {
+    let hung = HUNG.load(Ordering::Acquire);
+    if hung >= MAX_HUNG {
+        return Err(Unjudged::TooManyHung(hung));
+    }
+    // Set by whichever comes second: the deadline or the job's end.
+    let late = Arc::new(AtomicBool::new(false));
+    let job_late = late.clone();
+    let handle = tokio::task::spawn_blocking(move || {
+        let result = job();
+        if job_late.swap(true, Ordering::AcqRel) {
+            HUNG.fetch_sub(1, Ordering::AcqRel);
+        }
+        result
+    });
+    match tokio::time::timeout(deadline, handle).await {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(join)) => Err(Unjudged::Failed(join.to_string())),
+        Err(_) => {
+            if !late.swap(true, Ordering::AcqRel) {
+                HUNG.fetch_add(1, Ordering::AcqRel);
+            }
+            Err(Unjudged::Timeout(deadline))
+        }
+    }
+}
+
+/// `appvisor.toml` (see [`config::load_daemon_or_default`]), off the runtime.
+pub async fn daemon_config(path: &Path, explicit: bool) -> Result<DaemonConfig, ConfigErrors> {
+    let owned = path.to_owned();
+    run_blocking(JUDGE_TIMEOUT, move || {
+        config::load_daemon_or_default(&owned, explicit)
+    })
+    .await
+    .unwrap_or_else(|unjudged| {
+        Err(ConfigError::new(path, format!("cannot read daemon config: {unjudged}")).into())
+    })
+}
+
+/// Validates and resolves every file of `apps_dir`, then checks that no two
+/// valid apps claim the same listen address. A directory that cannot be
+/// listed is an error, never an empty list: that would remove every app.
+pub async fn scan(
+    daemon_config: &DaemonConfig,
+) -> Result<BTreeMap<String, Candidate>, ConfigErrors> {
+    let dir = daemon_config.spec.apps_dir.clone();
+    let files = run_blocking(JUDGE_TIMEOUT, move || config::load::app_files(&dir))
+        .await
+        .unwrap_or_else(|unjudged| {
+            Err(ConfigError::new(
+                &daemon_config.spec.apps_dir,
+                format!("cannot read apps directory: {unjudged}"),
+            )
+            .into())
+        })?;
+
+    let mut named = Vec::new();
+    for path in files {
+        match config::load::app_name(&path) {
+            Ok(name) => named.push((name, path)),
+            Err(err) => tracing::warn!(error = %err, "ignoring a file in apps.d"),
+        }
+    }
+    let defaults = Arc::new(daemon_config.defaults.clone());
+    let judged = in_parallel(named, JUDGES, |(name, path)| {
+        let defaults = defaults.clone();
+        async move {
+            let file = path.clone();
+            let app = run_blocking(JUDGE_TIMEOUT, move || judge(&file, &defaults))
+                .await
+                .unwrap_or_else(|unjudged| {
+                    Err(vec![format!(
+                        "{}: not judged: {unjudged}; the running version is kept",
+                        path.display()
+                    )])
+                });
+            (name, Candidate { file: path, app })
+        }
+    })
+    .await;
+    let mut candidates: BTreeMap<String, Candidate> = judged
+        .into_iter()
+        .map(|(name, candidate)| (name.to_string(), candidate))
+        .collect();
+
+    let valid: Vec<_> = candidates
+        .values()
+        .filter_map(|c| c.app.as_ref().ok().map(|a| a.spec.clone()))
+        .collect();
+    for conflict in config::check_conflicts(&valid) {
+        let Some(name) = conflict
+            .file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(AppName::new)
+        else {
+            continue;
+        };
+        if let Some(candidate) = candidates.get_mut(name.as_str()) {
+            let mut errors = candidate.app.as_ref().err().cloned().unwrap_or_default();
+            errors.push(conflict.to_string());
+            candidate.app = Err(errors);
+        }
+    }
+    Ok(candidates)
+}
+
+/// One file: read and validated (one at a time), then resolved.
+fn judge(path: &Path, defaults: &Defaults) -> Result<Arc<ResolvedApp>, Vec<String>> {
+    let to_strings = |errors: ConfigErrors| errors.iter().map(ToString::to_string).collect();
+    let spec = {
+        let _parsing = PARSING.lock().unwrap_or_else(|e| e.into_inner());
+        config::load_app(path, defaults)
+    };
+    let spec = spec.map_err(to_strings)?;
+    resolve::resolve(&spec, &SystemUserDb)
+        .map(Arc::new)
+        .map_err(to_strings)
+}
+
+/// Runs `work` on every item, at most `limit` at a time, and returns the
+/// results in the items' order.
+async fn in_parallel<I, F, T>(items: Vec<I>, limit: usize, work: impl Fn(I) -> F) -> Vec<T>
+where
+    F: Future<Output = T>,
+{
+    use std::collections::VecDeque;
+    let mut queue: VecDeque<(usize, I)> = items.into_iter().enumerate().collect();
+    let mut running = Vec::new();
+    let mut done: Vec<(usize, T)> = Vec::new();
+    loop {
+        while running.len() < limit {
+            let Some((index, item)) = queue.pop_front() else {
+                break;
+            };
+            let fut = work(item);
+            running.push(Box::pin(async move { (index, fut.await) }));
+        }
+        if running.is_empty() {
+            break;
+        }
+        let (result, _, rest) = select_all(running).await;
+        running = rest;
+        done.push(result);
+    }
+    done.sort_by_key(|(index, _)| *index);
+    done.into_iter().map(|(_, result)| result).collect()
+}
+
+/// The first of `futures` to finish, its index and the others.
+async fn select_all<F: Future + Unpin>(mut futures: Vec<F>) -> (F::Output, usize, Vec<F>) {
+    let (output, index) = std::future::poll_fn(|cx| {
+        for (index, future) in futures.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(output) = std::pin::Pin::new(future).poll(cx) {
+                return std::task::Poll::Ready((output, index));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await;
+    futures.swap_remove(index);
+    (output, index, futures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_job_fails_after_its_deadline_and_is_counted_until_it_returns() {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let before = HUNG.load(Ordering::Acquire);
+        let result = run_blocking(Duration::from_millis(50), move || {
+            let _ = wait.recv();
+        })
+        .await;
+        assert_eq!(result, Err(Unjudged::Timeout(Duration::from_millis(50))));
+        assert_eq!(HUNG.load(Ordering::Acquire), before + 1);
+        release.send(()).unwrap();
+        let back = eventually(|| HUNG.load(Ordering::Acquire) == before).await;
+        assert!(back, "the hung job's return is counted");
+        assert_eq!(run_blocking(JUDGE_TIMEOUT, || 7).await, Ok(7));
+    }
+
+    async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+        for _ in 0..200 {
+            if cond() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn in_parallel_keeps_order_and_limit() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let items: Vec<u64> = (0..20).collect();
+        let out = in_parallel(items, 3, |i| {
+            let running = running.clone();
+            let most = most.clone();
+            async move {
+                let now = running.fetch_add(1, Ordering::AcqRel) + 1;
+                most.fetch_max(now, Ordering::AcqRel);
+                tokio::time::sleep(Duration::from_millis(20 - i)).await;
+                running.fetch_sub(1, Ordering::AcqRel);
+                i * 2
+            }
+        })
+        .await;
+        assert_eq!(out, (0..20).map(|i| i * 2).collect::<Vec<_>>());
+        assert_eq!(most.load(Ordering::Acquire), 3);
+    }
+}
