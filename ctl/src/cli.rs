@@ -1,5 +1,7 @@
 //! The command line of `appctl`: flags, subcommands and their `--help` text.
 //!
+//! A library module so that the man pages and shell completions
+//! (`cargo xtask`) come from the same definitions as the binary.
 //! Owns parsing only; it never talks to the daemon or prints anything that
 //! clap does not print itself (help, version, usage errors with exit 2).
 

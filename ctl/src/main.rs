@@ -7,7 +7,6 @@
 //! (that is [`exit`]) or render output (that is [`render`]).
 
 mod appfile;
-mod cli;
 mod commands;
 mod exit;
 mod render;
@@ -21,6 +20,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use appvisor_ctl::cli;
 use appvisor_protocol::client::Client;
 use appvisor_protocol::Action;
 use clap::Parser as _;
