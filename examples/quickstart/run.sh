@@ -69,7 +69,7 @@ for file in appvisor.toml apps.d/hello.toml; do
 done
 
 say "validating with appctl check"
-"$bin/appctl" --config "$prefix/etc/appvisor.toml" check "$prefix/etc/apps.d/hello.toml"
+"$bin/appctl" check --config "$prefix/etc/appvisor.toml" "$prefix/etc/apps.d/hello.toml"
 
 cat <<MSG
 
