@@ -388,6 +388,43 @@ mod tests {
         }
     }
 
+    /// The names in the synopsis lines (`appctl start|stop ...`) of a
+    /// docs/cli.md code block.
+    fn documented_commands(program: &str) -> Vec<String> {
+        let doc = include_str!("../../docs/cli.md");
+        let prefix = format!("{program} ");
+        let mut names: Vec<String> = doc
+            .lines()
+            .filter_map(|line| line.strip_prefix(&prefix))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .filter(|word| !word.starts_with(['-', '[']))
+            .flat_map(|word| word.split('|').map(str::to_owned))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    #[test]
+    fn every_command_is_in_the_contract() {
+        let commands = [
+            ("appctl", Cli::command()),
+            ("appvisord", appvisor::cli::Cli::command()),
+        ];
+        for (program, command) in commands {
+            let mut names: Vec<String> = command
+                .get_subcommands()
+                .map(|sub| sub.get_name().to_owned())
+                .collect();
+            names.sort();
+            assert_eq!(
+                documented_commands(program),
+                names,
+                "the synopsis of {program} in docs/cli.md"
+            );
+        }
+    }
+
     #[test]
     fn actions_need_an_app() {
         let err = Cli::try_parse_from(["appctl", "start"]).unwrap_err();
