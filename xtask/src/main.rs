@@ -153,7 +153,62 @@ fn deb(workspace: &Path, target_dir: &Path) -> anyhow::Result<PathBuf> {
         .map(str::trim)
         .rfind(|line| line.ends_with(".deb"))
         .with_context(|| format!("{shown} printed no package path: {printed}"))?;
-    Ok(PathBuf::from(deb))
+    let deb = PathBuf::from(deb);
+    add_md5sums(&deb)?;
+    Ok(deb)
+}
+
+/// Repacks `deb` with `DEBIAN/md5sums`, which cargo-deb does not write and
+/// `dpkg --verify appvisor` checks the installed files against.
+fn add_md5sums(deb: &Path) -> anyhow::Result<()> {
+    let tree = deb.with_extension("tree");
+    if tree.exists() {
+        std::fs::remove_dir_all(&tree).with_context(|| format!("removing {}", tree.display()))?;
+    }
+    let mut extract = Command::new("dpkg-deb");
+    extract.arg("--raw-extract").arg(deb).arg(&tree);
+    run(extract)?;
+
+    let mut files = Vec::new();
+    let mut dirs = vec![tree.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?
+        {
+            let path = entry?.path();
+            let relative = path.strip_prefix(&tree)?.to_path_buf();
+            if relative.starts_with("DEBIAN") {
+                continue;
+            }
+            let kind = std::fs::symlink_metadata(&path)?.file_type();
+            if kind.is_dir() {
+                dirs.push(path);
+            } else if kind.is_file() {
+                files.push(relative);
+            }
+        }
+    }
+    files.sort();
+    let sums = Command::new("md5sum")
+        .current_dir(&tree)
+        .arg("--")
+        .args(&files)
+        .output()
+        .context("running md5sum")?;
+    if !sums.status.success() {
+        bail!("md5sum failed: {}", String::from_utf8_lossy(&sums.stderr));
+    }
+    std::fs::write(tree.join("DEBIAN/md5sums"), &sums.stdout).context("writing md5sums")?;
+
+    let mut build = Command::new("dpkg-deb");
+    build
+        .args(["--root-owner-group", "-Zxz", "--build"])
+        .arg(&tree)
+        .arg(deb)
+        .stdout(std::process::Stdio::null());
+    run(build)?;
+    std::fs::remove_dir_all(&tree).with_context(|| format!("removing {}", tree.display()))?;
+    Ok(())
 }
 
 /// Writes the man pages and completions into `out`, replacing what an
