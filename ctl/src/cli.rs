@@ -174,7 +174,7 @@ pub enum Command {
         /// Check the one FILE as the app NAME, whatever the file is called:
         /// for a CM tool's temporary copy, e.g. Ansible's
         /// `validate: appctl check --as shop %s`.
-        #[arg(long = "as", value_name = "NAME", value_parser = parse_app_name, requires = "files")]
+        #[arg(long = "as", value_name = "NAME", value_parser = appvisor::cli::parse_app_name, requires = "files")]
         as_name: Option<appvisor::config::AppName>,
         /// App files to check (default: every file in apps.d).
         #[arg(value_name = "FILE")]
@@ -280,11 +280,6 @@ impl Command {
             | Command::ImportUwsgi { .. } => None,
         }
     }
-}
-
-fn parse_app_name(name: &str) -> Result<appvisor::config::AppName, String> {
-    appvisor::config::AppName::new(name)
-        .ok_or_else(|| format!("invalid app name {name:?}: use [a-z0-9][a-z0-9_-]{{0,63}}"))
 }
 
 #[cfg(test)]

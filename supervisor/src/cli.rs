@@ -55,7 +55,8 @@ pub enum Command {
     },
 }
 
-fn parse_app_name(name: &str) -> Result<AppName, String> {
+/// clap's parser for an app name argument (`--as NAME`).
+pub fn parse_app_name(name: &str) -> Result<AppName, String> {
     AppName::new(name)
         .ok_or_else(|| format!("invalid app name {name:?}: use [a-z0-9][a-z0-9_-]{{0,63}}"))
 }

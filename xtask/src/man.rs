@@ -110,17 +110,7 @@ fn command_pages(
     for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
         let sub_name = format!("{name}-{}", sub.get_name());
         sub_pages.push(format!("{sub_name}({section})"));
-        let man = Man::new(sub.clone())
-            .title(sub_name.to_uppercase())
-            .section(section)
-            .date(date)
-            .manual(MANUAL);
-        let mut source = Vec::new();
-        man.render_title(&mut source)?;
-        man.render_name_section(&mut source)?;
-        man.render_synopsis_section(&mut source)?;
-        man.render_description_section(&mut source)?;
-        man.render_options_section(&mut source)?;
+        let (_, mut source) = head(sub.clone(), &sub_name, section, date)?;
         let mut extra = Roff::new();
         see_also_section(&mut extra, &[format!("{name}({section})")]);
         extra.to_writer(&mut source)?;
@@ -130,17 +120,7 @@ fn command_pages(
         });
     }
 
-    let man = Man::new(command.clone())
-        .title(name.to_uppercase())
-        .section(section)
-        .date(date)
-        .manual(MANUAL);
-    let mut source = Vec::new();
-    man.render_title(&mut source)?;
-    man.render_name_section(&mut source)?;
-    man.render_synopsis_section(&mut source)?;
-    man.render_description_section(&mut source)?;
-    man.render_options_section(&mut source)?;
+    let (man, mut source) = head(command.clone(), &name, section, date)?;
     if command.has_subcommands() {
         man.render_subcommands_section(&mut source)?;
     }
@@ -176,6 +156,28 @@ fn command_pages(
         },
     );
     Ok(pages)
+}
+
+/// The page of `command` up to its options: title, NAME, SYNOPSIS,
+/// DESCRIPTION, OPTIONS.
+fn head(
+    command: clap::Command,
+    name: &str,
+    section: &str,
+    date: &str,
+) -> std::io::Result<(Man, Vec<u8>)> {
+    let man = Man::new(command)
+        .title(name.to_uppercase())
+        .section(section)
+        .date(date)
+        .manual(MANUAL);
+    let mut source = Vec::new();
+    man.render_title(&mut source)?;
+    man.render_name_section(&mut source)?;
+    man.render_synopsis_section(&mut source)?;
+    man.render_description_section(&mut source)?;
+    man.render_options_section(&mut source)?;
+    Ok((man, source))
 }
 
 fn see_also_section(roff: &mut Roff, pages: &[String]) {
