@@ -1,9 +1,16 @@
 //! The command line of `appctl`: flags, subcommands and their `--help` text.
 //!
-//! Owns parsing only; it never talks to the daemon or prints anything that
-//! clap does not print itself (help, version, usage errors with exit 2).
+//! A library module so that the man pages and shell completions
+//! (`cargo xtask`) come from the same definitions as the binary. Owns
+//! parsing only; it never talks to the daemon or prints anything that clap
+//! does not print itself (help, version, usage errors with exit 2).
+//!
+//! Each subcommand carries only the options it uses, so its `--help` lists
+//! nothing that does not apply: the commands that talk to the daemon take
+//! `--socket` (also accepted before the command), the offline ones that
+//! read the daemon settings (`check`, the importers) take `--config`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -26,23 +33,60 @@ pub const DEFAULT_CONFIG: &str = "/etc/appvisor/appvisor.toml";
 #[derive(Debug, Parser)]
 #[command(name = "appctl", version)]
 pub struct Cli {
-    /// The daemon's control socket.
+    /// The daemon's control socket, for the commands that talk to the
+    /// daemon (also accepted after the command).
     #[arg(
         long,
-        global = true,
         env = "APPVISOR_SOCKET",
         value_name = "PATH",
         default_value = appvisor_protocol::DEFAULT_SOCKET
     )]
     pub socket: PathBuf,
 
-    /// The daemon settings `check` reads to find apps.d and the defaults
-    /// [default: /etc/appvisor/appvisor.toml].
-    #[arg(long, global = true, value_name = "PATH")]
-    pub config: Option<PathBuf>,
-
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The control socket: `--socket` after the command, else before it,
+    /// else `APPVISOR_SOCKET`, else the default.
+    pub fn socket(&self) -> &Path {
+        self.command
+            .daemon()
+            .and_then(|daemon| daemon.socket.as_deref())
+            .unwrap_or(&self.socket)
+    }
+}
+
+/// The option of every command that talks to the daemon.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DaemonArgs {
+    /// The daemon's control socket [default: $APPVISOR_SOCKET, else
+    /// /run/appvisor/ctl.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+/// The option of the offline commands that read the daemon settings.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SettingsArgs {
+    /// The daemon settings that name apps_dir and the [defaults] files are
+    /// checked against [default: /etc/appvisor/appvisor.toml].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+impl SettingsArgs {
+    /// The settings file: `--config`, else the default.
+    pub fn path(&self) -> &Path {
+        self.config.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG))
+    }
+
+    /// Whether `--config` named it: a named file must exist, while a
+    /// missing default means every setting takes its default.
+    pub fn explicit(&self) -> bool {
+        self.config.is_some()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +103,8 @@ pub enum Command {
         /// Print the daemon's JSON document instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
     },
     /// Start apps and wait until they are ready.
     ///
@@ -87,6 +133,8 @@ pub enum Command {
         signal: String,
         /// The app to signal.
         app: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
     },
     /// Print an app's captured output.
     Logs {
@@ -101,6 +149,8 @@ pub enum Command {
         /// Print standard error instead of standard output.
         #[arg(long)]
         stderr: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
     },
     /// Apply apps.d: start added apps, restart changed ones, stop removed
     /// ones (admin only).
@@ -111,23 +161,27 @@ pub enum Command {
         /// Show what would change without changing anything.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
     },
     /// Validate the daemon settings and app files without a daemon.
     ///
     /// For configuration management (`validate_cmd`): exits 2 when a file
     /// does not validate; warnings are printed but exit 0.
     Check {
+        #[command(flatten)]
+        settings: SettingsArgs,
         /// Check the one FILE as the app NAME, whatever the file is called:
         /// for a CM tool's temporary copy, e.g. Ansible's
         /// `validate: appctl check --as shop %s`.
-        #[arg(long = "as", value_name = "NAME", value_parser = parse_app_name, requires = "files")]
+        #[arg(long = "as", value_name = "NAME", value_parser = appvisor::cli::parse_app_name, requires = "files")]
         as_name: Option<appvisor::config::AppName>,
         /// App files to check (default: every file in apps.d).
         #[arg(value_name = "FILE")]
         files: Vec<PathBuf>,
     },
     /// Show who the daemon thinks you are and which apps you may control.
-    Whoami,
+    Whoami(DaemonArgs),
     /// Turn supervisord's [program:x] sections into apps.d TOML files.
     ///
     /// Reads each FILE as supervisord reads its config, [include]s and
@@ -147,6 +201,8 @@ pub enum Command {
         /// supervisord config files, e.g. /etc/supervisor/supervisord.conf.
         #[arg(value_name = "FILE", required = true)]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        settings: SettingsArgs,
     },
     /// Turn uWSGI emperor vassals (.ini) into apps.d TOML files.
     ///
@@ -167,6 +223,8 @@ pub enum Command {
         /// Vassal files, e.g. /etc/uwsgi/vassals/*.ini.
         #[arg(value_name = "FILE", required = true)]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        settings: SettingsArgs,
     },
     /// Show what confines each app and its exposure score (0 best, 10 worst).
     ///
@@ -179,6 +237,8 @@ pub enum Command {
         /// Print the reports as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
     },
 }
 
@@ -196,11 +256,30 @@ pub struct ActionArgs {
     /// How long to wait for the outcome (the daemon may cap it).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
 }
 
-fn parse_app_name(name: &str) -> Result<appvisor::config::AppName, String> {
-    appvisor::config::AppName::new(name)
-        .ok_or_else(|| format!("invalid app name {name:?}: use [a-z0-9][a-z0-9_-]{{0,63}}"))
+impl Command {
+    /// The daemon options of a command that talks to the daemon; `None`
+    /// for the offline ones (`check` and the importers).
+    pub fn daemon(&self) -> Option<&DaemonArgs> {
+        match self {
+            Command::Status { daemon, .. }
+            | Command::Signal { daemon, .. }
+            | Command::Logs { daemon, .. }
+            | Command::Update { daemon, .. }
+            | Command::Whoami(daemon)
+            | Command::Security { daemon, .. } => Some(daemon),
+            Command::Start(args)
+            | Command::Stop(args)
+            | Command::Restart(args)
+            | Command::Reload(args) => Some(&args.daemon),
+            Command::Check { .. }
+            | Command::ImportSupervisord { .. }
+            | Command::ImportUwsgi { .. } => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -224,6 +303,120 @@ mod tests {
                 assert!(!args.no_wait);
             }
             other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    /// Issue 13: every subcommand's help listed `--socket` and `--config`,
+    /// whether or not it used them.
+    #[test]
+    fn each_subcommand_takes_only_the_options_it_uses() {
+        let daemon = ["socket"];
+        let expected: &[(&str, &[&str])] = &[
+            ("status", &["apps", "json", "socket"]),
+            ("start", &["apps", "no_wait", "timeout", "socket"]),
+            ("stop", &["apps", "no_wait", "timeout", "socket"]),
+            ("restart", &["apps", "no_wait", "timeout", "socket"]),
+            ("reload", &["apps", "no_wait", "timeout", "socket"]),
+            ("signal", &["signal", "app", "socket"]),
+            ("logs", &["app", "follow", "lines", "stderr", "socket"]),
+            ("update", &["dry_run", "socket"]),
+            ("check", &["config", "as_name", "files"]),
+            ("whoami", &daemon),
+            ("import-supervisord", &["out", "files", "config"]),
+            ("import-uwsgi", &["out", "uwsgi", "files", "config"]),
+            ("security", &["apps", "json", "socket"]),
+        ];
+        let mut command = Cli::command();
+        command.build();
+        let names: Vec<&str> = command
+            .get_subcommands()
+            .map(|sub| sub.get_name())
+            .filter(|name| *name != "help")
+            .collect();
+        let listed: Vec<&str> = expected.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, listed, "every subcommand is in this table");
+        for (name, options) in expected {
+            let sub = command.find_subcommand(name).expect("listed above");
+            let ids: Vec<&str> = sub
+                .get_arguments()
+                .map(|arg| arg.get_id().as_str())
+                .filter(|id| !["help", "version"].contains(id))
+                .collect();
+            assert_eq!(&ids, options, "options of appctl {name}");
+            let help = sub.clone().render_long_help().to_string();
+            for option in ["--socket", "--config"] {
+                let takes = options.contains(&option.trim_start_matches('-'));
+                assert_eq!(
+                    help.contains(option),
+                    takes,
+                    "appctl {name} --help and {option}:\n{help}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_socket_after_the_command_wins_over_the_one_before() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["appctl", "status"], appvisor_protocol::DEFAULT_SOCKET),
+            (&["appctl", "--socket", "/a", "status"], "/a"),
+            (&["appctl", "status", "--socket", "/b"], "/b"),
+            (
+                &[
+                    "appctl", "--socket", "/a", "restart", "shop", "--socket", "/b",
+                ],
+                "/b",
+            ),
+            (&["appctl", "--socket", "/a", "whoami"], "/a"),
+        ];
+        for (args, socket) in cases {
+            let cli = Cli::try_parse_from(*args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.socket(), Path::new(socket), "for {args:?}");
+        }
+        for args in [
+            &["appctl", "check", "--socket", "/a"][..],
+            &["appctl", "import-supervisord", "--socket", "/a", "x.conf"],
+            &["appctl", "--config", "/etc/x.toml", "check"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?} is a usage error");
+        }
+    }
+
+    /// The names in the synopsis lines (`appctl start|stop ...`) of a
+    /// docs/cli.md code block.
+    fn documented_commands(program: &str) -> Vec<String> {
+        let doc = include_str!("../../docs/cli.md");
+        let prefix = format!("{program} ");
+        let mut names: Vec<String> = doc
+            .lines()
+            .filter_map(|line| line.strip_prefix(&prefix))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .filter(|word| !word.starts_with(['-', '[']))
+            .flat_map(|word| word.split('|').map(str::to_owned))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    #[test]
+    fn every_command_is_in_the_contract() {
+        let commands = [
+            ("appctl", Cli::command()),
+            ("appvisord", appvisor::cli::Cli::command()),
+        ];
+        for (program, command) in commands {
+            let mut names: Vec<String> = command
+                .get_subcommands()
+                .map(|sub| sub.get_name().to_owned())
+                .collect();
+            names.sort();
+            assert_eq!(
+                documented_commands(program),
+                names,
+                "the synopsis of {program} in docs/cli.md"
+            );
         }
     }
 

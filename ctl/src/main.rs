@@ -7,7 +7,6 @@
 //! (that is [`exit`]) or render output (that is [`render`]).
 
 mod appfile;
-mod cli;
 mod commands;
 mod exit;
 mod render;
@@ -17,10 +16,10 @@ mod servers;
 mod supervisord;
 mod uwsgi;
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use appvisor_ctl::cli;
 use appvisor_protocol::client::Client;
 use appvisor_protocol::Action;
 use clap::Parser as _;
@@ -35,6 +34,7 @@ fn main() -> ExitCode {
     if let Command::Check {
         as_name: Some(_),
         files,
+        ..
     } = &cli.command
     {
         if files.len() != 1 {
@@ -73,45 +73,61 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Runs one command to its exit code.
 fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> Result<Exit, CommandError> {
-    let client = Client::new(cli.socket);
+    let client = Client::new(cli.socket());
     match &cli.command {
-        Command::Status { apps, json } => runtime.block_on(commands::status(&client, apps, *json)),
+        Command::Status { apps, json, .. } => {
+            runtime.block_on(commands::status(&client, apps, *json))
+        }
         Command::Start(args) => runtime.block_on(commands::act(&client, Action::Start, args)),
         Command::Stop(args) => runtime.block_on(commands::act(&client, Action::Stop, args)),
         Command::Restart(args) => runtime.block_on(commands::act(&client, Action::Restart, args)),
         Command::Reload(args) => runtime.block_on(commands::act(&client, Action::Reload, args)),
-        Command::Signal { signal, app } => runtime.block_on(commands::signal(&client, signal, app)),
+        Command::Signal { signal, app, .. } => {
+            runtime.block_on(commands::signal(&client, signal, app))
+        }
         Command::Logs {
             app,
             follow,
             lines,
             stderr,
+            ..
         } => runtime.block_on(commands::logs(&client, app, *follow, *lines, *stderr)),
-        Command::Update { dry_run } => runtime.block_on(commands::update(&client, *dry_run)),
-        Command::Whoami => runtime.block_on(commands::whoami(&client)),
-        Command::Security { apps, json } => {
+        Command::Update { dry_run, .. } => runtime.block_on(commands::update(&client, *dry_run)),
+        Command::Whoami(_) => runtime.block_on(commands::whoami(&client)),
+        Command::Security { apps, json, .. } => {
             runtime.block_on(security::security(&client, apps, *json))
         }
-        Command::ImportSupervisord { files, out } => {
-            let config = cli.config.as_deref();
-            let daemon_config = config.unwrap_or(Path::new(cli::DEFAULT_CONFIG));
-            commands::import_supervisord(files, out.as_deref(), daemon_config, config.is_some())
-        }
-        Command::ImportUwsgi { files, uwsgi, out } => {
-            let config = cli.config.as_deref();
-            let daemon_config = config.unwrap_or(Path::new(cli::DEFAULT_CONFIG));
-            commands::import_uwsgi(
-                files,
-                uwsgi.as_deref(),
-                out.as_deref(),
-                daemon_config,
-                config.is_some(),
-            )
-        }
-        Command::Check { files, as_name } => {
-            let config = cli.config.as_deref();
-            let daemon_config = config.unwrap_or(Path::new(cli::DEFAULT_CONFIG));
-            commands::check(daemon_config, config.is_some(), files, as_name.as_ref())
-        }
+        Command::ImportSupervisord {
+            files,
+            out,
+            settings,
+        } => commands::import_supervisord(
+            files,
+            out.as_deref(),
+            settings.path(),
+            settings.explicit(),
+        ),
+        Command::ImportUwsgi {
+            files,
+            uwsgi,
+            out,
+            settings,
+        } => commands::import_uwsgi(
+            files,
+            uwsgi.as_deref(),
+            out.as_deref(),
+            settings.path(),
+            settings.explicit(),
+        ),
+        Command::Check {
+            settings,
+            files,
+            as_name,
+        } => commands::check(
+            settings.path(),
+            settings.explicit(),
+            files,
+            as_name.as_ref(),
+        ),
     }
 }

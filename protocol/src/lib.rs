@@ -553,6 +553,53 @@ mod tests {
         );
     }
 
+    /// docs/control-api.md, the contract, names every route and error code.
+    #[test]
+    fn every_route_and_error_code_is_in_the_contract() {
+        let doc = include_str!("../../docs/control-api.md");
+        let name = "NAME";
+        let mut routes = vec![
+            routes::WHOAMI.to_owned(),
+            routes::APPS.to_owned(),
+            routes::EVENTS.to_owned(),
+            routes::CONFIG_APPLY.to_owned(),
+            routes::app(name),
+            routes::signal(name),
+            routes::security(name),
+            routes::logs(name, LogStream::Stdout, 100, true),
+        ];
+        for action in [Action::Start, Action::Stop, Action::Restart, Action::Reload] {
+            routes.push(routes::action(name, action));
+        }
+        for route in routes {
+            assert!(
+                doc.contains(&format!("{route}`")),
+                "{route} in docs/control-api.md"
+            );
+        }
+        use ErrorCode::*;
+        let codes = [
+            BadRequest,
+            Forbidden,
+            NotFound,
+            MethodNotAllowed,
+            Conflict,
+            PayloadTooLarge,
+            InvalidConfig,
+            Unavailable,
+            Internal,
+        ];
+        for code in codes {
+            // A new code fails to compile here until it is listed above.
+            match code {
+                BadRequest | Forbidden | NotFound | MethodNotAllowed | Conflict
+                | PayloadTooLarge | InvalidConfig | Unavailable | Internal => {}
+            }
+            let row = format!("| `{code}` | {} |", code.http_status());
+            assert!(doc.contains(&row), "{row} in docs/control-api.md");
+        }
+    }
+
     #[test]
     fn empty_action_body_means_no_wait() {
         let req: ActionRequest = serde_json::from_str("{}").unwrap();

@@ -9,6 +9,7 @@ pub mod acl; // who may do what to which app (pure)
 pub mod app; // per-app state machine, restart and backoff decisions (pure)
 pub mod audit; // the audit trail of control actions
 pub mod cgroup; // one cgroup per app: create, kill, watch for empty, limits
+pub mod cli; // appvisord's command line (also read by the man page generator)
 pub mod config; // appvisor.toml and apps.d: raw TOML -> AppSpec -> resolved users
 pub mod ctl; // the control server: HTTP over the Unix socket, peer credentials
 pub mod daemon; // start-up, signals, the registry of apps, shutdown

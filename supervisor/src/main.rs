@@ -4,50 +4,11 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use appvisor::cli::{Cli, Command, DEFAULT_CONFIG};
+use clap::Parser as _;
 use tracing_subscriber::filter::{LevelFilter, ParseError, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-
-/// The appvisor daemon: supervises the apps of apps.d, each as its own user.
-#[derive(Debug, Parser)]
-#[command(name = "appvisord", version, about)]
-struct Cli {
-    /// Daemon settings (appvisor.toml).
-    #[arg(long, global = true, value_name = "PATH")]
-    config: Option<PathBuf>,
-
-    /// Name of this daemon's cgroup subtree, created under the daemon's own
-    /// cgroup. Two daemons on one host need different names.
-    #[arg(long, value_name = "NAME", default_value = "appvisor")]
-    cgroup: String,
-
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Validate the configuration offline and exit: 0 valid, 2 invalid.
-    /// With FILEs, checks those app files; without, the daemon config and
-    /// every file of its apps_dir. Suitable as a CM validate command.
-    Check {
-        /// Check the one FILE as the app NAME, whatever the file is called:
-        /// for a CM tool's temporary copy, e.g. Ansible's
-        /// `validate: appvisord check --as shop %s`.
-        #[arg(long = "as", value_name = "NAME", value_parser = parse_app_name, requires = "files")]
-        as_name: Option<appvisor::config::AppName>,
-        /// App files to check.
-        files: Vec<PathBuf>,
-    },
-}
-
-const DEFAULT_CONFIG: &str = "/etc/appvisor/appvisor.toml";
-
-fn parse_app_name(name: &str) -> Result<appvisor::config::AppName, String> {
-    appvisor::config::AppName::new(name)
-        .ok_or_else(|| format!("invalid app name {name:?}: use [a-z0-9][a-z0-9_-]{{0,63}}"))
-}
 
 /// The daemon's log filter from `APPVISOR_LOG`: directives such as
 /// `info,appvisor=debug,audit=warn` (a default level and levels per target

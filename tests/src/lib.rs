@@ -29,6 +29,7 @@ pub mod net;
 pub mod nginx;
 pub mod prefix;
 pub mod procfs;
+pub mod quickstart;
 pub mod servers;
 pub mod testapps;
 pub mod users;

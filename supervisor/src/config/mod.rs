@@ -7,6 +7,8 @@
 //! needs. Only `load`, `check` and `resolve` touch the file system.
 
 pub mod check;
+#[cfg(test)]
+mod contract_tests;
 pub mod env_file;
 pub mod error;
 pub mod load;

@@ -184,6 +184,48 @@ impl RawFile for RawDaemon {
     }
 }
 
+/// Every key of `appvisor.toml`, dotted as errors name it
+/// (`control.socket`); `defaults` is one key, as it takes any app key.
+/// What the documentation of the file must cover.
+pub fn daemon_file_keys() -> Vec<String> {
+    leaf_keys(RawDaemon::known_keys, &["defaults"])
+}
+
+/// Every key of an app file, dotted as errors name it without array
+/// indices (`listen.address`, `restart.backoff.initial`). What the
+/// documentation of the file must cover.
+pub fn app_file_keys() -> Vec<String> {
+    leaf_keys(RawApp::known_keys, &[])
+}
+
+/// The keys below the tables `known` describes, in declaration order; a
+/// key in `opaque` is listed rather than descended into.
+fn leaf_keys(
+    known: fn(&[&str]) -> Option<&'static [&'static str]>,
+    opaque: &[&str],
+) -> Vec<String> {
+    fn walk(
+        known: fn(&[&str]) -> Option<&'static [&'static str]>,
+        opaque: &[&str],
+        path: &mut Vec<&'static str>,
+        out: &mut Vec<String>,
+    ) {
+        for key in known(path).unwrap_or_default() {
+            path.push(key);
+            let dotted = path.join(".");
+            if opaque.contains(&dotted.as_str()) || known(path).is_none() {
+                out.push(dotted);
+            } else {
+                walk(known, opaque, path, out);
+            }
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(known, opaque, &mut Vec::new(), &mut out);
+    out
+}
+
 fn app_keys(path: &[&str]) -> Option<&'static [&'static str]> {
     match path {
         [] => Some(fields_of::<RawApp>()),
