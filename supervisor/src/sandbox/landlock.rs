@@ -21,7 +21,7 @@ use landlock::{
 use nix::sys::stat::{fstat, SFlag};
 use serde::{Deserialize, Serialize};
 
-use super::paths::{self, Confined, PathError};
+use super::paths::{self, Opened, PathError};
 use super::rules::{LandlockPlan, PathAccess, Requirement, RuleOrigin, MAX_LANDLOCK_ABI};
 
 /// What appvisor's rules ask of Landlock, in ABI order.
@@ -290,10 +290,14 @@ pub fn apply(
     let mut granted = Vec::new();
     for rule in &plan.paths {
         let opened = match rule.origin {
-            RuleOrigin::Directory => paths::check_cwd(&rule.path),
-            _ => paths::open_confined(&rule.path),
+            RuleOrigin::Directory => paths::open_cwd_anchored(&rule.path),
+            _ => paths::open_anchored(&rule.path),
         };
-        let Confined { fd, resolved } = match opened {
+        let opened = opened.and_then(|opened| {
+            opened.check_inside(&rule.path)?;
+            Ok(opened)
+        });
+        let Opened { fd, resolved, .. } = match opened {
             Ok(confined) => confined,
             Err(PathError::Io { source, .. })
                 if rule.origin.optional() && source.kind() == std::io::ErrorKind::NotFound =>
