@@ -10,8 +10,9 @@
 //! [`anchor`] is pure: the file system comes in as a [`Lookup`]. The exec
 //! helper uses [`open_anchored`], which opens the path once and reports
 //! where the opened file really is beside its anchor, so the rule it builds
-//! is on exactly what was checked; the caller refuses a path that leaves
-//! its anchor.
+//! is on exactly what was checked. A path that leaves its anchor is refused
+//! unless it leads only to what the system rules grant already; that
+//! judgement needs the rules' rights and is `sandbox::landlock`'s.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
