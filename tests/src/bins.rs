@@ -63,6 +63,24 @@ pub fn gunicorn() -> PathBuf {
     venv().join("bin/gunicorn")
 }
 
+/// `<venv>/lib/python3.X/site-packages`: the test venv's packages, for an
+/// app run by another interpreter with them on `PYTHONPATH`.
+pub fn venv_site_packages() -> PathBuf {
+    let lib = venv().join("lib");
+    let entries =
+        std::fs::read_dir(&lib).unwrap_or_else(|e| panic!("reading {}: {e}", lib.display()));
+    let python = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("python3."))
+        })
+        .unwrap_or_else(|| panic!("no python3.X under {}", lib.display()));
+    python.join("site-packages")
+}
+
 /// `<venv>/bin/uwsgi`; panics with the fix when it is missing.
 pub fn uwsgi() -> PathBuf {
     let uwsgi = venv().join("bin/uwsgi");

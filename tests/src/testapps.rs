@@ -81,15 +81,25 @@ pub fn gunicorn(prefix: &Prefix, name: &str, user: &TestUser, port: u16) -> AppB
 
 /// A venv its owner made, as an owner would: `python3 -m venv` run as
 /// `user` in the app's code dir (`CODE/NAME/venv`, owned by `user`), with
-/// no pip. Its `bin/python` is the app's interpreter; whatever the owner
-/// writes in its `pyvenv.cfg` is the owner's doing. The interpreter is a
-/// copy (`--copies`): a link out of a directory the owner can change is
-/// refused at spawn (docs/security.md, "Paths the owner can change").
+/// no pip. Its `bin/python` is what `python3 -m venv` makes by default, a
+/// symlink to Debian's interpreter under /usr; whatever the owner writes in
+/// its `pyvenv.cfg` is the owner's doing.
 pub fn owner_venv(prefix: &Prefix, name: &str, user: &TestUser) -> PathBuf {
+    make_owner_venv(prefix, name, user, &[])
+}
+
+/// Like [`owner_venv`], with `--copies`: its `bin/python` is a real file
+/// inside the owner's directory rather than a link to /usr.
+pub fn owner_venv_copied(prefix: &Prefix, name: &str, user: &TestUser) -> PathBuf {
+    make_owner_venv(prefix, name, user, &["--copies"])
+}
+
+fn make_owner_venv(prefix: &Prefix, name: &str, user: &TestUser, options: &[&str]) -> PathBuf {
     let venv = prefix.code_dir(name, user).join("venv");
     let out = user
         .command(bins::SYSTEM_PYTHON)
-        .args(["-m", "venv", "--without-pip", "--copies"])
+        .args(["-m", "venv", "--without-pip"])
+        .args(options)
         .arg(&venv)
         .output()
         .unwrap_or_else(|e| panic!("running python3 -m venv as {}: {e}", user.name));

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use appvisor_tests::testapps::{gunicorn, python};
+use appvisor_tests::testapps::{gunicorn, owner_venv, owner_venv_copied, python};
 use appvisor_tests::{
     bins, free_port, http_get, poll_until, require_root, AppBuilder, Daemon, DaemonOptions, Prefix,
     Readiness, RestartPolicy, State, TestUser,
@@ -592,6 +592,130 @@ fn a_directory_symlinked_out_of_its_owners_directory_is_refused_and_scored() {
         directory.resolved.as_deref(),
         Some(release.to_str().unwrap())
     );
+}
+
+/// The README's layout as `python3 -m venv` makes it by default, run by
+/// its owner: the venv in the owner's directory, its `bin/python` a
+/// symlink to Debian's interpreter under /usr. The link leaves the owner's
+/// directory, but only for what every app may execute anyway, so it widens
+/// nothing and the app starts and serves (it once failed: "command
+/// .../venv/bin/python resolves to /usr/bin/python3.11, outside ...").
+/// gunicorn comes from the test venv through `PYTHONPATH`.
+#[test]
+fn an_owners_default_venv_with_a_symlinked_interpreter_starts_and_serves() {
+    require_root!();
+    let user = TestUser::ensure("avt-app1");
+    let prefix = Prefix::new();
+    let dir = prefix.install_app("shop", &user, &["wsgi_app.py"]);
+    let venv = owner_venv(&prefix, "shop", &user);
+    let python = venv.join("bin/python");
+    let interpreter = fs::canonicalize(&python).unwrap();
+    assert!(
+        fs::symlink_metadata(&python).unwrap().is_symlink() && interpreter.starts_with("/usr"),
+        "python3 -m venv made {} a link to /usr, not {}",
+        python.display(),
+        interpreter.display()
+    );
+    let port = free_port();
+    AppBuilder::new(
+        "shop",
+        &user,
+        [
+            python.display().to_string(),
+            "-m".to_owned(),
+            "gunicorn".to_owned(),
+            "--bind".to_owned(),
+            format!("127.0.0.1:{port}"),
+            "--workers".to_owned(),
+            "2".to_owned(),
+            "wsgi_app:application".to_owned(),
+        ],
+    )
+    .directory(&dir)
+    .env(
+        "PYTHONPATH",
+        &bins::venv_site_packages().display().to_string(),
+    )
+    .read_only(bins::venv())
+    .readiness(Readiness::Notify)
+    .readiness_timeout(Duration::from_secs(30))
+    .bind_ports(&[port])
+    .write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    daemon.wait_for_state("shop", State::Running, Duration::from_secs(30));
+    let answer = http_get(port, "/").expect("GET / of the owner's venv app");
+    assert_eq!(answer.status, 200, "{answer:?}");
+
+    let security = security_of(&daemon, "shop");
+    assert_eq!(security.refusal, None);
+    assert!(check(&security, "paths-confined").passed);
+    let command = security
+        .paths
+        .iter()
+        .find(|p| p.origin == "command")
+        .unwrap();
+    assert_eq!(
+        command.resolved.as_deref(),
+        Some(interpreter.to_str().unwrap()),
+        "{command:?}"
+    );
+}
+
+/// An owner's venv whose `bin/python` links into another app's code (that
+/// app's own interpreter, a real file, as `--copies` makes it): executing
+/// it is not granted by the system rules, so the link would widen the
+/// sandbox, and the spawn is refused.
+#[test]
+fn a_venv_python_linked_into_another_apps_code_is_refused() {
+    require_root!();
+    let (user, other) = (TestUser::ensure("avt-app1"), TestUser::ensure("avt-app2"));
+    let prefix = Prefix::new();
+    let theirs = owner_venv_copied(&prefix, "victim", &other).join("bin/python");
+    let code = prefix.code_dir("hostile", &user);
+    let python = owner_venv(&prefix, "hostile", &user).join("bin/python");
+    user.run(
+        "/bin/ln",
+        &[
+            "-sfn",
+            &theirs.display().to_string(),
+            &python.display().to_string(),
+        ],
+    );
+    AppBuilder::new(
+        "hostile",
+        &user,
+        [
+            python.display().to_string(),
+            "-c".to_owned(),
+            "import time; time.sleep(3600)".to_owned(),
+        ],
+    )
+    .directory(&code)
+    .readiness(Readiness::None)
+    .start_secs(Duration::from_millis(300))
+    .max_retries(1)
+    .write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    let refusal = format!(
+        "command {} resolves to {}, outside {} (the last directory on its path that only root can change)",
+        python.display(),
+        theirs.display(),
+        code.display()
+    );
+    daemon.wait_until(Duration::from_secs(20), "hostile refused", || {
+        daemon.app("hostile").reason.contains(&refusal)
+    });
+    let app = daemon.app("hostile");
+    assert_eq!(app.pid, None, "{app:?}");
+    assert!(
+        app.reason
+            .starts_with(&format!("spawn failed at paths: {refusal}")),
+        "{}",
+        app.reason
+    );
+    let security = security_of(&daemon, "hostile");
+    assert_eq!(security.refusal.as_deref(), Some(refusal.as_str()));
+    assert!(!check(&security, "paths-confined").passed);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use appvisor_tests::daemon::describe_output;
 use appvisor_tests::testapps::{self, owner_venv, probed, readprobe};
 use appvisor_tests::{
-    bins, require_root, AppBuilder, Daemon, DaemonOptions, Prefix, State, TestUser,
+    bins, require_root, AppBuilder, Daemon, DaemonOptions, Prefix, State, TestGroup, TestUser,
 };
 
 /// What `readprobe` printed in `app`'s log, once it is all there.
@@ -340,4 +340,61 @@ fn a_root_owned_venv_whose_pyvenv_cfg_is_a_fifo_fails_only_its_own_start() {
         "{}",
         status.reason
     );
+}
+
+/// (mode, uid, gid) of `path`, not following a link.
+fn file_state(path: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(path).expect("stat");
+    (meta.mode() & 0o7777, meta.uid(), meta.gid())
+}
+
+/// A `[[listen]]` Unix socket in a directory the app's owner may write (a
+/// `run` directory of the app's user). The owner replaces the socket file
+/// by a link to a root-only file; root then moves the app to another
+/// group, so the daemon chowns and chmods the socket it kept. It once did
+/// so by path and made the link's target 0660; now the file must still be
+/// the socket it bound: the start fails saying so, and the root file keeps
+/// its mode and owner.
+#[test]
+fn a_listen_socket_replaced_by_a_link_never_chmods_what_it_leads_to() {
+    require_root!();
+    let user = TestUser::ensure("avt-app1");
+    TestGroup::ensure("avt-grp");
+    let prefix = Prefix::new();
+    let run = prefix.code_dir("shop", &user).join("run");
+    user.run("/bin/mkdir", &[&run]);
+    let socket = run.join("http.sock");
+    let secret = root_file(&prefix, "secret", "SECRET=1\n", 0o600);
+    let app = testapps::sleeper("shop", &user)
+        .listen(&format!("unix:{}", socket.display()), Some("http"))
+        .max_retries(1);
+    app.clone().write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    daemon.wait_for_state("shop", State::Running, Duration::from_secs(20));
+    assert_eq!(file_state(&socket), (0o660, user.uid, user.gid));
+
+    user.run(
+        "/bin/ln",
+        &[
+            "-sfn",
+            &secret.display().to_string(),
+            &socket.display().to_string(),
+        ],
+    );
+    app.group("avt-grp").write(&prefix);
+    daemon.appctl_ok(["update"]);
+    let says = format!(
+        "{} is not the socket appvisord bound any more",
+        socket.display()
+    );
+    daemon.wait_until(Duration::from_secs(20), "the start refused", || {
+        daemon.app("shop").reason.contains(&says)
+    });
+    assert_eq!(
+        file_state(&secret),
+        (0o600, 0, 0),
+        "the daemon changed the file the owner's link led to"
+    );
+    assert_eq!(fs::read_link(&socket).unwrap(), secret);
 }

@@ -13,16 +13,44 @@
 //! socket file nobody listens on is replaced; a socket someone listens on,
 //! or a file that is not a socket, is an error.
 //!
+//! The socket's directory may be one the app's owner can write (an
+//! app-owned `/run/shop`), so its entries may change under the daemon at
+//! any time: a `chmod` or `chown` by path, as root, would change whatever
+//! the owner put at that name, a link to `/etc/shadow` included. So the
+//! file is never changed or removed by path ([`SocketFile`]):
+//!
+//! 1. the directory is opened once (`O_PATH`) and every later step names
+//!    the file through it, so a link swapped in for the directory itself
+//!    redirects nothing;
+//! 2. after `bind`, the file is opened without following links (`O_PATH |
+//!    O_NOFOLLOW`) and must be a socket owned by root with a single link.
+//!    The owner cannot make a file root's; the one root-owned socket they
+//!    could put there, a hard link to one elsewhere (`/dev/log`, mode
+//!    0666), has two links. Anything else fails the bind and changes
+//!    nothing;
+//! 3. mode and owner are set through that descriptor (`/proc/self/fd/N`);
+//! 4. later (a kept socket whose owner changes, removal on drop) the file
+//!    at the name must still be that one, by device and inode.
+//!
+//! `bind` itself takes the configured path, the address the app, its
+//! clients and `ss` see: a directory swapped in that instant makes the
+//! daemon create a new socket file elsewhere (never touch an existing
+//! one), and step 2 then fails the bind.
+//!
 //! This module never accepts a connection, never reads or writes on a
 //! socket, and never decides when to bind (that is `supervise`).
 
+use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag};
+use nix::unistd::UnlinkatFlags;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::config::{AppSpec, ListenAddress, ListenSpec};
@@ -54,6 +82,11 @@ pub enum ListenError {
         address: ListenAddress,
         path: PathBuf,
     },
+    #[error("listen {address}: {} is not the socket appvisord bound any more (replaced by someone who can write its directory); nothing was changed", path.display())]
+    Replaced {
+        address: ListenAddress,
+        path: PathBuf,
+    },
     #[error("listen {address}: cannot {step}: {source}")]
     Io {
         address: ListenAddress,
@@ -71,6 +104,7 @@ pub enum Step {
     Bind,
     Listen,
     RemoveStale,
+    Open,
     Chown,
     Chmod,
 }
@@ -83,6 +117,7 @@ impl fmt::Display for Step {
             Step::Bind => "bind",
             Step::Listen => "listen",
             Step::RemoveStale => "remove the stale socket file",
+            Step::Open => "open the socket file",
             Step::Chown => "chown the socket file",
             Step::Chmod => "chmod the socket file",
         })
@@ -101,25 +136,118 @@ pub struct HeldSockets {
 struct Held {
     spec: ListenSpec,
     socket: Socket,
-    /// For a Unix socket: the file's (dev, inode), to remove it on drop only
-    /// while it is still ours.
-    unix_file: Option<(PathBuf, u64, u64)>,
+    /// For a Unix socket: its file, removed on drop while it is still ours.
+    unix_file: Option<SocketFile>,
 }
 
-impl Drop for Held {
-    fn drop(&mut self) {
-        let Some((path, dev, ino)) = &self.unix_file else {
-            return;
+/// The file of a Unix socket the daemon bound, as only a descriptor names
+/// it: the directory it was bound in, opened once, and the file's name and
+/// identity there (see the module's doc).
+#[derive(Debug)]
+struct SocketFile {
+    dir: OwnedFd,
+    name: OsString,
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    /// The file now at the socket's name, opened without following a link;
+    /// `None` when none is there.
+    fn open_entry(dir: &OwnedFd, name: &OsString) -> io::Result<Option<(OwnedFd, FileStat)>> {
+        let fd = match nix::fcntl::openat(
+            dir,
+            name.as_os_str(),
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(nix::errno::Errno::ENOENT) => return Ok(None),
+            Err(errno) => return Err(errno.into()),
         };
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.dev() == *dev && meta.ino() == *ino => {
-                if let Err(err) = std::fs::remove_file(path) {
-                    tracing::debug!(path = %path.display(), error = %err, "removing a listen socket file");
+        let stat = nix::sys::stat::fstat(&fd)?;
+        Ok(Some((fd, stat)))
+    }
+
+    /// The socket just bound at `name` in `dir`: it must be a socket of
+    /// the daemon's own user with a single link, or someone replaced it.
+    fn claim(
+        address: &ListenAddress,
+        dir: OwnedFd,
+        name: OsString,
+        path: &Path,
+    ) -> Result<(SocketFile, OwnedFd), ListenError> {
+        let io_error = |source| ListenError::Io {
+            address: address.clone(),
+            step: Step::Open,
+            source,
+        };
+        let replaced = || ListenError::Replaced {
+            address: address.clone(),
+            path: path.to_owned(),
+        };
+        let (fd, stat) = SocketFile::open_entry(&dir, &name)
+            .map_err(io_error)?
+            .ok_or_else(replaced)?;
+        let daemon = nix::unistd::geteuid().as_raw();
+        if !is_socket(&stat) || stat.st_uid != daemon || stat.st_nlink != 1 {
+            return Err(replaced());
+        }
+        let file = SocketFile {
+            dir,
+            name,
+            path: path.to_owned(),
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+        };
+        Ok((file, fd))
+    }
+
+    /// The file at the socket's name, opened, if it is still this one.
+    fn reopen(&self, address: &ListenAddress) -> Result<OwnedFd, ListenError> {
+        let entry =
+            SocketFile::open_entry(&self.dir, &self.name).map_err(|source| ListenError::Io {
+                address: address.clone(),
+                step: Step::Open,
+                source,
+            })?;
+        match entry {
+            Some((fd, stat)) if self.is(&stat) => Ok(fd),
+            _ => Err(ListenError::Replaced {
+                address: address.clone(),
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    fn is(&self, stat: &FileStat) -> bool {
+        stat.st_dev == self.dev && stat.st_ino == self.ino
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        // Removes the name only while it is still our socket's. The owner
+        // may swap it in between; what goes then is an entry of a
+        // directory they may change anyway, and never one elsewhere.
+        match SocketFile::open_entry(&self.dir, &self.name) {
+            Ok(Some((_, stat))) if self.is(&stat) => {
+                if let Err(err) = nix::unistd::unlinkat(
+                    &self.dir,
+                    self.name.as_os_str(),
+                    UnlinkatFlags::NoRemoveDir,
+                ) {
+                    tracing::debug!(path = %self.path.display(), error = %err, "removing a listen socket file");
                 }
             }
             _ => {}
         }
     }
+}
+
+fn is_socket(stat: &FileStat) -> bool {
+    SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK
 }
 
 impl HeldSockets {
@@ -149,8 +277,9 @@ impl HeldSockets {
             let held = match kept {
                 Some(mut held) => {
                     held.spec = spec.clone();
-                    if let Some((path, ..)) = &held.unix_file {
-                        set_owner_and_mode(&spec.address, path, uid, gid)?;
+                    if let Some(file) = &held.unix_file {
+                        let fd = file.reopen(&spec.address)?;
+                        set_owner_and_mode(&spec.address, &fd, uid, gid)?;
                     }
                     held
                 }
@@ -277,36 +406,88 @@ fn bind_one(spec: &ListenSpec, uid: u32, gid: u32) -> Result<Held, ListenError> 
                 unix_file: None,
             })
         }
-        ListenAddress::Unix(path) => {
-            let dir = path.parent().unwrap_or(Path::new("/"));
-            if !dir.is_dir() {
-                return Err(ListenError::NoDirectory {
-                    address: address.clone(),
-                    dir: dir.to_owned(),
-                });
+        ListenAddress::Unix(path) => BoundUnix::bind(spec, path)?.hold(uid, gid),
+    }
+}
+
+/// A Unix listen socket bound but not yet handed to the app's user: its
+/// file is still root's, mode as the daemon's umask left it.
+struct BoundUnix {
+    spec: ListenSpec,
+    socket: Socket,
+    path: PathBuf,
+    dir: OwnedFd,
+    name: OsString,
+}
+
+impl BoundUnix {
+    /// Opens the directory of `path` once, replaces a stale socket file
+    /// there and binds.
+    fn bind(spec: &ListenSpec, path: &Path) -> Result<BoundUnix, ListenError> {
+        let address = &spec.address;
+        let io_err = |step| {
+            move |source| ListenError::Io {
+                address: address.clone(),
+                step,
+                source,
             }
-            remove_stale(address, path)?;
-            let socket =
-                Socket::new(Domain::UNIX, Type::STREAM, None).map_err(io_err(Step::Create))?;
-            let sockaddr = SockAddr::unix(path).map_err(io_err(Step::Bind))?;
-            socket.bind(&sockaddr).map_err(|source| {
-                if source.kind() == io::ErrorKind::AddrInUse {
-                    unix_in_use(address, path)
-                } else {
-                    io_err(Step::Bind)(source)
-                }
+        };
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        let name = path
+            .file_name()
+            .ok_or_else(|| io_err(Step::Bind)(io::Error::from_raw_os_error(libc::EINVAL)))?
+            .to_owned();
+        let dir = nix::fcntl::open(
+            parent,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| match errno {
+            nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR => ListenError::NoDirectory {
+                address: address.clone(),
+                dir: parent.to_owned(),
+            },
+            errno => io_err(Step::Bind)(errno.into()),
+        })?;
+        remove_stale(address, path, &dir, &name)?;
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(io_err(Step::Create))?;
+        let sockaddr = SockAddr::unix(path).map_err(io_err(Step::Bind))?;
+        socket.bind(&sockaddr).map_err(|source| {
+            if source.kind() == io::ErrorKind::AddrInUse {
+                unix_in_use(address, path)
+            } else {
+                io_err(Step::Bind)(source)
+            }
+        })?;
+        Ok(BoundUnix {
+            spec: spec.clone(),
+            socket,
+            path: path.to_owned(),
+            dir,
+            name,
+        })
+    }
+
+    /// Checks the file bound is still the socket, hands it to `uid`:`gid`
+    /// with mode 0660 through its descriptor, and listens.
+    fn hold(self, uid: u32, gid: u32) -> Result<Held, ListenError> {
+        let address = &self.spec.address;
+        let (file, fd) = SocketFile::claim(address, self.dir, self.name, &self.path)?;
+        // Owned from here on, so an error below removes the file.
+        let held = Held {
+            spec: self.spec,
+            socket: self.socket,
+            unix_file: Some(file),
+        };
+        set_owner_and_mode(&held.spec.address, &fd, uid, gid)?;
+        held.socket
+            .listen(BACKLOG)
+            .map_err(|source| ListenError::Io {
+                address: held.spec.address.clone(),
+                step: Step::Listen,
+                source,
             })?;
-            let meta = std::fs::symlink_metadata(path).map_err(io_err(Step::Bind))?;
-            // Owned from here on, so an error below removes the file.
-            let held = Held {
-                spec: spec.clone(),
-                socket,
-                unix_file: Some((path.clone(), meta.dev(), meta.ino())),
-            };
-            set_owner_and_mode(address, path, uid, gid)?;
-            held.socket.listen(BACKLOG).map_err(io_err(Step::Listen))?;
-            Ok(held)
-        }
+        Ok(held)
     }
 }
 
@@ -332,39 +513,47 @@ fn unix_in_use(address: &ListenAddress, path: &Path) -> ListenError {
     }
 }
 
-/// Removes a socket file at `path` that nobody listens on (a crashed
-/// daemon's); refuses to touch a live socket or anything else.
-fn remove_stale(address: &ListenAddress, path: &Path) -> Result<(), ListenError> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(ListenError::Io {
-                address: address.clone(),
-                step: Step::RemoveStale,
-                source,
-            })
-        }
+/// Removes a socket file named `name` in `dir` (the directory of `path`)
+/// that nobody listens on (a crashed daemon's); refuses to touch a live
+/// socket or anything else.
+fn remove_stale(
+    address: &ListenAddress,
+    path: &Path,
+    dir: &OwnedFd,
+    name: &OsString,
+) -> Result<(), ListenError> {
+    let io_error = |source: io::Error| ListenError::Io {
+        address: address.clone(),
+        step: Step::RemoveStale,
+        source,
     };
-    if !meta.file_type().is_socket() {
+    let stat = match nix::sys::stat::fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat,
+        Err(nix::errno::Errno::ENOENT) => return Ok(()),
+        Err(errno) => return Err(io_error(errno.into())),
+    };
+    if !is_socket(&stat) {
         return Err(ListenError::NotASocket {
             address: address.clone(),
             path: path.to_owned(),
         });
     }
+    // Whether someone listens, asked through the path: connecting changes
+    // nothing, whatever the path reaches.
     match std::os::unix::net::UnixStream::connect(path) {
         Ok(_) => Err(unix_in_use(address, path)),
-        Err(_) => std::fs::remove_file(path).map_err(|source| ListenError::Io {
-            address: address.clone(),
-            step: Step::RemoveStale,
-            source,
-        }),
+        Err(_) => nix::unistd::unlinkat(dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+            .map_err(|errno| io_error(errno.into())),
     }
 }
 
+/// Mode 0660, then owner `uid`:`gid`, of the open socket file `fd`,
+/// through `/proc/self/fd/N`: the kernel follows that link to the opened
+/// file itself, whatever is at its name by now. (An `O_PATH` descriptor
+/// takes no `fchmod`, and `fchmodat2` with `AT_EMPTY_PATH` needs Linux 6.6.)
 fn set_owner_and_mode(
     address: &ListenAddress,
-    path: &Path,
+    fd: &OwnedFd,
     uid: u32,
     gid: u32,
 ) -> Result<(), ListenError> {
@@ -375,9 +564,10 @@ fn set_owner_and_mode(
             source,
         }
     };
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io_err(Step::Chown))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(UNIX_SOCKET_MODE))
-        .map_err(io_err(Step::Chmod))
+    let opened = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    std::fs::set_permissions(&opened, std::fs::Permissions::from_mode(UNIX_SOCKET_MODE))
+        .map_err(io_err(Step::Chmod))?;
+    std::os::unix::fs::chown(&opened, Some(uid), Some(gid)).map_err(io_err(Step::Chown))
 }
 
 #[cfg(test)]

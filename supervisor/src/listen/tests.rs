@@ -223,3 +223,161 @@ fn privileged_port_and_unix_owner_as_root() {
     assert_eq!((meta.uid(), meta.gid()), (65532, 65531));
     drop(held);
 }
+
+/// A socket directory the app's owner (uid 65534 here) may write, in a
+/// root-owned temporary directory, and a root-only file beside it that the
+/// owner would like the daemon to chmod and chown.
+struct OwnerSocketDir {
+    _root: tempfile::TempDir,
+    dir: PathBuf,
+    target: PathBuf,
+}
+
+const OWNER: u32 = 65534;
+
+impl OwnerSocketDir {
+    fn new() -> Option<OwnerSocketDir> {
+        if !nix::unistd::geteuid().is_root() {
+            appvisor_tests::skip("needs root (a socket directory another user owns, chown)");
+            return None;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("run");
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(OWNER), Some(OWNER)).unwrap();
+        let target = root.path().join("secret");
+        std::fs::write(&target, "secret").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Some(OwnerSocketDir {
+            _root: root,
+            dir,
+            target,
+        })
+    }
+
+    /// (mode, uid, gid) of `path`, not following a link.
+    fn state(path: &Path) -> (u32, u32, u32) {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        (meta.mode() & 0o7777, meta.uid(), meta.gid())
+    }
+}
+
+/// What the owner does to the socket file between the daemon's bind and
+/// its chmod; returns the file they hope the daemon changes.
+type Swap = fn(&Path, &OwnerSocketDir) -> PathBuf;
+
+#[test]
+fn a_socket_swapped_between_bind_and_chmod_changes_nothing() {
+    let Some(owned) = OwnerSocketDir::new() else {
+        return;
+    };
+    // A root socket anyone may use, elsewhere on the same file system (as
+    // /dev/log is), which the owner may hard-link: protected_hardlinks
+    // allows a link to a file one can read and write.
+    let other = owned.target.with_file_name("dev-log");
+    let _other = UnixListener::bind(&other).unwrap();
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+    let swaps: [(&str, Swap); 4] = [
+        ("a link to a root-only file", |path, owned| {
+            std::fs::remove_file(path).unwrap();
+            std::os::unix::fs::symlink(&owned.target, path).unwrap();
+            owned.target.clone()
+        }),
+        (
+            "a hard link to a root socket used elsewhere",
+            |path, owned| {
+                let other = owned.target.with_file_name("dev-log");
+                std::fs::remove_file(path).unwrap();
+                std::fs::hard_link(&other, path).unwrap();
+                other
+            },
+        ),
+        ("a socket of the owner's own", |path, _| {
+            std::fs::remove_file(path).unwrap();
+            drop(UnixListener::bind(path).unwrap());
+            std::os::unix::fs::lchown(path, Some(OWNER), Some(OWNER)).unwrap();
+            path.to_owned()
+        }),
+        ("nothing", |path, owned| {
+            std::fs::remove_file(path).unwrap();
+            owned.target.clone()
+        }),
+    ];
+    for (what, swap) in swaps {
+        let path = owned.dir.join("app.sock");
+        let app = spec(&[(&format!("unix:{}", path.display()), "http")]);
+        let bound = BoundUnix::bind(&app.listen[0], &path).unwrap();
+        let victim = swap(&path, &owned);
+        let before = OwnerSocketDir::state(&victim);
+        let error = bound.hold(1001, 1001).unwrap_err();
+        assert!(
+            matches!(&error, ListenError::Replaced { path: p, .. } if *p == path),
+            "{what}: {error}"
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "listen unix:{0}: {0} is not the socket appvisord bound any more (replaced by \
+                 someone who can write its directory); nothing was changed",
+                path.display()
+            )
+        );
+        assert_eq!(OwnerSocketDir::state(&victim), before, "{what}: changed");
+        let _ = std::fs::remove_file(&path);
+    }
+    assert_eq!(OwnerSocketDir::state(&owned.target), (0o600, 0, 0));
+    assert_eq!(std::fs::read_to_string(&owned.target).unwrap(), "secret");
+}
+
+#[test]
+fn a_directory_moved_away_after_bind_still_holds_the_socket_bound() {
+    let Some(owned) = OwnerSocketDir::new() else {
+        return;
+    };
+    let path = owned.dir.join("app.sock");
+    let app = spec(&[(&format!("unix:{}", path.display()), "http")]);
+    let bound = BoundUnix::bind(&app.listen[0], &path).unwrap();
+    // The owner moves the directory and puts a link to root's in its place:
+    // the daemon keeps working on the directory it opened.
+    let moved = owned.dir.with_file_name("moved");
+    std::fs::rename(&owned.dir, &moved).unwrap();
+    std::os::unix::fs::symlink(owned.target.parent().unwrap(), &owned.dir).unwrap();
+    let held = bound.hold(OWNER, OWNER).unwrap();
+    assert_eq!(
+        OwnerSocketDir::state(&moved.join("app.sock")),
+        (0o660, OWNER, OWNER)
+    );
+    assert_eq!(OwnerSocketDir::state(&owned.target), (0o600, 0, 0));
+    drop(held);
+    assert!(
+        !moved.join("app.sock").exists(),
+        "removed where it was made"
+    );
+}
+
+/// The sockets are kept across an update that changes the app's owner
+/// (`rebind`), and chowned and chmodded again then: by then the owner has
+/// had all the time they want to replace the file by a link.
+#[test]
+fn a_kept_socket_replaced_by_a_link_is_not_followed_on_rebind() {
+    let Some(owned) = OwnerSocketDir::new() else {
+        return;
+    };
+    let path = owned.dir.join("app.sock");
+    let app = spec(&[(&format!("unix:{}", path.display()), "http")]);
+    let held = HeldSockets::bind(&app, OWNER, OWNER).unwrap();
+    assert_eq!(OwnerSocketDir::state(&path), (0o660, OWNER, OWNER));
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&owned.target, &path).unwrap();
+    std::os::unix::fs::lchown(&path, Some(OWNER), Some(OWNER)).unwrap();
+
+    let error = HeldSockets::rebind(&app, 65532, 65531, Some(held)).unwrap_err();
+    assert!(matches!(&error, ListenError::Replaced { .. }), "{error}");
+    assert_eq!(OwnerSocketDir::state(&owned.target), (0o600, 0, 0));
+    assert_eq!(
+        std::fs::read_link(&path).unwrap(),
+        owned.target,
+        "the owner's link is left where it is"
+    );
+}

@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 
 use landlock::{
     Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, Ruleset,
@@ -21,8 +22,8 @@ use landlock::{
 use nix::sys::stat::{fstat, SFlag};
 use serde::{Deserialize, Serialize};
 
-use super::paths::{self, Confined, PathError};
-use super::rules::{LandlockPlan, PathAccess, Requirement, RuleOrigin, MAX_LANDLOCK_ABI};
+use super::paths::{self, Opened, PathError};
+use super::rules::{LandlockPlan, PathAccess, PathRule, Requirement, RuleOrigin, MAX_LANDLOCK_ABI};
 
 /// What appvisor's rules ask of Landlock, in ABI order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -222,7 +223,8 @@ pub enum LandlockError {
         #[source]
         source: nix::errno::Errno,
     },
-    /// A path that could not be resolved safely, or led out of its anchor.
+    /// A path that could not be resolved safely, or led out of its anchor
+    /// for more than the system rules grant.
     #[error("{origin} {error}")]
     Confine {
         origin: &'static str,
@@ -254,7 +256,11 @@ impl LandlockError {
 ///
 /// Every path is opened once and checked to stay inside its anchor
 /// ([`paths`]); the `directory` rule is built on the current directory,
-/// which the helper entered through it. Call once, as the last step before
+/// which the helper entered through it. A path that leads out of its
+/// anchor fails, unless the system rules already grant everything its rule
+/// would ([`granted_by_system`]): then it gets no rule of its own, so the
+/// ruleset is exactly what it would be without the link (a default venv's
+/// `bin/python -> /usr/bin/python3.11`). Call once, as the last step before
 /// exec and after chdir: it needs no_new_privs (or CAP_SYS_ADMIN) and
 /// applies to this very process.
 pub fn apply(
@@ -287,14 +293,21 @@ pub fn apply(
     }
     let mut created = ruleset.create().map_err(ruleset_error)?;
 
+    // The system rules first: a path that leaves its anchor is judged by
+    // what they grant.
+    let (system_rules, own_rules): (Vec<&PathRule>, Vec<&PathRule>) = plan
+        .paths
+        .iter()
+        .partition(|rule| rule.origin == RuleOrigin::System);
+    let mut system = Vec::new();
     let mut granted = Vec::new();
-    for rule in &plan.paths {
+    for rule in system_rules.into_iter().chain(own_rules) {
         let opened = match rule.origin {
-            RuleOrigin::Directory => paths::check_cwd(&rule.path),
-            _ => paths::open_confined(&rule.path),
+            RuleOrigin::Directory => paths::open_cwd_anchored(&rule.path),
+            _ => paths::open_anchored(&rule.path),
         };
-        let Confined { fd, resolved } = match opened {
-            Ok(confined) => confined,
+        let opened = match opened {
+            Ok(opened) => opened,
             Err(PathError::Io { source, .. })
                 if rule.origin.optional() && source.kind() == std::io::ErrorKind::NotFound =>
             {
@@ -313,15 +326,41 @@ pub fn apply(
                 })
             }
         };
-        let is_dir = fstat(fd.as_fd())
+        let is_dir = fstat(opened.fd.as_fd())
             .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
             .map_err(|source| LandlockError::Path {
                 path: rule.path.display().to_string(),
                 source,
             })?;
-        created = created
-            .add_rule(PathBeneath::new(fd, access_bits(rule.access, abi, is_dir)))
-            .map_err(ruleset_error)?;
+        let rights = access_bits(rule.access, abi, is_dir);
+        let inside = opened.is_inside();
+        let Opened {
+            fd,
+            resolved,
+            anchor,
+        } = opened;
+        if inside {
+            if rule.origin == RuleOrigin::System {
+                system.push(SystemGrant {
+                    resolved: resolved.clone(),
+                    rights,
+                });
+            }
+            created = created
+                .add_rule(PathBeneath::new(fd, rights))
+                .map_err(ruleset_error)?;
+        } else if !granted_by_system(&resolved, rights, &system) {
+            return Err(LandlockError::Confine {
+                origin: rule.origin.as_str(),
+                error: PathError::Escapes {
+                    path: rule.path.clone(),
+                    resolved,
+                    anchor,
+                },
+            });
+        }
+        // Otherwise it left its anchor only for what the system rules grant
+        // already: a rule of its own would add nothing, and none is added.
         if rule.origin != RuleOrigin::System {
             granted.push(GrantedPath {
                 path: rule.path.clone(),
@@ -373,6 +412,38 @@ pub fn access_bits(access: PathAccess, abi: ABI, is_dir: bool) -> BitFlags<Acces
     } else {
         bits & AccessFs::from_file(abi)
     }
+}
+
+/// What one system rule grants, as the helper built it: on the directory
+/// (or file) it really opened, these rights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemGrant {
+    pub resolved: PathBuf,
+    pub rights: BitFlags<AccessFs>,
+}
+
+/// Whether the system rules already grant every right of `rights` on
+/// `resolved`: Landlock gives a file the union of the rights of the rules
+/// on it and on every directory above it, so a rule there that asks no more
+/// than that union widens nothing.
+///
+/// This is what lets an owner's link leave its anchor: `venv/bin/python ->
+/// /usr/bin/python3.11` asks read and execute beneath `/usr`, which every
+/// app has. Executing anything under `/etc` (read only), writing under
+/// `/usr`, or reading `/`, `/srv` or another app's directory (not system
+/// paths at all) is more than they grant.
+pub fn granted_by_system(
+    resolved: &Path,
+    rights: BitFlags<AccessFs>,
+    system: &[SystemGrant],
+) -> bool {
+    let union = system
+        .iter()
+        .filter(|grant| resolved.starts_with(&grant.resolved))
+        .fold(BitFlags::<AccessFs>::empty(), |union, grant| {
+            union | grant.rights
+        });
+    union.contains(rights)
 }
 
 #[cfg(test)]
@@ -438,6 +509,84 @@ mod tests {
                 (got, want) => panic!("{case}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    /// The system list as the helper builds it (device nodes are files).
+    fn system_grants(abi: ABI) -> Vec<SystemGrant> {
+        crate::sandbox::rules::SYSTEM_PATHS
+            .iter()
+            .map(|(path, access)| SystemGrant {
+                resolved: PathBuf::from(path),
+                rights: access_bits(*access, abi, !path.starts_with("/dev/")),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_path_out_of_its_anchor_widens_nothing_only_within_the_system_rules() {
+        use PathAccess::*;
+        // (where an owner's link led, the rule's access, a directory?, allowed)
+        #[rustfmt::skip]
+        let cases = [
+            // A default venv's interpreter, and venvs or code under /usr.
+            ("/usr/bin/python3.11", ReadExecute, false, true),
+            ("/usr/local/venvs/shop", ReadExecute, true, true),
+            ("/usr/lib/python3/dist-packages", Read, true, true),
+            ("/usr", ReadExecute, true, true),
+            ("/etc/ssl/certs", Read, true, true),
+            ("/sys/devices/system/cpu/cpu0", Read, true, true),
+            ("/dev/null", ReadWrite, false, true),
+            // More rights than the system rules give there.
+            ("/etc/cron.daily/logrotate", ReadExecute, false, false),
+            ("/etc", ReadExecute, true, false),
+            ("/usr/share/shop", ReadWrite, true, false),
+            ("/dev/zero", ReadWrite, false, false),
+            ("/proc/self", ReadExecute, true, false),
+            // Not a system path at all: the whole tree, /srv, another
+            // app's code, the app's own /tmp.
+            ("/", Read, true, false),
+            ("/srv", Read, true, false),
+            ("/srv/other/venv/bin/python", ReadExecute, false, false),
+            ("/var/lib/other", Read, true, false),
+            ("/tmp/code", Read, true, false),
+            // Paths compare by component: /usrx is not under /usr.
+            ("/usrx/bin/python3", ReadExecute, false, false),
+        ];
+        for abi in [ABI::V1, ABI::V7] {
+            let system = system_grants(abi);
+            for (resolved, access, is_dir, want) in cases {
+                assert_eq!(
+                    granted_by_system(
+                        Path::new(resolved),
+                        access_bits(access, abi, is_dir),
+                        &system
+                    ),
+                    want,
+                    "{resolved} {} on {abi:?}",
+                    access.as_str()
+                );
+            }
+        }
+        // Nothing is granted where no system rule was built.
+        let rx = access_bits(ReadExecute, ABI::V7, false);
+        assert!(!granted_by_system(Path::new("/usr/bin/python3"), rx, &[]));
+    }
+
+    #[test]
+    fn the_rights_of_nested_system_rules_add_up() {
+        let system = [
+            SystemGrant {
+                resolved: "/opt".into(),
+                rights: AccessFs::ReadFile | AccessFs::ReadDir,
+            },
+            SystemGrant {
+                resolved: "/opt/tools".into(),
+                rights: AccessFs::Execute.into(),
+            },
+        ];
+        let rx = AccessFs::ReadFile | AccessFs::Execute;
+        assert!(granted_by_system(Path::new("/opt/tools/run"), rx, &system));
+        assert!(!granted_by_system(Path::new("/opt/other/run"), rx, &system));
     }
 
     #[test]

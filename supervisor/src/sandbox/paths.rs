@@ -8,9 +8,11 @@
 //! never above.
 //!
 //! [`anchor`] is pure: the file system comes in as a [`Lookup`]. The exec
-//! helper uses [`open_confined`], which opens the path once and checks where
-//! the opened file really is, so the rule it builds is on exactly what was
-//! checked.
+//! helper uses [`open_anchored`], which opens the path once and reports
+//! where the opened file really is beside its anchor, so the rule it builds
+//! is on exactly what was checked. A path that leaves its anchor is refused
+//! unless it leads only to what the system rules grant already; that
+//! judgement needs the rules' rights and is `sandbox::landlock`'s.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -184,36 +186,58 @@ pub fn check_inside(path: &Path, resolved: &Path, anchor: &Path) -> Result<(), P
     }
 }
 
-/// A rule's path, opened (`O_PATH`, following symlinks) and checked to lie
-/// inside its anchor.
+/// A rule's path, opened (`O_PATH`, following symlinks): where the opened
+/// file really is, and the anchor it was meant to stay inside.
 #[derive(Debug)]
-pub struct Confined {
+pub struct Opened {
     pub fd: OwnedFd,
     /// Where the opened file really is.
     pub resolved: PathBuf,
+    /// The anchor of the path as named (see [`anchor`]).
+    pub anchor: PathBuf,
 }
 
-impl fmt::Display for Confined {
+impl Opened {
+    /// Whether the opened file lies inside the anchor.
+    pub fn is_inside(&self) -> bool {
+        self.resolved.starts_with(&self.anchor)
+    }
+
+    /// Fails unless the opened file, reached through `path`, lies inside
+    /// the anchor.
+    pub fn check_inside(&self, path: &Path) -> Result<(), PathError> {
+        check_inside(path, &self.resolved, &self.anchor)
+    }
+}
+
+impl fmt::Display for Opened {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.resolved.display())
     }
 }
 
-/// Opens `path` for a Landlock rule: computes its anchor, opens it once,
-/// and checks that the file opened is inside the anchor. Whatever is swapped
-/// after the check, the rule is built on the file descriptor checked.
-pub fn open_confined(path: &Path) -> Result<Confined, PathError> {
-    confine(path, path, nix::fcntl::OFlag::empty())
+/// Opens `path` for a Landlock rule: computes its anchor and opens it once.
+/// Whatever is swapped afterwards, a rule built on the returned descriptor
+/// is on the file whose place was reported.
+pub fn open_anchored(path: &Path) -> Result<Opened, PathError> {
+    open(path, path, nix::fcntl::OFlag::empty())
 }
 
-/// Checks the current directory, entered through `path`, the same way.
-pub fn check_cwd(path: &Path) -> Result<Confined, PathError> {
-    confine(path, Path::new("."), nix::fcntl::OFlag::O_DIRECTORY)
+/// Opens the current directory, entered through `path`, the same way.
+pub fn open_cwd_anchored(path: &Path) -> Result<Opened, PathError> {
+    open(path, Path::new("."), nix::fcntl::OFlag::O_DIRECTORY)
 }
 
-/// Opens `open` (`O_PATH`, following symlinks) and checks it lies inside
-/// the anchor of `path`.
-fn confine(path: &Path, open: &Path, flags: nix::fcntl::OFlag) -> Result<Confined, PathError> {
+/// [`open_anchored`], failing unless the file opened is inside the anchor.
+pub fn open_confined(path: &Path) -> Result<Opened, PathError> {
+    let opened = open_anchored(path)?;
+    opened.check_inside(path)?;
+    Ok(opened)
+}
+
+/// Opens `open` (`O_PATH`, following symlinks) and computes the anchor of
+/// `path`.
+fn open(path: &Path, open: &Path, flags: nix::fcntl::OFlag) -> Result<Opened, PathError> {
     let anchor = anchor(path, &RealFs)?;
     let io = |source: io::Error| PathError::Io {
         path: path.into(),
@@ -226,8 +250,11 @@ fn confine(path: &Path, open: &Path, flags: nix::fcntl::OFlag) -> Result<Confine
     )
     .map_err(|e| io(io::Error::from(e)))?;
     let resolved = fd_path(&fd).map_err(io)?;
-    check_inside(path, &resolved, &anchor)?;
-    Ok(Confined { fd, resolved })
+    Ok(Opened {
+        fd,
+        resolved,
+        anchor,
+    })
 }
 
 /// The path the kernel gives for an open file: `/proc/self/fd/N`. A file

@@ -209,8 +209,10 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
     //    this helper too: what the exec needs (the program, its interpreter
     //    and libraries) must be allowed by the rules, and nothing after this
     //    opens a path. Every path is checked to stay inside its anchor
-    //    (sandbox::paths) and the rule built on exactly what was checked;
-    //    the directory rule on the current directory, entered in step 12.
+    //    (sandbox::paths) and the rule built on exactly what was checked, or
+    //    to lead only to what the system rules grant already (no rule of its
+    //    own then); the directory rule on the current directory, entered in
+    //    step 12.
     let landlock = match &plan.sandbox.landlock {
         Some(landlock) => {
             let mut record = sandbox::landlock::decide(landlock, sandbox::landlock::kernel_abi())
