@@ -76,15 +76,20 @@
 //! spawns again; or applies the failed-start rule; or decides on the exit.
 //!
 //! The exit decision: the exit is a failed start if the app was still
-//! starting, or lived less than `restart.start_secs`. With policy never:
-//! exited. With policy on-failure and status 0: exited. Otherwise a failed
-//! start goes through the failed-start rule, and any other exit (a crash
-//! after a good start) resets the failure count and spawns again at once:
-//! backoff applies only to failed starts.
+//! starting, lived less than `restart.start_secs`, or crashed (a status
+//! other than 0, or a signal) within `max(start_secs, 10s)` of becoming
+//! ready ([`counts_as_failed_start`]). With policy never: exited. With
+//! policy on-failure and status 0: exited. Otherwise a failed start goes
+//! through the failed-start rule, and any other exit (a crash of an
+//! instance that was ready long enough, or a clean exit) resets the
+//! failure count and spawns again at once: backoff applies only to failed
+//! starts.
 //!
 //! The failed-start rule: count the failure. With policy never: exited.
 //! With `max_retries` > 0 reached: fatal until someone starts the app.
-//! Otherwise: arm the backoff timer ([`backoff_delay`]) and enter backoff.
+//! Otherwise: arm the backoff timer ([`backoff_delay`], shortened by up to a
+//! quarter by the machine's jitter generator, [`jittered`]) and enter
+//! backoff.
 //!
 //! Waiting callers are answered as soon as their outcome is known: a start
 //! or restart when a new instance is running (done) or the attempt ended
@@ -103,9 +108,9 @@ use std::time::{Duration, Instant};
 use super::reason::{exit_reason, failed_starts, opt_phrase, phrase, secs, stopped_reason};
 use super::transitions::is_allowed;
 use super::{
-    backoff_delay, AfterStop, Answer, AppState, Cause, Effect, Event, Exit, ExitStatus, Instance,
-    InstanceId, Machine, Main, Params, ReadySignal, ReloadPhase, Request, TimerKey, WaitFor,
-    Waiter,
+    backoff_delay, counts_as_failed_start, jittered, AfterStop, Answer, AppState, Cause, Effect,
+    Event, Exit, ExitStatus, Instance, InstanceId, Machine, Main, Params, ReadySignal, ReloadPhase,
+    Request, TimerKey, WaitFor, Waiter,
 };
 use crate::config::{RestartPolicy, RestartStrategy};
 
@@ -626,16 +631,26 @@ impl Step {
 
     fn current_exited(&mut self, status: ExitStatus, cgroup_empty: bool) {
         let uptime = self.uptime();
+        let now = self.now;
+        let running = self.m.state == AppState::Running;
         let instance = self.m.current.as_mut().expect("checked by the caller");
         let id = instance.id;
         instance.main = Main::Exited;
+        let ready_for = instance
+            .ready_at
+            .filter(|_| running)
+            .map(|at| now.saturating_duration_since(at));
         match self.m.state {
             AppState::Starting | AppState::Running => {
                 let exit = Exit {
                     status,
                     uptime,
-                    failed_start: self.m.state == AppState::Starting
-                        || uptime < self.m.params.restart.start_secs,
+                    failed_start: counts_as_failed_start(
+                        &self.m.params.restart,
+                        status,
+                        uptime,
+                        ready_for,
+                    ),
                 };
                 self.end_reload(Answer::Failed(exit_reason(&exit)));
                 self.cancel_probe();
@@ -732,7 +747,7 @@ impl Step {
                 self.answer_all(WaitFor::Running, Answer::Failed(base.clone()));
                 self.enter(AppState::Exited, base);
             }
-            _ if exit.failed_start => self.failed_start(base),
+            _ if exit.failed_start.is_some() => self.failed_start(base),
             _ => {
                 self.m.failures = 0;
                 self.spawn(format!("{base}, restarting"));
@@ -760,10 +775,13 @@ impl Step {
                 format!("{reason}, {in_a_row}, giving up (appctl start resets)"),
             )
         } else {
-            let delay = backoff_delay(
-                self.m.failures,
-                restart.backoff_initial,
-                restart.backoff_max,
+            let delay = jittered(
+                backoff_delay(
+                    self.m.failures,
+                    restart.backoff_initial,
+                    restart.backoff_max,
+                ),
+                &mut self.m.rng,
             );
             let generation = self.next_generation();
             self.m.backoff_timer = Some(generation);
