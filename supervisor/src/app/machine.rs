@@ -21,7 +21,9 @@
 //!    yet), arm its stop timer, enter stopping and stay stopped once the app
 //!    is gone. From backoff: cancel the timer, enter stopped. From stopped,
 //!    exited or fatal: enter stopped, naming the new cause. From stopping:
-//!    stay stopped once the app is gone.
+//!    stay stopped once the app is gone. Entering stopped closes the app's
+//!    held sockets (a restart, a reload and a start-stop restart never
+//!    enter stopped, so they keep them).
 //! 3. **Restart** from starting or running: as stop, but reset the failure
 //!    count and start once the app is gone. With `strategy = "start-stop"`
 //!    from running: keep the running instance serving as the *previous*
@@ -147,7 +149,10 @@ pub fn step(m: &Machine, event: Event, now: Instant) -> (Machine, Vec<Effect>) {
 /// The order effects are carried out in: see the module doc.
 pub(crate) fn effect_rank(effect: &Effect) -> u8 {
     match effect {
-        Effect::CancelTimer(_) | Effect::CancelProbe(_) | Effect::Forget(_) => 0,
+        Effect::CancelTimer(_)
+        | Effect::CancelProbe(_)
+        | Effect::Forget(_)
+        | Effect::CloseSockets => 0,
         Effect::Signal(..) | Effect::SignalAll(..) | Effect::KillAll(_) | Effect::Reload(..) => 1,
         Effect::Spawn(_) | Effect::Probe(_) => 2,
         Effect::SetTimer { .. } => 3,
@@ -251,8 +256,8 @@ impl Step {
             }
             AppState::Backoff | AppState::Stopped | AppState::Exited | AppState::Fatal => {
                 self.cancel_backoff();
-                self.enter(AppState::Stopped, stopped_reason(Some(&cause)));
                 self.m.cause = Some(cause);
+                self.enter_stopped();
                 self.answer(waiter, Answer::Done);
             }
             AppState::Stopping => {
@@ -717,7 +722,7 @@ impl Step {
                 // it is left.
                 self.stop_previous();
                 if self.m.retired.is_empty() {
-                    self.enter(AppState::Stopped, stopped_reason(self.m.cause.as_ref()));
+                    self.enter_stopped();
                     self.answer_all(WaitFor::Stopped, Answer::Done);
                 }
             }
@@ -870,6 +875,18 @@ impl Step {
 
     fn current_mut(&mut self, id: InstanceId) -> Option<&mut Instance> {
         self.m.current.as_mut().filter(|i| i.id == id)
+    }
+
+    /// Enters stopped, which only a stop request leads to. The app's held
+    /// sockets close on the way in: nothing will accept the connections
+    /// they queue, so clients and load-balancer checks are better refused
+    /// at once than left waiting in the backlog. The next spawn binds them
+    /// again.
+    fn enter_stopped(&mut self) {
+        if self.m.state != AppState::Stopped {
+            self.effects.push(Effect::CloseSockets);
+        }
+        self.enter(AppState::Stopped, stopped_reason(self.m.cause.as_ref()));
     }
 
     fn enter(&mut self, state: AppState, reason: String) {

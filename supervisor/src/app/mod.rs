@@ -237,6 +237,10 @@ pub enum Effect {
     /// Nothing of `instance` is left: release what the shell holds for it
     /// (its cgroup, its probe socket).
     Forget(InstanceId),
+    /// Close the app's held `[[listen]]` sockets: it was stopped by
+    /// request, and connections must be refused rather than queued. The
+    /// next spawn binds them again.
+    CloseSockets,
     /// Arm the timer `key`, replacing the one armed under that key.
     SetTimer {
         key: TimerKey,

@@ -283,7 +283,11 @@ fn start_spawn_ready_stop() {
     assert_eq!(r.m.pid(), None);
     r.expect(
         empty(1),
-        &[Effect::Forget(i(1)), answer(3, Answer::Done)],
+        &[
+            Effect::Forget(i(1)),
+            Effect::CloseSockets,
+            answer(3, Answer::Done),
+        ],
         AppState::Stopped,
         "stopped by alice",
     );
@@ -365,10 +369,10 @@ fn requests_in_every_state() {
         (Stopped, Event::Stop, &[answer(9, Answer::Done)], Stopped, stopped_by_alice),
         (Starting, Event::Stop, &stop_effects, Stopping, "stopping (requested by alice)"),
         (Running, Event::Stop, &stop_effects, Stopping, "stopping (requested by alice)"),
-        (Backoff, Event::Stop, &[Effect::CancelTimer(TimerKey::Backoff), answer(9, Answer::Done)], Stopped, stopped_by_alice),
+        (Backoff, Event::Stop, &[Effect::CancelTimer(TimerKey::Backoff), Effect::CloseSockets, answer(9, Answer::Done)], Stopped, stopped_by_alice),
         (Stopping, Event::Stop, &[], Stopping, "stopping (configuration changed)"),
-        (Exited, Event::Stop, &[answer(9, Answer::Done)], Stopped, stopped_by_alice),
-        (Fatal, Event::Stop, &[answer(9, Answer::Done)], Stopped, stopped_by_alice),
+        (Exited, Event::Stop, &[Effect::CloseSockets, answer(9, Answer::Done)], Stopped, stopped_by_alice),
+        (Fatal, Event::Stop, &[Effect::CloseSockets, answer(9, Answer::Done)], Stopped, stopped_by_alice),
         (Invalid, Event::Stop, &[refused("invalid configuration")], Invalid, "invalid configuration"),
         (Stopped, Event::Restart, &[Effect::Spawn(i(1))], Starting, start),
         (Starting, Event::Restart, &stop_effects, Stopping, "stopping, then starting (requested by alice)"),
@@ -927,7 +931,11 @@ fn stopping_during_a_start_stop_restart_stops_both_instances() {
     assert_eq!(r.m.state, AppState::Stopping);
     r.expect(
         exited(1, 0, true),
-        &[Effect::Forget(i(1)), answer(2, Answer::Done)],
+        &[
+            Effect::Forget(i(1)),
+            Effect::CloseSockets,
+            answer(2, Answer::Done),
+        ],
         AppState::Stopped,
         "stopped by alice",
     );
@@ -1277,7 +1285,7 @@ fn start_while_stopping_starts_once_stopped() {
     r.ev(Event::Stop(req(Cause::Shutdown)));
     r.expect(
         exited(1, 0, true),
-        &[Effect::Forget(i(1))],
+        &[Effect::Forget(i(1)), Effect::CloseSockets],
         AppState::Stopped,
         "stopped (daemon shutting down)",
     );
@@ -1304,7 +1312,7 @@ fn stop_while_spawning_signals_once_spawned() {
     );
     r.expect(
         exited(1, 0, true),
-        &[Effect::Forget(i(1))],
+        &[Effect::Forget(i(1)), Effect::CloseSockets],
         AppState::Stopped,
         "stopped by alice",
     );
@@ -1559,6 +1567,12 @@ fn check_step(m: &Machine, event: &Event, next: &Machine, effects: &[Effect], no
             "{what}"
         );
     }
+    // Entering stopped, and nothing else, closes the app's held sockets.
+    assert_eq!(
+        effects.contains(&Effect::CloseSockets),
+        next.state == AppState::Stopped && m.state != AppState::Stopped,
+        "{what}: held sockets"
+    );
     // Every instance forgotten was known, and is known no more.
     for effect in effects {
         if let Effect::Forget(id) = effect {

@@ -381,7 +381,8 @@ struct Supervisor {
     prepared: Option<Arc<Prepared>>,
     notify: Option<NotifySocket>,
     /// The `[[listen]]` sockets, bound at the first spawn and kept across
-    /// restarts until the app is removed or its listen set changes.
+    /// restarts and reloads until the app is stopped by request
+    /// (`Effect::CloseSockets`), removed, or its listen set changes.
     listen: Option<HeldSockets>,
     timers: Vec<Timer>,
     readiness_failures: u64,
@@ -764,6 +765,11 @@ impl Supervisor {
             Effect::KillAll(id) => self.signal_all(id, NixSignal::SIGKILL),
             Effect::Reload(id, signal) => self.reload(id, signal),
             Effect::Forget(id) => self.forget(id),
+            Effect::CloseSockets => {
+                if self.listen.take().is_some() {
+                    tracing::debug!("stopped: closed the listen sockets");
+                }
+            }
             Effect::SetTimer {
                 key,
                 after,
