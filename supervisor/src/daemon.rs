@@ -454,21 +454,27 @@ impl Daemon {
                 reply,
             })
             .map_err(|_| gone(name))?;
-        let outcome = if request.wait {
+        let (outcome, mark) = if request.wait {
             match tokio::time::timeout(wait_timeout(request), answer).await {
-                Ok(Ok(Answer::Done)) => Outcome::Done,
-                Ok(Ok(Answer::Failed(_))) => Outcome::Failed,
-                Ok(Ok(Answer::Refused(why))) => {
-                    return Err(ApiError::new(
-                        ErrorCode::Conflict,
-                        format!("cannot {} {name}: {why}", action.as_str()),
-                    ))
+                Ok(Ok(reply)) => {
+                    // The lines of the attempt that failed, from its spawn.
+                    let mark = reply.attempt_began.unwrap_or(mark);
+                    match reply.answer {
+                        Answer::Done => (Outcome::Done, mark),
+                        Answer::Failed(_) => (Outcome::Failed, mark),
+                        Answer::Refused(why) => {
+                            return Err(ApiError::new(
+                                ErrorCode::Conflict,
+                                format!("cannot {} {name}: {why}", action.as_str()),
+                            ))
+                        }
+                    }
                 }
                 Ok(Err(_)) => return Err(gone(name)),
-                Err(_elapsed) => Outcome::Timeout,
+                Err(_elapsed) => (Outcome::Timeout, mark),
             }
         } else {
-            Outcome::Done
+            (Outcome::Done, mark)
         };
         Ok(action_result(name, action, outcome, &snapshot, &logs, mark))
     }
