@@ -466,6 +466,15 @@ def main():
         print("\n" + targets)
     if args.out:
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        # bench/restart_latency.py writes its own section: keep it.
+        kept = ""
+        try:
+            with open(args.out) as f:
+                old = f.read()
+            at = old.find("\n## Restart and reload latency")
+            kept = old[at:] if at >= 0 else ""
+        except FileNotFoundError:
+            pass
         with open(args.out, "w") as f:
             f.write(
                 "# Benchmarks: appvisord and supervisord\n\n"
@@ -490,6 +499,7 @@ def main():
                    os.path.relpath(BIN, os.path.join(HERE, "..")) if BIN else "-",
                    build_kind(os.path.join(BIN, "appvisord")) if BIN else "-", args.apps, table,
                    ", ".join(lossless), targets)
+                + kept
             )
         log("wrote " + args.out)
 
