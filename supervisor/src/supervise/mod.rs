@@ -67,11 +67,13 @@ pub struct Shared {
 #[derive(Debug)]
 pub enum Command {
     /// start, stop, restart or reload; `reply` gets the outcome once the
-    /// state machine knows it.
+    /// state machine knows it, or, for a caller that does not `wait`, as
+    /// soon as the machine has taken the request.
     Control {
         action: Action,
         cause: Cause,
         stopped_by: Option<StoppedBy>,
+        wait: bool,
         reply: oneshot::Sender<Reply>,
     },
     /// Send a signal to the main process.
@@ -91,7 +93,9 @@ pub enum Command {
 /// The machine's answer to a control request.
 #[derive(Debug)]
 pub struct Reply {
-    pub answer: Answer,
+    /// `None`: the request was taken, and its caller does not wait for the
+    /// outcome.
+    pub answer: Option<Answer>,
     /// For a start or restart: where the app's output stood when the
     /// attempt the answer is about was spawned (the first spawn after the
     /// request, or the one under way that the request joined). A failure
@@ -539,6 +543,7 @@ impl Supervisor {
                 action,
                 cause,
                 stopped_by,
+                wait,
                 reply,
             } => {
                 self.last_request += 1;
@@ -565,6 +570,17 @@ impl Supervisor {
                     Action::Reload | Action::Signal => {}
                 }
                 self.feed(event);
+                if !wait {
+                    // Taken: the status the caller reads now shows it. A
+                    // refusal was answered by the step itself.
+                    if let Some(i) = self.waiting.iter().position(|w| w.id == id) {
+                        let waiting = self.waiting.swap_remove(i);
+                        let _ = waiting.reply.send(Reply {
+                            answer: None,
+                            attempt_began: None,
+                        });
+                    }
+                }
             }
             Command::Signal { signal, reply } => {
                 let result = match self.machine.pid() {
@@ -775,7 +791,7 @@ impl Supervisor {
                 let waiting = self.waiting.swap_remove(i);
                 let attempt_began = attempt_began(waiting.attempt, self.spawns, self.spawned_at);
                 let _ = waiting.reply.send(Reply {
-                    answer,
+                    answer: Some(answer),
                     attempt_began,
                 });
             }
