@@ -18,8 +18,8 @@
 //! The apps (`tests/apps/flask_app.py`, `tests/apps/djsite/`) import
 //! `release.py`, which [`AppDir::release`] writes per release: it names the
 //! release, or fails at import, or kills the instance a while after it
-//! started, and says which process imported it. Everything is copied into the test's prefix, owned by the
-//! owner; nothing runs from the checkout.
+//! started, and says which process imported it. Everything is copied into
+//! the test's prefix, owned by the owner; nothing runs from the checkout.
 
 use std::fmt;
 use std::fs;
@@ -564,17 +564,15 @@ impl ServedApp {
         let needle = format!("release {n} imported by pid ");
         let want = self.server.importers();
         let mut seen = 0;
+        let dir = self.prefix.app_log_dir(&self.name);
         let imported = crate::poll_until(Duration::from_secs(30), || {
-            // Python's stdout: uWSGI points it at its log, stderr.
-            seen = [None, Some("--stderr")]
+            // The whole files, both streams: uWSGI points Python's stdout
+            // at its log, stderr, where it also logs every request.
+            seen = ["stdout.log", "stderr.log"]
                 .into_iter()
-                .map(|stream| {
-                    let mut args = vec!["logs", &self.name, "-n", "500"];
-                    args.extend(stream);
-                    let out = self.daemon.appctl(args);
-                    String::from_utf8_lossy(&out.stdout)
-                        .matches(&needle)
-                        .count()
+                .map(|file| {
+                    let text = fs::read(dir.join(file)).unwrap_or_default();
+                    String::from_utf8_lossy(&text).matches(&needle).count()
                 })
                 .sum();
             seen >= want
