@@ -451,24 +451,29 @@ impl Daemon {
                 action,
                 cause: Cause::Operator(peer.user.clone()),
                 stopped_by,
+                wait: request.wait,
                 reply,
             })
             .map_err(|_| gone(name))?;
-        let outcome = if request.wait {
-            match tokio::time::timeout(wait_timeout(request), answer).await {
-                Ok(Ok(Answer::Done)) => Outcome::Done,
-                Ok(Ok(Answer::Failed(_))) => Outcome::Failed,
-                Ok(Ok(Answer::Refused(why))) => {
-                    return Err(ApiError::new(
-                        ErrorCode::Conflict,
-                        format!("cannot {} {name}: {why}", action.as_str()),
-                    ))
+        // Without --no-wait, until the outcome; with it, until the machine
+        // has taken the request, so the status returned shows it.
+        let (outcome, mark) = match tokio::time::timeout(wait_timeout(request), answer).await {
+            Ok(Ok(reply)) => {
+                // The lines of the attempt that failed, from its spawn.
+                let mark = reply.attempt_began.unwrap_or(mark);
+                match reply.answer {
+                    None | Some(Answer::Done) => (Outcome::Done, mark),
+                    Some(Answer::Failed(_)) => (Outcome::Failed, mark),
+                    Some(Answer::Refused(why)) => {
+                        return Err(ApiError::new(
+                            ErrorCode::Conflict,
+                            format!("cannot {} {name}: {why}", action.as_str()),
+                        ))
+                    }
                 }
-                Ok(Err(_)) => return Err(gone(name)),
-                Err(_elapsed) => Outcome::Timeout,
             }
-        } else {
-            Outcome::Done
+            Ok(Err(_)) => return Err(gone(name)),
+            Err(_elapsed) => (Outcome::Timeout, mark),
         };
         Ok(action_result(name, action, outcome, &snapshot, &logs, mark))
     }

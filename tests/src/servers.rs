@@ -18,8 +18,8 @@
 //! The apps (`tests/apps/flask_app.py`, `tests/apps/djsite/`) import
 //! `release.py`, which [`AppDir::release`] writes per release: it names the
 //! release, or fails at import, or kills the instance a while after it
-//! started. Everything is copied into the test's prefix, owned by the
-//! owner; nothing runs from the checkout.
+//! started, and says which process imported it. Everything is copied into
+//! the test's prefix, owned by the owner; nothing runs from the checkout.
 
 use std::fmt;
 use std::fs;
@@ -63,6 +63,16 @@ impl Server {
 
     pub fn is_uwsgi(self) -> bool {
         self == Server::Uwsgi
+    }
+
+    /// How many processes import the app at a start or a reload: each
+    /// gunicorn worker without `--preload`; the arbiter, or uWSGI's
+    /// master, once otherwise.
+    pub fn importers(self) -> usize {
+        match self {
+            Server::GunicornSync | Server::GunicornGevent => WORKERS as usize,
+            Server::GunicornPreload | Server::Uwsgi => 1,
+        }
     }
 
     /// The command that serves `framework` from `directory` (the `current`
@@ -236,6 +246,10 @@ fn release_py(n: u32, kind: Release) -> String {
             ));
         }
     }
+    // Last: a release that fails at import never says it.
+    text.push_str(&format!(
+        "\nimport os as _os\n\nprint(\"release {n} imported by pid %d\" % _os.getpid(), flush=True)\n"
+    ));
     text
 }
 
@@ -448,6 +462,7 @@ impl ServedApp {
     ) -> ServedApp {
         let served = ServedApp::launch(server, framework, options, configure);
         served.wait_serving(1);
+        served.wait_imported(1);
         served
     }
 
@@ -540,6 +555,36 @@ impl ServedApp {
         );
     }
 
+    /// Waits (at most 30 s) until every process that imports the app (see
+    /// [`Server::importers`]) has imported release `n`. Ready means one
+    /// worker answers; the others may still be reading `current`, and a
+    /// gunicorn worker that imports a broken release switched to meanwhile
+    /// halts its whole arbiter, so a test deploys only once they all have.
+    pub fn wait_imported(&self, n: u32) {
+        let needle = format!("release {n} imported by pid ");
+        let want = self.server.importers();
+        let mut seen = 0;
+        let dir = self.prefix.app_log_dir(&self.name);
+        let imported = crate::poll_until(Duration::from_secs(30), || {
+            // The whole files, both streams: uWSGI points Python's stdout
+            // at its log, stderr, where it also logs every request.
+            seen = ["stdout.log", "stderr.log"]
+                .into_iter()
+                .map(|file| {
+                    let text = fs::read(dir.join(file)).unwrap_or_default();
+                    String::from_utf8_lossy(&text).matches(&needle).count()
+                })
+                .sum();
+            seen >= want
+        });
+        assert!(
+            imported,
+            "{}: {seen} of {want} processes imported release {n} within 30s\n{}",
+            self.server,
+            self.app_log()
+        );
+    }
+
     /// The app's captured output (stdout and stderr), last 60 lines each.
     pub fn app_log(&self) -> String {
         let out = self.daemon.appctl(["logs", &self.name, "-n", "60"]);
@@ -593,10 +638,15 @@ mod tests {
     fn release_files_say_what_they_do() {
         assert_eq!(
             release_py(3, Release::Good),
-            "\"\"\"Release 3, written by the test harness.\"\"\"\n\nRELEASE = \"3\"\n"
+            "\"\"\"Release 3, written by the test harness.\"\"\"\n\nRELEASE = \"3\"\n\n\
+             import os as _os\n\n\
+             print(\"release 3 imported by pid %d\" % _os.getpid(), flush=True)\n"
         );
-        assert!(release_py(4, Release::FailsAtImport)
-            .ends_with("\nimport missing_module_of_release_4  # noqa\n"));
+        let broken = release_py(4, Release::FailsAtImport);
+        assert!(
+            broken.contains("\nimport missing_module_of_release_4  # noqa\n\nimport os as _os\n"),
+            "{broken}"
+        );
         assert_eq!(
             import_error(4),
             "ModuleNotFoundError: No module named 'missing_module_of_release_4'"

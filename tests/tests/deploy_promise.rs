@@ -1,321 +1,253 @@
 //! The owner's deploy with real app servers: switch `current` to a
 //! release, `appctl restart` (or `reload`), roll back on a non-zero exit.
-//! A release that cannot import its app makes the action exit 1 with the
-//! import error, never replaces a working instance, and while it fails the
-//! working instance serves every request; a good release is reported done
-//! only once it serves.
+//! The matrix of tests/src/servers.rs: gunicorn with sync workers (READY=1
+//! comes before any worker imported the app), with `--preload` (the
+//! arbiter imports it before READY=1, and a reload keeps that code), with
+//! gevent workers, and uWSGI (master, two workers, `--http-socket fd://3`),
+//! serving Flask or Django with `[[listen]]` and readiness notify plus a
+//! url, as docs/readiness.md tells users to run them.
 //!
-//! gunicorn (sync workers, no --preload: READY=1 comes before any worker
-//! imported the app) and uWSGI (master, two workers, `--http-socket
-//! fd://3`), each with `[[listen]]` and readiness notify plus a url, as
-//! docs/readiness.md tells users to run them.
+//! - A release that cannot import makes `restart` exit 1 with the import
+//!   error and this attempt's log lines, never replaces a working
+//!   instance, and with start-stop the working instance serves every
+//!   request meanwhile; the owner's rollback then works.
+//! - `reload` exits 0 only once the new code serves, failing no request,
+//!   and 1 with the workers' output for a release that cannot import.
+//! - A release that serves and then dies a moment later, every time,
+//!   backs off and reaches `fatal` after `max_retries` instead of
+//!   restarting forever.
 
-use std::fs;
-use std::os::unix::fs::{lchown, symlink, PermissionsExt};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Mutex, MutexGuard};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use appvisor_tests::daemon::describe_output;
-use appvisor_tests::{
-    bins, free_port, http_get, require_root, AppBuilder, Daemon, DaemonOptions, Prefix, State,
-    TestUser,
-};
+use appvisor_tests::load::{Load, LoadReport};
+use appvisor_tests::servers::{import_error, Framework, Release, ServedApp, Server};
+use appvisor_tests::{require_root, State, Strategy};
 
-/// One load test at a time: they measure the machine they share.
+/// One load test at a time in this binary: they measure the machine they
+/// share.
 static LOAD_LOCK: Mutex<()> = Mutex::new(());
 
-/// A WSGI app that says which release and which process answered.
-const GOOD: &str = r#"import os
-RELEASE = os.path.basename(os.getcwd())
-
-
-def application(environ, start_response):
-    body = ("release %s pid %d\n" % (RELEASE, os.getpid())).encode()
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
-"#;
-/// A release whose settings module is missing: it fails at import.
-const BROKEN: &str = "import shop_settings_that_do_not_exist\n";
-const IMPORT_ERROR: &str = "No module named 'shop_settings_that_do_not_exist'";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Server {
-    Gunicorn,
-    Uwsgi,
+fn serial() -> MutexGuard<'static, ()> {
+    LOAD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-struct Shop {
-    dir: PathBuf,
-    owner: TestUser,
-    port: u16,
+/// Client threads of the load.
+const CLIENTS: usize = 2;
+/// The longest a load runs if a test forgets to stop it.
+const LOAD_LIMIT: Duration = Duration::from_secs(120);
+
+/// `appctl ARGS` as the app's owner, as a deploy script runs it.
+fn as_owner(app: &ServedApp, args: &[&str]) -> std::process::Output {
+    app.daemon.appctl_as(app.dir.owner(), args)
 }
 
-impl Shop {
-    /// `dir/releases/N/hello.py`, owned by the owner.
-    fn release(&self, n: u32, code: &str) {
-        let rel = self.dir.join("releases").join(n.to_string());
-        fs::create_dir_all(&rel).expect("creating a release");
-        let file = rel.join("hello.py");
-        fs::write(&file, code).expect("writing hello.py");
-        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
-        for path in [self.dir.join("releases"), rel, file] {
-            lchown(&path, Some(self.owner.uid), Some(self.owner.gid)).expect("chown");
-        }
-    }
-
-    /// Points `current` at release `n`, atomically.
-    fn switch(&self, n: u32) {
-        let new = self.dir.join("current.new");
-        let _ = fs::remove_file(&new);
-        symlink(format!("releases/{n}"), &new).expect("symlink");
-        lchown(&new, Some(self.owner.uid), Some(self.owner.gid)).expect("chown");
-        fs::rename(&new, self.dir.join("current")).expect("switching current");
-    }
-
-    fn get(&self) -> Result<String, String> {
-        match http_get(self.port, "/") {
-            Ok(r) if r.status == 200 => Ok(r.body),
-            Ok(r) => Err(format!("status {}: {}", r.status, r.body)),
-            Err(e) => Err(e.to_string()),
-        }
-    }
+fn assert_exit(app: &ServedApp, what: &str, out: &std::process::Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{} {what}: {}\n{}\n{}",
+        app.server,
+        describe_output(out),
+        app.app_log(),
+        app.daemon.log_tail(40)
+    );
 }
 
-/// The shop app served by `server` from `dir/current`, release 1 running.
-fn shop(prefix: &Prefix, server: Server, strategy: &str) -> (Daemon, Shop) {
-    let owner = TestUser::ensure("avt-ctl-alice");
-    let app_user = TestUser::ensure("avt-app3");
-    let dir = prefix.code_dir("shop", &owner);
-    let shop = Shop {
-        dir,
-        owner,
-        port: free_port(),
-    };
-    shop.release(1, GOOD);
-    shop.switch(1);
-    let venv = bins::venv();
-    // `--chdir` through the symlink: a reload follows `current` to the new
-    // release (otherwise the server stays in the directory it started in).
-    let current = shop.dir.join("current").display().to_string();
-    let command: Vec<String> = match server {
-        Server::Gunicorn => vec![
-            venv.join("bin/gunicorn").display().to_string(),
-            "--chdir".into(),
-            current,
-            "--workers".into(),
-            "2".into(),
-            "hello:application".into(),
-        ],
-        Server::Uwsgi => vec![
-            venv.join("bin/uwsgi").display().to_string(),
-            "--master".into(),
-            "--processes".into(),
-            "2".into(),
-            "--http-socket".into(),
-            "fd://3".into(),
-            "--need-app".into(),
-            "--chdir".into(),
-            current,
-            "--wsgi-file".into(),
-            "hello.py".into(),
-        ],
-    };
-    AppBuilder::new("shop", &app_user, command)
-        .directory(shop.dir.join("current"))
-        .listen(&format!("127.0.0.1:{}", shop.port), Some("http"))
-        .read_only(&venv)
-        .read_only(&shop.dir)
-        .extra_toml(&format!(
-            "[readiness]\nkind = \"notify\"\nurl = \"http://127.0.0.1:{port}/\"\ntimeout = \"20s\"\n\n\
-             [restart]\nstrategy = \"{strategy}\"\nbackoff = {{ initial = \"1s\", max = \"2s\" }}\n\n\
-             [access]\nusers = [\"{owner}\"]\n",
-            port = shop.port,
-            owner = shop.owner.name,
-        ))
-        .write(prefix);
-    let daemon = Daemon::start(prefix, DaemonOptions::default());
-    daemon.wait_for_state("shop", State::Running, Duration::from_secs(30));
-    let body = shop.get().unwrap_or_else(|e| {
-        panic!(
-            "release 1 does not serve: {e}\n{}\n{}",
-            daemon.app_logs("shop", 30, true),
-            daemon.log_tail(30)
-        )
-    });
-    assert!(body.starts_with("release 1 "), "{body}");
-    (daemon, shop)
-}
-
-/// Sequential requests to `port` until stopped: (requests, failures).
-struct Load {
-    stop: Arc<AtomicBool>,
-    thread: thread::JoinHandle<(u64, Vec<String>)>,
-}
-
-impl Load {
-    fn start(port: u16) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = thread::spawn(move || {
-            let mut requests = 0;
-            let mut failures = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
-                requests += 1;
-                match http_get(port, "/") {
-                    Ok(r) if r.status == 200 => {}
-                    Ok(r) => failures.push(format!("status {}", r.status)),
-                    Err(e) => failures.push(e.to_string()),
-                }
-            }
-            (requests, failures)
-        });
-        Load { stop, thread }
-    }
-
-    fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("the load thread")
-    }
+fn assert_no_failures(app: &ServedApp, what: &str, report: &LoadReport) {
+    assert!(
+        report.ok > 10,
+        "{} {what}: too little load: {report}",
+        app.server
+    );
+    assert!(
+        report.failed.is_empty(),
+        "{} {what}: failed requests: {report}\n{}",
+        app.server,
+        app.daemon.log_tail(40)
+    );
 }
 
 /// A broken release makes `restart` exit 1 with the import error and
 /// only this attempt's log lines; with start-stop the working instance
 /// serves on, without one failed request meanwhile; the owner's rollback
 /// then works.
-fn broken_release_fails_loudly(server: Server, strategy: &str) {
-    require_root!();
-    let _one = LOAD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let prefix = Prefix::new();
-    let (daemon, shop) = shop(&prefix, server, strategy);
-    let before = daemon.app("shop");
-    shop.release(2, BROKEN);
-    shop.switch(2);
-    let load = Load::start(shop.port);
+fn broken_release_fails_loudly(server: Server, framework: Framework, strategy: Strategy) {
+    let app = ServedApp::start(server, framework, |app| {
+        app.strategy(strategy)
+            .backoff(Duration::from_secs(1), Duration::from_secs(2))
+    });
+    let before = app.main_pid().expect("release 1 runs");
+    app.deploy(2, Release::FailsAtImport);
+    let _serial = serial();
+    let load = Load::start(app.port, "/", CLIENTS, LOAD_LIMIT);
     thread::sleep(Duration::from_millis(300));
-    let out = daemon.appctl_as(&shop.owner, ["restart", "shop", "--timeout", "60s"]);
-    let (requests, failures) = load.finish();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{server:?} {strategy}: {}",
-        describe_output(&out)
-    );
+    let out = as_owner(&app, &["restart", app.name(), "--timeout", "60s"]);
+    let report = load.finish();
+    assert_exit(&app, "restart into a broken release", &out, 1);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("did not become ready") && stderr.contains(IMPORT_ERROR),
-        "{server:?} {strategy}: restart does not say why:\n{stderr}"
+        stderr.contains("did not become ready") && stderr.contains(&import_error(2)),
+        "{server} {strategy:?}: restart does not say why:\n{stderr}"
     );
-    // Only this attempt's lines: release 1's start-up is not in them.
-    let lines = stderr.split("last log lines of shop:").nth(1).unwrap_or("");
+    // Only this attempt's lines: not release 1's start-up, nor (with
+    // stop-start) its shutdown. uWSGI's lines do not name their pid.
+    let lines = stderr.split("last log lines of web:").nth(1).unwrap_or("");
     assert!(
-        !lines.contains(&format!("{}", before.pid.unwrap_or(0))) || server == Server::Uwsgi,
-        "{server:?} {strategy}: the failure report shows earlier lines:\n{lines}"
+        server.is_uwsgi() || !lines.contains(&format!("[{before}]")),
+        "{server} {strategy:?}: the failure report shows the old instance's lines:\n{lines}"
     );
-    if strategy == "start-stop" {
-        assert!(
-            failures.is_empty(),
-            "{server:?} start-stop: {} of {requests} requests failed during the failed restart: {:?}",
-            failures.len(),
-            &failures[..failures.len().min(5)]
-        );
-        let after = daemon.app("shop");
+    if strategy == Strategy::StartStop {
+        assert_no_failures(&app, "start-stop restart into a broken release", &report);
+        let after = app.daemon.app(app.name());
         assert_eq!(
             (after.state, after.pid),
-            (State::Running, before.pid),
-            "{server:?}: the working instance was not kept: {}",
+            (State::Running, Some(before)),
+            "{server}: the working instance was not kept: {}",
             after.reason
         );
-        let body = shop.get().expect("the old instance serves");
-        assert!(body.starts_with("release 1 "), "{body}");
+        assert_eq!(app.serving_release(), Some(1));
     }
     // The deploy script's rollback.
-    shop.switch(1);
-    let out = daemon.appctl_as(&shop.owner, ["restart", "shop", "--timeout", "60s"]);
-    assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
-    let body = shop.get().expect("release 1 serves again");
-    assert!(body.starts_with("release 1 "), "{body}");
-}
-
-#[test]
-fn gunicorn_broken_release_fails_restart_stop_start() {
-    broken_release_fails_loudly(Server::Gunicorn, "stop-start");
-}
-
-#[test]
-fn gunicorn_broken_release_fails_restart_and_the_old_instance_serves_on() {
-    broken_release_fails_loudly(Server::Gunicorn, "start-stop");
-}
-
-#[test]
-fn uwsgi_broken_release_fails_restart_stop_start() {
-    broken_release_fails_loudly(Server::Uwsgi, "stop-start");
-}
-
-#[test]
-fn uwsgi_broken_release_fails_restart_and_the_old_instance_serves_on() {
-    broken_release_fails_loudly(Server::Uwsgi, "start-stop");
+    app.dir.switch(1);
+    let out = as_owner(&app, &["restart", app.name(), "--timeout", "60s"]);
+    assert_exit(&app, "the rollback's restart", &out, 0);
+    assert_eq!(
+        app.serving_release(),
+        Some(1),
+        "restart returned before it served"
+    );
 }
 
 /// `reload` exits 0 only once the new code serves, with no failed request
 /// under load; a reload into a broken release exits 1 with the workers'
-/// output.
-fn reload_waits_for_the_new_code(server: Server) {
-    require_root!();
-    let _one = LOAD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let prefix = Prefix::new();
-    let (daemon, shop) = shop(&prefix, server, "stop-start");
-    shop.release(2, GOOD);
-    shop.switch(2);
-    let load = Load::start(shop.port);
-    thread::sleep(Duration::from_millis(300));
-    let out = daemon.appctl_as(&shop.owner, ["reload", "shop", "--timeout", "60s"]);
-    // Right after reload returns, every answer comes from the new code.
-    let bodies: Vec<String> = (0..6).map(|_| shop.get().unwrap_or_else(|e| e)).collect();
-    thread::sleep(Duration::from_millis(300));
-    let (requests, failures) = load.finish();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{server:?}: {}",
-        describe_output(&out)
-    );
-    assert!(
-        bodies.iter().all(|b| b.starts_with("release 2 ")),
-        "{server:?}: reload returned before the new code served: {bodies:?}"
-    );
-    assert!(
-        failures.is_empty(),
-        "{server:?}: {} of {requests} requests failed during the reload: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+/// output. gunicorn --preload forks its new workers from the arbiter,
+/// which imported the app once: a reload keeps release 1 serving, broken
+/// release or not (docs/readiness.md: deploy it with restart).
+fn reload_waits_for_the_new_code(server: Server, framework: Framework) {
+    let app = ServedApp::start(server, framework, |app| app);
+    let preload = server == Server::GunicornPreload;
+    let serving = if preload { 1 } else { 2 };
+    app.deploy(2, Release::Good);
+    let load = {
+        let _serial = serial();
+        let load = Load::start(app.port, "/", CLIENTS, LOAD_LIMIT);
+        thread::sleep(Duration::from_millis(300));
+        let out = as_owner(&app, &["reload", app.name(), "--timeout", "60s"]);
+        // Right after reload returns, every answer comes from the new
+        // workers.
+        let answers: Vec<Option<u32>> = (0..6).map(|_| app.serving_release()).collect();
+        thread::sleep(Duration::from_millis(300));
+        let report = load.finish();
+        assert_exit(&app, "reload", &out, 0);
+        assert!(
+            answers.iter().all(|a| *a == Some(serving)),
+            "{server}: reload returned before release {serving} served: {answers:?}"
+        );
+        report
+    };
+    assert_no_failures(&app, "reload", &load);
 
-    shop.release(3, BROKEN);
-    shop.switch(3);
-    let out = daemon.appctl_as(&shop.owner, ["reload", "shop", "--timeout", "30s"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{server:?}: {}",
-        describe_output(&out)
-    );
+    if !preload {
+        app.wait_imported(2);
+    }
+    app.deploy(3, Release::FailsAtImport);
+    let out = as_owner(&app, &["reload", app.name(), "--timeout", "30s"]);
+    if preload {
+        assert_exit(&app, "reload of a preloaded app", &out, 0);
+        assert_eq!(app.serving_release(), Some(1), "--preload keeps its code");
+        return;
+    }
+    assert_exit(&app, "reload into a broken release", &out, 1);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(IMPORT_ERROR),
-        "{server:?}: a broken reload does not show the workers' output:\n{stderr}"
+        stderr.contains(&import_error(3)),
+        "{server}: a broken reload does not show the workers' output:\n{stderr}"
     );
 }
 
-#[test]
-fn gunicorn_reload_waits_for_the_new_code() {
-    reload_waits_for_the_new_code(Server::Gunicorn);
+/// A release that passes readiness and kills its instance two seconds
+/// later, again and again: `restart` exits 0 (it was ready), then the
+/// crash loop backs off and reaches `fatal` after `max_retries`, saying
+/// why; a rollback and `appctl start` bring release 1 back.
+fn release_that_dies_soon_after_ready_reaches_fatal(server: Server, framework: Framework) {
+    let app = ServedApp::start(server, framework, |app| {
+        app.max_retries(3)
+            .backoff(Duration::from_secs(1), Duration::from_secs(2))
+    });
+    app.deploy(2, Release::CrashesAfter(Duration::from_secs(2)));
+    let out = as_owner(&app, &["restart", app.name(), "--timeout", "60s"]);
+    assert_exit(&app, "restart into a release that dies soon", &out, 0);
+    let fatal = app
+        .daemon
+        .wait_for_state(app.name(), State::Fatal, Duration::from_secs(90));
+    assert!(
+        fatal.reason.contains("killed by signal 9 (SIGKILL)")
+            && fatal.reason.contains("within 10s of becoming ready")
+            && fatal
+                .reason
+                .ends_with("3 failed starts in a row, giving up (appctl start resets)"),
+        "{server}: {}\n{}",
+        fatal.reason,
+        app.daemon.log_tail(30)
+    );
+    // It backed off between the attempts, and gave up at the third.
+    let log = app.daemon.log();
+    for waited in [
+        "1 failed start in a row, next try in",
+        "2 failed starts in a row, next try in",
+    ] {
+        assert!(
+            log.contains(waited),
+            "{server}: no backoff after {waited:?}:\n{}",
+            app.daemon.log_tail(40)
+        );
+    }
+    assert_eq!(fatal.restarts, 3, "{fatal:#?}");
+
+    app.dir.switch(1);
+    let out = as_owner(&app, &["start", app.name(), "--timeout", "60s"]);
+    assert_exit(&app, "start after the rollback", &out, 0);
+    assert_eq!(app.serving_release(), Some(1));
 }
 
-#[test]
-fn uwsgi_reload_waits_for_the_new_code() {
-    reload_waits_for_the_new_code(Server::Uwsgi);
+macro_rules! matrix {
+    ($($module:ident: $server:expr, $framework:expr;)*) => {$(
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn broken_release_fails_restart_stop_start() {
+                require_root!();
+                broken_release_fails_loudly($server, $framework, Strategy::StopStart);
+            }
+
+            #[test]
+            fn broken_release_fails_restart_and_the_old_instance_serves_on() {
+                require_root!();
+                broken_release_fails_loudly($server, $framework, Strategy::StartStop);
+            }
+
+            #[test]
+            fn reload_waits_for_the_new_code() {
+                require_root!();
+                super::reload_waits_for_the_new_code($server, $framework);
+            }
+
+            #[test]
+            fn release_that_dies_soon_after_ready_reaches_fatal() {
+                require_root!();
+                super::release_that_dies_soon_after_ready_reaches_fatal($server, $framework);
+            }
+        }
+    )*};
+}
+
+matrix! {
+    gunicorn_sync_flask: Server::GunicornSync, Framework::Flask;
+    gunicorn_preload_django: Server::GunicornPreload, Framework::Django;
+    gunicorn_gevent_flask: Server::GunicornGevent, Framework::Flask;
+    uwsgi_django: Server::Uwsgi, Framework::Django;
 }

@@ -11,9 +11,14 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
 use appvisor_tests::daemon::describe_output;
 use appvisor_tests::load::{under_load, Ending, Failure, InFlight, LoadReport};
-use appvisor_tests::servers::{gunicorn_command, Framework, Release, ServedApp, Server, WORKERS};
+use appvisor_tests::servers::{
+    gunicorn_command, import_error, Framework, Release, ServedApp, Server, WORKERS,
+};
 use appvisor_tests::{descendants, process_exists, require_root, ProcStatus, State, Strategy};
 
 /// One load test at a time in this binary: two of them on CI's two cores
@@ -241,6 +246,49 @@ fn reload_without_chdir_keeps_serving_the_old_release() {
     // A restart spawns in the new `current`.
     appctl_ok(&app, &["restart", app.name()]);
     assert_eq!(app.get("/release"), "2\n");
+}
+
+/// docs/servers.md, "Switch, then restart or reload at once": with
+/// `--chdir` naming the symlink, a worker the running arbiter boots after
+/// the switch imports the new release beside the old workers, and one
+/// that cannot import it halts the arbiter, the working release with it.
+#[test]
+fn a_worker_booted_after_the_switch_imports_the_new_release() {
+    require_root!();
+    let server = Server::GunicornSync;
+    let app = ServedApp::start(server, Framework::Flask, |app| app);
+    let arbiter = app.main_pid().expect("a running app has a pid");
+    // Kills one worker; returns the other, which keeps what it imported.
+    let kill_a_worker = || {
+        let [killed, kept] = workers(arbiter)[..] else {
+            panic!("{server}: {WORKERS} workers expected");
+        };
+        kill(Pid::from_raw(killed as i32), Signal::SIGKILL)
+            .unwrap_or_else(|e| panic!("killing worker {killed}: {e}"));
+        kept
+    };
+
+    app.deploy(2, Release::Good);
+    let kept = kill_a_worker();
+    app.daemon.wait_until(
+        Duration::from_secs(30),
+        "the new worker serving release 2",
+        || app.serving_release() == Some(2),
+    );
+    assert_eq!(app.main_pid(), Some(arbiter), "the same instance serves it");
+    assert!(
+        workers(arbiter).contains(&kept),
+        "{server}: worker {kept} (release 1) gone"
+    );
+
+    app.deploy(3, Release::FailsAtImport);
+    kill_a_worker();
+    app.daemon
+        .wait_until(Duration::from_secs(30), "the arbiter halting", || {
+            !process_exists(arbiter)
+        });
+    let log = app.app_log();
+    assert!(log.contains(&import_error(3)), "{server}: {log}");
 }
 
 /// The main process's children.

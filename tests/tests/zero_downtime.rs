@@ -8,6 +8,9 @@
 //! which sleeps `WSGI_IMPORT_DELAY`, before it takes the sockets and sends
 //! READY=1.
 
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -264,6 +267,54 @@ fn reload_refuses_nothing() {
     assert_eq!(daemon.app("web").pid, arbiter, "reload keeps the arbiter");
     let worker_after = http_get(port, "/pid").expect("GET /pid").body;
     assert_ne!(worker_after, worker_before, "HUP replaced the workers");
+}
+
+/// `appctl stop` closes the held sockets: a client (or a load balancer's
+/// check) is refused at once instead of waiting in the backlog for an app
+/// that is not coming back. `start` binds them again, on the same address,
+/// and a restart after that still refuses nothing.
+#[test]
+fn a_stopped_app_refuses_connections_at_once_and_serves_again_after_start() {
+    require_root!();
+    let _serial = lock();
+    let user = TestUser::ensure("avt-app1");
+    let prefix = Prefix::new();
+    let port = free_port();
+    let socket_dir = prefix.code_dir("web-sockets", &user);
+    let unix = socket_dir.join("web.sock");
+    let app = slow_gunicorn(&prefix, "web", &user, port, true)
+        .listen(&format!("unix:{}", unix.display()), Some("unix"));
+    let daemon = serving(&prefix, &app, port);
+
+    daemon.appctl_ok(["stop", "web"]);
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let asked = Instant::now();
+    let tcp = TcpStream::connect_timeout(&address, Duration::from_secs(5));
+    let waited = asked.elapsed();
+    assert!(
+        matches!(&tcp, Err(e) if e.kind() == ErrorKind::ConnectionRefused),
+        "after stop, a connection to {address} was {tcp:?} after {waited:?}, not refused"
+    );
+    assert!(
+        waited < Duration::from_millis(500),
+        "refused only after {waited:?}"
+    );
+    let unix_client = UnixStream::connect(&unix);
+    assert!(
+        unix_client.is_err() && !unix.exists(),
+        "after stop, {} still accepts: {unix_client:?}",
+        unix.display()
+    );
+
+    daemon.appctl_ok(["start", "web"]);
+    let body = http_get(port, "/").expect("serving again after start");
+    assert_eq!(body.status, 200, "{body:?}");
+    UnixStream::connect(&unix).expect("the unix socket is back after start");
+
+    let (load, report) = under_load(port, || {
+        daemon.appctl_ok(["restart", "web"]);
+    });
+    assert_no_failures("restart after a stop and a start", &load, &report, &daemon);
 }
 
 #[test]

@@ -21,7 +21,9 @@
 //!    yet), arm its stop timer, enter stopping and stay stopped once the app
 //!    is gone. From backoff: cancel the timer, enter stopped. From stopped,
 //!    exited or fatal: enter stopped, naming the new cause. From stopping:
-//!    stay stopped once the app is gone.
+//!    stay stopped once the app is gone. Entering stopped closes the app's
+//!    held sockets (a restart, a reload and a start-stop restart never
+//!    enter stopped, so they keep them).
 //! 3. **Restart** from starting or running: as stop, but reset the failure
 //!    count and start once the app is gone. With `strategy = "start-stop"`
 //!    from running: keep the running instance serving as the *previous*
@@ -76,15 +78,20 @@
 //! spawns again; or applies the failed-start rule; or decides on the exit.
 //!
 //! The exit decision: the exit is a failed start if the app was still
-//! starting, or lived less than `restart.start_secs`. With policy never:
-//! exited. With policy on-failure and status 0: exited. Otherwise a failed
-//! start goes through the failed-start rule, and any other exit (a crash
-//! after a good start) resets the failure count and spawns again at once:
-//! backoff applies only to failed starts.
+//! starting, lived less than `restart.start_secs`, or crashed (a status
+//! other than 0, or a signal) within `max(start_secs, 10s)` of becoming
+//! ready ([`counts_as_failed_start`]). With policy never: exited. With
+//! policy on-failure and status 0: exited. Otherwise a failed start goes
+//! through the failed-start rule, and any other exit (a crash of an
+//! instance that was ready long enough, or a clean exit) resets the
+//! failure count and spawns again at once: backoff applies only to failed
+//! starts.
 //!
 //! The failed-start rule: count the failure. With policy never: exited.
 //! With `max_retries` > 0 reached: fatal until someone starts the app.
-//! Otherwise: arm the backoff timer ([`backoff_delay`]) and enter backoff.
+//! Otherwise: arm the backoff timer ([`backoff_delay`], shortened by up to a
+//! quarter by the machine's jitter generator, [`jittered`]) and enter
+//! backoff.
 //!
 //! Waiting callers are answered as soon as their outcome is known: a start
 //! or restart when a new instance is running (done) or the attempt ended
@@ -103,9 +110,9 @@ use std::time::{Duration, Instant};
 use super::reason::{exit_reason, failed_starts, opt_phrase, phrase, secs, stopped_reason};
 use super::transitions::is_allowed;
 use super::{
-    backoff_delay, AfterStop, Answer, AppState, Cause, Effect, Event, Exit, ExitStatus, Instance,
-    InstanceId, Machine, Main, Params, ReadySignal, ReloadPhase, Request, TimerKey, WaitFor,
-    Waiter,
+    backoff_delay, counts_as_failed_start, jittered, AfterStop, Answer, AppState, Cause, Effect,
+    Event, Exit, ExitStatus, Instance, InstanceId, Machine, Main, Params, ReadySignal, ReloadPhase,
+    Request, TimerKey, WaitFor, Waiter,
 };
 use crate::config::{RestartPolicy, RestartStrategy};
 
@@ -142,7 +149,10 @@ pub fn step(m: &Machine, event: Event, now: Instant) -> (Machine, Vec<Effect>) {
 /// The order effects are carried out in: see the module doc.
 pub(crate) fn effect_rank(effect: &Effect) -> u8 {
     match effect {
-        Effect::CancelTimer(_) | Effect::CancelProbe(_) | Effect::Forget(_) => 0,
+        Effect::CancelTimer(_)
+        | Effect::CancelProbe(_)
+        | Effect::Forget(_)
+        | Effect::CloseSockets => 0,
         Effect::Signal(..) | Effect::SignalAll(..) | Effect::KillAll(_) | Effect::Reload(..) => 1,
         Effect::Spawn(_) | Effect::Probe(_) => 2,
         Effect::SetTimer { .. } => 3,
@@ -246,8 +256,8 @@ impl Step {
             }
             AppState::Backoff | AppState::Stopped | AppState::Exited | AppState::Fatal => {
                 self.cancel_backoff();
-                self.enter(AppState::Stopped, stopped_reason(Some(&cause)));
                 self.m.cause = Some(cause);
+                self.enter_stopped();
                 self.answer(waiter, Answer::Done);
             }
             AppState::Stopping => {
@@ -626,16 +636,26 @@ impl Step {
 
     fn current_exited(&mut self, status: ExitStatus, cgroup_empty: bool) {
         let uptime = self.uptime();
+        let now = self.now;
+        let running = self.m.state == AppState::Running;
         let instance = self.m.current.as_mut().expect("checked by the caller");
         let id = instance.id;
         instance.main = Main::Exited;
+        let ready_for = instance
+            .ready_at
+            .filter(|_| running)
+            .map(|at| now.saturating_duration_since(at));
         match self.m.state {
             AppState::Starting | AppState::Running => {
                 let exit = Exit {
                     status,
                     uptime,
-                    failed_start: self.m.state == AppState::Starting
-                        || uptime < self.m.params.restart.start_secs,
+                    failed_start: counts_as_failed_start(
+                        &self.m.params.restart,
+                        status,
+                        uptime,
+                        ready_for,
+                    ),
                 };
                 self.end_reload(Answer::Failed(exit_reason(&exit)));
                 self.cancel_probe();
@@ -702,7 +722,7 @@ impl Step {
                 // it is left.
                 self.stop_previous();
                 if self.m.retired.is_empty() {
-                    self.enter(AppState::Stopped, stopped_reason(self.m.cause.as_ref()));
+                    self.enter_stopped();
                     self.answer_all(WaitFor::Stopped, Answer::Done);
                 }
             }
@@ -732,7 +752,7 @@ impl Step {
                 self.answer_all(WaitFor::Running, Answer::Failed(base.clone()));
                 self.enter(AppState::Exited, base);
             }
-            _ if exit.failed_start => self.failed_start(base),
+            _ if exit.failed_start.is_some() => self.failed_start(base),
             _ => {
                 self.m.failures = 0;
                 self.spawn(format!("{base}, restarting"));
@@ -760,10 +780,13 @@ impl Step {
                 format!("{reason}, {in_a_row}, giving up (appctl start resets)"),
             )
         } else {
-            let delay = backoff_delay(
-                self.m.failures,
-                restart.backoff_initial,
-                restart.backoff_max,
+            let delay = jittered(
+                backoff_delay(
+                    self.m.failures,
+                    restart.backoff_initial,
+                    restart.backoff_max,
+                ),
+                &mut self.m.rng,
             );
             let generation = self.next_generation();
             self.m.backoff_timer = Some(generation);
@@ -852,6 +875,18 @@ impl Step {
 
     fn current_mut(&mut self, id: InstanceId) -> Option<&mut Instance> {
         self.m.current.as_mut().filter(|i| i.id == id)
+    }
+
+    /// Enters stopped, which only a stop request leads to. The app's held
+    /// sockets close on the way in: nothing will accept the connections
+    /// they queue, so clients and load-balancer checks are better refused
+    /// at once than left waiting in the backlog. The next spawn binds them
+    /// again.
+    fn enter_stopped(&mut self) {
+        if self.m.state != AppState::Stopped {
+            self.effects.push(Effect::CloseSockets);
+        }
+        self.enter(AppState::Stopped, stopped_reason(self.m.cause.as_ref()));
     }
 
     fn enter(&mut self, state: AppState, reason: String) {

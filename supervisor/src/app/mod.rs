@@ -4,8 +4,8 @@
 //! `supervise` carries out the effects and feeds back the events they lead
 //! to. The allowed transitions are listed whole in [`TRANSITIONS`]; a test
 //! checks that `step` never leaves that table. The behaviour, step by step,
-//! is described in the `machine` module; [`backoff_delay`] is the delay
-//! between failed starts.
+//! is described in the `machine` module; [`counts_as_failed_start`] says which exits
+//! are failed starts and [`backoff_delay`] is the delay between them.
 //!
 //! This module must never do I/O, read the clock or log: time comes in as
 //! `now`, and everything the outside world should see goes out as an
@@ -24,7 +24,9 @@ use serde::Serialize;
 
 use crate::config::{RestartSpec, Signal};
 
-pub use backoff::backoff_delay;
+pub use backoff::{
+    backoff_delay, counts_as_failed_start, jittered, FailedStart, STABLE_AFTER_READY,
+};
 pub use machine::step;
 pub use transitions::{EventKind, TRANSITIONS};
 
@@ -235,6 +237,10 @@ pub enum Effect {
     /// Nothing of `instance` is left: release what the shell holds for it
     /// (its cgroup, its probe socket).
     Forget(InstanceId),
+    /// Close the app's held `[[listen]]` sockets: it was stopped by
+    /// request, and connections must be refused rather than queued. The
+    /// next spawn binds them again.
+    CloseSockets,
     /// Arm the timer `key`, replacing the one armed under that key.
     SetTimer {
         key: TimerKey,
@@ -370,8 +376,8 @@ pub struct Exit {
     pub status: ExitStatus,
     /// From `Spawned` to `MainExited`.
     pub uptime: Duration,
-    /// It exited while starting, or sooner than `restart.start_secs`.
-    pub failed_start: bool,
+    /// Whether, and why, it counts as a failed start ([`counts_as_failed_start`]).
+    pub failed_start: Option<FailedStart>,
 }
 
 impl Machine {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal as NixSignal;
 
-use super::{Cause, Exit, ExitStatus};
+use super::{Cause, Exit, ExitStatus, FailedStart};
 
 /// "requested by alice", "configuration changed", ...
 pub(super) fn phrase(cause: &Cause) -> String {
@@ -37,8 +37,19 @@ pub(super) fn failed_starts(failures: u32) -> String {
     format!("{failures} failed start{s} in a row")
 }
 
-/// "exited with status 1 after 0.2s", "killed by signal 9 (SIGKILL) after 3.0s".
+/// "exited with status 1 after 0.2s", "killed by signal 9 (SIGKILL) after
+/// 3.0s", "exited with status 3 after 4.1s, within 10s of becoming ready".
 pub(super) fn exit_reason(exit: &Exit) -> String {
+    let how = exit_status(exit);
+    match exit.failed_start {
+        Some(FailedStart::CrashedSoonAfterReady { window }) => {
+            format!("{how}, within {} of becoming ready", secs(window))
+        }
+        _ => how,
+    }
+}
+
+fn exit_status(exit: &Exit) -> String {
     let uptime = exit.uptime.as_secs_f64();
     match exit.status {
         ExitStatus::Code(code) => format!("exited with status {code} after {uptime:.1}s"),

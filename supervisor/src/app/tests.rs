@@ -283,7 +283,11 @@ fn start_spawn_ready_stop() {
     assert_eq!(r.m.pid(), None);
     r.expect(
         empty(1),
-        &[Effect::Forget(i(1)), answer(3, Answer::Done)],
+        &[
+            Effect::Forget(i(1)),
+            Effect::CloseSockets,
+            answer(3, Answer::Done),
+        ],
         AppState::Stopped,
         "stopped by alice",
     );
@@ -365,10 +369,10 @@ fn requests_in_every_state() {
         (Stopped, Event::Stop, &[answer(9, Answer::Done)], Stopped, stopped_by_alice),
         (Starting, Event::Stop, &stop_effects, Stopping, "stopping (requested by alice)"),
         (Running, Event::Stop, &stop_effects, Stopping, "stopping (requested by alice)"),
-        (Backoff, Event::Stop, &[Effect::CancelTimer(TimerKey::Backoff), answer(9, Answer::Done)], Stopped, stopped_by_alice),
+        (Backoff, Event::Stop, &[Effect::CancelTimer(TimerKey::Backoff), Effect::CloseSockets, answer(9, Answer::Done)], Stopped, stopped_by_alice),
         (Stopping, Event::Stop, &[], Stopping, "stopping (configuration changed)"),
-        (Exited, Event::Stop, &[answer(9, Answer::Done)], Stopped, stopped_by_alice),
-        (Fatal, Event::Stop, &[answer(9, Answer::Done)], Stopped, stopped_by_alice),
+        (Exited, Event::Stop, &[Effect::CloseSockets, answer(9, Answer::Done)], Stopped, stopped_by_alice),
+        (Fatal, Event::Stop, &[Effect::CloseSockets, answer(9, Answer::Done)], Stopped, stopped_by_alice),
         (Invalid, Event::Stop, &[refused("invalid configuration")], Invalid, "invalid configuration"),
         (Stopped, Event::Restart, &[Effect::Spawn(i(1))], Starting, start),
         (Starting, Event::Restart, &stop_effects, Stopping, "stopping, then starting (requested by alice)"),
@@ -550,7 +554,7 @@ fn crash_after_a_good_start_resets_failures() {
     assert_eq!(r.m.failures, 2);
     r.ev(spawned(3, 9));
     r.ev(notified(3));
-    r.wait(s(5)).expect(
+    r.wait(s(12)).expect(
         Event::MainExited {
             instance: i(3),
             status: ExitStatus::Signal(11),
@@ -558,9 +562,171 @@ fn crash_after_a_good_start_resets_failures() {
         },
         &[Effect::Forget(i(3)), Effect::Spawn(i(4))],
         AppState::Starting,
-        "killed by signal 11 (SIGSEGV) after 5.0s, restarting",
+        "killed by signal 11 (SIGSEGV) after 12.0s, restarting",
     );
     assert_eq!((r.m.failures, r.m.restarts), (0, 3));
+}
+
+/// (readiness none, start_secs, ready after, dies after ready, status,
+/// failures before, effects, state, reason)
+type SoonCase<'a> = (
+    bool,
+    u64,
+    u64,
+    u64,
+    ExitStatus,
+    u32,
+    &'a [Effect],
+    AppState,
+    &'a str,
+);
+
+#[test]
+fn a_crash_soon_after_ready_is_a_failed_start() {
+    use ExitStatus::{Code, Signal as Sig};
+    let gone = Effect::Forget(i(1));
+    let spawn = Effect::Spawn(i(2));
+    #[rustfmt::skip]
+    let cases: &[SoonCase<'_>] = &[
+        // The broken-release loop: ready, then dead a moment later.
+        (false, 1, 2, 3, Code(3), 0, &[gone.clone(), backoff(1, 2)], AppState::Backoff,
+         "exited with status 3 after 5.0s, within 10s of becoming ready, 1 failed start in a row, next try in 1s"),
+        (false, 1, 2, 9, Sig(9), 3, &[gone.clone(), backoff(8, 2)], AppState::Backoff,
+         "killed by signal 9 (SIGKILL) after 11.0s, within 10s of becoming ready, 4 failed starts in a row, next try in 8s"),
+        // Ready long enough: a crash, respawned at once.
+        (false, 1, 2, 10, Sig(9), 3, &[gone.clone(), spawn.clone()], AppState::Starting,
+         "killed by signal 9 (SIGKILL) after 12.0s, restarting"),
+        // A clean exit is the app's own decision.
+        (false, 1, 2, 3, Code(0), 3, &[gone.clone(), spawn.clone()], AppState::Starting,
+         "exited with status 0 after 5.0s, restarting"),
+        // start_secs longer than 10s is the window.
+        (false, 30, 2, 29, Code(1), 0, &[gone.clone(), backoff(1, 2)], AppState::Backoff,
+         "exited with status 1 after 31.0s, within 30s of becoming ready, 1 failed start in a row, next try in 1s"),
+        (false, 30, 2, 30, Code(1), 0, &[gone.clone(), spawn.clone()], AppState::Starting,
+         "exited with status 1 after 32.0s, restarting"),
+        // Readiness none: ready at start_secs, the window follows.
+        (true, 1, 1, 4, Code(1), 0, &[gone.clone(), backoff(1, 2)], AppState::Backoff,
+         "exited with status 1 after 5.0s, within 10s of becoming ready, 1 failed start in a row, next try in 1s"),
+        (true, 1, 1, 11, Code(1), 0, &[gone.clone(), spawn.clone()], AppState::Starting,
+         "exited with status 1 after 12.0s, restarting"),
+    ];
+    for (none, start_secs, ready_after, dies_after, status, failures, effects, state, reason) in
+        cases
+    {
+        let mut r = Run::new(with(|p| {
+            p.ready_after_start_secs = *none;
+            p.needs_notify = !*none;
+            p.restart.start_secs = s(*start_secs);
+        }));
+        r.ev(Event::Start(req(Cause::Autostart)));
+        r.ev(spawned(1, 5));
+        r.m.failures = *failures;
+        r.wait(s(*ready_after));
+        if *none {
+            r.fire();
+        } else {
+            r.ev(notified(1));
+        }
+        assert_eq!(r.m.state, AppState::Running, "{reason}");
+        r.wait(s(*dies_after)).expect(
+            Event::MainExited {
+                instance: i(1),
+                status: *status,
+                cgroup_empty: true,
+            },
+            effects,
+            *state,
+            reason,
+        );
+    }
+}
+
+#[test]
+fn a_release_that_dies_soon_after_ready_reaches_fatal_after_max_retries() {
+    let mut r = Run::new(with(|p| {
+        p.restart.max_retries = 3;
+        p.needs_probe = true;
+        p.has_probe = true;
+    }));
+    r.ev(Event::Start(waiting(alice(), 1)));
+    for n in 1..=3 {
+        r.ev(spawned(n, 10 + n as u32));
+        r.wait(s(1)).ev(notified(n));
+        let effects = r.ev(probed(n));
+        assert_eq!(r.m.state, AppState::Running);
+        if n == 1 {
+            // The start's caller was told: it was ready.
+            assert!(effects.contains(&answer(1, Answer::Done)), "{effects:?}");
+        }
+        // The arbiter dies a moment later, its workers with it.
+        r.wait(s(2)).ev(exited(n, 3, false));
+        assert_eq!(r.m.state, AppState::Stopping);
+        r.ev(empty(n));
+        if n < 3 {
+            assert_eq!((r.m.state, r.m.failures), (AppState::Backoff, n as u32));
+            r.fire();
+        }
+    }
+    assert_eq!(
+        (r.m.state, r.m.reason.as_str(), r.m.failures),
+        (
+            AppState::Fatal,
+            "exited with status 3 after 3.0s, within 10s of becoming ready, 3 failed starts in a row, giving up (appctl start resets)",
+            3
+        )
+    );
+    // A manual start tries again from scratch.
+    r.ev(Event::Start(req(alice())));
+    assert_eq!((r.m.state, r.m.failures), (AppState::Starting, 0));
+}
+
+#[test]
+fn backoff_delays_are_jittered_by_the_machines_seed() {
+    // Two apps failing the same way at the same time, seeded differently,
+    // do not retry at the same moment; each stays within [3/4, 1] of the
+    // nominal delay, and the same seed gives the same delays.
+    let delays = |seed: u64| -> Vec<Duration> {
+        let now = Instant::now();
+        let mut r = Run {
+            m: Machine::new(with(|p| p.restart.backoff_max = s(16)), now, seed),
+            now,
+        };
+        r.ev(Event::Start(req(Cause::Autostart)));
+        (1..=6)
+            .map(|n| {
+                let effects = r.ev(failed(n));
+                let delay = effects
+                    .iter()
+                    .find_map(|e| match e {
+                        Effect::SetTimer {
+                            key: TimerKey::Backoff,
+                            after,
+                            ..
+                        } => Some(*after),
+                        _ => None,
+                    })
+                    .expect("a backoff timer");
+                assert!(
+                    r.m.reason
+                        .ends_with(&format!("next try in {}", secs(delay))),
+                    "{}",
+                    r.m.reason
+                );
+                r.fire();
+                delay
+            })
+            .collect()
+    };
+    let nominal = [1, 2, 4, 8, 16, 16].map(s);
+    let (a, b) = (delays(0x1234_5679), delays(0x9876_5433));
+    for got in [&a, &b] {
+        for (d, n) in got.iter().zip(nominal) {
+            assert!(*d <= n && *d >= n * 3 / 4, "{got:?}");
+        }
+    }
+    assert_ne!(a, b);
+    assert_eq!(a, delays(0x1234_5679));
+    assert_eq!(delays(0), nominal.to_vec(), "seed 0: no jitter");
 }
 
 #[test]
@@ -765,7 +931,11 @@ fn stopping_during_a_start_stop_restart_stops_both_instances() {
     assert_eq!(r.m.state, AppState::Stopping);
     r.expect(
         exited(1, 0, true),
-        &[Effect::Forget(i(1)), answer(2, Answer::Done)],
+        &[
+            Effect::Forget(i(1)),
+            Effect::CloseSockets,
+            answer(2, Answer::Done),
+        ],
         AppState::Stopped,
         "stopped by alice",
     );
@@ -1115,7 +1285,7 @@ fn start_while_stopping_starts_once_stopped() {
     r.ev(Event::Stop(req(Cause::Shutdown)));
     r.expect(
         exited(1, 0, true),
-        &[Effect::Forget(i(1))],
+        &[Effect::Forget(i(1)), Effect::CloseSockets],
         AppState::Stopped,
         "stopped (daemon shutting down)",
     );
@@ -1142,7 +1312,7 @@ fn stop_while_spawning_signals_once_spawned() {
     );
     r.expect(
         exited(1, 0, true),
-        &[Effect::Forget(i(1))],
+        &[Effect::Forget(i(1)), Effect::CloseSockets],
         AppState::Stopped,
         "stopped by alice",
     );
@@ -1187,12 +1357,21 @@ fn readiness_none_runs_after_start_secs() {
         AppState::Running,
         "started, no readiness check",
     );
-    // start_secs 0: no exit is a failed start.
+    // start_secs 0: running at once, but a crash within 10s of that is
+    // still a failed start, so a crash loop backs off.
     r.expect(
         exited(1, 1, true),
-        &[Effect::Forget(i(1)), Effect::Spawn(i(2))],
+        &[Effect::Forget(i(1)), backoff(1, 1)],
+        AppState::Backoff,
+        "exited with status 1 after 0.0s, within 10s of becoming ready, 1 failed start in a row, next try in 1s",
+    );
+    r.wait(s(1)).fire();
+    r.ev(spawned(2, 2));
+    r.wait(s(10)).expect(
+        exited(2, 1, true),
+        &[Effect::Forget(i(2)), Effect::Spawn(i(3))],
         AppState::Starting,
-        "exited with status 1 after 0.0s, restarting",
+        "exited with status 1 after 10.0s, restarting",
     );
 }
 
@@ -1388,6 +1567,12 @@ fn check_step(m: &Machine, event: &Event, next: &Machine, effects: &[Effect], no
             "{what}"
         );
     }
+    // Entering stopped, and nothing else, closes the app's held sockets.
+    assert_eq!(
+        effects.contains(&Effect::CloseSockets),
+        next.state == AppState::Stopped && m.state != AppState::Stopped,
+        "{what}: held sockets"
+    );
     // Every instance forgotten was known, and is known no more.
     for effect in effects {
         if let Effect::Forget(id) = effect {

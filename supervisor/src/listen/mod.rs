@@ -5,7 +5,9 @@
 //! run as root, and keeps the sockets open across restarts: while the app
 //! restarts, connections wait in the kernel's backlog instead of being
 //! refused. The supervise task of the app owns its [`HeldSockets`]; they
-//! close when the app is removed or its listen set changes.
+//! close when the app is stopped by request (so connections are refused
+//! rather than queued for an app that is not coming back), removed, or its
+//! listen set changes.
 //!
 //! Unix sockets are created with owner the app's user, group the app's
 //! group, mode 0660, so the app and members of its group (a front proxy

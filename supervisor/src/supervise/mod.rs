@@ -35,7 +35,7 @@ use crate::cgroup::{AppCgroup, AppLimits, CgroupRoot, CgroupWatcher, LimitRoot};
 use crate::config::resolve::ResolvedApp;
 use crate::config::{Probe, ReadinessKind, Signal};
 use crate::listen::{HeldSockets, ProbeSocket};
-use crate::logs::{AppLogs, Stream};
+use crate::logs::{AppLogs, LogMark, Stream};
 use crate::readiness::{self, Check, NotifySocket};
 use crate::sandbox::{self, SandboxInputs, SandboxPlan, SpawnRecord};
 use crate::spawn::{self, PlanInputs, PlanUser, PrepareError, Prepared, Preparer, SpawnPlan};
@@ -67,12 +67,14 @@ pub struct Shared {
 #[derive(Debug)]
 pub enum Command {
     /// start, stop, restart or reload; `reply` gets the outcome once the
-    /// state machine knows it.
+    /// state machine knows it, or, for a caller that does not `wait`, as
+    /// soon as the machine has taken the request.
     Control {
         action: Action,
         cause: Cause,
         stopped_by: Option<StoppedBy>,
-        reply: oneshot::Sender<Answer>,
+        wait: bool,
+        reply: oneshot::Sender<Reply>,
     },
     /// Send a signal to the main process.
     Signal {
@@ -86,6 +88,30 @@ pub enum Command {
     },
     /// Stop for good and end the task once nothing of the app is left.
     Shutdown { cause: Cause },
+}
+
+/// The machine's answer to a control request.
+#[derive(Debug)]
+pub struct Reply {
+    /// `None`: the request was taken, and its caller does not wait for the
+    /// outcome.
+    pub answer: Option<Answer>,
+    /// For a start or restart: where the app's output stood when the
+    /// attempt the answer is about was spawned (the first spawn after the
+    /// request, or the one under way that the request joined). A failure
+    /// report starts there: a stop-start restart's does not open with the
+    /// old instance's shutdown, and a start that joined an attempt keeps
+    /// what that attempt wrote before the request came.
+    pub attempt_began: Option<LogMark>,
+}
+
+/// A caller waiting for the machine's answer.
+struct Waiting {
+    id: RequestId,
+    reply: oneshot::Sender<Reply>,
+    /// For a start or restart: the spawns before the request, and where
+    /// the attempt under way then (if the app was starting) began.
+    attempt: Option<(u64, Option<LogMark>)>,
 }
 
 /// The sending side of an app task's commands. Commands travel boxed: the
@@ -214,6 +240,8 @@ pub fn start(
         snapshot: Arc::new(watch::channel(placeholder_snapshot(&app_for_snapshot)).0),
         pending: VecDeque::new(),
         waiting: Vec::new(),
+        spawns: 0,
+        spawned_at: None,
         last_request: 0,
     };
     sup.publish(false);
@@ -381,7 +409,8 @@ struct Supervisor {
     prepared: Option<Arc<Prepared>>,
     notify: Option<NotifySocket>,
     /// The `[[listen]]` sockets, bound at the first spawn and kept across
-    /// restarts until the app is removed or its listen set changes.
+    /// restarts and reloads until the app is stopped by request
+    /// (`Effect::CloseSockets`), removed, or its listen set changes.
     listen: Option<HeldSockets>,
     timers: Vec<Timer>,
     readiness_failures: u64,
@@ -394,7 +423,10 @@ struct Supervisor {
     /// Events produced by effects, fed after the current step.
     pending: VecDeque<Event>,
     /// Callers waiting for the machine's answer.
-    waiting: Vec<(RequestId, oneshot::Sender<Answer>)>,
+    waiting: Vec<Waiting>,
+    /// Spawns so far, and where the output stood at the latest.
+    spawns: u64,
+    spawned_at: Option<LogMark>,
     last_request: u64,
 }
 
@@ -511,12 +543,17 @@ impl Supervisor {
                 action,
                 cause,
                 stopped_by,
+                wait,
                 reply,
             } => {
                 self.last_request += 1;
                 let id = RequestId(self.last_request);
-                self.waiting.retain(|(_, tx)| !tx.is_closed());
-                self.waiting.push((id, reply));
+                self.waiting.retain(|w| !w.reply.is_closed());
+                let attempt = matches!(action, Action::Start | Action::Restart).then(|| {
+                    let under_way = self.machine.state == AppState::Starting;
+                    (self.spawns, self.spawned_at.filter(|_| under_way))
+                });
+                self.waiting.push(Waiting { id, reply, attempt });
                 let request = Request {
                     cause,
                     waiter: Some(id),
@@ -533,6 +570,17 @@ impl Supervisor {
                     Action::Reload | Action::Signal => {}
                 }
                 self.feed(event);
+                if !wait {
+                    // Taken: the status the caller reads now shows it. A
+                    // refusal was answered by the step itself.
+                    if let Some(i) = self.waiting.iter().position(|w| w.id == id) {
+                        let waiting = self.waiting.swap_remove(i);
+                        let _ = waiting.reply.send(Reply {
+                            answer: None,
+                            attempt_began: None,
+                        });
+                    }
+                }
             }
             Command::Signal { signal, reply } => {
                 let result = match self.machine.pid() {
@@ -739,9 +787,13 @@ impl Supervisor {
         }
         self.publish(changed);
         for (id, answer) in answers {
-            if let Some(i) = self.waiting.iter().position(|(waiter, _)| *waiter == id) {
-                let (_, reply) = self.waiting.swap_remove(i);
-                let _ = reply.send(answer);
+            if let Some(i) = self.waiting.iter().position(|w| w.id == id) {
+                let waiting = self.waiting.swap_remove(i);
+                let attempt_began = attempt_began(waiting.attempt, self.spawns, self.spawned_at);
+                let _ = waiting.reply.send(Reply {
+                    answer: Some(answer),
+                    attempt_began,
+                });
             }
         }
     }
@@ -764,6 +816,11 @@ impl Supervisor {
             Effect::KillAll(id) => self.signal_all(id, NixSignal::SIGKILL),
             Effect::Reload(id, signal) => self.reload(id, signal),
             Effect::Forget(id) => self.forget(id),
+            Effect::CloseSockets => {
+                if self.listen.take().is_some() {
+                    tracing::debug!("stopped: closed the listen sockets");
+                }
+            }
             Effect::SetTimer {
                 key,
                 after,
@@ -868,6 +925,8 @@ impl Supervisor {
     /// `Effect::Spawn`: first the file reads a spawn needs, off the
     /// runtime (`spawn::prepare`); the process follows in [`Self::prepared`].
     fn spawn(&mut self, id: InstanceId) {
+        self.spawns += 1;
+        self.spawned_at = Some(self.logs.mark());
         let reads = self.preparer.prepare(&self.app.spec);
         self.preparing = Some((id, Box::pin(reads)));
     }
@@ -1269,6 +1328,23 @@ fn kill_instance(leaf: Option<&Leaf>, pid: u32, signal: NixSignal) {
     }
 }
 
+/// Where the failure report of a request begins: for a start or restart
+/// (`attempt`: the spawns before it, and where the attempt under way then
+/// began), the latest spawn if one came after the request, else the
+/// attempt it joined; `None` for anything else.
+fn attempt_began<M: Copy>(
+    attempt: Option<(u64, Option<M>)>,
+    spawns: u64,
+    spawned_at: Option<M>,
+) -> Option<M> {
+    let (before, joined) = attempt?;
+    if spawns > before {
+        spawned_at
+    } else {
+        joined
+    }
+}
+
 /// How long an exit waits for the app's last output to be captured. The
 /// capture tasks reach EOF within a few milliseconds once the instance's
 /// cgroup is empty; the bound only matters if the daemon is starved.
@@ -1302,5 +1378,31 @@ pub fn protocol_state(state: AppState) -> appvisor_protocol::State {
         AppState::Exited => P::Exited,
         AppState::Fatal => P::Fatal,
         AppState::Invalid => P::Invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attempt_began;
+
+    #[test]
+    fn a_failure_report_begins_at_the_attempt_it_is_about() {
+        #[rustfmt::skip]
+        let cases = [
+            // (request: spawns before, attempt under way; spawns now, latest spawn's mark; begins)
+            (None, 5, Some(50), None),                    // reload, stop: the request's own mark
+            (Some((4, None)), 5, Some(50), Some(50)),      // stop-start restart: the new spawn
+            (Some((4, Some(40))), 6, Some(60), Some(60)),  // joined one, failed, retried: the latest
+            (Some((5, Some(50))), 5, Some(50), Some(50)),  // a start that joined the attempt under way
+            (Some((5, None)), 5, Some(50), None),          // no spawn since, none under way (overtaken)
+            (Some((0, None)), 0, None, None),
+        ];
+        for (attempt, spawns, spawned_at, begins) in cases {
+            assert_eq!(
+                attempt_began(attempt, spawns, spawned_at),
+                begins,
+                "{attempt:?}, {spawns} spawns, latest at {spawned_at:?}"
+            );
+        }
     }
 }
