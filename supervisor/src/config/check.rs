@@ -12,10 +12,10 @@ use super::error::ConfigError;
 use super::load::{
     app_files, app_name, load_daemon_or_default, load_valid_app, load_valid_app_named, DaemonConfig,
 };
-use super::resolve::{check_conflicts, resolve, UserDb};
+use super::resolve::{check_conflicts, UserDb};
 use super::spec::{AppName, AppSpec, Signal};
 use super::uwsgi;
-use super::validate::Defaults;
+use super::validate::{Defaults, ValidApp};
 
 /// What `check` found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -117,9 +117,13 @@ pub fn check(
         };
         match loaded {
             Ok(valid) => {
-                report.warnings.extend(valid.warnings);
-                report.warnings.extend(uwsgi_script_warnings(&valid.spec));
-                match resolve(&valid.spec, db) {
+                report.warnings.extend(valid.warnings.iter().cloned());
+                report.warnings.extend(
+                    uwsgi_script_warnings(&valid.spec)
+                        .into_iter()
+                        .map(|warning| valid.positions.fill(warning)),
+                );
+                match valid.resolve(db) {
                     Ok(resolved) => report.warnings.extend(
                         resolved
                             .weaknesses
@@ -127,11 +131,9 @@ pub fn check(
                             .filter(|weakness| weakness.kind.needs_identity())
                             .map(|weakness| valid.positions.locate(file, weakness)),
                     ),
-                    Err(errors) => report
-                        .errors
-                        .extend(errors.into_iter().map(|error| valid.positions.fill(error))),
+                    Err(errors) => report.errors.extend(errors),
                 }
-                specs.push(valid.spec);
+                specs.push(valid);
             }
             Err(errors) => report.errors.extend(errors),
         }
@@ -145,10 +147,21 @@ pub fn check(
         Vec::new()
     };
     all.extend(specs);
+    let conflicts = check_conflicts(
+        &all.iter()
+            .map(|valid| valid.spec.clone())
+            .collect::<Vec<_>>(),
+    );
     report.errors.extend(
-        check_conflicts(&all)
+        conflicts
             .into_iter()
-            .filter(|error| !named || files.contains(&error.file)),
+            .filter(|error| !named || files.contains(&error.file))
+            .map(
+                |error| match all.iter().find(|valid| valid.spec.file == error.file) {
+                    Some(valid) => valid.positions.fill(error),
+                    None => error,
+                },
+            ),
     );
     report
 }
@@ -229,7 +242,7 @@ fn others_in_apps_dir(
     files: &[PathBuf],
     as_name: Option<&AppName>,
     defaults: &Defaults,
-) -> Vec<AppSpec> {
+) -> Vec<ValidApp> {
     let Some(Ok(present)) = daemon.map(|daemon| app_files(&daemon.spec.apps_dir)) else {
         return Vec::new();
     };
@@ -248,7 +261,7 @@ fn others_in_apps_dir(
         .into_iter()
         .filter(|path| !files.iter().any(|file| same_file(file, path)))
         .filter(|path| app_name(path).is_ok_and(|name| !replaced_names.contains(&name)))
-        .filter_map(|path| load_valid_app(&path, defaults).ok().map(|valid| valid.spec))
+        .filter_map(|path| load_valid_app(&path, defaults).ok())
         .collect()
 }
 
@@ -365,7 +378,7 @@ mod tests {
             format!(
                 "error: {}:5:9: umask: invalid umask \"9\" (use 3 or 4 octal digits like \"0027\")\n\
                  error: {}:4:8: user: user \"ops\" does not exist (create it, like `useradd --system shop`, or fix the name)\n\
-                 error: {}: listen[0].address: 0.0.0.0:8001 overlaps 127.0.0.1:8001 of app \"shop\" ({}) \
+                 error: {}:6:11: listen[0].address: 0.0.0.0:8001 overlaps 127.0.0.1:8001 of app \"shop\" ({}) \
                  (give each app its own port or socket path)\n\
                  checked 5 files: 3 errors",
                 api.display(),
@@ -396,7 +409,7 @@ mod tests {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>(),
             [format!(
-                "{}: listen[0].address: 127.0.0.1:8001 is already taken by app \"shop\" ({}) \
+                "{}:6:11: listen[0].address: 127.0.0.1:8001 is already taken by app \"shop\" ({}) \
                  (give each app its own port or socket path)",
                 thief.display(),
                 host.path("apps.d/shop.toml").display()
@@ -652,13 +665,13 @@ mod tests {
                 .collect::<Vec<_>>(),
             [
                 format!(
-                    "{file_name}: command[0]: {start_name} is a script that runs uWSGI, which \
+                    "{file_name}:2:12: command[0]: {start_name} is a script that runs uWSGI, which \
                      reloads on TERM; the daemon does not read scripts, so it stops this app with \
                      TERM and kills it at the stop timeout (add [stop] signal = \"INT\", or name \
                      the script uwsgi-… so the daemon knows)"
                 ),
                 format!(
-                    "{file_name}: command[0]: {start_name} runs uWSGI: uWSGI serves the \
+                    "{file_name}:2:12: command[0]: {start_name} runs uWSGI: uWSGI serves the \
                      [[listen]] socket (fd 3) with the uwsgi protocol unless an fd:// socket \
                      option says otherwise, and this command has none (in the script, add \
                      \"--http-socket\", \"fd://3\" to serve HTTP, or \"--socket\", \"fd://3\" \

@@ -12,6 +12,7 @@ mod contract_tests;
 pub mod env_file;
 pub mod error;
 pub mod load;
+pub mod positions;
 pub mod raw;
 pub mod resolve;
 pub mod security;

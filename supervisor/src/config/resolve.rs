@@ -16,6 +16,7 @@ use nix::unistd::{Gid, Group, User};
 use super::error::{ConfigError, ConfigErrors};
 use super::security::{identity_weaknesses, spec_weaknesses, Identity, SecretGroups, Weakness};
 use super::spec::{AppSpec, ListenAddress};
+use super::validate::ValidApp;
 
 /// One user's record from the user database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,7 +178,21 @@ pub struct ResolvedApp {
     pub weaknesses: Vec<Weakness>,
 }
 
+impl ValidApp {
+    /// [`resolve`], every error at the file, line and key it is about.
+    pub fn resolve(&self, db: &dyn UserDb) -> Result<ResolvedApp, ConfigErrors> {
+        resolve(&self.spec, db).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|error| self.positions.fill(error))
+                .collect::<Vec<_>>()
+                .into()
+        })
+    }
+}
+
 /// Looks up `spec`'s user and group and checks its program and directory.
+/// Errors name the key but no line: [`ValidApp::resolve`] adds it.
 pub fn resolve(spec: &AppSpec, db: &dyn UserDb) -> Result<ResolvedApp, ConfigErrors> {
     resolve_under(spec, db, Path::new("/"))
 }

@@ -122,7 +122,7 @@ pub struct ValidApp {
     pub warnings: Vec<ConfigError>,
     /// Where the keys `config::security` reports on sit, for warnings found
     /// once users and groups are resolved.
-    pub positions: super::security::Positions,
+    pub positions: super::positions::Positions,
 }
 
 /// Validates `appvisor.toml`'s text, including its `[defaults]`.
@@ -268,17 +268,21 @@ pub fn validate_app(
         prefix: "",
     };
     let layers: Vec<Layer<'_>> = std::iter::once(app).chain(defaults.layer()).collect();
-    let positions = super::security::Positions::of(
+    let positions = super::positions::Positions::of(
         &layers
             .iter()
-            .map(|layer: &Layer<'_>| (layer.raw, layer.source, layer.prefix))
+            .map(|layer: &Layer<'_>| (layer.source, layer.prefix))
             .collect::<Vec<_>>(),
     );
     let mut builder = Builder::new(Mode::App(name.clone()), layers, file);
     let spec = builder.build(read_env_file);
     match spec {
         Some(spec) if builder.errors.is_empty() => {
-            let mut warnings = builder.warnings;
+            let mut warnings: Vec<ConfigError> = builder
+                .warnings
+                .into_iter()
+                .map(|warning| positions.fill(warning))
+                .collect();
             warnings.extend(
                 super::security::spec_weaknesses(&spec)
                     .iter()
@@ -290,9 +294,14 @@ pub fn validate_app(
                 positions,
             })
         }
-        // Missing keys first, then in file order; the defaults' and env
-        // files' errors after the app file's own.
-        _ => Err(ConfigErrors(builder.errors.finish(file))),
+        // In file order, the defaults' and env files' errors after the app
+        // file's own.
+        _ => Err(ConfigErrors(
+            builder
+                .errors
+                .map(|error| positions.fill(error))
+                .finish(file),
+        )),
     }
 }
 
@@ -1875,9 +1884,9 @@ directory = \"/srv/shop/current\"
             (
                 "",
                 &[
-                    "apps.d/shop.toml: user: missing required key (add user = \"NAME\", the unix user the app runs as)",
-                    "apps.d/shop.toml: command: missing required key (add command = [\"/absolute/path/to/program\", \"arg\", ...])",
-                    "apps.d/shop.toml: directory: missing required key (add directory = \"/absolute/path\", where the app runs)",
+                    "apps.d/shop.toml:1:1: user: missing required key (add user = \"NAME\", the unix user the app runs as)",
+                    "apps.d/shop.toml:1:1: command: missing required key (add command = [\"/absolute/path/to/program\", \"arg\", ...])",
+                    "apps.d/shop.toml:1:1: directory: missing required key (add directory = \"/absolute/path\", where the app runs)",
                 ],
             ),
             (
@@ -1918,8 +1927,8 @@ cpu = \"lots\"
         assert_eq!(
             errors(text),
             [
-                "apps.d/shop.toml: command: missing required key (add command = [\"/absolute/path/to/program\", \"arg\", ...])",
-                "apps.d/shop.toml: directory: missing required key (add directory = \"/absolute/path\", where the app runs)",
+                "apps.d/shop.toml:1:1: command: missing required key (add command = [\"/absolute/path/to/program\", \"arg\", ...])",
+                "apps.d/shop.toml:1:1: directory: missing required key (add directory = \"/absolute/path\", where the app runs)",
                 "apps.d/shop.toml:2:9: umask: invalid umask \"999\" (use 3 or 4 octal digits like \"0027\")",
                 "apps.d/shop.toml:5:7: readiness.url: invalid readiness url \"ftp://x\" (use a plain http url like http://127.0.0.1:8001/health)",
                 "apps.d/shop.toml:7:10: restart.policy: unknown restart policy \"sometimes\" (use always, on-failure or never)",
@@ -2199,13 +2208,22 @@ connect_ports = [5432]
                  to any tcp port (list the ports it needs, like connect_ports = [5432, 6379], or set network = \"none\")",
             ]
         );
-        // The built-in network default warns without a position.
-        let valid = validate_with(BASE, &Defaults::none(), &no_env_files).unwrap();
-        assert_eq!(
-            valid.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            ["apps.d/shop.toml: sandbox.connect_ports: network = \"host\" without connect_ports lets the app connect \
-              to any tcp port (list the ports it needs, like connect_ports = [5432, 6379], or set network = \"none\")"]
-        );
+        // The built-in network default warns at the [sandbox] table, or
+        // at the file's start without one.
+        for (text, at) in [
+            (BASE.to_owned(), "1:1"),
+            (format!("{BASE}[sandbox]\nprivate_tmp = true\n"), "4:1"),
+        ] {
+            let valid = validate_with(&text, &Defaults::none(), &no_env_files).unwrap();
+            assert_eq!(
+                valid.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                [format!(
+                    "apps.d/shop.toml:{at}: sandbox.connect_ports: network = \"host\" without connect_ports \
+                     lets the app connect to any tcp port (list the ports it needs, like \
+                     connect_ports = [5432, 6379], or set network = \"none\")"
+                )]
+            );
+        }
         let quiet = format!(
             "{BASE}[sandbox]\nread_write = [\"/srv/shop/current-data\"]\nconnect_ports = [5432]\n"
         );
