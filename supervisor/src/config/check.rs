@@ -708,7 +708,7 @@ mod tests {
         assert_eq!(
             report.errors[0].to_string(),
             format!(
-                "{}:1:12: apps_dir: invalid type: integer `3`, expected a string",
+                "{}:1:12: apps_dir: must be a string in quotes, like \"/etc/appvisor/apps.d\", not 3",
                 host.path("appvisor.toml").display()
             )
         );

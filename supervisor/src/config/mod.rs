@@ -17,6 +17,7 @@ pub mod raw;
 pub mod resolve;
 pub mod security;
 pub mod spec;
+pub mod suggest;
 #[cfg(test)]
 pub(crate) mod test_spec;
 pub mod uwsgi;

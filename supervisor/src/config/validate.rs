@@ -68,6 +68,7 @@ use super::spec::{
     ListenSpec, LogSpec, NetworkMode, ReadinessKind, ReadinessSpec, RestartPolicy, RestartSpec,
     RestartStrategy, SandboxSpec, Signal, StatusSpec, StopSpec,
 };
+use super::suggest;
 use super::uwsgi;
 
 /// Built-in daemon defaults (DESIGN.md).
@@ -363,11 +364,29 @@ pub fn parse_signal(text: &str) -> Result<Signal, Invalid> {
     nix::sys::signal::Signal::from_str(&name)
         .map(Signal)
         .map_err(|_| {
+            let names: Vec<&str> = nix::sys::signal::Signal::iterator()
+                .map(|signal| signal.as_str().trim_start_matches("SIG"))
+                .collect();
+            let near = suggest::nearest(name.trim_start_matches("SIG"), &names);
             Invalid::new(
-                format!("unknown signal {text:?}"),
+                match near {
+                    Some(near) => format!("unknown signal {text:?}; did you mean {near:?}?"),
+                    None => format!("unknown signal {text:?}"),
+                },
                 "use a name like TERM, INT, QUIT, HUP or USR1",
             )
         })
+}
+
+/// `text` as one of `choices` (as written, and its value), or an error
+/// that names the nearest one and lists them all.
+fn one_of<T: Copy>(what: &str, text: &str, choices: &[(&str, T)]) -> Result<T, Invalid> {
+    if let Some((_, value)) = choices.iter().find(|(name, _)| *name == text) {
+        return Ok(*value);
+    }
+    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+    let (message, hint) = suggest::unknown_value(what, text, &names);
+    Err(Invalid::new(message, hint))
 }
 
 /// An octal string like `"0027"`.
@@ -1116,10 +1135,12 @@ impl<'a> Builder<'a> {
             },
             other => {
                 if let Some(kind) = &kind {
-                    self.errors.push(kind.error(Invalid::new(
-                        format!("unknown readiness kind {other:?}"),
-                        "use notify, http, tcp or none",
-                    )));
+                    let (message, hint) = suggest::unknown_value(
+                        "readiness kind",
+                        other,
+                        &["notify", "http", "tcp", "none"],
+                    );
+                    self.errors.push(kind.error(Invalid::new(message, hint)));
                 }
                 None
             }
@@ -1153,14 +1174,16 @@ impl<'a> Builder<'a> {
             .value(
                 "restart.policy",
                 |r| r.restart.as_ref()?.policy.as_ref(),
-                |s| match s.as_str() {
-                    "always" => Ok(RestartPolicy::Always),
-                    "on-failure" => Ok(RestartPolicy::OnFailure),
-                    "never" => Ok(RestartPolicy::Never),
-                    other => Err(Invalid::new(
-                        format!("unknown restart policy {other:?}"),
-                        "use always, on-failure or never",
-                    )),
+                |s| {
+                    one_of(
+                        "restart policy",
+                        s,
+                        &[
+                            ("always", RestartPolicy::Always),
+                            ("on-failure", RestartPolicy::OnFailure),
+                            ("never", RestartPolicy::Never),
+                        ],
+                    )
                 },
             )
             .unwrap_or(RestartPolicy::OnFailure);
@@ -1218,13 +1241,15 @@ impl<'a> Builder<'a> {
             .value(
                 "restart.strategy",
                 |r| r.restart.as_ref()?.strategy.as_ref(),
-                |s| match s.as_str() {
-                    "stop-start" => Ok(RestartStrategy::StopStart),
-                    "start-stop" => Ok(RestartStrategy::StartStop),
-                    other => Err(Invalid::new(
-                        format!("unknown restart strategy {other:?}"),
-                        "use stop-start or start-stop",
-                    )),
+                |s| {
+                    one_of(
+                        "restart strategy",
+                        s,
+                        &[
+                            ("stop-start", RestartStrategy::StopStart),
+                            ("start-stop", RestartStrategy::StartStop),
+                        ],
+                    )
                 },
             )
             .unwrap_or(RestartStrategy::StopStart);
@@ -1279,13 +1304,12 @@ impl<'a> Builder<'a> {
             .value(
                 "sandbox.network",
                 |r| r.sandbox.as_ref()?.network.as_ref(),
-                |s| match s.as_str() {
-                    "host" => Ok(NetworkMode::Host),
-                    "none" => Ok(NetworkMode::None),
-                    other => Err(Invalid::new(
-                        format!("unknown network mode {other:?}"),
-                        "use host or none",
-                    )),
+                |s| {
+                    one_of(
+                        "network mode",
+                        s,
+                        &[("host", NetworkMode::Host), ("none", NetworkMode::None)],
+                    )
                 },
             )
             .unwrap_or(NetworkMode::Host);
@@ -1311,13 +1335,15 @@ impl<'a> Builder<'a> {
                 .value(
                     "sandbox.landlock",
                     |r| r.sandbox.as_ref()?.landlock.as_ref(),
-                    |s| match s.as_str() {
-                        "require" => Ok(LandlockMode::Require),
-                        "best-effort" => Ok(LandlockMode::BestEffort),
-                        other => Err(Invalid::new(
-                            format!("unknown landlock mode {other:?}"),
-                            "use require or best-effort",
-                        )),
+                    |s| {
+                        one_of(
+                            "landlock mode",
+                            s,
+                            &[
+                                ("require", LandlockMode::Require),
+                                ("best-effort", LandlockMode::BestEffort),
+                            ],
+                        )
                     },
                 )
                 .unwrap_or(LandlockMode::Require),
@@ -1809,6 +1835,31 @@ directory = \"/srv/shop/current\"
                 "apps.d/shop.toml:5:10: restart.policy: unknown restart policy \"sometimes\" (use always, on-failure or never)",
             ),
             (
+                "[restart]\npolicy = \"alway\"\n",
+                "apps.d/shop.toml:5:10: restart.policy: unknown restart policy \"alway\"; did you mean \"always\"? \
+                 (use always, on-failure or never)",
+            ),
+            (
+                "[restart]\nstrategy = \"start_stop\"\n",
+                "apps.d/shop.toml:5:12: restart.strategy: unknown restart strategy \"start_stop\"; did you mean \
+                 \"start-stop\"? (use stop-start or start-stop)",
+            ),
+            (
+                "[readiness]\nkind = \"notfy\"\n",
+                "apps.d/shop.toml:5:8: readiness.kind: unknown readiness kind \"notfy\"; did you mean \"notify\"? \
+                 (use notify, http, tcp or none)",
+            ),
+            (
+                "[sandbox]\nlandlock = \"best_effort\"\n",
+                "apps.d/shop.toml:5:12: sandbox.landlock: unknown landlock mode \"best_effort\"; did you mean \
+                 \"best-effort\"? (use require or best-effort)",
+            ),
+            (
+                "[stop]\nsignal = \"SIGTREM\"\n",
+                "apps.d/shop.toml:5:10: stop.signal: unknown signal \"SIGTREM\"; did you mean \"TERM\"? \
+                 (use a name like TERM, INT, QUIT, HUP or USR1)",
+            ),
+            (
                 "[restart]\nstrategy = \"blue-green\"\n",
                 "apps.d/shop.toml:5:12: restart.strategy: unknown restart strategy \"blue-green\" (use stop-start or start-stop)",
             ),
@@ -1947,7 +1998,7 @@ cpu = \"lots\"
                 "apps.d/shop.toml:4:1: colour: unknown key (remove it or use one of: description, app_groups, user, group, \
                  command, directory, venv, environment, env_files, umask, autostart, listen, readiness, restart, stop, logs, access, \
                  sandbox, limits)",
-                "apps.d/shop.toml:6:10: stop.signal: invalid type: integer `15`, expected a string",
+                "apps.d/shop.toml:6:10: stop.signal: must be a string in quotes, like \"TERM\", not 15",
             ]
         );
     }
