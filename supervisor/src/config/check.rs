@@ -123,6 +123,7 @@ pub fn check(
                         .into_iter()
                         .map(|warning| valid.positions.fill(warning)),
                 );
+                report.warnings.extend(valid.unknown_operators(db));
                 match valid.resolve(db) {
                     Ok(resolved) => report.warnings.extend(
                         resolved
