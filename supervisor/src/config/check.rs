@@ -24,12 +24,62 @@ pub struct CheckReport {
     pub warnings: Vec<ConfigError>,
     /// Files read, the daemon config included when it exists.
     pub checked: Vec<PathBuf>,
+    /// The daemon config, when it was read, and whether it is valid.
+    pub settings: Option<(PathBuf, bool)>,
+    /// Whether the daemon config was itself what was asked to be checked
+    /// (no files named), rather than read for its `[defaults]`.
+    pub whole_host: bool,
+    /// Each app file checked, and whether it is valid: it validates,
+    /// resolves, and holds no address another app holds.
+    pub apps: Vec<(PathBuf, bool)>,
 }
 
 impl CheckReport {
     /// No errors (warnings allowed).
     pub fn is_ok(&self) -> bool {
         self.errors.is_empty()
+    }
+
+    /// The last line: what was checked and what it came to, e.g.
+    /// `checked 2 app files: 1 valid, 1 invalid; 3 errors, 1 warning`.
+    /// The daemon config is named when it was checked for itself, or
+    /// when it is invalid.
+    pub fn summary(&self) -> String {
+        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+        let mut out = String::from("checked ");
+        if let Some((path, valid)) = &self.settings {
+            if self.whole_host || !valid {
+                out.push_str(&path.display().to_string());
+                if !valid {
+                    out.push_str(" (invalid)");
+                }
+                out.push_str(" and ");
+            }
+        }
+        out.push_str(&plural(self.apps.len(), "app file"));
+        let valid = self.apps.iter().filter(|(_, valid)| *valid).count();
+        let outcomes: Vec<String> = [(valid, "valid"), (self.apps.len() - valid, "invalid")]
+            .into_iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+        if !outcomes.is_empty() {
+            out.push_str(": ");
+            out.push_str(&outcomes.join(", "));
+        }
+        let counts: Vec<String> = [
+            (self.errors.len(), "error"),
+            (self.warnings.len(), "warning"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, word)| plural(n, word))
+        .collect();
+        if !counts.is_empty() {
+            out.push_str("; ");
+            out.push_str(&counts.join(", "));
+        }
+        out
     }
 }
 
@@ -41,17 +91,7 @@ impl fmt::Display for CheckReport {
         for warning in &self.warnings {
             writeln!(f, "warning: {warning}")?;
         }
-        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
-        write!(
-            f,
-            "checked {}: {}",
-            plural(self.checked.len(), "file"),
-            plural(self.errors.len(), "error")
-        )?;
-        if !self.warnings.is_empty() {
-            write!(f, ", {}", plural(self.warnings.len(), "warning"))?;
-        }
-        Ok(())
+        f.write_str(&self.summary())
     }
 }
 
@@ -71,16 +111,21 @@ pub fn check(
     as_name: Option<&AppName>,
     db: &dyn UserDb,
 ) -> CheckReport {
-    let mut report = CheckReport::default();
+    let mut report = CheckReport {
+        whole_host: files.is_empty(),
+        ..CheckReport::default()
+    };
     let daemon = match load_daemon_or_default(daemon_config, explicit) {
         Ok(daemon) => {
             if daemon_config.exists() {
                 report.checked.push(daemon_config.to_owned());
+                report.settings = Some((daemon_config.to_owned(), true));
             }
             Some(daemon)
         }
         Err(errors) => {
             report.checked.push(daemon_config.to_owned());
+            report.settings = Some((daemon_config.to_owned(), false));
             report.errors.extend(errors);
             None
         }
@@ -111,6 +156,7 @@ pub fn check(
     let mut specs = Vec::new();
     for file in &files {
         report.checked.push(file.clone());
+        let errors_before = report.errors.len();
         let loaded = match as_name {
             Some(name) => load_valid_app_named(file, name, &defaults),
             None => load_valid_app(file, &defaults),
@@ -138,6 +184,9 @@ pub fn check(
             }
             Err(errors) => report.errors.extend(errors),
         }
+        report
+            .apps
+            .push((file.clone(), report.errors.len() == errors_before));
     }
 
     // Conflicts are reported on the later app of a pair: the apps already
@@ -153,17 +202,21 @@ pub fn check(
             .map(|valid| valid.spec.clone())
             .collect::<Vec<_>>(),
     );
-    report.errors.extend(
-        conflicts
-            .into_iter()
-            .filter(|error| !named || files.contains(&error.file))
-            .map(
-                |error| match all.iter().find(|valid| valid.spec.file == error.file) {
-                    Some(valid) => valid.positions.fill(error),
-                    None => error,
-                },
-            ),
-    );
+    for conflict in conflicts {
+        if named && !files.contains(&conflict.file) {
+            continue;
+        }
+        for (file, valid) in &mut report.apps {
+            if *file == conflict.file {
+                *valid = false;
+            }
+        }
+        let at = all.iter().find(|valid| valid.spec.file == conflict.file);
+        report.errors.push(match at {
+            Some(valid) => valid.positions.fill(conflict),
+            None => conflict,
+        });
+    }
     report
 }
 
@@ -348,7 +401,13 @@ mod tests {
                 host.path("apps.d/shop.toml")
             ]
         );
-        assert_eq!(report.to_string(), "checked 3 files: 0 errors");
+        assert_eq!(
+            report.to_string(),
+            format!(
+                "checked {} and 2 app files: 2 valid",
+                host.path("appvisor.toml").display()
+            )
+        );
     }
 
     #[test]
@@ -381,13 +440,74 @@ mod tests {
                  error: {}:4:8: user: user \"ops\" does not exist (create it, like `useradd --system shop`, or fix the name)\n\
                  error: {}:6:11: listen[0].address: 0.0.0.0:8001 overlaps 127.0.0.1:8001 of app \"shop\" ({}) \
                  (give each app its own port or socket path)\n\
-                 checked 5 files: 3 errors",
+                 checked {} and 4 app files: 1 valid, 3 invalid; 3 errors",
                 api.display(),
                 ops.display(),
                 web.display(),
                 shop.display(),
+                host.path("appvisor.toml").display(),
             )
         );
+    }
+
+    /// Issue 13: "checked 2 files" when given one; the count now says
+    /// what was checked and what it came to.
+    #[test]
+    fn the_summary_says_what_was_checked() {
+        let error = ConfigError::new("x.toml", "bad");
+        let report = |settings: Option<bool>, whole_host, apps: &[bool], errors, warnings| {
+            CheckReport {
+                errors: vec![error.clone(); errors],
+                warnings: vec![error.clone(); warnings],
+                checked: Vec::new(),
+                settings: settings
+                    .map(|valid| (PathBuf::from("/etc/appvisor/appvisor.toml"), valid)),
+                whole_host,
+                apps: apps
+                    .iter()
+                    .enumerate()
+                    .map(|(i, valid)| (PathBuf::from(format!("{i}.toml")), *valid))
+                    .collect(),
+            }
+            .summary()
+        };
+        let cases = [
+            (
+                report(Some(true), false, &[true], 0, 0),
+                "checked 1 app file: 1 valid",
+            ),
+            (
+                report(None, false, &[true], 0, 0),
+                "checked 1 app file: 1 valid",
+            ),
+            (
+                report(Some(true), false, &[true, false], 3, 1),
+                "checked 2 app files: 1 valid, 1 invalid; 3 errors, 1 warning",
+            ),
+            (
+                report(Some(true), false, &[false], 1, 0),
+                "checked 1 app file: 1 invalid; 1 error",
+            ),
+            (
+                report(Some(true), true, &[true, true], 0, 2),
+                "checked /etc/appvisor/appvisor.toml and 2 app files: 2 valid; 2 warnings",
+            ),
+            (
+                report(Some(false), false, &[true], 2, 0),
+                "checked /etc/appvisor/appvisor.toml (invalid) and 1 app file: 1 valid; 2 errors",
+            ),
+            (
+                report(Some(true), true, &[], 0, 0),
+                "checked /etc/appvisor/appvisor.toml and 0 app files",
+            ),
+            (
+                report(None, true, &[], 1, 0),
+                "checked 0 app files; 1 error",
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
     }
 
     #[test]
@@ -462,7 +582,7 @@ mod tests {
         assert!(
             report
                 .to_string()
-                .ends_with("checked 2 files: 0 errors, 2 warnings"),
+                .ends_with("\nchecked 1 app file: 1 valid; 2 warnings"),
             "{report}"
         );
     }
