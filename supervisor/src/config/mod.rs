@@ -6,6 +6,7 @@
 //! up behind the [`resolve::UserDb`] trait and checks the paths an app
 //! needs. Only `load`, `check` and `resolve` touch the file system.
 
+pub mod change;
 pub mod check;
 #[cfg(test)]
 mod contract_tests;
