@@ -264,3 +264,141 @@ fn update_dry_run_changes_nothing() {
     );
     assert_eq!(flavour(&daemon).as_deref(), Some("one"));
 }
+
+/// An app that ignores HUP and USR1 and prints about 40 KB a second.
+fn chatty(name: &str, user: &TestUser) -> AppBuilder {
+    let line = "x".repeat(100);
+    AppBuilder::new(
+        name,
+        user,
+        [
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            format!(
+                "trap '' HUP USR1; while :; do i=0; while [ $i -lt 20 ]; do echo {line}; \
+                 i=$((i+1)); done; sleep 0.05; done"
+            ),
+        ],
+    )
+    .readiness(Readiness::None)
+    .start_secs(Duration::from_millis(300))
+}
+
+/// Issue 13: a change of `[access]` alone is applied to the running app,
+/// whose process goes on: the new operator may act on it at once, the old
+/// one no longer may.
+#[test]
+fn update_applies_access_without_a_restart() {
+    require_root!();
+    let user = TestUser::ensure("avt-app2");
+    let old = TestUser::ensure("avt-live-old");
+    let new = TestUser::ensure("avt-live-new");
+    let prefix = Prefix::new();
+    let shop = |operator: &TestUser| {
+        chatty("shop", &user).extra_toml(&format!("[access]\nusers = [\"{}\"]", operator.name))
+    };
+    shop(&old).write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    let pid = daemon
+        .wait_for_state("shop", State::Running, Duration::from_secs(15))
+        .pid
+        .expect("a pid");
+    let signal = |who: &TestUser| daemon.appctl_as(who, ["signal", "USR1", "shop"]);
+    let out = signal(&old);
+    assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
+    assert_eq!(signal(&new).status.code(), Some(2));
+
+    shop(&new).write(&prefix);
+    assert_eq!(
+        daemon.appctl_ok(["update"]),
+        "changed, applied without restart: shop\n"
+    );
+    let status = daemon.app("shop");
+    assert_eq!(
+        (status.state, status.pid, status.restarts),
+        (State::Running, Some(pid), 0),
+        "the same process runs on"
+    );
+    let out = signal(&new);
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        ),
+        (Some(0), format!("shop: sent USR1 (pid {pid})\n")),
+        "{}",
+        describe_output(&out)
+    );
+    let out = signal(&old);
+    assert_eq!(out.status.code(), Some(2), "{}", describe_output(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "appctl: no app named shop that {} may signal (if it exists, ask an admin to add \
+             you to [access] in apps.d/shop.toml)\n",
+            old.name
+        )
+    );
+    assert_eq!(pid_of(&daemon, "shop"), pid);
+}
+
+/// Issue 13: a new description and log retention are applied to the
+/// running app (the next write rotates at the new size and keeps the new
+/// count); a new command restarts it.
+#[test]
+fn update_applies_description_and_log_retention_without_a_restart_and_restarts_for_a_command() {
+    require_root!();
+    let user = TestUser::ensure("avt-app2");
+    let prefix = Prefix::new();
+    let app = chatty("chatty", &user).description("before");
+    app.clone().logs("1MiB", 5).write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    let pid = daemon
+        .wait_for_state("chatty", State::Running, Duration::from_secs(15))
+        .pid
+        .expect("a pid");
+    let dir = prefix.log_dir().join("chatty");
+    let size = |name: &str| fs::metadata(dir.join(name)).map(|m| m.len()).ok();
+
+    app.clone()
+        .description("after")
+        .logs("8KiB", 1)
+        .write(&prefix);
+    assert_eq!(
+        daemon.appctl_ok(["update"]),
+        "changed, applied without restart: chatty\n"
+    );
+    let status = daemon.app("chatty");
+    assert_eq!(
+        (status.pid, status.restarts, status.description.as_str()),
+        (Some(pid), 0, "after")
+    );
+    // At 40 KB/s, 1 MiB would take 25 s: a rotation within seconds is the
+    // new size's.
+    daemon.wait_until(Duration::from_secs(10), "a rotation at 8KiB", || {
+        size("stdout.log.1").is_some()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        size("stdout.log.2"),
+        None,
+        "keep = 1 keeps one rotated file"
+    );
+    for file in ["stdout.log", "stdout.log.1"] {
+        let bytes = size(file).unwrap_or_default();
+        // Rotation cuts between lines, before the size is passed.
+        assert!(bytes <= 8192, "{file} is {bytes} bytes");
+    }
+    assert_eq!(pid_of(&daemon, "chatty"), pid, "the same process runs on");
+
+    app.command(["/bin/sh", "-c", "trap '' HUP USR1; exec sleep infinity"])
+        .description("after")
+        .logs("8KiB", 1)
+        .write(&prefix);
+    assert_eq!(daemon.appctl_ok(["update"]), "changed: chatty\n");
+    daemon.wait_until(Duration::from_secs(15), "chatty to restart", || {
+        let status = daemon.app("chatty");
+        status.state == State::Running && status.pid.is_some_and(|p| p != pid)
+    });
+    assert!(!process_exists(pid), "the old process {pid} is gone");
+}
