@@ -679,10 +679,15 @@ impl Daemon {
             apps.values_mut().filter_map(|e| e.handle.take()).collect()
         };
         stop_all(handles.into_iter(), Cause::Shutdown).await;
+        // Each app's task removed its cgroups as it ended; what is left
+        // is the daemon's own.
         if let Some(root) = &self.shared.cgroups {
             if let Err(err) = root.remove() {
                 tracing::warn!(error = %err, "removing the daemon's cgroup");
             }
+        }
+        if let Err(err) = self.shared.limits.remove() {
+            tracing::warn!(error = %err, "removing the daemon's v1 limit cgroups");
         }
     }
 }
