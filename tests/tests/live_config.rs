@@ -402,3 +402,109 @@ fn update_applies_description_and_log_retention_without_a_restart_and_restarts_f
     });
     assert!(!process_exists(pid), "the old process {pid} is gone");
 }
+
+/// Issue 13: `app_groups` is appctl's selection, no part of the process:
+/// moving a running app to another group is applied in place, and the new
+/// group selects it at once.
+#[test]
+fn update_applies_app_groups_without_a_restart() {
+    require_root!();
+    let user = TestUser::ensure("avt-app2");
+    let prefix = Prefix::new();
+    let app = sleeper("grouped", &user);
+    app.clone().app_groups(&["before"]).write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    let pid = daemon
+        .wait_for_state("grouped", State::Running, Duration::from_secs(15))
+        .pid
+        .expect("a pid");
+
+    app.app_groups(&["after"]).write(&prefix);
+    assert_eq!(
+        daemon.appctl_ok(["update"]),
+        "changed, applied without restart: grouped\n"
+    );
+    let selected = |group: &str| {
+        let out = daemon.appctl(["status", &format!("group:{group}"), "--json"]);
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| serde_json::json!({ "apps": [] }));
+        let apps: Vec<(String, Option<u64>)> = shown["apps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                (
+                    a["name"].as_str().unwrap_or("").to_owned(),
+                    a["pid"].as_u64(),
+                )
+            })
+            .collect();
+        (out.status.code(), apps)
+    };
+    assert_eq!(
+        selected("after"),
+        (Some(0), vec![("grouped".to_owned(), Some(u64::from(pid)))]),
+        "the new group selects the running app"
+    );
+    let (code, apps) = selected("before");
+    assert!(
+        code != Some(0) && apps.is_empty(),
+        "the old group selects nothing: {code:?} {apps:?}"
+    );
+    let status = daemon.app("grouped");
+    assert_eq!(
+        (status.state, status.pid, status.restarts),
+        (State::Running, Some(pid), 0),
+        "the same process runs on"
+    );
+}
+
+/// Issue 13: an edit that grants a path that does not exist is refused
+/// with the file, line and column of the path, and the app runs on in its
+/// last valid version: before, update adopted it and every start failed
+/// at its Landlock rule, a healthy app taken into a crash loop.
+#[test]
+fn update_refuses_a_granted_path_that_does_not_exist_and_keeps_the_app_running() {
+    require_root!();
+    let user = TestUser::ensure("avt-app2");
+    let prefix = Prefix::new();
+    let app = sleeper("guarded", &user).sandbox("network", "\"none\"");
+    let file = app.write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    let pid = daemon
+        .wait_for_state("guarded", State::Running, Duration::from_secs(15))
+        .pid
+        .expect("a pid");
+
+    let missing = prefix.path().join("no-such-dir");
+    let edit = app.read_write(&missing);
+    edit.write(&prefix);
+    let (line, column) = edit
+        .to_toml()
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| {
+            let at = l.find(&*missing.to_string_lossy())?;
+            Some((i + 1, at))
+        })
+        .expect("the path in the file");
+    let out = daemon.appctl(["update"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe_output(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let at = format!("{}:{line}:{column}: sandbox.read_write[0]:", file.display());
+    assert!(
+        text.contains(&at) && text.contains("does not exist"),
+        "update names {at}\n{text}"
+    );
+    assert!(
+        text.ends_with("    (still running its last valid version)\n"),
+        "{text}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let status = daemon.app("guarded");
+    assert_eq!(
+        (status.state, status.pid, status.restarts),
+        (State::Running, Some(pid), 0),
+        "the refused edit left the running version alone"
+    );
+}
