@@ -1,7 +1,7 @@
 //! The daemon's own life: SIGTERM stops every app; a daemon killed hard and
 //! started again leaves no duplicate instance behind.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use appvisor_tests::procfs::{cgroup_procs, pids_with_cmdline};
@@ -94,6 +94,17 @@ fn sigterm_leaves_no_cgroup_directory_behind() {
             made.contains(&subtree.join(app)),
             "{app}'s cgroup in {made:#?}"
         );
+    }
+    // On a hybrid host the limits live in v1 hierarchies too: those must
+    // have been made for their removal to be tested.
+    for controller in ["memory", "pids"] {
+        let root = Path::new("/sys/fs/cgroup").join(controller);
+        if root.join("cgroup.procs").exists() {
+            assert!(
+                made.iter().any(|dir| dir.starts_with(&root)),
+                "no {controller} v1 cgroup made in {made:#?}"
+            );
+        }
     }
 
     let status = daemon.terminate(Duration::from_secs(20));
