@@ -160,7 +160,7 @@ pub fn check(app: &AppFile, shown_as: &Path, defaults: &Defaults) -> (Vec<String
     match config::validate::validate_app(&name, shown_as, &app.toml(), defaults, &env_file) {
         Ok(valid) => {
             let warnings = show(&mut valid.warnings.iter());
-            let errors = match config::resolve(&valid.spec, &config::SystemUserDb) {
+            let errors = match valid.resolve(&config::SystemUserDb) {
                 Ok(_) => Vec::new(),
                 Err(errors) => show(&mut errors.iter()),
             };

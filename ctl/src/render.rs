@@ -178,6 +178,7 @@ pub fn apply_report(report: &ApplyReport) -> String {
     let sections = [
         ("added", &report.added),
         ("changed", &report.changed),
+        ("changed, applied without restart", &report.changed_in_place),
         ("removed", &report.removed),
         ("unchanged", &report.unchanged),
     ];
@@ -395,6 +396,7 @@ no log lines of shop
             dry_run: true,
             added: vec!["a".into(), "b".into()],
             changed: vec!["c".into()],
+            changed_in_place: vec!["e".into(), "f".into()],
             removed: vec![],
             unchanged: vec!["d".into()],
             invalid: vec![
@@ -420,6 +422,7 @@ no log lines of shop
             "\
 added: a, b
 changed: c
+changed, applied without restart: e, f
 unchanged: d
 invalid: shop (/etc/appvisor/apps.d/shop.toml)
     shop.toml:3:1: unknown key `foo`

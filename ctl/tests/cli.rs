@@ -672,7 +672,7 @@ fn check_as_names_the_app_of_a_temporary_copy() {
     std::fs::write(&copy, app).unwrap();
     assert_eq!(check(&dir, &[&copy]).status.code(), Some(2));
     let out = check_with(&dir, &["--as", "web"], &[&copy]);
-    assert_eq!(stdout(&out), "checked 2 files: 0 errors\n");
+    assert_eq!(stdout(&out), "checked 1 app file: 1 valid\n");
     assert_eq!(out.status.code(), Some(0));
     let out = check_with(&dir, &["--as", "web"], &[&copy, &copy]);
     assert!(
@@ -692,7 +692,13 @@ fn check_passes_valid_files_offline_and_prints_warnings() {
     )]);
     let out = check(&dir, &[]);
     assert_eq!(stderr(&out), "");
-    assert_eq!(stdout(&out), "checked 2 files: 0 errors\n");
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "checked {} and 1 app file: 1 valid\n",
+            dir.path().join("appvisor.toml").display()
+        )
+    );
     assert_eq!(out.status.code(), Some(0));
 }
 
@@ -714,6 +720,62 @@ fn check_exits_2_when_a_file_does_not_validate() {
         )),
         "{report}"
     );
-    assert!(report.ends_with("\nchecked 2 files: 1 error\n"), "{report}");
+    assert!(
+        report.ends_with("\nchecked 1 app file: 1 invalid; 1 error\n"),
+        "{report}"
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Issue 13: check teaches. A misspelt key or value says what was meant,
+/// a wrong type says what the key takes, every error has its line and
+/// column, a granted path that does not exist is an error, an operator
+/// nobody has is a warning, and the count says what was checked.
+#[test]
+fn check_says_what_was_meant_where_and_how_many() {
+    let dir = config_dir(&[]);
+    let base = "user = \"daemon\"\ncommand = [\"/bin/sleep\", \"1000\"]\ndirectory = \"/\"\n";
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let raw = write(
+        "raw.toml",
+        format!("{base}autostrat = false\n[restart]\nmax_retries = \"5\"\n"),
+    );
+    let policy = write(
+        "policy.toml",
+        format!("{base}[restart]\npolicy = \"alway\"\n[sandbox]\nnetwork = \"none\"\n"),
+    );
+    let shared = dir.path().join("shared");
+    let paths = write(
+        "paths.toml",
+        format!(
+            "{base}[access]\nusers = [\"avt-no-such-operator\"]\n[sandbox]\nnetwork = \"none\"\n\
+             read_write = [{:?}]\n",
+            shared.display().to_string()
+        ),
+    );
+    let out = check(&dir, &[&raw, &policy, &paths]);
+    assert_eq!(stderr(&out), "");
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "error: {raw}:4:1: autostrat: unknown key; did you mean `autostart`?\n\
+             error: {raw}:6:15: restart.max_retries: must be a whole number, like 5, not \"5\"\n\
+             error: {policy}:5:10: restart.policy: unknown restart policy \"alway\"; did you mean \
+             \"always\"? (use always, on-failure or never)\n\
+             error: {paths}:8:15: sandbox.read_write[0]: {shared} does not exist \
+             (create it before the app starts, or remove it from sandbox.read_write)\n\
+             warning: {paths}:5:10: access.users[0]: user \"avt-no-such-operator\" does not exist, \
+             so this grants nothing (fix the name, or create the user)\n\
+             checked 3 app files: 3 invalid; 4 errors, 1 warning\n",
+            raw = raw.display(),
+            policy = policy.display(),
+            paths = paths.display(),
+            shared = shared.display(),
+        )
+    );
     assert_eq!(out.status.code(), Some(2));
 }

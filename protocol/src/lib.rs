@@ -388,7 +388,13 @@ pub struct InvalidApp {
 pub struct ApplyReport {
     pub dry_run: bool,
     pub added: Vec<String>,
+    /// Changed in what the app's process was started with (its command,
+    /// environment, sandbox, ...): restarted if it was up.
     pub changed: Vec<String>,
+    /// Changed only in what the daemon reads while the app runs (`[access]`,
+    /// `description`, `[logs]`, ...): applied without a restart.
+    #[serde(default)]
+    pub changed_in_place: Vec<String>,
     pub removed: Vec<String>,
     pub unchanged: Vec<String>,
     pub invalid: Vec<InvalidApp>,

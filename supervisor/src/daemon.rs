@@ -32,6 +32,7 @@ use crate::acl::{self, AdminRules, Operation, Peer};
 use crate::app::{Answer, Cause};
 use crate::audit::{unix_now, Events};
 use crate::cgroup::{CgroupRoot, CgroupWatcher};
+use crate::config::change::{self, Change};
 use crate::config::resolve::ResolvedApp;
 use crate::config::{self, AccessSpec, DaemonConfig};
 use crate::logs::{AppLogs, LogMark, Stream};
@@ -514,8 +515,10 @@ impl Daemon {
 
     /// Re-reads `appvisor.toml`'s defaults and admin rules and `apps.d`, and
     /// applies the difference: new apps start, removed apps stop, changed
-    /// apps restart, unchanged apps are not touched, and a file that does
-    /// not validate leaves its app's last valid version running.
+    /// apps restart, or adopt the new settings in place when no new
+    /// process needs them (`config::change`), unchanged apps are not
+    /// touched, and a file that does not validate leaves its app's last
+    /// valid version running.
     pub async fn apply_config(
         &self,
         dry_run: bool,
@@ -547,8 +550,12 @@ impl Daemon {
         for (name, candidate) in &candidates {
             match (&candidate.app, current.get(name)) {
                 (Ok(_), None) => report.added.push(name.clone()),
-                (Ok(new), Some(Some(old))) if **new == **old => report.unchanged.push(name.clone()),
-                (Ok(_), Some(_)) => report.changed.push(name.clone()),
+                (Ok(new), Some(Some(old))) => match change::resolved_change(old, new) {
+                    None => report.unchanged.push(name.clone()),
+                    Some(change) if change.restart => report.changed.push(name.clone()),
+                    Some(_) => report.changed_in_place.push(name.clone()),
+                },
+                (Ok(_), Some(None)) => report.changed.push(name.clone()),
                 (Err(errors), existing) => report.invalid.push(InvalidApp {
                     name: name.clone(),
                     file: candidate.file.display().to_string(),
@@ -570,6 +577,7 @@ impl Daemon {
             by = who,
             added = ?report.added,
             changed = ?report.changed,
+            changed_in_place = ?report.changed_in_place,
             removed = ?report.removed,
             invalid = report.invalid.len(),
             "applying configuration"
@@ -604,18 +612,27 @@ impl Daemon {
                 Err(errors) => entry.error = Some(errors.join("\n")),
                 Ok(app) => {
                     entry.error = None;
-                    if entry.app.as_ref().is_some_and(|old| **old == *app) {
-                        continue;
-                    }
+                    let change = match &entry.app {
+                        Some(old) if **old == *app => continue,
+                        // What differs derives from the settings (the
+                        // exposure checks): adopted, nothing else to do.
+                        Some(old) => change::resolved_change(old, &app).unwrap_or(Change {
+                            keys: Vec::new(),
+                            restart: false,
+                            start: false,
+                        }),
+                        None => Change {
+                            keys: Vec::new(),
+                            restart: true,
+                            start: app.spec.autostart,
+                        },
+                    };
                     entry.app = Some(app.clone());
                     match &entry.handle {
                         Some(handle) => {
                             let (reply, done) = oneshot::channel();
-                            if handle
-                                .commands
-                                .send(Command::Replace { app, reply })
-                                .is_ok()
-                            {
+                            let replace = Command::Replace { app, change, reply };
+                            if handle.commands.send(replace).is_ok() {
                                 replies.push(done);
                             }
                         }
@@ -662,10 +679,15 @@ impl Daemon {
             apps.values_mut().filter_map(|e| e.handle.take()).collect()
         };
         stop_all(handles.into_iter(), Cause::Shutdown).await;
+        // Each app's task removed its cgroups as it ended; what is left
+        // is the daemon's own.
         if let Some(root) = &self.shared.cgroups {
             if let Err(err) = root.remove() {
                 tracing::warn!(error = %err, "removing the daemon's cgroup");
             }
+        }
+        if let Err(err) = self.shared.limits.remove() {
+            tracing::warn!(error = %err, "removing the daemon's v1 limit cgroups");
         }
     }
 }

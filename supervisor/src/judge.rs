@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::resolve::{self, ResolvedApp, SystemUserDb};
+use crate::config::positions::Positions;
+use crate::config::resolve::{ResolvedApp, SystemUserDb};
 use crate::config::{self, AppName, ConfigError, ConfigErrors, DaemonConfig, Defaults};
 
 /// How long one file (or `appvisor.toml`) may take to be judged: reading,
@@ -46,6 +47,9 @@ static PARSING: Mutex<()> = Mutex::new(());
 pub struct Candidate {
     pub file: PathBuf,
     pub app: Result<Arc<ResolvedApp>, Vec<String>>,
+    /// Where the keys of a file that validated sit, to place its
+    /// conflicts with other apps.
+    positions: Option<Positions>,
 }
 
 /// Why a blocking job gave no answer.
@@ -131,15 +135,21 @@ pub async fn scan(
         let defaults = defaults.clone();
         async move {
             let file = path.clone();
-            let app = run_blocking(JUDGE_TIMEOUT, move || judge(&file, &defaults))
+            let (app, positions) = run_blocking(JUDGE_TIMEOUT, move || judge(&file, &defaults))
                 .await
                 .unwrap_or_else(|unjudged| {
-                    Err(vec![format!(
+                    let error = format!(
                         "{}: not judged: {unjudged}; the running version is kept",
                         path.display()
-                    )])
+                    );
+                    (Err(vec![error]), None)
                 });
-            (name, Candidate { file: path, app })
+            let candidate = Candidate {
+                file: path,
+                app,
+                positions,
+            };
+            (name, candidate)
         }
     })
     .await;
@@ -162,6 +172,10 @@ pub async fn scan(
             continue;
         };
         if let Some(candidate) = candidates.get_mut(name.as_str()) {
+            let conflict = match &candidate.positions {
+                Some(positions) => positions.fill(conflict),
+                None => conflict,
+            };
             let mut errors = candidate.app.as_ref().err().cloned().unwrap_or_default();
             errors.push(conflict.to_string());
             candidate.app = Err(errors);
@@ -170,17 +184,27 @@ pub async fn scan(
     Ok(candidates)
 }
 
-/// One file: read and validated (one at a time), then resolved.
-fn judge(path: &Path, defaults: &Defaults) -> Result<Arc<ResolvedApp>, Vec<String>> {
+/// One file: read and validated (one at a time), then resolved, every
+/// error at its line; and where its keys sit, when it validated.
+fn judge(
+    path: &Path,
+    defaults: &Defaults,
+) -> (Result<Arc<ResolvedApp>, Vec<String>>, Option<Positions>) {
     let to_strings = |errors: ConfigErrors| errors.iter().map(ToString::to_string).collect();
-    let spec = {
+    let valid = {
         let _parsing = PARSING.lock().unwrap_or_else(|e| e.into_inner());
-        config::load_app(path, defaults)
+        config::load::load_valid_app(path, defaults)
     };
-    let spec = spec.map_err(to_strings)?;
-    resolve::resolve(&spec, &SystemUserDb)
-        .map(Arc::new)
-        .map_err(to_strings)
+    match valid {
+        Ok(valid) => {
+            let resolved = valid
+                .resolve(&SystemUserDb)
+                .map(Arc::new)
+                .map_err(to_strings);
+            (resolved, Some(valid.positions))
+        }
+        Err(errors) => (Err(to_strings(errors)), None),
+    }
 }
 
 /// Runs `work` on every item, at most `limit` at a time, and returns the

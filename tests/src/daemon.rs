@@ -168,12 +168,13 @@ fn cgroup_candidates(name: &str, daemon_pid: u32) -> Vec<PathBuf> {
     out
 }
 
-/// Subtrees called `name` in the v1 hierarchies (memory, pids) that hybrid
-/// hosts use for limits, at their roots or under the test's own cgroups.
+/// Subtrees called `name` in the v1 hierarchies (memory, pids, cpu) that
+/// hybrid hosts use for limits, at their roots or under the test's own
+/// cgroups.
 fn v1_cgroup_dirs(name: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    for controller in ["memory", "pids"] {
+    for controller in ["memory", "pids", "cpu"] {
         let base = Path::new("/sys/fs/cgroup").join(controller);
         if !base.join("cgroup.procs").exists() {
             continue;
@@ -299,6 +300,32 @@ impl Daemon {
     /// The daemon's cgroup v2 subtree, if it exists (now).
     pub fn cgroup_dir(&self) -> Option<PathBuf> {
         self.cgroup_candidates.iter().find(|d| d.is_dir()).cloned()
+    }
+
+    /// Every cgroup directory of the daemon's subtree that exists now, in
+    /// the v2 tree and the v1 limit hierarchies, each subtree's root
+    /// first.
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            out.push(dir.to_owned());
+            let Ok(entries) = fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&entry.path(), out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for root in self
+            .cgroup_dir()
+            .into_iter()
+            .chain(v1_cgroup_dirs(&self.cgroup))
+        {
+            walk(&root, &mut out);
+        }
+        out
     }
 
     /// Every live process in the daemon's subtree except the daemon itself.

@@ -1,6 +1,7 @@
 //! The daemon's own life: SIGTERM stops every app; a daemon killed hard and
 //! started again leaves no duplicate instance behind.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use appvisor_tests::procfs::{cgroup_procs, pids_with_cmdline};
@@ -61,6 +62,58 @@ fn sigterm_stops_every_app_and_leaves_no_process() {
     assert!(
         http_get(port, "/health").is_err(),
         "nothing serves on {port} after shutdown"
+    );
+}
+
+/// Issue 13: a clean exit removes every cgroup directory the daemon made:
+/// the app cgroups and their instance leaves in the v2 tree, its own
+/// subtree, and the limit cgroups of the v1 hierarchies (hybrid hosts).
+#[test]
+fn sigterm_leaves_no_cgroup_directory_behind() {
+    require_root!();
+    let user = TestUser::ensure("avt-app1");
+    let prefix = Prefix::new();
+    sleeper("plain", &user).write(&prefix);
+    sleeper("limited", &user)
+        .limit("memory", "\"256MiB\"")
+        .limit("tasks", "64")
+        .limit("cpu", "\"50%\"")
+        .write(&prefix);
+    let mut daemon = Daemon::start(&prefix, DaemonOptions::default());
+    for app in ["plain", "limited"] {
+        daemon.wait_for_state(app, State::Running, Duration::from_secs(30));
+    }
+    // A second instance leaf, the first one gone.
+    daemon.appctl_ok(["restart", "limited"]);
+    let made = daemon.cgroup_dirs();
+    let subtree = daemon
+        .cgroup_dir()
+        .expect("the daemon made its cgroup subtree");
+    for app in ["plain", "limited"] {
+        assert!(
+            made.contains(&subtree.join(app)),
+            "{app}'s cgroup in {made:#?}"
+        );
+    }
+    // On a hybrid host the limits live in v1 hierarchies too: those must
+    // have been made for their removal to be tested.
+    for controller in ["memory", "pids"] {
+        let root = Path::new("/sys/fs/cgroup").join(controller);
+        if root.join("cgroup.procs").exists() {
+            assert!(
+                made.iter().any(|dir| dir.starts_with(&root)),
+                "no {controller} v1 cgroup made in {made:#?}"
+            );
+        }
+    }
+
+    let status = daemon.terminate(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{}", daemon.log_tail(40));
+    let left: Vec<&PathBuf> = made.iter().filter(|dir| dir.exists()).collect();
+    assert!(
+        left.is_empty(),
+        "left after a clean exit: {left:#?}\n{}",
+        daemon.log_tail(40)
     );
 }
 

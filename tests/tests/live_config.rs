@@ -264,3 +264,247 @@ fn update_dry_run_changes_nothing() {
     );
     assert_eq!(flavour(&daemon).as_deref(), Some("one"));
 }
+
+/// An app that ignores HUP and USR1 and prints about 40 KB a second.
+fn chatty(name: &str, user: &TestUser) -> AppBuilder {
+    let line = "x".repeat(100);
+    AppBuilder::new(
+        name,
+        user,
+        [
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            format!(
+                "trap '' HUP USR1; while :; do i=0; while [ $i -lt 20 ]; do echo {line}; \
+                 i=$((i+1)); done; sleep 0.05; done"
+            ),
+        ],
+    )
+    .readiness(Readiness::None)
+    .start_secs(Duration::from_millis(300))
+}
+
+/// Issue 13: a change of `[access]` alone is applied to the running app,
+/// whose process goes on: the new operator may act on it at once, the old
+/// one no longer may.
+#[test]
+fn update_applies_access_without_a_restart() {
+    require_root!();
+    let user = TestUser::ensure("avt-app2");
+    let old = TestUser::ensure("avt-live-old");
+    let new = TestUser::ensure("avt-live-new");
+    let prefix = Prefix::new();
+    let shop = |operator: &TestUser| {
+        chatty("shop", &user).extra_toml(&format!("[access]\nusers = [\"{}\"]", operator.name))
+    };
+    shop(&old).write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    let pid = daemon
+        .wait_for_state("shop", State::Running, Duration::from_secs(15))
+        .pid
+        .expect("a pid");
+    let signal = |who: &TestUser| daemon.appctl_as(who, ["signal", "USR1", "shop"]);
+    let out = signal(&old);
+    assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
+    assert_eq!(signal(&new).status.code(), Some(2));
+
+    shop(&new).write(&prefix);
+    assert_eq!(
+        daemon.appctl_ok(["update"]),
+        "changed, applied without restart: shop\n"
+    );
+    let status = daemon.app("shop");
+    assert_eq!(
+        (status.state, status.pid, status.restarts),
+        (State::Running, Some(pid), 0),
+        "the same process runs on"
+    );
+    let out = signal(&new);
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        ),
+        (Some(0), format!("shop: sent USR1 (pid {pid})\n")),
+        "{}",
+        describe_output(&out)
+    );
+    let out = signal(&old);
+    assert_eq!(out.status.code(), Some(2), "{}", describe_output(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "appctl: no app named shop that {} may signal (if it exists, ask an admin to add \
+             you to [access] in apps.d/shop.toml)\n",
+            old.name
+        )
+    );
+    assert_eq!(pid_of(&daemon, "shop"), pid);
+}
+
+/// Issue 13: a new description and log retention are applied to the
+/// running app (the next write rotates at the new size and keeps the new
+/// count); a new command restarts it.
+#[test]
+fn update_applies_description_and_log_retention_without_a_restart_and_restarts_for_a_command() {
+    require_root!();
+    let user = TestUser::ensure("avt-app2");
+    let prefix = Prefix::new();
+    let app = chatty("chatty", &user).description("before");
+    app.clone().logs("1MiB", 5).write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    let pid = daemon
+        .wait_for_state("chatty", State::Running, Duration::from_secs(15))
+        .pid
+        .expect("a pid");
+    let dir = prefix.log_dir().join("chatty");
+    let size = |name: &str| fs::metadata(dir.join(name)).map(|m| m.len()).ok();
+
+    app.clone()
+        .description("after")
+        .logs("8KiB", 1)
+        .write(&prefix);
+    assert_eq!(
+        daemon.appctl_ok(["update"]),
+        "changed, applied without restart: chatty\n"
+    );
+    let status = daemon.app("chatty");
+    assert_eq!(
+        (status.pid, status.restarts, status.description.as_str()),
+        (Some(pid), 0, "after")
+    );
+    // At 40 KB/s, 1 MiB would take 25 s: a rotation within seconds is the
+    // new size's.
+    daemon.wait_until(Duration::from_secs(10), "a rotation at 8KiB", || {
+        size("stdout.log.1").is_some()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        size("stdout.log.2"),
+        None,
+        "keep = 1 keeps one rotated file"
+    );
+    for file in ["stdout.log", "stdout.log.1"] {
+        let bytes = size(file).unwrap_or_default();
+        // Rotation cuts between lines, before the size is passed.
+        assert!(bytes <= 8192, "{file} is {bytes} bytes");
+    }
+    assert_eq!(pid_of(&daemon, "chatty"), pid, "the same process runs on");
+
+    app.command(["/bin/sh", "-c", "trap '' HUP USR1; exec sleep infinity"])
+        .description("after")
+        .logs("8KiB", 1)
+        .write(&prefix);
+    assert_eq!(daemon.appctl_ok(["update"]), "changed: chatty\n");
+    daemon.wait_until(Duration::from_secs(15), "chatty to restart", || {
+        let status = daemon.app("chatty");
+        status.state == State::Running && status.pid.is_some_and(|p| p != pid)
+    });
+    assert!(!process_exists(pid), "the old process {pid} is gone");
+}
+
+/// Issue 13: `app_groups` is appctl's selection, no part of the process:
+/// moving a running app to another group is applied in place, and the new
+/// group selects it at once.
+#[test]
+fn update_applies_app_groups_without_a_restart() {
+    require_root!();
+    let user = TestUser::ensure("avt-app2");
+    let prefix = Prefix::new();
+    let app = sleeper("grouped", &user);
+    app.clone().app_groups(&["before"]).write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    let pid = daemon
+        .wait_for_state("grouped", State::Running, Duration::from_secs(15))
+        .pid
+        .expect("a pid");
+
+    app.app_groups(&["after"]).write(&prefix);
+    assert_eq!(
+        daemon.appctl_ok(["update"]),
+        "changed, applied without restart: grouped\n"
+    );
+    let selected = |group: &str| {
+        let out = daemon.appctl(["status", &format!("group:{group}"), "--json"]);
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| serde_json::json!({ "apps": [] }));
+        let apps: Vec<(String, Option<u64>)> = shown["apps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                (
+                    a["name"].as_str().unwrap_or("").to_owned(),
+                    a["pid"].as_u64(),
+                )
+            })
+            .collect();
+        (out.status.code(), apps)
+    };
+    assert_eq!(
+        selected("after"),
+        (Some(0), vec![("grouped".to_owned(), Some(u64::from(pid)))]),
+        "the new group selects the running app"
+    );
+    let (code, apps) = selected("before");
+    assert!(
+        code != Some(0) && apps.is_empty(),
+        "the old group selects nothing: {code:?} {apps:?}"
+    );
+    let status = daemon.app("grouped");
+    assert_eq!(
+        (status.state, status.pid, status.restarts),
+        (State::Running, Some(pid), 0),
+        "the same process runs on"
+    );
+}
+
+/// Issue 13: an edit that grants a path that does not exist is refused
+/// with the file, line and column of the path, and the app runs on in its
+/// last valid version: before, update adopted it and every start failed
+/// at its Landlock rule, a healthy app taken into a crash loop.
+#[test]
+fn update_refuses_a_granted_path_that_does_not_exist_and_keeps_the_app_running() {
+    require_root!();
+    let user = TestUser::ensure("avt-app2");
+    let prefix = Prefix::new();
+    let app = sleeper("guarded", &user).sandbox("network", "\"none\"");
+    let file = app.write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    let pid = daemon
+        .wait_for_state("guarded", State::Running, Duration::from_secs(15))
+        .pid
+        .expect("a pid");
+
+    let missing = prefix.path().join("no-such-dir");
+    let edit = app.read_write(&missing);
+    edit.write(&prefix);
+    let (line, column) = edit
+        .to_toml()
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| {
+            let at = l.find(&*missing.to_string_lossy())?;
+            Some((i + 1, at))
+        })
+        .expect("the path in the file");
+    let out = daemon.appctl(["update"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe_output(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let at = format!("{}:{line}:{column}: sandbox.read_write[0]:", file.display());
+    assert!(
+        text.contains(&at) && text.contains("does not exist"),
+        "update names {at}\n{text}"
+    );
+    assert!(
+        text.ends_with("    (still running its last valid version)\n"),
+        "{text}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let status = daemon.app("guarded");
+    assert_eq!(
+        (status.state, status.pid, status.restarts),
+        (State::Running, Some(pid), 0),
+        "the refused edit left the running version alone"
+    );
+}

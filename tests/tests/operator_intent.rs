@@ -76,7 +76,9 @@ fn a_stopped_app_stays_stopped_across_update_sighup_and_a_daemon_restart() {
     // update with nothing new, then with held's own file changed.
     assert_eq!(daemon.appctl_ok(["update"]), "unchanged: held, other\n");
     still_stopped(&daemon, &by, "an update");
-    held.clone().description("edited").write(&prefix);
+    // A change the process was started with: what would restart it if it
+    // ran.
+    held.clone().env("EDITED", "1").write(&prefix);
     assert_eq!(
         daemon.appctl_ok(["update"]),
         "changed: held\nunchanged: other\n"

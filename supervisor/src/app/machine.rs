@@ -39,10 +39,12 @@
 //!    without a probe answer done; the probe passing answers done. The main
 //!    process exiting, a stop or restart, or the timeout answer failed.
 //!    From any other state: refused.
-//! 5. **Replace** (the app's file changed): adopt the new settings; if the
-//!    app is up (starting, running, backoff), or `autostart` says to start
-//!    it, restart it. Instances keep the stop settings they were spawned
-//!    with.
+//! 5. **Replace** (the app's file changed): adopt the new settings. If
+//!    the change needs a new process (`config::change`), restart an app
+//!    that is up (starting, running, backoff), and instances keep the stop
+//!    settings they were spawned with; otherwise the current and previous
+//!    instances adopt the new stop settings and the state stays. An app
+//!    that is not up starts when the change says so (`autostart`).
 //! 6. **Spawned** in starting: record the pid and start time, start the
 //!    readiness probe (if ready needs it) and arm the readiness timer, or,
 //!    for readiness none, a `start_secs` timer (with `start_secs` zero:
@@ -174,7 +176,11 @@ impl Step {
             Event::Stop(request) => self.stop(request),
             Event::Restart(request) => self.restart(request),
             Event::Reload(request) => self.reload(request),
-            Event::Replace { params, autostart } => self.replace(params, autostart),
+            Event::Replace {
+                params,
+                restart,
+                start,
+            } => self.replace(params, restart, start),
             Event::Spawned { instance, pid } => self.spawned(instance, pid),
             Event::SpawnFailed { instance, reason } => self.spawn_failed(instance, reason),
             Event::Ready { instance, signal } => self.ready(instance, signal),
@@ -387,13 +393,20 @@ impl Step {
         self.answer_all(WaitFor::Reloaded, answer);
     }
 
-    fn replace(&mut self, params: Params, autostart: bool) {
+    fn replace(&mut self, params: Params, restart: bool, start: bool) {
         let up = matches!(
             self.m.state,
             AppState::Starting | AppState::Running | AppState::Backoff
         );
+        if !restart {
+            // The same processes carry on under the new settings: they
+            // stop the new way too.
+            for instance in self.m.current.iter_mut().chain(self.m.previous.iter_mut()) {
+                instance.stop = params.stop;
+            }
+        }
         self.m.params = params;
-        if up || autostart {
+        if (up && restart) || (!up && start) {
             self.restart(Cause::Config.into());
         }
     }

@@ -158,11 +158,15 @@ pub enum Event {
     /// `appctl reload`: the reload signal, then wait until the instance's
     /// workers are replaced and it answers again.
     Reload(Request),
-    /// The app's file changed: adopt `params`; restart if the app is up,
-    /// or start it if `autostart` (and nobody stopped it by hand).
+    /// The app's file changed: adopt `params` (`config::change` decides
+    /// the two flags). `restart`: the change needs a new process, so an
+    /// app that is up restarts; otherwise its instances adopt the new stop
+    /// settings in place. `start`: an app that is not up starts (its file
+    /// autostarts and nobody stopped it by hand).
     Replace {
         params: Params,
-        autostart: bool,
+        restart: bool,
+        start: bool,
     },
     /// The exec helper exec'd the app: it is process `pid`.
     Spawned {

@@ -956,7 +956,8 @@ fn a_config_change_stops_the_previous_instance_with_its_own_stop_settings() {
         });
         let effects = r.ev(Event::Replace {
             params: new.clone(),
-            autostart: true,
+            restart: true,
+            start: true,
         });
         let generation = r.m.timer_generation;
         let expected = match strategy {
@@ -985,27 +986,77 @@ fn a_config_change_stops_the_previous_instance_with_its_own_stop_settings() {
 }
 
 #[test]
-fn replace_starts_only_what_is_up_or_autostarts() {
+fn replace_restarts_what_is_up_or_starts_what_autostarts() {
     use AppState::*;
     #[rustfmt::skip]
     let cases = [
-        // (from, autostart, to)
-        (Stopped, false, Stopped),
-        (Stopped, true, Starting),
-        (Running, false, Stopping),
-        (Backoff, false, Starting),
-        (Fatal, false, Fatal),
-        (Exited, true, Starting),
+        // (from, restart, start, to)
+        (Stopped,  true,  false, Stopped),
+        (Stopped,  true,  true,  Starting),
+        (Running,  true,  false, Stopping),
+        (Starting, true,  false, Stopping),
+        (Backoff,  true,  false, Starting),
+        (Fatal,    true,  false, Fatal),
+        (Exited,   true,  true,  Starting),
+        // Adopted in place: what is up stays as it is.
+        (Running,  false, true,  Running),
+        (Starting, false, true,  Starting),
+        (Backoff,  false, true,  Backoff),
+        (Stopping, false, true,  Stopping),
+        (Stopped,  false, false, Stopped),
+        (Exited,   false, false, Exited),
+        (Fatal,    false, false, Fatal),
+        // Autostart turned on starts what is not up.
+        (Stopped,  false, true,  Starting),
+        (Exited,   false, true,  Starting),
     ];
-    for (from, autostart, to) in cases {
+    for (from, restart, start, to) in cases {
         let mut r = machine_in(from);
+        let pid = r.m.pid();
         r.ev(Event::Replace {
             params: with(|p| p.readiness_timeout = s(9)),
-            autostart,
+            restart,
+            start,
         });
-        assert_eq!(r.m.state, to, "{from:?} autostart {autostart}");
+        assert_eq!(r.m.state, to, "{from:?} restart {restart} start {start}");
         assert_eq!(r.m.params.readiness_timeout, s(9));
+        if to == from && from == Running {
+            assert_eq!(r.m.pid(), pid, "the same process runs on");
+        }
     }
+}
+
+/// Issue 13: a change that needs no new process leaves the running one
+/// alone, and the new stop settings reach it: its next stop is the new
+/// signal and timeout.
+#[test]
+fn a_change_in_place_keeps_the_process_and_stops_it_the_new_way() {
+    let quit = Signal(SIGQUIT);
+    let mut r = Run::new(params());
+    r.running();
+    let new = with(|p| {
+        p.restart.max_retries = 3;
+        p.stop = StopParams {
+            signal: quit,
+            timeout: s(5),
+        };
+    });
+    let effects = r.ev(Event::Replace {
+        params: new.clone(),
+        restart: false,
+        start: true,
+    });
+    assert_eq!(effects, []);
+    assert_eq!((r.m.state, r.m.pid()), (AppState::Running, Some(100)));
+    assert_eq!(r.m.params, new);
+    let effects = r.ev(Event::Stop(req(alice())));
+    assert_eq!(
+        effects,
+        [
+            Effect::Signal(i(1), quit),
+            timer(1, 5, r.m.timer_generation)
+        ]
+    );
 }
 
 #[test]
@@ -1460,7 +1511,8 @@ fn random_event(rng: &mut Rng, m: &Machine, base: &Params) -> Event {
                 readiness_timeout: rng.pick(&[s(30), s(60)]),
                 ..base.clone()
             },
-            autostart: rng.below(2) == 0,
+            restart: rng.below(2) == 0,
+            start: rng.below(2) == 0,
         },
         Event::TimerFired {
             key: TimerKey::Instance(id),

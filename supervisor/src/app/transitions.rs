@@ -75,6 +75,9 @@ pub const TRANSITIONS: &[(AppState, EventKind, AppState)] = {
 
         // A changed file: restart what is up, start what autostarts, and
         // otherwise only adopt the settings.
+        (Starting, Replace,     Starting), // adopted in place
+        (Running,  Replace,     Running),  // adopted in place
+        (Backoff,  Replace,     Backoff),  // adopted in place
         (Stopped,  Replace,     Stopped),
         (Exited,   Replace,     Exited),
         (Fatal,    Replace,     Fatal),

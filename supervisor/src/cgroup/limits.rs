@@ -148,6 +148,22 @@ impl LimitRoot {
         LimitRoot { v1 }
     }
 
+    /// Removes the instance directories [`LimitRoot::detect`] made, at a
+    /// clean exit once every app's limit cgroups are gone. Each is tried;
+    /// the first failure (a directory still holding an app's cgroup) is
+    /// returned.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        let mut first = Ok(());
+        for (_, dir) in &self.v1 {
+            if let Err(error) = remove_dir(dir) {
+                if first.is_ok() {
+                    first = Err(error);
+                }
+            }
+        }
+        first
+    }
+
     /// The limit cgroups of app `name`, whose v2 cgroup is `v2_dir`.
     /// Creates nothing yet; see [`AppLimits::apply`].
     pub fn app(&self, name: &str, v2_dir: Option<&Path>) -> Result<AppLimits, CgroupError> {
@@ -332,6 +348,34 @@ pub fn parse_oom_kill(contents: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 13: the v1 instance directories were left behind at every
+    /// clean exit.
+    #[test]
+    fn remove_takes_the_instance_directories_and_reports_what_stays() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs: Vec<(Controller, PathBuf)> = Controller::ALL
+            .into_iter()
+            .map(|c| (c, tmp.path().join(c.as_str()).join("avi")))
+            .collect();
+        for (_, dir) in &dirs {
+            fs::create_dir_all(dir).unwrap();
+        }
+        // An app's cgroup still in the pids one.
+        fs::create_dir(dirs[1].1.join("shop")).unwrap();
+        let root = LimitRoot::at(dirs.clone());
+        let error = root.remove().unwrap_err();
+        assert!(
+            matches!(&error, CgroupError::Remove { path, .. } if *path == dirs[1].1),
+            "{error}"
+        );
+        let left: Vec<bool> = dirs.iter().map(|(_, dir)| dir.exists()).collect();
+        assert_eq!(left, [false, true, false], "the others are removed");
+        fs::remove_dir(dirs[1].1.join("shop")).unwrap();
+        root.remove().unwrap();
+        assert!(!dirs[1].1.exists());
+        root.remove().unwrap();
+    }
 
     const HYBRID: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755

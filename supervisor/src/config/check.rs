@@ -12,10 +12,10 @@ use super::error::ConfigError;
 use super::load::{
     app_files, app_name, load_daemon_or_default, load_valid_app, load_valid_app_named, DaemonConfig,
 };
-use super::resolve::{check_conflicts, resolve, UserDb};
+use super::resolve::{check_conflicts, UserDb};
 use super::spec::{AppName, AppSpec, Signal};
 use super::uwsgi;
-use super::validate::Defaults;
+use super::validate::{Defaults, ValidApp};
 
 /// What `check` found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -24,12 +24,62 @@ pub struct CheckReport {
     pub warnings: Vec<ConfigError>,
     /// Files read, the daemon config included when it exists.
     pub checked: Vec<PathBuf>,
+    /// The daemon config, when it was read, and whether it is valid.
+    pub settings: Option<(PathBuf, bool)>,
+    /// Whether the daemon config was itself what was asked to be checked
+    /// (no files named), rather than read for its `[defaults]`.
+    pub whole_host: bool,
+    /// Each app file checked, and whether it is valid: it validates,
+    /// resolves, and holds no address another app holds.
+    pub apps: Vec<(PathBuf, bool)>,
 }
 
 impl CheckReport {
     /// No errors (warnings allowed).
     pub fn is_ok(&self) -> bool {
         self.errors.is_empty()
+    }
+
+    /// The last line: what was checked and what it came to, e.g.
+    /// `checked 2 app files: 1 valid, 1 invalid; 3 errors, 1 warning`.
+    /// The daemon config is named when it was checked for itself, or
+    /// when it is invalid.
+    pub fn summary(&self) -> String {
+        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+        let mut out = String::from("checked ");
+        if let Some((path, valid)) = &self.settings {
+            if self.whole_host || !valid {
+                out.push_str(&path.display().to_string());
+                if !valid {
+                    out.push_str(" (invalid)");
+                }
+                out.push_str(" and ");
+            }
+        }
+        out.push_str(&plural(self.apps.len(), "app file"));
+        let valid = self.apps.iter().filter(|(_, valid)| *valid).count();
+        let outcomes: Vec<String> = [(valid, "valid"), (self.apps.len() - valid, "invalid")]
+            .into_iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+        if !outcomes.is_empty() {
+            out.push_str(": ");
+            out.push_str(&outcomes.join(", "));
+        }
+        let counts: Vec<String> = [
+            (self.errors.len(), "error"),
+            (self.warnings.len(), "warning"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, word)| plural(n, word))
+        .collect();
+        if !counts.is_empty() {
+            out.push_str("; ");
+            out.push_str(&counts.join(", "));
+        }
+        out
     }
 }
 
@@ -41,17 +91,7 @@ impl fmt::Display for CheckReport {
         for warning in &self.warnings {
             writeln!(f, "warning: {warning}")?;
         }
-        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
-        write!(
-            f,
-            "checked {}: {}",
-            plural(self.checked.len(), "file"),
-            plural(self.errors.len(), "error")
-        )?;
-        if !self.warnings.is_empty() {
-            write!(f, ", {}", plural(self.warnings.len(), "warning"))?;
-        }
-        Ok(())
+        f.write_str(&self.summary())
     }
 }
 
@@ -71,16 +111,21 @@ pub fn check(
     as_name: Option<&AppName>,
     db: &dyn UserDb,
 ) -> CheckReport {
-    let mut report = CheckReport::default();
+    let mut report = CheckReport {
+        whole_host: files.is_empty(),
+        ..CheckReport::default()
+    };
     let daemon = match load_daemon_or_default(daemon_config, explicit) {
         Ok(daemon) => {
             if daemon_config.exists() {
                 report.checked.push(daemon_config.to_owned());
+                report.settings = Some((daemon_config.to_owned(), true));
             }
             Some(daemon)
         }
         Err(errors) => {
             report.checked.push(daemon_config.to_owned());
+            report.settings = Some((daemon_config.to_owned(), false));
             report.errors.extend(errors);
             None
         }
@@ -111,15 +156,21 @@ pub fn check(
     let mut specs = Vec::new();
     for file in &files {
         report.checked.push(file.clone());
+        let errors_before = report.errors.len();
         let loaded = match as_name {
             Some(name) => load_valid_app_named(file, name, &defaults),
             None => load_valid_app(file, &defaults),
         };
         match loaded {
             Ok(valid) => {
-                report.warnings.extend(valid.warnings);
-                report.warnings.extend(uwsgi_script_warnings(&valid.spec));
-                match resolve(&valid.spec, db) {
+                report.warnings.extend(valid.warnings.iter().cloned());
+                report.warnings.extend(
+                    uwsgi_script_warnings(&valid.spec)
+                        .into_iter()
+                        .map(|warning| valid.positions.fill(warning)),
+                );
+                report.warnings.extend(valid.unknown_operators(db));
+                match valid.resolve(db) {
                     Ok(resolved) => report.warnings.extend(
                         resolved
                             .weaknesses
@@ -127,14 +178,15 @@ pub fn check(
                             .filter(|weakness| weakness.kind.needs_identity())
                             .map(|weakness| valid.positions.locate(file, weakness)),
                     ),
-                    Err(errors) => report
-                        .errors
-                        .extend(errors.into_iter().map(|error| valid.positions.fill(error))),
+                    Err(errors) => report.errors.extend(errors),
                 }
-                specs.push(valid.spec);
+                specs.push(valid);
             }
             Err(errors) => report.errors.extend(errors),
         }
+        report
+            .apps
+            .push((file.clone(), report.errors.len() == errors_before));
     }
 
     // Conflicts are reported on the later app of a pair: the apps already
@@ -145,11 +197,26 @@ pub fn check(
         Vec::new()
     };
     all.extend(specs);
-    report.errors.extend(
-        check_conflicts(&all)
-            .into_iter()
-            .filter(|error| !named || files.contains(&error.file)),
+    let conflicts = check_conflicts(
+        &all.iter()
+            .map(|valid| valid.spec.clone())
+            .collect::<Vec<_>>(),
     );
+    for conflict in conflicts {
+        if named && !files.contains(&conflict.file) {
+            continue;
+        }
+        for (file, valid) in &mut report.apps {
+            if *file == conflict.file {
+                *valid = false;
+            }
+        }
+        let at = all.iter().find(|valid| valid.spec.file == conflict.file);
+        report.errors.push(match at {
+            Some(valid) => valid.positions.fill(conflict),
+            None => conflict,
+        });
+    }
     report
 }
 
@@ -229,7 +296,7 @@ fn others_in_apps_dir(
     files: &[PathBuf],
     as_name: Option<&AppName>,
     defaults: &Defaults,
-) -> Vec<AppSpec> {
+) -> Vec<ValidApp> {
     let Some(Ok(present)) = daemon.map(|daemon| app_files(&daemon.spec.apps_dir)) else {
         return Vec::new();
     };
@@ -248,7 +315,7 @@ fn others_in_apps_dir(
         .into_iter()
         .filter(|path| !files.iter().any(|file| same_file(file, path)))
         .filter(|path| app_name(path).is_ok_and(|name| !replaced_names.contains(&name)))
-        .filter_map(|path| load_valid_app(&path, defaults).ok().map(|valid| valid.spec))
+        .filter_map(|path| load_valid_app(&path, defaults).ok())
         .collect()
 }
 
@@ -334,7 +401,13 @@ mod tests {
                 host.path("apps.d/shop.toml")
             ]
         );
-        assert_eq!(report.to_string(), "checked 3 files: 0 errors");
+        assert_eq!(
+            report.to_string(),
+            format!(
+                "checked {} and 2 app files: 2 valid",
+                host.path("appvisor.toml").display()
+            )
+        );
     }
 
     #[test]
@@ -365,15 +438,76 @@ mod tests {
             format!(
                 "error: {}:5:9: umask: invalid umask \"9\" (use 3 or 4 octal digits like \"0027\")\n\
                  error: {}:4:8: user: user \"ops\" does not exist (create it, like `useradd --system shop`, or fix the name)\n\
-                 error: {}: listen[0].address: 0.0.0.0:8001 overlaps 127.0.0.1:8001 of app \"shop\" ({}) \
+                 error: {}:6:11: listen[0].address: 0.0.0.0:8001 overlaps 127.0.0.1:8001 of app \"shop\" ({}) \
                  (give each app its own port or socket path)\n\
-                 checked 5 files: 3 errors",
+                 checked {} and 4 app files: 1 valid, 3 invalid; 3 errors",
                 api.display(),
                 ops.display(),
                 web.display(),
                 shop.display(),
+                host.path("appvisor.toml").display(),
             )
         );
+    }
+
+    /// Issue 13: "checked 2 files" when given one; the count now says
+    /// what was checked and what it came to.
+    #[test]
+    fn the_summary_says_what_was_checked() {
+        let error = ConfigError::new("x.toml", "bad");
+        let report = |settings: Option<bool>, whole_host, apps: &[bool], errors, warnings| {
+            CheckReport {
+                errors: vec![error.clone(); errors],
+                warnings: vec![error.clone(); warnings],
+                checked: Vec::new(),
+                settings: settings
+                    .map(|valid| (PathBuf::from("/etc/appvisor/appvisor.toml"), valid)),
+                whole_host,
+                apps: apps
+                    .iter()
+                    .enumerate()
+                    .map(|(i, valid)| (PathBuf::from(format!("{i}.toml")), *valid))
+                    .collect(),
+            }
+            .summary()
+        };
+        let cases = [
+            (
+                report(Some(true), false, &[true], 0, 0),
+                "checked 1 app file: 1 valid",
+            ),
+            (
+                report(None, false, &[true], 0, 0),
+                "checked 1 app file: 1 valid",
+            ),
+            (
+                report(Some(true), false, &[true, false], 3, 1),
+                "checked 2 app files: 1 valid, 1 invalid; 3 errors, 1 warning",
+            ),
+            (
+                report(Some(true), false, &[false], 1, 0),
+                "checked 1 app file: 1 invalid; 1 error",
+            ),
+            (
+                report(Some(true), true, &[true, true], 0, 2),
+                "checked /etc/appvisor/appvisor.toml and 2 app files: 2 valid; 2 warnings",
+            ),
+            (
+                report(Some(false), false, &[true], 2, 0),
+                "checked /etc/appvisor/appvisor.toml (invalid) and 1 app file: 1 valid; 2 errors",
+            ),
+            (
+                report(Some(true), true, &[], 0, 0),
+                "checked /etc/appvisor/appvisor.toml and 0 app files",
+            ),
+            (
+                report(None, true, &[], 1, 0),
+                "checked 0 app files; 1 error",
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
     }
 
     #[test]
@@ -396,7 +530,7 @@ mod tests {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>(),
             [format!(
-                "{}: listen[0].address: 127.0.0.1:8001 is already taken by app \"shop\" ({}) \
+                "{}:6:11: listen[0].address: 127.0.0.1:8001 is already taken by app \"shop\" ({}) \
                  (give each app its own port or socket path)",
                 thief.display(),
                 host.path("apps.d/shop.toml").display()
@@ -448,7 +582,7 @@ mod tests {
         assert!(
             report
                 .to_string()
-                .ends_with("checked 2 files: 0 errors, 2 warnings"),
+                .ends_with("\nchecked 1 app file: 1 valid; 2 warnings"),
             "{report}"
         );
     }
@@ -652,13 +786,13 @@ mod tests {
                 .collect::<Vec<_>>(),
             [
                 format!(
-                    "{file_name}: command[0]: {start_name} is a script that runs uWSGI, which \
+                    "{file_name}:2:12: command[0]: {start_name} is a script that runs uWSGI, which \
                      reloads on TERM; the daemon does not read scripts, so it stops this app with \
                      TERM and kills it at the stop timeout (add [stop] signal = \"INT\", or name \
                      the script uwsgi-… so the daemon knows)"
                 ),
                 format!(
-                    "{file_name}: command[0]: {start_name} runs uWSGI: uWSGI serves the \
+                    "{file_name}:2:12: command[0]: {start_name} runs uWSGI: uWSGI serves the \
                      [[listen]] socket (fd 3) with the uwsgi protocol unless an fd:// socket \
                      option says otherwise, and this command has none (in the script, add \
                      \"--http-socket\", \"fd://3\" to serve HTTP, or \"--socket\", \"fd://3\" \
@@ -695,7 +829,7 @@ mod tests {
         assert_eq!(
             report.errors[0].to_string(),
             format!(
-                "{}:1:12: apps_dir: invalid type: integer `3`, expected a string",
+                "{}:1:12: apps_dir: must be a string in quotes, like \"/etc/appvisor/apps.d\", not 3",
                 host.path("appvisor.toml").display()
             )
         );

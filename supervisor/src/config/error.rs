@@ -175,6 +175,12 @@ impl Gathered {
         self.kept.iter()
     }
 
+    /// Each kept error through `f` (to place it at its key, say).
+    pub fn map(mut self, f: impl FnMut(ConfigError) -> ConfigError) -> Gathered {
+        self.kept = self.kept.into_iter().map(f).collect();
+        self
+    }
+
     /// The kept errors in file order (`file`'s own first, then those of
     /// other files such as `appvisor.toml` or env files), and then, if
     /// some were only counted, one more that says how many.

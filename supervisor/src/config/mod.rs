@@ -6,16 +6,19 @@
 //! up behind the [`resolve::UserDb`] trait and checks the paths an app
 //! needs. Only `load`, `check` and `resolve` touch the file system.
 
+pub mod change;
 pub mod check;
 #[cfg(test)]
 mod contract_tests;
 pub mod env_file;
 pub mod error;
 pub mod load;
+pub mod positions;
 pub mod raw;
 pub mod resolve;
 pub mod security;
 pub mod spec;
+pub mod suggest;
 #[cfg(test)]
 pub(crate) mod test_spec;
 pub mod uwsgi;

@@ -12,6 +12,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::error::{ConfigError, Gathered, SourceFile};
+use super::suggest;
 
 /// `appvisor.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -313,12 +314,22 @@ pub(crate) fn parse<T: RawFile>(source: SourceFile<'_>) -> Result<T, Gathered> {
             Found {
                 span: found.span,
                 key,
-                what: What::UnknownKey(table_path(&found.path)),
+                what: What::UnknownKey {
+                    table: table_path(&found.path),
+                    name: match found.path.last() {
+                        Some(Segment::Key(name)) => name.clone(),
+                        _ => String::new(),
+                    },
+                },
             }
             .into_error::<T>(source)
         } else {
+            let value = source.text.get(found.span.clone()).unwrap_or_default();
             source
-                .error(&found.span, error.message().to_owned())
+                .error(
+                    &found.span,
+                    suggest::wrong_type(&key, value, error.message()),
+                )
                 .with_key(key)
         });
     }
@@ -334,7 +345,7 @@ struct Found {
 
 enum What {
     /// In the table at this path (no indices).
-    UnknownKey(Vec<String>),
+    UnknownKey { table: Vec<String>, name: String },
     /// A value of the wrong type: serde's own message.
     Invalid(String),
 }
@@ -342,17 +353,20 @@ enum What {
 impl Found {
     fn into_error<T: RawFile>(self, source: SourceFile<'_>) -> ConfigError {
         match self.what {
-            What::UnknownKey(table) => {
+            What::UnknownKey { table, name } => {
                 let table: Vec<&str> = table.iter().map(String::as_str).collect();
-                let unknown = source.error(&self.span, "unknown key").with_key(self.key);
-                match T::known_keys(&table) {
-                    Some(keys) => {
-                        unknown.with_hint(format!("remove it or use one of: {}", keys.join(", ")))
-                    }
-                    None => unknown.with_hint("remove it"),
+                let (message, hint) = suggest::unknown_key(T::known_keys, &table, &name);
+                let unknown = source.error(&self.span, message).with_key(self.key);
+                match hint {
+                    Some(hint) => unknown.with_hint(hint),
+                    None => unknown,
                 }
             }
-            What::Invalid(message) => source.error(&self.span, message).with_key(self.key),
+            What::Invalid(message) => {
+                let value = source.text.get(self.span.clone()).unwrap_or_default();
+                let message = suggest::wrong_type(&self.key, value, &message);
+                source.error(&self.span, message).with_key(self.key)
+            }
         }
     }
 }
@@ -393,7 +407,10 @@ fn prune_schema<T: RawFile>(
             found.push(Found {
                 span: key.span(),
                 key: dotted(path),
-                what: What::UnknownKey(names.iter().map(|n| n.to_string()).collect()),
+                what: What::UnknownKey {
+                    table: names.iter().map(|n| n.to_string()).collect(),
+                    name: name.to_owned(),
+                },
             });
             doomed.push(name.to_owned());
         } else if string_map && !matches!(value.get_ref(), DeValue::String(_)) {
@@ -630,7 +647,7 @@ mod tests {
             (
                 format!("{head}[environment]\n{env}"),
                 4,
-                "environment.V00000: invalid type: integer `0`, expected a string",
+                "environment.V00000: must be a string in quotes, like \"shop.settings\", not 0",
             ),
             (
                 format!("{head}{syntax}"),
@@ -678,8 +695,7 @@ mod tests {
             ),
             (
                 "[sandbox]\nprivate_tmp = true\nread_only_paths = []\n",
-                &["apps.d/shop.toml:3:1: sandbox.read_only_paths: unknown key (remove it or use one of: \
-                   read_only, read_write, private_tmp, bind_ports, connect_ports, network, landlock)"
+                &["apps.d/shop.toml:3:1: sandbox.read_only_paths: unknown key; did you mean `read_only`?"
                     .to_owned()],
             ),
             (
@@ -695,20 +711,44 @@ mod tests {
             (
                 "user = 3\nautostart = \"yes\"\n[logs]\nkeep = \"five\"\n",
                 &[
-                    "apps.d/shop.toml:1:8: user: invalid type: integer `3`, expected a string".to_owned(),
-                    "apps.d/shop.toml:2:13: autostart: invalid type: string \"yes\", expected a boolean".to_owned(),
-                    "apps.d/shop.toml:4:8: logs.keep: invalid type: string \"five\", expected i64".to_owned(),
+                    "apps.d/shop.toml:1:8: user: must be a string in quotes, like \"shop\", not 3".to_owned(),
+                    "apps.d/shop.toml:2:13: autostart: must be true or false, not \"yes\"".to_owned(),
+                    "apps.d/shop.toml:4:8: logs.keep: must be a whole number, like 5, not \"five\"".to_owned(),
+                ],
+            ),
+            (
+                "autostrat = false\n[restart]\nsignal = \"INT\"\nmax_retries = \"5\"\n",
+                &[
+                    "apps.d/shop.toml:1:1: autostrat: unknown key; did you mean `autostart`?".to_owned(),
+                    "apps.d/shop.toml:3:1: restart.signal: unknown key here; `signal` is a key of [stop] \
+                     (move it there)"
+                        .to_owned(),
+                    "apps.d/shop.toml:4:15: restart.max_retries: must be a whole number, like 5, not \"5\""
+                        .to_owned(),
+                ],
+            ),
+            (
+                "stopsignal = \"INT\"\ncommand = \"/srv/shop/venv/bin/gunicorn\"\n",
+                &[
+                    "apps.d/shop.toml:1:1: stopsignal: unknown key; supervisord's `stopsignal` is `signal` in \
+                     [stop] here (docs/migration.md maps supervisord's settings)"
+                        .to_owned(),
+                    "apps.d/shop.toml:2:11: command: must be a list of strings, like \
+                     [\"/srv/shop/venv/bin/gunicorn\", \"shop.wsgi\"], not \"/srv/shop/venv/bin/gunicorn\""
+                        .to_owned(),
                 ],
             ),
             (
                 "sandbox = 3\n",
-                &["apps.d/shop.toml:1:11: sandbox: invalid type: integer `3`, expected a [sandbox] table".to_owned()],
+                &["apps.d/shop.toml:1:11: sandbox: must be a table, like [sandbox], not 3".to_owned()],
             ),
             (
                 "environment = { A = 1, B = \"x\", C = true }\n",
                 &[
-                    "apps.d/shop.toml:1:21: environment.A: invalid type: integer `1`, expected a string".to_owned(),
-                    "apps.d/shop.toml:1:37: environment.C: invalid type: boolean `true`, expected a string".to_owned(),
+                    "apps.d/shop.toml:1:21: environment.A: must be a string in quotes, like \"shop.settings\", not 1"
+                        .to_owned(),
+                    "apps.d/shop.toml:1:37: environment.C: must be a string in quotes, like \"shop.settings\", not true"
+                        .to_owned(),
                 ],
             ),
             (
@@ -737,11 +777,11 @@ mod tests {
             .finish(Path::new("appvisor.toml"));
         assert_eq!(
             errors[1].to_string(),
-            "appvisor.toml:4:5: defaults.environment.A: invalid type: integer `1`, expected a string"
+            "appvisor.toml:4:5: defaults.environment.A: must be a string in quotes, like \"shop.settings\", not 1"
         );
         assert_eq!(
             errors[0].to_string(),
-            "appvisor.toml:2:1: defaults.stop.signall: unknown key (remove it or use one of: signal, timeout, reload_signal)"
+            "appvisor.toml:2:1: defaults.stop.signall: unknown key; did you mean `signal`?"
         );
     }
 }

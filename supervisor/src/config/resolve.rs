@@ -1,5 +1,6 @@
 //! Resolution: user and group names to ids, and the checks on disk an app
-//! needs before it can start (its program and directory). Users come from a
+//! needs before it can start (its program, directory, venv and the paths
+//! its sandbox grants). Users come from a
 //! [`UserDb`] so tests can use [`FakeUserDb`]; paths are looked up under a
 //! root prefix so tests can use a temp dir. Never changes anything on disk.
 
@@ -16,6 +17,7 @@ use nix::unistd::{Gid, Group, User};
 use super::error::{ConfigError, ConfigErrors};
 use super::security::{identity_weaknesses, spec_weaknesses, Identity, SecretGroups, Weakness};
 use super::spec::{AppSpec, ListenAddress};
+use super::validate::ValidApp;
 
 /// One user's record from the user database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,7 +179,29 @@ pub struct ResolvedApp {
     pub weaknesses: Vec<Weakness>,
 }
 
+impl ValidApp {
+    /// [`resolve`], every error at the file, line and key it is about.
+    pub fn resolve(&self, db: &dyn UserDb) -> Result<ResolvedApp, ConfigErrors> {
+        resolve(&self.spec, db).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|error| self.positions.fill(error))
+                .collect::<Vec<_>>()
+                .into()
+        })
+    }
+
+    /// [`unknown_operators`], each at its file, line and key.
+    pub fn unknown_operators(&self, db: &dyn UserDb) -> Vec<ConfigError> {
+        unknown_operators(&self.spec, db)
+            .into_iter()
+            .map(|warning| self.positions.fill(warning))
+            .collect()
+    }
+}
+
 /// Looks up `spec`'s user and group and checks its program and directory.
+/// Errors name the key but no line: [`ValidApp::resolve`] adds it.
 pub fn resolve(spec: &AppSpec, db: &dyn UserDb) -> Result<ResolvedApp, ConfigErrors> {
     resolve_under(spec, db, Path::new("/"))
 }
@@ -293,6 +317,7 @@ pub fn resolve_under(
     };
     errors.extend(check_program(spec, root, ids));
     errors.extend(check_directory(spec, root));
+    errors.extend(check_granted_paths(spec, root));
 
     let mut weaknesses = spec_weaknesses(spec);
     if let (Some(user), Some((uid, gid, groups))) = (&user, ids) {
@@ -420,6 +445,109 @@ fn check_directory(spec: &AppSpec, root: &Path) -> Option<ConfigError> {
             "fix directory",
         ),
     }
+}
+
+/// The paths the sandbox grants (`sandbox.read_only`, `sandbox.read_write`)
+/// and `venv` must exist: each becomes a Landlock rule at spawn, and a
+/// rule on a missing path fails every start, so a running app would go
+/// from healthy to a crash loop at the next `appctl update`.
+fn check_granted_paths(spec: &AppSpec, root: &Path) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let lists = [
+        ("sandbox.read_only", &spec.sandbox.read_only),
+        ("sandbox.read_write", &spec.sandbox.read_write),
+    ];
+    for (list, paths) in lists {
+        for (i, path) in paths.iter().enumerate() {
+            let key = format!("{list}[{i}]");
+            match fs::metadata(under(root, path)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => errors.push(
+                    ConfigError::new(&spec.file, format!("{} does not exist", path.display()))
+                        .with_key(key)
+                        .with_hint(format!(
+                            "create it before the app starts, or remove it from {list}"
+                        )),
+                ),
+                Err(e) => errors.push(
+                    ConfigError::new(&spec.file, format!("cannot check {}: {e}", path.display()))
+                        .with_key(key)
+                        .with_hint(format!("fix {list}")),
+                ),
+            }
+        }
+    }
+    if let Some(venv) = &spec.venv {
+        let error = |message: String, hint: &str| {
+            ConfigError::new(&spec.file, message)
+                .with_key("venv")
+                .with_hint(hint)
+        };
+        match fs::metadata(under(root, venv)) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => errors.push(error(
+                format!("venv {} is not a directory", venv.display()),
+                "point it at the virtualenv's directory",
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => errors.push(error(
+                format!("venv {} does not exist", venv.display()),
+                "create the virtualenv, or fix venv",
+            )),
+            Err(e) => errors.push(error(
+                format!("cannot check venv {}: {e}", venv.display()),
+                "fix venv",
+            )),
+        }
+    }
+    errors
+}
+
+/// `[access]` users and groups the user database does not know. Warnings,
+/// not errors: an operator's account may come and go without the app's
+/// file changing, and a name nobody has grants nothing. Errors name the
+/// key but no line: [`ValidApp::unknown_operators`] adds it.
+pub fn unknown_operators(spec: &AppSpec, db: &dyn UserDb) -> Vec<ConfigError> {
+    let mut warnings = Vec::new();
+    let mut warn = |key: String, message: String, hint: &str| {
+        warnings.push(
+            ConfigError::new(&spec.file, message)
+                .with_key(key)
+                .with_hint(hint),
+        )
+    };
+    for (i, user) in spec.access.users.iter().enumerate() {
+        let key = format!("access.users[{i}]");
+        match db.user_by_name(user) {
+            Ok(Some(_)) => {}
+            Ok(None) => warn(
+                key,
+                format!("user {user:?} does not exist, so this grants nothing"),
+                "fix the name, or create the user",
+            ),
+            Err(source) => warn(
+                key,
+                format!("cannot read the user database: {source}"),
+                "check NSS (/etc/nsswitch.conf) and try again",
+            ),
+        }
+    }
+    for (i, group) in spec.access.groups.iter().enumerate() {
+        let key = format!("access.groups[{i}]");
+        match db.group_by_name(group) {
+            Ok(Some(_)) => {}
+            Ok(None) => warn(
+                key,
+                format!("group {group:?} does not exist, so this grants nothing"),
+                "fix the name, or create the group",
+            ),
+            Err(source) => warn(
+                key,
+                format!("cannot read the user database: {source}"),
+                "check NSS (/etc/nsswitch.conf) and try again",
+            ),
+        }
+    }
+    warnings
 }
 
 /// Listen addresses two apps cannot both hold: each conflict is reported on
@@ -667,6 +795,73 @@ mod tests {
                 "for {damage:?}"
             );
         }
+    }
+
+    /// Issue 13: a `read_write` path that does not exist passed, then
+    /// every start failed at its Landlock rule.
+    #[test]
+    fn granted_paths_and_venv_must_exist() {
+        let root = tree(0o755);
+        fs::write(root.path().join("srv/shop/venv.txt"), "").unwrap();
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "[sandbox]\nread_only = [\"/srv/shop/releases\", \"/srv/shop/config\"]\n\
+                 read_write = [\"/srv/shop/shared\"]\n",
+                &[
+                    "apps.d/shop.toml: sandbox.read_only[1]: /srv/shop/config does not exist \
+                     (create it before the app starts, or remove it from sandbox.read_only)",
+                    "apps.d/shop.toml: sandbox.read_write[0]: /srv/shop/shared does not exist \
+                     (create it before the app starts, or remove it from sandbox.read_write)",
+                ],
+            ),
+            (
+                "venv = \"/srv/shop/env\"\n",
+                &["apps.d/shop.toml: venv: venv /srv/shop/env does not exist \
+                   (create the virtualenv, or fix venv)"],
+            ),
+            (
+                "venv = \"/srv/shop/venv.txt\"\n",
+                &[
+                    "apps.d/shop.toml: venv: venv /srv/shop/venv.txt is not a directory \
+                   (point it at the virtualenv's directory)",
+                ],
+            ),
+        ];
+        for (extra, want) in cases {
+            let spec = app("shop", extra);
+            assert_eq!(
+                messages(resolve_under(&spec, &db(), root.path())),
+                *want,
+                "for {extra:?}"
+            );
+        }
+        let granted = app(
+            "shop",
+            "venv = \"/srv/shop/venv\"\n[sandbox]\nread_write = [\"/srv/shop/releases/1\"]\n",
+        );
+        assert!(resolve_under(&granted, &db(), root.path()).is_ok());
+    }
+
+    #[test]
+    fn access_to_users_and_groups_that_do_not_exist_is_a_warning() {
+        let spec = app(
+            "shop",
+            "[access]\nusers = [\"shop\", \"alcie\"]\ngroups = [\"shop-devs\", \"shop-dev\"]\n",
+        );
+        let warnings: Vec<String> = unknown_operators(&spec, &db())
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            warnings,
+            [
+                "apps.d/shop.toml: access.users[1]: user \"alcie\" does not exist, so this grants nothing \
+                 (fix the name, or create the user)",
+                "apps.d/shop.toml: access.groups[1]: group \"shop-dev\" does not exist, so this grants \
+                 nothing (fix the name, or create the group)",
+            ]
+        );
+        assert!(unknown_operators(&app("shop", ""), &db()).is_empty());
     }
 
     #[test]

@@ -5,20 +5,16 @@
 //! Two stages, as the rest of `config`: [`spec_weaknesses`] looks at the
 //! validated spec alone (pure); [`identity_weaknesses`] at the user and
 //! groups it resolved to and at which groups own the host's secrets (read
-//! once per resolve by [`SecretGroups::scan`]). [`Positions`] remembers
-//! where each key sits in the files, so every message names the file,
-//! line and key.
+//! once per resolve by [`SecretGroups::scan`]). `config::positions` puts
+//! each finding at its key's file, line and column.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::ops::Range;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::error::{ConfigError, SourceFile};
-use super::raw::RawApp;
 use super::spec::AppSpec;
 
 /// What kind of weakness: each lowers one exposure check.
@@ -386,86 +382,6 @@ pub fn identity_weaknesses(
         }
     }
     (refused, found)
-}
-
-/// Where each key of an app sits, in the app file or in `[defaults]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Positions(BTreeMap<String, (PathBuf, usize, usize, String)>);
-
-impl Positions {
-    /// From the layers, highest priority first: (raw, file, key prefix).
-    pub(super) fn of(layers: &[(&RawApp, SourceFile<'_>, &str)]) -> Positions {
-        let mut positions = BTreeMap::new();
-        // Lowest priority first, so the app file's own keys win.
-        for (raw, source, prefix) in layers.iter().rev() {
-            let mut put = |key: String, span: Range<usize>| {
-                let (line, column) = source.position(span.start);
-                let shown = format!("{prefix}{key}");
-                positions.insert(key, (source.path.to_owned(), line, column, shown));
-            };
-            if let Some(v) = &raw.user {
-                put("user".into(), v.span());
-            }
-            if let Some(v) = &raw.group {
-                put("group".into(), v.span());
-            }
-            if let Some(v) = &raw.umask {
-                put("umask".into(), v.span());
-            }
-            if let Some(env) = &raw.environment {
-                for (name, value) in env.get_ref() {
-                    put(format!("environment.{}", name.get_ref()), value.span());
-                }
-            }
-            let lists = [
-                (
-                    "sandbox.read_only",
-                    raw.sandbox.as_ref().and_then(|s| s.read_only.as_ref()),
-                ),
-                (
-                    "sandbox.read_write",
-                    raw.sandbox.as_ref().and_then(|s| s.read_write.as_ref()),
-                ),
-                (
-                    "access.groups",
-                    raw.access.as_ref().and_then(|a| a.groups.as_ref()),
-                ),
-            ];
-            for (key, list) in lists {
-                for (i, item) in list.iter().flat_map(|l| l.get_ref()).enumerate() {
-                    put(format!("{key}[{i}]"), item.span());
-                }
-            }
-        }
-        Positions(positions)
-    }
-
-    /// `error` with the position of its key, when it has none yet.
-    pub fn fill(&self, error: ConfigError) -> ConfigError {
-        match (
-            &error.line,
-            error.key.as_ref().and_then(|key| self.0.get(key)),
-        ) {
-            (None, Some((path, line, column, shown))) if *path == error.file => {
-                let key = shown.clone();
-                error.with_position(*line, *column).with_key(key)
-            }
-            _ => error,
-        }
-    }
-
-    /// `weakness` as a message naming the file, line and key; `file` when
-    /// the key is in no file (a built-in default, or a variable from
-    /// `env_files`).
-    pub fn locate(&self, file: &Path, weakness: &Weakness) -> ConfigError {
-        let error = match self.0.get(&weakness.key) {
-            Some((path, line, column, shown)) => ConfigError::new(path, &weakness.message)
-                .with_position(*line, *column)
-                .with_key(shown),
-            None => ConfigError::new(file, &weakness.message).with_key(&weakness.key),
-        };
-        error.with_hint(&weakness.hint)
-    }
 }
 
 #[cfg(test)]

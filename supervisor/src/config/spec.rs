@@ -65,8 +65,9 @@ pub struct StatusSpec {
     pub listen: Option<SocketAddr>,
 }
 
-/// One application, validated. Two specs compare equal exactly when a
-/// running app would not need a restart to adopt the other.
+/// One application, validated. Two specs compare equal exactly when the
+/// files mean the same; `config::change` says what a difference asks of
+/// a running app.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppSpec {
     pub name: AppName,

@@ -68,6 +68,7 @@ use super::spec::{
     ListenSpec, LogSpec, NetworkMode, ReadinessKind, ReadinessSpec, RestartPolicy, RestartSpec,
     RestartStrategy, SandboxSpec, Signal, StatusSpec, StopSpec,
 };
+use super::suggest;
 use super::uwsgi;
 
 /// Built-in daemon defaults (DESIGN.md).
@@ -122,7 +123,7 @@ pub struct ValidApp {
     pub warnings: Vec<ConfigError>,
     /// Where the keys `config::security` reports on sit, for warnings found
     /// once users and groups are resolved.
-    pub positions: super::security::Positions,
+    pub positions: super::positions::Positions,
 }
 
 /// Validates `appvisor.toml`'s text, including its `[defaults]`.
@@ -268,17 +269,21 @@ pub fn validate_app(
         prefix: "",
     };
     let layers: Vec<Layer<'_>> = std::iter::once(app).chain(defaults.layer()).collect();
-    let positions = super::security::Positions::of(
+    let positions = super::positions::Positions::of(
         &layers
             .iter()
-            .map(|layer: &Layer<'_>| (layer.raw, layer.source, layer.prefix))
+            .map(|layer: &Layer<'_>| (layer.source, layer.prefix))
             .collect::<Vec<_>>(),
     );
     let mut builder = Builder::new(Mode::App(name.clone()), layers, file);
     let spec = builder.build(read_env_file);
     match spec {
         Some(spec) if builder.errors.is_empty() => {
-            let mut warnings = builder.warnings;
+            let mut warnings: Vec<ConfigError> = builder
+                .warnings
+                .into_iter()
+                .map(|warning| positions.fill(warning))
+                .collect();
             warnings.extend(
                 super::security::spec_weaknesses(&spec)
                     .iter()
@@ -290,9 +295,14 @@ pub fn validate_app(
                 positions,
             })
         }
-        // Missing keys first, then in file order; the defaults' and env
-        // files' errors after the app file's own.
-        _ => Err(ConfigErrors(builder.errors.finish(file))),
+        // In file order, the defaults' and env files' errors after the app
+        // file's own.
+        _ => Err(ConfigErrors(
+            builder
+                .errors
+                .map(|error| positions.fill(error))
+                .finish(file),
+        )),
     }
 }
 
@@ -354,11 +364,29 @@ pub fn parse_signal(text: &str) -> Result<Signal, Invalid> {
     nix::sys::signal::Signal::from_str(&name)
         .map(Signal)
         .map_err(|_| {
+            let names: Vec<&str> = nix::sys::signal::Signal::iterator()
+                .map(|signal| signal.as_str().trim_start_matches("SIG"))
+                .collect();
+            let near = suggest::nearest(name.trim_start_matches("SIG"), &names);
             Invalid::new(
-                format!("unknown signal {text:?}"),
+                match near {
+                    Some(near) => format!("unknown signal {text:?}; did you mean {near:?}?"),
+                    None => format!("unknown signal {text:?}"),
+                },
                 "use a name like TERM, INT, QUIT, HUP or USR1",
             )
         })
+}
+
+/// `text` as one of `choices` (as written, and its value), or an error
+/// that names the nearest one and lists them all.
+fn one_of<T: Copy>(what: &str, text: &str, choices: &[(&str, T)]) -> Result<T, Invalid> {
+    if let Some((_, value)) = choices.iter().find(|(name, _)| *name == text) {
+        return Ok(*value);
+    }
+    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+    let (message, hint) = suggest::unknown_value(what, text, &names);
+    Err(Invalid::new(message, hint))
 }
 
 /// An octal string like `"0027"`.
@@ -1107,10 +1135,12 @@ impl<'a> Builder<'a> {
             },
             other => {
                 if let Some(kind) = &kind {
-                    self.errors.push(kind.error(Invalid::new(
-                        format!("unknown readiness kind {other:?}"),
-                        "use notify, http, tcp or none",
-                    )));
+                    let (message, hint) = suggest::unknown_value(
+                        "readiness kind",
+                        other,
+                        &["notify", "http", "tcp", "none"],
+                    );
+                    self.errors.push(kind.error(Invalid::new(message, hint)));
                 }
                 None
             }
@@ -1144,14 +1174,16 @@ impl<'a> Builder<'a> {
             .value(
                 "restart.policy",
                 |r| r.restart.as_ref()?.policy.as_ref(),
-                |s| match s.as_str() {
-                    "always" => Ok(RestartPolicy::Always),
-                    "on-failure" => Ok(RestartPolicy::OnFailure),
-                    "never" => Ok(RestartPolicy::Never),
-                    other => Err(Invalid::new(
-                        format!("unknown restart policy {other:?}"),
-                        "use always, on-failure or never",
-                    )),
+                |s| {
+                    one_of(
+                        "restart policy",
+                        s,
+                        &[
+                            ("always", RestartPolicy::Always),
+                            ("on-failure", RestartPolicy::OnFailure),
+                            ("never", RestartPolicy::Never),
+                        ],
+                    )
                 },
             )
             .unwrap_or(RestartPolicy::OnFailure);
@@ -1209,13 +1241,15 @@ impl<'a> Builder<'a> {
             .value(
                 "restart.strategy",
                 |r| r.restart.as_ref()?.strategy.as_ref(),
-                |s| match s.as_str() {
-                    "stop-start" => Ok(RestartStrategy::StopStart),
-                    "start-stop" => Ok(RestartStrategy::StartStop),
-                    other => Err(Invalid::new(
-                        format!("unknown restart strategy {other:?}"),
-                        "use stop-start or start-stop",
-                    )),
+                |s| {
+                    one_of(
+                        "restart strategy",
+                        s,
+                        &[
+                            ("stop-start", RestartStrategy::StopStart),
+                            ("start-stop", RestartStrategy::StartStop),
+                        ],
+                    )
                 },
             )
             .unwrap_or(RestartStrategy::StopStart);
@@ -1270,13 +1304,12 @@ impl<'a> Builder<'a> {
             .value(
                 "sandbox.network",
                 |r| r.sandbox.as_ref()?.network.as_ref(),
-                |s| match s.as_str() {
-                    "host" => Ok(NetworkMode::Host),
-                    "none" => Ok(NetworkMode::None),
-                    other => Err(Invalid::new(
-                        format!("unknown network mode {other:?}"),
-                        "use host or none",
-                    )),
+                |s| {
+                    one_of(
+                        "network mode",
+                        s,
+                        &[("host", NetworkMode::Host), ("none", NetworkMode::None)],
+                    )
                 },
             )
             .unwrap_or(NetworkMode::Host);
@@ -1302,13 +1335,15 @@ impl<'a> Builder<'a> {
                 .value(
                     "sandbox.landlock",
                     |r| r.sandbox.as_ref()?.landlock.as_ref(),
-                    |s| match s.as_str() {
-                        "require" => Ok(LandlockMode::Require),
-                        "best-effort" => Ok(LandlockMode::BestEffort),
-                        other => Err(Invalid::new(
-                            format!("unknown landlock mode {other:?}"),
-                            "use require or best-effort",
-                        )),
+                    |s| {
+                        one_of(
+                            "landlock mode",
+                            s,
+                            &[
+                                ("require", LandlockMode::Require),
+                                ("best-effort", LandlockMode::BestEffort),
+                            ],
+                        )
                     },
                 )
                 .unwrap_or(LandlockMode::Require),
@@ -1800,6 +1835,31 @@ directory = \"/srv/shop/current\"
                 "apps.d/shop.toml:5:10: restart.policy: unknown restart policy \"sometimes\" (use always, on-failure or never)",
             ),
             (
+                "[restart]\npolicy = \"alway\"\n",
+                "apps.d/shop.toml:5:10: restart.policy: unknown restart policy \"alway\"; did you mean \"always\"? \
+                 (use always, on-failure or never)",
+            ),
+            (
+                "[restart]\nstrategy = \"start_stop\"\n",
+                "apps.d/shop.toml:5:12: restart.strategy: unknown restart strategy \"start_stop\"; did you mean \
+                 \"start-stop\"? (use stop-start or start-stop)",
+            ),
+            (
+                "[readiness]\nkind = \"notfy\"\n",
+                "apps.d/shop.toml:5:8: readiness.kind: unknown readiness kind \"notfy\"; did you mean \"notify\"? \
+                 (use notify, http, tcp or none)",
+            ),
+            (
+                "[sandbox]\nlandlock = \"best_effort\"\n",
+                "apps.d/shop.toml:5:12: sandbox.landlock: unknown landlock mode \"best_effort\"; did you mean \
+                 \"best-effort\"? (use require or best-effort)",
+            ),
+            (
+                "[stop]\nsignal = \"SIGTREM\"\n",
+                "apps.d/shop.toml:5:10: stop.signal: unknown signal \"SIGTREM\"; did you mean \"TERM\"? \
+                 (use a name like TERM, INT, QUIT, HUP or USR1)",
+            ),
+            (
                 "[restart]\nstrategy = \"blue-green\"\n",
                 "apps.d/shop.toml:5:12: restart.strategy: unknown restart strategy \"blue-green\" (use stop-start or start-stop)",
             ),
@@ -1875,9 +1935,9 @@ directory = \"/srv/shop/current\"
             (
                 "",
                 &[
-                    "apps.d/shop.toml: user: missing required key (add user = \"NAME\", the unix user the app runs as)",
-                    "apps.d/shop.toml: command: missing required key (add command = [\"/absolute/path/to/program\", \"arg\", ...])",
-                    "apps.d/shop.toml: directory: missing required key (add directory = \"/absolute/path\", where the app runs)",
+                    "apps.d/shop.toml:1:1: user: missing required key (add user = \"NAME\", the unix user the app runs as)",
+                    "apps.d/shop.toml:1:1: command: missing required key (add command = [\"/absolute/path/to/program\", \"arg\", ...])",
+                    "apps.d/shop.toml:1:1: directory: missing required key (add directory = \"/absolute/path\", where the app runs)",
                 ],
             ),
             (
@@ -1918,8 +1978,8 @@ cpu = \"lots\"
         assert_eq!(
             errors(text),
             [
-                "apps.d/shop.toml: command: missing required key (add command = [\"/absolute/path/to/program\", \"arg\", ...])",
-                "apps.d/shop.toml: directory: missing required key (add directory = \"/absolute/path\", where the app runs)",
+                "apps.d/shop.toml:1:1: command: missing required key (add command = [\"/absolute/path/to/program\", \"arg\", ...])",
+                "apps.d/shop.toml:1:1: directory: missing required key (add directory = \"/absolute/path\", where the app runs)",
                 "apps.d/shop.toml:2:9: umask: invalid umask \"999\" (use 3 or 4 octal digits like \"0027\")",
                 "apps.d/shop.toml:5:7: readiness.url: invalid readiness url \"ftp://x\" (use a plain http url like http://127.0.0.1:8001/health)",
                 "apps.d/shop.toml:7:10: restart.policy: unknown restart policy \"sometimes\" (use always, on-failure or never)",
@@ -1938,7 +1998,7 @@ cpu = \"lots\"
                 "apps.d/shop.toml:4:1: colour: unknown key (remove it or use one of: description, app_groups, user, group, \
                  command, directory, venv, environment, env_files, umask, autostart, listen, readiness, restart, stop, logs, access, \
                  sandbox, limits)",
-                "apps.d/shop.toml:6:10: stop.signal: invalid type: integer `15`, expected a string",
+                "apps.d/shop.toml:6:10: stop.signal: must be a string in quotes, like \"TERM\", not 15",
             ]
         );
     }
@@ -2199,13 +2259,22 @@ connect_ports = [5432]
                  to any tcp port (list the ports it needs, like connect_ports = [5432, 6379], or set network = \"none\")",
             ]
         );
-        // The built-in network default warns without a position.
-        let valid = validate_with(BASE, &Defaults::none(), &no_env_files).unwrap();
-        assert_eq!(
-            valid.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            ["apps.d/shop.toml: sandbox.connect_ports: network = \"host\" without connect_ports lets the app connect \
-              to any tcp port (list the ports it needs, like connect_ports = [5432, 6379], or set network = \"none\")"]
-        );
+        // The built-in network default warns at the [sandbox] table, or
+        // at the file's start without one.
+        for (text, at) in [
+            (BASE.to_owned(), "1:1"),
+            (format!("{BASE}[sandbox]\nprivate_tmp = true\n"), "4:1"),
+        ] {
+            let valid = validate_with(&text, &Defaults::none(), &no_env_files).unwrap();
+            assert_eq!(
+                valid.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                [format!(
+                    "apps.d/shop.toml:{at}: sandbox.connect_ports: network = \"host\" without connect_ports \
+                     lets the app connect to any tcp port (list the ports it needs, like \
+                     connect_ports = [5432, 6379], or set network = \"none\")"
+                )]
+            );
+        }
         let quiet = format!(
             "{BASE}[sandbox]\nread_write = [\"/srv/shop/current-data\"]\nconnect_ports = [5432]\n"
         );

@@ -32,6 +32,7 @@ use crate::app::{
 };
 use crate::audit::{unix_now, Events};
 use crate::cgroup::{AppCgroup, AppLimits, CgroupRoot, CgroupWatcher, LimitRoot};
+use crate::config::change::Change;
 use crate::config::resolve::ResolvedApp;
 use crate::config::{Probe, ReadinessKind, Signal};
 use crate::listen::{HeldSockets, ProbeSocket};
@@ -81,9 +82,11 @@ pub enum Command {
         signal: Signal,
         reply: oneshot::Sender<Result<(), String>>,
     },
-    /// Adopt new settings; restart if the app is up.
+    /// Adopt new settings as `change` says: in place, or with a restart if
+    /// the app is up.
     Replace {
         app: Arc<ResolvedApp>,
+        change: Change,
         reply: oneshot::Sender<()>,
     },
     /// Stop for good and end the task once nothing of the app is left.
@@ -591,15 +594,20 @@ impl Supervisor {
                 };
                 let _ = reply.send(result);
             }
-            Command::Replace { app, reply } => {
-                let autostart = app.spec.autostart && self.stopped_by.is_none();
+            Command::Replace { app, change, reply } => {
                 self.app = app;
-                // Bound again at the next spawn, for the new file's user.
-                self.notify = None;
+                if change.restart {
+                    // Bound again at the next spawn, for the new file's user.
+                    self.notify = None;
+                }
                 self.logs.update_spec(&self.app.spec.logs);
+                tracing::info!(keys = ?change.keys, restart = change.restart, "settings changed");
+                // Feeding publishes the new settings (description, app
+                // groups) even when the state stays as it was.
                 self.feed(Event::Replace {
                     params: params(&self.app),
-                    autostart,
+                    restart: change.restart,
+                    start: change.start && self.stopped_by.is_none(),
                 });
                 let _ = reply.send(());
             }
