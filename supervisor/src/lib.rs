@@ -17,6 +17,7 @@ pub mod files; // bounded, non-blocking reads; StrictModes trust of files others
 pub mod httpd; // what the control and status servers share: error bodies, the busy answer
 pub mod judge; // apps.d judged off the runtime: blocking pool, deadlines, one parse at a time
 pub mod listen; // held listen sockets, bound as root and kept across restarts
+pub mod logfmt; // the daemon's own log records: fields escaped so no app text forges one
 pub mod logs; // captured stdout/stderr: files, rotation, in-memory tail
 pub mod readiness; // notify socket, http and tcp probes
 pub mod sandbox; // landlock, namespaces, capabilities, rlimits (from spawn only)

@@ -53,6 +53,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, Instrument};
 
 use crate::config::LogSpec;
+pub(crate) use file::DisplayChain;
 use file::{Limits, LogFile};
 use tail::Tail;
 
