@@ -19,6 +19,7 @@ pub mod judge; // apps.d judged off the runtime: blocking pool, deadlines, one p
 pub mod listen; // held listen sockets, bound as root and kept across restarts
 pub mod logfmt; // the daemon's own log records: fields escaped so no app text forges one
 pub mod logs; // captured stdout/stderr: files, rotation, in-memory tail
+pub mod ratelimit; // rate limits for log records strangers can cause (pure)
 pub mod readiness; // notify socket, http and tcp probes
 pub mod sandbox; // landlock, namespaces, capabilities, rlimits (from spawn only)
 pub mod spawn; // SpawnPlan (pure) and the exec helper that applies it

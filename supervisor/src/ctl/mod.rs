@@ -34,6 +34,7 @@ use tracing::Instrument;
 use self::limit::{ConnectionLimits, Refusal};
 use crate::acl::{self, Decision, Operation, Peer};
 use crate::daemon::Daemon;
+use crate::ratelimit::{Limit, Verdict, Window};
 pub use body::ResponseBody;
 pub use socket::{bind_control_socket, SocketError};
 
@@ -46,6 +47,11 @@ const MAX_CONNECTIONS_PER_UID: usize = 16;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a client has to send a request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// What the accept loop logs about failed accepts (EMFILE under a flood).
+const ACCEPT_NOISE: Limit = Limit {
+    burst: 5,
+    per: Duration::from_secs(10),
+};
 /// Largest request body: every request body is a small JSON object.
 const MAX_BODY: usize = 64 * 1024;
 /// Largest request head buffer (hyper's minimum is 8 KiB).
@@ -54,12 +60,18 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Serves the control socket until the listener fails.
 pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
     let limits = ConnectionLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID);
+    let mut accept_noise = Window::default();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(err) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %err, "accepting a control connection");
+                // EMFILE and friends: back off briefly instead of spinning,
+                // and do not log each of them.
+                if let Verdict::Log { suppressed } =
+                    accept_noise.check(ACCEPT_NOISE, std::time::Instant::now())
+                {
+                    tracing::warn!(error = %err, suppressed, "accepting a control connection");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -238,7 +250,7 @@ async fn dispatch(
             if let Err(err) = authorize_app(daemon, peer, name, Operation::Act, verb) {
                 daemon
                     .events()
-                    .audit(peer, Some(name), verb, err.code.as_str());
+                    .audit_refusal(peer, Some(name), verb, err.code.as_str());
                 return Err(err);
             }
             let bytes = read_body(body).await?;
@@ -300,9 +312,12 @@ async fn dispatch(
         }
         Route::ConfigApply => {
             if acl::decide(peer, &rules, Operation::ApplyConfig, None) != Decision::Allow {
-                daemon
-                    .events()
-                    .audit(peer, None, "config/apply", ErrorCode::Forbidden.as_str());
+                daemon.events().audit_refusal(
+                    peer,
+                    None,
+                    "config/apply",
+                    ErrorCode::Forbidden.as_str(),
+                );
                 return Err(admin_only(peer, "apply the configuration"));
             }
             let bytes = read_body(body).await?;

@@ -484,9 +484,8 @@ impl Supervisor {
                 },
                 Wake::WorkersGone(id) => self.feed(Event::WorkersReplaced { instance: id }),
                 Wake::Notify(Ok(msg)) => self.notified(msg),
-                Wake::Notify(Err(err)) if err.is_refused_message() => {
-                    tracing::warn!(error = %err, "refused a notify message");
-                }
+                // NotifySocket::recv logged it, rate-limited.
+                Wake::Notify(Err(err)) if err.is_refused_message() => {}
                 Wake::Notify(Err(err)) => {
                     tracing::warn!(error = %err, "notify socket failed; readiness must come from the timeout");
                     self.notify = None;
@@ -732,11 +731,9 @@ impl Supervisor {
             None => i.pid == Some(msg.pid),
         });
         let Some(id) = sender.map(|i| i.id) else {
-            tracing::warn!(
-                sender.pid = msg.pid,
-                sender.uid = msg.uid,
-                "ignoring a notify message from outside the app"
-            );
+            if let Some(notify) = &self.notify {
+                notify.ignored_sender(&msg);
+            }
             return;
         };
         let current = self.machine.current.as_ref().map(|i| i.id) == Some(id);
