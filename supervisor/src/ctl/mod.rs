@@ -47,6 +47,9 @@ const MAX_CONNECTIONS_PER_UID: usize = 16;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a client has to send a request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a refused request's body has to arrive before the answer goes
+/// anyway: clients send it right after the head.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// What the accept loop logs about failed accepts (EMFILE under a flood).
 const ACCEPT_NOISE: Limit = Limit {
     burst: 5,
@@ -195,16 +198,52 @@ async fn handle(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
+    let mut body = RequestBody(Some(request.into_body()));
     let answer = match route(&method, &path) {
-        Ok(route) => dispatch(daemon, peer, route, &query, request.into_body()).await,
+        Ok(route) => dispatch(daemon, peer, route, &query, &mut body).await,
         Err(err) => Err(err),
     };
     match answer {
         Ok(response) => response,
         Err(err) => {
             tracing::debug!(%method, %path, code = %err.code, "control request refused");
+            // A client may send the body after the head (Python's
+            // http.client does): answering and closing before it arrives
+            // would give it EPIPE or a reset instead of this answer.
+            body.drain().await;
             error_response(&err)
         }
+    }
+}
+
+/// A request's body, read at most once: by the route that wants it, or
+/// drained before an error answer.
+struct RequestBody(Option<Incoming>);
+
+impl RequestBody {
+    async fn read(&mut self) -> Result<Bytes, ApiError> {
+        match self.0.take() {
+            Some(body) => read_body(body).await,
+            None => Ok(Bytes::new()),
+        }
+    }
+
+    /// Reads and discards what is left, at most [`MAX_BODY`] bytes within
+    /// [`DRAIN_TIMEOUT`]; past either, the answer goes anyway.
+    async fn drain(&mut self) {
+        let Some(mut body) = self.0.take() else {
+            return;
+        };
+        let discard = async {
+            let mut seen = 0;
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, Bytes::len);
+                if seen > MAX_BODY {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, discard).await;
     }
 }
 
@@ -213,7 +252,7 @@ async fn dispatch(
     peer: &Peer,
     route: Route<'_>,
     query: &str,
-    body: Incoming,
+    body: &mut RequestBody,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let rules = daemon.admin_rules();
     match route {
@@ -253,7 +292,7 @@ async fn dispatch(
                     .audit_refusal(peer, Some(name), verb, err.code.as_str());
                 return Err(err);
             }
-            let bytes = read_body(body).await?;
+            let bytes = body.read().await?;
             let result = if action == appvisor_protocol::Action::Signal {
                 let request: SignalRequest = parse_json(&bytes)?;
                 daemon.signal(name, &request.signal).await.map(|status| {
@@ -320,7 +359,7 @@ async fn dispatch(
                 );
                 return Err(admin_only(peer, "apply the configuration"));
             }
-            let bytes = read_body(body).await?;
+            let bytes = body.read().await?;
             let request: ApplyRequest = if bytes.is_empty() {
                 ApplyRequest::default()
             } else {
