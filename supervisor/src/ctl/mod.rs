@@ -470,7 +470,7 @@ impl LogParams {
 
     fn parse(query: &str) -> Result<LogParams, ApiError> {
         let mut params = LogParams {
-            stream: LogStream::Stdout,
+            stream: LogStream::Both,
             lines: 100,
             follow: false,
         };
@@ -485,6 +485,7 @@ impl LogParams {
             match key {
                 "stream" => {
                     params.stream = match value {
+                        "both" => LogStream::Both,
                         "stdout" => LogStream::Stdout,
                         "stderr" => LogStream::Stderr,
                         _ => return Err(bad()),
@@ -605,7 +606,18 @@ mod tests {
                 follow: true
             }
         );
-        assert_eq!(LogParams::parse("").unwrap().lines, 100);
+        assert_eq!(
+            LogParams::parse("").unwrap(),
+            LogParams {
+                stream: LogStream::Both,
+                lines: 100,
+                follow: false
+            }
+        );
+        assert_eq!(
+            LogParams::parse("stream=both").unwrap().stream,
+            LogStream::Both
+        );
         assert_eq!(
             LogParams::parse("lines=99999999").unwrap().lines,
             LogParams::MAX_LINES

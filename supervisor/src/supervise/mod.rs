@@ -330,6 +330,8 @@ pub fn bare_status(name: &str, state: appvisor_protocol::State, reason: String) 
         autostart: false,
         stopped_by: None,
         config_error: None,
+        log_error: None,
+        log_dropped_bytes: 0,
     }
 }
 
@@ -1156,6 +1158,8 @@ impl Supervisor {
                 .clone()
                 .filter(|_| m.state == AppState::Stopped),
             config_error: None,
+            log_error: None,
+            log_dropped_bytes: 0,
         };
         if state_changed {
             self.shared.events.publish(appvisor_protocol::Event::State {
