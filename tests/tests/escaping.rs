@@ -1,6 +1,8 @@
 //! What an app controls reaches an operator's terminal escaped (issue 10):
 //! its `STATUS=` text in `appctl status`, its output in `appctl logs` on a
-//! terminal; `--raw`, or a pipe, passes the bytes through.
+//! terminal; `--raw`, or a pipe, passes the bytes through. And what its
+//! owner controls reaches the daemon's log escaped, never as a record of
+//! its own.
 
 use std::fs::File;
 use std::io::Read;
@@ -10,7 +12,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use appvisor_tests::testapps::python;
-use appvisor_tests::{require_root, Daemon, DaemonOptions, Prefix, Readiness, State, TestUser};
+use appvisor_tests::{
+    require_root, AppBuilder, Daemon, DaemonOptions, Prefix, Readiness, State, TestUser,
+};
 use nix::pty::openpty;
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 
@@ -126,5 +130,48 @@ fn an_apps_escape_sequences_reach_the_terminal_escaped_and_raw_only_with_raw() {
     assert!(
         piped.contains(&format!("before {ESCAPES} after\n")),
         "{piped:?}"
+    );
+}
+
+#[test]
+fn an_owners_path_text_cannot_forge_a_daemon_log_record() {
+    require_root!();
+    let user = TestUser::ensure("avt-app1");
+    let prefix = Prefix::new();
+    let code = prefix.code_dir("forger", &user);
+    // What the owner may do: point `current` at a directory whose name
+    // carries a newline and what reads as an audit record. It lies outside
+    // the code directory, so the refusal names it in the daemon's log.
+    let forged = "FORGED INFO appvisor::audit: uid=0 action=stop app=neighbour outcome=ok";
+    let target = prefix.path().join(format!("evil\n{forged}\r\u{1b}[2K"));
+    std::fs::create_dir_all(&target).unwrap();
+    let current = code.join("current");
+    std::os::unix::fs::symlink(&target, &current).unwrap();
+    AppBuilder::new("forger", &user, ["/bin/sleep", "infinity"])
+        .directory(&current)
+        .readiness(Readiness::None)
+        .start_secs(Duration::from_millis(300))
+        .max_retries(1)
+        .write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    daemon.wait_until(
+        Duration::from_secs(20),
+        "the refusal in the daemon's log",
+        || {
+            daemon
+                .log()
+                .contains(&format!("evil\\n{forged}\\r\\u{{1b}}[2K"))
+        },
+    );
+    let log = daemon.log();
+    for line in log.lines() {
+        assert!(
+            !line.starts_with("FORGED"),
+            "the owner's text started a record of its own:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains('\r') && !log.contains('\u{1b}'),
+        "control characters reached the log:\n{log:?}"
     );
 }
