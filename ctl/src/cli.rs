@@ -136,7 +136,12 @@ pub enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
-    /// Print an app's captured output.
+    /// Print an app's captured output: stdout and stderr interleaved in the
+    /// order the daemon read them (gunicorn and uWSGI log to stderr).
+    ///
+    /// On a terminal, control characters in the output are shown escaped
+    /// (\u{1b}, \r) so the app cannot drive your terminal; --raw, or a
+    /// pipe, passes the bytes through.
     Logs {
         /// The app whose output to print.
         app: String,
@@ -146,9 +151,16 @@ pub enum Command {
         /// How many of the last lines to print first.
         #[arg(short = 'n', long, default_value_t = 100, value_name = "LINES")]
         lines: usize,
-        /// Print standard error instead of standard output.
+        /// Print standard output only.
+        #[arg(long, conflicts_with = "stderr")]
+        stdout: bool,
+        /// Print standard error only.
         #[arg(long)]
         stderr: bool,
+        /// Pass the app's bytes through as they are, escape sequences
+        /// included, even on a terminal.
+        #[arg(long)]
+        raw: bool,
         #[command(flatten)]
         daemon: DaemonArgs,
     },
@@ -318,7 +330,12 @@ mod tests {
             ("restart", &["apps", "no_wait", "timeout", "socket"]),
             ("reload", &["apps", "no_wait", "timeout", "socket"]),
             ("signal", &["signal", "app", "socket"]),
-            ("logs", &["app", "follow", "lines", "stderr", "socket"]),
+            (
+                "logs",
+                &[
+                    "app", "follow", "lines", "stdout", "stderr", "raw", "socket",
+                ],
+            ),
             ("update", &["dry_run", "socket"]),
             ("check", &["config", "as_name", "files"]),
             ("whoami", &daemon),
@@ -418,6 +435,32 @@ mod tests {
                 "the synopsis of {program} in docs/cli.md"
             );
         }
+    }
+
+    #[test]
+    fn logs_select_one_stream_or_both() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).map(|cli| cli.command) {
+            Ok(Command::Logs {
+                stdout,
+                stderr,
+                raw,
+                ..
+            }) => Ok((stdout, stderr, raw)),
+            Ok(other) => panic!("parsed as {other:?}"),
+            Err(err) => Err(err.exit_code()),
+        };
+        assert_eq!(
+            parse(&["appctl", "logs", "shop"]),
+            Ok((false, false, false))
+        );
+        assert_eq!(
+            parse(&["appctl", "logs", "shop", "--stderr", "--raw"]),
+            Ok((false, true, true))
+        );
+        assert_eq!(
+            parse(&["appctl", "logs", "shop", "--stdout", "--stderr"]),
+            Err(2)
+        );
     }
 
     #[test]

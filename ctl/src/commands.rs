@@ -6,7 +6,7 @@
 //! never picks exit numbers by looking at message text.
 
 use std::future::Future;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::appfile::AppFile;
 use crate::cli::ActionArgs;
+use crate::escape::{self, TerminalOutput};
 use crate::exit::Exit;
 use crate::render;
 use crate::select::{self, SelectError, Selector};
@@ -88,9 +89,10 @@ fn print_bytes(bytes: &[u8]) -> Result<(), CommandError> {
     }
 }
 
-/// Prints an error the way every `appctl` error looks: "appctl: MESSAGE".
+/// Prints an error the way every `appctl` error looks: "appctl: MESSAGE",
+/// escaped: it may repeat what the daemon or a request named.
 pub fn print_error(err: &dyn std::fmt::Display) {
-    eprintln!("appctl: {err}");
+    eprintln!("appctl: {}", escape::text(&err.to_string()));
 }
 
 /// Runs `task` for every name concurrently, at most [`MAX_IN_FLIGHT`] at a
@@ -187,7 +189,7 @@ pub async fn status(client: &Client, apps: &[String], json: bool) -> Result<Exit
     let list = app_list(&document)?;
     if json {
         let pretty = serde_json::to_string_pretty(&document).expect("a JSON value serializes");
-        print(&format!("{pretty}\n"))?;
+        print(&format!("{}\n", escape::json(&pretty)))?;
     } else {
         print(&render::status_table(&list.apps))?;
     }
@@ -269,23 +271,25 @@ pub async fn signal(client: &Client, signal: &str, app: &str) -> Result<Exit, Co
     }
 }
 
-/// `appctl logs APP [-f] [-n LINES] [--stderr]`: copies the daemon's plain
-/// text to stdout as it arrives. With `follow`, Ctrl-C ends it cleanly.
-pub async fn logs(
-    client: &Client,
-    app: &str,
-    follow: bool,
-    lines: usize,
-    stderr: bool,
-) -> Result<Exit, CommandError> {
-    let stream = if stderr {
-        LogStream::Stderr
-    } else {
-        LogStream::Stdout
-    };
-    let path = routes::logs(app, stream, lines, follow);
+/// What `appctl logs` shows and how.
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    pub follow: bool,
+    pub lines: usize,
+    pub stream: LogStream,
+    /// Bytes as they are, even on a terminal.
+    pub raw: bool,
+}
+
+/// `appctl logs APP [-f] [-n LINES] [--stdout|--stderr] [--raw]`: copies
+/// the daemon's bytes to stdout as they arrive, escaped when stdout is a
+/// terminal (unless `raw`). With `follow`, Ctrl-C ends it cleanly.
+pub async fn logs(client: &Client, app: &str, options: LogOptions) -> Result<Exit, CommandError> {
+    let path = routes::logs(app, options.stream, options.lines, options.follow);
     let response = client.send(Method::GET, &path, None).await?;
     let mut body = response.into_body();
+    let mut terminal = (!options.raw && io::stdout().is_terminal()).then(TerminalOutput::default);
+    let mut shown = String::new();
     let copy = async {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|source| ClientError::Http {
@@ -293,8 +297,15 @@ pub async fn logs(
                 source,
             })?;
             if let Some(data) = frame.data_ref() {
-                let mut stdout = io::stdout().lock();
-                match stdout.write_all(data).and_then(|()| stdout.flush()) {
+                let written = match terminal.as_mut() {
+                    Some(terminal) => {
+                        shown.clear();
+                        terminal.escape(data, &mut shown);
+                        write_stdout(shown.as_bytes())
+                    }
+                    None => write_stdout(data),
+                };
+                match written {
                     Ok(()) => {}
                     // The reader went away (`| head`): stop quietly.
                     Err(err) if err.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
@@ -302,9 +313,14 @@ pub async fn logs(
                 }
             }
         }
+        if let Some(terminal) = terminal.as_mut() {
+            shown.clear();
+            terminal.finish(&mut shown);
+            let _ = write_stdout(shown.as_bytes());
+        }
         Ok(())
     };
-    if follow {
+    if options.follow {
         tokio::select! {
             // Polled first, so the SIGINT handler is installed before any
             // output appears.
@@ -317,6 +333,11 @@ pub async fn logs(
         copy.await?;
     }
     Ok(Exit::Done)
+}
+
+fn write_stdout(bytes: &[u8]) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(bytes).and_then(|()| stdout.flush())
 }
 
 /// `appctl update [--dry-run]`.
@@ -354,7 +375,7 @@ pub fn check(
         as_name,
         &appvisor::config::SystemUserDb,
     );
-    print(&format!("{report}\n"))?;
+    print(&format!("{}\n", escape::text(&report.to_string())))?;
     Ok(if report.is_ok() {
         Exit::Done
     } else {
@@ -514,6 +535,8 @@ mod tests {
             autostart: true,
             stopped_by: None,
             config_error: None,
+            log_error: None,
+            log_dropped_bytes: 0,
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod appfile;
 mod commands;
+mod escape;
 mod exit;
 mod render;
 mod security;
@@ -21,7 +22,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use appvisor_ctl::cli;
 use appvisor_protocol::client::Client;
-use appvisor_protocol::Action;
+use appvisor_protocol::{Action, LogStream};
 use clap::Parser as _;
 
 use crate::cli::{Cli, Command};
@@ -89,9 +90,24 @@ fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> Result<Exit, CommandError
             app,
             follow,
             lines,
+            stdout,
             stderr,
+            raw,
             ..
-        } => runtime.block_on(commands::logs(&client, app, *follow, *lines, *stderr)),
+        } => {
+            let stream = match (stdout, stderr) {
+                (true, _) => LogStream::Stdout,
+                (_, true) => LogStream::Stderr,
+                _ => LogStream::Both,
+            };
+            let options = commands::LogOptions {
+                follow: *follow,
+                lines: *lines,
+                stream,
+                raw: *raw,
+            };
+            runtime.block_on(commands::logs(&client, app, options))
+        }
         Command::Update { dry_run, .. } => runtime.block_on(commands::update(&client, *dry_run)),
         Command::Whoami(_) => runtime.block_on(commands::whoami(&client)),
         Command::Security { apps, json, .. } => {

@@ -3,7 +3,9 @@
 //!
 //! Pure: every function turns protocol values into a `String` and never
 //! prints, reads the clock or talks to the daemon, so the output is
-//! unit-tested exactly.
+//! unit-tested exactly. Every field from the daemon goes through
+//! [`escape::field`]: an app's `STATUS=` text, names and paths must not
+//! drive the terminal or fake a row.
 
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
@@ -11,6 +13,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use appvisor_protocol::{
     Action, ActionResult, AppStatus, ApplyReport, Outcome, Role, State, StoppedBy, WhoAmI,
 };
+
+use crate::escape;
 
 /// Spaces between table columns.
 const GUTTER: &str = "  ";
@@ -62,8 +66,12 @@ fn stopped_by(by: &StoppedBy) -> String {
 
 /// The last column of the status table: for a running app the release its
 /// directory resolved to, when that differs; who stopped a stopped app;
-/// otherwise the reason.
+/// otherwise the reason; then what is wrong with its files. Escaped.
 pub fn status_info(app: &AppStatus) -> String {
+    escape::field(&info_text(app)).into_owned()
+}
+
+fn info_text(app: &AppStatus) -> String {
     let release = app
         .release
         .as_deref()
@@ -82,6 +90,12 @@ pub fn status_info(app: &AppStatus) -> String {
             "newest file does not validate, running the last valid version: {error}"
         );
     }
+    if let Some(error) = &app.log_error {
+        if !info.is_empty() {
+            info.push_str("; ");
+        }
+        let _ = write!(info, "logs: {error}");
+    }
     if info.is_empty() {
         info.push('-');
     }
@@ -95,7 +109,7 @@ pub fn status_table(apps: &[AppStatus]) -> String {
     let rows: Vec<[String; 6]> = std::iter::once(header)
         .chain(apps.iter().map(|app| {
             [
-                app.name.clone(),
+                escape::field(&app.name).into_owned(),
                 app.state.to_string(),
                 app.pid
                     .map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
@@ -130,9 +144,10 @@ pub fn status_table(apps: &[AppStatus]) -> String {
 /// One line for an action that went as asked: "shop: running (pid 1234)".
 pub fn action_done(result: &ActionResult) -> String {
     let status = &result.status;
+    let app = escape::field(&result.app);
     match status.pid {
-        Some(pid) => format!("{}: {} (pid {pid})\n", result.app, status.state),
-        None => format!("{}: {}\n", result.app, status.state),
+        Some(pid) => format!("{app}: {} (pid {pid})\n", status.state),
+        None => format!("{app}: {}\n", status.state),
     }
 }
 
@@ -148,16 +163,17 @@ pub fn action_failure(result: &ActionResult, waited: Duration) -> String {
         Outcome::Timeout => format!(" within {}", humantime::format_duration(waited)),
         Outcome::Done | Outcome::Failed => String::new(),
     };
+    let app = escape::field(&result.app);
     let mut out = format!(
-        "appctl: {} {what}{within}: {}\n",
-        result.app, result.status.reason
+        "appctl: {app} {what}{within}: {}\n",
+        escape::field(&result.status.reason)
     );
     if result.log_tail.is_empty() {
-        let _ = writeln!(out, "no log lines of {}", result.app);
+        let _ = writeln!(out, "no log lines of {app}");
     } else {
-        let _ = writeln!(out, "last log lines of {}:", result.app);
+        let _ = writeln!(out, "last log lines of {app}:");
         for line in &result.log_tail {
-            let _ = writeln!(out, "    {line}");
+            let _ = writeln!(out, "    {}", escape::field(line));
         }
     }
     out
@@ -165,9 +181,10 @@ pub fn action_failure(result: &ActionResult, waited: Duration) -> String {
 
 /// One line for a delivered signal: "shop: sent USR1 (pid 1234)".
 pub fn signal_sent(result: &ActionResult, signal: &str) -> String {
+    let (app, signal) = (escape::field(&result.app), escape::field(signal));
     match result.status.pid {
-        Some(pid) => format!("{}: sent {signal} (pid {pid})\n", result.app),
-        None => format!("{}: sent {signal}\n", result.app),
+        Some(pid) => format!("{app}: sent {signal} (pid {pid})\n"),
+        None => format!("{app}: sent {signal}\n"),
     }
 }
 
@@ -184,13 +201,18 @@ pub fn apply_report(report: &ApplyReport) -> String {
     ];
     for (title, names) in sections {
         if !names.is_empty() {
-            let _ = writeln!(out, "{title}: {}", names.join(", "));
+            let _ = writeln!(out, "{title}: {}", list(names));
         }
     }
     for app in &report.invalid {
-        let _ = writeln!(out, "invalid: {} ({})", app.name, app.file);
+        let _ = writeln!(
+            out,
+            "invalid: {} ({})",
+            escape::field(&app.name),
+            escape::field(&app.file)
+        );
         for error in &app.errors {
-            let _ = writeln!(out, "    {error}");
+            let _ = writeln!(out, "    {}", escape::field(error));
         }
         if app.kept_running {
             out.push_str("    (still running its last valid version)\n");
@@ -210,18 +232,25 @@ pub fn whoami(who: &WhoAmI) -> String {
     let groups = if who.groups.is_empty() {
         "none".to_owned()
     } else {
-        who.groups.join(", ")
+        list(&who.groups)
     };
     let role = match who.role {
         Role::Admin => "admin".to_owned(),
         Role::Operator if who.apps.is_empty() => "operator".to_owned(),
-        Role::Operator => format!("operator of {}", who.apps.join(", ")),
+        Role::Operator => format!("operator of {}", list(&who.apps)),
         Role::None => "none".to_owned(),
     };
     format!(
         "uid {} ({}), groups: {groups}, role: {role}\n",
-        who.uid, who.user
+        who.uid,
+        escape::field(&who.user)
     )
+}
+
+/// Names joined with ", ", each escaped.
+pub fn list(names: &[String]) -> String {
+    let escaped: Vec<_> = names.iter().map(|name| escape::field(name)).collect();
+    escaped.join(", ")
 }
 
 #[cfg(test)]
@@ -248,7 +277,24 @@ mod tests {
             autostart: true,
             stopped_by: None,
             config_error: None,
+            log_error: None,
+            log_dropped_bytes: 0,
         }
+    }
+
+    #[test]
+    fn action_failures_escape_the_reason_and_the_log_lines() {
+        let mut failed = result(Action::Restart, Outcome::Failed, State::Backoff);
+        failed.status.reason = "exited: \u{1b}[31mred".into();
+        failed.log_tail = vec!["\u{1b}]52;c;cHduZWQ=\u{7}".into()];
+        assert_eq!(
+            action_failure(&failed, Duration::from_secs(60)),
+            "\
+appctl: shop did not become ready: exited: \\u{1b}[31mred
+last log lines of shop:
+    \\u{1b}]52;c;cHduZWQ=\\u{7}
+"
+        );
     }
 
     #[test]
@@ -332,6 +378,28 @@ shop        running  1234  3h12m   2         ready
 blog-admin  fatal    -     -       15        exited with status 1 after 0.2s, 5 failed starts in a row
 "
         );
+    }
+
+    #[test]
+    fn status_fields_cannot_drive_the_terminal_or_fake_a_row() {
+        let mut shop = app("shop", State::Running);
+        shop.pid = Some(1234);
+        shop.uptime_secs = Some(5.0);
+        // What an app can put in STATUS=: erase its row, forge another,
+        // set the window title.
+        shop.reason =
+            "\u{1b}[2K\rshop  running  1  1s  0  all good\nevil  running\u{1b}]0;pwned\u{7}".into();
+        shop.log_error = Some("cannot write /x/stdout.log: No space left on device".into());
+        let table = status_table(&[shop]);
+        assert_eq!(table.lines().count(), 2, "{table}");
+        assert!(
+            !table.contains('\u{1b}') && !table.contains('\r'),
+            "{table:?}"
+        );
+        assert!(table.ends_with(
+            "\\u{1b}[2K\\rshop  running  1  1s  0  all good\\nevil  running\\u{1b}]0;pwned\\u{7}; \
+             logs: cannot write /x/stdout.log: No space left on device\n"
+        ), "{table}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use appvisor_protocol::client::Client;
 use appvisor_protocol::{routes, AppList, AppSecurity};
 
 use crate::commands::{print, CommandError};
+use crate::escape;
 use crate::exit::Exit;
 
 /// Prints the security report of `apps` (default: every app the caller
@@ -24,7 +25,7 @@ pub async fn security(client: &Client, apps: &[String], json: bool) -> Result<Ex
     }
     if json {
         let text = serde_json::to_string_pretty(&reports).expect("reports serialize");
-        print(&format!("{text}\n"))?;
+        print(&format!("{}\n", escape::json(&text)))?;
     } else {
         let text: Vec<String> = reports.iter().map(render).collect();
         print(&text.join("\n"))?;
@@ -38,7 +39,7 @@ fn list<T: ToString>(items: &[T]) -> String {
     }
     items
         .iter()
-        .map(ToString::to_string)
+        .map(|item| escape::field(&item.to_string()).into_owned())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -49,12 +50,13 @@ fn opt<T: ToString>(value: Option<T>) -> String {
 
 /// One app's report as text.
 pub fn render(s: &AppSecurity) -> String {
+    let f = |text: &str| escape::field(text).into_owned();
     let mut t = String::new();
-    let _ = writeln!(t, "{}: exposure {:.1}/10", s.name, s.exposure);
+    let _ = writeln!(t, "{}: exposure {:.1}/10", f(&s.name), s.exposure);
     let _ = writeln!(
         t,
         "  user        {} (uid {}, gid {}, groups {})",
-        s.user,
+        f(&s.user),
         s.uid,
         s.gid,
         list(&s.groups)
@@ -68,10 +70,13 @@ pub fn render(s: &AppSecurity) -> String {
     let _ = writeln!(
         t,
         "  landlock    {} ({}), ABI {} of kernel's {}, {source}",
-        l.status, l.mode, l.abi, l.kernel_abi
+        f(&l.status),
+        f(&l.mode),
+        l.abi,
+        l.kernel_abi
     );
     if !l.not_enforced.is_empty() {
-        let _ = writeln!(t, "  not enforced {}", l.not_enforced.join(", "));
+        let _ = writeln!(t, "  not enforced {}", list(&l.not_enforced));
     }
     let _ = writeln!(t, "  bind        {}", list(&s.bind_ports));
     let connect = match &s.connect_ports {
@@ -83,7 +88,7 @@ pub fn render(s: &AppSecurity) -> String {
         t,
         "  namespaces  {} (network {}, private /tmp {})",
         list(&s.namespaces),
-        s.network,
+        f(&s.network),
         if s.private_tmp { "yes" } else { "no" }
     );
     let memory = s.limits.memory.map(|b| format!("{}MiB", b >> 20));
@@ -107,7 +112,7 @@ pub fn render(s: &AppSecurity) -> String {
     let seccomp = match &s.seccomp {
         Some(filter) => format!(
             "sockets {}, {} syscalls refused",
-            filter.socket_families.join(", "),
+            list(&filter.socket_families),
             filter.refused.len()
         ),
         None => "none".to_owned(),
@@ -119,14 +124,20 @@ pub fn render(s: &AppSecurity) -> String {
         yes_no(s.session_keyring)
     );
     if let Some(refusal) = &s.refusal {
-        let _ = writeln!(t, "  refused     {refusal}");
+        let _ = writeln!(t, "  refused     {}", f(refusal));
     }
     let _ = writeln!(t, "  paths");
     for p in s.paths.iter().filter(|p| p.origin != "system") {
-        let _ = write!(t, "    {:<13} {:<11} {}", p.access, p.origin, p.path);
+        let _ = write!(
+            t,
+            "    {:<13} {:<11} {}",
+            f(&p.access),
+            f(&p.origin),
+            f(&p.path)
+        );
         match &p.resolved {
             Some(resolved) if *resolved != p.path => {
-                let _ = writeln!(t, " -> {resolved}");
+                let _ = writeln!(t, " -> {}", f(resolved));
             }
             _ => t.push('\n'),
         }
@@ -140,9 +151,9 @@ pub fn render(s: &AppSecurity) -> String {
     let _ = writeln!(t, "  checks");
     for c in &s.checks {
         let mark = if c.passed { "pass" } else { "FAIL" };
-        let _ = writeln!(t, "    {mark} {:>2}  {}", c.weight, c.description);
+        let _ = writeln!(t, "    {mark} {:>2}  {}", c.weight, f(&c.description));
         if let Some(detail) = &c.detail {
-            let _ = writeln!(t, "             {detail}");
+            let _ = writeln!(t, "             {}", f(detail));
         }
     }
     t

@@ -150,6 +150,8 @@ mod tests {
             autostart: true,
             stopped_by: None,
             config_error: None,
+            log_error: None,
+            log_dropped_bytes: 0,
         }
     }
 

@@ -562,7 +562,7 @@ fn wait_for(mut child: Child, what: &str) -> Output {
 #[test]
 fn logs_follow_ends_cleanly_on_ctrl_c() {
     let daemon = FakeDaemon::start(vec![log_route(
-        "/v1/apps/shop/logs?stream=stdout&lines=100&follow=true",
+        "/v1/apps/shop/logs?stream=both&lines=100&follow=true",
         "booting\n".to_owned(),
         true,
     )]);
@@ -599,7 +599,7 @@ fn logs_end_quietly_when_the_reader_goes_away() {
     // reader closes its end (as `appctl logs shop | head -1` does).
     let body = "a line of captured output\n".repeat(200_000);
     let daemon = FakeDaemon::start(vec![log_route(
-        "/v1/apps/shop/logs?stream=stdout&lines=100&follow=false",
+        "/v1/apps/shop/logs?stream=both&lines=100&follow=false",
         body,
         false,
     )]);

@@ -52,7 +52,8 @@ pub mod routes {
         format!("/v1/apps/{name}/security")
     }
 
-    /// `GET /v1/apps/NAME/logs?stream=stdout&lines=100&follow=true`.
+    /// `GET /v1/apps/NAME/logs?stream=both&lines=100&follow=true`: the
+    /// app's output as it wrote it (bytes, not necessarily UTF-8).
     pub fn logs(name: &str, stream: crate::LogStream, lines: usize, follow: bool) -> String {
         format!("/v1/apps/{name}/logs?stream={stream}&lines={lines}&follow={follow}")
     }
@@ -139,6 +140,15 @@ pub struct AppStatus {
     pub stopped_by: Option<StoppedBy>,
     /// The newest file did not validate: the app runs its last valid version.
     pub config_error: Option<String>,
+    /// Why the app's output does not reach its log files now (the log
+    /// directory cannot be created, the disk is full), while it does not;
+    /// the app runs anyway and the daemon retries.
+    #[serde(default)]
+    pub log_error: Option<String>,
+    /// Bytes of the app's output that could not be written to its log
+    /// files since the daemon loaded it.
+    #[serde(default)]
+    pub log_dropped_bytes: u64,
 }
 
 /// `GET /v1/apps/NAME/security`: the effective sandbox of one app and its
@@ -359,7 +369,8 @@ pub struct ActionResult {
     pub action: Action,
     pub outcome: Outcome,
     pub status: AppStatus,
-    /// On failure, the app's last log lines (stderr, then stdout).
+    /// On failure, the app's last log lines, stdout and stderr interleaved
+    /// in arrival order.
     pub log_tail: Vec<String>,
 }
 
@@ -400,20 +411,32 @@ pub struct ApplyReport {
     pub invalid: Vec<InvalidApp>,
 }
 
-/// Which captured stream.
+/// Which captured stream `GET /v1/apps/NAME/logs` shows: `stream=both`
+/// (the default), `stdout` or `stderr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogStream {
+    /// stdout and stderr interleaved in the order the daemon read them
+    /// (docs/logs.md says how exact that is).
+    Both,
     Stdout,
     Stderr,
 }
 
-impl fmt::Display for LogStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl LogStream {
+    /// The value of the `stream` parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Both => "both",
             LogStream::Stdout => "stdout",
             LogStream::Stderr => "stderr",
-        })
+        }
+    }
+}
+
+impl fmt::Display for LogStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -572,7 +595,7 @@ mod tests {
             routes::app(name),
             routes::signal(name),
             routes::security(name),
-            routes::logs(name, LogStream::Stdout, 100, true),
+            routes::logs(name, LogStream::Both, 100, true),
         ];
         for action in [Action::Start, Action::Stop, Action::Restart, Action::Reload] {
             routes.push(routes::action(name, action));

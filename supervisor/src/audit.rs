@@ -2,18 +2,36 @@
 //! ended, written to the `audit` tracing target and published on the event
 //! stream that admins follow with `GET /v1/events`, and counted by action
 //! and outcome for the status server's metrics.
+//!
+//! Refused requests are rate-limited per uid (see [`crate::ratelimit`]):
+//! any local user can send thousands a second, and each would otherwise be
+//! a record that buries the real ones. Past the burst they are counted, and
+//! one record per window says how many were suppressed. Every request still
+//! counts in the metrics.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use appvisor_protocol::{AuditRecord, Event};
 use tokio::sync::broadcast;
 
 use crate::acl::Peer;
+use crate::ratelimit::{Limit, Verdict, Windows};
 
 /// How many events a slow `/v1/events` follower may lag before it misses some.
 const EVENT_BACKLOG: usize = 1024;
+/// Refused requests recorded one by one, per uid.
+const REFUSALS: Limit = Limit {
+    burst: 10,
+    per: Duration::from_secs(10),
+};
+/// Uids with a refusal window of their own; more share one.
+const REFUSAL_UIDS: usize = 256;
+/// The longest requested app name a record repeats; names that long are
+/// invalid anyway, and a refused request must not make a long record.
+const MAX_NAME: usize = 80;
 
 /// The daemon's event bus: state changes and audit records.
 #[derive(Debug, Clone)]
@@ -22,6 +40,10 @@ pub struct Events {
     /// Audited requests so far, by (action, outcome); both come from small
     /// fixed sets (verbs, error codes), so the map stays small.
     counts: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+    /// Refusals recorded per uid in the current window.
+    refusals: Arc<Mutex<Windows<u32>>>,
+    /// A task waits to write the summaries of suppressed refusals.
+    summarizing: Arc<AtomicBool>,
 }
 
 impl Default for Events {
@@ -29,6 +51,8 @@ impl Default for Events {
         Events {
             tx: broadcast::channel(EVENT_BACKLOG).0,
             counts: Arc::default(),
+            refusals: Arc::new(Mutex::new(Windows::new(REFUSALS, REFUSAL_UIDS))),
+            summarizing: Arc::default(),
         }
     }
 }
@@ -45,18 +69,75 @@ impl Events {
 
     /// Audited control requests so far: ((action, outcome), count), sorted.
     pub fn control_requests(&self) -> Vec<((String, String), u64)> {
-        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = lock(&self.counts);
         counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// Writes one audit record, counts it and publishes it.
     pub fn audit(&self, peer: &Peer, app: Option<&str>, action: &str, outcome: &str) {
-        *self
-            .counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.count(action, outcome);
+        self.record(peer, app, action, outcome);
+    }
+
+    /// [`Events::audit`] for a request refused before it was looked at
+    /// (forbidden, or an app the caller may not see): counted always,
+    /// recorded within the caller's rate limit.
+    pub fn audit_refusal(&self, peer: &Peer, app: Option<&str>, action: &str, outcome: &str) {
+        self.count(action, outcome);
+        let verdict = lock(&self.refusals).check(peer.uid, Instant::now());
+        match verdict {
+            Verdict::Log { suppressed } => {
+                log_suppressed(Some(peer.uid), suppressed);
+                let app = app.map(|name| truncate(name, MAX_NAME));
+                self.record(peer, app, action, outcome);
+            }
+            Verdict::Suppress { first: true } => self.summarize_later(),
+            Verdict::Suppress { first: false } => {}
+        }
+    }
+
+    fn count(&self, action: &str, outcome: &str) {
+        *lock(&self.counts)
             .entry((action.to_owned(), outcome.to_owned()))
             .or_default() += 1;
+    }
+
+    /// Starts the task that writes each summary when its window ends,
+    /// unless it runs. Outside a tokio runtime the summaries come with the
+    /// next record instead.
+    fn summarize_later(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.summarizing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let refusals = Arc::clone(&self.refusals);
+        let summarizing = Arc::clone(&self.summarizing);
+        runtime.spawn(async move {
+            loop {
+                let due = lock(&refusals).summary_due();
+                let Some(due) = due else {
+                    summarizing.store(false, Ordering::Release);
+                    // A suppression between the check and the store would
+                    // have found the flag set: look once more.
+                    if lock(&refusals).summary_due().is_none()
+                        || summarizing.swap(true, Ordering::AcqRel)
+                    {
+                        return;
+                    }
+                    continue;
+                };
+                tokio::time::sleep_until(due.into()).await;
+                let summaries = lock(&refusals).take_summaries(Instant::now());
+                for (uid, suppressed) in summaries {
+                    log_suppressed(uid, suppressed);
+                }
+            }
+        });
+    }
+
+    fn record(&self, peer: &Peer, app: Option<&str>, action: &str, outcome: &str) {
         tracing::info!(
             target: "audit",
             uid = peer.uid,
@@ -77,6 +158,33 @@ impl Events {
             outcome: outcome.to_owned(),
         }));
     }
+}
+
+/// The summary record of refusals suppressed in a window: `uid` is `None`
+/// for the uids beyond [`REFUSAL_UIDS`], which share one window.
+fn log_suppressed(uid: Option<u32>, suppressed: u64) {
+    if suppressed > 0 {
+        tracing::info!(
+            target: "audit",
+            uid,
+            suppressed,
+            "refused control requests: {suppressed} more suppressed"
+        );
+    }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Locks a mutex, ignoring poisoning: counters stay usable whatever panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Seconds since the Unix epoch, for records people read.

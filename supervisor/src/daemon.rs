@@ -35,7 +35,7 @@ use crate::cgroup::{CgroupRoot, CgroupWatcher};
 use crate::config::change::{self, Change};
 use crate::config::resolve::ResolvedApp;
 use crate::config::{self, AccessSpec, DaemonConfig};
-use crate::logs::{AppLogs, LogMark, Stream};
+use crate::logs::{AppLogs, LogMark, Selection};
 use crate::supervise::{self, reaper::Reaper, Command, Handle, Shared, Snapshot};
 
 /// Lines of memory tail kept per stream for fast `logs` and failure reports.
@@ -636,13 +636,7 @@ impl Daemon {
                                 replies.push(done);
                             }
                         }
-                        None => match self.start_app(&name, app, &log_dir) {
-                            Ok(handle) => entry.handle = Some(handle),
-                            Err(message) => {
-                                entry.app = None;
-                                entry.error = Some(message);
-                            }
-                        },
+                        None => entry.handle = Some(self.start_app(&name, app, &log_dir)),
                     }
                 }
             }
@@ -654,23 +648,13 @@ impl Daemon {
         Ok(report)
     }
 
-    fn start_app(
-        &self,
-        name: &str,
-        app: Arc<ResolvedApp>,
-        log_dir: &Path,
-    ) -> Result<Handle, String> {
-        let logs = AppLogs::open(log_dir, name, &app.spec.logs, app.gid, TAIL_LINES)
-            .map_err(|e| format!("opening the log files of {name}: {e}"))?;
+    /// Starts app `name`'s task. Log files that cannot be opened do not
+    /// stop it: they are retried while the app runs, and show in its status.
+    fn start_app(&self, name: &str, app: Arc<ResolvedApp>, log_dir: &Path) -> Handle {
+        let logs = AppLogs::open(log_dir, name, &app.spec.logs, app.gid, TAIL_LINES);
         let stopped_by = self.intents.get(name);
         let autostart = app.spec.autostart && stopped_by.is_none();
-        Ok(supervise::start(
-            app,
-            logs,
-            self.shared.clone(),
-            autostart,
-            stopped_by,
-        ))
+        supervise::start(app, logs, self.shared.clone(), autostart, stopped_by)
     }
 
     async fn shutdown(&self) {
@@ -779,15 +763,10 @@ fn action_result(
     }
 }
 
-/// The last lines the app wrote since `mark`: stderr, or stdout if it
-/// wrote nothing there.
+/// The last lines the app wrote since `mark`, both streams in the order
+/// they came.
 fn failure_log_tail(logs: &AppLogs, mark: LogMark) -> Vec<String> {
-    let stderr = logs.tail_since(Stream::Stderr, mark, FAILURE_LOG_LINES);
-    if stderr.is_empty() {
-        logs.tail_since(Stream::Stdout, mark, FAILURE_LOG_LINES)
-    } else {
-        stderr
-    }
+    logs.tail_since(Selection::Both, mark, FAILURE_LOG_LINES)
 }
 
 fn entry_status(name: &str, entry: &Entry) -> AppStatus {
@@ -795,6 +774,9 @@ fn entry_status(name: &str, entry: &Entry) -> AppStatus {
         Some(handle) => {
             let mut status = handle.snapshot.borrow().status_now();
             status.config_error = entry.error.clone();
+            let logs = handle.logs.health();
+            status.log_error = logs.error;
+            status.log_dropped_bytes = logs.dropped_bytes;
             status
         }
         None => AppStatus {

@@ -17,7 +17,9 @@ pub mod files; // bounded, non-blocking reads; StrictModes trust of files others
 pub mod httpd; // what the control and status servers share: error bodies, the busy answer
 pub mod judge; // apps.d judged off the runtime: blocking pool, deadlines, one parse at a time
 pub mod listen; // held listen sockets, bound as root and kept across restarts
-pub mod logs; // captured stdout/stderr: files, rotation, in-memory tail
+pub mod logfmt; // the daemon's own log records: fields escaped so no app text forges one
+pub mod logs; // captured stdout/stderr: files, rotation, in-memory tail, both streams in order
+pub mod ratelimit; // rate limits for log records strangers can cause (pure)
 pub mod readiness; // notify socket, http and tcp probes
 pub mod sandbox; // landlock, namespaces, capabilities, rlimits (from spawn only)
 pub mod spawn; // SpawnPlan (pure) and the exec helper that applies it

@@ -62,6 +62,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // App and owner text reaches the log: escape it so it cannot forge
+        // records.
+        .fmt_fields(appvisor::logfmt::EscapedFields)
         .finish()
         .with(filter)
         .init();

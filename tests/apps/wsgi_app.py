@@ -6,7 +6,9 @@ Run as: gunicorn --bind 127.0.0.1:PORT wsgi_app:application
 import json
 import os
 import pwd
+import sys
 import time
+import urllib.parse
 
 _delay = float(os.environ.get("WSGI_IMPORT_DELAY", "0"))
 if _delay > 0:
@@ -46,4 +48,10 @@ def application(environ, start_response):
         )
     if path == "/pid":
         return _reply(start_response, "200 OK", "%d\n" % os.getpid())
+    if path == "/say":
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        stream = sys.stderr if query.get("stream") == ["err"] else sys.stdout
+        stream.write(query.get("text", [""])[0] + "\n")
+        stream.flush()
+        return _reply(start_response, "200 OK", "said\n")
     return _reply(start_response, "404 Not Found", "not found\n")

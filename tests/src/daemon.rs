@@ -488,14 +488,17 @@ impl Daemon {
             })
     }
 
-    /// `appctl logs APP -n N [--stderr]`: stdout of the command.
+    /// `appctl logs APP -n N --stdout` (or `--stderr`): stdout of the command.
     pub fn app_logs(&self, app: &str, lines: usize, stderr: bool) -> String {
         let n = lines.to_string();
-        let mut args = vec!["logs", app, "-n", &n];
-        if stderr {
-            args.push("--stderr");
-        }
-        self.appctl_ok(args)
+        let stream = if stderr { "--stderr" } else { "--stdout" };
+        self.appctl_ok(["logs", app, "-n", &n, stream])
+    }
+
+    /// `appctl logs APP -n N`: both streams, interleaved.
+    pub fn app_output(&self, app: &str, lines: usize) -> String {
+        let n = lines.to_string();
+        self.appctl_ok(["logs", app, "-n", &n])
     }
 
     /// Polls `cond` until it holds; on the deadline panics naming `what`

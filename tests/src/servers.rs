@@ -587,7 +587,9 @@ impl ServedApp {
 
     /// The app's captured output (stdout and stderr), last 60 lines each.
     pub fn app_log(&self) -> String {
-        let out = self.daemon.appctl(["logs", &self.name, "-n", "60"]);
+        let out = self
+            .daemon
+            .appctl(["logs", &self.name, "-n", "60", "--stdout"]);
         let err = self
             .daemon
             .appctl(["logs", &self.name, "-n", "60", "--stderr"]);

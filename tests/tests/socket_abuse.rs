@@ -299,6 +299,65 @@ fn a_client_sending_its_body_one_byte_a_second_gets_an_error() {
     apps_untouched(&mut daemon, &pids, "a slow body");
 }
 
+/// Python's http.client sends a request's head and its body in two writes;
+/// it sends `rounds` refused requests of each kind as the caller and prints
+/// `STATUS CODE COUNT` for the answers it got. A broken pipe or a reset
+/// instead of an answer ends it with a traceback.
+const HTTP_CLIENT_REFUSED: &str = r#"
+import collections, http.client, json, socket, sys
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("appvisord", timeout=10)
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(10)
+        self.sock.connect(self.unix_path)
+
+path, rounds = sys.argv[1], int(sys.argv[2])
+answers = collections.Counter()
+for route, body in [("/v1/apps/shop/stop", {"wait": True}), ("/v1/config/apply", {"dry_run": False})]:
+    for _ in range(rounds):
+        connection = UnixConnection(path)
+        connection.request("POST", route, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        code = json.loads(response.read())["error"]["code"]
+        answers[(response.status, code)] += 1
+        connection.close()
+for (status, code), count in sorted(answers.items()):
+    print(status, code, count)
+"#;
+
+#[test]
+fn python_http_client_sending_a_body_to_a_refused_route_gets_the_answer() {
+    require_root!();
+    let alice = TestUser::ensure("avt-ctl-alice");
+    let eve = TestUser::ensure("avt-ctl-eve");
+    let prefix = Prefix::new();
+    let (mut daemon, pids) = daemon_with_apps(&prefix, &alice);
+    let out = eve
+        .command(bins::SYSTEM_PYTHON)
+        .arg("-c")
+        .arg(HTTP_CLIENT_REFUSED)
+        .arg(daemon.socket())
+        .arg("100")
+        .output()
+        .expect("python3 as eve");
+    assert!(
+        out.status.success(),
+        "http.client got no answer to a refused request\n{}",
+        describe_output(&out)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "403 forbidden 100\n404 not_found 100\n"
+    );
+    serves_legitimate_requests(&daemon, &alice, "refused requests with bodies");
+    apps_untouched(&mut daemon, &pids, "refused requests with bodies");
+}
+
 /// A stranger's process holding `n` connections open; dropped, it is killed.
 struct Flood(Child);
 

@@ -5,15 +5,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use appvisor_protocol::{Event, LogStream};
-use bytes::Bytes;
-use hyper::body::{Body, Frame};
-use tokio::sync::{broadcast, mpsc};
+use std::io;
 
-use crate::logs::{AppLogs, Stream};
+use appvisor_protocol::{Event, LogStream};
+use bytes::{BufMut, Bytes, BytesMut};
+use hyper::body::{Body, Frame};
+use tokio::sync::{broadcast, mpsc, Semaphore};
+
+use crate::logs::{AppLogs, Chunk, Interleave, LogSnapshot, Selection, Stream};
 
 /// Chunks a streaming body may queue before its producer waits for the client.
 const STREAM_QUEUE: usize = 16;
+/// Pieces of a log body queued for a slow client: with at most
+/// [`crate::logs::PIECE`] bytes each (a follower's chunk may be up to
+/// [`crate::logs::READ_CHUNK`]), this bounds what one `logs` request holds.
+const LOG_QUEUE: usize = 2;
 
 /// The body of every control response.
 #[derive(Debug)]
@@ -33,7 +39,12 @@ impl ResponseBody {
     /// A body fed by whoever holds the sender; it ends when the sender is
     /// dropped, and the sender sees an error once the client has gone.
     pub fn channel() -> (mpsc::Sender<Bytes>, ResponseBody) {
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        Self::channel_of(STREAM_QUEUE)
+    }
+
+    /// [`ResponseBody::channel`] queueing at most `capacity` chunks.
+    pub fn channel_of(capacity: usize) -> (mpsc::Sender<Bytes>, ResponseBody) {
+        let (tx, rx) = mpsc::channel(capacity);
         (tx, ResponseBody(Inner::Stream(rx)))
     }
 }
@@ -59,59 +70,133 @@ impl Body for ResponseBody {
     }
 }
 
-/// The last `lines` lines of an app's stream, then, with `follow`, what it
-/// writes next until the client goes away.
+/// Log reads whose file I/O runs at once, daemon-wide: the rest wait their
+/// turn. With each read's fixed budget (see [`crate::logs::PIECE`]), this
+/// bounds the blocking threads and memory that operators' `logs` requests
+/// can take together, however many they send.
+static LOG_READS: Semaphore = Semaphore::const_new(4);
+
+/// The last `lines` lines of an app's selected streams, then, with
+/// `follow`, what it writes next until the client goes away. Raw bytes:
+/// the client decides how to show them.
 pub fn log_body(logs: Arc<AppLogs>, stream: LogStream, lines: usize, follow: bool) -> ResponseBody {
-    let stream = match stream {
-        LogStream::Stdout => Stream::Stdout,
-        LogStream::Stderr => Stream::Stderr,
+    let selection = match stream {
+        LogStream::Both => Selection::Both,
+        LogStream::Stdout => Selection::Only(Stream::Stdout),
+        LogStream::Stderr => Selection::Only(Stream::Stderr),
     };
-    let (tx, body) = ResponseBody::channel();
+    let (tx, body) = ResponseBody::channel_of(LOG_QUEUE);
     tokio::spawn(async move {
         // One instant splits the history from what follows, so every byte
         // is shown exactly once.
-        let (last, mut live) = if follow {
-            match logs.snapshot_and_subscribe(stream) {
-                Ok((snapshot, live)) => (
-                    tokio::task::spawn_blocking(move || snapshot.last_lines(lines)).await,
-                    Some(live),
-                ),
-                Err(err) => (Ok(Err(err)), None),
-            }
+        let taken = if follow {
+            logs.snapshot_and_subscribe(selection)
+                .map(|(snapshot, live)| (snapshot, Some(live)))
         } else {
-            let reader = logs.clone();
-            (
-                tokio::task::spawn_blocking(move || reader.read_last_lines(stream, lines)).await,
-                None,
-            )
+            logs.snapshot(selection).map(|snapshot| (snapshot, None))
         };
-        let text = match last {
-            Ok(Ok(lines)) => lines.into_iter().fold(String::new(), |mut acc, line| {
-                acc.push_str(&line);
-                acc.push('\n');
-                acc
-            }),
-            Ok(Err(err)) => format!("(cannot read the log files: {err})\n"),
-            Err(_) => String::new(),
-        };
-        if !text.is_empty() && tx.send(Bytes::from(text)).await.is_err() {
-            return;
-        }
-        let Some(live) = live.as_mut() else { return };
-        loop {
-            let chunk = match live.recv().await {
-                Ok(chunk) => chunk,
-                Err(broadcast::error::RecvError::Lagged(missed)) => Bytes::from(format!(
-                    "\n(appvisord: this follower fell behind; {missed} chunks not shown)\n"
-                )),
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            if tx.send(chunk).await.is_err() {
+        drop(logs);
+        let (snapshot, live) = match taken {
+            Ok(taken) => taken,
+            Err(err) => {
+                let _ = tx.send(read_error(&err)).await;
                 return;
             }
+        };
+        let interleave = match send_history(snapshot, lines, &tx).await {
+            Some(interleave) => interleave,
+            None => return,
+        };
+        if let Some(live) = live {
+            follow_live(live, selection, interleave, &tx).await;
         }
     });
     body
+}
+
+/// Sends the history in pieces; the interleave state to go on with, or
+/// `None` when the client went away or the files could not be read.
+async fn send_history(
+    snapshot: LogSnapshot,
+    lines: usize,
+    tx: &mpsc::Sender<Bytes>,
+) -> Option<Interleave> {
+    let mut reader = match blocking_read(move || snapshot.last_lines(lines)).await {
+        Ok(reader) => reader,
+        Err(err) => {
+            let _ = tx.send(read_error(&err)).await;
+            return None;
+        }
+    };
+    loop {
+        let (piece, rest) = match blocking_read(move || Ok((reader.next_piece(), reader))).await {
+            Ok(step) => step,
+            Err(err) => {
+                let _ = tx.send(read_error(&err)).await;
+                return None;
+            }
+        };
+        reader = rest;
+        match piece {
+            Ok(Some(piece)) => tx.send(piece).await.ok()?,
+            Ok(None) => return Some(reader.interleave()),
+            Err(err) => {
+                let _ = tx.send(read_error(&err)).await;
+                return None;
+            }
+        }
+    }
+}
+
+/// Runs one bounded piece of file I/O on the blocking pool, within the
+/// daemon-wide [`LOG_READS`].
+async fn blocking_read<T: Send + 'static>(
+    read: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    // The semaphore is static and never closed.
+    let _turn = LOG_READS.acquire().await;
+    tokio::task::spawn_blocking(read)
+        .await
+        .unwrap_or_else(|_| Err(io::Error::other("the log read stopped")))
+}
+
+/// Sends live chunks of the selected streams until the client goes away or
+/// the app's logs are dropped.
+async fn follow_live(
+    mut live: broadcast::Receiver<Chunk>,
+    selection: Selection,
+    mut interleave: Interleave,
+    tx: &mpsc::Sender<Bytes>,
+) {
+    loop {
+        let chunk = match live.recv().await {
+            Ok((stream, chunk)) if selection.includes(stream) => {
+                if interleave.push(stream, &chunk) {
+                    let mut with_break = BytesMut::with_capacity(chunk.len() + 1);
+                    with_break.put_u8(b'\n');
+                    with_break.extend_from_slice(&chunk);
+                    with_break.freeze()
+                } else {
+                    chunk
+                }
+            }
+            Ok(_) => continue,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                interleave = Interleave::default();
+                Bytes::from(format!(
+                    "\n(appvisord: this follower fell behind; {missed} chunks not shown)\n"
+                ))
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if tx.send(chunk).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn read_error(err: &io::Error) -> Bytes {
+    Bytes::from(format!("(appvisord: cannot read the log files: {err})\n"))
 }
 
 /// Events as JSON lines until the client goes away.

@@ -34,6 +34,7 @@ use tracing::Instrument;
 use self::limit::{ConnectionLimits, Refusal};
 use crate::acl::{self, Decision, Operation, Peer};
 use crate::daemon::Daemon;
+use crate::ratelimit::{Limit, Verdict, Window};
 pub use body::ResponseBody;
 pub use socket::{bind_control_socket, SocketError};
 
@@ -46,6 +47,14 @@ const MAX_CONNECTIONS_PER_UID: usize = 16;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a client has to send a request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a refused request's body has to arrive before the answer goes
+/// anyway: clients send it right after the head.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// What the accept loop logs about failed accepts (EMFILE under a flood).
+const ACCEPT_NOISE: Limit = Limit {
+    burst: 5,
+    per: Duration::from_secs(10),
+};
 /// Largest request body: every request body is a small JSON object.
 const MAX_BODY: usize = 64 * 1024;
 /// Largest request head buffer (hyper's minimum is 8 KiB).
@@ -54,12 +63,18 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Serves the control socket until the listener fails.
 pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
     let limits = ConnectionLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID);
+    let mut accept_noise = Window::default();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(err) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %err, "accepting a control connection");
+                // EMFILE and friends: back off briefly instead of spinning,
+                // and do not log each of them.
+                if let Verdict::Log { suppressed } =
+                    accept_noise.check(ACCEPT_NOISE, std::time::Instant::now())
+                {
+                    tracing::warn!(error = %err, suppressed, "accepting a control connection");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -183,16 +198,52 @@ async fn handle(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
+    let mut body = RequestBody(Some(request.into_body()));
     let answer = match route(&method, &path) {
-        Ok(route) => dispatch(daemon, peer, route, &query, request.into_body()).await,
+        Ok(route) => dispatch(daemon, peer, route, &query, &mut body).await,
         Err(err) => Err(err),
     };
     match answer {
         Ok(response) => response,
         Err(err) => {
             tracing::debug!(%method, %path, code = %err.code, "control request refused");
+            // A client may send the body after the head (Python's
+            // http.client does): answering and closing before it arrives
+            // would give it EPIPE or a reset instead of this answer.
+            body.drain().await;
             error_response(&err)
         }
+    }
+}
+
+/// A request's body, read at most once: by the route that wants it, or
+/// drained before an error answer.
+struct RequestBody(Option<Incoming>);
+
+impl RequestBody {
+    async fn read(&mut self) -> Result<Bytes, ApiError> {
+        match self.0.take() {
+            Some(body) => read_body(body).await,
+            None => Ok(Bytes::new()),
+        }
+    }
+
+    /// Reads and discards what is left, at most [`MAX_BODY`] bytes within
+    /// [`DRAIN_TIMEOUT`]; past either, the answer goes anyway.
+    async fn drain(&mut self) {
+        let Some(mut body) = self.0.take() else {
+            return;
+        };
+        let discard = async {
+            let mut seen = 0;
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, Bytes::len);
+                if seen > MAX_BODY {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, discard).await;
     }
 }
 
@@ -201,7 +252,7 @@ async fn dispatch(
     peer: &Peer,
     route: Route<'_>,
     query: &str,
-    body: Incoming,
+    body: &mut RequestBody,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let rules = daemon.admin_rules();
     match route {
@@ -238,10 +289,10 @@ async fn dispatch(
             if let Err(err) = authorize_app(daemon, peer, name, Operation::Act, verb) {
                 daemon
                     .events()
-                    .audit(peer, Some(name), verb, err.code.as_str());
+                    .audit_refusal(peer, Some(name), verb, err.code.as_str());
                 return Err(err);
             }
-            let bytes = read_body(body).await?;
+            let bytes = body.read().await?;
             let result = if action == appvisor_protocol::Action::Signal {
                 let request: SignalRequest = parse_json(&bytes)?;
                 daemon.signal(name, &request.signal).await.map(|status| {
@@ -300,12 +351,15 @@ async fn dispatch(
         }
         Route::ConfigApply => {
             if acl::decide(peer, &rules, Operation::ApplyConfig, None) != Decision::Allow {
-                daemon
-                    .events()
-                    .audit(peer, None, "config/apply", ErrorCode::Forbidden.as_str());
+                daemon.events().audit_refusal(
+                    peer,
+                    None,
+                    "config/apply",
+                    ErrorCode::Forbidden.as_str(),
+                );
                 return Err(admin_only(peer, "apply the configuration"));
             }
-            let bytes = read_body(body).await?;
+            let bytes = body.read().await?;
             let request: ApplyRequest = if bytes.is_empty() {
                 ApplyRequest::default()
             } else {
@@ -416,7 +470,7 @@ impl LogParams {
 
     fn parse(query: &str) -> Result<LogParams, ApiError> {
         let mut params = LogParams {
-            stream: LogStream::Stdout,
+            stream: LogStream::Both,
             lines: 100,
             follow: false,
         };
@@ -431,6 +485,7 @@ impl LogParams {
             match key {
                 "stream" => {
                     params.stream = match value {
+                        "both" => LogStream::Both,
                         "stdout" => LogStream::Stdout,
                         "stderr" => LogStream::Stderr,
                         _ => return Err(bad()),
@@ -551,7 +606,18 @@ mod tests {
                 follow: true
             }
         );
-        assert_eq!(LogParams::parse("").unwrap().lines, 100);
+        assert_eq!(
+            LogParams::parse("").unwrap(),
+            LogParams {
+                stream: LogStream::Both,
+                lines: 100,
+                follow: false
+            }
+        );
+        assert_eq!(
+            LogParams::parse("stream=both").unwrap().stream,
+            LogStream::Both
+        );
         assert_eq!(
             LogParams::parse("lines=99999999").unwrap().lines,
             LogParams::MAX_LINES

@@ -1,14 +1,17 @@
 //! Captured stdout and stderr of each app: the pipes, the files under
-//! `log_dir/NAME/`, rotation, the in-memory tail and live followers.
+//! `log_dir/NAME/`, rotation, the in-memory tail, the order of the two
+//! streams, live followers and bounded reads.
 //!
 //! Owns everything an app writes to fd 1 and 2. It must never make an app
 //! block: a capture task drains its pipe until EOF whatever happens to the
-//! files (a failed write is counted as dropped and reported, never retried
-//! while the pipe fills), and a slow `logs -f` follower loses messages
-//! instead of slowing capture. It must never lose or reorder a byte it
-//! managed to write: every chunk read is appended in order, and two capture
-//! tasks for the same stream (an old and a new instance during a restart)
-//! are serialized per stream.
+//! files (a failed write, a full disk or a log directory that cannot be
+//! created is counted as dropped and reported, never retried while the pipe
+//! fills), and a slow `logs -f` follower loses messages instead of slowing
+//! capture. It must never lose or reorder a byte it managed to write: every
+//! chunk read is appended in order, and two capture tasks for the same
+//! stream (an old and a new instance during a restart) are serialized per
+//! stream. And it must never hold more than a fixed amount per app or per
+//! reader, whatever the app writes or an operator asks for.
 //!
 //! # Why writes happen on the async worker thread
 //!
@@ -27,9 +30,21 @@
 //! back until its newline arrives, [`PARTIAL_LINE_FLUSH`] passes without more
 //! output, the partial line reaches [`MAX_PARTIAL_LINE`] bytes, or the pipe
 //! closes. So two instances writing during a restart interleave whole lines,
-//! and rotation can cut between lines.
+//! and rotation can cut between lines. A line longer than [`MAX_LINE`] is cut
+//! and marked [`CONTINUED`] (see `split`), so every file stays within its
+//! size whatever the app writes.
+//!
+//! # Both streams
+//!
+//! Each append takes a stamp under the app's order lock, which also feeds
+//! the tail and the followers, so the tail, `logs -f` and the files' index
+//! all see one order (see `order`; docs/logs.md for the whole design).
+//! Lock order: stdout's file, stderr's file, then the order lock.
 
 mod file;
+mod order;
+mod read;
+mod split;
 mod tail;
 
 use std::fs::{DirBuilder, File};
@@ -38,7 +53,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -50,13 +65,20 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
-use tracing::{debug, error, Instrument};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn, Instrument};
 
 use crate::config::LogSpec;
-use file::{Limits, LogFile};
+pub(crate) use file::DisplayChain;
+use file::{Limits, LogFile, Stamp};
+use order::Clock;
+use split::LineSplitter;
 use tail::Tail;
 
-pub use file::READ_LAST_MAX_BYTES;
+pub use order::{Interleave, Selection};
+pub use read::{LogReader, LogSnapshot, PIECE, READ_LAST_MAX_BYTES};
+pub use split::{CONTINUED, MAX_LINE};
+pub use tail::LogMark;
 
 /// Bytes asked of the pipe per read.
 pub const READ_CHUNK: usize = 128 * 1024;
@@ -77,10 +99,19 @@ pub const BATCH_DELAY: Duration = Duration::from_millis(1);
 /// than the daemon reads, and waiting [`BATCH_DELAY`] costs it nothing.
 const BATCH_BELOW: usize = READ_CHUNK / 4;
 /// Chunks a `logs -f` follower may fall behind before it loses some. Each is
-/// at most [`READ_CHUNK`] bytes, so this also bounds what the channel holds.
+/// at most [`READ_CHUNK`] bytes (plus continuation marks), so this also
+/// bounds what the channel holds.
 const FOLLOW_CAPACITY: usize = 64;
-/// Mode of `log_dir/NAME`.
+/// Mode of `log_dir/NAME` and of its index directory.
 const DIR_MODE: u32 = 0o750;
+/// The first retry of log files that cannot be opened; each failed retry
+/// doubles the wait, up to [`REOPEN_MAX`].
+pub const REOPEN_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between retries of log files that cannot be opened.
+pub const REOPEN_MAX: Duration = Duration::from_secs(60);
+
+/// One captured chunk, as `logs -f` followers receive it.
+pub type Chunk = (Stream, Bytes);
 
 /// One of the two captured streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -170,33 +201,79 @@ pub fn make_pipe() -> Result<(OwnedFd, OwnedFd), LogError> {
 #[derive(Debug)]
 pub struct AppLogs {
     app: String,
+    log_dir: PathBuf,
     dir: PathBuf,
+    gid: u32,
     max_size: AtomicU64,
     keep: AtomicU32,
     stdout: StreamLog,
     stderr: StreamLog,
+    order: Mutex<Order>,
+    reopen: Mutex<Reopen>,
 }
 
-/// Everything about one stream. Lock order: `file`, then `tail`.
+/// Everything about one stream's files.
 #[derive(Debug)]
 struct StreamLog {
-    /// Held for the whole append (file write, tail, followers) so concurrent
+    /// Held for the whole append (split, stamp, file write) so concurrent
     /// captures of the stream keep one order everywhere.
-    file: Mutex<LogFile>,
-    /// Separate from `file` so reading the tail never waits for a disk write.
-    tail: Mutex<Tail>,
-    /// Created by the first follower: the channel's ring is allocated
-    /// whole, and most apps are never followed.
-    followers: OnceLock<broadcast::Sender<Bytes>>,
+    file: Mutex<StreamFile>,
+    /// Bytes read from the app but not written to its files.
     dropped: AtomicU64,
+    /// A copy of the file's problem, for status: reading it must not wait
+    /// for a write in progress (a disk under writeback pressure).
+    problem: Mutex<Option<String>>,
 }
 
 impl StreamLog {
-    fn subscribe(&self) -> broadcast::Receiver<Bytes> {
-        self.followers
-            .get_or_init(|| broadcast::channel(FOLLOW_CAPACITY).0)
-            .subscribe()
+    /// Copies the file's problem for [`AppLogs::health`]; called under the
+    /// file's lock after anything that may change it.
+    fn publish_problem(&self, file: &LogFile) {
+        let mut shown = lock(&self.problem);
+        if shown.as_deref() != file.problem() {
+            *shown = file.problem().map(str::to_owned);
+        }
     }
+}
+
+#[derive(Debug)]
+struct StreamFile {
+    log: LogFile,
+    splitter: LineSplitter,
+}
+
+/// What both streams share, under the order lock: the stamps, the tail and
+/// the followers, so all three see one order. Separate from the files so
+/// reading the tail never waits for a disk write.
+#[derive(Debug)]
+struct Order {
+    clock: Clock,
+    /// The stream that wrote last, and the stamp of its run.
+    last: Option<Stream>,
+    run: u64,
+    tail: Tail,
+    /// Created by the first follower: the channel's ring is allocated
+    /// whole, and most apps are never followed.
+    followers: Option<broadcast::Sender<Chunk>>,
+}
+
+/// Retrying log files that cannot be opened.
+#[derive(Debug, Default)]
+struct Reopen {
+    /// A retry task runs.
+    running: bool,
+    /// When it tries next.
+    next: Option<Instant>,
+}
+
+/// How an app's log files are doing, for status and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogHealth {
+    /// Bytes of output read from the app but not written to its files since
+    /// the daemon loaded it.
+    pub dropped_bytes: u64,
+    /// Why output is being dropped now, while it is.
+    pub error: Option<String>,
 }
 
 impl AppLogs {
@@ -204,32 +281,63 @@ impl AppLogs {
     /// `stderr.log` in it (0640 root:`gid`) for appending, fixing the owner
     /// and mode of what is already there. `tail_lines` bounds what
     /// [`AppLogs::tail`] returns.
+    ///
+    /// Never fails: when the directory or a file cannot be created, the
+    /// app's output is counted as dropped (and kept in the tail), the
+    /// reason is in [`AppLogs::health`], and a task retries with backoff
+    /// from [`REOPEN_FIRST`] to [`REOPEN_MAX`] (inside a tokio runtime).
     pub fn open(
         log_dir: &Path,
         app: &str,
         spec: &LogSpec,
         gid: u32,
         tail_lines: usize,
-    ) -> Result<Arc<AppLogs>, LogError> {
+    ) -> Arc<AppLogs> {
         let dir = log_dir.join(app);
-        create_dir(log_dir, &dir, gid)?;
-        let stream = |stream: Stream| -> Result<StreamLog, LogError> {
-            let file = LogFile::open(dir.join(stream.file_name()), gid, spec.keep)?;
-            Ok(StreamLog {
-                file: Mutex::new(file),
-                tail: Mutex::new(Tail::new(tail_lines)),
-                followers: OnceLock::new(),
+        let created = create_dir(log_dir, &dir, gid);
+        let stream = |stream: Stream| {
+            let path = dir.join(stream.file_name());
+            let log = match &created {
+                Ok(()) => LogFile::open(path.clone(), gid, spec.keep)
+                    .unwrap_or_else(|error| LogFile::closed(path, gid, Some(&error))),
+                Err(error) => LogFile::closed(path, gid, Some(error)),
+            };
+            StreamLog {
+                problem: Mutex::new(log.problem().map(str::to_owned)),
+                file: Mutex::new(StreamFile {
+                    log,
+                    splitter: LineSplitter::default(),
+                }),
                 dropped: AtomicU64::new(0),
-            })
+            }
         };
-        Ok(Arc::new(AppLogs {
+        let logs = Arc::new(AppLogs {
             app: app.to_owned(),
-            stdout: stream(Stream::Stdout)?,
-            stderr: stream(Stream::Stderr)?,
+            stdout: stream(Stream::Stdout),
+            stderr: stream(Stream::Stderr),
+            log_dir: log_dir.to_owned(),
             dir,
+            gid,
             max_size: AtomicU64::new(spec.max_size),
             keep: AtomicU32::new(spec.keep),
-        }))
+            order: Mutex::new(Order {
+                clock: Clock::default(),
+                last: None,
+                run: 0,
+                tail: Tail::new(tail_lines),
+                followers: None,
+            }),
+            reopen: Mutex::default(),
+        });
+        if let Some(error) = logs.health().error {
+            warn!(
+                app,
+                %error,
+                "cannot open the app's log files; it runs, and its output is dropped until they open"
+            );
+            logs.reopen_later();
+        }
+        logs
     }
 
     /// `log_dir/NAME`.
@@ -248,7 +356,7 @@ impl AppLogs {
         tokio::spawn(async move { logs.run_capture(stream, pipe).await }.instrument(span))
     }
 
-    async fn run_capture(&self, stream: Stream, pipe: OwnedFd) {
+    async fn run_capture(self: Arc<Self>, stream: Stream, pipe: OwnedFd) {
         let batch = fcntl(&pipe, FcntlArg::F_GETPIPE_SZ)
             .is_ok_and(|size| usize::try_from(size).is_ok_and(|size| size >= PIPE_SIZE));
         let mut rx = match pipe::Receiver::from_owned_fd(pipe) {
@@ -321,98 +429,207 @@ impl AppLogs {
         debug!("output pipe closed");
     }
 
-    /// Writes one chunk to the file, the tail and the followers, in that
-    /// order, under the stream's lock.
-    fn append(&self, stream: Stream, chunk: Bytes) {
+    /// Writes one chunk to the tail, the followers and the file, under the
+    /// stream's lock, with its stamp taken under the order lock.
+    fn append(self: &Arc<Self>, stream: Stream, chunk: Bytes) {
         let log = self.stream(stream);
         let limits = Limits {
             max_size: self.max_size.load(Ordering::Relaxed),
             keep: self.keep.load(Ordering::Relaxed),
         };
         let mut file = lock(&log.file);
-        let dropped = file.append(&chunk, limits);
+        let chunk = file.splitter.split(chunk);
+        let stamp = {
+            let mut order = lock(&self.order);
+            let new_run = order.last != Some(stream);
+            if new_run {
+                order.run = order.clock.next();
+                order.last = Some(stream);
+            }
+            order.tail.push(stream, &chunk);
+            // Fails only when nobody follows; a lagging follower is told it
+            // lagged by its receiver.
+            if let Some(followers) = &order.followers {
+                let _ = followers.send((stream, chunk.clone()));
+            }
+            Stamp {
+                run: order.run,
+                new_run,
+            }
+        };
+        let dropped = file.log.append(&chunk, limits, stamp);
         if dropped > 0 {
             log.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
-        lock(&log.tail).push(&chunk);
-        // Fails only when nobody follows; a lagging follower is told it
-        // lagged by its receiver.
-        if let Some(followers) = log.followers.get() {
-            let _ = followers.send(chunk);
+        log.publish_problem(&file.log);
+        let closed = !file.log.is_open();
+        drop(file);
+        if closed {
+            self.reopen_later();
         }
     }
 
-    /// The last `n` complete lines in memory (at most `tail_lines`, each cut
-    /// to 4 KiB), oldest first, plus the trailing partial line if any.
-    /// Invalid UTF-8 is replaced with U+FFFD.
-    pub fn tail(&self, stream: Stream, n: usize) -> Vec<String> {
-        lock(&self.stream(stream).tail).lines(n)
-    }
-
-    /// Where both streams are now, for [`AppLogs::tail_since`].
-    pub fn mark(&self) -> LogMark {
-        LogMark {
-            stdout: lock(&self.stdout.tail).mark(),
-            stderr: lock(&self.stderr.tail).mark(),
-        }
-    }
-
-    /// [`AppLogs::tail`] of what `stream` got after `mark`: the output of
-    /// one attempt, for its failure report.
-    pub fn tail_since(&self, stream: Stream, mark: LogMark, n: usize) -> Vec<String> {
-        let at = match stream {
-            Stream::Stdout => mark.stdout,
-            Stream::Stderr => mark.stderr,
+    /// Starts the retry task unless it runs: it tries again after
+    /// [`REOPEN_FIRST`], doubling the wait up to [`REOPEN_MAX`], until every
+    /// file is open. Without a tokio runtime (unit tests) there is no retry.
+    fn reopen_later(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
         };
-        lock(&self.stream(stream).tail).lines_since(at, n)
+        {
+            let mut reopen = lock(&self.reopen);
+            if reopen.running {
+                return;
+            }
+            reopen.running = true;
+            reopen.next = Some(Instant::now() + REOPEN_FIRST);
+        }
+        let logs = Arc::downgrade(self);
+        let span = tracing::info_span!("logs", app = %self.app);
+        runtime.spawn(
+            async move {
+                let mut delay = REOPEN_FIRST;
+                loop {
+                    tokio::time::sleep(delay).await;
+                    let Some(strong) = logs.upgrade() else { return };
+                    let reopened = tokio::task::spawn_blocking(move || strong.reopen_now()).await;
+                    if reopened.unwrap_or(false) {
+                        return;
+                    }
+                    delay = (delay * 2).min(REOPEN_MAX);
+                    match logs.upgrade() {
+                        Some(strong) => lock(&strong.reopen).next = Some(Instant::now() + delay),
+                        None => return,
+                    }
+                }
+            }
+            .instrument(span),
+        );
     }
 
-    /// Raw chunks of `stream` as they are written, for `logs -f`. A receiver
-    /// that falls more than 64 chunks behind gets `RecvError::Lagged` and
-    /// loses them; capture never waits for it.
-    pub fn subscribe(&self, stream: Stream) -> broadcast::Receiver<Bytes> {
-        self.stream(stream).subscribe()
+    /// One retry: creates the directory and opens the files that are not
+    /// open. True, and the retry task ends, once every file is open.
+    /// Blocking file I/O.
+    fn reopen_now(&self) -> bool {
+        let keep = self.keep.load(Ordering::Relaxed);
+        let created = create_dir(&self.log_dir, &self.dir, self.gid);
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let log = self.stream(stream);
+            let mut file = lock(&log.file);
+            if file.log.is_open() {
+                continue;
+            }
+            match &created {
+                Ok(()) => match file.log.reopen(keep) {
+                    Ok(()) => info!(%stream, "log file open again"),
+                    Err(error) => {
+                        debug!(%stream, error = %DisplayChain(&error), "log file still cannot be opened");
+                    }
+                },
+                Err(error) => file.log.set_problem(error),
+            }
+            log.publish_problem(&file.log);
+        }
+        // Decided under the retry lock: an append that finds a file closed
+        // after this check sees `running` false and starts a new task.
+        let mut reopen = lock(&self.reopen);
+        let all_open = [Stream::Stdout, Stream::Stderr]
+            .into_iter()
+            .all(|stream| lock(&self.stream(stream).file).log.is_open());
+        if all_open {
+            reopen.running = false;
+            reopen.next = None;
+        }
+        all_open
     }
 
-    /// [`AppLogs::tail`] and [`AppLogs::subscribe`] at one instant: no chunk
-    /// is both in the lines and received, and none is in neither.
-    pub fn tail_and_subscribe(
-        &self,
-        stream: Stream,
-        n: usize,
-    ) -> (Vec<String>, broadcast::Receiver<Bytes>) {
-        let log = self.stream(stream);
-        let _file = lock(&log.file);
-        let lines = lock(&log.tail).lines(n);
-        (lines, log.subscribe())
+    /// Dropped bytes and what is wrong now, if anything. Never waits for a
+    /// write in progress.
+    pub fn health(&self) -> LogHealth {
+        let problem = [Stream::Stdout, Stream::Stderr]
+            .into_iter()
+            .find_map(|stream| lock(&self.stream(stream).problem).clone());
+        let error = problem.map(|problem| {
+            let next = lock(&self.reopen).next;
+            match next {
+                Some(next) => {
+                    let secs = next.saturating_duration_since(Instant::now()).as_secs_f64();
+                    format!("{problem}; output is dropped, next try in {}s", secs.ceil())
+                }
+                None => format!("{problem}; output is dropped"),
+            }
+        });
+        LogHealth {
+            dropped_bytes: self.dropped_bytes(Stream::Stdout) + self.dropped_bytes(Stream::Stderr),
+            error,
+        }
     }
 
-    /// The last `n` complete lines from the files (current, then rotated as
-    /// needed), oldest first, plus a trailing partial line; for requests
-    /// beyond the memory tail. Reads at most [`READ_LAST_MAX_BYTES`]. Blocking
-    /// file I/O: call it from `spawn_blocking`.
-    pub fn read_last_lines(&self, stream: Stream, n: usize) -> io::Result<Vec<String>> {
-        self.snapshot(stream)?.last_lines(n)
+    /// The last `n` complete lines in memory of the selected streams,
+    /// interleaved in arrival order (at most `tail_lines`, each cut to
+    /// 4 KiB), oldest first, plus the trailing partial line if any. Invalid
+    /// UTF-8 is replaced with U+FFFD.
+    pub fn tail(&self, selection: Selection, n: usize) -> Vec<String> {
+        lock(&self.order).tail.lines(selection, n)
     }
 
-    /// The files as they are now plus a follower of what comes next, taken
-    /// at one instant under the stream's lock: every byte is either in the
-    /// snapshot or received, never both, never neither (for `logs -n N -f`).
-    /// Opens up to `keep + 1` files but reads none; read the snapshot with
-    /// [`LogSnapshot::last_lines`] from `spawn_blocking`.
+    /// Where the output stands now, for [`AppLogs::tail_since`].
+    pub fn mark(&self) -> LogMark {
+        lock(&self.order).tail.mark()
+    }
+
+    /// [`AppLogs::tail`] of the output after `mark` only: what one start
+    /// attempt wrote, say.
+    pub fn tail_since(&self, selection: Selection, mark: LogMark, n: usize) -> Vec<String> {
+        lock(&self.order).tail.lines_since(selection, mark, n)
+    }
+
+    /// Raw chunks of both streams as they are captured, for `logs -f`. A
+    /// receiver that falls more than 64 chunks behind gets
+    /// `RecvError::Lagged` and loses them; capture never waits for it.
+    pub fn subscribe(&self) -> broadcast::Receiver<Chunk> {
+        subscribe(&mut lock(&self.order))
+    }
+
+    /// The selected streams' files as they are now, to read with
+    /// [`LogSnapshot::last_lines`] from `spawn_blocking`. Opens up to
+    /// `2 * (keep + 1)` files (and their indexes) but reads none.
+    pub fn snapshot(&self, selection: Selection) -> io::Result<LogSnapshot> {
+        self.snapshot_inner(selection, false)
+            .map(|(snapshot, _)| snapshot)
+    }
+
+    /// [`AppLogs::snapshot`] plus a follower of what comes next, taken at
+    /// one instant: every byte is either in the snapshot or received, never
+    /// both, never neither (for `logs -n N -f`).
     pub fn snapshot_and_subscribe(
         &self,
-        stream: Stream,
-    ) -> io::Result<(LogSnapshot, broadcast::Receiver<Bytes>)> {
-        let log = self.stream(stream);
-        let file = lock(&log.file);
-        let files = file.snapshot(self.keep.load(Ordering::Relaxed))?;
-        Ok((LogSnapshot { files }, log.subscribe()))
+        selection: Selection,
+    ) -> io::Result<(LogSnapshot, broadcast::Receiver<Chunk>)> {
+        let (snapshot, live) = self.snapshot_inner(selection, true)?;
+        Ok((snapshot, live.expect("asked to subscribe")))
     }
 
-    fn snapshot(&self, stream: Stream) -> io::Result<LogSnapshot> {
-        let files = lock(&self.stream(stream).file).snapshot(self.keep.load(Ordering::Relaxed))?;
-        Ok(LogSnapshot { files })
+    fn snapshot_inner(
+        &self,
+        selection: Selection,
+        follow: bool,
+    ) -> io::Result<(LogSnapshot, Option<broadcast::Receiver<Chunk>>)> {
+        let keep = self.keep.load(Ordering::Relaxed);
+        // Lock order: stdout, stderr, order. Holding the files' locks means
+        // no append is half done.
+        let files: Vec<(Stream, MutexGuard<'_, StreamFile>)> = selection
+            .streams()
+            .iter()
+            .map(|&stream| (stream, lock(&self.stream(stream).file)))
+            .collect();
+        let with_index = selection == Selection::Both;
+        let mut streams = Vec::with_capacity(files.len());
+        for (stream, file) in &files {
+            streams.push((*stream, file.log.snapshot(keep, with_index)?));
+        }
+        let live = follow.then(|| subscribe(&mut lock(&self.order)));
+        Ok((LogSnapshot::new(streams), live))
     }
 
     /// Applies a changed `[logs]`: from the next write on, files rotate at the
@@ -424,7 +641,8 @@ impl AppLogs {
     }
 
     /// Bytes of `stream` read from the app but not written to disk since the
-    /// daemon started (disk full, I/O errors), for status and metrics.
+    /// daemon loaded it (disk full, I/O errors, no log directory), for
+    /// status and metrics.
     pub fn dropped_bytes(&self, stream: Stream) -> u64 {
         self.stream(stream).dropped.load(Ordering::Relaxed)
     }
@@ -437,27 +655,11 @@ impl AppLogs {
     }
 }
 
-/// A point in an app's output, from [`AppLogs::mark`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LogMark {
-    stdout: u64,
-    stderr: u64,
-}
-
-/// One stream's files at an instant: open handles (immune to rotation) and
-/// the length each had.
-#[derive(Debug)]
-pub struct LogSnapshot {
-    /// Newest first.
-    files: Vec<(File, u64)>,
-}
-
-impl LogSnapshot {
-    /// The last `n` complete lines, oldest first, plus a trailing partial
-    /// line, as [`AppLogs::read_last_lines`]. Blocking file I/O.
-    pub fn last_lines(&self, n: usize) -> io::Result<Vec<String>> {
-        file::read_last_lines(&self.files, n)
-    }
+fn subscribe(order: &mut Order) -> broadcast::Receiver<Chunk> {
+    order
+        .followers
+        .get_or_insert_with(|| broadcast::channel(FOLLOW_CAPACITY).0)
+        .subscribe()
 }
 
 /// Waits [`BATCH_DELAY`] with the pipe out of the reactor: the kernel wakes
@@ -470,7 +672,8 @@ async fn pause(rx: pipe::Receiver) -> io::Result<pipe::Receiver> {
 }
 
 /// Creates `log_dir` if needed (0755) and `dir` inside it, then gives `dir`
-/// owner root:`gid` and mode 0750 whatever it had before.
+/// owner root:`gid` and mode 0750 whatever it had before; then the same for
+/// its index directory, whose absence only costs the order of the streams.
 fn create_dir(log_dir: &Path, dir: &Path, gid: u32) -> Result<(), LogError> {
     DirBuilder::new()
         .recursive(true)
@@ -480,6 +683,16 @@ fn create_dir(log_dir: &Path, dir: &Path, gid: u32) -> Result<(), LogError> {
             path: log_dir.to_owned(),
             source,
         })?;
+    make_private_dir(dir, gid)?;
+    if let Err(error) = make_private_dir(&dir.join(file::INDEX_DIR), gid) {
+        debug!(error = %DisplayChain(&error), "no index directory: the two streams keep no common order on disk");
+    }
+    Ok(())
+}
+
+/// Creates `dir` (0750) unless it exists, then makes it root:`gid` 0750,
+/// never through a symlink.
+fn make_private_dir(dir: &Path, gid: u32) -> Result<(), LogError> {
     match DirBuilder::new().mode(DIR_MODE).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

@@ -7,7 +7,10 @@ use std::time::Instant;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::*;
-use crate::logs::file::rotated_path;
+use crate::logs::file::{index_path, rotated_path, INDEX_DIR};
+
+const OUT: Selection = Selection::Only(Stream::Stdout);
+const ERR: Selection = Selection::Only(Stream::Stderr);
 
 fn spec(max_size: u64, keep: u32) -> LogSpec {
     LogSpec { max_size, keep }
@@ -56,19 +59,31 @@ fn read_all(dir: &Path, stream: Stream, keep: u32) -> Vec<u8> {
     out
 }
 
+/// The log files in `dir` (not the index directory).
 fn log_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|path| path.is_file())
         .collect();
     files.sort();
     files
 }
 
+/// What `logs -n n` of `selection` shows, read from the files.
+fn read_last(logs: &AppLogs, selection: Selection, n: usize) -> Vec<u8> {
+    logs.snapshot(selection)
+        .unwrap()
+        .last_lines(n)
+        .unwrap()
+        .read_to_end()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_keeps_every_line_in_order() {
     let root = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 5), test_gid(), 200).unwrap();
+    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 5), test_gid(), 200);
     let data = numbered_lines("out ", 200_000);
     let (read, write) = make_pipe().unwrap();
     // An odd piece size so reads end mid-line.
@@ -91,8 +106,7 @@ async fn rotate_under_load(mib: usize, max_size: u64, keep: u32) {
         &spec(max_size, keep),
         test_gid(),
         200,
-    )
-    .unwrap();
+    );
     let data = numbered_lines("", mib * 1024 * 1024 / 8);
     let (read, write) = make_pipe().unwrap();
     let started = Instant::now();
@@ -140,17 +154,18 @@ async fn rotation_deletes_beyond_keep() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_has_partial_line_and_survives_invalid_utf8() {
     let root = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 1), test_gid(), 3).unwrap();
+    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 1), test_gid(), 3);
     let (read, write) = make_pipe().unwrap();
     let writer = spawn_writer(write, b"one\ntwo\n\xffbad\xfe\nfour\npartial".to_vec(), 5);
     logs.capture(Stream::Stderr, read).await.unwrap();
     writer.join().unwrap();
     assert_eq!(
-        logs.tail(Stream::Stderr, 100),
+        logs.tail(ERR, 100),
         ["two", "\u{fffd}bad\u{fffd}", "four", "partial"]
     );
-    assert_eq!(logs.tail(Stream::Stderr, 1), ["four", "partial"]);
-    assert_eq!(logs.tail(Stream::Stdout, 10), Vec::<String>::new());
+    assert_eq!(logs.tail(ERR, 1), ["four", "partial"]);
+    assert_eq!(logs.tail(OUT, 10), Vec::<String>::new());
+    assert_eq!(logs.tail(Selection::Both, 1), ["four", "partial"]);
     // The file has the raw bytes.
     assert_eq!(
         std::fs::read(logs.dir().join("stderr.log")).unwrap(),
@@ -161,13 +176,13 @@ async fn tail_has_partial_line_and_survives_invalid_utf8() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_line_is_written_after_a_pause() {
     let root = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 1), test_gid(), 10).unwrap();
+    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 1), test_gid(), 10);
     let (read, write) = make_pipe().unwrap();
     let task = logs.capture(Stream::Stdout, read);
     let mut out = File::from(write);
     out.write_all(b"done\nEnter value: ").unwrap();
     tokio::time::sleep(PARTIAL_LINE_FLUSH * 3).await;
-    assert_eq!(logs.tail(Stream::Stdout, 10), ["done", "Enter value: "]);
+    assert_eq!(logs.tail(OUT, 10), ["done", "Enter value: "]);
     assert_eq!(
         std::fs::read(logs.dir().join("stdout.log")).unwrap(),
         b"done\nEnter value: "
@@ -188,7 +203,7 @@ async fn dir_and_files_get_group_read_modes_and_owner() {
     std::fs::write(dir.join("stdout.log.1"), "older\n").unwrap();
 
     let gid = test_gid();
-    let logs = AppLogs::open(root.path(), "shop", &spec(8, 2), gid, 10).unwrap();
+    let logs = AppLogs::open(root.path(), "shop", &spec(8, 2), gid, 10);
     let (read, write) = make_pipe().unwrap();
     let writer = spawn_writer(write, b"new line\nrotated\n".to_vec(), 100);
     logs.capture(Stream::Stdout, read).await.unwrap();
@@ -207,8 +222,12 @@ async fn dir_and_files_get_group_read_modes_and_owner() {
         }
     };
     check(&dir, 0o750);
+    check(&dir.join(INDEX_DIR), 0o750);
     for name in ["stdout.log", "stdout.log.1", "stdout.log.2", "stderr.log"] {
         check(&dir.join(name), 0o640);
+    }
+    for name in ["stdout.log", "stdout.log.1", "stderr.log"] {
+        check(&index_path(&dir.join(name)), 0o640);
     }
     if !nix::unistd::geteuid().is_root() {
         appvisor_tests::skip("checks the owner only as root (chown to another group)");
@@ -218,7 +237,7 @@ async fn dir_and_files_get_group_read_modes_and_owner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_captures_interleave_whole_lines() {
     let root = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 1), test_gid(), 10).unwrap();
+    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 1), test_gid(), 10);
     let count = 100_000;
     let (read_a, write_a) = make_pipe().unwrap();
     let (read_b, write_b) = make_pipe().unwrap();
@@ -253,7 +272,7 @@ async fn concurrent_captures_interleave_whole_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_last_lines_crosses_a_rotation_boundary() {
     let root = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(root.path(), "shop", &spec(1000, 5), test_gid(), 10).unwrap();
+    let logs = AppLogs::open(root.path(), "shop", &spec(1000, 5), test_gid(), 10);
     let (read, write) = make_pipe().unwrap();
     // 300 lines of 10 bytes: three full files of 100 lines each.
     let writer = spawn_writer(write, numbered_lines("l ", 300), 777);
@@ -265,18 +284,17 @@ async fn read_last_lines_crosses_a_rotation_boundary() {
             .len(),
         1000
     );
-    let lines = logs.read_last_lines(Stream::Stdout, 150).unwrap();
-    let expected: Vec<String> = (150..300).map(|i| format!("l {i:07}")).collect();
-    assert_eq!(lines, expected);
-    let all = logs.read_last_lines(Stream::Stdout, 10_000).unwrap();
-    assert_eq!(all.len(), 300);
-    assert_eq!(all[0], "l 0000000");
+    let expected: String = (150..300).map(|i| format!("l {i:07}\n")).collect();
+    assert_eq!(read_last(&logs, OUT, 150), expected.as_bytes());
+    assert_eq!(read_last(&logs, Selection::Both, 150), expected.as_bytes());
+    let all = read_last(&logs, OUT, 10_000);
+    assert_eq!(all, numbered_lines("l ", 300));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_spec_applies_to_the_next_write() {
     let root = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 3), test_gid(), 10).unwrap();
+    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 3), test_gid(), 10);
     logs.append(Stream::Stdout, Bytes::from_static(b"first\n"));
     logs.update_spec(&spec(6, 3));
     logs.append(Stream::Stdout, Bytes::from_static(b"second\n"));
@@ -291,14 +309,15 @@ async fn update_spec_applies_to_the_next_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_receive_the_bytes() {
     let root = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 1), test_gid(), 10).unwrap();
-    let mut follower = logs.subscribe(Stream::Stdout);
+    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 1), test_gid(), 10);
+    let mut follower = logs.subscribe();
     let (read, write) = make_pipe().unwrap();
     let writer = spawn_writer(write, b"hello\nworld\n".to_vec(), 3);
-    logs.capture(Stream::Stdout, read).await.unwrap();
+    logs.capture(Stream::Stderr, read).await.unwrap();
     writer.join().unwrap();
     let mut got = Vec::new();
-    while let Ok(chunk) = follower.try_recv() {
+    while let Ok((stream, chunk)) = follower.try_recv() {
+        assert_eq!(stream, Stream::Stderr);
         got.extend_from_slice(&chunk);
     }
     assert_eq!(got, b"hello\nworld\n");
@@ -307,49 +326,35 @@ async fn followers_receive_the_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_follower_loses_chunks_and_capture_goes_on() {
     let root = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 1), test_gid(), 10).unwrap();
-    let mut follower = logs.subscribe(Stream::Stdout);
+    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 1), test_gid(), 10);
+    let mut follower = logs.subscribe();
     for i in 0..FOLLOW_CAPACITY + 10 {
         logs.append(Stream::Stdout, Bytes::from(format!("{i}\n")));
     }
     assert!(matches!(follower.recv().await, Err(RecvError::Lagged(10))));
-    assert_eq!(follower.recv().await.unwrap(), "10\n");
-    assert_eq!(
-        logs.tail(Stream::Stdout, 1),
-        [format!("{}", FOLLOW_CAPACITY + 9)]
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tail_and_subscribe_neither_misses_nor_repeats() {
-    let root = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 1), test_gid(), 10).unwrap();
-    logs.append(Stream::Stdout, Bytes::from_static(b"before\n"));
-    let (lines, mut follower) = logs.tail_and_subscribe(Stream::Stdout, 10);
-    logs.append(Stream::Stdout, Bytes::from_static(b"after\n"));
-    assert_eq!(lines, ["before"]);
-    assert_eq!(follower.recv().await.unwrap(), "after\n");
+    assert_eq!(follower.recv().await.unwrap().1, "10\n");
+    assert_eq!(logs.tail(OUT, 1), [format!("{}", FOLLOW_CAPACITY + 9)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_and_subscribe_neither_misses_nor_repeats() {
     let root = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(root.path(), "shop", &spec(12, 3), test_gid(), 10).unwrap();
+    let logs = AppLogs::open(root.path(), "shop", &spec(12, 3), test_gid(), 10);
     for line in ["one\n", "two\n", "three\n", "four\n"] {
         logs.append(Stream::Stdout, Bytes::from_static(line.as_bytes()));
     }
-    let (snapshot, mut follower) = logs.snapshot_and_subscribe(Stream::Stdout).unwrap();
+    let (snapshot, mut follower) = logs.snapshot_and_subscribe(Selection::Both).unwrap();
     // Written and rotated after the snapshot: only the follower sees it.
     logs.append(Stream::Stdout, Bytes::from_static(b"five\nsix\n"));
     assert_eq!(
-        snapshot.last_lines(10).unwrap(),
-        ["one", "two", "three", "four"]
+        snapshot.last_lines(10).unwrap().read_to_end().unwrap(),
+        b"one\ntwo\nthree\nfour\n"
     );
-    assert_eq!(follower.recv().await.unwrap(), "five\nsix\n");
     assert_eq!(
-        logs.read_last_lines(Stream::Stdout, 3).unwrap(),
-        ["four", "five", "six"]
+        follower.recv().await.unwrap(),
+        (Stream::Stdout, Bytes::from_static(b"five\nsix\n"))
     );
+    assert_eq!(read_last(&logs, OUT, 3), b"four\nfive\nsix\n");
 }
 
 #[test]
@@ -393,14 +398,135 @@ fn stream_names() {
     assert_eq!(Stream::Stdout.file_name(), "stdout.log");
 }
 
-#[test]
-fn open_errors_name_the_path() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_directory_that_cannot_be_created_is_retried_and_nothing_blocks() {
     let root = tempfile::tempdir().unwrap();
-    let not_a_dir = root.path().join("file");
-    std::fs::write(&not_a_dir, "").unwrap();
-    let err = AppLogs::open(&not_a_dir, "shop", &spec(1, 1), test_gid(), 1).unwrap_err();
+    // A file where the app's directory should be.
+    std::fs::write(root.path().join("shop"), "in the way").unwrap();
+    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 1), test_gid(), 10);
+    logs.append(Stream::Stdout, Bytes::from_static(b"lost\n"));
+    logs.append(Stream::Stderr, Bytes::from_static(b"lost too\n"));
+    let health = logs.health();
+    assert_eq!(health.dropped_bytes, 14);
+    let error = health.error.expect("the problem is reported");
+    assert!(
+        error.starts_with(&format!(
+            "cannot create log directory {}/shop: ",
+            root.path().display()
+        )) && error.contains("output is dropped, next try in"),
+        "{error}"
+    );
+    // The tail still has the output.
+    assert_eq!(logs.tail(Selection::Both, 10), ["lost", "lost too"]);
+
+    std::fs::remove_file(root.path().join("shop")).unwrap();
+    let reopened = Instant::now();
+    while logs.health().error.is_some() {
+        assert!(
+            reopened.elapsed() < REOPEN_FIRST * 3,
+            "not reopened: {:?}",
+            logs.health()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    logs.append(Stream::Stdout, Bytes::from_static(b"kept\n"));
+    let text = String::from_utf8(std::fs::read(logs.dir().join("stdout.log")).unwrap()).unwrap();
+    assert!(
+        text.starts_with(
+            "[appvisord: 5 bytes of output dropped here: cannot create log directory "
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with("]\nkept\n"), "{text}");
+    assert_eq!(logs.health().dropped_bytes, 14);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_without_newlines_stays_within_the_size_limits() {
+    let root = tempfile::tempdir().unwrap();
+    let max_size = 1024 * 1024;
+    let keep = 2;
+    let logs = AppLogs::open(root.path(), "shop", &spec(max_size, keep), test_gid(), 10);
+    let (read, write) = make_pipe().unwrap();
+    let writer = spawn_writer(write, vec![0u8; 20 * 1024 * 1024], 65_536 + 7);
+    logs.capture(Stream::Stdout, read).await.unwrap();
+    writer.join().unwrap();
+    let files = log_files(logs.dir());
+    assert_eq!(files.len(), keep as usize + 2, "{files:?}"); // + stderr.log
+    for path in &files {
+        let len = std::fs::metadata(path).unwrap().len();
+        assert!(
+            len <= max_size + (MAX_LINE + CONTINUED.len()) as u64,
+            "{} is {len} bytes",
+            path.display()
+        );
+    }
+    let current = std::fs::read(logs.dir().join("stdout.log")).unwrap();
+    for line in current.split_inclusive(|&b| b == b'\n') {
+        assert!(line.len() <= MAX_LINE + CONTINUED.len());
+    }
+    assert_eq!(logs.dropped_bytes(Stream::Stdout), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_streams_read_back_in_arrival_order_across_rotation() {
+    let root = tempfile::tempdir().unwrap();
+    // Small files, so the runs cross rotations of both streams.
+    let logs = AppLogs::open(root.path(), "shop", &spec(64, 50), test_gid(), 200);
+    let mut expected = Vec::new();
+    for i in 0..200 {
+        let (stream, line) = match i % 5 {
+            0 | 1 => (Stream::Stderr, format!("err {i}\n")),
+            _ => (Stream::Stdout, format!("out {i}\n")),
+        };
+        logs.append(stream, Bytes::from(line.clone()));
+        expected.extend_from_slice(line.as_bytes());
+    }
+    assert_eq!(read_last(&logs, Selection::Both, 1000), expected);
+    let last: Vec<&[u8]> = expected.split_inclusive(|&b| b == b'\n').collect();
     assert_eq!(
-        err.to_string(),
-        format!("cannot create log directory {}", not_a_dir.display())
+        read_last(&logs, Selection::Both, 7),
+        last[last.len() - 7..].concat()
+    );
+    // And after the daemon lets go of the files and opens them again.
+    drop(logs);
+    let logs = AppLogs::open(root.path(), "shop", &spec(64, 50), test_gid(), 200);
+    logs.append(Stream::Stdout, Bytes::from_static(b"after\n"));
+    expected.extend_from_slice(b"after\n");
+    assert_eq!(read_last(&logs, Selection::Both, 1000), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_of_both_streams_sees_one_order() {
+    let root = tempfile::tempdir().unwrap();
+    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 1), test_gid(), 10);
+    let mut follower = logs.subscribe();
+    logs.append(Stream::Stdout, Bytes::from_static(b"50%"));
+    logs.append(Stream::Stderr, Bytes::from_static(b"warning\n"));
+    logs.append(Stream::Stdout, Bytes::from_static(b" done\n"));
+    let mut interleave = Interleave::default();
+    let mut shown = Vec::new();
+    while let Ok((stream, chunk)) = follower.try_recv() {
+        if interleave.push(stream, &chunk) {
+            shown.push(b'\n');
+        }
+        shown.extend_from_slice(&chunk);
+    }
+    assert_eq!(shown, b"50%\nwarning\n done\n");
+    assert_eq!(read_last(&logs, Selection::Both, 10), shown);
+    assert_eq!(logs.tail(Selection::Both, 10), ["50%", "warning", " done"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marks_select_the_lines_of_one_attempt() {
+    let root = tempfile::tempdir().unwrap();
+    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 1), test_gid(), 10);
+    logs.append(Stream::Stderr, Bytes::from_static(b"attempt 1 failed\n"));
+    let mark = logs.mark();
+    logs.append(Stream::Stdout, Bytes::from_static(b"booting\n"));
+    logs.append(Stream::Stderr, Bytes::from_static(b"attempt 2 failed\n"));
+    assert_eq!(
+        logs.tail_since(Selection::Both, mark, 10),
+        ["booting", "attempt 2 failed"]
     );
 }

@@ -14,15 +14,25 @@ use std::io::{self, IoSliceMut};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{self, sockopt, ControlMessageOwned, MsgFlags, UnixCredentials};
 use tokio::io::Interest;
 use tokio::net::UnixDatagram;
 
+use crate::ratelimit::{Limit, Verdict, Window};
+
 /// systemd reads at most this much of a notification (`NOTIFY_BUFFER_MAX`);
 /// longer datagrams are refused rather than cut.
 const MAX_MESSAGE: usize = 4096;
+/// What one socket logs about refused or ignored datagrams: a burst, then a
+/// summary per window, whatever the app sends.
+const NOISE: Limit = Limit {
+    burst: 5,
+    per: Duration::from_secs(10),
+};
 
 /// Why a notify socket could not be set up, or a datagram was refused.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +148,10 @@ pub struct NotifySocket {
     /// (device, inode) of the socket file we made, so drop never unlinks a
     /// socket bound at the same path by someone else since.
     file_id: (u64, u64),
+    /// The rate limit of what this socket logs about datagrams it refuses
+    /// or the caller ignores: the app's user can send them as fast as it
+    /// likes.
+    noise: Mutex<Window>,
 }
 
 impl NotifySocket {
@@ -203,6 +217,7 @@ impl NotifySocket {
             socket,
             path: path.to_owned(),
             file_id: (metadata.dev(), metadata.ino()),
+            noise: Mutex::default(),
         })
     }
 
@@ -212,7 +227,8 @@ impl NotifySocket {
 
     /// The next datagram. An error for which
     /// [`ReadinessError::is_refused_message`] holds concerns that datagram
-    /// only: log it and call `recv` again. Cancel-safe.
+    /// only (it is logged here, rate-limited): call `recv` again.
+    /// Cancel-safe.
     pub async fn recv(&self) -> Result<NotifyMessage, ReadinessError> {
         let receive_error = |source| ReadinessError::Receive {
             path: self.path.clone(),
@@ -223,7 +239,7 @@ impl NotifySocket {
         // idle, and a buffer held across the await would sit in each task's
         // future (4 KiB an app).
         loop {
-            self.socket.readable().await.map_err(receive_error)?;
+            self.readable().await.map_err(receive_error)?;
             let mut buffer = [0u8; MAX_MESSAGE + 1];
             let datagram = match self.socket.try_io(Interest::READABLE, || {
                 receive(self.socket.as_raw_fd(), &mut buffer)
@@ -232,7 +248,65 @@ impl NotifySocket {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(source) => return Err(receive_error(source)),
             };
-            return self.message(datagram, &buffer);
+            let message = self.message(datagram, &buffer);
+            if let Err(error) = &message {
+                if error.is_refused_message() {
+                    self.noisy(|| tracing::warn!(%error, "refused a notify message"));
+                }
+            }
+            return message;
+        }
+    }
+
+    /// Logs that a message from `msg.pid`, outside the app, was ignored,
+    /// within this socket's rate limit.
+    pub fn ignored_sender(&self, msg: &NotifyMessage) {
+        self.noisy(|| {
+            tracing::warn!(
+                sender.pid = msg.pid,
+                sender.uid = msg.uid,
+                "ignoring a notify message from outside the app"
+            );
+        });
+    }
+
+    /// Waits until a datagram is queued, writing the summary of suppressed
+    /// records when one is due.
+    async fn readable(&self) -> io::Result<()> {
+        loop {
+            let due = lock(&self.noise).summary_due(NOISE);
+            let Some(due) = due else {
+                return self.socket.readable().await;
+            };
+            tokio::select! {
+                ready = self.socket.readable() => return ready,
+                () = tokio::time::sleep_until(due.into()) => self.summarize(),
+            }
+        }
+    }
+
+    /// Runs `record` (which logs) unless this socket's records are over
+    /// [`NOISE`], after the summary of those suppressed before.
+    fn noisy(&self, record: impl FnOnce()) {
+        let verdict = lock(&self.noise).check(NOISE, Instant::now());
+        if let Verdict::Log { suppressed } = verdict {
+            self.log_summary(suppressed);
+            record();
+        }
+    }
+
+    fn summarize(&self) {
+        let suppressed = lock(&self.noise).take_summary(NOISE, Instant::now());
+        self.log_summary(suppressed);
+    }
+
+    fn log_summary(&self, suppressed: u64) {
+        if suppressed > 0 {
+            tracing::warn!(
+                path = %self.path.display(),
+                suppressed,
+                "notify messages refused or ignored: {suppressed} more suppressed"
+            );
         }
     }
 
@@ -279,6 +353,12 @@ impl Drop for NotifySocket {
             }
         }
     }
+}
+
+/// Locks a mutex, ignoring poisoning: the window stays consistent whatever
+/// panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn remove_stale(path: &Path) -> Result<(), ReadinessError> {
@@ -362,7 +442,6 @@ fn parse_fields(datagram: &[u8]) -> Option<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use std::os::unix::net::UnixDatagram as StdDatagram;
-    use std::time::Duration;
 
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr};
     use nix::sys::wait::{waitpid, WaitStatus};

@@ -86,6 +86,7 @@ pub fn render(scrape: &Scrape) -> String {
     let cpu = Family::<AppLabel, FloatCounter>::default();
     let readiness_failures = Family::<AppLabel, Counter>::default();
     let exposure = Family::<AppLabel, FloatGauge>::default();
+    let log_dropped = Family::<AppLabel, Counter>::default();
     let requests = Family::<RequestLabels, Counter>::default();
 
     for app in &scrape.apps {
@@ -125,6 +126,9 @@ pub fn render(scrape: &Scrape) -> String {
         if let Some(score) = app.exposure {
             exposure.get_or_create(&label).set(score);
         }
+        log_dropped
+            .get_or_create(&label)
+            .inc_by(app.status.log_dropped_bytes);
     }
     for ((action, outcome), count) in &scrape.control_requests {
         requests
@@ -180,6 +184,12 @@ pub fn render(scrape: &Scrape) -> String {
         "How exposed the app is, from 0 (tight) to 10 (unconfined): appctl security APP explains it",
         exposure,
     );
+    registry.register_with_unit(
+        "app_log_dropped",
+        "Output of the app that could not be written to its log files (disk full, no log directory) since the daemon loaded it",
+        Unit::Bytes,
+        log_dropped,
+    );
     registry.register(
         "control_requests",
         "Mutating control requests by action and outcome (ok or the error code)",
@@ -218,6 +228,8 @@ mod tests {
             autostart: true,
             stopped_by: None,
             config_error: None,
+            log_error: None,
+            log_dropped_bytes: 0,
         }
     }
 
@@ -233,7 +245,10 @@ mod tests {
         let scrape = Scrape {
             apps: vec![
                 AppMetrics {
-                    status: status("shop", State::Running, Some(42), 3),
+                    status: AppStatus {
+                        log_dropped_bytes: 4096,
+                        ..status("shop", State::Running, Some(42), 3)
+                    },
                     start_time: Some(1_700_000_000.0),
                     readiness_failures: 1,
                     memory_limit: Some(512 * 1024 * 1024),
@@ -261,6 +276,8 @@ mod tests {
         let mut want = vec![
             "appvisor_app_cpu_seconds_total{app=\"shop\"} 2.5",
             "appvisor_app_exposure_score{app=\"shop\"} 1.5",
+            "appvisor_app_log_dropped_bytes_total{app=\"blog\"} 0",
+            "appvisor_app_log_dropped_bytes_total{app=\"shop\"} 4096",
             "appvisor_app_memory_bytes{app=\"shop\"} 1048576",
             "appvisor_app_memory_limit_bytes{app=\"shop\"} 536870912",
             "appvisor_app_readiness_failures_total{app=\"blog\"} 0",

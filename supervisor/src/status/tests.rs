@@ -39,6 +39,8 @@ fn sample(name: &str, state: State, restarts: u32) -> AppSample {
             autostart: true,
             stopped_by: None,
             config_error: None,
+            log_error: None,
+            log_dropped_bytes: 0,
         },
         start_time: None,
         readiness_failures: 0,

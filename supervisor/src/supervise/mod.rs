@@ -333,6 +333,8 @@ pub fn bare_status(name: &str, state: appvisor_protocol::State, reason: String) 
         autostart: false,
         stopped_by: None,
         config_error: None,
+        log_error: None,
+        log_dropped_bytes: 0,
     }
 }
 
@@ -487,9 +489,8 @@ impl Supervisor {
                 },
                 Wake::WorkersGone(id) => self.feed(Event::WorkersReplaced { instance: id }),
                 Wake::Notify(Ok(msg)) => self.notified(msg),
-                Wake::Notify(Err(err)) if err.is_refused_message() => {
-                    tracing::warn!(error = %err, "refused a notify message");
-                }
+                // NotifySocket::recv logged it, rate-limited.
+                Wake::Notify(Err(err)) if err.is_refused_message() => {}
                 Wake::Notify(Err(err)) => {
                     tracing::warn!(error = %err, "notify socket failed; readiness must come from the timeout");
                     self.notify = None;
@@ -740,11 +741,9 @@ impl Supervisor {
             None => i.pid == Some(msg.pid),
         });
         let Some(id) = sender.map(|i| i.id) else {
-            tracing::warn!(
-                sender.pid = msg.pid,
-                sender.uid = msg.uid,
-                "ignoring a notify message from outside the app"
-            );
+            if let Some(notify) = &self.notify {
+                notify.ignored_sender(&msg);
+            }
             return;
         };
         let current = self.machine.current.as_ref().map(|i| i.id) == Some(id);
@@ -1167,6 +1166,8 @@ impl Supervisor {
                 .clone()
                 .filter(|_| m.state == AppState::Stopped),
             config_error: None,
+            log_error: None,
+            log_dropped_bytes: 0,
         };
         if state_changed {
             self.shared.events.publish(appvisor_protocol::Event::State {
