@@ -205,12 +205,17 @@ fn uwsgi_through_a_venv_script_stops_with_int_when_named_or_told() {
     // Named otherwise: check reads the script and says what to set...
     let (plain, plain_file) = wrapped(&prefix, "plain", "start", None);
     let report = check_report(&prefix, &plain_file);
+    // `warning: FILE:LINE:COL: command[0]: SCRIPT is a script that runs uWSGI…`
+    let warning = report
+        .lines()
+        .find(|line| line.contains(": command[0]: "))
+        .unwrap_or_else(|| panic!("no command[0] warning in:\n{report}"));
     assert!(
-        report.contains(&format!(
-            "warning: {}: command[0]: {} is a script that runs uWSGI, which reloads on TERM",
-            plain_file.display(),
-            prefix.path().join("code/plain/venv/bin/start").display()
-        )),
+        warning.starts_with(&format!("warning: {}:", plain_file.display()))
+            && warning.contains(&format!(
+                ": command[0]: {} is a script that runs uWSGI, which reloads on TERM",
+                prefix.path().join("code/plain/venv/bin/start").display()
+            )),
         "{report}"
     );
     // ... and once it is set, check has nothing to say about uWSGI.
