@@ -192,6 +192,10 @@ pub async fn status(client: &Client, apps: &[String], json: bool) -> Result<Exit
         print(&format!("{}\n", escape::json(&pretty)))?;
     } else {
         print(&render::status_table(&list.apps))?;
+        // stderr: they are about the daemon, not a row of the table.
+        for notice in &list.notices {
+            print_error(&format_args!("warning: {notice}"));
+        }
     }
     Ok(status_exit(&list.apps))
 }
@@ -238,6 +242,11 @@ pub async fn act(client: &Client, action: Action, args: &ActionArgs) -> Result<E
     let mut exit = Exit::Done;
     for answer in answers {
         let this = match answer {
+            Ok(result) if result.outcome == Outcome::Done && result.intent_error.is_some() => {
+                print(&render::action_done(&result))?;
+                eprint!("{}", render::intent_not_saved(&result));
+                Exit::Failed
+            }
             Ok(result) if result.outcome == Outcome::Done => {
                 print(&render::action_done(&result))?;
                 Exit::Done

@@ -274,6 +274,11 @@ pub struct SecurityCheck {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppList {
     pub apps: Vec<AppStatus>,
+    /// What an admin should know about the daemon itself, one sentence
+    /// each: an operator-intent file it could not read, files in `apps_dir`
+    /// it ignores, apps it did not start. Empty for everyone else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
 }
 
 /// The caller's role, as `GET /v1/whoami` reports it.
@@ -372,6 +377,11 @@ pub struct ActionResult {
     /// On failure, the app's last log lines, stdout and stderr interleaved
     /// in arrival order.
     pub log_tail: Vec<String>,
+    /// Set when a start or stop was carried out but could not be saved in
+    /// `state_dir`: it holds only until the daemon restarts, unless a later
+    /// save succeeds first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent_error: Option<String>,
 }
 
 /// Body of `POST /v1/config/apply`.

@@ -117,7 +117,7 @@ pub struct Daemon {
     config: RwLock<DaemonConfig>,
     apps: RwLock<BTreeMap<String, Entry>>,
     shared: Arc<Shared>,
-    intents: Intents,
+    intents: Arc<Intents>,
     /// Serializes configuration changes.
     apply_lock: tokio::sync::Mutex<()>,
 }
@@ -205,8 +205,12 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         landlock_abi_max: crate::sandbox::landlock_abi_cap(),
         hide: vec![options.config.clone(), spec.apps_dir.clone()],
     });
+    let state_dir = spec.state_dir.clone();
+    let intents = tokio::task::spawn_blocking(move || Intents::load(&state_dir))
+        .await
+        .expect("loading operator intent does not panic");
     let daemon = Arc::new(Daemon {
-        intents: Intents::load(spec.state_dir.join("stopped.json")),
+        intents: Arc::new(intents),
         options,
         config: RwLock::new(config),
         apps: RwLock::new(BTreeMap::new()),
@@ -442,12 +446,14 @@ impl Daemon {
             uid: peer.uid,
             at: unix_now(),
         });
-        match action {
-            Action::Start | Action::Restart | Action::Stop => {
-                self.intents.set(name, stopped_by.clone());
-            }
-            Action::Reload | Action::Signal => {}
-        }
+        let intent_error = match action {
+            Action::Start | Action::Restart | Action::Stop => self
+                .record_intent(name, stopped_by.clone())
+                .await
+                .err()
+                .map(|error| error.to_string()),
+            Action::Reload | Action::Signal => None,
+        };
         // This attempt's output only: not the lines of earlier attempts.
         let mark = logs.mark();
         let (reply, answer) = oneshot::channel();
@@ -480,7 +486,39 @@ impl Daemon {
             Ok(Err(_)) => return Err(gone(name)),
             Err(_elapsed) => (Outcome::Timeout, mark),
         };
-        Ok(action_result(name, action, outcome, &snapshot, &logs, mark))
+        Ok(ActionResult {
+            intent_error,
+            ..action_result(name, action, outcome, &snapshot, &logs, mark)
+        })
+    }
+
+    /// Records a stop (`Some`) or start (`None`) by hand, saved in
+    /// `state_dir` off the runtime (it fsyncs).
+    async fn record_intent(
+        &self,
+        name: &str,
+        stopped_by: Option<StoppedBy>,
+    ) -> Result<(), intents::SaveError> {
+        let intents = self.intents.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || intents.record(&name, stopped_by))
+            .await
+            .expect("saving operator intent does not panic")
+    }
+
+    /// Saves operator intent again if an earlier save failed; the error is
+    /// logged and shown in status.
+    async fn save_pending_intent(&self) {
+        let intents = self.intents.clone();
+        let _ = tokio::task::spawn_blocking(move || intents.save_pending()).await;
+    }
+
+    /// What an admin should know about the daemon (`AppList::notices`).
+    pub fn notices(&self, peer: &Peer) -> Vec<String> {
+        if !acl::is_admin(peer, &self.admin_rules()) {
+            return Vec::new();
+        }
+        self.intents.notices()
     }
 
     /// `appctl signal`.
@@ -576,6 +614,7 @@ impl Daemon {
         if dry_run {
             return Ok(report);
         }
+        self.save_pending_intent().await;
         let who = peer.map(|p| p.user.as_str()).unwrap_or("the daemon");
         tracing::info!(
             by = who,
@@ -662,6 +701,7 @@ impl Daemon {
     }
 
     async fn shutdown(&self) {
+        self.save_pending_intent().await;
         let handles: Vec<Handle> = {
             let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
             apps.values_mut().filter_map(|e| e.handle.take()).collect()
@@ -764,6 +804,7 @@ fn action_result(
         outcome,
         status: snapshot.borrow().status_now(),
         log_tail,
+        intent_error: None,
     }
 }
 

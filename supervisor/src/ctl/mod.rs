@@ -276,6 +276,7 @@ async fn dispatch(
         }
         Route::Apps => Ok(json_response(&appvisor_protocol::AppList {
             apps: daemon.statuses(peer),
+            notices: daemon.notices(peer),
         })),
         Route::App(name) => {
             authorize_app(daemon, peer, name, Operation::View, "see")?;
@@ -302,6 +303,7 @@ async fn dispatch(
                         outcome: appvisor_protocol::Outcome::Done,
                         status,
                         log_tail: Vec::new(),
+                        intent_error: None,
                     }
                 })
             } else {

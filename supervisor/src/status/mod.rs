@@ -229,6 +229,8 @@ fn answer<S: StatusSource + ?Sized>(
         Route::Apps => {
             let list = AppList {
                 apps: source.apps().into_iter().map(|a| a.status).collect(),
+                // The status listener has no identity: notices are for admins.
+                notices: Vec::new(),
             };
             let mut bytes = serde_json::to_vec(&list).expect("protocol types serialize");
             bytes.push(b'\n');
