@@ -168,7 +168,8 @@ pub enum Command {
     /// ones (admin only).
     ///
     /// A file that does not validate leaves its app's running version
-    /// untouched and is reported; the exit code is then 2.
+    /// untouched and is reported, and so is a *.toml file whose name is not
+    /// an app name; the exit code is then 2.
     Update {
         /// Show what would change without changing anything.
         #[arg(long)]

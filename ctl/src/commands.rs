@@ -355,7 +355,7 @@ pub async fn update(client: &Client, dry_run: bool) -> Result<Exit, CommandError
         .post(routes::CONFIG_APPLY, &ApplyRequest { dry_run })
         .await?;
     print(&render::apply_report(&report))?;
-    Ok(if report.invalid.is_empty() {
+    Ok(if report.invalid.is_empty() && report.ignored.is_empty() {
         Exit::Done
     } else {
         Exit::Usage

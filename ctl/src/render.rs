@@ -233,6 +233,9 @@ pub fn apply_report(report: &ApplyReport) -> String {
             out.push_str("    (still running its last valid version)\n");
         }
     }
+    for ignored in &report.ignored {
+        let _ = writeln!(out, "ignored: {}\n    {}", ignored.file, ignored.reason);
+    }
     if out.is_empty() {
         out.push_str("no apps in apps.d\n");
     }
@@ -270,7 +273,7 @@ pub fn list(names: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use appvisor_protocol::InvalidApp;
+    use appvisor_protocol::{IgnoredFile, InvalidApp};
 
     use super::*;
 
@@ -514,6 +517,10 @@ no log lines of shop
                     kept_running: false,
                 },
             ],
+            ignored: vec![IgnoredFile {
+                file: "/etc/appvisor/apps.d/Shop.toml".into(),
+                reason: "invalid app name \"Shop\" (name the file after the app)".into(),
+            }],
         };
         assert_eq!(
             apply_report(&report),
@@ -528,6 +535,8 @@ invalid: shop (/etc/appvisor/apps.d/shop.toml)
     (still running its last valid version)
 invalid: new (/etc/appvisor/apps.d/new.toml)
     new.toml:1:1: missing key `user`
+ignored: /etc/appvisor/apps.d/Shop.toml
+    invalid app name \"Shop\" (name the file after the app)
 dry run: nothing was changed
 "
         );

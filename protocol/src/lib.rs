@@ -404,6 +404,14 @@ pub struct InvalidApp {
     pub kept_running: bool,
 }
 
+/// A file in `apps_dir` the daemon does not load because of its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IgnoredFile {
+    pub file: String,
+    /// Why, and what name would be loaded.
+    pub reason: String,
+}
+
 /// Answer to `POST /v1/config/apply`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ApplyReport {
@@ -419,6 +427,9 @@ pub struct ApplyReport {
     pub removed: Vec<String>,
     pub unchanged: Vec<String>,
     pub invalid: Vec<InvalidApp>,
+    /// `*.toml` files whose names are not app names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<IgnoredFile>,
 }
 
 /// Which captured stream `GET /v1/apps/NAME/logs` shows: `stream=both`

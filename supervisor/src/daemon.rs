@@ -24,8 +24,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use appvisor_protocol::{
-    Action, ActionRequest, ActionResult, ApiError, AppStatus, ApplyReport, ErrorCode, InvalidApp,
-    Outcome, State, StoppedBy,
+    Action, ActionRequest, ActionResult, ApiError, AppStatus, ApplyReport, ErrorCode, IgnoredFile,
+    InvalidApp, Outcome, State, StoppedBy,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
@@ -118,6 +118,8 @@ pub struct Daemon {
     apps: RwLock<BTreeMap<String, Entry>>,
     shared: Arc<Shared>,
     intents: Arc<Intents>,
+    /// Files of `apps_dir` not loaded for their names, as of the last apply.
+    ignored: RwLock<Vec<IgnoredFile>>,
     /// Serializes configuration changes.
     apply_lock: tokio::sync::Mutex<()>,
 }
@@ -126,6 +128,8 @@ pub struct Daemon {
 pub async fn run(options: Options) -> Result<(), DaemonError> {
     let config = crate::judge::daemon_config(&options.config, options.config_explicit).await?;
     let spec = config.spec.clone();
+    // A missing apps_dir is a mistake, never "no apps".
+    crate::judge::check_apps_dir(&spec.apps_dir).await?;
     for dir in [&spec.log_dir, &spec.state_dir] {
         make_dir(dir, 0o755)?;
     }
@@ -214,6 +218,7 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         options,
         config: RwLock::new(config),
         apps: RwLock::new(BTreeMap::new()),
+        ignored: RwLock::new(Vec::new()),
         shared,
         apply_lock: tokio::sync::Mutex::new(()),
     });
@@ -222,7 +227,13 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
 
-    let report = daemon.apply_config(false, None).await.unwrap_or_default();
+    let report = daemon
+        .apply_config(false, None)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::error!("no app started: {}", error.message);
+            ApplyReport::default()
+        });
     tracing::info!(
         apps = report.added.len(),
         invalid = report.invalid.len(),
@@ -238,8 +249,13 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
-                tracing::info!("SIGHUP: re-reading apps.d");
-                let _ = daemon.apply_config(false, None).await;
+                tracing::info!("SIGHUP: re-reading appvisor.toml and apps.d");
+                if let Err(error) = daemon.apply_config(false, None).await {
+                    tracing::error!(
+                        "SIGHUP changed nothing, the running configuration stays: {}",
+                        error.message
+                    );
+                }
             }
         }
     }
@@ -518,7 +534,16 @@ impl Daemon {
         if !acl::is_admin(peer, &self.admin_rules()) {
             return Vec::new();
         }
-        self.intents.notices()
+        let ignored = self.ignored.read().unwrap_or_else(|e| e.into_inner());
+        self.intents
+            .notices()
+            .into_iter()
+            .chain(
+                ignored
+                    .iter()
+                    .map(|i| format!("{} is ignored: {}", i.file, i.reason)),
+            )
+            .collect()
     }
 
     /// `appctl signal`.
@@ -573,13 +598,27 @@ impl Daemon {
                 .map_err(|errors| ApiError::new(ErrorCode::InvalidConfig, errors.to_string()))?;
         // An unreadable apps_dir must not look like "no apps": that would
         // stop every app.
-        let candidates = crate::judge::scan(&daemon_config)
+        let scan = crate::judge::scan(&daemon_config)
             .await
             .map_err(|errors| ApiError::new(ErrorCode::InvalidConfig, errors.to_string()));
         release_freed_memory();
-        let candidates = candidates?;
+        let crate::judge::Scan {
+            candidates,
+            ignored,
+        } = scan?;
+        let ignored = ignored
+            .into_iter()
+            .map(|err| IgnoredFile {
+                file: err.file.display().to_string(),
+                reason: match &err.hint {
+                    Some(hint) => format!("{} ({hint})", err.message),
+                    None => err.message.clone(),
+                },
+            })
+            .collect();
         let mut report = ApplyReport {
             dry_run,
+            ignored,
             ..ApplyReport::default()
         };
         let current: BTreeMap<String, Option<Arc<ResolvedApp>>> = self
@@ -628,6 +667,12 @@ impl Daemon {
         for invalid in &report.invalid {
             tracing::warn!(app = %invalid.name, errors = %invalid.errors.join("; "), "app file does not validate");
         }
+        for ignored in &report.ignored {
+            tracing::warn!(file = %ignored.file, reason = %ignored.reason, "ignoring a file in apps.d");
+        }
+        report
+            .ignored
+            .clone_into(&mut self.ignored.write().unwrap_or_else(|e| e.into_inner()));
         let log_dir = daemon_config.spec.log_dir.clone();
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = daemon_config;
 

@@ -27,7 +27,8 @@ pub mod validate;
 pub use check::{check, CheckReport};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{
-    load_app, load_daemon, load_daemon_or_default, scan_apps_dir, AppFile, DaemonConfig,
+    check_apps_dir, load_app, load_daemon, load_daemon_or_default, scan_apps_dir, AppFile,
+    DaemonConfig,
 };
 pub use resolve::{check_conflicts, resolve, ResolvedApp, SystemUserDb, UserDb};
 pub use spec::*;
