@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::ConfigError;
 use super::load::{
-    app_files, app_name, load_daemon_or_default, load_valid_app, load_valid_app_named, DaemonConfig,
+    app_files, app_name, check_apps_dir, load_daemon_or_default, load_valid_app,
+    load_valid_app_named, DaemonConfig,
 };
 use super::resolve::{check_conflicts, UserDb};
 use super::spec::{AppName, AppSpec, Signal};
@@ -93,6 +94,29 @@ impl fmt::Display for CheckReport {
         }
         f.write_str(&self.summary())
     }
+}
+
+/// Checks what the daemon itself needs to start, and nothing else:
+/// `appvisor.toml`, and that its `apps_dir` can be listed. App files are
+/// not read: an invalid app file is that app's problem, never the
+/// daemon's, so a service manager's pre-start check must not fail on one.
+pub fn check_settings(daemon_config: &Path, explicit: bool) -> CheckReport {
+    let mut report = CheckReport::default();
+    match load_daemon_or_default(daemon_config, explicit) {
+        Ok(daemon) => {
+            if daemon_config.exists() {
+                report.checked.push(daemon_config.to_owned());
+            }
+            if let Err(errors) = check_apps_dir(&daemon.spec.apps_dir) {
+                report.errors.extend(errors);
+            }
+        }
+        Err(errors) => {
+            report.checked.push(daemon_config.to_owned());
+            report.errors.extend(errors);
+        }
+    }
+    report
 }
 
 /// Checks the daemon config and, with no `files`, every app in its
@@ -378,6 +402,33 @@ mod tests {
             let name = as_name.map(|n| AppName::new(n).unwrap());
             check(&self.path("appvisor.toml"), true, files, name.as_ref(), &db)
         }
+    }
+
+    #[test]
+    fn settings_only_ignores_app_files_but_not_a_missing_apps_dir() {
+        let host = Host::new();
+        host.write("apps.d/shop.toml", "user = \"shop\"\nno_such_key = 1\n");
+        let settings = check_settings(&host.path("appvisor.toml"), true);
+        assert!(settings.is_ok(), "{settings}");
+        assert_eq!(settings.checked, [host.path("appvisor.toml")]);
+        assert!(!host.check(&[]).is_ok(), "the full check still sees it");
+
+        fs::remove_dir_all(host.path("apps.d")).unwrap();
+        let settings = check_settings(&host.path("appvisor.toml"), true);
+        assert_eq!(
+            settings
+                .errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [format!(
+                "{}: cannot read apps directory: No such file or directory (os error 2) \
+                 (create it or give the right path)",
+                host.path("apps.d").display()
+            )]
+        );
+        fs::write(host.path("appvisor.toml"), "apps_dir = 3\n").unwrap();
+        assert!(!check_settings(&host.path("appvisor.toml"), true).is_ok());
     }
 
     #[test]

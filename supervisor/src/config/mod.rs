@@ -24,7 +24,7 @@ pub(crate) mod test_spec;
 pub mod uwsgi;
 pub mod validate;
 
-pub use check::{check, CheckReport};
+pub use check::{check, check_settings, CheckReport};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{
     check_apps_dir, load_app, load_daemon, load_daemon_or_default, scan_apps_dir, AppFile,
