@@ -14,6 +14,7 @@
 //!
 //! Shutdown stops every app in parallel and returns once all are gone.
 
+mod fds;
 mod intents;
 
 use std::collections::BTreeMap;
@@ -126,6 +127,7 @@ pub struct Daemon {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(options: Options) -> Result<(), DaemonError> {
+    let nofile = raise_open_file_limit();
     let config = crate::judge::daemon_config(&options.config, options.config_explicit).await?;
     let spec = config.spec.clone();
     // A missing apps_dir is a mistake, never "no apps".
@@ -208,6 +210,11 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         }),
         landlock_abi_max: crate::sandbox::landlock_abi_cap(),
         hide: vec![options.config.clone(), spec.apps_dir.clone()],
+        app_open_files: crate::sandbox::Rlimit {
+            resource: crate::sandbox::RlimitResource::OpenFiles,
+            soft: nofile.inherited,
+            hard: nofile.hard,
+        },
     });
     let state_dir = spec.state_dir.clone();
     let intents = tokio::task::spawn_blocking(move || Intents::load(&state_dir))
@@ -268,6 +275,27 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     let _ = std::fs::remove_file(&spec.control.socket);
     tracing::info!("all apps stopped");
     Ok(())
+}
+
+/// Raises the daemon's soft open-file limit to the hard one, and says so.
+fn raise_open_file_limit() -> fds::NofileLimit {
+    match fds::raise() {
+        Ok(limit) => {
+            if limit.soft > limit.inherited {
+                tracing::info!(
+                    from = limit.inherited,
+                    to = limit.soft,
+                    "raised the open-file limit (apps keep {})",
+                    limit.inherited
+                );
+            }
+            limit
+        }
+        Err((limit, error)) => {
+            tracing::warn!(%error, soft = limit.soft, hard = limit.hard, "cannot raise the open-file limit");
+            limit
+        }
+    }
 }
 
 /// Serves `[status] listen`, if set. An address that cannot be bound is

@@ -62,6 +62,9 @@ pub struct Shared {
     /// What apps must not read besides `sandbox::HIDDEN_PATHS`: the daemon's
     /// own configuration file and apps directory.
     pub hide: Vec<PathBuf>,
+    /// RLIMIT_NOFILE of an app without `[limits] open_files`: the soft
+    /// limit the daemon was started with, before it raised its own.
+    pub app_open_files: crate::sandbox::Rlimit,
 }
 
 /// Requests from the control plane and the daemon.
@@ -1077,6 +1080,7 @@ impl Supervisor {
             cgroup_procs: leaf.as_ref().map(|leaf| leaf.cgroup.procs_path()),
             extra_cgroup_procs,
             sandbox: sandbox_inputs(Some(&prepared), &self.shared),
+            open_files: Some(self.shared.app_open_files),
         };
         self.prepared = Some(prepared);
         let plan = SpawnPlan::build(spec, &user, &inputs);
