@@ -195,7 +195,8 @@ pub enum Command {
     ///
     /// A file that does not validate leaves its app's running version
     /// untouched and is reported, and so is a *.toml file whose name is not
-    /// an app name; the exit code is then 2.
+    /// an app name; the exit code is then 2. It is 1 when an app was not
+    /// started because the daemon's open-file limit has no room for it.
     Update {
         /// Show what would change without changing anything.
         #[arg(long)]

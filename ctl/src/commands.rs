@@ -376,11 +376,15 @@ pub async fn update(
         .post(routes::CONFIG_APPLY, &ApplyRequest { dry_run })
         .await?;
     print(&render::apply_report(&report))?;
-    Ok(if report.invalid.is_empty() && report.ignored.is_empty() {
-        Exit::Done
-    } else {
-        Exit::Usage
-    })
+    Ok(
+        if !report.invalid.is_empty() || !report.ignored.is_empty() {
+            Exit::Usage
+        } else if !report.not_started.is_empty() {
+            Exit::Failed
+        } else {
+            Exit::Done
+        },
+    )
 }
 
 /// `appctl whoami`.

@@ -236,6 +236,13 @@ pub fn apply_report(report: &ApplyReport) -> String {
     for ignored in &report.ignored {
         let _ = writeln!(out, "ignored: {}\n    {}", ignored.file, ignored.reason);
     }
+    if !report.not_started.is_empty() {
+        let _ = writeln!(
+            out,
+            "not started: {}\n    (no room in appvisord's open-file limit: appctl status says more)",
+            report.not_started.join(", ")
+        );
+    }
     if out.is_empty() {
         out.push_str("no apps in apps.d\n");
     }
@@ -521,6 +528,7 @@ no log lines of shop
                 file: "/etc/appvisor/apps.d/Shop.toml".into(),
                 reason: "invalid app name \"Shop\" (name the file after the app)".into(),
             }],
+            not_started: vec!["e".into(), "f".into()],
         };
         assert_eq!(
             apply_report(&report),
@@ -537,6 +545,8 @@ invalid: new (/etc/appvisor/apps.d/new.toml)
     new.toml:1:1: missing key `user`
 ignored: /etc/appvisor/apps.d/Shop.toml
     invalid app name \"Shop\" (name the file after the app)
+not started: e, f
+    (no room in appvisord's open-file limit: appctl status says more)
 dry run: nothing was changed
 "
         );

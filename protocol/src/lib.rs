@@ -430,6 +430,10 @@ pub struct ApplyReport {
     /// `*.toml` files whose names are not app names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored: Vec<IgnoredFile>,
+    /// Valid apps the daemon did not start: its open-file limit has no
+    /// room for them (their status says why; `appctl start` tries again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_started: Vec<String>,
 }
 
 /// Which captured stream `GET /v1/apps/NAME/logs` shows: `stream=both`

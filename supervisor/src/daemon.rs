@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use appvisor_protocol::{
@@ -108,6 +108,8 @@ struct Entry {
     /// Why the newest version of the file does not validate.
     error: Option<String>,
     handle: Option<Handle>,
+    /// Why a valid app has no task: no room in the open-file limit.
+    refused: Option<String>,
     since: u64,
 }
 
@@ -121,6 +123,8 @@ pub struct Daemon {
     intents: Arc<Intents>,
     /// Files of `apps_dir` not loaded for their names, as of the last apply.
     ignored: RwLock<Vec<IgnoredFile>>,
+    /// The open-file limit, shared out between apps. Taken after `apps`.
+    fds: Mutex<fds::FdBudget>,
     /// Serializes configuration changes.
     apply_lock: tokio::sync::Mutex<()>,
 }
@@ -226,6 +230,7 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         config: RwLock::new(config),
         apps: RwLock::new(BTreeMap::new()),
         ignored: RwLock::new(Vec::new()),
+        fds: Mutex::new(fds::FdBudget::new(nofile.soft)),
         shared,
         apply_lock: tokio::sync::Mutex::new(()),
     });
@@ -456,6 +461,13 @@ impl Daemon {
                 snapshot: h.snapshot.clone(),
                 logs: h.logs.clone(),
             }),
+            None if entry.refused.is_some() => Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "{name} was {}",
+                    entry.refused.as_deref().unwrap_or("not started")
+                ),
+            )),
             None => Err(ApiError::new(
                 ErrorCode::Conflict,
                 format!(
@@ -480,6 +492,9 @@ impl Daemon {
         peer: &Peer,
         request: &ActionRequest,
     ) -> Result<ActionResult, ApiError> {
+        if matches!(action, Action::Start | Action::Restart) {
+            self.start_refused(name);
+        }
         let AppChannels {
             commands,
             snapshot,
@@ -563,6 +578,15 @@ impl Daemon {
             return Vec::new();
         }
         let ignored = self.ignored.read().unwrap_or_else(|e| e.into_inner());
+        let refused = self.refused_apps();
+        let refused = (!refused.is_empty()).then(|| {
+            format!(
+                "{} not started for want of open files (appvisord's limit is {}): {}",
+                plural(refused.len(), "app"),
+                self.fds().limit(),
+                refused.join(", ")
+            )
+        });
         self.intents
             .notices()
             .into_iter()
@@ -571,7 +595,53 @@ impl Daemon {
                     .iter()
                     .map(|i| format!("{} is ignored: {}", i.file, i.reason)),
             )
+            .chain(refused)
             .collect()
+    }
+
+    /// Valid apps without a task: no room in the open-file limit.
+    fn refused_apps(&self) -> Vec<String> {
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        apps.iter()
+            .filter(|(_, entry)| entry.handle.is_none() && entry.refused.is_some())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    fn fds(&self) -> MutexGuard<'_, fds::FdBudget> {
+        self.fds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A manual start works from any state: an app refused for want of
+    /// open files gets its task now if there is room.
+    fn start_refused(&self, name: &str) {
+        let log_dir = self
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .spec
+            .log_dir
+            .clone();
+        let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = apps.get_mut(name) {
+            if entry.handle.is_none() && entry.refused.is_some() {
+                self.admit_and_start(name, entry, &log_dir);
+            }
+        }
+    }
+
+    /// Starts the task of `entry`'s valid app if the open-file budget has
+    /// room for it, else records why not.
+    fn admit_and_start(&self, name: &str, entry: &mut Entry, log_dir: &Path) {
+        let Some(app) = entry.app.clone() else {
+            return;
+        };
+        if let Err(refusal) = self.fds().admit(name, fds::app_cost(&app.spec)) {
+            entry.refused = Some(format!("not started: {refusal}"));
+            return;
+        }
+        entry.refused = None;
+        entry.handle = Some(self.start_app(name, app, log_dir));
     }
 
     /// `appctl signal`.
@@ -721,6 +791,7 @@ impl Daemon {
                 app: None,
                 error: None,
                 handle: None,
+                refused: None,
                 since: unix_now(),
             });
             entry.file = candidate.file;
@@ -729,7 +800,9 @@ impl Daemon {
                 Ok(app) => {
                     entry.error = None;
                     let change = match &entry.app {
-                        Some(old) if **old == *app => continue,
+                        // Unchanged and running: nothing to do. Unchanged
+                        // but refused for want of open files: tried again.
+                        Some(old) if **old == *app && entry.handle.is_some() => continue,
                         // What differs derives from the settings (the
                         // exposure checks): adopted, nothing else to do.
                         Some(old) => change::resolved_change(old, &app).unwrap_or(Change {
@@ -743,24 +816,48 @@ impl Daemon {
                             start: app.spec.autostart,
                         },
                     };
-                    entry.app = Some(app.clone());
                     match &entry.handle {
                         Some(handle) => {
+                            // The running version keeps what it holds when
+                            // the new one needs more than there is.
+                            if let Err(refusal) = self.fds().admit(&name, fds::app_cost(&app.spec))
+                            {
+                                entry.error = Some(format!("not applied: {refusal}"));
+                                continue;
+                            }
+                            entry.app = Some(app.clone());
                             let (reply, done) = oneshot::channel();
                             let replace = Command::Replace { app, change, reply };
                             if handle.commands.send(replace).is_ok() {
                                 replies.push(done);
                             }
                         }
-                        None => entry.handle = Some(self.start_app(&name, app, &log_dir)),
+                        None => {
+                            entry.app = Some(app);
+                            self.admit_and_start(&name, entry, &log_dir);
+                            if entry.refused.is_some() {
+                                report.not_started.push(name.clone());
+                            }
+                        }
                     }
                 }
             }
+        }
+        if !report.not_started.is_empty() {
+            tracing::error!(
+                limit = self.fds().limit(),
+                apps = ?report.not_started,
+                "no room in the open-file limit: {} not started (raise LimitNOFILE and restart appvisord)",
+                plural(report.not_started.len(), "app")
+            );
         }
         for reply in replies {
             let _ = reply.await;
         }
         stop_all(removed.into_iter().filter_map(|e| e.handle), Cause::Config).await;
+        for name in &report.removed {
+            self.fds().release(name);
+        }
         Ok(report)
     }
 
@@ -840,6 +937,11 @@ async fn stop_all(handles: impl Iterator<Item = Handle>, cause: Cause) {
     }
 }
 
+/// "1 app", "3 apps".
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
 fn gone(name: &str) -> ApiError {
     ApiError::new(
         ErrorCode::Unavailable,
@@ -896,6 +998,24 @@ fn entry_status(name: &str, entry: &Entry) -> AppStatus {
             status.log_error = logs.error;
             status.log_dropped_bytes = logs.dropped_bytes;
             status
+        }
+        None if entry.refused.is_some() => {
+            let app = entry.app.as_ref().map(|app| (&app.spec, &app.user_name));
+            AppStatus {
+                since: entry.since,
+                description: app.map(|(s, _)| s.description.clone()).unwrap_or_default(),
+                user: app.map(|(_, u)| (*u).clone()).unwrap_or_default(),
+                directory: app
+                    .map(|(s, _)| s.directory.display().to_string())
+                    .unwrap_or_default(),
+                config_error: entry.error.clone(),
+                // A manual start tries again, as for any fatal app.
+                ..supervise::bare_status(
+                    name,
+                    State::Fatal,
+                    entry.refused.clone().unwrap_or_default(),
+                )
+            }
         }
         None => AppStatus {
             since: entry.since,

@@ -7,12 +7,16 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use appvisor_protocol::AppList;
 use appvisor_tests::chaos::{self, NEIGHBOUR};
 use appvisor_tests::daemon::describe_output;
-use appvisor_tests::{require_root, testapps, Daemon, DaemonOptions, Prefix, State, TestUser};
+use nix::sys::resource::{getrlimit, Resource};
+
+use appvisor_tests::{
+    poll_until, require_root, testapps, AppStatus, Daemon, DaemonOptions, Prefix, State, TestUser,
+};
 
 const START: Duration = Duration::from_secs(15);
 
@@ -209,4 +213,227 @@ fn a_read_only_intent_file_makes_stop_fail_loudly_and_the_stop_is_kept() {
         chaos::assert_no_cascade(&daemon);
         daemon.appctl_ok(["start", "held"]);
     }
+}
+
+/// Apps on the crowded host, the neighbour included.
+const CROWD: usize = 500;
+
+/// One crowded host at a time: two starting 500 apps at once on a small CI
+/// machine would be a test of the machine, not of the daemon.
+static CROWDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_crowd_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    CROWDED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Users the crowd runs as: the kernel gives each user 200 keys
+/// (`kernel.keys.maxkeys`) and every app a session keyring of its own, so
+/// one user cannot hold 500 apps; a host this crowded has many users.
+const CROWD_USERS: usize = 10;
+
+/// `CROWD - 1` sleepers named `sNNN` (after the neighbour, by name) beside
+/// the neighbour, as cheap as an app gets, spread over [`CROWD_USERS`].
+fn crowded_host(prefix: &Prefix, user: &TestUser) -> Vec<String> {
+    chaos::neighbour(user).write(prefix);
+    let users: Vec<TestUser> = (0..CROWD_USERS)
+        .map(|i| TestUser::ensure(&format!("avt-crowd{i}")))
+        .collect();
+    let names: Vec<String> = (0..CROWD - 1).map(|i| format!("s{i:03}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        testapps::sleeper(name, &users[i % CROWD_USERS])
+            .start_secs(Duration::ZERO)
+            .write(prefix);
+    }
+    names
+}
+
+/// Open descriptors of `pid`.
+fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| dir.count())
+        .unwrap_or(0)
+}
+
+/// `Max open files` of `pid` as (soft, hard), from `/proc/PID/limits`.
+fn open_file_limit(pid: u32) -> (String, String) {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    (
+        fields.next().unwrap().to_owned(),
+        fields.next().unwrap().to_owned(),
+    )
+}
+
+fn count(apps: &[AppStatus], state: State) -> usize {
+    apps.iter().filter(|a| a.state == state).count()
+}
+
+/// No spawn, accept or log write failed for want of descriptors.
+fn assert_no_emfile(daemon: &Daemon) {
+    let log = daemon.log();
+    let emfile: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Too many open files") || l.contains("os error 24"))
+        .take(5)
+        .collect();
+    assert!(
+        emfile.is_empty(),
+        "the daemon ran out of descriptors: {emfile:#?}"
+    );
+}
+
+#[test]
+fn five_hundred_apps_all_run_under_a_soft_open_file_limit_of_1024() {
+    require_root!();
+    let user = TestUser::ensure("avt-app1");
+    let prefix = Prefix::new();
+    // The test's own hard limit: raising it needs CAP_SYS_RESOURCE, which
+    // a container may not give even to root.
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    let needed = 704 + 6 * CROWD as u64;
+    if hard < needed {
+        appvisor_tests::skip(format!(
+            "needs a hard open-file limit of {needed} for {CROWD} apps (the test has {hard})"
+        ));
+        return;
+    }
+    let _crowd = one_crowd_at_a_time();
+    let names = crowded_host(&prefix, &user);
+    let began = Instant::now();
+    let daemon = Daemon::start(
+        &prefix,
+        DaemonOptions {
+            open_files: Some((1024, hard)),
+            ready_timeout: Duration::from_secs(60),
+            ..DaemonOptions::default()
+        },
+    );
+    // An operator stops one app while the rest are still starting.
+    daemon.appctl_ok(["stop", "s250"]);
+    let mut apps = Vec::new();
+    let all_up = poll_until(Duration::from_secs(120), || {
+        apps = daemon.try_status().unwrap_or_default();
+        count(&apps, State::Running) == CROWD - 1
+    });
+    let took = began.elapsed();
+    assert!(
+        all_up,
+        "{} of {} apps running after {took:?}\n{}",
+        count(&apps, State::Running),
+        CROWD - 1,
+        daemon.log_tail(40)
+    );
+    eprintln!("{CROWD} apps running {took:?} after the daemon started");
+    chaos::assert_no_cascade(&daemon);
+
+    // The daemon raised its own limit; the apps kept the one it was given.
+    assert_eq!(
+        open_file_limit(daemon.pid()),
+        (hard.to_string(), hard.to_string())
+    );
+    let app = daemon.app(&names[0]);
+    assert_eq!(
+        open_file_limit(app.pid.expect("a running app has a pid")),
+        ("1024".into(), hard.to_string())
+    );
+    // The budget per app is what the daemon holds: 5 each once running.
+    let fds = open_fds(daemon.pid());
+    eprintln!("appvisord holds {fds} descriptors for {CROWD} apps");
+    assert!(
+        fds <= 64 + 6 * CROWD,
+        "{fds} descriptors for {CROWD} apps: more than the budget of 6 an app"
+    );
+    assert_no_emfile(&daemon);
+    chaos::assert_no_cascade(&daemon);
+    let stopped = daemon.app("s250");
+    assert_eq!(stopped.state, State::Stopped, "{stopped:#?}");
+    assert!(stopped.stopped_by.is_some());
+}
+
+#[test]
+fn a_hard_open_file_limit_of_1024_refuses_the_apps_that_do_not_fit_and_runs_the_rest() {
+    require_root!();
+    let user = TestUser::ensure("avt-app1");
+    let prefix = Prefix::new();
+    let _crowd = one_crowd_at_a_time();
+    let names = crowded_host(&prefix, &user);
+    let began = Instant::now();
+    let daemon = Daemon::start(
+        &prefix,
+        DaemonOptions {
+            open_files: Some((1024, 1024)),
+            ready_timeout: Duration::from_secs(60),
+            ..DaemonOptions::default()
+        },
+    );
+    daemon.wait_for_state(NEIGHBOUR, State::Running, START);
+    // 1024, less 704 kept for the daemon and its connections, at 6 an app.
+    let fit = (1024 - 704) / 6;
+    let mut apps = Vec::new();
+    let settled = poll_until(Duration::from_secs(60), || {
+        apps = daemon.try_status().unwrap_or_default();
+        count(&apps, State::Running) == fit && count(&apps, State::Fatal) == CROWD - fit
+    });
+    assert!(
+        settled,
+        "{} running, {} fatal after {:?} (want {fit} and {})\n{}",
+        count(&apps, State::Running),
+        count(&apps, State::Fatal),
+        began.elapsed(),
+        CROWD - fit,
+        daemon.log_tail(40)
+    );
+    eprintln!(
+        "{fit} of {CROWD} apps running, the rest refused, {:?} after the start",
+        began.elapsed()
+    );
+    chaos::assert_no_cascade(&daemon);
+    let refused = daemon.app("s400");
+    assert!(
+        refused.reason.starts_with(
+            "not started: appvisord's open-file limit of 1024 has room for 2 more descriptors \
+             and this app needs 6"
+        ) && refused.reason.contains("raise the hard limit (LimitNOFILE"),
+        "{refused:#?}"
+    );
+    let out = daemon.appctl(["status"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "warning: {} apps not started for want of open files (appvisord's limit is 1024)",
+            CROWD - fit
+        )),
+        "{}",
+        describe_output(&out)
+    );
+    let out = daemon.appctl(["start", "s400"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("s400 was not started: appvisord's open-file limit"),
+        "{}",
+        describe_output(&out)
+    );
+    assert_no_emfile(&daemon);
+    chaos::assert_no_cascade(&daemon);
+
+    // An operator removes two running apps: there is room for one more,
+    // which a manual start takes.
+    for name in &names[..2] {
+        fs::remove_file(prefix.app_file(name)).unwrap();
+    }
+    let out = daemon.appctl(["update"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "still some not started\n{}",
+        describe_output(&out)
+    );
+    daemon.appctl_ok(["start", "s400"]);
+    assert_eq!(daemon.app("s400").state, State::Running);
+    chaos::assert_no_cascade(&daemon);
+    assert_no_emfile(&daemon);
 }

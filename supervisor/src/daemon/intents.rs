@@ -28,6 +28,7 @@ use std::sync::Mutex;
 
 use appvisor_protocol::StoppedBy;
 
+use super::plural;
 use crate::audit::unix_now;
 
 /// The file name of the intent in `state_dir`.
@@ -132,10 +133,6 @@ fn choose(primary: Found, backup: Found) -> Choice {
             }
         }
     }
-}
-
-fn plural(n: usize, word: &str) -> String {
-    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 /// A save that did not reach the disk.

@@ -38,7 +38,7 @@ pub use metrics::{AppMetrics, Scrape};
 pub use usage::{Roots, Usage};
 
 /// Connections served at once; more are answered 503 and closed.
-const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// Time a client has to send a request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head buffer (hyper's minimum is 8 KiB).
