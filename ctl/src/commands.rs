@@ -408,7 +408,10 @@ pub fn check(
         files,
         as_name,
         &appvisor::config::SystemUserDb,
-    );
+    )
+    .with_default_limits(&appvisor::config::DefaultLimits::for_host(
+        appvisor::config::default_limits::host_max_tasks(),
+    ));
     print(&format!("{}\n", escape::text(&report.to_string())))?;
     Ok(if report.is_ok() {
         Exit::Done

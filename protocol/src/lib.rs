@@ -254,6 +254,10 @@ pub struct SecurityLimits {
     pub open_files: Option<u64>,
     /// RLIMIT_CORE: always 0.
     pub core: u64,
+    /// The limits above that are appvisord's defaults rather than the
+    /// app's `[limits]`, e.g. `tasks`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub defaults: Vec<String>,
 }
 
 /// One weighted check of the exposure score.

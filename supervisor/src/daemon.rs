@@ -34,7 +34,7 @@ use tokio::sync::oneshot;
 use crate::acl::{self, AdminRules, Operation, Peer};
 use crate::app::{Answer, Cause};
 use crate::audit::{unix_now, Events};
-use crate::cgroup::{CgroupRoot, CgroupWatcher};
+use crate::cgroup::{CgroupRoot, CgroupWatcher, Controller};
 use crate::config::change::{self, Change};
 use crate::config::resolve::ResolvedApp;
 use crate::config::{self, AccessSpec, DaemonConfig};
@@ -160,27 +160,33 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
 
     let reaper = Reaper::start().map_err(DaemonError::Reaper)?;
     let cgroups = CgroupRoot::detect(&options.cgroup_name)?;
-    if let Some(root) = &cgroups {
-        match root.delegate_controllers() {
+    let v2_controllers = match &cgroups {
+        None => Vec::new(),
+        Some(root) => match root.delegate_controllers() {
             Ok(controllers) if controllers.is_empty() => {
                 tracing::debug!(
                     "no cgroup v2 controllers to hand to apps; [limits] use v1 hierarchies"
                 );
+                controllers
             }
             Ok(controllers) => {
                 tracing::info!(
                     ?controllers,
                     "cgroup v2 controllers enabled for app [limits]"
                 );
+                controllers
             }
-            Err(error) => tracing::warn!(
-                error = %error,
-                cause = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default(),
-                "cannot enable cgroup v2 controllers for apps, so [limits] can only use v1 hierarchies \
-                 (run appvisord as the only process of its cgroup, e.g. a systemd service with Delegate=yes)"
-            ),
-        }
-    }
+            Err(error) => {
+                tracing::warn!(
+                    error = %error,
+                    cause = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default(),
+                    "cannot enable cgroup v2 controllers for apps, so [limits] can only use v1 hierarchies \
+                     (run appvisord as the only process of its cgroup, e.g. a systemd service with Delegate=yes)"
+                );
+                Vec::new()
+            }
+        },
+    };
     let watcher = match &cgroups {
         Some(root) => {
             let watcher = CgroupWatcher::start()?;
@@ -199,6 +205,14 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         }
     };
     let listener = crate::ctl::bind_control_socket(&spec.control.socket)?;
+    // sandbox (issue 4): v1 limit hierarchies and the Landlock ABI cap.
+    let limits = crate::cgroup::LimitRoot::detect(&options.cgroup_name).unwrap_or_else(|error| {
+        tracing::warn!(%error, "no v1 hierarchies for limits");
+        crate::cgroup::LimitRoot::default()
+    });
+    let default_limits = default_limits(
+        v2_controllers.contains(&Controller::Pids.as_str()) || limits.has_v1(Controller::Pids),
+    );
     let shared = Arc::new(Shared {
         reaper,
         cgroups,
@@ -207,11 +221,8 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         notify_dir,
         probe_dir,
         lang: std::env::var("LANG").ok(),
-        // sandbox (issue 4): v1 limit hierarchies and the Landlock ABI cap.
-        limits: crate::cgroup::LimitRoot::detect(&options.cgroup_name).unwrap_or_else(|error| {
-            tracing::warn!(%error, "no v1 hierarchies for limits");
-            crate::cgroup::LimitRoot::default()
-        }),
+        limits,
+        default_limits,
         landlock_abi_max: crate::sandbox::landlock_abi_cap(),
         hide: vec![options.config.clone(), spec.apps_dir.clone()],
         app_open_files: crate::sandbox::Rlimit {
@@ -280,6 +291,22 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     let _ = std::fs::remove_file(&spec.control.socket);
     tracing::info!("all apps stopped");
     Ok(())
+}
+
+/// The limits of apps that set none, where a controller can enforce them.
+fn default_limits(pids_controller: bool) -> config::DefaultLimits {
+    let defaults = config::DefaultLimits::for_host(config::default_limits::host_max_tasks());
+    match (defaults.describe(), pids_controller) {
+        (Some(what), true) => {
+            tracing::info!("apps without [limits] get {what}");
+            defaults
+        }
+        (Some(what), false) => {
+            tracing::warn!("no pids controller for apps: no default {what}");
+            config::DefaultLimits::default()
+        }
+        (None, _) => defaults,
+    }
 }
 
 /// Raises the daemon's soft open-file limit to the hard one, and says so.

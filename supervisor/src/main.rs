@@ -58,6 +58,9 @@ fn main() -> ExitCode {
                 as_name.as_ref(),
                 &appvisor::config::resolve::SystemUserDb,
             )
+            .with_default_limits(&appvisor::config::DefaultLimits::for_host(
+                appvisor::config::default_limits::host_max_tasks(),
+            ))
         };
         print!("{report}");
         return if report.is_ok() {

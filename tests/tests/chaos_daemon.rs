@@ -1,6 +1,7 @@
 //! The chaos suite (issue 9), the daemon's own state and limits: a garbled
 //! and a read-only operator-intent file, a 500-app host under a soft limit
-//! of 1024 open files. Each beside a healthy neighbour, checked with
+//! of 1024 open files, a fork bomb in an app without `[limits]`. Each
+//! beside a healthy neighbour, checked with
 //! `appvisor_tests::chaos` while the trouble lasts and after it, and each
 //! ends by checking that nothing an operator did was undone.
 
@@ -436,4 +437,84 @@ fn a_hard_open_file_limit_of_1024_refuses_the_apps_that_do_not_fit_and_runs_the_
     assert_eq!(daemon.app("s400").state, State::Running);
     chaos::assert_no_cascade(&daemon);
     assert_no_emfile(&daemon);
+}
+
+/// The default tasks limit on this host: 15% of the smaller of
+/// `kernel.pid_max` and `kernel.threads-max`, as systemd's DefaultTasksMax.
+fn default_tasks_limit() -> u64 {
+    let read = |name: &str| -> u64 {
+        fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    read("pid_max").min(read("threads-max")) * 15 / 100
+}
+
+#[test]
+fn a_fork_bomb_without_limits_is_stopped_by_the_default_tasks_limit() {
+    require_root!();
+    let user = TestUser::ensure("avt-app1");
+    let prefix = Prefix::new();
+    chaos::neighbour(&user).write(&prefix);
+    // Started only once the limit is seen in place: unbounded, it would
+    // take every process id of the host.
+    testapps::python(&prefix, "bomb", &user, "forkbomb.py", &[])
+        .readiness(appvisor_tests::Readiness::None)
+        .start_secs(Duration::ZERO)
+        .autostart(false)
+        .write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    daemon.wait_for_state(NEIGHBOUR, State::Running, START);
+    let limit = default_tasks_limit();
+
+    // The app sets no limits; security shows the default it gets.
+    let out = daemon.appctl(["security", "bomb", "--json"]);
+    let security: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("security --json: {e}\n{}", describe_output(&out)));
+    let limits = &security[0]["limits"];
+    if limits["tasks"].is_null() && daemon.log().contains("no pids controller for apps") {
+        appvisor_tests::skip("needs a pids cgroup controller (v2 delegated, or v1)");
+        return;
+    }
+    assert_eq!(limits["tasks"], limit, "{security:#}");
+    assert_eq!(
+        limits["defaults"],
+        serde_json::json!(["tasks", "open_files"]),
+        "{security:#}"
+    );
+    let text = daemon.appctl_ok(["security", "bomb"]);
+    assert!(text.contains(&format!("tasks {limit} (default)")), "{text}");
+
+    let began = Instant::now();
+    daemon.appctl_ok(["start", "bomb"]);
+    daemon.wait_until(Duration::from_secs(120), "the bomb's forks refused", || {
+        daemon
+            .app_logs("bomb", 20, false)
+            .contains("fork refused after")
+    });
+    eprintln!(
+        "the bomb reached the default limit of {limit} tasks in {:?}",
+        began.elapsed()
+    );
+    let cgroup = daemon
+        .cgroup_dir()
+        .expect("the daemon's cgroup subtree")
+        .join("bomb");
+    let tasks = appvisor_tests::cgroup_procs(&cgroup).len() as u64;
+    assert!(
+        tasks <= limit && tasks + 10 >= limit,
+        "the bomb holds {tasks} processes under a limit of {limit}"
+    );
+    // At its limit, the bomb keeps trying: nothing else may notice.
+    chaos::assert_no_cascade(&daemon);
+    assert_eq!(daemon.app("bomb").state, State::Running);
+    chaos::assert_no_cascade(&daemon);
+
+    // Stopped, every one of its processes goes, and it stays stopped.
+    daemon.appctl_ok(["stop", "bomb"]);
+    assert!(appvisor_tests::cgroup_procs(&cgroup).is_empty());
+    chaos::assert_no_cascade(&daemon);
+    assert_eq!(daemon.app("bomb").state, State::Stopped);
 }

@@ -8,6 +8,7 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use super::default_limits::DefaultLimits;
 use super::error::ConfigError;
 use super::load::{
     app_files, app_name, check_apps_dir, load_daemon_or_default, load_valid_app,
@@ -33,6 +34,10 @@ pub struct CheckReport {
     /// Each app file checked, and whether it is valid: it validates,
     /// resolves, and holds no address another app holds.
     pub apps: Vec<(PathBuf, bool)>,
+    /// Valid apps checked whose limits (with `[defaults]`) set no `tasks`.
+    pub without_tasks_limit: Vec<String>,
+    /// What else a person should know, e.g. the default limits.
+    pub notes: Vec<String>,
 }
 
 impl CheckReport {
@@ -82,6 +87,17 @@ impl CheckReport {
         }
         out
     }
+
+    /// Notes the limits the daemon's `defaults` give the apps checked.
+    pub fn with_default_limits(mut self, defaults: &DefaultLimits) -> CheckReport {
+        if let (false, Some(what)) = (self.without_tasks_limit.is_empty(), defaults.describe()) {
+            self.notes.push(format!(
+                "{what} by default for the apps without [limits] tasks: {}",
+                self.without_tasks_limit.join(", ")
+            ));
+        }
+        self
+    }
 }
 
 impl fmt::Display for CheckReport {
@@ -91,6 +107,9 @@ impl fmt::Display for CheckReport {
         }
         for warning in &self.warnings {
             writeln!(f, "warning: {warning}")?;
+        }
+        for note in &self.notes {
+            writeln!(f, "note: {note}")?;
         }
         f.write_str(&self.summary())
     }
@@ -195,13 +214,18 @@ pub fn check(
                 );
                 report.warnings.extend(valid.unknown_operators(db));
                 match valid.resolve(db) {
-                    Ok(resolved) => report.warnings.extend(
-                        resolved
-                            .weaknesses
-                            .iter()
-                            .filter(|weakness| weakness.kind.needs_identity())
-                            .map(|weakness| valid.positions.locate(file, weakness)),
-                    ),
+                    Ok(resolved) => {
+                        report.warnings.extend(
+                            resolved
+                                .weaknesses
+                                .iter()
+                                .filter(|weakness| weakness.kind.needs_identity())
+                                .map(|weakness| valid.positions.locate(file, weakness)),
+                        );
+                        if valid.spec.limits.tasks.is_none() {
+                            report.without_tasks_limit.push(valid.spec.name.to_string());
+                        }
+                    }
                     Err(errors) => report.errors.extend(errors),
                 }
                 specs.push(valid);
@@ -405,6 +429,36 @@ mod tests {
     }
 
     #[test]
+    fn the_report_notes_the_default_tasks_limit_of_apps_without_one() {
+        let host = Host::new();
+        host.write("apps.d/shop.toml", &host.app_text(""));
+        host.write("apps.d/blog.toml", &host.app_text("[limits]\ntasks = 64\n"));
+        let report = host
+            .check(&[])
+            .with_default_limits(&DefaultLimits::for_host(Some(32_768)));
+        assert_eq!(
+            report.to_string(),
+            format!(
+                "note: tasks = 4915 (15% of the host's 32768 tasks) by default for the apps \
+                 without [limits] tasks: shop\nchecked {} and 2 app files: 2 valid",
+                host.path("appvisor.toml").display()
+            )
+        );
+        fs::write(
+            host.path("appvisor.toml"),
+            format!(
+                "apps_dir = \"{}\"\n[defaults.limits]\ntasks = 100\n",
+                host.path("apps.d").display()
+            ),
+        )
+        .unwrap();
+        let report = host
+            .check(&[])
+            .with_default_limits(&DefaultLimits::for_host(Some(32_768)));
+        assert!(report.notes.is_empty(), "[defaults] sets it: {report}");
+    }
+
+    #[test]
     fn settings_only_ignores_app_files_but_not_a_missing_apps_dir() {
         let host = Host::new();
         host.write("apps.d/shop.toml", "user = \"shop\"\nno_such_key = 1\n");
@@ -519,6 +573,7 @@ mod tests {
                     .enumerate()
                     .map(|(i, valid)| (PathBuf::from(format!("{i}.toml")), *valid))
                     .collect(),
+                ..CheckReport::default()
             }
             .summary()
         };
