@@ -2,15 +2,18 @@
 //! operator intent, signals and shutdown.
 //!
 //! Start-up, in order:
-//! 1. read `appvisor.toml` (an error ends the daemon with exit status 2);
-//! 2. become a child subreaper and start reaping;
-//! 3. find the cgroup v2 tree, and kill whatever an earlier daemon that
+//! 1. raise the soft open-file limit to the hard one (`fds`);
+//! 2. read `appvisor.toml` and check that `apps_dir` can be listed (an
+//!    error ends the daemon with exit status 2);
+//! 3. become a child subreaper and start reaping;
+//! 4. find the cgroup v2 tree, and kill whatever an earlier daemon that
 //!    died left in its app cgroups, so no duplicate fights for a port;
-//! 4. bind the control socket;
-//! 5. load `apps.d` and start every autostart app at once, each in its own
-//!    task (an app stopped by hand stays stopped);
-//! 6. tell a service manager READY=1, then serve until SIGTERM or SIGINT
-//!    (SIGHUP re-reads `apps.d`).
+//! 5. bind the control socket; read operator intent (`intents`);
+//! 6. load `apps.d` and start every autostart app at once, each in its own
+//!    task, as far as the open-file budget goes (an app stopped by hand
+//!    stays stopped);
+//! 7. tell a service manager READY=1, then serve until SIGTERM or SIGINT
+//!    (SIGHUP re-reads `appvisor.toml` and `apps.d`).
 //!
 //! Shutdown stops every app in parallel and returns once all are gone.
 
