@@ -33,9 +33,9 @@ pub const DAEMON_FDS: u64 = 64;
 pub const PER_CONNECTION: u64 = 2;
 
 /// What an app holds while it runs: the read ends of its stdout and stderr
-/// pipes, its two log files, and its cgroup leaf (kept open to clone the
-/// next instance straight into it).
-const PER_APP: u64 = 5;
+/// pipes, its two log files and their two index files (`logs::order`), and
+/// its cgroup leaf (kept open to clone the next instance straight into it).
+const PER_APP: u64 = 7;
 /// While the exec helper runs: the pipe it reports on.
 const PER_SPAWN: u64 = 1;
 /// A `start-stop` restart keeps the previous instance's leaf and pipes
@@ -193,11 +193,11 @@ mod tests {
     #[test]
     fn an_app_costs_its_pipes_logs_leaf_and_whatever_it_adds() {
         let mut spec = test_spec::app_spec("shop", &["/bin/sleep", "infinity"]);
-        assert_eq!(app_cost(&spec), 6, "5 while it runs, 1 while it spawns");
+        assert_eq!(app_cost(&spec), 8, "7 while it runs, 1 while it spawns");
         spec.readiness.kind = ReadinessKind::Notify;
-        assert_eq!(app_cost(&spec), 7, "its NOTIFY_SOCKET");
+        assert_eq!(app_cost(&spec), 9, "its NOTIFY_SOCKET");
         spec.readiness.probe = Some(crate::config::Probe::Tcp("127.0.0.1:8001".parse().unwrap()));
-        assert_eq!(app_cost(&spec), 8, "and a probe for reload");
+        assert_eq!(app_cost(&spec), 10, "and a probe for reload");
         spec.listen = ["127.0.0.1:8001", "127.0.0.1:8002"]
             .map(|address| ListenSpec {
                 address: ListenAddress::Tcp(address.parse().unwrap()),
@@ -206,13 +206,13 @@ mod tests {
             .into();
         assert_eq!(
             app_cost(&spec),
-            11,
+            13,
             "and two held sockets, and the instance's own socket for the probe"
         );
         spec.restart.strategy = RestartStrategy::StartStop;
         assert_eq!(
             app_cost(&spec),
-            15,
+            17,
             "and the previous instance during a restart"
         );
     }
