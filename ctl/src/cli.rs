@@ -43,6 +43,18 @@ pub struct Cli {
     )]
     pub socket: PathBuf,
 
+    /// How long appvisord may take to answer before appctl gives up and
+    /// exits 5, for the commands that talk to the daemon (also accepted
+    /// after the command); 0 waits forever.
+    #[arg(
+        long,
+        env = "APPVISOR_DAEMON_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = humantime::parse_duration
+    )]
+    pub daemon_timeout: Duration,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -56,6 +68,15 @@ impl Cli {
             .and_then(|daemon| daemon.socket.as_deref())
             .unwrap_or(&self.socket)
     }
+
+    /// How long the daemon may take to answer: `--daemon-timeout` after the
+    /// command, else before it, else `APPVISOR_DAEMON_TIMEOUT`, else 30s.
+    pub fn daemon_timeout(&self) -> Duration {
+        self.command
+            .daemon()
+            .and_then(|daemon| daemon.daemon_timeout)
+            .unwrap_or(self.daemon_timeout)
+    }
 }
 
 /// The option of every command that talks to the daemon.
@@ -65,6 +86,11 @@ pub struct DaemonArgs {
     /// /run/appvisor/ctl.sock].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// How long appvisord may take to answer before appctl gives up and
+    /// exits 5; 0 waits forever. Actions that wait for apps get it on top
+    /// of their --timeout [default: $APPVISOR_DAEMON_TIMEOUT, else 30s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub daemon_timeout: Option<Duration>,
 }
 
 /// The option of the offline commands that read the daemon settings.
@@ -168,11 +194,17 @@ pub enum Command {
     /// ones (admin only).
     ///
     /// A file that does not validate leaves its app's running version
-    /// untouched and is reported; the exit code is then 2.
+    /// untouched and is reported, and so is a *.toml file whose name is not
+    /// an app name; the exit code is then 2. It is 1 when an app was not
+    /// started because the daemon's open-file limit has no room for it.
     Update {
         /// Show what would change without changing anything.
         #[arg(long)]
         dry_run: bool,
+        /// How long applying may take: the daemon answers once removed
+        /// apps have stopped, each within its [stop] timeout.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        timeout: Duration,
         #[command(flatten)]
         daemon: DaemonArgs,
     },
@@ -322,26 +354,48 @@ mod tests {
     /// whether or not it used them.
     #[test]
     fn each_subcommand_takes_only_the_options_it_uses() {
-        let daemon = ["socket"];
+        let daemon = ["socket", "daemon_timeout"];
         let expected: &[(&str, &[&str])] = &[
-            ("status", &["apps", "json", "socket"]),
-            ("start", &["apps", "no_wait", "timeout", "socket"]),
-            ("stop", &["apps", "no_wait", "timeout", "socket"]),
-            ("restart", &["apps", "no_wait", "timeout", "socket"]),
-            ("reload", &["apps", "no_wait", "timeout", "socket"]),
-            ("signal", &["signal", "app", "socket"]),
+            ("status", &["apps", "json", "socket", "daemon_timeout"]),
+            (
+                "start",
+                &["apps", "no_wait", "timeout", "socket", "daemon_timeout"],
+            ),
+            (
+                "stop",
+                &["apps", "no_wait", "timeout", "socket", "daemon_timeout"],
+            ),
+            (
+                "restart",
+                &["apps", "no_wait", "timeout", "socket", "daemon_timeout"],
+            ),
+            (
+                "reload",
+                &["apps", "no_wait", "timeout", "socket", "daemon_timeout"],
+            ),
+            ("signal", &["signal", "app", "socket", "daemon_timeout"]),
             (
                 "logs",
                 &[
-                    "app", "follow", "lines", "stdout", "stderr", "raw", "socket",
+                    "app",
+                    "follow",
+                    "lines",
+                    "stdout",
+                    "stderr",
+                    "raw",
+                    "socket",
+                    "daemon_timeout",
                 ],
             ),
-            ("update", &["dry_run", "socket"]),
+            (
+                "update",
+                &["dry_run", "timeout", "socket", "daemon_timeout"],
+            ),
             ("check", &["config", "as_name", "files"]),
             ("whoami", &daemon),
             ("import-supervisord", &["out", "files", "config"]),
             ("import-uwsgi", &["out", "uwsgi", "files", "config"]),
-            ("security", &["apps", "json", "socket"]),
+            ("security", &["apps", "json", "socket", "daemon_timeout"]),
         ];
         let mut command = Cli::command();
         command.build();
@@ -461,6 +515,39 @@ mod tests {
             parse(&["appctl", "logs", "shop", "--stdout", "--stderr"]),
             Err(2)
         );
+    }
+
+    #[test]
+    fn the_daemon_timeout_is_on_by_default_and_takes_human_durations() {
+        let cases: &[(&[&str], Duration)] = &[
+            (&["appctl", "status"], Duration::from_secs(30)),
+            (
+                &["appctl", "--daemon-timeout", "2s", "status"],
+                Duration::from_secs(2),
+            ),
+            (
+                &["appctl", "status", "--daemon-timeout", "0"],
+                Duration::ZERO,
+            ),
+            (
+                &[
+                    "appctl",
+                    "--daemon-timeout",
+                    "2s",
+                    "restart",
+                    "shop",
+                    "--daemon-timeout",
+                    "1m",
+                ],
+                Duration::from_secs(60),
+            ),
+        ];
+        for (args, timeout) in cases {
+            let cli = Cli::try_parse_from(*args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.daemon_timeout(), *timeout, "for {args:?}");
+        }
+        let err = Cli::try_parse_from(["appctl", "check", "--daemon-timeout", "1s"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "check never talks to the daemon");
     }
 
     #[test]

@@ -30,9 +30,6 @@ use crate::exit::Exit;
 use crate::render;
 use crate::select::{self, SelectError, Selector};
 
-/// How long past the requested timeout `appctl` waits for the daemon's
-/// answer before it gives up on a daemon that stopped answering.
-const ANSWER_GRACE: Duration = Duration::from_secs(15);
 /// Requests in flight at once for commands that name many apps: the daemon
 /// holds each uid to a few connections (16), and a deploy restarting forty
 /// apps must not be refused for it.
@@ -50,9 +47,6 @@ pub enum CommandError {
         path: String,
         source: serde_json::Error,
     },
-    /// The daemon accepted a waiting action but never answered.
-    #[error("appvisord did not answer about {app} within {}", humantime::format_duration(*.waited))]
-    NoAnswer { app: String, waited: Duration },
     /// Writing our own output failed (other than a closed pipe).
     #[error("writing to stdout: {source}")]
     Stdout { source: io::Error },
@@ -67,9 +61,7 @@ impl CommandError {
         match self {
             CommandError::Client(err) => Exit::for_client_error(err),
             CommandError::Select(_) => Exit::Usage,
-            CommandError::Unexpected { .. }
-            | CommandError::NoAnswer { .. }
-            | CommandError::Stdout { .. } => Exit::Failed,
+            CommandError::Unexpected { .. } | CommandError::Stdout { .. } => Exit::Failed,
         }
     }
 }
@@ -192,6 +184,10 @@ pub async fn status(client: &Client, apps: &[String], json: bool) -> Result<Exit
         print(&format!("{}\n", escape::json(&pretty)))?;
     } else {
         print(&render::status_table(&list.apps))?;
+        // stderr: they are about the daemon, not a row of the table.
+        for notice in &list.notices {
+            print_error(&format_args!("warning: {notice}"));
+        }
     }
     Ok(status_exit(&list.apps))
 }
@@ -218,19 +214,20 @@ pub async fn act(client: &Client, action: Action, args: &ActionArgs) -> Result<E
         wait,
         timeout_ms: wait.then(|| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
     };
-    let answers = for_each_app(client, &names, |client, name| {
+    // The daemon answers once the outcome is known: allow for that.
+    let client = if wait {
+        waiting(client, timeout)
+    } else {
+        client.clone()
+    };
+    let answers = for_each_app(&client, &names, |client, name| {
         let request = request.clone();
         async move {
             let path = routes::action(&name, action);
-            let answer = client.post::<_, ActionResult>(&path, &request);
-            if !wait {
-                return answer.await.map_err(CommandError::from);
-            }
-            let waited = timeout.saturating_add(ANSWER_GRACE);
-            match tokio::time::timeout(waited, answer).await {
-                Ok(answer) => answer.map_err(CommandError::from),
-                Err(_elapsed) => Err(CommandError::NoAnswer { app: name, waited }),
-            }
+            client
+                .post::<_, ActionResult>(&path, &request)
+                .await
+                .map_err(CommandError::from)
         }
     })
     .await;
@@ -238,6 +235,11 @@ pub async fn act(client: &Client, action: Action, args: &ActionArgs) -> Result<E
     let mut exit = Exit::Done;
     for answer in answers {
         let this = match answer {
+            Ok(result) if result.outcome == Outcome::Done && result.intent_error.is_some() => {
+                print(&render::action_done(&result))?;
+                eprint!("{}", render::intent_not_saved(&result));
+                Exit::Failed
+            }
             Ok(result) if result.outcome == Outcome::Done => {
                 print(&render::action_done(&result))?;
                 Exit::Done
@@ -254,6 +256,13 @@ pub async fn act(client: &Client, action: Action, args: &ActionArgs) -> Result<E
         exit = exit.max(this);
     }
     Ok(exit)
+}
+
+/// `client`, allowing the daemon `wait` more to answer, for requests it
+/// answers only once something has happened to apps.
+fn waiting(client: &Client, wait: Duration) -> Client {
+    let timeout = client.timeout().map(|t| t.saturating_add(wait));
+    client.clone().with_timeout(timeout)
 }
 
 /// `appctl signal SIGNAL APP`.
@@ -290,8 +299,25 @@ pub async fn logs(client: &Client, app: &str, options: LogOptions) -> Result<Exi
     let mut body = response.into_body();
     let mut terminal = (!options.raw && io::stdout().is_terminal()).then(TerminalOutput::default);
     let mut shown = String::new();
+    // Without follow, a daemon that stops sending mid-way is not answering;
+    // the time spent writing to a slow reader (`| less`) does not count.
+    let idle = client.timeout().filter(|_| !options.follow);
     let copy = async {
-        while let Some(frame) = body.frame().await {
+        loop {
+            let next = body.frame();
+            let frame =
+                match idle {
+                    None => next.await,
+                    Some(waited) => tokio::time::timeout(waited, next).await.map_err(|_| {
+                        ClientError::Timeout {
+                            socket: client.socket().to_owned(),
+                            waited,
+                        }
+                    })?,
+                };
+            let Some(frame) = frame else {
+                break;
+            };
             let frame = frame.map_err(|source| ClientError::Http {
                 socket: client.socket().to_owned(),
                 source,
@@ -340,17 +366,25 @@ fn write_stdout(bytes: &[u8]) -> io::Result<()> {
     stdout.write_all(bytes).and_then(|()| stdout.flush())
 }
 
-/// `appctl update [--dry-run]`.
-pub async fn update(client: &Client, dry_run: bool) -> Result<Exit, CommandError> {
-    let report: ApplyReport = client
+/// `appctl update [--dry-run] [--timeout DURATION]`.
+pub async fn update(
+    client: &Client,
+    dry_run: bool,
+    timeout: Duration,
+) -> Result<Exit, CommandError> {
+    let report: ApplyReport = waiting(client, timeout)
         .post(routes::CONFIG_APPLY, &ApplyRequest { dry_run })
         .await?;
     print(&render::apply_report(&report))?;
-    Ok(if report.invalid.is_empty() {
-        Exit::Done
-    } else {
-        Exit::Usage
-    })
+    Ok(
+        if !report.invalid.is_empty() || !report.ignored.is_empty() {
+            Exit::Usage
+        } else if !report.not_started.is_empty() {
+            Exit::Failed
+        } else {
+            Exit::Done
+        },
+    )
 }
 
 /// `appctl whoami`.
@@ -374,7 +408,10 @@ pub fn check(
         files,
         as_name,
         &appvisor::config::SystemUserDb,
-    );
+    )
+    .with_default_limits(&appvisor::config::DefaultLimits::for_host(
+        appvisor::config::default_limits::host_max_tasks(),
+    ));
     print(&format!("{}\n", escape::text(&report.to_string())))?;
     Ok(if report.is_ok() {
         Exit::Done

@@ -40,7 +40,9 @@ impl Exit {
     /// The exit code for an error from the control client.
     pub fn for_client_error(err: &ClientError) -> Exit {
         match err {
-            ClientError::Connect { .. } | ClientError::Http { .. } => Exit::Unreachable,
+            ClientError::Connect { .. }
+            | ClientError::Http { .. }
+            | ClientError::Timeout { .. } => Exit::Unreachable,
             ClientError::Api { error, .. } => Exit::for_error_code(error.code),
             ClientError::Decode { .. } => Exit::Failed,
         }
@@ -113,6 +115,15 @@ mod tests {
             };
             assert_eq!(Exit::for_client_error(&err), exit, "{code}");
         }
+    }
+
+    #[test]
+    fn a_daemon_that_does_not_answer_is_unreachable() {
+        let err = ClientError::Timeout {
+            socket: PathBuf::from("/run/appvisor/ctl.sock"),
+            waited: std::time::Duration::from_secs(30),
+        };
+        assert_eq!(Exit::for_client_error(&err), Exit::Unreachable);
     }
 
     #[test]

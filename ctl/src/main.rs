@@ -74,7 +74,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Runs one command to its exit code.
 fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> Result<Exit, CommandError> {
-    let client = Client::new(cli.socket());
+    // Zero: wait forever.
+    let timeout = Some(cli.daemon_timeout()).filter(|t| !t.is_zero());
+    let client = Client::new(cli.socket()).with_timeout(timeout);
     match &cli.command {
         Command::Status { apps, json, .. } => {
             runtime.block_on(commands::status(&client, apps, *json))
@@ -108,7 +110,9 @@ fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> Result<Exit, CommandError
             };
             runtime.block_on(commands::logs(&client, app, options))
         }
-        Command::Update { dry_run, .. } => runtime.block_on(commands::update(&client, *dry_run)),
+        Command::Update {
+            dry_run, timeout, ..
+        } => runtime.block_on(commands::update(&client, *dry_run, *timeout)),
         Command::Whoami(_) => runtime.block_on(commands::whoami(&client)),
         Command::Security { apps, json, .. } => {
             runtime.block_on(security::security(&client, apps, *json))

@@ -153,6 +153,21 @@ pub fn action_done(result: &ActionResult) -> String {
 
 /// What a failed or timed-out action prints on stderr: the reason, then the
 /// app's last log lines.
+/// A start or stop that was done but not saved, and what that means.
+pub fn intent_not_saved(result: &ActionResult) -> String {
+    let (done, undone) = match result.action {
+        appvisor_protocol::Action::Stop => ("stopped", "start it again"),
+        _ => ("started", "leave it stopped"),
+    };
+    format!(
+        "appctl: {app} was {done}, but appvisord could not save that: {error}\n\
+         appctl: appvisord saves again at the next start, stop, update or shutdown; until \
+         then, a crash or kill of appvisord would {undone}\n",
+        app = result.app,
+        error = result.intent_error.as_deref().unwrap_or("unknown error"),
+    )
+}
+
 pub fn action_failure(result: &ActionResult, waited: Duration) -> String {
     let what = match result.action {
         Action::Stop => "did not stop",
@@ -218,6 +233,16 @@ pub fn apply_report(report: &ApplyReport) -> String {
             out.push_str("    (still running its last valid version)\n");
         }
     }
+    for ignored in &report.ignored {
+        let _ = writeln!(out, "ignored: {}\n    {}", ignored.file, ignored.reason);
+    }
+    if !report.not_started.is_empty() {
+        let _ = writeln!(
+            out,
+            "not started: {}\n    (no room in appvisord's open-file limit: appctl status says more)",
+            report.not_started.join(", ")
+        );
+    }
     if out.is_empty() {
         out.push_str("no apps in apps.d\n");
     }
@@ -255,7 +280,7 @@ pub fn list(names: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use appvisor_protocol::InvalidApp;
+    use appvisor_protocol::{IgnoredFile, InvalidApp};
 
     use super::*;
 
@@ -422,6 +447,7 @@ blog-admin  fatal    -     -       15        exited with status 1 after 0.2s, 5 
                 "Traceback (most recent call last):".into(),
                 "ImportError: x".into(),
             ],
+            intent_error: None,
         }
     }
 
@@ -432,6 +458,20 @@ blog-admin  fatal    -     -       15        exited with status 1 after 0.2s, 5 
         assert_eq!(action_done(&running), "shop: running (pid 1234)\n");
         let stopped = result(Action::Stop, Outcome::Done, State::Stopped);
         assert_eq!(action_done(&stopped), "shop: stopped\n");
+    }
+
+    #[test]
+    fn an_unsaved_stop_says_what_a_daemon_restart_would_undo() {
+        let mut stopped = result(Action::Stop, Outcome::Done, State::Stopped);
+        stopped.intent_error =
+            Some("creating /var/lib/appvisor/.stopped.json.tmp: Read-only file system".into());
+        assert_eq!(
+            intent_not_saved(&stopped),
+            "\
+appctl: shop was stopped, but appvisord could not save that: creating /var/lib/appvisor/.stopped.json.tmp: Read-only file system
+appctl: appvisord saves again at the next start, stop, update or shutdown; until then, a crash or kill of appvisord would start it again
+"
+        );
     }
 
     #[test]
@@ -484,6 +524,11 @@ no log lines of shop
                     kept_running: false,
                 },
             ],
+            ignored: vec![IgnoredFile {
+                file: "/etc/appvisor/apps.d/Shop.toml".into(),
+                reason: "invalid app name \"Shop\" (name the file after the app)".into(),
+            }],
+            not_started: vec!["e".into(), "f".into()],
         };
         assert_eq!(
             apply_report(&report),
@@ -498,6 +543,10 @@ invalid: shop (/etc/appvisor/apps.d/shop.toml)
     (still running its last valid version)
 invalid: new (/etc/appvisor/apps.d/new.toml)
     new.toml:1:1: missing key `user`
+ignored: /etc/appvisor/apps.d/Shop.toml
+    invalid app name \"Shop\" (name the file after the app)
+not started: e, f
+    (no room in appvisord's open-file limit: appctl status says more)
 dry run: nothing was changed
 "
         );

@@ -93,13 +93,21 @@ pub fn render(s: &AppSecurity) -> String {
     );
     let memory = s.limits.memory.map(|b| format!("{}MiB", b >> 20));
     let cpu = s.limits.cpu.map(|p| format!("{p}%"));
+    // "tasks 4915 (default)" where appvisord's default applies.
+    let limit = |key: &str, value: String| {
+        if s.limits.defaults.iter().any(|d| d == key) {
+            format!("{key} {value} (default)")
+        } else {
+            format!("{key} {value}")
+        }
+    };
     let _ = writeln!(
         t,
-        "  limits      memory {}, tasks {}, cpu {}, open_files {}, core {}",
-        opt(memory),
-        opt(s.limits.tasks),
-        opt(cpu),
-        opt(s.limits.open_files),
+        "  limits      {}, {}, {}, {}, core {}",
+        limit("memory", opt(memory)),
+        limit("tasks", opt(s.limits.tasks)),
+        limit("cpu", opt(cpu)),
+        limit("open_files", opt(s.limits.open_files)),
         s.limits.core
     );
     let _ = writeln!(
@@ -204,10 +212,11 @@ mod tests {
             network: "host".into(),
             limits: SecurityLimits {
                 memory: Some(512 << 20),
-                tasks: None,
+                tasks: Some(4915),
                 cpu: Some(150),
-                open_files: None,
+                open_files: Some(1024),
                 core: 0,
+                defaults: vec!["tasks".into(), "open_files".into()],
             },
             no_new_privs: true,
             capabilities: Vec::new(),
@@ -253,7 +262,7 @@ mod tests {
   bind        8001
   connect     any port
   namespaces  mount, ipc, uts (network host, private /tmp yes)
-  limits      memory 512MiB, tasks none, cpu 150%, open_files none, core 0
+  limits      memory 512MiB, tasks 4915 (default), cpu 150%, open_files 1024 (default), core 0
   privileges  no_new_privs yes, capabilities none
   kernel      seccomp sockets AF_UNIX, AF_INET, 2 syscalls refused; own /proc yes, own keyring yes
   refused     directory /srv/shop/x resolves to /, outside /srv/shop

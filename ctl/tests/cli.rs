@@ -672,7 +672,12 @@ fn check_as_names_the_app_of_a_temporary_copy() {
     std::fs::write(&copy, app).unwrap();
     assert_eq!(check(&dir, &[&copy]).status.code(), Some(2));
     let out = check_with(&dir, &["--as", "web"], &[&copy]);
-    assert_eq!(stdout(&out), "checked 1 app file: 1 valid\n");
+    assert!(
+        stdout(&out)
+            .ends_with("for the apps without [limits] tasks: web\nchecked 1 app file: 1 valid\n"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(out.status.code(), Some(0));
     let out = check_with(&dir, &["--as", "web"], &[&copy, &copy]);
     assert!(
@@ -692,12 +697,18 @@ fn check_passes_valid_files_offline_and_prints_warnings() {
     )]);
     let out = check(&dir, &[]);
     assert_eq!(stderr(&out), "");
-    assert_eq!(
-        stdout(&out),
-        format!(
-            "checked {} and 1 app file: 1 valid\n",
-            dir.path().join("appvisor.toml").display()
-        )
+    // The default limits of this host, in its own numbers.
+    let note = stdout(&out);
+    let summary = format!(
+        " tasks) by default for the apps without [limits] tasks: web\n\
+         checked {} and 1 app file: 1 valid\n",
+        dir.path().join("appvisor.toml").display()
+    );
+    assert!(
+        note.starts_with("note: tasks = ")
+            && note.contains(" (15% of the host's ")
+            && note.ends_with(&summary),
+        "{note}"
     );
     assert_eq!(out.status.code(), Some(0));
 }

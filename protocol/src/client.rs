@@ -1,7 +1,9 @@
 //! A small HTTP/1.1 client for the control socket, one connection a request.
 
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -30,6 +32,10 @@ pub enum ClientError {
     /// The daemon answered with an error.
     #[error("{error}")]
     Api { status: u16, error: ApiError },
+    /// The daemon did not answer in time: it accepted the connection (the
+    /// kernel does that for it) but is stopped, hung or overloaded.
+    #[error("appvisord at {} did not answer within {waited:?} (is it stopped or overloaded?)", socket.display())]
+    Timeout { socket: PathBuf, waited: Duration },
     /// The daemon's answer was not the expected JSON.
     #[error("unexpected answer from appvisord ({status}): {source}")]
     Decode {
@@ -63,23 +69,68 @@ fn describe_connect_error(err: &io::Error) -> String {
 #[derive(Debug, Clone)]
 pub struct Client {
     socket: PathBuf,
+    /// How long the daemon may take to answer; `None`: forever.
+    timeout: Option<Duration>,
 }
 
 impl Client {
+    /// A client that waits for answers as long as it takes.
     pub fn new(socket: impl Into<PathBuf>) -> Client {
         Client {
             socket: socket.into(),
+            timeout: None,
         }
+    }
+
+    /// The same client, giving up on a request when the daemon has not
+    /// answered within `timeout` ([`ClientError::Timeout`]); `None` waits
+    /// forever.
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Client {
+        self.timeout = timeout;
+        self
     }
 
     pub fn socket(&self) -> &Path {
         &self.socket
     }
 
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Runs `request` within the timeout.
+    async fn within<T>(
+        &self,
+        request: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        match self.timeout {
+            None => request.await,
+            Some(waited) => {
+                tokio::time::timeout(waited, request)
+                    .await
+                    .unwrap_or_else(|_elapsed| {
+                        Err(ClientError::Timeout {
+                            socket: self.socket.clone(),
+                            waited,
+                        })
+                    })
+            }
+        }
+    }
+
     /// Sends one request and returns the response with its body unread,
-    /// for streams (`logs -f`, events). Error statuses become
-    /// [`ClientError::Api`].
+    /// for streams (`logs -f`, events); the timeout covers the response's
+    /// head only. Error statuses become [`ClientError::Api`].
     pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response<Incoming>, ClientError> {
+        self.within(self.send_unbounded(method, path, body)).await
+    }
+
+    async fn send_unbounded(
         &self,
         method: Method,
         path: &str,
@@ -124,8 +175,11 @@ impl Client {
 
     /// `GET` a JSON document.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let response = self.send(Method::GET, path, None).await?;
-        self.decode(response).await
+        self.within(async {
+            let response = self.send_unbounded(Method::GET, path, None).await?;
+            self.decode(response).await
+        })
+        .await
     }
 
     /// `POST` a JSON body and decode the JSON answer.
@@ -135,8 +189,11 @@ impl Client {
         body: &B,
     ) -> Result<T, ClientError> {
         let body = serde_json::to_vec(body).expect("protocol types serialize");
-        let response = self.send(Method::POST, path, Some(body)).await?;
-        self.decode(response).await
+        self.within(async {
+            let response = self.send_unbounded(Method::POST, path, Some(body)).await?;
+            self.decode(response).await
+        })
+        .await
     }
 
     async fn decode<T: DeserializeOwned>(
@@ -193,6 +250,30 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "cannot reach appvisord at /nonexistent/ctl.sock: no such file (is the daemon running?)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_daemon_that_accepts_but_never_answers_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("ctl.sock");
+        // Bound and listening, never accepting: what a stopped daemon is.
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let client = Client::new(&socket).with_timeout(Some(Duration::from_millis(200)));
+        let began = std::time::Instant::now();
+        let err = client.get::<crate::WhoAmI>("/v1/whoami").await.unwrap_err();
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            began.elapsed()
+        );
+        assert!(matches!(err, ClientError::Timeout { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "appvisord at {} did not answer within 200ms (is it stopped or overloaded?)",
+                socket.display()
+            )
         );
     }
 

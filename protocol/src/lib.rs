@@ -254,6 +254,10 @@ pub struct SecurityLimits {
     pub open_files: Option<u64>,
     /// RLIMIT_CORE: always 0.
     pub core: u64,
+    /// The limits above that are appvisord's defaults rather than the
+    /// app's `[limits]`, e.g. `tasks`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub defaults: Vec<String>,
 }
 
 /// One weighted check of the exposure score.
@@ -274,6 +278,11 @@ pub struct SecurityCheck {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppList {
     pub apps: Vec<AppStatus>,
+    /// What an admin should know about the daemon itself, one sentence
+    /// each: an operator-intent file it could not read, files in `apps_dir`
+    /// it ignores, apps it did not start. Empty for everyone else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
 }
 
 /// The caller's role, as `GET /v1/whoami` reports it.
@@ -372,6 +381,11 @@ pub struct ActionResult {
     /// On failure, the app's last log lines, stdout and stderr interleaved
     /// in arrival order.
     pub log_tail: Vec<String>,
+    /// Set when a start or stop was carried out but could not be saved in
+    /// `state_dir`: it holds only until the daemon restarts, unless a later
+    /// save succeeds first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent_error: Option<String>,
 }
 
 /// Body of `POST /v1/config/apply`.
@@ -394,6 +408,14 @@ pub struct InvalidApp {
     pub kept_running: bool,
 }
 
+/// A file in `apps_dir` the daemon does not load because of its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IgnoredFile {
+    pub file: String,
+    /// Why, and what name would be loaded.
+    pub reason: String,
+}
+
 /// Answer to `POST /v1/config/apply`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ApplyReport {
@@ -409,6 +431,13 @@ pub struct ApplyReport {
     pub removed: Vec<String>,
     pub unchanged: Vec<String>,
     pub invalid: Vec<InvalidApp>,
+    /// `*.toml` files whose names are not app names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<IgnoredFile>,
+    /// Valid apps the daemon did not start: its open-file limit has no
+    /// room for them (their status says why; `appctl start` tries again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_started: Vec<String>,
 }
 
 /// Which captured stream `GET /v1/apps/NAME/logs` shows: `stream=both`

@@ -41,9 +41,16 @@ pub enum Command {
     /// Validate the configuration offline and exit: 0 valid, 2 invalid.
     ///
     /// With FILEs, checks those app files; without, the daemon settings and
-    /// every file of their apps_dir. Suitable as a CM validate command and
-    /// as a service's ExecStartPre.
+    /// every file of their apps_dir. Suitable as a CM validate command;
+    /// with --settings-only, as a service's ExecStartPre.
     Check {
+        /// Check only what the daemon itself needs to start: the daemon
+        /// settings, and that apps_dir can be read. For a service manager's
+        /// pre-start check: an invalid app file is that app's problem (it
+        /// does not start, the others do), never a reason to keep the
+        /// daemon down.
+        #[arg(long, conflicts_with_all = ["files", "as_name"])]
+        settings_only: bool,
         /// Check the one FILE as the app NAME, whatever the file is called:
         /// for a CM tool's temporary copy, e.g. Ansible's
         /// `validate: appvisord check --as shop %s`.

@@ -2,28 +2,34 @@
 //! operator intent, signals and shutdown.
 //!
 //! Start-up, in order:
-//! 1. read `appvisor.toml` (an error ends the daemon with exit status 2);
-//! 2. become a child subreaper and start reaping;
-//! 3. find the cgroup v2 tree, and kill whatever an earlier daemon that
+//! 1. raise the soft open-file limit to the hard one (`fds`);
+//! 2. read `appvisor.toml` and check that `apps_dir` can be listed (an
+//!    error ends the daemon with exit status 2);
+//! 3. become a child subreaper and start reaping;
+//! 4. find the cgroup v2 tree, and kill whatever an earlier daemon that
 //!    died left in its app cgroups, so no duplicate fights for a port;
-//! 4. bind the control socket;
-//! 5. load `apps.d` and start every autostart app at once, each in its own
-//!    task (an app stopped by hand stays stopped);
-//! 6. tell a service manager READY=1, then serve until SIGTERM or SIGINT
-//!    (SIGHUP re-reads `apps.d`).
+//! 5. bind the control socket; read operator intent (`intents`);
+//! 6. load `apps.d` and start every autostart app at once, each in its own
+//!    task, as far as the open-file budget goes (an app stopped by hand
+//!    stays stopped);
+//! 7. tell a service manager READY=1, then serve until SIGTERM or SIGINT
+//!    (SIGHUP re-reads `appvisor.toml` and `apps.d`).
 //!
 //! Shutdown stops every app in parallel and returns once all are gone.
+
+mod fds;
+mod intents;
 
 use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use appvisor_protocol::{
-    Action, ActionRequest, ActionResult, ApiError, AppStatus, ApplyReport, ErrorCode, InvalidApp,
-    Outcome, State, StoppedBy,
+    Action, ActionRequest, ActionResult, ApiError, AppStatus, ApplyReport, ErrorCode, IgnoredFile,
+    InvalidApp, Outcome, State, StoppedBy,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
@@ -31,12 +37,14 @@ use tokio::sync::oneshot;
 use crate::acl::{self, AdminRules, Operation, Peer};
 use crate::app::{Answer, Cause};
 use crate::audit::{unix_now, Events};
-use crate::cgroup::{CgroupRoot, CgroupWatcher};
+use crate::cgroup::{CgroupRoot, CgroupWatcher, Controller};
 use crate::config::change::{self, Change};
 use crate::config::resolve::ResolvedApp;
 use crate::config::{self, AccessSpec, DaemonConfig};
 use crate::logs::{AppLogs, LogMark, Selection};
 use crate::supervise::{self, reaper::Reaper, Command, Handle, Shared, Snapshot};
+
+use intents::Intents;
 
 /// Lines of memory tail kept per stream for fast `logs` and failure reports.
 const TAIL_LINES: usize = 200;
@@ -103,6 +111,8 @@ struct Entry {
     /// Why the newest version of the file does not validate.
     error: Option<String>,
     handle: Option<Handle>,
+    /// Why a valid app has no task: no room in the open-file limit.
+    refused: Option<String>,
     since: u64,
 }
 
@@ -113,15 +123,22 @@ pub struct Daemon {
     config: RwLock<DaemonConfig>,
     apps: RwLock<BTreeMap<String, Entry>>,
     shared: Arc<Shared>,
-    intents: Intents,
+    intents: Arc<Intents>,
+    /// Files of `apps_dir` not loaded for their names, as of the last apply.
+    ignored: RwLock<Vec<IgnoredFile>>,
+    /// The open-file limit, shared out between apps. Taken after `apps`.
+    fds: Mutex<fds::FdBudget>,
     /// Serializes configuration changes.
     apply_lock: tokio::sync::Mutex<()>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(options: Options) -> Result<(), DaemonError> {
+    let nofile = raise_open_file_limit();
     let config = crate::judge::daemon_config(&options.config, options.config_explicit).await?;
     let spec = config.spec.clone();
+    // A missing apps_dir is a mistake, never "no apps".
+    crate::judge::check_apps_dir(&spec.apps_dir).await?;
     for dir in [&spec.log_dir, &spec.state_dir] {
         make_dir(dir, 0o755)?;
     }
@@ -146,27 +163,33 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
 
     let reaper = Reaper::start().map_err(DaemonError::Reaper)?;
     let cgroups = CgroupRoot::detect(&options.cgroup_name)?;
-    if let Some(root) = &cgroups {
-        match root.delegate_controllers() {
+    let v2_controllers = match &cgroups {
+        None => Vec::new(),
+        Some(root) => match root.delegate_controllers() {
             Ok(controllers) if controllers.is_empty() => {
                 tracing::debug!(
                     "no cgroup v2 controllers to hand to apps; [limits] use v1 hierarchies"
                 );
+                controllers
             }
             Ok(controllers) => {
                 tracing::info!(
                     ?controllers,
                     "cgroup v2 controllers enabled for app [limits]"
                 );
+                controllers
             }
-            Err(error) => tracing::warn!(
-                error = %error,
-                cause = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default(),
-                "cannot enable cgroup v2 controllers for apps, so [limits] can only use v1 hierarchies \
-                 (run appvisord as the only process of its cgroup, e.g. a systemd service with Delegate=yes)"
-            ),
-        }
-    }
+            Err(error) => {
+                tracing::warn!(
+                    error = %error,
+                    cause = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default(),
+                    "cannot enable cgroup v2 controllers for apps, so [limits] can only use v1 hierarchies \
+                     (run appvisord as the only process of its cgroup, e.g. a systemd service with Delegate=yes)"
+                );
+                Vec::new()
+            }
+        },
+    };
     let watcher = match &cgroups {
         Some(root) => {
             let watcher = CgroupWatcher::start()?;
@@ -185,6 +208,14 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         }
     };
     let listener = crate::ctl::bind_control_socket(&spec.control.socket)?;
+    // sandbox (issue 4): v1 limit hierarchies and the Landlock ABI cap.
+    let limits = crate::cgroup::LimitRoot::detect(&options.cgroup_name).unwrap_or_else(|error| {
+        tracing::warn!(%error, "no v1 hierarchies for limits");
+        crate::cgroup::LimitRoot::default()
+    });
+    let default_limits = default_limits(
+        v2_controllers.contains(&Controller::Pids.as_str()) || limits.has_v1(Controller::Pids),
+    );
     let shared = Arc::new(Shared {
         reaper,
         cgroups,
@@ -193,19 +224,27 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         notify_dir,
         probe_dir,
         lang: std::env::var("LANG").ok(),
-        // sandbox (issue 4): v1 limit hierarchies and the Landlock ABI cap.
-        limits: crate::cgroup::LimitRoot::detect(&options.cgroup_name).unwrap_or_else(|error| {
-            tracing::warn!(%error, "no v1 hierarchies for limits");
-            crate::cgroup::LimitRoot::default()
-        }),
+        limits,
+        default_limits,
         landlock_abi_max: crate::sandbox::landlock_abi_cap(),
         hide: vec![options.config.clone(), spec.apps_dir.clone()],
+        app_open_files: crate::sandbox::Rlimit {
+            resource: crate::sandbox::RlimitResource::OpenFiles,
+            soft: nofile.inherited,
+            hard: nofile.hard,
+        },
     });
+    let state_dir = spec.state_dir.clone();
+    let intents = tokio::task::spawn_blocking(move || Intents::load(&state_dir))
+        .await
+        .expect("loading operator intent does not panic");
     let daemon = Arc::new(Daemon {
-        intents: Intents::load(spec.state_dir.join("stopped.json")),
+        intents: Arc::new(intents),
         options,
         config: RwLock::new(config),
         apps: RwLock::new(BTreeMap::new()),
+        ignored: RwLock::new(Vec::new()),
+        fds: Mutex::new(fds::FdBudget::new(nofile.soft)),
         shared,
         apply_lock: tokio::sync::Mutex::new(()),
     });
@@ -214,7 +253,13 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
 
-    let report = daemon.apply_config(false, None).await.unwrap_or_default();
+    let report = daemon
+        .apply_config(false, None)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::error!("no app started: {}", error.message);
+            ApplyReport::default()
+        });
     tracing::info!(
         apps = report.added.len(),
         invalid = report.invalid.len(),
@@ -230,8 +275,13 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
-                tracing::info!("SIGHUP: re-reading apps.d");
-                let _ = daemon.apply_config(false, None).await;
+                tracing::info!("SIGHUP: re-reading appvisor.toml and apps.d");
+                if let Err(error) = daemon.apply_config(false, None).await {
+                    tracing::error!(
+                        "SIGHUP changed nothing, the running configuration stays: {}",
+                        error.message
+                    );
+                }
             }
         }
     }
@@ -244,6 +294,43 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     let _ = std::fs::remove_file(&spec.control.socket);
     tracing::info!("all apps stopped");
     Ok(())
+}
+
+/// The limits of apps that set none, where a controller can enforce them.
+fn default_limits(pids_controller: bool) -> config::DefaultLimits {
+    let defaults = config::DefaultLimits::for_host(config::default_limits::host_max_tasks());
+    match (defaults.describe(), pids_controller) {
+        (Some(what), true) => {
+            tracing::info!("apps without [limits] get {what}");
+            defaults
+        }
+        (Some(what), false) => {
+            tracing::warn!("no pids controller for apps: no default {what}");
+            config::DefaultLimits::default()
+        }
+        (None, _) => defaults,
+    }
+}
+
+/// Raises the daemon's soft open-file limit to the hard one, and says so.
+fn raise_open_file_limit() -> fds::NofileLimit {
+    match fds::raise() {
+        Ok(limit) => {
+            if limit.soft > limit.inherited {
+                tracing::info!(
+                    from = limit.inherited,
+                    to = limit.soft,
+                    "raised the open-file limit (apps keep {})",
+                    limit.inherited
+                );
+            }
+            limit
+        }
+        Err((limit, error)) => {
+            tracing::warn!(%error, soft = limit.soft, hard = limit.hard, "cannot raise the open-file limit");
+            limit
+        }
+    }
 }
 
 /// Serves `[status] listen`, if set. An address that cannot be bound is
@@ -404,6 +491,13 @@ impl Daemon {
                 snapshot: h.snapshot.clone(),
                 logs: h.logs.clone(),
             }),
+            None if entry.refused.is_some() => Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "{name} was {}",
+                    entry.refused.as_deref().unwrap_or("not started")
+                ),
+            )),
             None => Err(ApiError::new(
                 ErrorCode::Conflict,
                 format!(
@@ -428,6 +522,9 @@ impl Daemon {
         peer: &Peer,
         request: &ActionRequest,
     ) -> Result<ActionResult, ApiError> {
+        if matches!(action, Action::Start | Action::Restart) {
+            self.start_refused(name);
+        }
         let AppChannels {
             commands,
             snapshot,
@@ -438,12 +535,14 @@ impl Daemon {
             uid: peer.uid,
             at: unix_now(),
         });
-        match action {
-            Action::Start | Action::Restart | Action::Stop => {
-                self.intents.set(name, stopped_by.clone());
-            }
-            Action::Reload | Action::Signal => {}
-        }
+        let intent_error = match action {
+            Action::Start | Action::Restart | Action::Stop => self
+                .record_intent(name, stopped_by.clone())
+                .await
+                .err()
+                .map(|error| error.to_string()),
+            Action::Reload | Action::Signal => None,
+        };
         // This attempt's output only: not the lines of earlier attempts.
         let mark = logs.mark();
         let (reply, answer) = oneshot::channel();
@@ -476,7 +575,103 @@ impl Daemon {
             Ok(Err(_)) => return Err(gone(name)),
             Err(_elapsed) => (Outcome::Timeout, mark),
         };
-        Ok(action_result(name, action, outcome, &snapshot, &logs, mark))
+        Ok(ActionResult {
+            intent_error,
+            ..action_result(name, action, outcome, &snapshot, &logs, mark)
+        })
+    }
+
+    /// Records a stop (`Some`) or start (`None`) by hand, saved in
+    /// `state_dir` off the runtime (it fsyncs).
+    async fn record_intent(
+        &self,
+        name: &str,
+        stopped_by: Option<StoppedBy>,
+    ) -> Result<(), intents::SaveError> {
+        let intents = self.intents.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || intents.record(&name, stopped_by))
+            .await
+            .expect("saving operator intent does not panic")
+    }
+
+    /// Saves operator intent again if an earlier save failed; the error is
+    /// logged and shown in status.
+    async fn save_pending_intent(&self) {
+        let intents = self.intents.clone();
+        let _ = tokio::task::spawn_blocking(move || intents.save_pending()).await;
+    }
+
+    /// What an admin should know about the daemon (`AppList::notices`).
+    pub fn notices(&self, peer: &Peer) -> Vec<String> {
+        if !acl::is_admin(peer, &self.admin_rules()) {
+            return Vec::new();
+        }
+        let ignored = self.ignored.read().unwrap_or_else(|e| e.into_inner());
+        let refused = self.refused_apps();
+        let refused = (!refused.is_empty()).then(|| {
+            format!(
+                "{} not started for want of open files (appvisord's limit is {}): {}",
+                plural(refused.len(), "app"),
+                self.fds().limit(),
+                refused.join(", ")
+            )
+        });
+        self.intents
+            .notices()
+            .into_iter()
+            .chain(
+                ignored
+                    .iter()
+                    .map(|i| format!("{} is ignored: {}", i.file, i.reason)),
+            )
+            .chain(refused)
+            .collect()
+    }
+
+    /// Valid apps without a task: no room in the open-file limit.
+    fn refused_apps(&self) -> Vec<String> {
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        apps.iter()
+            .filter(|(_, entry)| entry.handle.is_none() && entry.refused.is_some())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    fn fds(&self) -> MutexGuard<'_, fds::FdBudget> {
+        self.fds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A manual start works from any state: an app refused for want of
+    /// open files gets its task now if there is room.
+    fn start_refused(&self, name: &str) {
+        let log_dir = self
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .spec
+            .log_dir
+            .clone();
+        let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = apps.get_mut(name) {
+            if entry.handle.is_none() && entry.refused.is_some() {
+                self.admit_and_start(name, entry, &log_dir);
+            }
+        }
+    }
+
+    /// Starts the task of `entry`'s valid app if the open-file budget has
+    /// room for it, else records why not.
+    fn admit_and_start(&self, name: &str, entry: &mut Entry, log_dir: &Path) {
+        let Some(app) = entry.app.clone() else {
+            return;
+        };
+        if let Err(refusal) = self.fds().admit(name, fds::app_cost(&app.spec)) {
+            entry.refused = Some(format!("not started: {refusal}"));
+            return;
+        }
+        entry.refused = None;
+        entry.handle = Some(self.start_app(name, app, log_dir));
     }
 
     /// `appctl signal`.
@@ -531,13 +726,27 @@ impl Daemon {
                 .map_err(|errors| ApiError::new(ErrorCode::InvalidConfig, errors.to_string()))?;
         // An unreadable apps_dir must not look like "no apps": that would
         // stop every app.
-        let candidates = crate::judge::scan(&daemon_config)
+        let scan = crate::judge::scan(&daemon_config)
             .await
             .map_err(|errors| ApiError::new(ErrorCode::InvalidConfig, errors.to_string()));
         release_freed_memory();
-        let candidates = candidates?;
+        let crate::judge::Scan {
+            candidates,
+            ignored,
+        } = scan?;
+        let ignored = ignored
+            .into_iter()
+            .map(|err| IgnoredFile {
+                file: err.file.display().to_string(),
+                reason: match &err.hint {
+                    Some(hint) => format!("{} ({hint})", err.message),
+                    None => err.message.clone(),
+                },
+            })
+            .collect();
         let mut report = ApplyReport {
             dry_run,
+            ignored,
             ..ApplyReport::default()
         };
         let current: BTreeMap<String, Option<Arc<ResolvedApp>>> = self
@@ -572,6 +781,7 @@ impl Daemon {
         if dry_run {
             return Ok(report);
         }
+        self.save_pending_intent().await;
         let who = peer.map(|p| p.user.as_str()).unwrap_or("the daemon");
         tracing::info!(
             by = who,
@@ -585,6 +795,12 @@ impl Daemon {
         for invalid in &report.invalid {
             tracing::warn!(app = %invalid.name, errors = %invalid.errors.join("; "), "app file does not validate");
         }
+        for ignored in &report.ignored {
+            tracing::warn!(file = %ignored.file, reason = %ignored.reason, "ignoring a file in apps.d");
+        }
+        report
+            .ignored
+            .clone_into(&mut self.ignored.write().unwrap_or_else(|e| e.into_inner()));
         let log_dir = daemon_config.spec.log_dir.clone();
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = daemon_config;
 
@@ -605,6 +821,7 @@ impl Daemon {
                 app: None,
                 error: None,
                 handle: None,
+                refused: None,
                 since: unix_now(),
             });
             entry.file = candidate.file;
@@ -613,7 +830,9 @@ impl Daemon {
                 Ok(app) => {
                     entry.error = None;
                     let change = match &entry.app {
-                        Some(old) if **old == *app => continue,
+                        // Unchanged and running: nothing to do. Unchanged
+                        // but refused for want of open files: tried again.
+                        Some(old) if **old == *app && entry.handle.is_some() => continue,
                         // What differs derives from the settings (the
                         // exposure checks): adopted, nothing else to do.
                         Some(old) => change::resolved_change(old, &app).unwrap_or(Change {
@@ -627,24 +846,48 @@ impl Daemon {
                             start: app.spec.autostart,
                         },
                     };
-                    entry.app = Some(app.clone());
                     match &entry.handle {
                         Some(handle) => {
+                            // The running version keeps what it holds when
+                            // the new one needs more than there is.
+                            if let Err(refusal) = self.fds().admit(&name, fds::app_cost(&app.spec))
+                            {
+                                entry.error = Some(format!("not applied: {refusal}"));
+                                continue;
+                            }
+                            entry.app = Some(app.clone());
                             let (reply, done) = oneshot::channel();
                             let replace = Command::Replace { app, change, reply };
                             if handle.commands.send(replace).is_ok() {
                                 replies.push(done);
                             }
                         }
-                        None => entry.handle = Some(self.start_app(&name, app, &log_dir)),
+                        None => {
+                            entry.app = Some(app);
+                            self.admit_and_start(&name, entry, &log_dir);
+                            if entry.refused.is_some() {
+                                report.not_started.push(name.clone());
+                            }
+                        }
                     }
                 }
             }
+        }
+        if !report.not_started.is_empty() {
+            tracing::error!(
+                limit = self.fds().limit(),
+                apps = ?report.not_started,
+                "no room in the open-file limit: {} not started (raise LimitNOFILE and restart appvisord)",
+                plural(report.not_started.len(), "app")
+            );
         }
         for reply in replies {
             let _ = reply.await;
         }
         stop_all(removed.into_iter().filter_map(|e| e.handle), Cause::Config).await;
+        for name in &report.removed {
+            self.fds().release(name);
+        }
         Ok(report)
     }
 
@@ -658,6 +901,7 @@ impl Daemon {
     }
 
     async fn shutdown(&self) {
+        self.save_pending_intent().await;
         let handles: Vec<Handle> = {
             let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
             apps.values_mut().filter_map(|e| e.handle.take()).collect()
@@ -723,6 +967,11 @@ async fn stop_all(handles: impl Iterator<Item = Handle>, cause: Cause) {
     }
 }
 
+/// "1 app", "3 apps".
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
 fn gone(name: &str) -> ApiError {
     ApiError::new(
         ErrorCode::Unavailable,
@@ -760,6 +1009,7 @@ fn action_result(
         outcome,
         status: snapshot.borrow().status_now(),
         log_tail,
+        intent_error: None,
     }
 }
 
@@ -779,6 +1029,24 @@ fn entry_status(name: &str, entry: &Entry) -> AppStatus {
             status.log_dropped_bytes = logs.dropped_bytes;
             status
         }
+        None if entry.refused.is_some() => {
+            let app = entry.app.as_ref().map(|app| (&app.spec, &app.user_name));
+            AppStatus {
+                since: entry.since,
+                description: app.map(|(s, _)| s.description.clone()).unwrap_or_default(),
+                user: app.map(|(_, u)| (*u).clone()).unwrap_or_default(),
+                directory: app
+                    .map(|(s, _)| s.directory.display().to_string())
+                    .unwrap_or_default(),
+                config_error: entry.error.clone(),
+                // A manual start tries again, as for any fatal app.
+                ..supervise::bare_status(
+                    name,
+                    State::Fatal,
+                    entry.refused.clone().unwrap_or_default(),
+                )
+            }
+        }
         None => AppStatus {
             since: entry.since,
             // The reason says it all: there is no last valid version.
@@ -793,62 +1061,4 @@ fn entry_status(name: &str, entry: &Entry) -> AppStatus {
             )
         },
     }
-}
-
-/// Operator intent: which apps were stopped by hand, and by whom, kept in
-/// `state_dir` so it survives updates and daemon restarts.
-#[derive(Debug)]
-struct Intents {
-    path: PathBuf,
-    stopped: Mutex<BTreeMap<String, StoppedBy>>,
-}
-
-impl Intents {
-    fn load(path: PathBuf) -> Intents {
-        let stopped = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|err| {
-                tracing::warn!(path = %path.display(), error = %err, "ignoring an unreadable operator-intent file");
-                BTreeMap::new()
-            }),
-            Err(_) => BTreeMap::new(),
-        };
-        Intents {
-            path,
-            stopped: Mutex::new(stopped),
-        }
-    }
-
-    fn get(&self, app: &str) -> Option<StoppedBy> {
-        self.stopped
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(app)
-            .cloned()
-    }
-
-    /// Records that `app` was stopped by hand (`Some`) or started (`None`).
-    fn set(&self, app: &str, stopped_by: Option<StoppedBy>) {
-        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
-        let changed = match stopped_by {
-            Some(by) => {
-                stopped.insert(app.to_owned(), by);
-                true
-            }
-            None => stopped.remove(app).is_some(),
-        };
-        if changed {
-            if let Err(err) = write_atomically(
-                &self.path,
-                &serde_json::to_vec_pretty(&*stopped).unwrap_or_default(),
-            ) {
-                tracing::warn!(path = %self.path.display(), error = %err, "saving operator intent");
-            }
-        }
-    }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }

@@ -106,12 +106,28 @@ pub async fn daemon_config(path: &Path, explicit: bool) -> Result<DaemonConfig, 
     })
 }
 
+/// `apps_dir`, judged.
+#[derive(Debug)]
+pub struct Scan {
+    pub candidates: BTreeMap<String, Candidate>,
+    /// `*.toml` files not loaded because of their names, each with why.
+    pub ignored: Vec<ConfigError>,
+}
+
+/// That `dir` can be listed ([`config::check_apps_dir`]), off the runtime.
+pub async fn check_apps_dir(dir: &Path) -> Result<(), ConfigErrors> {
+    let owned = dir.to_owned();
+    run_blocking(JUDGE_TIMEOUT, move || config::check_apps_dir(&owned))
+        .await
+        .unwrap_or_else(|unjudged| {
+            Err(ConfigError::new(dir, format!("cannot read apps directory: {unjudged}")).into())
+        })
+}
+
 /// Validates and resolves every file of `apps_dir`, then checks that no two
 /// valid apps claim the same listen address. A directory that cannot be
 /// listed is an error, never an empty list: that would remove every app.
-pub async fn scan(
-    daemon_config: &DaemonConfig,
-) -> Result<BTreeMap<String, Candidate>, ConfigErrors> {
+pub async fn scan(daemon_config: &DaemonConfig) -> Result<Scan, ConfigErrors> {
     let dir = daemon_config.spec.apps_dir.clone();
     let files = run_blocking(JUDGE_TIMEOUT, move || config::load::app_files(&dir))
         .await
@@ -124,10 +140,11 @@ pub async fn scan(
         })?;
 
     let mut named = Vec::new();
+    let mut ignored = Vec::new();
     for path in files {
         match config::load::app_name(&path) {
             Ok(name) => named.push((name, path)),
-            Err(err) => tracing::warn!(error = %err, "ignoring a file in apps.d"),
+            Err(err) => ignored.push(err),
         }
     }
     let defaults = Arc::new(daemon_config.defaults.clone());
@@ -181,7 +198,10 @@ pub async fn scan(
             candidate.app = Err(errors);
         }
     }
-    Ok(candidates)
+    Ok(Scan {
+        candidates,
+        ignored,
+    })
 }
 
 /// One file: read and validated (one at a time), then resolved, every

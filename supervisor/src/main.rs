@@ -33,7 +33,12 @@ fn main() -> ExitCode {
     let config_explicit = cli.config.is_some();
     let config = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
 
-    if let Some(Command::Check { files, as_name }) = cli.command {
+    if let Some(Command::Check {
+        files,
+        as_name,
+        settings_only,
+    }) = cli.command
+    {
         if as_name.is_some() && files.len() != 1 {
             use clap::CommandFactory as _;
             Cli::command()
@@ -43,13 +48,20 @@ fn main() -> ExitCode {
                 )
                 .exit();
         }
-        let report = appvisor::config::check(
-            &config,
-            config_explicit,
-            &files,
-            as_name.as_ref(),
-            &appvisor::config::resolve::SystemUserDb,
-        );
+        let report = if settings_only {
+            appvisor::config::check_settings(&config, config_explicit)
+        } else {
+            appvisor::config::check(
+                &config,
+                config_explicit,
+                &files,
+                as_name.as_ref(),
+                &appvisor::config::resolve::SystemUserDb,
+            )
+            .with_default_limits(&appvisor::config::DefaultLimits::for_host(
+                appvisor::config::default_limits::host_max_tasks(),
+            ))
+        };
         print!("{report}");
         return if report.is_ok() {
             ExitCode::SUCCESS

@@ -49,6 +49,9 @@ pub struct DaemonOptions {
     /// The directory holding the `appvisord` and `appctl` to run; `None`
     /// runs the ones `cargo test` built.
     pub bin_dir: Option<PathBuf>,
+    /// RLIMIT_NOFILE (soft, hard) to start the daemon under, set by
+    /// `prlimit(1)`; `None` keeps the test's own.
+    pub open_files: Option<(u64, u64)>,
 }
 
 impl Default for DaemonOptions {
@@ -62,6 +65,7 @@ impl Default for DaemonOptions {
             cgroup: None,
             ready_timeout: Duration::from_secs(20),
             bin_dir: None,
+            open_files: None,
         }
     }
 }
@@ -228,7 +232,17 @@ impl Daemon {
             Some(dir) => (dir.join("appvisord"), dir.join("appctl")),
             None => (bins::appvisord(), bins::appctl()),
         };
-        let mut cmd = Command::new(appvisord);
+        let mut cmd = match options.open_files {
+            None => Command::new(appvisord),
+            // prlimit execs the daemon: the pid stays the daemon's.
+            Some((soft, hard)) => {
+                let mut cmd = Command::new("prlimit");
+                cmd.arg(format!("--nofile={soft}:{hard}"))
+                    .arg("--")
+                    .arg(appvisord);
+                cmd
+            }
+        };
         cmd.arg("--config")
             .arg(&config)
             .arg("--cgroup")

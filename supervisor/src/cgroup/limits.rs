@@ -143,6 +143,11 @@ impl LimitRoot {
         Ok(LimitRoot { v1 })
     }
 
+    /// Whether a v1 hierarchy carries `controller`.
+    pub fn has_v1(&self, controller: Controller) -> bool {
+        self.v1.iter().any(|(c, _)| *c == controller)
+    }
+
     /// A root over the given v1 instance directories; no I/O (tests).
     pub fn at(v1: Vec<(Controller, PathBuf)>) -> LimitRoot {
         LimitRoot { v1 }
@@ -271,6 +276,11 @@ impl AppLimits {
             }
         }
         Ok(())
+    }
+
+    /// Whether some hierarchy can carry `controller`'s limits for this app.
+    pub fn carries(&self, controller: Controller) -> bool {
+        self.place(controller).is_some()
     }
 
     /// The `cgroup.procs` files the exec helper joins besides the v2 one:

@@ -8,9 +8,11 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use super::default_limits::DefaultLimits;
 use super::error::ConfigError;
 use super::load::{
-    app_files, app_name, load_daemon_or_default, load_valid_app, load_valid_app_named, DaemonConfig,
+    app_files, app_name, check_apps_dir, load_daemon_or_default, load_valid_app,
+    load_valid_app_named, DaemonConfig,
 };
 use super::resolve::{check_conflicts, UserDb};
 use super::spec::{AppName, AppSpec, Signal};
@@ -32,6 +34,10 @@ pub struct CheckReport {
     /// Each app file checked, and whether it is valid: it validates,
     /// resolves, and holds no address another app holds.
     pub apps: Vec<(PathBuf, bool)>,
+    /// Valid apps checked whose limits (with `[defaults]`) set no `tasks`.
+    pub without_tasks_limit: Vec<String>,
+    /// What else a person should know, e.g. the default limits.
+    pub notes: Vec<String>,
 }
 
 impl CheckReport {
@@ -81,6 +87,17 @@ impl CheckReport {
         }
         out
     }
+
+    /// Notes the limits the daemon's `defaults` give the apps checked.
+    pub fn with_default_limits(mut self, defaults: &DefaultLimits) -> CheckReport {
+        if let (false, Some(what)) = (self.without_tasks_limit.is_empty(), defaults.describe()) {
+            self.notes.push(format!(
+                "{what} by default for the apps without [limits] tasks: {}",
+                self.without_tasks_limit.join(", ")
+            ));
+        }
+        self
+    }
 }
 
 impl fmt::Display for CheckReport {
@@ -91,8 +108,34 @@ impl fmt::Display for CheckReport {
         for warning in &self.warnings {
             writeln!(f, "warning: {warning}")?;
         }
+        for note in &self.notes {
+            writeln!(f, "note: {note}")?;
+        }
         f.write_str(&self.summary())
     }
+}
+
+/// Checks what the daemon itself needs to start, and nothing else:
+/// `appvisor.toml`, and that its `apps_dir` can be listed. App files are
+/// not read: an invalid app file is that app's problem, never the
+/// daemon's, so a service manager's pre-start check must not fail on one.
+pub fn check_settings(daemon_config: &Path, explicit: bool) -> CheckReport {
+    let mut report = CheckReport::default();
+    match load_daemon_or_default(daemon_config, explicit) {
+        Ok(daemon) => {
+            if daemon_config.exists() {
+                report.checked.push(daemon_config.to_owned());
+            }
+            if let Err(errors) = check_apps_dir(&daemon.spec.apps_dir) {
+                report.errors.extend(errors);
+            }
+        }
+        Err(errors) => {
+            report.checked.push(daemon_config.to_owned());
+            report.errors.extend(errors);
+        }
+    }
+    report
 }
 
 /// Checks the daemon config and, with no `files`, every app in its
@@ -171,13 +214,18 @@ pub fn check(
                 );
                 report.warnings.extend(valid.unknown_operators(db));
                 match valid.resolve(db) {
-                    Ok(resolved) => report.warnings.extend(
-                        resolved
-                            .weaknesses
-                            .iter()
-                            .filter(|weakness| weakness.kind.needs_identity())
-                            .map(|weakness| valid.positions.locate(file, weakness)),
-                    ),
+                    Ok(resolved) => {
+                        report.warnings.extend(
+                            resolved
+                                .weaknesses
+                                .iter()
+                                .filter(|weakness| weakness.kind.needs_identity())
+                                .map(|weakness| valid.positions.locate(file, weakness)),
+                        );
+                        if valid.spec.limits.tasks.is_none() {
+                            report.without_tasks_limit.push(valid.spec.name.to_string());
+                        }
+                    }
                     Err(errors) => report.errors.extend(errors),
                 }
                 specs.push(valid);
@@ -381,6 +429,63 @@ mod tests {
     }
 
     #[test]
+    fn the_report_notes_the_default_tasks_limit_of_apps_without_one() {
+        let host = Host::new();
+        host.write("apps.d/shop.toml", &host.app_text(""));
+        host.write("apps.d/blog.toml", &host.app_text("[limits]\ntasks = 64\n"));
+        let report = host
+            .check(&[])
+            .with_default_limits(&DefaultLimits::for_host(Some(32_768)));
+        assert_eq!(
+            report.to_string(),
+            format!(
+                "note: tasks = 4915 (15% of the host's 32768 tasks) by default for the apps \
+                 without [limits] tasks: shop\nchecked {} and 2 app files: 2 valid",
+                host.path("appvisor.toml").display()
+            )
+        );
+        fs::write(
+            host.path("appvisor.toml"),
+            format!(
+                "apps_dir = \"{}\"\n[defaults.limits]\ntasks = 100\n",
+                host.path("apps.d").display()
+            ),
+        )
+        .unwrap();
+        let report = host
+            .check(&[])
+            .with_default_limits(&DefaultLimits::for_host(Some(32_768)));
+        assert!(report.notes.is_empty(), "[defaults] sets it: {report}");
+    }
+
+    #[test]
+    fn settings_only_ignores_app_files_but_not_a_missing_apps_dir() {
+        let host = Host::new();
+        host.write("apps.d/shop.toml", "user = \"shop\"\nno_such_key = 1\n");
+        let settings = check_settings(&host.path("appvisor.toml"), true);
+        assert!(settings.is_ok(), "{settings}");
+        assert_eq!(settings.checked, [host.path("appvisor.toml")]);
+        assert!(!host.check(&[]).is_ok(), "the full check still sees it");
+
+        fs::remove_dir_all(host.path("apps.d")).unwrap();
+        let settings = check_settings(&host.path("appvisor.toml"), true);
+        assert_eq!(
+            settings
+                .errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [format!(
+                "{}: cannot read apps directory: No such file or directory (os error 2) \
+                 (create it or give the right path)",
+                host.path("apps.d").display()
+            )]
+        );
+        fs::write(host.path("appvisor.toml"), "apps_dir = 3\n").unwrap();
+        assert!(!check_settings(&host.path("appvisor.toml"), true).is_ok());
+    }
+
+    #[test]
     fn whole_host_ok() {
         let host = Host::new();
         host.write(
@@ -468,6 +573,7 @@ mod tests {
                     .enumerate()
                     .map(|(i, valid)| (PathBuf::from(format!("{i}.toml")), *valid))
                     .collect(),
+                ..CheckReport::default()
             }
             .summary()
         };

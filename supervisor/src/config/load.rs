@@ -134,6 +134,12 @@ pub fn scan_apps_dir(dir: &Path, defaults: &Defaults) -> Result<Vec<AppFile>, Co
         .collect())
 }
 
+/// Checks that `dir` is a directory the daemon can list: a missing or
+/// unreadable `apps_dir` is a mistake to report, never "no apps".
+pub fn check_apps_dir(dir: &Path) -> Result<(), ConfigErrors> {
+    app_files(dir).map(drop)
+}
+
 /// The app files in `dir`: every `*.toml` entry but a directory, not
 /// hidden, sorted by file name. Editor leftovers (`.shop.toml.swp`,
 /// `shop.toml~`) do not end in `.toml` or are hidden, so they are skipped.

@@ -4,12 +4,15 @@
 //! rejects unknown keys; `validate` turns raw values into [`AppSpec`] and
 //! [`DaemonSpec`], gathering every error; `resolve` looks users and groups
 //! up behind the [`resolve::UserDb`] trait and checks the paths an app
-//! needs. Only `load`, `check` and `resolve` touch the file system.
+//! needs. `default_limits` has the limits of apps that set none. Only
+//! `load`, `check` and `resolve` touch the file system, and
+//! `default_limits` reads the host's task ceiling from `/proc/sys`.
 
 pub mod change;
 pub mod check;
 #[cfg(test)]
 mod contract_tests;
+pub mod default_limits;
 pub mod env_file;
 pub mod error;
 pub mod load;
@@ -24,10 +27,12 @@ pub(crate) mod test_spec;
 pub mod uwsgi;
 pub mod validate;
 
-pub use check::{check, CheckReport};
+pub use check::{check, check_settings, CheckReport};
+pub use default_limits::DefaultLimits;
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{
-    load_app, load_daemon, load_daemon_or_default, scan_apps_dir, AppFile, DaemonConfig,
+    check_apps_dir, load_app, load_daemon, load_daemon_or_default, scan_apps_dir, AppFile,
+    DaemonConfig,
 };
 pub use resolve::{check_conflicts, resolve, ResolvedApp, SystemUserDb, UserDb};
 pub use spec::*;

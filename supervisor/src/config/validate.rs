@@ -42,7 +42,9 @@
 //! | `sandbox.bind_ports` | absent: the TCP ports of `[[listen]]` |
 //! | `sandbox.connect_ports` | absent: any port |
 //! | `sandbox.network`, `sandbox.landlock` | `"host"`, `"require"` |
-//! | `limits.*` | absent: no limit |
+//! | `limits.tasks` | absent here; the daemon applies 15% of the host's tasks (`default_limits`) |
+//! | `limits.memory`, `limits.cpu` | absent: no limit |
+//! | `limits.open_files` | absent: the soft limit appvisord was started with |
 //!
 //! Daemon settings default to DESIGN.md's example values; paths in
 //! `appvisor.toml` must be absolute.

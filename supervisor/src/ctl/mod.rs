@@ -39,7 +39,7 @@ pub use body::ResponseBody;
 pub use socket::{bind_control_socket, SocketError};
 
 /// Connections served at once; more are answered 503 and closed.
-const MAX_CONNECTIONS: usize = 256;
+pub(crate) const MAX_CONNECTIONS: usize = 256;
 /// Connections one uid other than root may hold at once, so that a local
 /// user holding connections open cannot lock everyone else out.
 const MAX_CONNECTIONS_PER_UID: usize = 16;
@@ -276,6 +276,7 @@ async fn dispatch(
         }
         Route::Apps => Ok(json_response(&appvisor_protocol::AppList {
             apps: daemon.statuses(peer),
+            notices: daemon.notices(peer),
         })),
         Route::App(name) => {
             authorize_app(daemon, peer, name, Operation::View, "see")?;
@@ -302,6 +303,7 @@ async fn dispatch(
                         outcome: appvisor_protocol::Outcome::Done,
                         status,
                         log_tail: Vec::new(),
+                        intent_error: None,
                     }
                 })
             } else {

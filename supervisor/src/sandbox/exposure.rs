@@ -25,7 +25,7 @@ use super::rules::{app_venv, listen_ports, PathAccess, Requirement, RuleOrigin, 
 use super::Verified;
 use crate::config::resolve::ResolvedApp;
 use crate::config::security::{is_broad, WeaknessKind};
-use crate::config::NetworkMode;
+use crate::config::{LimitSpec, NetworkMode};
 
 /// One check of the score. Weights say how much an attacker holding the
 /// app gains when the check fails.
@@ -169,7 +169,11 @@ impl Check {
             ),
             Check::OwnUser => ("own-user", "a user of its own, not nobody", 1),
             Check::MemoryLimit => ("memory-limit", "[limits] memory set", 1),
-            Check::TasksLimit => ("tasks-limit", "[limits] tasks set", 1),
+            Check::TasksLimit => (
+                "tasks-limit",
+                "tasks limited ([limits] tasks, or the default)",
+                1,
+            ),
             Check::CpuLimit => ("cpu-limit", "[limits] cpu set", 1),
         }
     }
@@ -192,6 +196,8 @@ struct Facts<'a> {
     enforced: bool,
     /// (path as granted, where it led, access, origin) of the app's own rules.
     granted: Vec<(PathBuf, PathBuf, PathAccess, RuleOrigin)>,
+    /// The limits the app gets, defaults included.
+    limits: &'a SecurityLimits,
 }
 
 /// Whether `check` passes, and why not when there is more to say.
@@ -296,9 +302,9 @@ fn passes(check: Check, f: &Facts<'_>) -> Result<(), Option<String>> {
         Check::PrivateUmask => weakness(WeaknessKind::WorldWritableUmask),
         Check::AccessNarrow => weakness(WeaknessKind::AccessForEveryone),
         Check::OwnUser => weakness(WeaknessKind::SharedUser),
-        Check::MemoryLimit => ok(spec.limits.memory.is_some()),
-        Check::TasksLimit => ok(spec.limits.tasks.is_some()),
-        Check::CpuLimit => ok(spec.limits.cpu.is_some()),
+        Check::MemoryLimit => ok(f.limits.memory.is_some()),
+        Check::TasksLimit => ok(f.limits.tasks.is_some()),
+        Check::CpuLimit => ok(f.limits.cpu.is_some()),
     }
 }
 
@@ -312,13 +318,27 @@ pub fn exposure_score(checks: &[SecurityCheck]) -> f64 {
     (f64::from(failed) * 100.0 / f64::from(total)).round() / 10.0
 }
 
+/// `[limits]` as the app's file sets them, with no default added.
+pub fn configured_limits(limits: &LimitSpec) -> SecurityLimits {
+    SecurityLimits {
+        memory: limits.memory,
+        tasks: limits.tasks,
+        cpu: limits.cpu,
+        open_files: limits.open_files,
+        core: 0,
+        defaults: Vec::new(),
+    }
+}
+
 /// The security report of `app`: what its last spawn put in force, or,
-/// before one, what `plan` would.
+/// before one, what `plan` would; `limits` are the limits it gets,
+/// defaults included.
 pub fn report(
     app: &ResolvedApp,
     plan: &SandboxPlan,
     last: LastSpawn<'_>,
     kernel_abi: u8,
+    limits: SecurityLimits,
 ) -> AppSecurity {
     let spec = &app.spec;
     let landlock = landlock_security(plan, last.landlock, kernel_abi);
@@ -363,6 +383,7 @@ pub fn report(
         last,
         enforced,
         granted,
+        limits: &limits,
     };
     let checks: Vec<SecurityCheck> = Check::ALL
         .iter()
@@ -401,13 +422,7 @@ pub fn report(
             NetworkMode::None => "none",
         }
         .to_owned(),
-        limits: SecurityLimits {
-            memory: spec.limits.memory,
-            tasks: spec.limits.tasks,
-            cpu: spec.limits.cpu,
-            open_files: spec.limits.open_files,
-            core: 0,
-        },
+        limits,
         no_new_privs: verified.map_or(plan.no_new_privs, |v| v.no_new_privs),
         capabilities: verified.map(|v| v.capabilities.clone()).unwrap_or_default(),
         hidden: plan
@@ -532,7 +547,13 @@ mod tests {
             ..SandboxInputs::default()
         };
         let plan = SandboxPlan::build(&app.spec, &inputs);
-        report(app, &plan, LastSpawn::default(), kernel_abi)
+        report(
+            app,
+            &plan,
+            LastSpawn::default(),
+            kernel_abi,
+            configured_limits(&app.spec.limits),
+        )
     }
 
     /// What a full spawn of `plan` on ABI 7 reports, every path resolving
@@ -696,14 +717,26 @@ mod tests {
             (app, plan, record)
         };
         let (app, plan, record) = tight();
-        let security = report(&app, &plan, record.last(), 7);
+        let security = report(
+            &app,
+            &plan,
+            record.last(),
+            7,
+            configured_limits(&app.spec.limits),
+        );
         assert_eq!(failed(&security), Vec::<&str>::new());
         assert_eq!(security.exposure, 0.0);
 
         for check in Check::ALL {
             let (mut app, mut plan, mut record) = tight();
             breaker(check)(&mut app, &mut plan, &mut record);
-            let security = report(&app, &plan, record.last(), 7);
+            let security = report(
+                &app,
+                &plan,
+                record.last(),
+                7,
+                configured_limits(&app.spec.limits),
+            );
             let (id, _, weight) = check.describe();
             assert!(
                 failed(&security).contains(&id),
@@ -730,7 +763,13 @@ mod tests {
              on its path that only root can change)"
                 .into(),
         );
-        let security = report(&app, &plan, record.last(), 7);
+        let security = report(
+            &app,
+            &plan,
+            record.last(),
+            7,
+            configured_limits(&app.spec.limits),
+        );
         let check = security
             .checks
             .iter()
@@ -756,7 +795,13 @@ mod tests {
                 ..SandboxInputs::default()
             };
             let plan = SandboxPlan::build(&app.spec, &inputs);
-            let security = report(&app, &plan, spawned(&plan).last(), 7);
+            let security = report(
+                &app,
+                &plan,
+                spawned(&plan).last(),
+                7,
+                configured_limits(&app.spec.limits),
+            );
             let check = security
                 .checks
                 .iter()
@@ -796,7 +841,13 @@ mod tests {
         landlock.abi = 5;
         landlock.status = Enforcement::Partial;
         landlock.not_enforced = vec![Feature::SignalScope];
-        let security = report(&app, &plan, record.last(), 7);
+        let security = report(
+            &app,
+            &plan,
+            record.last(),
+            7,
+            configured_limits(&app.spec.limits),
+        );
         assert_eq!(security.landlock.status, "partial");
         assert_eq!(
             security.landlock.not_enforced,

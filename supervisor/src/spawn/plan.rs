@@ -90,6 +90,9 @@ pub struct PlanInputs {
     /// `cgroup.procs` of the app's v1 limit cgroups (hybrid hosts).
     pub extra_cgroup_procs: Vec<PathBuf>,
     pub sandbox: SandboxInputs,
+    /// RLIMIT_NOFILE when `[limits] open_files` is not set: what the daemon
+    /// was started with, since it raises its own.
+    pub open_files: Option<Rlimit>,
 }
 
 impl SpawnPlan {
@@ -102,6 +105,7 @@ impl SpawnPlan {
                 soft: n,
                 hard: n,
             })
+            .or(inputs.open_files)
             .into_iter()
             .collect();
         rlimits.push(Rlimit {
@@ -414,6 +418,42 @@ mod tests {
             sandbox: SandboxPlan::build(&spec, &SandboxInputs::default()),
         };
         assert_eq!(plan, want);
+    }
+
+    #[test]
+    fn apps_keep_the_open_file_limit_the_daemon_was_started_with() {
+        let inherited = Rlimit {
+            resource: RlimitResource::OpenFiles,
+            soft: 1024,
+            hard: 524_288,
+        };
+        let inputs = PlanInputs {
+            open_files: Some(inherited),
+            ..PlanInputs::default()
+        };
+        let mut spec = spec(GUNICORN, &[]);
+        let open_files = |spec: &AppSpec| {
+            SpawnPlan::build(spec, &user(), &inputs)
+                .rlimits
+                .into_iter()
+                .filter(|r| r.resource == RlimitResource::OpenFiles)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            open_files(&spec),
+            [inherited],
+            "not the daemon's raised limit"
+        );
+        spec.limits.open_files = Some(4096);
+        assert_eq!(
+            open_files(&spec),
+            [Rlimit {
+                resource: RlimitResource::OpenFiles,
+                soft: 4096,
+                hard: 4096,
+            }],
+            "[limits] open_files wins"
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub use metrics::{AppMetrics, Scrape};
 pub use usage::{Roots, Usage};
 
 /// Connections served at once; more are answered 503 and closed.
-const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// Time a client has to send a request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head buffer (hyper's minimum is 8 KiB).
@@ -229,6 +229,8 @@ fn answer<S: StatusSource + ?Sized>(
         Route::Apps => {
             let list = AppList {
                 apps: source.apps().into_iter().map(|a| a.status).collect(),
+                // The status listener has no identity: notices are for admins.
+                notices: Vec::new(),
             };
             let mut bytes = serde_json::to_vec(&list).expect("protocol types serialize");
             bytes.push(b'\n');

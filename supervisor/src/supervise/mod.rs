@@ -34,7 +34,7 @@ use crate::audit::{unix_now, Events};
 use crate::cgroup::{AppCgroup, AppLimits, CgroupRoot, CgroupWatcher, LimitRoot};
 use crate::config::change::Change;
 use crate::config::resolve::ResolvedApp;
-use crate::config::{Probe, ReadinessKind, Signal};
+use crate::config::{LimitSpec, Probe, ReadinessKind, Signal};
 use crate::listen::{HeldSockets, ProbeSocket};
 use crate::logs::{AppLogs, LogMark, Stream};
 use crate::readiness::{self, Check, NotifySocket};
@@ -57,11 +57,16 @@ pub struct Shared {
     pub lang: Option<String>,
     /// Where `[limits]` go besides the v2 cgroup (v1 hierarchies).
     pub limits: LimitRoot,
+    /// Limits for the keys an app's `[limits]` leaves unset.
+    pub default_limits: crate::config::DefaultLimits,
     /// The Landlock ABI cap of a test build (`sandbox::landlock_abi_cap`).
     pub landlock_abi_max: Option<u8>,
     /// What apps must not read besides `sandbox::HIDDEN_PATHS`: the daemon's
     /// own configuration file and apps directory.
     pub hide: Vec<PathBuf>,
+    /// RLIMIT_NOFILE of an app without `[limits] open_files`: the soft
+    /// limit the daemon was started with, before it raised its own.
+    pub app_open_files: crate::sandbox::Rlimit,
 }
 
 /// Requests from the control plane and the daemon.
@@ -185,7 +190,25 @@ pub fn security(snapshot: &Snapshot, shared: &Shared) -> appvisor_protocol::AppS
         &plan,
         snapshot.sandbox.last(),
         sandbox::landlock::kernel_abi(),
+        applied_limits(&snapshot.app.spec.limits, shared),
     )
+}
+
+/// The limits an app gets: its `[limits]`, and the defaults where it sets
+/// none (tasks, and the open-file limit the daemon was started with).
+fn applied_limits(configured: &LimitSpec, shared: &Shared) -> appvisor_protocol::SecurityLimits {
+    let defaults = &shared.default_limits;
+    let mut limits = sandbox::exposure::configured_limits(&defaults.fill(configured));
+    limits.defaults = defaults
+        .defaulted(configured)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if configured.open_files.is_none() {
+        limits.open_files = Some(shared.app_open_files.soft);
+        limits.defaults.push("open_files".to_owned());
+    }
+    limits
 }
 
 fn sandbox_inputs(prepared: Option<&Prepared>, shared: &Shared) -> SandboxInputs {
@@ -1051,11 +1074,16 @@ impl Supervisor {
             .limits
             .app(spec.name.as_str(), self.cgroup.as_ref().map(AppCgroup::dir))
             .map_err(|e| format!("spawn failed at cgroup limits: {e}"))?;
+        let mut applied = self.shared.default_limits.fill(&spec.limits);
+        if spec.limits.tasks.is_none() && !limits.carries(crate::cgroup::Controller::Pids) {
+            // A default is best effort: it never keeps an app from starting.
+            applied.tasks = None;
+        }
         limits
-            .apply(&spec.limits)
+            .apply(&applied)
             .map_err(|e| format!("spawn failed at cgroup limits: {e}"))?;
         self.oom_baseline = limits.oom_kills();
-        let extra_cgroup_procs = limits.extra_procs(&spec.limits);
+        let extra_cgroup_procs = limits.extra_procs(&applied);
         self.limits = Some(limits);
         let user = PlanUser {
             name: self.app.user_name.clone(),
@@ -1077,6 +1105,7 @@ impl Supervisor {
             cgroup_procs: leaf.as_ref().map(|leaf| leaf.cgroup.procs_path()),
             extra_cgroup_procs,
             sandbox: sandbox_inputs(Some(&prepared), &self.shared),
+            open_files: Some(self.shared.app_open_files),
         };
         self.prepared = Some(prepared);
         let plan = SpawnPlan::build(spec, &user, &inputs);
