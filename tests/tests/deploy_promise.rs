@@ -114,11 +114,18 @@ fn broken_release_fails_loudly(server: Server, framework: Framework, strategy: S
     app.dir.switch(1);
     let out = as_owner(&app, &["restart", app.name(), "--timeout", "60s"]);
     assert_exit(&app, "the rollback's restart", &out, 0);
-    assert_eq!(
-        app.serving_release(),
-        Some(1),
-        "restart returned before it served"
-    );
+    if server.is_uwsgi() && strategy == Strategy::StartStop {
+        // docs/servers.md, "Requests in flight": the retiring uWSGI 2.0
+        // instance still shares the socket and cuts what it accepted as
+        // restart returned; the next request reaches the new instance.
+        app.wait_serving(1);
+    } else {
+        assert_eq!(
+            app.serving_release(),
+            Some(1),
+            "restart returned before it served"
+        );
+    }
 }
 
 /// `reload` exits 0 only once the new code serves, with no failed request
