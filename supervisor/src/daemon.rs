@@ -80,7 +80,7 @@ pub enum DaemonError {
     #[error("setting up cgroups: {0}")]
     Cgroup(#[from] crate::cgroup::CgroupError),
     #[error(transparent)]
-    Socket(#[from] crate::ctl::SocketError),
+    Socket(#[from] crate::control::SocketError),
     #[error("installing signal handlers: {0}")]
     Signals(io::Error),
 }
@@ -207,7 +207,7 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
             None
         }
     };
-    let listener = crate::ctl::bind_control_socket(&spec.control.socket)?;
+    let listener = crate::control::bind_control_socket(&spec.control.socket)?;
     // sandbox (issue 4): v1 limit hierarchies and the Landlock ABI cap.
     let limits = crate::cgroup::LimitRoot::detect(&options.cgroup_name).unwrap_or_else(|error| {
         tracing::warn!(%error, "no v1 hierarchies for limits");
@@ -266,7 +266,7 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         socket = %spec.control.socket.display(),
         "appvisord ready"
     );
-    let server = tokio::spawn(crate::ctl::serve(listener, daemon.clone()));
+    let server = tokio::spawn(crate::control::serve(listener, daemon.clone()));
     let status_server = start_status_server(&spec.status, &daemon).await;
     notify_service_manager();
 

@@ -1,4 +1,4 @@
-//! What the control server (`ctl`) and the status server (`status`) both
+//! What the control server (`control`) and the status server (`status`) both
 //! answer without hyper's help: the JSON error body and the raw 503 sent
 //! to a client over the connection cap. Routes and identity stay with
 //! each server.
