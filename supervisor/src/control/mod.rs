@@ -20,6 +20,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use appvisor_protocol::routes::Route;
 use appvisor_protocol::{
     ActionRequest, ApiError, ApplyRequest, ErrorCode, LogStream, SignalRequest, WhoAmI,
 };
@@ -140,43 +141,10 @@ async fn serve_connection(stream: UnixStream, peer: Peer, daemon: Arc<Daemon>) {
     }
 }
 
-/// One parsed route.
-#[derive(Debug, PartialEq, Eq)]
-enum Route<'a> {
-    WhoAmI,
-    Apps,
-    App(&'a str),
-    Action(&'a str, appvisor_protocol::Action),
-    Logs(&'a str),
-    Security(&'a str),
-    Events,
-    ConfigApply,
-}
-
+/// The route `path` names, if `method` is the one it takes.
 fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let (want, route) = match segments.as_slice() {
-        ["v1", "whoami"] => (Method::GET, Route::WhoAmI),
-        ["v1", "apps"] => (Method::GET, Route::Apps),
-        ["v1", "events"] => (Method::GET, Route::Events),
-        ["v1", "config", "apply"] => (Method::POST, Route::ConfigApply),
-        ["v1", "apps", name] => (Method::GET, Route::App(name)),
-        ["v1", "apps", name, "logs"] => (Method::GET, Route::Logs(name)),
-        ["v1", "apps", name, "security"] => (Method::GET, Route::Security(name)),
-        ["v1", "apps", name, action] => {
-            use appvisor_protocol::Action::*;
-            let action = match *action {
-                "start" => Start,
-                "stop" => Stop,
-                "restart" => Restart,
-                "reload" => Reload,
-                "signal" => Signal,
-                _ => return Err(no_route(path)),
-            };
-            (Method::POST, Route::Action(name, action))
-        }
-        _ => return Err(no_route(path)),
-    };
+    let route = Route::parse(path).ok_or_else(|| no_route(path))?;
+    let want = route.method();
     if *method != want {
         return Err(ApiError::new(
             ErrorCode::MethodNotAllowed,
@@ -485,14 +453,7 @@ impl LogParams {
                 )
             };
             match key {
-                "stream" => {
-                    params.stream = match value {
-                        "both" => LogStream::Both,
-                        "stdout" => LogStream::Stdout,
-                        "stderr" => LogStream::Stderr,
-                        _ => return Err(bad()),
-                    }
-                }
+                "stream" => params.stream = value.parse().map_err(|_| bad())?,
                 "lines" => {
                     params.lines = value
                         .parse::<usize>()
