@@ -3,7 +3,8 @@
 //! Owns the socket file, the accept loop, per-connection limits, peer
 //! identity (SO_PEERCRED plus the user database), routing and the mapping
 //! of decisions to HTTP answers. It never decides *what* happens to an app
-//! (that is `daemon` and `supervise`) nor *who* may do it (that is `acl`).
+//! (that is the daemon, behind [`ControlTarget`], and `supervise`) nor *who*
+//! may do it (that is `acl`).
 //!
 //! A hostile local user can connect, so every connection is bounded: caps
 //! on concurrent connections, in total and per uid (one user holding
@@ -12,9 +13,11 @@
 //! gets an error answer.
 
 mod body;
+mod error;
 mod limit;
 mod peer;
 mod socket;
+mod target;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -32,12 +35,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::Instrument;
 
+use self::error::{admin_only, hidden};
 use self::limit::{ConnectionLimits, Refusal};
 use crate::acl::{self, Decision, Operation, Peer};
-use crate::daemon::Daemon;
 use crate::ratelimit::{Limit, Verdict, Window};
 pub use body::ResponseBody;
 pub use socket::{bind_control_socket, SocketError};
+pub use target::{ActError, ApplyError, ControlTarget};
 
 /// Connections served at once; more are answered 503 and closed.
 pub(crate) const MAX_CONNECTIONS: usize = 256;
@@ -62,7 +66,7 @@ const MAX_BODY: usize = 64 * 1024;
 const MAX_HEAD: usize = 16 * 1024;
 
 /// Serves the control socket until the listener fails.
-pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
+pub async fn serve<T: ControlTarget>(listener: UnixListener, target: Arc<T>) {
     let limits = ConnectionLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID);
     let mut accept_noise = Window::default();
     loop {
@@ -100,11 +104,11 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
                 continue;
             }
         };
-        let daemon = daemon.clone();
+        let target = target.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let peer = peer::lookup(cred.uid(), cred.pid().and_then(|p| u32::try_from(p).ok()));
-            serve_connection(stream, peer, daemon).await;
+            serve_connection(stream, peer, target).await;
         });
     }
 }
@@ -123,13 +127,13 @@ fn refuse(stream: &UnixStream, refusal: Refusal) {
     let _ = stream.try_write(&answer);
 }
 
-async fn serve_connection(stream: UnixStream, peer: Peer, daemon: Arc<Daemon>) {
+async fn serve_connection<T: ControlTarget>(stream: UnixStream, peer: Peer, target: Arc<T>) {
     let span = tracing::info_span!("control", peer.uid = peer.uid, peer.pid = peer.pid);
     let peer = Arc::new(peer);
     let service = hyper::service::service_fn(move |request| {
-        let daemon = daemon.clone();
+        let target = target.clone();
         let peer = peer.clone();
-        async move { Ok::<_, Infallible>(handle(&daemon, &peer, request).await) }
+        async move { Ok::<_, Infallible>(handle(&*target, &peer, request).await) }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -158,8 +162,8 @@ fn no_route(path: &str) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("no route {path}"))
 }
 
-async fn handle(
-    daemon: &Daemon,
+async fn handle<T: ControlTarget>(
+    target: &T,
     peer: &Peer,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
@@ -168,7 +172,7 @@ async fn handle(
     let query = request.uri().query().unwrap_or("").to_owned();
     let mut body = RequestBody(Some(request.into_body()));
     let answer = match route(&method, &path) {
-        Ok(route) => dispatch(daemon, peer, route, &query, &mut body).await,
+        Ok(route) => dispatch(target, peer, route, &query, &mut body).await,
         Err(err) => Err(err),
     };
     match answer {
@@ -215,18 +219,18 @@ impl RequestBody {
     }
 }
 
-async fn dispatch(
-    daemon: &Daemon,
+async fn dispatch<T: ControlTarget>(
+    target: &T,
     peer: &Peer,
     route: Route<'_>,
     query: &str,
     body: &mut RequestBody,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let rules = daemon.admin_rules();
+    let rules = target.admin_rules();
     match route {
         Route::WhoAmI => {
             let admin = acl::is_admin(peer, &rules);
-            let apps = daemon.visible_apps(peer);
+            let apps = target.visible_apps(peer);
             let role = if admin {
                 appvisor_protocol::Role::Admin
             } else if !apps.is_empty() {
@@ -243,20 +247,20 @@ async fn dispatch(
             }))
         }
         Route::Apps => Ok(json_response(&appvisor_protocol::AppList {
-            apps: daemon.statuses(peer),
-            notices: daemon.notices(peer),
+            apps: target.statuses(peer),
+            notices: target.notices(peer),
         })),
         Route::App(name) => {
-            authorize_app(daemon, peer, name, Operation::View, "see")?;
-            let status = daemon
+            authorize_app(target, peer, name, Operation::View, "see")?;
+            let status = target
                 .status(name)
                 .ok_or_else(|| hidden(peer, name, "see"))?;
             Ok(json_response(&status))
         }
         Route::Action(name, action) => {
             let verb = action.as_str();
-            if let Err(err) = authorize_app(daemon, peer, name, Operation::Act, verb) {
-                daemon
+            if let Err(err) = authorize_app(target, peer, name, Operation::Act, verb) {
+                target
                     .events()
                     .audit_refusal(peer, Some(name), verb, err.code.as_str());
                 return Err(err);
@@ -264,23 +268,28 @@ async fn dispatch(
             let bytes = body.read().await?;
             let result = if action == appvisor_protocol::Action::Signal {
                 let request: SignalRequest = parse_json(&bytes)?;
-                daemon.signal(name, &request.signal).await.map(|status| {
-                    appvisor_protocol::ActionResult {
+                target
+                    .signal(name, &request.signal)
+                    .await
+                    .map_err(ApiError::from)
+                    .map(|status| appvisor_protocol::ActionResult {
                         app: name.to_owned(),
                         action,
                         outcome: appvisor_protocol::Outcome::Done,
                         status,
                         log_tail: Vec::new(),
                         intent_error: None,
-                    }
-                })
+                    })
             } else {
                 let request: ActionRequest = if bytes.is_empty() {
                     ActionRequest::default()
                 } else {
                     parse_json(&bytes)?
                 };
-                daemon.act(name, action, peer, &request).await
+                target
+                    .act(name, action, peer, &request)
+                    .await
+                    .map_err(ApiError::from)
             };
             // The action's real outcome: a restart whose new instance did
             // not become ready is audited as failed, not as ok.
@@ -288,20 +297,20 @@ async fn dispatch(
                 Ok(result) => audit_outcome(result.outcome),
                 Err(err) => err.code.as_str(),
             };
-            daemon.events().audit(peer, Some(name), verb, outcome);
+            target.events().audit(peer, Some(name), verb, outcome);
             result.map(|result| json_response(&result))
         }
         Route::Security(name) => {
-            authorize_app(daemon, peer, name, Operation::View, "see")?;
-            let security = daemon
+            authorize_app(target, peer, name, Operation::View, "see")?;
+            let security = target
                 .security(name)
                 .ok_or_else(|| hidden(peer, name, "see"))?;
             Ok(json_response(&security))
         }
         Route::Logs(name) => {
-            authorize_app(daemon, peer, name, Operation::View, "read the logs of")?;
+            authorize_app(target, peer, name, Operation::View, "read the logs of")?;
             let params = LogParams::parse(query)?;
-            let logs = daemon
+            let logs = target
                 .logs(name)
                 .ok_or_else(|| hidden(peer, name, "read the logs of"))?;
             Ok(text_response(body::log_body(
@@ -316,12 +325,12 @@ async fn dispatch(
                 return Err(admin_only(peer, "follow the event stream"));
             }
             Ok(ndjson_response(body::event_body(
-                daemon.events().subscribe(),
+                target.events().subscribe(),
             )))
         }
         Route::ConfigApply => {
             if acl::decide(peer, &rules, Operation::ApplyConfig, None) != Decision::Allow {
-                daemon.events().audit_refusal(
+                target.events().audit_refusal(
                     peer,
                     None,
                     "config/apply",
@@ -335,12 +344,15 @@ async fn dispatch(
             } else {
                 parse_json(&bytes)?
             };
-            let report = daemon.apply_config(request.dry_run, Some(peer)).await;
+            let report = target
+                .apply_config(request.dry_run, Some(peer))
+                .await
+                .map_err(ApiError::from);
             let outcome = match &report {
                 Ok(_) => "ok",
                 Err(err) => err.code.as_str(),
             };
-            daemon.events().audit(peer, None, "config/apply", outcome);
+            target.events().audit(peer, None, "config/apply", outcome);
             report.map(|report| json_response(&report))
         }
     }
@@ -355,43 +367,19 @@ fn audit_outcome(outcome: appvisor_protocol::Outcome) -> &'static str {
     }
 }
 
-fn authorize_app(
-    daemon: &Daemon,
+fn authorize_app<T: ControlTarget>(
+    target: &T,
     peer: &Peer,
     name: &str,
     op: Operation,
     verb: &str,
 ) -> Result<(), ApiError> {
-    let access = daemon.access(name);
-    match acl::decide(peer, &daemon.admin_rules(), op, access.as_ref()) {
+    let access = target.access(name);
+    match acl::decide(peer, &target.admin_rules(), op, access.as_ref()) {
         Decision::Allow if access.is_some() => Ok(()),
         Decision::Allow | Decision::Hide => Err(hidden(peer, name, verb)),
         Decision::Forbid => Err(admin_only(peer, verb)),
     }
-}
-
-/// The answer for an app that does not exist or that the caller may not
-/// operate: the same in both cases, so names do not leak.
-fn hidden(peer: &Peer, name: &str, verb: &str) -> ApiError {
-    let message = if peer.uid == 0 {
-        format!("no app named {name}")
-    } else {
-        format!(
-            "no app named {name} that {} may {verb} (if it exists, ask an admin to add you to [access] in apps.d/{name}.toml)",
-            peer.user
-        )
-    };
-    ApiError::new(ErrorCode::NotFound, message)
-}
-
-fn admin_only(peer: &Peer, what: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::Forbidden,
-        format!(
-            "permission denied: {} may not {what} (only admins may: root, [control] admin_users or admin_groups)",
-            peer.user
-        ),
-    )
 }
 
 async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
@@ -588,22 +576,6 @@ mod tests {
         assert_eq!(
             LogParams::parse("stream=stdin").unwrap_err().message,
             "invalid log parameter stream=stdin"
-        );
-    }
-
-    #[test]
-    fn hidden_apps_give_the_same_answer_whether_they_exist_or_not() {
-        let alice = Peer {
-            uid: 1000,
-            pid: None,
-            user: "alice".into(),
-            groups: vec![],
-        };
-        let err = hidden(&alice, "blog", "restart");
-        assert_eq!(err.code, ErrorCode::NotFound);
-        assert_eq!(
-            err.message,
-            "no app named blog that alice may restart (if it exists, ask an admin to add you to [access] in apps.d/blog.toml)"
         );
     }
 }
