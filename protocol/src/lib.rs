@@ -86,18 +86,31 @@ pub mod routes {
             })
         }
 
-        /// Whether the route changes something: what the daemon audits.
-        pub fn mutates(&self) -> bool {
+        /// What the route changes, if it changes anything: the daemon
+        /// audits exactly these routes, under these names.
+        pub fn mutation(&self) -> Option<Mutation<'a>> {
             // No `_` arm: a new route must say whether it mutates.
-            match self {
-                Route::Action(..) | Route::ConfigApply => true,
+            match *self {
+                Route::Action(app, action) => Some(Mutation {
+                    app: Some(app),
+                    action: action.as_str(),
+                }),
+                Route::ConfigApply => Some(Mutation {
+                    app: None,
+                    action: "config/apply",
+                }),
                 Route::WhoAmI
                 | Route::Apps
                 | Route::Events
                 | Route::App(_)
                 | Route::Security(_)
-                | Route::Logs(_) => false,
+                | Route::Logs(_) => None,
             }
+        }
+
+        /// Whether the route changes something.
+        pub fn mutates(&self) -> bool {
+            self.mutation().is_some()
         }
 
         /// The one method the route takes: `POST` if it mutates, else `GET`.
@@ -122,6 +135,15 @@ pub mod routes {
                 Route::Logs(name) => format!("{APPS}/{name}/logs"),
             }
         }
+    }
+
+    /// What a mutating route changes, as its [`crate::AuditRecord`] names it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Mutation<'a> {
+        /// The app acted on; `None` for daemon-wide actions.
+        pub app: Option<&'a str>,
+        /// [`crate::AuditRecord::action`]: the action's name, or `config/apply`.
+        pub action: &'static str,
     }
 
     /// `GET /v1/apps/NAME`.

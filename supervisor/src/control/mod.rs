@@ -23,9 +23,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use appvisor_protocol::routes::Route;
+use appvisor_protocol::routes::{Mutation, Route};
 use appvisor_protocol::{
-    ActionRequest, ApiError, ApplyRequest, ErrorCode, LogStream, SignalRequest, WhoAmI,
+    Action, ActionRequest, ApiError, ApplyRequest, ErrorCode, LogStream, SignalRequest, WhoAmI,
 };
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -38,6 +38,7 @@ use tracing::Instrument;
 use self::error::{admin_only, hidden};
 use self::limit::{ConnectionLimits, Refusal};
 use crate::acl::{self, Decision, Operation, Peer};
+use crate::audit::Events;
 use crate::ratelimit::{Limit, Verdict, Window};
 pub use body::ResponseBody;
 pub use socket::{bind_control_socket, SocketError};
@@ -219,6 +220,9 @@ impl RequestBody {
     }
 }
 
+/// Answers one routed request, and audits it if its route mutates: the
+/// audit is applied here, around every route that
+/// [`Route::mutation`] names, so a new route cannot forget it.
 async fn dispatch<T: ControlTarget>(
     target: &T,
     peer: &Peer,
@@ -226,6 +230,70 @@ async fn dispatch<T: ControlTarget>(
     query: &str,
     body: &mut RequestBody,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    let result = answer(target, peer, route, query, body).await;
+    if let Some(mutation) = route.mutation() {
+        audit(target.events(), peer, mutation, &result);
+    }
+    match result {
+        Ok(answered) => Ok(answered.response),
+        Err(failure) => Err(failure.into_error()),
+    }
+}
+
+/// A request's answer, and how the audit trail names its outcome.
+struct Answered {
+    response: Response<ResponseBody>,
+    outcome: &'static str,
+}
+
+impl Answered {
+    fn ok(response: Response<ResponseBody>) -> Answered {
+        Answered {
+            response,
+            outcome: "ok",
+        }
+    }
+}
+
+/// Why a request got an error answer, which decides how it is audited.
+#[derive(Debug)]
+enum Failure {
+    /// The caller may not: counted, and recorded within the caller's rate
+    /// limit, since anyone can send these by the thousand.
+    Refused(ApiError),
+    /// The body could not be read, or is not what the route takes:
+    /// answered, not audited.
+    Malformed(ApiError),
+    /// The daemon tried, and it did not work out: recorded.
+    Failed(ApiError),
+}
+
+impl Failure {
+    fn into_error(self) -> ApiError {
+        match self {
+            Failure::Refused(err) | Failure::Malformed(err) | Failure::Failed(err) => err,
+        }
+    }
+}
+
+/// Writes the audit record of one mutating request.
+fn audit(events: &Events, peer: &Peer, mutation: Mutation<'_>, result: &Result<Answered, Failure>) {
+    let Mutation { app, action } = mutation;
+    match result {
+        Ok(answered) => events.audit(peer, app, action, answered.outcome),
+        Err(Failure::Refused(err)) => events.audit_refusal(peer, app, action, err.code.as_str()),
+        Err(Failure::Failed(err)) => events.audit(peer, app, action, err.code.as_str()),
+        Err(Failure::Malformed(_)) => {}
+    }
+}
+
+async fn answer<T: ControlTarget>(
+    target: &T,
+    peer: &Peer,
+    route: Route<'_>,
+    query: &str,
+    body: &mut RequestBody,
+) -> Result<Answered, Failure> {
     let rules = target.admin_rules();
     match route {
         Route::WhoAmI => {
@@ -238,122 +306,101 @@ async fn dispatch<T: ControlTarget>(
             } else {
                 appvisor_protocol::Role::None
             };
-            Ok(json_response(&WhoAmI {
+            Ok(Answered::ok(json_response(&WhoAmI {
                 uid: peer.uid,
                 user: peer.user.clone(),
                 groups: peer.groups.clone(),
                 role,
                 apps,
-            }))
+            })))
         }
-        Route::Apps => Ok(json_response(&appvisor_protocol::AppList {
+        Route::Apps => Ok(Answered::ok(json_response(&appvisor_protocol::AppList {
             apps: target.statuses(peer),
             notices: target.notices(peer),
-        })),
+        }))),
         Route::App(name) => {
             authorize_app(target, peer, name, Operation::View, "see")?;
             let status = target
                 .status(name)
-                .ok_or_else(|| hidden(peer, name, "see"))?;
-            Ok(json_response(&status))
+                .ok_or_else(|| Failure::Refused(hidden(peer, name, "see")))?;
+            Ok(Answered::ok(json_response(&status)))
         }
         Route::Action(name, action) => {
-            let verb = action.as_str();
-            if let Err(err) = authorize_app(target, peer, name, Operation::Act, verb) {
-                target
-                    .events()
-                    .audit_refusal(peer, Some(name), verb, err.code.as_str());
-                return Err(err);
-            }
-            let bytes = body.read().await?;
-            let result = if action == appvisor_protocol::Action::Signal {
+            authorize_app(target, peer, name, Operation::Act, action.as_str())?;
+            let bytes = body.read().await.map_err(Failure::Malformed)?;
+            let result = if action == Action::Signal {
                 let request: SignalRequest = parse_json(&bytes)?;
-                target
+                let status = target
                     .signal(name, &request.signal)
                     .await
-                    .map_err(ApiError::from)
-                    .map(|status| appvisor_protocol::ActionResult {
-                        app: name.to_owned(),
-                        action,
-                        outcome: appvisor_protocol::Outcome::Done,
-                        status,
-                        log_tail: Vec::new(),
-                        intent_error: None,
-                    })
+                    .map_err(|err| Failure::Failed(err.into()))?;
+                appvisor_protocol::ActionResult {
+                    app: name.to_owned(),
+                    action,
+                    outcome: appvisor_protocol::Outcome::Done,
+                    status,
+                    log_tail: Vec::new(),
+                    intent_error: None,
+                }
             } else {
-                let request: ActionRequest = if bytes.is_empty() {
-                    ActionRequest::default()
-                } else {
-                    parse_json(&bytes)?
-                };
+                let request: ActionRequest = parse_json_or_default(&bytes)?;
                 target
                     .act(name, action, peer, &request)
                     .await
-                    .map_err(ApiError::from)
+                    .map_err(|err| Failure::Failed(err.into()))?
             };
             // The action's real outcome: a restart whose new instance did
             // not become ready is audited as failed, not as ok.
-            let outcome = match &result {
-                Ok(result) => audit_outcome(result.outcome),
-                Err(err) => err.code.as_str(),
-            };
-            target.events().audit(peer, Some(name), verb, outcome);
-            result.map(|result| json_response(&result))
+            Ok(Answered {
+                outcome: audit_outcome(result.outcome),
+                response: json_response(&result),
+            })
         }
         Route::Security(name) => {
             authorize_app(target, peer, name, Operation::View, "see")?;
             let security = target
                 .security(name)
-                .ok_or_else(|| hidden(peer, name, "see"))?;
-            Ok(json_response(&security))
+                .ok_or_else(|| Failure::Refused(hidden(peer, name, "see")))?;
+            Ok(Answered::ok(json_response(&security)))
         }
         Route::Logs(name) => {
             authorize_app(target, peer, name, Operation::View, "read the logs of")?;
-            let params = LogParams::parse(query)?;
+            let params = LogParams::parse(query).map_err(Failure::Malformed)?;
             let logs = target
                 .logs(name)
-                .ok_or_else(|| hidden(peer, name, "read the logs of"))?;
-            Ok(text_response(body::log_body(
+                .ok_or_else(|| Failure::Refused(hidden(peer, name, "read the logs of")))?;
+            Ok(Answered::ok(text_response(body::log_body(
                 logs,
                 params.stream,
                 params.lines,
                 params.follow,
-            )))
+            ))))
         }
         Route::Events => {
             if acl::decide(peer, &rules, Operation::Events, None) != Decision::Allow {
-                return Err(admin_only(peer, "follow the event stream"));
+                return Err(Failure::Refused(admin_only(
+                    peer,
+                    "follow the event stream",
+                )));
             }
-            Ok(ndjson_response(body::event_body(
+            Ok(Answered::ok(ndjson_response(body::event_body(
                 target.events().subscribe(),
-            )))
+            ))))
         }
         Route::ConfigApply => {
             if acl::decide(peer, &rules, Operation::ApplyConfig, None) != Decision::Allow {
-                target.events().audit_refusal(
+                return Err(Failure::Refused(admin_only(
                     peer,
-                    None,
-                    "config/apply",
-                    ErrorCode::Forbidden.as_str(),
-                );
-                return Err(admin_only(peer, "apply the configuration"));
+                    "apply the configuration",
+                )));
             }
-            let bytes = body.read().await?;
-            let request: ApplyRequest = if bytes.is_empty() {
-                ApplyRequest::default()
-            } else {
-                parse_json(&bytes)?
-            };
+            let bytes = body.read().await.map_err(Failure::Malformed)?;
+            let request: ApplyRequest = parse_json_or_default(&bytes)?;
             let report = target
                 .apply_config(request.dry_run, Some(peer))
                 .await
-                .map_err(ApiError::from);
-            let outcome = match &report {
-                Ok(_) => "ok",
-                Err(err) => err.code.as_str(),
-            };
-            target.events().audit(peer, None, "config/apply", outcome);
-            report.map(|report| json_response(&report))
+                .map_err(|err| Failure::Failed(err.into()))?;
+            Ok(Answered::ok(json_response(&report)))
         }
     }
 }
@@ -373,12 +420,12 @@ fn authorize_app<T: ControlTarget>(
     name: &str,
     op: Operation,
     verb: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     let access = target.access(name);
     match acl::decide(peer, &target.admin_rules(), op, access.as_ref()) {
         Decision::Allow if access.is_some() => Ok(()),
-        Decision::Allow | Decision::Hide => Err(hidden(peer, name, verb)),
-        Decision::Forbid => Err(admin_only(peer, verb)),
+        Decision::Allow | Decision::Hide => Err(Failure::Refused(hidden(peer, name, verb))),
+        Decision::Forbid => Err(Failure::Refused(admin_only(peer, verb))),
     }
 }
 
@@ -410,9 +457,24 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|err| ApiError::new(ErrorCode::BadRequest, format!("invalid JSON body: {err}")))
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Failure> {
+    serde_json::from_slice(bytes).map_err(|err| {
+        Failure::Malformed(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("invalid JSON body: {err}"),
+        ))
+    })
+}
+
+/// [`parse_json`], where an empty body means the request's defaults.
+fn parse_json_or_default<T: serde::de::DeserializeOwned + Default>(
+    bytes: &[u8],
+) -> Result<T, Failure> {
+    if bytes.is_empty() {
+        Ok(T::default())
+    } else {
+        parse_json(bytes)
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
