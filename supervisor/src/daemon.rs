@@ -267,7 +267,11 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         socket = %spec.control.socket.display(),
         "appvisord ready"
     );
-    let server = tokio::spawn(crate::control::serve(listener, daemon.clone()));
+    let server = tokio::spawn(crate::control::serve(
+        listener,
+        daemon.clone(),
+        Arc::new(crate::config::SystemUserDb),
+    ));
     let status_server = start_status_server(&spec.status, &daemon).await;
     notify_service_manager();
 

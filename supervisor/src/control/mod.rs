@@ -37,8 +37,10 @@ use tracing::Instrument;
 
 use self::error::{admin_only, hidden};
 use self::limit::{ConnectionLimits, Refusal};
+use self::peer::Peers;
 use crate::acl::{self, Decision, Operation, Peer};
 use crate::audit::Events;
+use crate::config::UserDb;
 use crate::ratelimit::{Limit, Verdict, Window};
 pub use body::ResponseBody;
 pub use socket::{bind_control_socket, SocketError};
@@ -66,8 +68,14 @@ const MAX_BODY: usize = 64 * 1024;
 /// Largest request head buffer (hyper's minimum is 8 KiB).
 const MAX_HEAD: usize = 16 * 1024;
 
-/// Serves the control socket until the listener fails.
-pub async fn serve<T: ControlTarget>(listener: UnixListener, target: Arc<T>) {
+/// Serves the control socket until the listener fails; callers are looked
+/// up in `users`.
+pub async fn serve<T: ControlTarget>(
+    listener: UnixListener,
+    target: Arc<T>,
+    users: Arc<dyn UserDb>,
+) {
+    let peers = Peers::new(users);
     let limits = ConnectionLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID);
     let mut accept_noise = Window::default();
     loop {
@@ -101,30 +109,37 @@ pub async fn serve<T: ControlTarget>(listener: UnixListener, target: Arc<T>) {
                     ?refusal,
                     "control connection refused"
                 );
-                refuse(&stream, refusal);
+                say_busy(&stream, &refusal_message(refusal));
                 continue;
             }
         };
         let target = target.clone();
+        let peers = peers.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let peer = peer::lookup(cred.uid(), cred.pid().and_then(|p| u32::try_from(p).ok()));
-            serve_connection(stream, peer, target).await;
+            let pid = cred.pid().and_then(|p| u32::try_from(p).ok());
+            match peers.lookup(cred.uid(), pid).await {
+                Ok(peer) => serve_connection(stream, peer, target).await,
+                Err(err) => say_busy(&stream, &format!("{err}; try again")),
+            }
         });
     }
 }
 
-/// Answers 503 and closes, without a task: the answer fits in the socket
-/// buffer, and a refused connection must not hold a file descriptor for
-/// longer than it takes to say no.
-fn refuse(stream: &UnixStream, refusal: Refusal) {
-    let message = match refusal {
+fn refusal_message(refusal: Refusal) -> String {
+    match refusal {
         Refusal::Full => "too many control connections, try again".to_owned(),
         Refusal::UidFull => format!(
             "too many control connections from your user (at most {MAX_CONNECTIONS_PER_UID}), try again"
         ),
-    };
-    let answer = crate::httpd::busy_response(&message);
+    }
+}
+
+/// Answers 503 and closes (when `stream` is dropped), without waiting: the
+/// answer fits in the socket buffer, and a refused connection must not
+/// hold a file descriptor for longer than it takes to say no.
+fn say_busy(stream: &UnixStream, message: &str) {
+    let answer = crate::httpd::busy_response(message);
     let _ = stream.try_write(&answer);
 }
 
