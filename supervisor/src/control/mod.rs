@@ -14,7 +14,6 @@
 
 mod body;
 mod error;
-mod limit;
 mod peer;
 mod socket;
 mod target;
@@ -31,17 +30,14 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{UnixListener, UnixStream};
-use tracing::Instrument;
 
 use self::error::{admin_only, hidden};
-use self::limit::{ConnectionLimits, Refusal};
 use self::peer::Peers;
 use crate::acl::{self, Decision, Operation, Peer};
 use crate::audit::Events;
 use crate::config::UserDb;
-use crate::ratelimit::{Limit, Verdict, Window};
+use crate::httpd::{self, Listener, Server};
 pub use body::ResponseBody;
 pub use socket::{bind_control_socket, SocketError};
 pub use target::{ActError, ApplyError, ControlTarget};
@@ -58,89 +54,42 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a refused request's body has to arrive before the answer goes
 /// anyway: clients send it right after the head.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
-/// What the accept loop logs about failed accepts (EMFILE under a flood).
-const ACCEPT_NOISE: Limit = Limit {
-    burst: 5,
-    per: Duration::from_secs(10),
-};
 /// Largest request body: every request body is a small JSON object.
 const MAX_BODY: usize = 64 * 1024;
 /// Largest request head buffer (hyper's minimum is 8 KiB).
 const MAX_HEAD: usize = 16 * 1024;
 
-/// Serves the control socket until the listener fails; callers are looked
-/// up in `users`.
+/// The control server's connection limits.
+const SERVER: Server = Server {
+    name: "control",
+    connections: MAX_CONNECTIONS,
+    per_uid: Some(MAX_CONNECTIONS_PER_UID),
+    head_timeout: HEAD_TIMEOUT,
+    max_head: MAX_HEAD,
+};
+
+/// Serves the control socket for ever; callers are looked up in `users`.
 pub async fn serve<T: ControlTarget>(
     listener: UnixListener,
     target: Arc<T>,
     users: Arc<dyn UserDb>,
 ) {
     let peers = Peers::new(users);
-    let limits = ConnectionLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID);
-    let mut accept_noise = Window::default();
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(err) => {
-                // EMFILE and friends: back off briefly instead of spinning,
-                // and do not log each of them.
-                if let Verdict::Log { suppressed } =
-                    accept_noise.check(ACCEPT_NOISE, std::time::Instant::now())
-                {
-                    tracing::warn!(error = %err, suppressed, "accepting a control connection");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let cred = match stream.peer_cred() {
-            Ok(cred) => cred,
-            Err(err) => {
-                tracing::warn!(error = %err, "reading control peer credentials");
-                continue;
-            }
-        };
-        let slot = match limits.admit(cred.uid()) {
-            Ok(slot) => slot,
-            Err(refusal) => {
-                // debug, not warn: a flood must not become a log flood.
-                tracing::debug!(
-                    peer.uid = cred.uid(),
-                    ?refusal,
-                    "control connection refused"
-                );
-                say_busy(&stream, &refusal_message(refusal));
-                continue;
-            }
-        };
+    httpd::serve(SERVER, listener, move |stream, cred| {
         let target = target.clone();
         let peers = peers.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
+        async move {
             let pid = cred.pid().and_then(|p| u32::try_from(p).ok());
             match peers.lookup(cred.uid(), pid).await {
                 Ok(peer) => serve_connection(stream, peer, target).await,
-                Err(err) => say_busy(&stream, &format!("{err}; try again")),
+                // Without a task: see `Listener::refuse` for Unix sockets.
+                Err(err) => {
+                    UnixListener::refuse(stream, httpd::busy_response(&format!("{err}; try again")))
+                }
             }
-        });
-    }
-}
-
-fn refusal_message(refusal: Refusal) -> String {
-    match refusal {
-        Refusal::Full => "too many control connections, try again".to_owned(),
-        Refusal::UidFull => format!(
-            "too many control connections from your user (at most {MAX_CONNECTIONS_PER_UID}), try again"
-        ),
-    }
-}
-
-/// Answers 503 and closes (when `stream` is dropped), without waiting: the
-/// answer fits in the socket buffer, and a refused connection must not
-/// hold a file descriptor for longer than it takes to say no.
-fn say_busy(stream: &UnixStream, message: &str) {
-    let answer = crate::httpd::busy_response(message);
-    let _ = stream.try_write(&answer);
+        }
+    })
+    .await
 }
 
 async fn serve_connection<T: ControlTarget>(stream: UnixStream, peer: Peer, target: Arc<T>) {
@@ -151,14 +100,7 @@ async fn serve_connection<T: ControlTarget>(stream: UnixStream, peer: Peer, targ
         let peer = peer.clone();
         async move { Ok::<_, Infallible>(handle(&*target, &peer, request).await) }
     });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
-        .max_buf_size(MAX_HEAD)
-        .serve_connection(TokioIo::new(stream), service);
-    if let Err(err) = connection.instrument(span.clone()).await {
-        span.in_scope(|| tracing::debug!(error = %err, "control connection ended"));
-    }
+    SERVER.serve_http(stream, service, span).await;
 }
 
 /// The route `path` names, if `method` is the one it takes.
@@ -539,7 +481,7 @@ fn error_response(err: &ApiError) -> Response<ResponseBody> {
     with_type(
         status,
         "application/json",
-        ResponseBody::full(crate::httpd::error_json(err)),
+        ResponseBody::full(httpd::error_json(err)),
     )
 }
 
