@@ -53,6 +53,9 @@ const TAIL_LINES: usize = 200;
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 /// Default wait when a request asks to wait without a timeout.
 const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+/// How long connections still open once every app has stopped (followers
+/// of logs or events) may take to end before the daemon exits.
+const SERVER_GRACE: Duration = Duration::from_secs(1);
 /// How long start-up waits for an earlier daemon's leftovers to die.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
 /// Log lines attached to a failed action, all from this attempt: enough for
@@ -267,12 +270,14 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         socket = %spec.control.socket.display(),
         "appvisord ready"
     );
-    let server = tokio::spawn(crate::control::serve(
+    let servers = crate::httpd::Shutdown::default();
+    tokio::spawn(crate::control::serve(
         listener,
         daemon.clone(),
         Arc::new(crate::config::SystemUserDb),
+        servers.closing(),
     ));
-    let status_server = start_status_server(&spec.status, &daemon).await;
+    start_status_server(&spec.status, &daemon, &servers).await;
     notify_service_manager();
 
     loop {
@@ -291,11 +296,11 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         }
     }
     tracing::info!("stopping every app");
-    server.abort();
-    if let Some(status_server) = status_server {
-        status_server.abort();
-    }
+    // No new connection from here; a request in flight (a waiting stop,
+    // say) is still answered, and its connection closed then.
+    servers.begin();
     daemon.shutdown().await;
+    servers.finish(SERVER_GRACE).await;
     let _ = std::fs::remove_file(&spec.control.socket);
     tracing::info!("all apps stopped");
     Ok(())
@@ -344,21 +349,22 @@ fn raise_open_file_limit() -> fds::NofileLimit {
 async fn start_status_server(
     spec: &config::StatusSpec,
     daemon: &Arc<Daemon>,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let address = spec.listen?;
+    servers: &crate::httpd::Shutdown,
+) {
+    let Some(address) = spec.listen else {
+        return;
+    };
     match crate::status::bind(address).await {
         Ok(listener) => {
             tracing::info!(%address, "status server listening");
-            Some(tokio::spawn(crate::status::serve(
+            tokio::spawn(crate::status::serve(
                 listener,
                 daemon.clone(),
                 crate::status::Roots::default(),
-            )))
+                servers.closing(),
+            ));
         }
-        Err(err) => {
-            tracing::error!(error = %err, "status server off");
-            None
-        }
+        Err(err) => tracing::error!(error = %err, "status server off"),
     }
 }
 

@@ -37,7 +37,7 @@ use self::peer::Peers;
 use crate::acl::{self, Decision, Operation, Peer};
 use crate::audit::Events;
 use crate::config::UserDb;
-use crate::httpd::{self, Listener, Server};
+use crate::httpd::{self, Closing, Listener, Server};
 pub use body::ResponseBody;
 pub use socket::{bind_control_socket, SocketError};
 pub use target::{ActError, ApplyError, ControlTarget};
@@ -68,20 +68,22 @@ const SERVER: Server = Server {
     max_head: MAX_HEAD,
 };
 
-/// Serves the control socket for ever; callers are looked up in `users`.
+/// Serves the control socket until `closing`; callers are looked up in
+/// `users`.
 pub async fn serve<T: ControlTarget>(
     listener: UnixListener,
     target: Arc<T>,
     users: Arc<dyn UserDb>,
+    closing: Closing,
 ) {
     let peers = Peers::new(users);
-    httpd::serve(SERVER, listener, move |stream, cred| {
+    httpd::serve(SERVER, listener, closing, move |stream, cred, closing| {
         let target = target.clone();
         let peers = peers.clone();
         async move {
             let pid = cred.pid().and_then(|p| u32::try_from(p).ok());
             match peers.lookup(cred.uid(), pid).await {
-                Ok(peer) => serve_connection(stream, peer, target).await,
+                Ok(peer) => serve_connection(stream, peer, target, closing).await,
                 // Without a task: see `Listener::refuse` for Unix sockets.
                 Err(err) => {
                     UnixListener::refuse(stream, httpd::busy_response(&format!("{err}; try again")))
@@ -92,7 +94,12 @@ pub async fn serve<T: ControlTarget>(
     .await
 }
 
-async fn serve_connection<T: ControlTarget>(stream: UnixStream, peer: Peer, target: Arc<T>) {
+async fn serve_connection<T: ControlTarget>(
+    stream: UnixStream,
+    peer: Peer,
+    target: Arc<T>,
+    closing: Closing,
+) {
     let span = tracing::info_span!("control", peer.uid = peer.uid, peer.pid = peer.pid);
     let peer = Arc::new(peer);
     let service = hyper::service::service_fn(move |request| {
@@ -100,7 +107,7 @@ async fn serve_connection<T: ControlTarget>(stream: UnixStream, peer: Peer, targ
         let peer = peer.clone();
         async move { Ok::<_, Infallible>(handle(&*target, &peer, request).await) }
     });
-    SERVER.serve_http(stream, service, span).await;
+    SERVER.serve_http(stream, service, closing, span).await;
 }
 
 /// The route `path` names, if `method` is the one it takes.

@@ -184,7 +184,12 @@ impl Answer {
 /// as the event stream's, is not read).
 async fn send(fake: &Arc<Fake>, peer: Peer, method: &str, path: &str, body: &str) -> Answer {
     let (mut client, server) = UnixStream::pair().unwrap();
-    tokio::spawn(serve_connection(server, peer, fake.clone()));
+    tokio::spawn(serve_connection(
+        server,
+        peer,
+        fake.clone(),
+        Closing::never(),
+    ));
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()

@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::UCred;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use self::limit::{ConnectionLimits, Refusal};
@@ -127,19 +128,95 @@ async fn refuse_tcp(mut stream: TcpStream, answer: Vec<u8>) {
     .await;
 }
 
-/// Accepts on `listener` for ever, admitting each connection within
+/// Stops servers: their accept loops, then their connections, gracefully.
+#[derive(Debug)]
+pub struct Shutdown {
+    closing: watch::Sender<bool>,
+    /// Cloned into every [`Closing`]: once all are dropped, every accept
+    /// loop and connection has ended.
+    open: mpsc::Sender<()>,
+    ended: mpsc::Receiver<()>,
+}
+
+/// What an accept loop or a connection watches to know the server is
+/// shutting down; while one lives, [`Shutdown::finish`] waits for it.
+#[derive(Debug, Clone)]
+pub struct Closing {
+    closing: watch::Receiver<bool>,
+    _open: mpsc::Sender<()>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        let (open, ended) = mpsc::channel(1);
+        Shutdown {
+            closing: watch::Sender::new(false),
+            open,
+            ended,
+        }
+    }
+}
+
+impl Shutdown {
+    /// What a server started now watches.
+    pub fn closing(&self) -> Closing {
+        Closing {
+            closing: self.closing.subscribe(),
+            _open: self.open.clone(),
+        }
+    }
+
+    /// Closes every listener, and asks every connection to close once its
+    /// request in flight (if any) is answered.
+    pub fn begin(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Waits, at most `grace`, for every connection to end: a follower of
+    /// logs or events does not end by itself.
+    pub async fn finish(self, grace: Duration) {
+        self.begin();
+        let Shutdown {
+            open, mut ended, ..
+        } = self;
+        drop(open);
+        let _ = tokio::time::timeout(grace, ended.recv()).await;
+    }
+}
+
+impl Closing {
+    /// A `Closing` that never closes, for a server that runs until its
+    /// task is dropped.
+    pub fn never() -> Closing {
+        Shutdown::default().closing()
+    }
+
+    /// Returns once the server is shutting down (never, if its
+    /// [`Shutdown`] is gone without asking).
+    async fn wait(&mut self) {
+        if self.closing.wait_for(|closing| *closing).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Accepts on `listener` until `closing`, admitting each connection within
 /// `server`'s caps and running `connect` on it in a task of its own, which
 /// holds the connection's slot until it ends.
-pub async fn serve<L, C, F>(server: Server, listener: L, connect: C)
+pub async fn serve<L, C, F>(server: Server, listener: L, mut closing: Closing, connect: C)
 where
     L: Listener,
-    C: Fn(L::Stream, L::Peer) -> F,
+    C: Fn(L::Stream, L::Peer, Closing) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let limits = ConnectionLimits::new(server.connections, server.per_uid);
     let mut accept_noise = Window::default();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = closing.wait() => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(err) => {
                 // EMFILE and friends: back off briefly instead of spinning,
@@ -168,7 +245,7 @@ where
                 continue;
             }
         };
-        let connection = connect(stream, peer);
+        let connection = connect(stream, peer, closing.clone());
         tokio::spawn(async move {
             let _slot = slot;
             connection.await;
@@ -188,10 +265,16 @@ impl Server {
     }
 
     /// Serves HTTP/1.1 on one connection with `service`, held to the
-    /// server's head timeout and size, until either side ends it; how it
-    /// ended is logged at debug in `span`.
-    pub async fn serve_http<S, Svc, B>(&self, stream: S, service: Svc, span: tracing::Span)
-    where
+    /// server's head timeout and size, until either side ends it or, once
+    /// `closing`, its request in flight is answered; how it ended is
+    /// logged at debug in `span`.
+    pub async fn serve_http<S, Svc, B>(
+        &self,
+        stream: S,
+        service: Svc,
+        mut closing: Closing,
+        span: tracing::Span,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         Svc: HttpService<Incoming, ResBody = B>,
         B: Body + 'static,
@@ -201,8 +284,17 @@ impl Server {
             .timer(TokioTimer::new())
             .header_read_timeout(self.head_timeout)
             .max_buf_size(self.max_head)
-            .serve_connection(TokioIo::new(stream), service);
-        if let Err(err) = connection.instrument(span.clone()).await {
+            .serve_connection(TokioIo::new(stream), service)
+            .instrument(span.clone());
+        let mut connection = std::pin::pin!(connection);
+        let ended = tokio::select! {
+            ended = connection.as_mut() => ended,
+            () = closing.wait() => {
+                connection.as_mut().inner_pin_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(err) = ended {
             span.in_scope(|| tracing::debug!(error = %err, "{} connection ended", self.name));
         }
     }
@@ -237,5 +329,84 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
         assert!(head.contains(&format!("content-length: {}", body.len())));
         assert_eq!(body, r#"{"error":{"code":"unavailable","message":"busy"}}"#);
+    }
+
+    const TEST_SERVER: Server = Server {
+        name: "test",
+        connections: 4,
+        per_uid: None,
+        head_timeout: Duration::from_secs(5),
+        max_head: 16 * 1024,
+    };
+
+    /// A server whose one route answers "done" after `delay`, and tells
+    /// `started` when a request arrives.
+    async fn slow_server(
+        delay: Duration,
+        closing: Closing,
+        started: mpsc::Sender<()>,
+    ) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(serve(
+            TEST_SERVER,
+            listener,
+            closing,
+            move |stream, _peer, closing| {
+                let started = started.clone();
+                let service = hyper::service::service_fn(move |_request| {
+                    let started = started.clone();
+                    async move {
+                        let _ = started.send(()).await;
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"done")),
+                        ))
+                    }
+                });
+                async move {
+                    TEST_SERVER
+                        .serve_http(stream, service, closing, tracing::Span::none())
+                        .await
+                }
+            },
+        ));
+        address
+    }
+
+    #[tokio::test]
+    async fn shutdown_answers_the_request_in_flight_then_closes() {
+        let shutdown = Shutdown::default();
+        let (started, mut request_arrived) = mpsc::channel(1);
+        let address = slow_server(Duration::from_millis(300), shutdown.closing(), started).await;
+        let mut client = TcpStream::connect(address).await.unwrap();
+        // Keep-alive: only the shutdown may close this connection.
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        request_arrived.recv().await.unwrap();
+        shutdown.begin();
+
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer))
+            .await
+            .expect("the connection closes once its request is answered")
+            .unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.ends_with("done"), "{answer}");
+
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            shutdown.finish(Duration::from_secs(10)),
+        )
+        .await
+        .expect("finish returns once every connection ended, not after its grace");
+        let refused = TcpStream::connect(address).await;
+        assert!(
+            refused.is_err(),
+            "a new connection was accepted after shutdown"
+        );
     }
 }

@@ -30,7 +30,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::httpd::{self, Server};
+use crate::httpd::{self, Closing, Server};
 pub use metrics::{AppMetrics, Scrape};
 pub use usage::{Roots, Usage};
 
@@ -91,11 +91,16 @@ const SERVER: Server = Server {
     max_head: MAX_HEAD,
 };
 
-/// Serves the status routes on `listener` until the task is dropped.
-pub async fn serve<S: StatusSource>(listener: TcpListener, source: Arc<S>, roots: Roots) {
+/// Serves the status routes on `listener` until `closing`.
+pub async fn serve<S: StatusSource>(
+    listener: TcpListener,
+    source: Arc<S>,
+    roots: Roots,
+    closing: Closing,
+) {
     let roots = Arc::new(roots);
-    httpd::serve(SERVER, listener, move |stream, peer| {
-        serve_connection(stream, peer, source.clone(), roots.clone())
+    httpd::serve(SERVER, listener, closing, move |stream, peer, closing| {
+        serve_connection(stream, peer, source.clone(), roots.clone(), closing)
     })
     .await
 }
@@ -105,6 +110,7 @@ async fn serve_connection<S: StatusSource>(
     peer: SocketAddr,
     source: Arc<S>,
     roots: Arc<Roots>,
+    closing: Closing,
 ) {
     let span = tracing::debug_span!("status", peer = %peer);
     let service = hyper::service::service_fn(move |request| {
@@ -124,7 +130,7 @@ async fn serve_connection<S: StatusSource>(
             Ok::<_, Infallible>(answer)
         }
     });
-    SERVER.serve_http(stream, service, span).await;
+    SERVER.serve_http(stream, service, closing, span).await;
 }
 
 /// Answers one request; pure but for the usage files `roots` points at.
