@@ -309,17 +309,7 @@ async fn a_malformed_request_gets_an_error_answer_and_acts_on_nothing() {
 
 #[tokio::test]
 async fn a_mutating_route_is_audited_exactly_once_and_a_read_not_at_all() {
-    let mut routes = vec![
-        Route::WhoAmI,
-        Route::Apps,
-        Route::Events,
-        Route::ConfigApply,
-        Route::App("shop"),
-        Route::Security("shop"),
-        Route::Logs("shop"),
-    ];
-    routes.extend(Action::ALL.map(|action| Route::Action("shop", action)));
-    for route in routes {
+    for route in Route::every("shop") {
         let fake = Fake::new();
         let body = match route {
             Route::Action(_, Action::Signal) => r#"{"signal":"HUP"}"#,
