@@ -12,6 +12,7 @@
 pub mod client;
 
 use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,8 +22,14 @@ pub const API_VERSION: &str = "v1";
 /// The default control socket.
 pub const DEFAULT_SOCKET: &str = "/run/appvisor/ctl.sock";
 
-/// Routes of the control socket.
+/// Routes of the control socket: each path is written here once, and both
+/// the daemon (which parses it) and the client (which builds it) use
+/// [`routes::Route`].
 pub mod routes {
+    use hyper::Method;
+
+    use crate::Action;
+
     /// `GET`: who the caller is and what it may do.
     pub const WHOAMI: &str = "/v1/whoami";
     /// `GET`: the apps the caller may see.
@@ -32,30 +39,168 @@ pub mod routes {
     /// `POST` with [`crate::ApplyRequest`]: re-read `apps.d` (admin).
     pub const CONFIG_APPLY: &str = "/v1/config/apply";
 
+    /// One route, with the app it names.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Route<'a> {
+        /// [`WHOAMI`].
+        WhoAmI,
+        /// [`APPS`].
+        Apps,
+        /// [`EVENTS`].
+        Events,
+        /// [`CONFIG_APPLY`].
+        ConfigApply,
+        /// `GET /v1/apps/NAME`.
+        App(&'a str),
+        /// `POST /v1/apps/NAME/{start,stop,restart,reload}` with
+        /// [`crate::ActionRequest`], or `POST /v1/apps/NAME/signal` with
+        /// [`crate::SignalRequest`].
+        Action(&'a str, Action),
+        /// `GET /v1/apps/NAME/security`: what confines the app ([`crate::AppSecurity`]).
+        Security(&'a str),
+        /// `GET /v1/apps/NAME/logs?stream=both&lines=100&follow=true`: the
+        /// app's output as it wrote it (bytes, not necessarily UTF-8).
+        Logs(&'a str),
+    }
+
+    impl<'a> Route<'a> {
+        /// Every route, those of an app for app `app`.
+        pub fn every(app: &'a str) -> Vec<Route<'a>> {
+            let mut routes = vec![
+                Route::WhoAmI,
+                Route::Apps,
+                Route::Events,
+                Route::ConfigApply,
+                Route::App(app),
+                Route::Security(app),
+                Route::Logs(app),
+            ];
+            routes.extend(Action::ALL.map(|action| Route::Action(app, action)));
+            for route in &routes {
+                // A new route fails to compile here until it is listed above.
+                match route {
+                    Route::WhoAmI
+                    | Route::Apps
+                    | Route::Events
+                    | Route::ConfigApply
+                    | Route::App(_)
+                    | Route::Security(_)
+                    | Route::Logs(_)
+                    | Route::Action(..) => {}
+                }
+            }
+            routes
+        }
+
+        /// The route `path` names (without its query), whatever the
+        /// method; a trailing `/` is ignored.
+        pub fn parse(path: &'a str) -> Option<Route<'a>> {
+            let mut segments = path.trim_end_matches('/').split('/').skip(1);
+            let segments: [Option<&str>; 5] = std::array::from_fn(|_| segments.next());
+            Some(match segments {
+                [Some("v1"), Some("whoami"), None, ..] => Route::WhoAmI,
+                [Some("v1"), Some("apps"), None, ..] => Route::Apps,
+                [Some("v1"), Some("events"), None, ..] => Route::Events,
+                [Some("v1"), Some("config"), Some("apply"), None, _] => Route::ConfigApply,
+                [Some("v1"), Some("apps"), Some(name), None, _] => Route::App(name),
+                [Some("v1"), Some("apps"), Some(name), Some("logs"), None] => Route::Logs(name),
+                [Some("v1"), Some("apps"), Some(name), Some("security"), None] => {
+                    Route::Security(name)
+                }
+                [Some("v1"), Some("apps"), Some(name), Some(action), None] => {
+                    Route::Action(name, action.parse().ok()?)
+                }
+                _ => return None,
+            })
+        }
+
+        /// What the route changes, if it changes anything: the daemon
+        /// audits exactly these routes, under these names.
+        pub fn mutation(&self) -> Option<Mutation<'a>> {
+            // No `_` arm: a new route must say whether it mutates.
+            match *self {
+                Route::Action(app, action) => Some(Mutation {
+                    app: Some(app),
+                    action: action.as_str(),
+                }),
+                Route::ConfigApply => Some(Mutation {
+                    app: None,
+                    action: "config/apply",
+                }),
+                Route::WhoAmI
+                | Route::Apps
+                | Route::Events
+                | Route::App(_)
+                | Route::Security(_)
+                | Route::Logs(_) => None,
+            }
+        }
+
+        /// Whether the route changes something.
+        pub fn mutates(&self) -> bool {
+            self.mutation().is_some()
+        }
+
+        /// The one method the route takes: `POST` if it mutates, else `GET`.
+        pub fn method(&self) -> Method {
+            if self.mutates() {
+                Method::POST
+            } else {
+                Method::GET
+            }
+        }
+
+        /// The route's path, without a query.
+        pub fn path(&self) -> String {
+            match self {
+                Route::WhoAmI => WHOAMI.to_owned(),
+                Route::Apps => APPS.to_owned(),
+                Route::Events => EVENTS.to_owned(),
+                Route::ConfigApply => CONFIG_APPLY.to_owned(),
+                Route::App(name) => format!("{APPS}/{name}"),
+                Route::Action(name, action) => format!("{APPS}/{name}/{action}"),
+                Route::Security(name) => format!("{APPS}/{name}/security"),
+                Route::Logs(name) => format!("{APPS}/{name}/logs"),
+            }
+        }
+    }
+
+    /// What a mutating route changes, as its [`crate::AuditRecord`] names it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Mutation<'a> {
+        /// The app acted on; `None` for daemon-wide actions.
+        pub app: Option<&'a str>,
+        /// [`crate::AuditRecord::action`]: the action's name, or `config/apply`.
+        pub action: &'static str,
+    }
+
     /// `GET /v1/apps/NAME`.
     pub fn app(name: &str) -> String {
-        format!("/v1/apps/{name}")
+        Route::App(name).path()
     }
 
     /// `POST /v1/apps/NAME/{start,stop,restart,reload}` with [`crate::ActionRequest`].
-    pub fn action(name: &str, action: crate::Action) -> String {
-        format!("/v1/apps/{name}/{action}")
+    pub fn action(name: &str, action: Action) -> String {
+        Route::Action(name, action).path()
     }
 
     /// `POST /v1/apps/NAME/signal` with [`crate::SignalRequest`].
     pub fn signal(name: &str) -> String {
-        format!("/v1/apps/{name}/signal")
+        Route::Action(name, Action::Signal).path()
     }
 
     /// `GET /v1/apps/NAME/security`: what confines the app ([`crate::AppSecurity`]).
     pub fn security(name: &str) -> String {
-        format!("/v1/apps/{name}/security")
+        Route::Security(name).path()
     }
 
     /// `GET /v1/apps/NAME/logs?stream=both&lines=100&follow=true`: the
     /// app's output as it wrote it (bytes, not necessarily UTF-8).
     pub fn logs(name: &str, stream: crate::LogStream, lines: usize, follow: bool) -> String {
-        format!("/v1/apps/{name}/logs?stream={stream}&lines={lines}&follow={follow}")
+        format!(
+            "{}?stream={stream}&lines={lines}&follow={follow}",
+            Route::Logs(name).path()
+        )
     }
 }
 
@@ -320,6 +465,16 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action, in the order `appctl --help` lists them.
+    pub const ALL: [Action; 5] = [
+        Action::Start,
+        Action::Stop,
+        Action::Restart,
+        Action::Reload,
+        Action::Signal,
+    ];
+
+    /// The name used in routes, JSON and audit records.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Start => "start",
@@ -336,6 +491,22 @@ impl fmt::Display for Action {
         f.write_str(self.as_str())
     }
 }
+
+impl FromStr for Action {
+    type Err = UnknownName;
+
+    fn from_str(name: &str) -> Result<Action, UnknownName> {
+        Action::ALL
+            .into_iter()
+            .find(|action| action.as_str() == name)
+            .ok_or(UnknownName)
+    }
+}
+
+/// A name that is not one of an enum's: the caller says which, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown name")]
+pub struct UnknownName;
 
 /// Body of `POST /v1/apps/NAME/{start,stop,restart,reload}`; an empty body
 /// means `{"wait": false}`.
@@ -453,6 +624,9 @@ pub enum LogStream {
 }
 
 impl LogStream {
+    /// Every stream selection.
+    pub const ALL: [LogStream; 3] = [LogStream::Both, LogStream::Stdout, LogStream::Stderr];
+
     /// The value of the `stream` parameter.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -466,6 +640,17 @@ impl LogStream {
 impl fmt::Display for LogStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LogStream {
+    type Err = UnknownName;
+
+    fn from_str(name: &str) -> Result<LogStream, UnknownName> {
+        LogStream::ALL
+            .into_iter()
+            .find(|stream| stream.as_str() == name)
+            .ok_or(UnknownName)
     }
 }
 
@@ -609,6 +794,57 @@ mod tests {
             routes::logs("shop", LogStream::Stderr, 100, true),
             "/v1/apps/shop/logs?stream=stderr&lines=100&follow=true"
         );
+    }
+
+    #[test]
+    fn every_route_parses_back_from_its_path() {
+        use routes::Route;
+        for route in Route::every("shop") {
+            assert_eq!(Route::parse(&route.path()), Some(route), "{route:?}");
+            assert_eq!(
+                Route::parse(&format!("{}/", route.path())),
+                Some(route),
+                "{route:?} with a trailing /"
+            );
+        }
+        for path in [
+            "/",
+            "/v1",
+            "/v2/apps",
+            "/v1/apps/shop/explode",
+            "/v1/apps/shop/logs/more",
+            "/v1/config",
+            "/v1/whoami/me",
+        ] {
+            assert_eq!(Route::parse(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn only_actions_and_config_apply_mutate_and_take_post() {
+        use routes::Route;
+        assert!(Route::Action("shop", Action::Signal).mutates());
+        assert!(Route::ConfigApply.mutates());
+        assert_eq!(Route::ConfigApply.method(), hyper::Method::POST);
+        assert!(!Route::Logs("shop").mutates());
+        assert_eq!(Route::Apps.method(), hyper::Method::GET);
+    }
+
+    #[test]
+    fn names_parse_back() {
+        for action in Action::ALL {
+            assert_eq!(action.as_str().parse(), Ok(action));
+            assert_eq!(
+                serde_json::to_value(action).unwrap(),
+                action.as_str(),
+                "serde and as_str agree"
+            );
+        }
+        for stream in LogStream::ALL {
+            assert_eq!(stream.as_str().parse(), Ok(stream));
+        }
+        assert_eq!("explode".parse::<Action>(), Err(UnknownName));
+        assert_eq!("stdin".parse::<LogStream>(), Err(UnknownName));
     }
 
     /// docs/control-api.md, the contract, names every route and error code.

@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use appvisor_protocol::{
-    Action, ActionRequest, ActionResult, ApiError, AppStatus, ApplyReport, ErrorCode, IgnoredFile,
-    InvalidApp, Outcome, State, StoppedBy,
+    Action, ActionRequest, ActionResult, AppStatus, ApplyReport, IgnoredFile, InvalidApp, Outcome,
+    State, StoppedBy,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
@@ -41,6 +41,7 @@ use crate::cgroup::{CgroupRoot, CgroupWatcher, Controller};
 use crate::config::change::{self, Change};
 use crate::config::resolve::ResolvedApp;
 use crate::config::{self, AccessSpec, DaemonConfig};
+use crate::control::{ActError, ApplyError, ControlTarget};
 use crate::logs::{AppLogs, LogMark, Selection};
 use crate::supervise::{self, reaper::Reaper, Command, Handle, Shared, Snapshot};
 
@@ -52,6 +53,9 @@ const TAIL_LINES: usize = 200;
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 /// Default wait when a request asks to wait without a timeout.
 const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+/// How long connections still open once every app has stopped (followers
+/// of logs or events) may take to end before the daemon exits.
+const SERVER_GRACE: Duration = Duration::from_secs(1);
 /// How long start-up waits for an earlier daemon's leftovers to die.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
 /// Log lines attached to a failed action, all from this attempt: enough for
@@ -80,7 +84,7 @@ pub enum DaemonError {
     #[error("setting up cgroups: {0}")]
     Cgroup(#[from] crate::cgroup::CgroupError),
     #[error(transparent)]
-    Socket(#[from] crate::ctl::SocketError),
+    Socket(#[from] crate::control::SocketError),
     #[error("installing signal handlers: {0}")]
     Signals(io::Error),
 }
@@ -207,7 +211,7 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
             None
         }
     };
-    let listener = crate::ctl::bind_control_socket(&spec.control.socket)?;
+    let listener = crate::control::bind_control_socket(&spec.control.socket)?;
     // sandbox (issue 4): v1 limit hierarchies and the Landlock ABI cap.
     let limits = crate::cgroup::LimitRoot::detect(&options.cgroup_name).unwrap_or_else(|error| {
         tracing::warn!(%error, "no v1 hierarchies for limits");
@@ -257,7 +261,7 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         .apply_config(false, None)
         .await
         .unwrap_or_else(|error| {
-            tracing::error!("no app started: {}", error.message);
+            tracing::error!("no app started: {}", error);
             ApplyReport::default()
         });
     tracing::info!(
@@ -266,8 +270,14 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         socket = %spec.control.socket.display(),
         "appvisord ready"
     );
-    let server = tokio::spawn(crate::ctl::serve(listener, daemon.clone()));
-    let status_server = start_status_server(&spec.status, &daemon).await;
+    let servers = crate::httpd::Shutdown::default();
+    tokio::spawn(crate::control::serve(
+        listener,
+        daemon.clone(),
+        Arc::new(crate::config::SystemUserDb),
+        servers.closing(),
+    ));
+    start_status_server(&spec.status, &daemon, &servers).await;
     notify_service_manager();
 
     loop {
@@ -279,18 +289,18 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
                 if let Err(error) = daemon.apply_config(false, None).await {
                     tracing::error!(
                         "SIGHUP changed nothing, the running configuration stays: {}",
-                        error.message
+                        error
                     );
                 }
             }
         }
     }
     tracing::info!("stopping every app");
-    server.abort();
-    if let Some(status_server) = status_server {
-        status_server.abort();
-    }
+    // No new connection from here; a request in flight (a waiting stop,
+    // say) is still answered, and its connection closed then.
+    servers.begin();
     daemon.shutdown().await;
+    servers.finish(SERVER_GRACE).await;
     let _ = std::fs::remove_file(&spec.control.socket);
     tracing::info!("all apps stopped");
     Ok(())
@@ -339,21 +349,22 @@ fn raise_open_file_limit() -> fds::NofileLimit {
 async fn start_status_server(
     spec: &config::StatusSpec,
     daemon: &Arc<Daemon>,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let address = spec.listen?;
+    servers: &crate::httpd::Shutdown,
+) {
+    let Some(address) = spec.listen else {
+        return;
+    };
     match crate::status::bind(address).await {
         Ok(listener) => {
             tracing::info!(%address, "status server listening");
-            Some(tokio::spawn(crate::status::serve(
+            tokio::spawn(crate::status::serve(
                 listener,
                 daemon.clone(),
                 crate::status::Roots::default(),
-            )))
+                servers.closing(),
+            ));
         }
-        Err(err) => {
-            tracing::error!(error = %err, "status server off");
-            None
-        }
+        Err(err) => tracing::error!(error = %err, "status server off"),
     }
 }
 
@@ -480,36 +491,33 @@ impl Daemon {
     }
 
     /// The channels to app `name`'s task, or why there is none.
-    fn channels(&self, name: &str) -> Result<AppChannels, ApiError> {
+    fn channels(&self, name: &str) -> Result<AppChannels, ActError> {
         let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
-        let entry = apps
-            .get(name)
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no app named {name}")))?;
+        let entry = apps.get(name).ok_or_else(|| ActError::NoSuchApp {
+            app: name.to_owned(),
+        })?;
         match &entry.handle {
             Some(h) => Ok(AppChannels {
                 commands: h.commands.clone(),
                 snapshot: h.snapshot.clone(),
                 logs: h.logs.clone(),
             }),
-            None if entry.refused.is_some() => Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "{name} was {}",
-                    entry.refused.as_deref().unwrap_or("not started")
-                ),
-            )),
-            None => Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "{name} has no valid configuration: {} (fix {} and run appctl update)",
-                    entry
-                        .error
-                        .as_deref()
-                        .unwrap_or("invalid")
-                        .replace('\n', "; "),
-                    entry.file.display()
-                ),
-            )),
+            None if entry.refused.is_some() => Err(ActError::NotStarted {
+                app: name.to_owned(),
+                why: entry
+                    .refused
+                    .clone()
+                    .unwrap_or_else(|| "not started".to_owned()),
+            }),
+            None => Err(ActError::Invalid {
+                app: name.to_owned(),
+                errors: entry
+                    .error
+                    .as_deref()
+                    .unwrap_or("invalid")
+                    .replace('\n', "; "),
+                file: entry.file.clone(),
+            }),
         }
     }
 
@@ -521,7 +529,7 @@ impl Daemon {
         action: Action,
         peer: &Peer,
         request: &ActionRequest,
-    ) -> Result<ActionResult, ApiError> {
+    ) -> Result<ActionResult, ActError> {
         if matches!(action, Action::Start | Action::Restart) {
             self.start_refused(name);
         }
@@ -565,10 +573,11 @@ impl Daemon {
                     None | Some(Answer::Done) => (Outcome::Done, mark),
                     Some(Answer::Failed(_)) => (Outcome::Failed, mark),
                     Some(Answer::Refused(why)) => {
-                        return Err(ApiError::new(
-                            ErrorCode::Conflict,
-                            format!("cannot {} {name}: {why}", action.as_str()),
-                        ))
+                        return Err(ActError::Refused {
+                            app: name.to_owned(),
+                            action,
+                            why,
+                        })
                     }
                 }
             }
@@ -675,13 +684,11 @@ impl Daemon {
     }
 
     /// `appctl signal`.
-    pub async fn signal(&self, name: &str, signal: &str) -> Result<AppStatus, ApiError> {
-        let signal = config::validate::parse_signal(signal).map_err(|_| {
-            ApiError::new(
-                ErrorCode::BadRequest,
-                format!("unknown signal {signal:?} (use a name such as HUP, USR1 or TERM)"),
-            )
-        })?;
+    pub async fn signal(&self, name: &str, signal: &str) -> Result<AppStatus, ActError> {
+        let signal =
+            config::validate::parse_signal(signal).map_err(|_| ActError::UnknownSignal {
+                signal: signal.to_owned(),
+            })?;
         let AppChannels {
             commands, snapshot, ..
         } = self.channels(name)?;
@@ -693,18 +700,20 @@ impl Daemon {
         commands: &supervise::Commands,
         snapshot: &tokio::sync::watch::Receiver<Snapshot>,
         signal: config::Signal,
-    ) -> Result<AppStatus, ApiError> {
+    ) -> Result<AppStatus, ActError> {
         let name = snapshot.borrow().status.name.clone();
         let (reply, result) = oneshot::channel();
         commands
             .send(Command::Signal { signal, reply })
             .map_err(|_| gone(&name))?;
-        result.await.map_err(|_| gone(&name))?.map_err(|message| {
-            ApiError::new(
-                ErrorCode::Conflict,
-                format!("cannot signal {name}: {message}"),
-            )
-        })?;
+        result
+            .await
+            .map_err(|_| gone(&name))?
+            .map_err(|why| ActError::Refused {
+                app: name.clone(),
+                action: Action::Signal,
+                why,
+            })?;
         Ok(snapshot.borrow().status.clone())
     }
 
@@ -718,17 +727,13 @@ impl Daemon {
         &self,
         dry_run: bool,
         peer: Option<&Peer>,
-    ) -> Result<ApplyReport, ApiError> {
+    ) -> Result<ApplyReport, ApplyError> {
         let _guard = self.apply_lock.lock().await;
         let daemon_config =
-            crate::judge::daemon_config(&self.options.config, self.options.config_explicit)
-                .await
-                .map_err(|errors| ApiError::new(ErrorCode::InvalidConfig, errors.to_string()))?;
+            crate::judge::daemon_config(&self.options.config, self.options.config_explicit).await?;
         // An unreadable apps_dir must not look like "no apps": that would
         // stop every app.
-        let scan = crate::judge::scan(&daemon_config)
-            .await
-            .map_err(|errors| ApiError::new(ErrorCode::InvalidConfig, errors.to_string()));
+        let scan = crate::judge::scan(&daemon_config).await;
         release_freed_memory();
         let crate::judge::Scan {
             candidates,
@@ -952,6 +957,66 @@ impl crate::status::StatusSource for Daemon {
     }
 }
 
+impl ControlTarget for Daemon {
+    fn events(&self) -> &Events {
+        Daemon::events(self)
+    }
+
+    fn admin_rules(&self) -> AdminRules {
+        Daemon::admin_rules(self)
+    }
+
+    fn access(&self, name: &str) -> Option<AccessSpec> {
+        Daemon::access(self, name)
+    }
+
+    fn visible_apps(&self, peer: &Peer) -> Vec<String> {
+        Daemon::visible_apps(self, peer)
+    }
+
+    fn statuses(&self, peer: &Peer) -> Vec<AppStatus> {
+        Daemon::statuses(self, peer)
+    }
+
+    fn notices(&self, peer: &Peer) -> Vec<String> {
+        Daemon::notices(self, peer)
+    }
+
+    fn status(&self, name: &str) -> Option<AppStatus> {
+        Daemon::status(self, name)
+    }
+
+    fn security(&self, name: &str) -> Option<appvisor_protocol::AppSecurity> {
+        Daemon::security(self, name)
+    }
+
+    fn logs(&self, name: &str) -> Option<Arc<AppLogs>> {
+        Daemon::logs(self, name)
+    }
+
+    async fn act(
+        &self,
+        name: &str,
+        action: Action,
+        peer: &Peer,
+        request: &ActionRequest,
+    ) -> Result<ActionResult, ActError> {
+        Daemon::act(self, name, action, peer, request).await
+    }
+
+    async fn signal(&self, name: &str, signal: &str) -> Result<AppStatus, ActError> {
+        Daemon::signal(self, name, signal).await
+    }
+
+    async fn apply_config(
+        &self,
+        dry_run: bool,
+        peer: Option<&Peer>,
+    ) -> Result<ApplyReport, ApplyError> {
+        Daemon::apply_config(self, dry_run, peer).await
+    }
+}
+
 /// Stops apps in parallel and waits until each task has ended.
 async fn stop_all(handles: impl Iterator<Item = Handle>, cause: Cause) {
     let tasks: Vec<_> = handles
@@ -972,11 +1037,10 @@ fn plural(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
-fn gone(name: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::Unavailable,
-        format!("{name} is being removed or the daemon is stopping"),
-    )
+fn gone(name: &str) -> ActError {
+    ActError::Gone {
+        app: name.to_owned(),
+    }
 }
 
 /// How long a waiting action may wait: the caller's timeout, capped.

@@ -2,7 +2,7 @@
 //!
 //! The pure core (`config`, `app`, `acl`, `spawn::plan`) does no I/O and is
 //! unit-tested without root; the shell around it (`supervise`, `daemon`,
-//! `ctl`, `status`, `spawn::child`, `cgroup`, `logs`, `readiness`) owns
+//! `control`, `status`, `spawn::child`, `cgroup`, `logs`, `readiness`) owns
 //! processes, sockets, files and timers.
 
 pub mod acl; // who may do what to which app (pure)
@@ -11,10 +11,10 @@ pub mod audit; // the audit trail of control actions
 pub mod cgroup; // one cgroup per app: create, kill, watch for empty, limits
 pub mod cli; // appvisord's command line (also read by the man page generator)
 pub mod config; // appvisor.toml and apps.d: raw TOML -> AppSpec -> resolved users
-pub mod ctl; // the control server: HTTP over the Unix socket, peer credentials
+pub mod control; // the control server: HTTP over the Unix socket, peer credentials
 pub mod daemon; // start-up, signals, the registry of apps, shutdown
 pub mod files; // bounded, non-blocking reads; StrictModes trust of files others can touch
-pub mod httpd; // what the control and status servers share: error bodies, the busy answer
+pub mod httpd; // what the control and status servers share: the accept loop, caps, error bodies
 pub mod judge; // apps.d judged off the runtime: blocking pool, deadlines, one parse at a time
 pub mod listen; // held listen sockets, bound as root and kept across restarts
 pub mod logfmt; // the daemon's own log records: fields escaped so no app text forges one

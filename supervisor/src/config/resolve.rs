@@ -1,10 +1,10 @@
 //! Resolution: user and group names to ids, and the checks on disk an app
 //! needs before it can start (its program, directory, venv and the paths
-//! its sandbox grants). Users come from a
-//! [`UserDb`] so tests can use [`FakeUserDb`]; paths are looked up under a
-//! root prefix so tests can use a temp dir. Never changes anything on disk.
+//! its sandbox grants). Users come from a [`UserDb`] so tests can use a
+//! fake one (`FakeUserDb`, built only for tests); paths are looked up under
+//! a root prefix so tests can use a temp dir. Never changes anything on
+//! disk.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs;
 use std::io;
@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::unistd::{Gid, Group, User};
+use nix::unistd::{Gid, Group, Uid, User};
 
 use super::error::{ConfigError, ConfigErrors};
 use super::security::{identity_weaknesses, spec_weaknesses, Identity, SecretGroups, Weakness};
@@ -34,6 +34,8 @@ pub struct UserRecord {
 pub enum UserDbError {
     #[error("looking up user {name:?}: {source}")]
     User { name: String, source: nix::Error },
+    #[error("looking up user id {uid}: {source}")]
+    UserId { uid: u32, source: nix::Error },
     #[error("looking up group {name:?}: {source}")]
     Group { name: String, source: nix::Error },
     #[error("looking up group id {gid}: {source}")]
@@ -43,8 +45,12 @@ pub enum UserDbError {
 }
 
 /// The narrow view of the user database the daemon needs.
+///
+/// Every method may block (NSS can ask LDAP over the network): call it
+/// off the async runtime's worker threads.
 pub trait UserDb: Send + Sync {
     fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>, UserDbError>;
+    fn user_by_uid(&self, uid: u32) -> Result<Option<UserRecord>, UserDbError>;
     fn group_by_name(&self, name: &str) -> Result<Option<u32>, UserDbError>;
     fn group_name(&self, gid: u32) -> Result<Option<String>, UserDbError>;
     /// Every group `user` is in, `gid` included (getgrouplist(3)).
@@ -62,13 +68,13 @@ impl UserDb for SystemUserDb {
             name: name.to_owned(),
             source,
         })?;
-        Ok(user.map(|user| UserRecord {
-            name: user.name,
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-            home: user.dir,
-            shell: user.shell,
-        }))
+        Ok(user.map(user_record))
+    }
+
+    fn user_by_uid(&self, uid: u32) -> Result<Option<UserRecord>, UserDbError> {
+        let user = User::from_uid(Uid::from_raw(uid))
+            .map_err(|source| UserDbError::UserId { uid, source })?;
+        Ok(user.map(user_record))
     }
 
     fn group_by_name(&self, name: &str) -> Result<Option<u32>, UserDbError> {
@@ -96,69 +102,94 @@ impl UserDb for SystemUserDb {
     }
 }
 
-/// An in-memory user database for tests.
-#[derive(Debug, Clone, Default)]
-pub struct FakeUserDb {
-    users: BTreeMap<String, UserRecord>,
-    groups: BTreeMap<String, u32>,
-    /// Group name -> member user names (like /etc/group's last field).
-    members: BTreeMap<String, BTreeSet<String>>,
-}
-
-impl FakeUserDb {
-    pub fn new() -> FakeUserDb {
-        FakeUserDb::default()
-    }
-
-    /// Adds a user whose home is `/home/NAME` and shell `/bin/sh`.
-    pub fn with_user(mut self, name: &str, uid: u32, gid: u32) -> FakeUserDb {
-        let record = UserRecord {
-            name: name.to_owned(),
-            uid,
-            gid,
-            home: PathBuf::from(format!("/home/{name}")),
-            shell: PathBuf::from("/bin/sh"),
-        };
-        self.users.insert(name.to_owned(), record);
-        self
-    }
-
-    pub fn with_group(mut self, name: &str, gid: u32, members: &[&str]) -> FakeUserDb {
-        self.groups.insert(name.to_owned(), gid);
-        self.members.insert(
-            name.to_owned(),
-            members.iter().map(|member| member.to_string()).collect(),
-        );
-        self
+fn user_record(user: User) -> UserRecord {
+    UserRecord {
+        name: user.name,
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        home: user.dir,
+        shell: user.shell,
     }
 }
 
-impl UserDb for FakeUserDb {
-    fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>, UserDbError> {
-        Ok(self.users.get(name).cloned())
+#[cfg(test)]
+pub use fake::FakeUserDb;
+
+#[cfg(test)]
+mod fake {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::PathBuf;
+
+    use super::{UserDb, UserDbError, UserRecord};
+
+    /// An in-memory user database for tests.
+    #[derive(Debug, Clone, Default)]
+    pub struct FakeUserDb {
+        users: BTreeMap<String, UserRecord>,
+        groups: BTreeMap<String, u32>,
+        /// Group name -> member user names (like /etc/group's last field).
+        members: BTreeMap<String, BTreeSet<String>>,
     }
 
-    fn group_by_name(&self, name: &str) -> Result<Option<u32>, UserDbError> {
-        Ok(self.groups.get(name).copied())
-    }
-
-    fn group_name(&self, gid: u32) -> Result<Option<String>, UserDbError> {
-        Ok(self
-            .groups
-            .iter()
-            .find(|(_, id)| **id == gid)
-            .map(|(name, _)| name.clone()))
-    }
-
-    fn supplementary_groups(&self, user: &str, gid: u32) -> Result<Vec<u32>, UserDbError> {
-        let mut groups = vec![gid];
-        for (group, members) in &self.members {
-            let id = self.groups[group];
-            if members.contains(user) && !groups.contains(&id) {
-                groups.push(id);
-            }
+    impl FakeUserDb {
+        pub fn new() -> FakeUserDb {
+            FakeUserDb::default()
         }
-        Ok(groups)
+
+        /// Adds a user whose home is `/home/NAME` and shell `/bin/sh`.
+        pub fn with_user(mut self, name: &str, uid: u32, gid: u32) -> FakeUserDb {
+            let record = UserRecord {
+                name: name.to_owned(),
+                uid,
+                gid,
+                home: PathBuf::from(format!("/home/{name}")),
+                shell: PathBuf::from("/bin/sh"),
+            };
+            self.users.insert(name.to_owned(), record);
+            self
+        }
+
+        pub fn with_group(mut self, name: &str, gid: u32, members: &[&str]) -> FakeUserDb {
+            self.groups.insert(name.to_owned(), gid);
+            self.members.insert(
+                name.to_owned(),
+                members.iter().map(|member| member.to_string()).collect(),
+            );
+            self
+        }
+    }
+
+    impl UserDb for FakeUserDb {
+        fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>, UserDbError> {
+            Ok(self.users.get(name).cloned())
+        }
+
+        fn user_by_uid(&self, uid: u32) -> Result<Option<UserRecord>, UserDbError> {
+            Ok(self.users.values().find(|user| user.uid == uid).cloned())
+        }
+
+        fn group_by_name(&self, name: &str) -> Result<Option<u32>, UserDbError> {
+            Ok(self.groups.get(name).copied())
+        }
+
+        fn group_name(&self, gid: u32) -> Result<Option<String>, UserDbError> {
+            Ok(self
+                .groups
+                .iter()
+                .find(|(_, id)| **id == gid)
+                .map(|(name, _)| name.clone()))
+        }
+
+        fn supplementary_groups(&self, user: &str, gid: u32) -> Result<Vec<u32>, UserDbError> {
+            let mut groups = vec![gid];
+            for (group, members) in &self.members {
+                let id = self.groups[group];
+                if members.contains(user) && !groups.contains(&id) {
+                    groups.push(id);
+                }
+            }
+            Ok(groups)
+        }
     }
 }
 

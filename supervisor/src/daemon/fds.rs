@@ -45,7 +45,7 @@ const PER_PREVIOUS_INSTANCE: u64 = 3;
 /// The descriptors kept for the daemon and its connections, out of the
 /// limit, whatever the apps.
 pub fn reserve() -> u64 {
-    let connections = crate::ctl::MAX_CONNECTIONS + crate::status::MAX_CONNECTIONS;
+    let connections = crate::control::MAX_CONNECTIONS + crate::status::MAX_CONNECTIONS;
     DAEMON_FDS + PER_CONNECTION * connections as u64
 }
 

@@ -28,12 +28,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tracing::Instrument;
 
+use crate::httpd::{self, Closing, Server};
 pub use metrics::{AppMetrics, Scrape};
 pub use usage::{Roots, Usage};
 
@@ -85,51 +82,27 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, StatusError> {
         .map_err(|source| StatusError::Bind { address, source })
 }
 
-/// Serves the status routes on `listener` until the task is dropped.
-pub async fn serve<S: StatusSource>(listener: TcpListener, source: Arc<S>, roots: Roots) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let roots = Arc::new(roots);
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %err, "accepting a status connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(refuse_busy(stream));
-            continue;
-        };
-        let source = source.clone();
-        let roots = roots.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            serve_connection(stream, peer, source, roots).await;
-        });
-    }
-}
+/// The status server's connection limits.
+const SERVER: Server = Server {
+    name: "status",
+    connections: MAX_CONNECTIONS,
+    per_uid: None,
+    head_timeout: HEAD_TIMEOUT,
+    max_head: MAX_HEAD,
+};
 
-async fn refuse_busy(mut stream: TcpStream) {
-    let answer = crate::httpd::busy_response("too many status connections, try again");
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(&answer).await?;
-        stream.shutdown().await?;
-        // Closing with the request still unread would reset the connection
-        // and the client could lose the answer: read what it sent first.
-        let mut sink = [0u8; 1024];
-        let mut left = MAX_HEAD;
-        while left > 0 {
-            match stream.read(&mut sink).await? {
-                0 => break,
-                n => left = left.saturating_sub(n),
-            }
-        }
-        Ok::<(), std::io::Error>(())
+/// Serves the status routes on `listener` until `closing`.
+pub async fn serve<S: StatusSource>(
+    listener: TcpListener,
+    source: Arc<S>,
+    roots: Roots,
+    closing: Closing,
+) {
+    let roots = Arc::new(roots);
+    httpd::serve(SERVER, listener, closing, move |stream, peer, closing| {
+        serve_connection(stream, peer, source.clone(), roots.clone(), closing)
     })
-    .await;
+    .await
 }
 
 async fn serve_connection<S: StatusSource>(
@@ -137,6 +110,7 @@ async fn serve_connection<S: StatusSource>(
     peer: SocketAddr,
     source: Arc<S>,
     roots: Arc<Roots>,
+    closing: Closing,
 ) {
     let span = tracing::debug_span!("status", peer = %peer);
     let service = hyper::service::service_fn(move |request| {
@@ -156,14 +130,7 @@ async fn serve_connection<S: StatusSource>(
             Ok::<_, Infallible>(answer)
         }
     });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
-        .max_buf_size(MAX_HEAD)
-        .serve_connection(TokioIo::new(stream), service);
-    if let Err(err) = connection.instrument(span.clone()).await {
-        span.in_scope(|| tracing::debug!(error = %err, "status connection ended"));
-    }
+    SERVER.serve_http(stream, service, closing, span).await;
 }
 
 /// Answers one request; pure but for the usage files `roots` points at.
@@ -276,7 +243,7 @@ fn response(content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> 
 fn error_response(err: &ApiError) -> Response<Full<Bytes>> {
     let status =
         StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    with_type(status, "application/json", crate::httpd::error_json(err))
+    with_type(status, "application/json", httpd::error_json(err))
 }
 
 fn with_type(

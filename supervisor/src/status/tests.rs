@@ -54,7 +54,7 @@ fn sample(name: &str, state: State, restarts: u32) -> AppSample {
 async fn start(fake: Arc<Fake>) -> SocketAddr {
     let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let address = listener.local_addr().unwrap();
-    tokio::spawn(serve(listener, fake, Roots::default()));
+    tokio::spawn(serve(listener, fake, Roots::default(), Closing::never()));
     address
 }
 
