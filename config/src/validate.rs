@@ -52,7 +52,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::config::Probe;
+use crate::Probe;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -373,7 +373,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::config::resolve::FakeUserDb;
+    use crate::resolve::FakeUserDb;
 
     struct Host {
         dir: tempfile::TempDir,
