@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -40,6 +40,32 @@ impl fmt::Display for AppName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// A name that is not an app name, as both command lines report it
+/// (`--as NAME`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid app name {0:?}: use [a-z0-9][a-z0-9_-]{{0,63}}")]
+pub struct InvalidAppName(pub String);
+
+impl std::str::FromStr for AppName {
+    type Err = InvalidAppName;
+
+    fn from_str(name: &str) -> Result<AppName, InvalidAppName> {
+        AppName::new(name).ok_or_else(|| InvalidAppName(name.to_owned()))
+    }
+}
+
+/// The venv holding `program`: the parent of its `bin` directory, unless
+/// that is a system prefix (`/usr/bin/python3` has no venv).
+pub fn venv_of(program: &Path) -> Option<&Path> {
+    let bin = program.parent()?;
+    if bin.file_name()? != "bin" {
+        return None;
+    }
+    let venv = bin.parent()?;
+    let system = ["/", "/usr", "/usr/local"];
+    (!system.iter().any(|s| venv == Path::new(s))).then_some(venv)
 }
 
 /// Daemon settings from `appvisor.toml`, with every default filled in.
@@ -251,4 +277,37 @@ pub struct LimitSpec {
     /// Percent of one CPU: `150%` is 150.
     pub cpu: Option<u32>,
     pub open_files: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_venv_of_a_command() {
+        let cases = [
+            ("/srv/shop/venv/bin/gunicorn", Some("/srv/shop/venv")),
+            ("/opt/app/bin/uwsgi", Some("/opt/app")),
+            ("/usr/bin/python3", None),
+            ("/usr/local/bin/gunicorn", None),
+            ("/bin/sh", None),
+            ("/srv/shop/run.sh", None),
+        ];
+        for (program, want) in cases {
+            assert_eq!(
+                venv_of(Path::new(program)),
+                want.map(Path::new),
+                "{program}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_app_name_argument_is_checked_with_its_rule_in_the_error() {
+        assert_eq!("shop".parse::<AppName>(), Ok(AppName::new("shop").unwrap()));
+        assert_eq!(
+            "Shop".parse::<AppName>().unwrap_err().to_string(),
+            "invalid app name \"Shop\": use [a-z0-9][a-z0-9_-]{0,63}"
+        );
+    }
 }
