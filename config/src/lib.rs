@@ -20,6 +20,7 @@ pub mod default_limits;
 pub mod env_file;
 pub mod error;
 pub mod files;
+pub mod judge;
 pub mod load;
 pub mod positions;
 pub mod raw;
