@@ -12,6 +12,7 @@
 //! Its own crate so that `appctl check` judges files exactly as the daemon
 //! does without linking the daemon: no async runtime, no logging.
 
+pub mod builtin;
 pub mod change;
 pub mod check;
 #[cfg(test)]

@@ -62,6 +62,7 @@ use toml::Spanned;
 
 use crate::files::FileError;
 
+use super::builtin;
 use super::env_file::{check_name, parse_env_file, MAX_ENV_FILE};
 use super::error::{ConfigError, ConfigErrors, Gathered, LineIndex, SourceFile};
 use super::raw::{self, RawApp, RawDaemon};
@@ -791,10 +792,10 @@ impl<'a> Builder<'a> {
         let env_files = self.paths("env_files", |r| r.env_files.as_ref());
         let umask = self
             .value("umask", |r| r.umask.as_ref(), |s| parse_umask(s))
-            .unwrap_or(0o022);
+            .unwrap_or(builtin::UMASK);
         let autostart = self
             .value("autostart", |r| r.autostart.as_ref(), |b| Ok(*b))
-            .unwrap_or(true);
+            .unwrap_or(builtin::AUTOSTART);
         let listen = self.listen();
         let readiness = self.readiness(&listen);
         let restart = self.restart();
@@ -814,14 +815,14 @@ impl<'a> Builder<'a> {
                         })
                     },
                 )
-                .unwrap_or(50 * 1024 * 1024),
+                .unwrap_or(builtin::LOG_MAX_SIZE),
             keep: self
                 .value(
                     "logs.keep",
                     |r| r.logs.as_ref()?.keep.as_ref(),
                     |n| count(*n, 0, "number of files to keep"),
                 )
-                .unwrap_or(5),
+                .unwrap_or(builtin::LOG_KEEP),
         };
         let access = AccessSpec {
             users: self.names("access.users", |r| r.access.as_ref()?.users.as_ref()),
@@ -1062,7 +1063,7 @@ impl<'a> Builder<'a> {
         let timeout = self.duration(
             "readiness.timeout",
             |r| r.readiness.as_ref()?.timeout.as_ref(),
-            Duration::from_secs(60),
+            builtin::READINESS_TIMEOUT,
             true,
         );
         let kind = self.pick("readiness.kind", |r| r.readiness.as_ref()?.kind.as_ref());
@@ -1070,7 +1071,9 @@ impl<'a> Builder<'a> {
         let address = self.pick("readiness.address", |r| {
             r.readiness.as_ref()?.address.as_ref()
         });
-        let kind_name = kind.as_ref().map_or("none", |kind| kind.value.as_str());
+        let kind_name = kind
+            .as_ref()
+            .map_or(builtin::READINESS_KIND, |kind| kind.value.as_str());
         // `url` and `address` are checked whatever the kind: DESIGN.md's own
         // example gives a url with kind = "notify", the probe a reload needs
         // because gunicorn sends READY=1 only once.
@@ -1188,11 +1191,11 @@ impl<'a> Builder<'a> {
                     )
                 },
             )
-            .unwrap_or(RestartPolicy::OnFailure);
+            .unwrap_or(builtin::RESTART_POLICY);
         let start_secs = self.duration(
             "restart.start_secs",
             |r| r.restart.as_ref()?.start_secs.as_ref(),
-            Duration::from_secs(1),
+            builtin::START_SECS,
             false,
         );
         let max_retries = self
@@ -1201,20 +1204,20 @@ impl<'a> Builder<'a> {
                 |r| r.restart.as_ref()?.max_retries.as_ref(),
                 |n| count(*n, 0, "max_retries"),
             )
-            .unwrap_or(0);
+            .unwrap_or(builtin::MAX_RETRIES);
         let initial_val = self.pick("restart.backoff.initial", |r| {
             r.restart.as_ref()?.backoff.as_ref()?.initial.as_ref()
         });
         let backoff_initial = self.duration(
             "restart.backoff.initial",
             |r| r.restart.as_ref()?.backoff.as_ref()?.initial.as_ref(),
-            Duration::from_secs(1),
+            builtin::BACKOFF_INITIAL,
             true,
         );
         let backoff_max = self.duration(
             "restart.backoff.max",
             |r| r.restart.as_ref()?.backoff.as_ref()?.max.as_ref(),
-            Duration::from_secs(60),
+            builtin::BACKOFF_MAX,
             true,
         );
         let max_val = self.pick("restart.backoff.max", |r| {
@@ -1254,7 +1257,7 @@ impl<'a> Builder<'a> {
                     )
                 },
             )
-            .unwrap_or(RestartStrategy::StopStart);
+            .unwrap_or(builtin::RESTART_STRATEGY);
         RestartSpec {
             policy,
             start_secs,
@@ -1267,8 +1270,8 @@ impl<'a> Builder<'a> {
 
     fn stop(&mut self, command: Option<&[String]>) -> StopSpec {
         let default_signal = match command {
-            Some(command) if uwsgi::runs_uwsgi(command) => nix::sys::signal::Signal::SIGINT,
-            _ => nix::sys::signal::Signal::SIGTERM,
+            Some(command) if uwsgi::runs_uwsgi(command) => builtin::STOP_SIGNAL_UWSGI,
+            _ => builtin::STOP_SIGNAL,
         };
         StopSpec {
             signal: self
@@ -1277,11 +1280,11 @@ impl<'a> Builder<'a> {
                     |r| r.stop.as_ref()?.signal.as_ref(),
                     |s| parse_signal(s),
                 )
-                .unwrap_or(Signal(default_signal)),
+                .unwrap_or(default_signal),
             timeout: self.duration(
                 "stop.timeout",
                 |r| r.stop.as_ref()?.timeout.as_ref(),
-                Duration::from_secs(30),
+                builtin::STOP_TIMEOUT,
                 true,
             ),
             reload_signal: self
@@ -1290,7 +1293,7 @@ impl<'a> Builder<'a> {
                     |r| r.stop.as_ref()?.reload_signal.as_ref(),
                     |s| parse_signal(s),
                 )
-                .unwrap_or(Signal(nix::sys::signal::Signal::SIGHUP)),
+                .unwrap_or(builtin::RELOAD_SIGNAL),
         }
     }
 
@@ -1314,7 +1317,7 @@ impl<'a> Builder<'a> {
                     )
                 },
             )
-            .unwrap_or(NetworkMode::Host);
+            .unwrap_or(builtin::NETWORK);
         let connect_ports = self.ports("sandbox.connect_ports", |r| {
             r.sandbox.as_ref()?.connect_ports.as_ref()
         });
@@ -1327,7 +1330,7 @@ impl<'a> Builder<'a> {
                     |r| r.sandbox.as_ref()?.private_tmp.as_ref(),
                     |b| Ok(*b),
                 )
-                .unwrap_or(true),
+                .unwrap_or(builtin::PRIVATE_TMP),
             bind_ports: self.ports("sandbox.bind_ports", |r| {
                 r.sandbox.as_ref()?.bind_ports.as_ref()
             }),
@@ -1348,7 +1351,7 @@ impl<'a> Builder<'a> {
                         )
                     },
                 )
-                .unwrap_or(LandlockMode::Require),
+                .unwrap_or(builtin::LANDLOCK),
         };
         if matches!(self.mode, Mode::App(_)) {
             self.sandbox_warnings(&sandbox, &read_write, directory, network_val);
