@@ -186,6 +186,22 @@ pub enum ReadinessKind {
     None,
 }
 
+/// An enum key's values: each name as a file writes it (and as the status
+/// shows it, serde's kebab-case), beside the value it stands for, so the
+/// names are written once, with the type, and parsed by one function.
+pub trait Choice: Copy + 'static {
+    /// What a value is, for errors: "restart policy".
+    const WHAT: &'static str;
+    const NAMES: &'static [(&'static str, Self)];
+
+    fn parse(text: &str) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, value)| *value)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
@@ -194,11 +210,28 @@ pub enum RestartPolicy {
     Never,
 }
 
+impl Choice for RestartPolicy {
+    const WHAT: &'static str = "restart policy";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("always", RestartPolicy::Always),
+        ("on-failure", RestartPolicy::OnFailure),
+        ("never", RestartPolicy::Never),
+    ];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartStrategy {
     StopStart,
     StartStop,
+}
+
+impl Choice for RestartStrategy {
+    const WHAT: &'static str = "restart strategy";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("stop-start", RestartStrategy::StopStart),
+        ("start-stop", RestartStrategy::StartStop),
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,11 +282,25 @@ pub enum NetworkMode {
     None,
 }
 
+impl Choice for NetworkMode {
+    const WHAT: &'static str = "network mode";
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("host", NetworkMode::Host), ("none", NetworkMode::None)];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LandlockMode {
     Require,
     BestEffort,
+}
+
+impl Choice for LandlockMode {
+    const WHAT: &'static str = "landlock mode";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("require", LandlockMode::Require),
+        ("best-effort", LandlockMode::BestEffort),
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,6 +347,22 @@ mod tests {
                 "{program}"
             );
         }
+    }
+
+    fn names_are_what_the_status_shows<T: Choice + Serialize + PartialEq + fmt::Debug>() {
+        for (name, value) in T::NAMES {
+            assert_eq!(T::parse(name), Some(*value));
+            let shown = serde_json::to_value(value).expect("serializable");
+            assert_eq!(shown, serde_json::Value::from(*name), "{}", T::WHAT);
+        }
+    }
+
+    #[test]
+    fn an_enum_key_is_spelt_as_the_status_shows_it() {
+        names_are_what_the_status_shows::<RestartPolicy>();
+        names_are_what_the_status_shows::<RestartStrategy>();
+        names_are_what_the_status_shows::<NetworkMode>();
+        names_are_what_the_status_shows::<LandlockMode>();
     }
 
     #[test]

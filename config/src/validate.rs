@@ -5,49 +5,20 @@
 //! and paths on disk are `resolve`'s business, never checked here.
 //!
 //! Merging: for every key the app's value wins, then `[defaults]`, then the
-//! built-in default below. Nested tables merge key by key
+//! built-in default ([`builtin`](crate::builtin)). Nested tables merge key by key
 //! (`restart.backoff.initial` can come from the app and `max` from
 //! `[defaults]`), and so does `environment`, variable by variable. Arrays
 //! (`command`, `env_files`, `[[listen]]`, ...) are replaced whole. An error
 //! in a value taken from `[defaults]` points at `appvisor.toml` and names the
 //! key `defaults.…`.
 //!
-//! Built-in defaults, where DESIGN.md and the files are silent:
+//! The built-in defaults are [`crate::builtin`]'s, the table
+//! docs/configuration.md is held to; the defaults that are not one value
+//! (`stop.signal` for uWSGI, `group`, `venv`, `readiness.address`,
+//! `sandbox.bind_ports`) are worked out below, and `limits.tasks` by the
+//! daemon (`default_limits`).
 //!
-//! | key | default |
-//! | --- | --- |
-//! | `description` | `""` |
-//! | `app_groups` | empty |
-//! | `group` | the user's primary group (resolved later) |
-//! | `venv` | the venv holding `command[0]` (`/srv/shop/venv` for `/srv/shop/venv/bin/gunicorn`) |
-//! | `environment`, `env_files` | empty |
-//! | `umask` | `"0022"` |
-//! | `autostart` | `true` |
-//! | `listen[].name` | the app's name |
-//! | `readiness.kind` | `"none"` |
-//! | `readiness.address` (tcp) | the first TCP `[[listen]]` address, a wildcard IP probed on loopback |
-//! | `readiness.timeout` | `"60s"` |
-//! | `restart.policy` | `"on-failure"` |
-//! | `restart.start_secs` | `"1s"` |
-//! | `restart.max_retries` | `0` (keep trying) |
-//! | `restart.backoff` | `{ initial = "1s", max = "60s" }` |
-//! | `restart.strategy` | `"stop-start"` |
-//! | `stop.signal` | `"TERM"`, but `"INT"` when the command runs uWSGI (uWSGI reloads on TERM; `uwsgi` says how it is recognised) |
-//! | `stop.timeout` | `"30s"` |
-//! | `stop.reload_signal` | `"HUP"` |
-//! | `logs.max_size`, `logs.keep` | `"50MiB"`, `5` |
-//! | `access.users`, `access.groups` | empty |
-//! | `sandbox.read_only`, `sandbox.read_write` | empty |
-//! | `sandbox.private_tmp` | `true` |
-//! | `sandbox.bind_ports` | absent: the TCP ports of `[[listen]]` |
-//! | `sandbox.connect_ports` | absent: any port |
-//! | `sandbox.network`, `sandbox.landlock` | `"host"`, `"require"` |
-//! | `limits.tasks` | absent here; the daemon applies 15% of the host's tasks (`default_limits`) |
-//! | `limits.memory`, `limits.cpu` | absent: no limit |
-//! | `limits.open_files` | absent: the soft limit appvisord was started with |
-//!
-//! Daemon settings default to DESIGN.md's example values; paths in
-//! `appvisor.toml` must be absolute.
+//! Paths in `appvisor.toml` must be absolute.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -67,9 +38,9 @@ use super::env_file::{check_name, parse_env_file, MAX_ENV_FILE};
 use super::error::{ConfigError, ConfigErrors, Gathered, LineIndex, SourceFile};
 use super::raw::{self, RawApp, RawDaemon};
 use super::spec::{
-    AccessSpec, AppName, AppSpec, ControlSpec, DaemonSpec, LandlockMode, LimitSpec, ListenAddress,
-    ListenSpec, LogSpec, NetworkMode, ReadinessKind, ReadinessSpec, RestartPolicy, RestartSpec,
-    RestartStrategy, SandboxSpec, Signal, StatusSpec, StopSpec,
+    AccessSpec, AppName, AppSpec, Choice, ControlSpec, DaemonSpec, LandlockMode, LimitSpec,
+    ListenAddress, ListenSpec, LogSpec, NetworkMode, ReadinessKind, ReadinessSpec, RestartPolicy,
+    RestartSpec, RestartStrategy, SandboxSpec, Signal, StatusSpec, StopSpec,
 };
 use super::suggest;
 use super::uwsgi;
@@ -383,13 +354,13 @@ pub fn parse_signal(text: &str) -> Result<Signal, Invalid> {
 
 /// `text` as one of `choices` (as written, and its value), or an error
 /// that names the nearest one and lists them all.
-fn one_of<T: Copy>(what: &str, text: &str, choices: &[(&str, T)]) -> Result<T, Invalid> {
-    if let Some((_, value)) = choices.iter().find(|(name, _)| *name == text) {
-        return Ok(*value);
-    }
-    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
-    let (message, hint) = suggest::unknown_value(what, text, &names);
-    Err(Invalid::new(message, hint))
+/// The value of an enum key: one of `T`'s names, or what was probably meant.
+fn choice<T: Choice>(text: &str) -> Result<T, Invalid> {
+    T::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = T::NAMES.iter().map(|(name, _)| *name).collect();
+        let (message, hint) = suggest::unknown_value(T::WHAT, text, &names);
+        Invalid::new(message, hint)
+    })
 }
 
 /// An octal string like `"0027"`.
@@ -1179,17 +1150,7 @@ impl<'a> Builder<'a> {
             .value(
                 "restart.policy",
                 |r| r.restart.as_ref()?.policy.as_ref(),
-                |s| {
-                    one_of(
-                        "restart policy",
-                        s,
-                        &[
-                            ("always", RestartPolicy::Always),
-                            ("on-failure", RestartPolicy::OnFailure),
-                            ("never", RestartPolicy::Never),
-                        ],
-                    )
-                },
+                |s| choice::<RestartPolicy>(s),
             )
             .unwrap_or(builtin::RESTART_POLICY);
         let start_secs = self.duration(
@@ -1246,16 +1207,7 @@ impl<'a> Builder<'a> {
             .value(
                 "restart.strategy",
                 |r| r.restart.as_ref()?.strategy.as_ref(),
-                |s| {
-                    one_of(
-                        "restart strategy",
-                        s,
-                        &[
-                            ("stop-start", RestartStrategy::StopStart),
-                            ("start-stop", RestartStrategy::StartStop),
-                        ],
-                    )
-                },
+                |s| choice::<RestartStrategy>(s),
             )
             .unwrap_or(builtin::RESTART_STRATEGY);
         RestartSpec {
@@ -1309,13 +1261,7 @@ impl<'a> Builder<'a> {
             .value(
                 "sandbox.network",
                 |r| r.sandbox.as_ref()?.network.as_ref(),
-                |s| {
-                    one_of(
-                        "network mode",
-                        s,
-                        &[("host", NetworkMode::Host), ("none", NetworkMode::None)],
-                    )
-                },
+                |s| choice::<NetworkMode>(s),
             )
             .unwrap_or(builtin::NETWORK);
         let connect_ports = self.ports("sandbox.connect_ports", |r| {
@@ -1340,16 +1286,7 @@ impl<'a> Builder<'a> {
                 .value(
                     "sandbox.landlock",
                     |r| r.sandbox.as_ref()?.landlock.as_ref(),
-                    |s| {
-                        one_of(
-                            "landlock mode",
-                            s,
-                            &[
-                                ("require", LandlockMode::Require),
-                                ("best-effort", LandlockMode::BestEffort),
-                            ],
-                        )
-                    },
+                    |s| choice::<LandlockMode>(s),
                 )
                 .unwrap_or(builtin::LANDLOCK),
         };
