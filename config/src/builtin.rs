@@ -55,6 +55,14 @@ pub const APP: &[(&str, &str)] = &[
     ("sandbox.landlock", "\"require\""),
 ];
 
+pub const APPS_DIR: &str = "/etc/appvisor/apps.d";
+pub const LOG_DIR: &str = "/var/log/appvisor";
+pub const STATE_DIR: &str = "/var/lib/appvisor";
+pub const CONTROL_SOCKET: &str = "/run/appvisor/ctl.sock";
+/// `control.admin_groups`, when unset: this one group.
+pub const ADMIN_GROUP: &str = "appvisor-admin";
+pub const STATUS_LISTEN: &str = "127.0.0.1:9750";
+
 pub const UMASK: u32 = 0o022;
 pub const AUTOSTART: bool = true;
 /// `readiness.kind` when unset.

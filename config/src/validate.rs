@@ -45,14 +45,6 @@ use super::spec::{
 use super::suggest;
 use super::uwsgi;
 
-/// Built-in daemon defaults (DESIGN.md).
-pub const DEFAULT_APPS_DIR: &str = "/etc/appvisor/apps.d";
-pub const DEFAULT_LOG_DIR: &str = "/var/log/appvisor";
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/appvisor";
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/appvisor/ctl.sock";
-pub const DEFAULT_ADMIN_GROUP: &str = "appvisor-admin";
-pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:9750";
-
 /// The longest path a `sockaddr_un` holds, without its terminating NUL.
 const MAX_UNIX_PATH: usize = 107;
 
@@ -117,11 +109,11 @@ pub fn validate_daemon(file: &Path, text: &str) -> Result<(DaemonSpec, Defaults)
             }
         },
     };
-    let apps_dir = dir(&raw.apps_dir, "apps_dir", DEFAULT_APPS_DIR);
-    let log_dir = dir(&raw.log_dir, "log_dir", DEFAULT_LOG_DIR);
-    let state_dir = dir(&raw.state_dir, "state_dir", DEFAULT_STATE_DIR);
+    let apps_dir = dir(&raw.apps_dir, "apps_dir", builtin::APPS_DIR);
+    let log_dir = dir(&raw.log_dir, "log_dir", builtin::LOG_DIR);
+    let state_dir = dir(&raw.state_dir, "state_dir", builtin::STATE_DIR);
     let control = raw.control.clone().unwrap_or_default();
-    let socket = dir(&control.socket, "control.socket", DEFAULT_CONTROL_SOCKET);
+    let socket = dir(&control.socket, "control.socket", builtin::CONTROL_SOCKET);
 
     let mut names =
         |list: &Option<Spanned<Vec<Spanned<String>>>>, key: &str, default: &[&str]| match list {
@@ -143,7 +135,7 @@ pub fn validate_daemon(file: &Path, text: &str) -> Result<(DaemonSpec, Defaults)
     let admin_groups = names(
         &control.admin_groups,
         "control.admin_groups",
-        &[DEFAULT_ADMIN_GROUP],
+        &[builtin::ADMIN_GROUP],
     );
 
     let listen = match raw
@@ -152,7 +144,7 @@ pub fn validate_daemon(file: &Path, text: &str) -> Result<(DaemonSpec, Defaults)
         .and_then(|status| status.listen.as_ref())
     {
         None => Some(
-            parse_socket_addr(DEFAULT_STATUS_LISTEN).expect("the default status address parses"),
+            parse_socket_addr(builtin::STATUS_LISTEN).expect("the default status address parses"),
         ),
         Some(value) if value.get_ref().is_empty() => None,
         Some(value) => match parse_socket_addr(value.get_ref()) {
