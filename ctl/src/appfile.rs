@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use appvisor::config::{self, AppName, ConfigError, Defaults};
+use appvisor_config::{self as config, AppName, ConfigError, Defaults};
 
 /// One app, as an importer made it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

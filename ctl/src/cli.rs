@@ -11,6 +11,7 @@
 //! read the daemon settings (`check`, the importers) take `--config`.
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -218,8 +219,8 @@ pub enum Command {
         /// Check the one FILE as the app NAME, whatever the file is called:
         /// for a CM tool's temporary copy, e.g. Ansible's
         /// `validate: appctl check --as shop %s`.
-        #[arg(long = "as", value_name = "NAME", value_parser = appvisor::cli::parse_app_name, requires = "files")]
-        as_name: Option<appvisor::config::AppName>,
+        #[arg(long = "as", value_name = "NAME", value_parser = appvisor_config::AppName::from_str, requires = "files")]
+        as_name: Option<appvisor_config::AppName>,
         /// App files to check (default: every file in apps.d).
         #[arg(value_name = "FILE")]
         files: Vec<PathBuf>,

@@ -400,17 +400,17 @@ pub fn check(
     daemon_config: &Path,
     explicit: bool,
     files: &[PathBuf],
-    as_name: Option<&appvisor::config::AppName>,
+    as_name: Option<&appvisor_config::AppName>,
 ) -> Result<Exit, CommandError> {
-    let report = appvisor::config::check(
+    let report = appvisor_config::check(
         daemon_config,
         explicit,
         files,
         as_name,
-        &appvisor::config::SystemUserDb,
+        &appvisor_config::SystemUserDb,
     )
-    .with_default_limits(&appvisor::config::DefaultLimits::for_host(
-        appvisor::config::default_limits::host_max_tasks(),
+    .with_default_limits(&appvisor_config::DefaultLimits::for_host(
+        appvisor_config::default_limits::host_max_tasks(),
     ));
     print(&format!("{}\n", escape::text(&report.to_string())))?;
     Ok(if report.is_ok() {
@@ -472,14 +472,14 @@ fn write_imported(
     daemon_config: &Path,
     explicit: bool,
 ) -> Result<Exit, CommandError> {
-    let defaults = match appvisor::config::load_daemon_or_default(daemon_config, explicit) {
+    let defaults = match appvisor_config::load_daemon_or_default(daemon_config, explicit) {
         Ok(daemon) => daemon.defaults,
         Err(errors) => {
             print_error(&format_args!(
                 "{}: checking the imported files without its [defaults]:\n{errors}",
                 daemon_config.display()
             ));
-            appvisor::config::Defaults::none()
+            appvisor_config::Defaults::none()
         }
     };
     let mut failed = false;

@@ -4,7 +4,7 @@
 //! messages repeat what a request named).
 //!
 //! Owns how `appctl` escapes; which characters are unsafe is
-//! [`appvisor::logfmt::is_unsafe`], the rule the daemon's own log uses. It
+//! [`appvisor_protocol::escape::is_unsafe`], the rule the daemon's own log uses. It
 //! must never let a control character, an invalid UTF-8 byte (an 8-bit C1
 //! control to some terminals) or a bidirectional override through, except
 //! the newlines (and tabs) of multi-line text and of app output.
@@ -12,12 +12,12 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use appvisor::logfmt::{is_unsafe, write_escaped};
+use appvisor_protocol::escape::{is_unsafe, write_escaped};
 
 /// One field of a table or a line (a name, a reason, a path): everything
 /// unsafe escaped, newlines included, so it stays on its line.
 pub fn field(text: &str) -> Cow<'_, str> {
-    appvisor::logfmt::escape(text)
+    appvisor_protocol::escape::escape(text)
 }
 
 /// Text of several lines (a report, an error message): like [`field`], but

@@ -49,7 +49,7 @@ impl Selector {
             return Ok(Selector::All);
         }
         if let Some(group) = word.strip_prefix("group:") {
-            return appvisor::config::AppName::new(group)
+            return appvisor_config::AppName::new(group)
                 .map(|name| Selector::Group(name.as_str().to_owned()))
                 .ok_or_else(|| SelectError::BadGroup {
                     word: word.to_owned(),

@@ -10,6 +10,7 @@
 //! This crate does no I/O beyond [`client`].
 
 pub mod client;
+pub mod escape;
 
 use std::fmt;
 use std::str::FromStr;

@@ -6,6 +6,7 @@
 //! binary. Owns parsing only.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::{Parser, Subcommand};
 
@@ -54,18 +55,12 @@ pub enum Command {
         /// Check the one FILE as the app NAME, whatever the file is called:
         /// for a CM tool's temporary copy, e.g. Ansible's
         /// `validate: appvisord check --as shop %s`.
-        #[arg(long = "as", value_name = "NAME", value_parser = parse_app_name, requires = "files")]
+        #[arg(long = "as", value_name = "NAME", value_parser = AppName::from_str, requires = "files")]
         as_name: Option<AppName>,
         /// App files to check (default: every file of apps_dir).
         #[arg(value_name = "FILE")]
         files: Vec<PathBuf>,
     },
-}
-
-/// clap's parser for an app name argument (`--as NAME`).
-pub fn parse_app_name(name: &str) -> Result<AppName, String> {
-    AppName::new(name)
-        .ok_or_else(|| format!("invalid app name {name:?}: use [a-z0-9][a-z0-9_-]{{0,63}}"))
 }
 
 #[cfg(test)]

@@ -773,7 +773,7 @@ impl Daemon {
                 (Err(errors), existing) => report.invalid.push(InvalidApp {
                     name: name.clone(),
                     file: candidate.file.display().to_string(),
-                    errors: errors.clone(),
+                    errors: errors.iter().map(ToString::to_string).collect(),
                     kept_running: matches!(existing, Some(Some(_))),
                 }),
             }
@@ -831,7 +831,7 @@ impl Daemon {
             });
             entry.file = candidate.file;
             match candidate.app {
-                Err(errors) => entry.error = Some(errors.join("\n")),
+                Err(errors) => entry.error = Some(errors.to_string()),
                 Ok(app) => {
                     entry.error = None;
                     let change = match &entry.app {

@@ -5,9 +5,10 @@
 //! reaping and restarting apps; a file that takes too long is reported as
 //! invalid (its app keeps its last valid version) and holds up no other.
 //!
-//! One file is parsed at a time, so what parsing costs the daemon in
-//! memory is one file's worth (`config::load::MAX_CONFIG_FILE` bounds it);
-//! user lookups, which mostly wait, run side by side.
+//! What a file comes to is `config::judge`'s, as for `check`: one file is
+//! parsed at a time, so what parsing costs the daemon in memory is one
+//! file's worth (`config::load::MAX_CONFIG_FILE` bounds it); user lookups,
+//! which mostly wait, run side by side.
 //!
 //! A read or lookup that never returns keeps its thread. At most
 //! [`MAX_HUNG`] such jobs are let pile up; past that, files are reported
@@ -18,12 +19,12 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::positions::Positions;
+use crate::config::judge::{self, Judged};
 use crate::config::resolve::{ResolvedApp, SystemUserDb};
-use crate::config::{self, AppName, ConfigError, ConfigErrors, DaemonConfig, Defaults};
+use crate::config::{self, ConfigError, ConfigErrors, DaemonConfig};
 
 /// How long one file (or `appvisor.toml`) may take to be judged: reading,
 /// parsing and validating take milliseconds, so this is for a hung file
@@ -39,17 +40,11 @@ pub const MAX_HUNG: usize = 8;
 /// Jobs past their deadline, still running.
 static HUNG: AtomicUsize = AtomicUsize::new(0);
 
-/// Held while a file is read and parsed.
-static PARSING: Mutex<()> = Mutex::new(());
-
 /// One file of `apps.d` after validation and resolution.
 #[derive(Debug)]
 pub struct Candidate {
     pub file: PathBuf,
-    pub app: Result<Arc<ResolvedApp>, Vec<String>>,
-    /// Where the keys of a file that validated sit, to place its
-    /// conflicts with other apps.
-    positions: Option<Positions>,
+    pub app: Result<Arc<ResolvedApp>, ConfigErrors>,
 }
 
 /// Why a blocking job gave no answer.
@@ -151,80 +146,54 @@ pub async fn scan(daemon_config: &DaemonConfig) -> Result<Scan, ConfigErrors> {
     let judged = in_parallel(named, JUDGES, |(name, path)| {
         let defaults = defaults.clone();
         async move {
-            let file = path.clone();
-            let (app, positions) = run_blocking(JUDGE_TIMEOUT, move || judge(&file, &defaults))
-                .await
-                .unwrap_or_else(|unjudged| {
-                    let error = format!(
-                        "{}: not judged: {unjudged}; the running version is kept",
-                        path.display()
-                    );
-                    (Err(vec![error]), None)
-                });
-            let candidate = Candidate {
+            let (file, app) = (path.clone(), name.clone());
+            let judged = run_blocking(JUDGE_TIMEOUT, move || {
+                judge::judge_app(&file, &app, &defaults, &SystemUserDb)
+            })
+            .await
+            .unwrap_or_else(|unjudged| Judged {
+                outcome: Err(ConfigError::new(
+                    &path,
+                    format!("not judged: {unjudged}; the running version is kept"),
+                )
+                .into()),
                 file: path,
-                app,
-                positions,
-            };
-            (name, candidate)
+            });
+            (name, judged)
         }
     })
     .await;
-    let mut candidates: BTreeMap<String, Candidate> = judged
-        .into_iter()
-        .map(|(name, candidate)| (name.to_string(), candidate))
-        .collect();
 
-    let valid: Vec<_> = candidates
-        .values()
-        .filter_map(|c| c.app.as_ref().ok().map(|a| a.spec.clone()))
+    // Only apps that resolved hold their addresses.
+    let resolved = judged
+        .iter()
+        .filter_map(|(_, judged)| match &judged.outcome {
+            Ok(validated) if validated.resolved.is_ok() => Some(&validated.valid),
+            _ => None,
+        });
+    let conflicts = judge::conflicts(resolved);
+    let candidates = judged
+        .into_iter()
+        .map(|(name, judged)| {
+            let file = judged.file.clone();
+            let mut app = judged.into_app().map(Arc::new);
+            let theirs: Vec<ConfigError> = conflicts
+                .iter()
+                .filter(|conflict| conflict.file == file)
+                .cloned()
+                .collect();
+            if !theirs.is_empty() {
+                let mut errors = app.err().unwrap_or_default();
+                errors.0.extend(theirs);
+                app = Err(errors);
+            }
+            (name.to_string(), Candidate { file, app })
+        })
         .collect();
-    for conflict in config::check_conflicts(&valid) {
-        let Some(name) = conflict
-            .file
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(AppName::new)
-        else {
-            continue;
-        };
-        if let Some(candidate) = candidates.get_mut(name.as_str()) {
-            let conflict = match &candidate.positions {
-                Some(positions) => positions.fill(conflict),
-                None => conflict,
-            };
-            let mut errors = candidate.app.as_ref().err().cloned().unwrap_or_default();
-            errors.push(conflict.to_string());
-            candidate.app = Err(errors);
-        }
-    }
     Ok(Scan {
         candidates,
         ignored,
     })
-}
-
-/// One file: read and validated (one at a time), then resolved, every
-/// error at its line; and where its keys sit, when it validated.
-fn judge(
-    path: &Path,
-    defaults: &Defaults,
-) -> (Result<Arc<ResolvedApp>, Vec<String>>, Option<Positions>) {
-    let to_strings = |errors: ConfigErrors| errors.iter().map(ToString::to_string).collect();
-    let valid = {
-        let _parsing = PARSING.lock().unwrap_or_else(|e| e.into_inner());
-        config::load::load_valid_app(path, defaults)
-    };
-    match valid {
-        Ok(valid) => {
-            let resolved = valid
-                .resolve(&SystemUserDb)
-                .map(Arc::new)
-                .map_err(to_strings);
-            (resolved, Some(valid.positions))
-        }
-        Err(errors) => (Err(to_strings(errors)), None),
-    }
 }
 
 /// Runs `work` on every item, at most `limit` at a time, and returns the

@@ -10,10 +10,10 @@ pub mod app; // per-app state machine, restart and backoff decisions (pure)
 pub mod audit; // the audit trail of control actions
 pub mod cgroup; // one cgroup per app: create, kill, watch for empty, limits
 pub mod cli; // appvisord's command line (also read by the man page generator)
-pub mod config; // appvisor.toml and apps.d: raw TOML -> AppSpec -> resolved users
+pub use appvisor_config as config; // appvisor.toml and apps.d: raw TOML -> AppSpec -> resolved users
 pub mod control; // the control server: HTTP over the Unix socket, peer credentials
 pub mod daemon; // start-up, signals, the registry of apps, shutdown
-pub mod files; // bounded, non-blocking reads; StrictModes trust of files others can touch
+pub use appvisor_config::files; // bounded, non-blocking reads; StrictModes trust of files others can touch
 pub mod httpd; // what the control and status servers share: the accept loop, caps, error bodies
 pub mod judge; // apps.d judged off the runtime: blocking pool, deadlines, one parse at a time
 pub mod listen; // held listen sockets, bound as root and kept across restarts

@@ -4,70 +4,19 @@
 //! audit line, say) or send escape sequences to a terminal showing the log.
 //!
 //! Owns [`EscapedFields`], the field formatter `main` gives
-//! `tracing-subscriber`, and the one rule of which characters are unsafe to
-//! show, which `appctl` uses too. It must never pass a control character,
-//! a Unicode line separator or a bidirectional override through unescaped.
+//! `tracing-subscriber`; which characters are unsafe to show is
+//! [`appvisor_protocol::escape`]'s one rule, which `appctl` uses too. It
+//! must never pass a control character, a Unicode line separator or a
+//! bidirectional override through unescaped.
 
 use std::fmt::{self, Write as _};
+
+use appvisor_protocol::escape::Escaping;
 
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::FormatFields;
-
-/// Whether `c` must not reach a log record or a terminal as it is: control
-/// characters (C0, DEL, C1), Unicode line and paragraph separators, and the
-/// bidirectional controls that reorder what a reader sees.
-pub fn is_unsafe(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061c}'
-                | '\u{200e}'
-                | '\u{200f}'
-                | '\u{2028}'
-                | '\u{2029}'
-                | '\u{202a}'..='\u{202e}'
-                | '\u{2066}'..='\u{2069}'
-        )
-}
-
-/// Writes `c`, which [`is_unsafe`], visibly: `\n`, `\r`, `\t`, else
-/// `\u{1b}`.
-pub fn write_escaped(out: &mut impl fmt::Write, c: char) -> fmt::Result {
-    match c {
-        '\n' => out.write_str("\\n"),
-        '\r' => out.write_str("\\r"),
-        '\t' => out.write_str("\\t"),
-        c => write!(out, "\\u{{{:x}}}", u32::from(c)),
-    }
-}
-
-/// `text` with every character that [`is_unsafe`] escaped.
-pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(is_unsafe) {
-        return text.into();
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    let _ = Escaping(&mut out).write_str(text);
-    out.into()
-}
-
-/// A `fmt::Write` that escapes what it passes on.
-struct Escaping<'a, W>(&'a mut W);
-
-impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        let mut rest = text;
-        while let Some(at) = rest.find(is_unsafe) {
-            self.0.write_str(&rest[..at])?;
-            let c = rest[at..].chars().next().expect("found a char there");
-            write_escaped(self.0, c)?;
-            rest = &rest[at + c.len_utf8()..];
-        }
-        self.0.write_str(rest)
-    }
-}
 
 /// Formats fields like `tracing-subscriber`'s default (`message` first and
 /// bare, then `name=value`, strings quoted), with every value escaped.
@@ -138,23 +87,6 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-
-    #[test]
-    fn escape_table() {
-        let table = [
-            ("plain /srv/shop/current", "plain /srv/shop/current"),
-            ("a\nb\r\tc", "a\\nb\\r\\tc"),
-            ("\u{1b}]52;c;aGk=\u{7}", "\\u{1b}]52;c;aGk=\\u{7}"),
-            ("\u{9b}2J csi", "\\u{9b}2J csi"),
-            ("\u{7f}", "\\u{7f}"),
-            ("evil\u{202e}txt.exe", "evil\\u{202e}txt.exe"),
-            ("line\u{2028}sep", "line\\u{2028}sep"),
-            ("ünïcödé ✓", "ünïcödé ✓"),
-        ];
-        for (text, want) in table {
-            assert_eq!(escape(text), want, "{text:?}");
-        }
-    }
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);

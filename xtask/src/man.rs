@@ -69,25 +69,23 @@ fn appctl_files() -> Files {
 }
 
 fn appvisord_files() -> Files {
-    use appvisor::config::validate::{
-        DEFAULT_APPS_DIR, DEFAULT_CONTROL_SOCKET, DEFAULT_LOG_DIR, DEFAULT_STATE_DIR,
-    };
+    use appvisor::config::builtin::{APPS_DIR, CONTROL_SOCKET, LOG_DIR, STATE_DIR};
     vec![
         (
             appvisor::cli::DEFAULT_CONFIG.to_owned(),
             "daemon settings (--config); see appvisor.toml(5)",
         ),
         (
-            format!("{DEFAULT_APPS_DIR}/NAME.toml"),
+            format!("{APPS_DIR}/NAME.toml"),
             "one application each (apps_dir)",
         ),
-        (DEFAULT_CONTROL_SOCKET.to_owned(), "the control socket"),
+        (CONTROL_SOCKET.to_owned(), "the control socket"),
         (
-            format!("{DEFAULT_LOG_DIR}/NAME/"),
+            format!("{LOG_DIR}/NAME/"),
             "each app's captured output, rotated (log_dir)",
         ),
         (
-            DEFAULT_STATE_DIR.to_owned(),
+            STATE_DIR.to_owned(),
             "what survives a daemon restart: apps stopped by hand (state_dir)",
         ),
     ]

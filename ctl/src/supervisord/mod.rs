@@ -883,9 +883,9 @@ fn config_binds(argv: &[String], directory: &str) -> Option<servers::ConfigBinds
 /// How much of a server's config file the importer reads.
 const CONFIG_FILE_MAX: u64 = 1 << 20;
 
-/// The venv of a program path, as appvisord finds it ([`appvisor::sandbox::rules::venv_of`]).
+/// The venv of a program path, as appvisord finds it ([`appvisor_config::venv_of`]).
 fn venv_of(program: &str) -> Option<String> {
-    appvisor::sandbox::rules::venv_of(Path::new(program)).map(|v| v.display().to_string())
+    appvisor_config::venv_of(Path::new(program)).map(|v| v.display().to_string())
 }
 
 /// The first executable file named `program` in `path`'s absolute

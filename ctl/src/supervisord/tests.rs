@@ -1,7 +1,7 @@
 use std::fs;
 use std::time::Duration;
 
-use appvisor::config::{load_app, Defaults, RestartPolicy};
+use appvisor_config::{load_app, Defaults, RestartPolicy};
 
 use super::*;
 

@@ -372,7 +372,7 @@ fn vassal(
         notes.push("no socket option: the vassal serves nothing appvisord holds".to_owned());
     }
     let die_on_term = moved.command.iter().any(|a| a == "--die-on-term");
-    let own_venv = appvisor::sandbox::rules::venv_of(&binary).map(|v| v.display().to_string());
+    let own_venv = appvisor_config::venv_of(&binary).map(|v| v.display().to_string());
     Ok(AppFile {
         name,
         origin: file.display().to_string(),

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AppSpec, LandlockMode, ListenAddress, NetworkMode};
+use crate::config::{venv_of, AppSpec, LandlockMode, ListenAddress, NetworkMode};
 
 /// The size of a private `/tmp` when `[limits] memory` does not set one.
 /// tmpfs pages are charged to the memory cgroup of the process that writes
@@ -435,18 +435,6 @@ pub fn app_venv(spec: &AppSpec) -> Option<&Path> {
         .or_else(|| venv_of(Path::new(&spec.command[0])))
 }
 
-/// The venv holding `program`: the parent of its `bin` directory, unless
-/// that is a system prefix (`/usr/bin/python3` has no venv).
-pub fn venv_of(program: &Path) -> Option<&Path> {
-    let bin = program.parent()?;
-    if bin.file_name()? != "bin" {
-        return None;
-    }
-    let venv = bin.parent()?;
-    let system = ["/", "/usr", "/usr/local"];
-    (!system.iter().any(|s| venv == Path::new(s))).then_some(venv)
-}
-
 /// The installation prefix of a base interpreter whose `bin` is `home`.
 fn python_prefix(home: &Path) -> Option<&Path> {
     let prefix = home.parent()?;
@@ -673,25 +661,6 @@ mod tests {
                 ("/srv/shop/venv".into(), ReadExecute, O::Venv),
             ]
         );
-    }
-
-    #[test]
-    fn finds_the_venv_of_a_command() {
-        let cases = [
-            ("/srv/shop/venv/bin/gunicorn", Some("/srv/shop/venv")),
-            ("/opt/app/bin/uwsgi", Some("/opt/app")),
-            ("/usr/bin/python3", None),
-            ("/usr/local/bin/gunicorn", None),
-            ("/bin/sh", None),
-            ("/srv/shop/run.sh", None),
-        ];
-        for (program, want) in cases {
-            assert_eq!(
-                venv_of(Path::new(program)),
-                want.map(Path::new),
-                "{program}"
-            );
-        }
     }
 
     #[test]

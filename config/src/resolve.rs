@@ -1,7 +1,7 @@
 //! Resolution: user and group names to ids, and the checks on disk an app
 //! needs before it can start (its program, directory, venv and the paths
 //! its sandbox grants). Users come from a [`UserDb`] so tests can use a
-//! fake one (`FakeUserDb`, built only for tests); paths are looked up under
+//! fake one (`FakeUserDb`, built only for tests and `test-support`); paths are looked up under
 //! a root prefix so tests can use a temp dir. Never changes anything on
 //! disk.
 
@@ -112,10 +112,10 @@ fn user_record(user: User) -> UserRecord {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-support"))]
 pub use fake::FakeUserDb;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-support"))]
 mod fake {
     use std::collections::{BTreeMap, BTreeSet};
     use std::path::PathBuf;
@@ -640,8 +640,8 @@ mod tests {
     use nix::unistd::Uid;
 
     use super::*;
-    use crate::config::validate::{validate_app, Defaults};
-    use crate::config::AppName;
+    use crate::validate::{validate_app, Defaults};
+    use crate::AppName;
 
     fn app(name: &str, extra: &str) -> AppSpec {
         let text = format!(

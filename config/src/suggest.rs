@@ -320,7 +320,7 @@ pub fn wrong_type(key: &str, found: &str, fallback: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::raw::{RawApp, RawDaemon, RawFile};
+    use crate::raw::{RawApp, RawDaemon, RawFile};
 
     #[test]
     fn nearest_catches_slips_and_nothing_else() {
@@ -533,19 +533,16 @@ mod tests {
             let top = key.split('.').next().unwrap_or_default();
             let result = if daemon_keys.contains(&top) {
                 let text = with_value("", key, example);
-                crate::config::validate::validate_daemon(
-                    std::path::Path::new("appvisor.toml"),
-                    &text,
-                )
-                .map(drop)
-                .map_err(|errors| format!("{text}\n{errors}"))
+                crate::validate::validate_daemon(std::path::Path::new("appvisor.toml"), &text)
+                    .map(drop)
+                    .map_err(|errors| format!("{text}\n{errors}"))
             } else {
                 let text = with_value(app_base, key, example);
-                crate::config::validate::validate_app(
-                    &crate::config::AppName::new("shop").unwrap(),
+                crate::validate::validate_app(
+                    &crate::AppName::new("shop").unwrap(),
                     std::path::Path::new("shop.toml"),
                     &text,
-                    &crate::config::Defaults::none(),
+                    &crate::Defaults::none(),
                     &|_| Ok(String::new()),
                 )
                 .map(drop)

@@ -7,7 +7,12 @@
 //! needs. `default_limits` has the limits of apps that set none. Only
 //! `load`, `check` and `resolve` touch the file system, and
 //! `default_limits` reads the host's task ceiling from `/proc/sys`.
+//! `files` has the bounded, non-blocking reads all of them use.
+//!
+//! Its own crate so that `appctl check` judges files exactly as the daemon
+//! does without linking the daemon: no async runtime, no logging.
 
+pub mod builtin;
 pub mod change;
 pub mod check;
 #[cfg(test)]
@@ -15,6 +20,8 @@ mod contract_tests;
 pub mod default_limits;
 pub mod env_file;
 pub mod error;
+pub mod files;
+pub mod judge;
 pub mod load;
 pub mod positions;
 pub mod raw;
@@ -22,8 +29,8 @@ pub mod resolve;
 pub mod security;
 pub mod spec;
 pub mod suggest;
-#[cfg(test)]
-pub(crate) mod test_spec;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_spec;
 pub mod uwsgi;
 pub mod validate;
 

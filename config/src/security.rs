@@ -387,7 +387,7 @@ pub fn identity_weaknesses(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::test_spec::app_spec;
+    use crate::test_spec::app_spec;
 
     fn kinds(found: &[Weakness]) -> Vec<(WeaknessKind, &str)> {
         found.iter().map(|w| (w.kind, w.key.as_str())).collect()

@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::config::{
+use crate::{
     AccessSpec, AppName, AppSpec, LandlockMode, LimitSpec, LogSpec, NetworkMode, ReadinessKind,
     ReadinessSpec, RestartPolicy, RestartSpec, RestartStrategy, SandboxSpec, Signal, StopSpec,
 };
 
-pub(crate) fn app_spec(name: &str, command: &[&str]) -> AppSpec {
+pub fn app_spec(name: &str, command: &[&str]) -> AppSpec {
     AppSpec {
         name: AppName::new(name).unwrap(),
         file: format!("/etc/appvisor/apps.d/{name}.toml").into(),

@@ -11,8 +11,8 @@ use super::raw::{app_file_keys, daemon_file_keys};
 use super::spec::AppName;
 use super::validate::{validate_app, validate_daemon, Defaults};
 
-const CONFIGURATION: &str = include_str!("../../../docs/configuration.md");
-const PACKAGED_SETTINGS: &str = include_str!("../../../debian/appvisor.toml");
+const CONFIGURATION: &str = include_str!("../../docs/configuration.md");
+const PACKAGED_SETTINGS: &str = include_str!("../../debian/appvisor.toml");
 
 /// The lines of the `## HEADING` section of `markdown`.
 fn section<'a>(markdown: &'a str, heading: &str) -> Vec<&'a str> {

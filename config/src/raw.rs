@@ -591,7 +591,7 @@ mod tests {
 
     use super::*;
 
-    use crate::config::error::{LineIndex, MAX_ERRORS_PER_FILE};
+    use crate::error::{LineIndex, MAX_ERRORS_PER_FILE};
 
     fn errors_of<T: RawFile + std::fmt::Debug>(text: &str) -> Vec<String> {
         let file = Path::new("apps.d/shop.toml");

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -40,6 +40,32 @@ impl fmt::Display for AppName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// A name that is not an app name, as both command lines report it
+/// (`--as NAME`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid app name {0:?}: use [a-z0-9][a-z0-9_-]{{0,63}}")]
+pub struct InvalidAppName(pub String);
+
+impl std::str::FromStr for AppName {
+    type Err = InvalidAppName;
+
+    fn from_str(name: &str) -> Result<AppName, InvalidAppName> {
+        AppName::new(name).ok_or_else(|| InvalidAppName(name.to_owned()))
+    }
+}
+
+/// The venv holding `program`: the parent of its `bin` directory, unless
+/// that is a system prefix (`/usr/bin/python3` has no venv).
+pub fn venv_of(program: &Path) -> Option<&Path> {
+    let bin = program.parent()?;
+    if bin.file_name()? != "bin" {
+        return None;
+    }
+    let venv = bin.parent()?;
+    let system = ["/", "/usr", "/usr/local"];
+    (!system.iter().any(|s| venv == Path::new(s))).then_some(venv)
 }
 
 /// Daemon settings from `appvisor.toml`, with every default filled in.
@@ -160,6 +186,22 @@ pub enum ReadinessKind {
     None,
 }
 
+/// An enum key's values: each name as a file writes it (and as the status
+/// shows it, serde's kebab-case), beside the value it stands for, so the
+/// names are written once, with the type, and parsed by one function.
+pub trait Choice: Copy + 'static {
+    /// What a value is, for errors: "restart policy".
+    const WHAT: &'static str;
+    const NAMES: &'static [(&'static str, Self)];
+
+    fn parse(text: &str) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, value)| *value)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
@@ -168,11 +210,28 @@ pub enum RestartPolicy {
     Never,
 }
 
+impl Choice for RestartPolicy {
+    const WHAT: &'static str = "restart policy";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("always", RestartPolicy::Always),
+        ("on-failure", RestartPolicy::OnFailure),
+        ("never", RestartPolicy::Never),
+    ];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartStrategy {
     StopStart,
     StartStop,
+}
+
+impl Choice for RestartStrategy {
+    const WHAT: &'static str = "restart strategy";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("stop-start", RestartStrategy::StopStart),
+        ("start-stop", RestartStrategy::StartStop),
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,11 +282,25 @@ pub enum NetworkMode {
     None,
 }
 
+impl Choice for NetworkMode {
+    const WHAT: &'static str = "network mode";
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("host", NetworkMode::Host), ("none", NetworkMode::None)];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LandlockMode {
     Require,
     BestEffort,
+}
+
+impl Choice for LandlockMode {
+    const WHAT: &'static str = "landlock mode";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("require", LandlockMode::Require),
+        ("best-effort", LandlockMode::BestEffort),
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,4 +324,53 @@ pub struct LimitSpec {
     /// Percent of one CPU: `150%` is 150.
     pub cpu: Option<u32>,
     pub open_files: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_venv_of_a_command() {
+        let cases = [
+            ("/srv/shop/venv/bin/gunicorn", Some("/srv/shop/venv")),
+            ("/opt/app/bin/uwsgi", Some("/opt/app")),
+            ("/usr/bin/python3", None),
+            ("/usr/local/bin/gunicorn", None),
+            ("/bin/sh", None),
+            ("/srv/shop/run.sh", None),
+        ];
+        for (program, want) in cases {
+            assert_eq!(
+                venv_of(Path::new(program)),
+                want.map(Path::new),
+                "{program}"
+            );
+        }
+    }
+
+    fn names_are_what_the_status_shows<T: Choice + Serialize + PartialEq + fmt::Debug>() {
+        for (name, value) in T::NAMES {
+            assert_eq!(T::parse(name), Some(*value));
+            let shown = serde_json::to_value(value).expect("serializable");
+            assert_eq!(shown, serde_json::Value::from(*name), "{}", T::WHAT);
+        }
+    }
+
+    #[test]
+    fn an_enum_key_is_spelt_as_the_status_shows_it() {
+        names_are_what_the_status_shows::<RestartPolicy>();
+        names_are_what_the_status_shows::<RestartStrategy>();
+        names_are_what_the_status_shows::<NetworkMode>();
+        names_are_what_the_status_shows::<LandlockMode>();
+    }
+
+    #[test]
+    fn an_app_name_argument_is_checked_with_its_rule_in_the_error() {
+        assert_eq!("shop".parse::<AppName>(), Ok(AppName::new("shop").unwrap()));
+        assert_eq!(
+            "Shop".parse::<AppName>().unwrap_err().to_string(),
+            "invalid app name \"Shop\": use [a-z0-9][a-z0-9_-]{0,63}"
+        );
+    }
 }

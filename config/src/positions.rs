@@ -199,7 +199,7 @@ fn value_keys(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::error::LineIndex;
+    use crate::error::LineIndex;
 
     const APP: &str = "\
 user = \"shop\"

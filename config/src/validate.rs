@@ -5,54 +5,25 @@
 //! and paths on disk are `resolve`'s business, never checked here.
 //!
 //! Merging: for every key the app's value wins, then `[defaults]`, then the
-//! built-in default below. Nested tables merge key by key
+//! built-in default ([`builtin`](crate::builtin)). Nested tables merge key by key
 //! (`restart.backoff.initial` can come from the app and `max` from
 //! `[defaults]`), and so does `environment`, variable by variable. Arrays
 //! (`command`, `env_files`, `[[listen]]`, ...) are replaced whole. An error
 //! in a value taken from `[defaults]` points at `appvisor.toml` and names the
 //! key `defaults.…`.
 //!
-//! Built-in defaults, where DESIGN.md and the files are silent:
+//! The built-in defaults are [`crate::builtin`]'s, the table
+//! docs/configuration.md is held to; the defaults that are not one value
+//! (`stop.signal` for uWSGI, `group`, `venv`, `readiness.address`,
+//! `sandbox.bind_ports`) are worked out below, and `limits.tasks` by the
+//! daemon (`default_limits`).
 //!
-//! | key | default |
-//! | --- | --- |
-//! | `description` | `""` |
-//! | `app_groups` | empty |
-//! | `group` | the user's primary group (resolved later) |
-//! | `venv` | the venv holding `command[0]` (`/srv/shop/venv` for `/srv/shop/venv/bin/gunicorn`) |
-//! | `environment`, `env_files` | empty |
-//! | `umask` | `"0022"` |
-//! | `autostart` | `true` |
-//! | `listen[].name` | the app's name |
-//! | `readiness.kind` | `"none"` |
-//! | `readiness.address` (tcp) | the first TCP `[[listen]]` address, a wildcard IP probed on loopback |
-//! | `readiness.timeout` | `"60s"` |
-//! | `restart.policy` | `"on-failure"` |
-//! | `restart.start_secs` | `"1s"` |
-//! | `restart.max_retries` | `0` (keep trying) |
-//! | `restart.backoff` | `{ initial = "1s", max = "60s" }` |
-//! | `restart.strategy` | `"stop-start"` |
-//! | `stop.signal` | `"TERM"`, but `"INT"` when the command runs uWSGI (uWSGI reloads on TERM; `uwsgi` says how it is recognised) |
-//! | `stop.timeout` | `"30s"` |
-//! | `stop.reload_signal` | `"HUP"` |
-//! | `logs.max_size`, `logs.keep` | `"50MiB"`, `5` |
-//! | `access.users`, `access.groups` | empty |
-//! | `sandbox.read_only`, `sandbox.read_write` | empty |
-//! | `sandbox.private_tmp` | `true` |
-//! | `sandbox.bind_ports` | absent: the TCP ports of `[[listen]]` |
-//! | `sandbox.connect_ports` | absent: any port |
-//! | `sandbox.network`, `sandbox.landlock` | `"host"`, `"require"` |
-//! | `limits.tasks` | absent here; the daemon applies 15% of the host's tasks (`default_limits`) |
-//! | `limits.memory`, `limits.cpu` | absent: no limit |
-//! | `limits.open_files` | absent: the soft limit appvisord was started with |
-//!
-//! Daemon settings default to DESIGN.md's example values; paths in
-//! `appvisor.toml` must be absolute.
+//! Paths in `appvisor.toml` must be absolute.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::config::Probe;
+use crate::Probe;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -62,24 +33,17 @@ use toml::Spanned;
 
 use crate::files::FileError;
 
+use super::builtin;
 use super::env_file::{check_name, parse_env_file, MAX_ENV_FILE};
 use super::error::{ConfigError, ConfigErrors, Gathered, LineIndex, SourceFile};
 use super::raw::{self, RawApp, RawDaemon};
 use super::spec::{
-    AccessSpec, AppName, AppSpec, ControlSpec, DaemonSpec, LandlockMode, LimitSpec, ListenAddress,
-    ListenSpec, LogSpec, NetworkMode, ReadinessKind, ReadinessSpec, RestartPolicy, RestartSpec,
-    RestartStrategy, SandboxSpec, Signal, StatusSpec, StopSpec,
+    AccessSpec, AppName, AppSpec, Choice, ControlSpec, DaemonSpec, LandlockMode, LimitSpec,
+    ListenAddress, ListenSpec, LogSpec, NetworkMode, ReadinessKind, ReadinessSpec, RestartPolicy,
+    RestartSpec, RestartStrategy, SandboxSpec, Signal, StatusSpec, StopSpec,
 };
 use super::suggest;
 use super::uwsgi;
-
-/// Built-in daemon defaults (DESIGN.md).
-pub const DEFAULT_APPS_DIR: &str = "/etc/appvisor/apps.d";
-pub const DEFAULT_LOG_DIR: &str = "/var/log/appvisor";
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/appvisor";
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/appvisor/ctl.sock";
-pub const DEFAULT_ADMIN_GROUP: &str = "appvisor-admin";
-pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:9750";
 
 /// The longest path a `sockaddr_un` holds, without its terminating NUL.
 const MAX_UNIX_PATH: usize = 107;
@@ -145,11 +109,11 @@ pub fn validate_daemon(file: &Path, text: &str) -> Result<(DaemonSpec, Defaults)
             }
         },
     };
-    let apps_dir = dir(&raw.apps_dir, "apps_dir", DEFAULT_APPS_DIR);
-    let log_dir = dir(&raw.log_dir, "log_dir", DEFAULT_LOG_DIR);
-    let state_dir = dir(&raw.state_dir, "state_dir", DEFAULT_STATE_DIR);
+    let apps_dir = dir(&raw.apps_dir, "apps_dir", builtin::APPS_DIR);
+    let log_dir = dir(&raw.log_dir, "log_dir", builtin::LOG_DIR);
+    let state_dir = dir(&raw.state_dir, "state_dir", builtin::STATE_DIR);
     let control = raw.control.clone().unwrap_or_default();
-    let socket = dir(&control.socket, "control.socket", DEFAULT_CONTROL_SOCKET);
+    let socket = dir(&control.socket, "control.socket", builtin::CONTROL_SOCKET);
 
     let mut names =
         |list: &Option<Spanned<Vec<Spanned<String>>>>, key: &str, default: &[&str]| match list {
@@ -171,7 +135,7 @@ pub fn validate_daemon(file: &Path, text: &str) -> Result<(DaemonSpec, Defaults)
     let admin_groups = names(
         &control.admin_groups,
         "control.admin_groups",
-        &[DEFAULT_ADMIN_GROUP],
+        &[builtin::ADMIN_GROUP],
     );
 
     let listen = match raw
@@ -180,7 +144,7 @@ pub fn validate_daemon(file: &Path, text: &str) -> Result<(DaemonSpec, Defaults)
         .and_then(|status| status.listen.as_ref())
     {
         None => Some(
-            parse_socket_addr(DEFAULT_STATUS_LISTEN).expect("the default status address parses"),
+            parse_socket_addr(builtin::STATUS_LISTEN).expect("the default status address parses"),
         ),
         Some(value) if value.get_ref().is_empty() => None,
         Some(value) => match parse_socket_addr(value.get_ref()) {
@@ -382,13 +346,13 @@ pub fn parse_signal(text: &str) -> Result<Signal, Invalid> {
 
 /// `text` as one of `choices` (as written, and its value), or an error
 /// that names the nearest one and lists them all.
-fn one_of<T: Copy>(what: &str, text: &str, choices: &[(&str, T)]) -> Result<T, Invalid> {
-    if let Some((_, value)) = choices.iter().find(|(name, _)| *name == text) {
-        return Ok(*value);
-    }
-    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
-    let (message, hint) = suggest::unknown_value(what, text, &names);
-    Err(Invalid::new(message, hint))
+/// The value of an enum key: one of `T`'s names, or what was probably meant.
+fn choice<T: Choice>(text: &str) -> Result<T, Invalid> {
+    T::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = T::NAMES.iter().map(|(name, _)| *name).collect();
+        let (message, hint) = suggest::unknown_value(T::WHAT, text, &names);
+        Invalid::new(message, hint)
+    })
 }
 
 /// An octal string like `"0027"`.
@@ -590,6 +554,50 @@ struct Builder<'a> {
     warnings: Vec<ConfigError>,
 }
 
+/// An app key: its dotted name, as errors and the docs name it, and where
+/// a raw file holds it. Made by [`key!`] from the one path, so the two
+/// cannot disagree.
+struct Key<T: 'static> {
+    name: &'static str,
+    get: for<'r> fn(&'r RawApp) -> Option<&'r Spanned<T>>,
+}
+
+impl<T> Clone for Key<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Key<T> {}
+
+/// `key!(restart.backoff.initial)`: the [`Key`] at that path of [`RawApp`].
+macro_rules! key {
+    ($field:ident) => {
+        Key {
+            name: stringify!($field),
+            get: |r| r.$field.as_ref(),
+        }
+    };
+    ($table:ident . $field:ident) => {
+        Key {
+            name: concat!(stringify!($table), ".", stringify!($field)),
+            get: |r| r.$table.as_ref()?.$field.as_ref(),
+        }
+    };
+    ($table:ident . $inner:ident . $field:ident) => {
+        Key {
+            name: concat!(
+                stringify!($table),
+                ".",
+                stringify!($inner),
+                ".",
+                stringify!($field)
+            ),
+            get: |r| r.$table.as_ref()?.$inner.as_ref()?.$field.as_ref(),
+        }
+    };
+}
+
 impl<'a> Builder<'a> {
     fn new(mode: Mode, layers: Vec<Layer<'a>>, file: &'a Path) -> Builder<'a> {
         Builder {
@@ -601,17 +609,13 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn pick<T: 'a>(
-        &self,
-        key: &str,
-        get: impl Fn(&'a RawApp) -> Option<&'a Spanned<T>>,
-    ) -> Option<Val<'a, T>> {
+    fn pick<T: 'a>(&self, key: Key<T>) -> Option<Val<'a, T>> {
         self.layers.iter().find_map(|layer| {
-            get(layer.raw).map(|spanned| Val {
+            (key.get)(layer.raw).map(|spanned| Val {
                 value: spanned.get_ref(),
                 span: spanned.span(),
                 layer: *layer,
-                key: format!("{}{key}", layer.prefix),
+                key: format!("{}{}", layer.prefix, key.name),
             })
         })
     }
@@ -620,11 +624,10 @@ impl<'a> Builder<'a> {
     /// error is recorded).
     fn value<T: 'a, U>(
         &mut self,
-        key: &str,
-        get: impl Fn(&'a RawApp) -> Option<&'a Spanned<T>>,
+        key: Key<T>,
         parse: impl FnOnce(&T) -> Result<U, Invalid>,
     ) -> Option<U> {
-        let val = self.pick(key, get)?;
+        let val = self.pick(key)?;
         match parse(val.value) {
             Ok(value) => Some(value),
             Err(invalid) => {
@@ -634,18 +637,12 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn duration(
-        &mut self,
-        key: &str,
-        get: impl Fn(&'a RawApp) -> Option<&'a Spanned<String>>,
-        default: Duration,
-        positive: bool,
-    ) -> Duration {
-        self.value(key, get, |text| {
+    fn duration(&mut self, key: Key<String>, default: Duration, positive: bool) -> Duration {
+        self.value(key, |text| {
             let duration = parse_duration(text)?;
             if positive && duration.is_zero() {
                 return Err(Invalid::new(
-                    format!("{key} must be longer than 0s"),
+                    format!("{} must be longer than 0s", key.name),
                     DURATION_HINT,
                 ));
             }
@@ -667,12 +664,8 @@ impl<'a> Builder<'a> {
         value
     }
 
-    fn paths(
-        &mut self,
-        key: &str,
-        get: impl Fn(&'a RawApp) -> Option<&'a Spanned<Vec<Spanned<String>>>>,
-    ) -> Vec<(PathBuf, Range<usize>)> {
-        let Some(list) = self.pick(key, get) else {
+    fn paths(&mut self, key: Key<Vec<Spanned<String>>>) -> Vec<(PathBuf, Range<usize>)> {
+        let Some(list) = self.pick(key) else {
             return Vec::new();
         };
         let mut paths = Vec::new();
@@ -688,12 +681,8 @@ impl<'a> Builder<'a> {
         paths
     }
 
-    fn names(
-        &mut self,
-        key: &str,
-        get: impl Fn(&'a RawApp) -> Option<&'a Spanned<Vec<Spanned<String>>>>,
-    ) -> Vec<String> {
-        let Some(list) = self.pick(key, get) else {
+    fn names(&mut self, key: Key<Vec<Spanned<String>>>) -> Vec<String> {
+        let Some(list) = self.pick(key) else {
             return Vec::new();
         };
         let mut names = Vec::new();
@@ -712,7 +701,7 @@ impl<'a> Builder<'a> {
     /// `app_groups`: each named like an app, so `group:NAME` on appctl's
     /// command line is unambiguous; sorted and without repeats.
     fn app_groups(&mut self) -> Vec<String> {
-        let Some(list) = self.pick("app_groups", |r| r.app_groups.as_ref()) else {
+        let Some(list) = self.pick(key!(app_groups)) else {
             return Vec::new();
         };
         let mut groups = Vec::new();
@@ -734,12 +723,8 @@ impl<'a> Builder<'a> {
         groups
     }
 
-    fn ports(
-        &mut self,
-        key: &str,
-        get: impl Fn(&'a RawApp) -> Option<&'a Spanned<Vec<Spanned<i64>>>>,
-    ) -> Option<Vec<u16>> {
-        let list = self.pick(key, get)?;
+    fn ports(&mut self, key: Key<Vec<Spanned<i64>>>) -> Option<Vec<u16>> {
+        let list = self.pick(key)?;
         let mut ports = Vec::new();
         for (i, item) in list.value.iter().enumerate() {
             match parse_port(*item.get_ref()) {
@@ -759,18 +744,18 @@ impl<'a> Builder<'a> {
         &mut self,
         read_env_file: &dyn Fn(&Path) -> Result<String, FileError>,
     ) -> Option<AppSpec> {
-        let description = self.value("description", |r| r.description.as_ref(), |s| Ok(s.clone()));
+        let description = self.value(key!(description), |s| Ok(s.clone()));
         let app_groups = self.app_groups();
-        let user = self.value("user", |r| r.user.as_ref(), |s| check_user(s));
-        let has_user = self.pick("user", |r| r.user.as_ref()).is_some();
+        let user = self.value(key!(user), |s| check_user(s));
+        let has_user = self.pick(key!(user)).is_some();
         let user = self.required(
             "user",
             has_user,
             user,
             "add user = \"NAME\", the unix user the app runs as",
         );
-        let group = self.value("group", |r| r.group.as_ref(), |s| non_empty(s));
-        let has_command = self.pick("command", |r| r.command.as_ref()).is_some();
+        let group = self.value(key!(group), |s| non_empty(s));
+        let has_command = self.pick(key!(command)).is_some();
         let command = self.command();
         let command = self.required(
             "command",
@@ -778,88 +763,64 @@ impl<'a> Builder<'a> {
             command,
             "add command = [\"/absolute/path/to/program\", \"arg\", ...]",
         );
-        let directory = self.value("directory", |r| r.directory.as_ref(), |s| absolute_path(s));
-        let has_directory = self.pick("directory", |r| r.directory.as_ref()).is_some();
+        let directory = self.value(key!(directory), |s| absolute_path(s));
+        let has_directory = self.pick(key!(directory)).is_some();
         let directory = self.required(
             "directory",
             has_directory,
             directory,
             "add directory = \"/absolute/path\", where the app runs",
         );
-        let venv = self.value("venv", |r| r.venv.as_ref(), |s| absolute_path(s));
+        let venv = self.value(key!(venv), |s| absolute_path(s));
         let environment = self.environment();
-        let env_files = self.paths("env_files", |r| r.env_files.as_ref());
+        let env_files = self.paths(key!(env_files));
         let umask = self
-            .value("umask", |r| r.umask.as_ref(), |s| parse_umask(s))
-            .unwrap_or(0o022);
+            .value(key!(umask), |s| parse_umask(s))
+            .unwrap_or(builtin::UMASK);
         let autostart = self
-            .value("autostart", |r| r.autostart.as_ref(), |b| Ok(*b))
-            .unwrap_or(true);
+            .value(key!(autostart), |b| Ok(*b))
+            .unwrap_or(builtin::AUTOSTART);
         let listen = self.listen();
         let readiness = self.readiness(&listen);
         let restart = self.restart();
         let stop = self.stop(command.as_deref());
         let logs = LogSpec {
             max_size: self
-                .value(
-                    "logs.max_size",
-                    |r| r.logs.as_ref()?.max_size.as_ref(),
-                    |s| {
-                        parse_size(s).and_then(|size| match size {
-                            0 => Err(Invalid::new(
-                                "logs.max_size must be more than 0 bytes",
-                                SIZE_HINT,
-                            )),
-                            size => Ok(size),
-                        })
-                    },
-                )
-                .unwrap_or(50 * 1024 * 1024),
+                .value(key!(logs.max_size), |s| {
+                    parse_size(s).and_then(|size| match size {
+                        0 => Err(Invalid::new(
+                            "logs.max_size must be more than 0 bytes",
+                            SIZE_HINT,
+                        )),
+                        size => Ok(size),
+                    })
+                })
+                .unwrap_or(builtin::LOG_MAX_SIZE),
             keep: self
-                .value(
-                    "logs.keep",
-                    |r| r.logs.as_ref()?.keep.as_ref(),
-                    |n| count(*n, 0, "number of files to keep"),
-                )
-                .unwrap_or(5),
+                .value(key!(logs.keep), |n| count(*n, 0, "number of files to keep"))
+                .unwrap_or(builtin::LOG_KEEP),
         };
         let access = AccessSpec {
-            users: self.names("access.users", |r| r.access.as_ref()?.users.as_ref()),
-            groups: self.names("access.groups", |r| r.access.as_ref()?.groups.as_ref()),
+            users: self.names(key!(access.users)),
+            groups: self.names(key!(access.groups)),
         };
         let sandbox = self.sandbox(directory.as_deref());
         if sandbox.private_tmp {
             self.hidden_by_private_tmp(command.as_deref(), directory.as_deref());
         }
         let limits = LimitSpec {
-            memory: self.value(
-                "limits.memory",
-                |r| r.limits.as_ref()?.memory.as_ref(),
-                |s| {
-                    parse_size(s).and_then(|size| match size {
-                        0 => Err(Invalid::new(
-                            "limits.memory must be more than 0 bytes",
-                            SIZE_HINT,
-                        )),
-                        size => Ok(size),
-                    })
-                },
-            ),
-            tasks: self.value(
-                "limits.tasks",
-                |r| r.limits.as_ref()?.tasks.as_ref(),
-                |n| count(*n, 1, "task limit"),
-            ),
-            cpu: self.value(
-                "limits.cpu",
-                |r| r.limits.as_ref()?.cpu.as_ref(),
-                |s| parse_cpu(s),
-            ),
-            open_files: self.value(
-                "limits.open_files",
-                |r| r.limits.as_ref()?.open_files.as_ref(),
-                |n| count(*n, 1, "open file limit"),
-            ),
+            memory: self.value(key!(limits.memory), |s| {
+                parse_size(s).and_then(|size| match size {
+                    0 => Err(Invalid::new(
+                        "limits.memory must be more than 0 bytes",
+                        SIZE_HINT,
+                    )),
+                    size => Ok(size),
+                })
+            }),
+            tasks: self.value(key!(limits.tasks), |n| count(*n, 1, "task limit")),
+            cpu: self.value(key!(limits.cpu), |s| parse_cpu(s)),
+            open_files: self.value(key!(limits.open_files), |n| count(*n, 1, "open file limit")),
         };
 
         let Mode::App(name) = self.mode.clone() else {
@@ -904,7 +865,7 @@ impl<'a> Builder<'a> {
     }
 
     fn command(&mut self) -> Option<Vec<String>> {
-        let list = self.pick("command", |r| r.command.as_ref())?;
+        let list = self.pick(key!(command))?;
         if list.value.is_empty() {
             self.errors.push(list.error(Invalid::new(
                 "command is empty",
@@ -971,7 +932,7 @@ impl<'a> Builder<'a> {
         read_env_file: &dyn Fn(&Path) -> Result<String, FileError>,
     ) -> BTreeMap<String, String> {
         let mut merged = BTreeMap::new();
-        let list = self.pick("env_files", |r| r.env_files.as_ref());
+        let list = self.pick(key!(env_files));
         for (i, (path, span)) in env_files.iter().enumerate() {
             let text = match read_env_file(path) {
                 Ok(text) => text,
@@ -1003,7 +964,7 @@ impl<'a> Builder<'a> {
     }
 
     fn listen(&mut self) -> Vec<(ListenAddress, Option<String>)> {
-        let Some(list) = self.pick("listen", |r| r.listen.as_ref()) else {
+        let Some(list) = self.pick(key!(listen)) else {
             return Vec::new();
         };
         let mut out: Vec<(ListenAddress, Option<String>)> = Vec::new();
@@ -1059,18 +1020,13 @@ impl<'a> Builder<'a> {
     }
 
     fn readiness(&mut self, listen: &[(ListenAddress, Option<String>)]) -> Option<ReadinessSpec> {
-        let timeout = self.duration(
-            "readiness.timeout",
-            |r| r.readiness.as_ref()?.timeout.as_ref(),
-            Duration::from_secs(60),
-            true,
-        );
-        let kind = self.pick("readiness.kind", |r| r.readiness.as_ref()?.kind.as_ref());
-        let url = self.pick("readiness.url", |r| r.readiness.as_ref()?.url.as_ref());
-        let address = self.pick("readiness.address", |r| {
-            r.readiness.as_ref()?.address.as_ref()
-        });
-        let kind_name = kind.as_ref().map_or("none", |kind| kind.value.as_str());
+        let timeout = self.duration(key!(readiness.timeout), builtin::READINESS_TIMEOUT, true);
+        let kind = self.pick(key!(readiness.kind));
+        let url = self.pick(key!(readiness.url));
+        let address = self.pick(key!(readiness.address));
+        let kind_name = kind
+            .as_ref()
+            .map_or(builtin::READINESS_KIND, |kind| kind.value.as_str());
         // `url` and `address` are checked whatever the kind: DESIGN.md's own
         // example gives a url with kind = "notify", the probe a reload needs
         // because gunicorn sends READY=1 only once.
@@ -1173,53 +1129,20 @@ impl<'a> Builder<'a> {
 
     fn restart(&mut self) -> RestartSpec {
         let policy = self
-            .value(
-                "restart.policy",
-                |r| r.restart.as_ref()?.policy.as_ref(),
-                |s| {
-                    one_of(
-                        "restart policy",
-                        s,
-                        &[
-                            ("always", RestartPolicy::Always),
-                            ("on-failure", RestartPolicy::OnFailure),
-                            ("never", RestartPolicy::Never),
-                        ],
-                    )
-                },
-            )
-            .unwrap_or(RestartPolicy::OnFailure);
-        let start_secs = self.duration(
-            "restart.start_secs",
-            |r| r.restart.as_ref()?.start_secs.as_ref(),
-            Duration::from_secs(1),
-            false,
-        );
+            .value(key!(restart.policy), |s| choice::<RestartPolicy>(s))
+            .unwrap_or(builtin::RESTART_POLICY);
+        let start_secs = self.duration(key!(restart.start_secs), builtin::START_SECS, false);
         let max_retries = self
-            .value(
-                "restart.max_retries",
-                |r| r.restart.as_ref()?.max_retries.as_ref(),
-                |n| count(*n, 0, "max_retries"),
-            )
-            .unwrap_or(0);
-        let initial_val = self.pick("restart.backoff.initial", |r| {
-            r.restart.as_ref()?.backoff.as_ref()?.initial.as_ref()
-        });
+            .value(key!(restart.max_retries), |n| count(*n, 0, "max_retries"))
+            .unwrap_or(builtin::MAX_RETRIES);
+        let initial_val = self.pick(key!(restart.backoff.initial));
         let backoff_initial = self.duration(
-            "restart.backoff.initial",
-            |r| r.restart.as_ref()?.backoff.as_ref()?.initial.as_ref(),
-            Duration::from_secs(1),
+            key!(restart.backoff.initial),
+            builtin::BACKOFF_INITIAL,
             true,
         );
-        let backoff_max = self.duration(
-            "restart.backoff.max",
-            |r| r.restart.as_ref()?.backoff.as_ref()?.max.as_ref(),
-            Duration::from_secs(60),
-            true,
-        );
-        let max_val = self.pick("restart.backoff.max", |r| {
-            r.restart.as_ref()?.backoff.as_ref()?.max.as_ref()
-        });
+        let backoff_max = self.duration(key!(restart.backoff.max), builtin::BACKOFF_MAX, true);
+        let max_val = self.pick(key!(restart.backoff.max));
         // `[defaults]` alone is compared with itself only: an app may set the other.
         let comparable =
             matches!(self.mode, Mode::App(_)) || (initial_val.is_some() && max_val.is_some());
@@ -1240,21 +1163,8 @@ impl<'a> Builder<'a> {
             }
         }
         let strategy = self
-            .value(
-                "restart.strategy",
-                |r| r.restart.as_ref()?.strategy.as_ref(),
-                |s| {
-                    one_of(
-                        "restart strategy",
-                        s,
-                        &[
-                            ("stop-start", RestartStrategy::StopStart),
-                            ("start-stop", RestartStrategy::StartStop),
-                        ],
-                    )
-                },
-            )
-            .unwrap_or(RestartStrategy::StopStart);
+            .value(key!(restart.strategy), |s| choice::<RestartStrategy>(s))
+            .unwrap_or(builtin::RESTART_STRATEGY);
         RestartSpec {
             policy,
             start_secs,
@@ -1267,88 +1177,40 @@ impl<'a> Builder<'a> {
 
     fn stop(&mut self, command: Option<&[String]>) -> StopSpec {
         let default_signal = match command {
-            Some(command) if uwsgi::runs_uwsgi(command) => nix::sys::signal::Signal::SIGINT,
-            _ => nix::sys::signal::Signal::SIGTERM,
+            Some(command) if uwsgi::runs_uwsgi(command) => builtin::STOP_SIGNAL_UWSGI,
+            _ => builtin::STOP_SIGNAL,
         };
         StopSpec {
             signal: self
-                .value(
-                    "stop.signal",
-                    |r| r.stop.as_ref()?.signal.as_ref(),
-                    |s| parse_signal(s),
-                )
-                .unwrap_or(Signal(default_signal)),
-            timeout: self.duration(
-                "stop.timeout",
-                |r| r.stop.as_ref()?.timeout.as_ref(),
-                Duration::from_secs(30),
-                true,
-            ),
+                .value(key!(stop.signal), |s| parse_signal(s))
+                .unwrap_or(default_signal),
+            timeout: self.duration(key!(stop.timeout), builtin::STOP_TIMEOUT, true),
             reload_signal: self
-                .value(
-                    "stop.reload_signal",
-                    |r| r.stop.as_ref()?.reload_signal.as_ref(),
-                    |s| parse_signal(s),
-                )
-                .unwrap_or(Signal(nix::sys::signal::Signal::SIGHUP)),
+                .value(key!(stop.reload_signal), |s| parse_signal(s))
+                .unwrap_or(builtin::RELOAD_SIGNAL),
         }
     }
 
     fn sandbox(&mut self, directory: Option<&Path>) -> SandboxSpec {
-        let read_only = self.paths("sandbox.read_only", |r| {
-            r.sandbox.as_ref()?.read_only.as_ref()
-        });
-        let read_write = self.paths("sandbox.read_write", |r| {
-            r.sandbox.as_ref()?.read_write.as_ref()
-        });
-        let network_val = self.pick("sandbox.network", |r| r.sandbox.as_ref()?.network.as_ref());
+        let read_only = self.paths(key!(sandbox.read_only));
+        let read_write = self.paths(key!(sandbox.read_write));
+        let network_val = self.pick(key!(sandbox.network));
         let network = self
-            .value(
-                "sandbox.network",
-                |r| r.sandbox.as_ref()?.network.as_ref(),
-                |s| {
-                    one_of(
-                        "network mode",
-                        s,
-                        &[("host", NetworkMode::Host), ("none", NetworkMode::None)],
-                    )
-                },
-            )
-            .unwrap_or(NetworkMode::Host);
-        let connect_ports = self.ports("sandbox.connect_ports", |r| {
-            r.sandbox.as_ref()?.connect_ports.as_ref()
-        });
+            .value(key!(sandbox.network), |s| choice::<NetworkMode>(s))
+            .unwrap_or(builtin::NETWORK);
+        let connect_ports = self.ports(key!(sandbox.connect_ports));
         let sandbox = SandboxSpec {
             read_only: read_only.into_iter().map(|(path, _)| path).collect(),
             read_write: Vec::new(),
             private_tmp: self
-                .value(
-                    "sandbox.private_tmp",
-                    |r| r.sandbox.as_ref()?.private_tmp.as_ref(),
-                    |b| Ok(*b),
-                )
-                .unwrap_or(true),
-            bind_ports: self.ports("sandbox.bind_ports", |r| {
-                r.sandbox.as_ref()?.bind_ports.as_ref()
-            }),
+                .value(key!(sandbox.private_tmp), |b| Ok(*b))
+                .unwrap_or(builtin::PRIVATE_TMP),
+            bind_ports: self.ports(key!(sandbox.bind_ports)),
             connect_ports,
             network,
             landlock: self
-                .value(
-                    "sandbox.landlock",
-                    |r| r.sandbox.as_ref()?.landlock.as_ref(),
-                    |s| {
-                        one_of(
-                            "landlock mode",
-                            s,
-                            &[
-                                ("require", LandlockMode::Require),
-                                ("best-effort", LandlockMode::BestEffort),
-                            ],
-                        )
-                    },
-                )
-                .unwrap_or(LandlockMode::Require),
+                .value(key!(sandbox.landlock), |s| choice::<LandlockMode>(s))
+                .unwrap_or(builtin::LANDLOCK),
         };
         if matches!(self.mode, Mode::App(_)) {
             self.sandbox_warnings(&sandbox, &read_write, directory, network_val);
@@ -1365,7 +1227,7 @@ impl<'a> Builder<'a> {
     fn hidden_by_private_tmp(&mut self, command: Option<&[String]>, directory: Option<&Path>) {
         let hint = "move it out of /tmp and /var/tmp (e.g. to /srv or /var/lib), or set sandbox.private_tmp = false";
         if let Some(dir) = directory.filter(|d| under_private_tmp(d)) {
-            if let Some(val) = self.pick("directory", |r| r.directory.as_ref()) {
+            if let Some(val) = self.pick(key!(directory)) {
                 let message = format!(
                     "directory {} is under a temporary directory that sandbox.private_tmp replaces with an empty one for the app",
                     dir.display()
@@ -1377,7 +1239,7 @@ impl<'a> Builder<'a> {
             .and_then(|c| c.first())
             .filter(|p| under_private_tmp(Path::new(p)))
         {
-            if let Some(val) = self.pick("command", |r| r.command.as_ref()) {
+            if let Some(val) = self.pick(key!(command)) {
                 let message = format!(
                     "command {program} is under a temporary directory that sandbox.private_tmp replaces with an empty one for the app"
                 );
@@ -1396,7 +1258,7 @@ impl<'a> Builder<'a> {
         let Some((message, hint)) = uwsgi::missing_fd_socket(command, listen, environment) else {
             return;
         };
-        if let Some(val) = self.pick("command", |r| r.command.as_ref()) {
+        if let Some(val) = self.pick(key!(command)) {
             self.warnings
                 .push(val.warning(&val.span, "", message, hint.as_str()));
         }
@@ -1409,12 +1271,7 @@ impl<'a> Builder<'a> {
         directory: Option<&Path>,
         network: Option<Val<'a, String>>,
     ) {
-        if let (Some(directory), Some(list)) = (
-            directory,
-            self.pick("sandbox.read_write", |r| {
-                r.sandbox.as_ref()?.read_write.as_ref()
-            }),
-        ) {
+        if let (Some(directory), Some(list)) = (directory, self.pick(key!(sandbox.read_write))) {
             for (i, (path, span)) in read_write.iter().enumerate() {
                 if directory.starts_with(path) {
                     self.warnings.push(list.warning(

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 
 use super::default_limits::DefaultLimits;
 use super::error::ConfigError;
+use super::judge::{conflicts, judge_app, Validated};
 use super::load::{
-    app_files, app_name, check_apps_dir, load_daemon_or_default, load_valid_app,
-    load_valid_app_named, DaemonConfig,
+    app_files, app_name, check_apps_dir, load_daemon_or_default, load_valid_app, DaemonConfig,
 };
-use super::resolve::{check_conflicts, UserDb};
+use super::resolve::UserDb;
 use super::spec::{AppName, AppSpec, Signal};
 use super::uwsgi;
 use super::validate::{Defaults, ValidApp};
@@ -200,12 +200,16 @@ pub fn check(
     for file in &files {
         report.checked.push(file.clone());
         let errors_before = report.errors.len();
-        let loaded = match as_name {
-            Some(name) => load_valid_app_named(file, name, &defaults),
-            None => load_valid_app(file, &defaults),
+        let name = match as_name {
+            Some(name) => Ok(name.clone()),
+            None => app_name(file),
         };
-        match loaded {
-            Ok(valid) => {
+        let judged = match name {
+            Ok(name) => judge_app(file, &name, &defaults, db).outcome,
+            Err(error) => Err(error.into()),
+        };
+        match judged {
+            Ok(Validated { valid, resolved }) => {
                 report.warnings.extend(valid.warnings.iter().cloned());
                 report.warnings.extend(
                     uwsgi_script_warnings(&valid.spec)
@@ -213,7 +217,7 @@ pub fn check(
                         .map(|warning| valid.positions.fill(warning)),
                 );
                 report.warnings.extend(valid.unknown_operators(db));
-                match valid.resolve(db) {
+                match resolved {
                     Ok(resolved) => {
                         report.warnings.extend(
                             resolved
@@ -245,12 +249,7 @@ pub fn check(
         Vec::new()
     };
     all.extend(specs);
-    let conflicts = check_conflicts(
-        &all.iter()
-            .map(|valid| valid.spec.clone())
-            .collect::<Vec<_>>(),
-    );
-    for conflict in conflicts {
+    for conflict in conflicts(&all) {
         if named && !files.contains(&conflict.file) {
             continue;
         }
@@ -259,11 +258,7 @@ pub fn check(
                 *valid = false;
             }
         }
-        let at = all.iter().find(|valid| valid.spec.file == conflict.file);
-        report.errors.push(match at {
-            Some(valid) => valid.positions.fill(conflict),
-            None => conflict,
-        });
+        report.errors.push(conflict);
     }
     report
 }
@@ -373,7 +368,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::config::resolve::FakeUserDb;
+    use crate::resolve::FakeUserDb;
 
     struct Host {
         dir: tempfile::TempDir,

@@ -165,8 +165,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::test_spec::app_spec;
-    use crate::config::{
+    use crate::test_spec::app_spec;
+    use crate::{
         ListenAddress, ListenSpec, Probe, ReadinessKind, RestartPolicy, RestartStrategy, Signal,
     };
 
@@ -385,7 +385,7 @@ mod tests {
         // What only derives from the settings (the exposure checks) is no
         // change of its own.
         let mut weaker = old.clone();
-        weaker.weaknesses = crate::config::security::spec_weaknesses(&edit(|s| s.umask = 0));
+        weaker.weaknesses = crate::security::spec_weaknesses(&edit(|s| s.umask = 0));
         assert_eq!(resolved_change(&old, &weaker), None);
     }
 }
