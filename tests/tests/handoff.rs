@@ -1,0 +1,159 @@
+//! The planned hand-off (issue 11): `appctl reexec` execs appvisord in
+//! place and restarts no app. Real gunicorn on held sockets under load, a
+//! chatty app writing numbered lines to stdout, a sleeper in backoff and an
+//! app an operator stopped, through 20 hand-offs in a row; and a hand-off
+//! to a binary that cannot read the state, which falls back to the old one.
+
+use std::time::Duration;
+
+use appvisor_tests::load::Load;
+use appvisor_tests::servers::{Framework, ServedApp, Server};
+use appvisor_tests::{bins, require_root, AppBuilder, DaemonOptions, State, TestUser};
+
+const HANDOFFS: usize = 20;
+
+/// Writes `n` lines `line N` to stdout, flushing each, 2 ms apart.
+const CHATTY: &str = "import sys, time\nn = 0\nwhile True:\n    n += 1\n    sys.stdout.write('line %d\\n' % n)\n    sys.stdout.flush()\n    time.sleep(0.002)\n";
+
+fn extra_apps(served: &ServedApp, user: &TestUser) {
+    AppBuilder::new("chatty", user, ["/usr/bin/python3", "-c", CHATTY]).write(&served.prefix);
+    // Fails at once every time: backoff 4 s, then 8 s (no jitter matters:
+    // the test reads the schedule from the reason before and after).
+    AppBuilder::new("sleeper", user, ["/bin/sh", "-c", "exit 3"])
+        .start_secs(Duration::from_secs(1))
+        .backoff(Duration::from_secs(30), Duration::from_secs(60))
+        .write(&served.prefix);
+    AppBuilder::new("parked", user, ["/bin/sleep", "infinity"]).write(&served.prefix);
+    served.daemon.appctl_ok(["update"]);
+    served
+        .daemon
+        .wait_for_state("chatty", State::Running, Duration::from_secs(30));
+    served
+        .daemon
+        .wait_for_state("sleeper", State::Backoff, Duration::from_secs(30));
+    served
+        .daemon
+        .wait_for_state("parked", State::Running, Duration::from_secs(30));
+    served.daemon.appctl_ok(["stop", "parked"]);
+}
+
+fn options() -> DaemonOptions {
+    DaemonOptions {
+        status_listen: format!("127.0.0.1:{}", appvisor_tests::free_port()),
+        ..DaemonOptions::default()
+    }
+}
+
+#[test]
+fn reexec_twenty_times_under_load_restarts_no_app_and_loses_no_line() {
+    require_root!();
+    let served =
+        ServedApp::start_with(Server::GunicornSync, Framework::Flask, options(), |app| app);
+    let user = served.user.clone();
+    extra_apps(&served, &user);
+    let daemon = &served.daemon;
+    let web_pid = daemon.app("web").pid.expect("web runs");
+    let chatty_pid = daemon.app("chatty").pid.expect("chatty runs");
+    let sleeper = daemon.app("sleeper");
+    let daemon_pid = daemon.pid();
+
+    let load = Load::start(served.port, "/", 4, Duration::from_secs(120));
+    for n in 0..HANDOFFS {
+        let out = daemon.appctl(["reexec"]);
+        assert!(
+            out.status.success(),
+            "reexec {n}: {}\n{}",
+            appvisor_tests::daemon::describe_output(&out),
+            daemon.log_tail(60)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("handed over 4 apps"), "reexec {n}: {text}");
+    }
+    let report = load.finish();
+    assert!(
+        report.failed.is_empty(),
+        "requests failed across the hand-offs:\n{report}"
+    );
+    assert!(report.ok > 0, "the load sent nothing: {report}");
+
+    assert_eq!(daemon.pid(), daemon_pid);
+    assert_eq!(daemon.app("web").pid, Some(web_pid), "web kept its pid");
+    assert_eq!(daemon.app("web").state, State::Running);
+    assert_eq!(
+        daemon.app("chatty").pid,
+        Some(chatty_pid),
+        "chatty kept its pid"
+    );
+    assert_eq!(daemon.app("chatty").restarts, 0);
+    let parked = daemon.app("parked");
+    assert_eq!(
+        parked.state,
+        State::Stopped,
+        "the stopped app stays stopped"
+    );
+    assert!(parked.stopped_by.is_some(), "and says who stopped it");
+    let sleeper_now = daemon.app("sleeper");
+    assert_eq!(sleeper_now.state, State::Backoff, "{sleeper_now:?}");
+    assert_eq!(
+        (sleeper_now.failures, sleeper_now.reason.clone()),
+        (sleeper.failures, sleeper.reason.clone()),
+        "the backoff app keeps its count and its schedule"
+    );
+
+    // Every numbered line once and in order, across 20 hand-offs.
+    let log = std::fs::read_to_string(served.prefix.log_dir().join("chatty/stdout.log"))
+        .expect("chatty's log");
+    let mut expected = 1u64;
+    for line in log.lines() {
+        let n: u64 = line
+            .strip_prefix("line ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a mangled line {line:?} in chatty's log"));
+        assert_eq!(n, expected, "line {expected} missing or repeated");
+        expected += 1;
+    }
+    assert!(expected > 100, "chatty wrote only {expected} lines");
+}
+
+#[test]
+fn reexec_to_a_binary_that_cannot_read_the_state_falls_back_untouched() {
+    require_root!();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let unreadable = scratch.path().join("appvisord-new");
+    std::fs::copy(bins::appvisord(), &unreadable).expect("copying appvisord");
+    let mut options = options();
+    options.env.push((
+        "APPVISOR_TEST_HANDOFF_UNREADABLE_BY".to_owned(),
+        unreadable.display().to_string(),
+    ));
+    options.extra_args = vec![
+        "--reexec-binary".to_owned(),
+        unreadable.display().to_string(),
+    ];
+    let served = ServedApp::start_with(Server::GunicornSync, Framework::Flask, options, |app| app);
+    let daemon = &served.daemon;
+    let web_pid = daemon.app("web").pid;
+
+    let out = daemon.appctl(["reexec"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        appvisor_tests::daemon::describe_output(&out)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("hand-off state version 1 is not one this appvisord reads"),
+        "{text}"
+    );
+    assert_eq!(daemon.app("web").pid, web_pid, "web untouched");
+    assert_eq!(daemon.app("web").state, State::Running);
+    served.get("/");
+    assert!(
+        daemon
+            .log()
+            .contains("cannot read the previous appvisord's hand-off state"),
+        "{}",
+        daemon.log_tail(40)
+    );
+}
