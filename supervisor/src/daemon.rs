@@ -342,8 +342,7 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
                 return Err(DaemonError::Handoff(why));
             }
             daemon.handed_over(incoming);
-            // Files added since the hand-off was asked for.
-            daemon.apply_config(false, None).await.unwrap_or_default()
+            ApplyReport::default()
         }
         None => daemon
             .apply_config(false, None)
@@ -355,7 +354,7 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     };
     drop(incoming);
     tracing::info!(
-        apps = report.added.len(),
+        apps = daemon.apps.read().unwrap_or_else(|e| e.into_inner()).len(),
         invalid = report.invalid.len(),
         socket = %spec.control.socket.display(),
         "appvisord ready"

@@ -428,6 +428,23 @@ impl Daemon {
                 }
             }
         }
+        // Files apps.d gained since the hand-off was asked for: as at
+        // start-up. Invalid files are reported by the next update.
+        for (name, candidate) in &candidates.candidates {
+            if entries.contains_key(name) {
+                continue;
+            }
+            let mut entry = Entry {
+                file: candidate.file.clone(),
+                app: candidate.app.as_ref().ok().cloned(),
+                error: candidate.app.as_ref().err().map(|errors| errors.join("\n")),
+                handle: None,
+                refused: None,
+                since: unix_now(),
+            };
+            self.admit_and_start(name, &mut entry, log_dir);
+            entries.insert(name.clone(), entry);
+        }
         Ok(())
     }
 
