@@ -195,3 +195,62 @@ fn reexec_to_a_binary_that_cannot_read_the_state_falls_back_untouched() {
         daemon.log_tail(40)
     );
 }
+
+#[test]
+fn reexec_of_a_binary_that_is_gone_carries_on_with_every_app() {
+    require_root!();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let gone = scratch.path().join("appvisord-gone");
+    let mut options = options();
+    options.extra_args = vec!["--reexec-binary".to_owned(), gone.display().to_string()];
+    let served = ServedApp::start_with(Server::GunicornSync, Framework::Flask, options, |app| app);
+    let user = served.user.clone();
+    AppBuilder::new("chatty", &user, ["/usr/bin/python3", "-c", CHATTY]).write(&served.prefix);
+    served.daemon.appctl_ok(["update"]);
+    let daemon = &served.daemon;
+    daemon.wait_for_state("chatty", State::Running, Duration::from_secs(30));
+    let (web_pid, chatty_pid) = (daemon.app("web").pid, daemon.app("chatty").pid);
+
+    // The exec fails (no such file): the apps are taken back in-process.
+    let out = daemon.appctl(["reexec"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        appvisor_tests::daemon::describe_output(&out)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("No such file or directory"), "{text}");
+    assert_eq!(daemon.app("web").pid, web_pid, "web untouched");
+    assert_eq!(daemon.app("chatty").pid, chatty_pid, "chatty untouched");
+    served.get("/");
+    // Supervised again: a stop and start work, and the output is read.
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.appctl_ok(["restart", "chatty"]);
+    assert_ne!(daemon.app("chatty").pid, chatty_pid, "restarted");
+    let log = std::fs::read_to_string(served.prefix.log_dir().join("chatty/stdout.log"))
+        .expect("chatty's log");
+    let numbers: Vec<u64> = log
+        .lines()
+        .map(|line| {
+            line.strip_prefix("line ")
+                .and_then(|n| n.parse().ok())
+                .expect("a line")
+        })
+        .collect();
+    let first_run_end = numbers
+        .windows(2)
+        .position(|w| w[1] != w[0] + 1)
+        .expect("two runs");
+    assert!(
+        numbers[..=first_run_end]
+            .iter()
+            .enumerate()
+            .all(|(i, n)| *n == i as u64 + 1),
+        "the first run's lines are all there, in order"
+    );
+    assert!(
+        numbers[first_run_end] > 100,
+        "chatty wrote across the failed hand-off"
+    );
+}
