@@ -209,6 +209,18 @@ pub enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
+    /// Hand every app over to a new appvisord, exec'd in place (admin).
+    ///
+    /// The daemon executes its binary again (after a package upgrade, the
+    /// new version) with the same pid, handing over every app as it is:
+    /// processes, held sockets, output pipes, backoff, who stopped what. No
+    /// app restarts. A new binary that cannot take over executes the old
+    /// one again; the apps are untouched either way. Waits until the
+    /// daemon reports the hand-off; exits 1 if it did not happen.
+    Reexec {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
     /// Validate the daemon settings and app files without a daemon.
     ///
     /// For configuration management (`validate_cmd`): exits 2 when a file
@@ -314,6 +326,7 @@ impl Command {
             | Command::Signal { daemon, .. }
             | Command::Logs { daemon, .. }
             | Command::Update { daemon, .. }
+            | Command::Reexec { daemon }
             | Command::Whoami(daemon)
             | Command::Security { daemon, .. } => Some(daemon),
             Command::Start(args)
@@ -392,6 +405,7 @@ mod tests {
                 "update",
                 &["dry_run", "timeout", "socket", "daemon_timeout"],
             ),
+            ("reexec", &["socket", "daemon_timeout"]),
             ("check", &["config", "as_name", "files"]),
             ("whoami", &daemon),
             ("import-supervisord", &["out", "files", "config"]),

@@ -53,6 +53,9 @@ pub enum CommandError {
     /// A selector named no app, or is not a selector.
     #[error(transparent)]
     Select(#[from] SelectError),
+    /// `reexec`: the daemon did not report the hand-off in time.
+    #[error("appvisord did not report the hand-off within {}", humantime::format_duration(*.waited))]
+    HandoffUnreported { waited: Duration },
 }
 
 impl CommandError {
@@ -61,7 +64,9 @@ impl CommandError {
         match self {
             CommandError::Client(err) => Exit::for_client_error(err),
             CommandError::Select(_) => Exit::Usage,
-            CommandError::Unexpected { .. } | CommandError::Stdout { .. } => Exit::Failed,
+            CommandError::Unexpected { .. }
+            | CommandError::Stdout { .. }
+            | CommandError::HandoffUnreported { .. } => Exit::Failed,
         }
     }
 }
@@ -385,6 +390,59 @@ pub async fn update(
             Exit::Done
         },
     )
+}
+
+/// How long `appctl reexec` waits for the daemon to report the hand-off.
+const REEXEC_WAIT: Duration = Duration::from_secs(90);
+
+/// `appctl reexec`: asks for a hand-off with an id of our own, then asks
+/// the daemon (the new one, or the old one again) how the hand-off with
+/// that id went. The answer to the request itself may be lost to the
+/// exec: the connection then just closes.
+pub async fn reexec(client: &Client) -> Result<Exit, CommandError> {
+    let id = reexec_id();
+    let request = appvisor_protocol::ReexecRequest { id };
+    match client
+        .post::<_, appvisor_protocol::ReexecRequest>(routes::REEXEC, &request)
+        .await
+    {
+        // The connection may close or time out under the exec.
+        Ok(_) | Err(ClientError::Http { .. } | ClientError::Timeout { .. }) => {}
+        Err(err) => return Err(err.into()),
+    }
+    let deadline = std::time::Instant::now() + REEXEC_WAIT;
+    loop {
+        match client
+            .get::<appvisor_protocol::DaemonStatus>(routes::DAEMON)
+            .await
+        {
+            Ok(status) => {
+                if let Some(report) = status.handoff.filter(|h| h.id == id) {
+                    print(&render::handoff(&report))?;
+                    return Ok(if report.error.is_none() {
+                        Exit::Done
+                    } else {
+                        Exit::Failed
+                    });
+                }
+            }
+            Err(ClientError::Http { .. } | ClientError::Timeout { .. }) => {}
+            Err(err) => return Err(err.into()),
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(CommandError::HandoffUnreported {
+                waited: REEXEC_WAIT,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn reexec_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// `appctl whoami`.

@@ -113,6 +113,7 @@ fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> Result<Exit, CommandError
         Command::Update {
             dry_run, timeout, ..
         } => runtime.block_on(commands::update(&client, *dry_run, *timeout)),
+        Command::Reexec { .. } => runtime.block_on(commands::reexec(&client)),
         Command::Whoami(_) => runtime.block_on(commands::whoami(&client)),
         Command::Security { apps, json, .. } => {
             runtime.block_on(security::security(&client, apps, *json))

@@ -278,6 +278,20 @@ pub fn list(names: &[String]) -> String {
     escaped.join(", ")
 }
 
+/// `appctl reexec`: how the hand-off went.
+pub fn handoff(report: &appvisor_protocol::HandoffReport) -> String {
+    match &report.error {
+        None => format!(
+            "handed over {} apps from appvisord {} to {}; apps unsupervised for {} ms\n",
+            report.apps, report.from_version, report.to_version, report.unsupervised_ms
+        ),
+        Some(error) => format!(
+            "no hand-off: {error}\nappvisord {} runs on; every app untouched\n",
+            report.to_version
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use appvisor_protocol::{IgnoredFile, InvalidApp};

@@ -39,6 +39,11 @@ pub mod routes {
     pub const EVENTS: &str = "/v1/events";
     /// `POST` with [`crate::ApplyRequest`]: re-read `apps.d` (admin).
     pub const CONFIG_APPLY: &str = "/v1/config/apply";
+    /// `GET`: the daemon's version and its last hand-off ([`crate::DaemonStatus`], admin).
+    pub const DAEMON: &str = "/v1/daemon";
+    /// `POST` with [`crate::ReexecRequest`]: hand the running apps over to
+    /// the daemon's binary, exec'd in place (admin).
+    pub const REEXEC: &str = "/v1/daemon/reexec";
 
     /// One route, with the app it names.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +56,10 @@ pub mod routes {
         Events,
         /// [`CONFIG_APPLY`].
         ConfigApply,
+        /// [`DAEMON`].
+        Daemon,
+        /// [`REEXEC`].
+        Reexec,
         /// `GET /v1/apps/NAME`.
         App(&'a str),
         /// `POST /v1/apps/NAME/{start,stop,restart,reload}` with
@@ -72,6 +81,8 @@ pub mod routes {
                 Route::Apps,
                 Route::Events,
                 Route::ConfigApply,
+                Route::Daemon,
+                Route::Reexec,
                 Route::App(app),
                 Route::Security(app),
                 Route::Logs(app),
@@ -84,6 +95,8 @@ pub mod routes {
                     | Route::Apps
                     | Route::Events
                     | Route::ConfigApply
+                    | Route::Daemon
+                    | Route::Reexec
                     | Route::App(_)
                     | Route::Security(_)
                     | Route::Logs(_)
@@ -103,6 +116,8 @@ pub mod routes {
                 [Some("v1"), Some("apps"), None, ..] => Route::Apps,
                 [Some("v1"), Some("events"), None, ..] => Route::Events,
                 [Some("v1"), Some("config"), Some("apply"), None, _] => Route::ConfigApply,
+                [Some("v1"), Some("daemon"), None, ..] => Route::Daemon,
+                [Some("v1"), Some("daemon"), Some("reexec"), None, _] => Route::Reexec,
                 [Some("v1"), Some("apps"), Some(name), None, _] => Route::App(name),
                 [Some("v1"), Some("apps"), Some(name), Some("logs"), None] => Route::Logs(name),
                 [Some("v1"), Some("apps"), Some(name), Some("security"), None] => {
@@ -128,7 +143,12 @@ pub mod routes {
                     app: None,
                     action: "config/apply",
                 }),
+                Route::Reexec => Some(Mutation {
+                    app: None,
+                    action: "reexec",
+                }),
                 Route::WhoAmI
+                | Route::Daemon
                 | Route::Apps
                 | Route::Events
                 | Route::App(_)
@@ -158,6 +178,8 @@ pub mod routes {
                 Route::Apps => APPS.to_owned(),
                 Route::Events => EVENTS.to_owned(),
                 Route::ConfigApply => CONFIG_APPLY.to_owned(),
+                Route::Daemon => DAEMON.to_owned(),
+                Route::Reexec => REEXEC.to_owned(),
                 Route::App(name) => format!("{APPS}/{name}"),
                 Route::Action(name, action) => format!("{APPS}/{name}/{action}"),
                 Route::Security(name) => format!("{APPS}/{name}/security"),
@@ -653,6 +675,45 @@ impl FromStr for LogStream {
             .find(|stream| stream.as_str() == name)
             .ok_or(UnknownName)
     }
+}
+
+/// `POST /v1/daemon/reexec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReexecRequest {
+    /// Chosen by the caller: [`DaemonStatus::handoff`] carries it once the
+    /// hand-off is over, however it ended.
+    pub id: u64,
+}
+
+/// `GET /v1/daemon`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// The running binary's version.
+    pub version: String,
+    pub pid: u32,
+    /// What the next `appctl reexec` executes.
+    pub binary: String,
+    /// The last hand-off, planned or refused.
+    pub handoff: Option<HandoffReport>,
+}
+
+/// How a hand-off went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffReport {
+    pub id: u64,
+    /// The user who asked, or `SIGUSR2`.
+    pub requested_by: String,
+    /// Seconds since the Unix epoch.
+    pub requested_at: u64,
+    pub from_version: String,
+    /// The version that runs now (the old one after a fallback).
+    pub to_version: String,
+    /// How long no daemon supervised the apps, in milliseconds.
+    pub unsupervised_ms: u64,
+    /// Apps handed over.
+    pub apps: usize,
+    /// Why the hand-off did not happen or fell back; `None`: it happened.
+    pub error: Option<String>,
 }
 
 /// One line of `GET /v1/events`.

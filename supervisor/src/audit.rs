@@ -73,6 +73,15 @@ impl Events {
         counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
+    /// Takes over the counts of a daemon this one replaced by a hand-off,
+    /// so the metrics' counters do not go back to zero.
+    pub fn restore_counts(&self, counts: impl IntoIterator<Item = ((String, String), u64)>) {
+        let mut mine = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, count) in counts {
+            *mine.entry(key).or_default() += count;
+        }
+    }
+
     /// Writes one audit record, counts it and publishes it.
     pub fn audit(&self, peer: &Peer, app: Option<&str>, action: &str, outcome: &str) {
         self.count(action, outcome);

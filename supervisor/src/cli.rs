@@ -33,6 +33,12 @@ pub struct Cli {
     #[arg(long, value_name = "NAME", default_value = "appvisor")]
     pub cgroup: String,
 
+    /// The binary `appctl reexec` and SIGUSR2 execute in place [default:
+    /// the path appvisord was started from, resolved at start, so a
+    /// package upgrade's new binary is what runs next].
+    #[arg(long, value_name = "PATH")]
+    pub reexec_binary: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -16,6 +16,15 @@
 //!    (SIGHUP re-reads `appvisor.toml` and `apps.d`).
 //!
 //! Shutdown stops every app in parallel and returns once all are gone.
+//!
+//! Started by a hand-off (`handoff`), steps 3 and 5 differ: nothing is
+//! killed, the control socket is the one handed over, and the apps are
+//! taken over as they run; a hand-off this binary cannot take execs the
+//! previous binary again.
+
+mod handoff;
+
+pub use handoff::VERSION;
 
 mod fds;
 mod intents;
@@ -41,7 +50,7 @@ use crate::cgroup::{CgroupRoot, CgroupWatcher, Controller};
 use crate::config::change::{self, Change};
 use crate::config::resolve::ResolvedApp;
 use crate::config::{self, AccessSpec, DaemonConfig};
-use crate::control::{ActError, ApplyError, ControlTarget};
+use crate::control::{ActError, ApplyError, ControlTarget, ReexecError};
 use crate::logs::{AppLogs, LogMark, Selection};
 use crate::supervise::{self, reaper::Reaper, Command, Handle, Shared, Snapshot};
 
@@ -71,6 +80,8 @@ pub struct Options {
     pub config_explicit: bool,
     /// Name of this daemon's cgroup subtree, under its own cgroup.
     pub cgroup_name: String,
+    /// The binary `appctl reexec` executes; default: this one's path.
+    pub reexec_binary: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +98,8 @@ pub enum DaemonError {
     Socket(#[from] crate::control::SocketError),
     #[error("installing signal handlers: {0}")]
     Signals(io::Error),
+    #[error("taking over from the previous appvisord: {0}")]
+    Handoff(String),
 }
 
 impl DaemonError {
@@ -134,12 +147,40 @@ pub struct Daemon {
     fds: Mutex<fds::FdBudget>,
     /// Serializes configuration changes.
     apply_lock: tokio::sync::Mutex<()>,
+    handoff: handoff::HandoffControl,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(options: Options) -> Result<(), DaemonError> {
-    let nofile = raise_open_file_limit();
-    let config = crate::judge::daemon_config(&options.config, options.config_explicit).await?;
+    let mut nofile = raise_open_file_limit();
+    // Started by a hand-off? A document this binary cannot read sends the
+    // process back to the previous binary at once.
+    let incoming = match crate::handoff::incoming::take() {
+        None => None,
+        Some(Ok(incoming)) => Some(incoming),
+        Some(Err((error, memfd))) => {
+            let why = error.to_string();
+            if let Some(memfd) = memfd {
+                let exec_error = crate::handoff::incoming::fall_back_unread(&memfd, &why);
+                tracing::error!(error = %exec_error, "cannot exec the previous appvisord either; its apps run on unsupervised");
+            }
+            return Err(DaemonError::Handoff(why));
+        }
+    };
+    let config = match crate::judge::daemon_config(&options.config, options.config_explicit).await {
+        Ok(config) => config,
+        Err(errors) => {
+            if let Some(incoming) = &incoming {
+                incoming.fall_back(&format!("invalid configuration: {errors}"));
+            }
+            return Err(errors.into());
+        }
+    };
+    // Apps keep the limit the first daemon of a line of hand-offs was
+    // started with, not the one it raised.
+    if let Some(soft) = incoming.as_ref().and_then(|i| i.document.apps_open_files) {
+        nofile.inherited = soft;
+    }
     let spec = config.spec.clone();
     // A missing apps_dir is a mistake, never "no apps".
     crate::judge::check_apps_dir(&spec.apps_dir).await?;
@@ -165,7 +206,17 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         },
     )?;
 
-    let reaper = Reaper::start().map_err(DaemonError::Reaper)?;
+    // The main processes handed over are this process's children still:
+    // registered before the first reap.
+    let adopted_pids: Vec<u32> = incoming
+        .iter()
+        .flat_map(|i| i.document.apps.iter())
+        .filter_map(|app| app.current.as_ref())
+        .filter(|current| current.exit.is_none())
+        .map(|current| current.pid)
+        .collect();
+    let (reaper, mut adopted) =
+        Reaper::start_adopting(&adopted_pids).map_err(DaemonError::Reaper)?;
     let cgroups = CgroupRoot::detect(&options.cgroup_name)?;
     let v2_controllers = match &cgroups {
         None => Vec::new(),
@@ -197,12 +248,16 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     let watcher = match &cgroups {
         Some(root) => {
             let watcher = CgroupWatcher::start()?;
-            let report = root.reap_leftovers(&watcher, LEFTOVER_GRACE).await?;
-            for reaped in &report.reaped {
-                tracing::warn!(app = %reaped.name, killed = reaped.killed, "killed processes left by an earlier appvisord");
-            }
-            for failure in &report.failed {
-                tracing::error!(error = %failure, "could not clean up after an earlier appvisord");
+            // After a hand-off what runs in the app cgroups is handed over,
+            // not left over.
+            if incoming.is_none() {
+                let report = root.reap_leftovers(&watcher, LEFTOVER_GRACE).await?;
+                for reaped in &report.reaped {
+                    tracing::warn!(app = %reaped.name, killed = reaped.killed, "killed processes left by an earlier appvisord");
+                }
+                for failure in &report.failed {
+                    tracing::error!(error = %failure, "could not clean up after an earlier appvisord");
+                }
             }
             Some(watcher)
         }
@@ -211,7 +266,10 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
             None
         }
     };
-    let listener = crate::control::bind_control_socket(&spec.control.socket)?;
+    let listener = match &incoming {
+        Some(incoming) => handed_listener(incoming.document.control_fd)?,
+        None => crate::control::bind_control_socket(&spec.control.socket)?,
+    };
     // sandbox (issue 4): v1 limit hierarchies and the Landlock ABI cap.
     let limits = crate::cgroup::LimitRoot::detect(&options.cgroup_name).unwrap_or_else(|error| {
         tracing::warn!(%error, "no v1 hierarchies for limits");
@@ -242,6 +300,19 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     let intents = tokio::task::spawn_blocking(move || Intents::load(&state_dir))
         .await
         .expect("loading operator intent does not panic");
+    let status_listener = match &incoming {
+        Some(incoming) => incoming
+            .document
+            .status_fd
+            .and_then(|fd| handed_status_listener(fd).ok()),
+        None => bind_status(&spec.status).await,
+    };
+    let binary = crate::handoff::exec::Binary::at_start(options.reexec_binary.clone())
+        .map_err(|error| tracing::warn!(%error, "no hand-off possible: cannot open this binary"))
+        .ok();
+    let listener_fds =
+        handoff::listener_fds(&listener, status_listener.as_ref()).map_err(DaemonError::Signals)?;
+    let (handoff_control, mut orders) = handoff::HandoffControl::new(binary, listener_fds, None);
     let daemon = Arc::new(Daemon {
         intents: Arc::new(intents),
         options,
@@ -251,21 +322,39 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         fds: Mutex::new(fds::FdBudget::new(nofile.soft)),
         shared,
         apply_lock: tokio::sync::Mutex::new(()),
+        handoff: handoff_control,
     });
 
     let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut user2 = signal(SignalKind::user_defined2()).map_err(DaemonError::Signals)?;
+    // Held back across a hand-off's exec; the handlers are in place now.
+    crate::handoff::exec::unblock_signals();
 
-    let report = daemon
-        .apply_config(false, None)
-        .await
-        .unwrap_or_else(|error| {
-            tracing::error!("no app started: {}", error);
+    let report = match &incoming {
+        Some(incoming) => {
+            if let Err(why) = daemon
+                .take_over(incoming, &mut adopted, &spec.log_dir)
+                .await
+            {
+                incoming.fall_back(&why);
+                return Err(DaemonError::Handoff(why));
+            }
+            daemon.handed_over(incoming);
             ApplyReport::default()
-        });
+        }
+        None => daemon
+            .apply_config(false, None)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::error!("no app started: {}", error);
+                ApplyReport::default()
+            }),
+    };
+    drop(incoming);
     tracing::info!(
-        apps = report.added.len(),
+        apps = daemon.apps.read().unwrap_or_else(|e| e.into_inner()).len(),
         invalid = report.invalid.len(),
         socket = %spec.control.socket.display(),
         "appvisord ready"
@@ -277,7 +366,14 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         Arc::new(crate::config::SystemUserDb),
         servers.closing(),
     ));
-    start_status_server(&spec.status, &daemon, &servers).await;
+    if let Some(listener) = status_listener {
+        tokio::spawn(crate::status::serve(
+            listener,
+            daemon.clone(),
+            crate::status::Roots::default(),
+            servers.closing(),
+        ));
+    }
     notify_service_manager();
 
     loop {
@@ -293,6 +389,13 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
                     );
                 }
             }
+            _ = user2.recv() => {
+                tracing::info!("SIGUSR2: hand-off to {}", daemon.daemon_status().binary);
+                if let Err(err) = daemon.request_reexec("SIGUSR2", handoff::fresh_id()).await {
+                    tracing::error!(error = %err, "SIGUSR2: no hand-off");
+                }
+            }
+            Some(order) = orders.recv() => daemon.hand_off(order).await,
         }
     }
     tracing::info!("stopping every app");
@@ -343,28 +446,42 @@ fn raise_open_file_limit() -> fds::NofileLimit {
     }
 }
 
-/// Serves `[status] listen`, if set. An address that cannot be bound is
+/// The control listener a hand-off passed on.
+fn handed_listener(fd: i32) -> Result<tokio::net::UnixListener, DaemonError> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `handoff::incoming::take` checked that the document names
+    // this fd once and that it is open; the document's fds are taken only
+    // here, in `handed_status_listener` and in `Incoming::take_fds`, each
+    // a different fd.
+    let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixListener::from_std(listener))
+        .map_err(DaemonError::Signals)
+}
+
+fn handed_status_listener(fd: i32) -> std::io::Result<tokio::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: as for `handed_listener`.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
+}
+
+/// Binds `[status] listen`, if set. An address that cannot be bound is
 /// logged and leaves the status server off: the apps matter more than
 /// their metrics, and the failed scrapes tell monitoring.
-async fn start_status_server(
-    spec: &config::StatusSpec,
-    daemon: &Arc<Daemon>,
-    servers: &crate::httpd::Shutdown,
-) {
-    let Some(address) = spec.listen else {
-        return;
-    };
+async fn bind_status(spec: &config::StatusSpec) -> Option<tokio::net::TcpListener> {
+    let address = spec.listen?;
     match crate::status::bind(address).await {
         Ok(listener) => {
             tracing::info!(%address, "status server listening");
-            tokio::spawn(crate::status::serve(
-                listener,
-                daemon.clone(),
-                crate::status::Roots::default(),
-                servers.closing(),
-            ));
+            Some(listener)
         }
-        Err(err) => tracing::error!(error = %err, "status server off"),
+        Err(err) => {
+            tracing::error!(error = %err, "status server off");
+            None
+        }
     }
 }
 
@@ -530,6 +647,9 @@ impl Daemon {
         peer: &Peer,
         request: &ActionRequest,
     ) -> Result<ActionResult, ActError> {
+        if self.handoff.busy() {
+            return Err(ActError::HandingOver);
+        }
         if matches!(action, Action::Start | Action::Restart) {
             self.start_refused(name);
         }
@@ -1014,6 +1134,14 @@ impl ControlTarget for Daemon {
         peer: Option<&Peer>,
     ) -> Result<ApplyReport, ApplyError> {
         Daemon::apply_config(self, dry_run, peer).await
+    }
+
+    fn daemon_status(&self) -> appvisor_protocol::DaemonStatus {
+        Daemon::daemon_status(self)
+    }
+
+    async fn request_reexec(&self, by: &str, id: u64) -> Result<(), ReexecError> {
+        Daemon::request_reexec(self, by, id).await
     }
 }
 

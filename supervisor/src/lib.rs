@@ -14,6 +14,7 @@ pub use appvisor_config as config; // appvisor.toml and apps.d: raw TOML -> AppS
 pub mod control; // the control server: HTTP over the Unix socket, peer credentials
 pub mod daemon; // start-up, signals, the registry of apps, shutdown
 pub use appvisor_config::files; // bounded, non-blocking reads; StrictModes trust of files others can touch
+pub mod handoff; // the planned hand-off: state document (pure), exec, taking over
 pub mod httpd; // what the control and status servers share: the accept loop, caps, error bodies
 pub mod judge; // apps.d judged off the runtime: blocking pool, deadlines, one parse at a time
 pub mod listen; // held listen sockets, bound as root and kept across restarts

@@ -99,6 +99,7 @@ fn main() -> ExitCode {
         config,
         config_explicit,
         cgroup_name: cli.cgroup,
+        reexec_binary: cli.reexec_binary,
     };
     match runtime.block_on(appvisor::daemon::run(options)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -52,6 +52,8 @@ pub struct DaemonOptions {
     /// RLIMIT_NOFILE (soft, hard) to start the daemon under, set by
     /// `prlimit(1)`; `None` keeps the test's own.
     pub open_files: Option<(u64, u64)>,
+    /// More arguments for `appvisord` (e.g. `--reexec-binary PATH`).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for DaemonOptions {
@@ -66,6 +68,7 @@ impl Default for DaemonOptions {
             ready_timeout: Duration::from_secs(20),
             bin_dir: None,
             open_files: None,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -247,6 +250,7 @@ impl Daemon {
             .arg(&config)
             .arg("--cgroup")
             .arg(&cgroup)
+            .args(&options.extra_args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

@@ -444,24 +444,30 @@ fn the_installed_package_supervises_apps_d_renders_man_pages_completes_and_upgra
     assert_eq!(quickstart.stop(), Some(0), "the quickstart exits 0");
     drop(quickstart);
 
-    // An upgrade (the same package again) restarts nothing: the daemon and
-    // the app keep their pids, the daemon runs on from its replaced binary
-    // and still spawns, and the edited conffile is kept.
+    // An upgrade (the same package again) restarts nothing: postinst hands
+    // the apps over to the new binary (appctl reexec), so the daemon keeps
+    // its pid and runs the new file, the app keeps its pid, and the edited
+    // conffile is kept.
     let daemon_pid = installed.daemon_pid();
     let deb_path = deb.to_str().expect("utf-8 path");
     run_ok("apt-get", &["install", "-y", "-q", "--reinstall", deb_path]);
     assert!(procfs::process_exists(daemon_pid), "the daemon still runs");
     let exe = fs::read_link(format!("/proc/{daemon_pid}/exe")).expect("the daemon's exe");
-    assert!(
-        exe.to_string_lossy().ends_with("(deleted)"),
-        "the upgrade replaced the daemon's binary under it: {}",
-        exe.display()
+    assert_eq!(
+        exe,
+        Path::new(APPVISORD),
+        "the daemon runs the upgraded binary, handed over in place"
     );
     let after = app_status(APP).expect("the app after the upgrade");
     assert_eq!(
         (after.state, after.pid, after.restarts),
         (State::Running, before.pid, before.restarts),
         "the app was not restarted"
+    );
+    assert!(
+        installed.log().contains("hand-off done"),
+        "postinst handed the apps over:\n{}",
+        installed.log()
     );
     assert_eq!(
         fs::read_to_string(SETTINGS).expect("the conffile"),

@@ -5,7 +5,7 @@
 
 use appvisor_protocol::{ApiError, ErrorCode};
 
-use super::target::{ActError, ApplyError};
+use super::target::{ActError, ApplyError, ReexecError};
 use crate::acl::Peer;
 
 impl From<ActError> for ApiError {
@@ -16,7 +16,17 @@ impl From<ActError> for ApiError {
                 ErrorCode::Conflict
             }
             ActError::UnknownSignal { .. } => ErrorCode::BadRequest,
-            ActError::Gone { .. } => ErrorCode::Unavailable,
+            ActError::Gone { .. } | ActError::HandingOver => ErrorCode::Unavailable,
+        };
+        ApiError::new(code, err.to_string())
+    }
+}
+
+impl From<ReexecError> for ApiError {
+    fn from(err: ReexecError) -> ApiError {
+        let code = match &err {
+            ReexecError::Refused(_) => ErrorCode::Conflict,
+            ReexecError::Stopping => ErrorCode::Unavailable,
         };
         ApiError::new(code, err.to_string())
     }

@@ -40,7 +40,7 @@ use crate::config::UserDb;
 use crate::httpd::{self, Closing, Listener, Server};
 pub use body::ResponseBody;
 pub use socket::{bind_control_socket, SocketError};
-pub use target::{ActError, ApplyError, ControlTarget};
+pub use target::{ActError, ApplyError, ControlTarget, ReexecError};
 
 /// Connections served at once; more are answered 503 and closed.
 pub(crate) const MAX_CONNECTIONS: usize = 256;
@@ -350,6 +350,27 @@ async fn answer<T: ControlTarget>(
             Ok(Answered::ok(ndjson_response(body::event_body(
                 target.events().subscribe(),
             ))))
+        }
+        Route::Daemon => {
+            if !acl::is_admin(peer, &rules) {
+                return Err(Failure::Refused(admin_only(
+                    peer,
+                    "see the daemon's status",
+                )));
+            }
+            Ok(Answered::ok(json_response(&target.daemon_status())))
+        }
+        Route::Reexec => {
+            if !acl::is_admin(peer, &rules) {
+                return Err(Failure::Refused(admin_only(peer, "re-execute the daemon")));
+            }
+            let bytes = body.read().await.map_err(Failure::Malformed)?;
+            let request: appvisor_protocol::ReexecRequest = parse_json_or_default(&bytes)?;
+            target
+                .request_reexec(&peer.user, request.id)
+                .await
+                .map_err(|err| Failure::Failed(err.into()))?;
+            Ok(Answered::ok(json_response(&request)))
         }
         Route::ConfigApply => {
             if acl::decide(peer, &rules, Operation::ApplyConfig, None) != Decision::Allow {

@@ -64,6 +64,19 @@ pub trait ControlTarget: Send + Sync + 'static {
         signal: &str,
     ) -> impl Future<Output = Result<AppStatus, ActError>> + Send;
 
+    /// `GET /v1/daemon`: the version, the binary a hand-off executes and
+    /// the last hand-off.
+    fn daemon_status(&self) -> appvisor_protocol::DaemonStatus;
+
+    /// `appctl reexec`: starts a hand-off of every app to the daemon's
+    /// binary, executed in place; `id` names it in
+    /// [`ControlTarget::daemon_status`] once it is over.
+    fn request_reexec(
+        &self,
+        by: &str,
+        id: u64,
+    ) -> impl Future<Output = Result<(), ReexecError>> + Send;
+
     /// Re-reads the configuration and applies the difference (or, with
     /// `dry_run`, only reports it).
     fn apply_config(
@@ -100,6 +113,9 @@ pub enum ActError {
     },
     #[error("unknown signal {signal:?} (use a name such as HUP, USR1 or TERM)")]
     UnknownSignal { signal: String },
+    /// A hand-off to a new binary is under way.
+    #[error("the daemon is handing over to a new binary: try again in a moment")]
+    HandingOver,
     /// Its task has ended: the app is being removed or the daemon stops.
     #[error("{app} is being removed or the daemon is stopping")]
     Gone { app: String },
@@ -113,4 +129,15 @@ pub enum ApplyError {
     /// every app).
     #[error(transparent)]
     Config(#[from] ConfigErrors),
+}
+
+/// Why a hand-off was not started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReexecError {
+    /// Another is under way, no binary is known, or apps.d has changes the
+    /// daemon has not applied.
+    #[error("{0}")]
+    Refused(String),
+    #[error("the daemon is stopping")]
+    Stopping,
 }

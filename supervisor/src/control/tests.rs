@@ -141,6 +141,19 @@ impl ControlTarget for Fake {
             ..ApplyReport::default()
         })
     }
+
+    fn daemon_status(&self) -> appvisor_protocol::DaemonStatus {
+        appvisor_protocol::DaemonStatus {
+            version: "test".to_owned(),
+            pid: 1,
+            binary: String::new(),
+            handoff: None,
+        }
+    }
+
+    async fn request_reexec(&self, _by: &str, _id: u64) -> Result<(), ReexecError> {
+        Ok(())
+    }
 }
 
 fn peer(uid: u32, user: &str) -> Peer {

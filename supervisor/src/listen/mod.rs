@@ -226,6 +226,20 @@ impl SocketFile {
     fn is(&self, stat: &FileStat) -> bool {
         stat.st_dev == self.dev && stat.st_ino == self.ino
     }
+
+    /// What names the file, for a hand-off: the file stays in place.
+    fn disown(mut self) -> io::Result<HandedFile> {
+        let dir = self.dir.try_clone()?;
+        // An empty name is no directory entry: the drop removes nothing.
+        let name = std::mem::take(&mut self.name);
+        Ok(HandedFile {
+            dir,
+            name,
+            path: self.path.clone(),
+            dev: self.dev,
+            ino: self.ino,
+        })
+    }
 }
 
 impl Drop for SocketFile {
@@ -316,6 +330,74 @@ impl HeldSockets {
     pub fn is_empty(&self) -> bool {
         self.sockets.is_empty()
     }
+
+    /// The sockets for a hand-off, in `[[listen]]` order: each one's fd,
+    /// address and Unix socket file, which stays in place for the process
+    /// that takes them over ([`HeldSockets::taken_over`]).
+    pub fn hand_over(self) -> io::Result<(Vec<HandedOver>, (u32, u32))> {
+        let mut out = Vec::with_capacity(self.sockets.len());
+        for mut held in self.sockets {
+            let fd = held.socket.as_fd().try_clone_to_owned()?;
+            let unix_file = match held.unix_file.take() {
+                Some(file) => Some(file.disown()?),
+                None => None,
+            };
+            out.push(HandedOver {
+                fd,
+                address: held.spec.address.to_string(),
+                unix_file,
+            });
+        }
+        Ok((out, self.owner))
+    }
+
+    /// Sockets handed over by [`HeldSockets::hand_over`], for `listen` (the
+    /// same addresses, in the same order: the caller checks).
+    pub fn taken_over(
+        listen: &[ListenSpec],
+        sockets: Vec<HandedOver>,
+        owner: (u32, u32),
+    ) -> HeldSockets {
+        HeldSockets {
+            sockets: listen
+                .iter()
+                .zip(sockets)
+                .map(|(spec, handed)| Held {
+                    spec: spec.clone(),
+                    socket: Socket::from(handed.fd),
+                    unix_file: handed.unix_file.map(|file| SocketFile {
+                        dir: file.dir,
+                        name: file.name,
+                        path: file.path,
+                        dev: file.dev,
+                        ino: file.ino,
+                    }),
+                })
+                .collect(),
+            owner,
+        }
+    }
+}
+
+/// One held socket in a hand-off.
+#[derive(Debug)]
+pub struct HandedOver {
+    pub fd: std::os::fd::OwnedFd,
+    /// The address as configured (its `Display`).
+    pub address: String,
+    pub unix_file: Option<HandedFile>,
+}
+
+/// A Unix socket's file in a hand-off: the directory it was bound in (an
+/// fd, so the owner cannot swap the path under it), its name there and
+/// identity.
+#[derive(Debug)]
+pub struct HandedFile {
+    pub dir: OwnedFd,
+    pub name: OsString,
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
 }
 
 /// The `LISTEN_FDNAMES` entry of an instance's [`ProbeSocket`].
@@ -331,6 +413,8 @@ pub const PROBE_FD_NAME: &str = "appvisor-probe";
 pub struct ProbeSocket {
     socket: Socket,
     path: PathBuf,
+    /// False once handed over: the file outlives this value.
+    remove_on_drop: bool,
 }
 
 impl ProbeSocket {
@@ -357,6 +441,7 @@ impl ProbeSocket {
         let probe = ProbeSocket {
             socket,
             path: path.to_owned(),
+            remove_on_drop: true,
         };
         // A probe connects once at a time; a short backlog is plenty.
         probe.socket.listen(16).map_err(io_err(Step::Listen))?;
@@ -370,10 +455,29 @@ impl ProbeSocket {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The socket's fd for a hand-off; the file stays.
+    pub fn hand_over(mut self) -> io::Result<std::os::fd::OwnedFd> {
+        let fd = self.socket.as_fd().try_clone_to_owned()?;
+        self.remove_on_drop = false;
+        Ok(fd)
+    }
+
+    /// A socket handed over by [`ProbeSocket::hand_over`], bound at `path`.
+    pub fn taken_over(fd: std::os::fd::OwnedFd, path: PathBuf) -> ProbeSocket {
+        ProbeSocket {
+            socket: Socket::from(fd),
+            path,
+            remove_on_drop: true,
+        }
+    }
 }
 
 impl Drop for ProbeSocket {
     fn drop(&mut self) {
+        if !self.remove_on_drop {
+            return;
+        }
         if let Err(err) = std::fs::remove_file(&self.path) {
             tracing::debug!(path = %self.path.display(), error = %err, "removing a probe socket file");
         }

@@ -193,6 +193,15 @@ pub fn make_pipe() -> Result<(OwnedFd, OwnedFd), LogError> {
     Ok((read, write))
 }
 
+/// A capture that can be stopped to hand its pipe over
+/// ([`AppLogs::capture_handing_over`]).
+#[derive(Debug)]
+pub struct Capture {
+    /// Ends at EOF (`None`) or once handed over (the read end).
+    pub task: JoinHandle<Option<OwnedFd>>,
+    pub stop: tokio::sync::oneshot::Sender<()>,
+}
+
 /// The captured output of one app, shared by all its instances (spawns).
 ///
 /// Open it once per app and share the `Arc`: two `AppLogs` on the same
@@ -353,10 +362,42 @@ impl AppLogs {
     pub fn capture(self: &Arc<Self>, stream: Stream, pipe: OwnedFd) -> JoinHandle<()> {
         let logs = Arc::clone(self);
         let span = tracing::info_span!("capture", app = %self.app, %stream);
-        tokio::spawn(async move { logs.run_capture(stream, pipe).await }.instrument(span))
+        tokio::spawn(
+            async move {
+                logs.run_capture(stream, pipe, std::future::pending()).await;
+            }
+            .instrument(span),
+        )
     }
 
-    async fn run_capture(self: Arc<Self>, stream: Stream, pipe: OwnedFd) {
+    /// Like [`capture`](Self::capture), but the capture can also be
+    /// stopped between two reads to hand the pipe over (to the binary a
+    /// hand-off execs): what it read of a partial line is written first,
+    /// what is still in the pipe stays there, and the task returns the
+    /// read end. It returns `None` when it ended at EOF or on an error.
+    pub fn capture_handing_over(self: &Arc<Self>, stream: Stream, pipe: OwnedFd) -> Capture {
+        let logs = Arc::clone(self);
+        let span = tracing::info_span!("capture", app = %self.app, %stream);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // A dropped sender is not a request to stop.
+        let stopped = async move {
+            if stopped.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let task = tokio::spawn(
+            async move { logs.run_capture(stream, pipe, stopped).await }.instrument(span),
+        );
+        Capture { task, stop }
+    }
+
+    async fn run_capture(
+        self: Arc<Self>,
+        stream: Stream,
+        pipe: OwnedFd,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Option<OwnedFd> {
+        tokio::pin!(stop);
         let batch = fcntl(&pipe, FcntlArg::F_GETPIPE_SZ)
             .is_ok_and(|size| usize::try_from(size).is_ok_and(|size| size >= PIPE_SIZE));
         let mut rx = match pipe::Receiver::from_owned_fd(pipe) {
@@ -365,7 +406,7 @@ impl AppLogs {
                 // Dropping the read end makes the app's writes fail with
                 // EPIPE rather than block forever.
                 error!(%error, "cannot watch output pipe, output of this instance is lost");
-                return;
+                return None;
             }
         };
         // Allocated once the pipe first has data, so an app that never
@@ -375,18 +416,33 @@ impl AppLogs {
         let mut buf = BytesMut::new();
         loop {
             if buf.capacity() == 0 {
-                if let Err(error) = rx.readable().await {
+                let readable = tokio::select! {
+                    biased;
+                    () = &mut stop => return self.hand_over(stream, rx.into_nonblocking_fd().ok(), buf),
+                    readable = rx.readable() => readable,
+                };
+                if let Err(error) = readable {
                     error!(%error, "cannot watch output pipe, output of this instance is lost");
-                    return;
+                    return None;
                 }
                 buf.reserve(2 * READ_CHUNK);
             }
             buf.reserve(READ_CHUNK);
             let read = if buf.is_empty() {
-                rx.read_buf(&mut buf).await
+                tokio::select! {
+                    biased;
+                    () = &mut stop => return self.hand_over(stream, rx.into_nonblocking_fd().ok(), buf),
+                    read = rx.read_buf(&mut buf) => read,
+                }
             } else {
-                // `read_buf` is cancel safe: on timeout nothing was read.
-                match tokio::time::timeout(PARTIAL_LINE_FLUSH, rx.read_buf(&mut buf)).await {
+                // `read_buf` is cancel safe: on timeout (or a hand-over)
+                // nothing was read.
+                let read = tokio::select! {
+                    biased;
+                    () = &mut stop => return self.hand_over(stream, rx.into_nonblocking_fd().ok(), buf),
+                    read = tokio::time::timeout(PARTIAL_LINE_FLUSH, rx.read_buf(&mut buf)) => read,
+                };
+                match read {
                     Ok(read) => read,
                     Err(_elapsed) => {
                         self.append(stream, buf.split().freeze());
@@ -407,7 +463,24 @@ impl AppLogs {
                         self.append(stream, buf.split().freeze());
                     }
                     if batch && n < BATCH_BELOW {
-                        rx = match pause(rx).await {
+                        // Wait BATCH_DELAY with the pipe out of the
+                        // reactor: the kernel wakes epoll on every write to
+                        // a pipe, so a registered pipe would wake the
+                        // runtime once per line of the app even while
+                        // nobody reads it.
+                        let fd = match rx.into_nonblocking_fd() {
+                            Ok(fd) => fd,
+                            Err(error) => {
+                                error!(%error, "cannot watch output pipe again, output of this instance is lost");
+                                break;
+                            }
+                        };
+                        tokio::select! {
+                            biased;
+                            () = &mut stop => return self.hand_over(stream, Some(fd), buf),
+                            () = tokio::time::sleep(BATCH_DELAY) => {}
+                        }
+                        rx = match pipe::Receiver::from_owned_fd_unchecked(fd) {
                             Ok(rx) => rx,
                             Err(error) => {
                                 error!(%error, "cannot watch output pipe again, output of this instance is lost");
@@ -427,6 +500,25 @@ impl AppLogs {
             self.append(stream, buf.freeze());
         }
         debug!("output pipe closed");
+        None
+    }
+
+    /// A capture stopped for a hand-off: what was read is written, the
+    /// rest stays in the pipe for the next reader.
+    fn hand_over(
+        self: &Arc<Self>,
+        stream: Stream,
+        fd: Option<OwnedFd>,
+        buf: BytesMut,
+    ) -> Option<OwnedFd> {
+        if !buf.is_empty() {
+            self.append(stream, buf.freeze());
+        }
+        if fd.is_none() {
+            error!("cannot hand the output pipe over, output of this instance is lost");
+        }
+        debug!("output pipe handed over");
+        fd
     }
 
     /// Writes one chunk to the tail, the followers and the file, under the
@@ -660,15 +752,6 @@ fn subscribe(order: &mut Order) -> broadcast::Receiver<Chunk> {
         .followers
         .get_or_insert_with(|| broadcast::channel(FOLLOW_CAPACITY).0)
         .subscribe()
-}
-
-/// Waits [`BATCH_DELAY`] with the pipe out of the reactor: the kernel wakes
-/// epoll on every write to a pipe, so a registered pipe would wake the
-/// runtime once per line of the app even while nobody reads it.
-async fn pause(rx: pipe::Receiver) -> io::Result<pipe::Receiver> {
-    let fd = rx.into_nonblocking_fd()?;
-    tokio::time::sleep(BATCH_DELAY).await;
-    pipe::Receiver::from_owned_fd_unchecked(fd)
 }
 
 /// Creates `log_dir` if needed (0755) and `dir` inside it, then gives `dir`

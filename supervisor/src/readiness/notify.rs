@@ -146,8 +146,9 @@ pub struct NotifySocket {
     socket: UnixDatagram,
     path: PathBuf,
     /// (device, inode) of the socket file we made, so drop never unlinks a
-    /// socket bound at the same path by someone else since.
-    file_id: (u64, u64),
+    /// socket bound at the same path by someone else since; `None` once
+    /// handed over, when the file outlives this value.
+    file_id: Option<(u64, u64)>,
     /// The rate limit of what this socket logs about datagrams it refuses
     /// or the caller ignores: the app's user can send them as fast as it
     /// likes.
@@ -216,13 +217,39 @@ impl NotifySocket {
         Ok(NotifySocket {
             socket,
             path: path.to_owned(),
-            file_id: (metadata.dev(), metadata.ino()),
+            file_id: Some((metadata.dev(), metadata.ino())),
             noise: Mutex::default(),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The socket's fd for a hand-off, leaving the file in place for the
+    /// process that takes the fd over ([`NotifySocket::taken_over`]).
+    pub fn hand_over(mut self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        let fd = self.socket.as_fd().try_clone_to_owned()?;
+        self.file_id = None;
+        Ok(fd)
+    }
+
+    /// A socket handed over by [`NotifySocket::hand_over`], still bound at
+    /// `path`. Must run inside a tokio runtime.
+    pub fn taken_over(fd: std::os::fd::OwnedFd, path: PathBuf) -> io::Result<NotifySocket> {
+        let socket = std::os::unix::net::UnixDatagram::from(fd);
+        socket.set_nonblocking(true)?;
+        let socket = UnixDatagram::from_std(socket)?;
+        let file_id = fs::symlink_metadata(&path)
+            .ok()
+            .map(|metadata| (metadata.dev(), metadata.ino()));
+        Ok(NotifySocket {
+            socket,
+            path,
+            file_id,
+            noise: Mutex::default(),
+        })
     }
 
     /// The next datagram. An error for which
@@ -346,7 +373,7 @@ impl NotifySocket {
 impl Drop for NotifySocket {
     fn drop(&mut self) {
         let ours = fs::symlink_metadata(&self.path)
-            .is_ok_and(|metadata| (metadata.dev(), metadata.ino()) == self.file_id);
+            .is_ok_and(|metadata| Some((metadata.dev(), metadata.ino())) == self.file_id);
         if ours {
             if let Err(error) = fs::remove_file(&self.path) {
                 tracing::warn!(path = %self.path.display(), error = %error, "cannot remove the notify socket");

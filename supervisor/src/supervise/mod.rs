@@ -6,8 +6,11 @@
 //! task never touches another app's resources, so a failure in one (a
 //! spawn error, a hung stop, a flood of output) stays with that app.
 
+mod handoff;
 pub mod reaper;
 mod workers;
+
+pub use handoff::{monotonic_ns, restore, Frozen, RestoreError};
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -96,6 +99,9 @@ pub enum Command {
     },
     /// Stop for good and end the task once nothing of the app is left.
     Shutdown { cause: Cause },
+    /// End the task, leaving the app as it is, once no transition is under
+    /// way, and hand over what it holds (a hand-off to a new binary).
+    Freeze { reply: oneshot::Sender<Frozen> },
 }
 
 /// The machine's answer to a control request.
@@ -240,8 +246,9 @@ pub fn start(
     let now = Instant::now();
     let machine = Machine::new(params(&app), now, jitter_seed());
     let (commands, rx) = mpsc::unbounded_channel();
+    let commands = Commands(commands);
     let app_for_snapshot = app.clone();
-    let mut sup = Supervisor {
+    let sup = Supervisor {
         machine,
         since_wall: SystemTime::now(),
         app,
@@ -263,6 +270,7 @@ pub fn start(
         release: None,
         notify_status: None,
         shutdown: false,
+        freeze: None,
         snapshot: Arc::new(watch::channel(placeholder_snapshot(&app_for_snapshot)).0),
         pending: VecDeque::new(),
         waiting: Vec::new(),
@@ -270,6 +278,17 @@ pub fn start(
         spawned_at: None,
         last_request: 0,
     };
+    launch(sup, commands, rx, autostart, logs)
+}
+
+/// Publishes the first status of `sup` and starts its task.
+fn launch(
+    mut sup: Supervisor,
+    commands: Commands,
+    rx: mpsc::UnboundedReceiver<Box<Command>>,
+    autostart: bool,
+    logs: Arc<AppLogs>,
+) -> Handle {
     sup.publish(false);
     let snapshot = sup.snapshot.subscribe();
     let span = tracing::info_span!("app", app = %sup.app.spec.name);
@@ -283,7 +302,7 @@ pub fn start(
     let inner = tokio::spawn(sup.run(rx, autostart).instrument(span.clone()));
     let task = tokio::spawn(guard.watch(inner).instrument(span));
     Handle {
-        commands: Commands(commands),
+        commands,
         snapshot,
         logs,
         task,
@@ -384,7 +403,7 @@ struct Instance {
     exit: Option<oneshot::Receiver<ExitStatus>>,
     /// Until the exec helper reports: `Ok` once the app's program runs.
     report: Option<ReportFuture>,
-    pipes: Vec<JoinHandle<()>>,
+    pipes: Vec<crate::logs::Capture>,
     leaf: Option<Leaf>,
     /// Its private socket for the readiness probe: apps with `[[listen]]`
     /// sockets and a probe.
@@ -446,6 +465,8 @@ struct Supervisor {
     release: Option<String>,
     notify_status: Option<String>,
     shutdown: bool,
+    /// A hand-off waits for this task to freeze.
+    freeze: Option<oneshot::Sender<Frozen>>,
     /// Shared with the task's guard, which reports a panic here.
     snapshot: Arc<watch::Sender<Snapshot>>,
     /// Events produced by effects, fed after the current step.
@@ -481,6 +502,19 @@ impl Supervisor {
         loop {
             if self.shutdown && self.is_down() {
                 self.cleanup();
+                return;
+            }
+            // A hand-off that gave up waiting withdraws its request.
+            if self.freeze.as_ref().is_some_and(|reply| reply.is_closed()) {
+                self.freeze = None;
+            }
+            if self.freeze.is_some() && self.is_settled() {
+                let frozen = self.freeze_now().await;
+                if let Some(reply) = self.freeze.take() {
+                    if reply.send(frozen).is_err() {
+                        tracing::error!("a hand-off gave up while this app froze; it runs unsupervised until appvisord restarts");
+                    }
+                }
                 return;
             }
             let wake = self.next(&mut commands).await;
@@ -636,6 +670,7 @@ impl Supervisor {
                 let _ = reply.send(());
             }
             Command::Shutdown { cause } => self.begin_shutdown(cause),
+            Command::Freeze { reply } => self.freeze = Some(reply),
         }
     }
 
@@ -1116,8 +1151,8 @@ impl Supervisor {
         let (pid, exit, report) =
             self.spawn_registered(&plan, leaf.as_ref(), probe_socket.as_ref(), out_w, err_w)?;
         let pipes = vec![
-            self.logs.capture(Stream::Stdout, out_r),
-            self.logs.capture(Stream::Stderr, err_r),
+            self.logs.capture_handing_over(Stream::Stdout, out_r),
+            self.logs.capture_handing_over(Stream::Stderr, err_r),
         ];
         Ok(Instance {
             id,
@@ -1390,11 +1425,11 @@ const DRAIN_OUTPUT: Duration = Duration::from_secs(1);
 
 /// Waits, at most [`DRAIN_OUTPUT`], until every capture task of an
 /// instance has read its pipe to EOF.
-async fn drain_output(pipes: Vec<JoinHandle<()>>) {
+async fn drain_output(pipes: Vec<crate::logs::Capture>) {
     let all = async {
         for pipe in pipes {
             // A capture task that panicked has nothing more to give.
-            let _ = pipe.await;
+            let _ = pipe.task.await;
         }
     };
     if tokio::time::timeout(DRAIN_OUTPUT, all).await.is_err() {

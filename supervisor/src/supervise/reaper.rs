@@ -9,6 +9,7 @@
 //! steals the child of a spawn still in progress.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
@@ -21,15 +22,38 @@ use crate::app::ExitStatus;
 #[derive(Debug, Default)]
 pub struct Reaper {
     waiting: Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>,
+    /// Set for a hand-off: exits stay unreaped (zombies keep their pid)
+    /// for the process that takes over.
+    paused: AtomicBool,
 }
+
+/// The exit of each adopted pid, as [`Reaper::start_adopting`] registered it.
+pub type Adopted = HashMap<u32, oneshot::Receiver<ExitStatus>>;
 
 impl Reaper {
     /// Makes the daemon a subreaper and starts reaping on the current
     /// runtime.
     pub fn start() -> std::io::Result<Arc<Reaper>> {
+        Reaper::start_adopting(&[]).map(|(reaper, _)| reaper)
+    }
+
+    /// Like [`start`](Self::start), with `pids` (children an earlier image
+    /// of this process spawned, handed over by exec) registered before the
+    /// first reap, so none of their exits is missed.
+    pub fn start_adopting(pids: &[u32]) -> std::io::Result<(Arc<Reaper>, Adopted)> {
         nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)?;
         let mut sigchld = signal(SignalKind::child())?;
         let reaper = Arc::new(Reaper::default());
+        let adopted = {
+            let mut waiting = reaper.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            pids.iter()
+                .map(|pid| {
+                    let (tx, rx) = oneshot::channel();
+                    waiting.insert(*pid as i32, tx);
+                    (*pid, rx)
+                })
+                .collect()
+        };
         let task_reaper = reaper.clone();
         tokio::spawn(async move {
             loop {
@@ -40,7 +64,22 @@ impl Reaper {
                 }
             }
         });
-        Ok(reaper)
+        Ok((reaper, adopted))
+    }
+
+    /// Stops reaping until [`resume`](Self::resume): for a hand-off, whose
+    /// successor reaps what exits meanwhile.
+    pub fn pause(&self) {
+        // Under the lock: a reap under way finishes first.
+        let _waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    /// Reaps again (a hand-off that did not happen), what exited meanwhile
+    /// first.
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+        self.reap_ready();
     }
 
     /// Runs `spawn` (which returns the new child's pid) with the table
@@ -61,6 +100,9 @@ impl Reaper {
     /// std's `Command::spawn` waits for it itself) is never reaped here.
     fn reap_ready(&self) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if self.paused.load(Ordering::SeqCst) {
+            return;
+        }
         loop {
             let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,

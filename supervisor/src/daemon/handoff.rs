@@ -1,0 +1,510 @@
+//! The daemon's side of a hand-off: `appctl reexec` and SIGUSR2 in the old
+//! process (quiesce, freeze every app's task, write the document, exec),
+//! and taking the apps over in the new one. The document and the system
+//! calls are `crate::handoff`'s.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use appvisor_protocol::{DaemonStatus, HandoffReport};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Daemon, Entry};
+use crate::audit::unix_now;
+use crate::control::ReexecError;
+use crate::handoff::exec::{self, Binary, Target};
+use crate::handoff::incoming::Incoming;
+use crate::handoff::state::{self, Document, Handoff, RequestCount, STATE_VERSION};
+use crate::supervise::{self, reaper::Adopted, Command, Frozen};
+
+/// How long a hand-off waits for every app to finish what it is doing (a
+/// start, a stop) before it gives up and leaves everything as it was.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// The version of this binary.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A request to hand over.
+#[derive(Debug)]
+pub struct Order {
+    pub by: String,
+    pub id: u64,
+    pub at: u64,
+}
+
+/// What the daemon keeps for hand-offs.
+#[derive(Debug)]
+pub struct HandoffControl {
+    /// `None` when this process's binary could not be opened at start:
+    /// no hand-off is possible then.
+    pub binary: Option<Binary>,
+    busy: AtomicBool,
+    last: Mutex<Option<HandoffReport>>,
+    orders: mpsc::UnboundedSender<Order>,
+    /// Dups of the control and status listeners, passed on by exec.
+    pub listeners: (OwnedFd, Option<OwnedFd>),
+}
+
+impl HandoffControl {
+    pub fn new(
+        binary: Option<Binary>,
+        listeners: (OwnedFd, Option<OwnedFd>),
+        last: Option<HandoffReport>,
+    ) -> (HandoffControl, mpsc::UnboundedReceiver<Order>) {
+        let (orders, rx) = mpsc::unbounded_channel();
+        (
+            HandoffControl {
+                binary,
+                busy: AtomicBool::new(false),
+                last: Mutex::new(last),
+                orders,
+                listeners,
+            },
+            rx,
+        )
+    }
+
+    /// Whether a hand-off is under way: actions are refused meanwhile.
+    pub fn busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst)
+    }
+
+    fn report(&self, report: HandoffReport) {
+        if let Some(error) = &report.error {
+            tracing::error!(id = report.id, by = %report.requested_by, %error, "hand-off did not happen");
+        }
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+    }
+}
+
+/// A hand-off id for a request that did not bring one (SIGUSR2).
+pub fn fresh_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(crate::supervise::monotonic_ns());
+    hasher.finish()
+}
+
+impl Daemon {
+    /// `GET /v1/daemon`.
+    pub fn daemon_status(&self) -> DaemonStatus {
+        DaemonStatus {
+            version: VERSION.to_owned(),
+            pid: std::process::id(),
+            binary: self
+                .handoff
+                .binary
+                .as_ref()
+                .map(|b| b.path.display().to_string())
+                .unwrap_or_default(),
+            handoff: self
+                .handoff
+                .last
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+
+    /// `appctl reexec`: refused while another hand-off is under way, when
+    /// no binary is known, or while apps.d has changes not applied yet (the
+    /// new binary reads apps.d and must find what runs). The hand-off
+    /// itself runs in the daemon's main loop.
+    pub async fn request_reexec(&self, by: &str, id: u64) -> Result<(), ReexecError> {
+        if self.handoff.binary.is_none() {
+            return Err(ReexecError::Refused(
+                "no binary to re-execute: /proc/self/exe could not be opened at start".to_owned(),
+            ));
+        }
+        if self.handoff.busy.swap(true, Ordering::SeqCst) {
+            return Err(ReexecError::Refused(
+                "a hand-off is already under way".to_owned(),
+            ));
+        }
+        if let Err(err) = self.check_applied().await {
+            self.handoff.busy.store(false, Ordering::SeqCst);
+            return Err(err);
+        }
+        let order = Order {
+            by: by.to_owned(),
+            id,
+            at: unix_now(),
+        };
+        if self.handoff.orders.send(order).is_err() {
+            self.handoff.busy.store(false, Ordering::SeqCst);
+            return Err(ReexecError::Stopping);
+        }
+        Ok(())
+    }
+
+    /// apps.d has nothing the daemon has not applied.
+    async fn check_applied(&self) -> Result<(), ReexecError> {
+        let report = self
+            .apply_config(true, None)
+            .await
+            .map_err(|err| ReexecError::Refused(format!("the configuration: {err}")))?;
+        let pending: Vec<String> = report
+            .added
+            .iter()
+            .chain(&report.changed)
+            .chain(&report.removed)
+            .cloned()
+            .chain(
+                report
+                    .invalid
+                    .iter()
+                    .filter(|i| i.kept_running)
+                    .map(|i| i.name.clone()),
+            )
+            .collect();
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(ReexecError::Refused(format!(
+                "apps.d has changes not applied yet ({}): apply or revert them (appctl update) before a hand-off",
+                pending.join(", ")
+            )))
+        }
+    }
+
+    /// Carries out `order`: freezes every app, execs the new binary with
+    /// the document; if any step fails, takes the apps back and carries on.
+    /// Returns only if the exec did not happen.
+    pub async fn hand_off(self: &Arc<Self>, order: Order) {
+        let _guard = self.apply_lock.lock().await;
+        let binary = self
+            .handoff
+            .binary
+            .as_ref()
+            .expect("checked at the request");
+        tracing::info!(id = order.id, by = %order.by, binary = %binary.path.display(), "hand-off: freezing every app");
+        let frozen = self.freeze_all().await;
+        let (mut frozen, unsettled): (Vec<_>, Vec<_>) =
+            frozen.into_iter().partition(|(_, f)| f.is_some());
+        let error = if unsettled.is_empty() {
+            self.shared.reaper.pause();
+            for (_, f) in frozen.iter_mut() {
+                if let Some(f) = f.as_mut() {
+                    f.note_exit();
+                }
+            }
+            let document = self.document(&order, &frozen);
+            let error = match exec::write_memfd(&document.to_bytes()) {
+                Ok(memfd) => {
+                    tracing::info!(
+                        apps = document.apps.len(),
+                        fds = document.fds().len(),
+                        "hand-off: exec"
+                    );
+                    let error = exec::exec(
+                        Target::Path(&binary.path),
+                        &binary.argv,
+                        &memfd,
+                        &document.fds(),
+                        None,
+                    );
+                    format!("executing {}: {error}", binary.path.display())
+                }
+                Err(error) => format!("writing the hand-off state: {error}"),
+            };
+            self.shared.reaper.resume();
+            error
+        } else {
+            let names: Vec<&str> = unsettled.iter().map(|(n, _)| n.as_str()).collect();
+            format!(
+                "{} did not settle within {}s (a start or stop under way): try again",
+                names.join(", "),
+                SETTLE.as_secs()
+            )
+        };
+        // Still here: the apps are taken back as they were.
+        let apps = frozen.len();
+        for (name, f) in frozen {
+            if let Some(f) = f {
+                self.thaw(&name, f);
+            }
+        }
+        self.handoff.report(HandoffReport {
+            id: order.id,
+            requested_by: order.by,
+            requested_at: order.at,
+            from_version: VERSION.to_owned(),
+            to_version: VERSION.to_owned(),
+            unsupervised_ms: 0,
+            apps,
+            error: Some(error),
+        });
+        self.handoff.busy.store(false, Ordering::SeqCst);
+    }
+
+    /// Asks every app's task to freeze once settled; waits at most
+    /// [`SETTLE`] for all. An app that did not freeze in time is `None`;
+    /// its request is withdrawn (the task sees the closed channel).
+    async fn freeze_all(&self) -> Vec<(String, Option<Frozen>)> {
+        let mut waits = Vec::new();
+        {
+            let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+            for (name, entry) in apps.iter() {
+                if let Some(handle) = &entry.handle {
+                    let (reply, frozen) = oneshot::channel();
+                    if handle.commands.send(Command::Freeze { reply }).is_ok() {
+                        waits.push((name.clone(), frozen));
+                    }
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        let mut out = Vec::new();
+        for (name, frozen) in waits {
+            let frozen = tokio::time::timeout_at(deadline, frozen)
+                .await
+                .ok()
+                .and_then(Result::ok);
+            out.push((name, frozen));
+        }
+        out
+    }
+
+    /// The document for `frozen`, naming their fds by number.
+    fn document(&self, order: &Order, frozen: &[(String, Option<Frozen>)]) -> Document {
+        let binary = self
+            .handoff
+            .binary
+            .as_ref()
+            .expect("checked at the request");
+        Document {
+            version: STATE_VERSION,
+            handoff: Handoff {
+                id: order.id,
+                requested_by: order.by.clone(),
+                from_version: VERSION.to_owned(),
+                frozen_at_ns: supervise::monotonic_ns(),
+                requested_at: order.at,
+            },
+            fallback_fd: binary.fallback.as_raw_fd(),
+            apps_open_files: Some(self.shared.app_open_files.soft),
+            control_fd: self.handoff.listeners.0.as_raw_fd(),
+            status_fd: self.handoff.listeners.1.as_ref().map(|fd| fd.as_raw_fd()),
+            control_requests: self
+                .events()
+                .control_requests()
+                .into_iter()
+                .map(|((route, outcome), count)| RequestCount {
+                    route,
+                    outcome,
+                    count,
+                })
+                .collect(),
+            apps: frozen
+                .iter()
+                .filter_map(|(_, f)| f.as_ref().map(|f| f.record.clone()))
+                .collect(),
+        }
+    }
+
+    /// Takes a frozen app back in this process (the exec did not happen).
+    fn thaw(&self, name: &str, frozen: Frozen) {
+        let Frozen { record, fds, exit } = frozen;
+        let mut fds: BTreeMap<i32, OwnedFd> =
+            fds.into_iter().map(|fd| (fd.as_raw_fd(), fd)).collect();
+        let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = apps.get_mut(name) else {
+            return;
+        };
+        let (Some(app), Some(old)) = (entry.app.clone(), entry.handle.take()) else {
+            return;
+        };
+        match supervise::restore(
+            app,
+            old.logs.clone(),
+            self.shared.clone(),
+            record,
+            &mut fds,
+            exit,
+        ) {
+            Ok(handle) => entry.handle = Some(handle),
+            Err(error) => {
+                tracing::error!(app = name, %error, "cannot take an app back after a failed hand-off; it runs unsupervised");
+            }
+        }
+    }
+
+    /// In a daemon started by a hand-off: every app of `incoming` is
+    /// checked against apps.d first (each must be there, valid, with the
+    /// same listen addresses), so that a mismatch can still fall back;
+    /// then each is taken over. `Err` is the reason to fall back.
+    pub async fn take_over(
+        &self,
+        incoming: &Incoming,
+        adopted: &mut Adopted,
+        log_dir: &std::path::Path,
+    ) -> Result<(), String> {
+        let _guard = self.apply_lock.lock().await;
+        let config = self
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let candidates = crate::judge::scan(&config)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut apps = BTreeMap::new();
+        for record in &incoming.document.apps {
+            let candidate = candidates
+                .candidates
+                .get(&record.name)
+                .ok_or_else(|| format!("{} is handed over but not in apps.d", record.name))?;
+            let app = candidate.app.as_ref().map_err(|errors| {
+                format!(
+                    "{} is handed over but its file does not validate: {}",
+                    record.name,
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })?;
+            let addresses: Vec<String> = app
+                .spec
+                .listen
+                .iter()
+                .map(|l| l.address.to_string())
+                .collect();
+            let handed: Vec<String> = record.listen.iter().map(|l| l.address.clone()).collect();
+            if !handed.is_empty() && handed != addresses {
+                return Err(format!(
+                    "{}: listen sockets {handed:?} handed over, apps.d lists {addresses:?}",
+                    record.name
+                ));
+            }
+            apps.insert(record.name.clone(), app.clone());
+        }
+        // Nothing can fall back from here on: the fds are taken.
+        let mut fds = incoming.take_fds();
+        let mut entries = self.apps.write().unwrap_or_else(|e| e.into_inner());
+        for record in incoming.document.apps.iter().cloned() {
+            let name = record.name.clone();
+            let app = apps.remove(&name).expect("checked above");
+            let logs = crate::logs::AppLogs::open(
+                log_dir,
+                &name,
+                &app.spec.logs,
+                app.gid,
+                super::TAIL_LINES,
+            );
+            // It runs, whatever the budget says: counted, and said if over.
+            if let Err(refusal) = self.fds().admit(&name, super::fds::app_cost(&app.spec)) {
+                tracing::warn!(app = %name, %refusal, "a handed-over app does not fit the open-file budget");
+            }
+            let exit = record.current.as_ref().and_then(|c| adopted.remove(&c.pid));
+            let file = candidates
+                .candidates
+                .get(&name)
+                .map(|c| c.file.clone())
+                .unwrap_or_default();
+            match supervise::restore(
+                app.clone(),
+                logs,
+                self.shared.clone(),
+                record,
+                &mut fds,
+                exit,
+            ) {
+                Ok(handle) => {
+                    entries.insert(
+                        name,
+                        Entry {
+                            file,
+                            app: Some(app),
+                            error: None,
+                            handle: Some(handle),
+                            refused: None,
+                            since: unix_now(),
+                        },
+                    );
+                }
+                Err(error) => {
+                    tracing::error!(app = %name, %error, "cannot take over a handed-over app");
+                }
+            }
+        }
+        // Files apps.d gained since the hand-off was asked for: as at
+        // start-up. Invalid files are reported by the next update.
+        for (name, candidate) in &candidates.candidates {
+            if entries.contains_key(name) {
+                continue;
+            }
+            let mut entry = Entry {
+                file: candidate.file.clone(),
+                app: candidate.app.as_ref().ok().cloned(),
+                error: candidate.app.as_ref().err().map(ToString::to_string),
+                handle: None,
+                refused: None,
+                since: unix_now(),
+            };
+            self.admit_and_start(name, &mut entry, log_dir);
+            entries.insert(name.clone(), entry);
+        }
+        Ok(())
+    }
+
+    /// Records how the hand-off that started this process went.
+    pub fn handed_over(&self, incoming: &Incoming) {
+        let handoff = &incoming.document.handoff;
+        let unsupervised = state::age_of(supervise::monotonic_ns(), handoff.frozen_at_ns);
+        let report = HandoffReport {
+            id: handoff.id,
+            requested_by: handoff.requested_by.clone(),
+            requested_at: handoff.requested_at,
+            from_version: handoff.from_version.clone(),
+            to_version: VERSION.to_owned(),
+            unsupervised_ms: u64::try_from(unsupervised.as_millis()).unwrap_or(u64::MAX),
+            apps: incoming.document.apps.len(),
+            error: incoming.fallback_error.clone(),
+        };
+        self.events().restore_counts(
+            incoming
+                .document
+                .control_requests
+                .iter()
+                .map(|c| ((c.route.clone(), c.outcome.clone()), c.count)),
+        );
+        match &report.error {
+            None => tracing::info!(
+                target: "audit",
+                id = report.id,
+                by = %report.requested_by,
+                from = %report.from_version,
+                to = %report.to_version,
+                apps = report.apps,
+                unsupervised_ms = report.unsupervised_ms,
+                "hand-off done"
+            ),
+            Some(error) => tracing::error!(
+                target: "audit",
+                id = report.id,
+                by = %report.requested_by,
+                %error,
+                "hand-off fell back: the new binary could not take over; the previous one runs again"
+            ),
+        }
+        self.handoff.report(report);
+    }
+}
+
+/// The fds of the listeners, dup'd, for a later hand-off.
+pub fn listener_fds(
+    control: &tokio::net::UnixListener,
+    status: Option<&tokio::net::TcpListener>,
+) -> std::io::Result<(OwnedFd, Option<OwnedFd>)> {
+    let control = control.as_fd().try_clone_to_owned()?;
+    let status = match status {
+        Some(listener) => Some(listener.as_fd().try_clone_to_owned()?),
+        None => None,
+    };
+    Ok((control, status))
+}

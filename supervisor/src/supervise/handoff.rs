@@ -1,0 +1,587 @@
+//! An app's task frozen for a hand-off, and a task started again from what
+//! a frozen one handed over (in the binary a hand-off execs, or in the same
+//! process when the exec did not happen).
+//!
+//! A task freezes only between two events and with no transition under
+//! way (`Supervisor::is_settled`): stopped, exited, fatal, backoff, or
+//! running with exactly one instance and nothing pending. So a hand-off
+//! never carries a half-done spawn, stop, probe or reload, and the state
+//! machine restarts from a state it reached by itself.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{
+    launch, params, placeholder_snapshot, watch_populated, Commands, Handle, Instance, Leaf,
+    Shared, Supervisor, Timer,
+};
+use crate::app::{
+    self, AfterStop, AppState, Cause, ExitStatus, InstanceId, Machine, Main, StopParams, TimerKey,
+};
+use crate::config::resolve::ResolvedApp;
+use crate::config::Signal;
+use crate::handoff::state::{
+    self, AppRecord, CauseRecord, ExitRecord, InstanceRecord, ListenRecord, RecordState,
+    UnixFileRecord,
+};
+use crate::listen::{HandedFile, HandedOver, HeldSockets, ProbeSocket};
+use crate::logs::{AppLogs, Stream};
+use crate::readiness::NotifySocket;
+use crate::spawn::Preparer;
+
+/// What a frozen task handed over: its record, the fds the record names
+/// (owned here until they are passed on), and the exit of its main process
+/// if the reaper still has to report it.
+#[derive(Debug)]
+pub struct Frozen {
+    pub record: AppRecord,
+    pub fds: Vec<OwnedFd>,
+    pub exit: Option<oneshot::Receiver<ExitStatus>>,
+}
+
+impl Frozen {
+    /// The main process whose exit the reaper must keep for the successor.
+    pub fn pid(&self) -> Option<u32> {
+        self.record.current.as_ref().map(|c| c.pid)
+    }
+
+    /// Called once the reaper is paused: an exit reaped between the freeze
+    /// and the pause goes into the record, for the successor to feed.
+    pub fn note_exit(&mut self) {
+        let Some(exit) = self.exit.as_mut() else {
+            return;
+        };
+        if let Ok(status) = exit.try_recv() {
+            if let Some(current) = self.record.current.as_mut() {
+                current.exit = Some(exit_record(status));
+            }
+            self.exit = None;
+        }
+    }
+}
+
+/// Why a record cannot become a task again.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{app}: fd {fd} named in the hand-off state is not open")]
+    MissingFd { app: String, fd: i32 },
+    #[error("{app}: the instance cgroup {}: {source}", path.display())]
+    Leaf {
+        app: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{app}: {source}")]
+    Cgroup {
+        app: String,
+        source: crate::cgroup::CgroupError,
+    },
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock std's `Instant` reads, shared
+/// by the process before and after exec.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| {
+            u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
+                + u64::try_from(t.tv_nsec()).unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+fn to_ns(now: (Instant, u64), at: Instant) -> u64 {
+    state::instant_to_ns(now.1, now.0.saturating_duration_since(at))
+}
+
+fn from_ns(now: (Instant, u64), at_ns: u64) -> Instant {
+    now.0
+        .checked_sub(state::age_of(now.1, at_ns))
+        .unwrap_or(now.0)
+}
+
+fn unix_ms(at: SystemTime) -> Option<u64> {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_millis()).ok())
+}
+
+fn exit_record(status: ExitStatus) -> ExitRecord {
+    match status {
+        ExitStatus::Code(code) => ExitRecord::Code(code),
+        ExitStatus::Signal(signal) => ExitRecord::Signal(signal),
+        ExitStatus::MemoryLimit { limit } => ExitRecord::MemoryLimit(limit),
+    }
+}
+
+fn exit_status(record: ExitRecord) -> ExitStatus {
+    match record {
+        ExitRecord::Code(code) => ExitStatus::Code(code),
+        ExitRecord::Signal(signal) => ExitStatus::Signal(signal),
+        ExitRecord::MemoryLimit(limit) => ExitStatus::MemoryLimit { limit },
+    }
+}
+
+fn cause_record(cause: &Cause) -> CauseRecord {
+    match cause {
+        Cause::Autostart => CauseRecord::Autostart,
+        Cause::Operator(user) => CauseRecord::Operator(user.clone()),
+        Cause::Config => CauseRecord::Config,
+        Cause::Shutdown => CauseRecord::Shutdown,
+    }
+}
+
+fn cause(record: &CauseRecord) -> Cause {
+    match record {
+        CauseRecord::Autostart => Cause::Autostart,
+        CauseRecord::Operator(user) => Cause::Operator(user.clone()),
+        CauseRecord::Config => Cause::Config,
+        CauseRecord::Shutdown => Cause::Shutdown,
+    }
+}
+
+fn record_state(state: AppState) -> Option<RecordState> {
+    match state {
+        AppState::Stopped => Some(RecordState::Stopped),
+        AppState::Running => Some(RecordState::Running),
+        AppState::Backoff => Some(RecordState::Backoff),
+        AppState::Exited => Some(RecordState::Exited),
+        AppState::Fatal => Some(RecordState::Fatal),
+        AppState::Starting | AppState::Stopping | AppState::Invalid => None,
+    }
+}
+
+fn machine_state(state: RecordState) -> AppState {
+    match state {
+        RecordState::Stopped => AppState::Stopped,
+        RecordState::Running => AppState::Running,
+        RecordState::Backoff => AppState::Backoff,
+        RecordState::Exited => AppState::Exited,
+        RecordState::Fatal => AppState::Fatal,
+    }
+}
+
+/// Hands `fd` over: its number goes in the record, the fd in `fds`.
+fn keep(fds: &mut Vec<OwnedFd>, fd: OwnedFd) -> i32 {
+    let raw = fd.as_raw_fd();
+    fds.push(fd);
+    raw
+}
+
+impl Supervisor {
+    /// No transition is under way: the app can be handed over as it is.
+    pub(super) fn is_settled(&self) -> bool {
+        let m = &self.machine;
+        if self.preparing.is_some() || !m.waiters.is_empty() || !self.pending.is_empty() {
+            return false;
+        }
+        if m.previous.is_some() || !m.retired.is_empty() || m.then != AfterStop::Stay {
+            return false;
+        }
+        match m.state {
+            AppState::Stopped | AppState::Exited | AppState::Fatal | AppState::Backoff => {
+                self.instances.is_empty() && m.current.is_none()
+            }
+            AppState::Running => {
+                let Some(current) = &m.current else {
+                    return false;
+                };
+                matches!(current.main, Main::Running { .. })
+                    && current.reload.is_none()
+                    && current.timer.is_none()
+                    && self.instances.len() == 1
+                    && self.instances.iter().all(|i| {
+                        i.id == current.id
+                            && i.report.is_none()
+                            && i.exit.is_some()
+                            && i.probe.is_none()
+                            && i.reload.is_none()
+                    })
+            }
+            AppState::Starting | AppState::Stopping | AppState::Invalid => false,
+        }
+    }
+
+    /// Ends supervision of the app without touching it: stops the output
+    /// captures (what they read is written; the rest stays in the pipes)
+    /// and takes every fd the app's processes rely on out of this task.
+    pub(super) async fn freeze_now(&mut self) -> Frozen {
+        let now = (Instant::now(), monotonic_ns());
+        let mut fds = Vec::new();
+        let m = &self.machine;
+        let backoff = self
+            .timers
+            .iter()
+            .find(|t| t.key == TimerKey::Backoff)
+            .map(|t| {
+                let due = t.sleep.deadline().into_std();
+                let due_ns = now.1
+                    + u64::try_from(due.saturating_duration_since(now.0).as_nanos()).unwrap_or(0);
+                (t.generation, due_ns)
+            });
+        let mut exit = None;
+        let mut current = None;
+        if let (Some(machine_instance), Some(mut instance)) =
+            (m.current.clone(), self.instances.pop())
+        {
+            let (pid, spawned) = match machine_instance.main {
+                Main::Running { pid, since } => (pid, since),
+                Main::Spawning | Main::Exited => unreachable!("settled: the main process runs"),
+            };
+            let mut pipes = [None, None];
+            for (i, capture) in std::mem::take(&mut instance.pipes).into_iter().enumerate() {
+                let _ = capture.stop.send(());
+                if let Ok(Some(fd)) = capture.task.await {
+                    pipes[i.min(1)] = Some(keep(&mut fds, fd));
+                }
+            }
+            if let (Some(leaf), Some(watcher)) = (&instance.leaf, &self.shared.watcher) {
+                watcher.unwatch(&leaf.cgroup);
+            }
+            let probe = instance.probe_socket.take().and_then(|socket| {
+                let path = socket.path().to_owned();
+                match socket.hand_over() {
+                    Ok(fd) => Some((keep(&mut fds, fd), path)),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot hand the probe socket over; reloads probe the shared sockets");
+                        None
+                    }
+                }
+            });
+            exit = instance.exit.take();
+            current = Some(InstanceRecord {
+                id: machine_instance.id.0,
+                pid,
+                spawned_ns: to_ns(now, spawned),
+                started_unix_ms: instance.started.and_then(unix_ms),
+                ready_ns: machine_instance.ready_at.map(|at| to_ns(now, at)),
+                notified: machine_instance.notified,
+                probed: machine_instance.probed,
+                stop_signal: machine_instance.stop.signal.0 as i32,
+                stop_timeout_ms: u64::try_from(machine_instance.stop.timeout.as_millis())
+                    .unwrap_or(u64::MAX),
+                stdout_fd: pipes[0],
+                stderr_fd: pipes[1],
+                probe,
+                leaf: instance.leaf.is_some(),
+                exit: None,
+            });
+        }
+        let notify = self.notify.take().and_then(|socket| {
+            let path = socket.path().to_owned();
+            match socket.hand_over() {
+                Ok(fd) => Some((keep(&mut fds, fd), path)),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot hand the notify socket over; it is bound again at the next spawn");
+                    None
+                }
+            }
+        });
+        let (listen, listen_owner) = match self.listen.take().map(HeldSockets::hand_over) {
+            Some(Ok((sockets, owner))) => (
+                sockets
+                    .into_iter()
+                    .map(|handed| ListenRecord {
+                        fd: keep(&mut fds, handed.fd),
+                        address: handed.address,
+                        unix_file: handed.unix_file.map(|file| UnixFileRecord {
+                            dir_fd: keep(&mut fds, file.dir),
+                            name: file.name.to_string_lossy().into_owned(),
+                            path: file.path,
+                            dev: file.dev,
+                            ino: file.ino,
+                        }),
+                    })
+                    .collect(),
+                owner,
+            ),
+            Some(Err(error)) => {
+                // Cannot happen short of running out of fds; the sockets
+                // are bound again at the next spawn.
+                tracing::error!(%error, "cannot hand the listen sockets over");
+                (Vec::new(), (self.app.uid, self.app.gid))
+            }
+            None => (Vec::new(), (self.app.uid, self.app.gid)),
+        };
+        let record = AppRecord {
+            name: self.app.spec.name.to_string(),
+            state: record_state(m.state).expect("settled"),
+            reason: m.reason.clone(),
+            since_ns: to_ns(now, m.since),
+            since_unix: self
+                .since_wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            failures: m.failures,
+            restarts: m.restarts,
+            last_instance: m.last_instance,
+            timer_generation: m.timer_generation,
+            rng: m.rng,
+            cause: m.cause.as_ref().map(cause_record),
+            backoff: backoff.filter(|_| m.backoff_timer.is_some()),
+            current,
+            readiness_failures: self.readiness_failures,
+            stopped_by: self.stopped_by.clone(),
+            release: self.release.clone(),
+            notify_status: self.notify_status.clone(),
+            oom_baseline: self.oom_baseline,
+            notify,
+            listen,
+            listen_owner,
+        };
+        tracing::debug!(fds = fds.len(), "frozen for a hand-off");
+        Frozen { record, fds, exit }
+    }
+}
+
+/// Takes the fd numbered `fd` out of `fds`.
+fn take(fds: &mut BTreeMap<i32, OwnedFd>, app: &str, fd: i32) -> Result<OwnedFd, RestoreError> {
+    fds.remove(&fd).ok_or_else(|| RestoreError::MissingFd {
+        app: app.to_owned(),
+        fd,
+    })
+}
+
+/// Starts app `app`'s task again from `record`: the same state, counts,
+/// backoff schedule and instance, with the fds `record` names taken from
+/// `fds`. `exit` reports the main process's exit (the reaper's
+/// registration). Every check that can fail comes before the first fd is
+/// taken, so a failure leaves `fds` whole.
+pub fn restore(
+    app: Arc<ResolvedApp>,
+    logs: Arc<AppLogs>,
+    shared: Arc<Shared>,
+    record: AppRecord,
+    fds: &mut BTreeMap<i32, OwnedFd>,
+    exit: Option<oneshot::Receiver<ExitStatus>>,
+) -> Result<Handle, RestoreError> {
+    let name = record.name.clone();
+    for fd in record.fds() {
+        if !fds.contains_key(&fd) {
+            return Err(RestoreError::MissingFd { app: name, fd });
+        }
+    }
+    let now = (Instant::now(), monotonic_ns());
+    let cgroup = match &shared.cgroups {
+        Some(root) => Some(root.app(&name).map_err(|source| RestoreError::Cgroup {
+            app: name.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    // The leaf and its watch first: they can fail, and nothing is taken yet.
+    let mut leaf = None;
+    if let (Some(current), Some(cg)) = (&record.current, &cgroup) {
+        if current.leaf {
+            let child = cg
+                .child(&InstanceId(current.id).to_string())
+                .map_err(|source| RestoreError::Cgroup {
+                    app: name.clone(),
+                    source,
+                })?;
+            let dir = std::fs::File::open(child.dir())
+                .map(OwnedFd::from)
+                .map_err(|source| RestoreError::Leaf {
+                    app: name.clone(),
+                    path: child.dir().to_owned(),
+                    source,
+                })?;
+            let populated = match &shared.watcher {
+                Some(watcher) => {
+                    Some(
+                        watcher
+                            .watch(&child)
+                            .map_err(|source| RestoreError::Cgroup {
+                                app: name.clone(),
+                                source,
+                            })?,
+                    )
+                }
+                None => None,
+            };
+            leaf = Some((Leaf { cgroup: child, dir }, populated.map(watch_populated)));
+        }
+    }
+    let limits = shared
+        .limits
+        .app(&name, cgroup.as_ref().map(|cg| cg.dir()))
+        .map_err(|e| tracing::warn!(error = %e, "the app's limit cgroups after a hand-off"))
+        .ok();
+
+    // From here on nothing fails: the fds are taken.
+    let notify = match &record.notify {
+        Some((fd, path)) => {
+            let fd = take(fds, &name, *fd)?;
+            match NotifySocket::taken_over(fd, path.clone()) {
+                Ok(socket) => Some(socket),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch the handed-over notify socket; it is bound again at the next spawn");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let listen = if record.listen.is_empty() {
+        None
+    } else {
+        let mut handed = Vec::with_capacity(record.listen.len());
+        for l in &record.listen {
+            let unix_file = match &l.unix_file {
+                Some(file) => Some(HandedFile {
+                    dir: take(fds, &name, file.dir_fd)?,
+                    name: file.name.clone().into(),
+                    path: file.path.clone(),
+                    dev: file.dev,
+                    ino: file.ino,
+                }),
+                None => None,
+            };
+            handed.push(HandedOver {
+                fd: take(fds, &name, l.fd)?,
+                address: l.address.clone(),
+                unix_file,
+            });
+        }
+        Some(HeldSockets::taken_over(
+            &app.spec.listen,
+            handed,
+            record.listen_owner,
+        ))
+    };
+    let params = params(&app);
+    let mut instances = Vec::new();
+    let machine_current = match &record.current {
+        Some(current) => {
+            let pid = current.pid;
+            let probe_socket = match &current.probe {
+                Some((fd, path)) => Some(ProbeSocket::taken_over(
+                    take(fds, &name, *fd)?,
+                    path.clone(),
+                )),
+                None => None,
+            };
+            let mut pipes = Vec::new();
+            for (stream, fd) in [
+                (Stream::Stdout, current.stdout_fd),
+                (Stream::Stderr, current.stderr_fd),
+            ] {
+                if let Some(fd) = fd {
+                    pipes.push(logs.capture_handing_over(stream, take(fds, &name, fd)?));
+                }
+            }
+            let exit = match (current.exit, exit) {
+                (Some(status), _) => {
+                    let (tx, rx) = oneshot::channel();
+                    let _ = tx.send(exit_status(status));
+                    Some(rx)
+                }
+                (None, exit) => exit,
+            };
+            let (leaf, populated) = match leaf.take() {
+                Some((leaf, populated)) => (Some(leaf), populated),
+                None => (None, None),
+            };
+            instances.push(Instance {
+                id: InstanceId(current.id),
+                pid: Some(pid),
+                started: current
+                    .started_unix_ms
+                    .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+                exit,
+                report: None,
+                pipes,
+                leaf,
+                probe_socket,
+                populated,
+                probe: None,
+                reload: None,
+            });
+            Some(app::Instance {
+                id: InstanceId(current.id),
+                main: Main::Running {
+                    pid,
+                    since: from_ns(now, current.spawned_ns),
+                },
+                stop: StopParams {
+                    signal: nix::sys::signal::Signal::try_from(current.stop_signal)
+                        .map(Signal)
+                        .unwrap_or(params.stop.signal),
+                    timeout: Duration::from_millis(current.stop_timeout_ms),
+                },
+                notified: current.notified,
+                probed: current.probed,
+                probing: false,
+                ready_at: current.ready_ns.map(|ns| from_ns(now, ns)),
+                timer: None,
+                reload: None,
+            })
+        }
+        None => None,
+    };
+    let machine = Machine {
+        params,
+        state: machine_state(record.state),
+        reason: record.reason.clone(),
+        since: from_ns(now, record.since_ns),
+        failures: record.failures,
+        restarts: record.restarts,
+        current: machine_current,
+        previous: None,
+        retired: Vec::new(),
+        backoff_timer: record.backoff.map(|(generation, _)| generation),
+        then: AfterStop::Stay,
+        cause: record.cause.as_ref().map(cause),
+        waiters: Vec::new(),
+        last_instance: record.last_instance,
+        timer_generation: record.timer_generation,
+        rng: record.rng,
+    };
+    let timers = record
+        .backoff
+        .map(|(generation, due_ns)| Timer {
+            key: TimerKey::Backoff,
+            generation,
+            sleep: Box::pin(tokio::time::sleep(state::time_until(now.1, due_ns))),
+        })
+        .into_iter()
+        .collect();
+    let (commands, rx) = mpsc::unbounded_channel();
+    let sup = Supervisor {
+        machine,
+        since_wall: SystemTime::UNIX_EPOCH + Duration::from_secs(record.since_unix),
+        snapshot: Arc::new(watch::channel(placeholder_snapshot(&app)).0),
+        app,
+        shared,
+        logs: logs.clone(),
+        cgroup,
+        instances,
+        limits,
+        oom_baseline: record.oom_baseline,
+        sandbox: Arc::default(),
+        preparer: Preparer::default(),
+        preparing: None,
+        prepared: None,
+        notify,
+        listen,
+        timers,
+        readiness_failures: record.readiness_failures,
+        stopped_by: record.stopped_by,
+        release: record.release,
+        notify_status: record.notify_status,
+        shutdown: false,
+        freeze: None,
+        // Counted afresh: only a start or restart under way reads them,
+        // and none is (the app was settled).
+        spawns: 0,
+        spawned_at: None,
+        pending: VecDeque::new(),
+        waiting: Vec::new(),
+        last_request: 0,
+    };
+    Ok(launch(sup, Commands(commands), rx, false, logs))
+}

@@ -1,0 +1,256 @@
+//! The planned hand-off (issue 11): `appctl reexec` execs appvisord in
+//! place and restarts no app. Real gunicorn on held sockets under load, a
+//! chatty app writing numbered lines to stdout, a sleeper in backoff and an
+//! app an operator stopped, through 20 hand-offs in a row; and a hand-off
+//! to a binary that cannot read the state, which falls back to the old one.
+
+use std::time::{Duration, Instant};
+
+use appvisor_tests::load::Load;
+use appvisor_tests::servers::{Framework, ServedApp, Server};
+use appvisor_tests::{bins, require_root, AppBuilder, DaemonOptions, State, TestUser};
+
+const HANDOFFS: usize = 20;
+/// The sleeper's first backoff: the hand-offs take longer than this, so a
+/// hand-off that restarted the backoff timer would keep it from firing.
+const SLEEPER_BACKOFF: Duration = Duration::from_secs(4);
+/// Between two hand-offs.
+const PAUSE: Duration = Duration::from_millis(250);
+
+/// Writes `n` lines `line N` to stdout, flushing each, 2 ms apart.
+const CHATTY: &str = "import sys, time\nn = 0\nwhile True:\n    n += 1\n    sys.stdout.write('line %d\\n' % n)\n    sys.stdout.flush()\n    time.sleep(0.002)\n";
+
+fn extra_apps(served: &ServedApp, user: &TestUser) {
+    AppBuilder::new("chatty", user, ["/usr/bin/python3", "-c", CHATTY]).write(&served.prefix);
+    // Fails at once every time: the next try 3 to 4 s later (a quarter of
+    // jitter), then 6 to 8 s after that.
+    AppBuilder::new("sleeper", user, ["/bin/sh", "-c", "exit 3"])
+        .start_secs(Duration::from_secs(1))
+        .backoff(SLEEPER_BACKOFF, Duration::from_secs(60))
+        .write(&served.prefix);
+    AppBuilder::new("parked", user, ["/bin/sleep", "infinity"]).write(&served.prefix);
+    served.daemon.appctl_ok(["update"]);
+    served
+        .daemon
+        .wait_for_state("chatty", State::Running, Duration::from_secs(30));
+    served
+        .daemon
+        .wait_for_state("parked", State::Running, Duration::from_secs(30));
+    served.daemon.appctl_ok(["stop", "parked"]);
+}
+
+/// The ms `appctl reexec` reports the apps were unsupervised.
+fn unsupervised_ms(text: &str) -> u64 {
+    text.split("unsupervised for ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no time in {text:?}"))
+}
+
+fn options() -> DaemonOptions {
+    DaemonOptions {
+        status_listen: format!("127.0.0.1:{}", appvisor_tests::free_port()),
+        ..DaemonOptions::default()
+    }
+}
+
+#[test]
+fn reexec_twenty_times_under_load_restarts_no_app_and_loses_no_line() {
+    require_root!();
+    let served =
+        ServedApp::start_with(Server::GunicornSync, Framework::Flask, options(), |app| app);
+    let user = served.user.clone();
+    extra_apps(&served, &user);
+    let daemon = &served.daemon;
+    let web_pid = daemon.app("web").pid.expect("web runs");
+    let chatty_pid = daemon.app("chatty").pid.expect("chatty runs");
+    let daemon_pid = daemon.pid();
+    let sleeper = daemon.wait_for_state("sleeper", State::Backoff, Duration::from_secs(30));
+    let backoff_began = Instant::now();
+
+    let load = Load::start(served.port, "/", 4, Duration::from_secs(120));
+    let mut unsupervised = Vec::new();
+    let mut sleeper_retried = None;
+    for n in 0..HANDOFFS {
+        let out = daemon.appctl(["reexec"]);
+        assert!(
+            out.status.success(),
+            "reexec {n}: {}\n{}",
+            appvisor_tests::daemon::describe_output(&out),
+            daemon.log_tail(60)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("handed over 4 apps"), "reexec {n}: {text}");
+        unsupervised.push(unsupervised_ms(&text));
+        if sleeper_retried.is_none() && daemon.app("sleeper").failures > sleeper.failures {
+            sleeper_retried = Some(backoff_began.elapsed());
+        }
+        std::thread::sleep(PAUSE);
+    }
+    let took = backoff_began.elapsed();
+    unsupervised.sort_unstable();
+    eprintln!(
+        "{HANDOFFS} hand-offs in {took:?}; apps unsupervised: median {} ms, max {} ms",
+        unsupervised[HANDOFFS / 2],
+        unsupervised[HANDOFFS - 1]
+    );
+    let report = load.finish();
+    assert!(
+        report.failed.is_empty(),
+        "requests failed across the hand-offs:\n{report}"
+    );
+    assert!(report.ok > 0, "the load sent nothing: {report}");
+
+    assert_eq!(daemon.pid(), daemon_pid);
+    assert_eq!(daemon.app("web").pid, Some(web_pid), "web kept its pid");
+    assert_eq!(daemon.app("web").state, State::Running);
+    assert_eq!(
+        daemon.app("chatty").pid,
+        Some(chatty_pid),
+        "chatty kept its pid"
+    );
+    assert_eq!(daemon.app("chatty").restarts, 0);
+    let parked = daemon.app("parked");
+    assert_eq!(
+        parked.state,
+        State::Stopped,
+        "the stopped app stays stopped"
+    );
+    assert!(parked.stopped_by.is_some(), "and says who stopped it");
+    // The backoff timer kept its deadline across the hand-offs: the next
+    // try came 3 to 4 s after the backoff began (seen within a pause and
+    // a hand-off), and the count went on from where it was.
+    assert!(
+        took > SLEEPER_BACKOFF + Duration::from_secs(1),
+        "the hand-offs took only {took:?}"
+    );
+    let retried = sleeper_retried.expect("the sleeper never retried during the hand-offs");
+    assert!(
+        retried <= SLEEPER_BACKOFF + Duration::from_millis(1500),
+        "the sleeper retried {retried:?} after its backoff began (due after at most {SLEEPER_BACKOFF:?})"
+    );
+    let sleeper_now = daemon.app("sleeper");
+    assert_eq!(sleeper_now.state, State::Backoff, "{sleeper_now:?}");
+    assert_eq!(
+        sleeper_now.failures,
+        sleeper.failures + 1,
+        "{sleeper_now:?}"
+    );
+
+    // Every numbered line once and in order, across 20 hand-offs.
+    let log = std::fs::read_to_string(served.prefix.log_dir().join("chatty/stdout.log"))
+        .expect("chatty's log");
+    let mut expected = 1u64;
+    for line in log.lines() {
+        let n: u64 = line
+            .strip_prefix("line ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a mangled line {line:?} in chatty's log"));
+        assert_eq!(n, expected, "line {expected} missing or repeated");
+        expected += 1;
+    }
+    assert!(expected > 100, "chatty wrote only {expected} lines");
+}
+
+#[test]
+fn reexec_to_a_binary_that_cannot_read_the_state_falls_back_untouched() {
+    require_root!();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let unreadable = scratch.path().join("appvisord-new");
+    std::fs::copy(bins::appvisord(), &unreadable).expect("copying appvisord");
+    let mut options = options();
+    options.env.push((
+        "APPVISOR_TEST_HANDOFF_UNREADABLE_BY".to_owned(),
+        unreadable.display().to_string(),
+    ));
+    options.extra_args = vec![
+        "--reexec-binary".to_owned(),
+        unreadable.display().to_string(),
+    ];
+    let served = ServedApp::start_with(Server::GunicornSync, Framework::Flask, options, |app| app);
+    let daemon = &served.daemon;
+    let web_pid = daemon.app("web").pid;
+
+    let out = daemon.appctl(["reexec"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        appvisor_tests::daemon::describe_output(&out)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("hand-off state version 1 is not one this appvisord reads"),
+        "{text}"
+    );
+    assert_eq!(daemon.app("web").pid, web_pid, "web untouched");
+    assert_eq!(daemon.app("web").state, State::Running);
+    served.get("/");
+    assert!(
+        daemon
+            .log()
+            .contains("cannot read the previous appvisord's hand-off state"),
+        "{}",
+        daemon.log_tail(40)
+    );
+}
+
+#[test]
+fn reexec_of_a_binary_that_is_gone_carries_on_with_every_app() {
+    require_root!();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let gone = scratch.path().join("appvisord-gone");
+    let mut options = options();
+    options.extra_args = vec!["--reexec-binary".to_owned(), gone.display().to_string()];
+    let served = ServedApp::start_with(Server::GunicornSync, Framework::Flask, options, |app| app);
+    let user = served.user.clone();
+    AppBuilder::new("chatty", &user, ["/usr/bin/python3", "-c", CHATTY]).write(&served.prefix);
+    served.daemon.appctl_ok(["update"]);
+    let daemon = &served.daemon;
+    daemon.wait_for_state("chatty", State::Running, Duration::from_secs(30));
+    let (web_pid, chatty_pid) = (daemon.app("web").pid, daemon.app("chatty").pid);
+
+    // The exec fails (no such file): the apps are taken back in-process.
+    let out = daemon.appctl(["reexec"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        appvisor_tests::daemon::describe_output(&out)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("No such file or directory"), "{text}");
+    assert_eq!(daemon.app("web").pid, web_pid, "web untouched");
+    assert_eq!(daemon.app("chatty").pid, chatty_pid, "chatty untouched");
+    served.get("/");
+    // Supervised again: a stop and start work, and the output is read.
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.appctl_ok(["restart", "chatty"]);
+    assert_ne!(daemon.app("chatty").pid, chatty_pid, "restarted");
+    let log = std::fs::read_to_string(served.prefix.log_dir().join("chatty/stdout.log"))
+        .expect("chatty's log");
+    let numbers: Vec<u64> = log
+        .lines()
+        .map(|line| {
+            line.strip_prefix("line ")
+                .and_then(|n| n.parse().ok())
+                .expect("a line")
+        })
+        .collect();
+    let first_run_end = numbers
+        .windows(2)
+        .position(|w| w[1] != w[0] + 1)
+        .expect("two runs");
+    assert!(
+        numbers[..=first_run_end]
+            .iter()
+            .enumerate()
+            .all(|(i, n)| *n == i as u64 + 1),
+        "the first run's lines are all there, in order"
+    );
+    assert!(
+        numbers[first_run_end] > 100,
+        "chatty wrote across the failed hand-off"
+    );
+}
