@@ -212,7 +212,8 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         }
     };
     let listener = crate::control::bind_control_socket(&spec.control.socket)?;
-    // sandbox (issue 4): v1 limit hierarchies and the Landlock ABI cap.
+    // The sandbox's view of the host: v1 limit hierarchies and the Landlock
+    // ABI cap.
     let limits = crate::cgroup::LimitRoot::detect(&options.cgroup_name).unwrap_or_else(|error| {
         tracing::warn!(%error, "no v1 hierarchies for limits");
         crate::cgroup::LimitRoot::default()
