@@ -15,6 +15,8 @@ mod backoff;
 mod machine;
 mod reason;
 #[cfg(test)]
+mod reason_tests;
+#[cfg(test)]
 mod tests;
 mod transitions;
 

@@ -1428,20 +1428,6 @@ fn spawn_failure_with_policy_never_exits() {
     );
 }
 
-#[test]
-fn durations_read_as_seconds() {
-    let cases = [
-        (s(60), "60s"),
-        (s(0), "0s"),
-        (Duration::from_millis(500), "0.5s"),
-        (Duration::from_millis(1250), "1.25s"),
-        (Duration::from_millis(1), "0.001s"),
-    ];
-    for (d, text) in cases {
-        assert_eq!(secs(d), text);
-    }
-}
-
 /// A small deterministic generator, so failures reproduce.
 struct Rng(u64);
 
