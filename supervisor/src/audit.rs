@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use appvisor_protocol::{AuditRecord, Event};
+use appvisor_protocol::{AuditRecord, ErrorCode, Event, Outcome};
 use tokio::sync::broadcast;
 
 use crate::acl::Peer;
@@ -33,13 +33,76 @@ const REFUSAL_UIDS: usize = 256;
 /// invalid anyway, and a refused request must not make a long record.
 const MAX_NAME: usize = 80;
 
+/// How an audited request ended: the `outcome` of its record and of
+/// `appvisor_control_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditOutcome {
+    /// Done as asked.
+    Ok,
+    /// An action tried and failed (a restart whose new instance did not
+    /// become ready).
+    Failed,
+    /// An action still under way when the caller's timeout came.
+    Timeout,
+    /// Answered with this error.
+    Error(ErrorCode),
+}
+
+impl AuditOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Ok => "ok",
+            AuditOutcome::Failed => "failed",
+            AuditOutcome::Timeout => "timeout",
+            AuditOutcome::Error(code) => code.as_str(),
+        }
+    }
+}
+
+impl From<Outcome> for AuditOutcome {
+    fn from(outcome: Outcome) -> AuditOutcome {
+        match outcome {
+            Outcome::Done => AuditOutcome::Ok,
+            Outcome::Failed => AuditOutcome::Failed,
+            Outcome::Timeout => AuditOutcome::Timeout,
+        }
+    }
+}
+
+impl From<ErrorCode> for AuditOutcome {
+    fn from(code: ErrorCode) -> AuditOutcome {
+        AuditOutcome::Error(code)
+    }
+}
+
+/// Ordered by name, as the metrics list them.
+impl Ord for AuditOutcome {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for AuditOutcome {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// What one count of audited requests is about: a mutating route's action
+/// (`Route::mutation`, a fixed set) and how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestKey {
+    pub action: &'static str,
+    pub outcome: AuditOutcome,
+}
+
 /// The daemon's event bus: state changes and audit records.
 #[derive(Debug, Clone)]
 pub struct Events {
     tx: broadcast::Sender<Event>,
-    /// Audited requests so far, by (action, outcome); both come from small
-    /// fixed sets (verbs, error codes), so the map stays small.
-    counts: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+    /// Audited requests so far; actions and outcomes come from small fixed
+    /// sets (verbs, error codes), so the map stays small.
+    counts: Arc<Mutex<BTreeMap<RequestKey, u64>>>,
     /// Refusals recorded per uid in the current window.
     refusals: Arc<Mutex<Windows<u32>>>,
     /// A task waits to write the summaries of suppressed refusals.
@@ -67,14 +130,20 @@ impl Events {
         let _ = self.tx.send(event);
     }
 
-    /// Audited control requests so far: ((action, outcome), count), sorted.
-    pub fn control_requests(&self) -> Vec<((String, String), u64)> {
+    /// Audited control requests so far, with their counts, sorted.
+    pub fn control_requests(&self) -> Vec<(RequestKey, u64)> {
         let counts = lock(&self.counts);
-        counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        counts.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     /// Writes one audit record, counts it and publishes it.
-    pub fn audit(&self, peer: &Peer, app: Option<&str>, action: &str, outcome: &str) {
+    pub fn audit(
+        &self,
+        peer: &Peer,
+        app: Option<&str>,
+        action: &'static str,
+        outcome: AuditOutcome,
+    ) {
         self.count(action, outcome);
         self.record(peer, app, action, outcome);
     }
@@ -82,7 +151,13 @@ impl Events {
     /// [`Events::audit`] for a request refused before it was looked at
     /// (forbidden, or an app the caller may not see): counted always,
     /// recorded within the caller's rate limit.
-    pub fn audit_refusal(&self, peer: &Peer, app: Option<&str>, action: &str, outcome: &str) {
+    pub fn audit_refusal(
+        &self,
+        peer: &Peer,
+        app: Option<&str>,
+        action: &'static str,
+        outcome: AuditOutcome,
+    ) {
         self.count(action, outcome);
         let verdict = lock(&self.refusals).check(peer.uid, Instant::now());
         match verdict {
@@ -96,9 +171,9 @@ impl Events {
         }
     }
 
-    fn count(&self, action: &str, outcome: &str) {
+    fn count(&self, action: &'static str, outcome: AuditOutcome) {
         *lock(&self.counts)
-            .entry((action.to_owned(), outcome.to_owned()))
+            .entry(RequestKey { action, outcome })
             .or_default() += 1;
     }
 
@@ -137,7 +212,8 @@ impl Events {
         });
     }
 
-    fn record(&self, peer: &Peer, app: Option<&str>, action: &str, outcome: &str) {
+    fn record(&self, peer: &Peer, app: Option<&str>, action: &str, outcome: AuditOutcome) {
+        let outcome = outcome.as_str();
         tracing::info!(
             target: "audit",
             uid = peer.uid,

@@ -953,7 +953,7 @@ impl crate::status::StatusSource for Daemon {
             .collect()
     }
 
-    fn control_requests(&self) -> Vec<((String, String), u64)> {
+    fn control_requests(&self) -> Vec<(crate::audit::RequestKey, u64)> {
         self.events().control_requests()
     }
 }
