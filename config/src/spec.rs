@@ -177,11 +177,9 @@ pub enum Probe {
 pub enum ReadinessKind {
     /// `READY=1` on `NOTIFY_SOCKET`.
     Notify,
-    /// A `GET` answered with a 2xx status.
-    Http { url: String },
-    /// A TCP connection accepted. `address` defaults to the first TCP
-    /// `[[listen]]` address.
-    Tcp { address: SocketAddr },
+    /// `http` or `tcp`: the probe passes. A tcp probe's address defaults
+    /// to the first TCP `[[listen]]` address.
+    Probe(Probe),
     /// Running once the process has lived `restart.start_secs`.
     None,
 }

@@ -319,6 +319,17 @@ pub fn parse_size(text: &str) -> Result<u64, Invalid> {
         .map_err(|_| invalid())
 }
 
+/// [`parse_size`]'s inverse: `512MiB`, `1GiB`, `1536KiB`, `1000B`, in the
+/// largest binary unit that divides `bytes`, the form sizes are written in.
+pub fn size_text(bytes: u64) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes}B")
+}
+
 /// `"TERM"`, `"SIGTERM"`, `"term"`.
 pub fn parse_signal(text: &str) -> Result<Signal, Invalid> {
     let upper = text.to_ascii_uppercase();
@@ -1057,7 +1068,7 @@ impl<'a> Builder<'a> {
             "none" => Some(ReadinessKind::None),
             "notify" => Some(ReadinessKind::Notify),
             "http" => match (&url, parsed_url) {
-                (_, Some(url)) => Some(ReadinessKind::Http { url }),
+                (_, Some(url)) => Some(ReadinessKind::Probe(Probe::Http(url))),
                 (Some(_), None) => None,
                 (None, _) => {
                     if let (Some(kind), Mode::App(_)) = (&kind, &self.mode) {
@@ -1070,7 +1081,7 @@ impl<'a> Builder<'a> {
                 }
             },
             "tcp" => match (&address, parsed_address) {
-                (_, Some(address)) => Some(ReadinessKind::Tcp { address }),
+                (_, Some(address)) => Some(ReadinessKind::Probe(Probe::Tcp(address))),
                 (Some(_), None) => None,
                 (None, _) => {
                     let first_tcp = listen.iter().find_map(|(address, _)| match address {
@@ -1088,7 +1099,7 @@ impl<'a> Builder<'a> {
                             )));
                         }
                     }
-                    first_tcp.map(|address| ReadinessKind::Tcp { address })
+                    first_tcp.map(|address| ReadinessKind::Probe(Probe::Tcp(address)))
                 }
             },
             other => {
@@ -1105,8 +1116,7 @@ impl<'a> Builder<'a> {
         };
         kind.map(|kind| {
             let probe = match &kind {
-                ReadinessKind::Http { url } => Some(Probe::Http(url.clone())),
-                ReadinessKind::Tcp { address } => Some(Probe::Tcp(*address)),
+                ReadinessKind::Probe(probe) => Some(probe.clone()),
                 ReadinessKind::Notify | ReadinessKind::None => side_probe,
             };
             ReadinessSpec {
@@ -1955,9 +1965,7 @@ connect_ports = [5432]
         assert_eq!(
             got.readiness,
             ReadinessSpec {
-                kind: ReadinessKind::Http {
-                    url: "http://127.0.0.1:8001/health".to_owned()
-                },
+                kind: ReadinessKind::Probe(Probe::Http("http://127.0.0.1:8001/health".to_owned())),
                 timeout: Duration::from_secs(5),
                 probe: Some(Probe::Http("http://127.0.0.1:8001/health".to_owned())),
             }
@@ -2038,9 +2046,7 @@ connect_ports = [5432]
         );
         assert_eq!(
             got.readiness.kind,
-            ReadinessKind::Tcp {
-                address: "127.0.0.1:8001".parse().unwrap()
-            }
+            ReadinessKind::Probe(Probe::Tcp("127.0.0.1:8001".parse().unwrap()))
         );
     }
 
@@ -2189,6 +2195,21 @@ connect_ports = [5432]
         let reordered = "# moved around\ndirectory = \"/srv/shop/current\"\ncommand = [ \"/srv/shop/venv/bin/gunicorn\",\"shop.wsgi\" ]\nuser=\"shop\"\n";
         assert_eq!(spec(BASE), spec(reordered));
         assert_ne!(spec(BASE), spec(&format!("{BASE}umask = \"0027\"\n")));
+    }
+
+    #[test]
+    fn sizes_take_the_largest_unit_and_read_back() {
+        let table: &[(u64, &str)] = &[
+            (50 << 20, "50MiB"),
+            (3 << 30, "3GiB"),
+            (1536 << 10, "1536KiB"),
+            (1000, "1000B"),
+            (0, "0B"),
+        ];
+        for &(bytes, text) in table {
+            assert_eq!(size_text(bytes), text);
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl AppFile {
             let _ = writeln!(
                 t,
                 "\n[logs]\nmax_size = \"{}\"\nkeep = {keep}",
-                size_text(max_size)
+                config::validate::size_text(max_size)
             );
         }
         let _ = writeln!(
@@ -195,16 +195,6 @@ fn key(k: &str) -> String {
     }
 }
 
-/// A size in the largest binary unit that divides it.
-pub fn size_text(bytes: u64) -> String {
-    for (unit, factor) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes % factor == 0 {
-            return format!("{}{unit}", bytes / factor);
-        }
-    }
-    format!("{bytes}B")
-}
-
 /// `name` as an app name: lower-cased, other characters than
 /// `[a-z0-9_-]` as `-`. `None` when nothing usable is left.
 pub fn app_name_from(name: &str) -> Option<String> {
@@ -239,12 +229,5 @@ mod tests {
         for (given, want) in table {
             assert_eq!(app_name_from(given).as_deref(), want, "{given}");
         }
-    }
-
-    #[test]
-    fn sizes_take_the_largest_unit() {
-        assert_eq!(size_text(50 << 20), "50MiB");
-        assert_eq!(size_text(3 << 30), "3GiB");
-        assert_eq!(size_text(1000), "1000B");
     }
 }

@@ -206,7 +206,7 @@ pub fn binds_in_config(server: Server, text: &str) -> Result<Vec<(String, String
                 "stats",
                 "stats-server",
             ];
-            let options = crate::uwsgi::options(text)?;
+            let options = crate::uwsgi::options(text);
             Ok(options
                 .into_iter()
                 .filter(|(key, _, _)| SOCKETS.contains(&key.as_str()))

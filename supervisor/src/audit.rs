@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use appvisor_protocol::{AuditRecord, Event};
+use appvisor_protocol::{AuditRecord, ErrorCode, Event, Outcome};
 use tokio::sync::broadcast;
 
 use crate::acl::Peer;
@@ -33,13 +33,98 @@ const REFUSAL_UIDS: usize = 256;
 /// invalid anyway, and a refused request must not make a long record.
 const MAX_NAME: usize = 80;
 
+/// How an audited request ended: the `outcome` of its record and of
+/// `appvisor_control_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditOutcome {
+    /// Done as asked.
+    Ok,
+    /// An action tried and failed (a restart whose new instance did not
+    /// become ready).
+    Failed,
+    /// An action still under way when the caller's timeout came.
+    Timeout,
+    /// Answered with this error.
+    Error(ErrorCode),
+}
+
+impl AuditOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Ok => "ok",
+            AuditOutcome::Failed => "failed",
+            AuditOutcome::Timeout => "timeout",
+            AuditOutcome::Error(code) => code.as_str(),
+        }
+    }
+}
+
+impl From<Outcome> for AuditOutcome {
+    fn from(outcome: Outcome) -> AuditOutcome {
+        match outcome {
+            Outcome::Done => AuditOutcome::Ok,
+            Outcome::Failed => AuditOutcome::Failed,
+            Outcome::Timeout => AuditOutcome::Timeout,
+        }
+    }
+}
+
+impl From<ErrorCode> for AuditOutcome {
+    fn from(code: ErrorCode) -> AuditOutcome {
+        AuditOutcome::Error(code)
+    }
+}
+
+/// Ordered by name, as the metrics list them.
+impl Ord for AuditOutcome {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for AuditOutcome {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// What one count of audited requests is about: a mutating route's action
+/// (`Route::mutation`, a fixed set) and how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestKey {
+    pub action: &'static str,
+    pub outcome: AuditOutcome,
+}
+
+impl RequestKey {
+    /// The key named by `action` and `outcome` as [`AuditOutcome::as_str`]
+    /// and `Route::mutation` spell them (how a hand-off document carries
+    /// them); `None` for a name this build does not know.
+    pub fn from_names(action: &str, outcome: &str) -> Option<RequestKey> {
+        let action = appvisor_protocol::routes::Route::every("")
+            .iter()
+            .filter_map(|route| route.mutation())
+            .map(|mutation| mutation.action)
+            .find(|known| *known == action)?;
+        let outcome = match outcome {
+            "ok" => AuditOutcome::Ok,
+            "failed" => AuditOutcome::Failed,
+            "timeout" => AuditOutcome::Timeout,
+            code => AuditOutcome::Error(
+                serde_json::from_value(serde_json::Value::String(code.to_owned())).ok()?,
+            ),
+        };
+        Some(RequestKey { action, outcome })
+    }
+}
+
 /// The daemon's event bus: state changes and audit records.
 #[derive(Debug, Clone)]
 pub struct Events {
     tx: broadcast::Sender<Event>,
-    /// Audited requests so far, by (action, outcome); both come from small
-    /// fixed sets (verbs, error codes), so the map stays small.
-    counts: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+    /// Audited requests so far; actions and outcomes come from small fixed
+    /// sets (verbs, error codes), so the map stays small.
+    counts: Arc<Mutex<BTreeMap<RequestKey, u64>>>,
     /// Refusals recorded per uid in the current window.
     refusals: Arc<Mutex<Windows<u32>>>,
     /// A task waits to write the summaries of suppressed refusals.
@@ -67,23 +152,39 @@ impl Events {
         let _ = self.tx.send(event);
     }
 
-    /// Audited control requests so far: ((action, outcome), count), sorted.
-    pub fn control_requests(&self) -> Vec<((String, String), u64)> {
+    /// Audited control requests so far, with their counts, sorted.
+    pub fn control_requests(&self) -> Vec<(RequestKey, u64)> {
         let counts = lock(&self.counts);
-        counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        counts.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     /// Takes over the counts of a daemon this one replaced by a hand-off,
     /// so the metrics' counters do not go back to zero.
-    pub fn restore_counts(&self, counts: impl IntoIterator<Item = ((String, String), u64)>) {
+    /// Counts under a name this build does not know are left out, with a
+    /// warning.
+    pub fn restore_counts<'a>(&self, counts: impl IntoIterator<Item = (&'a str, &'a str, u64)>) {
         let mut mine = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, count) in counts {
-            *mine.entry(key).or_default() += count;
+        for (action, outcome, count) in counts {
+            match RequestKey::from_names(action, outcome) {
+                Some(key) => *mine.entry(key).or_default() += count,
+                None => tracing::warn!(
+                    action,
+                    outcome,
+                    count,
+                    "a handed-over request count this version does not know is left out"
+                ),
+            }
         }
     }
 
     /// Writes one audit record, counts it and publishes it.
-    pub fn audit(&self, peer: &Peer, app: Option<&str>, action: &str, outcome: &str) {
+    pub fn audit(
+        &self,
+        peer: &Peer,
+        app: Option<&str>,
+        action: &'static str,
+        outcome: AuditOutcome,
+    ) {
         self.count(action, outcome);
         self.record(peer, app, action, outcome);
     }
@@ -91,7 +192,13 @@ impl Events {
     /// [`Events::audit`] for a request refused before it was looked at
     /// (forbidden, or an app the caller may not see): counted always,
     /// recorded within the caller's rate limit.
-    pub fn audit_refusal(&self, peer: &Peer, app: Option<&str>, action: &str, outcome: &str) {
+    pub fn audit_refusal(
+        &self,
+        peer: &Peer,
+        app: Option<&str>,
+        action: &'static str,
+        outcome: AuditOutcome,
+    ) {
         self.count(action, outcome);
         let verdict = lock(&self.refusals).check(peer.uid, Instant::now());
         match verdict {
@@ -105,9 +212,9 @@ impl Events {
         }
     }
 
-    fn count(&self, action: &str, outcome: &str) {
+    fn count(&self, action: &'static str, outcome: AuditOutcome) {
         *lock(&self.counts)
-            .entry((action.to_owned(), outcome.to_owned()))
+            .entry(RequestKey { action, outcome })
             .or_default() += 1;
     }
 
@@ -146,7 +253,8 @@ impl Events {
         });
     }
 
-    fn record(&self, peer: &Peer, app: Option<&str>, action: &str, outcome: &str) {
+    fn record(&self, peer: &Peer, app: Option<&str>, action: &str, outcome: AuditOutcome) {
+        let outcome = outcome.as_str();
         tracing::info!(
             target: "audit",
             uid = peer.uid,
@@ -202,4 +310,51 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appvisor_protocol::routes::Route;
+
+    /// A hand-off carries request counts by name; every key this build can
+    /// count must come back as itself, and an unknown name as nothing.
+    #[test]
+    fn every_request_key_reads_back_from_its_names() {
+        let codes = [
+            ErrorCode::BadRequest,
+            ErrorCode::Forbidden,
+            ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
+            ErrorCode::Conflict,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::InvalidConfig,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ];
+        let outcomes = [
+            AuditOutcome::Ok,
+            AuditOutcome::Failed,
+            AuditOutcome::Timeout,
+        ]
+        .into_iter()
+        .chain(codes.into_iter().map(AuditOutcome::Error));
+        let actions: Vec<&'static str> = Route::every("shop")
+            .iter()
+            .filter_map(|route| route.mutation())
+            .map(|mutation| mutation.action)
+            .collect();
+        assert!(!actions.is_empty());
+        for outcome in outcomes {
+            for action in &actions {
+                let key = RequestKey { action, outcome };
+                assert_eq!(
+                    RequestKey::from_names(key.action, key.outcome.as_str()),
+                    Some(key)
+                );
+            }
+        }
+        assert_eq!(RequestKey::from_names("explode", "ok"), None);
+        assert_eq!(RequestKey::from_names(actions[0], "exploded"), None);
+    }
 }

@@ -270,7 +270,8 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         Some(incoming) => handed_listener(incoming.document.control_fd)?,
         None => crate::control::bind_control_socket(&spec.control.socket)?,
     };
-    // sandbox (issue 4): v1 limit hierarchies and the Landlock ABI cap.
+    // The sandbox's view of the host: v1 limit hierarchies and the Landlock
+    // ABI cap.
     let limits = crate::cgroup::LimitRoot::detect(&options.cgroup_name).unwrap_or_else(|error| {
         tracing::warn!(%error, "no v1 hierarchies for limits");
         crate::cgroup::LimitRoot::default()
@@ -1072,7 +1073,7 @@ impl crate::status::StatusSource for Daemon {
             .collect()
     }
 
-    fn control_requests(&self) -> Vec<((String, String), u64)> {
+    fn control_requests(&self) -> Vec<(crate::audit::RequestKey, u64)> {
         self.events().control_requests()
     }
 }

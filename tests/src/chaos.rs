@@ -1,6 +1,6 @@
 //! The chaos suite's yardstick: a healthy neighbour app beside one hostile
 //! input at a time, and the checks that prove the input stayed with its
-//! app (issue 9, "no cascade, ever").
+//! app ("no cascade, ever": docs/contract.md).
 //!
 //! While a hostile input is at work, [`assert_no_cascade`] checks what an
 //! operator relies on: root's `appctl status` answers within

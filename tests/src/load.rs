@@ -11,7 +11,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -181,6 +181,8 @@ impl fmt::Display for LoadReport {
 #[derive(Debug)]
 pub struct Load {
     stop: Arc<AtomicBool>,
+    /// 2xx answers so far, of every client.
+    answered: Arc<AtomicUsize>,
     started: Instant,
     limit: Duration,
     clients: Vec<JoinHandle<LoadReport>>,
@@ -191,23 +193,37 @@ impl Load {
     /// or by itself after `limit`.
     pub fn start(port: u16, path: &str, clients: usize, limit: Duration) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
         let clients = (0..clients)
             .map(|i| {
                 let stop = Arc::clone(&stop);
+                let answered = Arc::clone(&answered);
                 let path = path.to_owned();
                 thread::Builder::new()
                     .name(format!("load-{i}"))
-                    .spawn(move || client(port, &path, &stop, started, limit))
+                    .spawn(move || client(port, &path, &stop, &answered, started, limit))
                     .expect("spawning a load thread")
             })
             .collect();
         Load {
             stop,
+            answered,
             started,
             limit,
             clients,
         }
+    }
+
+    /// Waits until the load is under way: `n` requests answered with a
+    /// 2xx status. Panics after `deadline`, saying how many were.
+    pub fn wait_until_answered(&self, n: usize, deadline: Duration) {
+        let answered = || self.answered.load(Ordering::Relaxed);
+        assert!(
+            crate::poll_until(deadline, || answered() >= n),
+            "the load had {} of {n} requests answered after {deadline:?}: is the app serving?",
+            answered()
+        );
     }
 
     /// Stops the load, waits for the requests in flight, and reports.
@@ -231,6 +247,7 @@ fn client(
     port: u16,
     path: &str,
     stop: &AtomicBool,
+    answered: &AtomicUsize,
     started: Instant,
     limit: Duration,
 ) -> LoadReport {
@@ -245,7 +262,10 @@ fn client(
         report.sent += 1;
         report.max_latency = report.max_latency.max(failed_at - sent_at);
         match result {
-            Ok(_) => report.ok += 1,
+            Ok(_) => {
+                report.ok += 1;
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
             Err(failure) => {
                 report.failed.push(FailedRequest {
                     sent_at,

@@ -83,7 +83,7 @@ fn broken_release_fails_loudly(server: Server, framework: Framework, strategy: S
     app.deploy(2, Release::FailsAtImport);
     let _serial = serial();
     let load = Load::start(app.port, "/", CLIENTS, LOAD_LIMIT);
-    thread::sleep(Duration::from_millis(300));
+    load.wait_until_answered(CLIENTS, Duration::from_secs(10));
     let out = as_owner(&app, &["restart", app.name(), "--timeout", "60s"]);
     let report = load.finish();
     assert_exit(&app, "restart into a broken release", &out, 1);
@@ -141,7 +141,7 @@ fn reload_waits_for_the_new_code(server: Server, framework: Framework) {
     let load = {
         let _serial = serial();
         let load = Load::start(app.port, "/", CLIENTS, LOAD_LIMIT);
-        thread::sleep(Duration::from_millis(300));
+        load.wait_until_answered(CLIENTS, Duration::from_secs(10));
         let out = as_owner(&app, &["reload", app.name(), "--timeout", "60s"]);
         // Right after reload returns, every answer comes from the new
         // workers.

@@ -138,11 +138,11 @@ fn gunicorn_output_on_both_streams_shows_in_arrival_order() {
         "gunicorn serves"
     );
 
-    // `logs -f` of both streams, from now on.
+    // `logs -f` of both streams, from the last line written so far.
     let mut follower = Command::new(bins::appctl())
         .arg("--socket")
         .arg(daemon.socket())
-        .args(["logs", "web", "-f", "-n", "0"])
+        .args(["logs", "web", "-f", "-n", "1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -158,8 +158,12 @@ fn gunicorn_output_on_both_streams_shows_in_arrival_order() {
             }
         }
     });
-    // Give the follower its subscription before the first line.
-    thread::sleep(Duration::from_millis(500));
+    // The daemon takes the history and subscribes the follower in one step:
+    // once the last line of history (gunicorn's own) is shown, every later
+    // line will be.
+    followed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("logs -f showed no line of history within 10s");
 
     // The app writes to stdout and stderr in turn, each line well after the
     // one before (arrival order is as fine as the daemon's reads: about a

@@ -17,6 +17,8 @@
 
 use std::fmt;
 
+use super::error::EnvironmentError;
+
 /// One `[section]` with its options in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Section {
@@ -213,7 +215,7 @@ pub fn split_command(s: &str) -> Option<Vec<String>> {
 /// supervisord's `environment = KEY="v",KEY2=v2`. Values lose their
 /// surrounding quotes; a value with characters outside the word set must
 /// be quoted, as in supervisord. `Err` names what was unexpected.
-pub fn parse_environment(s: &str) -> Result<Vec<(String, String)>, String> {
+pub fn parse_environment(s: &str) -> Result<Vec<(String, String)>, EnvironmentError> {
     let tokens = non_posix_tokens(s)?;
     let mut out = Vec::new();
     let mut i = 0;
@@ -225,11 +227,7 @@ pub fn parse_environment(s: &str) -> Result<Vec<(String, String)>, String> {
                 // KEY = VALUE and the comma after it.
                 i += 4;
             }
-            _ => {
-                return Err(format!(
-                    "unexpected end of key/value pairs in {s:?} (quote values with other characters than letters, digits and _/.+-():)"
-                ))
-            }
+            _ => return Err(EnvironmentError::Unpaired { text: s.to_owned() }),
         }
     }
     Ok(out)
@@ -238,7 +236,7 @@ pub fn parse_environment(s: &str) -> Result<Vec<(String, String)>, String> {
 /// Python's non-POSIX `shlex.shlex` with `wordchars += '/.+-():'`: words,
 /// quoted strings kept with their quotes, any other character alone, `#`
 /// to the end of the line a comment.
-fn non_posix_tokens(s: &str) -> Result<Vec<String>, String> {
+fn non_posix_tokens(s: &str) -> Result<Vec<String>, EnvironmentError> {
     let is_word = |c: char| c.is_ascii_alphanumeric() || "_/.+-():".contains(c);
     let mut tokens = Vec::new();
     let mut chars = s.chars().peekable();
@@ -263,7 +261,7 @@ fn non_posix_tokens(s: &str) -> Result<Vec<String>, String> {
                         break;
                     }
                     Some(other) => token.push(other),
-                    None => return Err(format!("no closing quotation in {s:?}")),
+                    None => return Err(EnvironmentError::Unquoted { text: s.to_owned() }),
                 }
             }
         } else if is_word(c) {

@@ -26,6 +26,7 @@
 //! commands up; [`Context`] carries what supervisord would take from its
 //! own process.
 
+mod error;
 pub mod ini;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ use std::fmt::{self, Write as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
+use error::{ExpandError, ImportError};
 use ini::Section;
 
 use crate::appfile::{self, AppFile, Restart};
@@ -179,13 +181,13 @@ fn import_one(main: &Path, ctx: &Context, out: &mut Import) {
                     }
                 }
             }
-            Err(message) => out.problems.push(problem(origin, message)),
+            Err(error) => out.problems.push(problem(origin, error.to_string())),
         }
     }
     let daemon = sections.iter().find(|f| f.section.name == "supervisord");
     let inherited = match daemon.map(|d| inherited(d, ctx)).transpose() {
         Ok(inherited) => inherited.unwrap_or_default(),
-        Err(message) => {
+        Err(error) => {
             let daemon = daemon.expect("an error comes from a section");
             out.problems.push(problem(
                 format!(
@@ -193,7 +195,7 @@ fn import_one(main: &Path, ctx: &Context, out: &mut Import) {
                     daemon.file.display(),
                     daemon.section.line
                 ),
-                message,
+                error.to_string(),
             ));
             return;
         }
@@ -228,7 +230,7 @@ fn import_one(main: &Path, ctx: &Context, out: &mut Import) {
                 let group = group_of.get(&name).cloned();
                 match program(found, &name, group, &inherited, ctx) {
                     Ok(apps) => out.apps.extend(apps),
-                    Err(message) => out.problems.push(problem(origin, message)),
+                    Err(error) => out.problems.push(problem(origin, error.to_string())),
                 }
             }
             "fcgi-program" | "eventlistener" => out.problems.push(problem(
@@ -280,19 +282,22 @@ fn includes(
     section: &Section,
     here: &Path,
     ctx: &Context,
-) -> Result<(Vec<PathBuf>, Vec<String>), String> {
+) -> Result<(Vec<PathBuf>, Vec<String>), ImportError> {
     let Some(files) = section.get("files") else {
-        return Err("no files = …".to_owned());
+        return Err(ImportError::NoIncludeFiles);
     };
     let vars = expansions(ctx, here, None);
-    let files = expand(&files.value, &vars).map_err(|e| format!("files: {e}"))?;
+    let files = expand(&files.value, &vars).map_err(|e| keyed("files", None, e))?;
     let mut out = Vec::new();
     let mut unmatched = Vec::new();
     for pattern in files.split_whitespace() {
         let pattern = here.join(pattern);
         let pattern = pattern.to_string_lossy();
         let mut matched: Vec<PathBuf> = glob::glob(&pattern)
-            .map_err(|e| format!("files: {pattern}: {e}"))?
+            .map_err(|source| ImportError::Glob {
+                pattern: pattern.clone().into_owned(),
+                source,
+            })?
             .filter_map(Result::ok)
             .collect();
         if matched.is_empty() {
@@ -334,7 +339,7 @@ struct Process {
 /// Python's `value % vars` for the forms configs use: `%(name)s`,
 /// `%(name)d` with an optional zero-padded width (`%(process_num)02d`),
 /// and `%%`.
-fn expand(value: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+fn expand(value: &str, vars: &BTreeMap<String, String>) -> Result<String, ExpandError> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(at) = rest.find('%') {
@@ -346,29 +351,40 @@ fn expand(value: &str, vars: &BTreeMap<String, String>) -> Result<String, String
             continue;
         }
         let Some(inner) = rest.strip_prefix('(') else {
-            return Err(format!("a '%' in {value:?} that is not %(name)s or %%"));
+            return Err(ExpandError::Stray {
+                value: value.to_owned(),
+            });
         };
         let Some(close) = inner.find(')') else {
-            return Err(format!("an unclosed %( in {value:?}"));
+            return Err(ExpandError::Unclosed {
+                value: value.to_owned(),
+            });
         };
         let name = &inner[..close];
         let spec_end = inner[close + 1..]
             .find(|c: char| c.is_ascii_alphabetic())
-            .ok_or_else(|| format!("%({name}) without a conversion (s or d) in {value:?}"))?;
+            .ok_or_else(|| ExpandError::NoConversion {
+                name: name.to_owned(),
+                value: value.to_owned(),
+            })?;
         let flags = &inner[close + 1..close + 1 + spec_end];
         let conversion = inner[close + 1 + spec_end..].chars().next().unwrap_or('s');
         let Some(var) = vars.get(name) else {
-            return Err(format!(
-                "%({name}){flags}{conversion} names nothing supervisord knows"
-            ));
+            return Err(ExpandError::Unknown {
+                name: name.to_owned(),
+                flags: flags.to_owned(),
+                conversion,
+            });
         };
         match conversion {
             's' | 'r' => out.push_str(var),
             'd' | 'i' => {
                 let width: usize = flags.trim_start_matches('0').parse().unwrap_or(0);
-                let n: i64 = var
-                    .parse()
-                    .map_err(|_| format!("%({name}){flags}d of a non-number {var:?}"))?;
+                let n: i64 = var.parse().map_err(|_| ExpandError::NotANumber {
+                    name: name.to_owned(),
+                    flags: flags.to_owned(),
+                    var: var.clone(),
+                })?;
                 if flags.starts_with('0') {
                     let _ = write!(out, "{n:0width$}");
                 } else {
@@ -376,9 +392,11 @@ fn expand(value: &str, vars: &BTreeMap<String, String>) -> Result<String, String
                 }
             }
             other => {
-                return Err(format!(
-                    "%({name}){flags}{other}: only s and d are supported"
-                ))
+                return Err(ExpandError::Conversion {
+                    name: name.to_owned(),
+                    flags: flags.to_owned(),
+                    conversion: other,
+                })
             }
         }
         rest = &inner[close + 1 + spec_end + 1..];
@@ -400,18 +418,18 @@ struct Inherited {
     notes: Vec<String>,
 }
 
-fn inherited(daemon: &Found, ctx: &Context) -> Result<Inherited, String> {
+fn inherited(daemon: &Found, ctx: &Context) -> Result<Inherited, ImportError> {
     let here = daemon.file.parent().unwrap_or(Path::new("/"));
     let vars = expansions(ctx, here, None);
-    let get = |key: &str| -> Result<Option<String>, String> {
+    let get = |key: &str| -> Result<Option<String>, ImportError> {
         daemon
             .section
             .get(key)
-            .map(|o| expand(&o.value, &vars).map_err(|e| format!("{key}: {e}")))
+            .map(|o| expand(&o.value, &vars).map_err(|e| keyed(key, None, e)))
             .transpose()
     };
     let environment = match get("environment")? {
-        Some(env) => ini::parse_environment(&env).map_err(|e| format!("environment: {e}"))?,
+        Some(env) => ini::parse_environment(&env)?,
         None => Vec::new(),
     };
     let nodaemon = get("nodaemon")?
@@ -496,14 +514,14 @@ fn program(
     group: Option<String>,
     inherited: &Inherited,
     ctx: &Context,
-) -> Result<Vec<AppFile>, String> {
+) -> Result<Vec<AppFile>, ImportError> {
     let section = &found.section;
     let here = found.file.parent().unwrap_or(Path::new("/"));
     let common = expansions(ctx, here, None);
-    let get_common = |key: &str| -> Result<Option<String>, String> {
+    let get_common = |key: &str| -> Result<Option<String>, ImportError> {
         section
             .get(key)
-            .map(|o| expand(&o.value, &common).map_err(|e| format!("{key} (line {}): {e}", o.line)))
+            .map(|o| expand(&o.value, &common).map_err(|e| keyed(key, Some(o.line), e)))
             .transpose()
     };
     let numprocs = number(&get_common("numprocs")?, "numprocs", 1)?;
@@ -512,9 +530,7 @@ fn program(
         .get("process_name")
         .map_or_else(|| "%(program_name)s".to_owned(), |o| o.value.clone());
     if numprocs > 1 && !process_name.contains("%(process_num)") {
-        return Err(
-            "numprocs > 1 needs %(process_num) in process_name, as supervisord says".to_owned(),
-        );
+        return Err(ImportError::NoProcessNum);
     }
     let group_name = group.clone().unwrap_or_else(|| name.to_owned());
     let mut app_groups: Vec<String> = Vec::new();
@@ -522,8 +538,9 @@ fn program(
         .into_iter()
         .flatten()
     {
-        let mapped = appfile::app_name_from(g)
-            .ok_or_else(|| format!("group {g:?} cannot be made an app group name"))?;
+        let mapped = appfile::app_name_from(g).ok_or_else(|| ImportError::GroupName {
+            group: g.to_owned(),
+        })?;
         if !app_groups.contains(&mapped) {
             app_groups.push(mapped);
         }
@@ -550,7 +567,7 @@ fn process_app(
     process_name: &str,
     inherited: &Inherited,
     ctx: &Context,
-) -> Result<AppFile, String> {
+) -> Result<AppFile, ImportError> {
     let section = &found.section;
     let here = found.file.parent().unwrap_or(Path::new("/"));
     let mut vars = expansions(ctx, here, Some(process));
@@ -579,18 +596,15 @@ fn process_app(
         vars.insert(format!("ENV_{k}"), v.clone());
     }
 
-    let get = |key: &str, vars: &BTreeMap<String, String>| -> Result<Option<String>, String> {
+    let get = |key: &str, vars: &BTreeMap<String, String>| -> Result<Option<String>, ImportError> {
         section
             .get(key)
-            .map(|o| expand(&o.value, vars).map_err(|e| format!("{key} (line {}): {e}", o.line)))
+            .map(|o| expand(&o.value, vars).map_err(|e| keyed(key, Some(o.line), e)))
             .transpose()
     };
-    let raw_name = expand(process_name, &vars).map_err(|e| format!("process_name: {e}"))?;
-    let name = appfile::app_name_from(&raw_name).ok_or_else(|| {
-        format!(
-            "{raw_name:?} cannot be made an app name ([a-z0-9][a-z0-9_-]{{0,63}}): rename the \
-             program and import again"
-        )
+    let raw_name = expand(process_name, &vars).map_err(|e| keyed("process_name", None, e))?;
+    let name = appfile::app_name_from(&raw_name).ok_or_else(|| ImportError::AppName {
+        name: raw_name.clone(),
     })?;
     if name != raw_name {
         notes.push(format!("named {name}: supervisord called it {raw_name}"));
@@ -600,7 +614,7 @@ fn process_app(
     // names for what follows, as supervisord expands them.
     let mut environment = inherited.environment.clone();
     if let Some(env) = get("environment", &vars)? {
-        for (key, value) in ini::parse_environment(&env).map_err(|e| format!("environment: {e}"))? {
+        for (key, value) in ini::parse_environment(&env)? {
             vars.insert(format!("ENV_{key}"), value.clone());
             from_shell.retain(|v| *v != key);
             environment.retain(|(k, _)| *k != key);
@@ -616,12 +630,13 @@ fn process_app(
     notes.push(INHERITED_ENV_NOTE.to_owned());
 
     let Some(command) = get("command", &vars)? else {
-        return Err("no command".to_owned());
+        return Err(ImportError::NoCommand);
     };
-    let mut argv = ini::split_command(&command)
-        .ok_or_else(|| format!("command: no closing quotation in {command:?}"))?;
+    let mut argv = ini::split_command(&command).ok_or_else(|| ImportError::UnclosedCommand {
+        command: command.clone(),
+    })?;
     if argv.is_empty() {
-        return Err("command is empty".to_owned());
+        return Err(ImportError::EmptyCommand);
     }
     // supervisord looks a bare command up in the program's PATH, else
     // [supervisord]'s, else its own process's.
@@ -650,15 +665,10 @@ fn process_app(
         }
     }
 
-    let user =
-        match get("user", &vars)?.or_else(|| inherited.user.clone()) {
-            Some(user) if user != "root" && user != "0" => user,
-            _ => return Err(
-                "no user (or root): supervisord would run it as root, which appvisor never does; \
-                 add user = NAME to the section and import again"
-                    .to_owned(),
-            ),
-        };
+    let user = match get("user", &vars)?.or_else(|| inherited.user.clone()) {
+        Some(user) if user != "root" && user != "0" => user,
+        _ => return Err(ImportError::Root),
+    };
     if let (Some(own), Some(daemon)) = (section.get("user"), &inherited.user) {
         if own.value != *daemon && daemon != "root" {
             notes.push(format!(
@@ -684,7 +694,9 @@ fn process_app(
     };
     let umask = u32::from_str_radix(umask.trim_start_matches("0o"), 8)
         .map(|m| format!("{m:04o}"))
-        .map_err(|_| format!("umask: {umask:?} is not an octal number"))?;
+        .map_err(|_| ImportError::Umask {
+            umask: umask.clone(),
+        })?;
     let autostart = get("autostart", &vars)?
         .map(|v| boolean("autostart", &v))
         .transpose()?
@@ -919,28 +931,41 @@ fn not_root_owned(path: &Path) -> Option<String> {
     None
 }
 
-/// supervisord's booleans: true/yes/on/1 and false/no/off/0.
-fn boolean(key: &str, value: &str) -> Result<bool, String> {
-    match value.to_lowercase().as_str() {
-        "true" | "yes" | "on" | "1" => Ok(true),
-        "false" | "no" | "off" | "0" => Ok(false),
-        _ => Err(format!("{key}: {value:?} is not true or false")),
+/// An option's value that does not expand, naming the option (and its
+/// line, where the report's origin is the section's).
+fn keyed(key: &str, line: Option<usize>, source: ExpandError) -> ImportError {
+    ImportError::Expand {
+        key: key.to_owned(),
+        line,
+        source,
     }
 }
 
-fn number(value: &Option<String>, key: &str, default: u64) -> Result<u64, String> {
+/// supervisord's booleans: true/yes/on/1 and false/no/off/0.
+fn boolean(key: &str, value: &str) -> Result<bool, ImportError> {
+    match value.to_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(ImportError::Boolean {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        }),
+    }
+}
+
+fn number(value: &Option<String>, key: &str, default: u64) -> Result<u64, ImportError> {
     match value {
         None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| format!("{key}: {v:?} is not a whole number")),
+        Some(v) => v.trim().parse().map_err(|_| ImportError::Number {
+            key: key.to_owned(),
+            value: v.clone(),
+        }),
     }
 }
 
 /// supervisord's `byte_size`: a number with an optional KB, MB or GB
 /// (powers of 1024).
-fn byte_size(value: &str) -> Result<u64, String> {
+fn byte_size(value: &str) -> Result<u64, ImportError> {
     let upper = value.trim().to_uppercase();
     let (digits, factor) = [("GB", 1u64 << 30), ("MB", 1 << 20), ("KB", 1 << 10)]
         .into_iter()
@@ -950,18 +975,20 @@ fn byte_size(value: &str) -> Result<u64, String> {
         .trim()
         .parse::<u64>()
         .map(|n| n * factor)
-        .map_err(|_| format!("{value:?} is not a size like 50MB"))
+        .map_err(|_| ImportError::Size {
+            value: value.to_owned(),
+        })
 }
 
 /// supervisord's stop signals, as appvisor names them.
-fn signal_name(value: &str) -> Result<&'static str, String> {
+fn signal_name(value: &str) -> Result<&'static str, ImportError> {
     let upper = value.trim().to_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
     ["TERM", "HUP", "INT", "QUIT", "KILL", "USR1", "USR2"]
         .into_iter()
         .find(|s| *s == name)
-        .ok_or_else(|| {
-            format!("stopsignal: {value:?} is not TERM, HUP, INT, QUIT, KILL, USR1 or USR2")
+        .ok_or_else(|| ImportError::Signal {
+            value: value.to_owned(),
         })
 }
 

@@ -49,11 +49,23 @@ fn expands_like_python_percent_formatting() {
     for (input, want) in cases {
         assert_eq!(expand(input, &vars).unwrap(), want, "{input}");
     }
+    let unknown = expand("%(nope)s", &vars).unwrap_err();
     assert_eq!(
-        expand("%(nope)s", &vars).unwrap_err(),
+        unknown,
+        ExpandError::Unknown {
+            name: "nope".into(),
+            flags: String::new(),
+            conversion: 's',
+        }
+    );
+    assert_eq!(
+        unknown.to_string(),
         "%(nope)s names nothing supervisord knows"
     );
-    assert!(expand("50%", &vars).is_err());
+    assert!(matches!(
+        expand("50%", &vars),
+        Err(ExpandError::Stray { .. })
+    ));
 }
 
 #[test]

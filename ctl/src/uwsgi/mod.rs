@@ -159,7 +159,7 @@ pub fn import(files: &[PathBuf], uwsgi: Option<&Path>) -> Import {
 }
 
 /// The `[uwsgi]` options of an ini file, in order, with their lines.
-pub fn options(text: &str) -> Result<Vec<(String, String, usize)>, String> {
+pub fn options(text: &str) -> Vec<(String, String, usize)> {
     let mut out = Vec::new();
     let mut in_uwsgi = false;
     for (i, raw) in text.lines().enumerate() {
@@ -179,7 +179,44 @@ pub fn options(text: &str) -> Result<Vec<(String, String, usize)>, String> {
             None => out.push((line.to_owned(), "true".to_owned(), i + 1)),
         }
     }
-    Ok(out)
+    out
+}
+
+/// Why a vassal is not imported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VassalError {
+    #[error("{stem:?} cannot be made an app name: rename the file")]
+    AppName { stem: String },
+    #[error("line {line}: {key} is not supported by this importer: write the vassal out whole")]
+    Unsupported { line: usize, key: String },
+    #[error("line {line}: {key}: {source}")]
+    Expand {
+        line: usize,
+        key: String,
+        source: ExpandError,
+    },
+    #[error("line {line}: env = {value}: expected NAME=VALUE")]
+    Env { line: usize, value: String },
+    #[error(
+        "no uid (or root): the emperor ran it as root, which appvisor never does; add uid = NAME"
+    )]
+    Root,
+    #[error(
+        "no uwsgi binary: the venv has none and none is installed; name one with --uwsgi PATH"
+    )]
+    NoBinary,
+}
+
+/// A value whose magic variables this importer cannot expand as uWSGI
+/// would.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandError {
+    #[error("%({key}) names no option set above it")]
+    Unset { key: String },
+    #[error("%{magic} is not a magic variable this importer knows")]
+    Magic { magic: char },
+    #[error("@(file) is not supported: put the value in")]
+    FileInclude,
 }
 
 /// uWSGI's magic variables in `value`.
@@ -189,7 +226,7 @@ fn expand(
     set: &[(String, String)],
     host: &str,
     env: &[(String, String)],
-) -> Result<String, String> {
+) -> Result<String, ExpandError> {
     let dir = file.parent().unwrap_or(Path::new("/"));
     let name = file
         .file_name()
@@ -210,7 +247,7 @@ fn expand(
                     .iter()
                     .rev()
                     .find(|(k, _)| *k == key)
-                    .ok_or_else(|| format!("%({key}) names no option set above it"))?;
+                    .ok_or_else(|| ExpandError::Unset { key: key.clone() })?;
                 out.push_str(v);
             }
             ('%', Some(m)) => {
@@ -230,11 +267,7 @@ fn expand(
                     }
                     'h' => out.push_str(host),
                     '%' => out.push('%'),
-                    other => {
-                        return Err(format!(
-                            "%{other} is not a magic variable this importer knows"
-                        ))
-                    }
+                    other => return Err(ExpandError::Magic { magic: other }),
                 }
             }
             ('$', Some('(')) => {
@@ -246,7 +279,7 @@ fn expand(
                     .map_or("", |(_, v)| v.as_str());
                 out.push_str(v);
             }
-            ('@', Some('(')) => return Err("@(file) is not supported: put the value in".to_owned()),
+            ('@', Some('(')) => return Err(ExpandError::FileInclude),
             _ => out.push(c),
         }
     }
@@ -267,13 +300,14 @@ fn vassal(
     host: &str,
     env: &[(String, String)],
     uwsgi: Option<&Path>,
-) -> Result<AppFile, String> {
+) -> Result<AppFile, VassalError> {
     let stem = file
         .file_stem()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    let name = appfile::app_name_from(stem)
-        .ok_or_else(|| format!("{stem:?} cannot be made an app name: rename the file"))?;
+    let name = appfile::app_name_from(stem).ok_or_else(|| VassalError::AppName {
+        stem: stem.to_owned(),
+    })?;
     let mut notes = Vec::new();
     if name != stem {
         notes.push(format!("named {name}: the vassal is {stem}"));
@@ -283,7 +317,7 @@ fn vassal(
     let mut environment = Vec::new();
     let mut args: Vec<String> = Vec::new();
     let mut used_env = Vec::new();
-    let options = options(text)?;
+    let options = options(text);
     let placeholders: Vec<&str> = options
         .iter()
         .flat_map(|(_, raw, _)| raw.split("%(").skip(1))
@@ -292,15 +326,16 @@ fn vassal(
     for (key, raw, line) in &options {
         let (key, line) = (key.clone(), *line);
         if UNSUPPORTED.contains(&key.as_str()) {
-            return Err(format!(
-                "line {line}: {key} is not supported by this importer: write the vassal out whole"
-            ));
+            return Err(VassalError::Unsupported { line, key });
         }
         if raw.contains("$(") {
             used_env.push(key.clone());
         }
-        let value =
-            expand(raw, file, &set, host, env).map_err(|e| format!("line {line}: {key}: {e}"))?;
+        let value = expand(raw, file, &set, host, env).map_err(|source| VassalError::Expand {
+            line,
+            key: key.clone(),
+            source,
+        })?;
         set.push((key.clone(), value.clone()));
         match key.as_str() {
             "uid" => user = Some(value),
@@ -313,7 +348,7 @@ fn vassal(
             }
             "env" => match value.split_once('=') {
                 Some((k, v)) => environment.push((k.to_owned(), v.to_owned())),
-                None => return Err(format!("line {line}: env = {value}: expected NAME=VALUE")),
+                None => return Err(VassalError::Env { line, value }),
             },
             k if placeholders.contains(&k)
                 && !VALUE_OPTIONS.contains(&k)
@@ -338,10 +373,7 @@ fn vassal(
         ));
     }
     let Some(user) = user.filter(|u| u != "root" && u != "0") else {
-        return Err(
-            "no uid (or root): the emperor ran it as root, which appvisor never does; add uid = NAME"
-                .to_owned(),
-        );
+        return Err(VassalError::Root);
     };
     let directory = directory.unwrap_or_else(|| {
         notes.push("no chdir: the vassal's own directory is assumed".to_owned());
@@ -361,9 +393,7 @@ fn vassal(
                 .into_iter()
                 .find(|b| b.is_file())
         })
-        .ok_or(
-            "no uwsgi binary: the venv has none and none is installed; name one with --uwsgi PATH",
-        )?;
+        .ok_or(VassalError::NoBinary)?;
     let mut argv = vec![binary.display().to_string()];
     argv.extend(args);
     let moved = servers::move_to_held_sockets(&argv, None);
@@ -491,19 +521,33 @@ socket = :9
         let file = Path::new("/etc/uwsgi/vassals/x.ini");
         let uwsgi = Some(Path::new("/usr/bin/uwsgi"));
         let cases = [
-            ("[uwsgi]\nmodule = x\n", "no uid (or root)"),
+            (
+                "[uwsgi]\nmodule = x\n",
+                VassalError::Root,
+                "no uid (or root)",
+            ),
             (
                 "[uwsgi]\nuid = x\nini = other.ini\n",
+                VassalError::Unsupported {
+                    line: 3,
+                    key: "ini".into(),
+                },
                 "line 3: ini is not supported",
             ),
             (
                 "[uwsgi]\nuid = x\nchdir = %(nope)\n",
+                VassalError::Expand {
+                    line: 3,
+                    key: "chdir".into(),
+                    source: ExpandError::Unset { key: "nope".into() },
+                },
                 "line 3: chdir: %(nope) names no option",
             ),
         ];
-        for (text, want) in cases {
+        for (text, error, said) in cases {
             let err = vassal(file, text, "h", &[], uwsgi).unwrap_err();
-            assert!(err.starts_with(want), "{text:?}: {err}");
+            assert_eq!(err, error, "{text:?}");
+            assert!(err.to_string().starts_with(said), "{text:?}: {err}");
         }
     }
 }

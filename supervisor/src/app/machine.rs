@@ -237,7 +237,6 @@ impl Step {
                 self.m.failures = 0;
                 self.answer(waiter, Answer::Done);
             }
-            AppState::Invalid => self.answer(waiter, Answer::Refused(self.m.reason.clone())),
         }
     }
 
@@ -275,7 +274,6 @@ impl Step {
                 }
                 self.wait(waiter, WaitFor::Stopped);
             }
-            AppState::Invalid => self.answer(waiter, Answer::Refused(self.m.reason.clone())),
         }
     }
 
@@ -610,11 +608,7 @@ impl Step {
                 );
             }
             // No instance timer is armed in these states.
-            AppState::Stopped
-            | AppState::Backoff
-            | AppState::Exited
-            | AppState::Fatal
-            | AppState::Invalid => {}
+            AppState::Stopped | AppState::Backoff | AppState::Exited | AppState::Fatal => {}
         }
     }
 
@@ -992,6 +986,5 @@ fn state_name(state: AppState) -> &'static str {
         AppState::Stopping => "stopping",
         AppState::Exited => "exited",
         AppState::Fatal => "fatal",
-        AppState::Invalid => "invalid",
     }
 }

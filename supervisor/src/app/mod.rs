@@ -15,6 +15,8 @@ mod backoff;
 mod machine;
 mod reason;
 #[cfg(test)]
+mod reason_tests;
+#[cfg(test)]
 mod tests;
 mod transitions;
 
@@ -30,7 +32,9 @@ pub use backoff::{
 pub use machine::step;
 pub use transitions::{EventKind, TRANSITIONS};
 
-/// DESIGN.md's states.
+/// DESIGN.md's states that the machine enters. The eighth, `invalid`, is
+/// not one of them: an app whose file never validated has no machine, and
+/// the daemon reports it as [`appvisor_protocol::State::Invalid`] itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AppState {
@@ -41,7 +45,21 @@ pub enum AppState {
     Stopping,
     Exited,
     Fatal,
-    Invalid,
+}
+
+impl From<AppState> for appvisor_protocol::State {
+    fn from(state: AppState) -> appvisor_protocol::State {
+        use appvisor_protocol::State as P;
+        match state {
+            AppState::Stopped => P::Stopped,
+            AppState::Starting => P::Starting,
+            AppState::Running => P::Running,
+            AppState::Backoff => P::Backoff,
+            AppState::Stopping => P::Stopping,
+            AppState::Exited => P::Exited,
+            AppState::Fatal => P::Fatal,
+        }
+    }
 }
 
 /// Who or what asked for a change, for reasons and the audit trail.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal as NixSignal;
 
 use super::{Cause, Exit, ExitStatus, FailedStart};
+use crate::config::validate::size_text;
 
 /// "requested by alice", "configuration changed", ...
 pub(super) fn phrase(cause: &Cause) -> String {
@@ -62,20 +63,9 @@ fn exit_status(exit: &Exit) -> String {
         },
         ExitStatus::MemoryLimit { limit } => format!(
             "killed: memory limit {} reached after {uptime:.1}s",
-            binary_size(limit)
+            size_text(limit)
         ),
     }
-}
-
-/// `512MiB`, `1GiB`, `1536KiB`, `1000B`: the largest binary unit that
-/// divides `bytes`, the form `[limits] memory` is written in.
-pub(super) fn binary_size(bytes: u64) -> String {
-    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
-            return format!("{}{unit}", bytes >> shift);
-        }
-    }
-    format!("{bytes}B")
 }
 
 /// A configured duration in seconds: "60s", "0.5s", "1.25s".

@@ -42,7 +42,6 @@ pub const TRANSITIONS: &[(AppState, EventKind, AppState)] = {
         (Stopping, Start,       Starting), // only retired instances left
         (Starting, Start,       Starting), // only resets the failure count
         (Running,  Start,       Running),  // answers done
-        (Invalid,  Start,       Invalid),  // refused
         (Stopped,  Restart,     Starting),
         (Exited,   Restart,     Starting),
         (Fatal,    Restart,     Starting),
@@ -52,7 +51,6 @@ pub const TRANSITIONS: &[(AppState, EventKind, AppState)] = {
         (Running,  Restart,     Stopping),
         (Stopping, Restart,     Stopping),
         (Stopping, Restart,     Starting), // only retired instances left
-        (Invalid,  Restart,     Invalid),
         (Starting, Stop,        Stopping),
         (Running,  Stop,        Stopping),
         (Stopping, Stop,        Stopping), // stay stopped once the app is gone
@@ -63,7 +61,6 @@ pub const TRANSITIONS: &[(AppState, EventKind, AppState)] = {
         (Backoff,  Stop,        Stopping), // retired instances left
         (Exited,   Stop,        Stopping),
         (Fatal,    Stop,        Stopping),
-        (Invalid,  Stop,        Invalid),
         (Running,  Reload,      Running),
         (Stopped,  Reload,      Stopped),  // refused: not running
         (Starting, Reload,      Starting),
@@ -71,7 +68,6 @@ pub const TRANSITIONS: &[(AppState, EventKind, AppState)] = {
         (Stopping, Reload,      Stopping),
         (Exited,   Reload,      Exited),
         (Fatal,    Reload,      Fatal),
-        (Invalid,  Reload,      Invalid),
 
         // A changed file: restart what is up, start what autostarts, and
         // otherwise only adopt the settings.
@@ -82,7 +78,6 @@ pub const TRANSITIONS: &[(AppState, EventKind, AppState)] = {
         (Exited,   Replace,     Exited),
         (Fatal,    Replace,     Fatal),
         (Stopping, Replace,     Stopping),
-        (Invalid,  Replace,     Invalid),
         (Stopped,  Replace,     Starting),
         (Exited,   Replace,     Starting),
         (Fatal,    Replace,     Starting),

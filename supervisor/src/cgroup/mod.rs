@@ -18,8 +18,9 @@
 //! the daemon is not in one. The supervise layer then falls back, and says so
 //! once at start-up in the log:
 //!
-//! - each app's main process starts its own process group (`setpgid(0, 0)` in
-//!   the child), and stopping signals the group (`kill(-pgid, sig)`);
+//! - each app's main process leads its own session and so its own process
+//!   group (`setsid()` in the exec helper), and stopping signals the group
+//!   (`kill(-pgid, sig)`);
 //! - the daemon is a child subreaper (`PR_SET_CHILD_SUBREAPER`, set anyway), so
 //!   daemonized grandchildren that left the group are reparented to it and are
 //!   at least reaped, though they cannot be attributed to an app;

@@ -35,7 +35,7 @@ use tokio::net::{UnixListener, UnixStream};
 use self::error::{admin_only, hidden};
 use self::peer::Peers;
 use crate::acl::{self, Decision, Operation, Peer};
-use crate::audit::Events;
+use crate::audit::{AuditOutcome, Events};
 use crate::config::UserDb;
 use crate::httpd::{self, Closing, Listener, Server};
 pub use body::ResponseBody;
@@ -207,14 +207,14 @@ async fn dispatch<T: ControlTarget>(
 /// A request's answer, and how the audit trail names its outcome.
 struct Answered {
     response: Response<ResponseBody>,
-    outcome: &'static str,
+    outcome: AuditOutcome,
 }
 
 impl Answered {
     fn ok(response: Response<ResponseBody>) -> Answered {
         Answered {
             response,
-            outcome: "ok",
+            outcome: AuditOutcome::Ok,
         }
     }
 }
@@ -245,8 +245,8 @@ fn audit(events: &Events, peer: &Peer, mutation: Mutation<'_>, result: &Result<A
     let Mutation { app, action } = mutation;
     match result {
         Ok(answered) => events.audit(peer, app, action, answered.outcome),
-        Err(Failure::Refused(err)) => events.audit_refusal(peer, app, action, err.code.as_str()),
-        Err(Failure::Failed(err)) => events.audit(peer, app, action, err.code.as_str()),
+        Err(Failure::Refused(err)) => events.audit_refusal(peer, app, action, err.code.into()),
+        Err(Failure::Failed(err)) => events.audit(peer, app, action, err.code.into()),
         Err(Failure::Malformed(_)) => {}
     }
 }
@@ -316,7 +316,7 @@ async fn answer<T: ControlTarget>(
             // The action's real outcome: a restart whose new instance did
             // not become ready is audited as failed, not as ok.
             Ok(Answered {
-                outcome: audit_outcome(result.outcome),
+                outcome: result.outcome.into(),
                 response: json_response(&result),
             })
         }
@@ -387,15 +387,6 @@ async fn answer<T: ControlTarget>(
                 .map_err(|err| Failure::Failed(err.into()))?;
             Ok(Answered::ok(json_response(&report)))
         }
-    }
-}
-
-/// How the audit trail and the request metrics name an action's outcome.
-fn audit_outcome(outcome: appvisor_protocol::Outcome) -> &'static str {
-    match outcome {
-        appvisor_protocol::Outcome::Done => "ok",
-        appvisor_protocol::Outcome::Failed => "failed",
-        appvisor_protocol::Outcome::Timeout => "timeout",
     }
 }
 

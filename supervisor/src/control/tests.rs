@@ -47,7 +47,11 @@ impl Fake {
 
     /// ((action, outcome), count) of what was audited.
     fn audited(&self) -> Vec<((String, String), u64)> {
-        self.events.control_requests()
+        self.events
+            .control_requests()
+            .into_iter()
+            .map(|(key, n)| ((key.action.to_owned(), key.outcome.as_str().to_owned()), n))
+            .collect()
     }
 }
 

@@ -55,10 +55,7 @@ pub fn app_cost(spec: &AppSpec) -> u64 {
     // A probe's socket, while it connects (http and tcp readiness, or the
     // check `reload` waits for).
     let probe = u64::from(
-        matches!(
-            spec.readiness.kind,
-            ReadinessKind::Http { .. } | ReadinessKind::Tcp { .. }
-        ) || spec.readiness.probe.is_some(),
+        matches!(spec.readiness.kind, ReadinessKind::Probe(_)) || spec.readiness.probe.is_some(),
     );
     // An instance's private socket the probe goes through, beside held
     // sockets (`listen::ProbeSocket`).

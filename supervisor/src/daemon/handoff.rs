@@ -292,9 +292,9 @@ impl Daemon {
                 .events()
                 .control_requests()
                 .into_iter()
-                .map(|((route, outcome), count)| RequestCount {
-                    route,
-                    outcome,
+                .map(|(key, count)| RequestCount {
+                    route: key.action.to_owned(),
+                    outcome: key.outcome.as_str().to_owned(),
                     count,
                 })
                 .collect(),
@@ -471,7 +471,7 @@ impl Daemon {
                 .document
                 .control_requests
                 .iter()
-                .map(|c| ((c.route.clone(), c.outcome.clone()), c.count)),
+                .map(|c| (c.route.as_str(), c.outcome.as_str(), c.count)),
         );
         match &report.error {
             None => tracing::info!(

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
-use crate::config::spec::ReadinessKind;
+use crate::config::spec::Probe;
 
 /// Pause after the first failed attempt; grows by half each time.
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
@@ -58,53 +58,41 @@ pub enum ProbeError {
     TimedOut { what: String, after: Duration },
 }
 
-/// What to probe.
+/// What to probe: the app's configured [`Probe`], and the way to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Check {
-    /// A `GET` of this `http://` URL answered with a 2xx status.
-    Http(String),
-    /// A TCP connection to this address accepted.
-    Tcp(SocketAddr),
-    /// A `GET` of this URL's path, with its `Host`, answered with a 2xx
-    /// status through the Unix socket at `socket`.
-    HttpVia { url: String, socket: PathBuf },
-    /// A connection to the Unix socket at this path accepted and then
-    /// answered or closed by the app (the daemon holds the socket
-    /// listening, so connecting alone proves nothing).
-    AcceptVia(PathBuf),
+pub struct Check {
+    pub probe: Probe,
+    /// An instance's private probe socket. Through it, an http probe sends
+    /// the url's path with its `Host`; a tcp probe passes once a connection
+    /// is accepted and then answered or closed by the app (the daemon holds
+    /// the socket listening, so connecting alone proves nothing). Without
+    /// it, the url or address itself.
+    pub via: Option<PathBuf>,
 }
 
 impl Check {
-    /// The probe for an app's `[readiness]` kind; `None` for `notify` and
-    /// `none`, which are not probes.
-    pub fn for_kind(kind: &ReadinessKind) -> Option<Check> {
-        match kind {
-            ReadinessKind::Http { url } => Some(Check::Http(url.clone())),
-            ReadinessKind::Tcp { address } => Some(Check::Tcp(*address)),
-            ReadinessKind::Notify | ReadinessKind::None => None,
-        }
-    }
-
     /// One attempt.
     pub async fn probe(&self, timeout_each: Duration) -> Result<(), ProbeError> {
-        match self {
-            Check::Http(url) => probe_http(url, timeout_each).await,
-            Check::Tcp(addr) => probe_tcp(*addr, timeout_each).await,
-            Check::HttpVia { url, socket } => probe_http_via(url, socket, timeout_each).await,
-            Check::AcceptVia(socket) => probe_accept_via(socket, timeout_each).await,
+        match (&self.probe, &self.via) {
+            (Probe::Http(url), None) => probe_http(url, timeout_each).await,
+            (Probe::Tcp(addr), None) => probe_tcp(*addr, timeout_each).await,
+            (Probe::Http(url), Some(socket)) => probe_http_via(url, socket, timeout_each).await,
+            (Probe::Tcp(_), Some(socket)) => probe_accept_via(socket, timeout_each).await,
         }
     }
 }
 
 impl fmt::Display for Check {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Check::Http(url) => write!(f, "GET {url}"),
-            Check::Tcp(addr) => write!(f, "connect to {addr}"),
-            Check::HttpVia { url, socket } => {
+        match (&self.probe, &self.via) {
+            (Probe::Http(url), None) => write!(f, "GET {url}"),
+            (Probe::Tcp(addr), None) => write!(f, "connect to {addr}"),
+            (Probe::Http(url), Some(socket)) => {
                 write!(f, "GET {url} through {}", socket.display())
             }
-            Check::AcceptVia(socket) => write!(f, "a connection through {}", socket.display()),
+            (Probe::Tcp(_), Some(socket)) => {
+                write!(f, "a connection through {}", socket.display())
+            }
         }
     }
 }
@@ -502,7 +490,7 @@ mod tests {
         let (addr, server) = serve(&[UNAVAILABLE, UNAVAILABLE, OK]);
         let started = Instant::now();
         let deadline = started + Duration::from_secs(5);
-        wait_until_ready(Check::Http(format!("http://{addr}/")), deadline)
+        wait_until_ready(direct(Probe::Http(format!("http://{addr}/"))), deadline)
             .await
             .unwrap();
         // Two pauses: 100 ms, then 150 ms.
@@ -515,7 +503,7 @@ mod tests {
         let addr = closed_port();
         let started = Instant::now();
         let deadline = started + Duration::from_millis(700);
-        let error = wait_until_ready(Check::Tcp(addr), deadline)
+        let error = wait_until_ready(direct(Probe::Tcp(addr)), deadline)
             .await
             .unwrap_err();
         let elapsed = started.elapsed();
@@ -598,22 +586,39 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    fn direct(probe: Probe) -> Check {
+        Check { probe, via: None }
+    }
+
+    /// The log line and the failure reason name a check this way.
     #[test]
-    fn checks_come_from_readiness_kinds() {
+    fn checks_describe_their_target_and_way() {
         let addr: SocketAddr = "127.0.0.1:8001".parse().unwrap();
         let url = "http://127.0.0.1:8001/health".to_owned();
+        let socket = PathBuf::from("/run/appvisor/probe/shop.i1");
         let cases = [
             (
-                ReadinessKind::Http { url: url.clone() },
-                Some(Check::Http(url)),
+                direct(Probe::Http(url.clone())),
+                "GET http://127.0.0.1:8001/health",
             ),
-            (ReadinessKind::Tcp { address: addr }, Some(Check::Tcp(addr))),
-            (ReadinessKind::Notify, None),
-            (ReadinessKind::None, None),
+            (direct(Probe::Tcp(addr)), "connect to 127.0.0.1:8001"),
+            (
+                Check {
+                    probe: Probe::Http(url),
+                    via: Some(socket.clone()),
+                },
+                "GET http://127.0.0.1:8001/health through /run/appvisor/probe/shop.i1",
+            ),
+            (
+                Check {
+                    probe: Probe::Tcp(addr),
+                    via: Some(socket),
+                },
+                "a connection through /run/appvisor/probe/shop.i1",
+            ),
         ];
-        for (kind, want) in cases {
-            assert_eq!(Check::for_kind(&kind), want, "{kind:?}");
+        for (check, want) in cases {
+            assert_eq!(check.to_string(), want);
         }
-        assert_eq!(Check::Tcp(addr).to_string(), "connect to 127.0.0.1:8001");
     }
 }

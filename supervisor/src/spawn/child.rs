@@ -134,7 +134,7 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
         })?;
     }
 
-    // 6b. Namespaces while still root: unshare and mounting need
+    // 7. Namespaces while still root: unshare and mounting need
     //    CAP_SYS_ADMIN. Mount, IPC, UTS and (network = "none") network
     //    namespaces, then the private /tmp and /var/tmp, the hidden paths
     //    and the app's own /proc. Before chdir, which then resolves the
@@ -143,7 +143,7 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
     sandbox::namespaces::enter(&plan.sandbox.namespaces)
         .map_err(|e| SpawnFailure::new(SpawnStep::Namespaces, e.errno(), e.detail()))?;
 
-    // 6c. A session keyring of the app's own, replacing the daemon's that
+    // 8. A session keyring of the app's own, replacing the daemon's that
     //    every app would otherwise share. While still root: giving it to
     //    the app's user (KEYCTL_CHOWN) needs CAP_SYS_ADMIN. Before seccomp,
     //    which leaves keyctl open but would be the wrong place to fail.
@@ -152,7 +152,7 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
             .map_err(|e| SpawnFailure::new(SpawnStep::Keyring, e, ""))?;
     }
 
-    // 7. umask: inherited across exec, and set before the app can create
+    // 9. umask: inherited across exec, and set before the app can create
     //    anything.
     let mask = Mode::from_bits(plan.umask as nix::libc::mode_t)
         .filter(|_| plan.umask <= 0o777)
@@ -165,23 +165,23 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
         })?;
     umask(mask);
 
-    // 7b. Capabilities: empty the bounding set here, before setuid, because
+    // 10. Capabilities: empty the bounding set here, before setuid, because
     //    PR_CAPBSET_DROP needs CAP_SETPCAP; also the inheritable and ambient
     //    sets. setuid below then clears the permitted and effective sets.
     sandbox::capabilities::drop_all()
         .map_err(|e| SpawnFailure::new(SpawnStep::Capabilities, Errno::EPERM, e.to_string()))?;
 
-    // 8-10. Identity: groups, then gid, then uid. setgroups and setgid need
+    // 11-13. Identity: groups, then gid, then uid. setgroups and setgid need
     //    root, so they come before setuid, which gives root up for good.
     //    setres[ug]id set real, effective and saved ids alike, so no saved
     //    id is left to switch back to.
     drop_to_user(plan)?;
 
-    // 11. Prove it: a process that still has any root id (or CAP_SETUID)
+    // 14. Prove it: a process that still has any root id (or CAP_SETUID)
     //    could get root back. If setuid(0) works, the spawn fails.
     check_root_is_gone(plan.uid)?;
 
-    // 12. chdir as the app's user, after setuid: the kernel then checks the
+    // 15. chdir as the app's user, after setuid: the kernel then checks the
     //    app user's own search permission along the path, so an app never
     //    starts in a directory it could not reach by itself (and root-squashed
     //    network file systems work). The path is followed as a whole at
@@ -190,14 +190,14 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
     chdir(&plan.directory)
         .map_err(|e| SpawnFailure::new(SpawnStep::Chdir, e, path_detail(&plan.directory)))?;
 
-    // 13. no_new_privs: no later exec may gain privileges through setuid
+    // 16. no_new_privs: no later exec may gain privileges through setuid
     //    bits or file capabilities. Landlock requires it of an unprivileged
     //    process, so it precedes Landlock.
     if plan.sandbox.no_new_privs {
         sandbox::set_no_new_privs().map_err(|e| SpawnFailure::new(SpawnStep::NoNewPrivs, e, ""))?;
     }
 
-    // 13b. Prove the capability sets are all empty now, as the kernel
+    // 17. Prove the capability sets are all empty now, as the kernel
     //    promises for setuid from root without keep-caps.
     sandbox::capabilities::check_all_empty().map_err(|e| SpawnFailure {
         step: SpawnStep::Capabilities,
@@ -205,14 +205,14 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
         detail: e.to_string(),
     })?;
 
-    // 13c. Landlock, after chdir and last but seccomp, because it restricts
+    // 18. Landlock, after chdir and last but seccomp, because it restricts
     //    this helper too: what the exec needs (the program, its interpreter
     //    and libraries) must be allowed by the rules, and nothing after this
     //    opens a path. Every path is checked to stay inside its anchor
     //    (sandbox::paths) and the rule built on exactly what was checked, or
     //    to lead only to what the system rules grant already (no rule of its
     //    own then); the directory rule on the current directory, entered in
-    //    step 12.
+    //    step 15.
     let landlock = match &plan.sandbox.landlock {
         Some(landlock) => {
             let mut record = sandbox::landlock::decide(landlock, sandbox::landlock::kernel_abi())
@@ -242,8 +242,8 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
         None => None,
     };
 
-    // 13d. seccomp, last: after it, the helper only moves fds and execs,
-    //    none of which the filter refuses. It needs no_new_privs (step 13).
+    // 19. seccomp, last: after it, the helper only moves fds and execs,
+    //    none of which the filter refuses. It needs no_new_privs (step 16).
     if let Some(seccomp) = &plan.sandbox.seccomp {
         sandbox::seccomp::install(seccomp).map_err(|e| SpawnFailure {
             step: SpawnStep::Seccomp,
@@ -252,7 +252,7 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
         })?;
     }
 
-    // 13e. What is in force goes to the daemon now, read back from the
+    // 20. What is in force goes to the daemon now, read back from the
     //    kernel where it can be; a later failure adds a failure line.
     let verified = sandbox::Verified {
         no_new_privs: nix::sys::prctl::get_no_new_privs().unwrap_or(false),
@@ -267,7 +267,7 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
     };
     send_line(report, &Applied { landlock, verified }.to_line());
 
-    // 14. Listen sockets to 3.. without close-on-exec, and LISTEN_PID: our
+    // 21. Listen sockets to 3.. without close-on-exec, and LISTEN_PID: our
     //    pid is the app's pid, as exec keeps it. Last, so no step above
     //    could have clobbered fds 3.. in between.
     let mut env = prepared.env;
@@ -277,7 +277,7 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
         env.push(CString::new(pid).expect("a decimal pid has no NUL byte"));
     }
 
-    // 15. Exec. On success the kernel closes the report pipe (close-on-exec)
+    // 22. Exec. On success the kernel closes the report pipe (close-on-exec)
     //    and the daemon reads EOF.
     let errno = nix::unistd::execve(&prepared.program, &prepared.argv, &env).unwrap_err();
     Err(SpawnFailure::new(

@@ -15,6 +15,7 @@ use std::sync::atomic::AtomicU64;
 use appvisor_protocol::{AppStatus, State};
 
 use super::usage::Usage;
+use crate::audit::RequestKey;
 
 /// The content type of the page `render` produces.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -49,8 +50,8 @@ pub struct AppMetrics {
 #[derive(Debug, Clone, Default)]
 pub struct Scrape {
     pub apps: Vec<AppMetrics>,
-    /// ((action, outcome), count) of audited control requests.
-    pub control_requests: Vec<((String, String), u64)>,
+    /// Audited control requests, with their counts.
+    pub control_requests: Vec<(RequestKey, u64)>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -130,11 +131,11 @@ pub fn render(scrape: &Scrape) -> String {
             .get_or_create(&label)
             .inc_by(app.status.log_dropped_bytes);
     }
-    for ((action, outcome), count) in &scrape.control_requests {
+    for (key, count) in &scrape.control_requests {
         requests
             .get_or_create(&RequestLabels {
-                action: action.clone(),
-                outcome: outcome.clone(),
+                action: key.action.to_owned(),
+                outcome: key.outcome.as_str().to_owned(),
             })
             .inc_by(*count);
     }
@@ -209,6 +210,8 @@ fn saturating_i64(value: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::AuditOutcome;
+    use appvisor_protocol::ErrorCode;
 
     fn status(name: &str, state: State, pid: Option<u32>, restarts: u32) -> AppStatus {
         AppStatus {
@@ -268,8 +271,20 @@ mod tests {
                 },
             ],
             control_requests: vec![
-                (("restart".into(), "ok".into()), 2),
-                (("stop".into(), "forbidden".into()), 1),
+                (
+                    RequestKey {
+                        action: "restart",
+                        outcome: AuditOutcome::Ok,
+                    },
+                    2,
+                ),
+                (
+                    RequestKey {
+                        action: "stop",
+                        outcome: AuditOutcome::Error(ErrorCode::Forbidden),
+                    },
+                    1,
+                ),
             ],
         };
         let text = render(&scrape);
@@ -319,14 +334,19 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let scrape = Scrape {
-            control_requests: vec![(("config/apply".into(), "a\"b\\c".into()), 1)],
+            apps: vec![AppMetrics {
+                status: status("a\"b\\c", State::Running, None, 0),
+                start_time: None,
+                readiness_failures: 0,
+                memory_limit: None,
+                usage: Usage::default(),
+                exposure: None,
+            }],
             ..Scrape::default()
         };
         let text = render(&scrape);
         assert!(
-            text.contains(
-                "appvisor_control_requests_total{action=\"config/apply\",outcome=\"a\\\"b\\\\c\"} 1"
-            ),
+            text.contains("appvisor_app_up{app=\"a\\\"b\\\\c\"} 1"),
             "{text}"
         );
     }

@@ -30,6 +30,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::audit::RequestKey;
 use crate::httpd::{self, Closing, Server};
 pub use metrics::{AppMetrics, Scrape};
 pub use usage::{Roots, Usage};
@@ -62,7 +63,7 @@ pub trait StatusSource: Send + Sync + 'static {
     /// Every app, sorted by name, as an admin sees it.
     fn apps(&self) -> Vec<AppSample>;
     /// ((action, outcome), count) of audited control requests.
-    fn control_requests(&self) -> Vec<((String, String), u64)>;
+    fn control_requests(&self) -> Vec<(RequestKey, u64)>;
 }
 
 #[derive(Debug, thiserror::Error)]

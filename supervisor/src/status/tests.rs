@@ -4,6 +4,7 @@ use appvisor_protocol::State;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
+use crate::audit::AuditOutcome;
 
 #[derive(Debug, Default)]
 struct Fake {
@@ -15,8 +16,12 @@ impl StatusSource for Fake {
         self.apps.lock().unwrap().clone()
     }
 
-    fn control_requests(&self) -> Vec<((String, String), u64)> {
-        vec![(("restart".into(), "ok".into()), 4)]
+    fn control_requests(&self) -> Vec<(RequestKey, u64)> {
+        let key = RequestKey {
+            action: "restart",
+            outcome: AuditOutcome::Ok,
+        };
+        vec![(key, 4)]
     }
 }
 

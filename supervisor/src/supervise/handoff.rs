@@ -151,7 +151,7 @@ fn record_state(state: AppState) -> Option<RecordState> {
         AppState::Backoff => Some(RecordState::Backoff),
         AppState::Exited => Some(RecordState::Exited),
         AppState::Fatal => Some(RecordState::Fatal),
-        AppState::Starting | AppState::Stopping | AppState::Invalid => None,
+        AppState::Starting | AppState::Stopping => None,
     }
 }
 
@@ -202,7 +202,7 @@ impl Supervisor {
                             && i.reload.is_none()
                     })
             }
-            AppState::Starting | AppState::Stopping | AppState::Invalid => false,
+            AppState::Starting | AppState::Stopping => false,
         }
     }
 

@@ -37,7 +37,7 @@ use crate::audit::{unix_now, Events};
 use crate::cgroup::{AppCgroup, AppLimits, CgroupRoot, CgroupWatcher, LimitRoot};
 use crate::config::change::Change;
 use crate::config::resolve::ResolvedApp;
-use crate::config::{LimitSpec, Probe, ReadinessKind, Signal};
+use crate::config::{LimitSpec, ReadinessKind, Signal};
 use crate::listen::{HeldSockets, ProbeSocket};
 use crate::logs::{AppLogs, LogMark, Stream};
 use crate::readiness::{self, Check, NotifySocket};
@@ -976,13 +976,10 @@ impl Supervisor {
             return;
         };
         let via = instance.probe_socket.as_ref().map(|s| s.path().to_owned());
-        let check = match (probe, via) {
-            (Some(Probe::Http(url)), Some(socket)) => Check::HttpVia { url, socket },
-            (Some(Probe::Tcp(_)), Some(socket)) => Check::AcceptVia(socket),
-            (Some(Probe::Http(url)), None) => Check::Http(url),
-            (Some(Probe::Tcp(address)), None) => Check::Tcp(address),
-            (None, _) => return,
+        let Some(probe) = probe else {
+            return;
         };
+        let check = Check { probe, via };
         tracing::debug!(instance = %id, %check, "probing");
         instance.probe = Some(tokio::spawn(readiness::wait_until_ready(check, deadline)));
     }
@@ -1208,7 +1205,7 @@ impl Supervisor {
         }
         let status = AppStatus {
             name: spec.name.to_string(),
-            state: protocol_state(m.state),
+            state: m.state.into(),
             reason,
             pid: m.pid(),
             uptime_secs: None,
@@ -1436,21 +1433,6 @@ async fn drain_output(pipes: Vec<crate::logs::Capture>) {
         tracing::warn!(
             "the app's last output was not captured within {DRAIN_OUTPUT:?}; the failure report may miss it"
         );
-    }
-}
-
-/// The protocol's name for a machine state.
-pub fn protocol_state(state: AppState) -> appvisor_protocol::State {
-    use appvisor_protocol::State as P;
-    match state {
-        AppState::Stopped => P::Stopped,
-        AppState::Starting => P::Starting,
-        AppState::Running => P::Running,
-        AppState::Backoff => P::Backoff,
-        AppState::Stopping => P::Stopping,
-        AppState::Exited => P::Exited,
-        AppState::Fatal => P::Fatal,
-        AppState::Invalid => P::Invalid,
     }
 }
 
