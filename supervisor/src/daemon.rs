@@ -1019,7 +1019,10 @@ impl Daemon {
     /// Starts app `name`'s task. Log files that cannot be opened do not
     /// stop it: they are retried while the app runs, and show in its status.
     fn start_app(&self, name: &str, app: Arc<ResolvedApp>, log_dir: &Path) -> Handle {
-        let logs = AppLogs::open(log_dir, name, &app.spec.logs, app.gid, TAIL_LINES);
+        // The files are opened by the app's task, off the runtime, before
+        // it spawns anything: at start-up that is a thousand directories
+        // and files that must not hold up the registration of the others.
+        let logs = AppLogs::unopened(log_dir, name, &app.spec.logs, app.gid, TAIL_LINES);
         let stopped_by = self.intents.get(name);
         let autostart = app.spec.autostart && stopped_by.is_none();
         supervise::start(app, logs, self.shared.clone(), autostart, stopped_by)

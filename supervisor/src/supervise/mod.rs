@@ -380,6 +380,19 @@ pub fn bare_status(name: &str, state: appvisor_protocol::State, reason: String) 
     }
 }
 
+/// Apps opening their log files at the same time: a thousand apps starting
+/// together must not take a thousand threads of the blocking pool for it.
+static LOG_OPENERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+
+/// Opens `logs`' files (made by `AppLogs::unopened`) on the blocking pool.
+async fn open_log_files(logs: &Arc<AppLogs>) {
+    let _permit = LOG_OPENERS.acquire().await;
+    let logs = logs.clone();
+    if let Err(error) = tokio::task::spawn_blocking(move || logs.open_files()).await {
+        tracing::error!(%error, "opening the log files failed; they are retried at the first output");
+    }
+}
+
 /// Resolves once the exec helper has exec'd the app or reported why not.
 type ReportFuture =
     Pin<Box<dyn Future<Output = Result<spawn::Applied, spawn::SpawnFailure>> + Send>>;
@@ -496,6 +509,9 @@ enum Wake {
 
 impl Supervisor {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Box<Command>>, autostart: bool) {
+        // Before anything runs that could write output: what comes before
+        // the files are open is dropped. Commands wait in the channel.
+        open_log_files(&self.logs).await;
         if autostart {
             self.feed(Event::Start(Cause::Autostart.into()));
         }
