@@ -1068,9 +1068,10 @@ impl crate::status::StatusSource for Daemon {
                     .cgroups
                     .as_ref()
                     .map(|root| root.dir().join(name)),
-                exposure: entry.handle.as_ref().map(|h| {
-                    crate::supervise::security(&h.snapshot.borrow(), &self.shared).exposure
-                }),
+                exposure: entry
+                    .handle
+                    .as_ref()
+                    .map(|h| h.snapshot.borrow().exposure(&self.shared)),
             })
             .collect()
     }
