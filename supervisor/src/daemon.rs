@@ -567,23 +567,18 @@ impl Daemon {
         let rules = self.admin_rules();
         let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
         apps.iter()
-            .filter(|(_, entry)| {
-                let access = entry
-                    .app
-                    .as_ref()
-                    .map(|a| a.spec.access.clone())
-                    .unwrap_or_default();
-                acl::decide(peer, &rules, Operation::View, Some(&access)) == acl::Decision::Allow
-            })
+            .filter(|(_, entry)| may_view(peer, &rules, entry))
             .map(|(name, _)| name.clone())
             .collect()
     }
 
-    /// Status of every app `peer` may see.
+    /// Status of every app `peer` may see, from one look at the registry.
     pub fn statuses(&self, peer: &Peer) -> Vec<AppStatus> {
-        self.visible_apps(peer)
-            .iter()
-            .filter_map(|name| self.status(name))
+        let rules = self.admin_rules();
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        apps.iter()
+            .filter(|(_, entry)| may_view(peer, &rules, entry))
+            .map(|(name, entry)| entry_status(name, entry))
             .collect()
     }
 
@@ -1213,6 +1208,15 @@ fn action_result(
 /// they came.
 fn failure_log_tail(logs: &AppLogs, mark: LogMark) -> Vec<String> {
     logs.tail_since(Selection::Both, mark, FAILURE_LOG_LINES)
+}
+
+/// Whether `peer` may see the app of `entry` (an app known only as an
+/// invalid file has no `[access]`, so only admins see it).
+fn may_view(peer: &Peer, rules: &AdminRules, entry: &Entry) -> bool {
+    static NO_ACCESS: std::sync::LazyLock<AccessSpec> =
+        std::sync::LazyLock::new(AccessSpec::default);
+    let access = entry.app.as_ref().map_or(&*NO_ACCESS, |a| &a.spec.access);
+    acl::decide(peer, rules, Operation::View, Some(access)) == acl::Decision::Allow
 }
 
 fn entry_status(name: &str, entry: &Entry) -> AppStatus {
