@@ -87,18 +87,26 @@ def cpu_secs(pid):
 
 
 def ctxt(pid):
-    """Context switches of every thread: /proc/PID/status counts only the
-    main thread, and a tokio daemon's work happens on the others."""
-    total = 0
+    """Context switches of each thread, by thread id: /proc/PID/status
+    counts only the main thread, and a tokio daemon's work happens on the
+    others."""
+    out = {}
     for task in os.listdir("/proc/%d/task" % pid):
         try:
             with open("/proc/%d/task/%s/status" % (pid, task)) as f:
-                for line in f:
-                    if line.split(":")[0] in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
-                        total += int(line.split()[1])
+                out[task] = sum(int(line.split()[1]) for line in f
+                                if line.split(":")[0] in ("voluntary_ctxt_switches",
+                                                          "nonvoluntary_ctxt_switches"))
         except OSError:
             pass
-    return total
+    return out
+
+
+def ctxt_since(pid, before):
+    """Context switches since `before` (from ctxt) of the threads alive now:
+    a thread that ended in between (a blocking-pool thread leaving 10 s
+    after its last job) took its count with it."""
+    return sum(n - before.get(task, 0) for task, n in ctxt(pid).items())
 
 
 def pids_with_cmdline(needle):
@@ -371,7 +379,7 @@ def one_run(kind, apps):
         res["anon_mib"] = proc_field(proc.pid, "RssAnon") / 1024.0
         c0 = ctxt(proc.pid)
         time.sleep(10)
-        res["idle_ctxt_10s"] = ctxt(proc.pid) - c0
+        res["idle_ctxt_10s"] = ctxt_since(proc.pid, c0)
         lat = []
         for _ in range(10):
             s = time.monotonic()
@@ -582,9 +590,11 @@ def write_section(path, apps, body):
         name = "## " + chunk.split("\n", 1)[0]
         if name.endswith(" apps"):
             sections[name] = "## " + chunk.rstrip("\n")
-    sections[title] = "%s\n\nMeasured %s, %d CPUs, appvisord from %s.\n\n%s" % (
-        title, time.strftime("%Y-%m-%d"), os.cpu_count(),
-        os.path.relpath(BIN, os.path.join(HERE, "..")) if BIN else "-", body)
+    commit = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "?"
+    sections[title] = "%s\n\nMeasured %s, %d CPUs, appvisord %s (%s) of %s.\n\n%s" % (
+        title, time.strftime("%Y-%m-%d"), os.cpu_count(), os.path.join(BIN, "appvisord"),
+        build_kind(os.path.join(BIN, "appvisord")), commit, body)
     order = sorted(sections, key=lambda t: int(t[3:].split()[0].replace(",", "")))
     with open(path, "w") as f:
         f.write(INTRO + "\n" + "\n\n".join(sections[t] for t in order) + "\n" + kept_tail)
