@@ -568,23 +568,18 @@ impl Daemon {
         let rules = self.admin_rules();
         let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
         apps.iter()
-            .filter(|(_, entry)| {
-                let access = entry
-                    .app
-                    .as_ref()
-                    .map(|a| a.spec.access.clone())
-                    .unwrap_or_default();
-                acl::decide(peer, &rules, Operation::View, Some(&access)) == acl::Decision::Allow
-            })
+            .filter(|(_, entry)| may_view(peer, &rules, entry))
             .map(|(name, _)| name.clone())
             .collect()
     }
 
-    /// Status of every app `peer` may see.
+    /// Status of every app `peer` may see, from one look at the registry.
     pub fn statuses(&self, peer: &Peer) -> Vec<AppStatus> {
-        self.visible_apps(peer)
-            .iter()
-            .filter_map(|name| self.status(name))
+        let rules = self.admin_rules();
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        apps.iter()
+            .filter(|(_, entry)| may_view(peer, &rules, entry))
+            .map(|(name, entry)| entry_status(name, entry))
             .collect()
     }
 
@@ -1020,7 +1015,10 @@ impl Daemon {
     /// Starts app `name`'s task. Log files that cannot be opened do not
     /// stop it: they are retried while the app runs, and show in its status.
     fn start_app(&self, name: &str, app: Arc<ResolvedApp>, log_dir: &Path) -> Handle {
-        let logs = AppLogs::open(log_dir, name, &app.spec.logs, app.gid, TAIL_LINES);
+        // The files are opened by the app's task, off the runtime, before
+        // it spawns anything: at start-up that is a thousand directories
+        // and files that must not hold up the registration of the others.
+        let logs = AppLogs::unopened(log_dir, name, &app.spec.logs, app.gid, TAIL_LINES);
         let stopped_by = self.intents.get(name);
         let autostart = app.spec.autostart && stopped_by.is_none();
         supervise::start(app, logs, self.shared.clone(), autostart, stopped_by)
@@ -1066,9 +1064,10 @@ impl crate::status::StatusSource for Daemon {
                     .cgroups
                     .as_ref()
                     .map(|root| root.dir().join(name)),
-                exposure: entry.handle.as_ref().map(|h| {
-                    crate::supervise::security(&h.snapshot.borrow(), &self.shared).exposure
-                }),
+                exposure: entry
+                    .handle
+                    .as_ref()
+                    .map(|h| h.snapshot.borrow().exposure(&self.shared)),
             })
             .collect()
     }
@@ -1210,6 +1209,15 @@ fn action_result(
 /// they came.
 fn failure_log_tail(logs: &AppLogs, mark: LogMark) -> Vec<String> {
     logs.tail_since(Selection::Both, mark, FAILURE_LOG_LINES)
+}
+
+/// Whether `peer` may see the app of `entry` (an app known only as an
+/// invalid file has no `[access]`, so only admins see it).
+fn may_view(peer: &Peer, rules: &AdminRules, entry: &Entry) -> bool {
+    static NO_ACCESS: std::sync::LazyLock<AccessSpec> =
+        std::sync::LazyLock::new(AccessSpec::default);
+    let access = entry.app.as_ref().map_or(&*NO_ACCESS, |a| &a.spec.access);
+    acl::decide(peer, rules, Operation::View, Some(access)) == acl::Decision::Allow
 }
 
 fn entry_status(name: &str, entry: &Entry) -> AppStatus {

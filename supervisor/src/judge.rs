@@ -15,15 +15,16 @@
 //! as not judged until the hung ones return, rather than taking every
 //! thread of the blocking pool the apps' spawns need too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::judge::{self, Judged};
-use crate::config::resolve::{ResolvedApp, SystemUserDb};
+use crate::config::resolve::{ResolvedApp, SystemUserDb, UserDb, UserDbError, UserRecord};
 use crate::config::{self, ConfigError, ConfigErrors, DaemonConfig};
 
 /// How long one file (or `appvisor.toml`) may take to be judged: reading,
@@ -143,12 +144,14 @@ pub async fn scan(daemon_config: &DaemonConfig) -> Result<Scan, ConfigErrors> {
         }
     }
     let defaults = Arc::new(daemon_config.defaults.clone());
+    let users = Arc::new(ScanUserDb::<SystemUserDb>::default());
     let judged = in_parallel(named, JUDGES, |(name, path)| {
         let defaults = defaults.clone();
+        let users = users.clone();
         async move {
             let (file, app) = (path.clone(), name.clone());
             let judged = run_blocking(JUDGE_TIMEOUT, move || {
-                judge::judge_app(&file, &app, &defaults, &SystemUserDb)
+                judge::judge_app(&file, &app, &defaults, &*users)
             })
             .await
             .unwrap_or_else(|unjudged| Judged {
@@ -194,6 +197,63 @@ pub async fn scan(daemon_config: &DaemonConfig) -> Result<Scan, ConfigErrors> {
         candidates,
         ignored,
     })
+}
+
+/// The host's user database as one scan sees it: each user, group and
+/// membership looked up once however many files name it (a thousand apps
+/// of one user cost one lookup, not a thousand reads of /etc/passwd and
+/// /etc/group). Answers are kept for this scan only, so the next `update`
+/// sees a user added or changed since. Failed lookups are not kept, and no
+/// lock is held during a lookup, so one that hangs holds up no other.
+#[derive(Debug, Default)]
+struct ScanUserDb<D> {
+    db: D,
+    users: Mutex<HashMap<String, Option<UserRecord>>>,
+    users_by_id: Mutex<HashMap<u32, Option<UserRecord>>>,
+    groups: Mutex<HashMap<String, Option<u32>>>,
+    group_names: Mutex<HashMap<u32, Option<String>>>,
+    memberships: Mutex<HashMap<(String, u32), Vec<u32>>>,
+}
+
+/// `key`'s answer from `answers`, or from `look_up` (then kept).
+fn remembered<K: Eq + Hash, V: Clone>(
+    answers: &Mutex<HashMap<K, V>>,
+    key: K,
+    look_up: impl FnOnce() -> Result<V, UserDbError>,
+) -> Result<V, UserDbError> {
+    let lock = || answers.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(answer) = lock().get(&key) {
+        return Ok(answer.clone());
+    }
+    let answer = look_up()?;
+    lock().insert(key, answer.clone());
+    Ok(answer)
+}
+
+impl<D: UserDb> UserDb for ScanUserDb<D> {
+    fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>, UserDbError> {
+        remembered(&self.users, name.to_owned(), || self.db.user_by_name(name))
+    }
+
+    fn user_by_uid(&self, uid: u32) -> Result<Option<UserRecord>, UserDbError> {
+        remembered(&self.users_by_id, uid, || self.db.user_by_uid(uid))
+    }
+
+    fn group_by_name(&self, name: &str) -> Result<Option<u32>, UserDbError> {
+        remembered(&self.groups, name.to_owned(), || {
+            self.db.group_by_name(name)
+        })
+    }
+
+    fn group_name(&self, gid: u32) -> Result<Option<String>, UserDbError> {
+        remembered(&self.group_names, gid, || self.db.group_name(gid))
+    }
+
+    fn supplementary_groups(&self, user: &str, gid: u32) -> Result<Vec<u32>, UserDbError> {
+        remembered(&self.memberships, (user.to_owned(), gid), || {
+            self.db.supplementary_groups(user, gid)
+        })
+    }
 }
 
 /// Runs `work` on every item, at most `limit` at a time, and returns the
@@ -268,6 +328,63 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         false
+    }
+
+    /// A user database that counts the lookups that reach it.
+    #[derive(Debug, Default)]
+    struct Counting {
+        db: crate::config::resolve::FakeUserDb,
+        lookups: AtomicUsize,
+    }
+
+    impl UserDb for Counting {
+        fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>, UserDbError> {
+            self.lookups.fetch_add(1, Ordering::Relaxed);
+            self.db.user_by_name(name)
+        }
+        fn user_by_uid(&self, uid: u32) -> Result<Option<UserRecord>, UserDbError> {
+            self.lookups.fetch_add(1, Ordering::Relaxed);
+            self.db.user_by_uid(uid)
+        }
+        fn group_by_name(&self, name: &str) -> Result<Option<u32>, UserDbError> {
+            self.lookups.fetch_add(1, Ordering::Relaxed);
+            self.db.group_by_name(name)
+        }
+        fn group_name(&self, gid: u32) -> Result<Option<String>, UserDbError> {
+            self.lookups.fetch_add(1, Ordering::Relaxed);
+            self.db.group_name(gid)
+        }
+        fn supplementary_groups(&self, user: &str, gid: u32) -> Result<Vec<u32>, UserDbError> {
+            self.lookups.fetch_add(1, Ordering::Relaxed);
+            self.db.supplementary_groups(user, gid)
+        }
+    }
+
+    #[test]
+    fn a_scan_looks_each_user_and_group_up_once() {
+        let scan = ScanUserDb {
+            db: Counting {
+                db: crate::config::resolve::FakeUserDb::new()
+                    .with_user("shop", 1000, 1000)
+                    .with_group("web", 2000, &["shop"]),
+                lookups: AtomicUsize::new(0),
+            },
+            ..ScanUserDb::default()
+        };
+        for _ in 0..3 {
+            let user = scan.user_by_name("shop").unwrap().unwrap();
+            assert_eq!((user.uid, user.gid), (1000, 1000));
+            assert_eq!(scan.user_by_name("nobody-here").unwrap(), None);
+            assert_eq!(scan.user_by_uid(1000).unwrap(), Some(user));
+            assert_eq!(scan.group_by_name("web").unwrap(), Some(2000));
+            assert_eq!(scan.group_name(2000).unwrap().as_deref(), Some("web"));
+            assert_eq!(
+                scan.supplementary_groups("shop", 1000).unwrap(),
+                scan.db.db.supplementary_groups("shop", 1000).unwrap()
+            );
+        }
+        // Six questions, each asked three times: six lookups.
+        assert_eq!(scan.db.lookups.load(Ordering::Relaxed), 6);
     }
 
     #[tokio::test]

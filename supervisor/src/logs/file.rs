@@ -87,6 +87,7 @@ impl LogFile {
     /// Opens (creating if needed) `path` for appending and gives it, and any
     /// rotated files up to `keep`, owner root:`gid` and mode 0640. Opens its
     /// index too if the index directory exists.
+    #[cfg(test)]
     pub(crate) fn open(path: PathBuf, gid: u32, keep: u32) -> Result<Self, LogError> {
         let mut log = LogFile::closed(path, gid, None);
         log.reopen(keep)?;

@@ -289,7 +289,8 @@ impl AppLogs {
     /// Creates `log_dir/app` (0750 root:`gid`) and opens `stdout.log` and
     /// `stderr.log` in it (0640 root:`gid`) for appending, fixing the owner
     /// and mode of what is already there. `tail_lines` bounds what
-    /// [`AppLogs::tail`] returns.
+    /// [`AppLogs::tail`] returns. Blocking file I/O: [`AppLogs::unopened`]
+    /// and [`AppLogs::open_files`] do the same in two steps.
     ///
     /// Never fails: when the directory or a file cannot be created, the
     /// app's output is counted as dropped (and kept in the tail), the
@@ -302,30 +303,37 @@ impl AppLogs {
         gid: u32,
         tail_lines: usize,
     ) -> Arc<AppLogs> {
+        let logs = AppLogs::unopened(log_dir, app, spec, gid, tail_lines);
+        logs.open_files();
+        logs
+    }
+
+    /// The logs of `app` with no file open yet, and no file touched: what
+    /// the daemon registers at once, while [`AppLogs::open_files`] runs
+    /// off the async runtime. Output appended before that is dropped and
+    /// counted, so the app must not run before its files are open.
+    pub fn unopened(
+        log_dir: &Path,
+        app: &str,
+        spec: &LogSpec,
+        gid: u32,
+        tail_lines: usize,
+    ) -> Arc<AppLogs> {
         let dir = log_dir.join(app);
-        let created = create_dir(log_dir, &dir, gid);
-        let stream = |stream: Stream| {
-            let path = dir.join(stream.file_name());
-            let log = match &created {
-                Ok(()) => LogFile::open(path.clone(), gid, spec.keep)
-                    .unwrap_or_else(|error| LogFile::closed(path, gid, Some(&error))),
-                Err(error) => LogFile::closed(path, gid, Some(error)),
-            };
-            StreamLog {
-                problem: Mutex::new(log.problem().map(str::to_owned)),
-                file: Mutex::new(StreamFile {
-                    log,
-                    splitter: LineSplitter::default(),
-                }),
-                dropped: AtomicU64::new(0),
-            }
+        let stream = |stream: Stream| StreamLog {
+            problem: Mutex::new(None),
+            file: Mutex::new(StreamFile {
+                log: LogFile::closed(dir.join(stream.file_name()), gid, None),
+                splitter: LineSplitter::default(),
+            }),
+            dropped: AtomicU64::new(0),
         };
-        let logs = Arc::new(AppLogs {
+        Arc::new(AppLogs {
             app: app.to_owned(),
             stdout: stream(Stream::Stdout),
             stderr: stream(Stream::Stderr),
             log_dir: log_dir.to_owned(),
-            dir,
+            dir: dir.clone(),
             gid,
             max_size: AtomicU64::new(spec.max_size),
             keep: AtomicU32::new(spec.keep),
@@ -337,16 +345,23 @@ impl AppLogs {
                 followers: None,
             }),
             reopen: Mutex::default(),
-        });
-        if let Some(error) = logs.health().error {
-            warn!(
-                app,
-                %error,
-                "cannot open the app's log files; it runs, and its output is dropped until they open"
-            );
-            logs.reopen_later();
+        })
+    }
+
+    /// Creates the directory and opens the files of logs made by
+    /// [`AppLogs::unopened`]; what cannot be opened is retried as
+    /// [`AppLogs::open`] says. Blocking file I/O.
+    pub fn open_files(self: &Arc<Self>) {
+        if !self.open_closed_files(false) {
+            if let Some(error) = self.health().error {
+                warn!(
+                    app = %self.app,
+                    %error,
+                    "cannot open the app's log files; it runs, and its output is dropped until they open"
+                );
+            }
+            self.reopen_later();
         }
-        logs
     }
 
     /// `log_dir/NAME`.
@@ -603,6 +618,13 @@ impl AppLogs {
     /// open. True, and the retry task ends, once every file is open.
     /// Blocking file I/O.
     fn reopen_now(&self) -> bool {
+        self.open_closed_files(true)
+    }
+
+    /// Creates the directory and opens the files that are not open (`retry`:
+    /// after a failure, which is logged when it is over). True once every
+    /// file is open.
+    fn open_closed_files(&self, retry: bool) -> bool {
         let keep = self.keep.load(Ordering::Relaxed);
         let created = create_dir(&self.log_dir, &self.dir, self.gid);
         for stream in [Stream::Stdout, Stream::Stderr] {
@@ -613,7 +635,8 @@ impl AppLogs {
             }
             match &created {
                 Ok(()) => match file.log.reopen(keep) {
-                    Ok(()) => info!(%stream, "log file open again"),
+                    Ok(()) if retry => info!(%stream, "log file open again"),
+                    Ok(()) => {}
                     Err(error) => {
                         debug!(%stream, error = %DisplayChain(&error), "log file still cannot be opened");
                     }

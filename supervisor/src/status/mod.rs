@@ -219,11 +219,12 @@ enum Route {
 
 /// Reads the daemon and each app's usage now.
 pub fn scrape<S: StatusSource + ?Sized>(source: &S, roots: &Roots) -> Scrape {
+    let reader = roots.reader();
     let apps = source
         .apps()
         .into_iter()
         .map(|sample| AppMetrics {
-            usage: roots.usage(sample.cgroup.as_deref(), sample.status.pid),
+            usage: reader.usage(sample.cgroup.as_deref(), sample.status.pid),
             status: sample.status,
             start_time: sample.start_time,
             readiness_failures: sample.readiness_failures,

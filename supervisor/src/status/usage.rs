@@ -41,6 +41,29 @@ impl Roots {
     /// The usage of the app whose v2 cgroup is `cgroup` (if it has one) and
     /// whose main process is `pid` (if it runs).
     pub fn usage(&self, cgroup: Option<&Path>, pid: Option<u32>) -> Usage {
+        self.reader().usage(cgroup, pid)
+    }
+
+    /// Reads the usage of many apps: what is the same for all of them (the
+    /// daemon's own v1 memory cgroup) is read once.
+    pub fn reader(&self) -> UsageReader<'_> {
+        UsageReader {
+            roots: self,
+            daemon_v1_memory: v1_memory_path(&self.proc.join("self/cgroup")),
+        }
+    }
+}
+
+/// [`Roots`] with what every app's usage is compared against, read once.
+#[derive(Debug)]
+pub struct UsageReader<'a> {
+    roots: &'a Roots,
+    daemon_v1_memory: Option<String>,
+}
+
+impl UsageReader<'_> {
+    /// See [`Roots::usage`].
+    pub fn usage(&self, cgroup: Option<&Path>, pid: Option<u32>) -> Usage {
         let cpu_seconds = cgroup.and_then(cpu_seconds);
         let memory_bytes = cgroup
             .and_then(|cg| read_u64(&cg.join("memory.current")))
@@ -50,7 +73,7 @@ impl Roots {
                     Some(cg) => read_tree_pids(cg)?,
                     None => pid.into_iter().collect(),
                 };
-                self.pss_sum(&pids)
+                self.roots.pss_sum(&pids)
             });
         Usage {
             memory_bytes,
@@ -61,18 +84,21 @@ impl Roots {
     /// `memory.usage_in_bytes` of `pid`'s v1 memory cgroup, if that is not
     /// the daemon's own (then it would count the daemon and every app).
     fn v1_memory(&self, pid: u32) -> Option<u64> {
-        let app = v1_memory_path(&self.proc.join(pid.to_string()).join("cgroup"))?;
-        let daemon = v1_memory_path(&self.proc.join("self/cgroup"))?;
+        let daemon = self.daemon_v1_memory.as_deref()?;
+        let app = v1_memory_path(&self.roots.proc.join(pid.to_string()).join("cgroup"))?;
         if app == daemon {
             return None;
         }
         let dir = self
+            .roots
             .cgroup_v1
             .join("memory")
             .join(app.trim_start_matches('/'));
         read_u64(&dir.join("memory.usage_in_bytes"))
     }
+}
 
+impl Roots {
     /// Sum of `Pss` from each process's `smaps_rollup`; `None` if none of
     /// them could be read (all gone, or no process).
     fn pss_sum(&self, pids: &[u32]) -> Option<u64> {

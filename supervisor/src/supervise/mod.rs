@@ -17,7 +17,7 @@ use std::future::{poll_fn, Future};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -165,9 +165,20 @@ pub struct Snapshot {
     /// it may grant, the release, where /etc links lead): the facts its
     /// sandbox was built on.
     pub prepared: Option<Arc<Prepared>>,
+    /// The exposure score of `app`, `sandbox` and `prepared`, worked out at
+    /// the first scrape that asks and kept while the three stay the same:
+    /// a scrape of a thousand apps must not build a thousand sandbox plans.
+    exposure: Arc<OnceLock<f64>>,
 }
 
 impl Snapshot {
+    /// `appctl security`'s exposure score for this snapshot's app.
+    pub fn exposure(&self, shared: &Shared) -> f64 {
+        *self
+            .exposure
+            .get_or_init(|| security(self, shared).exposure)
+    }
+
     /// The status with the uptime as of now.
     pub fn status_now(&self) -> AppStatus {
         AppStatus {
@@ -351,6 +362,7 @@ fn placeholder_snapshot(app: &Arc<ResolvedApp>) -> Snapshot {
         app: app.clone(),
         sandbox: Arc::default(),
         prepared: None,
+        exposure: Arc::default(),
         status: bare_status("", appvisor_protocol::State::Stopped, String::new()),
     }
 }
@@ -377,6 +389,19 @@ pub fn bare_status(name: &str, state: appvisor_protocol::State, reason: String) 
         config_error: None,
         log_error: None,
         log_dropped_bytes: 0,
+    }
+}
+
+/// Apps opening their log files at the same time: a thousand apps starting
+/// together must not take a thousand threads of the blocking pool for it.
+static LOG_OPENERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+
+/// Opens `logs`' files (made by `AppLogs::unopened`) on the blocking pool.
+async fn open_log_files(logs: &Arc<AppLogs>) {
+    let _permit = LOG_OPENERS.acquire().await;
+    let logs = logs.clone();
+    if let Err(error) = tokio::task::spawn_blocking(move || logs.open_files()).await {
+        tracing::error!(%error, "opening the log files failed; they are retried at the first output");
     }
 }
 
@@ -496,6 +521,9 @@ enum Wake {
 
 impl Supervisor {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Box<Command>>, autostart: bool) {
+        // Before anything runs that could write output: what comes before
+        // the files are open is dropped. Commands wait in the channel.
+        open_log_files(&self.logs).await;
         if autostart {
             self.feed(Event::Start(Cause::Autostart.into()));
         }
@@ -1244,6 +1272,22 @@ impl Supervisor {
             .as_ref()
             .and_then(|c| self.instances.iter().find(|i| i.id == c.id))
             .and_then(|i| i.started);
+        let exposure = {
+            let previous = self.snapshot.borrow();
+            let same_prepared = match (&previous.prepared, &self.prepared) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if Arc::ptr_eq(&previous.app, &self.app)
+                && Arc::ptr_eq(&previous.sandbox, &self.sandbox)
+                && same_prepared
+            {
+                previous.exposure.clone()
+            } else {
+                Arc::default()
+            }
+        };
         self.snapshot.send_replace(Snapshot {
             state: m.state,
             started: m.started_at().zip(started_wall),
@@ -1252,6 +1296,7 @@ impl Supervisor {
             app: self.app.clone(),
             sandbox: self.sandbox.clone(),
             prepared: self.prepared.clone(),
+            exposure,
         });
     }
 
