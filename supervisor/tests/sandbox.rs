@@ -3,6 +3,7 @@
 //! Root only: they unshare, mount and drop capabilities.
 
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use appvisor::sandbox::landlock::{apply, decide, kernel_abi};
@@ -308,7 +309,7 @@ fn the_app_gets_a_session_keyring_of_its_own() {
     }
     let before = session_keyring();
     let code = in_child(|| {
-        keyring::join_own_session(65534, 65534).unwrap();
+        keyring::join_own_session().unwrap();
         become_nobody();
         let own = session_keyring();
         let key = b"k\0";
@@ -332,6 +333,67 @@ fn the_app_gets_a_session_keyring_of_its_own() {
     });
     assert_eq!(code, 0, "check {} failed", code - 10);
     assert_eq!(session_keyring(), before);
+}
+
+/// More apps of one user than the kernel's per-user key quota
+/// (`kernel.keys.maxkeys`, 200 by default) each get their own session
+/// keyring: the keyrings are not charged to the app's user, so a user's
+/// 201st app starts like its first.
+#[test]
+fn more_apps_of_one_user_than_its_key_quota_each_get_a_keyring() {
+    if !is_root() {
+        return;
+    }
+    let quota: usize = std::fs::read_to_string("/proc/sys/kernel/keys/maxkeys")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(200);
+    let apps = quota + 20;
+    let (release_r, release_w) = nix::unistd::pipe().expect("pipe");
+    let (report_r, report_w) = nix::unistd::pipe().expect("pipe");
+    let mut children = Vec::with_capacity(apps);
+    for _ in 0..apps {
+        // SAFETY: as in_child: the child makes direct syscalls only, then
+        // _exits.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => {
+                // Only the parent may hold the release pipe's write end.
+                // SAFETY: closes this process's copy of a descriptor it
+                // owns no other handle to use.
+                unsafe { nix::libc::close(release_w.as_raw_fd()) };
+                let ok = keyring::join_own_session().is_ok();
+                let _ = nix::unistd::write(&report_w, if ok { b"y" } else { b"n" });
+                // Holds its keyring until the parent closes the pipe.
+                let mut byte = [0u8; 1];
+                let _ = nix::unistd::read(&release_r, &mut byte);
+                // SAFETY: _exit has no preconditions.
+                unsafe { nix::libc::_exit(0) }
+            }
+            ForkResult::Parent { child } => children.push(child),
+        }
+    }
+    drop(report_w);
+    let mut joined = 0;
+    let mut refused = 0;
+    let mut byte = [0u8; 1];
+    while joined + refused < apps {
+        match nix::unistd::read(&report_r, &mut byte) {
+            Ok(1) if byte[0] == b'y' => joined += 1,
+            Ok(1) => refused += 1,
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => panic!("reading the reports: {e}"),
+        }
+    }
+    drop(release_w);
+    for child in children {
+        let _ = waitpid(child, None);
+    }
+    assert_eq!(
+        (joined, refused),
+        (apps, 0),
+        "{apps} keyrings of one user at once (quota {quota})"
+    );
 }
 
 /// Each refusal of the filter, and what it must leave alone.

@@ -2,24 +2,29 @@
 //! daemon's (or its user's) session keyring, and one app can read,
 //! overwrite and plant keys another app finds there.
 //!
-//! Run only by the exec helper, while still root (KEYCTL_CHOWN needs
-//! CAP_SYS_ADMIN): it replaces the calling process's session keyring for
-//! good.
+//! Run only by the exec helper, while still root: it replaces the calling
+//! process's session keyring for good.
+//!
+//! The keyring stays root's. Its possessors (the app's processes, which
+//! inherit it as their session keyring) have every right on it, nobody
+//! else has any, and it is charged to root's key quota
+//! (`kernel.keys.root_maxkeys`) rather than the app's user's
+//! (`kernel.keys.maxkeys`, 200 by default): one user may run more apps
+//! than that quota. Keys the app adds to it are its user's, as always.
 
 use nix::errno::Errno;
 
 const KEYCTL_JOIN_SESSION_KEYRING: nix::libc::c_long = 1;
-const KEYCTL_CHOWN: nix::libc::c_long = 4;
 const KEYCTL_SETPERM: nix::libc::c_long = 5;
 
 /// Every right for a process that possesses the keyring (has it as its
-/// session keyring), and only "view" for other processes of its user:
-/// another app of the same user can neither read, search nor join it.
-const PERMISSIONS: nix::libc::c_long = 0x3f00_0000 | 0x0001_0000;
+/// session keyring) and none for anyone else: another app, of the same
+/// user or not, can neither see, read, search nor join it.
+const PERMISSIONS: nix::libc::c_long = 0x3f00_0000;
 
-/// Joins a new, anonymous session keyring owned by `uid`:`gid`, which the
-/// app's processes inherit across fork and exec.
-pub fn join_own_session(uid: u32, gid: u32) -> Result<(), Errno> {
+/// Joins a new, anonymous session keyring, which the app's processes
+/// inherit across fork and exec.
+pub fn join_own_session() -> Result<(), Errno> {
     // SAFETY: a null name asks for a new anonymous keyring; the kernel reads
     // no memory of ours.
     let serial = Errno::result(unsafe {
@@ -32,17 +37,6 @@ pub fn join_own_session(uid: u32, gid: u32) -> Result<(), Errno> {
     // SAFETY: integer arguments only.
     Errno::result(unsafe {
         nix::libc::syscall(nix::libc::SYS_keyctl, KEYCTL_SETPERM, serial, PERMISSIONS)
-    })?;
-    // SAFETY: integer arguments only. The keyring is charged to the app's
-    // user from here on.
-    Errno::result(unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_keyctl,
-            KEYCTL_CHOWN,
-            serial,
-            uid as nix::libc::c_long,
-            gid as nix::libc::c_long,
-        )
     })?;
     Ok(())
 }

@@ -144,11 +144,12 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
         .map_err(|e| SpawnFailure::new(SpawnStep::Namespaces, e.errno(), e.detail()))?;
 
     // 8. A session keyring of the app's own, replacing the daemon's that
-    //    every app would otherwise share. While still root: giving it to
-    //    the app's user (KEYCTL_CHOWN) needs CAP_SYS_ADMIN. Before seccomp,
-    //    which leaves keyctl open but would be the wrong place to fail.
+    //    every app would otherwise share. While still root, so the
+    //    keyring is root's and counts against root's key quota, not the
+    //    app's user's. Before seccomp, which leaves keyctl open but would
+    //    be the wrong place to fail.
     if plan.sandbox.session_keyring {
-        sandbox::keyring::join_own_session(plan.uid, plan.gid)
+        sandbox::keyring::join_own_session()
             .map_err(|e| SpawnFailure::new(SpawnStep::Keyring, e, ""))?;
     }
 
