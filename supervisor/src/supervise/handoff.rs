@@ -500,6 +500,7 @@ pub fn restore(
                 populated,
                 probe: None,
                 reload: None,
+                ready_before_report: false,
             });
             Some(app::Instance {
                 id: InstanceId(current.id),

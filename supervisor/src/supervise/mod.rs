@@ -439,6 +439,9 @@ struct Instance {
     /// A reload under way: resolves once the processes noted before the
     /// reload signal are gone.
     reload: Option<JoinHandle<()>>,
+    /// READY=1 came before the exec helper's report was read: the machine
+    /// learns of the spawn from the report, so the readiness waits for it.
+    ready_before_report: bool,
 }
 
 /// The cgroup of one instance.
@@ -729,6 +732,7 @@ impl Supervisor {
             return;
         };
         instance.report = None;
+        let ready_before_report = std::mem::take(&mut instance.ready_before_report);
         match outcome {
             Ok(applied) => {
                 instance.started = Some(SystemTime::now());
@@ -754,6 +758,12 @@ impl Supervisor {
                     refusal: None,
                 });
                 self.feed(Event::Spawned { instance: id, pid });
+                if ready_before_report {
+                    self.feed(Event::Ready {
+                        instance: id,
+                        signal: ReadySignal::Notify,
+                    });
+                }
             }
             Err(failure) => {
                 // The helper exits at once after reporting; its exit is
@@ -837,6 +847,15 @@ impl Supervisor {
             self.notify_status = Some(status.to_owned());
         }
         if msg.is_ready() {
+            // The helper writes its report before it execs the app, but the
+            // two arrive on different descriptors and either may be read
+            // first; a READY=1 the machine saw before the spawn would be
+            // lost, and the start would time out.
+            if let Some(instance) = self.instance_mut(id).filter(|i| i.report.is_some()) {
+                instance.ready_before_report = true;
+                self.publish(false);
+                return;
+            }
             self.feed(Event::Ready {
                 instance: id,
                 signal: ReadySignal::Notify,
@@ -1191,6 +1210,7 @@ impl Supervisor {
             populated,
             probe: None,
             reload: None,
+            ready_before_report: false,
         })
     }
 
