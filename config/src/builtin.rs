@@ -9,6 +9,7 @@
 //! uWSGI, `limits.tasks`' share of the host, a `group` or `venv` found from
 //! other keys) are in neither: the document describes them in words.
 
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use nix::sys::signal::Signal as Sig;
@@ -59,9 +60,11 @@ pub const APPS_DIR: &str = "/etc/appvisor/apps.d";
 pub const LOG_DIR: &str = "/var/log/appvisor";
 pub const STATE_DIR: &str = "/var/lib/appvisor";
 pub const CONTROL_SOCKET: &str = "/run/appvisor/ctl.sock";
+/// `control.admin_users`, when unset: nobody by name.
+pub const ADMIN_USERS: &[&str] = &[];
 /// `control.admin_groups`, when unset: this one group.
-pub const ADMIN_GROUP: &str = "appvisor-admin";
-pub const STATUS_LISTEN: &str = "127.0.0.1:9750";
+pub const ADMIN_GROUPS: &[&str] = &["appvisor-admin"];
+pub const STATUS_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9750));
 
 pub const UMASK: u32 = 0o022;
 pub const AUTOSTART: bool = true;

@@ -51,6 +51,51 @@ const MAX_UNIX_PATH: usize = 107;
 const DURATION_HINT: &str = "use forms like 500ms, 30s, 2m";
 const SIZE_HINT: &str = "use forms like 512MiB, 50MiB, 2GiB";
 
+/// A key of the raw file `R`: its dotted name, as errors and the docs name
+/// it, and where `R` holds it. Made by [`key!`] from the one path, so the
+/// two cannot disagree.
+struct Key<T: 'static, R: 'static = RawApp> {
+    name: &'static str,
+    get: for<'r> fn(&'r R) -> Option<&'r Spanned<T>>,
+}
+
+impl<T, R> Clone for Key<T, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T, R> Copy for Key<T, R> {}
+
+/// `key!(restart.backoff.initial)`: the [`Key`] at that path of the raw
+/// file the [`Builder`] it is given to reads ([`RawApp`] or [`RawDaemon`]).
+macro_rules! key {
+    ($field:ident) => {
+        Key {
+            name: stringify!($field),
+            get: |r| r.$field.as_ref(),
+        }
+    };
+    ($table:ident . $field:ident) => {
+        Key {
+            name: concat!(stringify!($table), ".", stringify!($field)),
+            get: |r| r.$table.as_ref()?.$field.as_ref(),
+        }
+    };
+    ($table:ident . $inner:ident . $field:ident) => {
+        Key {
+            name: concat!(
+                stringify!($table),
+                ".",
+                stringify!($inner),
+                ".",
+                stringify!($field)
+            ),
+            get: |r| r.$table.as_ref()?.$inner.as_ref()?.$field.as_ref(),
+        }
+    };
+}
+
 /// `[defaults]` from `appvisor.toml`, already checked on its own, kept raw
 /// (with its file and text) so each app can be merged over it and errors
 /// still point at `appvisor.toml`.
@@ -97,68 +142,28 @@ pub fn validate_daemon(file: &Path, text: &str) -> Result<(DaemonSpec, Defaults)
     let lines = LineIndex::new(text);
     let source = SourceFile::new(file, text, &lines);
     let raw: RawDaemon = raw::parse(source).map_err(|errors| ConfigErrors(errors.finish(file)))?;
-    let mut errors = Gathered::default();
-
-    let mut dir = |value: &Option<Spanned<String>>, key: &str, default: &str| match value {
-        None => PathBuf::from(default),
-        Some(value) => match absolute_path(value.get_ref()) {
-            Ok(path) => path,
-            Err(invalid) => {
-                errors.push(invalid.at(source, &value.span(), key));
-                PathBuf::from(default)
-            }
-        },
+    let own = Layer {
+        raw: &raw,
+        source,
+        prefix: "",
     };
-    let apps_dir = dir(&raw.apps_dir, "apps_dir", builtin::APPS_DIR);
-    let log_dir = dir(&raw.log_dir, "log_dir", builtin::LOG_DIR);
-    let state_dir = dir(&raw.state_dir, "state_dir", builtin::STATE_DIR);
-    let control = raw.control.clone().unwrap_or_default();
-    let socket = dir(&control.socket, "control.socket", builtin::CONTROL_SOCKET);
-
-    let mut names =
-        |list: &Option<Spanned<Vec<Spanned<String>>>>, key: &str, default: &[&str]| match list {
-            None => default.iter().map(|s| s.to_string()).collect(),
-            Some(list) => list
-                .get_ref()
-                .iter()
-                .enumerate()
-                .filter_map(|(i, name)| match non_empty(name.get_ref()) {
-                    Ok(name) => Some(name),
-                    Err(invalid) => {
-                        errors.push(invalid.at(source, &name.span(), &format!("{key}[{i}]")));
-                        None
-                    }
-                })
-                .collect(),
-        };
-    let admin_users = names(&control.admin_users, "control.admin_users", &[]);
-    let admin_groups = names(
-        &control.admin_groups,
-        "control.admin_groups",
-        &[builtin::ADMIN_GROUP],
-    );
-
-    let listen = match raw
-        .status
-        .as_ref()
-        .and_then(|status| status.listen.as_ref())
-    {
-        None => Some(
-            parse_socket_addr(builtin::STATUS_LISTEN).expect("the default status address parses"),
-        ),
-        Some(value) if value.get_ref().is_empty() => None,
-        Some(value) => match parse_socket_addr(value.get_ref()) {
-            Ok(addr) => Some(addr),
-            Err(invalid) => {
-                errors.push(
-                    invalid
-                        .with_hint_suffix(", or \"\" to turn the status server off")
-                        .at(source, &value.span(), "status.listen"),
-                );
-                None
-            }
-        },
-    };
+    let mut daemon = Builder::new(Mode::Daemon, vec![own], file);
+    let apps_dir = daemon.value(key!(apps_dir), |s| absolute_path(s));
+    let log_dir = daemon.value(key!(log_dir), |s| absolute_path(s));
+    let state_dir = daemon.value(key!(state_dir), |s| absolute_path(s));
+    let socket = daemon.value(key!(control.socket), |s| absolute_path(s));
+    let admin_users = daemon.names(key!(control.admin_users));
+    let admin_groups = daemon.names(key!(control.admin_groups));
+    // `Some(None)`: set to "", the status server off.
+    let listen = daemon.value(key!(status.listen), |s| {
+        if s.is_empty() {
+            return Ok(None);
+        }
+        parse_socket_addr(s)
+            .map(Some)
+            .map_err(|invalid| invalid.with_hint_suffix(", or \"\" to turn the status server off"))
+    });
+    let mut errors = daemon.errors;
 
     let defaults = Defaults {
         raw: raw.defaults.clone().unwrap_or_default(),
@@ -175,16 +180,21 @@ pub fn validate_daemon(file: &Path, text: &str) -> Result<(DaemonSpec, Defaults)
     if !errors.is_empty() {
         return Err(ConfigErrors(errors.finish(file)));
     }
+    let or_builtin = |names: Option<Vec<String>>, builtin: &[&str]| {
+        names.unwrap_or_else(|| builtin.iter().map(|name| name.to_string()).collect())
+    };
     let spec = DaemonSpec {
-        apps_dir,
-        log_dir,
-        state_dir,
+        apps_dir: apps_dir.unwrap_or_else(|| builtin::APPS_DIR.into()),
+        log_dir: log_dir.unwrap_or_else(|| builtin::LOG_DIR.into()),
+        state_dir: state_dir.unwrap_or_else(|| builtin::STATE_DIR.into()),
         control: ControlSpec {
-            socket,
-            admin_users,
-            admin_groups,
+            socket: socket.unwrap_or_else(|| builtin::CONTROL_SOCKET.into()),
+            admin_users: or_builtin(admin_users, builtin::ADMIN_USERS),
+            admin_groups: or_builtin(admin_groups, builtin::ADMIN_GROUPS),
         },
-        status: StatusSpec { listen },
+        status: StatusSpec {
+            listen: listen.unwrap_or(Some(builtin::STATUS_LISTEN)),
+        },
     };
     Ok((spec, defaults))
 }
@@ -506,30 +516,39 @@ fn count<T: TryFrom<i64>>(value: i64, min: i64, what: &str) -> Result<T, Invalid
     }
 }
 
-/// One file's contribution to an app: the app file itself, or `[defaults]`.
-#[derive(Clone, Copy)]
-struct Layer<'a> {
-    raw: &'a RawApp,
+/// One file's contribution to an app (the app file itself, or
+/// `[defaults]`), or `appvisor.toml` read for its own keys.
+struct Layer<'a, R = RawApp> {
+    raw: &'a R,
     source: SourceFile<'a>,
     /// Prepended to keys in errors: `[defaults]` keys live under `defaults.`.
     prefix: &'static str,
 }
 
+impl<R> Clone for Layer<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for Layer<'_, R> {}
+
 /// A value picked from the first layer that has it.
 struct Val<'a, T> {
     value: &'a T,
     span: Range<usize>,
-    layer: Layer<'a>,
+    /// The file of the layer it came from.
+    source: SourceFile<'a>,
     key: String,
 }
 
 impl<T> Val<'_, T> {
     fn error(&self, invalid: Invalid) -> ConfigError {
-        invalid.at(self.layer.source, &self.span, &self.key)
+        invalid.at(self.source, &self.span, &self.key)
     }
 
     fn error_in(&self, span: &Range<usize>, suffix: &str, invalid: Invalid) -> ConfigError {
-        invalid.at(self.layer.source, span, &format!("{}{suffix}", self.key))
+        invalid.at(self.source, span, &format!("{}{suffix}", self.key))
     }
 
     fn warning(
@@ -539,8 +558,7 @@ impl<T> Val<'_, T> {
         message: String,
         hint: &str,
     ) -> ConfigError {
-        self.layer
-            .source
+        self.source
             .error(span, message)
             .with_key(format!("{}{suffix}", self.key))
             .with_hint(hint)
@@ -553,64 +571,24 @@ enum Mode {
     App(AppName),
     /// `[defaults]` checked on its own: only the values present.
     Defaults,
+    /// `appvisor.toml`'s own keys: every one has a built-in default.
+    Daemon,
 }
 
-struct Builder<'a> {
+/// Reads the keys of `R` (an app's [`RawApp`] or [`RawDaemon`]) from its
+/// layers, gathering every error.
+struct Builder<'a, R = RawApp> {
     mode: Mode,
     /// Highest priority first.
-    layers: Vec<Layer<'a>>,
+    layers: Vec<Layer<'a, R>>,
     /// The app file, for errors about keys no layer has.
     file: &'a Path,
     errors: Gathered,
     warnings: Vec<ConfigError>,
 }
 
-/// An app key: its dotted name, as errors and the docs name it, and where
-/// a raw file holds it. Made by [`key!`] from the one path, so the two
-/// cannot disagree.
-struct Key<T: 'static> {
-    name: &'static str,
-    get: for<'r> fn(&'r RawApp) -> Option<&'r Spanned<T>>,
-}
-
-impl<T> Clone for Key<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<T> Copy for Key<T> {}
-
-/// `key!(restart.backoff.initial)`: the [`Key`] at that path of [`RawApp`].
-macro_rules! key {
-    ($field:ident) => {
-        Key {
-            name: stringify!($field),
-            get: |r| r.$field.as_ref(),
-        }
-    };
-    ($table:ident . $field:ident) => {
-        Key {
-            name: concat!(stringify!($table), ".", stringify!($field)),
-            get: |r| r.$table.as_ref()?.$field.as_ref(),
-        }
-    };
-    ($table:ident . $inner:ident . $field:ident) => {
-        Key {
-            name: concat!(
-                stringify!($table),
-                ".",
-                stringify!($inner),
-                ".",
-                stringify!($field)
-            ),
-            get: |r| r.$table.as_ref()?.$inner.as_ref()?.$field.as_ref(),
-        }
-    };
-}
-
-impl<'a> Builder<'a> {
-    fn new(mode: Mode, layers: Vec<Layer<'a>>, file: &'a Path) -> Builder<'a> {
+impl<'a, R> Builder<'a, R> {
+    fn new(mode: Mode, layers: Vec<Layer<'a, R>>, file: &'a Path) -> Builder<'a, R> {
         Builder {
             mode,
             layers,
@@ -620,12 +598,12 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn pick<T: 'a>(&self, key: Key<T>) -> Option<Val<'a, T>> {
+    fn pick<T: 'a>(&self, key: Key<T, R>) -> Option<Val<'a, T>> {
         self.layers.iter().find_map(|layer| {
             (key.get)(layer.raw).map(|spanned| Val {
                 value: spanned.get_ref(),
                 span: spanned.span(),
-                layer: *layer,
+                source: layer.source,
                 key: format!("{}{}", layer.prefix, key.name),
             })
         })
@@ -635,7 +613,7 @@ impl<'a> Builder<'a> {
     /// error is recorded).
     fn value<T: 'a, U>(
         &mut self,
-        key: Key<T>,
+        key: Key<T, R>,
         parse: impl FnOnce(&T) -> Result<U, Invalid>,
     ) -> Option<U> {
         let val = self.pick(key)?;
@@ -648,7 +626,7 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn duration(&mut self, key: Key<String>, default: Duration, positive: bool) -> Duration {
+    fn duration(&mut self, key: Key<String, R>, default: Duration, positive: bool) -> Duration {
         self.value(key, |text| {
             let duration = parse_duration(text)?;
             if positive && duration.is_zero() {
@@ -675,7 +653,7 @@ impl<'a> Builder<'a> {
         value
     }
 
-    fn paths(&mut self, key: Key<Vec<Spanned<String>>>) -> Vec<(PathBuf, Range<usize>)> {
+    fn paths(&mut self, key: Key<Vec<Spanned<String>>, R>) -> Vec<(PathBuf, Range<usize>)> {
         let Some(list) = self.pick(key) else {
             return Vec::new();
         };
@@ -692,10 +670,9 @@ impl<'a> Builder<'a> {
         paths
     }
 
-    fn names(&mut self, key: Key<Vec<Spanned<String>>>) -> Vec<String> {
-        let Some(list) = self.pick(key) else {
-            return Vec::new();
-        };
+    /// Each non-empty; `None` when the key is absent.
+    fn names(&mut self, key: Key<Vec<Spanned<String>>, R>) -> Option<Vec<String>> {
+        let list = self.pick(key)?;
         let mut names = Vec::new();
         for (i, item) in list.value.iter().enumerate() {
             match non_empty(item.get_ref()) {
@@ -706,9 +683,27 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        names
+        Some(names)
     }
 
+    fn ports(&mut self, key: Key<Vec<Spanned<i64>>, R>) -> Option<Vec<u16>> {
+        let list = self.pick(key)?;
+        let mut ports = Vec::new();
+        for (i, item) in list.value.iter().enumerate() {
+            match parse_port(*item.get_ref()) {
+                Ok(port) => ports.push(port),
+                Err(invalid) => {
+                    self.errors
+                        .push(list.error_in(&item.span(), &format!("[{i}]"), invalid))
+                }
+            }
+        }
+        Some(ports)
+    }
+}
+
+/// The app keys that need more than one value's parse.
+impl<'a> Builder<'a> {
     /// `app_groups`: each named like an app, so `group:NAME` on appctl's
     /// command line is unambiguous; sorted and without repeats.
     fn app_groups(&mut self) -> Vec<String> {
@@ -732,21 +727,6 @@ impl<'a> Builder<'a> {
         groups.sort();
         groups.dedup();
         groups
-    }
-
-    fn ports(&mut self, key: Key<Vec<Spanned<i64>>>) -> Option<Vec<u16>> {
-        let list = self.pick(key)?;
-        let mut ports = Vec::new();
-        for (i, item) in list.value.iter().enumerate() {
-            match parse_port(*item.get_ref()) {
-                Ok(port) => ports.push(port),
-                Err(invalid) => {
-                    self.errors
-                        .push(list.error_in(&item.span(), &format!("[{i}]"), invalid))
-                }
-            }
-        }
-        Some(ports)
     }
 
     /// Checks every present value; in [`Mode::App`] also assembles the spec
@@ -812,8 +792,8 @@ impl<'a> Builder<'a> {
                 .unwrap_or(builtin::LOG_KEEP),
         };
         let access = AccessSpec {
-            users: self.names(key!(access.users)),
-            groups: self.names(key!(access.groups)),
+            users: self.names(key!(access.users)).unwrap_or_default(),
+            groups: self.names(key!(access.groups)).unwrap_or_default(),
         };
         let sandbox = self.sandbox(directory.as_deref());
         if sandbox.private_tmp {
@@ -2275,15 +2255,16 @@ connect_ports = [5432]
             errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
             ["appvisor.toml:4:1: control.admins: unknown key (remove it or use one of: socket, admin_users, admin_groups)"]
         );
-        let text =
-            "log_dir = \"logs\"\n[control]\nsocket = \"ctl.sock\"\n[status]\nlisten = \"*:9750\"\n";
+        let text = "log_dir = \"logs\"\n[control]\nsocket = \"ctl.sock\"\n\
+                    admin_groups = [\"ops\", \"\"]\n[status]\nlisten = \"*:9750\"\n";
         let errors = validate_daemon(Path::new("appvisor.toml"), text).unwrap_err();
         assert_eq!(
             errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
             [
                 "appvisor.toml:1:11: log_dir: path \"logs\" is not absolute (use a path starting with /)",
                 "appvisor.toml:3:10: control.socket: path \"ctl.sock\" is not absolute (use a path starting with /)",
-                "appvisor.toml:5:10: status.listen: invalid address \"*:9750\" \
+                "appvisor.toml:4:24: control.admin_groups[1]: empty name (remove it or fill it in)",
+                "appvisor.toml:6:10: status.listen: invalid address \"*:9750\" \
                  (use IP:PORT like 127.0.0.1:8001 or [::1]:8001, or \"\" to turn the status server off)",
             ]
         );
