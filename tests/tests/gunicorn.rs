@@ -99,3 +99,56 @@ fn gunicorn_is_running_only_after_ready() {
     );
     assert_eq!(running.restarts, 0);
 }
+
+/// The exec helper writes its report before it execs the app, but the
+/// report and the app's READY=1 come on different descriptors and the
+/// daemon may read the datagram first (d2a291b: one gunicorn in three timed
+/// out in CI). A test build holds the report until the test releases it,
+/// so gunicorn's READY=1 is read first every time; it must be kept for the
+/// spawn, making the app running at once rather than at its readiness
+/// timeout.
+#[test]
+fn ready_read_before_the_helpers_report_is_kept() {
+    require_root!();
+    let user = TestUser::ensure("avt-app1");
+    let prefix = Prefix::new();
+    let port = free_port();
+    let release = prefix.path().join("release-report");
+    gunicorn(&prefix, "web", &user, port)
+        .readiness_timeout(Duration::from_secs(120))
+        .write(&prefix);
+    let options = DaemonOptions {
+        env: vec![(
+            "APPVISOR_TEST_HOLD_REPORT_UNTIL".into(),
+            release.display().to_string(),
+        )],
+        ..DaemonOptions::default()
+    };
+    let daemon = Daemon::start(&prefix, options);
+    daemon.wait_until(
+        Duration::from_secs(10),
+        "the daemon to hold web's report (a daemon built without the test-report-hold \
+         feature ignores APPVISOR_TEST_HOLD_REPORT_UNTIL: build it with `cargo test \
+         --workspace`)",
+        || daemon.log().contains("holding the exec helper's report"),
+    );
+    daemon.wait_until(
+        Duration::from_secs(30),
+        "gunicorn's READY=1 read while its report is held",
+        || {
+            daemon
+                .log()
+                .contains("READY=1 before the exec helper's report")
+        },
+    );
+    let held = daemon.app("web");
+    assert_eq!(held.state, State::Starting, "{held:#?}");
+
+    std::fs::write(&release, "").unwrap_or_else(|e| panic!("writing {}: {e}", release.display()));
+    // Far inside the 120 s readiness timeout a lost READY=1 would wait out.
+    let running = daemon.wait_for_state("web", State::Running, Duration::from_secs(10));
+    assert_eq!(
+        running.restarts, 0,
+        "the first gunicorn became ready: {running:#?}"
+    );
+}

@@ -154,6 +154,8 @@ impl ReportReader {
             .read_to_end(&mut bytes)
             .await
             .map_err(report_error)?;
+        #[cfg(feature = "test-report-hold")]
+        hold_report().await;
         parse_report(&bytes)
     }
 
@@ -171,6 +173,36 @@ impl ReportReader {
             .map_err(report_error)?;
         parse_report(&bytes)
     }
+}
+
+/// `APPVISOR_TEST_HOLD_REPORT_UNTIL`: a test build holds each exec helper's
+/// report, once read, until the file it names exists, so a test can make
+/// the app's first messages (READY=1) arrive before the report. Only a
+/// build with the `test-report-hold` feature (turned on by the integration
+/// tests' dev-dependency, by no release build) reads it.
+pub const HOLD_REPORT_VAR: &str = "APPVISOR_TEST_HOLD_REPORT_UNTIL";
+
+/// How long a report is held at most: a test that never releases it fails
+/// on its own deadline, not by hanging the daemon.
+#[cfg(feature = "test-report-hold")]
+const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until [`HOLD_REPORT_VAR`]'s file exists, or [`MAX_HOLD`].
+#[cfg(feature = "test-report-hold")]
+async fn hold_report() {
+    let Some(release) = std::env::var_os(HOLD_REPORT_VAR) else {
+        return;
+    };
+    tracing::warn!(release = ?release, "holding the exec helper's report: a test build");
+    let deadline = tokio::time::Instant::now() + MAX_HOLD;
+    while !tokio::fs::try_exists(&release).await.unwrap_or(false) {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::error!("the held report was never released; going on");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tracing::info!("the exec helper's report released");
 }
 
 fn report_error(e: io::Error) -> SpawnFailure {

@@ -852,6 +852,7 @@ impl Supervisor {
             // first; a READY=1 the machine saw before the spawn would be
             // lost, and the start would time out.
             if let Some(instance) = self.instance_mut(id).filter(|i| i.report.is_some()) {
+                tracing::debug!(instance = %id, "READY=1 before the exec helper's report: kept for it");
                 instance.ready_before_report = true;
                 self.publish(false);
                 return;
