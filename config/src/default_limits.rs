@@ -1,7 +1,7 @@
 //! The limits an app gets where neither its file nor `[defaults]` sets
 //! one: a cap on tasks, like systemd's `DefaultTasksMax`, so that a fork
 //! bomb stays in its app and leaves process ids for the others. No other
-//! key gets a default (docs/limits.md says why).
+//! key gets a default (docs/daemon.md, "Default limits").
 //!
 //! Pure but for [`host_max_tasks`], the one read of `/proc`.
 

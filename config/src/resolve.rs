@@ -627,7 +627,7 @@ fn overlaps(a: &ListenAddress, b: &ListenAddress) -> bool {
     }
 }
 
-/// 0.0.0.0 and [::] (which on Linux also takes IPv4 by default) hold the
+/// `0.0.0.0` and `[::]` (which on Linux also takes IPv4 by default) hold the
 /// port on every address.
 fn is_wildcard(addr: &SocketAddr) -> bool {
     addr.ip().is_unspecified()

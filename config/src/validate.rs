@@ -5,7 +5,7 @@
 //! and paths on disk are `resolve`'s business, never checked here.
 //!
 //! Merging: for every key the app's value wins, then `[defaults]`, then the
-//! built-in default ([`builtin`](crate::builtin)). Nested tables merge key by key
+//! built-in default ([`crate::builtin`]). Nested tables merge key by key
 //! (`restart.backoff.initial` can come from the app and `max` from
 //! `[defaults]`), and so does `environment`, variable by variable. Arrays
 //! (`command`, `env_files`, `[[listen]]`, ...) are replaced whole. An error
@@ -52,7 +52,7 @@ const DURATION_HINT: &str = "use forms like 500ms, 30s, 2m";
 const SIZE_HINT: &str = "use forms like 512MiB, 50MiB, 2GiB";
 
 /// A key of the raw file `R`: its dotted name, as errors and the docs name
-/// it, and where `R` holds it. Made by [`key!`] from the one path, so the
+/// it, and where `R` holds it. Made by `key!` from the one path, so the
 /// two cannot disagree.
 struct Key<T: 'static, R: 'static = RawApp> {
     name: &'static str,
@@ -365,8 +365,6 @@ pub fn parse_signal(text: &str) -> Result<Signal, Invalid> {
         })
 }
 
-/// `text` as one of `choices` (as written, and its value), or an error
-/// that names the nearest one and lists them all.
 /// The value of an enum key: one of `T`'s names, or what was probably meant.
 fn choice<T: Choice>(text: &str) -> Result<T, Invalid> {
     T::parse(text).ok_or_else(|| {

@@ -486,7 +486,7 @@ const KNOWN: &[&str] = &[
 ];
 
 /// Commands that run another program: the venv of the program they run is
-/// the app's `venv`, since command[0]'s is not it.
+/// the app's `venv`, since `command[0]`'s is not it.
 const WRAPPERS: &[&str] = &[
     "sh",
     "bash",

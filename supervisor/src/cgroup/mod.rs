@@ -25,8 +25,8 @@
 //!   daemonized grandchildren that left the group are reparented to it and are
 //!   at least reaped, though they cannot be attributed to an app;
 //! - "empty" means the main process has been reaped; `NOTIFY_SOCKET` senders
-//!   are accepted from the main pid (or `MAINPID`) only instead of
-//!   [`AppCgroup::contains_pid`].
+//!   are accepted from the main pid only instead of
+//!   [`AppCgroup::contains_pid`] (a `MAINPID=` field is not followed).
 
 mod discover;
 mod limits;

@@ -54,7 +54,7 @@ fn reads() -> std::ops::RangeInclusive<u32> {
 }
 
 /// The hand-off this process was started with, if any. `Err` carries the
-/// memfd when one was found, for [`fall_back`].
+/// memfd when one was found, for [`fall_back_unread`].
 pub fn take() -> Option<Result<Incoming, (IncomingError, Option<OwnedFd>)>> {
     let value = std::env::var(STATE_FD_VAR).ok()?;
     let fd: i32 = match value.parse() {

@@ -79,7 +79,7 @@ pub struct RequestCount {
 }
 
 /// The states an app can be handed over in: those without a transition
-/// under way (see `Settled`).
+/// under way (see `Supervisor::is_settled` in supervise/handoff.rs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RecordState {
