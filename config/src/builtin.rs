@@ -56,6 +56,8 @@ pub const APP: &[(&str, &str)] = &[
     ("sandbox.landlock", "\"require\""),
 ];
 
+/// The daemon settings file read when `--config` is not given.
+pub const CONFIG_FILE: &str = "/etc/appvisor/appvisor.toml";
 pub const APPS_DIR: &str = "/etc/appvisor/apps.d";
 pub const LOG_DIR: &str = "/var/log/appvisor";
 pub const STATE_DIR: &str = "/var/lib/appvisor";

@@ -1,11 +1,12 @@
-//! An [`AppSpec`] with DESIGN.md's defaults, for unit tests that need one.
+//! An [`AppSpec`] with the built-in defaults ([`crate::builtin`]), for unit
+//! tests that need one.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
+use crate::builtin;
 use crate::{
-    AccessSpec, AppName, AppSpec, LandlockMode, LimitSpec, LogSpec, NetworkMode, ReadinessKind,
-    ReadinessSpec, RestartPolicy, RestartSpec, RestartStrategy, SandboxSpec, Signal, StopSpec,
+    AccessSpec, AppName, AppSpec, LimitSpec, LogSpec, ReadinessKind, ReadinessSpec, RestartSpec,
+    SandboxSpec, StopSpec,
 };
 
 pub fn app_spec(name: &str, command: &[&str]) -> AppSpec {
@@ -21,40 +22,40 @@ pub fn app_spec(name: &str, command: &[&str]) -> AppSpec {
         directory: format!("/srv/{name}/current").into(),
         environment: BTreeMap::new(),
         env_files: Vec::new(),
-        umask: 0o027,
-        autostart: true,
+        umask: builtin::UMASK,
+        autostart: builtin::AUTOSTART,
         listen: Vec::new(),
         readiness: ReadinessSpec {
             kind: ReadinessKind::None,
-            timeout: Duration::from_secs(60),
+            timeout: builtin::READINESS_TIMEOUT,
             probe: None,
         },
         restart: RestartSpec {
-            policy: RestartPolicy::OnFailure,
-            start_secs: Duration::from_secs(1),
-            max_retries: 0,
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
-            strategy: RestartStrategy::StopStart,
+            policy: builtin::RESTART_POLICY,
+            start_secs: builtin::START_SECS,
+            max_retries: builtin::MAX_RETRIES,
+            backoff_initial: builtin::BACKOFF_INITIAL,
+            backoff_max: builtin::BACKOFF_MAX,
+            strategy: builtin::RESTART_STRATEGY,
         },
         stop: StopSpec {
-            signal: Signal(nix::sys::signal::Signal::SIGTERM),
-            timeout: Duration::from_secs(30),
-            reload_signal: Signal(nix::sys::signal::Signal::SIGHUP),
+            signal: builtin::STOP_SIGNAL,
+            timeout: builtin::STOP_TIMEOUT,
+            reload_signal: builtin::RELOAD_SIGNAL,
         },
         logs: LogSpec {
-            max_size: 50 << 20,
-            keep: 5,
+            max_size: builtin::LOG_MAX_SIZE,
+            keep: builtin::LOG_KEEP,
         },
         access: AccessSpec::default(),
         sandbox: SandboxSpec {
             read_only: Vec::new(),
             read_write: Vec::new(),
-            private_tmp: true,
+            private_tmp: builtin::PRIVATE_TMP,
             bind_ports: None,
             connect_ports: None,
-            network: NetworkMode::Host,
-            landlock: LandlockMode::Require,
+            network: builtin::NETWORK,
+            landlock: builtin::LANDLOCK,
         },
         limits: LimitSpec::default(),
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 /// Daemon settings `check` reads when `--config` is not given.
-pub const DEFAULT_CONFIG: &str = "/etc/appvisor/appvisor.toml";
+pub const DEFAULT_CONFIG: &str = appvisor_config::builtin::CONFIG_FILE;
 
 /// Control the appvisord process supervisor and validate its configuration.
 ///

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::config::AppName;
 
 /// Daemon settings read when `--config` is not given.
-pub const DEFAULT_CONFIG: &str = "/etc/appvisor/appvisor.toml";
+pub const DEFAULT_CONFIG: &str = crate::config::builtin::CONFIG_FILE;
 
 /// The appvisor daemon: supervises the apps of apps.d, each as its own user.
 ///

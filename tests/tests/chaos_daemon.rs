@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use appvisor_config::default_limits::DEFAULT_TASKS_PERCENT;
 use appvisor_protocol::AppList;
 use appvisor_tests::chaos::{self, NEIGHBOUR};
 use appvisor_tests::daemon::describe_output;
@@ -439,7 +440,7 @@ fn a_hard_open_file_limit_of_1024_refuses_the_apps_that_do_not_fit_and_runs_the_
     assert_no_emfile(&daemon);
 }
 
-/// The default tasks limit on this host: 15% of the smaller of
+/// The default tasks limit on this host: its share of the smaller of
 /// `kernel.pid_max` and `kernel.threads-max`, as systemd's DefaultTasksMax.
 fn default_tasks_limit() -> u64 {
     let read = |name: &str| -> u64 {
@@ -449,7 +450,7 @@ fn default_tasks_limit() -> u64 {
             .parse()
             .unwrap()
     };
-    read("pid_max").min(read("threads-max")) * 15 / 100
+    read("pid_max").min(read("threads-max")) * DEFAULT_TASKS_PERCENT / 100
 }
 
 #[test]

@@ -18,6 +18,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use appvisor_config::builtin;
 use appvisor_tests::daemon::describe_output;
 use appvisor_tests::quickstart::{run_printed, Quickstart};
 use appvisor_tests::{
@@ -28,11 +29,25 @@ use nix::unistd::Pid;
 
 const MUSL: &str = "x86_64-unknown-linux-musl";
 const DEADLINE: Duration = Duration::from_secs(30);
-const SETTINGS: &str = "/etc/appvisor/appvisor.toml";
-const APPS_DIR: &str = "/etc/appvisor/apps.d";
+const SETTINGS: &str = builtin::CONFIG_FILE;
+const APPS_DIR: &str = builtin::APPS_DIR;
 const APPVISORD: &str = "/usr/bin/appvisord";
 const APPCTL: &str = "/usr/bin/appctl";
 const APP: &str = "avt-pkg-hello";
+
+/// Where install.md's way of running the daemon without systemd logs.
+fn daemon_log() -> PathBuf {
+    Path::new(builtin::LOG_DIR).join("appvisord.log")
+}
+
+/// The directory of the control socket, which the unit's
+/// RuntimeDirectory makes.
+fn control_dir() -> &'static str {
+    Path::new(builtin::CONTROL_SOCKET)
+        .parent()
+        .and_then(Path::to_str)
+        .expect("the control socket is in a directory")
+}
 
 fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -140,7 +155,7 @@ impl Installed {
         let log = fs::File::options()
             .create(true)
             .append(true)
-            .open("/var/log/appvisor/appvisord.log")
+            .open(daemon_log())
             .expect("opening the daemon's log");
         let daemon = Command::new(APPVISORD)
             .stdin(Stdio::null())
@@ -178,7 +193,7 @@ impl Installed {
     }
 
     fn log(&self) -> String {
-        fs::read_to_string("/var/log/appvisor/appvisord.log").unwrap_or_default()
+        fs::read_to_string(daemon_log()).unwrap_or_default()
     }
 }
 
@@ -269,10 +284,12 @@ fn the_installed_package_supervises_apps_d_renders_man_pages_completes_and_upgra
     let mut installed = Installed::install(deb);
 
     // What postinst makes, and the conffile.
-    for dir in [APPS_DIR, "/var/log/appvisor", "/var/lib/appvisor"] {
+    for dir in [APPS_DIR, builtin::LOG_DIR, builtin::STATE_DIR] {
         assert!(Path::new(dir).is_dir(), "{dir} exists");
     }
-    run_ok("getent", &["group", "appvisor-admin"]);
+    for group in builtin::ADMIN_GROUPS {
+        run_ok("getent", &["group", group]);
+    }
     let conffiles = run_ok("dpkg-query", &["-W", "-f=${Conffiles}", "appvisor"]);
     assert!(conffiles.contains(SETTINGS), "conffiles: {conffiles}");
     let verify = run_ok("dpkg", &["--verify", "appvisor"]);
@@ -358,7 +375,7 @@ fn the_installed_package_supervises_apps_d_renders_man_pages_completes_and_upgra
     let status_port = free_port();
     let settings = fs::read_to_string(SETTINGS).expect("the conffile");
     let edited = settings.replace("#[status]", "[status]").replace(
-        "#listen = \"127.0.0.1:9750\"",
+        &format!("#listen = \"{}\"", builtin::STATUS_LISTEN),
         &format!("listen = \"127.0.0.1:{status_port}\""),
     );
     assert_ne!(edited, settings, "the conffile shows [status] listen");
@@ -489,9 +506,9 @@ fn the_installed_package_supervises_apps_d_renders_man_pages_completes_and_upgra
         APPCTL,
         SETTINGS,
         APPS_DIR,
-        "/var/log/appvisor",
-        "/var/lib/appvisor",
-        "/run/appvisor",
+        builtin::LOG_DIR,
+        builtin::STATE_DIR,
+        control_dir(),
     ] {
         assert!(!Path::new(path).exists(), "{path} is gone after purge");
     }
