@@ -79,7 +79,9 @@ pub const MAX_RETRIES: u32 = 0;
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 pub const RESTART_STRATEGY: RestartStrategy = RestartStrategy::StopStart;
-/// `stop.signal`, unless the command runs uWSGI ([`STOP_SIGNAL_UWSGI`]).
+/// `stop.signal`, unless the command runs uWSGI ([`STOP_SIGNAL_UWSGI`]);
+/// also for uWSGI when its arguments make TERM a graceful stop
+/// ([`crate::uwsgi::GRACEFUL_TERM_HOOK`]).
 pub const STOP_SIGNAL: Signal = Signal(Sig::SIGTERM);
 /// `stop.signal` for uWSGI, which reloads on TERM.
 pub const STOP_SIGNAL_UWSGI: Signal = Signal(Sig::SIGINT);
@@ -174,6 +176,10 @@ mod tests {
         let uwsgi = "user = \"shop\"\ncommand = [\"/srv/shop/venv/bin/uwsgi\"]\n\
                      directory = \"/srv/shop\"\n";
         assert_eq!(validate(uwsgi).stop.signal, STOP_SIGNAL_UWSGI);
+        let graceful = "user = \"shop\"\ndirectory = \"/srv/shop\"\n\
+                        command = [\"/srv/shop/venv/bin/uwsgi\", \"--hook-master-start\", \
+                        \"unix_signal:15 gracefully_kill_them_all\"]\n";
+        assert_eq!(validate(graceful).stop.signal, STOP_SIGNAL);
         assert_eq!(validate(required).stop.signal, STOP_SIGNAL);
     }
 }

@@ -269,8 +269,9 @@ const SCRIPT_HEAD: u64 = 64 * 1024;
 
 /// What the daemon cannot know about a `command[0]` that is a script
 /// running uWSGI: it decides from the configuration alone (`uwsgi`), so
-/// such an app stops with TERM, which uWSGI takes as "reload", and its
-/// socket options go unchecked. `check` reads the script, which the daemon
+/// such an app stops with TERM, which uWSGI takes as "reload" unless the
+/// script gives it the graceful TERM hook, and its socket options go
+/// unchecked. `check` reads the script, which the daemon
 /// never does, to say so.
 fn uwsgi_script_warnings(spec: &AppSpec) -> Vec<ConfigError> {
     let Some(program) = spec.command.first() else {
@@ -293,6 +294,7 @@ fn uwsgi_script_warnings(spec: &AppSpec) -> Vec<ConfigError> {
     let mut warnings = Vec::new();
     if spec.stop.signal == Signal(nix::sys::signal::Signal::SIGTERM)
         && !args.iter().any(|a| a == "--die-on-term")
+        && !uwsgi::stops_gracefully_on_term(&args)
     {
         warnings.push(warning(
             format!(
@@ -907,6 +909,14 @@ mod tests {
             "#!/bin/sh\nexec /srv/shop/venv/bin/uwsgi --http-socket fd://3\n",
         );
         let file = host.write("shop.toml", &app(&good, "[stop]\nsignal = \"INT\"\n"));
+        assert_eq!(host.check(std::slice::from_ref(&file)).warnings, []);
+        // Stopped gracefully by TERM, as the hook makes it: right as it is.
+        let hooked = script(
+            "hooked",
+            "#!/bin/sh\nexec /srv/shop/venv/bin/uwsgi --http-socket fd://3 \\\n  \
+             --hook-master-start 'unix_signal:15 gracefully_kill_them_all'\n",
+        );
+        let file = host.write("shop.toml", &app(&hooked, ""));
         assert_eq!(host.check(std::slice::from_ref(&file)).warnings, []);
         // Not a script, or not a regular file: not read.
         let fifo = host.path("fifo");

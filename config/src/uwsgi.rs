@@ -1,7 +1,8 @@
 //! Recognising uWSGI in an app's `command`, from the command's words alone.
 //!
 //! uWSGI 2.0 treats SIGTERM as "reload", so an app that runs it gets `INT`
-//! as its default stop signal; and uWSGI takes every inherited LISTEN_FDS
+//! as its default stop signal, unless its arguments bind TERM to a graceful
+//! stop ([`GRACEFUL_TERM_HOOK`]); and uWSGI takes every inherited LISTEN_FDS
 //! socket as a *uwsgi-protocol* socket unless an `fd://N` socket option
 //! says otherwise, so `check` warns when one is missing. Both decisions
 //! are made here, from the configuration only: never from a file the app's
@@ -61,6 +62,30 @@ pub fn uwsgi_args(command: &[String]) -> Option<Vec<String>> {
 /// Whether `command` runs uWSGI (the module's rule).
 pub fn runs_uwsgi(command: &[String]) -> bool {
     uwsgi_args(command).is_some()
+}
+
+/// The `--hook-master-start` action that makes uWSGI 2.0 stop gracefully
+/// on TERM: the master asks each worker to finish the request it is
+/// answering and exit (as on a reload), then exits itself, where INT and
+/// QUIT kill the workers at once.
+pub const GRACEFUL_TERM_HOOK: &str = "unix_signal:15 gracefully_kill_them_all";
+
+/// Whether uWSGI's `args` bind TERM to a graceful stop with
+/// [`GRACEFUL_TERM_HOOK`], as `--hook-master-start ACTION` or
+/// `--hook-master-start=ACTION`: TERM is then the signal to stop it with.
+pub fn stops_gracefully_on_term(args: &[String]) -> bool {
+    let is_hook = |action: &str| {
+        action
+            .split_whitespace()
+            .eq(GRACEFUL_TERM_HOOK.split_whitespace())
+    };
+    args.iter()
+        .enumerate()
+        .any(|(i, arg)| match arg.strip_prefix("--hook-master-start") {
+            Some("") => args.get(i + 1).is_some_and(|action| is_hook(action)),
+            Some(rest) => rest.strip_prefix('=').is_some_and(is_hook),
+            None => false,
+        })
 }
 
 fn file_name(word: &str) -> &str {
@@ -332,6 +357,33 @@ mod tests {
 
     fn words(command: &[&str]) -> Vec<String> {
         command.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_graceful_term_hook_is_found_in_either_form() {
+        let hook = |args: &[&str]| stops_gracefully_on_term(&words(args));
+        assert!(hook(&[
+            "--master",
+            "--hook-master-start",
+            "unix_signal:15 gracefully_kill_them_all"
+        ]));
+        assert!(hook(&[
+            "--hook-master-start=unix_signal:15  gracefully_kill_them_all"
+        ]));
+        assert!(!hook(&["--hook-master-start"]));
+        assert!(!hook(&[
+            "--hook-master-start",
+            "unix_signal:2 gracefully_kill_them_all"
+        ]));
+        assert!(!hook(&[
+            "--hook-master-start",
+            "unix_signal:15 kill_them_all"
+        ]));
+        assert!(!hook(&[
+            "--hook-master-start-x",
+            "unix_signal:15 gracefully_kill_them_all"
+        ]));
+        assert!(!hook(&["unix_signal:15 gracefully_kill_them_all"]));
     }
 
     #[test]

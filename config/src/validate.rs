@@ -1164,8 +1164,8 @@ impl<'a> Builder<'a> {
     }
 
     fn stop(&mut self, command: Option<&[String]>) -> StopSpec {
-        let default_signal = match command {
-            Some(command) if uwsgi::runs_uwsgi(command) => builtin::STOP_SIGNAL_UWSGI,
+        let default_signal = match command.and_then(uwsgi::uwsgi_args) {
+            Some(args) if !uwsgi::stops_gracefully_on_term(&args) => builtin::STOP_SIGNAL_UWSGI,
             _ => builtin::STOP_SIGNAL,
         };
         StopSpec {

@@ -794,8 +794,10 @@ fn process_app(
         .unwrap_or_default();
     let runs_uwsgi = moved.server == Some(Server::Uwsgi);
     if runs_uwsgi && stop_signal == "TERM" {
-        let all_words = argv.iter().chain(&script_words);
-        if !all_words.clone().any(|w| w == "--die-on-term") {
+        let all_words: Vec<String> = argv.iter().chain(&script_words).cloned().collect();
+        if !all_words.iter().any(|w| w == "--die-on-term")
+            && !appvisor_config::uwsgi::stops_gracefully_on_term(&all_words)
+        {
             stop_signal = "INT";
             notes.push(
                 "stop signal INT, not supervisord's TERM: uWSGI reloads on TERM, so every stop \

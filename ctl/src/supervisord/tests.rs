@@ -311,6 +311,20 @@ fn uwsgi_through_a_wrapper_stops_with_int_and_nodaemon_keeps_no_umask() {
     );
 }
 
+/// The hook that makes TERM a graceful stop for uWSGI keeps supervisord's
+/// TERM, the right signal then.
+#[test]
+fn uwsgi_with_the_graceful_term_hook_keeps_term() {
+    let (_tmp, import) = run(&[(
+        "supervisord.conf",
+        "[program:web]\nuser=www\ndirectory=/srv/web\n\
+         command=/srv/venv/bin/uwsgi --http :8000 --module app \
+         --hook-master-start \"unix_signal:15 gracefully_kill_them_all\"\n",
+    )]);
+    let web = &import.apps[0];
+    assert_eq!(web.stop_signal, "TERM", "{:?}", web.command);
+}
+
 #[test]
 fn servers_config_files_are_read_for_their_binds() {
     let (tmp, import) = run(&[
