@@ -88,6 +88,7 @@ fn emperor_vassals_are_served_by_uwsgi_on_held_sockets() {
             .unwrap_or_else(|e| panic!("{name}.toml: {e}"));
         assert!(text.contains("kind = \"notify\""), "{text}");
         assert!(text.contains("fd://3"), "{text}");
+        assert!(text.contains("gracefully_kill_them_all"), "{text}");
         std::fs::copy(imported.join(format!("{name}.toml")), prefix.app_file(name))
             .expect("copying into apps.d");
     }
@@ -106,8 +107,9 @@ fn emperor_vassals_are_served_by_uwsgi_on_held_sockets() {
             daemon.app_logs(name, 30, true)
         );
     }
-    // The held socket outlives a restart, and INT stops uWSGI well within
-    // the stop timeout (TERM would have reloaded it).
+    // The held socket outlives a restart, and TERM, made a graceful stop
+    // by the hook the import adds, stops uWSGI well within the stop
+    // timeout (without the hook TERM would have reloaded it).
     let out = daemon.appctl(["restart", "shop"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
     let out = daemon.appctl(["stop", "--timeout", "20s", "blog"]);

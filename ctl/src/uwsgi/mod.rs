@@ -17,6 +17,8 @@
 
 use std::path::{Path, PathBuf};
 
+use appvisor_config::uwsgi;
+
 use crate::appfile::{self, AppFile, Restart};
 use crate::servers;
 
@@ -401,7 +403,23 @@ fn vassal(
     if moved.listen.is_empty() {
         notes.push("no socket option: the vassal serves nothing appvisord holds".to_owned());
     }
-    let die_on_term = moved.command.iter().any(|a| a == "--die-on-term");
+    let mut command = moved.command;
+    // Without the graceful TERM hook uWSGI 2.0 has no graceful stop: INT
+    // and QUIT kill the workers at once, cutting the requests they answer
+    // at every stop and restart. A vassal that chose --die-on-term stops
+    // as it chose.
+    let die_on_term = command.iter().any(|a| a == "--die-on-term");
+    if !die_on_term && !uwsgi::stops_gracefully_on_term(&command) {
+        command.extend([
+            "--hook-master-start".to_owned(),
+            uwsgi::GRACEFUL_TERM_HOOK.to_owned(),
+        ]);
+        notes.push(format!(
+            "added --hook-master-start \"{}\" and stop signal TERM: uWSGI then lets requests \
+             in flight finish at a stop or restart (docs/servers.md)",
+            uwsgi::GRACEFUL_TERM_HOOK
+        ));
+    }
     let own_venv = appvisor_config::venv_of(&binary).map(|v| v.display().to_string());
     Ok(AppFile {
         name,
@@ -411,7 +429,7 @@ fn vassal(
         user,
         group,
         app_groups: Vec::new(),
-        command: moved.command,
+        command,
         directory,
         // The venv of uwsgi itself needs no naming.
         venv: venv.filter(|v| own_venv.as_deref() != Some(v.as_str())),
@@ -426,7 +444,8 @@ fn vassal(
             start_secs: 1,
             start_retries: None,
         }),
-        stop_signal: if die_on_term { "TERM" } else { "INT" }.to_owned(),
+        // TERM: a graceful stop with the hook, or the vassal's own choice.
+        stop_signal: "TERM".to_owned(),
         stop_timeout_secs: None,
         logs: None,
         bind_ports: moved.bind_ports,
@@ -490,6 +509,8 @@ socket = :9
                 "--master",
                 "--processes",
                 "4",
+                "--hook-master-start",
+                "unix_signal:15 gracefully_kill_them_all",
             ]
         );
         assert_eq!(
@@ -506,7 +527,10 @@ socket = :9
                 ("STAGE".to_owned(), "prod".to_owned())
             ]
         );
-        assert_eq!((app.readiness, app.stop_signal.as_str()), ("notify", "INT"));
+        assert_eq!(
+            (app.readiness, app.stop_signal.as_str()),
+            ("notify", "TERM")
+        );
         assert!(
             app.notes
                 .iter()
@@ -514,6 +538,45 @@ socket = :9
             "{:?}",
             app.notes
         );
+    }
+
+    /// uWSGI 2.0 cuts requests in flight on INT: an imported vassal stops
+    /// gracefully on TERM through the hook, added once, and one that chose
+    /// --die-on-term keeps its choice.
+    #[test]
+    fn a_vassal_stops_gracefully_on_term() {
+        let import = |options: &str| {
+            let text = format!("[uwsgi]\nuid = shop\nchdir = /srv/shop\n{options}");
+            vassal(
+                Path::new("/etc/uwsgi/vassals/shop.ini"),
+                &text,
+                "web1",
+                &[],
+                Some(Path::new("/usr/bin/uwsgi")),
+            )
+            .unwrap()
+        };
+        let hooks = |app: &AppFile| {
+            app.command
+                .iter()
+                .filter(|a| *a == "--hook-master-start")
+                .count()
+        };
+        let plain = import("master = true\n");
+        assert_eq!((hooks(&plain), plain.stop_signal.as_str()), (1, "TERM"));
+        assert!(
+            plain
+                .notes
+                .iter()
+                .any(|n| n.starts_with("added --hook-master-start")),
+            "{:?}",
+            plain.notes
+        );
+        let hooked =
+            import("master = true\nhook-master-start = unix_signal:15 gracefully_kill_them_all\n");
+        assert_eq!((hooks(&hooked), hooked.stop_signal.as_str()), (1, "TERM"));
+        let dies = import("master = true\ndie-on-term = true\n");
+        assert_eq!((hooks(&dies), dies.stop_signal.as_str()), (0, "TERM"));
     }
 
     #[test]
