@@ -181,6 +181,16 @@ impl AppBuilder {
         self
     }
 
+    /// Appends arguments to the command.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.command.extend(args.into_iter().map(Into::into));
+        self
+    }
+
     pub fn group(mut self, group: &str) -> Self {
         self.group = Some(group.to_owned());
         self

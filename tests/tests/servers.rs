@@ -47,9 +47,11 @@ enum Action {
 /// docs/servers.md, "Requests in flight": whether requests a server is
 /// answering when the action begins are answered in full. gunicorn's stop
 /// signal (TERM) is a graceful shutdown and its HUP a graceful reload;
-/// uWSGI 2.0 has no graceful shutdown on any signal (INT and QUIT kill the
-/// workers at once), so a stop, and a restart of either strategy (which
-/// stops an instance), cuts them; its HUP waits for them.
+/// uWSGI 2.0 has no graceful shutdown signal of its own (INT and QUIT kill
+/// the workers at once), so without the hook that makes TERM one (not
+/// given here; tests/tests/uwsgi.rs has it) a stop, and a restart of
+/// either strategy (which stops an instance), cuts them; its HUP waits for
+/// them.
 fn in_flight_complete(server: Server, action: Action) -> bool {
     match (server, action) {
         (Server::Uwsgi, Action::Stop | Action::Restart(_)) => false,

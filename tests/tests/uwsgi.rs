@@ -1,17 +1,19 @@
 //! uWSGI as users run it on appvisord's held sockets (docs/servers.md):
 //! `--http-socket fd://3` with a master and several workers and notify
 //! readiness; `--socket fd://3` behind Debian's nginx; started through a
-//! wrapper, which still stops with INT (uWSGI 2.0 reloads on TERM); and
-//! without an `fd://` option, which serves the held socket with the uwsgi
-//! protocol: what `appctl check` warns about.
+//! wrapper, which still stops with INT (uWSGI 2.0 reloads on TERM); with
+//! the hook that makes TERM a graceful stop, so no request in flight is
+//! cut; and without an `fd://` option, which serves the held socket with
+//! the uwsgi protocol: what `appctl check` warns about.
 
 use std::fs;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use appvisor_config::uwsgi::GRACEFUL_TERM_HOOK;
 use appvisor_tests::daemon::{daemon_config, describe_output};
-use appvisor_tests::load::InFlight;
+use appvisor_tests::load::{Ending, InFlight};
 use appvisor_tests::nginx::Nginx;
 use appvisor_tests::servers::{
     health_url, server_app, uwsgi_command, AppDir, Framework, Release, ServedApp, Server, APP_USER,
@@ -19,7 +21,7 @@ use appvisor_tests::servers::{
 };
 use appvisor_tests::{
     bins, free_port, http_get, require_root, Daemon, DaemonOptions, Prefix, ProcStatus, State,
-    TestUser,
+    Strategy, TestUser,
 };
 
 #[test]
@@ -50,6 +52,43 @@ fn http_socket_fd_3_serves_from_a_master_and_its_workers_after_ready() {
         "hello from avt-srv-app, flask, release 1\n",
         "HTTP on the held socket"
     );
+}
+
+/// docs/servers.md, "Requests in flight": uWSGI 2.0 kills its workers at
+/// once on INT and QUIT, cutting requests in flight, unless
+/// `--hook-master-start "unix_signal:15 gracefully_kill_them_all"` makes
+/// TERM a graceful stop. With it (as `appctl import-uwsgi` writes it) the
+/// stop signal defaults to TERM, and a restart of either strategy or a
+/// stop lets the requests it was answering finish.
+#[test]
+fn with_the_graceful_term_hook_stop_and_restart_finish_requests_in_flight() {
+    require_root!();
+    for (strategy, actions) in [
+        (Strategy::StopStart, &["restart", "stop"][..]),
+        (Strategy::StartStop, &["restart"][..]),
+    ] {
+        let app = ServedApp::start(Server::Uwsgi, Framework::Flask, |app| {
+            app.args(["--hook-master-start", GRACEFUL_TERM_HOOK])
+                .strategy(strategy)
+        });
+        for action in actions {
+            let in_flight = InFlight::open(app.port, WORKERS as usize, 2);
+            let out = app.daemon.appctl([action, app.name()]);
+            assert!(
+                out.status.success(),
+                "{strategy:?} {action}: {}",
+                describe_output(&out)
+            );
+            let endings = in_flight.finish();
+            assert!(
+                endings.iter().all(|e| *e == Ending::Completed),
+                "{strategy:?} {action}: requests in flight should complete, but ended \
+                 {endings:?}\n{}\n{}",
+                app.app_log(),
+                app.daemon.log_tail(40)
+            );
+        }
+    }
 }
 
 #[test]
