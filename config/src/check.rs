@@ -36,6 +36,9 @@ pub struct CheckReport {
     pub apps: Vec<(PathBuf, bool)>,
     /// Valid apps checked whose limits (with `[defaults]`) set no `tasks`.
     pub without_tasks_limit: Vec<String>,
+    /// Valid apps checked whose stop cuts uWSGI's requests in flight
+    /// ([`uwsgi::stop_cuts_requests`]).
+    pub uwsgi_cutting_stop: Vec<String>,
     /// What else a person should know, e.g. the default limits.
     pub notes: Vec<String>,
 }
@@ -229,6 +232,10 @@ pub fn check(
                         if valid.spec.limits.tasks.is_none() {
                             report.without_tasks_limit.push(valid.spec.name.to_string());
                         }
+                        if uwsgi::stop_cuts_requests(&valid.spec.command, valid.spec.stop.signal.0)
+                        {
+                            report.uwsgi_cutting_stop.push(valid.spec.name.to_string());
+                        }
                     }
                     Err(errors) => report.errors.extend(errors),
                 }
@@ -259,6 +266,15 @@ pub fn check(
             }
         }
         report.errors.push(conflict);
+    }
+    if !report.uwsgi_cutting_stop.is_empty() {
+        report.notes.push(format!(
+            "uWSGI stops with INT, which cuts the requests its workers are answering, in: {}; \
+             \"--hook-master-start\", \"{}\" in the command makes TERM, then its stop \
+             signal, a graceful stop (docs/servers.md)",
+            report.uwsgi_cutting_stop.join(", "),
+            uwsgi::GRACEFUL_TERM_HOOK
+        ));
     }
     report
 }
@@ -423,6 +439,43 @@ mod tests {
             let name = as_name.map(|n| AppName::new(n).unwrap());
             check(&self.path("appvisor.toml"), true, files, name.as_ref(), &db)
         }
+    }
+
+    /// uWSGI 2.0 has no graceful stop signal of its own: check says which
+    /// apps would cut requests in flight, and what fixes it.
+    #[test]
+    fn the_report_notes_uwsgi_apps_whose_stop_cuts_requests() {
+        let host = Host::new();
+        let program = host.path("uwsgi");
+        fs::copy(host.path("prog"), &program).unwrap();
+        let uwsgi = |extra: &str| {
+            host.app_text("[limits]\ntasks = 64\n").replace(
+                &format!("[\"{}\"]", host.path("prog").display()),
+                &format!(
+                    "[\"{}\", \"--http-socket\", \"fd://3\"{extra}]",
+                    program.display()
+                ),
+            )
+        };
+        host.write("apps.d/shop.toml", &uwsgi(""));
+        host.write(
+            "apps.d/blog.toml",
+            &uwsgi(", \"--hook-master-start\", \"unix_signal:15 gracefully_kill_them_all\""),
+        );
+        host.write(
+            "apps.d/wiki.toml",
+            &uwsgi(", \"--ini\", \"/srv/wiki/uwsgi.ini\""),
+        );
+        let report = host.check(&[]);
+        assert_eq!(
+            report.notes,
+            [
+                "uWSGI stops with INT, which cuts the requests its workers are answering, in: \
+                 shop; \"--hook-master-start\", \"unix_signal:15 gracefully_kill_them_all\" in \
+                 the command makes TERM, then its stop signal, a graceful stop (docs/servers.md)"
+            ],
+            "{report}"
+        );
     }
 
     #[test]

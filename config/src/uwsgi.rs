@@ -64,6 +64,32 @@ pub fn runs_uwsgi(command: &[String]) -> bool {
     uwsgi_args(command).is_some()
 }
 
+/// Whether uWSGI's argument `arg` loads a configuration file, which may
+/// set any option the command line does not show.
+fn loads_config(arg: &str) -> bool {
+    let option = arg.split_once('=').map_or(arg, |(option, _)| option);
+    CONFIG_OPTIONS.contains(&option)
+        || (!arg.starts_with('-')
+            && Path::new(arg)
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| CONFIG_EXTENSIONS.contains(&e)))
+}
+
+/// Whether a stop with `signal` cuts the requests in flight of the uWSGI
+/// that `command` runs: INT and QUIT kill its workers at once, and nothing
+/// in its arguments (the [`GRACEFUL_TERM_HOOK`], a configuration file that
+/// may hold it) says otherwise. `false` when `command` does not run uWSGI.
+pub fn stop_cuts_requests(command: &[String], signal: nix::sys::signal::Signal) -> bool {
+    use nix::sys::signal::Signal::{SIGINT, SIGQUIT};
+    let Some(args) = uwsgi_args(command) else {
+        return false;
+    };
+    matches!(signal, SIGINT | SIGQUIT)
+        && !stops_gracefully_on_term(&args)
+        && !args.iter().any(|arg| loads_config(arg))
+}
+
 /// The `--hook-master-start` action that makes uWSGI 2.0 stop gracefully
 /// on TERM: the master asks each worker to finish the request it is
 /// answering and exit (as on a reload), then exits itself, where INT and
@@ -313,15 +339,6 @@ pub fn missing_fd_socket_in(
         return None;
     }
     let names_fd = |s: &str| s.contains("fd://");
-    let loads_config = |arg: &str| {
-        let option = arg.split_once('=').map_or(arg, |(option, _)| option);
-        CONFIG_OPTIONS.contains(&option)
-            || (!arg.starts_with('-')
-                && Path::new(arg)
-                    .extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| CONFIG_EXTENSIONS.contains(&e)))
-    };
     let uwsgi_env = environment
         .iter()
         .filter(|(key, _)| key.starts_with("UWSGI_"));
