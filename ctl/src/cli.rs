@@ -264,7 +264,8 @@ pub enum Command {
     /// Turn uWSGI emperor vassals (.ini) into apps.d TOML files.
     ///
     /// Each vassal runs the same uWSGI under appvisord, on sockets
-    /// appvisord holds (fd://3, ...) and with notify readiness. What `appctl
+    /// appvisord holds (fd://3, ...), with notify readiness, and stops
+    /// gracefully on TERM (the hook it adds, see docs/servers.md). What `appctl
     /// check` finds is printed beside each file; a vassal without a uid
     /// (root) or with options this importer does not follow is not
     /// imported, and exits 2. Offline: no daemon involved.
