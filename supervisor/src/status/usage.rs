@@ -6,7 +6,8 @@
 //! 2. `memory.usage_in_bytes` of the main process's v1 memory cgroup, on
 //!    hybrid hosts where a limit put the app in one of its own;
 //! 3. otherwise the sum of the PSS of the processes in the app's cgroup
-//!    (proportional, so pages shared between gunicorn workers count once).
+//!    and its instance leaves (proportional, so pages shared between
+//!    gunicorn workers count once).
 //!
 //! Every path is under a [`Roots`] so tests use a fake tree. Nothing here
 //! writes, and an unreadable file means "unknown", never an error.
@@ -105,7 +106,7 @@ impl UsageReader<'_> {
             })
             .or_else(|| {
                 let pids = match app.cgroup {
-                    Some(cg) => read_tree_pids(cg, buf)?,
+                    Some(cg) => read_app_pids(cg, buf)?,
                     None => app.pid.into_iter().collect(),
                 };
                 self.roots.pss_sum(&pids, buf)
@@ -212,17 +213,24 @@ fn read_small<'b>(path: &Path, buf: &'b mut Vec<u8>) -> Option<&'b str> {
     std::str::from_utf8(buf).ok()
 }
 
-/// The processes of a cgroup and of every cgroup below it (each instance
-/// of an app runs in a leaf under the app's cgroup).
-fn read_tree_pids(dir: &Path, buf: &mut Vec<u8>) -> Option<Vec<u32>> {
-    let text = read_small(&dir.join("cgroup.procs"), buf)?;
-    let mut pids: Vec<u32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+/// The processes of an app: in its cgroup and in the instance leaves one
+/// level below it. The leaves are not listed in turn: the daemon makes
+/// nothing below them and only root could, and a listing of a cgroup
+/// directory costs as much as reading two of its files.
+fn read_app_pids(dir: &Path, buf: &mut Vec<u8>) -> Option<Vec<u32>> {
+    let mut pids = procs(dir, buf)?;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            pids.extend(read_tree_pids(&entry.path(), buf).unwrap_or_default());
+            pids.extend(procs(&entry.path(), buf).unwrap_or_default());
         }
     }
     Some(pids)
+}
+
+/// The processes in cgroup `dir` itself.
+fn procs(dir: &Path, buf: &mut Vec<u8>) -> Option<Vec<u32>> {
+    let text = read_small(&dir.join("cgroup.procs"), buf)?;
+    Some(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
 
 /// The path of the v1 memory hierarchy in the text of a `/proc/PID/cgroup`
@@ -347,8 +355,12 @@ mod tests {
         let tree = Tree::new();
         let rollup = |pss: u64| format!("00400000-7fff [rollup]\nRss:  900 kB\nPss:  {pss} kB\n");
         tree.write("v2/shop/cpu.stat", CPU_STAT)
-            // 12 ended after the listing: it is skipped, not an error.
-            .write("v2/shop/cgroup.procs", "10\n11\n12\n")
+            // Processes live in the instance leaves (a start-stop restart
+            // has two); 12 ended after the listing: it is skipped, not an
+            // error.
+            .write("v2/shop/cgroup.procs", "")
+            .write("v2/shop/i1/cgroup.procs", "10\n12\n")
+            .write("v2/shop/i2/cgroup.procs", "11\n")
             .write("proc/self/cgroup", "4:memory:/\n")
             .write("proc/10/cgroup", "4:memory:/\n")
             .write("proc/10/smaps_rollup", &rollup(300))
