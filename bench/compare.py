@@ -126,6 +126,15 @@ def pids_with_cmdline(needle):
     return out
 
 
+def alive(pid):
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
 def child_pids(daemon):
     """Pids of the live children of process `daemon` (of all its threads)."""
     out = []
@@ -405,7 +414,9 @@ def one_run(kind, apps):
         # which backs off: the respawn measured is that of an app up longer.
         time.sleep(max(0.0, STABLE_AFTER_READY_S + 1 - (time.monotonic() - all_running)))
         cmd = "/bin/sleep %d" % BASE_ARG
-        old = pids_with_cmdline(cmd)
+        # This daemon's own: another run of this benchmark on the host has
+        # the same command lines.
+        old = [p for p in pids_with_cmdline(cmd) if p in set(child_pids(proc.pid))]
         if len(old) != 1:
             raise SystemExit("expected one %r, found %s" % (cmd, old))
         # Only children not seen before need their command line read, so
@@ -448,11 +459,11 @@ def one_run(kind, apps):
         res["capture_wall_s"] = time.monotonic() - s
         problem = check_lines(d.flood_files(), total)
         res["capture_lines"] = "all" if problem is None else problem
+        apps_pids = set(child_pids(proc.pid))
         s = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
-        wait_for("every app gone", lambda: not any(
-            pids_with_cmdline("/bin/sleep %d" % (BASE_ARG + i)) for i in range(apps)), timeout=30)
+        wait_for("every app gone", lambda: not any(alive(pid) for pid in apps_pids), timeout=30)
         res["stop_s"] = time.monotonic() - s
     finally:
         if proc.poll() is None:

@@ -6,7 +6,7 @@
 //! the v1 hierarchy of that controller (hybrid hosts, whose v2 tree has no
 //! controllers). v1 app cgroups mirror the v2 layout,
 //! `<v1 mount><daemon's own v1 cgroup>/<instance>/<app>`; the exec helper
-//! joins them through the plan's `extra_cgroup_procs`.
+//! joins them through the plan's `extra_cgroup_procs` (their `tasks` files).
 //!
 //! This module never kills (the v2 cgroup's `cgroup.kill` empties the v1
 //! cgroups too, since they hold the same processes) and never touches a
@@ -283,10 +283,13 @@ impl AppLimits {
         self.place(controller).is_some()
     }
 
-    /// The `cgroup.procs` files the exec helper joins besides the v2 one:
-    /// the v1 hierarchies of the limits that are set. Each join moves the
-    /// helper between cgroups, which costs the kernel an RCU grace period,
-    /// so an app without limits joins none.
+    /// The files the exec helper joins besides the v2 cgroup: the `tasks`
+    /// file of the app's cgroup in each v1 hierarchy of a limit that is
+    /// set. The helper writes "0" there, which moves the writing thread
+    /// only: the kernel then takes no global lock, where moving a whole
+    /// process (`cgroup.procs`) waits for an RCU grace period, 8 ms and
+    /// more on a busy host, at every spawn. The helper is single-threaded,
+    /// so moving its thread moves all of it.
     pub fn extra_procs(&self, limits: &LimitSpec) -> Vec<PathBuf> {
         self.places
             .iter()
@@ -296,7 +299,7 @@ impl AppLimits {
                 Controller::Cpu => limits.cpu.is_some(),
             })
             .filter_map(|(_, place)| match place {
-                Place::V1(dir) => Some(dir.join("cgroup.procs")),
+                Place::V1(dir) => Some(dir.join("tasks")),
                 Place::V2(_) => None,
             })
             .collect()
@@ -501,10 +504,7 @@ mod tests {
         assert_eq!(read(v1_cpu.join("shop/cpu.cfs_period_us")), "100000");
         assert_eq!(
             app.extra_procs(&limits),
-            vec![
-                v1_memory.join("shop/cgroup.procs"),
-                v1_cpu.join("shop/cgroup.procs")
-            ]
+            vec![v1_memory.join("shop/tasks"), v1_cpu.join("shop/tasks")]
         );
 
         // A regular file, unlike a kernel one, keeps old bytes past a short

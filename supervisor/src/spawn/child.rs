@@ -115,7 +115,9 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
         join_cgroup(procs)?;
     }
     // The v1 memory, pids and cpu cgroups that carry the app's limits on a
-    // hybrid host: joined at the same point for the same reason.
+    // hybrid host: joined at the same point for the same reason, through
+    // their `tasks` files (this thread only, which is all of this
+    // single-threaded helper, without the kernel's global lock).
     for procs in &plan.extra_cgroup_procs {
         join_cgroup(procs)?;
     }

@@ -53,8 +53,9 @@ pub struct SpawnPlan {
     pub rlimits: Vec<Rlimit>,
     /// One name per held listen socket, in fd order (`LISTEN_FDNAMES`).
     pub listen_names: Vec<String>,
-    /// More cgroups to join besides `cgroup_procs`: the app's cgroups in the
-    /// v1 hierarchies that carry its limits on hybrid hosts.
+    /// More cgroups to join besides `cgroup_procs`: the `tasks` files of the
+    /// app's cgroups in the v1 hierarchies that carry its limits on hybrid
+    /// hosts (`AppLimits::extra_procs` says why not `cgroup.procs`).
     #[serde(default)]
     pub extra_cgroup_procs: Vec<PathBuf>,
     /// Landlock, namespaces, no_new_privs, the keyring, seccomp.
@@ -87,7 +88,7 @@ pub struct PlanInputs {
     /// private probe socket (`listen::ProbeSocket`).
     pub probe_socket: bool,
     pub cgroup_procs: Option<PathBuf>,
-    /// `cgroup.procs` of the app's v1 limit cgroups (hybrid hosts).
+    /// `tasks` of the app's v1 limit cgroups (hybrid hosts).
     pub extra_cgroup_procs: Vec<PathBuf>,
     pub sandbox: SandboxInputs,
     /// RLIMIT_NOFILE when `[limits] open_files` is not set: what the daemon

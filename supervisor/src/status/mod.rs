@@ -224,7 +224,11 @@ pub fn scrape<S: StatusSource + ?Sized>(source: &S, roots: &Roots) -> Scrape {
         .apps()
         .into_iter()
         .map(|sample| AppMetrics {
-            usage: reader.usage(sample.cgroup.as_deref(), sample.status.pid),
+            usage: reader.usage(usage::AppUsageOf {
+                cgroup: sample.cgroup.as_deref(),
+                pid: sample.status.pid,
+                memory_limited: sample.memory_limit.is_some(),
+            }),
             status: sample.status,
             start_time: sample.start_time,
             readiness_failures: sample.readiness_failures,
