@@ -30,8 +30,8 @@ use tokio::time::Sleep;
 use tracing::Instrument;
 
 use crate::app::{
-    self, AfterStop, Answer, AppState, Cause, Effect, Event, ExitStatus, InstanceId, Machine,
-    Params, ReadySignal, Request, RequestId, StopParams, TimerKey,
+    self, Answer, AppState, Cause, Effect, Event, ExitStatus, InstanceId, Machine, Params,
+    ReadySignal, Request, RequestId, StopParams, TimerKey,
 };
 use crate::audit::{unix_now, Events};
 use crate::cgroup::{AppCgroup, AppLimits, CgroupRoot, CgroupWatcher, LimitRoot};
@@ -642,7 +642,7 @@ impl Supervisor {
                 let id = RequestId(self.last_request);
                 self.waiting.retain(|w| !w.reply.is_closed());
                 let attempt = matches!(action, Action::Start | Action::Restart).then(|| {
-                    let under_way = self.machine.state == AppState::Starting;
+                    let under_way = self.machine.state() == AppState::Starting;
                     (self.spawns, self.spawned_at.filter(|_| under_way))
                 });
                 self.waiting.push(Waiting { id, reply, attempt });
@@ -713,7 +713,7 @@ impl Supervisor {
     fn is_down(&self) -> bool {
         self.instances.is_empty()
             && !matches!(
-                self.machine.state,
+                self.machine.state(),
                 AppState::Stopping | AppState::Starting | AppState::Running
             )
     }
@@ -842,7 +842,7 @@ impl Supervisor {
             }
             return;
         };
-        let current = self.machine.current.as_ref().map(|i| i.id) == Some(id);
+        let current = self.machine.is_current(id);
         if let Some(status) = msg.status().filter(|_| current) {
             self.notify_status = Some(status.to_owned());
         }
@@ -870,15 +870,13 @@ impl Supervisor {
     /// then publishes the status and answers the callers whose outcome is
     /// known, so a caller reads the status its answer came with.
     fn feed(&mut self, event: Event) {
-        let before = self.machine.state;
+        let before = self.machine.state();
         let mut answers = Vec::new();
         self.pending.push_back(event);
         while let Some(event) = self.pending.pop_front() {
             let (machine, effects) = app::step(&self.machine, event, Instant::now());
             // Only the readiness timeout stops a start to fail it.
-            if !matches!(self.machine.then, AfterStop::FailStart(_))
-                && matches!(machine.then, AfterStop::FailStart(_))
-            {
+            if !self.machine.failing_start() && machine.failing_start() {
                 self.readiness_failures += 1;
             }
             self.machine = machine;
@@ -889,13 +887,13 @@ impl Supervisor {
                 }
             }
         }
-        let changed = self.machine.state != before;
+        let changed = self.machine.state() != before;
         if changed {
             self.since_wall = SystemTime::now();
-            if self.machine.state != AppState::Running {
+            if self.machine.state() != AppState::Running {
                 self.notify_status = None;
             }
-            tracing::info!(from = ?before, to = ?self.machine.state, reason = %self.machine.reason, "state changed");
+            tracing::info!(from = ?before, to = ?self.machine.state(), reason = %self.machine.reason(), "state changed");
         }
         self.publish(changed);
         for (id, answer) in answers {
@@ -1044,8 +1042,7 @@ impl Supervisor {
     /// stopped wanting it meanwhile (it then only waits to hear that no
     /// process was made).
     fn prepared(&mut self, id: InstanceId, result: Result<Prepared, PrepareError>) {
-        let wanted = self.machine.state == AppState::Starting
-            && self.machine.current.as_ref().map(|i| i.id) == Some(id);
+        let wanted = self.machine.state() == AppState::Starting && self.machine.is_current(id);
         if !wanted {
             tracing::debug!(instance = %id, "stopped before the process was made");
             self.feed(Event::SpawnFailed {
@@ -1247,13 +1244,13 @@ impl Supervisor {
     fn publish(&mut self, state_changed: bool) {
         let m = &self.machine;
         let spec = &self.app.spec;
-        let mut reason = m.reason.clone();
-        if let (AppState::Running, Some(status)) = (m.state, &self.notify_status) {
+        let mut reason = m.reason().to_owned();
+        if let (AppState::Running, Some(status)) = (m.state(), &self.notify_status) {
             reason = format!("{reason}: {status}");
         }
         let status = AppStatus {
             name: spec.name.to_string(),
-            state: m.state.into(),
+            state: m.state().into(),
             reason,
             pid: m.pid(),
             uptime_secs: None,
@@ -1262,8 +1259,8 @@ impl Supervisor {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
-            restarts: m.restarts,
-            failures: m.failures,
+            restarts: m.restarts(),
+            failures: m.failures(),
             description: spec.description.clone(),
             app_groups: spec.app_groups.clone(),
             user: self.app.user_name.clone(),
@@ -1273,7 +1270,7 @@ impl Supervisor {
             stopped_by: self
                 .stopped_by
                 .clone()
-                .filter(|_| m.state == AppState::Stopped),
+                .filter(|_| m.state() == AppState::Stopped),
             config_error: None,
             log_error: None,
             log_dropped_bytes: 0,
@@ -1288,8 +1285,7 @@ impl Supervisor {
             });
         }
         let started_wall = m
-            .current
-            .as_ref()
+            .current()
             .and_then(|c| self.instances.iter().find(|i| i.id == c.id))
             .and_then(|i| i.started);
         let exposure = {
@@ -1309,7 +1305,7 @@ impl Supervisor {
             }
         };
         self.snapshot.send_replace(Snapshot {
-            state: m.state,
+            state: m.state(),
             started: m.started_at().zip(started_wall),
             status,
             readiness_failures: self.readiness_failures,
