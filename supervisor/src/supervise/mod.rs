@@ -9,21 +9,24 @@
 mod handoff;
 pub mod reaper;
 mod spawning;
+mod status;
 mod workers;
 
 pub use handoff::{monotonic_ns, restore, Frozen, RestoreError};
 pub use spawning::SpawnError;
+pub use status::{bare_status, security, Snapshot};
+use status::{placeholder_snapshot, sandbox_inputs};
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use appvisor_protocol::{Action, AppStatus, StoppedBy};
+use appvisor_protocol::{Action, StoppedBy};
 use nix::sys::signal::{kill, killpg, Signal as NixSignal};
 use nix::unistd::Pid;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -35,15 +38,15 @@ use crate::app::{
     self, Answer, AppState, Cause, Effect, Event, ExitStatus, InstanceId, Machine, Params,
     ReadySignal, Request, RequestId, StopParams, TimerKey,
 };
-use crate::audit::{unix_now, Events};
+use crate::audit::Events;
 use crate::cgroup::{AppCgroup, AppLimits, CgroupRoot, CgroupWatcher, LimitRoot};
 use crate::config::change::Change;
 use crate::config::resolve::ResolvedApp;
-use crate::config::{LimitSpec, ReadinessKind, Signal};
+use crate::config::{ReadinessKind, Signal};
 use crate::listen::{HeldSockets, ProbeSocket};
 use crate::logs::{AppLogs, LogMark};
 use crate::readiness::{self, Check, NotifySocket};
-use crate::sandbox::{self, SandboxInputs, SandboxPlan, SpawnRecord};
+use crate::sandbox::SpawnRecord;
 use crate::spawn::{self, PrepareError, Prepared, Preparer};
 use reaper::Reaper;
 
@@ -143,99 +146,6 @@ pub struct TaskGone;
 impl Commands {
     pub fn send(&self, command: Command) -> Result<(), TaskGone> {
         self.0.send(Box::new(command)).map_err(|_| TaskGone)
-    }
-}
-
-/// What the control plane reads: the public status and what the status
-/// server counts.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub state: AppState,
-    /// The status as of the last change; `uptime_secs` is filled in by
-    /// [`Snapshot::status_now`].
-    pub status: AppStatus,
-    /// When the current instance's main process was exec'd: for its
-    /// uptime, and as a wall-clock time that stays put while it runs.
-    pub started: Option<(Instant, SystemTime)>,
-    /// Starts that did not become ready within the readiness timeout.
-    pub readiness_failures: u64,
-    /// The settings the app runs with.
-    pub app: Arc<ResolvedApp>,
-    /// What the exec helper enforced at the last spawn.
-    pub sandbox: Arc<SpawnRecord>,
-    /// What the last spawn learnt from the file system (the venv and what
-    /// it may grant, the release, where /etc links lead): the facts its
-    /// sandbox was built on.
-    pub prepared: Option<Arc<Prepared>>,
-    /// The exposure score of `app`, `sandbox` and `prepared`, worked out at
-    /// the first scrape that asks and kept while the three stay the same:
-    /// a scrape of a thousand apps must not build a thousand sandbox plans.
-    exposure: Arc<OnceLock<f64>>,
-}
-
-impl Snapshot {
-    /// `appctl security`'s exposure score for this snapshot's app.
-    pub fn exposure(&self, shared: &Shared) -> f64 {
-        *self
-            .exposure
-            .get_or_init(|| security(self, shared).exposure)
-    }
-
-    /// The status with the uptime as of now.
-    pub fn status_now(&self) -> AppStatus {
-        AppStatus {
-            uptime_secs: self.started.map(|(at, _)| at.elapsed().as_secs_f64()),
-            ..self.status.clone()
-        }
-    }
-
-    /// When the current instance started, in seconds since the Unix epoch.
-    pub fn start_time(&self) -> Option<f64> {
-        let (_, wall) = self.started?;
-        wall.duration_since(SystemTime::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs_f64())
-    }
-}
-
-/// What confines the app of `snapshot` (`GET /v1/apps/NAME/security`):
-/// built from what its last spawn learnt, never from reading the app's
-/// files again here, on the caller's (async) thread.
-pub fn security(snapshot: &Snapshot, shared: &Shared) -> appvisor_protocol::AppSecurity {
-    let inputs = sandbox_inputs(snapshot.prepared.as_deref(), shared);
-    let plan = SandboxPlan::build(&snapshot.app.spec, &inputs);
-    sandbox::exposure::report(
-        &snapshot.app,
-        &plan,
-        snapshot.sandbox.last(),
-        sandbox::landlock::kernel_abi(),
-        applied_limits(&snapshot.app.spec.limits, shared),
-    )
-}
-
-/// The limits an app gets: its `[limits]`, and the defaults where it sets
-/// none (tasks, and the open-file limit the daemon was started with).
-fn applied_limits(configured: &LimitSpec, shared: &Shared) -> appvisor_protocol::SecurityLimits {
-    let defaults = &shared.default_limits;
-    let mut limits = sandbox::exposure::configured_limits(&defaults.fill(configured));
-    limits.defaults = defaults
-        .defaulted(configured)
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    if configured.open_files.is_none() {
-        limits.open_files = Some(shared.app_open_files.soft);
-        limits.defaults.push("open_files".to_owned());
-    }
-    limits
-}
-
-fn sandbox_inputs(prepared: Option<&Prepared>, shared: &Shared) -> SandboxInputs {
-    SandboxInputs {
-        landlock_abi_max: shared.landlock_abi_max,
-        python_home: prepared.and_then(|p| p.venv.home.home().map(ToOwned::to_owned)),
-        hide: shared.hide.clone(),
-        linked_dirs: prepared.map(|p| p.linked_dirs.clone()).unwrap_or_default(),
     }
 }
 
@@ -354,44 +264,6 @@ fn jitter_seed() -> u64 {
             .map_or(0, |d| d.as_nanos() as u64),
     );
     hasher.finish() | 1
-}
-
-fn placeholder_snapshot(app: &Arc<ResolvedApp>) -> Snapshot {
-    Snapshot {
-        state: AppState::Stopped,
-        started: None,
-        readiness_failures: 0,
-        app: app.clone(),
-        sandbox: Arc::default(),
-        prepared: None,
-        exposure: Arc::default(),
-        status: bare_status("", appvisor_protocol::State::Stopped, String::new()),
-    }
-}
-
-/// A status with no process, no history and no settings: for an app known
-/// only by name (an invalid file), and before a task publishes its first.
-pub fn bare_status(name: &str, state: appvisor_protocol::State, reason: String) -> AppStatus {
-    AppStatus {
-        name: name.to_owned(),
-        state,
-        reason,
-        pid: None,
-        uptime_secs: None,
-        since: 0,
-        restarts: 0,
-        failures: 0,
-        description: String::new(),
-        app_groups: Vec::new(),
-        user: String::new(),
-        directory: String::new(),
-        release: None,
-        autostart: false,
-        stopped_by: None,
-        config_error: None,
-        log_error: None,
-        log_dropped_bytes: 0,
-    }
 }
 
 /// Apps opening their log files at the same time: a thousand apps starting
@@ -1029,81 +901,6 @@ impl Supervisor {
         let check = Check { probe, via };
         tracing::debug!(instance = %id, %check, "probing");
         instance.probe = Some(tokio::spawn(readiness::wait_until_ready(check, deadline)));
-    }
-
-    fn publish(&mut self, state_changed: bool) {
-        let m = &self.machine;
-        let spec = &self.app.spec;
-        let mut reason = m.reason().to_owned();
-        if let (AppState::Running, Some(status)) = (m.state(), &self.notify_status) {
-            reason = format!("{reason}: {status}");
-        }
-        let status = AppStatus {
-            name: spec.name.to_string(),
-            state: m.state().into(),
-            reason,
-            pid: m.pid(),
-            uptime_secs: None,
-            since: self
-                .since_wall
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            restarts: m.restarts(),
-            failures: m.failures(),
-            description: spec.description.clone(),
-            app_groups: spec.app_groups.clone(),
-            user: self.app.user_name.clone(),
-            directory: spec.directory.display().to_string(),
-            release: self.release.clone(),
-            autostart: spec.autostart,
-            stopped_by: self
-                .stopped_by
-                .clone()
-                .filter(|_| m.state() == AppState::Stopped),
-            config_error: None,
-            log_error: None,
-            log_dropped_bytes: 0,
-        };
-        if state_changed {
-            self.shared.events.publish(appvisor_protocol::Event::State {
-                time: unix_now(),
-                app: status.name.clone(),
-                state: status.state,
-                reason: status.reason.clone(),
-                pid: status.pid,
-            });
-        }
-        let started_wall = m
-            .current()
-            .and_then(|c| self.instances.iter().find(|i| i.id == c.id))
-            .and_then(|i| i.started);
-        let exposure = {
-            let previous = self.snapshot.borrow();
-            let same_prepared = match (&previous.prepared, &self.prepared) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            };
-            if Arc::ptr_eq(&previous.app, &self.app)
-                && Arc::ptr_eq(&previous.sandbox, &self.sandbox)
-                && same_prepared
-            {
-                previous.exposure.clone()
-            } else {
-                Arc::default()
-            }
-        };
-        self.snapshot.send_replace(Snapshot {
-            state: m.state(),
-            started: m.started_at().zip(started_wall),
-            status,
-            readiness_failures: self.readiness_failures,
-            app: self.app.clone(),
-            sandbox: self.sandbox.clone(),
-            prepared: self.prepared.clone(),
-            exposure,
-        });
     }
 
     fn cleanup(&mut self) {
