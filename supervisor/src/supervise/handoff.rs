@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    launch, params, placeholder_snapshot, watch_populated, Commands, Handle, Instance, Leaf,
-    Shared, Supervisor, Timer,
+    launch, params, placeholder_snapshot, watch_populated, Callers, Commands, Handle, Held,
+    Instance, Leaf, Shared, Shown, Spawns, Supervisor, Timer,
 };
 use crate::app::{
     Cause, ExitStatus, InstanceId, Machine, Params, Settled, SettledInstance, SettledState,
@@ -33,7 +33,6 @@ use crate::handoff::state::{
 use crate::listen::{HandedFile, HandedOver, HeldSockets, ProbeSocket};
 use crate::logs::{AppLogs, Stream};
 use crate::readiness::NotifySocket;
-use crate::spawn::Preparer;
 
 /// What a frozen task handed over: its record, the fds the record names
 /// (owned here until they are passed on), and the exit of its main process
@@ -221,7 +220,7 @@ fn keep(fds: &mut Vec<OwnedFd>, fd: OwnedFd) -> i32 {
 impl Supervisor {
     /// No transition is under way: the app can be handed over as it is.
     pub(super) fn is_settled(&self) -> bool {
-        if self.preparing.is_some() || !self.pending.is_empty() {
+        if self.spawns.preparing.is_some() || !self.pending.is_empty() {
             return false;
         }
         match self.machine.settled().map(|s| s.state) {
@@ -301,7 +300,7 @@ impl Supervisor {
                 exit: None,
             });
         }
-        let notify = self.notify.take().and_then(|socket| {
+        let notify = self.held.notify.take().and_then(|socket| {
             let path = socket.path().to_owned();
             match socket.hand_over() {
                 Ok(fd) => Some((keep(&mut fds, fd), path)),
@@ -311,7 +310,7 @@ impl Supervisor {
                 }
             }
         });
-        let (listen, listen_owner) = match self.listen.take().map(HeldSockets::hand_over) {
+        let (listen, listen_owner) = match self.held.listen.take().map(HeldSockets::hand_over) {
             Some(Ok((sockets, owner))) => (
                 sockets
                     .into_iter()
@@ -343,6 +342,7 @@ impl Supervisor {
             reason: settled.reason.clone(),
             since_ns: to_ns(now, settled.since),
             since_unix: self
+                .shown
                 .since_wall
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -354,11 +354,11 @@ impl Supervisor {
             cause: settled.cause.as_ref().map(cause_record),
             backoff: backoff.filter(|_| matches!(settled.state, SettledState::Backoff { .. })),
             current,
-            readiness_failures: self.readiness_failures,
-            stopped_by: self.stopped_by.clone(),
-            release: self.release.clone(),
-            notify_status: self.notify_status.clone(),
-            oom_baseline: self.oom_baseline,
+            readiness_failures: self.shown.readiness_failures,
+            stopped_by: self.shown.stopped_by.clone(),
+            release: self.spawns.release.clone(),
+            notify_status: self.shown.notify_status.clone(),
+            oom_baseline: self.held.oom_baseline,
             notify,
             listen,
             listen_owner,
@@ -546,35 +546,35 @@ pub fn restore(
     let (commands, rx) = mpsc::unbounded_channel();
     let sup = Supervisor {
         machine,
-        since_wall: SystemTime::UNIX_EPOCH + Duration::from_secs(record.since_unix),
+        pending: VecDeque::new(),
         snapshot: Arc::new(watch::channel(placeholder_snapshot(&app)).0),
         app,
         shared,
         logs: logs.clone(),
-        cgroup,
         instances,
-        limits,
-        oom_baseline: record.oom_baseline,
-        sandbox: Arc::default(),
-        preparer: Preparer::default(),
-        preparing: None,
-        prepared: None,
-        notify,
-        listen,
         timers,
-        readiness_failures: record.readiness_failures,
-        stopped_by: record.stopped_by,
-        release: record.release,
-        notify_status: record.notify_status,
+        held: Held {
+            cgroup,
+            limits,
+            oom_baseline: record.oom_baseline,
+            notify,
+            listen,
+        },
+        spawns: Spawns {
+            release: record.release,
+            // Counted afresh: only a start or restart under way reads the
+            // count, and none is (the app was settled).
+            ..Spawns::default()
+        },
+        callers: Callers::default(),
+        shown: Shown {
+            since_wall: SystemTime::UNIX_EPOCH + Duration::from_secs(record.since_unix),
+            readiness_failures: record.readiness_failures,
+            stopped_by: record.stopped_by,
+            notify_status: record.notify_status,
+        },
         shutdown: false,
         freeze: None,
-        // Counted afresh: only a start or restart under way reads them,
-        // and none is (the app was settled).
-        spawns: 0,
-        spawned_at: None,
-        pending: VecDeque::new(),
-        waiting: Vec::new(),
-        last_request: 0,
     };
     Ok(launch(sup, Commands(commands), rx, false, logs))
 }

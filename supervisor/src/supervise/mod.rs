@@ -173,33 +173,24 @@ pub fn start(
     let app_for_snapshot = app.clone();
     let sup = Supervisor {
         machine,
-        since_wall: SystemTime::now(),
+        pending: VecDeque::new(),
         app,
         shared,
         logs: logs.clone(),
-        cgroup: None,
         instances: Vec::new(),
-        limits: None,
-        oom_baseline: None,
-        sandbox: Arc::default(),
-        preparer: Preparer::default(),
-        preparing: None,
-        prepared: None,
-        notify: None,
-        listen: None,
         timers: Vec::new(),
-        readiness_failures: 0,
-        stopped_by,
-        release: None,
-        notify_status: None,
+        held: Held::default(),
+        spawns: Spawns::default(),
+        callers: Callers::default(),
+        shown: Shown {
+            since_wall: SystemTime::now(),
+            readiness_failures: 0,
+            stopped_by,
+            notify_status: None,
+        },
         shutdown: false,
         freeze: None,
         snapshot: Arc::new(watch::channel(placeholder_snapshot(&app_for_snapshot)).0),
-        pending: VecDeque::new(),
-        waiting: Vec::new(),
-        spawns: 0,
-        spawned_at: None,
-        last_request: 0,
     };
     launch(sup, commands, rx, autostart, logs)
 }
@@ -332,53 +323,84 @@ struct Timer {
     sleep: Pin<Box<Sleep>>,
 }
 
+/// An app's task: the machine, and the shell's parts around it.
 struct Supervisor {
     machine: Machine,
-    since_wall: SystemTime,
+    /// Events produced by effects, fed after the current step.
+    pending: VecDeque<Event>,
     app: Arc<ResolvedApp>,
     shared: Arc<Shared>,
     logs: Arc<AppLogs>,
-    /// The app's cgroup; each instance runs in a leaf below it.
-    cgroup: Option<AppCgroup>,
     /// Every instance the machine knows.
     instances: Vec<Instance>,
+    /// The machine's armed timers.
+    timers: Vec<Timer>,
+    held: Held,
+    spawns: Spawns,
+    callers: Callers,
+    shown: Shown,
+    /// Stopping for good: the task ends once nothing of the app is left.
+    shutdown: bool,
+    /// A hand-off waits for this task to freeze.
+    freeze: Option<oneshot::Sender<Frozen>>,
+    /// Shared with the task's guard, which reports a panic here.
+    snapshot: Arc<watch::Sender<Snapshot>>,
+}
+
+/// What the app holds across spawns, set up by the first spawn that needs
+/// it.
+#[derive(Default)]
+struct Held {
+    /// The app's cgroup; each instance runs in a leaf below it.
+    cgroup: Option<AppCgroup>,
     /// Where the app's `[limits]` are written.
     limits: Option<AppLimits>,
     /// The memory cgroup's OOM-kill count at the last spawn.
     oom_baseline: Option<u64>,
-    /// What the exec helper enforced at the last spawn.
-    /// Shared with every snapshot: republished at each state change,
-    /// changed only by a spawn's report.
-    sandbox: Arc<SpawnRecord>,
+    notify: Option<NotifySocket>,
+    /// The `[[listen]]` sockets, bound at the first spawn and kept across
+    /// restarts and reloads until the app is stopped by request
+    /// (`Effect::CloseSockets`), removed, or its listen set changes.
+    listen: Option<HeldSockets>,
+}
+
+/// The spawn under way and what the last one learnt.
+#[derive(Default)]
+struct Spawns {
     preparer: Preparer,
     /// The instance waiting for its spawn's file reads; its process is
     /// made once they are in.
     preparing: Option<(InstanceId, PrepareFuture)>,
     /// What the last spawn learnt from the file system.
     prepared: Option<Arc<Prepared>>,
-    notify: Option<NotifySocket>,
-    /// The `[[listen]]` sockets, bound at the first spawn and kept across
-    /// restarts and reloads until the app is stopped by request
-    /// (`Effect::CloseSockets`), removed, or its listen set changes.
-    listen: Option<HeldSockets>,
-    timers: Vec<Timer>,
+    /// What the exec helper enforced at the last spawn.
+    /// Shared with every snapshot: republished at each state change,
+    /// changed only by a spawn's report.
+    sandbox: Arc<SpawnRecord>,
+    /// The release directory the last spawn ran from.
+    release: Option<String>,
+    /// Spawns so far, and where the output stood at the latest.
+    count: u64,
+    spawned_at: Option<LogMark>,
+}
+
+/// Callers waiting for the machine's answer.
+#[derive(Default)]
+struct Callers {
+    waiting: Vec<Waiting>,
+    /// The id of the last request.
+    last: u64,
+}
+
+/// What status shows beside the machine's state and reason.
+struct Shown {
+    /// When the state began, by the wall clock.
+    since_wall: SystemTime,
+    /// Starts that did not become ready within the readiness timeout.
     readiness_failures: u64,
     stopped_by: Option<StoppedBy>,
-    release: Option<String>,
+    /// The app's last `STATUS=` while it runs.
     notify_status: Option<String>,
-    shutdown: bool,
-    /// A hand-off waits for this task to freeze.
-    freeze: Option<oneshot::Sender<Frozen>>,
-    /// Shared with the task's guard, which reports a panic here.
-    snapshot: Arc<watch::Sender<Snapshot>>,
-    /// Events produced by effects, fed after the current step.
-    pending: VecDeque<Event>,
-    /// Callers waiting for the machine's answer.
-    waiting: Vec<Waiting>,
-    /// Spawns so far, and where the output stood at the latest.
-    spawns: u64,
-    spawned_at: Option<LogMark>,
-    last_request: u64,
 }
 
 /// What woke the task up.
@@ -430,7 +452,7 @@ impl Supervisor {
                 }
                 Wake::Command(Some(cmd)) => self.command(*cmd),
                 Wake::Prepared(id, result) => {
-                    self.preparing = None;
+                    self.spawns.preparing = None;
                     self.prepared(id, result);
                 }
                 Wake::Reported(id, outcome) => self.reported(id, outcome),
@@ -455,7 +477,7 @@ impl Supervisor {
                 Wake::Notify(Err(err)) if err.is_refused_message() => {}
                 Wake::Notify(Err(err)) => {
                     tracing::warn!(error = %err, "notify socket failed; readiness must come from the timeout");
-                    self.notify = None;
+                    self.held.notify = None;
                 }
                 Wake::Populated(id, Some(false)) => self.feed(Event::CgroupEmpty { instance: id }),
                 Wake::Populated(_, Some(true)) => {}
@@ -478,9 +500,9 @@ impl Supervisor {
         let Supervisor {
             instances,
             timers,
-            notify,
+            held: Held { notify, .. },
             shutdown,
-            preparing,
+            spawns: Spawns { preparing, .. },
             ..
         } = self;
         let notify = async {
@@ -512,14 +534,17 @@ impl Supervisor {
                 wait,
                 reply,
             } => {
-                self.last_request += 1;
-                let id = RequestId(self.last_request);
-                self.waiting.retain(|w| !w.reply.is_closed());
+                self.callers.last += 1;
+                let id = RequestId(self.callers.last);
+                self.callers.waiting.retain(|w| !w.reply.is_closed());
                 let attempt = matches!(action, Action::Start | Action::Restart).then(|| {
                     let under_way = self.machine.state() == AppState::Starting;
-                    (self.spawns, self.spawned_at.filter(|_| under_way))
+                    (
+                        self.spawns.count,
+                        self.spawns.spawned_at.filter(|_| under_way),
+                    )
                 });
-                self.waiting.push(Waiting { id, reply, attempt });
+                self.callers.waiting.push(Waiting { id, reply, attempt });
                 let request = Request {
                     cause,
                     waiter: Some(id),
@@ -531,16 +556,16 @@ impl Supervisor {
                     Action::Stop | Action::Signal => Event::Stop(request),
                 };
                 match action {
-                    Action::Stop => self.stopped_by = stopped_by,
-                    Action::Start | Action::Restart => self.stopped_by = None,
+                    Action::Stop => self.shown.stopped_by = stopped_by,
+                    Action::Start | Action::Restart => self.shown.stopped_by = None,
                     Action::Reload | Action::Signal => {}
                 }
                 self.feed(event);
                 if !wait {
                     // Taken: the status the caller reads now shows it. A
                     // refusal was answered by the step itself.
-                    if let Some(i) = self.waiting.iter().position(|w| w.id == id) {
-                        let waiting = self.waiting.swap_remove(i);
+                    if let Some(i) = self.callers.waiting.iter().position(|w| w.id == id) {
+                        let waiting = self.callers.waiting.swap_remove(i);
                         let _ = waiting.reply.send(Reply {
                             answer: None,
                             attempt_began: None,
@@ -561,7 +586,7 @@ impl Supervisor {
                 self.app = app;
                 if change.restart {
                     // Bound again at the next spawn, for the new file's user.
-                    self.notify = None;
+                    self.held.notify = None;
                 }
                 self.logs.update_spec(&self.app.spec.logs);
                 tracing::info!(keys = ?change.keys, restart = change.restart, "settings changed");
@@ -570,7 +595,7 @@ impl Supervisor {
                 self.feed(Event::Replace {
                     params: params(&self.app),
                     restart: change.restart,
-                    start: change.start && self.stopped_by.is_none(),
+                    start: change.start && self.shown.stopped_by.is_none(),
                 });
                 let _ = reply.send(());
             }
@@ -601,7 +626,7 @@ impl Supervisor {
     }
 
     fn reported(&mut self, id: InstanceId, outcome: Result<spawn::Applied, spawn::SpawnFailure>) {
-        let release = self.release.clone();
+        let release = self.spawns.release.clone();
         let Some(instance) = self.instance_mut(id) else {
             return;
         };
@@ -626,7 +651,7 @@ impl Supervisor {
                         "landlock is not fully enforced (landlock = \"best-effort\")"
                     );
                 }
-                self.sandbox = Arc::new(SpawnRecord {
+                self.spawns.sandbox = Arc::new(SpawnRecord {
                     landlock: applied.landlock,
                     verified: Some(applied.verified),
                     refusal: None,
@@ -645,7 +670,7 @@ impl Supervisor {
                 instance.exit = None;
                 instance.pid = None;
                 if failure.step == spawn::SpawnStep::Paths {
-                    Arc::make_mut(&mut self.sandbox).refusal = Some(failure.detail.clone());
+                    Arc::make_mut(&mut self.spawns.sandbox).refusal = Some(failure.detail.clone());
                 }
                 self.feed(Event::SpawnFailed {
                     instance: id,
@@ -695,8 +720,8 @@ impl Supervisor {
         else {
             return status;
         };
-        let now = self.limits.as_ref().and_then(AppLimits::oom_kills);
-        match (now, self.oom_baseline) {
+        let now = self.held.limits.as_ref().and_then(AppLimits::oom_kills);
+        match (now, self.held.oom_baseline) {
             (Some(now), Some(before)) if now > before => ExitStatus::MemoryLimit { limit },
             (Some(now), None) if now > 0 => ExitStatus::MemoryLimit { limit },
             _ => status,
@@ -711,14 +736,14 @@ impl Supervisor {
             None => i.pid == Some(msg.pid),
         });
         let Some(id) = sender.map(|i| i.id) else {
-            if let Some(notify) = &self.notify {
+            if let Some(notify) = &self.held.notify {
                 notify.ignored_sender(&msg);
             }
             return;
         };
         let current = self.machine.is_current(id);
         if let Some(status) = msg.status().filter(|_| current) {
-            self.notify_status = Some(status.to_owned());
+            self.shown.notify_status = Some(status.to_owned());
         }
         if msg.is_ready() {
             // The helper writes its report before it execs the app, but the
@@ -751,7 +776,7 @@ impl Supervisor {
             let (machine, effects) = app::step(&self.machine, event, Instant::now());
             // Only the readiness timeout stops a start to fail it.
             if !self.machine.failing_start() && machine.failing_start() {
-                self.readiness_failures += 1;
+                self.shown.readiness_failures += 1;
             }
             self.machine = machine;
             for effect in effects {
@@ -763,17 +788,18 @@ impl Supervisor {
         }
         let changed = self.machine.state() != before;
         if changed {
-            self.since_wall = SystemTime::now();
+            self.shown.since_wall = SystemTime::now();
             if self.machine.state() != AppState::Running {
-                self.notify_status = None;
+                self.shown.notify_status = None;
             }
             tracing::info!(from = ?before, to = ?self.machine.state(), reason = %self.machine.reason(), "state changed");
         }
         self.publish(changed);
         for (id, answer) in answers {
-            if let Some(i) = self.waiting.iter().position(|w| w.id == id) {
-                let waiting = self.waiting.swap_remove(i);
-                let attempt_began = attempt_began(waiting.attempt, self.spawns, self.spawned_at);
+            if let Some(i) = self.callers.waiting.iter().position(|w| w.id == id) {
+                let waiting = self.callers.waiting.swap_remove(i);
+                let attempt_began =
+                    attempt_began(waiting.attempt, self.spawns.count, self.spawns.spawned_at);
                 let _ = waiting.reply.send(Reply {
                     answer: Some(answer),
                     attempt_began,
@@ -801,7 +827,7 @@ impl Supervisor {
             Effect::Reload(id, signal) => self.reload(id, signal),
             Effect::Forget(id) => self.forget(id),
             Effect::CloseSockets => {
-                if self.listen.take().is_some() {
+                if self.held.listen.take().is_some() {
                     tracing::debug!("stopped: closed the listen sockets");
                 }
             }
@@ -904,13 +930,13 @@ impl Supervisor {
     }
 
     fn cleanup(&mut self) {
-        self.notify = None;
+        self.held.notify = None;
         for instance in std::mem::take(&mut self.instances) {
             if let Some(leaf) = instance.leaf {
                 self.remove_leaf(leaf);
             }
         }
-        if let Some(cg) = self.cgroup.take() {
+        if let Some(cg) = self.held.cgroup.take() {
             if let Some(watcher) = &self.shared.watcher {
                 watcher.unwatch(&cg);
             }
@@ -918,7 +944,7 @@ impl Supervisor {
                 tracing::debug!(error = %err, "removing the app's cgroup");
             }
         }
-        if let Some(limits) = self.limits.take() {
+        if let Some(limits) = self.held.limits.take() {
             if let Err(err) = limits.remove() {
                 tracing::debug!(error = %err, "removing the app's limit cgroups");
             }

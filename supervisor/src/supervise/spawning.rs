@@ -58,10 +58,10 @@ impl Supervisor {
     /// `Effect::Spawn`: first the file reads a spawn needs, off the
     /// runtime (`spawn::prepare`); the process follows in [`Self::prepared`].
     pub(super) fn spawn(&mut self, id: InstanceId) {
-        self.spawns += 1;
-        self.spawned_at = Some(self.logs.mark());
-        let reads = self.preparer.prepare(&self.app.spec);
-        self.preparing = Some((id, Box::pin(reads)));
+        self.spawns.count += 1;
+        self.spawns.spawned_at = Some(self.logs.mark());
+        let reads = self.spawns.preparer.prepare(&self.app.spec);
+        self.spawns.preparing = Some((id, Box::pin(reads)));
     }
 
     /// Instance `id`'s file reads are in: spawn it, unless the machine has
@@ -102,16 +102,16 @@ impl Supervisor {
         prepared: Arc<Prepared>,
     ) -> Result<Instance, SpawnError> {
         let spec = &self.app.spec;
-        if self.cgroup.is_none() {
+        if self.held.cgroup.is_none() {
             if let Some(root) = &self.shared.cgroups {
                 let cg = root.app(spec.name.as_str()).map_err(SpawnError::Cgroup)?;
-                self.cgroup = Some(cg);
+                self.held.cgroup = Some(cg);
             }
         }
         // Each instance gets a leaf of its own, so that a start-stop
         // restart's previous instance can be stopped without touching
         // this one.
-        let (leaf, populated) = match &self.cgroup {
+        let (leaf, populated) = match &self.held.cgroup {
             Some(cg) => {
                 let leaf = cg.child(&id.to_string()).map_err(SpawnError::Cgroup)?;
                 let populated = match &self.shared.watcher {
@@ -134,8 +134,8 @@ impl Supervisor {
         };
         let notify_path = if spec.readiness.kind == ReadinessKind::Notify {
             let path = self.shared.notify_dir.join(format!("{}.sock", spec.name));
-            if self.notify.is_none() {
-                self.notify = Some(
+            if self.held.notify.is_none() {
+                self.held.notify = Some(
                     NotifySocket::bind(&path, self.app.uid, self.app.gid).map_err(|source| {
                         SpawnError::Notify {
                             path: path.clone(),
@@ -150,12 +150,13 @@ impl Supervisor {
         };
         let (uid, gid) = (self.app.uid, self.app.gid);
         if !self
+            .held
             .listen
             .as_ref()
             .is_some_and(|h| h.serves(&spec.listen, uid, gid))
         {
-            let previous = self.listen.take();
-            self.listen =
+            let previous = self.held.listen.take();
+            self.held.listen =
                 Some(HeldSockets::rebind(spec, uid, gid, previous).map_err(SpawnError::Listen)?);
         }
         let probe_socket = if !spec.listen.is_empty() && spec.readiness.probe.is_some() {
@@ -167,11 +168,14 @@ impl Supervisor {
         } else {
             None
         };
-        self.release = prepared.release.as_ref().map(|p| p.display().to_string());
+        self.spawns.release = prepared.release.as_ref().map(|p| p.display().to_string());
         let limits = self
             .shared
             .limits
-            .app(spec.name.as_str(), self.cgroup.as_ref().map(AppCgroup::dir))
+            .app(
+                spec.name.as_str(),
+                self.held.cgroup.as_ref().map(AppCgroup::dir),
+            )
             .map_err(SpawnError::Limits)?;
         let mut applied = self.shared.default_limits.fill(&spec.limits);
         if spec.limits.tasks.is_none() && !limits.carries(crate::cgroup::Controller::Pids) {
@@ -179,9 +183,9 @@ impl Supervisor {
             applied.tasks = None;
         }
         limits.apply(&applied).map_err(SpawnError::Limits)?;
-        self.oom_baseline = limits.oom_kills();
+        self.held.oom_baseline = limits.oom_kills();
         let extra_cgroup_procs = limits.extra_procs(&applied);
-        self.limits = Some(limits);
+        self.held.limits = Some(limits);
         let user = PlanUser {
             name: self.app.user_name.clone(),
             uid: self.app.uid,
@@ -194,6 +198,7 @@ impl Supervisor {
             lang: self.shared.lang.clone(),
             notify_socket: notify_path,
             listen_names: self
+                .held
                 .listen
                 .as_ref()
                 .map(HeldSockets::names)
@@ -204,7 +209,7 @@ impl Supervisor {
             sandbox: sandbox_inputs(Some(&prepared), &self.shared),
             open_files: Some(self.shared.app_open_files),
         };
-        self.prepared = Some(prepared);
+        self.spawns.prepared = Some(prepared);
         let plan = SpawnPlan::build(spec, &user, &inputs);
         let (out_r, out_w) = crate::logs::make_pipe().map_err(SpawnError::Pipe)?;
         let (err_r, err_w) = crate::logs::make_pipe().map_err(SpawnError::Pipe)?;
@@ -241,6 +246,7 @@ impl Supervisor {
         let mut report = None;
         let (pid, exit) = self.shared.reaper.spawn_registered(|| {
             let mut listen_fds = self
+                .held
                 .listen
                 .as_ref()
                 .map(HeldSockets::fds)

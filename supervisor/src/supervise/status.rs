@@ -153,7 +153,7 @@ impl Supervisor {
         let m = &self.machine;
         let spec = &self.app.spec;
         let mut reason = m.reason().to_owned();
-        if let (AppState::Running, Some(status)) = (m.state(), &self.notify_status) {
+        if let (AppState::Running, Some(status)) = (m.state(), &self.shown.notify_status) {
             reason = format!("{reason}: {status}");
         }
         let status = AppStatus {
@@ -163,6 +163,7 @@ impl Supervisor {
             pid: m.pid(),
             uptime_secs: None,
             since: self
+                .shown
                 .since_wall
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -173,9 +174,10 @@ impl Supervisor {
             app_groups: spec.app_groups.clone(),
             user: self.app.user_name.clone(),
             directory: spec.directory.display().to_string(),
-            release: self.release.clone(),
+            release: self.spawns.release.clone(),
             autostart: spec.autostart,
             stopped_by: self
+                .shown
                 .stopped_by
                 .clone()
                 .filter(|_| m.state() == AppState::Stopped),
@@ -198,13 +200,13 @@ impl Supervisor {
             .and_then(|i| i.started);
         let exposure = {
             let previous = self.snapshot.borrow();
-            let same_prepared = match (&previous.prepared, &self.prepared) {
+            let same_prepared = match (&previous.prepared, &self.spawns.prepared) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 (None, None) => true,
                 _ => false,
             };
             if Arc::ptr_eq(&previous.app, &self.app)
-                && Arc::ptr_eq(&previous.sandbox, &self.sandbox)
+                && Arc::ptr_eq(&previous.sandbox, &self.spawns.sandbox)
                 && same_prepared
             {
                 previous.exposure.clone()
@@ -216,10 +218,10 @@ impl Supervisor {
             state: m.state(),
             started: m.started_at().zip(started_wall),
             status,
-            readiness_failures: self.readiness_failures,
+            readiness_failures: self.shown.readiness_failures,
             app: self.app.clone(),
-            sandbox: self.sandbox.clone(),
-            prepared: self.prepared.clone(),
+            sandbox: self.spawns.sandbox.clone(),
+            prepared: self.spawns.prepared.clone(),
             exposure,
         });
     }
