@@ -21,8 +21,8 @@ use super::{
     Instance, Leaf, Shared, Shown, Spawns, Supervisor, Timer,
 };
 use crate::app::{
-    Cause, ExitStatus, InstanceId, Machine, Params, Settled, SettledInstance, SettledState,
-    StopParams, TimerKey,
+    Cause, ExitStatus, InstanceId, Machine, Settled, SettledInstance, SettledState, StopParams,
+    TimerKey,
 };
 use crate::config::resolve::ResolvedApp;
 use crate::config::Signal;
@@ -161,12 +161,13 @@ fn record_state(state: &SettledState) -> RecordState {
     }
 }
 
-/// The machine `record` describes, as of `now`. A record names a running
-/// instance exactly when it is in `running`, and a backoff schedule
-/// whenever it is in `backoff`: the freeze writes nothing else.
+/// The machine `record` describes, as of `now`; `stop_signal` is the
+/// app's, for an instance whose recorded one is not a signal. A record
+/// names a running instance exactly when it is in `running`, and a backoff
+/// schedule whenever it is in `backoff`: the freeze writes nothing else.
 fn settled(
     record: &AppRecord,
-    params: &Params,
+    stop_signal: Signal,
     now: (Instant, u64),
 ) -> Result<Settled, RestoreError> {
     let state = match (record.state, &record.current, record.backoff) {
@@ -180,7 +181,7 @@ fn settled(
             stop: StopParams {
                 signal: nix::sys::signal::Signal::try_from(current.stop_signal)
                     .map(Signal)
-                    .unwrap_or(params.stop.signal),
+                    .unwrap_or(stop_signal),
                 timeout: Duration::from_millis(current.stop_timeout_ms),
             },
         }),
@@ -397,7 +398,7 @@ pub fn restore(
     }
     let now = (Instant::now(), monotonic_ns());
     let params = params(&app);
-    let settled = settled(&record, &params, now)?;
+    let settled = settled(&record, params.stop.signal, now)?;
     let cgroup = match &shared.cgroups {
         Some(root) => Some(root.app(&name).map_err(|source| RestoreError::Cgroup {
             app: name.clone(),
@@ -516,22 +517,19 @@ pub fn restore(
             Some((leaf, populated)) => (Some(leaf), populated),
             None => (None, None),
         };
-        instances.push(Instance {
-            id: InstanceId(current.id),
-            pid: Some(pid),
-            started: current
-                .started_unix_ms
-                .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+        let mut instance = Instance::new(
+            InstanceId(current.id),
+            pid,
             exit,
-            report: None,
             pipes,
             leaf,
             probe_socket,
             populated,
-            probe: None,
-            reload: None,
-            ready_before_report: false,
-        });
+        );
+        instance.started = current
+            .started_unix_ms
+            .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+        instances.push(instance);
     }
     let machine = Machine::thaw(params, settled);
     let timers = record
@@ -577,4 +575,89 @@ pub fn restore(
         freeze: None,
     };
     Ok(launch(sup, Commands(commands), rx, false, logs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(state: RecordState, running: bool, backoff: bool) -> AppRecord {
+        AppRecord {
+            name: "shop".to_owned(),
+            state,
+            reason: "why".to_owned(),
+            since_ns: 5,
+            since_unix: 6,
+            failures: 1,
+            restarts: 2,
+            last_instance: 3,
+            timer_generation: 4,
+            rng: 7,
+            cause: None,
+            backoff: backoff.then_some((4, 100)),
+            current: running.then_some(InstanceRecord {
+                id: 3,
+                pid: 1234,
+                spawned_ns: 1,
+                started_unix_ms: None,
+                ready_ns: Some(2),
+                notified: true,
+                probed: false,
+                stop_signal: 15,
+                stop_timeout_ms: 10_000,
+                stdout_fd: None,
+                stderr_fd: None,
+                probe: None,
+                leaf: false,
+                exit: None,
+            }),
+            readiness_failures: 0,
+            stopped_by: None,
+            release: None,
+            notify_status: None,
+            oom_baseline: None,
+            notify: None,
+            listen: Vec::new(),
+            listen_owner: (0, 0),
+        }
+    }
+
+    /// Only what a freeze writes thaws: a running record names its
+    /// instance, a backoff record its timer, and no other names an
+    /// instance. Anything else would thaw a machine that cannot exist.
+    #[test]
+    fn a_record_thaws_only_as_a_freeze_writes_it() {
+        use RecordState::*;
+        let now = (Instant::now(), 1_000);
+        let term = Signal(nix::sys::signal::Signal::SIGTERM);
+        #[rustfmt::skip]
+        let cases = [
+            // (state, running instance, backoff timer, thaws)
+            (Running, true,  false, true),
+            (Running, false, false, false),
+            (Backoff, false, true,  true),
+            (Backoff, false, false, false),
+            (Stopped, false, false, true),
+            (Stopped, false, true,  true), // a stale schedule fires into nothing
+            (Stopped, true,  false, false),
+            (Exited,  true,  false, false),
+            (Fatal,   false, false, true),
+        ];
+        for (state, running, backoff, thaws) in cases {
+            let result = settled(&record(state, running, backoff), term, now);
+            assert_eq!(
+                result.is_ok(),
+                thaws,
+                "{state:?} {running} {backoff}: {result:?}"
+            );
+        }
+        let Ok(Settled {
+            state: SettledState::Running(instance),
+            ..
+        }) = settled(&record(Running, true, false), term, now)
+        else {
+            panic!("running thaws running");
+        };
+        assert_eq!((instance.id, instance.pid), (InstanceId(3), 1234));
+    }
 }

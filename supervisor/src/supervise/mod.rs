@@ -309,6 +309,35 @@ struct Instance {
     ready_before_report: bool,
 }
 
+impl Instance {
+    /// Instance `id`, whose main process is `pid`, with what its spawn (or
+    /// a hand-off) gave it; nothing reported, probed or reloading yet.
+    fn new(
+        id: InstanceId,
+        pid: u32,
+        exit: Option<oneshot::Receiver<ExitStatus>>,
+        pipes: Vec<crate::logs::Capture>,
+        leaf: Option<Leaf>,
+        probe_socket: Option<ProbeSocket>,
+        populated: Option<PopulatedFuture>,
+    ) -> Instance {
+        Instance {
+            id,
+            pid: Some(pid),
+            started: None,
+            exit,
+            report: None,
+            pipes,
+            leaf,
+            probe_socket,
+            populated,
+            probe: None,
+            reload: None,
+            ready_before_report: false,
+        }
+    }
+}
+
 /// The cgroup of one instance.
 struct Leaf {
     cgroup: AppCgroup,

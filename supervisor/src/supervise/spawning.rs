@@ -219,20 +219,9 @@ impl Supervisor {
             self.logs.capture_handing_over(Stream::Stdout, out_r),
             self.logs.capture_handing_over(Stream::Stderr, err_r),
         ];
-        Ok(Instance {
-            id,
-            pid: Some(pid),
-            started: None,
-            exit: Some(exit),
-            report: Some(Box::pin(report.applied())),
-            pipes,
-            leaf,
-            probe_socket,
-            populated,
-            probe: None,
-            reload: None,
-            ready_before_report: false,
-        })
+        let mut instance = Instance::new(id, pid, Some(exit), pipes, leaf, probe_socket, populated);
+        instance.report = Some(Box::pin(report.applied()));
+        Ok(instance)
     }
 
     fn spawn_registered(
