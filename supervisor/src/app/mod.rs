@@ -314,7 +314,8 @@ pub struct Machine {
 /// projection (what status shows, and what [`TRANSITIONS`] is written in).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Phase {
-    /// Nothing of the app is left, by request (or never started).
+    /// Nothing of the app is left, by request (or never started). The
+    /// default only so `step` can take a phase apart (`mem::take`).
     #[default]
     Stopped,
     /// `current` is spawning or waiting to be ready. `previous`: a

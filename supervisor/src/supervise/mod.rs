@@ -5,6 +5,10 @@
 //! Nothing here decides policy: every decision is `app::step`'s. One app's
 //! task never touches another app's resources, so a failure in one (a
 //! spawn error, a hung stop, a flood of output) stays with that app.
+//!
+//! This file has the task's loop, its commands and the effects; spawning
+//! is in `spawning`, publishing the status in `status`, freezing and
+//! thawing for a hand-off in `handoff`.
 
 mod handoff;
 pub mod reaper;
