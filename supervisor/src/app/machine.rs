@@ -239,9 +239,10 @@ impl Step {
                     self.m.cause = Some(cause);
                 }
                 self.wait(waiter, WaitFor::Running);
-                if self.m.phase.current().is_none() {
+                if self.m.phase == Phase::Retiring {
                     // Only retired instances are left: no need to wait.
-                    self.finish_stop();
+                    let reason = format!("starting ({})", opt_phrase(self.m.cause.as_ref()));
+                    self.spawn(reason, None);
                 }
             }
             // Coming up: nothing to do but honour DESIGN's "a manual start
@@ -272,14 +273,7 @@ impl Step {
                 // A start-stop restart's previous instance is still going:
                 // stopped once it is gone.
                 self.cancel_backoff();
-                self.enter(
-                    Phase::Stopping {
-                        current: None,
-                        previous: None,
-                        then: AfterStop::Stay,
-                    },
-                    format!("stopping ({})", phrase(&cause)),
-                );
+                self.enter(Phase::Retiring, format!("stopping ({})", phrase(&cause)));
                 self.m.cause = Some(cause);
                 self.wait(waiter, WaitFor::Stopped);
             }
@@ -475,7 +469,7 @@ impl Step {
         self.m.cause = Some(cause);
         self.enter(
             Phase::Stopping {
-                current: Some(current),
+                current,
                 previous: None,
                 then,
             },
@@ -649,7 +643,7 @@ impl Step {
                 let (current, previous) = self.take_starting();
                 self.enter(
                     Phase::Stopping {
-                        current: Some(current),
+                        current,
                         previous,
                         then: AfterStop::FailStart(reason.clone()),
                     },
@@ -739,7 +733,7 @@ impl Step {
                     let (current, previous) = self.take_starting();
                     self.enter(
                         Phase::Stopping {
-                            current: Some(current),
+                            current,
                             previous,
                             then: AfterStop::Decide(exit),
                         },
@@ -781,11 +775,9 @@ impl Step {
     fn forget_retired(&mut self, i: usize) {
         let retired = self.m.retired.remove(i);
         self.effects.push(Effect::Forget(retired.id));
-        if self.state() == AppState::Stopping
-            && self.m.phase.current().is_none()
-            && self.m.retired.is_empty()
-        {
-            self.finish_stop();
+        if self.m.phase == Phase::Retiring && self.m.retired.is_empty() {
+            self.enter_stopped();
+            self.answer_all(WaitFor::Stopped, Answer::Done);
         }
     }
 
@@ -799,9 +791,7 @@ impl Step {
         else {
             unreachable!("finish_stop is for stopping");
         };
-        if let Some(current) = current {
-            self.effects.push(Effect::Forget(current.id));
-        }
+        self.effects.push(Effect::Forget(current.id));
         match then {
             AfterStop::Stay => {
                 // Someone asked for a stop: a start-stop restart's previous
@@ -815,14 +805,7 @@ impl Step {
                     self.answer_all(WaitFor::Stopped, Answer::Done);
                 } else {
                     let reason = mem::take(&mut self.m.reason);
-                    self.enter(
-                        Phase::Stopping {
-                            current: None,
-                            previous: None,
-                            then: AfterStop::Stay,
-                        },
-                        reason,
-                    );
+                    self.enter(Phase::Retiring, reason);
                 }
             }
             AfterStop::Start => {

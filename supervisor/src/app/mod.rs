@@ -333,15 +333,18 @@ pub enum Phase {
     },
     /// Waiting for the backoff timer of this generation to retry.
     Backoff { timer: u64 },
-    /// Waiting for the app's processes to be gone, then doing `then`.
-    /// `current`: the instance being stopped (`None` once it is gone and
-    /// only retired instances are left); `previous`: as in starting, when a
-    /// start-stop restart's new instance is being killed.
+    /// Waiting for `current`'s processes to be gone, then doing `then`.
+    /// `previous`: as in starting, while a start-stop restart's new
+    /// instance is being killed.
     Stopping {
-        current: Option<Instance>,
+        current: Instance,
         previous: Option<Instance>,
         then: AfterStop,
     },
+    /// Stopping with no current instance left: stopped once the retired
+    /// instances are gone (a stop that came while only a start-stop
+    /// restart's previous instance was left). Shown as stopping.
+    Retiring,
     /// The main process exited and the restart policy says no more.
     Exited,
     /// Too many failed starts in a row (`max_retries`).
@@ -356,7 +359,7 @@ impl Phase {
             Phase::Starting { .. } => AppState::Starting,
             Phase::Running { .. } => AppState::Running,
             Phase::Backoff { .. } => AppState::Backoff,
-            Phase::Stopping { .. } => AppState::Stopping,
+            Phase::Stopping { .. } | Phase::Retiring => AppState::Stopping,
             Phase::Exited => AppState::Exited,
             Phase::Fatal => AppState::Fatal,
         }
@@ -366,16 +369,18 @@ impl Phase {
     /// serving in running, going away in stopping.
     pub fn current(&self) -> Option<&Instance> {
         match self {
-            Phase::Starting { current, .. } | Phase::Running { current, .. } => Some(current),
-            Phase::Stopping { current, .. } => current.as_ref(),
+            Phase::Starting { current, .. }
+            | Phase::Running { current, .. }
+            | Phase::Stopping { current, .. } => Some(current),
             _ => None,
         }
     }
 
     fn current_mut(&mut self) -> Option<&mut Instance> {
         match self {
-            Phase::Starting { current, .. } | Phase::Running { current, .. } => Some(current),
-            Phase::Stopping { current, .. } => current.as_mut(),
+            Phase::Starting { current, .. }
+            | Phase::Running { current, .. }
+            | Phase::Stopping { current, .. } => Some(current),
             _ => None,
         }
     }
@@ -398,10 +403,12 @@ impl Phase {
         }
     }
 
-    /// What a stopping app does once it is gone.
+    /// What a stopping app does once it is gone (retiring: stays
+    /// stopped).
     pub fn then(&self) -> Option<&AfterStop> {
         match self {
             Phase::Stopping { then, .. } => Some(then),
+            Phase::Retiring => Some(&AfterStop::Stay),
             _ => None,
         }
     }
@@ -638,7 +645,10 @@ impl Machine {
                     stop: current.stop,
                 })
             }
-            Phase::Running { .. } | Phase::Starting { .. } | Phase::Stopping { .. } => return None,
+            Phase::Running { .. }
+            | Phase::Starting { .. }
+            | Phase::Stopping { .. }
+            | Phase::Retiring => return None,
         };
         Some(Settled {
             state,
