@@ -6,7 +6,9 @@
 //! An app has at most one *current* instance (spawning, starting, running
 //! or stopping), during a start-stop restart a *previous* instance that
 //! serves until the current one is ready, and *retired* instances being
-//! stopped. Every event about an instance names it; an event about an
+//! stopped. The [`Phase`] carries the current and previous instances, the
+//! backoff timer, the reload under way and what a stop leads to, each only
+//! in the phases where it can exist. Every event about an instance names it; an event about an
 //! instance the machine no longer knows is ignored.
 //!
 //! What each event does, in order:
@@ -75,9 +77,10 @@
 //!     process has exited: finish the stop. Of a retired instance whose main
 //!     process exited: it is gone.
 //!
-//! Finishing a stop forgets the instance, then by `Machine::then`: stops a
-//! previous instance and, once no instance is left, enters stopped; or
-//! spawns again; or applies the failed-start rule; or decides on the exit.
+//! Finishing a stop forgets the instance, then by the stopping phase's
+//! `then` ([`AfterStop`]): stops a previous instance and, once no instance
+//! is left, enters stopped; or spawns again; or applies the failed-start
+//! rule; or decides on the exit.
 //!
 //! The exit decision: the exit is a failed start if the app was still
 //! starting, lived less than `restart.start_secs`, or crashed (a status
@@ -113,8 +116,8 @@ use super::reason::{exit_reason, failed_starts, opt_phrase, phrase, secs, stoppe
 use super::transitions::is_allowed;
 use super::{
     backoff_delay, counts_as_failed_start, jittered, AfterStop, Answer, AppState, Cause, Effect,
-    Event, Exit, ExitStatus, Instance, InstanceId, Machine, Main, Params, ReadySignal, ReloadPhase,
-    Request, TimerKey, WaitFor, Waiter,
+    Event, Exit, ExitStatus, Instance, InstanceId, Machine, Main, Params, Phase, ReadySignal,
+    ReloadPhase, Request, TimerKey, WaitFor, Waiter,
 };
 use crate::config::{RestartPolicy, RestartStrategy};
 
@@ -129,22 +132,28 @@ pub fn step(m: &Machine, event: Event, now: Instant) -> (Machine, Vec<Effect>) {
     };
     s.apply(event);
     let Step {
-        m: next,
+        m: mut next,
         mut effects,
         ..
     } = s;
+    let (from, to) = (m.state(), next.state());
+    if from != to {
+        next.since = now;
+        if to == AppState::Stopped {
+            // Entering stopped, which only a stop request leads to, closes
+            // the app's held sockets: nothing will accept the connections
+            // they queue, so clients and load-balancer checks are better
+            // refused at once than left waiting in the backlog. The next
+            // spawn binds them again.
+            effects.push(Effect::CloseSockets);
+        }
+    }
     effects.sort_by_key(effect_rank);
     debug_assert!(
-        (next == *m && effects.is_empty()) || is_allowed(m.state, kind, next.state),
-        "transition {:?} --{kind:?}--> {:?} is not in TRANSITIONS",
-        m.state,
-        next.state,
+        (next == *m && effects.is_empty()) || is_allowed(from, kind, to),
+        "transition {from:?} --{kind:?}--> {to:?} is not in TRANSITIONS",
     );
-    debug_assert!(
-        !next.reason.is_empty(),
-        "state {:?} has no reason",
-        next.state
-    );
+    debug_assert!(!next.reason.is_empty(), "state {to:?} has no reason");
     (next, effects)
 }
 
@@ -163,6 +172,11 @@ pub(crate) fn effect_rank(effect: &Effect) -> u8 {
 }
 
 /// The machine being changed by one event, and the effects so far.
+///
+/// A helper that takes the phase apart (`mem::take`, which leaves
+/// `Phase::Stopped` behind) hands what it took to one that enters the next
+/// phase before the step ends; `step` compares the state before and after
+/// the whole step only, so what is left behind in between is never read.
 struct Step {
     m: Machine,
     effects: Vec<Effect>,
@@ -195,19 +209,23 @@ impl Step {
         }
     }
 
+    fn state(&self) -> AppState {
+        self.m.phase.state()
+    }
+
     fn start(&mut self, request: Request) {
         let Request { cause, waiter } = request;
-        match self.m.state {
+        match self.state() {
             AppState::Stopped | AppState::Exited | AppState::Fatal | AppState::Backoff => {
                 self.cancel_backoff();
                 self.m.failures = 0;
                 let reason = format!("starting ({})", phrase(&cause));
                 self.m.cause = Some(cause);
                 self.wait(waiter, WaitFor::Running);
-                self.spawn(reason);
+                self.spawn(reason, None);
             }
             AppState::Stopping => {
-                if self.m.then != AfterStop::Start {
+                if self.m.phase.then() != Some(&AfterStop::Start) {
                     self.answer_all(
                         WaitFor::Stopped,
                         Answer::Failed(format!(
@@ -215,15 +233,16 @@ impl Step {
                             phrase(&cause)
                         )),
                     );
-                    self.m.then = AfterStop::Start;
+                    self.set_then(AfterStop::Start);
                     self.m.failures = 0;
                     self.m.reason = format!("stopping, then starting ({})", phrase(&cause));
                     self.m.cause = Some(cause);
                 }
                 self.wait(waiter, WaitFor::Running);
-                if self.m.current.is_none() {
+                if self.m.phase == Phase::Retiring {
                     // Only retired instances are left: no need to wait.
-                    self.finish_stop();
+                    let reason = format!("starting ({})", opt_phrase(self.m.cause.as_ref()));
+                    self.spawn(reason, None);
                 }
             }
             // Coming up: nothing to do but honour DESIGN's "a manual start
@@ -242,7 +261,7 @@ impl Step {
 
     fn stop(&mut self, request: Request) {
         let Request { cause, waiter } = request;
-        match self.m.state {
+        match self.state() {
             AppState::Starting | AppState::Running => {
                 self.overtaken_by_stop(&cause);
                 self.begin_stop(cause, AfterStop::Stay);
@@ -254,8 +273,7 @@ impl Step {
                 // A start-stop restart's previous instance is still going:
                 // stopped once it is gone.
                 self.cancel_backoff();
-                self.m.then = AfterStop::Stay;
-                self.enter(AppState::Stopping, format!("stopping ({})", phrase(&cause)));
+                self.enter(Phase::Retiring, format!("stopping ({})", phrase(&cause)));
                 self.m.cause = Some(cause);
                 self.wait(waiter, WaitFor::Stopped);
             }
@@ -266,9 +284,9 @@ impl Step {
                 self.answer(waiter, Answer::Done);
             }
             AppState::Stopping => {
-                if self.m.then != AfterStop::Stay {
+                if self.m.phase.then() != Some(&AfterStop::Stay) {
                     self.overtaken_by_stop(&cause);
-                    self.m.then = AfterStop::Stay;
+                    self.set_then(AfterStop::Stay);
                     self.m.reason = format!("stopping ({})", phrase(&cause));
                     self.m.cause = Some(cause);
                 }
@@ -290,7 +308,7 @@ impl Step {
 
     fn restart(&mut self, request: Request) {
         let start_stop = self.m.params.restart.strategy == RestartStrategy::StartStop;
-        match (self.m.state, self.m.pid()) {
+        match (self.state(), self.m.pid()) {
             (AppState::Running, Some(pid)) if start_stop => {
                 // The running instance keeps serving until the new one is
                 // ready; if the new one fails, it simply goes on.
@@ -299,7 +317,9 @@ impl Step {
                     "restarted ({}) during the reload",
                     phrase(&cause)
                 )));
-                self.m.previous = self.m.current.take();
+                let Phase::Running { current, .. } = mem::take(&mut self.m.phase) else {
+                    unreachable!("matched running above");
+                };
                 self.m.failures = 0;
                 let reason = format!(
                     "starting a new instance beside pid {pid} ({})",
@@ -307,7 +327,7 @@ impl Step {
                 );
                 self.m.cause = Some(cause);
                 self.wait(waiter, WaitFor::Running);
-                self.spawn(reason);
+                self.spawn(reason, Some(current));
             }
             (AppState::Starting | AppState::Running, _) => {
                 let Request { cause, waiter } = request;
@@ -326,21 +346,23 @@ impl Step {
         let Request { cause, waiter } = request;
         let signal = self.m.params.reload_signal;
         let timeout = self.m.params.readiness_timeout;
-        let id = match (self.m.state, self.m.current.as_ref()) {
-            (AppState::Running, Some(instance)) if instance.pid().is_some() => instance.id,
+        let id = match &self.m.phase {
+            Phase::Running { current, .. } if current.pid().is_some() => current.id,
             _ => {
-                let why = format!("it is {}: {}", state_name(self.m.state), self.m.reason);
+                let why = format!("it is {}: {}", state_name(self.state()), self.m.reason);
                 self.answer(waiter, Answer::Refused(why));
                 return;
             }
         };
         self.wait(waiter, WaitFor::Reloaded);
-        let instance = self.m.current.as_mut().expect("matched above");
-        if instance.reload.is_some() {
+        let Phase::Running { reload, .. } = &mut self.m.phase else {
+            unreachable!("matched above");
+        };
+        if reload.is_some() {
             // One under way: this caller waits for it too.
             return;
         }
-        instance.reload = Some(ReloadPhase::Replacing);
+        *reload = Some(ReloadPhase::Replacing);
         self.effects.push(Effect::Reload(id, signal));
         self.set_instance_timer(timeout);
         self.m.reason = format!("reloading ({})", phrase(&cause));
@@ -348,15 +370,15 @@ impl Step {
 
     fn workers_replaced(&mut self, id: InstanceId) {
         let has_probe = self.m.params.has_probe;
-        let Some(instance) = self.current_mut(id) else {
+        let Phase::Running { current, reload } = &mut self.m.phase else {
             return;
         };
-        if instance.reload != Some(ReloadPhase::Replacing) {
+        if current.id != id || *reload != Some(ReloadPhase::Replacing) {
             return;
         }
         if has_probe {
-            instance.reload = Some(ReloadPhase::Probing);
-            instance.probing = true;
+            *reload = Some(ReloadPhase::Probing);
+            current.probing = true;
             self.effects.push(Effect::Probe(id));
         } else {
             self.end_reload(Answer::Done);
@@ -365,42 +387,51 @@ impl Step {
 
     /// Ends a reload under way with `answer` for its callers.
     fn end_reload(&mut self, answer: Answer) {
-        let Some(instance) = self.m.current.as_mut() else {
+        let Phase::Running { current, reload } = &mut self.m.phase else {
             return;
         };
-        if instance.reload.take().is_none() {
+        if reload.take().is_none() {
             return;
         }
-        let id = instance.id;
-        if instance.probing {
-            instance.probing = false;
+        let id = current.id;
+        if current.probing {
+            current.probing = false;
             self.effects.push(Effect::CancelProbe(id));
         }
-        if instance.timer.take().is_some() {
+        if current.timer.take().is_some() {
             self.effects
                 .push(Effect::CancelTimer(TimerKey::Instance(id)));
         }
-        if self.m.state == AppState::Running {
-            self.m.reason = match &answer {
-                Answer::Done => "ready, reloaded".to_owned(),
-                Answer::Failed(why) | Answer::Refused(why) => {
-                    format!("running, but the last reload failed: {why}")
-                }
-            };
-        }
+        self.m.reason = match &answer {
+            Answer::Done => "ready, reloaded".to_owned(),
+            Answer::Failed(why) | Answer::Refused(why) => {
+                format!("running, but the last reload failed: {why}")
+            }
+        };
         self.answer_all(WaitFor::Reloaded, answer);
     }
 
     fn replace(&mut self, params: Params, restart: bool, start: bool) {
         let up = matches!(
-            self.m.state,
+            self.state(),
             AppState::Starting | AppState::Running | AppState::Backoff
         );
         if !restart {
             // The same processes carry on under the new settings: they
             // stop the new way too.
-            for instance in self.m.current.iter_mut().chain(self.m.previous.iter_mut()) {
-                instance.stop = params.stop;
+            if let Some(current) = self.m.phase.current_mut() {
+                current.stop = params.stop;
+            }
+            if let Phase::Starting {
+                previous: Some(previous),
+                ..
+            }
+            | Phase::Stopping {
+                previous: Some(previous),
+                ..
+            } = &mut self.m.phase
+            {
+                previous.stop = params.stop;
             }
         }
         self.m.params = params;
@@ -413,18 +444,20 @@ impl Step {
     /// and give it its stop timeout before everything is killed.
     fn begin_stop(&mut self, cause: Cause, then: AfterStop) {
         self.stop_previous();
-        let instance = self.m.current.as_mut().expect("starting or running");
-        let id = instance.id;
-        let stop = instance.stop;
-        if instance.probing {
-            instance.probing = false;
+        let mut current = match mem::take(&mut self.m.phase) {
+            // A reload under way ends with the running phase.
+            Phase::Starting { current, .. } | Phase::Running { current, .. } => current,
+            _ => unreachable!("begin_stop is for starting or running"),
+        };
+        let id = current.id;
+        let stop = current.stop;
+        if current.probing {
+            current.probing = false;
             self.effects.push(Effect::CancelProbe(id));
         }
-        instance.reload = None;
-        if instance.pid().is_some() {
+        if current.pid().is_some() {
             self.effects.push(Effect::Signal(id, stop.signal));
         }
-        self.set_instance_timer(stop.timeout);
         if then == AfterStop::Start {
             // A restart is a manual start: it resets the failure count.
             self.m.failures = 0;
@@ -433,9 +466,16 @@ impl Step {
             AfterStop::Start => format!("stopping, then starting ({})", phrase(&cause)),
             _ => format!("stopping ({})", phrase(&cause)),
         };
-        self.m.then = then;
         self.m.cause = Some(cause);
-        self.enter(AppState::Stopping, reason);
+        self.enter(
+            Phase::Stopping {
+                current,
+                previous: None,
+                then,
+            },
+            reason,
+        );
+        self.set_instance_timer(stop.timeout);
     }
 
     fn spawned(&mut self, id: InstanceId, pid: u32) {
@@ -448,7 +488,7 @@ impl Step {
         }
         instance.main = Main::Running { pid, since: now };
         let stop_signal = instance.stop.signal;
-        match self.m.state {
+        match self.state() {
             AppState::Starting => {
                 let params = &self.m.params;
                 let start_secs = params.restart.start_secs;
@@ -460,7 +500,7 @@ impl Step {
                 } else {
                     let timeout = params.readiness_timeout;
                     if params.needs_probe {
-                        let instance = self.m.current.as_mut().expect("matched above");
+                        let instance = self.m.phase.current_mut().expect("matched above");
                         instance.probing = true;
                         self.effects.push(Effect::Probe(id));
                     }
@@ -483,71 +523,84 @@ impl Step {
             return;
         }
         instance.main = Main::Exited;
-        match self.m.state {
+        match self.state() {
             AppState::Starting => {
-                self.forget_current();
-                self.failed_start(reason);
+                let previous = self.forget_current();
+                self.failed_start(reason, previous);
             }
             _ => self.finish_stop(),
         }
     }
 
     fn ready(&mut self, id: InstanceId, signal: ReadySignal) {
-        let state = self.m.state;
         let params = &self.m.params;
         let (needs_notify, needs_probe) = (params.needs_notify, params.needs_probe);
         let after_start_secs = params.ready_after_start_secs;
-        let Some(instance) = self.current_mut(id) else {
-            return;
-        };
-        match (state, instance.reload) {
-            (AppState::Starting, _) if instance.pid().is_some() && !after_start_secs => {
+        let ready = match &mut self.m.phase {
+            Phase::Starting { current, .. }
+                if current.id == id && current.pid().is_some() && !after_start_secs =>
+            {
                 match signal {
-                    ReadySignal::Notify if needs_notify && !instance.notified => {
-                        instance.notified = true;
+                    ReadySignal::Notify if needs_notify && !current.notified => {
+                        current.notified = true;
                     }
-                    ReadySignal::Probe if needs_probe && !instance.probed => {
-                        instance.probed = true;
-                        instance.probing = false;
+                    ReadySignal::Probe if needs_probe && !current.probed => {
+                        current.probed = true;
+                        current.probing = false;
                     }
                     _ => return,
                 }
-                let ready =
-                    (!needs_notify || instance.notified) && (!needs_probe || instance.probed);
-                if ready {
-                    self.cancel_instance_timer();
-                    self.cancel_probe();
-                    self.enter_running("ready".to_owned());
-                } else if signal == ReadySignal::Notify {
-                    self.m.reason = "starting, sent READY=1, waiting for the probe".to_owned();
-                }
+                (!needs_notify || current.notified) && (!needs_probe || current.probed)
             }
-            (AppState::Running, Some(ReloadPhase::Probing)) if signal == ReadySignal::Probe => {
-                instance.probing = false;
+            Phase::Running {
+                current,
+                reload: Some(ReloadPhase::Probing),
+            } if current.id == id && signal == ReadySignal::Probe => {
+                current.probing = false;
                 self.end_reload(Answer::Done);
+                return;
             }
-            _ => {}
+            _ => return,
+        };
+        if ready {
+            self.cancel_instance_timer();
+            self.cancel_probe();
+            self.enter_running("ready".to_owned());
+        } else if signal == ReadySignal::Notify {
+            self.m.reason = "starting, sent READY=1, waiting for the probe".to_owned();
         }
     }
 
     /// Starting -> running; a start-stop restart's previous instance is
     /// stopped now that its successor serves.
     fn enter_running(&mut self, reason: String) {
-        if let Some(instance) = self.m.current.as_mut() {
-            instance.ready_at = Some(self.now);
+        let Phase::Starting {
+            mut current,
+            previous,
+        } = mem::take(&mut self.m.phase)
+        else {
+            unreachable!("only a starting instance becomes ready");
+        };
+        current.ready_at = Some(self.now);
+        if let Some(previous) = previous {
+            self.retire(previous);
         }
-        self.stop_previous();
-        self.enter(AppState::Running, reason);
+        self.enter(
+            Phase::Running {
+                current,
+                reload: None,
+            },
+            reason,
+        );
         self.answer_all(WaitFor::Running, Answer::Done);
     }
 
     fn timer_fired(&mut self, key: TimerKey, generation: u64) {
         match key {
             TimerKey::Backoff => {
-                if self.m.state == AppState::Backoff && self.m.backoff_timer == Some(generation) {
-                    self.m.backoff_timer = None;
+                if self.m.phase.backoff_timer() == Some(generation) {
                     let reason = format!("retrying after {}", failed_starts(self.m.failures));
-                    self.spawn(reason);
+                    self.spawn(reason, None);
                 }
             }
             TimerKey::Instance(id) => {
@@ -571,11 +624,11 @@ impl Step {
     }
 
     fn current_timer_fired(&mut self) {
-        let instance = self.m.current.as_mut().expect("checked by the caller");
+        let instance = self.m.phase.current_mut().expect("checked by the caller");
         instance.timer = None;
         let id = instance.id;
         let stop_timeout = instance.stop.timeout;
-        match self.m.state {
+        match self.state() {
             AppState::Starting if self.m.params.ready_after_start_secs => {
                 let reason = format!("up for {}", secs(self.m.params.restart.start_secs));
                 self.enter_running(reason);
@@ -587,11 +640,15 @@ impl Step {
                 );
                 self.cancel_probe();
                 self.effects.push(Effect::KillAll(id));
+                let (current, previous) = self.take_starting();
                 self.enter(
-                    AppState::Stopping,
+                    Phase::Stopping {
+                        current,
+                        previous,
+                        then: AfterStop::FailStart(reason.clone()),
+                    },
                     format!("{reason}, killing every process"),
                 );
-                self.m.then = AfterStop::FailStart(reason);
             }
             AppState::Running => {
                 let why = format!(
@@ -615,10 +672,10 @@ impl Step {
     fn main_exited(&mut self, id: InstanceId, status: ExitStatus, cgroup_empty: bool) {
         if self.current_mut(id).is_some_and(|i| i.pid().is_some()) {
             self.current_exited(status, cgroup_empty);
-        } else if self.m.previous.as_ref().is_some_and(|p| p.id == id) {
+        } else if self.m.phase.previous().is_some_and(|p| p.id == id) {
             // It died while its successor starts: nothing is left to fall
             // back on; kill whatever it left behind.
-            let mut previous = self.m.previous.take().expect("matched");
+            let mut previous = self.m.phase.take_previous().expect("matched");
             previous.main = Main::Exited;
             if cgroup_empty {
                 self.effects.push(Effect::Forget(id));
@@ -644,15 +701,15 @@ impl Step {
     fn current_exited(&mut self, status: ExitStatus, cgroup_empty: bool) {
         let uptime = self.uptime();
         let now = self.now;
-        let running = self.m.state == AppState::Running;
-        let instance = self.m.current.as_mut().expect("checked by the caller");
+        let state = self.state();
+        let instance = self.m.phase.current_mut().expect("checked by the caller");
         let id = instance.id;
         instance.main = Main::Exited;
         let ready_for = instance
             .ready_at
-            .filter(|_| running)
+            .filter(|_| state == AppState::Running)
             .map(|at| now.saturating_duration_since(at));
-        match self.m.state {
+        match state {
             AppState::Starting | AppState::Running => {
                 let exit = Exit {
                     status,
@@ -668,13 +725,20 @@ impl Step {
                 self.cancel_probe();
                 self.cancel_instance_timer();
                 if cgroup_empty {
-                    self.forget_current();
-                    self.decide(exit);
+                    let previous = self.forget_current();
+                    self.decide(exit, previous);
                 } else {
                     self.effects.push(Effect::KillAll(id));
                     let reason = format!("{}, killing leftover processes", exit_reason(&exit));
-                    self.enter(AppState::Stopping, reason);
-                    self.m.then = AfterStop::Decide(exit);
+                    let (current, previous) = self.take_starting();
+                    self.enter(
+                        Phase::Stopping {
+                            current,
+                            previous,
+                            then: AfterStop::Decide(exit),
+                        },
+                        reason,
+                    );
                 }
             }
             AppState::Stopping => {
@@ -693,7 +757,7 @@ impl Step {
     }
 
     fn cgroup_empty(&mut self, id: InstanceId) {
-        let current_gone = self.m.state == AppState::Stopping
+        let current_gone = self.state() == AppState::Stopping
             && self.current_mut(id).is_some_and(|i| i.main == Main::Exited);
         if current_gone {
             self.finish_stop();
@@ -711,79 +775,91 @@ impl Step {
     fn forget_retired(&mut self, i: usize) {
         let retired = self.m.retired.remove(i);
         self.effects.push(Effect::Forget(retired.id));
-        if self.m.state == AppState::Stopping
-            && self.m.current.is_none()
-            && self.m.retired.is_empty()
-        {
-            self.finish_stop();
+        if self.m.phase == Phase::Retiring && self.m.retired.is_empty() {
+            self.enter_stopped();
+            self.answer_all(WaitFor::Stopped, Answer::Done);
         }
     }
 
     /// Stopping -> wherever `then` leads, once the current instance is gone.
     fn finish_stop(&mut self) {
-        self.forget_current();
-        match mem::replace(&mut self.m.then, AfterStop::Stay) {
+        let Phase::Stopping {
+            current,
+            previous,
+            then,
+        } = mem::take(&mut self.m.phase)
+        else {
+            unreachable!("finish_stop is for stopping");
+        };
+        self.effects.push(Effect::Forget(current.id));
+        match then {
             AfterStop::Stay => {
                 // Someone asked for a stop: a start-stop restart's previous
                 // instance goes too, and the app is stopped once nothing of
                 // it is left.
-                self.stop_previous();
+                if let Some(previous) = previous {
+                    self.retire(previous);
+                }
                 if self.m.retired.is_empty() {
                     self.enter_stopped();
                     self.answer_all(WaitFor::Stopped, Answer::Done);
+                } else {
+                    let reason = mem::take(&mut self.m.reason);
+                    self.enter(Phase::Retiring, reason);
                 }
             }
             AfterStop::Start => {
-                self.stop_previous();
+                if let Some(previous) = previous {
+                    self.retire(previous);
+                }
                 let reason = format!("starting ({})", opt_phrase(self.m.cause.as_ref()));
-                self.spawn(reason);
+                self.spawn(reason, None);
             }
-            AfterStop::FailStart(reason) => self.failed_start(reason),
-            AfterStop::Decide(exit) => self.decide(exit),
+            AfterStop::FailStart(reason) => self.failed_start(reason, previous),
+            AfterStop::Decide(exit) => self.decide(exit, previous),
         }
     }
 
     /// What an exit of the main process leads to, once no process is left.
-    fn decide(&mut self, exit: Exit) {
+    /// `previous`: a start-stop restart's previous instance, to fall back
+    /// on.
+    fn decide(&mut self, exit: Exit, previous: Option<Instance>) {
         let base = exit_reason(&exit);
-        if self.restore_previous(&base) {
+        if self.restore_previous(previous, &base) {
             return;
         }
         match self.m.params.restart.policy {
             RestartPolicy::Never => {
                 let reason = format!("{base}, restart policy is never");
                 self.answer_all(WaitFor::Running, Answer::Failed(reason.clone()));
-                self.enter(AppState::Exited, reason);
+                self.enter(Phase::Exited, reason);
             }
             RestartPolicy::OnFailure if exit.status == ExitStatus::Code(0) => {
                 self.answer_all(WaitFor::Running, Answer::Failed(base.clone()));
-                self.enter(AppState::Exited, base);
+                self.enter(Phase::Exited, base);
             }
-            _ if exit.failed_start.is_some() => self.failed_start(base),
+            _ if exit.failed_start.is_some() => self.failed_start(base, None),
             _ => {
                 self.m.failures = 0;
-                self.spawn(format!("{base}, restarting"));
+                self.spawn(format!("{base}, restarting"), None);
             }
         }
     }
 
     /// A start failed for `reason`: back off, give up, or (policy never)
-    /// stay exited.
-    fn failed_start(&mut self, reason: String) {
-        if self.restore_previous(&reason) {
+    /// stay exited. `previous` as in [`Step::decide`].
+    fn failed_start(&mut self, reason: String, previous: Option<Instance>) {
+        if self.restore_previous(previous, &reason) {
             return;
         }
         self.m.failures = self.m.failures.saturating_add(1);
         let restart = &self.m.params.restart;
         let in_a_row = failed_starts(self.m.failures);
-        let (state, reason) = if restart.policy == RestartPolicy::Never {
-            (
-                AppState::Exited,
-                format!("{reason}, restart policy is never"),
-            )
+        let (phase, reason) = if restart.policy == RestartPolicy::Never {
+            (Phase::Exited, format!("{reason}, restart policy is never"))
         } else if restart.max_retries > 0 && self.m.failures >= restart.max_retries {
             (
-                AppState::Fatal,
+                Phase::Fatal,
                 format!("{reason}, {in_a_row}, giving up (appctl start resets)"),
             )
         } else {
@@ -796,47 +872,52 @@ impl Step {
                 &mut self.m.rng,
             );
             let generation = self.next_generation();
-            self.m.backoff_timer = Some(generation);
             self.effects.push(Effect::SetTimer {
                 key: TimerKey::Backoff,
                 after: delay,
                 generation,
             });
             (
-                AppState::Backoff,
+                Phase::Backoff { timer: generation },
                 format!("{reason}, {in_a_row}, next try in {}", secs(delay)),
             )
         };
         self.answer_all(WaitFor::Running, Answer::Failed(reason.clone()));
-        self.enter(state, reason);
+        self.enter(phase, reason);
     }
 
     /// A start-stop restart's new instance failed for `reason`: the
     /// previous instance, still serving, becomes the current one again.
     /// Not a failed start of the app: nothing stopped serving.
-    fn restore_previous(&mut self, reason: &str) -> bool {
-        let Some(previous) = self.m.previous.take() else {
+    fn restore_previous(&mut self, previous: Option<Instance>, reason: &str) -> bool {
+        let Some(previous) = previous else {
             return false;
         };
         let pid = previous
             .pid()
             .map_or_else(String::new, |pid| format!(" (pid {pid})"));
-        self.m.current = Some(previous);
         let reason = format!("restart failed: {reason}; the previous instance{pid} keeps running");
         self.answer_all(WaitFor::Running, Answer::Failed(reason.clone()));
-        self.enter(AppState::Running, reason);
+        self.enter(
+            Phase::Running {
+                current: previous,
+                reload: None,
+            },
+            reason,
+        );
         true
     }
 
-    /// Spawns a new current instance and enters starting; the process
-    /// exists once `Spawned` comes back.
-    fn spawn(&mut self, reason: String) {
+    /// Spawns a new current instance and enters starting, beside
+    /// `previous` (a start-stop restart's); the process exists once
+    /// `Spawned` comes back.
+    fn spawn(&mut self, reason: String, previous: Option<Instance>) {
         if self.m.last_instance > 0 {
             self.m.restarts = self.m.restarts.saturating_add(1);
         }
         self.m.last_instance += 1;
         let id = InstanceId(self.m.last_instance);
-        self.m.current = Some(Instance {
+        let current = Instance {
             id,
             main: Main::Spawning,
             stop: self.m.params.stop,
@@ -845,18 +926,21 @@ impl Step {
             probing: false,
             ready_at: None,
             timer: None,
-            reload: None,
-        });
+        };
         self.effects.push(Effect::Spawn(id));
-        self.enter(AppState::Starting, reason);
+        self.enter(Phase::Starting { current, previous }, reason);
+    }
+
+    /// Stops a start-stop restart's previous instance, if there is one.
+    fn stop_previous(&mut self) {
+        if let Some(previous) = self.m.phase.take_previous() {
+            self.retire(previous);
+        }
     }
 
     /// Sends the previous instance of a start-stop restart its own stop
     /// signal and arms its own stop timeout: it becomes a retired instance.
-    fn stop_previous(&mut self) {
-        let Some(mut previous) = self.m.previous.take() else {
-            return;
-        };
+    fn retire(&mut self, mut previous: Instance) {
         let id = previous.id;
         if previous.probing {
             previous.probing = false;
@@ -873,34 +957,45 @@ impl Step {
         self.m.retired.push(previous);
     }
 
-    /// Drops the current instance, which has no process left.
-    fn forget_current(&mut self) {
-        if let Some(instance) = self.m.current.take() {
-            self.effects.push(Effect::Forget(instance.id));
+    /// Takes the current instance and the previous one out of a starting
+    /// (or running) phase, to enter the next phase with.
+    fn take_starting(&mut self) -> (Instance, Option<Instance>) {
+        match mem::take(&mut self.m.phase) {
+            Phase::Starting { current, previous } => (current, previous),
+            Phase::Running { current, .. } => (current, None),
+            _ => unreachable!("only starting and running have a current instance to take"),
         }
+    }
+
+    /// Drops the current instance of a starting or running app, which has
+    /// no process left; what comes next is decided with the previous
+    /// instance it returns.
+    fn forget_current(&mut self) -> Option<Instance> {
+        let (current, previous) = self.take_starting();
+        self.effects.push(Effect::Forget(current.id));
+        previous
     }
 
     fn current_mut(&mut self, id: InstanceId) -> Option<&mut Instance> {
-        self.m.current.as_mut().filter(|i| i.id == id)
+        self.m.phase.current_mut().filter(|i| i.id == id)
     }
 
-    /// Enters stopped, which only a stop request leads to. The app's held
-    /// sockets close on the way in: nothing will accept the connections
-    /// they queue, so clients and load-balancer checks are better refused
-    /// at once than left waiting in the backlog. The next spawn binds them
-    /// again.
+    /// The new `then` of a stopping app.
+    fn set_then(&mut self, next: AfterStop) {
+        if let Phase::Stopping { then, .. } = &mut self.m.phase {
+            *then = next;
+        }
+    }
+
+    /// Enters stopped, which only a stop request leads to (`step` closes
+    /// the app's held sockets on the way in).
     fn enter_stopped(&mut self) {
-        if self.m.state != AppState::Stopped {
-            self.effects.push(Effect::CloseSockets);
-        }
-        self.enter(AppState::Stopped, stopped_reason(self.m.cause.as_ref()));
+        self.enter(Phase::Stopped, stopped_reason(self.m.cause.as_ref()));
     }
 
-    fn enter(&mut self, state: AppState, reason: String) {
-        if self.m.state != state {
-            self.m.state = state;
-            self.m.since = self.now;
-        }
+    /// Enters `phase`; `step` sets `since` if the state changed.
+    fn enter(&mut self, phase: Phase, reason: String) {
+        self.m.phase = phase;
         self.m.reason = reason;
     }
 
@@ -912,7 +1007,7 @@ impl Step {
     /// Arms the current instance's timer.
     fn set_instance_timer(&mut self, after: Duration) {
         let generation = self.next_generation();
-        let instance = self.m.current.as_mut().expect("a current instance");
+        let instance = self.m.phase.current_mut().expect("a current instance");
         instance.timer = Some(generation);
         self.effects.push(Effect::SetTimer {
             key: TimerKey::Instance(instance.id),
@@ -922,7 +1017,7 @@ impl Step {
     }
 
     fn cancel_instance_timer(&mut self) {
-        if let Some(instance) = self.m.current.as_mut() {
+        if let Some(instance) = self.m.phase.current_mut() {
             if instance.timer.take().is_some() {
                 self.effects
                     .push(Effect::CancelTimer(TimerKey::Instance(instance.id)));
@@ -930,15 +1025,17 @@ impl Step {
         }
     }
 
+    /// Cancels the backoff timer of a backoff phase; the caller enters the
+    /// next phase.
     fn cancel_backoff(&mut self) {
-        if self.m.backoff_timer.take().is_some() {
+        if self.m.phase.backoff_timer().is_some() {
             self.effects.push(Effect::CancelTimer(TimerKey::Backoff));
         }
     }
 
     /// Stops the current instance's probe, if it runs.
     fn cancel_probe(&mut self) {
-        if let Some(instance) = self.m.current.as_mut() {
+        if let Some(instance) = self.m.phase.current_mut() {
             if instance.probing {
                 instance.probing = false;
                 self.effects.push(Effect::CancelProbe(instance.id));

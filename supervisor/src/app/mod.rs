@@ -275,46 +275,202 @@ pub enum Effect {
     Answer(RequestId, Answer),
 }
 
-/// The state of one app, as the machine sees it.
+/// The state of one app, as the machine sees it. Its fields are the
+/// machine's alone: the shell reads them through the accessors below, and
+/// a hand-off freezes and thaws them through [`Machine::settled`] and
+/// [`Machine::thaw`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Machine {
-    pub params: Params,
-    pub state: AppState,
+    params: Params,
+    /// Where the app is, with what is valid only there.
+    phase: Phase,
     /// Why it is in this state, in words a person can act on.
-    pub reason: String,
-    pub since: Instant,
+    reason: String,
+    since: Instant,
     /// Consecutive failed starts.
-    pub failures: u32,
+    failures: u32,
     /// Times the app was started again since it was loaded.
-    pub restarts: u32,
-    /// The instance the state is about: spawning or starting in starting,
-    /// serving in running, going away in stopping. `None` in stopped,
-    /// backoff, exited, fatal and invalid.
-    pub current: Option<Instance>,
-    /// A start-stop restart's previous instance, serving while `current`
-    /// starts.
-    pub previous: Option<Instance>,
-    /// Instances being stopped beside `current`: a start-stop restart's
+    restarts: u32,
+    /// Instances being stopped beside the phase's: a start-stop restart's
     /// previous one once its successor is ready (or the restart was
-    /// overtaken by a stop).
-    pub retired: Vec<Instance>,
-    /// The generation of the armed backoff timer.
-    pub backoff_timer: Option<u64>,
-    /// What to do once the app is gone; meaningful in `Stopping` only, and
-    /// `AfterStop::Stay` everywhere else.
-    pub then: AfterStop,
+    /// overtaken by a stop), and one that died while its successor
+    /// started, with processes left. Empty in stopped.
+    retired: Vec<Instance>,
     /// The request (start, stop, restart) that last changed the machine, so
     /// status can say who stopped the app.
-    pub cause: Option<Cause>,
+    cause: Option<Cause>,
     /// Callers waiting for the outcome of their request.
-    pub waiters: Vec<Waiter>,
+    waiters: Vec<Waiter>,
     /// The id of the last instance spawned (0: none yet).
-    pub last_instance: u64,
+    last_instance: u64,
     /// The generation of the last timer armed, under any key.
-    pub timer_generation: u64,
+    timer_generation: u64,
     /// Jitter for backoff delays: the state of a small generator seeded by
     /// the shell (0 gives no jitter), so the machine stays deterministic.
+    rng: u64,
+}
+
+/// Where an app is, carrying what exists only there: [`AppState`] is its
+/// projection (what status shows, and what [`TRANSITIONS`] is written in).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Nothing of the app is left, by request (or never started). The
+    /// default only so `step` can take a phase apart (`mem::take`).
+    #[default]
+    Stopped,
+    /// `current` is spawning or waiting to be ready. `previous`: a
+    /// start-stop restart's running instance, serving until `current` is
+    /// ready and taking over again if it fails.
+    Starting {
+        current: Instance,
+        previous: Option<Instance>,
+    },
+    /// `current` serves (its main process runs); `reload`: a reload under
+    /// way.
+    Running {
+        current: Instance,
+        reload: Option<ReloadPhase>,
+    },
+    /// Waiting for the backoff timer of this generation to retry.
+    Backoff { timer: u64 },
+    /// Waiting for `current`'s processes to be gone, then doing `then`.
+    /// `previous`: as in starting, while a start-stop restart's new
+    /// instance is being killed.
+    Stopping {
+        current: Instance,
+        previous: Option<Instance>,
+        then: AfterStop,
+    },
+    /// Stopping with no current instance left: stopped once the retired
+    /// instances are gone (a stop that came while only a start-stop
+    /// restart's previous instance was left). Shown as stopping.
+    Retiring,
+    /// The main process exited and the restart policy says no more.
+    Exited,
+    /// Too many failed starts in a row (`max_retries`).
+    Fatal,
+}
+
+impl Phase {
+    /// The state status shows.
+    pub fn state(&self) -> AppState {
+        match self {
+            Phase::Stopped => AppState::Stopped,
+            Phase::Starting { .. } => AppState::Starting,
+            Phase::Running { .. } => AppState::Running,
+            Phase::Backoff { .. } => AppState::Backoff,
+            Phase::Stopping { .. } | Phase::Retiring => AppState::Stopping,
+            Phase::Exited => AppState::Exited,
+            Phase::Fatal => AppState::Fatal,
+        }
+    }
+
+    /// The instance the state is about: spawning or starting in starting,
+    /// serving in running, going away in stopping.
+    pub fn current(&self) -> Option<&Instance> {
+        match self {
+            Phase::Starting { current, .. }
+            | Phase::Running { current, .. }
+            | Phase::Stopping { current, .. } => Some(current),
+            _ => None,
+        }
+    }
+
+    fn current_mut(&mut self) -> Option<&mut Instance> {
+        match self {
+            Phase::Starting { current, .. }
+            | Phase::Running { current, .. }
+            | Phase::Stopping { current, .. } => Some(current),
+            _ => None,
+        }
+    }
+
+    /// A start-stop restart's previous instance, while its successor
+    /// starts (or is being killed).
+    pub fn previous(&self) -> Option<&Instance> {
+        match self {
+            Phase::Starting { previous, .. } | Phase::Stopping { previous, .. } => {
+                previous.as_ref()
+            }
+            _ => None,
+        }
+    }
+
+    fn take_previous(&mut self) -> Option<Instance> {
+        match self {
+            Phase::Starting { previous, .. } | Phase::Stopping { previous, .. } => previous.take(),
+            _ => None,
+        }
+    }
+
+    /// What a stopping app does once it is gone (retiring: stays
+    /// stopped).
+    pub fn then(&self) -> Option<&AfterStop> {
+        match self {
+            Phase::Stopping { then, .. } => Some(then),
+            Phase::Retiring => Some(&AfterStop::Stay),
+            _ => None,
+        }
+    }
+
+    /// The generation of the armed backoff timer.
+    pub fn backoff_timer(&self) -> Option<u64> {
+        match self {
+            Phase::Backoff { timer } => Some(*timer),
+            _ => None,
+        }
+    }
+
+    /// The reload under way.
+    pub fn reload(&self) -> Option<ReloadPhase> {
+        match self {
+            Phase::Running { reload, .. } => *reload,
+            _ => None,
+        }
+    }
+}
+
+/// A machine with no transition under way, as a hand-off carries it:
+/// stopped, exited, fatal, backoff, or running one instance with nothing
+/// pending (no waiter, no previous or retired instance, no reload, no
+/// timer but the backoff's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub state: SettledState,
+    pub reason: String,
+    pub since: Instant,
+    pub failures: u32,
+    pub restarts: u32,
+    pub cause: Option<Cause>,
+    pub last_instance: u64,
+    pub timer_generation: u64,
     pub rng: u64,
+}
+
+/// The phases a machine can be settled in, with what each carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettledState {
+    Stopped,
+    Running(SettledInstance),
+    /// The backoff timer of this generation is armed.
+    Backoff {
+        timer: u64,
+    },
+    Exited,
+    Fatal,
+}
+
+/// The running instance of a settled machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettledInstance {
+    pub id: InstanceId,
+    pub pid: u32,
+    /// When its main process was exec'd.
+    pub spawned: Instant,
+    pub ready_at: Option<Instant>,
+    pub notified: bool,
+    pub probed: bool,
+    pub stop: StopParams,
 }
 
 /// One instance of the app.
@@ -335,8 +491,6 @@ pub struct Instance {
     /// The generation of its armed timer (readiness, start_secs, stop or
     /// reload timeout).
     pub timer: Option<u64>,
-    /// A reload under way.
-    pub reload: Option<ReloadPhase>,
 }
 
 /// The main process of an instance.
@@ -377,11 +531,11 @@ pub enum WaitFor {
     Reloaded,
 }
 
-/// What a `Stopping` app does once its main process has exited and its
+/// What a stopping app does once its main process has exited and its
 /// cgroup is empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterStop {
-    /// Become `Stopped`; the reason names `Machine::cause`.
+    /// Become stopped; the reason names the cause of the stop.
     Stay,
     /// Spawn again (a restart, or a start that came while stopping).
     Start,
@@ -408,16 +562,12 @@ impl Machine {
     pub fn new(params: Params, now: Instant, seed: u64) -> Machine {
         Machine {
             params,
-            state: AppState::Stopped,
+            phase: Phase::Stopped,
             reason: "not started".to_owned(),
             since: now,
             failures: 0,
             restarts: 0,
-            current: None,
-            previous: None,
             retired: Vec::new(),
-            backoff_timer: None,
-            then: AfterStop::Stay,
             cause: None,
             waiters: Vec::new(),
             last_instance: 0,
@@ -426,17 +576,139 @@ impl Machine {
         }
     }
 
+    /// A machine handed over settled (see [`Machine::settled`]), under
+    /// `params`.
+    pub fn thaw(params: Params, settled: Settled) -> Machine {
+        let phase = match settled.state {
+            SettledState::Stopped => Phase::Stopped,
+            SettledState::Exited => Phase::Exited,
+            SettledState::Fatal => Phase::Fatal,
+            SettledState::Backoff { timer } => Phase::Backoff { timer },
+            SettledState::Running(i) => Phase::Running {
+                current: Instance {
+                    id: i.id,
+                    main: Main::Running {
+                        pid: i.pid,
+                        since: i.spawned,
+                    },
+                    stop: i.stop,
+                    notified: i.notified,
+                    probed: i.probed,
+                    probing: false,
+                    ready_at: i.ready_at,
+                    timer: None,
+                },
+                reload: None,
+            },
+        };
+        Machine {
+            params,
+            phase,
+            reason: settled.reason,
+            since: settled.since,
+            failures: settled.failures,
+            restarts: settled.restarts,
+            retired: Vec::new(),
+            cause: settled.cause,
+            waiters: Vec::new(),
+            last_instance: settled.last_instance,
+            timer_generation: settled.timer_generation,
+            rng: settled.rng,
+        }
+    }
+
+    /// The machine as a hand-off carries it, if no transition is under
+    /// way; `None` otherwise.
+    pub fn settled(&self) -> Option<Settled> {
+        if !self.waiters.is_empty() || !self.retired.is_empty() {
+            return None;
+        }
+        let state = match &self.phase {
+            Phase::Stopped => SettledState::Stopped,
+            Phase::Exited => SettledState::Exited,
+            Phase::Fatal => SettledState::Fatal,
+            Phase::Backoff { timer } => SettledState::Backoff { timer: *timer },
+            Phase::Running {
+                current,
+                reload: None,
+            } if current.timer.is_none() => {
+                let Main::Running { pid, since } = current.main else {
+                    return None;
+                };
+                SettledState::Running(SettledInstance {
+                    id: current.id,
+                    pid,
+                    spawned: since,
+                    ready_at: current.ready_at,
+                    notified: current.notified,
+                    probed: current.probed,
+                    stop: current.stop,
+                })
+            }
+            Phase::Running { .. }
+            | Phase::Starting { .. }
+            | Phase::Stopping { .. }
+            | Phase::Retiring => return None,
+        };
+        Some(Settled {
+            state,
+            reason: self.reason.clone(),
+            since: self.since,
+            failures: self.failures,
+            restarts: self.restarts,
+            cause: self.cause.clone(),
+            last_instance: self.last_instance,
+            timer_generation: self.timer_generation,
+            rng: self.rng,
+        })
+    }
+
+    /// The state status shows.
+    pub fn state(&self) -> AppState {
+        self.phase.state()
+    }
+
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// When the state began.
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// The instance the state is about (see [`Phase::current`]).
+    pub fn current(&self) -> Option<&Instance> {
+        self.phase.current()
+    }
+
+    /// Whether `id` is the current instance.
+    pub fn is_current(&self, id: InstanceId) -> bool {
+        self.current().is_some_and(|i| i.id == id)
+    }
+
+    /// Whether the app is stopping in order to fail its start (readiness
+    /// timed out).
+    pub fn failing_start(&self) -> bool {
+        matches!(self.phase.then(), Some(AfterStop::FailStart(_)))
+    }
+
     /// The main process of the current instance, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        match self.current.as_ref()?.main {
-            Main::Running { pid, .. } => Some(pid),
-            Main::Spawning | Main::Exited => None,
-        }
+        self.current()?.pid()
     }
 
     /// When the current instance's main process was exec'd, while it runs.
     pub fn started_at(&self) -> Option<Instant> {
-        match self.current.as_ref()?.main {
+        match self.current()?.main {
             Main::Running { since, .. } => Some(since),
             Main::Spawning | Main::Exited => None,
         }

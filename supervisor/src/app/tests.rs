@@ -169,29 +169,29 @@ impl Run {
     }
 
     fn fire_event(&self) -> Event {
-        if let Some(generation) = self.m.backoff_timer {
+        if let Some(generation) = self.m.phase.backoff_timer() {
             return Event::TimerFired {
                 key: TimerKey::Backoff,
                 generation,
             };
         }
-        let instance = self.m.current.as_ref().expect("a current instance");
+        let instance = self.m.current().expect("a current instance");
         Event::TimerFired {
             key: TimerKey::Instance(instance.id),
             generation: instance
                 .timer
-                .unwrap_or_else(|| panic!("no timer armed in {:?}", self.m.state)),
+                .unwrap_or_else(|| panic!("no timer armed in {:?}", self.m.state())),
         }
     }
 
     /// Feeds `event` and checks the effects, the state and the reason.
     #[track_caller]
     fn expect(&mut self, event: Event, effects: &[Effect], state: AppState, reason: &str) {
-        let what = format!("{event:?} in {:?}", self.m.state);
+        let what = format!("{event:?} in {:?}", self.m.state());
         let got = self.ev(event);
         assert_eq!(got, effects, "effects of {what}");
         assert_eq!(
-            (self.m.state, self.m.reason.as_str()),
+            (self.m.state(), self.m.reason.as_str()),
             (state, reason),
             "after {what}"
         );
@@ -206,7 +206,7 @@ impl Run {
     /// Start, spawn instance 1 as pid 100, become ready.
     fn running(&mut self) -> &mut Run {
         self.ev(Event::Start(req(Cause::Autostart)));
-        let id = self.m.current.as_ref().unwrap().id;
+        let id = self.m.current().unwrap().id;
         self.ev(Event::Spawned {
             instance: id,
             pid: 100,
@@ -219,7 +219,7 @@ impl Run {
             instance: id,
             signal: ReadySignal::Probe,
         });
-        assert_eq!(self.m.state, AppState::Running);
+        assert_eq!(self.m.state(), AppState::Running);
         self
     }
 }
@@ -229,7 +229,7 @@ fn new_machine_is_stopped_and_not_started() {
     let now = Instant::now();
     let m = Machine::new(params(), now, 0);
     assert_eq!(
-        (m.state, m.reason.as_str(), m.since, m.pid(), m.restarts),
+        (m.state(), m.reason.as_str(), m.since, m.pid(), m.restarts),
         (AppState::Stopped, "not started", now, None, 0)
     );
 }
@@ -331,7 +331,7 @@ fn machine_in(state: AppState) -> Run {
             r.m.params.restart.max_retries = 0;
         }
     }
-    assert_eq!(r.m.state, state);
+    assert_eq!(r.m.state(), state);
     r
 }
 
@@ -386,7 +386,7 @@ fn requests_in_every_state() {
         let before = r.m.clone();
         let event = event(waiting(alice(), 9));
         r.wait(s(5)).expect(event.clone(), effects, *to, reason);
-        let changed_state = before.state != r.m.state;
+        let changed_state = before.state() != r.m.state();
         let since = if changed_state { r.now } else { before.since };
         assert_eq!(r.m.since, since, "since after {event:?} in {from:?}");
         // DESIGN.md: a manual start or restart resets the count from any
@@ -436,7 +436,7 @@ fn max_retries_gives_up_and_a_manual_start_revives() {
     for n in 1..=2 {
         r.ev(spawned(n, 7));
         let effects = r.wait(Duration::from_millis(200)).ev(exited(n, 1, true));
-        assert_eq!(r.m.state, AppState::Backoff);
+        assert_eq!(r.m.state(), AppState::Backoff);
         if n == 1 {
             // The start's caller learns it failed at the first failure.
             assert!(
@@ -469,7 +469,7 @@ fn max_retries_gives_up_and_a_manual_start_revives() {
     assert_eq!((r.m.failures, r.m.restarts), (0, 3));
     r.ev(spawned(4, 8));
     r.ev(notified(4));
-    assert_eq!(r.m.state, AppState::Running);
+    assert_eq!(r.m.state(), AppState::Running);
 }
 
 /// (policy, became ready, lived in whole seconds, status, effects, state, reason)
@@ -617,7 +617,7 @@ fn a_crash_soon_after_ready_is_a_failed_start() {
         } else {
             r.ev(notified(1));
         }
-        assert_eq!(r.m.state, AppState::Running, "{reason}");
+        assert_eq!(r.m.state(), AppState::Running, "{reason}");
         r.wait(s(*dies_after)).expect(
             Event::MainExited {
                 instance: i(1),
@@ -643,22 +643,22 @@ fn a_release_that_dies_soon_after_ready_reaches_fatal_after_max_retries() {
         r.ev(spawned(n, 10 + n as u32));
         r.wait(s(1)).ev(notified(n));
         let effects = r.ev(probed(n));
-        assert_eq!(r.m.state, AppState::Running);
+        assert_eq!(r.m.state(), AppState::Running);
         if n == 1 {
             // The start's caller was told: it was ready.
             assert!(effects.contains(&answer(1, Answer::Done)), "{effects:?}");
         }
         // The arbiter dies a moment later, its workers with it.
         r.wait(s(2)).ev(exited(n, 3, false));
-        assert_eq!(r.m.state, AppState::Stopping);
+        assert_eq!(r.m.state(), AppState::Stopping);
         r.ev(empty(n));
         if n < 3 {
-            assert_eq!((r.m.state, r.m.failures), (AppState::Backoff, n as u32));
+            assert_eq!((r.m.state(), r.m.failures), (AppState::Backoff, n as u32));
             r.fire();
         }
     }
     assert_eq!(
-        (r.m.state, r.m.reason.as_str(), r.m.failures),
+        (r.m.state(), r.m.reason.as_str(), r.m.failures),
         (
             AppState::Fatal,
             "exited with status 3 after 3.0s, within 10s of becoming ready, 3 failed starts in a row, giving up (appctl start resets)",
@@ -667,7 +667,7 @@ fn a_release_that_dies_soon_after_ready_reaches_fatal_after_max_retries() {
     );
     // A manual start tries again from scratch.
     r.ev(Event::Start(req(alice())));
-    assert_eq!((r.m.state, r.m.failures), (AppState::Starting, 0));
+    assert_eq!((r.m.state(), r.m.failures), (AppState::Starting, 0));
 }
 
 #[test]
@@ -727,10 +727,10 @@ fn a_manual_start_during_a_retry_resets_the_failure_count() {
     r.ev(Event::Start(req(Cause::Autostart)));
     r.ev(failed(1));
     r.fire();
-    assert_eq!((r.m.state, r.m.failures), (AppState::Starting, 1));
+    assert_eq!((r.m.state(), r.m.failures), (AppState::Starting, 1));
     let effects = r.ev(Event::Start(req(alice())));
     assert_eq!(
-        (effects, r.m.state, r.m.failures),
+        (effects, r.m.state(), r.m.failures),
         (vec![], AppState::Starting, 0)
     );
 }
@@ -780,7 +780,7 @@ fn running_start_stop() -> Run {
     r.ev(Event::Start(req(Cause::Autostart)));
     r.ev(spawned(1, 42));
     r.ev(notified(1));
-    assert_eq!((r.m.state, r.m.pid()), (AppState::Running, Some(42)));
+    assert_eq!((r.m.state(), r.m.pid()), (AppState::Running, Some(42)));
     r
 }
 
@@ -793,7 +793,7 @@ fn start_stop_restart_stops_the_old_instance_once_the_new_one_is_ready() {
         AppState::Starting,
         "starting a new instance beside pid 42 (requested by alice)",
     );
-    assert_eq!(r.m.previous.as_ref().and_then(Instance::pid), Some(42));
+    assert_eq!(r.m.phase.previous().and_then(Instance::pid), Some(42));
     r.ev(spawned(2, 43));
     r.expect(
         notified(2),
@@ -807,7 +807,7 @@ fn start_stop_restart_stops_the_old_instance_once_the_new_one_is_ready() {
         "ready",
     );
     assert_eq!((r.m.pid(), r.m.restarts), (Some(43), 1));
-    assert_eq!(r.m.previous, None);
+    assert_eq!(r.m.phase.previous(), None);
     assert_eq!(r.m.retired.iter().map(|r| r.id).collect::<Vec<_>>(), [i(1)]);
     // The retired instance goes its own way: SIGKILL at its timeout, then
     // forgotten once its cgroup is empty.
@@ -878,7 +878,7 @@ fn start_stop_restart_that_fails_keeps_the_old_instance_serving() {
         cgroup_empty: true,
     });
     assert_eq!(
-        (r.m.state, r.m.pid(), r.m.failures),
+        (r.m.state(), r.m.pid(), r.m.failures),
         (AppState::Running, Some(42), 0)
     );
 }
@@ -888,7 +888,7 @@ fn start_stop_without_a_previous_instance_left_is_an_ordinary_failed_start() {
     let mut r = running_start_stop();
     r.ev(Event::Restart(req(alice())));
     assert_eq!(r.ev(exited(1, 0, true)), [Effect::Forget(i(1))]);
-    assert_eq!(r.m.previous, None);
+    assert_eq!(r.m.phase.previous(), None);
     r.expect(
         failed(2),
         &[Effect::Forget(i(2)), backoff(1, 2)],
@@ -913,12 +913,12 @@ fn stopping_during_a_start_stop_restart_stops_both_instances() {
         "{effects:?}"
     );
     assert_eq!(
-        (r.m.state, r.m.previous.as_ref()),
+        (r.m.state(), r.m.phase.previous()),
         (AppState::Stopping, None)
     );
     // Stopped only once both are gone.
     r.ev(exited(2, 0, true));
-    assert_eq!(r.m.state, AppState::Stopping);
+    assert_eq!(r.m.state(), AppState::Stopping);
     r.expect(
         exited(1, 0, true),
         &[
@@ -1008,7 +1008,7 @@ fn replace_restarts_what_is_up_or_starts_what_autostarts() {
             restart,
             start,
         });
-        assert_eq!(r.m.state, to, "{from:?} restart {restart} start {start}");
+        assert_eq!(r.m.state(), to, "{from:?} restart {restart} start {start}");
         assert_eq!(r.m.params.readiness_timeout, s(9));
         if to == from && from == Running {
             assert_eq!(r.m.pid(), pid, "the same process runs on");
@@ -1037,7 +1037,7 @@ fn a_change_in_place_keeps_the_process_and_stops_it_the_new_way() {
         start: true,
     });
     assert_eq!(effects, []);
-    assert_eq!((r.m.state, r.m.pid()), (AppState::Running, Some(100)));
+    assert_eq!((r.m.state(), r.m.pid()), (AppState::Running, Some(100)));
     assert_eq!(r.m.params, new);
     let effects = r.ev(Event::Stop(req(alice())));
     assert_eq!(
@@ -1104,7 +1104,7 @@ fn reload_waits_for_new_workers_and_the_probe() {
         )),
         "{effects:?}"
     );
-    assert_eq!(r.m.state, AppState::Starting);
+    assert_eq!(r.m.state(), AppState::Starting);
 }
 
 #[test]
@@ -1179,7 +1179,7 @@ fn stale_timers_are_ignored() {
     r.ev(Event::Stop(req(alice())));
     // The stop timer replaced an older generation.
     assert_eq!(r.ev(stale), []);
-    assert_eq!(r.m.state, AppState::Stopping);
+    assert_eq!(r.m.state(), AppState::Stopping);
     r.expect_fire(
         &[Effect::KillAll(i(1))],
         AppState::Stopping,
@@ -1212,8 +1212,8 @@ fn restart_from_running_stops_then_spawns() {
         "starting (requested by alice)",
     );
     assert_eq!(
-        (r.m.restarts, r.m.pid(), r.m.then.clone()),
-        (1, None, AfterStop::Stay)
+        (r.m.restarts, r.m.pid(), r.m.phase.then().cloned()),
+        (1, None, None)
     );
     r.expect(
         spawned(2, 101),
@@ -1274,7 +1274,7 @@ fn readiness_timeout_kills_and_counts_a_failed_start() {
         "not ready after 60s (readiness timeout), killing every process",
     );
     let reason = "not ready after 60s (readiness timeout)".to_owned();
-    assert_eq!(r.m.then, AfterStop::FailStart(reason));
+    assert_eq!(r.m.phase.then(), Some(&AfterStop::FailStart(reason)));
     // Ready after the timeout changes nothing.
     assert_eq!(r.ev(notified(1)), []);
     let reason = "not ready after 60s (readiness timeout), 1 failed start in a row, next try in 1s";
@@ -1451,9 +1451,9 @@ impl Rng {
 
 /// Every instance the machine knows, with its armed timer.
 fn known(m: &Machine) -> Vec<&Instance> {
-    m.current
-        .iter()
-        .chain(m.previous.iter())
+    m.current()
+        .into_iter()
+        .chain(m.phase.previous())
         .chain(m.retired.iter())
         .collect()
 }
@@ -1542,7 +1542,7 @@ fn random_event(rng: &mut Rng, m: &Machine, base: &Params) -> Event {
             choices.extend([fire.clone(), fire.clone(), fire.clone(), fire]);
         }
     }
-    if let Some(generation) = m.backoff_timer {
+    if let Some(generation) = m.phase.backoff_timer() {
         let fire = Event::TimerFired {
             key: TimerKey::Backoff,
             generation,
@@ -1554,7 +1554,11 @@ fn random_event(rng: &mut Rng, m: &Machine, base: &Params) -> Event {
 
 /// What must hold after every step, whatever led there.
 fn check_step(m: &Machine, event: &Event, next: &Machine, effects: &[Effect], now: Instant) {
-    let what = format!("{:?} --{event:?}--> {:?} {effects:?}", m.state, next.state);
+    let what = format!(
+        "{:?} --{event:?}--> {:?} {effects:?}",
+        m.state(),
+        next.state()
+    );
     assert!(!next.reason.is_empty(), "{what}: empty reason");
     if next == m {
         assert!(
@@ -1562,7 +1566,11 @@ fn check_step(m: &Machine, event: &Event, next: &Machine, effects: &[Effect], no
             "{what}: effects without a change"
         );
     }
-    let since = if next.state != m.state { now } else { m.since };
+    let since = if next.state() != m.state() {
+        now
+    } else {
+        m.since
+    };
     assert_eq!(next.since, since, "{what}: since");
     assert!(
         effects
@@ -1584,9 +1592,9 @@ fn check_step(m: &Machine, event: &Event, next: &Machine, effects: &[Effect], no
         .count();
     assert!(spawns <= 1, "{what}: more than one spawn");
     if spawns == 1 {
-        let current = next.current.as_ref().expect("spawned");
+        let current = next.current().expect("spawned");
         assert!(
-            next.state == AppState::Starting && current.main == Main::Spawning,
+            next.state() == AppState::Starting && current.main == Main::Spawning,
             "{what}"
         );
         assert_eq!(
@@ -1598,7 +1606,7 @@ fn check_step(m: &Machine, event: &Event, next: &Machine, effects: &[Effect], no
     // Entering stopped, and nothing else, closes the app's held sockets.
     assert_eq!(
         effects.contains(&Effect::CloseSockets),
-        next.state == AppState::Stopped && m.state != AppState::Stopped,
+        next.state() == AppState::Stopped && m.state() != AppState::Stopped,
         "{what}: held sockets"
     );
     // Every instance forgotten was known, and is known no more.
@@ -1639,15 +1647,21 @@ fn check_step(m: &Machine, event: &Event, next: &Machine, effects: &[Effect], no
             );
         }
     }
-    let current = next.current.as_ref();
-    match next.state {
+    let current = next.current();
+    match next.state() {
         AppState::Starting => assert!(current.is_some_and(|c| c.main != Main::Exited), "{what}"),
         AppState::Running => {
             let c = current.expect("running has an instance");
-            assert!(c.pid().is_some() && next.previous.is_none(), "{what}");
-            assert_eq!(c.timer.is_some(), c.reload.is_some(), "{what}");
+            assert!(
+                c.pid().is_some() && next.phase.previous().is_none(),
+                "{what}"
+            );
+            assert_eq!(c.timer.is_some(), next.phase.reload().is_some(), "{what}");
         }
-        AppState::Backoff => assert!(current.is_none() && next.backoff_timer.is_some(), "{what}"),
+        AppState::Backoff => assert!(
+            current.is_none() && next.phase.backoff_timer().is_some(),
+            "{what}"
+        ),
         AppState::Stopped => assert!(
             known(next).is_empty(),
             "{what}: stopped with instances left"
@@ -1655,19 +1669,10 @@ fn check_step(m: &Machine, event: &Event, next: &Machine, effects: &[Effect], no
         AppState::Exited | AppState::Fatal => assert!(current.is_none(), "{what}"),
         AppState::Stopping => {}
     }
-    if next.state != AppState::Backoff {
-        assert_eq!(next.backoff_timer, None, "{what}");
-    }
-    if next.state != AppState::Stopping {
-        assert_eq!(next.then, AfterStop::Stay, "{what}");
-    }
-    if next.previous.is_some() {
-        // A restart's new instance starts, or its leftovers are killed.
-        assert!(
-            matches!(next.state, AppState::Starting | AppState::Stopping),
-            "{what}: a previous instance outside a restart"
-        );
-    }
+    // A backoff timer outside backoff, a `then` outside stopping and a
+    // previous instance outside a restart (starting or stopping, beside a
+    // current one) cannot be written down: `Phase` carries each only where
+    // it is valid.
 }
 
 #[test]
@@ -1697,7 +1702,7 @@ fn every_step_stays_in_the_table_and_every_row_is_reached() {
             let (next, effects) = step(&r.m, event.clone(), r.now);
             check_step(&r.m, &event, &next, &effects, r.now);
             if next != r.m || !effects.is_empty() {
-                let row = (r.m.state, event.kind(), next.state);
+                let row = (r.m.state(), event.kind(), next.state());
                 assert!(TRANSITIONS.contains(&row), "{row:?} is not in TRANSITIONS");
                 reached.insert(row);
             }
@@ -1727,4 +1732,32 @@ fn every_machine_state_keeps_its_name_on_the_wire() {
             assert_eq!(serde_json::to_value(state).unwrap(), wire.as_str());
         }
     }
+}
+
+/// A hand-off freezes a machine only between transitions, and thawing what
+/// it froze gives the same machine back.
+#[test]
+fn a_settled_machine_thaws_as_it_was_frozen() {
+    let mut r = Run::new(params());
+    assert_eq!(Machine::thaw(params(), r.m.settled().unwrap()), r.m);
+    r.running();
+    let settled = r.m.settled().expect("running, nothing pending");
+    assert!(matches!(settled.state, SettledState::Running(i) if i.pid == 100));
+    assert_eq!(Machine::thaw(params(), settled), r.m);
+    // A reload under way is a transition.
+    r.ev(Event::Reload(req(alice())));
+    assert_eq!(r.m.settled(), None);
+    r.ev(Event::WorkersReplaced { instance: i(1) });
+    assert_eq!(r.m.state(), AppState::Running);
+    // So is a stop, and so is a caller waiting.
+    r.ev(Event::Stop(waiting(alice(), 1)));
+    assert_eq!(r.m.settled(), None);
+    r.ev(exited(1, 0, true));
+    assert_eq!(r.m.state(), AppState::Stopped);
+    // Backoff carries its timer across.
+    r.ev(Event::Start(req(alice())));
+    r.ev(failed(2));
+    let settled = r.m.settled().expect("in backoff");
+    assert!(matches!(settled.state, SettledState::Backoff { .. }));
+    assert_eq!(Machine::thaw(params(), settled), r.m);
 }

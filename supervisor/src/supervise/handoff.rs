@@ -17,11 +17,12 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    launch, params, placeholder_snapshot, watch_populated, Commands, Handle, Instance, Leaf,
-    Shared, Supervisor, Timer,
+    launch, params, placeholder_snapshot, watch_populated, Callers, Commands, Handle, Held,
+    Instance, Leaf, Shared, Shown, Spawns, Supervisor, Timer,
 };
 use crate::app::{
-    self, AfterStop, AppState, Cause, ExitStatus, InstanceId, Machine, Main, StopParams, TimerKey,
+    Cause, ExitStatus, InstanceId, Machine, Settled, SettledInstance, SettledState, StopParams,
+    TimerKey,
 };
 use crate::config::resolve::ResolvedApp;
 use crate::config::Signal;
@@ -32,7 +33,6 @@ use crate::handoff::state::{
 use crate::listen::{HandedFile, HandedOver, HeldSockets, ProbeSocket};
 use crate::logs::{AppLogs, Stream};
 use crate::readiness::NotifySocket;
-use crate::spawn::Preparer;
 
 /// What a frozen task handed over: its record, the fds the record names
 /// (owned here until they are passed on), and the exit of its main process
@@ -80,6 +80,13 @@ pub enum RestoreError {
     Cgroup {
         app: String,
         source: crate::cgroup::CgroupError,
+    },
+    #[error("{app}: the hand-off state says {state:?} with a running instance: {instance}, with a backoff timer: {backoff}")]
+    Inconsistent {
+        app: String,
+        state: RecordState,
+        instance: bool,
+        backoff: bool,
     },
 }
 
@@ -144,25 +151,64 @@ fn cause(record: &CauseRecord) -> Cause {
     }
 }
 
-fn record_state(state: AppState) -> Option<RecordState> {
+fn record_state(state: &SettledState) -> RecordState {
     match state {
-        AppState::Stopped => Some(RecordState::Stopped),
-        AppState::Running => Some(RecordState::Running),
-        AppState::Backoff => Some(RecordState::Backoff),
-        AppState::Exited => Some(RecordState::Exited),
-        AppState::Fatal => Some(RecordState::Fatal),
-        AppState::Starting | AppState::Stopping => None,
+        SettledState::Stopped => RecordState::Stopped,
+        SettledState::Running(_) => RecordState::Running,
+        SettledState::Backoff { .. } => RecordState::Backoff,
+        SettledState::Exited => RecordState::Exited,
+        SettledState::Fatal => RecordState::Fatal,
     }
 }
 
-fn machine_state(state: RecordState) -> AppState {
-    match state {
-        RecordState::Stopped => AppState::Stopped,
-        RecordState::Running => AppState::Running,
-        RecordState::Backoff => AppState::Backoff,
-        RecordState::Exited => AppState::Exited,
-        RecordState::Fatal => AppState::Fatal,
-    }
+/// The machine `record` describes, as of `now`; `stop_signal` is the
+/// app's, for an instance whose recorded one is not a signal. A record
+/// names a running instance exactly when it is in `running`, and a backoff
+/// schedule whenever it is in `backoff`: the freeze writes nothing else.
+fn settled(
+    record: &AppRecord,
+    stop_signal: Signal,
+    now: (Instant, u64),
+) -> Result<Settled, RestoreError> {
+    let state = match (record.state, &record.current, record.backoff) {
+        (RecordState::Running, Some(current), _) => SettledState::Running(SettledInstance {
+            id: InstanceId(current.id),
+            pid: current.pid,
+            spawned: from_ns(now, current.spawned_ns),
+            ready_at: current.ready_ns.map(|ns| from_ns(now, ns)),
+            notified: current.notified,
+            probed: current.probed,
+            stop: StopParams {
+                signal: nix::sys::signal::Signal::try_from(current.stop_signal)
+                    .map(Signal)
+                    .unwrap_or(stop_signal),
+                timeout: Duration::from_millis(current.stop_timeout_ms),
+            },
+        }),
+        (RecordState::Backoff, None, Some((timer, _))) => SettledState::Backoff { timer },
+        (RecordState::Stopped, None, _) => SettledState::Stopped,
+        (RecordState::Exited, None, _) => SettledState::Exited,
+        (RecordState::Fatal, None, _) => SettledState::Fatal,
+        (state, current, backoff) => {
+            return Err(RestoreError::Inconsistent {
+                app: record.name.clone(),
+                state,
+                instance: current.is_some(),
+                backoff: backoff.is_some(),
+            })
+        }
+    };
+    Ok(Settled {
+        state,
+        reason: record.reason.clone(),
+        since: from_ns(now, record.since_ns),
+        failures: record.failures,
+        restarts: record.restarts,
+        cause: record.cause.as_ref().map(cause),
+        last_instance: record.last_instance,
+        timer_generation: record.timer_generation,
+        rng: record.rng,
+    })
 }
 
 /// Hands `fd` over: its number goes in the record, the fd in `fds`.
@@ -175,25 +221,13 @@ fn keep(fds: &mut Vec<OwnedFd>, fd: OwnedFd) -> i32 {
 impl Supervisor {
     /// No transition is under way: the app can be handed over as it is.
     pub(super) fn is_settled(&self) -> bool {
-        let m = &self.machine;
-        if self.preparing.is_some() || !m.waiters.is_empty() || !self.pending.is_empty() {
+        if self.spawns.preparing.is_some() || !self.pending.is_empty() {
             return false;
         }
-        if m.previous.is_some() || !m.retired.is_empty() || m.then != AfterStop::Stay {
-            return false;
-        }
-        match m.state {
-            AppState::Stopped | AppState::Exited | AppState::Fatal | AppState::Backoff => {
-                self.instances.is_empty() && m.current.is_none()
-            }
-            AppState::Running => {
-                let Some(current) = &m.current else {
-                    return false;
-                };
-                matches!(current.main, Main::Running { .. })
-                    && current.reload.is_none()
-                    && current.timer.is_none()
-                    && self.instances.len() == 1
+        match self.machine.settled().map(|s| s.state) {
+            None => false,
+            Some(SettledState::Running(current)) => {
+                self.instances.len() == 1
                     && self.instances.iter().all(|i| {
                         i.id == current.id
                             && i.report.is_none()
@@ -202,7 +236,7 @@ impl Supervisor {
                             && i.reload.is_none()
                     })
             }
-            AppState::Starting | AppState::Stopping => false,
+            Some(_) => self.instances.is_empty(),
         }
     }
 
@@ -212,7 +246,7 @@ impl Supervisor {
     pub(super) async fn freeze_now(&mut self) -> Frozen {
         let now = (Instant::now(), monotonic_ns());
         let mut fds = Vec::new();
-        let m = &self.machine;
+        let settled = self.machine.settled().expect("frozen only once settled");
         let backoff = self
             .timers
             .iter()
@@ -225,13 +259,9 @@ impl Supervisor {
             });
         let mut exit = None;
         let mut current = None;
-        if let (Some(machine_instance), Some(mut instance)) =
-            (m.current.clone(), self.instances.pop())
+        if let (SettledState::Running(machine_instance), Some(mut instance)) =
+            (&settled.state, self.instances.pop())
         {
-            let (pid, spawned) = match machine_instance.main {
-                Main::Running { pid, since } => (pid, since),
-                Main::Spawning | Main::Exited => unreachable!("settled: the main process runs"),
-            };
             let mut pipes = [None, None];
             for (i, capture) in std::mem::take(&mut instance.pipes).into_iter().enumerate() {
                 let _ = capture.stop.send(());
@@ -255,8 +285,8 @@ impl Supervisor {
             exit = instance.exit.take();
             current = Some(InstanceRecord {
                 id: machine_instance.id.0,
-                pid,
-                spawned_ns: to_ns(now, spawned),
+                pid: machine_instance.pid,
+                spawned_ns: to_ns(now, machine_instance.spawned),
                 started_unix_ms: instance.started.and_then(unix_ms),
                 ready_ns: machine_instance.ready_at.map(|at| to_ns(now, at)),
                 notified: machine_instance.notified,
@@ -271,7 +301,7 @@ impl Supervisor {
                 exit: None,
             });
         }
-        let notify = self.notify.take().and_then(|socket| {
+        let notify = self.held.notify.take().and_then(|socket| {
             let path = socket.path().to_owned();
             match socket.hand_over() {
                 Ok(fd) => Some((keep(&mut fds, fd), path)),
@@ -281,7 +311,7 @@ impl Supervisor {
                 }
             }
         });
-        let (listen, listen_owner) = match self.listen.take().map(HeldSockets::hand_over) {
+        let (listen, listen_owner) = match self.held.listen.take().map(HeldSockets::hand_over) {
             Some(Ok((sockets, owner))) => (
                 sockets
                     .into_iter()
@@ -309,26 +339,27 @@ impl Supervisor {
         };
         let record = AppRecord {
             name: self.app.spec.name.to_string(),
-            state: record_state(m.state).expect("settled"),
-            reason: m.reason.clone(),
-            since_ns: to_ns(now, m.since),
+            state: record_state(&settled.state),
+            reason: settled.reason.clone(),
+            since_ns: to_ns(now, settled.since),
             since_unix: self
+                .shown
                 .since_wall
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            failures: m.failures,
-            restarts: m.restarts,
-            last_instance: m.last_instance,
-            timer_generation: m.timer_generation,
-            rng: m.rng,
-            cause: m.cause.as_ref().map(cause_record),
-            backoff: backoff.filter(|_| m.backoff_timer.is_some()),
+            failures: settled.failures,
+            restarts: settled.restarts,
+            last_instance: settled.last_instance,
+            timer_generation: settled.timer_generation,
+            rng: settled.rng,
+            cause: settled.cause.as_ref().map(cause_record),
+            backoff: backoff.filter(|_| matches!(settled.state, SettledState::Backoff { .. })),
             current,
-            readiness_failures: self.readiness_failures,
-            stopped_by: self.stopped_by.clone(),
-            release: self.release.clone(),
-            notify_status: self.notify_status.clone(),
-            oom_baseline: self.oom_baseline,
+            readiness_failures: self.shown.readiness_failures,
+            stopped_by: self.shown.stopped_by.clone(),
+            release: self.spawns.release.clone(),
+            notify_status: self.shown.notify_status.clone(),
+            oom_baseline: self.held.oom_baseline,
             notify,
             listen,
             listen_owner,
@@ -366,6 +397,8 @@ pub fn restore(
         }
     }
     let now = (Instant::now(), monotonic_ns());
+    let params = params(&app);
+    let settled = settled(&record, params.stop.signal, now)?;
     let cgroup = match &shared.cgroups {
         Some(root) => Some(root.app(&name).map_err(|source| RestoreError::Cgroup {
             app: name.clone(),
@@ -453,95 +486,52 @@ pub fn restore(
             record.listen_owner,
         ))
     };
-    let params = params(&app);
     let mut instances = Vec::new();
-    let machine_current = match &record.current {
-        Some(current) => {
-            let pid = current.pid;
-            let probe_socket = match &current.probe {
-                Some((fd, path)) => Some(ProbeSocket::taken_over(
-                    take(fds, &name, *fd)?,
-                    path.clone(),
-                )),
-                None => None,
-            };
-            let mut pipes = Vec::new();
-            for (stream, fd) in [
-                (Stream::Stdout, current.stdout_fd),
-                (Stream::Stderr, current.stderr_fd),
-            ] {
-                if let Some(fd) = fd {
-                    pipes.push(logs.capture_handing_over(stream, take(fds, &name, fd)?));
-                }
+    if let Some(current) = &record.current {
+        let pid = current.pid;
+        let probe_socket = match &current.probe {
+            Some((fd, path)) => Some(ProbeSocket::taken_over(
+                take(fds, &name, *fd)?,
+                path.clone(),
+            )),
+            None => None,
+        };
+        let mut pipes = Vec::new();
+        for (stream, fd) in [
+            (Stream::Stdout, current.stdout_fd),
+            (Stream::Stderr, current.stderr_fd),
+        ] {
+            if let Some(fd) = fd {
+                pipes.push(logs.capture_handing_over(stream, take(fds, &name, fd)?));
             }
-            let exit = match (current.exit, exit) {
-                (Some(status), _) => {
-                    let (tx, rx) = oneshot::channel();
-                    let _ = tx.send(exit_status(status));
-                    Some(rx)
-                }
-                (None, exit) => exit,
-            };
-            let (leaf, populated) = match leaf.take() {
-                Some((leaf, populated)) => (Some(leaf), populated),
-                None => (None, None),
-            };
-            instances.push(Instance {
-                id: InstanceId(current.id),
-                pid: Some(pid),
-                started: current
-                    .started_unix_ms
-                    .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
-                exit,
-                report: None,
-                pipes,
-                leaf,
-                probe_socket,
-                populated,
-                probe: None,
-                reload: None,
-                ready_before_report: false,
-            });
-            Some(app::Instance {
-                id: InstanceId(current.id),
-                main: Main::Running {
-                    pid,
-                    since: from_ns(now, current.spawned_ns),
-                },
-                stop: StopParams {
-                    signal: nix::sys::signal::Signal::try_from(current.stop_signal)
-                        .map(Signal)
-                        .unwrap_or(params.stop.signal),
-                    timeout: Duration::from_millis(current.stop_timeout_ms),
-                },
-                notified: current.notified,
-                probed: current.probed,
-                probing: false,
-                ready_at: current.ready_ns.map(|ns| from_ns(now, ns)),
-                timer: None,
-                reload: None,
-            })
         }
-        None => None,
-    };
-    let machine = Machine {
-        params,
-        state: machine_state(record.state),
-        reason: record.reason.clone(),
-        since: from_ns(now, record.since_ns),
-        failures: record.failures,
-        restarts: record.restarts,
-        current: machine_current,
-        previous: None,
-        retired: Vec::new(),
-        backoff_timer: record.backoff.map(|(generation, _)| generation),
-        then: AfterStop::Stay,
-        cause: record.cause.as_ref().map(cause),
-        waiters: Vec::new(),
-        last_instance: record.last_instance,
-        timer_generation: record.timer_generation,
-        rng: record.rng,
-    };
+        let exit = match (current.exit, exit) {
+            (Some(status), _) => {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(exit_status(status));
+                Some(rx)
+            }
+            (None, exit) => exit,
+        };
+        let (leaf, populated) = match leaf.take() {
+            Some((leaf, populated)) => (Some(leaf), populated),
+            None => (None, None),
+        };
+        let mut instance = Instance::new(
+            InstanceId(current.id),
+            pid,
+            exit,
+            pipes,
+            leaf,
+            probe_socket,
+            populated,
+        );
+        instance.started = current
+            .started_unix_ms
+            .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+        instances.push(instance);
+    }
+    let machine = Machine::thaw(params, settled);
     let timers = record
         .backoff
         .map(|(generation, due_ns)| Timer {
@@ -554,35 +544,120 @@ pub fn restore(
     let (commands, rx) = mpsc::unbounded_channel();
     let sup = Supervisor {
         machine,
-        since_wall: SystemTime::UNIX_EPOCH + Duration::from_secs(record.since_unix),
+        pending: VecDeque::new(),
         snapshot: Arc::new(watch::channel(placeholder_snapshot(&app)).0),
         app,
         shared,
         logs: logs.clone(),
-        cgroup,
         instances,
-        limits,
-        oom_baseline: record.oom_baseline,
-        sandbox: Arc::default(),
-        preparer: Preparer::default(),
-        preparing: None,
-        prepared: None,
-        notify,
-        listen,
         timers,
-        readiness_failures: record.readiness_failures,
-        stopped_by: record.stopped_by,
-        release: record.release,
-        notify_status: record.notify_status,
+        held: Held {
+            cgroup,
+            limits,
+            oom_baseline: record.oom_baseline,
+            notify,
+            listen,
+        },
+        spawns: Spawns {
+            release: record.release,
+            // Counted afresh: only a start or restart under way reads the
+            // count, and none is (the app was settled).
+            ..Spawns::default()
+        },
+        callers: Callers::default(),
+        shown: Shown {
+            since_wall: SystemTime::UNIX_EPOCH + Duration::from_secs(record.since_unix),
+            readiness_failures: record.readiness_failures,
+            stopped_by: record.stopped_by,
+            notify_status: record.notify_status,
+        },
         shutdown: false,
         freeze: None,
-        // Counted afresh: only a start or restart under way reads them,
-        // and none is (the app was settled).
-        spawns: 0,
-        spawned_at: None,
-        pending: VecDeque::new(),
-        waiting: Vec::new(),
-        last_request: 0,
     };
     Ok(launch(sup, Commands(commands), rx, false, logs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(state: RecordState, running: bool, backoff: bool) -> AppRecord {
+        AppRecord {
+            name: "shop".to_owned(),
+            state,
+            reason: "why".to_owned(),
+            since_ns: 5,
+            since_unix: 6,
+            failures: 1,
+            restarts: 2,
+            last_instance: 3,
+            timer_generation: 4,
+            rng: 7,
+            cause: None,
+            backoff: backoff.then_some((4, 100)),
+            current: running.then_some(InstanceRecord {
+                id: 3,
+                pid: 1234,
+                spawned_ns: 1,
+                started_unix_ms: None,
+                ready_ns: Some(2),
+                notified: true,
+                probed: false,
+                stop_signal: 15,
+                stop_timeout_ms: 10_000,
+                stdout_fd: None,
+                stderr_fd: None,
+                probe: None,
+                leaf: false,
+                exit: None,
+            }),
+            readiness_failures: 0,
+            stopped_by: None,
+            release: None,
+            notify_status: None,
+            oom_baseline: None,
+            notify: None,
+            listen: Vec::new(),
+            listen_owner: (0, 0),
+        }
+    }
+
+    /// Only what a freeze writes thaws: a running record names its
+    /// instance, a backoff record its timer, and no other names an
+    /// instance. Anything else would thaw a machine that cannot exist.
+    #[test]
+    fn a_record_thaws_only_as_a_freeze_writes_it() {
+        use RecordState::*;
+        let now = (Instant::now(), 1_000);
+        let term = Signal(nix::sys::signal::Signal::SIGTERM);
+        #[rustfmt::skip]
+        let cases = [
+            // (state, running instance, backoff timer, thaws)
+            (Running, true,  false, true),
+            (Running, false, false, false),
+            (Backoff, false, true,  true),
+            (Backoff, false, false, false),
+            (Stopped, false, false, true),
+            (Stopped, false, true,  true), // a stale schedule fires into nothing
+            (Stopped, true,  false, false),
+            (Exited,  true,  false, false),
+            (Fatal,   false, false, true),
+        ];
+        for (state, running, backoff, thaws) in cases {
+            let result = settled(&record(state, running, backoff), term, now);
+            assert_eq!(
+                result.is_ok(),
+                thaws,
+                "{state:?} {running} {backoff}: {result:?}"
+            );
+        }
+        let Ok(Settled {
+            state: SettledState::Running(instance),
+            ..
+        }) = settled(&record(Running, true, false), term, now)
+        else {
+            panic!("running thaws running");
+        };
+        assert_eq!((instance.id, instance.pid), (InstanceId(3), 1234));
+    }
 }

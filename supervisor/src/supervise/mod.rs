@@ -5,23 +5,32 @@
 //! Nothing here decides policy: every decision is `app::step`'s. One app's
 //! task never touches another app's resources, so a failure in one (a
 //! spawn error, a hung stop, a flood of output) stays with that app.
+//!
+//! This file has the task's loop, its commands and the effects; spawning
+//! is in `spawning`, publishing the status in `status`, freezing and
+//! thawing for a hand-off in `handoff`.
 
 mod handoff;
 pub mod reaper;
+mod spawning;
+mod status;
 mod workers;
 
 pub use handoff::{monotonic_ns, restore, Frozen, RestoreError};
+pub use spawning::SpawnError;
+pub use status::{bare_status, security, Snapshot};
+use status::{placeholder_snapshot, sandbox_inputs};
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use appvisor_protocol::{Action, AppStatus, StoppedBy};
+use appvisor_protocol::{Action, StoppedBy};
 use nix::sys::signal::{kill, killpg, Signal as NixSignal};
 use nix::unistd::Pid;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -30,19 +39,19 @@ use tokio::time::Sleep;
 use tracing::Instrument;
 
 use crate::app::{
-    self, AfterStop, Answer, AppState, Cause, Effect, Event, ExitStatus, InstanceId, Machine,
-    Params, ReadySignal, Request, RequestId, StopParams, TimerKey,
+    self, Answer, AppState, Cause, Effect, Event, ExitStatus, InstanceId, Machine, Params,
+    ReadySignal, Request, RequestId, StopParams, TimerKey,
 };
-use crate::audit::{unix_now, Events};
+use crate::audit::Events;
 use crate::cgroup::{AppCgroup, AppLimits, CgroupRoot, CgroupWatcher, LimitRoot};
 use crate::config::change::Change;
 use crate::config::resolve::ResolvedApp;
-use crate::config::{LimitSpec, ReadinessKind, Signal};
+use crate::config::{ReadinessKind, Signal};
 use crate::listen::{HeldSockets, ProbeSocket};
-use crate::logs::{AppLogs, LogMark, Stream};
+use crate::logs::{AppLogs, LogMark};
 use crate::readiness::{self, Check, NotifySocket};
-use crate::sandbox::{self, SandboxInputs, SandboxPlan, SpawnRecord};
-use crate::spawn::{self, PlanInputs, PlanUser, PrepareError, Prepared, Preparer, SpawnPlan};
+use crate::sandbox::SpawnRecord;
+use crate::spawn::{self, PrepareError, Prepared, Preparer};
 use reaper::Reaper;
 
 /// What every app's task shares with the daemon.
@@ -144,99 +153,6 @@ impl Commands {
     }
 }
 
-/// What the control plane reads: the public status and what the status
-/// server counts.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub state: AppState,
-    /// The status as of the last change; `uptime_secs` is filled in by
-    /// [`Snapshot::status_now`].
-    pub status: AppStatus,
-    /// When the current instance's main process was exec'd: for its
-    /// uptime, and as a wall-clock time that stays put while it runs.
-    pub started: Option<(Instant, SystemTime)>,
-    /// Starts that did not become ready within the readiness timeout.
-    pub readiness_failures: u64,
-    /// The settings the app runs with.
-    pub app: Arc<ResolvedApp>,
-    /// What the exec helper enforced at the last spawn.
-    pub sandbox: Arc<SpawnRecord>,
-    /// What the last spawn learnt from the file system (the venv and what
-    /// it may grant, the release, where /etc links lead): the facts its
-    /// sandbox was built on.
-    pub prepared: Option<Arc<Prepared>>,
-    /// The exposure score of `app`, `sandbox` and `prepared`, worked out at
-    /// the first scrape that asks and kept while the three stay the same:
-    /// a scrape of a thousand apps must not build a thousand sandbox plans.
-    exposure: Arc<OnceLock<f64>>,
-}
-
-impl Snapshot {
-    /// `appctl security`'s exposure score for this snapshot's app.
-    pub fn exposure(&self, shared: &Shared) -> f64 {
-        *self
-            .exposure
-            .get_or_init(|| security(self, shared).exposure)
-    }
-
-    /// The status with the uptime as of now.
-    pub fn status_now(&self) -> AppStatus {
-        AppStatus {
-            uptime_secs: self.started.map(|(at, _)| at.elapsed().as_secs_f64()),
-            ..self.status.clone()
-        }
-    }
-
-    /// When the current instance started, in seconds since the Unix epoch.
-    pub fn start_time(&self) -> Option<f64> {
-        let (_, wall) = self.started?;
-        wall.duration_since(SystemTime::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs_f64())
-    }
-}
-
-/// What confines the app of `snapshot` (`GET /v1/apps/NAME/security`):
-/// built from what its last spawn learnt, never from reading the app's
-/// files again here, on the caller's (async) thread.
-pub fn security(snapshot: &Snapshot, shared: &Shared) -> appvisor_protocol::AppSecurity {
-    let inputs = sandbox_inputs(snapshot.prepared.as_deref(), shared);
-    let plan = SandboxPlan::build(&snapshot.app.spec, &inputs);
-    sandbox::exposure::report(
-        &snapshot.app,
-        &plan,
-        snapshot.sandbox.last(),
-        sandbox::landlock::kernel_abi(),
-        applied_limits(&snapshot.app.spec.limits, shared),
-    )
-}
-
-/// The limits an app gets: its `[limits]`, and the defaults where it sets
-/// none (tasks, and the open-file limit the daemon was started with).
-fn applied_limits(configured: &LimitSpec, shared: &Shared) -> appvisor_protocol::SecurityLimits {
-    let defaults = &shared.default_limits;
-    let mut limits = sandbox::exposure::configured_limits(&defaults.fill(configured));
-    limits.defaults = defaults
-        .defaulted(configured)
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    if configured.open_files.is_none() {
-        limits.open_files = Some(shared.app_open_files.soft);
-        limits.defaults.push("open_files".to_owned());
-    }
-    limits
-}
-
-fn sandbox_inputs(prepared: Option<&Prepared>, shared: &Shared) -> SandboxInputs {
-    SandboxInputs {
-        landlock_abi_max: shared.landlock_abi_max,
-        python_home: prepared.and_then(|p| p.venv.home.home().map(ToOwned::to_owned)),
-        hide: shared.hide.clone(),
-        linked_dirs: prepared.map(|p| p.linked_dirs.clone()).unwrap_or_default(),
-    }
-}
-
 /// The control plane's end of an app's task.
 #[derive(Debug)]
 pub struct Handle {
@@ -261,33 +177,24 @@ pub fn start(
     let app_for_snapshot = app.clone();
     let sup = Supervisor {
         machine,
-        since_wall: SystemTime::now(),
+        pending: VecDeque::new(),
         app,
         shared,
         logs: logs.clone(),
-        cgroup: None,
         instances: Vec::new(),
-        limits: None,
-        oom_baseline: None,
-        sandbox: Arc::default(),
-        preparer: Preparer::default(),
-        preparing: None,
-        prepared: None,
-        notify: None,
-        listen: None,
         timers: Vec::new(),
-        readiness_failures: 0,
-        stopped_by,
-        release: None,
-        notify_status: None,
+        held: Held::default(),
+        spawns: Spawns::default(),
+        callers: Callers::default(),
+        shown: Shown {
+            since_wall: SystemTime::now(),
+            readiness_failures: 0,
+            stopped_by,
+            notify_status: None,
+        },
         shutdown: false,
         freeze: None,
         snapshot: Arc::new(watch::channel(placeholder_snapshot(&app_for_snapshot)).0),
-        pending: VecDeque::new(),
-        waiting: Vec::new(),
-        spawns: 0,
-        spawned_at: None,
-        last_request: 0,
     };
     launch(sup, commands, rx, autostart, logs)
 }
@@ -354,44 +261,6 @@ fn jitter_seed() -> u64 {
     hasher.finish() | 1
 }
 
-fn placeholder_snapshot(app: &Arc<ResolvedApp>) -> Snapshot {
-    Snapshot {
-        state: AppState::Stopped,
-        started: None,
-        readiness_failures: 0,
-        app: app.clone(),
-        sandbox: Arc::default(),
-        prepared: None,
-        exposure: Arc::default(),
-        status: bare_status("", appvisor_protocol::State::Stopped, String::new()),
-    }
-}
-
-/// A status with no process, no history and no settings: for an app known
-/// only by name (an invalid file), and before a task publishes its first.
-pub fn bare_status(name: &str, state: appvisor_protocol::State, reason: String) -> AppStatus {
-    AppStatus {
-        name: name.to_owned(),
-        state,
-        reason,
-        pid: None,
-        uptime_secs: None,
-        since: 0,
-        restarts: 0,
-        failures: 0,
-        description: String::new(),
-        app_groups: Vec::new(),
-        user: String::new(),
-        directory: String::new(),
-        release: None,
-        autostart: false,
-        stopped_by: None,
-        config_error: None,
-        log_error: None,
-        log_dropped_bytes: 0,
-    }
-}
-
 /// Apps opening their log files at the same time: a thousand apps starting
 /// together must not take a thousand threads of the blocking pool for it.
 static LOG_OPENERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
@@ -444,6 +313,35 @@ struct Instance {
     ready_before_report: bool,
 }
 
+impl Instance {
+    /// Instance `id`, whose main process is `pid`, with what its spawn (or
+    /// a hand-off) gave it; nothing reported, probed or reloading yet.
+    fn new(
+        id: InstanceId,
+        pid: u32,
+        exit: Option<oneshot::Receiver<ExitStatus>>,
+        pipes: Vec<crate::logs::Capture>,
+        leaf: Option<Leaf>,
+        probe_socket: Option<ProbeSocket>,
+        populated: Option<PopulatedFuture>,
+    ) -> Instance {
+        Instance {
+            id,
+            pid: Some(pid),
+            started: None,
+            exit,
+            report: None,
+            pipes,
+            leaf,
+            probe_socket,
+            populated,
+            probe: None,
+            reload: None,
+            ready_before_report: false,
+        }
+    }
+}
+
 /// The cgroup of one instance.
 struct Leaf {
     cgroup: AppCgroup,
@@ -458,53 +356,84 @@ struct Timer {
     sleep: Pin<Box<Sleep>>,
 }
 
+/// An app's task: the machine, and the shell's parts around it.
 struct Supervisor {
     machine: Machine,
-    since_wall: SystemTime,
+    /// Events produced by effects, fed after the current step.
+    pending: VecDeque<Event>,
     app: Arc<ResolvedApp>,
     shared: Arc<Shared>,
     logs: Arc<AppLogs>,
-    /// The app's cgroup; each instance runs in a leaf below it.
-    cgroup: Option<AppCgroup>,
     /// Every instance the machine knows.
     instances: Vec<Instance>,
+    /// The machine's armed timers.
+    timers: Vec<Timer>,
+    held: Held,
+    spawns: Spawns,
+    callers: Callers,
+    shown: Shown,
+    /// Stopping for good: the task ends once nothing of the app is left.
+    shutdown: bool,
+    /// A hand-off waits for this task to freeze.
+    freeze: Option<oneshot::Sender<Frozen>>,
+    /// Shared with the task's guard, which reports a panic here.
+    snapshot: Arc<watch::Sender<Snapshot>>,
+}
+
+/// What the app holds across spawns, set up by the first spawn that needs
+/// it.
+#[derive(Default)]
+struct Held {
+    /// The app's cgroup; each instance runs in a leaf below it.
+    cgroup: Option<AppCgroup>,
     /// Where the app's `[limits]` are written.
     limits: Option<AppLimits>,
     /// The memory cgroup's OOM-kill count at the last spawn.
     oom_baseline: Option<u64>,
-    /// What the exec helper enforced at the last spawn.
-    /// Shared with every snapshot: republished at each state change,
-    /// changed only by a spawn's report.
-    sandbox: Arc<SpawnRecord>,
+    notify: Option<NotifySocket>,
+    /// The `[[listen]]` sockets, bound at the first spawn and kept across
+    /// restarts and reloads until the app is stopped by request
+    /// (`Effect::CloseSockets`), removed, or its listen set changes.
+    listen: Option<HeldSockets>,
+}
+
+/// The spawn under way and what the last one learnt.
+#[derive(Default)]
+struct Spawns {
     preparer: Preparer,
     /// The instance waiting for its spawn's file reads; its process is
     /// made once they are in.
     preparing: Option<(InstanceId, PrepareFuture)>,
     /// What the last spawn learnt from the file system.
     prepared: Option<Arc<Prepared>>,
-    notify: Option<NotifySocket>,
-    /// The `[[listen]]` sockets, bound at the first spawn and kept across
-    /// restarts and reloads until the app is stopped by request
-    /// (`Effect::CloseSockets`), removed, or its listen set changes.
-    listen: Option<HeldSockets>,
-    timers: Vec<Timer>,
+    /// What the exec helper enforced at the last spawn.
+    /// Shared with every snapshot: republished at each state change,
+    /// changed only by a spawn's report.
+    sandbox: Arc<SpawnRecord>,
+    /// The release directory the last spawn ran from.
+    release: Option<String>,
+    /// Spawns so far, and where the output stood at the latest.
+    count: u64,
+    spawned_at: Option<LogMark>,
+}
+
+/// Callers waiting for the machine's answer.
+#[derive(Default)]
+struct Callers {
+    waiting: Vec<Waiting>,
+    /// The id of the last request.
+    last: u64,
+}
+
+/// What status shows beside the machine's state and reason.
+struct Shown {
+    /// When the state began, by the wall clock.
+    since_wall: SystemTime,
+    /// Starts that did not become ready within the readiness timeout.
     readiness_failures: u64,
     stopped_by: Option<StoppedBy>,
-    release: Option<String>,
+    /// The app's last `STATUS=` while it runs.
     notify_status: Option<String>,
-    shutdown: bool,
-    /// A hand-off waits for this task to freeze.
-    freeze: Option<oneshot::Sender<Frozen>>,
-    /// Shared with the task's guard, which reports a panic here.
-    snapshot: Arc<watch::Sender<Snapshot>>,
-    /// Events produced by effects, fed after the current step.
-    pending: VecDeque<Event>,
-    /// Callers waiting for the machine's answer.
-    waiting: Vec<Waiting>,
-    /// Spawns so far, and where the output stood at the latest.
-    spawns: u64,
-    spawned_at: Option<LogMark>,
-    last_request: u64,
 }
 
 /// What woke the task up.
@@ -556,7 +485,7 @@ impl Supervisor {
                 }
                 Wake::Command(Some(cmd)) => self.command(*cmd),
                 Wake::Prepared(id, result) => {
-                    self.preparing = None;
+                    self.spawns.preparing = None;
                     self.prepared(id, result);
                 }
                 Wake::Reported(id, outcome) => self.reported(id, outcome),
@@ -581,7 +510,7 @@ impl Supervisor {
                 Wake::Notify(Err(err)) if err.is_refused_message() => {}
                 Wake::Notify(Err(err)) => {
                     tracing::warn!(error = %err, "notify socket failed; readiness must come from the timeout");
-                    self.notify = None;
+                    self.held.notify = None;
                 }
                 Wake::Populated(id, Some(false)) => self.feed(Event::CgroupEmpty { instance: id }),
                 Wake::Populated(_, Some(true)) => {}
@@ -604,9 +533,9 @@ impl Supervisor {
         let Supervisor {
             instances,
             timers,
-            notify,
+            held: Held { notify, .. },
             shutdown,
-            preparing,
+            spawns: Spawns { preparing, .. },
             ..
         } = self;
         let notify = async {
@@ -638,14 +567,17 @@ impl Supervisor {
                 wait,
                 reply,
             } => {
-                self.last_request += 1;
-                let id = RequestId(self.last_request);
-                self.waiting.retain(|w| !w.reply.is_closed());
+                self.callers.last += 1;
+                let id = RequestId(self.callers.last);
+                self.callers.waiting.retain(|w| !w.reply.is_closed());
                 let attempt = matches!(action, Action::Start | Action::Restart).then(|| {
-                    let under_way = self.machine.state == AppState::Starting;
-                    (self.spawns, self.spawned_at.filter(|_| under_way))
+                    let under_way = self.machine.state() == AppState::Starting;
+                    (
+                        self.spawns.count,
+                        self.spawns.spawned_at.filter(|_| under_way),
+                    )
                 });
-                self.waiting.push(Waiting { id, reply, attempt });
+                self.callers.waiting.push(Waiting { id, reply, attempt });
                 let request = Request {
                     cause,
                     waiter: Some(id),
@@ -657,16 +589,16 @@ impl Supervisor {
                     Action::Stop | Action::Signal => Event::Stop(request),
                 };
                 match action {
-                    Action::Stop => self.stopped_by = stopped_by,
-                    Action::Start | Action::Restart => self.stopped_by = None,
+                    Action::Stop => self.shown.stopped_by = stopped_by,
+                    Action::Start | Action::Restart => self.shown.stopped_by = None,
                     Action::Reload | Action::Signal => {}
                 }
                 self.feed(event);
                 if !wait {
                     // Taken: the status the caller reads now shows it. A
                     // refusal was answered by the step itself.
-                    if let Some(i) = self.waiting.iter().position(|w| w.id == id) {
-                        let waiting = self.waiting.swap_remove(i);
+                    if let Some(i) = self.callers.waiting.iter().position(|w| w.id == id) {
+                        let waiting = self.callers.waiting.swap_remove(i);
                         let _ = waiting.reply.send(Reply {
                             answer: None,
                             attempt_began: None,
@@ -687,7 +619,7 @@ impl Supervisor {
                 self.app = app;
                 if change.restart {
                     // Bound again at the next spawn, for the new file's user.
-                    self.notify = None;
+                    self.held.notify = None;
                 }
                 self.logs.update_spec(&self.app.spec.logs);
                 tracing::info!(keys = ?change.keys, restart = change.restart, "settings changed");
@@ -696,7 +628,7 @@ impl Supervisor {
                 self.feed(Event::Replace {
                     params: params(&self.app),
                     restart: change.restart,
-                    start: change.start && self.stopped_by.is_none(),
+                    start: change.start && self.shown.stopped_by.is_none(),
                 });
                 let _ = reply.send(());
             }
@@ -713,7 +645,7 @@ impl Supervisor {
     fn is_down(&self) -> bool {
         self.instances.is_empty()
             && !matches!(
-                self.machine.state,
+                self.machine.state(),
                 AppState::Stopping | AppState::Starting | AppState::Running
             )
     }
@@ -727,7 +659,7 @@ impl Supervisor {
     }
 
     fn reported(&mut self, id: InstanceId, outcome: Result<spawn::Applied, spawn::SpawnFailure>) {
-        let release = self.release.clone();
+        let release = self.spawns.release.clone();
         let Some(instance) = self.instance_mut(id) else {
             return;
         };
@@ -752,7 +684,7 @@ impl Supervisor {
                         "landlock is not fully enforced (landlock = \"best-effort\")"
                     );
                 }
-                self.sandbox = Arc::new(SpawnRecord {
+                self.spawns.sandbox = Arc::new(SpawnRecord {
                     landlock: applied.landlock,
                     verified: Some(applied.verified),
                     refusal: None,
@@ -771,7 +703,7 @@ impl Supervisor {
                 instance.exit = None;
                 instance.pid = None;
                 if failure.step == spawn::SpawnStep::Paths {
-                    Arc::make_mut(&mut self.sandbox).refusal = Some(failure.detail.clone());
+                    Arc::make_mut(&mut self.spawns.sandbox).refusal = Some(failure.detail.clone());
                 }
                 self.feed(Event::SpawnFailed {
                     instance: id,
@@ -821,8 +753,8 @@ impl Supervisor {
         else {
             return status;
         };
-        let now = self.limits.as_ref().and_then(AppLimits::oom_kills);
-        match (now, self.oom_baseline) {
+        let now = self.held.limits.as_ref().and_then(AppLimits::oom_kills);
+        match (now, self.held.oom_baseline) {
             (Some(now), Some(before)) if now > before => ExitStatus::MemoryLimit { limit },
             (Some(now), None) if now > 0 => ExitStatus::MemoryLimit { limit },
             _ => status,
@@ -837,14 +769,14 @@ impl Supervisor {
             None => i.pid == Some(msg.pid),
         });
         let Some(id) = sender.map(|i| i.id) else {
-            if let Some(notify) = &self.notify {
+            if let Some(notify) = &self.held.notify {
                 notify.ignored_sender(&msg);
             }
             return;
         };
-        let current = self.machine.current.as_ref().map(|i| i.id) == Some(id);
+        let current = self.machine.is_current(id);
         if let Some(status) = msg.status().filter(|_| current) {
-            self.notify_status = Some(status.to_owned());
+            self.shown.notify_status = Some(status.to_owned());
         }
         if msg.is_ready() {
             // The helper writes its report before it execs the app, but the
@@ -871,16 +803,14 @@ impl Supervisor {
     /// then publishes the status and answers the callers whose outcome is
     /// known, so a caller reads the status its answer came with.
     fn feed(&mut self, event: Event) {
-        let before = self.machine.state;
+        let before = self.machine.state();
         let mut answers = Vec::new();
         self.pending.push_back(event);
         while let Some(event) = self.pending.pop_front() {
             let (machine, effects) = app::step(&self.machine, event, Instant::now());
             // Only the readiness timeout stops a start to fail it.
-            if !matches!(self.machine.then, AfterStop::FailStart(_))
-                && matches!(machine.then, AfterStop::FailStart(_))
-            {
-                self.readiness_failures += 1;
+            if !self.machine.failing_start() && machine.failing_start() {
+                self.shown.readiness_failures += 1;
             }
             self.machine = machine;
             for effect in effects {
@@ -890,19 +820,20 @@ impl Supervisor {
                 }
             }
         }
-        let changed = self.machine.state != before;
+        let changed = self.machine.state() != before;
         if changed {
-            self.since_wall = SystemTime::now();
-            if self.machine.state != AppState::Running {
-                self.notify_status = None;
+            self.shown.since_wall = SystemTime::now();
+            if self.machine.state() != AppState::Running {
+                self.shown.notify_status = None;
             }
-            tracing::info!(from = ?before, to = ?self.machine.state, reason = %self.machine.reason, "state changed");
+            tracing::info!(from = ?before, to = ?self.machine.state(), reason = %self.machine.reason(), "state changed");
         }
         self.publish(changed);
         for (id, answer) in answers {
-            if let Some(i) = self.waiting.iter().position(|w| w.id == id) {
-                let waiting = self.waiting.swap_remove(i);
-                let attempt_began = attempt_began(waiting.attempt, self.spawns, self.spawned_at);
+            if let Some(i) = self.callers.waiting.iter().position(|w| w.id == id) {
+                let waiting = self.callers.waiting.swap_remove(i);
+                let attempt_began =
+                    attempt_began(waiting.attempt, self.spawns.count, self.spawns.spawned_at);
                 let _ = waiting.reply.send(Reply {
                     answer: Some(answer),
                     attempt_began,
@@ -930,7 +861,7 @@ impl Supervisor {
             Effect::Reload(id, signal) => self.reload(id, signal),
             Effect::Forget(id) => self.forget(id),
             Effect::CloseSockets => {
-                if self.listen.take().is_some() {
+                if self.held.listen.take().is_some() {
                     tracing::debug!("stopped: closed the listen sockets");
                 }
             }
@@ -1032,303 +963,14 @@ impl Supervisor {
         instance.probe = Some(tokio::spawn(readiness::wait_until_ready(check, deadline)));
     }
 
-    /// `Effect::Spawn`: first the file reads a spawn needs, off the
-    /// runtime (`spawn::prepare`); the process follows in [`Self::prepared`].
-    fn spawn(&mut self, id: InstanceId) {
-        self.spawns += 1;
-        self.spawned_at = Some(self.logs.mark());
-        let reads = self.preparer.prepare(&self.app.spec);
-        self.preparing = Some((id, Box::pin(reads)));
-    }
-
-    /// Instance `id`'s file reads are in: spawn it, unless the machine has
-    /// stopped wanting it meanwhile (it then only waits to hear that no
-    /// process was made).
-    fn prepared(&mut self, id: InstanceId, result: Result<Prepared, PrepareError>) {
-        let wanted = self.machine.state == AppState::Starting
-            && self.machine.current.as_ref().map(|i| i.id) == Some(id);
-        if !wanted {
-            tracing::debug!(instance = %id, "stopped before the process was made");
-            self.feed(Event::SpawnFailed {
-                instance: id,
-                reason: "stopped before the process was made".to_owned(),
-            });
-            return;
-        }
-        let spawned = match result {
-            Ok(prepared) => self.try_spawn(id, Arc::new(prepared)),
-            Err(error) => Err(format!("spawn failed at {error}")),
-        };
-        match spawned {
-            Ok(instance) => self.instances.push(instance),
-            Err(reason) => {
-                tracing::warn!(%reason, "spawn failed");
-                self.feed(Event::SpawnFailed {
-                    instance: id,
-                    reason,
-                });
-            }
-        }
-    }
-
-    /// Sets up what a spawn needs that lives across spawns (cgroup, notify
-    /// socket, listen sockets), then spawns instance `id` through the exec
-    /// helper.
-    fn try_spawn(&mut self, id: InstanceId, prepared: Arc<Prepared>) -> Result<Instance, String> {
-        let spec = &self.app.spec;
-        if self.cgroup.is_none() {
-            if let Some(root) = &self.shared.cgroups {
-                let cg = root
-                    .app(spec.name.as_str())
-                    .map_err(|e| format!("spawn failed at cgroup: {e}"))?;
-                self.cgroup = Some(cg);
-            }
-        }
-        // Each instance gets a leaf of its own, so that a start-stop
-        // restart's previous instance can be stopped without touching
-        // this one.
-        let (leaf, populated) = match &self.cgroup {
-            Some(cg) => {
-                let leaf = cg
-                    .child(&id.to_string())
-                    .map_err(|e| format!("spawn failed at cgroup: {e}"))?;
-                let populated = match &self.shared.watcher {
-                    Some(watcher) => Some(
-                        watcher
-                            .watch(&leaf)
-                            .map_err(|e| format!("spawn failed at cgroup watch: {e}"))?,
-                    ),
-                    None => None,
-                };
-                // Kept open so the spawn can clone straight into it.
-                let dir = std::fs::File::open(leaf.dir())
-                    .map(OwnedFd::from)
-                    .map_err(|e| format!("spawn failed at cgroup {}: {e}", leaf.dir().display()))?;
-                (
-                    Some(Leaf { cgroup: leaf, dir }),
-                    populated.map(watch_populated),
-                )
-            }
-            None => (None, None),
-        };
-        let notify_path = if spec.readiness.kind == ReadinessKind::Notify {
-            let path = self.shared.notify_dir.join(format!("{}.sock", spec.name));
-            if self.notify.is_none() {
-                self.notify = Some(
-                    NotifySocket::bind(&path, self.app.uid, self.app.gid).map_err(|e| {
-                        format!("spawn failed at notify socket {}: {e}", path.display())
-                    })?,
-                );
-            }
-            Some(path)
-        } else {
-            None
-        };
-        let (uid, gid) = (self.app.uid, self.app.gid);
-        if !self
-            .listen
-            .as_ref()
-            .is_some_and(|h| h.serves(&spec.listen, uid, gid))
-        {
-            let previous = self.listen.take();
-            self.listen = Some(
-                HeldSockets::rebind(spec, uid, gid, previous)
-                    .map_err(|e| format!("spawn failed at {e}"))?,
-            );
-        }
-        let probe_socket = if !spec.listen.is_empty() && spec.readiness.probe.is_some() {
-            let path = self
-                .shared
-                .probe_dir
-                .join(format!("{}.{id}.sock", spec.name));
-            Some(
-                ProbeSocket::bind(&path)
-                    .map_err(|e| format!("spawn failed at probe socket: {e}"))?,
-            )
-        } else {
-            None
-        };
-        self.release = prepared.release.as_ref().map(|p| p.display().to_string());
-        let limits = self
-            .shared
-            .limits
-            .app(spec.name.as_str(), self.cgroup.as_ref().map(AppCgroup::dir))
-            .map_err(|e| format!("spawn failed at cgroup limits: {e}"))?;
-        let mut applied = self.shared.default_limits.fill(&spec.limits);
-        if spec.limits.tasks.is_none() && !limits.carries(crate::cgroup::Controller::Pids) {
-            // A default is best effort: it never keeps an app from starting.
-            applied.tasks = None;
-        }
-        limits
-            .apply(&applied)
-            .map_err(|e| format!("spawn failed at cgroup limits: {e}"))?;
-        self.oom_baseline = limits.oom_kills();
-        let extra_cgroup_procs = limits.extra_procs(&applied);
-        self.limits = Some(limits);
-        let user = PlanUser {
-            name: self.app.user_name.clone(),
-            uid: self.app.uid,
-            gid: self.app.gid,
-            groups: self.app.groups.clone(),
-            home: self.app.home.clone(),
-            shell: self.app.shell.clone(),
-        };
-        let inputs = PlanInputs {
-            lang: self.shared.lang.clone(),
-            notify_socket: notify_path,
-            listen_names: self
-                .listen
-                .as_ref()
-                .map(HeldSockets::names)
-                .unwrap_or_default(),
-            probe_socket: probe_socket.is_some(),
-            cgroup_procs: leaf.as_ref().map(|leaf| leaf.cgroup.procs_path()),
-            extra_cgroup_procs,
-            sandbox: sandbox_inputs(Some(&prepared), &self.shared),
-            open_files: Some(self.shared.app_open_files),
-        };
-        self.prepared = Some(prepared);
-        let plan = SpawnPlan::build(spec, &user, &inputs);
-        let (out_r, out_w) =
-            crate::logs::make_pipe().map_err(|e| format!("spawn failed at pipe: {e}"))?;
-        let (err_r, err_w) =
-            crate::logs::make_pipe().map_err(|e| format!("spawn failed at pipe: {e}"))?;
-        let (pid, exit, report) =
-            self.spawn_registered(&plan, leaf.as_ref(), probe_socket.as_ref(), out_w, err_w)?;
-        let pipes = vec![
-            self.logs.capture_handing_over(Stream::Stdout, out_r),
-            self.logs.capture_handing_over(Stream::Stderr, err_r),
-        ];
-        Ok(Instance {
-            id,
-            pid: Some(pid),
-            started: None,
-            exit: Some(exit),
-            report: Some(Box::pin(report.applied())),
-            pipes,
-            leaf,
-            probe_socket,
-            populated,
-            probe: None,
-            reload: None,
-            ready_before_report: false,
-        })
-    }
-
-    fn spawn_registered(
-        &self,
-        plan: &SpawnPlan,
-        leaf: Option<&Leaf>,
-        probe_socket: Option<&ProbeSocket>,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
-    ) -> Result<(u32, oneshot::Receiver<ExitStatus>, spawn::ReportReader), String> {
-        let mut report = None;
-        let (pid, exit) = self.shared.reaper.spawn_registered(|| {
-            let mut listen_fds = self
-                .listen
-                .as_ref()
-                .map(HeldSockets::fds)
-                .unwrap_or_default();
-            listen_fds.extend(probe_socket.map(ProbeSocket::fd));
-            let spawned = match leaf {
-                Some(leaf) => {
-                    use std::os::fd::AsFd;
-                    spawn::spawn_into_cgroup(plan, stdout, stderr, &listen_fds, leaf.dir.as_fd())
-                }
-                None => spawn::spawn(plan, stdout, stderr, &listen_fds),
-            }
-            .map_err(|e| format!("spawn failed: {e}"))?;
-            report = Some(spawned.report);
-            Ok::<u32, String>(spawned.pid)
-        })?;
-        Ok((pid, exit, report.expect("set on success")))
-    }
-
-    fn publish(&mut self, state_changed: bool) {
-        let m = &self.machine;
-        let spec = &self.app.spec;
-        let mut reason = m.reason.clone();
-        if let (AppState::Running, Some(status)) = (m.state, &self.notify_status) {
-            reason = format!("{reason}: {status}");
-        }
-        let status = AppStatus {
-            name: spec.name.to_string(),
-            state: m.state.into(),
-            reason,
-            pid: m.pid(),
-            uptime_secs: None,
-            since: self
-                .since_wall
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            restarts: m.restarts,
-            failures: m.failures,
-            description: spec.description.clone(),
-            app_groups: spec.app_groups.clone(),
-            user: self.app.user_name.clone(),
-            directory: spec.directory.display().to_string(),
-            release: self.release.clone(),
-            autostart: spec.autostart,
-            stopped_by: self
-                .stopped_by
-                .clone()
-                .filter(|_| m.state == AppState::Stopped),
-            config_error: None,
-            log_error: None,
-            log_dropped_bytes: 0,
-        };
-        if state_changed {
-            self.shared.events.publish(appvisor_protocol::Event::State {
-                time: unix_now(),
-                app: status.name.clone(),
-                state: status.state,
-                reason: status.reason.clone(),
-                pid: status.pid,
-            });
-        }
-        let started_wall = m
-            .current
-            .as_ref()
-            .and_then(|c| self.instances.iter().find(|i| i.id == c.id))
-            .and_then(|i| i.started);
-        let exposure = {
-            let previous = self.snapshot.borrow();
-            let same_prepared = match (&previous.prepared, &self.prepared) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            };
-            if Arc::ptr_eq(&previous.app, &self.app)
-                && Arc::ptr_eq(&previous.sandbox, &self.sandbox)
-                && same_prepared
-            {
-                previous.exposure.clone()
-            } else {
-                Arc::default()
-            }
-        };
-        self.snapshot.send_replace(Snapshot {
-            state: m.state,
-            started: m.started_at().zip(started_wall),
-            status,
-            readiness_failures: self.readiness_failures,
-            app: self.app.clone(),
-            sandbox: self.sandbox.clone(),
-            prepared: self.prepared.clone(),
-            exposure,
-        });
-    }
-
     fn cleanup(&mut self) {
-        self.notify = None;
+        self.held.notify = None;
         for instance in std::mem::take(&mut self.instances) {
             if let Some(leaf) = instance.leaf {
                 self.remove_leaf(leaf);
             }
         }
-        if let Some(cg) = self.cgroup.take() {
+        if let Some(cg) = self.held.cgroup.take() {
             if let Some(watcher) = &self.shared.watcher {
                 watcher.unwatch(&cg);
             }
@@ -1336,7 +978,7 @@ impl Supervisor {
                 tracing::debug!(error = %err, "removing the app's cgroup");
             }
         }
-        if let Some(limits) = self.limits.take() {
+        if let Some(limits) = self.held.limits.take() {
             if let Err(err) = limits.remove() {
                 tracing::debug!(error = %err, "removing the app's limit cgroups");
             }
