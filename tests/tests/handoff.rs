@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use appvisor_tests::load::Load;
 use appvisor_tests::servers::{Framework, ServedApp, Server};
-use appvisor_tests::{bins, require_root, AppBuilder, DaemonOptions, State, TestUser};
+use appvisor_tests::{bins, require_root, AppBuilder, Daemon, DaemonOptions, State, TestUser};
 
 const HANDOFFS: usize = 20;
 /// The sleeper's first backoff: the hand-offs take longer than this, so a
@@ -48,6 +48,20 @@ fn unsupervised_ms(text: &str) -> u64 {
         .unwrap_or_else(|| panic!("no time in {text:?}"))
 }
 
+/// `appctl security APP --json`, checked to carry what the exec helper
+/// verified at the last spawn (shown only once a spawn reported it).
+fn security(daemon: &Daemon, app: &str) -> serde_json::Value {
+    let text = daemon.appctl_ok(["security", app, "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("appctl security {app} --json: {e}: {text}"));
+    let report = report.get(0).cloned().unwrap_or(report);
+    assert_eq!(
+        report["landlock"]["reported"], true,
+        "the helper's report of the last spawn is shown: {report:#}"
+    );
+    report
+}
+
 fn options() -> DaemonOptions {
     DaemonOptions {
         status_listen: format!("127.0.0.1:{}", appvisor_tests::free_port()),
@@ -68,6 +82,7 @@ fn reexec_twenty_times_under_load_restarts_no_app_and_loses_no_line() {
     let daemon_pid = daemon.pid();
     let sleeper = daemon.wait_for_state("sleeper", State::Backoff, Duration::from_secs(30));
     let backoff_began = Instant::now();
+    let web_security = security(daemon, "web");
 
     let load = Load::start(served.port, "/", 4, Duration::from_secs(120));
     let mut unsupervised = Vec::new();
@@ -130,6 +145,11 @@ fn reexec_twenty_times_under_load_restarts_no_app_and_loses_no_line() {
         retried <= SLEEPER_BACKOFF + Duration::from_millis(1500),
         "the sleeper retried {retried:?} after its backoff began (due after at most {SLEEPER_BACKOFF:?})"
     );
+    assert_eq!(
+        security(daemon, "web"),
+        web_security,
+        "what the exec helper verified at web's spawn is shown the same after the hand-offs"
+    );
     let sleeper_now = daemon.app("sleeper");
     assert_eq!(sleeper_now.state, State::Backoff, "{sleeper_now:?}");
     assert_eq!(
@@ -180,10 +200,11 @@ fn reexec_to_a_binary_that_cannot_read_the_state_falls_back_untouched() {
         appvisor_tests::daemon::describe_output(&out)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("hand-off state version 1 is not one this appvisord reads"),
-        "{text}"
+    let refused = format!(
+        "hand-off state version {} is not one this appvisord reads",
+        appvisor::handoff::state::STATE_VERSION
     );
+    assert!(text.contains(&refused), "{text}");
     assert_eq!(daemon.app("web").pid, web_pid, "web untouched");
     assert_eq!(daemon.app("web").state, State::Running);
     served.get("/");

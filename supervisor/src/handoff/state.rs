@@ -13,10 +13,15 @@ use std::time::Duration;
 use appvisor_protocol::StoppedBy;
 use serde::{Deserialize, Serialize};
 
+use crate::sandbox::SpawnRecord;
+use crate::spawn::Prepared;
+
 /// The version this binary writes. Bump it whenever a change to the types
 /// below would make an older or newer binary misread the document, and
 /// keep reading the older ones in [`READS`] as long as practical.
-pub const STATE_VERSION: u32 = 1;
+///
+/// 2: each app's last spawn report (`sandbox`, `prepared`).
+pub const STATE_VERSION: u32 = 2;
 
 /// The versions this binary can read.
 pub const READS: std::ops::RangeInclusive<u32> = 1..=STATE_VERSION;
@@ -130,6 +135,15 @@ pub struct AppRecord {
     pub listen: Vec<ListenRecord>,
     /// Owner of the Unix listen socket files.
     pub listen_owner: (u32, u32),
+    /// What the exec helper enforced and verified at the app's last spawn
+    /// (`appctl security`'s Landlock and verified sets), or why that spawn
+    /// was refused. Since version 2.
+    #[serde(default)]
+    pub sandbox: SpawnRecord,
+    /// What the last spawn read of the app's venv and directory, which
+    /// its sandbox plan was built on. Since version 2.
+    #[serde(default)]
+    pub prepared: Option<Prepared>,
 }
 
 /// One held `[[listen]]` socket.
@@ -353,6 +367,19 @@ mod tests {
                 })
                 .collect(),
             listen_owner: (1000, 1000),
+            sandbox: SpawnRecord {
+                landlock: None,
+                verified: Some(crate::sandbox::Verified {
+                    no_new_privs: true,
+                    ..Default::default()
+                }),
+                refusal: None,
+            },
+            prepared: Some(Prepared {
+                venv: crate::sandbox::venv::VenvFacts::none(),
+                release: Some(PathBuf::from("/srv/shop/releases/7")),
+                linked_dirs: vec![PathBuf::from("/run/systemd/resolve")],
+            }),
         }
     }
 
@@ -384,6 +411,22 @@ mod tests {
         let doc = document(vec![app("shop", &[6, 7, 8, 9]), app("blog", &[10, 11])]);
         let back = Document::parse(&doc.to_bytes(), &READS).expect("parses");
         assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn a_version_1_document_is_read_without_what_version_2_added() {
+        let mut v1 = serde_json::to_value(document(vec![app("shop", &[6, 7])])).unwrap();
+        v1["version"] = 1.into();
+        let object = v1.as_object_mut().unwrap();
+        for app in object["apps"].as_array_mut().unwrap() {
+            let app = app.as_object_mut().unwrap();
+            app.remove("sandbox");
+            app.remove("prepared");
+        }
+        let back = Document::parse(&serde_json::to_vec(&v1).unwrap(), &READS).expect("reads v1");
+        assert_eq!(back.version, 1);
+        assert_eq!(back.apps[0].sandbox, SpawnRecord::default());
+        assert_eq!(back.apps[0].prepared, None);
     }
 
     #[test]

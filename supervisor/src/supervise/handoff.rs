@@ -332,6 +332,8 @@ impl Supervisor {
             notify,
             listen,
             listen_owner,
+            sandbox: (*self.sandbox).clone(),
+            prepared: self.prepared.as_deref().cloned(),
         };
         tracing::debug!(fds = fds.len(), "frozen for a hand-off");
         Frozen { record, fds, exit }
@@ -563,10 +565,10 @@ pub fn restore(
         instances,
         limits,
         oom_baseline: record.oom_baseline,
-        sandbox: Arc::default(),
+        sandbox: Arc::new(record.sandbox),
         preparer: Preparer::default(),
         preparing: None,
-        prepared: None,
+        prepared: record.prepared.map(Arc::new),
         notify,
         listen,
         timers,
