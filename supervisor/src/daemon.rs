@@ -167,7 +167,16 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
             return Err(DaemonError::Handoff(why));
         }
     };
-    let config = match crate::judge::daemon_config(&options.config, options.config_explicit).await {
+    // The configuration the previous image ran, adopted as it is.
+    let mut carried = incoming.as_ref().and_then(handoff::carried_config);
+    let daemon_config = match carried.as_mut() {
+        Some(carried) => {
+            let text = std::mem::take(&mut carried.daemon_text);
+            config::load::daemon_from_text(&carried.daemon_file, text)
+        }
+        None => crate::judge::daemon_config(&options.config, options.config_explicit).await,
+    };
+    let config = match daemon_config {
         Ok(config) => config,
         Err(errors) => {
             if let Some(incoming) = &incoming {
@@ -336,7 +345,7 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     let report = match &incoming {
         Some(incoming) => {
             if let Err(why) = daemon
-                .take_over(incoming, &mut adopted, &spec.log_dir)
+                .take_over(incoming, carried, &mut adopted, &spec.log_dir)
                 .await
             {
                 incoming.fall_back(&why);

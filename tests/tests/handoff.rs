@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use appvisor_tests::load::Load;
 use appvisor_tests::servers::{Framework, ServedApp, Server};
-use appvisor_tests::{bins, require_root, AppBuilder, Daemon, DaemonOptions, State, TestUser};
+use appvisor_tests::testapps::sleeper;
+use appvisor_tests::{
+    bins, require_root, AppBuilder, Daemon, DaemonOptions, Prefix, State, TestUser,
+};
 
 const HANDOFFS: usize = 20;
 /// The sleeper's first backoff: the hand-offs take longer than this, so a
@@ -274,4 +277,61 @@ fn reexec_of_a_binary_that_is_gone_carries_on_with_every_app() {
         numbers[first_run_end] > 100,
         "chatty wrote across the failed hand-off"
     );
+}
+
+#[test]
+fn reexec_adopts_the_configuration_that_runs_and_leaves_apps_d_changes_to_update() {
+    require_root!();
+    let user = TestUser::ensure("avt-hand1");
+    let prefix = Prefix::new();
+    sleeper("shop", &user).write(&prefix);
+    sleeper("blog", &user).write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    let shop = daemon.wait_for_state("shop", State::Running, Duration::from_secs(30));
+    let blog = daemon.wait_for_state("blog", State::Running, Duration::from_secs(30));
+
+    // apps.d moves on without an update: a changed app, a new one, a
+    // removed one.
+    sleeper("shop", &user).env("RELEASE", "2").write(&prefix);
+    sleeper("news", &user).write(&prefix);
+    std::fs::remove_file(prefix.app_file("blog")).expect("removing blog's file");
+
+    let out = daemon.appctl(["reexec"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        appvisor_tests::daemon::describe_output(&out),
+        daemon.log_tail(40)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("handed over 2 apps"), "{text}");
+    // The new image runs what ran, as it ran; it read neither apps.d nor
+    // appvisor.toml.
+    let names: Vec<String> = daemon.status_json().into_iter().map(|a| a.name).collect();
+    assert_eq!(names, ["blog", "shop"], "the registry as it was");
+    assert_eq!(daemon.app("shop").pid, shop.pid);
+    assert_eq!(daemon.app("blog").pid, blog.pid);
+    assert!(
+        !daemon
+            .log()
+            .contains("judging appvisor.toml and apps.d instead"),
+        "{}",
+        daemon.log_tail(40)
+    );
+
+    // The changes wait for `appctl update`, which applies them as ever.
+    let pending = daemon.appctl_ok(["update", "--dry-run"]);
+    assert_eq!(
+        pending,
+        "added: news\nchanged: shop\nremoved: blog\ndry run: nothing was changed\n"
+    );
+    daemon.appctl_ok(["update"]);
+    daemon.wait_for_state("news", State::Running, Duration::from_secs(30));
+    let shop_now = daemon.wait_for_state("shop", State::Running, Duration::from_secs(30));
+    assert_ne!(
+        shop_now.pid, shop.pid,
+        "shop restarted for its new environment"
+    );
+    let names: Vec<String> = daemon.status_json().into_iter().map(|a| a.name).collect();
+    assert_eq!(names, ["news", "shop"]);
 }
