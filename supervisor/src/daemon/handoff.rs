@@ -82,6 +82,14 @@ impl HandoffControl {
     }
 }
 
+/// Logs (at debug) how far a hand-off is, in ms since `since_ns`
+/// (CLOCK_MONOTONIC, the same in the image before and after exec): the
+/// old image counts from the request, the new one from the freeze.
+pub fn phase(since_ns: u64, phase: &str) {
+    let ms = state::age_of(supervise::monotonic_ns(), since_ns).as_secs_f64() * 1000.0;
+    tracing::debug!(ms = format_args!("{ms:.1}"), "hand-off: {phase}");
+}
+
 /// A hand-off id for a request that did not bring one (SIGUSR2).
 pub fn fresh_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -149,7 +157,9 @@ impl Daemon {
             .as_ref()
             .expect("checked at the request");
         tracing::info!(id = order.id, by = %order.by, binary = %binary.path.display(), "hand-off: freezing every app");
+        let began = supervise::monotonic_ns();
         let frozen = self.freeze_all().await;
+        phase(began, "every app frozen");
         let (mut frozen, unsettled): (Vec<_>, Vec<_>) =
             frozen.into_iter().partition(|(_, f)| f.is_some());
         let error = if unsettled.is_empty() {
@@ -160,11 +170,14 @@ impl Daemon {
                 }
             }
             let document = self.document(&order, &frozen);
-            let error = match exec::write_memfd(&document.to_bytes()) {
+            let bytes = document.to_bytes();
+            phase(began, "state serialized");
+            let error = match exec::write_memfd(&bytes) {
                 Ok(memfd) => {
                     tracing::info!(
                         apps = document.apps.len(),
                         fds = document.fds().len(),
+                        bytes = bytes.len(),
                         "hand-off: exec"
                     );
                     let error = exec::exec(
