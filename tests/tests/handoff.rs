@@ -335,3 +335,41 @@ fn reexec_adopts_the_configuration_that_runs_and_leaves_apps_d_changes_to_update
     let names: Vec<String> = daemon.status_json().into_iter().map(|a| a.name).collect();
     assert_eq!(names, ["news", "shop"]);
 }
+
+#[test]
+fn reexec_to_a_binary_that_cannot_read_the_carried_configuration_judges_apps_d_and_says_so() {
+    require_root!();
+    let user = TestUser::ensure("avt-hand1");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let other = scratch.path().join("appvisord-other");
+    std::fs::copy(bins::appvisord(), &other).expect("copying appvisord");
+    let prefix = Prefix::new();
+    sleeper("shop", &user).write(&prefix);
+    let mut options = DaemonOptions::default();
+    options.env.push((
+        "APPVISOR_TEST_HANDOFF_CONFIG_UNREADABLE_BY".to_owned(),
+        other.display().to_string(),
+    ));
+    options.extra_args = vec!["--reexec-binary".to_owned(), other.display().to_string()];
+    let daemon = Daemon::start(&prefix, options);
+    let shop = daemon.wait_for_state("shop", State::Running, Duration::from_secs(30));
+    sleeper("news", &user).write(&prefix);
+
+    let out = daemon.appctl(["reexec"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        appvisor_tests::daemon::describe_output(&out),
+        daemon.log_tail(40)
+    );
+    assert_eq!(daemon.app("shop").pid, shop.pid, "shop taken over");
+    assert!(
+        daemon.log().contains(
+            "cannot read the configuration the previous appvisord ran; judging appvisor.toml and apps.d instead"
+        ),
+        "{}",
+        daemon.log_tail(40)
+    );
+    // As at start-up: what apps.d gained starts.
+    daemon.wait_for_state("news", State::Running, Duration::from_secs(30));
+}

@@ -526,7 +526,7 @@ impl Daemon {
 /// The configuration `incoming` carries, if this binary can read it; when
 /// it cannot, the log says so and the daemon judges apps.d instead.
 pub fn carried_config(incoming: &Incoming) -> Option<CarriedConfig> {
-    match incoming.document.carried_config() {
+    match incoming.carried_config() {
         Some(Ok(carried)) => Some(carried),
         Some(Err(error)) => {
             tracing::warn!(
