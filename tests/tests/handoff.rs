@@ -42,6 +42,21 @@ fn extra_apps(served: &ServedApp, user: &TestUser) {
     served.daemon.appctl_ok(["stop", "parked"]);
 }
 
+/// `appctl reexec`, which must hand `apps` apps over: what it printed.
+fn reexec(daemon: &Daemon, apps: usize, what: &str) -> String {
+    let out = daemon.appctl(["reexec"]);
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        appvisor_tests::daemon::describe_output(&out),
+        daemon.log_tail(60)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let handed = format!("handed over {apps} apps");
+    assert!(text.contains(&handed), "{what}: {text}");
+    text
+}
+
 /// The ms `appctl reexec` reports the apps were unsupervised.
 fn unsupervised_ms(text: &str) -> u64 {
     text.split("unsupervised for ")
@@ -91,15 +106,7 @@ fn reexec_twenty_times_under_load_restarts_no_app_and_loses_no_line() {
     let mut unsupervised = Vec::new();
     let mut sleeper_retried = None;
     for n in 0..HANDOFFS {
-        let out = daemon.appctl(["reexec"]);
-        assert!(
-            out.status.success(),
-            "reexec {n}: {}\n{}",
-            appvisor_tests::daemon::describe_output(&out),
-            daemon.log_tail(60)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("handed over 4 apps"), "reexec {n}: {text}");
+        let text = reexec(daemon, 4, &format!("reexec {n}"));
         unsupervised.push(unsupervised_ms(&text));
         if sleeper_retried.is_none() && daemon.app("sleeper").failures > sleeper.failures {
             sleeper_retried = Some(backoff_began.elapsed());
@@ -296,15 +303,7 @@ fn reexec_adopts_the_configuration_that_runs_and_leaves_apps_d_changes_to_update
     sleeper("news", &user).write(&prefix);
     std::fs::remove_file(prefix.app_file("blog")).expect("removing blog's file");
 
-    let out = daemon.appctl(["reexec"]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        appvisor_tests::daemon::describe_output(&out),
-        daemon.log_tail(40)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("handed over 2 apps"), "{text}");
+    reexec(&daemon, 2, "reexec");
     // The new image runs what ran, as it ran; it read neither apps.d nor
     // appvisor.toml.
     let names: Vec<String> = daemon.status_json().into_iter().map(|a| a.name).collect();
@@ -355,13 +354,7 @@ fn reexec_to_a_binary_that_cannot_read_the_carried_configuration_judges_apps_d_a
     let shop = daemon.wait_for_state("shop", State::Running, Duration::from_secs(30));
     sleeper("news", &user).write(&prefix);
 
-    let out = daemon.appctl(["reexec"]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        appvisor_tests::daemon::describe_output(&out),
-        daemon.log_tail(40)
-    );
+    reexec(&daemon, 1, "reexec");
     assert_eq!(daemon.app("shop").pid, shop.pid, "shop taken over");
     assert!(
         daemon.log().contains(
