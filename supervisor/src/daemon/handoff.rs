@@ -14,12 +14,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Daemon, Entry};
 use crate::audit::unix_now;
+use crate::config::LogSpec;
 use crate::control::ReexecError;
 use crate::handoff::exec::{self, Binary, Target};
 use crate::handoff::incoming::Incoming;
 use crate::handoff::state::{
     self, CarriedApp, CarriedConfig, Document, Handoff, RequestCount, STATE_VERSION,
 };
+use crate::logs::AppLogs;
 use crate::supervise::{self, reaper::Adopted, Command, Frozen};
 
 /// How long a hand-off waits for every app to finish what it is doing (a
@@ -411,19 +413,32 @@ impl Daemon {
                 ));
             }
         }
+        // Each app's log directory and files, opened off the runtime and
+        // before its output is read again, so that nothing read is dropped.
+        let wanted: Vec<(String, LogSpec, u32)> = incoming
+            .document
+            .apps
+            .iter()
+            .map(|record| {
+                let app = registry[&record.name].app.as_ref().expect("checked above");
+                (record.name.clone(), app.spec.logs.clone(), app.gid)
+            })
+            .collect();
+        let dir = log_dir.to_owned();
+        let opened = tokio::task::spawn_blocking(move || {
+            wanted
+                .into_iter()
+                .map(|(name, spec, gid)| AppLogs::open(&dir, &name, &spec, gid, super::TAIL_LINES))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|error| format!("opening the apps' log files: {error}"))?;
         // Nothing can fall back from here on: the fds are taken.
         let mut fds = incoming.take_fds();
-        for record in incoming.document.apps.iter().cloned() {
+        for (record, logs) in incoming.document.apps.iter().cloned().zip(opened) {
             let name = record.name.clone();
             let entry = registry.get_mut(&name).expect("checked above");
             let app = entry.app.clone().expect("checked above");
-            let logs = crate::logs::AppLogs::open(
-                log_dir,
-                &name,
-                &app.spec.logs,
-                app.gid,
-                super::TAIL_LINES,
-            );
             // It runs, whatever the budget says: counted, and said if over.
             if let Err(refusal) = self.fds().admit(&name, super::fds::app_cost(&app.spec)) {
                 tracing::warn!(app = %name, %refusal, "a handed-over app does not fit the open-file budget");
