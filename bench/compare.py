@@ -307,12 +307,15 @@ class Appvisord:
                 '[logs]\nmax_size = "50MiB"\nkeep = 10\n' % (USER, root, root, root)
             )
 
-    def start(self):
+    def start(self, log_filter=None):
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "NO_COLOR": "1"}
+        if log_filter:
+            env["APPVISOR_LOG"] = log_filter
         return subprocess.Popen(
             [os.path.join(BIN, "appvisord"), "--config", self.conf, "--cgroup",
              "avb-%d" % os.getpid()],
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.root, "daemon.log"), "w"),
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "NO_COLOR": "1"},
+            env=env,
         )
 
     def ctl(self, *args):

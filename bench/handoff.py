@@ -7,11 +7,17 @@ send SIGUSR2 and poll `GET /v1/daemon` on the control socket (raw HTTP,
 is one hand-off time. Each app must keep its pid across all runs. Prints
 the median and, with --out, writes the "Hand-off" section of that file
 (docs/benchmarks.md), replacing it if there.
+
+--phases runs the daemon with APPVISOR_LOG=debug and prints, instead, the
+median time of each phase the daemon logs ("hand-off: PHASE ms=N": from
+the request in the old image, from the freeze in the new one); debug
+logging costs time itself, so those runs are not the benchmark's.
 """
 
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -57,6 +63,8 @@ def main():
     parser.add_argument("--apps", type=int, default=100)
     parser.add_argument("--runs", type=int, default=11)
     parser.add_argument("--out")
+    parser.add_argument("--phases", action="store_true",
+                        help="log at debug and print each phase's median instead")
     args = parser.parse_args()
 
     import compare
@@ -65,8 +73,9 @@ def main():
     os.chmod(root, 0o755)
     d = Appvisord(root, args.apps)
     os.remove(os.path.join(root, "apps.d", "flood.toml"))
-    proc = d.start()
+    proc = d.start("debug" if args.phases else None)
     times, unsupervised = [], []
+    phases = {}
     try:
         wait_for("%d apps running" % args.apps, lambda: d.running() == args.apps, interval=0.05)
         before = pids(d)
@@ -95,7 +104,20 @@ def main():
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+        with open(os.path.join(root, "daemon.log")) as f:
+            for line in f:
+                m = re.search(r"hand-off: (.+?) ms=([0-9.]+)", line)
+                if m:
+                    phases.setdefault(m.group(1), []).append(float(m.group(2)))
         shutil.rmtree(root, ignore_errors=True)
+
+    if args.phases:
+        print("phase (ms since the request, old image; since the freeze, new image): median of %d"
+              % args.runs)
+        for phase, ms in phases.items():
+            print("  %-32s %7.1f" % (phase, statistics.median(ms)))
+        print("signal to answer: median %.1f ms" % statistics.median(times))
+        return
 
     median = statistics.median(times)
     binary = os.path.join(compare.BIN, "appvisord")

@@ -33,6 +33,10 @@ pub struct DaemonConfig {
     pub defaults: Defaults,
     /// The file it was read from (which may not exist: all defaults).
     pub file: PathBuf,
+    /// The text it was validated from (empty for a missing file): what a
+    /// hand-off carries, so the binary it execs runs the same settings
+    /// whatever the file says by then ([`daemon_from_text`]).
+    pub text: String,
 }
 
 /// Reads the daemon config at `path`; a missing file is an error.
@@ -49,11 +53,18 @@ pub fn load_daemon_or_default(path: &Path, explicit: bool) -> Result<DaemonConfi
         Err(error) if error.is_not_found() && !explicit => String::new(),
         Err(error) => return Err(read_error(path, "daemon config", &error).into()),
     };
+    daemon_from_text(path, text)
+}
+
+/// The daemon config `path` held when it read `text`, validated again
+/// without reading the file.
+pub fn daemon_from_text(path: &Path, text: String) -> Result<DaemonConfig, ConfigErrors> {
     let (spec, defaults) = validate_daemon(path, &text)?;
     Ok(DaemonConfig {
         spec,
         defaults,
         file: path.to_owned(),
+        text,
     })
 }
 

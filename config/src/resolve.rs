@@ -193,8 +193,10 @@ mod fake {
     }
 }
 
-/// An app with its user and groups looked up: what a spawn needs.
-#[derive(Debug, Clone, PartialEq)]
+/// An app with its user and groups looked up: what a spawn needs. A
+/// hand-off carries it as JSON to the binary it execs, which takes it as
+/// judged (a document of root's own process, not a file to validate).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResolvedApp {
     pub spec: AppSpec,
     pub uid: u32,

@@ -13,12 +13,12 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::spec::AppSpec;
 
 /// What kind of weakness: each lowers one exposure check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WeaknessKind {
     /// A group that reads secrets or is as good as root.
@@ -51,7 +51,7 @@ impl WeaknessKind {
 }
 
 /// One weakness, with the key it comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Weakness {
     pub kind: WeaknessKind,
     /// Dotted key, as in errors: `sandbox.read_only[0]`, `environment.LD_PRELOAD`.

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// An application's name: the stem of its file in `apps.d`,
 /// `[a-z0-9][a-z0-9_-]{0,63}`.
@@ -33,6 +33,14 @@ impl AppName {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// Checked as [`AppName::new`] checks a name, wherever one is read from.
+impl<'de> Deserialize<'de> for AppName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<AppName, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        AppName::new(&name).ok_or_else(|| serde::de::Error::custom(InvalidAppName(name)))
     }
 }
 
@@ -94,7 +102,7 @@ pub struct StatusSpec {
 /// One application, validated. Two specs compare equal exactly when the
 /// files mean the same; `config::change` says what a difference asks of
 /// a running app.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppSpec {
     pub name: AppName,
     /// The file it came from, for messages.
@@ -130,14 +138,14 @@ pub struct AppSpec {
     pub limits: LimitSpec,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenSpec {
     pub address: ListenAddress,
     /// `LISTEN_FDNAMES` entry; defaults to the app's name.
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ListenAddress {
     Tcp(SocketAddr),
     /// `unix:/path`.
@@ -153,7 +161,7 @@ impl fmt::Display for ListenAddress {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadinessSpec {
     pub kind: ReadinessKind,
     pub timeout: Duration,
@@ -165,7 +173,7 @@ pub struct ReadinessSpec {
 }
 
 /// An active readiness check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Probe {
     /// A `GET` answered with a 2xx status.
     Http(String),
@@ -173,7 +181,7 @@ pub enum Probe {
     Tcp(SocketAddr),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadinessKind {
     /// `READY=1` on `NOTIFY_SOCKET`.
     Notify,
@@ -200,7 +208,7 @@ pub trait Choice: Copy + 'static {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
     Always,
@@ -217,7 +225,7 @@ impl Choice for RestartPolicy {
     ];
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartStrategy {
     StopStart,
@@ -232,7 +240,7 @@ impl Choice for RestartStrategy {
     ];
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestartSpec {
     pub policy: RestartPolicy,
     pub start_secs: Duration,
@@ -243,16 +251,32 @@ pub struct RestartSpec {
     pub strategy: RestartStrategy,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StopSpec {
     pub signal: Signal,
     pub timeout: Duration,
     pub reload_signal: Signal,
 }
 
-/// A signal by its number, parsed from names like `TERM` or `SIGTERM`.
+/// A signal by its number, parsed from names like `TERM` or `SIGTERM`;
+/// serialized as its name (`SIGTERM`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Signal(pub nix::sys::signal::Signal);
+
+impl Serialize for Signal {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Signal {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Signal, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse::<nix::sys::signal::Signal>()
+            .map(Signal)
+            .map_err(|_| serde::de::Error::custom(format!("unknown signal {name:?}")))
+    }
+}
 
 impl fmt::Display for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -261,19 +285,19 @@ impl fmt::Display for Signal {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogSpec {
     pub max_size: u64,
     pub keep: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct AccessSpec {
     pub users: Vec<String>,
     pub groups: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkMode {
     Host,
@@ -286,7 +310,7 @@ impl Choice for NetworkMode {
         &[("host", NetworkMode::Host), ("none", NetworkMode::None)];
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LandlockMode {
     Require,
@@ -301,7 +325,7 @@ impl Choice for LandlockMode {
     ];
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxSpec {
     pub read_only: Vec<PathBuf>,
     pub read_write: Vec<PathBuf>,
@@ -314,7 +338,7 @@ pub struct SandboxSpec {
     pub landlock: LandlockMode,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LimitSpec {
     /// Bytes.
     pub memory: Option<u64>,

@@ -167,7 +167,20 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
             return Err(DaemonError::Handoff(why));
         }
     };
-    let config = match crate::judge::daemon_config(&options.config, options.config_explicit).await {
+    let frozen_at = incoming.as_ref().map(|i| i.document.handoff.frozen_at_ns);
+    if let Some(frozen_at) = frozen_at {
+        handoff::phase(frozen_at, "state read by the new image");
+    }
+    // The configuration the previous image ran, adopted as it is.
+    let mut carried = incoming.as_ref().and_then(handoff::carried_config);
+    let daemon_config = match carried.as_mut() {
+        Some(carried) => {
+            let text = std::mem::take(&mut carried.daemon_text);
+            config::load::daemon_from_text(&carried.daemon_file, text)
+        }
+        None => crate::judge::daemon_config(&options.config, options.config_explicit).await,
+    };
+    let config = match daemon_config {
         Ok(config) => config,
         Err(errors) => {
             if let Some(incoming) = &incoming {
@@ -176,6 +189,9 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
             return Err(errors.into());
         }
     };
+    if let Some(frozen_at) = frozen_at {
+        handoff::phase(frozen_at, "configuration read");
+    }
     // Apps keep the limit the first daemon of a line of hand-offs was
     // started with, not the one it raised.
     if let Some(soft) = incoming.as_ref().and_then(|i| i.document.apps_open_files) {
@@ -335,13 +351,18 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
 
     let report = match &incoming {
         Some(incoming) => {
+            handoff::phase(
+                incoming.document.handoff.frozen_at_ns,
+                "taking the apps over",
+            );
             if let Err(why) = daemon
-                .take_over(incoming, &mut adopted, &spec.log_dir)
+                .take_over(incoming, carried, &mut adopted, &spec.log_dir)
                 .await
             {
                 incoming.fall_back(&why);
                 return Err(DaemonError::Handoff(why));
             }
+            handoff::phase(incoming.document.handoff.frozen_at_ns, "apps taken over");
             daemon.handed_over(incoming);
             ApplyReport::default()
         }

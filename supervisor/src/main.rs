@@ -72,7 +72,8 @@ fn main() -> ExitCode {
 
     let (filter, bad_filter) = log_filter(std::env::var("APPVISOR_LOG").ok().as_deref());
     tracing_subscriber::fmt()
-        // The builder's own ceiling is INFO; `filter` alone decides.
+        // The builder's own default, INFO, would cap whatever `filter`
+        // lets through: APPVISOR_LOG=debug logged nothing at debug.
         .with_max_level(LevelFilter::TRACE)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use appvisor_tests::load::Load;
 use appvisor_tests::servers::{Framework, ServedApp, Server};
-use appvisor_tests::{bins, require_root, AppBuilder, DaemonOptions, State, TestUser};
+use appvisor_tests::testapps::sleeper;
+use appvisor_tests::{
+    bins, require_root, AppBuilder, Daemon, DaemonOptions, Prefix, State, TestUser,
+};
 
 const HANDOFFS: usize = 20;
 /// The sleeper's first backoff: the hand-offs take longer than this, so a
@@ -39,6 +42,21 @@ fn extra_apps(served: &ServedApp, user: &TestUser) {
     served.daemon.appctl_ok(["stop", "parked"]);
 }
 
+/// `appctl reexec`, which must hand `apps` apps over: what it printed.
+fn reexec(daemon: &Daemon, apps: usize, what: &str) -> String {
+    let out = daemon.appctl(["reexec"]);
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        appvisor_tests::daemon::describe_output(&out),
+        daemon.log_tail(60)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let handed = format!("handed over {apps} apps");
+    assert!(text.contains(&handed), "{what}: {text}");
+    text
+}
+
 /// The ms `appctl reexec` reports the apps were unsupervised.
 fn unsupervised_ms(text: &str) -> u64 {
     text.split("unsupervised for ")
@@ -46,6 +64,20 @@ fn unsupervised_ms(text: &str) -> u64 {
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no time in {text:?}"))
+}
+
+/// `appctl security APP --json`, checked to carry what the exec helper
+/// verified at the last spawn (shown only once a spawn reported it).
+fn security(daemon: &Daemon, app: &str) -> serde_json::Value {
+    let text = daemon.appctl_ok(["security", app, "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("appctl security {app} --json: {e}: {text}"));
+    let report = report.get(0).cloned().unwrap_or(report);
+    assert_eq!(
+        report["landlock"]["reported"], true,
+        "the helper's report of the last spawn is shown: {report:#}"
+    );
+    report
 }
 
 fn options() -> DaemonOptions {
@@ -68,20 +100,13 @@ fn reexec_twenty_times_under_load_restarts_no_app_and_loses_no_line() {
     let daemon_pid = daemon.pid();
     let sleeper = daemon.wait_for_state("sleeper", State::Backoff, Duration::from_secs(30));
     let backoff_began = Instant::now();
+    let web_security = security(daemon, "web");
 
     let load = Load::start(served.port, "/", 4, Duration::from_secs(120));
     let mut unsupervised = Vec::new();
     let mut sleeper_retried = None;
     for n in 0..HANDOFFS {
-        let out = daemon.appctl(["reexec"]);
-        assert!(
-            out.status.success(),
-            "reexec {n}: {}\n{}",
-            appvisor_tests::daemon::describe_output(&out),
-            daemon.log_tail(60)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("handed over 4 apps"), "reexec {n}: {text}");
+        let text = reexec(daemon, 4, &format!("reexec {n}"));
         unsupervised.push(unsupervised_ms(&text));
         if sleeper_retried.is_none() && daemon.app("sleeper").failures > sleeper.failures {
             sleeper_retried = Some(backoff_began.elapsed());
@@ -129,6 +154,11 @@ fn reexec_twenty_times_under_load_restarts_no_app_and_loses_no_line() {
     assert!(
         retried <= SLEEPER_BACKOFF + Duration::from_millis(1500),
         "the sleeper retried {retried:?} after its backoff began (due after at most {SLEEPER_BACKOFF:?})"
+    );
+    assert_eq!(
+        security(daemon, "web"),
+        web_security,
+        "what the exec helper verified at web's spawn is shown the same after the hand-offs"
     );
     let sleeper_now = daemon.app("sleeper");
     assert_eq!(sleeper_now.state, State::Backoff, "{sleeper_now:?}");
@@ -180,10 +210,11 @@ fn reexec_to_a_binary_that_cannot_read_the_state_falls_back_untouched() {
         appvisor_tests::daemon::describe_output(&out)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("hand-off state version 1 is not one this appvisord reads"),
-        "{text}"
+    let refused = format!(
+        "hand-off state version {} is not one this appvisord reads",
+        appvisor::handoff::state::STATE_VERSION
     );
+    assert!(text.contains(&refused), "{text}");
     assert_eq!(daemon.app("web").pid, web_pid, "web untouched");
     assert_eq!(daemon.app("web").state, State::Running);
     served.get("/");
@@ -253,4 +284,85 @@ fn reexec_of_a_binary_that_is_gone_carries_on_with_every_app() {
         numbers[first_run_end] > 100,
         "chatty wrote across the failed hand-off"
     );
+}
+
+#[test]
+fn reexec_adopts_the_configuration_that_runs_and_leaves_apps_d_changes_to_update() {
+    require_root!();
+    let user = TestUser::ensure("avt-hand1");
+    let prefix = Prefix::new();
+    sleeper("shop", &user).write(&prefix);
+    sleeper("blog", &user).write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    let shop = daemon.wait_for_state("shop", State::Running, Duration::from_secs(30));
+    let blog = daemon.wait_for_state("blog", State::Running, Duration::from_secs(30));
+
+    // apps.d moves on without an update: a changed app, a new one, a
+    // removed one.
+    sleeper("shop", &user).env("RELEASE", "2").write(&prefix);
+    sleeper("news", &user).write(&prefix);
+    std::fs::remove_file(prefix.app_file("blog")).expect("removing blog's file");
+
+    reexec(&daemon, 2, "reexec");
+    // The new image runs what ran, as it ran; it read neither apps.d nor
+    // appvisor.toml.
+    let names: Vec<String> = daemon.status_json().into_iter().map(|a| a.name).collect();
+    assert_eq!(names, ["blog", "shop"], "the registry as it was");
+    assert_eq!(daemon.app("shop").pid, shop.pid);
+    assert_eq!(daemon.app("blog").pid, blog.pid);
+    assert!(
+        !daemon
+            .log()
+            .contains("judging appvisor.toml and apps.d instead"),
+        "{}",
+        daemon.log_tail(40)
+    );
+
+    // The changes wait for `appctl update`, which applies them as ever.
+    let pending = daemon.appctl_ok(["update", "--dry-run"]);
+    assert_eq!(
+        pending,
+        "added: news\nchanged: shop\nremoved: blog\ndry run: nothing was changed\n"
+    );
+    daemon.appctl_ok(["update"]);
+    daemon.wait_for_state("news", State::Running, Duration::from_secs(30));
+    let shop_now = daemon.wait_for_state("shop", State::Running, Duration::from_secs(30));
+    assert_ne!(
+        shop_now.pid, shop.pid,
+        "shop restarted for its new environment"
+    );
+    let names: Vec<String> = daemon.status_json().into_iter().map(|a| a.name).collect();
+    assert_eq!(names, ["news", "shop"]);
+}
+
+#[test]
+fn reexec_to_a_binary_that_cannot_read_the_carried_configuration_judges_apps_d_and_says_so() {
+    require_root!();
+    let user = TestUser::ensure("avt-hand1");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let other = scratch.path().join("appvisord-other");
+    std::fs::copy(bins::appvisord(), &other).expect("copying appvisord");
+    let prefix = Prefix::new();
+    sleeper("shop", &user).write(&prefix);
+    let mut options = DaemonOptions::default();
+    options.env.push((
+        "APPVISOR_TEST_HANDOFF_CONFIG_UNREADABLE_BY".to_owned(),
+        other.display().to_string(),
+    ));
+    options.extra_args = vec!["--reexec-binary".to_owned(), other.display().to_string()];
+    let daemon = Daemon::start(&prefix, options);
+    let shop = daemon.wait_for_state("shop", State::Running, Duration::from_secs(30));
+    sleeper("news", &user).write(&prefix);
+
+    reexec(&daemon, 1, "reexec");
+    assert_eq!(daemon.app("shop").pid, shop.pid, "shop taken over");
+    assert!(
+        daemon.log().contains(
+            "cannot read the configuration the previous appvisord ran; judging appvisor.toml and apps.d instead"
+        ),
+        "{}",
+        daemon.log_tail(40)
+    );
+    // As at start-up: what apps.d gained starts.
+    daemon.wait_for_state("news", State::Running, Duration::from_secs(30));
 }

@@ -14,10 +14,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Daemon, Entry};
 use crate::audit::unix_now;
+use crate::config::LogSpec;
 use crate::control::ReexecError;
 use crate::handoff::exec::{self, Binary, Target};
 use crate::handoff::incoming::Incoming;
-use crate::handoff::state::{self, Document, Handoff, RequestCount, STATE_VERSION};
+use crate::handoff::state::{
+    self, CarriedApp, CarriedConfig, Document, Handoff, RequestCount, STATE_VERSION,
+};
+use crate::logs::AppLogs;
 use crate::supervise::{self, reaper::Adopted, Command, Frozen};
 
 /// How long a hand-off waits for every app to finish what it is doing (a
@@ -80,6 +84,14 @@ impl HandoffControl {
     }
 }
 
+/// Logs (at debug) how far a hand-off is, in ms since `since_ns`
+/// (CLOCK_MONOTONIC, the same in the image before and after exec): the
+/// old image counts from the request, the new one from the freeze.
+pub fn phase(since_ns: u64, phase: &str) {
+    let ms = state::age_of(supervise::monotonic_ns(), since_ns).as_secs_f64() * 1000.0;
+    tracing::debug!(ms = format_args!("{ms:.1}"), "hand-off: {phase}");
+}
+
 /// A hand-off id for a request that did not bring one (SIGUSR2).
 pub fn fresh_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -109,10 +121,10 @@ impl Daemon {
         }
     }
 
-    /// `appctl reexec`: refused while another hand-off is under way, when
-    /// no binary is known, or while apps.d has changes not applied yet (the
-    /// new binary reads apps.d and must find what runs). The hand-off
-    /// itself runs in the daemon's main loop.
+    /// `appctl reexec`: refused while another hand-off is under way, or
+    /// when no binary is known. The hand-off itself runs in the daemon's
+    /// main loop. Changes in apps.d not applied yet stay so: the new binary
+    /// adopts the configuration that runs, carried in the document.
     pub async fn request_reexec(&self, by: &str, id: u64) -> Result<(), ReexecError> {
         if self.handoff.binary.is_none() {
             return Err(ReexecError::Refused(
@@ -123,10 +135,6 @@ impl Daemon {
             return Err(ReexecError::Refused(
                 "a hand-off is already under way".to_owned(),
             ));
-        }
-        if let Err(err) = self.check_applied().await {
-            self.handoff.busy.store(false, Ordering::SeqCst);
-            return Err(err);
         }
         let order = Order {
             by: by.to_owned(),
@@ -140,36 +148,6 @@ impl Daemon {
         Ok(())
     }
 
-    /// apps.d has nothing the daemon has not applied.
-    async fn check_applied(&self) -> Result<(), ReexecError> {
-        let report = self
-            .apply_config(true, None)
-            .await
-            .map_err(|err| ReexecError::Refused(format!("the configuration: {err}")))?;
-        let pending: Vec<String> = report
-            .added
-            .iter()
-            .chain(&report.changed)
-            .chain(&report.removed)
-            .cloned()
-            .chain(
-                report
-                    .invalid
-                    .iter()
-                    .filter(|i| i.kept_running)
-                    .map(|i| i.name.clone()),
-            )
-            .collect();
-        if pending.is_empty() {
-            Ok(())
-        } else {
-            Err(ReexecError::Refused(format!(
-                "apps.d has changes not applied yet ({}): apply or revert them (appctl update) before a hand-off",
-                pending.join(", ")
-            )))
-        }
-    }
-
     /// Carries out `order`: freezes every app, execs the new binary with
     /// the document; if any step fails, takes the apps back and carries on.
     /// Returns only if the exec did not happen.
@@ -181,7 +159,9 @@ impl Daemon {
             .as_ref()
             .expect("checked at the request");
         tracing::info!(id = order.id, by = %order.by, binary = %binary.path.display(), "hand-off: freezing every app");
+        let began = supervise::monotonic_ns();
         let frozen = self.freeze_all().await;
+        phase(began, "every app frozen");
         let (mut frozen, unsettled): (Vec<_>, Vec<_>) =
             frozen.into_iter().partition(|(_, f)| f.is_some());
         let error = if unsettled.is_empty() {
@@ -192,11 +172,14 @@ impl Daemon {
                 }
             }
             let document = self.document(&order, &frozen);
-            let error = match exec::write_memfd(&document.to_bytes()) {
+            let bytes = document.to_bytes();
+            phase(began, "state serialized");
+            let error = match exec::write_memfd(&bytes) {
                 Ok(memfd) => {
                     tracing::info!(
                         apps = document.apps.len(),
                         fds = document.fds().len(),
+                        bytes = bytes.len(),
                         "hand-off: exec"
                     );
                     let error = exec::exec(
@@ -302,6 +285,42 @@ impl Daemon {
                 .iter()
                 .filter_map(|(_, f)| f.as_ref().map(|f| f.record.clone()))
                 .collect(),
+            config: Some(
+                serde_json::to_value(self.carried_config())
+                    .expect("a configuration always serializes"),
+            ),
+        }
+    }
+
+    /// The configuration this daemon runs, for the document.
+    fn carried_config(&self) -> CarriedConfig {
+        let (daemon_file, daemon_text) = {
+            let config = self.config.read().unwrap_or_else(|e| e.into_inner());
+            (config.file.clone(), config.text.clone())
+        };
+        let apps = self
+            .apps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, entry)| CarriedApp {
+                name: name.clone(),
+                file: entry.file.clone(),
+                app: entry.app.as_deref().cloned(),
+                error: entry.error.clone(),
+                refused: entry.refused.clone(),
+                since: entry.since,
+            })
+            .collect();
+        CarriedConfig {
+            daemon_file,
+            daemon_text,
+            apps,
+            ignored: self
+                .ignored
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 
@@ -332,40 +351,52 @@ impl Daemon {
         }
     }
 
-    /// In a daemon started by a hand-off: every app of `incoming` is
-    /// checked against apps.d first (each must be there, valid, with the
-    /// same listen addresses), so that a mismatch can still fall back;
-    /// then each is taken over. `Err` is the reason to fall back.
+    /// In a daemon started by a hand-off: takes every app of `incoming`
+    /// over with the configuration it runs. `carried` is that
+    /// configuration, from the document; without it (a document before
+    /// version 2, or one this binary cannot read) apps.d is judged instead,
+    /// and each handed-over app must be there and valid. Each must have
+    /// the listen addresses it was handed over with. Every check comes
+    /// before the first fd is taken, so a mismatch can still fall back:
+    /// `Err` is the reason to.
     pub async fn take_over(
         &self,
         incoming: &Incoming,
+        carried: Option<CarriedConfig>,
         adopted: &mut Adopted,
         log_dir: &std::path::Path,
     ) -> Result<(), String> {
         let _guard = self.apply_lock.lock().await;
-        let config = self
-            .config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let candidates = crate::judge::scan(&config)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut apps = BTreeMap::new();
+        let mut registry = match carried {
+            Some(carried) => {
+                *self.ignored.write().unwrap_or_else(|e| e.into_inner()) = carried.ignored;
+                carried
+                    .apps
+                    .into_iter()
+                    .map(|app| {
+                        let entry = Entry {
+                            file: app.file,
+                            app: app.app.map(Arc::new),
+                            error: app.error,
+                            handle: None,
+                            refused: app.refused,
+                            since: app.since,
+                        };
+                        (app.name, entry)
+                    })
+                    .collect()
+            }
+            None => self.judge_apps_d().await?,
+        };
         for record in &incoming.document.apps {
-            let candidate = candidates
-                .candidates
+            let entry = registry
                 .get(&record.name)
                 .ok_or_else(|| format!("{} is handed over but not in apps.d", record.name))?;
-            let app = candidate.app.as_ref().map_err(|errors| {
+            let app = entry.app.as_ref().ok_or_else(|| {
                 format!(
                     "{} is handed over but its file does not validate: {}",
                     record.name,
-                    errors
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ")
+                    entry.error.as_deref().unwrap_or("no valid version")
                 )
             })?;
             let addresses: Vec<String> = app
@@ -377,79 +408,90 @@ impl Daemon {
             let handed: Vec<String> = record.listen.iter().map(|l| l.address.clone()).collect();
             if !handed.is_empty() && handed != addresses {
                 return Err(format!(
-                    "{}: listen sockets {handed:?} handed over, apps.d lists {addresses:?}",
+                    "{}: listen sockets {handed:?} handed over, the configuration lists {addresses:?}",
                     record.name
                 ));
             }
-            apps.insert(record.name.clone(), app.clone());
         }
+        // Each app's log directory and files, opened off the runtime and
+        // before its output is read again, so that nothing read is dropped.
+        let wanted: Vec<(String, LogSpec, u32)> = incoming
+            .document
+            .apps
+            .iter()
+            .map(|record| {
+                let app = registry[&record.name].app.as_ref().expect("checked above");
+                (record.name.clone(), app.spec.logs.clone(), app.gid)
+            })
+            .collect();
+        let dir = log_dir.to_owned();
+        let opened = tokio::task::spawn_blocking(move || {
+            wanted
+                .into_iter()
+                .map(|(name, spec, gid)| AppLogs::open(&dir, &name, &spec, gid, super::TAIL_LINES))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|error| format!("opening the apps' log files: {error}"))?;
         // Nothing can fall back from here on: the fds are taken.
         let mut fds = incoming.take_fds();
-        let mut entries = self.apps.write().unwrap_or_else(|e| e.into_inner());
-        for record in incoming.document.apps.iter().cloned() {
+        for (record, logs) in incoming.document.apps.iter().cloned().zip(opened) {
             let name = record.name.clone();
-            let app = apps.remove(&name).expect("checked above");
-            let logs = crate::logs::AppLogs::open(
-                log_dir,
-                &name,
-                &app.spec.logs,
-                app.gid,
-                super::TAIL_LINES,
-            );
+            let entry = registry.get_mut(&name).expect("checked above");
+            let app = entry.app.clone().expect("checked above");
             // It runs, whatever the budget says: counted, and said if over.
             if let Err(refusal) = self.fds().admit(&name, super::fds::app_cost(&app.spec)) {
                 tracing::warn!(app = %name, %refusal, "a handed-over app does not fit the open-file budget");
             }
             let exit = record.current.as_ref().and_then(|c| adopted.remove(&c.pid));
-            let file = candidates
-                .candidates
-                .get(&name)
-                .map(|c| c.file.clone())
-                .unwrap_or_default();
-            match supervise::restore(
-                app.clone(),
-                logs,
-                self.shared.clone(),
-                record,
-                &mut fds,
-                exit,
-            ) {
+            match supervise::restore(app, logs, self.shared.clone(), record, &mut fds, exit) {
                 Ok(handle) => {
-                    entries.insert(
-                        name,
-                        Entry {
-                            file,
-                            app: Some(app),
-                            error: None,
-                            handle: Some(handle),
-                            refused: None,
-                            since: unix_now(),
-                        },
-                    );
+                    entry.handle = Some(handle);
+                    entry.refused = None;
                 }
                 Err(error) => {
                     tracing::error!(app = %name, %error, "cannot take over a handed-over app");
                 }
             }
         }
-        // Files apps.d gained since the hand-off was asked for: as at
-        // start-up. Invalid files are reported by the next update.
-        for (name, candidate) in &candidates.candidates {
-            if entries.contains_key(name) {
-                continue;
+        // The apps without a task: invalid files and apps refused for want
+        // of open files stay so; with apps.d judged, files it gained since
+        // the hand-off was asked for start as at start-up.
+        for (name, entry) in registry.iter_mut() {
+            if entry.handle.is_none() && entry.refused.is_none() {
+                self.admit_and_start(name, entry, log_dir);
             }
-            let mut entry = Entry {
-                file: candidate.file.clone(),
-                app: candidate.app.as_ref().ok().cloned(),
-                error: candidate.app.as_ref().err().map(ToString::to_string),
-                handle: None,
-                refused: None,
-                since: unix_now(),
-            };
-            self.admit_and_start(name, &mut entry, log_dir);
-            entries.insert(name.clone(), entry);
         }
+        *self.apps.write().unwrap_or_else(|e| e.into_inner()) = registry;
         Ok(())
+    }
+
+    /// The registry as apps.d says, for a hand-off that carried no
+    /// configuration this binary reads.
+    async fn judge_apps_d(&self) -> Result<BTreeMap<String, Entry>, String> {
+        let config = self
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let scan = crate::judge::scan(&config)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(scan
+            .candidates
+            .into_iter()
+            .map(|(name, candidate)| {
+                let entry = Entry {
+                    file: candidate.file,
+                    error: candidate.app.as_ref().err().map(ToString::to_string),
+                    app: candidate.app.ok(),
+                    handle: None,
+                    refused: None,
+                    since: unix_now(),
+                };
+                (name, entry)
+            })
+            .collect())
     }
 
     /// Records how the hand-off that started this process went.
@@ -493,6 +535,29 @@ impl Daemon {
             ),
         }
         self.handoff.report(report);
+    }
+}
+
+/// The configuration `incoming` carries, if this binary can read it; when
+/// it cannot, the log says so and the daemon judges apps.d instead.
+pub fn carried_config(incoming: &Incoming) -> Option<CarriedConfig> {
+    match incoming.carried_config() {
+        Some(Ok(carried)) => Some(carried),
+        Some(Err(error)) => {
+            tracing::warn!(
+                %error,
+                "cannot read the configuration the previous appvisord ran; judging appvisor.toml and apps.d instead, \
+                 so changes made there since the last update apply to the apps handed over"
+            );
+            None
+        }
+        None => {
+            tracing::warn!(
+                version = incoming.document.version,
+                "the previous appvisord carried no configuration; judging appvisor.toml and apps.d instead"
+            );
+            None
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
 use super::exec::{self, Target};
-use super::state::{self, Document, StateError, FALLBACK_VAR, STATE_FD_VAR};
+use super::state::{self, CarriedConfig, Document, StateError, FALLBACK_VAR, STATE_FD_VAR};
 
 /// Largest document read: 100 apps take about 100 KiB.
 const MAX_DOCUMENT: u64 = 64 * 1024 * 1024;
@@ -34,21 +34,26 @@ pub enum IncomingError {
     ClosedFd { fd: i32 },
 }
 
-/// The versions this binary reads. A test build (feature `test-handoff`)
-/// reads none when `APPVISOR_TEST_HANDOFF_UNREADABLE_BY` names the binary
-/// it runs as, so tests can hand off to a binary that cannot read the
-/// state; a release build never reads that variable.
+/// Whether this is a test build (feature `test-handoff`) running as the
+/// binary the environment variable `var` names: so tests can hand off to
+/// a binary that cannot read (part of) the state. A release build never
+/// reads such a variable.
+#[cfg(feature = "test-handoff")]
+fn test_build_named_by(var: &str) -> bool {
+    match (std::env::var_os(var), std::fs::read_link("/proc/self/exe")) {
+        (Some(named), Ok(me)) => me.as_os_str() == named,
+        _ => false,
+    }
+}
+
+/// The versions this binary reads; none for a test build named by
+/// `APPVISOR_TEST_HANDOFF_UNREADABLE_BY`.
 fn reads() -> std::ops::RangeInclusive<u32> {
     #[cfg(feature = "test-handoff")]
-    if let (Some(unreadable), Ok(me)) = (
-        std::env::var_os("APPVISOR_TEST_HANDOFF_UNREADABLE_BY"),
-        std::fs::read_link("/proc/self/exe"),
-    ) {
-        if me.as_os_str() == unreadable {
-            tracing::warn!("a test build that reads no hand-off state");
-            #[allow(clippy::reversed_empty_ranges)]
-            return 1..=0;
-        }
+    if test_build_named_by("APPVISOR_TEST_HANDOFF_UNREADABLE_BY") {
+        tracing::warn!("a test build that reads no hand-off state");
+        #[allow(clippy::reversed_empty_ranges)]
+        return 1..=0;
     }
     state::READS
 }
@@ -112,6 +117,18 @@ impl Incoming {
                 (fd, unsafe { OwnedFd::from_raw_fd(fd) })
             })
             .collect()
+    }
+
+    /// The configuration the document carries
+    /// ([`Document::carried_config`]); one it cannot read for a test build
+    /// named by `APPVISOR_TEST_HANDOFF_CONFIG_UNREADABLE_BY`.
+    pub fn carried_config(&self) -> Option<Result<CarriedConfig, String>> {
+        #[cfg(feature = "test-handoff")]
+        if test_build_named_by("APPVISOR_TEST_HANDOFF_CONFIG_UNREADABLE_BY") {
+            let why = "a test build that reads no carried configuration";
+            return self.document.config.as_ref().map(|_| Err(why.to_owned()));
+        }
+        self.document.carried_config()
     }
 
     /// Execs the old binary again with the same document, telling it why;

@@ -10,13 +10,20 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use appvisor_protocol::StoppedBy;
+use appvisor_protocol::{IgnoredFile, StoppedBy};
 use serde::{Deserialize, Serialize};
+
+use crate::config::ResolvedApp;
+use crate::sandbox::SpawnRecord;
+use crate::spawn::Prepared;
 
 /// The version this binary writes. Bump it whenever a change to the types
 /// below would make an older or newer binary misread the document, and
 /// keep reading the older ones in [`READS`] as long as practical.
-pub const STATE_VERSION: u32 = 1;
+///
+/// 2: each app's last spawn report (`sandbox`, `prepared`) and the
+/// configuration the daemon runs (`config`).
+pub const STATE_VERSION: u32 = 2;
 
 /// The versions this binary can read.
 pub const READS: std::ops::RangeInclusive<u32> = 1..=STATE_VERSION;
@@ -54,6 +61,41 @@ pub struct Document {
     /// The control-request counters of the status server's metrics.
     pub control_requests: Vec<RequestCount>,
     pub apps: Vec<AppRecord>,
+    /// The configuration the old daemon runs, a [`CarriedConfig`] (since
+    /// version 2). Read apart from the rest ([`Document::carried_config`]):
+    /// a binary that cannot read it still takes the apps over, judging
+    /// apps.d instead.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+}
+
+/// The configuration a daemon runs, as judged when it was last applied:
+/// the binary a hand-off execs adopts it as it is, so a hand-off applies
+/// no change to `appvisor.toml` or apps.d by itself (`appctl update` and
+/// SIGHUP do, as before).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CarriedConfig {
+    /// `appvisor.toml`: its path and the text the daemon validated.
+    pub daemon_file: PathBuf,
+    pub daemon_text: String,
+    /// Every app of the registry, with or without a task.
+    pub apps: Vec<CarriedApp>,
+    /// Files of apps.d not loaded for their names, as of the last apply.
+    pub ignored: Vec<IgnoredFile>,
+}
+
+/// One app of the registry: the version that runs, and why the newest
+/// version of its file does not (`error`) or why it has no task
+/// (`refused`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CarriedApp {
+    pub name: String,
+    pub file: PathBuf,
+    pub app: Option<ResolvedApp>,
+    pub error: Option<String>,
+    pub refused: Option<String>,
+    /// Unix seconds: when the registry last changed it.
+    pub since: u64,
 }
 
 /// Who asked for a hand-off and when: what status and the audit trail say.
@@ -130,6 +172,15 @@ pub struct AppRecord {
     pub listen: Vec<ListenRecord>,
     /// Owner of the Unix listen socket files.
     pub listen_owner: (u32, u32),
+    /// What the exec helper enforced and verified at the app's last spawn
+    /// (`appctl security`'s Landlock and verified sets), or why that spawn
+    /// was refused. Since version 2.
+    #[serde(default)]
+    pub sandbox: SpawnRecord,
+    /// What the last spawn read of the app's venv and directory, which
+    /// its sandbox plan was built on. Since version 2.
+    #[serde(default)]
+    pub prepared: Option<Prepared>,
 }
 
 /// One held `[[listen]]` socket.
@@ -233,6 +284,14 @@ impl Document {
             serde_json::from_slice(bytes).map_err(|e| StateError::Parse(e.to_string()))?;
         document.check_fds()?;
         Ok(document)
+    }
+
+    /// The configuration the document carries: `None` in a document
+    /// before version 2, `Err` when this binary cannot read it (a newer
+    /// or older shape of the configuration's types).
+    pub fn carried_config(&self) -> Option<Result<CarriedConfig, String>> {
+        let value = self.config.as_ref()?;
+        Some(CarriedConfig::deserialize(value).map_err(|e| e.to_string()))
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -353,6 +412,19 @@ mod tests {
                 })
                 .collect(),
             listen_owner: (1000, 1000),
+            sandbox: SpawnRecord {
+                landlock: None,
+                verified: Some(crate::sandbox::Verified {
+                    no_new_privs: true,
+                    ..Default::default()
+                }),
+                refusal: None,
+            },
+            prepared: Some(Prepared {
+                venv: crate::sandbox::venv::VenvFacts::none(),
+                release: Some(PathBuf::from("/srv/shop/releases/7")),
+                linked_dirs: vec![PathBuf::from("/run/systemd/resolve")],
+            }),
         }
     }
 
@@ -376,6 +448,58 @@ mod tests {
                 count: 9,
             }],
             apps,
+            config: Some(serde_json::to_value(carried()).unwrap()),
+        }
+    }
+
+    fn carried() -> CarriedConfig {
+        use crate::config::test_spec::app_spec;
+        use crate::config::{ListenAddress, ListenSpec, Probe, ReadinessKind};
+        let mut spec = app_spec("shop", &["/srv/shop/venv/bin/gunicorn", "app:app"]);
+        spec.listen.push(ListenSpec {
+            address: ListenAddress::Unix(PathBuf::from("/run/shop/web.sock")),
+            name: "web".to_owned(),
+        });
+        spec.readiness.kind = ReadinessKind::Probe(Probe::Tcp("127.0.0.1:8000".parse().unwrap()));
+        spec.environment
+            .insert("LANG".to_owned(), "C.UTF-8".to_owned());
+        spec.sandbox.bind_ports = Some(vec![8000]);
+        spec.limits.memory = Some(256 << 20);
+        let app = ResolvedApp {
+            spec,
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000, 27],
+            user_name: "shop".to_owned(),
+            home: PathBuf::from("/home/shop"),
+            shell: PathBuf::from("/bin/sh"),
+            weaknesses: Vec::new(),
+        };
+        CarriedConfig {
+            daemon_file: PathBuf::from("/etc/appvisor/appvisor.toml"),
+            daemon_text: "[defaults]\numask = \"027\"\n".to_owned(),
+            apps: vec![
+                CarriedApp {
+                    name: "shop".to_owned(),
+                    file: PathBuf::from("/etc/appvisor/apps.d/shop.toml"),
+                    app: Some(app),
+                    error: Some("shop.toml:3: a newer version that does not validate".to_owned()),
+                    refused: None,
+                    since: 12,
+                },
+                CarriedApp {
+                    name: "broken".to_owned(),
+                    file: PathBuf::from("/etc/appvisor/apps.d/broken.toml"),
+                    app: None,
+                    error: Some("broken.toml:1: expected a table".to_owned()),
+                    refused: None,
+                    since: 13,
+                },
+            ],
+            ignored: vec![IgnoredFile {
+                file: "/etc/appvisor/apps.d/Shop.toml".to_owned(),
+                reason: "invalid app name".to_owned(),
+            }],
         }
     }
 
@@ -384,6 +508,52 @@ mod tests {
         let doc = document(vec![app("shop", &[6, 7, 8, 9]), app("blog", &[10, 11])]);
         let back = Document::parse(&doc.to_bytes(), &READS).expect("parses");
         assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn the_configuration_that_runs_is_carried_exactly() {
+        let doc = document(vec![app("shop", &[6, 7])]);
+        let back = Document::parse(&doc.to_bytes(), &READS).expect("parses");
+        assert_eq!(back.carried_config(), Some(Ok(carried())));
+    }
+
+    #[test]
+    fn a_configuration_this_binary_cannot_read_leaves_the_rest_readable() {
+        let mut doc = document(vec![app("shop", &[6, 7])]);
+        // Another binary's shape of the configuration: a key missing.
+        let mut config = serde_json::to_value(carried()).unwrap();
+        config["apps"][0]["app"]["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("restart");
+        doc.config = Some(config);
+        let back = Document::parse(&doc.to_bytes(), &READS).expect("the document parses");
+        assert_eq!(back.apps, doc.apps);
+        let error = back.carried_config().expect("carried").unwrap_err();
+        assert!(error.contains("missing field `restart`"), "{error}");
+        // A name no app may have is refused, not carried.
+        let mut config = serde_json::to_value(carried()).unwrap();
+        config["apps"][0]["app"]["spec"]["name"] = "../etc".into();
+        doc.config = Some(config);
+        assert!(doc.carried_config().expect("carried").is_err());
+    }
+
+    #[test]
+    fn a_version_1_document_is_read_without_what_version_2_added() {
+        let mut v1 = serde_json::to_value(document(vec![app("shop", &[6, 7])])).unwrap();
+        v1["version"] = 1.into();
+        let object = v1.as_object_mut().unwrap();
+        object.remove("config");
+        for app in object["apps"].as_array_mut().unwrap() {
+            let app = app.as_object_mut().unwrap();
+            app.remove("sandbox");
+            app.remove("prepared");
+        }
+        let back = Document::parse(&serde_json::to_vec(&v1).unwrap(), &READS).expect("reads v1");
+        assert_eq!(back.version, 1);
+        assert_eq!(back.carried_config(), None);
+        assert_eq!(back.apps[0].sandbox, SpawnRecord::default());
+        assert_eq!(back.apps[0].prepared, None);
     }
 
     #[test]

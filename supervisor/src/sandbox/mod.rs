@@ -72,8 +72,8 @@ pub fn linked_system_dirs() -> Vec<std::path::PathBuf> {
 }
 
 /// What the exec helper reported of an app's last spawn, kept by the app's
-/// task for `appctl security`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// task for `appctl security`, and carried across a hand-off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpawnRecord {
     pub landlock: Option<LandlockRecord>,
     pub verified: Option<Verified>,

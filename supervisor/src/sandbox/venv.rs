@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 pub const PYVENV_CFG_MAX: u64 = 32 * 1024 - 1;
 
 /// What a spawn derived from the venv holding `command[0]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VenvFacts {
     /// The venv (the parent of `command[0]`'s `bin`); `None` outside one.
     pub venv: Option<PathBuf>,
@@ -38,7 +38,8 @@ impl VenvFacts {
 }
 
 /// The base interpreter's `bin`, as far as the daemon believes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PythonHome {
     /// No venv, no `pyvenv.cfg`, or one that names no absolute `home`.
     Absent,

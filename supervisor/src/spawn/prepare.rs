@@ -29,7 +29,8 @@ use crate::sandbox::venv::{parse_pyvenv_home, PythonHome, VenvFacts, PYVENV_CFG_
 pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a spawn learnt from the file system before its plan was built.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Carried across a hand-off (`handoff::state::AppRecord::prepared`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Prepared {
     /// The venv of `command[0]` and the interpreter home it may grant.
     pub venv: VenvFacts,

@@ -363,6 +363,8 @@ impl Supervisor {
             notify,
             listen,
             listen_owner,
+            sandbox: (*self.spawns.sandbox).clone(),
+            prepared: self.spawns.prepared.as_deref().cloned(),
         };
         tracing::debug!(fds = fds.len(), "frozen for a hand-off");
         Frozen { record, fds, exit }
@@ -560,6 +562,10 @@ pub fn restore(
         },
         spawns: Spawns {
             release: record.release,
+            // What the exec helper verified at the last spawn survives, so
+            // the next spawn judges against it as the old daemon would have.
+            sandbox: Arc::new(record.sandbox),
+            prepared: record.prepared.map(Arc::new),
             // Counted afresh: only a start or restart under way reads the
             // count, and none is (the app was settled).
             ..Spawns::default()
@@ -619,6 +625,8 @@ mod tests {
             notify: None,
             listen: Vec::new(),
             listen_owner: (0, 0),
+            sandbox: crate::sandbox::SpawnRecord::default(),
+            prepared: None,
         }
     }
 
