@@ -206,12 +206,10 @@ impl Supervisor {
         }
     }
 
-    /// Ends supervision of the app without touching it: stops the output
-    /// captures (what they read is written; the rest stays in the pipes)
-    /// and takes every fd the app's processes rely on out of this task.
-    pub(super) async fn freeze_now(&mut self) -> Frozen {
-        let now = (Instant::now(), monotonic_ns());
-        let mut fds = Vec::new();
+    /// The app's record as it stands, naming no fd: what a hand-off
+    /// carries, before the fds are taken (`freeze_now`). Only for a
+    /// settled task (`is_settled`).
+    pub(super) fn record(&self, now: (Instant, u64)) -> AppRecord {
         let m = &self.machine;
         let backoff = self
             .timers
@@ -223,37 +221,16 @@ impl Supervisor {
                     + u64::try_from(due.saturating_duration_since(now.0).as_nanos()).unwrap_or(0);
                 (t.generation, due_ns)
             });
-        let mut exit = None;
-        let mut current = None;
-        if let (Some(machine_instance), Some(mut instance)) =
-            (m.current.clone(), self.instances.pop())
-        {
+        let current = m.current.as_ref().and_then(|machine_instance| {
+            let instance = self
+                .instances
+                .iter()
+                .find(|i| i.id == machine_instance.id)?;
             let (pid, spawned) = match machine_instance.main {
                 Main::Running { pid, since } => (pid, since),
-                Main::Spawning | Main::Exited => unreachable!("settled: the main process runs"),
+                Main::Spawning | Main::Exited => return None,
             };
-            let mut pipes = [None, None];
-            for (i, capture) in std::mem::take(&mut instance.pipes).into_iter().enumerate() {
-                let _ = capture.stop.send(());
-                if let Ok(Some(fd)) = capture.task.await {
-                    pipes[i.min(1)] = Some(keep(&mut fds, fd));
-                }
-            }
-            if let (Some(leaf), Some(watcher)) = (&instance.leaf, &self.shared.watcher) {
-                watcher.unwatch(&leaf.cgroup);
-            }
-            let probe = instance.probe_socket.take().and_then(|socket| {
-                let path = socket.path().to_owned();
-                match socket.hand_over() {
-                    Ok(fd) => Some((keep(&mut fds, fd), path)),
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot hand the probe socket over; reloads probe the shared sockets");
-                        None
-                    }
-                }
-            });
-            exit = instance.exit.take();
-            current = Some(InstanceRecord {
+            Some(InstanceRecord {
                 id: machine_instance.id.0,
                 pid,
                 spawned_ns: to_ns(now, spawned),
@@ -264,50 +241,14 @@ impl Supervisor {
                 stop_signal: machine_instance.stop.signal.0 as i32,
                 stop_timeout_ms: u64::try_from(machine_instance.stop.timeout.as_millis())
                     .unwrap_or(u64::MAX),
-                stdout_fd: pipes[0],
-                stderr_fd: pipes[1],
-                probe,
+                stdout_fd: None,
+                stderr_fd: None,
+                probe: None,
                 leaf: instance.leaf.is_some(),
                 exit: None,
-            });
-        }
-        let notify = self.notify.take().and_then(|socket| {
-            let path = socket.path().to_owned();
-            match socket.hand_over() {
-                Ok(fd) => Some((keep(&mut fds, fd), path)),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot hand the notify socket over; it is bound again at the next spawn");
-                    None
-                }
-            }
+            })
         });
-        let (listen, listen_owner) = match self.listen.take().map(HeldSockets::hand_over) {
-            Some(Ok((sockets, owner))) => (
-                sockets
-                    .into_iter()
-                    .map(|handed| ListenRecord {
-                        fd: keep(&mut fds, handed.fd),
-                        address: handed.address,
-                        unix_file: handed.unix_file.map(|file| UnixFileRecord {
-                            dir_fd: keep(&mut fds, file.dir),
-                            name: file.name.to_string_lossy().into_owned(),
-                            path: file.path,
-                            dev: file.dev,
-                            ino: file.ino,
-                        }),
-                    })
-                    .collect(),
-                owner,
-            ),
-            Some(Err(error)) => {
-                // Cannot happen short of running out of fds; the sockets
-                // are bound again at the next spawn.
-                tracing::error!(%error, "cannot hand the listen sockets over");
-                (Vec::new(), (self.app.uid, self.app.gid))
-            }
-            None => (Vec::new(), (self.app.uid, self.app.gid)),
-        };
-        let record = AppRecord {
+        AppRecord {
             name: self.app.spec.name.to_string(),
             state: record_state(m.state).expect("settled"),
             reason: m.reason.clone(),
@@ -329,10 +270,80 @@ impl Supervisor {
             release: self.release.clone(),
             notify_status: self.notify_status.clone(),
             oom_baseline: self.oom_baseline,
-            notify,
-            listen,
-            listen_owner,
-        };
+            notify: None,
+            listen: Vec::new(),
+            listen_owner: (self.app.uid, self.app.gid),
+        }
+    }
+
+    /// Ends supervision of the app without touching it: stops the output
+    /// captures (what they read is written; the rest stays in the pipes)
+    /// and takes every fd the app's processes rely on out of this task.
+    pub(super) async fn freeze_now(&mut self) -> Frozen {
+        let now = (Instant::now(), monotonic_ns());
+        let mut record = self.record(now);
+        let mut fds = Vec::new();
+        let mut exit = None;
+        if let (Some(current), Some(mut instance)) = (record.current.as_mut(), self.instances.pop())
+        {
+            let mut pipes = [None, None];
+            for (i, capture) in std::mem::take(&mut instance.pipes).into_iter().enumerate() {
+                let _ = capture.stop.send(());
+                if let Ok(Some(fd)) = capture.task.await {
+                    pipes[i.min(1)] = Some(keep(&mut fds, fd));
+                }
+            }
+            if let (Some(leaf), Some(watcher)) = (&instance.leaf, &self.shared.watcher) {
+                watcher.unwatch(&leaf.cgroup);
+            }
+            let probe = instance.probe_socket.take().and_then(|socket| {
+                let path = socket.path().to_owned();
+                match socket.hand_over() {
+                    Ok(fd) => Some((keep(&mut fds, fd), path)),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot hand the probe socket over; reloads probe the shared sockets");
+                        None
+                    }
+                }
+            });
+            exit = instance.exit.take();
+            current.stdout_fd = pipes[0];
+            current.stderr_fd = pipes[1];
+            current.probe = probe;
+        }
+        record.notify = self.notify.take().and_then(|socket| {
+            let path = socket.path().to_owned();
+            match socket.hand_over() {
+                Ok(fd) => Some((keep(&mut fds, fd), path)),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot hand the notify socket over; it is bound again at the next spawn");
+                    None
+                }
+            }
+        });
+        match self.listen.take().map(HeldSockets::hand_over) {
+            Some(Ok((sockets, owner))) => {
+                record.listen = sockets
+                    .into_iter()
+                    .map(|handed| ListenRecord {
+                        fd: keep(&mut fds, handed.fd),
+                        address: handed.address,
+                        unix_file: handed.unix_file.map(|file| UnixFileRecord {
+                            dir_fd: keep(&mut fds, file.dir),
+                            name: file.name.to_string_lossy().into_owned(),
+                            path: file.path,
+                            dev: file.dev,
+                            ino: file.ino,
+                        }),
+                    })
+                    .collect();
+                record.listen_owner = owner;
+            }
+            // Cannot happen short of running out of fds; the sockets are
+            // bound again at the next spawn.
+            Some(Err(error)) => tracing::error!(%error, "cannot hand the listen sockets over"),
+            None => {}
+        }
         tracing::debug!(fds = fds.len(), "frozen for a hand-off");
         Frozen { record, fds, exit }
     }
