@@ -588,6 +588,53 @@ impl Daemon {
         self.cgroup.clone()
     }
 
+    /// SIGKILLs the daemon (a crash: nothing is handed over), reaps it,
+    /// runs `meanwhile`, and starts a successor on the same prefix and
+    /// cgroup subtree with `options`, in its place.
+    pub fn crash_and_restart(
+        &mut self,
+        prefix: &Prefix,
+        options: DaemonOptions,
+        meanwhile: impl FnOnce(),
+    ) {
+        self.signal(Signal::SIGKILL);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        self.leave_cgroup = true;
+        meanwhile();
+        let successor = Daemon::start(
+            prefix,
+            DaemonOptions {
+                cgroup: Some(self.cgroup.clone()),
+                ..options
+            },
+        );
+        // The old value has no child left and leaves the cgroups alone.
+        drop(std::mem::replace(self, successor));
+    }
+
+    /// `GET /v1/daemon`, over the control socket as root.
+    pub fn daemon_status(&self) -> appvisor_protocol::DaemonStatus {
+        let mut stream = UnixStream::connect(&self.socket)
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.socket.display()));
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        stream
+            .write_all(b"GET /v1/daemon HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .expect("sending GET /v1/daemon");
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .expect("reading GET /v1/daemon");
+        let text = String::from_utf8_lossy(&response);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body)
+            .unwrap_or_else(|| panic!("no body in {text:?}"));
+        let json = &body[body.find('{').unwrap_or(0)..=body.rfind('}').unwrap_or(0)];
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("GET /v1/daemon: {e}: {text:?}"))
+    }
+
     fn stop_process(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;

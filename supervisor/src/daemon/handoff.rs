@@ -72,7 +72,7 @@ impl HandoffControl {
         self.busy.load(Ordering::SeqCst)
     }
 
-    fn report(&self, report: HandoffReport) {
+    pub(super) fn report(&self, report: HandoffReport) {
         if let Some(error) = &report.error {
             tracing::error!(id = report.id, by = %report.requested_by, %error, "hand-off did not happen");
         }

@@ -115,6 +115,7 @@ fn exit_record(status: ExitStatus) -> ExitRecord {
         ExitStatus::Code(code) => ExitRecord::Code(code),
         ExitStatus::Signal(signal) => ExitRecord::Signal(signal),
         ExitStatus::MemoryLimit { limit } => ExitRecord::MemoryLimit(limit),
+        ExitStatus::Unknown => ExitRecord::Unknown,
     }
 }
 
@@ -123,6 +124,7 @@ fn exit_status(record: ExitRecord) -> ExitStatus {
         ExitRecord::Code(code) => ExitStatus::Code(code),
         ExitRecord::Signal(signal) => ExitStatus::Signal(signal),
         ExitRecord::MemoryLimit(limit) => ExitStatus::MemoryLimit { limit },
+        ExitRecord::Unknown => ExitStatus::Unknown,
     }
 }
 
@@ -273,6 +275,26 @@ impl Supervisor {
             notify: None,
             listen: Vec::new(),
             listen_owner: (self.app.uid, self.app.gid),
+        }
+    }
+
+    /// Saves the app's record for a successor after a crash, when the
+    /// app is settled and the record differs from the one saved last.
+    pub(super) fn save_record(&mut self) {
+        if self.shared.records.is_none() || !self.is_settled() {
+            return;
+        }
+        let record = self.record((Instant::now(), monotonic_ns()));
+        if self
+            .saved
+            .as_ref()
+            .is_some_and(|saved| saved.same_as(&record))
+        {
+            return;
+        }
+        self.saved = Some(record.clone());
+        if let Some(records) = &self.shared.records {
+            records.write(record, crate::handoff::crash::fingerprint(&self.app));
         }
     }
 
@@ -587,6 +609,7 @@ pub fn restore(
         notify_status: record.notify_status,
         shutdown: false,
         freeze: None,
+        saved: None,
         // Counted afresh: only a start or restart under way reads them,
         // and none is (the app was settled).
         spawns: 0,

@@ -8,7 +8,7 @@
 
 mod handoff;
 pub mod reaper;
-mod workers;
+pub(crate) mod workers;
 
 pub use handoff::{monotonic_ns, restore, Frozen, RestoreError};
 
@@ -70,6 +70,9 @@ pub struct Shared {
     /// RLIMIT_NOFILE of an app without `[limits] open_files`: the soft
     /// limit the daemon was started with, before it raised its own.
     pub app_open_files: crate::sandbox::Rlimit,
+    /// Where each settled app's record goes, for a successor after a
+    /// crash (`handoff::crash`); `None` in tests that need none.
+    pub records: Option<crate::handoff::crash::RecordWriter>,
 }
 
 /// Requests from the control plane and the daemon.
@@ -282,6 +285,7 @@ pub fn start(
         notify_status: None,
         shutdown: false,
         freeze: None,
+        saved: None,
         snapshot: Arc::new(watch::channel(placeholder_snapshot(&app_for_snapshot)).0),
         pending: VecDeque::new(),
         waiting: Vec::new(),
@@ -495,6 +499,8 @@ struct Supervisor {
     shutdown: bool,
     /// A hand-off waits for this task to freeze.
     freeze: Option<oneshot::Sender<Frozen>>,
+    /// The record last saved for a crash (`save_record`).
+    saved: Option<crate::handoff::state::AppRecord>,
     /// Shared with the task's guard, which reports a panic here.
     snapshot: Arc<watch::Sender<Snapshot>>,
     /// Events produced by effects, fed after the current step.
@@ -535,6 +541,7 @@ impl Supervisor {
                 self.cleanup();
                 return;
             }
+            self.save_record();
             // A hand-off that gave up waiting withdraws its request.
             if self.freeze.as_ref().is_some_and(|reply| reply.is_closed()) {
                 self.freeze = None;
@@ -1321,6 +1328,9 @@ impl Supervisor {
     }
 
     fn cleanup(&mut self) {
+        if let Some(records) = &self.shared.records {
+            records.remove(&self.app.spec.name.to_string());
+        }
         self.notify = None;
         for instance in std::mem::take(&mut self.instances) {
             if let Some(leaf) = instance.leaf {

@@ -128,3 +128,25 @@ impl Reaper {
         }
     }
 }
+
+/// The end of a process that is not the daemon's child (a main process
+/// adopted after a crash of the daemon that spawned it): its pidfd turns
+/// readable when it ends, but no wait status reaches this process, so the
+/// end is reported as [`ExitStatus::Unknown`]. Must run inside a tokio
+/// runtime.
+pub fn watch_pidfd(pidfd: std::os::fd::OwnedFd) -> std::io::Result<oneshot::Receiver<ExitStatus>> {
+    // SAFETY: `pidfd` is an open pidfd the AsyncFd owns from here on;
+    // nothing else closes or replaces it.
+    let pidfd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+    }?;
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        // A pidfd stays readable once its process ended; an error means
+        // the reactor is gone, and the daemon with it.
+        if pidfd.readable().await.is_ok() {
+            let _ = tx.send(ExitStatus::Unknown);
+        }
+    });
+    Ok(rx)
+}

@@ -1,0 +1,359 @@
+//! Start-up after a crash (SIGKILL, OOM kill, panic) of the previous
+//! daemon: instead of killing what it left in the app cgroups, take over
+//! each app whose record (`handoff::crash`) still holds: the app is in
+//! apps.d and valid, and a running app's main process is where and what
+//! the record says. Such an app keeps running under the new daemon, as
+//! after a planned hand-off but without fds; one whose configuration
+//! changed while no daemon ran is then restarted as `appctl update` would.
+//! Everything else is left to the usual start-up: leftover cgroups are
+//! killed, apps started.
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use appvisor_protocol::HandoffReport;
+
+use super::{handoff, Daemon, Entry};
+use crate::audit::unix_now;
+use crate::cgroup::CgroupRoot;
+use crate::config::change::Change;
+use crate::handoff::crash::{self, CrashRecord, Heartbeat, Previous};
+use crate::handoff::state::RecordState;
+use crate::judge::Candidate;
+use crate::supervise::{self, Command};
+
+/// Who "asked" for an adoption, in status and the audit trail.
+pub const CRASH_RECOVERY: &str = "crash recovery";
+
+/// What start-up takes over from a crashed daemon.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub heartbeat: Option<Heartbeat>,
+    pub adopt: Vec<Adoption>,
+    /// Records not used, and why.
+    pub refused: Vec<(String, String)>,
+}
+
+/// One app to take over.
+#[derive(Debug)]
+pub struct Adoption {
+    pub record: CrashRecord,
+    /// A running app's main process, verified.
+    pub pidfd: Option<OwnedFd>,
+    /// Its configuration changed while no daemon ran: restart it.
+    pub changed: bool,
+}
+
+impl Plan {
+    /// The adopted apps that run, each with its instance's leaf: what
+    /// start-up must not kill.
+    pub fn keep(&self) -> BTreeMap<String, String> {
+        self.adopt
+            .iter()
+            .filter(|a| a.pidfd.is_some())
+            .filter_map(|a| {
+                let current = a.record.app.current.as_ref()?;
+                Some((
+                    a.record.app.name.clone(),
+                    crate::app::InstanceId(current.id).to_string(),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// What apps.d says of a recorded app now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Candidacy {
+    Missing,
+    Invalid,
+    /// Valid; whether its fingerprint is the recorded one.
+    Valid {
+        same: bool,
+    },
+}
+
+/// What to do with one record (pure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Take it over; `process`: its main process must be verified first;
+    /// `restart`: then restart it (configuration changed).
+    Adopt {
+        process: bool,
+        restart: bool,
+    },
+    Refuse(&'static str),
+}
+
+pub fn decide(state: RecordState, has_process: bool, candidacy: Candidacy) -> Decision {
+    let same = match candidacy {
+        Candidacy::Missing => return Decision::Refuse("no longer in apps.d"),
+        // The last valid version is not known to this daemon: as at any
+        // start, an invalid file starts nothing.
+        Candidacy::Invalid => return Decision::Refuse("its file does not validate"),
+        Candidacy::Valid { same } => same,
+    };
+    match (state, has_process) {
+        (RecordState::Running, true) => Decision::Adopt {
+            process: true,
+            restart: !same,
+        },
+        (RecordState::Running, false) => Decision::Refuse("running with no main process"),
+        (_, true) => Decision::Refuse("not running, yet with a main process"),
+        // Stopped, backoff, exited, fatal: their state, counts, schedule
+        // and who stopped them carry over; nothing runs to restart.
+        (_, false) => Decision::Adopt {
+            process: false,
+            restart: false,
+        },
+    }
+}
+
+/// Decides on every record of `previous` against apps.d (`candidates`)
+/// and, for a running app, the live cgroup tree. Blocking (procfs).
+pub fn plan(
+    previous: Previous,
+    root: Option<&CgroupRoot>,
+    candidates: &BTreeMap<String, Candidate>,
+) -> Plan {
+    let mut plan = Plan {
+        heartbeat: previous.heartbeat,
+        ..Plan::default()
+    };
+    for (name, record) in previous.records {
+        let record = match record {
+            Ok(record) => record,
+            Err(why) => {
+                plan.refused
+                    .push((name, format!("unreadable record: {why}")));
+                continue;
+            }
+        };
+        let candidacy = match candidates.get(&name).map(|c| &c.app) {
+            None => Candidacy::Missing,
+            Some(Err(_)) => Candidacy::Invalid,
+            Some(Ok(app)) => Candidacy::Valid {
+                same: crash::fingerprint(app) == record.fingerprint,
+            },
+        };
+        let decision = decide(record.app.state, record.app.current.is_some(), candidacy);
+        let (process, restart) = match decision {
+            Decision::Refuse(why) => {
+                plan.refused.push((name, why.to_owned()));
+                continue;
+            }
+            Decision::Adopt { process, restart } => (process, restart),
+        };
+        let pidfd = if process {
+            let verified = match root {
+                None => Err("no cgroup v2 tree to find its main process in".to_owned()),
+                Some(root) => root
+                    .app(&name)
+                    .map_err(|e| e.to_string())
+                    .and_then(|cg| crash::verify_main(&record, &cg).map_err(|e| e.to_string())),
+            };
+            match verified {
+                Ok(pidfd) => Some(pidfd),
+                Err(why) => {
+                    plan.refused.push((name, why));
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        plan.adopt.push(Adoption {
+            record,
+            pidfd,
+            changed: restart,
+        });
+    }
+    plan
+}
+
+impl Daemon {
+    /// Takes over the apps of `plan` (before the first `apply_config`,
+    /// which then finds them in place), restarts those whose configuration
+    /// changed, and reports the adoption in status and the audit trail.
+    pub(super) async fn adopt(
+        &self,
+        plan: Plan,
+        candidates: &BTreeMap<String, Candidate>,
+        log_dir: &std::path::Path,
+    ) {
+        for (app, why) in &plan.refused {
+            tracing::warn!(app = %app, reason = %why, "not adopted after a crash: stopped, then started afresh");
+        }
+        if plan.adopt.is_empty() {
+            return;
+        }
+        let _guard = self.apply_lock.lock().await;
+        let from_version = plan
+            .heartbeat
+            .as_ref()
+            .map(|h| h.daemon_version.clone())
+            .or_else(|| plan.adopt.first().map(|a| a.record.daemon_version.clone()))
+            .unwrap_or_default();
+        let mut adopted = 0;
+        let mut restarted = Vec::new();
+        {
+            let mut entries = self.apps.write().unwrap_or_else(|e| e.into_inner());
+            for adoption in plan.adopt {
+                let name = adoption.record.app.name.clone();
+                let Some(Candidate { file, app: Ok(app) }) = candidates.get(&name) else {
+                    continue;
+                };
+                let logs = crate::logs::AppLogs::open(
+                    log_dir,
+                    &name,
+                    &app.spec.logs,
+                    app.gid,
+                    super::TAIL_LINES,
+                );
+                if let Err(refusal) = self.fds().admit(&name, super::fds::app_cost(&app.spec)) {
+                    tracing::warn!(app = %name, %refusal, "an adopted app does not fit the open-file budget");
+                }
+                let process = adoption.pidfd.is_some();
+                let exit = match adoption.pidfd.map(supervise::reaper::watch_pidfd) {
+                    None => None,
+                    Some(Ok(exit)) => Some(exit),
+                    Some(Err(error)) => {
+                        tracing::error!(app = %name, %error, "cannot watch an adopted main process");
+                        continue;
+                    }
+                };
+                if process {
+                    // No fd store gave the pipes back.
+                    logs.set_detached(true);
+                }
+                let handle = match supervise::restore(
+                    app.clone(),
+                    logs,
+                    self.shared.clone(),
+                    adoption.record.app,
+                    &mut BTreeMap::new(),
+                    exit,
+                ) {
+                    Ok(handle) => handle,
+                    Err(error) => {
+                        tracing::error!(app = %name, %error, "cannot adopt an app after a crash");
+                        continue;
+                    }
+                };
+                if adoption.changed {
+                    // As `appctl update` would: the settings it runs with
+                    // are not the file's.
+                    let (reply, _) = tokio::sync::oneshot::channel();
+                    let change = Change {
+                        keys: vec!["(changed while no appvisord ran)"],
+                        restart: true,
+                        start: false,
+                    };
+                    let _ = handle.commands.send(Command::Replace {
+                        app: app.clone(),
+                        change,
+                        reply,
+                    });
+                    restarted.push(name.clone());
+                }
+                adopted += 1;
+                entries.insert(
+                    name,
+                    Entry {
+                        file: file.clone(),
+                        app: Some(Arc::clone(app)),
+                        error: None,
+                        handle: Some(handle),
+                        refused: None,
+                        since: unix_now(),
+                    },
+                );
+            }
+        }
+        let now_ns = supervise::monotonic_ns();
+        let unsupervised_ms = match &plan.heartbeat {
+            Some(beat) => now_ns.saturating_sub(beat.at_ns) / 1_000_000,
+            None => 0,
+        };
+        let report = HandoffReport {
+            id: handoff::fresh_id(),
+            requested_by: CRASH_RECOVERY.to_owned(),
+            requested_at: unix_now(),
+            from_version,
+            to_version: handoff::VERSION.to_owned(),
+            unsupervised_ms,
+            apps: adopted,
+            error: None,
+        };
+        tracing::warn!(
+            target: "audit",
+            by = CRASH_RECOVERY,
+            from = %report.from_version,
+            to = %report.to_version,
+            apps = adopted,
+            restarted = ?restarted,
+            unsupervised_ms,
+            "adopted the apps of a daemon that ended without stopping them"
+        );
+        self.handoff.report(report);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_adopted() {
+        use Candidacy::{Invalid, Missing, Valid};
+        use RecordState::{Backoff, Exited, Fatal, Running, Stopped};
+        let adopt = |process, restart| Decision::Adopt { process, restart };
+        let cases: &[(RecordState, bool, Candidacy, Decision)] = &[
+            (Running, true, Valid { same: true }, adopt(true, false)),
+            (Running, true, Valid { same: false }, adopt(true, true)),
+            (
+                Running,
+                true,
+                Missing,
+                Decision::Refuse("no longer in apps.d"),
+            ),
+            (
+                Running,
+                true,
+                Invalid,
+                Decision::Refuse("its file does not validate"),
+            ),
+            (
+                Running,
+                false,
+                Valid { same: true },
+                Decision::Refuse("running with no main process"),
+            ),
+            (
+                Stopped,
+                true,
+                Valid { same: true },
+                Decision::Refuse("not running, yet with a main process"),
+            ),
+            (Stopped, false, Valid { same: true }, adopt(false, false)),
+            (Stopped, false, Valid { same: false }, adopt(false, false)),
+            (Backoff, false, Valid { same: true }, adopt(false, false)),
+            (Exited, false, Valid { same: true }, adopt(false, false)),
+            (Fatal, false, Valid { same: false }, adopt(false, false)),
+            (
+                Backoff,
+                false,
+                Missing,
+                Decision::Refuse("no longer in apps.d"),
+            ),
+        ];
+        for (state, process, candidacy, expected) in cases {
+            assert_eq!(
+                &decide(*state, *process, *candidacy),
+                expected,
+                "{state:?}, process {process}, {candidacy:?}"
+            );
+        }
+    }
+}

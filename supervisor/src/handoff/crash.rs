@@ -1,0 +1,445 @@
+//! What a crashed appvisord leaves for its successor: one record per app,
+//! the hand-off's [`AppRecord`] without fds, plus a fingerprint of the
+//! judged app configuration and the start time of the main process, and a
+//! heartbeat of the daemon itself. All live in a root-only directory of
+//! the run directory (`/run/appvisor/records`, tmpfs: it survives a crash
+//! of the daemon, not a reboot).
+//!
+//! A record is rewritten (write, then rename: a reader never sees half of
+//! one) by one writer thread, off the runtime, each time an app settles
+//! in a new state, and removed when its task ends (the app removed, the
+//! daemon stopped). The heartbeat is rewritten every second.
+//!
+//! The successor trusts none of it: the directory must be root's and
+//! private, each file is bounded, read without following links, and must
+//! parse; a running app's main process must still be in the leaf cgroup
+//! the record names, with the start time the record names (a reused pid
+//! has another), opened as a pidfd before that check so it cannot change
+//! under it. docs/handoff.md ("Crash") describes what is adopted.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::state::AppRecord;
+use crate::cgroup::AppCgroup;
+use crate::config::resolve::ResolvedApp;
+
+/// The layout this binary writes and reads.
+pub const RECORD_VERSION: u32 = 1;
+
+/// The largest record read: one app's record is about 1 KiB.
+const MAX_RECORD: u64 = 1024 * 1024;
+
+/// The heartbeat's file in the directory (not a valid app file name:
+/// app names have no leading dot).
+const HEARTBEAT: &str = ".daemon.json";
+
+/// How often the heartbeat is rewritten: the precision of "unsupervised
+/// for" after a crash.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// One app, as the daemon that ran it last saw it settled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashRecord {
+    pub version: u32,
+    /// The kernel's boot id: a record of another boot is stale.
+    pub boot_id: String,
+    /// The writing daemon's version.
+    pub daemon_version: String,
+    /// [`fingerprint`] of the app configuration it ran under.
+    pub fingerprint: String,
+    /// The main process's start time (`/proc/PID/stat` field 22, clock
+    /// ticks after boot), read when the record was written.
+    pub main_start: Option<u64>,
+    /// When it was written (Unix ms).
+    pub written_unix_ms: u64,
+    /// The state, without fds (each fd field empty).
+    pub app: AppRecord,
+}
+
+/// The writing daemon, rewritten every [`HEARTBEAT_EVERY`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub boot_id: String,
+    pub daemon_version: String,
+    pub pid: u32,
+    /// Unix ms.
+    pub at_unix_ms: u64,
+    /// CLOCK_MONOTONIC ns (the host's, the same for every process of a
+    /// boot): what "unsupervised for" is measured from.
+    pub at_ns: u64,
+}
+
+/// A fingerprint of the judged configuration of an app: equal for two
+/// configurations that are equal (`ResolvedApp`'s `Debug` text is a
+/// function of its value: no hash maps in it), different otherwise, as
+/// far as 64-bit FNV-1a tells. It guards against running an app under a
+/// stale configuration after a crash, not against an adversary: whoever
+/// could craft a colliding file can change the configuration anyway.
+/// Another daemon version may print the same value differently: the app
+/// is then restarted, never wrongly adopted.
+pub fn fingerprint(app: &ResolvedApp) -> String {
+    let text = format!("{app:?}");
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("fnv1a64:{hash:016x}")
+}
+
+/// Field 22 of `/proc/PID/stat` (the start time): counted after the last
+/// `)`, as the command name before it is the app's to choose.
+pub fn parse_start_time(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    // Fields 3.. follow the name: the start time is the 20th of them.
+    after.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+/// The start time of process `pid`.
+pub fn start_time(pid: u32) -> io::Result<u64> {
+    let mut text = String::new();
+    File::open(format!("/proc/{pid}/stat"))?
+        .take(4096)
+        .read_to_string(&mut text)?;
+    parse_start_time(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no start time in stat"))
+}
+
+/// This boot's id.
+pub fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+enum Message {
+    Write(Box<CrashRecord>),
+    Remove(String),
+}
+
+/// The writer thread's inbox.
+#[derive(Debug, Clone)]
+pub struct RecordWriter {
+    tx: mpsc::Sender<Message>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Message::Write(record) => write!(f, "Write({})", record.app.name),
+            Message::Remove(name) => write!(f, "Remove({name})"),
+        }
+    }
+}
+
+impl RecordWriter {
+    /// Creates `dir` (root's alone) and starts the writer thread, which
+    /// also writes the heartbeat.
+    pub fn start(dir: PathBuf, daemon_version: &str) -> io::Result<RecordWriter> {
+        private_dir(&dir)?;
+        let (tx, rx) = mpsc::channel::<Message>();
+        let heartbeat = Heartbeat {
+            boot_id: boot_id(),
+            daemon_version: daemon_version.to_owned(),
+            pid: std::process::id(),
+            at_unix_ms: 0,
+            at_ns: 0,
+        };
+        std::thread::Builder::new()
+            .name("crash-records".to_owned())
+            .spawn(move || writer(&dir, &rx, heartbeat))?;
+        Ok(RecordWriter { tx })
+    }
+
+    /// Saves `app`, run under `fingerprint`, as the record of its app.
+    pub fn write(&self, app: AppRecord, fingerprint: String) {
+        let record = CrashRecord {
+            version: RECORD_VERSION,
+            boot_id: String::new(),
+            daemon_version: String::new(),
+            fingerprint,
+            main_start: None,
+            written_unix_ms: 0,
+            app,
+        };
+        let _ = self.tx.send(Message::Write(Box::new(record)));
+    }
+
+    /// Forgets app `name`: its task ended.
+    pub fn remove(&self, name: &str) {
+        let _ = self.tx.send(Message::Remove(name.to_owned()));
+    }
+}
+
+/// Creates `dir` as a directory only root may read, or checks that it is
+/// one: records are read back as root.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => check_private(dir),
+        Err(error) => Err(error),
+    }
+}
+
+fn check_private(dir: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(dir)?;
+    if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is not a directory of this user's", dir.display()),
+        ));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+fn writer(dir: &Path, rx: &mpsc::Receiver<Message>, mut heartbeat: Heartbeat) {
+    let mut next_beat = std::time::Instant::now();
+    loop {
+        if std::time::Instant::now() >= next_beat {
+            heartbeat.at_unix_ms = unix_ms();
+            heartbeat.at_ns = crate::supervise::monotonic_ns();
+            let bytes = serde_json::to_vec(&heartbeat).expect("a heartbeat serializes");
+            if let Err(error) = replace(dir, HEARTBEAT, &bytes) {
+                tracing::warn!(%error, dir = %dir.display(), "writing the daemon's heartbeat");
+            }
+            next_beat += HEARTBEAT_EVERY;
+        }
+        let wait = next_beat.saturating_duration_since(std::time::Instant::now());
+        let message = match rx.recv_timeout(wait) {
+            Ok(message) => message,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let (name, result) = match message {
+            Message::Write(mut record) => {
+                record.boot_id.clone_from(&heartbeat.boot_id);
+                record.daemon_version.clone_from(&heartbeat.daemon_version);
+                record.written_unix_ms = unix_ms();
+                record.main_start = record
+                    .app
+                    .current
+                    .as_ref()
+                    .and_then(|c| start_time(c.pid).ok());
+                let bytes = serde_json::to_vec(&record).expect("a record serializes");
+                let file = format!("{}.json", record.app.name);
+                (record.app.name.clone(), replace(dir, &file, &bytes))
+            }
+            Message::Remove(name) => {
+                let result = match fs::remove_file(dir.join(format!("{name}.json"))) {
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                };
+                (name, result)
+            }
+        };
+        if let Err(error) = result {
+            tracing::warn!(app = %name, %error, "saving the app's record for a crash");
+        }
+    }
+}
+
+/// Writes `bytes` to `dir/name` atomically: a temporary file, renamed.
+fn replace(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    drop(file);
+    fs::rename(&tmp, dir.join(name))
+}
+
+/// What the previous daemon left.
+#[derive(Debug, Default)]
+pub struct Previous {
+    pub heartbeat: Option<Heartbeat>,
+    /// Each app's record, or why it cannot be used.
+    pub records: BTreeMap<String, Result<CrashRecord, String>>,
+}
+
+/// Reads what a previous daemon left in `dir`. A directory that is not
+/// root's and private yields nothing (and is said in the log); records of
+/// another boot or layout are refused.
+pub fn read_previous(dir: &Path) -> Previous {
+    let mut previous = Previous::default();
+    if !dir.exists() {
+        return previous;
+    }
+    if let Err(error) = check_private(dir) {
+        tracing::error!(%error, "ignoring every crash record");
+        return previous;
+    }
+    let boot = boot_id();
+    previous.heartbeat = read_bounded(&dir.join(HEARTBEAT))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Heartbeat>(&bytes).ok())
+        .filter(|h| h.boot_id == boot);
+    let Ok(entries) = fs::read_dir(dir) else {
+        return previous;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".json")) else {
+            continue;
+        };
+        if name.starts_with('.') || name.is_empty() {
+            continue;
+        }
+        let record = read_bounded(&entry.path())
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| parse_record(&bytes, &boot))
+            .and_then(|record| {
+                if record.app.name == name {
+                    Ok(record)
+                } else {
+                    Err(format!("the record names app {:?}", record.app.name))
+                }
+            });
+        previous.records.insert(name.to_owned(), record);
+    }
+    previous
+}
+
+/// A record of this layout and boot (pure).
+pub fn parse_record(bytes: &[u8], boot_id: &str) -> Result<CrashRecord, String> {
+    #[derive(Deserialize)]
+    struct Header {
+        version: u32,
+    }
+    let header: Header = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if header.version != RECORD_VERSION {
+        return Err(format!(
+            "record version {} is not {RECORD_VERSION}",
+            header.version
+        ));
+    }
+    let record: CrashRecord = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if record.boot_id != boot_id {
+        return Err("written before the last boot".to_owned());
+    }
+    Ok(record)
+}
+
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_RECORD + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_RECORD {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "too large"));
+    }
+    Ok(bytes)
+}
+
+/// Why a running app's main process cannot be adopted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Unadoptable {
+    #[error("its record names no running main process")]
+    NoProcess,
+    #[error("its main process ran in no leaf cgroup of its own")]
+    NoLeaf,
+    #[error("its main process {pid} is gone")]
+    Gone { pid: u32 },
+    #[error("pid {pid} is not in its leaf cgroup {leaf}")]
+    NotInLeaf { pid: u32, leaf: String },
+    #[error("pid {pid} started at another time than the recorded one (a reused pid)")]
+    Reused { pid: u32 },
+    #[error("{0}")]
+    System(String),
+}
+
+/// The pidfd of the main process `record` names, once checked: it is in
+/// its instance's leaf cgroup under `app_cgroup`, with the start time
+/// recorded. The pidfd is opened first, so the process checked is the one
+/// it names.
+pub fn verify_main(record: &CrashRecord, app_cgroup: &AppCgroup) -> Result<OwnedFd, Unadoptable> {
+    let current = record.app.current.as_ref().ok_or(Unadoptable::NoProcess)?;
+    if !current.leaf {
+        return Err(Unadoptable::NoLeaf);
+    }
+    let pid = current.pid;
+    let pidfd = crate::supervise::workers::pidfd_open(pid).map_err(|error| {
+        if error.raw_os_error() == Some(libc::ESRCH) {
+            Unadoptable::Gone { pid }
+        } else {
+            Unadoptable::System(error.to_string())
+        }
+    })?;
+    let leaf = app_cgroup
+        .child(&crate::app::InstanceId(current.id).to_string())
+        .map_err(|e| Unadoptable::System(e.to_string()))?;
+    let in_leaf = leaf.pids().map(|pids| pids.contains(&pid)).unwrap_or(false);
+    if !in_leaf {
+        return Err(Unadoptable::NotInLeaf {
+            pid,
+            leaf: leaf.dir().display().to_string(),
+        });
+    }
+    match (start_time(pid), record.main_start) {
+        (Ok(now), Some(then)) if now == then => Ok(pidfd),
+        (Err(_), _) => Err(Unadoptable::Gone { pid }),
+        _ => Err(Unadoptable::Reused { pid }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_time_is_counted_after_the_last_parenthesis() {
+        let stat =
+            "1234 (a) b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
+        assert_eq!(parse_start_time(stat), Some(987_654));
+        let plain = "1 (init) S 0 1 1 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 42 0 0";
+        assert_eq!(parse_start_time(plain), Some(42));
+        assert_eq!(parse_start_time("1 (x) S 0"), None);
+        assert_eq!(parse_start_time("no parenthesis"), None);
+    }
+
+    #[test]
+    fn our_own_start_time_reads() {
+        let me = start_time(std::process::id()).expect("own stat");
+        assert!(me > 0);
+        assert_eq!(start_time(std::process::id()).unwrap(), me);
+    }
+
+    #[test]
+    fn records_of_another_layout_or_boot_are_refused() {
+        assert!(parse_record(br#"{"version": 2}"#, "b")
+            .unwrap_err()
+            .contains("version 2"));
+        assert!(parse_record(b"garbage", "b").is_err());
+        assert!(parse_record(br#"{"version": 1, "boot_id": "b"}"#, "b").is_err());
+    }
+}
