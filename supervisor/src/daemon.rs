@@ -215,6 +215,8 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         .filter_map(|app| app.current.as_ref())
         .filter(|current| current.exit.is_none())
         .map(|current| current.pid)
+        // Not those adopted after a crash: no exit of theirs reaches us.
+        .filter(|pid| supervise::reaper::is_child(*pid))
         .collect();
     let (reaper, mut adopted) =
         Reaper::start_adopting(&adopted_pids).map_err(DaemonError::Reaper)?;

@@ -224,4 +224,24 @@ fn a_config_changed_while_no_daemon_ran_restarts_that_app_and_adopts_the_rest() 
     assert_eq!(adoption.requested_by, "crash recovery");
     assert_eq!(adoption.apps, 2, "web and other adopted: {adoption:?}");
     served.get("/");
+
+    // Still watched after a planned hand-off, though not the daemon's
+    // child: its end is seen and it is restarted.
+    let out = daemon.appctl(["reexec"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        appvisor_tests::daemon::describe_output(&out)
+    );
+    assert_eq!(daemon.app("web").pid, Some(web_pid));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(web_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("killing the adopted gunicorn");
+    daemon.wait_until(Duration::from_secs(30), "web restarted", || {
+        let web = daemon.app("web");
+        web.state == State::Running && web.pid.is_some_and(|p| p != web_pid)
+    });
+    served.wait_serving(1);
 }

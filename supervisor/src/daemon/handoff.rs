@@ -400,7 +400,15 @@ impl Daemon {
             if let Err(refusal) = self.fds().admit(&name, super::fds::app_cost(&app.spec)) {
                 tracing::warn!(app = %name, %refusal, "a handed-over app does not fit the open-file budget");
             }
-            let exit = record.current.as_ref().and_then(|c| adopted.remove(&c.pid));
+            // A main process adopted after a crash is not our child: its
+            // end comes from a pidfd.
+            let exit = record.current.as_ref().and_then(|c| {
+                adopted.remove(&c.pid).or_else(|| {
+                    c.exit
+                        .is_none()
+                        .then(|| supervise::reaper::watch_pid(c.pid))
+                })
+            });
             let file = candidates
                 .candidates
                 .get(&name)
