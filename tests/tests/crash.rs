@@ -126,13 +126,6 @@ fn a_sigkilled_daemon_s_successor_adopts_every_app_without_an_fd_store() {
         "the sleeper retried {retried:?} after its backoff began (due after {SLEEPER_BACKOFF:?})"
     );
 
-    let report = load.finish();
-    assert!(
-        report.failed.is_empty(),
-        "requests failed across the crash (gunicorn kept its sockets):\n{report}"
-    );
-    assert!(report.ok > 0, "the load sent nothing: {report}");
-
     // What the docs promise of output: the lines read before the crash
     // are there once and in order; what chatty wrote while detached is
     // lost; its next start reads its output again.
@@ -159,12 +152,25 @@ fn a_sigkilled_daemon_s_successor_adopts_every_app_without_an_fd_store() {
         || chatty_lines(&served).len() > before.len() + 10,
     );
 
-    // The adopted gunicorn is supervised: a restart replaces it.
+    // The adopted gunicorn is supervised: a restart replaces it, on the
+    // sockets taken back from it, so no request fails across the crash
+    // (gunicorn kept serving them) nor across the restart.
     daemon.appctl_ok(["restart", "web"]);
     let web = daemon.app("web");
     assert_ne!(web.pid, Some(web_pid), "{web:?}");
     assert_eq!(web.state, State::Running, "{web:?}");
     served.get("/");
+    let report = load.finish();
+    assert!(
+        report.failed.is_empty(),
+        "requests failed across the crash and the restart:\n{report}"
+    );
+    assert!(report.ok > 0, "the load sent nothing: {report}");
+    assert!(
+        daemon.log().contains("took the listen sockets back"),
+        "{}",
+        daemon.log_tail(40)
+    );
 }
 
 #[test]

@@ -215,6 +215,13 @@ impl Daemon {
                     tracing::warn!(app = %name, %refusal, "an adopted app does not fit the open-file budget");
                 }
                 let process = adoption.pidfd.is_some();
+                let mut record = adoption.record.app;
+                let mut fds = BTreeMap::new();
+                if let (Some(pidfd), Some(current)) = (&adoption.pidfd, &record.current) {
+                    if !app.spec.listen.is_empty() {
+                        recover_listen(pidfd, current.pid, app, &mut record, &mut fds);
+                    }
+                }
                 let exit = match adoption.pidfd.map(supervise::reaper::watch_pidfd) {
                     None => None,
                     Some(Ok(exit)) => Some(exit),
@@ -231,8 +238,8 @@ impl Daemon {
                     app.clone(),
                     logs,
                     self.shared.clone(),
-                    adoption.record.app,
-                    &mut BTreeMap::new(),
+                    record,
+                    &mut fds,
                     exit,
                 ) {
                     Ok(handle) => handle,
@@ -297,6 +304,41 @@ impl Daemon {
             "adopted the apps of a daemon that ended without stopping them"
         );
         self.handoff.report(report);
+    }
+}
+
+/// Takes the daemon's copy of `app`'s held listen sockets back from its
+/// adopted main process `pid` into `record` (by number) and `fds`: the
+/// next spawn then inherits the very sockets, with no gap. Without them,
+/// the sockets are bound afresh at the app's next spawn.
+fn recover_listen(
+    pidfd: &OwnedFd,
+    pid: u32,
+    app: &crate::config::resolve::ResolvedApp,
+    record: &mut crate::handoff::state::AppRecord,
+    fds: &mut BTreeMap<i32, OwnedFd>,
+) {
+    use std::os::fd::{AsFd, AsRawFd};
+    match crate::listen::recover::recover(pidfd.as_fd(), pid, &app.spec.listen) {
+        Ok(sockets) => {
+            record.listen = sockets
+                .into_iter()
+                .map(|socket| {
+                    let fd = socket.fd.as_raw_fd();
+                    fds.insert(fd, socket.fd);
+                    crate::handoff::state::ListenRecord {
+                        fd,
+                        address: socket.address,
+                        unix_file: None,
+                    }
+                })
+                .collect();
+            record.listen_owner = (app.uid, app.gid);
+            tracing::info!(app = %app.spec.name, pid, "took the listen sockets back from the adopted main process");
+        }
+        Err(error) => {
+            tracing::warn!(app = %app.spec.name, %error, "listen sockets not taken back: bound afresh at the next spawn");
+        }
     }
 }
 
