@@ -221,7 +221,12 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     let (reaper, mut adopted) =
         Reaper::start_adopting(&adopted_pids).map_err(DaemonError::Reaper)?;
     let cgroups = CgroupRoot::detect(&options.cgroup_name)?;
-    // Started afresh: what a crashed predecessor left may be adopted.
+    // Started afresh: what a crashed predecessor left may be adopted, with
+    // the fds it put in the service manager's store.
+    let passed = match &incoming {
+        Some(_) => BTreeMap::new(),
+        None => crate::handoff::fdstore::take_passed(),
+    };
     let records_dir = run_dir.join("records");
     let (adoption, adoptable) = match &incoming {
         Some(_) => (adopt::Plan::default(), BTreeMap::new()),
@@ -307,6 +312,7 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
             soft: nofile.inherited,
             hard: nofile.hard,
         },
+        fd_store: crate::handoff::fdstore::FdStore::from_env(),
         records: crate::handoff::crash::RecordWriter::start(records_dir, VERSION)
             .map_err(|error| tracing::error!(%error, "no records for a crash: a crash of appvisord will restart every app"))
             .ok(),
@@ -360,7 +366,9 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
             ApplyReport::default()
         }
         None => {
-            daemon.adopt(adoption, &adoptable, &spec.log_dir).await;
+            daemon
+                .adopt(adoption, &adoptable, passed, &spec.log_dir)
+                .await;
             daemon
                 .apply_config(false, None)
                 .await

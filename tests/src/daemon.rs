@@ -54,6 +54,10 @@ pub struct DaemonOptions {
     pub open_files: Option<(u64, u64)>,
     /// More arguments for `appvisord` (e.g. `--reexec-binary PATH`).
     pub extra_args: Vec<String>,
+    /// Fds a service manager passes (its fd store, [`crate::fdstore`]):
+    /// the daemon gets them as fds 3 and up with `LISTEN_FDS`,
+    /// `LISTEN_FDNAMES` and `LISTEN_PID` set to its own pid.
+    pub passed_fds: Vec<(String, std::sync::Arc<std::os::fd::OwnedFd>)>,
 }
 
 impl Default for DaemonOptions {
@@ -69,6 +73,7 @@ impl Default for DaemonOptions {
             bin_dir: None,
             open_files: None,
             extra_args: Vec::new(),
+            passed_fds: Vec::new(),
         }
     }
 }
@@ -236,6 +241,15 @@ impl Daemon {
             None => (bins::appvisord(), bins::appctl()),
         };
         let mut cmd = match options.open_files {
+            // As systemd does: LISTEN_PID is the daemon's own pid, known
+            // only in the child, so a shell sets it and execs the daemon.
+            None if !options.passed_fds.is_empty() => {
+                let mut cmd = Command::new("/bin/sh");
+                cmd.arg("-c")
+                    .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
+                    .arg(appvisord);
+                cmd
+            }
             None => Command::new(appvisord),
             // prlimit execs the daemon: the pid stays the daemon's.
             Some((soft, hard)) => {
@@ -262,6 +276,22 @@ impl Daemon {
             cmd.env("APPVISOR_LOG", "info,appvisor=debug");
         }
         cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
+        if !options.passed_fds.is_empty() {
+            use command_fds::{CommandFdExt, FdMapping};
+            let names: Vec<&str> = options.passed_fds.iter().map(|(n, _)| n.as_str()).collect();
+            cmd.env("LISTEN_FDS", names.len().to_string())
+                .env("LISTEN_FDNAMES", names.join(":"));
+            let mappings = options
+                .passed_fds
+                .iter()
+                .enumerate()
+                .map(|(i, (_, fd))| FdMapping {
+                    parent_fd: fd.try_clone().expect("dup of a passed fd"),
+                    child_fd: 3 + i as i32,
+                })
+                .collect();
+            cmd.fd_mappings(mappings).expect("fd mappings");
+        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));

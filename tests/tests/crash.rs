@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use appvisor_tests::fdstore::ServiceManager;
 use appvisor_tests::load::Load;
 use appvisor_tests::servers::{Framework, ServedApp, Server};
 use appvisor_tests::{require_root, AppBuilder, DaemonOptions, State, TestUser};
@@ -250,4 +251,103 @@ fn a_config_changed_while_no_daemon_ran_restarts_that_app_and_adopts_the_rest() 
         web.state == State::Running && web.pid.is_some_and(|p| p != web_pid)
     });
     served.wait_serving(1);
+}
+
+#[test]
+fn a_sigkilled_daemon_with_an_fd_store_loses_no_request_and_no_line() {
+    require_root!();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let manager = ServiceManager::start(scratch.path());
+    let with_store = || DaemonOptions {
+        env: vec![manager.env()],
+        ..options()
+    };
+    let mut served = ServedApp::start_with(
+        Server::GunicornSync,
+        Framework::Flask,
+        with_store(),
+        |app| app,
+    );
+    let user = served.user.clone();
+    extra_apps(&served, &user);
+    let web_pid = served.daemon.app("web").pid.expect("web runs");
+    let chatty_pid = served.daemon.app("chatty").pid.expect("chatty runs");
+    let sleeper = served
+        .daemon
+        .wait_for_state("sleeper", State::Backoff, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let stored = manager.names();
+    for name in ["web/listen/0", "chatty/stdout/i1", "chatty/stderr/i1"] {
+        assert!(
+            stored.iter().any(|n| n == name),
+            "{name} stored: {stored:?}"
+        );
+    }
+
+    let load = Load::start(served.port, "/", 4, Duration::from_secs(120));
+    std::thread::sleep(Duration::from_millis(500));
+    let lines_at_crash = chatty_lines(&served).len();
+    served.daemon.crash_and_restart(
+        &served.prefix,
+        DaemonOptions {
+            passed_fds: manager.passed(),
+            ..with_store()
+        },
+        || std::thread::sleep(Duration::from_millis(300)),
+    );
+    let daemon = &served.daemon;
+    for (app, pid) in [("web", web_pid), ("chatty", chatty_pid)] {
+        let status = daemon.app(app);
+        assert_eq!(status.pid, Some(pid), "{app} kept its pid: {status:?}");
+        assert_eq!(status.state, State::Running, "{status:?}");
+        assert_eq!(
+            status.log_error, None,
+            "{app}'s output attached: {status:?}"
+        );
+    }
+    assert_eq!(daemon.app("parked").state, State::Stopped);
+    assert_eq!(daemon.app("sleeper").failures, sleeper.failures);
+    let adoption = daemon.daemon_status().handoff.expect("reported");
+    assert_eq!(adoption.requested_by, "crash recovery", "{adoption:?}");
+    assert_eq!(adoption.apps, 4, "{adoption:?}");
+
+    // Every numbered line once and in order, those written while no
+    // daemon ran included: the stored pipe kept them for the successor.
+    daemon.wait_until(Duration::from_secs(20), "chatty's lines go on", || {
+        chatty_lines(&served).len() > lines_at_crash + 500
+    });
+    let lines = chatty_lines(&served);
+    assert!(
+        lines.iter().enumerate().all(|(i, n)| *n == i as u64 + 1),
+        "chatty's lines once and in order across the crash ({} lines)",
+        lines.len()
+    );
+
+    // A restart (on the stored sockets) and the store's names follow.
+    daemon.appctl_ok(["restart", "web"]);
+    served.get("/");
+    daemon.appctl_ok(["restart", "chatty"]);
+    let report = load.finish();
+    assert!(
+        report.failed.is_empty(),
+        "requests failed across the crash and the restart:\n{report}"
+    );
+    assert!(report.ok > 0, "the load sent nothing: {report}");
+    std::thread::sleep(Duration::from_millis(300));
+    let stored = manager.names();
+    assert!(
+        !stored.iter().any(|n| n == "chatty/stdout/i1"),
+        "the old instance's pipe left the store: {stored:?}"
+    );
+    assert!(
+        stored
+            .iter()
+            .any(|n| n.starts_with("chatty/stdout/i") && n != "chatty/stdout/i1"),
+        "the new instance's pipe is stored: {stored:?}"
+    );
+    assert_eq!(
+        stored.iter().filter(|n| *n == "web/listen/0").count(),
+        1,
+        "one web socket stored: {stored:?}"
+    );
 }

@@ -180,11 +180,30 @@ impl Daemon {
         &self,
         plan: Plan,
         candidates: &BTreeMap<String, Candidate>,
+        mut passed: BTreeMap<String, OwnedFd>,
         log_dir: &std::path::Path,
     ) {
         for (app, why) in &plan.refused {
             tracing::warn!(app = %app, reason = %why, "not adopted after a crash: stopped, then started afresh");
         }
+        self.adopt_apps(plan, candidates, &mut passed, log_dir)
+            .await;
+        // What no adopted app claimed: closed, and out of the store.
+        for (name, fd) in passed {
+            drop(fd);
+            if let Some(store) = &self.shared.fd_store {
+                store.remove(&name);
+            }
+        }
+    }
+
+    async fn adopt_apps(
+        &self,
+        plan: Plan,
+        candidates: &BTreeMap<String, Candidate>,
+        passed: &mut BTreeMap<String, OwnedFd>,
+        log_dir: &std::path::Path,
+    ) {
         if plan.adopt.is_empty() {
             return;
         }
@@ -217,9 +236,14 @@ impl Daemon {
                 let process = adoption.pidfd.is_some();
                 let mut record = adoption.record.app;
                 let mut fds = BTreeMap::new();
+                let mut attached = false;
                 if let (Some(pidfd), Some(current)) = (&adoption.pidfd, &record.current) {
-                    if !app.spec.listen.is_empty() {
-                        recover_listen(pidfd, current.pid, app, &mut record, &mut fds);
+                    let pid = current.pid;
+                    attached = stored_pipes(passed, &mut record, &mut fds);
+                    if !app.spec.listen.is_empty()
+                        && !stored_listen(passed, app, &mut record, &mut fds)
+                    {
+                        recover_listen(pidfd, pid, app, &mut record, &mut fds);
                     }
                 }
                 let exit = match adoption.pidfd.map(supervise::reaper::watch_pidfd) {
@@ -230,7 +254,7 @@ impl Daemon {
                         continue;
                     }
                 };
-                if process {
+                if process && !attached {
                     // No fd store gave the pipes back.
                     logs.set_detached(true);
                 }
@@ -305,6 +329,74 @@ impl Daemon {
         );
         self.handoff.report(report);
     }
+}
+
+/// The adopted instance's output pipes, from the fd store, into `record`
+/// (by number) and `fds`: whether both were there.
+fn stored_pipes(
+    passed: &mut BTreeMap<String, OwnedFd>,
+    record: &mut crate::handoff::state::AppRecord,
+    fds: &mut BTreeMap<i32, OwnedFd>,
+) -> bool {
+    use crate::handoff::fdstore::pipe_name;
+    use std::os::fd::AsRawFd;
+    let Some(current) = record.current.as_mut() else {
+        return false;
+    };
+    let instance = crate::app::InstanceId(current.id).to_string();
+    let names = [
+        pipe_name(&record.name, "stdout", &instance),
+        pipe_name(&record.name, "stderr", &instance),
+    ];
+    if !names.iter().all(|name| passed.contains_key(name)) {
+        return false;
+    }
+    let [stdout, stderr] = names.map(|name| passed.remove(&name).expect("checked"));
+    current.stdout_fd = Some(stdout.as_raw_fd());
+    current.stderr_fd = Some(stderr.as_raw_fd());
+    fds.insert(stdout.as_raw_fd(), stdout);
+    fds.insert(stderr.as_raw_fd(), stderr);
+    true
+}
+
+/// The app's held listen sockets, from the fd store, into `record` and
+/// `fds`, each checked to listen on its configured address: whether all
+/// were there.
+fn stored_listen(
+    passed: &mut BTreeMap<String, OwnedFd>,
+    app: &crate::config::resolve::ResolvedApp,
+    record: &mut crate::handoff::state::AppRecord,
+    fds: &mut BTreeMap<i32, OwnedFd>,
+) -> bool {
+    use crate::handoff::fdstore::listen_name;
+    use std::os::fd::AsRawFd;
+    let name = app.spec.name.to_string();
+    let all = app.spec.listen.iter().enumerate().all(|(n, spec)| {
+        passed
+            .get(&listen_name(&name, n))
+            .is_some_and(|fd| crate::listen::recover::listens_on(fd, &spec.address))
+    });
+    if !all {
+        return false;
+    }
+    record.listen = app
+        .spec
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(n, spec)| {
+            let fd = passed.remove(&listen_name(&name, n)).expect("checked");
+            let raw = fd.as_raw_fd();
+            fds.insert(raw, fd);
+            crate::handoff::state::ListenRecord {
+                fd: raw,
+                address: spec.address.to_string(),
+                unix_file: None,
+            }
+        })
+        .collect();
+    record.listen_owner = (app.uid, app.gid);
+    true
 }
 
 /// Takes the daemon's copy of `app`'s held listen sockets back from its

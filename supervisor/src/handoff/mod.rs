@@ -11,5 +11,6 @@
 
 pub mod crash;
 pub mod exec;
+pub mod fdstore;
 pub mod incoming;
 pub mod state;

@@ -83,18 +83,25 @@ pub fn recover(
 
 /// The index of the not yet found spec of `listen` that `fd` listens on.
 fn matching(fd: &OwnedFd, listen: &[ListenSpec], found: &[Option<OwnedFd>]) -> Option<usize> {
+    listen
+        .iter()
+        .enumerate()
+        .position(|(i, spec)| found[i].is_none() && listens_on(fd, &spec.address))
+}
+
+/// Whether `fd` is a socket listening on `address`.
+pub fn listens_on(fd: &OwnedFd, address: &ListenAddress) -> bool {
     let socket = SockRef::from(fd);
     if !socket.is_listener().unwrap_or(false) {
-        return None;
+        return false;
     }
-    let local = socket.local_addr().ok()?;
-    listen.iter().enumerate().position(|(i, spec)| {
-        found[i].is_none()
-            && match &spec.address {
-                ListenAddress::Tcp(address) => local.as_socket() == Some(*address),
-                ListenAddress::Unix(path) => local.as_pathname() == Some(path.as_path()),
-            }
-    })
+    let Ok(local) = socket.local_addr() else {
+        return false;
+    };
+    match address {
+        ListenAddress::Tcp(address) => local.as_socket() == Some(*address),
+        ListenAddress::Unix(path) => local.as_pathname() == Some(path.as_path()),
+    }
 }
 
 /// `pidfd_getfd(pidfd, fd, 0)`: a close-on-exec duplicate, in this

@@ -9,7 +9,7 @@
 //! machine restarts from a state it reached by itself.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,6 +25,7 @@ use crate::app::{
 };
 use crate::config::resolve::ResolvedApp;
 use crate::config::Signal;
+use crate::handoff::fdstore;
 use crate::handoff::state::{
     self, AppRecord, CauseRecord, ExitRecord, InstanceRecord, ListenRecord, RecordState,
     UnixFileRecord,
@@ -281,7 +282,11 @@ impl Supervisor {
     /// Saves the app's record for a successor after a crash, when the
     /// app is settled and the record differs from the one saved last.
     pub(super) fn save_record(&mut self) {
-        if self.shared.records.is_none() || !self.is_settled() {
+        if !self.is_settled() {
+            return;
+        }
+        self.store_listen();
+        if self.shared.records.is_none() {
             return;
         }
         let record = self.record((Instant::now(), monotonic_ns()));
@@ -295,6 +300,39 @@ impl Supervisor {
         self.saved = Some(record.clone());
         if let Some(records) = &self.shared.records {
             records.write(record, crate::handoff::crash::fingerprint(&self.app));
+        }
+    }
+
+    /// Puts the held listen sockets in the service manager's fd store, and
+    /// takes out those no longer held.
+    pub(super) fn store_listen(&mut self) {
+        let Some(store) = &self.shared.fd_store else {
+            return;
+        };
+        let held: Vec<BorrowedFd<'_>> = self.listen.as_ref().map(|l| l.fds()).unwrap_or_default();
+        let now: Vec<i32> = held.iter().map(|fd| fd.as_raw_fd()).collect();
+        if now == self.stored {
+            return;
+        }
+        let app = self.app.spec.name.to_string();
+        for n in now.len()..self.stored.len() {
+            store.remove(&fdstore::listen_name(&app, n));
+        }
+        for (n, fd) in held.iter().enumerate() {
+            if self.stored.get(n) != Some(&fd.as_raw_fd()) {
+                store.push(&fdstore::listen_name(&app, n), *fd);
+            }
+        }
+        self.stored = now;
+    }
+
+    /// Takes instance `id`'s pipes out of the fd store.
+    pub(super) fn unstore_pipes(&self, id: InstanceId) {
+        if let Some(store) = &self.shared.fd_store {
+            let app = self.app.spec.name.to_string();
+            for stream in ["stdout", "stderr"] {
+                store.remove(&fdstore::pipe_name(&app, stream, &id.to_string()));
+            }
         }
     }
 
@@ -610,6 +648,7 @@ pub fn restore(
         shutdown: false,
         freeze: None,
         saved: None,
+        stored: Vec::new(),
         // Counted afresh: only a start or restart under way reads them,
         // and none is (the app was settled).
         spawns: 0,

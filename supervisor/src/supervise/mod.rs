@@ -14,7 +14,7 @@ pub use handoff::{monotonic_ns, restore, Frozen, RestoreError};
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -38,6 +38,7 @@ use crate::cgroup::{AppCgroup, AppLimits, CgroupRoot, CgroupWatcher, LimitRoot};
 use crate::config::change::Change;
 use crate::config::resolve::ResolvedApp;
 use crate::config::{LimitSpec, ReadinessKind, Signal};
+use crate::handoff::fdstore;
 use crate::listen::{HeldSockets, ProbeSocket};
 use crate::logs::{AppLogs, LogMark, Stream};
 use crate::readiness::{self, Check, NotifySocket};
@@ -73,6 +74,8 @@ pub struct Shared {
     /// Where each settled app's record goes, for a successor after a
     /// crash (`handoff::crash`); `None` in tests that need none.
     pub records: Option<crate::handoff::crash::RecordWriter>,
+    /// The service manager's fd store (`handoff::fdstore`), if any.
+    pub fd_store: Option<crate::handoff::fdstore::FdStore>,
 }
 
 /// Requests from the control plane and the daemon.
@@ -286,6 +289,7 @@ pub fn start(
         shutdown: false,
         freeze: None,
         saved: None,
+        stored: Vec::new(),
         snapshot: Arc::new(watch::channel(placeholder_snapshot(&app_for_snapshot)).0),
         pending: VecDeque::new(),
         waiting: Vec::new(),
@@ -501,6 +505,8 @@ struct Supervisor {
     freeze: Option<oneshot::Sender<Frozen>>,
     /// The record last saved for a crash (`save_record`).
     saved: Option<crate::handoff::state::AppRecord>,
+    /// The held listen sockets in the fd store, by fd number.
+    stored: Vec<i32>,
     /// Shared with the task's guard, which reports a panic here.
     snapshot: Arc<watch::Sender<Snapshot>>,
     /// Events produced by effects, fed after the current step.
@@ -1001,6 +1007,7 @@ impl Supervisor {
             return;
         };
         let instance = self.instances.swap_remove(i);
+        self.unstore_pipes(id);
         if let Some(probe) = instance.probe {
             probe.abort();
         }
@@ -1201,6 +1208,18 @@ impl Supervisor {
             crate::logs::make_pipe().map_err(|e| format!("spawn failed at pipe: {e}"))?;
         let (pid, exit, report) =
             self.spawn_registered(&plan, leaf.as_ref(), probe_socket.as_ref(), out_w, err_w)?;
+        if let Some(store) = &self.shared.fd_store {
+            let app = self.app.spec.name.to_string();
+            let instance = id.to_string();
+            store.push(
+                &fdstore::pipe_name(&app, "stdout", &instance),
+                out_r.as_fd(),
+            );
+            store.push(
+                &fdstore::pipe_name(&app, "stderr", &instance),
+                err_r.as_fd(),
+            );
+        }
         let pipes = vec![
             self.logs.capture_handing_over(Stream::Stdout, out_r),
             self.logs.capture_handing_over(Stream::Stderr, err_r),
@@ -1331,6 +1350,12 @@ impl Supervisor {
         if let Some(records) = &self.shared.records {
             records.remove(&self.app.spec.name.to_string());
         }
+        let ids: Vec<InstanceId> = self.instances.iter().map(|i| i.id).collect();
+        for id in ids {
+            self.unstore_pipes(id);
+        }
+        self.listen = None;
+        self.store_listen();
         self.notify = None;
         for instance in std::mem::take(&mut self.instances) {
             if let Some(leaf) = instance.leaf {
