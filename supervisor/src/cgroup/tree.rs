@@ -60,6 +60,7 @@ impl CgroupRoot {
             tracing::info!("the daemon is in no cgroup v2 (no 0:: line in /proc/self/cgroup)");
             return Ok(None);
         };
+        let own = owning_cgroup(&own, instance).to_owned();
         let Some(under_mount) = path_under_mount(&mount.root, &own) else {
             tracing::info!(
                 own,
@@ -497,6 +498,24 @@ fn join_cgroup(mount_point: &Path, cgroup: &str) -> PathBuf {
     mount_point.join(cgroup.trim_start_matches('/'))
 }
 
+/// The cgroup the instance's subtree hangs from, given the daemon's own:
+/// its parent when the daemon already sits in the leaf
+/// `<instance>-daemon` beside the subtree (it moved there itself before
+/// a hand-off exec'd it again, or systemd's `DelegateSubgroup=` put a
+/// restarted daemon there), otherwise the own cgroup itself.
+fn owning_cgroup<'a>(own: &'a str, instance: &str) -> &'a str {
+    match own.rsplit_once('/') {
+        Some((parent, leaf)) if leaf == format!("{instance}-daemon") => {
+            if parent.is_empty() {
+                "/"
+            } else {
+                parent
+            }
+        }
+        _ => own,
+    }
+}
+
 fn join_cgroup_path(parent: &str, name: &str) -> String {
     format!("{}/{name}", parent.trim_end_matches('/'))
 }
@@ -561,6 +580,28 @@ pub(super) fn remove_dir(path: &Path) -> Result<(), CgroupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_daemon_in_its_own_leaf_hangs_the_subtree_from_the_parent() {
+        let cases = [
+            (
+                "/system.slice/appvisord.service",
+                "appvisor",
+                "/system.slice/appvisord.service",
+            ),
+            (
+                "/system.slice/appvisord.service/appvisor-daemon",
+                "appvisor",
+                "/system.slice/appvisord.service",
+            ),
+            ("/x/other-daemon", "appvisor", "/x/other-daemon"),
+            ("/appvisor-daemon", "appvisor", "/"),
+            ("/", "appvisor", "/"),
+        ];
+        for (own, instance, expected) in cases {
+            assert_eq!(owning_cgroup(own, instance), expected, "{own}");
+        }
+    }
 
     #[test]
     fn finds_the_controllers_to_enable() {
