@@ -429,6 +429,10 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     // say) is still answered, and its connection closed then.
     servers.begin();
     daemon.shutdown().await;
+    if let Some(records) = &daemon.shared.records {
+        let records = records.clone();
+        let _ = tokio::task::spawn_blocking(move || records.flush(Duration::from_secs(5))).await;
+    }
     servers.finish(SERVER_GRACE).await;
     let _ = std::fs::remove_file(&spec.control.socket);
     tracing::info!("all apps stopped");

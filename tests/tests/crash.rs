@@ -351,3 +351,29 @@ fn a_sigkilled_daemon_with_an_fd_store_loses_no_request_and_no_line() {
         "one web socket stored: {stored:?}"
     );
 }
+
+#[test]
+fn a_daemon_stopped_cleanly_leaves_no_record_and_its_successor_adopts_nothing() {
+    require_root!();
+    let user = TestUser::ensure("avt-app1");
+    let prefix = appvisor_tests::Prefix::new();
+    AppBuilder::new("plain", &user, ["/bin/sleep", "infinity"]).write(&prefix);
+    let mut first = appvisor_tests::Daemon::start(&prefix, options());
+    let old = first.wait_for_state("plain", State::Running, Duration::from_secs(30));
+    let records = first.socket().parent().expect("run dir").join("records");
+    first.wait_until(Duration::from_secs(10), "plain's record is written", || {
+        records.join("plain.json").exists()
+    });
+    let status = first.terminate(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{}", first.log_tail(40));
+    assert!(
+        !records.join("plain.json").exists(),
+        "a clean stop removes every record"
+    );
+    drop(first);
+
+    let second = appvisor_tests::Daemon::start(&prefix, options());
+    let new = second.wait_for_state("plain", State::Running, Duration::from_secs(30));
+    assert_ne!(new.pid, old.pid, "started afresh");
+    assert_eq!(second.daemon_status().handoff, None, "nothing adopted");
+}

@@ -223,6 +223,16 @@ impl Daemon {
                 let Some(Candidate { file, app: Ok(app) }) = candidates.get(&name) else {
                     continue;
                 };
+                // Operator intent is kept on disk, synchronously: a record
+                // of a stop that intent no longer has is older than a
+                // start not yet recorded, and that start wins.
+                if adoption.record.app.state == RecordState::Stopped
+                    && app.spec.autostart
+                    && self.intents.get(&name).is_none()
+                {
+                    tracing::info!(app = %name, "not adopted as stopped: no operator stopped it; started as usual");
+                    continue;
+                }
                 let logs = crate::logs::AppLogs::open(
                     log_dir,
                     &name,

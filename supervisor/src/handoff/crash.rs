@@ -130,6 +130,8 @@ fn unix_ms() -> u64 {
 enum Message {
     Write(Box<CrashRecord>),
     Remove(String),
+    /// Answered once everything sent before is on disk.
+    Flush(mpsc::Sender<()>),
 }
 
 /// The writer thread's inbox.
@@ -143,6 +145,7 @@ impl std::fmt::Debug for Message {
         match self {
             Message::Write(record) => write!(f, "Write({})", record.app.name),
             Message::Remove(name) => write!(f, "Remove({name})"),
+            Message::Flush(_) => write!(f, "Flush"),
         }
     }
 }
@@ -183,6 +186,15 @@ impl RecordWriter {
     /// Forgets app `name`: its task ended.
     pub fn remove(&self, name: &str) {
         let _ = self.tx.send(Message::Remove(name.to_owned()));
+    }
+
+    /// Waits (at most `within`) until everything sent so far is done: at
+    /// a clean exit, so that no record of a stopped app outlives it.
+    pub fn flush(&self, within: Duration) {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Message::Flush(tx)).is_ok() && rx.recv_timeout(within).is_err() {
+            tracing::warn!("the crash records were not all written at exit");
+        }
     }
 }
 
@@ -241,6 +253,10 @@ fn writer(dir: &Path, rx: &mpsc::Receiver<Message>, mut heartbeat: Heartbeat) {
                 let bytes = serde_json::to_vec(&record).expect("a record serializes");
                 let file = format!("{}.json", record.app.name);
                 (record.app.name.clone(), replace(dir, &file, &bytes))
+            }
+            Message::Flush(done) => {
+                let _ = done.send(());
+                continue;
             }
             Message::Remove(name) => {
                 let result = match fs::remove_file(dir.join(format!("{name}.json"))) {

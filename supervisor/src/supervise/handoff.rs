@@ -286,7 +286,8 @@ impl Supervisor {
             return;
         }
         self.store_listen();
-        if self.shared.records.is_none() {
+        // A daemon stopping removes every record: none is written anew.
+        if self.shared.records.is_none() || self.shutdown {
             return;
         }
         let record = self.record((Instant::now(), monotonic_ns()));
