@@ -233,16 +233,7 @@ impl Daemon {
                     tracing::info!(app = %name, "not adopted as stopped: no operator stopped it; started as usual");
                     continue;
                 }
-                let logs = crate::logs::AppLogs::open(
-                    log_dir,
-                    &name,
-                    &app.spec.logs,
-                    app.gid,
-                    super::TAIL_LINES,
-                );
-                if let Err(refusal) = self.fds().admit(&name, super::fds::app_cost(&app.spec)) {
-                    tracing::warn!(app = %name, %refusal, "an adopted app does not fit the open-file budget");
-                }
+                let logs = self.running_app_logs(&name, app, log_dir);
                 let process = adoption.pidfd.is_some();
                 let mut record = adoption.record.app;
                 let mut fds = BTreeMap::new();

@@ -389,17 +389,7 @@ impl Daemon {
         for record in incoming.document.apps.iter().cloned() {
             let name = record.name.clone();
             let app = apps.remove(&name).expect("checked above");
-            let logs = crate::logs::AppLogs::open(
-                log_dir,
-                &name,
-                &app.spec.logs,
-                app.gid,
-                super::TAIL_LINES,
-            );
-            // It runs, whatever the budget says: counted, and said if over.
-            if let Err(refusal) = self.fds().admit(&name, super::fds::app_cost(&app.spec)) {
-                tracing::warn!(app = %name, %refusal, "a handed-over app does not fit the open-file budget");
-            }
+            let logs = self.running_app_logs(&name, &app, log_dir);
             // A main process adopted after a crash is not our child: its
             // end comes from a pidfd.
             let exit = record.current.as_ref().and_then(|c| {
@@ -458,6 +448,21 @@ impl Daemon {
             entries.insert(name.clone(), entry);
         }
         Ok(())
+    }
+
+    /// The logs of an app taken over running (after a hand-off or a
+    /// crash), its open files counted: it runs, whatever the budget says,
+    /// and is said to be over it if it is.
+    pub(super) fn running_app_logs(
+        &self,
+        name: &str,
+        app: &crate::config::resolve::ResolvedApp,
+        log_dir: &std::path::Path,
+    ) -> Arc<crate::logs::AppLogs> {
+        if let Err(refusal) = self.fds().admit(name, super::fds::app_cost(&app.spec)) {
+            tracing::warn!(app = %name, %refusal, "an app taken over does not fit the open-file budget");
+        }
+        crate::logs::AppLogs::open(log_dir, name, &app.spec.logs, app.gid, super::TAIL_LINES)
     }
 
     /// Records how the hand-off that started this process went.
