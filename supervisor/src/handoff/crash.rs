@@ -203,21 +203,29 @@ impl RecordWriter {
 fn private_dir(dir: &Path) -> io::Result<()> {
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => Ok(()),
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => check_private(dir),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+            check_private(dir)?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        }
         Err(error) => Err(error),
     }
 }
 
+/// `dir` is a directory of this user's that nobody else may write to:
+/// what is in it was written by this user.
 fn check_private(dir: &Path) -> io::Result<()> {
     let meta = fs::symlink_metadata(dir)?;
-    if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
+    if !meta.is_dir()
+        || meta.uid() != nix::unistd::geteuid().as_raw()
+        || meta.permissions().mode() & 0o022 != 0
+    {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!("{} is not a directory of this user's", dir.display()),
+            format!(
+                "{} is not a directory of this user's that only it may write to",
+                dir.display()
+            ),
         ));
-    }
-    if meta.permissions().mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
 }
@@ -363,10 +371,11 @@ fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            "not a regular file",
+            "not a regular file of this user's",
         ));
     }
     let mut bytes = Vec::new();
@@ -448,6 +457,88 @@ mod tests {
         let me = start_time(std::process::id()).expect("own stat");
         assert!(me > 0);
         assert_eq!(start_time(std::process::id()).unwrap(), me);
+    }
+
+    fn record(name: &str) -> AppRecord {
+        AppRecord {
+            name: name.to_owned(),
+            state: super::super::state::RecordState::Stopped,
+            reason: "stopped".to_owned(),
+            since_ns: 1,
+            since_unix: 2,
+            failures: 0,
+            restarts: 0,
+            last_instance: 0,
+            timer_generation: 0,
+            rng: 3,
+            cause: None,
+            backoff: None,
+            current: None,
+            readiness_failures: 0,
+            stopped_by: None,
+            release: None,
+            notify_status: None,
+            oom_baseline: None,
+            notify: None,
+            listen: Vec::new(),
+            listen_owner: (0, 0),
+        }
+    }
+
+    fn wait_for(what: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !what() {
+            assert!(std::time::Instant::now() < deadline, "timed out");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn records_written_are_read_back_and_removed_ones_are_gone() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("records");
+        let writer = RecordWriter::start(dir.clone(), "9.9.9").unwrap();
+        writer.write(record("shop"), "fp-shop".to_owned());
+        writer.write(record("blog"), "fp-blog".to_owned());
+        writer.remove("blog");
+        writer.flush(Duration::from_secs(5));
+        wait_for(|| dir.join(HEARTBEAT).exists());
+        let previous = read_previous(&dir);
+        assert_eq!(previous.heartbeat.unwrap().daemon_version, "9.9.9");
+        let names: Vec<&String> = previous.records.keys().collect();
+        assert_eq!(names, ["shop"]);
+        let shop = previous.records["shop"].as_ref().unwrap();
+        assert_eq!(shop.fingerprint, "fp-shop");
+        assert_eq!(shop.app, record("shop"));
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn a_directory_others_may_write_to_is_not_trusted() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("records");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let forged = CrashRecord {
+            version: RECORD_VERSION,
+            boot_id: boot_id(),
+            daemon_version: "0".to_owned(),
+            fingerprint: "x".to_owned(),
+            main_start: None,
+            written_unix_ms: 0,
+            app: record("shop"),
+        };
+        fs::write(dir.join("shop.json"), serde_json::to_vec(&forged).unwrap()).unwrap();
+        assert!(read_previous(&dir).records.is_empty());
+        // Private again: the same file is read.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(read_previous(&dir).records["shop"].is_ok());
+        // A record under another app's name is refused.
+        fs::rename(dir.join("shop.json"), dir.join("blog.json")).unwrap();
+        assert!(read_previous(&dir).records["blog"].is_err());
     }
 
     #[test]
