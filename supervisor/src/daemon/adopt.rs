@@ -21,6 +21,8 @@ use crate::config::change::Change;
 use crate::handoff::crash::{self, CrashRecord, Heartbeat, Previous};
 use crate::handoff::state::RecordState;
 use crate::judge::Candidate;
+use crate::listen::recover::{recover, RecoverError};
+use crate::listen::HandedOver;
 use crate::supervise::{self, Command};
 
 /// Who "asked" for an adoption, in status and the audit trail.
@@ -43,6 +45,9 @@ pub struct Adoption {
     pub pidfd: Option<OwnedFd>,
     /// Its configuration changed while no daemon ran: restart it.
     pub changed: bool,
+    /// Its held listen sockets, taken back from the main process (when
+    /// it has any configured), for when the fd store has none.
+    pub recovered: Option<Result<Vec<HandedOver>, RecoverError>>,
 }
 
 impl Plan {
@@ -163,10 +168,21 @@ pub fn plan(
         } else {
             None
         };
+        // Here, off the runtime: it reads the app's /proc entries.
+        let recovered = match (&pidfd, &record.app.current, candidates.get(&name)) {
+            (Some(pidfd), Some(current), Some(Candidate { app: Ok(app), .. }))
+                if !app.spec.listen.is_empty() =>
+            {
+                use std::os::fd::AsFd;
+                Some(recover(pidfd.as_fd(), current.pid, &app.spec.listen))
+            }
+            _ => None,
+        };
         plan.adopt.push(Adoption {
             record,
             pidfd,
             changed: restart,
+            recovered,
         });
     }
     plan
@@ -238,13 +254,12 @@ impl Daemon {
                 let mut record = adoption.record.app;
                 let mut fds = BTreeMap::new();
                 let mut attached = false;
-                if let (Some(pidfd), Some(current)) = (&adoption.pidfd, &record.current) {
-                    let pid = current.pid;
+                if adoption.pidfd.is_some() {
                     attached = stored_pipes(passed, &mut record, &mut fds);
                     if !app.spec.listen.is_empty()
                         && !stored_listen(passed, app, &mut record, &mut fds)
                     {
-                        recover_listen(pidfd, pid, app, &mut record, &mut fds);
+                        take_recovered(adoption.recovered, app, &mut record, &mut fds);
                     }
                 }
                 let exit = match adoption.pidfd.map(supervise::reaper::watch_pidfd) {
@@ -400,20 +415,21 @@ fn stored_listen(
     true
 }
 
-/// Takes the daemon's copy of `app`'s held listen sockets back from its
-/// adopted main process `pid` into `record` (by number) and `fds`: the
-/// next spawn then inherits the very sockets, with no gap. Without them,
-/// the sockets are bound afresh at the app's next spawn.
-fn recover_listen(
-    pidfd: &OwnedFd,
-    pid: u32,
+/// Puts the held listen sockets `recovered` from `app`'s adopted main
+/// process (`plan`) into `record` (by number) and `fds`: the next spawn
+/// then inherits the very sockets, with no gap. Without them, the
+/// sockets are bound afresh at the app's next spawn.
+fn take_recovered(
+    recovered: Option<Result<Vec<HandedOver>, RecoverError>>,
     app: &crate::config::resolve::ResolvedApp,
     record: &mut crate::handoff::state::AppRecord,
     fds: &mut BTreeMap<i32, OwnedFd>,
 ) {
-    use std::os::fd::{AsFd, AsRawFd};
-    match crate::listen::recover::recover(pidfd.as_fd(), pid, &app.spec.listen) {
-        Ok(sockets) => {
+    use std::os::fd::AsRawFd;
+    let pid = record.current.as_ref().map_or(0, |c| c.pid);
+    match recovered {
+        None => {}
+        Some(Ok(sockets)) => {
             record.listen = sockets
                 .into_iter()
                 .map(|socket| {
@@ -429,7 +445,7 @@ fn recover_listen(
             record.listen_owner = (app.uid, app.gid);
             tracing::info!(app = %app.spec.name, pid, "took the listen sockets back from the adopted main process");
         }
-        Err(error) => {
+        Some(Err(error)) => {
             tracing::warn!(app = %app.spec.name, %error, "listen sockets not taken back: bound afresh at the next spawn");
         }
     }
