@@ -8,7 +8,7 @@
 //! A record is rewritten (write, then rename: a reader never sees half of
 //! one) by one writer thread, off the runtime, each time an app settles
 //! in a new state, and removed when its task ends (the app removed, the
-//! daemon stopped). The heartbeat is rewritten every second.
+//! daemon stopped). The heartbeat is rewritten with each of them.
 //!
 //! The successor trusts none of it: the directory must be root's and
 //! private, each file is bounded, read without following links, and must
@@ -42,10 +42,6 @@ const MAX_RECORD: u64 = 1024 * 1024;
 /// app names have no leading dot).
 const HEARTBEAT: &str = ".daemon.json";
 
-/// How often the heartbeat is rewritten: the precision of "unsupervised
-/// for" after a crash.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-
 /// One app, as the daemon that ran it last saw it settled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrashRecord {
@@ -65,7 +61,9 @@ pub struct CrashRecord {
     pub app: AppRecord,
 }
 
-/// The writing daemon, rewritten every [`HEARTBEAT_EVERY`].
+/// The writing daemon, rewritten at its start and with every record
+/// written or removed (never on a timer: an idle daemon sleeps), so the
+/// last one tells when the daemon was last known alive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub boot_id: String,
@@ -230,23 +228,22 @@ fn check_private(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Rewrites the heartbeat: this daemon was alive now.
+fn beat(dir: &Path, heartbeat: &mut Heartbeat) {
+    heartbeat.at_unix_ms = unix_ms();
+    heartbeat.at_ns = crate::supervise::monotonic_ns();
+    let bytes = serde_json::to_vec(&heartbeat).expect("a heartbeat serializes");
+    if let Err(error) = replace(dir, HEARTBEAT, &bytes) {
+        tracing::warn!(%error, dir = %dir.display(), "writing the daemon's heartbeat");
+    }
+}
+
 fn writer(dir: &Path, rx: &mpsc::Receiver<Message>, mut heartbeat: Heartbeat) {
-    let mut next_beat = std::time::Instant::now();
+    beat(dir, &mut heartbeat);
     loop {
-        if std::time::Instant::now() >= next_beat {
-            heartbeat.at_unix_ms = unix_ms();
-            heartbeat.at_ns = crate::supervise::monotonic_ns();
-            let bytes = serde_json::to_vec(&heartbeat).expect("a heartbeat serializes");
-            if let Err(error) = replace(dir, HEARTBEAT, &bytes) {
-                tracing::warn!(%error, dir = %dir.display(), "writing the daemon's heartbeat");
-            }
-            next_beat += HEARTBEAT_EVERY;
-        }
-        let wait = next_beat.saturating_duration_since(std::time::Instant::now());
-        let message = match rx.recv_timeout(wait) {
-            Ok(message) => message,
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        // No timer: an idle daemon does not wake up (docs/benchmarks.md).
+        let Ok(message) = rx.recv() else {
+            return;
         };
         let (name, result) = match message {
             Message::Write(mut record) => {
@@ -277,6 +274,7 @@ fn writer(dir: &Path, rx: &mpsc::Receiver<Message>, mut heartbeat: Heartbeat) {
         if let Err(error) = result {
             tracing::warn!(app = %name, %error, "saving the app's record for a crash");
         }
+        beat(dir, &mut heartbeat);
     }
 }
 
