@@ -254,13 +254,14 @@ impl Daemon {
                 let mut record = adoption.record.app;
                 let mut fds = BTreeMap::new();
                 let mut attached = false;
-                if adoption.pidfd.is_some() {
+                if process {
                     attached = stored_pipes(passed, &mut record, &mut fds);
-                    if !app.spec.listen.is_empty()
-                        && !stored_listen(passed, app, &mut record, &mut fds)
-                    {
-                        take_recovered(adoption.recovered, app, &mut record, &mut fds);
-                    }
+                }
+                // An app in backoff holds its sockets too (connections
+                // wait in their backlog for the next try).
+                if !app.spec.listen.is_empty() && !stored_listen(passed, app, &mut record, &mut fds)
+                {
+                    take_recovered(adoption.recovered, app, &mut record, &mut fds);
                 }
                 let exit = match adoption.pidfd.map(supervise::reaper::watch_pidfd) {
                     None => None,
