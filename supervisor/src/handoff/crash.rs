@@ -540,6 +540,82 @@ mod tests {
     }
 
     #[test]
+    fn a_main_process_is_adopted_only_where_and_as_its_record_says() {
+        use super::super::state::{InstanceRecord, RecordState};
+        if !nix::unistd::geteuid().is_root() {
+            appvisor_tests::skip("needs root (creates cgroups)");
+            return;
+        }
+        let instance = format!("appvisor-test-{}-adopt", std::process::id());
+        let Some(root) = crate::cgroup::CgroupRoot::detect(&instance).unwrap() else {
+            appvisor_tests::skip("needs a cgroup v2 tree (none found)");
+            return;
+        };
+        let app = root.app("shop").unwrap();
+        let leaf = app.child("i3").unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
+        leaf.add_pid(child.id()).unwrap();
+        let mut record = CrashRecord {
+            version: RECORD_VERSION,
+            boot_id: boot_id(),
+            daemon_version: "0".to_owned(),
+            fingerprint: "x".to_owned(),
+            main_start: Some(start_time(child.id()).unwrap()),
+            written_unix_ms: 0,
+            app: AppRecord {
+                state: RecordState::Running,
+                current: Some(InstanceRecord {
+                    id: 3,
+                    pid: child.id(),
+                    spawned_ns: 0,
+                    started_unix_ms: None,
+                    ready_ns: None,
+                    notified: false,
+                    probed: false,
+                    stop_signal: 15,
+                    stop_timeout_ms: 1000,
+                    stdout_fd: None,
+                    stderr_fd: None,
+                    probe: None,
+                    leaf: true,
+                    exit: None,
+                }),
+                ..record("shop")
+            },
+        };
+        let verdicts = {
+            let mut verdicts = vec![verify_main(&record, &app).map(drop)];
+            // A pid reused since: another start time.
+            record.main_start = record.main_start.map(|t| t + 1);
+            verdicts.push(verify_main(&record, &app).map(drop));
+            // Another process, in no leaf of the app's.
+            record.main_start = Some(start_time(std::process::id()).unwrap());
+            record.app.current.as_mut().unwrap().pid = std::process::id();
+            verdicts.push(verify_main(&record, &app).map(drop));
+            verdicts
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = app.remove();
+        let _ = root.remove();
+        assert_eq!(verdicts[0], Ok(()));
+        assert!(
+            matches!(verdicts[1], Err(Unadoptable::Reused { .. })),
+            "{:?}",
+            verdicts[1]
+        );
+        assert!(
+            matches!(verdicts[2], Err(Unadoptable::NotInLeaf { .. })),
+            "{:?}",
+            verdicts[2]
+        );
+    }
+
+    #[test]
     fn records_of_another_layout_or_boot_are_refused() {
         assert!(parse_record(br#"{"version": 2}"#, "b")
             .unwrap_err()
