@@ -22,6 +22,7 @@
 //! taken over as they run; a hand-off this binary cannot take execs the
 //! previous binary again.
 
+mod adopt;
 mod handoff;
 
 pub use handoff::VERSION;
@@ -230,10 +231,23 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         .filter_map(|app| app.current.as_ref())
         .filter(|current| current.exit.is_none())
         .map(|current| current.pid)
+        // Not those adopted after a crash: no exit of theirs reaches us.
+        .filter(|pid| supervise::reaper::is_child(*pid))
         .collect();
     let (reaper, mut adopted) =
         Reaper::start_adopting(&adopted_pids).map_err(DaemonError::Reaper)?;
     let cgroups = CgroupRoot::detect(&options.cgroup_name)?;
+    // Started afresh: what a crashed predecessor left may be adopted, with
+    // the fds it put in the service manager's store.
+    let passed = match &incoming {
+        Some(_) => BTreeMap::new(),
+        None => crate::handoff::fdstore::take_passed(),
+    };
+    let records_dir = run_dir.join("records");
+    let (adoption, adoptable) = match &incoming {
+        Some(_) => (adopt::Plan::default(), BTreeMap::new()),
+        None => adoption_plan(&records_dir, cgroups.clone(), &config).await,
+    };
     let v2_controllers = match &cgroups {
         None => Vec::new(),
         Some(root) => match root.delegate_controllers() {
@@ -267,7 +281,9 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
             // After a hand-off what runs in the app cgroups is handed over,
             // not left over.
             if incoming.is_none() {
-                let report = root.reap_leftovers(&watcher, LEFTOVER_GRACE).await?;
+                let report = root
+                    .reap_leftovers(&watcher, LEFTOVER_GRACE, &adoption.keep())
+                    .await?;
                 for reaped in &report.reaped {
                     tracing::warn!(app = %reaped.name, killed = reaped.killed, "killed processes left by an earlier appvisord");
                 }
@@ -312,6 +328,10 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
             soft: nofile.inherited,
             hard: nofile.hard,
         },
+        fd_store: crate::handoff::fdstore::FdStore::from_env(),
+        records: crate::handoff::crash::RecordWriter::start(records_dir, VERSION)
+            .map_err(|error| tracing::error!(%error, "no records for a crash: a crash of appvisord will restart every app"))
+            .ok(),
     });
     let state_dir = spec.state_dir.clone();
     let intents = tokio::task::spawn_blocking(move || Intents::load(&state_dir))
@@ -366,13 +386,18 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
             daemon.handed_over(incoming);
             ApplyReport::default()
         }
-        None => daemon
-            .apply_config(false, None)
-            .await
-            .unwrap_or_else(|error| {
-                tracing::error!("no app started: {}", error);
-                ApplyReport::default()
-            }),
+        None => {
+            daemon
+                .adopt(adoption, &adoptable, passed, &spec.log_dir)
+                .await;
+            daemon
+                .apply_config(false, None)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::error!("no app started: {}", error);
+                    ApplyReport::default()
+                })
+        }
     };
     drop(incoming);
     tracing::info!(
@@ -425,10 +450,44 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     // say) is still answered, and its connection closed then.
     servers.begin();
     daemon.shutdown().await;
+    if let Some(records) = &daemon.shared.records {
+        let records = records.clone();
+        let _ = tokio::task::spawn_blocking(move || records.flush(Duration::from_secs(5))).await;
+    }
     servers.finish(SERVER_GRACE).await;
     let _ = std::fs::remove_file(&spec.control.socket);
     tracing::info!("all apps stopped");
     Ok(())
+}
+
+/// What a crashed predecessor left in `records_dir`, decided against
+/// apps.d and the live cgroup tree (`adopt`), with the apps.d it was
+/// decided against. Nothing to adopt when apps.d cannot be read.
+async fn adoption_plan(
+    records_dir: &Path,
+    cgroups: Option<CgroupRoot>,
+    config: &DaemonConfig,
+) -> (adopt::Plan, BTreeMap<String, crate::judge::Candidate>) {
+    let dir = records_dir.to_owned();
+    let previous = tokio::task::spawn_blocking(move || crate::handoff::crash::read_previous(&dir))
+        .await
+        .unwrap_or_default();
+    if previous.records.is_empty() {
+        return Default::default();
+    }
+    let candidates = match crate::judge::scan(config).await {
+        Ok(scan) => scan.candidates,
+        Err(error) => {
+            tracing::error!(%error, "cannot read apps.d: nothing adopted after a crash");
+            return Default::default();
+        }
+    };
+    tokio::task::spawn_blocking(move || {
+        let plan = adopt::plan(previous, cgroups.as_ref(), &candidates);
+        (plan, candidates)
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// The limits of apps that set none, where a controller can enforce them.

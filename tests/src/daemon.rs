@@ -54,6 +54,10 @@ pub struct DaemonOptions {
     pub open_files: Option<(u64, u64)>,
     /// More arguments for `appvisord` (e.g. `--reexec-binary PATH`).
     pub extra_args: Vec<String>,
+    /// Fds a service manager passes (its fd store, [`crate::fdstore`]):
+    /// the daemon gets them as fds 3 and up with `LISTEN_FDS`,
+    /// `LISTEN_FDNAMES` and `LISTEN_PID` set to its own pid.
+    pub passed_fds: Vec<(String, std::sync::Arc<std::os::fd::OwnedFd>)>,
 }
 
 impl Default for DaemonOptions {
@@ -69,6 +73,7 @@ impl Default for DaemonOptions {
             bin_dir: None,
             open_files: None,
             extra_args: Vec::new(),
+            passed_fds: Vec::new(),
         }
     }
 }
@@ -236,6 +241,15 @@ impl Daemon {
             None => (bins::appvisord(), bins::appctl()),
         };
         let mut cmd = match options.open_files {
+            // As systemd does: LISTEN_PID is the daemon's own pid, known
+            // only in the child, so a shell sets it and execs the daemon.
+            None if !options.passed_fds.is_empty() => {
+                let mut cmd = Command::new("/bin/sh");
+                cmd.arg("-c")
+                    .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
+                    .arg(appvisord);
+                cmd
+            }
             None => Command::new(appvisord),
             // prlimit execs the daemon: the pid stays the daemon's.
             Some((soft, hard)) => {
@@ -262,6 +276,22 @@ impl Daemon {
             cmd.env("APPVISOR_LOG", "info,appvisor=debug");
         }
         cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
+        if !options.passed_fds.is_empty() {
+            use command_fds::{CommandFdExt, FdMapping};
+            let names: Vec<&str> = options.passed_fds.iter().map(|(n, _)| n.as_str()).collect();
+            cmd.env("LISTEN_FDS", names.len().to_string())
+                .env("LISTEN_FDNAMES", names.join(":"));
+            let mappings = options
+                .passed_fds
+                .iter()
+                .enumerate()
+                .map(|(i, (_, fd))| FdMapping {
+                    parent_fd: fd.try_clone().expect("dup of a passed fd"),
+                    child_fd: 3 + i as i32,
+                })
+                .collect();
+            cmd.fd_mappings(mappings).expect("fd mappings");
+        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
@@ -586,6 +616,53 @@ impl Daemon {
         }
         self.leave_cgroup = true;
         self.cgroup.clone()
+    }
+
+    /// SIGKILLs the daemon (a crash: nothing is handed over), reaps it,
+    /// runs `meanwhile`, and starts a successor on the same prefix and
+    /// cgroup subtree with `options`, in its place.
+    pub fn crash_and_restart(
+        &mut self,
+        prefix: &Prefix,
+        options: DaemonOptions,
+        meanwhile: impl FnOnce(),
+    ) {
+        self.signal(Signal::SIGKILL);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        self.leave_cgroup = true;
+        meanwhile();
+        let successor = Daemon::start(
+            prefix,
+            DaemonOptions {
+                cgroup: Some(self.cgroup.clone()),
+                ..options
+            },
+        );
+        // The old value has no child left and leaves the cgroups alone.
+        drop(std::mem::replace(self, successor));
+    }
+
+    /// `GET /v1/daemon`, over the control socket as root.
+    pub fn daemon_status(&self) -> appvisor_protocol::DaemonStatus {
+        let mut stream = UnixStream::connect(&self.socket)
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.socket.display()));
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        stream
+            .write_all(b"GET /v1/daemon HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .expect("sending GET /v1/daemon");
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .expect("reading GET /v1/daemon");
+        let text = String::from_utf8_lossy(&response);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body)
+            .unwrap_or_else(|| panic!("no body in {text:?}"));
+        let json = &body[body.find('{').unwrap_or(0)..=body.rfind('}').unwrap_or(0)];
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("GET /v1/daemon: {e}: {text:?}"))
     }
 
     fn stop_process(&mut self) {

@@ -24,6 +24,7 @@ pub mod app;
 pub mod bins;
 pub mod chaos;
 pub mod daemon;
+pub mod fdstore;
 pub mod load;
 pub mod net;
 pub mod nginx;

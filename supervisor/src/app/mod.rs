@@ -86,6 +86,11 @@ pub enum ExitStatus {
     MemoryLimit {
         limit: u64,
     },
+    /// Gone, how unknown: a main process adopted after a crash of the
+    /// daemon that spawned it is not this daemon's child, so no wait
+    /// status reaches it (its pidfd only says it ended). Counts as a
+    /// failure.
+    Unknown,
 }
 
 /// How one instance is stopped: the stop settings it was spawned with, so

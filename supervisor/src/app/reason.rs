@@ -65,6 +65,9 @@ fn exit_status(exit: &Exit) -> String {
             "killed: memory limit {} reached after {uptime:.1}s",
             size_text(limit)
         ),
+        ExitStatus::Unknown => {
+            format!("ended after {uptime:.1}s (status unknown: adopted after a daemon crash)")
+        }
     }
 }
 

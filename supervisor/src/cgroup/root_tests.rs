@@ -203,7 +203,7 @@ async fn reap_leftovers_kills_and_removes() {
 
     let report = test
         .root
-        .reap_leftovers(&watcher, Duration::from_secs(5))
+        .reap_leftovers(&watcher, Duration::from_secs(5), &Default::default())
         .await
         .unwrap();
     assert!(report.failed.is_empty(), "{:?}", report.failed);

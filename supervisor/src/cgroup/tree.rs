@@ -1,6 +1,7 @@
 //! The daemon's instance directory and the app cgroups in it: creation,
 //! membership, signals, removal. Emptiness is learnt from `watch`.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -59,6 +60,7 @@ impl CgroupRoot {
             tracing::info!("the daemon is in no cgroup v2 (no 0:: line in /proc/self/cgroup)");
             return Ok(None);
         };
+        let own = owning_cgroup(&own, instance).to_owned();
         let Some(under_mount) = path_under_mount(&mount.root, &own) else {
             tracing::info!(
                 own,
@@ -110,22 +112,43 @@ impl CgroupRoot {
     /// Kills every leftover app cgroup, waits up to `within` (e.g. 5 s) for
     /// all of them to empty, and removes them. One stuck cgroup does not
     /// keep the others from being reaped; it is reported in `failed`.
+    /// An app of `keep` (adopted after a crash) keeps its cgroup and the
+    /// leaf `keep` names for it: only its other leaves go.
     pub async fn reap_leftovers(
         &self,
         watcher: &CgroupWatcher,
         within: Duration,
+        keep: &BTreeMap<String, String>,
     ) -> Result<ReapReport, CgroupError> {
         let mut report = ReapReport::default();
         let mut pending = Vec::new();
+        let mut doomed = Vec::new();
         for name in self.existing_apps()? {
+            match keep.get(&name) {
+                // An adopted app: only its other leaves go.
+                Some(leaf) => match self.app(&name).and_then(|app| app.children()) {
+                    Ok(children) => doomed.extend(
+                        children
+                            .into_iter()
+                            .filter(|c| c.name != *leaf)
+                            .map(|c| (format!("{name}/{}", c.name), c)),
+                    ),
+                    Err(error) => report.failed.push(error),
+                },
+                None => match self.app(&name) {
+                    Ok(app) => doomed.push((name, app)),
+                    Err(error) => report.failed.push(error),
+                },
+            }
+        }
+        for (name, app) in doomed {
             let kill = || {
-                let app = self.app(&name)?;
                 // Watch before killing so the transition to empty is not missed.
                 let populated = watcher.watch(&app)?;
                 let killed = app.all_pids()?.len();
                 app.kill()?;
                 tracing::debug!(app = name, killed, "killing a leftover app cgroup");
-                Ok::<_, CgroupError>((app, populated, killed))
+                Ok::<_, CgroupError>((name.clone(), app, populated, killed))
             };
             match kill() {
                 Ok(entry) => pending.push(entry),
@@ -133,7 +156,7 @@ impl CgroupRoot {
             }
         }
         let deadline = tokio::time::Instant::now() + within;
-        for (app, mut populated, killed) in pending {
+        for (name, app, mut populated, killed) in pending {
             let emptied =
                 tokio::time::timeout_at(deadline, populated.wait_for(|populated| !populated)).await;
             let outcome = match emptied {
@@ -150,10 +173,7 @@ impl CgroupRoot {
                 }),
             };
             match outcome {
-                Ok(()) => report.reaped.push(Reaped {
-                    name: app.name.clone(),
-                    killed,
-                }),
+                Ok(()) => report.reaped.push(Reaped { name, killed }),
                 Err(error) => report.failed.push(error),
             }
         }
@@ -478,6 +498,24 @@ fn join_cgroup(mount_point: &Path, cgroup: &str) -> PathBuf {
     mount_point.join(cgroup.trim_start_matches('/'))
 }
 
+/// The cgroup the instance's subtree hangs from, given the daemon's own:
+/// its parent when the daemon already sits in the leaf
+/// `<instance>-daemon` beside the subtree (it moved there itself before
+/// a hand-off exec'd it again, or systemd's `DelegateSubgroup=` put a
+/// restarted daemon there), otherwise the own cgroup itself.
+fn owning_cgroup<'a>(own: &'a str, instance: &str) -> &'a str {
+    match own.rsplit_once('/') {
+        Some((parent, leaf)) if leaf == format!("{instance}-daemon") => {
+            if parent.is_empty() {
+                "/"
+            } else {
+                parent
+            }
+        }
+        _ => own,
+    }
+}
+
 fn join_cgroup_path(parent: &str, name: &str) -> String {
     format!("{}/{name}", parent.trim_end_matches('/'))
 }
@@ -542,6 +580,28 @@ pub(super) fn remove_dir(path: &Path) -> Result<(), CgroupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_daemon_in_its_own_leaf_hangs_the_subtree_from_the_parent() {
+        let cases = [
+            (
+                "/system.slice/appvisord.service",
+                "appvisor",
+                "/system.slice/appvisord.service",
+            ),
+            (
+                "/system.slice/appvisord.service/appvisor-daemon",
+                "appvisor",
+                "/system.slice/appvisord.service",
+            ),
+            ("/x/other-daemon", "appvisor", "/x/other-daemon"),
+            ("/appvisor-daemon", "appvisor", "/"),
+            ("/", "appvisor", "/"),
+        ];
+        for (own, instance, expected) in cases {
+            assert_eq!(owning_cgroup(own, instance), expected, "{own}");
+        }
+    }
 
     #[test]
     fn finds_the_controllers_to_enable() {

@@ -76,7 +76,7 @@ impl HandoffControl {
         self.busy.load(Ordering::SeqCst)
     }
 
-    fn report(&self, report: HandoffReport) {
+    pub(super) fn report(&self, report: HandoffReport) {
         if let Some(error) = &report.error {
             tracing::error!(id = report.id, by = %report.requested_by, %error, "hand-off did not happen");
         }
@@ -443,7 +443,15 @@ impl Daemon {
             if let Err(refusal) = self.fds().admit(&name, super::fds::app_cost(&app.spec)) {
                 tracing::warn!(app = %name, %refusal, "a handed-over app does not fit the open-file budget");
             }
-            let exit = record.current.as_ref().and_then(|c| adopted.remove(&c.pid));
+            // A main process adopted after a crash is not our child: its
+            // end comes from a pidfd.
+            let exit = record.current.as_ref().and_then(|c| {
+                adopted.remove(&c.pid).or_else(|| {
+                    c.exit
+                        .is_none()
+                        .then(|| supervise::reaper::watch_pid(c.pid))
+                })
+            });
             match supervise::restore(app, logs, self.shared.clone(), record, &mut fds, exit) {
                 Ok(handle) => {
                     entry.handle = Some(handle);
@@ -492,6 +500,21 @@ impl Daemon {
                 (name, entry)
             })
             .collect())
+    }
+
+    /// The logs of an app taken over running (after a hand-off or a
+    /// crash), its open files counted: it runs, whatever the budget says,
+    /// and is said to be over it if it is.
+    pub(super) fn running_app_logs(
+        &self,
+        name: &str,
+        app: &crate::config::resolve::ResolvedApp,
+        log_dir: &std::path::Path,
+    ) -> Arc<crate::logs::AppLogs> {
+        if let Err(refusal) = self.fds().admit(name, super::fds::app_cost(&app.spec)) {
+            tracing::warn!(app = %name, %refusal, "an app taken over does not fit the open-file budget");
+        }
+        crate::logs::AppLogs::open(log_dir, name, &app.spec.logs, app.gid, super::TAIL_LINES)
     }
 
     /// Records how the hand-off that started this process went.

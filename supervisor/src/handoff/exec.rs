@@ -146,7 +146,15 @@ fn cstrings(
 /// `extra`.
 fn environment(extra: &[(&str, String)]) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| k != STATE_FD_VAR && k != FALLBACK_VAR)
+        // LISTEN_* were for the first image (`fdstore`): this pid would
+        // read them again as fds it was passed.
+        .filter(|(k, _)| {
+            k != STATE_FD_VAR
+                && k != FALLBACK_VAR
+                && k != "LISTEN_PID"
+                && k != "LISTEN_FDS"
+                && k != "LISTEN_FDNAMES"
+        })
         .collect();
     env.extend(
         extra

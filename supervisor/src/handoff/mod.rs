@@ -9,6 +9,8 @@
 //!
 //! docs/handoff.md describes the design and its guarantees.
 
+pub mod crash;
 pub mod exec;
+pub mod fdstore;
 pub mod incoming;
 pub mod state;

@@ -238,6 +238,8 @@ pub enum ExitRecord {
     Code(i32),
     Signal(i32),
     MemoryLimit(u64),
+    /// An adopted main process (not the daemon's child) ended.
+    Unknown,
 }
 
 /// Why a document cannot be taken over.
@@ -327,6 +329,24 @@ impl Document {
 }
 
 impl AppRecord {
+    /// Equal but for the instants, which each conversion from `Instant`
+    /// reads afresh (a few ns apart): whether a record says anything new.
+    pub fn same_as(&self, other: &AppRecord) -> bool {
+        fn steady(record: &AppRecord) -> AppRecord {
+            let mut record = record.clone();
+            record.since_ns = 0;
+            if let Some(backoff) = record.backoff.as_mut() {
+                backoff.1 = 0;
+            }
+            if let Some(current) = record.current.as_mut() {
+                current.spawned_ns = 0;
+                current.ready_ns = current.ready_ns.map(|_| 0);
+            }
+            record
+        }
+        steady(self) == steady(other)
+    }
+
     /// The fds of this app the document names.
     pub fn fds(&self) -> Vec<i32> {
         let mut fds: Vec<i32> = self.notify.iter().map(|(fd, _)| *fd).collect();

@@ -42,6 +42,8 @@
 //! This module never accepts a connection, never reads or writes on a
 //! socket, and never decides when to bind (that is `supervise`).
 
+pub mod recover;
+
 use std::ffi::OsString;
 use std::fmt;
 use std::io;

@@ -219,6 +219,9 @@ pub struct AppLogs {
     stderr: StreamLog,
     order: Mutex<Order>,
     reopen: Mutex<Reopen>,
+    /// The running instance's output pipes died with a crashed daemon:
+    /// nothing reads them until the app's next spawn.
+    detached: std::sync::atomic::AtomicBool,
 }
 
 /// Everything about one stream's files.
@@ -285,6 +288,10 @@ pub struct LogHealth {
     pub error: Option<String>,
 }
 
+/// `log_error` of an app whose output pipes died with a crashed daemon.
+pub const DETACHED: &str = "output detached: the appvisord that read this instance's output ended \
+     without handing it over (a crash); what the app writes is lost until its next start";
+
 impl AppLogs {
     /// Creates `log_dir/app` (0750 root:`gid`) and opens `stdout.log` and
     /// `stderr.log` in it (0640 root:`gid`) for appending, fixing the owner
@@ -337,6 +344,7 @@ impl AppLogs {
             gid,
             max_size: AtomicU64::new(spec.max_size),
             keep: AtomicU32::new(spec.keep),
+            detached: std::sync::atomic::AtomicBool::new(false),
             order: Mutex::new(Order {
                 clock: Clock::default(),
                 last: None,
@@ -391,6 +399,7 @@ impl AppLogs {
     /// what is still in the pipe stays there, and the task returns the
     /// read end. It returns `None` when it ended at EOF or on an error.
     pub fn capture_handing_over(self: &Arc<Self>, stream: Stream, pipe: OwnedFd) -> Capture {
+        self.set_detached(false);
         let logs = Arc::clone(self);
         let span = tracing::info_span!("capture", app = %self.app, %stream);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -660,6 +669,14 @@ impl AppLogs {
 
     /// Dropped bytes and what is wrong now, if anything. Never waits for a
     /// write in progress.
+    /// Says (`true`) that the running instance's output reaches no log:
+    /// its pipes died with a crashed daemon. A capture (the next spawn's)
+    /// clears it.
+    pub fn set_detached(&self, detached: bool) {
+        self.detached
+            .store(detached, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn health(&self) -> LogHealth {
         let problem = [Stream::Stdout, Stream::Stderr]
             .into_iter()
@@ -673,6 +690,11 @@ impl AppLogs {
                 }
                 None => format!("{problem}; output is dropped"),
             }
+        });
+        let error = error.or_else(|| {
+            self.detached
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .then(|| DETACHED.to_owned())
         });
         LogHealth {
             dropped_bytes: self.dropped_bytes(Stream::Stdout) + self.dropped_bytes(Stream::Stderr),

@@ -9,7 +9,7 @@
 //! machine restarts from a state it reached by itself.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -26,6 +26,7 @@ use crate::app::{
 };
 use crate::config::resolve::ResolvedApp;
 use crate::config::Signal;
+use crate::handoff::fdstore;
 use crate::handoff::state::{
     self, AppRecord, CauseRecord, ExitRecord, InstanceRecord, ListenRecord, RecordState,
     UnixFileRecord,
@@ -122,6 +123,7 @@ fn exit_record(status: ExitStatus) -> ExitRecord {
         ExitStatus::Code(code) => ExitRecord::Code(code),
         ExitStatus::Signal(signal) => ExitRecord::Signal(signal),
         ExitStatus::MemoryLimit { limit } => ExitRecord::MemoryLimit(limit),
+        ExitStatus::Unknown => ExitRecord::Unknown,
     }
 }
 
@@ -130,6 +132,7 @@ fn exit_status(record: ExitRecord) -> ExitStatus {
         ExitRecord::Code(code) => ExitStatus::Code(code),
         ExitRecord::Signal(signal) => ExitStatus::Signal(signal),
         ExitRecord::MemoryLimit(limit) => ExitStatus::MemoryLimit { limit },
+        ExitRecord::Unknown => ExitStatus::Unknown,
     }
 }
 
@@ -240,13 +243,12 @@ impl Supervisor {
         }
     }
 
-    /// Ends supervision of the app without touching it: stops the output
-    /// captures (what they read is written; the rest stays in the pipes)
-    /// and takes every fd the app's processes rely on out of this task.
-    pub(super) async fn freeze_now(&mut self) -> Frozen {
-        let now = (Instant::now(), monotonic_ns());
-        let mut fds = Vec::new();
-        let settled = self.machine.settled().expect("frozen only once settled");
+    /// The app's record as it stands, naming no fd: what a hand-off
+    /// carries, before the fds are taken (`freeze_now`), and what a crash
+    /// leaves for a successor (`save_record`). Only for a settled task
+    /// (`is_settled`).
+    pub(super) fn record(&self, now: (Instant, u64)) -> AppRecord {
+        let settled = self.machine.settled().expect("recorded only once settled");
         let backoff = self
             .timers
             .iter()
@@ -257,87 +259,31 @@ impl Supervisor {
                     + u64::try_from(due.saturating_duration_since(now.0).as_nanos()).unwrap_or(0);
                 (t.generation, due_ns)
             });
-        let mut exit = None;
-        let mut current = None;
-        if let (SettledState::Running(machine_instance), Some(mut instance)) =
-            (&settled.state, self.instances.pop())
-        {
-            let mut pipes = [None, None];
-            for (i, capture) in std::mem::take(&mut instance.pipes).into_iter().enumerate() {
-                let _ = capture.stop.send(());
-                if let Ok(Some(fd)) = capture.task.await {
-                    pipes[i.min(1)] = Some(keep(&mut fds, fd));
-                }
-            }
-            if let (Some(leaf), Some(watcher)) = (&instance.leaf, &self.shared.watcher) {
-                watcher.unwatch(&leaf.cgroup);
-            }
-            let probe = instance.probe_socket.take().and_then(|socket| {
-                let path = socket.path().to_owned();
-                match socket.hand_over() {
-                    Ok(fd) => Some((keep(&mut fds, fd), path)),
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot hand the probe socket over; reloads probe the shared sockets");
-                        None
-                    }
-                }
-            });
-            exit = instance.exit.take();
-            current = Some(InstanceRecord {
-                id: machine_instance.id.0,
-                pid: machine_instance.pid,
-                spawned_ns: to_ns(now, machine_instance.spawned),
-                started_unix_ms: instance.started.and_then(unix_ms),
-                ready_ns: machine_instance.ready_at.map(|at| to_ns(now, at)),
-                notified: machine_instance.notified,
-                probed: machine_instance.probed,
-                stop_signal: machine_instance.stop.signal.0 as i32,
-                stop_timeout_ms: u64::try_from(machine_instance.stop.timeout.as_millis())
-                    .unwrap_or(u64::MAX),
-                stdout_fd: pipes[0],
-                stderr_fd: pipes[1],
-                probe,
-                leaf: instance.leaf.is_some(),
-                exit: None,
-            });
-        }
-        let notify = self.held.notify.take().and_then(|socket| {
-            let path = socket.path().to_owned();
-            match socket.hand_over() {
-                Ok(fd) => Some((keep(&mut fds, fd), path)),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot hand the notify socket over; it is bound again at the next spawn");
-                    None
-                }
-            }
-        });
-        let (listen, listen_owner) = match self.held.listen.take().map(HeldSockets::hand_over) {
-            Some(Ok((sockets, owner))) => (
-                sockets
-                    .into_iter()
-                    .map(|handed| ListenRecord {
-                        fd: keep(&mut fds, handed.fd),
-                        address: handed.address,
-                        unix_file: handed.unix_file.map(|file| UnixFileRecord {
-                            dir_fd: keep(&mut fds, file.dir),
-                            name: file.name.to_string_lossy().into_owned(),
-                            path: file.path,
-                            dev: file.dev,
-                            ino: file.ino,
-                        }),
-                    })
-                    .collect(),
-                owner,
-            ),
-            Some(Err(error)) => {
-                // Cannot happen short of running out of fds; the sockets
-                // are bound again at the next spawn.
-                tracing::error!(%error, "cannot hand the listen sockets over");
-                (Vec::new(), (self.app.uid, self.app.gid))
-            }
-            None => (Vec::new(), (self.app.uid, self.app.gid)),
+        let current = match &settled.state {
+            SettledState::Running(machine_instance) => self
+                .instances
+                .iter()
+                .find(|i| i.id == machine_instance.id)
+                .map(|instance| InstanceRecord {
+                    id: machine_instance.id.0,
+                    pid: machine_instance.pid,
+                    spawned_ns: to_ns(now, machine_instance.spawned),
+                    started_unix_ms: instance.started.and_then(unix_ms),
+                    ready_ns: machine_instance.ready_at.map(|at| to_ns(now, at)),
+                    notified: machine_instance.notified,
+                    probed: machine_instance.probed,
+                    stop_signal: machine_instance.stop.signal.0 as i32,
+                    stop_timeout_ms: u64::try_from(machine_instance.stop.timeout.as_millis())
+                        .unwrap_or(u64::MAX),
+                    stdout_fd: None,
+                    stderr_fd: None,
+                    probe: None,
+                    leaf: instance.leaf.is_some(),
+                    exit: None,
+                }),
+            _ => None,
         };
-        let record = AppRecord {
+        AppRecord {
             name: self.app.spec.name.to_string(),
             state: record_state(&settled.state),
             reason: settled.reason.clone(),
@@ -360,12 +306,145 @@ impl Supervisor {
             release: self.spawns.release.clone(),
             notify_status: self.shown.notify_status.clone(),
             oom_baseline: self.held.oom_baseline,
-            notify,
-            listen,
-            listen_owner,
+            notify: None,
+            listen: Vec::new(),
+            listen_owner: (self.app.uid, self.app.gid),
             sandbox: (*self.spawns.sandbox).clone(),
             prepared: self.spawns.prepared.as_deref().cloned(),
+        }
+    }
+
+    /// Saves the app's record for a successor after a crash, when the
+    /// app is settled and the record differs from the one saved last.
+    pub(super) fn save_record(&mut self) {
+        if !self.is_settled() {
+            return;
+        }
+        self.store_listen();
+        // A daemon stopping removes every record: none is written anew.
+        if self.shared.records.is_none() || self.shutdown {
+            return;
+        }
+        let record = self.record((Instant::now(), monotonic_ns()));
+        if self
+            .saved
+            .as_ref()
+            .is_some_and(|saved| saved.same_as(&record))
+        {
+            return;
+        }
+        self.saved = Some(record.clone());
+        if let Some(records) = &self.shared.records {
+            records.write(record, crate::handoff::crash::fingerprint(&self.app));
+        }
+    }
+
+    /// Puts the held listen sockets in the service manager's fd store, and
+    /// takes out those no longer held.
+    pub(super) fn store_listen(&mut self) {
+        let Some(store) = &self.shared.fd_store else {
+            return;
         };
+        let held: Vec<BorrowedFd<'_>> = self
+            .held
+            .listen
+            .as_ref()
+            .map(|l| l.fds())
+            .unwrap_or_default();
+        let now: Vec<i32> = held.iter().map(|fd| fd.as_raw_fd()).collect();
+        if now == self.held.stored {
+            return;
+        }
+        let app = self.app.spec.name.to_string();
+        for n in now.len()..self.held.stored.len() {
+            store.remove(&fdstore::listen_name(&app, n));
+        }
+        for (n, fd) in held.iter().enumerate() {
+            if self.held.stored.get(n) != Some(&fd.as_raw_fd()) {
+                store.push(&fdstore::listen_name(&app, n), *fd);
+            }
+        }
+        self.held.stored = now;
+    }
+
+    /// Takes instance `id`'s pipes out of the fd store.
+    pub(super) fn unstore_pipes(&self, id: InstanceId) {
+        if let Some(store) = &self.shared.fd_store {
+            let app = self.app.spec.name.to_string();
+            for stream in ["stdout", "stderr"] {
+                store.remove(&fdstore::pipe_name(&app, stream, &id.to_string()));
+            }
+        }
+    }
+
+    /// Ends supervision of the app without touching it: stops the output
+    /// captures (what they read is written; the rest stays in the pipes)
+    /// and takes every fd the app's processes rely on out of this task.
+    pub(super) async fn freeze_now(&mut self) -> Frozen {
+        let now = (Instant::now(), monotonic_ns());
+        let mut record = self.record(now);
+        let mut fds = Vec::new();
+        let mut exit = None;
+        if let (Some(current), Some(mut instance)) = (record.current.as_mut(), self.instances.pop())
+        {
+            let mut pipes = [None, None];
+            for (i, capture) in std::mem::take(&mut instance.pipes).into_iter().enumerate() {
+                let _ = capture.stop.send(());
+                if let Ok(Some(fd)) = capture.task.await {
+                    pipes[i.min(1)] = Some(keep(&mut fds, fd));
+                }
+            }
+            if let (Some(leaf), Some(watcher)) = (&instance.leaf, &self.shared.watcher) {
+                watcher.unwatch(&leaf.cgroup);
+            }
+            let probe = instance.probe_socket.take().and_then(|socket| {
+                let path = socket.path().to_owned();
+                match socket.hand_over() {
+                    Ok(fd) => Some((keep(&mut fds, fd), path)),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot hand the probe socket over; reloads probe the shared sockets");
+                        None
+                    }
+                }
+            });
+            exit = instance.exit.take();
+            current.stdout_fd = pipes[0];
+            current.stderr_fd = pipes[1];
+            current.probe = probe;
+        }
+        record.notify = self.held.notify.take().and_then(|socket| {
+            let path = socket.path().to_owned();
+            match socket.hand_over() {
+                Ok(fd) => Some((keep(&mut fds, fd), path)),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot hand the notify socket over; it is bound again at the next spawn");
+                    None
+                }
+            }
+        });
+        match self.held.listen.take().map(HeldSockets::hand_over) {
+            Some(Ok((sockets, owner))) => {
+                record.listen = sockets
+                    .into_iter()
+                    .map(|handed| ListenRecord {
+                        fd: keep(&mut fds, handed.fd),
+                        address: handed.address,
+                        unix_file: handed.unix_file.map(|file| UnixFileRecord {
+                            dir_fd: keep(&mut fds, file.dir),
+                            name: file.name.to_string_lossy().into_owned(),
+                            path: file.path,
+                            dev: file.dev,
+                            ino: file.ino,
+                        }),
+                    })
+                    .collect();
+                record.listen_owner = owner;
+            }
+            // Cannot happen short of running out of fds; the sockets are
+            // bound again at the next spawn.
+            Some(Err(error)) => tracing::error!(%error, "cannot hand the listen sockets over"),
+            None => {}
+        }
         tracing::debug!(fds = fds.len(), "frozen for a hand-off");
         Frozen { record, fds, exit }
     }
@@ -559,6 +638,7 @@ pub fn restore(
             oom_baseline: record.oom_baseline,
             notify,
             listen,
+            stored: Vec::new(),
         },
         spawns: Spawns {
             release: record.release,
@@ -579,6 +659,7 @@ pub fn restore(
         },
         shutdown: false,
         freeze: None,
+        saved: None,
     };
     Ok(launch(sup, Commands(commands), rx, false, logs))
 }

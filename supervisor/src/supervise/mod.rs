@@ -14,7 +14,7 @@ mod handoff;
 pub mod reaper;
 mod spawning;
 mod status;
-mod workers;
+pub(crate) mod workers;
 
 pub use handoff::{monotonic_ns, restore, Frozen, RestoreError};
 pub use spawning::SpawnError;
@@ -79,6 +79,11 @@ pub struct Shared {
     /// RLIMIT_NOFILE of an app without `[limits] open_files`: the soft
     /// limit the daemon was started with, before it raised its own.
     pub app_open_files: crate::sandbox::Rlimit,
+    /// Where each settled app's record goes, for a successor after a
+    /// crash (`handoff::crash`); `None` in tests that need none.
+    pub records: Option<crate::handoff::crash::RecordWriter>,
+    /// The service manager's fd store (`handoff::fdstore`), if any.
+    pub fd_store: Option<crate::handoff::fdstore::FdStore>,
 }
 
 /// Requests from the control plane and the daemon.
@@ -194,6 +199,7 @@ pub fn start(
         },
         shutdown: false,
         freeze: None,
+        saved: None,
         snapshot: Arc::new(watch::channel(placeholder_snapshot(&app_for_snapshot)).0),
     };
     launch(sup, commands, rx, autostart, logs)
@@ -376,6 +382,8 @@ struct Supervisor {
     shutdown: bool,
     /// A hand-off waits for this task to freeze.
     freeze: Option<oneshot::Sender<Frozen>>,
+    /// The record last saved for a crash (`save_record`).
+    saved: Option<crate::handoff::state::AppRecord>,
     /// Shared with the task's guard, which reports a panic here.
     snapshot: Arc<watch::Sender<Snapshot>>,
 }
@@ -395,6 +403,8 @@ struct Held {
     /// restarts and reloads until the app is stopped by request
     /// (`Effect::CloseSockets`), removed, or its listen set changes.
     listen: Option<HeldSockets>,
+    /// The held listen sockets in the fd store, by fd number.
+    stored: Vec<i32>,
 }
 
 /// The spawn under way and what the last one learnt.
@@ -464,6 +474,7 @@ impl Supervisor {
                 self.cleanup();
                 return;
             }
+            self.save_record();
             // A hand-off that gave up waiting withdraws its request.
             if self.freeze.as_ref().is_some_and(|reply| reply.is_closed()) {
                 self.freeze = None;
@@ -926,6 +937,7 @@ impl Supervisor {
             return;
         };
         let instance = self.instances.swap_remove(i);
+        self.unstore_pipes(id);
         if let Some(probe) = instance.probe {
             probe.abort();
         }
@@ -964,6 +976,15 @@ impl Supervisor {
     }
 
     fn cleanup(&mut self) {
+        if let Some(records) = &self.shared.records {
+            records.remove(&self.app.spec.name.to_string());
+        }
+        let ids: Vec<InstanceId> = self.instances.iter().map(|i| i.id).collect();
+        for id in ids {
+            self.unstore_pipes(id);
+        }
+        self.held.listen = None;
+        self.store_listen();
         self.held.notify = None;
         for instance in std::mem::take(&mut self.instances) {
             if let Some(leaf) = instance.leaf {

@@ -128,3 +128,48 @@ impl Reaper {
         }
     }
 }
+
+/// Whether `pid` is a child of this process (its exits reach the reaper).
+pub fn is_child(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = &stat[stat.rfind(')')? + 1..];
+            after.split_ascii_whitespace().nth(1)?.parse::<u32>().ok()
+        })
+        .is_some_and(|ppid| ppid == std::process::id())
+}
+
+/// [`watch_pidfd`] for `pid`: a process already gone ends at once.
+pub fn watch_pid(pid: u32) -> oneshot::Receiver<ExitStatus> {
+    match super::workers::pidfd_open(pid).and_then(watch_pidfd) {
+        Ok(exit) => exit,
+        Err(_) => {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(ExitStatus::Unknown);
+            rx
+        }
+    }
+}
+
+/// The end of a process that is not the daemon's child (a main process
+/// adopted after a crash of the daemon that spawned it): its pidfd turns
+/// readable when it ends, but no wait status reaches this process, so the
+/// end is reported as [`ExitStatus::Unknown`]. Must run inside a tokio
+/// runtime.
+pub fn watch_pidfd(pidfd: std::os::fd::OwnedFd) -> std::io::Result<oneshot::Receiver<ExitStatus>> {
+    // SAFETY: `pidfd` is an open pidfd the AsyncFd owns from here on;
+    // nothing else closes or replaces it.
+    let pidfd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+    }?;
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        // A pidfd stays readable once its process ended; an error means
+        // the reactor is gone, and the daemon with it.
+        if pidfd.readable().await.is_ok() {
+            let _ = tx.send(ExitStatus::Unknown);
+        }
+    });
+    Ok(rx)
+}

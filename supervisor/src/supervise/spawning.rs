@@ -5,7 +5,7 @@
 //! before the app's program runs, and is a [`SpawnError`]; what fails in
 //! the exec helper comes back in its report.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use super::{sandbox_inputs, watch_populated, Instance, Leaf, Supervisor};
 use crate::app::{AppState, Event, ExitStatus, InstanceId};
 use crate::cgroup::{AppCgroup, CgroupError};
 use crate::config::ReadinessKind;
+use crate::handoff::fdstore;
 use crate::listen::{HeldSockets, ListenError, ProbeSocket};
 use crate::logs::{LogError, Stream};
 use crate::readiness::{NotifySocket, ReadinessError};
@@ -215,6 +216,18 @@ impl Supervisor {
         let (err_r, err_w) = crate::logs::make_pipe().map_err(SpawnError::Pipe)?;
         let (pid, exit, report) =
             self.spawn_registered(&plan, leaf.as_ref(), probe_socket.as_ref(), out_w, err_w)?;
+        if let Some(store) = &self.shared.fd_store {
+            let app = self.app.spec.name.to_string();
+            let instance = id.to_string();
+            store.push(
+                &fdstore::pipe_name(&app, "stdout", &instance),
+                out_r.as_fd(),
+            );
+            store.push(
+                &fdstore::pipe_name(&app, "stderr", &instance),
+                err_r.as_fd(),
+            );
+        }
         let pipes = vec![
             self.logs.capture_handing_over(Stream::Stdout, out_r),
             self.logs.capture_handing_over(Stream::Stderr, err_r),

@@ -60,7 +60,7 @@ impl Workers {
 }
 
 /// `pidfd_open(pid, 0)`: close-on-exec by definition.
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
     // SAFETY: pidfd_open takes a pid and flags and returns a new file
     // descriptor or -1; it touches no memory of ours.
