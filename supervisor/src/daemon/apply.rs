@@ -17,6 +17,7 @@ use crate::control::ApplyError;
 use crate::logs::AppLogs;
 use crate::supervise::{self, Command, Handle};
 
+use super::diff::{diff, Verdict};
 use super::{fds, plural, Daemon, Entry, TAIL_LINES};
 
 impl Daemon {
@@ -78,28 +79,31 @@ impl Daemon {
             .iter()
             .map(|(name, entry)| (name.clone(), entry.app.clone()))
             .collect();
-        for (name, candidate) in &candidates {
-            match (&candidate.app, current.get(name)) {
-                (Ok(_), None) => report.added.push(name.clone()),
-                (Ok(new), Some(Some(old))) => match change::resolved_change(old, new) {
-                    None => report.unchanged.push(name.clone()),
-                    Some(change) if change.restart => report.changed.push(name.clone()),
-                    Some(_) => report.changed_in_place.push(name.clone()),
-                },
-                (Ok(_), Some(None)) => report.changed.push(name.clone()),
-                (Err(errors), existing) => report.invalid.push(InvalidApp {
-                    name: name.clone(),
-                    file: candidate.file.display().to_string(),
-                    errors: errors.iter().map(ToString::to_string).collect(),
-                    kept_running: matches!(existing, Some(Some(_))),
-                }),
+        let read = candidates
+            .iter()
+            .map(|(name, candidate)| (name.as_str(), candidate.app.as_ref().ok()));
+        for (name, verdict) in diff(&current, read, |old, new| change::resolved_change(old, new)) {
+            match verdict {
+                Verdict::Add => report.added.push(name),
+                Verdict::Unchanged => report.unchanged.push(name),
+                Verdict::Restart => report.changed.push(name),
+                Verdict::InPlace => report.changed_in_place.push(name),
+                Verdict::Remove => report.removed.push(name),
+                Verdict::Invalid { kept_running } => {
+                    let candidate = &candidates[&name];
+                    let errors = candidate.app.as_ref().err();
+                    report.invalid.push(InvalidApp {
+                        file: candidate.file.display().to_string(),
+                        errors: errors
+                            .into_iter()
+                            .flat_map(|errors| errors.iter().map(ToString::to_string))
+                            .collect(),
+                        kept_running,
+                        name,
+                    });
+                }
             }
         }
-        report.removed = current
-            .keys()
-            .filter(|n| !candidates.contains_key(*n))
-            .cloned()
-            .collect();
         if dry_run {
             return Ok(report);
         }

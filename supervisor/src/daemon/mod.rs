@@ -5,13 +5,16 @@
 //! - `registry`: the apps as the control and status servers read them;
 //! - `actions`: start, stop, restart, reload and signal, and waiting for
 //!   their outcome;
-//! - `apply`: configuration changes (`appctl update`, SIGHUP);
+//! - `apply`: configuration changes (`appctl update`, SIGHUP), from
+//!   `diff`'s pure verdict of which apps to add, remove, restart or update
+//!   in place;
 //! - `intents`: operator intent, kept on disk;
 //! - `fds`: the open-file limit and its budget per app;
 //! - `handoff`: `appctl reexec`/SIGUSR2 and taking apps over after one.
 
 mod actions;
 mod apply;
+mod diff;
 mod fds;
 mod handoff;
 mod intents;
