@@ -71,8 +71,12 @@ impl ControlTarget for Fake {
         }
     }
 
-    fn access(&self, name: &str) -> Option<AccessSpec> {
-        self.access.get(name).cloned()
+    type App = String;
+
+    fn authorize(&self, peer: &Peer, name: &str, op: Operation) -> Result<String, Denied> {
+        let access = self.access.get(name).ok_or(Denied::Hidden)?;
+        Denied::check(acl::decide(peer, &self.admin_rules(), op, Some(access)))?;
+        Ok(name.to_owned())
     }
 
     fn visible_apps(&self, peer: &Peer) -> Vec<String> {
@@ -94,21 +98,21 @@ impl ControlTarget for Fake {
         Vec::new()
     }
 
-    fn status(&self, name: &str) -> Option<AppStatus> {
+    fn status(&self, name: &String) -> Option<AppStatus> {
         self.access.contains_key(name).then(|| status(name))
     }
 
-    fn security(&self, _name: &str) -> Option<AppSecurity> {
+    fn security(&self, _name: &String) -> Option<AppSecurity> {
         None
     }
 
-    fn logs(&self, _name: &str) -> Option<Arc<AppLogs>> {
+    fn logs(&self, _name: &String) -> Option<Arc<AppLogs>> {
         None
     }
 
     async fn act(
         &self,
-        name: &str,
+        name: &String,
         action: Action,
         _peer: &Peer,
         _request: &ActionRequest,
@@ -127,7 +131,7 @@ impl ControlTarget for Fake {
         })
     }
 
-    async fn signal(&self, name: &str, _signal: &str) -> Result<AppStatus, ActError> {
+    async fn signal(&self, name: &String, _signal: &str) -> Result<AppStatus, ActError> {
         self.acted
             .lock()
             .unwrap()

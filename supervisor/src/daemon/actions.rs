@@ -14,6 +14,7 @@ use crate::control::ActError;
 use crate::logs::{AppLogs, LogMark, Selection};
 use crate::supervise::{self, Command, Snapshot};
 
+use super::registry::{with_current, with_current_mut, AppRef};
 use super::{AppChannels, Daemon};
 
 /// Longest an action may wait for its outcome.
@@ -32,7 +33,7 @@ impl Daemon {
     /// the app's state machine gives.
     pub async fn act(
         &self,
-        name: &str,
+        app: &AppRef,
         action: Action,
         peer: &Peer,
         request: &ActionRequest,
@@ -40,14 +41,15 @@ impl Daemon {
         if self.handoff.busy() {
             return Err(ActError::HandingOver);
         }
+        let name = app.name();
         if matches!(action, Action::Start | Action::Restart) {
-            self.start_refused(name);
+            self.start_refused(app)?;
         }
         let AppChannels {
             commands,
             snapshot,
             logs,
-        } = self.channels(name)?;
+        } = self.channels(app)?;
         let stopped_by = (action == Action::Stop).then(|| StoppedBy {
             user: peer.user.clone(),
             uid: peer.uid,
@@ -64,15 +66,14 @@ impl Daemon {
         // This attempt's output only: not the lines of earlier attempts.
         let mark = logs.mark();
         let (reply, answer) = oneshot::channel();
-        commands
-            .send(Command::Control {
-                action,
-                cause: Cause::Operator(peer.user.clone()),
-                stopped_by,
-                wait: request.wait,
-                reply,
-            })
-            .map_err(|_| gone(name))?;
+        let control = Command::Control {
+            action,
+            cause: Cause::Operator(peer.user.clone()),
+            stopped_by,
+            wait: request.wait,
+            reply,
+        };
+        self.send_if_current(app, &commands, control)?;
         // Without --no-wait, until the outcome; with it, until the machine
         // has taken the request, so the status returned shows it.
         let (outcome, mark) = match tokio::time::timeout(wait_timeout(request), answer).await {
@@ -102,7 +103,7 @@ impl Daemon {
 
     /// A manual start works from any state: an app refused for want of
     /// open files gets its task now if there is room.
-    fn start_refused(&self, name: &str) {
+    fn start_refused(&self, app: &AppRef) -> Result<(), ActError> {
         let log_dir = self
             .config
             .read()
@@ -110,46 +111,48 @@ impl Daemon {
             .spec
             .log_dir
             .clone();
-        let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = apps.get_mut(name) {
+        with_current_mut(&self.apps, app, |entry| {
             if entry.handle.is_none() && entry.refused.is_some() {
-                self.admit_and_start(name, entry, &log_dir);
+                self.admit_and_start(app.name(), entry, &log_dir);
             }
-        }
+        })
+    }
+
+    /// Sends `command` to an authorized app's task, under the registry's
+    /// lock, if the app is still the version authorized: a new version
+    /// reaches the task (`Command::Replace`, sent under the same lock)
+    /// only after the command, so the task carries it out with the
+    /// settings that allowed it.
+    fn send_if_current(
+        &self,
+        app: &AppRef,
+        commands: &supervise::Commands,
+        command: Command,
+    ) -> Result<(), ActError> {
+        with_current(&self.apps, app, |_| commands.send(command))?.map_err(|_| gone(app.name()))
     }
 
     /// `appctl signal`.
-    pub async fn signal(&self, name: &str, signal: &str) -> Result<AppStatus, ActError> {
+    pub async fn signal(&self, app: &AppRef, signal: &str) -> Result<AppStatus, ActError> {
         let signal =
             config::validate::parse_signal(signal).map_err(|_| ActError::UnknownSignal {
                 signal: signal.to_owned(),
             })?;
         let AppChannels {
             commands, snapshot, ..
-        } = self.channels(name)?;
-        self.send_signal(&commands, &snapshot, signal).await
-    }
-
-    async fn send_signal(
-        &self,
-        commands: &supervise::Commands,
-        snapshot: &tokio::sync::watch::Receiver<Snapshot>,
-        signal: config::Signal,
-    ) -> Result<AppStatus, ActError> {
-        let name = snapshot.borrow().status.name.clone();
+        } = self.channels(app)?;
         let (reply, result) = oneshot::channel();
-        commands
-            .send(Command::Signal { signal, reply })
-            .map_err(|_| gone(&name))?;
+        self.send_if_current(app, &commands, Command::Signal { signal, reply })?;
         result
             .await
-            .map_err(|_| gone(&name))?
+            .map_err(|_| gone(app.name()))?
             .map_err(|why| ActError::Refused {
-                app: name.clone(),
+                app: app.name().to_owned(),
                 action: Action::Signal,
                 why,
             })?;
-        Ok(snapshot.borrow().status.clone())
+        let status = snapshot.borrow().status.clone();
+        Ok(status)
     }
 }
 

@@ -22,20 +22,20 @@ mod registry;
 mod start;
 
 pub use handoff::VERSION;
+pub use registry::AppRef;
 pub use start::run;
 
-use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use appvisor_protocol::{Action, ActionRequest, ActionResult, AppStatus, ApplyReport, IgnoredFile};
 
-use crate::acl::{AdminRules, Peer};
+use crate::acl::{AdminRules, Operation, Peer};
 use crate::audit::Events;
 use crate::config::resolve::ResolvedApp;
-use crate::config::{self, AccessSpec, DaemonConfig};
-use crate::control::{ActError, ApplyError, ControlTarget, ReexecError};
+use crate::config::{self, DaemonConfig};
+use crate::control::{ActError, ApplyError, ControlTarget, Denied, ReexecError};
 use crate::logs::AppLogs;
 use crate::supervise::{self, Handle, Shared, Snapshot};
 
@@ -110,7 +110,7 @@ struct Entry {
 pub struct Daemon {
     options: Options,
     config: RwLock<DaemonConfig>,
-    apps: RwLock<BTreeMap<String, Entry>>,
+    apps: RwLock<registry::Apps>,
     shared: Arc<Shared>,
     intents: Arc<Intents>,
     /// Files of `apps_dir` not loaded for their names, as of the last apply.
@@ -131,8 +131,10 @@ impl ControlTarget for Daemon {
         Daemon::admin_rules(self)
     }
 
-    fn access(&self, name: &str) -> Option<AccessSpec> {
-        Daemon::access(self, name)
+    type App = AppRef;
+
+    fn authorize(&self, peer: &Peer, name: &str, op: Operation) -> Result<AppRef, Denied> {
+        Daemon::authorize(self, peer, name, op)
     }
 
     fn visible_apps(&self, peer: &Peer) -> Vec<String> {
@@ -147,30 +149,30 @@ impl ControlTarget for Daemon {
         Daemon::notices(self, peer)
     }
 
-    fn status(&self, name: &str) -> Option<AppStatus> {
-        Daemon::status(self, name)
+    fn status(&self, app: &AppRef) -> Option<AppStatus> {
+        Daemon::status(self, app)
     }
 
-    fn security(&self, name: &str) -> Option<appvisor_protocol::AppSecurity> {
-        Daemon::security(self, name)
+    fn security(&self, app: &AppRef) -> Option<appvisor_protocol::AppSecurity> {
+        Daemon::security(self, app)
     }
 
-    fn logs(&self, name: &str) -> Option<Arc<AppLogs>> {
-        Daemon::logs(self, name)
+    fn logs(&self, app: &AppRef) -> Option<Arc<AppLogs>> {
+        Daemon::logs(self, app)
     }
 
     async fn act(
         &self,
-        name: &str,
+        app: &AppRef,
         action: Action,
         peer: &Peer,
         request: &ActionRequest,
     ) -> Result<ActionResult, ActError> {
-        Daemon::act(self, name, action, peer, request).await
+        Daemon::act(self, app, action, peer, request).await
     }
 
-    async fn signal(&self, name: &str, signal: &str) -> Result<AppStatus, ActError> {
-        Daemon::signal(self, name, signal).await
+    async fn signal(&self, app: &AppRef, signal: &str) -> Result<AppStatus, ActError> {
+        Daemon::signal(self, app, signal).await
     }
 
     async fn apply_config(
