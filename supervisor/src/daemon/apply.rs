@@ -20,6 +20,15 @@ use crate::supervise::{self, Command, Handle};
 use super::diff::{diff, Verdict};
 use super::{fds, plural, Daemon, Entry, TAIL_LINES};
 
+/// Which files of `apps_dir` an apply judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Judging {
+    /// Those changed since they last validated, and those that did not.
+    Changed,
+    /// Every one.
+    Every,
+}
+
 impl Daemon {
     /// Starts the task of `entry`'s valid app if the open-file budget has
     /// room for it, else records why not.
@@ -40,18 +49,34 @@ impl Daemon {
     /// apps restart, or adopt the new settings in place when no new
     /// process needs them (`config::change`), unchanged apps are not
     /// touched, and a file that does not validate leaves its app's last
-    /// valid version running.
+    /// valid version running. Files unchanged since the last time they
+    /// validated are not judged again (`judge::JudgeCache`).
     pub async fn apply_config(
         &self,
         dry_run: bool,
         peer: Option<&Peer>,
     ) -> Result<ApplyReport, ApplyError> {
+        self.apply(dry_run, peer, Judging::Changed).await
+    }
+
+    /// [`Daemon::apply_config`], judging every file again with
+    /// `Judging::Every` (SIGHUP): users and groups of a directory service
+    /// change no file the cache could notice.
+    pub(super) async fn apply(
+        &self,
+        dry_run: bool,
+        peer: Option<&Peer>,
+        judging: Judging,
+    ) -> Result<ApplyReport, ApplyError> {
         let _guard = self.apply_lock.lock().await;
+        if judging == Judging::Every {
+            self.judged.clear();
+        }
         let daemon_config =
             crate::judge::daemon_config(&self.options.config, self.options.config_explicit).await?;
         // An unreadable apps_dir must not look like "no apps": that would
         // stop every app.
-        let scan = crate::judge::scan(&daemon_config).await;
+        let scan = crate::judge::scan(&daemon_config, &self.judged).await;
         release_freed_memory();
         let crate::judge::Scan {
             candidates,
@@ -82,7 +107,16 @@ impl Daemon {
         let read = candidates
             .iter()
             .map(|(name, candidate)| (name.as_str(), candidate.app.as_ref().ok()));
-        for (name, verdict) in diff(&current, read, |old, new| change::resolved_change(old, new)) {
+        // A file kept from the last judgement is the very version the
+        // registry holds: no need to compare every setting.
+        let judge_change = |old: &Arc<ResolvedApp>, new: &Arc<ResolvedApp>| {
+            if Arc::ptr_eq(old, new) {
+                None
+            } else {
+                change::resolved_change(old, new)
+            }
+        };
+        for (name, verdict) in diff(&current, read, judge_change) {
             match verdict {
                 Verdict::Add => report.added.push(name),
                 Verdict::Unchanged => report.unchanged.push(name),
@@ -158,7 +192,12 @@ impl Daemon {
                     let change = match &entry.app {
                         // Unchanged and running: nothing to do. Unchanged
                         // but refused for want of open files: tried again.
-                        Some(old) if **old == *app && entry.handle.is_some() => continue,
+                        Some(old)
+                            if (Arc::ptr_eq(old, &app) || **old == *app)
+                                && entry.handle.is_some() =>
+                        {
+                            continue
+                        }
                         // What differs derives from the settings (the
                         // exposure checks): adopted, nothing else to do.
                         Some(old) => change::resolved_change(old, &app).unwrap_or(Change {

@@ -348,7 +348,7 @@ impl Daemon {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let candidates = crate::judge::scan(&config)
+        let candidates = crate::judge::scan(&config, &self.judged)
             .await
             .map_err(|e| e.to_string())?;
         let mut apps = BTreeMap::new();

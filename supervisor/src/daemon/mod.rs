@@ -117,6 +117,9 @@ pub struct Daemon {
     ignored: RwLock<Vec<IgnoredFile>>,
     /// The open-file limit, shared out between apps. Taken after `apps`.
     fds: Mutex<fds::FdBudget>,
+    /// The judgements of unchanged files of `apps_dir`, kept between
+    /// updates.
+    judged: crate::judge::JudgeCache,
     /// Serializes configuration changes.
     apply_lock: tokio::sync::Mutex<()>,
     handoff: handoff::HandoffControl,

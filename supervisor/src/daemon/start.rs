@@ -36,7 +36,7 @@ use crate::cgroup::{CgroupRoot, CgroupWatcher, Controller};
 use crate::config;
 use crate::supervise::{reaper::Reaper, Handle, Shared};
 
-use super::apply::stop_all;
+use super::apply::{stop_all, Judging};
 use super::intents::Intents;
 use super::{fds, handoff, Daemon, DaemonError, Options};
 
@@ -219,6 +219,7 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         ignored: RwLock::new(Vec::new()),
         fds: Mutex::new(fds::FdBudget::new(nofile.soft)),
         shared,
+        judged: crate::judge::JudgeCache::default(),
         apply_lock: tokio::sync::Mutex::new(()),
         handoff: handoff_control,
     });
@@ -279,8 +280,10 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
-                tracing::info!("SIGHUP: re-reading appvisor.toml and apps.d");
-                if let Err(error) = daemon.apply_config(false, None).await {
+                tracing::info!("SIGHUP: re-reading appvisor.toml and every file of apps.d");
+                // Whatever changed outside the files (a directory service's
+                // users and groups) is seen: every file is judged again.
+                if let Err(error) = daemon.apply(false, None, Judging::Every).await {
                     tracing::error!(
                         "SIGHUP changed nothing, the running configuration stays: {}",
                         error
