@@ -61,7 +61,9 @@ pub enum Unjudged {
 }
 
 /// Runs `job` on the blocking pool and waits at most `deadline` for it.
-async fn run_blocking<T: Send + 'static>(
+/// The status server's reads of cgroup and /proc files run here too, so
+/// they share [`MAX_HUNG`] with the judging of files.
+pub(crate) async fn run_blocking<T: Send + 'static>(
     deadline: Duration,
     job: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Unjudged> {

@@ -77,7 +77,8 @@ impl Daemon {
         // An unreadable apps_dir must not look like "no apps": that would
         // stop every app.
         let scan = crate::judge::scan(&daemon_config, &self.judged).await;
-        release_freed_memory();
+        // Not awaited: it only gives memory back.
+        drop(tokio::task::spawn_blocking(release_freed_memory));
         let crate::judge::Scan {
             candidates,
             ignored,

@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -43,6 +43,9 @@ use super::{fds, handoff, Daemon, DaemonError, Options};
 /// How long connections still open once every app has stopped (followers
 /// of logs or events) may take to end before the daemon exits.
 const SERVER_GRACE: Duration = Duration::from_secs(1);
+
+/// How long start-up may take to create its directories.
+const DIRS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long start-up waits for an earlier daemon's leftovers to die.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
@@ -81,27 +84,7 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     let spec = config.spec.clone();
     // A missing apps_dir is a mistake, never "no apps".
     crate::judge::check_apps_dir(&spec.apps_dir).await?;
-    for dir in [&spec.log_dir, &spec.state_dir] {
-        make_dir(dir, 0o755)?;
-    }
-    let run_dir = spec
-        .control
-        .socket
-        .parent()
-        .unwrap_or(Path::new("/run/appvisor"))
-        .to_owned();
-    let notify_dir = run_dir.join("notify");
-    make_dir(&notify_dir, 0o755)?;
-    // Each instance's private probe socket: only root may connect, so only
-    // the daemon's probe reaches an instance this way.
-    let probe_dir = run_dir.join("probe");
-    make_dir(&probe_dir, 0o700)?;
-    std::fs::set_permissions(&probe_dir, std::fs::Permissions::from_mode(0o700)).map_err(
-        |source| DaemonError::Dir {
-            path: probe_dir.clone(),
-            source,
-        },
-    )?;
+    let (notify_dir, probe_dir) = make_dirs(&spec).await?;
 
     // The main processes handed over are this process's children still:
     // registered before the first reap.
@@ -383,6 +366,54 @@ async fn bind_status(spec: &config::StatusSpec) -> Option<tokio::net::TcpListene
             tracing::error!(error = %err, "status server off");
             None
         }
+    }
+}
+
+/// Creates `log_dir`, `state_dir` and the run directory's `notify/` and
+/// `probe/`, on the blocking pool within [`DIRS_TIMEOUT`] (a hung file
+/// system under one of them ends start-up with its name, rather than
+/// holding a worker thread); returns `notify/` and `probe/`.
+async fn make_dirs(spec: &config::DaemonSpec) -> Result<(PathBuf, PathBuf), DaemonError> {
+    let (log_dir, state_dir) = (spec.log_dir.clone(), spec.state_dir.clone());
+    let run_dir = spec
+        .control
+        .socket
+        .parent()
+        .unwrap_or(Path::new("/run/appvisor"))
+        .to_owned();
+    let notify_dir = run_dir.join("notify");
+    // Each instance's private probe socket: only root may connect, so only
+    // the daemon's probe reaches an instance this way.
+    let probe_dir = run_dir.join("probe");
+    let (notify, probe) = (notify_dir.clone(), probe_dir.clone());
+    let make = tokio::task::spawn_blocking(move || {
+        for dir in [&log_dir, &state_dir, &notify] {
+            make_dir(dir, 0o755)?;
+        }
+        make_dir(&probe, 0o700)?;
+        std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
+            DaemonError::Dir {
+                path: probe,
+                source,
+            }
+        })
+    });
+    match tokio::time::timeout(DIRS_TIMEOUT, make).await {
+        Ok(Ok(made)) => made.map(|()| (notify_dir, probe_dir)),
+        Ok(Err(join)) => Err(DaemonError::Dir {
+            path: run_dir,
+            source: std::io::Error::other(join.to_string()),
+        }),
+        Err(_elapsed) => Err(DaemonError::Dir {
+            path: spec.log_dir.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no answer within {DIRS_TIMEOUT:?} (a hung file system under it, state_dir or {}?)",
+                    run_dir.display()
+                ),
+            ),
+        }),
     }
 }
 
