@@ -14,6 +14,11 @@
 //! [`MAX_HUNG`] such jobs are let pile up; past that, files are reported
 //! as not judged until the hung ones return, rather than taking every
 //! thread of the blocking pool the apps' spawns need too.
+//!
+//! A file judged valid is kept ([`JudgeCache`]) with the stamps it was
+//! judged under, and judged again only once they change: an update with
+//! one changed file among a thousand stats a thousand files, in one job,
+//! and reads one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
