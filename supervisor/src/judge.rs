@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::judge::{self, Judged};
+use crate::config::positions::Positions;
 use crate::config::resolve::{ResolvedApp, SystemUserDb, UserDb, UserDbError, UserRecord};
 use crate::config::validate::ValidApp;
 use crate::config::{self, ConfigError, ConfigErrors, DaemonConfig};
@@ -165,7 +166,7 @@ pub async fn scan(daemon_config: &DaemonConfig, cache: &JudgeCache) -> Result<Sc
             .zip(&kept)
             .filter_map(|((_, path), kept)| {
                 kept.as_ref()
-                    .map(|kept| (path.clone(), kept.valid.spec.env_files.clone()))
+                    .map(|kept| (path.clone(), kept.app.spec.env_files.clone()))
             })
             .collect();
         run_blocking(JUDGE_TIMEOUT, move || {
@@ -186,21 +187,23 @@ pub async fn scan(daemon_config: &DaemonConfig, cache: &JudgeCache) -> Result<Sc
     let same_world = world.is_some() && cache.world_is(world.as_ref());
     let mut hits = Vec::new();
     let mut misses = Vec::new();
-    for ((name, path), kept) in named.into_iter().zip(kept) {
+    // Each with its place in the directory's order, which the conflicts'
+    // blame follows.
+    for (index, ((name, path), kept)) in named.into_iter().zip(kept).enumerate() {
         let Some(kept) = kept else {
-            misses.push((name, path));
+            misses.push((index, name, path));
             continue;
         };
         match stamps.next().flatten() {
-            Some(now) if same_world && now == kept.stamps => hits.push((name, kept)),
-            _ => misses.push((name, path)),
+            Some(now) if same_world && now == kept.stamps => hits.push((index, name, kept)),
+            _ => misses.push((index, name, path)),
         }
     }
 
     let defaults = Arc::new(daemon_config.defaults.clone());
     let users = Arc::new(ScanUserDb::<SystemUserDb>::default());
     let settle = cache.settle;
-    let judged = in_parallel(misses, JUDGES, |(name, path)| {
+    let judged = in_parallel(misses, JUDGES, |(index, name, path)| {
         let defaults = defaults.clone();
         let users = users.clone();
         async move {
@@ -230,57 +233,58 @@ pub async fn scan(daemon_config: &DaemonConfig, cache: &JudgeCache) -> Result<Sc
                 };
                 (judged, None)
             });
-            (name, judged)
+            (index, name, judged)
         }
     })
     .await;
 
-    let held: Vec<PathBuf> = hits.iter().map(|(_, kept)| kept.file.clone()).collect();
-    let mut read: Vec<(String, Read)> = hits
+    let held: Vec<PathBuf> = hits.iter().map(|(_, _, kept)| kept.file.clone()).collect();
+    let mut read: Vec<(usize, String, Read)> = hits
         .into_iter()
-        .map(|(name, kept)| {
+        .map(|(index, name, kept)| {
+            let listens = (!kept.app.spec.listen.is_empty()).then(|| ValidApp {
+                spec: kept.app.spec.clone(),
+                warnings: Vec::new(),
+                positions: kept.positions.clone(),
+            });
             let read = Read {
                 file: kept.file.clone(),
-                valid: Some(kept.valid.clone()),
+                listens,
                 app: Ok(kept.app.clone()),
             };
-            (name.to_string(), read)
+            (index, name.to_string(), read)
         })
         .collect();
     let mut keep = Vec::new();
-    for (name, (judged, stamps)) in judged {
+    for (index, name, (judged, stamps)) in judged {
         let file = judged.file;
-        let (valid, app) = match judged.outcome {
+        let (listens, app) = match judged.outcome {
             Ok(validated) => {
-                let valid = Arc::new(validated.valid);
+                let valid = validated.valid;
                 let app = validated.resolved.map(Arc::new);
                 if let (Ok(app), Some(stamps)) = (&app, stamps) {
                     keep.push(Kept {
                         file: file.clone(),
                         stamps,
-                        valid: valid.clone(),
+                        positions: valid.positions.only("listen"),
                         app: app.clone(),
                     });
                 }
-                (Some(valid), app)
+                let listens = (app.is_ok() && !valid.spec.listen.is_empty()).then_some(valid);
+                (listens, app)
             }
             Err(errors) => (None, Err(errors)),
         };
-        read.push((name.to_string(), Read { file, valid, app }));
+        read.push((index, name.to_string(), Read { file, listens, app }));
     }
     cache.store(world, &held, keep);
+    read.sort_unstable_by_key(|(index, _, _)| *index);
 
     // Only apps that resolved hold their addresses.
-    let resolved = read
-        .iter()
-        .filter_map(|(_, read)| match (&read.valid, &read.app) {
-            (Some(valid), Ok(_)) => Some(&**valid),
-            _ => None,
-        });
-    let conflicts = judge::conflicts(resolved);
+    let conflicts = judge::conflicts(read.iter().filter_map(|(_, _, read)| read.listens.as_ref()));
     let candidates = read
         .into_iter()
-        .map(|(name, read)| {
+        .map(|(_, name, read)| {
             let Read { file, app, .. } = read;
             let theirs: Vec<ConfigError> = conflicts
                 .iter()
@@ -306,8 +310,9 @@ pub async fn scan(daemon_config: &DaemonConfig, cache: &JudgeCache) -> Result<Sc
 /// One file of `apps_dir` as a scan found it.
 struct Read {
     file: PathBuf,
-    /// Its spec, when it validated.
-    valid: Option<Arc<ValidApp>>,
+    /// Its spec, when it resolved and has `[[listen]]` addresses that may
+    /// conflict with another app's.
+    listens: Option<ValidApp>,
     app: Result<Arc<ResolvedApp>, ConfigErrors>,
 }
 
@@ -417,7 +422,9 @@ impl World {
 struct Kept {
     file: PathBuf,
     stamps: Stamps,
-    valid: Arc<ValidApp>,
+    /// Where its `[[listen]]` keys sit, for a conflict found later; not
+    /// every key's, which would cost memory for each app kept.
+    positions: Positions,
     app: Arc<ResolvedApp>,
 }
 
@@ -802,16 +809,19 @@ mod tests {
         let app_text = |secs: &str| {
             format!("user = \"nobody\"\ncommand = [\"/bin/sleep\", \"{secs}\"]\ndirectory = \"/\"\n{listen}")
         };
-        std::fs::write(dir.path().join("apps.d/a-shop.toml"), app_text("10000")).unwrap();
+        std::fs::write(dir.path().join("apps.d/b-shop.toml"), app_text("10000")).unwrap();
         let first = scan(&config, &cache).await.unwrap();
-        app(&first, "a-shop");
-        std::fs::write(dir.path().join("apps.d/b-blog.toml"), app_text("20000")).unwrap();
+        app(&first, "b-shop");
+        // A new file before the kept one in the directory's order: the
+        // kept one is the later of the pair, and blamed at its line.
+        std::fs::write(dir.path().join("apps.d/a-blog.toml"), app_text("20000")).unwrap();
         let both = scan(&config, &cache).await.unwrap();
-        assert!(Arc::ptr_eq(&app(&first, "a-shop"), &app(&both, "a-shop")));
-        let errors = both.candidates["b-blog"].app.as_ref().unwrap_err();
+        app(&both, "a-blog");
+        let errors = both.candidates["b-shop"].app.as_ref().unwrap_err();
+        let text = errors.to_string();
         assert!(
-            errors.to_string().contains("127.0.0.1:18080"),
-            "the newcomer is blamed: {errors}"
+            text.contains("b-shop.toml:5:") && text.contains("127.0.0.1:18080"),
+            "the kept file is blamed at its listen address: {text}"
         );
     }
 
