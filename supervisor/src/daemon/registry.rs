@@ -327,22 +327,13 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::config::test_spec::app_spec;
+    use crate::config::test_spec::{app_spec, resolved_app};
 
     /// Version `command` of app `shop`, operated by `operator`.
     fn shop(command: &str, operator: &str) -> Arc<ResolvedApp> {
         let mut spec = app_spec("shop", &["/srv/shop/venv/bin/gunicorn", command]);
         spec.access.users = vec![operator.to_owned()];
-        Arc::new(ResolvedApp {
-            weaknesses: Vec::new(),
-            spec,
-            uid: 1001,
-            gid: 1001,
-            groups: vec![1001],
-            user_name: "shop".into(),
-            home: "/srv/shop".into(),
-            shell: "/bin/sh".into(),
-        })
+        Arc::new(resolved_app(spec))
     }
 
     /// `app` as the registry holds it: valid, without a task (no room in
