@@ -283,10 +283,7 @@ async fn answer<T: ControlTarget>(
             notices: target.notices(peer),
         }))),
         Route::App(name) => {
-            let app = authorize_app(target, peer, name, Operation::View, "see")?;
-            let status = target
-                .status(&app)
-                .ok_or_else(|| Failure::Refused(hidden(peer, name, "see")))?;
+            let status = view(target, peer, name, "see", |app| target.status(app))?;
             Ok(Answered::ok(json_response(&status)))
         }
         Route::Action(name, action) => {
@@ -321,18 +318,15 @@ async fn answer<T: ControlTarget>(
             })
         }
         Route::Security(name) => {
-            let app = authorize_app(target, peer, name, Operation::View, "see")?;
-            let security = target
-                .security(&app)
-                .ok_or_else(|| Failure::Refused(hidden(peer, name, "see")))?;
+            let security = view(target, peer, name, "see", |app| target.security(app))?;
             Ok(Answered::ok(json_response(&security)))
         }
         Route::Logs(name) => {
-            let app = authorize_app(target, peer, name, Operation::View, "read the logs of")?;
+            authorize_app(target, peer, name, Operation::View, "read the logs of")?;
             let params = LogParams::parse(query).map_err(Failure::Malformed)?;
-            let logs = target
-                .logs(&app)
-                .ok_or_else(|| Failure::Refused(hidden(peer, name, "read the logs of")))?;
+            let logs = view(target, peer, name, "read the logs of", |app| {
+                target.logs(app)
+            })?;
             Ok(Answered::ok(text_response(body::log_body(
                 logs,
                 params.stream,
@@ -406,6 +400,29 @@ fn authorize_app<T: ControlTarget>(
         })
     })
 }
+
+/// What `read` finds of app `name`, decided for `peer` and read from the
+/// version decided on. An app replaced in between (an update) is decided
+/// again, a few times: a read has nothing to undo. `None` from `read` (no
+/// task, or replaced each time) is answered as a hidden app.
+fn view<T: ControlTarget, R>(
+    target: &T,
+    peer: &Peer,
+    name: &str,
+    verb: &str,
+    read: impl Fn(&T::App) -> Option<R>,
+) -> Result<R, Failure> {
+    for _ in 0..VIEW_ATTEMPTS {
+        let app = authorize_app(target, peer, name, Operation::View, verb)?;
+        if let Some(found) = read(&app) {
+            return Ok(found);
+        }
+    }
+    Err(Failure::Refused(hidden(peer, name, verb)))
+}
+
+/// How many times [`view`] decides on an app that keeps changing.
+const VIEW_ATTEMPTS: usize = 3;
 
 async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
     let limited = http_body_util::Limited::new(body, MAX_BODY);
