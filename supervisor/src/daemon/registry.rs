@@ -1,4 +1,7 @@
-//! The registry of apps: what the control and status servers read of it.
+//! The registry of apps: who may reach an app, decided under one look at
+//! it ([`authorize`], which returns the version decided on), everything
+//! done to an app after that only while it still holds that version
+//! ([`with_current`]), and what the control and status servers read.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, MutexGuard, RwLock};
