@@ -770,6 +770,58 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_edited_env_file_judges_its_app_file_again() {
+        if !nix::unistd::geteuid().is_root() {
+            return appvisor_tests::skip(
+                "needs root (env files are read only when root owns them)",
+            );
+        }
+        // Root's own all the way up, as env files must be.
+        let root = tempfile::tempdir_in("/run").unwrap();
+        let apps = root.path().join("apps.d");
+        std::fs::create_dir(&apps).unwrap();
+        let conf = root.path().join("appvisor.toml");
+        std::fs::write(&conf, format!("apps_dir = \"{}\"\n", apps.display())).unwrap();
+        let config = config::load_daemon_or_default(&conf, true).unwrap();
+        let env = root.path().join("shop.env");
+        std::fs::write(&env, "FLAVOUR=one\n").unwrap();
+        std::fs::write(
+            apps.join("shop.toml"),
+            format!(
+                "user = \"nobody\"\ncommand = [\"/bin/sleep\", \"10000\"]\ndirectory = \"/\"\nenv_files = [\"{}\"]\n",
+                env.display()
+            ),
+        )
+        .unwrap();
+        let cache = JudgeCache {
+            settle: Duration::ZERO,
+            ..JudgeCache::default()
+        };
+        let first = scan(&config, &cache).await.unwrap();
+        let again = scan(&config, &cache).await.unwrap();
+        assert!(Arc::ptr_eq(&app(&first, "shop"), &app(&again, "shop")));
+
+        let mtime = std::fs::metadata(&env).unwrap().modified().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::write(&env, "FLAVOUR=two\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&env)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let edited = scan(&config, &cache).await.unwrap();
+        assert_eq!(
+            app(&edited, "shop")
+                .spec
+                .environment
+                .get("FLAVOUR")
+                .map(String::as_str),
+            Some("two")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn new_defaults_or_a_recent_change_judge_a_file_again() {
         let (dir, config) = apps_dir("");
         write_app(&dir, "shop", "10000");
