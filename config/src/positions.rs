@@ -106,6 +106,25 @@ impl Positions {
         ancestors(key).find_map(|ancestor| self.keys.get(ancestor))
     }
 
+    /// Only the places of `key` and of the keys below it (`listen` keeps
+    /// `listen[0].address`): all a judgement kept for later needs to place
+    /// an error about that key, without every key of the file.
+    pub fn only(&self, key: &str) -> Positions {
+        let below = |name: &str| {
+            name.strip_prefix(key)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        };
+        Positions {
+            layers: self.layers.clone(),
+            keys: self
+                .keys
+                .iter()
+                .filter(|(name, _)| below(name))
+                .map(|(name, place)| (name.clone(), *place))
+                .collect(),
+        }
+    }
+
     /// `error`, about the app file, at the position of its key: in the
     /// file that sets the key (`appvisor.toml`, as `defaults.KEY`, for a
     /// key from `[defaults]`), or at the start of the app file when no

@@ -60,3 +60,18 @@ pub fn app_spec(name: &str, command: &[&str]) -> AppSpec {
         limits: LimitSpec::default(),
     }
 }
+
+/// `spec` resolved as the user `shop` (uid and gid 1001, home
+/// `/srv/shop`), with the weaknesses of its settings.
+pub fn resolved_app(spec: AppSpec) -> crate::ResolvedApp {
+    crate::ResolvedApp {
+        weaknesses: crate::security::spec_weaknesses(&spec),
+        spec,
+        uid: 1001,
+        gid: 1001,
+        groups: vec![1001],
+        user_name: "shop".into(),
+        home: "/srv/shop".into(),
+        shell: "/bin/sh".into(),
+    }
+}

@@ -508,3 +508,59 @@ fn update_refuses_a_granted_path_that_does_not_exist_and_keeps_the_app_running()
         "the refused edit left the running version alone"
     );
 }
+
+/// `appctl update` reads only the files that changed since they last
+/// validated (issue 14), telling them by their stamps: an edit in place
+/// that keeps the file's size and puts its mtime back (`touch -d`, `cp
+/// -p`, rsync) still moves its ctime, and is read.
+#[test]
+fn update_reads_a_file_edited_in_place_with_its_size_and_mtime_unchanged() {
+    require_root!();
+    let user = TestUser::ensure("avt-app2");
+    let prefix = Prefix::new();
+    let path = sleeper("shop", &user)
+        .description("version one")
+        .write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    let pid = daemon
+        .wait_for_state("shop", State::Running, Duration::from_secs(15))
+        .pid
+        .expect("a pid");
+    // A file changed in the last two seconds is read at every update: past
+    // that, this update keeps its judgement.
+    let written = fs::metadata(&path).expect("shop.toml").modified().unwrap();
+    let settled = written + Duration::from_millis(2500);
+    if let Ok(wait) = settled.duration_since(std::time::SystemTime::now()) {
+        std::thread::sleep(wait);
+    }
+    assert_eq!(daemon.appctl_ok(["update"]), "unchanged: shop\n");
+
+    let text = fs::read_to_string(&path).expect("reading shop.toml");
+    let edited = text.replace("version one", "version two");
+    assert_eq!(edited.len(), text.len());
+    {
+        use std::io::Write;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("opening shop.toml");
+        file.write_all(edited.as_bytes())
+            .expect("editing shop.toml");
+        file.set_modified(written).expect("putting the mtime back");
+    }
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!(
+        (meta.len(), meta.modified().unwrap()),
+        (text.len() as u64, written)
+    );
+
+    assert_eq!(
+        daemon.appctl_ok(["update"]),
+        "changed, applied without restart: shop\n"
+    );
+    let status = daemon.app("shop");
+    assert_eq!(
+        (status.description.as_str(), status.pid),
+        ("version two", Some(pid))
+    );
+}

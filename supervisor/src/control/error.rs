@@ -11,10 +11,10 @@ use crate::acl::Peer;
 impl From<ActError> for ApiError {
     fn from(err: ActError) -> ApiError {
         let code = match &err {
-            ActError::NoSuchApp { .. } => ErrorCode::NotFound,
-            ActError::NotStarted { .. } | ActError::Invalid { .. } | ActError::Refused { .. } => {
-                ErrorCode::Conflict
-            }
+            ActError::Changed { .. }
+            | ActError::NotStarted { .. }
+            | ActError::Invalid { .. }
+            | ActError::Refused { .. } => ErrorCode::Conflict,
             ActError::UnknownSignal { .. } => ErrorCode::BadRequest,
             ActError::Gone { .. } | ActError::HandingOver => ErrorCode::Unavailable,
         };
@@ -79,9 +79,9 @@ mod tests {
         let app = || "shop".to_owned();
         let cases = [
             (
-                ActError::NoSuchApp { app: app() },
-                ErrorCode::NotFound,
-                "no app named shop",
+                ActError::Changed { app: app() },
+                ErrorCode::Conflict,
+                "shop changed while the request was checked: nothing was done, try again",
             ),
             (
                 ActError::Invalid {

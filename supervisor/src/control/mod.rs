@@ -40,7 +40,7 @@ use crate::config::UserDb;
 use crate::httpd::{self, Closing, Listener, Server};
 pub use body::ResponseBody;
 pub use socket::{bind_control_socket, SocketError};
-pub use target::{ActError, ApplyError, ControlTarget, ReexecError};
+pub use target::{ActError, ApplyError, ControlTarget, Denied, ReexecError};
 
 /// Connections served at once; more are answered 503 and closed.
 pub(crate) const MAX_CONNECTIONS: usize = 256;
@@ -283,19 +283,16 @@ async fn answer<T: ControlTarget>(
             notices: target.notices(peer),
         }))),
         Route::App(name) => {
-            authorize_app(target, peer, name, Operation::View, "see")?;
-            let status = target
-                .status(name)
-                .ok_or_else(|| Failure::Refused(hidden(peer, name, "see")))?;
+            let status = view(target, peer, name, "see", |app| target.status(app))?;
             Ok(Answered::ok(json_response(&status)))
         }
         Route::Action(name, action) => {
-            authorize_app(target, peer, name, Operation::Act, action.as_str())?;
+            let app = authorize_app(target, peer, name, Operation::Act, action.as_str())?;
             let bytes = body.read().await.map_err(Failure::Malformed)?;
             let result = if action == Action::Signal {
                 let request: SignalRequest = parse_json(&bytes)?;
                 let status = target
-                    .signal(name, &request.signal)
+                    .signal(&app, &request.signal)
                     .await
                     .map_err(|err| Failure::Failed(err.into()))?;
                 appvisor_protocol::ActionResult {
@@ -309,7 +306,7 @@ async fn answer<T: ControlTarget>(
             } else {
                 let request: ActionRequest = parse_json_or_default(&bytes)?;
                 target
-                    .act(name, action, peer, &request)
+                    .act(&app, action, peer, &request)
                     .await
                     .map_err(|err| Failure::Failed(err.into()))?
             };
@@ -321,18 +318,15 @@ async fn answer<T: ControlTarget>(
             })
         }
         Route::Security(name) => {
-            authorize_app(target, peer, name, Operation::View, "see")?;
-            let security = target
-                .security(name)
-                .ok_or_else(|| Failure::Refused(hidden(peer, name, "see")))?;
+            let security = view(target, peer, name, "see", |app| target.security(app))?;
             Ok(Answered::ok(json_response(&security)))
         }
         Route::Logs(name) => {
             authorize_app(target, peer, name, Operation::View, "read the logs of")?;
             let params = LogParams::parse(query).map_err(Failure::Malformed)?;
-            let logs = target
-                .logs(name)
-                .ok_or_else(|| Failure::Refused(hidden(peer, name, "read the logs of")))?;
+            let logs = view(target, peer, name, "read the logs of", |app| {
+                target.logs(app)
+            })?;
             Ok(Answered::ok(text_response(body::log_body(
                 logs,
                 params.stream,
@@ -390,20 +384,45 @@ async fn answer<T: ControlTarget>(
     }
 }
 
+/// The app `name` as it was when `peer` was let do `op` to it, or the
+/// answer that refuses it.
 fn authorize_app<T: ControlTarget>(
     target: &T,
     peer: &Peer,
     name: &str,
     op: Operation,
     verb: &str,
-) -> Result<(), Failure> {
-    let access = target.access(name);
-    match acl::decide(peer, &target.admin_rules(), op, access.as_ref()) {
-        Decision::Allow if access.is_some() => Ok(()),
-        Decision::Allow | Decision::Hide => Err(Failure::Refused(hidden(peer, name, verb))),
-        Decision::Forbid => Err(Failure::Refused(admin_only(peer, verb))),
-    }
+) -> Result<T::App, Failure> {
+    target.authorize(peer, name, op).map_err(|denied| {
+        Failure::Refused(match denied {
+            Denied::Hidden => hidden(peer, name, verb),
+            Denied::AdminOnly => admin_only(peer, verb),
+        })
+    })
 }
+
+/// What `read` finds of app `name`, decided for `peer` and read from the
+/// version decided on. An app replaced in between (an update) is decided
+/// again, a few times: a read has nothing to undo. `None` from `read` (no
+/// task, or replaced each time) is answered as a hidden app.
+fn view<T: ControlTarget, R>(
+    target: &T,
+    peer: &Peer,
+    name: &str,
+    verb: &str,
+    read: impl Fn(&T::App) -> Option<R>,
+) -> Result<R, Failure> {
+    for _ in 0..VIEW_ATTEMPTS {
+        let app = authorize_app(target, peer, name, Operation::View, verb)?;
+        if let Some(found) = read(&app) {
+            return Ok(found);
+        }
+    }
+    Err(Failure::Refused(hidden(peer, name, verb)))
+}
+
+/// How many times [`view`] decides on an app that keeps changing.
+const VIEW_ATTEMPTS: usize = 3;
 
 async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
     let limited = http_body_util::Limited::new(body, MAX_BODY);

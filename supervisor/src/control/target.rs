@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use appvisor_protocol::{Action, ActionRequest, ActionResult, AppSecurity, AppStatus, ApplyReport};
 
-use crate::acl::{AdminRules, Peer};
+use crate::acl::{AdminRules, Decision, Operation, Peer};
 use crate::audit::Events;
-use crate::config::{AccessSpec, ConfigErrors};
+use crate::config::ConfigErrors;
 use crate::logs::AppLogs;
 
 /// The daemon, as the control server sees it.
@@ -25,9 +25,16 @@ pub trait ControlTarget: Send + Sync + 'static {
     /// `[control]`'s admin users and groups, now.
     fn admin_rules(&self) -> AdminRules;
 
-    /// The `[access]` of app `name`, if it exists (an app known only as an
-    /// invalid file has none, so only admins see it).
-    fn access(&self, name: &str) -> Option<AccessSpec>;
+    /// An app a request was let reach: the version of it whose `[access]`
+    /// allowed the request.
+    type App: Send + Sync;
+
+    /// Decides whether `peer` may do `op` to app `name` and, if so,
+    /// returns the app as it was when that was decided, from the same look
+    /// at the registry: every later call with it acts on that version or
+    /// fails with [`ActError::Changed`], so an app replaced or removed
+    /// after the check is never reached on the strength of the check.
+    fn authorize(&self, peer: &Peer, name: &str, op: Operation) -> Result<Self::App, Denied>;
 
     /// Names of the apps `peer` may operate, sorted.
     fn visible_apps(&self, peer: &Peer) -> Vec<String>;
@@ -39,28 +46,31 @@ pub trait ControlTarget: Send + Sync + 'static {
     /// nothing for anyone else.
     fn notices(&self, peer: &Peer) -> Vec<String>;
 
-    /// Status of one app, whoever asks (the server checks access first).
-    fn status(&self, name: &str) -> Option<AppStatus>;
+    /// Status of an authorized app; `None` if it changed since.
+    fn status(&self, app: &Self::App) -> Option<AppStatus>;
 
-    /// What confines app `name`, whoever asks (the server checks access).
-    fn security(&self, name: &str) -> Option<AppSecurity>;
+    /// What confines an authorized app; `None` if it has no task or
+    /// changed since.
+    fn security(&self, app: &Self::App) -> Option<AppSecurity>;
 
-    /// App `name`'s captured output, whoever asks (the server checks access).
-    fn logs(&self, name: &str) -> Option<Arc<AppLogs>>;
+    /// An authorized app's captured output; `None` if it has no task or
+    /// changed since.
+    fn logs(&self, app: &Self::App) -> Option<Arc<AppLogs>>;
 
     /// start, stop, restart or reload, waiting for the outcome if asked.
     fn act(
         &self,
-        name: &str,
+        app: &Self::App,
         action: Action,
         peer: &Peer,
         request: &ActionRequest,
     ) -> impl Future<Output = Result<ActionResult, ActError>> + Send;
 
-    /// Sends `signal` (a name such as `USR1`) to app `name`'s processes.
+    /// Sends `signal` (a name such as `USR1`) to an authorized app's
+    /// processes.
     fn signal(
         &self,
-        name: &str,
+        app: &Self::App,
         signal: &str,
     ) -> impl Future<Output = Result<AppStatus, ActError>> + Send;
 
@@ -86,12 +96,34 @@ pub trait ControlTarget: Send + Sync + 'static {
     ) -> impl Future<Output = Result<ApplyReport, ApplyError>> + Send;
 }
 
+/// Why a request may not reach an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No such app, or one the caller may not see: the same answer, so
+    /// names do not leak.
+    Hidden,
+    /// Only admins may do this.
+    AdminOnly,
+}
+
+impl Denied {
+    /// What [`crate::acl::decide`] said, as the answer to an app-scoped request.
+    pub fn check(decision: Decision) -> Result<(), Denied> {
+        match decision {
+            Decision::Allow => Ok(()),
+            Decision::Hide => Err(Denied::Hidden),
+            Decision::Forbid => Err(Denied::AdminOnly),
+        }
+    }
+}
+
 /// Why an action on one app was not carried out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActError {
-    /// It went away between the access check and the action.
-    #[error("no app named {app}")]
-    NoSuchApp { app: String },
+    /// It changed or went away between the access check and the action:
+    /// the check was about another version, so nothing was done.
+    #[error("{app} changed while the request was checked: nothing was done, try again")]
+    Changed { app: String },
     /// The daemon did not start it (for want of open files), and still
     /// cannot.
     #[error("{app} was {why}")]

@@ -22,6 +22,10 @@ struct Fake {
     acted: Mutex<Vec<(String, Action)>>,
     /// What `act` answers, if not a done action.
     act_error: Mutex<Option<ActError>>,
+    /// How many reads of a status find the app replaced since its check.
+    replaced_reads: Mutex<usize>,
+    /// How many times access was decided.
+    decisions: Mutex<usize>,
 }
 
 impl Fake {
@@ -38,6 +42,8 @@ impl Fake {
             ]),
             acted: Mutex::default(),
             act_error: Mutex::default(),
+            replaced_reads: Mutex::default(),
+            decisions: Mutex::default(),
         })
     }
 
@@ -71,8 +77,13 @@ impl ControlTarget for Fake {
         }
     }
 
-    fn access(&self, name: &str) -> Option<AccessSpec> {
-        self.access.get(name).cloned()
+    type App = String;
+
+    fn authorize(&self, peer: &Peer, name: &str, op: Operation) -> Result<String, Denied> {
+        *self.decisions.lock().unwrap() += 1;
+        let access = self.access.get(name).ok_or(Denied::Hidden)?;
+        Denied::check(acl::decide(peer, &self.admin_rules(), op, Some(access)))?;
+        Ok(name.to_owned())
     }
 
     fn visible_apps(&self, peer: &Peer) -> Vec<String> {
@@ -94,21 +105,26 @@ impl ControlTarget for Fake {
         Vec::new()
     }
 
-    fn status(&self, name: &str) -> Option<AppStatus> {
+    fn status(&self, name: &String) -> Option<AppStatus> {
+        let mut replaced = self.replaced_reads.lock().unwrap();
+        if *replaced > 0 {
+            *replaced -= 1;
+            return None;
+        }
         self.access.contains_key(name).then(|| status(name))
     }
 
-    fn security(&self, _name: &str) -> Option<AppSecurity> {
+    fn security(&self, _name: &String) -> Option<AppSecurity> {
         None
     }
 
-    fn logs(&self, _name: &str) -> Option<Arc<AppLogs>> {
+    fn logs(&self, _name: &String) -> Option<Arc<AppLogs>> {
         None
     }
 
     async fn act(
         &self,
-        name: &str,
+        name: &String,
         action: Action,
         _peer: &Peer,
         _request: &ActionRequest,
@@ -127,7 +143,7 @@ impl ControlTarget for Fake {
         })
     }
 
-    async fn signal(&self, name: &str, _signal: &str) -> Result<AppStatus, ActError> {
+    async fn signal(&self, name: &String, _signal: &str) -> Result<AppStatus, ActError> {
         self.acted
             .lock()
             .unwrap()
@@ -356,6 +372,20 @@ async fn a_failed_action_is_audited_with_its_error_code() {
     );
     assert_eq!(fake.acted(), [("shop".to_owned(), Action::Stop)]);
     assert_eq!(fake.audited(), counts(&[("stop", "unavailable", 1)]));
+}
+
+#[tokio::test]
+async fn a_status_read_of_an_app_replaced_since_its_check_is_decided_again() {
+    let fake = Fake::new();
+    // Replaced once between the check and the read: decided again, read.
+    *fake.replaced_reads.lock().unwrap() = 1;
+    let answer = send(&fake, alice(), "GET", "/v1/apps/shop", "").await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(*fake.decisions.lock().unwrap(), 2);
+    // Replaced at every read: never read with a stale decision.
+    *fake.replaced_reads.lock().unwrap() = 10;
+    let answer = send(&fake, alice(), "GET", "/v1/apps/shop", "").await;
+    assert_eq!(answer.status, 404, "{answer:?}");
 }
 
 #[tokio::test]

@@ -482,7 +482,7 @@ impl Daemon {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let scan = crate::judge::scan(&config)
+        let scan = crate::judge::scan(&config, &self.judged)
             .await
             .map_err(|e| e.to_string())?;
         Ok(scan

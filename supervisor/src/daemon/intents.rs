@@ -361,6 +361,29 @@ fn write_copy(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), SaveError> {
         .map_err(|e| SaveError::new("syncing the directory", dir, &e))
 }
 
+impl super::Daemon {
+    /// Records a stop (`Some`) or start (`None`) by hand, saved in
+    /// `state_dir` off the runtime (it fsyncs).
+    pub(super) async fn record_intent(
+        &self,
+        name: &str,
+        stopped_by: Option<StoppedBy>,
+    ) -> Result<(), SaveError> {
+        let intents = self.intents.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || intents.record(&name, stopped_by))
+            .await
+            .expect("saving operator intent does not panic")
+    }
+
+    /// Saves operator intent again if an earlier save failed; the error is
+    /// logged and shown in status.
+    pub(super) async fn save_pending_intent(&self) {
+        let intents = self.intents.clone();
+        let _ = tokio::task::spawn_blocking(move || intents.save_pending()).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -505,8 +505,8 @@ fn landlock_security(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::security::{spec_weaknesses, Weakness};
-    use crate::config::test_spec::app_spec;
+    use crate::config::security::Weakness;
+    use crate::config::test_spec::{app_spec, resolved_app};
     use crate::config::{LandlockMode, SandboxSpec};
     use crate::sandbox::landlock::GrantedPath;
     use crate::sandbox::rules::SandboxInputs;
@@ -520,16 +520,7 @@ mod tests {
             spec.limits.tasks = Some(128);
             spec.limits.cpu = Some(150);
         }
-        ResolvedApp {
-            weaknesses: spec_weaknesses(&spec),
-            spec,
-            uid: 1001,
-            gid: 1001,
-            groups: vec![1001],
-            user_name: "shop".into(),
-            home: "/srv/shop".into(),
-            shell: "/bin/sh".into(),
-        }
+        resolved_app(spec)
     }
 
     fn failed(security: &AppSecurity) -> Vec<&str> {

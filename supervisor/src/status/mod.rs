@@ -42,6 +42,9 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head buffer (hyper's minimum is 8 KiB).
 const MAX_HEAD: usize = 16 * 1024;
 
+/// How long one request may read cgroup and /proc files.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One app as the status server reads it from the daemon.
 #[derive(Debug, Clone)]
 pub struct AppSample {
@@ -118,16 +121,24 @@ async fn serve_connection<S: StatusSource>(
         let source = source.clone();
         let roots = roots.clone();
         // Reading cgroup and /proc files blocks, briefly: keep it off the
-        // runtime's worker threads.
+        // runtime's worker threads. An app's process can make its /proc
+        // files hang (a read of smaps_rollup waits for its memory map's
+        // lock): the request fails after SCRAPE_TIMEOUT, its thread counted
+        // among the hung blocking jobs until the read returns, and none is
+        // started while too many are (judge::run_blocking).
         async move {
-            let answer = tokio::task::spawn_blocking(move || handle(&*source, &roots, &request))
-                .await
-                .unwrap_or_else(|_| {
-                    error_response(&ApiError::new(
-                        ErrorCode::Internal,
-                        "the status handler panicked",
-                    ))
-                });
+            let scrape = move || handle(&*source, &roots, &request);
+            let answer = match crate::judge::run_blocking(SCRAPE_TIMEOUT, scrape).await {
+                Ok(answer) => answer,
+                Err(crate::judge::Unjudged::Failed(_)) => error_response(&ApiError::new(
+                    ErrorCode::Internal,
+                    "the status handler panicked",
+                )),
+                Err(unanswered) => error_response(&ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("cgroup and /proc reads: {unanswered}"),
+                )),
+            };
             Ok::<_, Infallible>(answer)
         }
     });
