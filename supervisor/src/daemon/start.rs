@@ -9,9 +9,9 @@
 //!    running can be adopted (its records, `adopt`), and kill whatever
 //!    else it left in its app cgroups, so no duplicate fights for a port;
 //! 5. bind the control socket; read operator intent (`intents`);
-//! 6. adopt what step 4 decided; load `apps.d` and start every autostart app at once, each in its own
-//!    task, as far as the open-file budget goes (an app stopped by hand
-//!    stays stopped);
+//! 6. adopt what step 4 decided; load `apps.d` and start every autostart
+//!    app at once, each in its own task, as far as the open-file budget
+//!    goes (an app stopped by hand stays stopped);
 //! 7. tell a service manager READY=1, then serve until SIGTERM or SIGINT
 //!    (SIGHUP re-reads `appvisor.toml` and `apps.d`).
 //!
