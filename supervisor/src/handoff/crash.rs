@@ -130,6 +130,9 @@ enum Message {
     Remove(String),
     /// Answered once everything sent before is on disk.
     Flush(mpsc::Sender<()>),
+    /// A clean exit: as `Flush`, then the heartbeat goes too if no record
+    /// is left, and the thread ends.
+    Close(mpsc::Sender<()>),
 }
 
 /// The writer thread's inbox.
@@ -144,6 +147,7 @@ impl std::fmt::Debug for Message {
             Message::Write(record) => write!(f, "Write({})", record.app.name),
             Message::Remove(name) => write!(f, "Remove({name})"),
             Message::Flush(_) => write!(f, "Flush"),
+            Message::Close(_) => write!(f, "Close"),
         }
     }
 }
@@ -186,12 +190,22 @@ impl RecordWriter {
         let _ = self.tx.send(Message::Remove(name.to_owned()));
     }
 
-    /// Waits (at most `within`) until everything sent so far is done: at
-    /// a clean exit, so that no record of a stopped app outlives it.
+    /// Waits (at most `within`) until everything sent so far is done.
     pub fn flush(&self, within: Duration) {
         let (tx, rx) = mpsc::channel();
         if self.tx.send(Message::Flush(tx)).is_ok() && rx.recv_timeout(within).is_err() {
-            tracing::warn!("the crash records were not all written at exit");
+            tracing::warn!("the crash records were not all written in time");
+        }
+    }
+
+    /// At a clean exit, once every app's task has ended: waits (at most
+    /// `within`) until everything sent so far is done, so that no record
+    /// of a stopped app outlives the daemon, and removes the heartbeat
+    /// when no record is left (nothing runs for a successor to adopt).
+    pub fn close(&self, within: Duration) {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Message::Close(tx)).is_ok() && rx.recv_timeout(within).is_err() {
+            tracing::warn!("the crash records were not all removed at exit");
         }
     }
 }
@@ -263,6 +277,17 @@ fn writer(dir: &Path, rx: &mpsc::Receiver<Message>, mut heartbeat: Heartbeat) {
                 let _ = done.send(());
                 continue;
             }
+            Message::Close(done) => {
+                if !holds_records(dir) {
+                    if let Err(error) = fs::remove_file(dir.join(HEARTBEAT)) {
+                        if error.kind() != io::ErrorKind::NotFound {
+                            tracing::warn!(%error, dir = %dir.display(), "removing the daemon's heartbeat");
+                        }
+                    }
+                }
+                let _ = done.send(());
+                return;
+            }
             Message::Remove(name) => {
                 let result = match fs::remove_file(dir.join(format!("{name}.json"))) {
                     Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -276,6 +301,19 @@ fn writer(dir: &Path, rx: &mpsc::Receiver<Message>, mut heartbeat: Heartbeat) {
         }
         beat(dir, &mut heartbeat);
     }
+}
+
+/// Whether `dir` holds an app's record (or cannot be listed, when it
+/// might).
+fn holds_records(dir: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return true;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        !name.starts_with('.') && name.ends_with(".json")
+    })
 }
 
 /// Writes `bytes` to `dir/name` atomically: a temporary file, renamed.
@@ -514,6 +552,23 @@ mod tests {
             fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
             0o700
         );
+    }
+
+    #[test]
+    fn a_clean_close_leaves_the_heartbeat_only_beside_a_record() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("records");
+        let writer = RecordWriter::start(dir.clone(), "9.9.9").unwrap();
+        writer.write(record("shop"), "fp-shop".to_owned());
+        writer.remove("shop");
+        writer.close(Duration::from_secs(5));
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "nothing is left");
+
+        let writer = RecordWriter::start(dir.clone(), "9.9.9").unwrap();
+        writer.write(record("blog"), "fp-blog".to_owned());
+        writer.close(Duration::from_secs(5));
+        assert!(dir.join(HEARTBEAT).exists(), "kept beside blog's record");
+        assert!(dir.join("blog.json").exists());
     }
 
     #[test]
