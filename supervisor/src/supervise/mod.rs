@@ -102,7 +102,7 @@ pub enum Command {
     /// Send a signal to the main process.
     Signal {
         signal: Signal,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), SignalError>>,
     },
     /// Adopt new settings as `change` says: in place, or with a restart if
     /// the app is up.
@@ -116,6 +116,17 @@ pub enum Command {
     /// End the task, leaving the app as it is, once no transition is under
     /// way, and hand over what it holds (a hand-off to a new binary).
     Freeze { reply: oneshot::Sender<Frozen> },
+}
+
+/// Why `Command::Signal` sent nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignalError {
+    /// The app has no main process (it is not running).
+    #[error("{app} has no running process")]
+    NoProcess { app: String },
+    /// kill(2) refused.
+    #[error("{}", .0.desc())]
+    Kill(nix::errno::Errno),
 }
 
 /// The machine's answer to a control request.
@@ -625,9 +636,11 @@ impl Supervisor {
             Command::Signal { signal, reply } => {
                 let result = match self.machine.pid() {
                     Some(pid) => {
-                        kill(Pid::from_raw(pid as i32), signal.0).map_err(|e| e.desc().to_owned())
+                        kill(Pid::from_raw(pid as i32), signal.0).map_err(SignalError::Kill)
                     }
-                    None => Err(format!("{} has no running process", self.app.spec.name)),
+                    None => Err(SignalError::NoProcess {
+                        app: self.app.spec.name.to_string(),
+                    }),
                 };
                 let _ = reply.send(result);
             }
