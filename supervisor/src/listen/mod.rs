@@ -699,12 +699,23 @@ fn remove_stale(
         });
     }
     // Whether someone listens, asked through the path: connecting changes
-    // nothing, whatever the path reaches.
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(unix_in_use(address, path)),
+    // nothing, whatever the path reaches. Without blocking: a listener
+    // whose backlog is full (one that never accepts, put there by whoever
+    // may write the directory) would hold a blocking connect forever.
+    match connect_nonblocking(path) {
+        Ok(()) => Err(unix_in_use(address, path)),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Err(unix_in_use(address, path)),
         Err(_) => nix::unistd::unlinkat(dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
             .map_err(|errno| io_error(errno.into())),
     }
+}
+
+/// Connects a non-blocking Unix stream socket to `path`: `WouldBlock`
+/// when a listener is there but its backlog is full.
+fn connect_nonblocking(path: &Path) -> io::Result<()> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.connect(&SockAddr::unix(path)?)
 }
 
 /// Mode 0660, then owner `uid`:`gid`, of the open socket file `fd`,
