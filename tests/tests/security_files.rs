@@ -398,3 +398,92 @@ fn a_listen_socket_replaced_by_a_link_never_chmods_what_it_leads_to() {
     );
     assert_eq!(fs::read_link(&socket).unwrap(), secret);
 }
+
+/// Holds a Unix socket at `path` that listens and never accepts, its
+/// backlog full, as `user`; killed on drop.
+struct FullBacklog(std::process::Child);
+
+impl FullBacklog {
+    fn hold(user: &TestUser, path: &Path) -> FullBacklog {
+        use std::io::{BufRead, BufReader};
+        const SCRIPT: &str = r#"
+import socket, sys, time
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(sys.argv[1])
+listener.listen(0)
+clients = []
+while True:
+    client = socket.socket(socket.AF_UNIX)
+    client.setblocking(False)
+    try:
+        client.connect(sys.argv[1])
+    except BlockingIOError:
+        break
+    clients.append(client)
+print("full", flush=True)
+time.sleep(3600)
+"#;
+        let mut child = user
+            .command("/usr/bin/python3")
+            .args(["-c", SCRIPT])
+            .arg(path)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("read");
+        assert_eq!(line.trim(), "full", "the owner's listener did not fill up");
+        FullBacklog(child)
+    }
+}
+
+impl Drop for FullBacklog {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The app's owner puts a socket that listens and never accepts, its
+/// backlog full, at the app's `[[listen]]` path. The daemon once asked
+/// whether anyone listens there with a blocking connect, which never
+/// returned: now the start fails at once saying the address is in use,
+/// the daemon serves on, and once the owner's socket is gone the next
+/// start replaces the stale file.
+#[test]
+fn a_listener_that_never_accepts_at_the_listen_path_fails_only_its_start() {
+    require_root!();
+    let user = TestUser::ensure("avt-app1");
+    let prefix = Prefix::new();
+    let run = prefix.code_dir("shop", &user).join("run");
+    user.run("/bin/mkdir", &[&run]);
+    let socket = run.join("http.sock");
+    let hog = FullBacklog::hold(&user, &socket);
+    testapps::sleeper("shop", &user)
+        .listen(&format!("unix:{}", socket.display()), Some("http"))
+        .max_retries(1)
+        .write(&prefix);
+    testapps::sleeper("blog", &user).write(&prefix);
+    let daemon = Daemon::start(&prefix, DaemonOptions::default());
+    daemon.wait_for_state("blog", State::Running, Duration::from_secs(20));
+    let status = daemon.wait_for_state("shop", State::Fatal, Duration::from_secs(20));
+    assert!(
+        status.reason.contains(&format!(
+            "listen unix:{}: address already in use",
+            socket.display()
+        )),
+        "{}",
+        status.reason
+    );
+    // Answered (exit 3: an app is not running), the neighbour untouched.
+    let out = daemon.appctl(["status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe_output(&out));
+    assert_eq!(daemon.app("blog").state, State::Running);
+
+    drop(hog);
+    daemon.appctl_ok(["start", "shop"]);
+    daemon.wait_for_state("shop", State::Running, Duration::from_secs(20));
+    assert_eq!(file_state(&socket), (0o660, user.uid, user.gid));
+}

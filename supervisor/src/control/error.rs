@@ -14,7 +14,8 @@ impl From<ActError> for ApiError {
             ActError::Changed { .. }
             | ActError::NotStarted { .. }
             | ActError::Invalid { .. }
-            | ActError::Refused { .. } => ErrorCode::Conflict,
+            | ActError::Refused { .. }
+            | ActError::Signal { .. } => ErrorCode::Conflict,
             ActError::UnknownSignal { .. } => ErrorCode::BadRequest,
             ActError::Gone { .. } | ActError::HandingOver => ErrorCode::Unavailable,
         };
@@ -73,6 +74,7 @@ mod tests {
     use appvisor_protocol::Action;
 
     use super::*;
+    use crate::supervise::SignalError;
 
     #[test]
     fn each_daemon_error_has_its_wire_code_and_message() {
@@ -100,6 +102,22 @@ mod tests {
                 },
                 ErrorCode::Conflict,
                 "cannot signal shop: it is not running",
+            ),
+            (
+                ActError::Signal {
+                    app: app(),
+                    source: SignalError::NoProcess { app: app() },
+                },
+                ErrorCode::Conflict,
+                "cannot signal shop: shop has no running process",
+            ),
+            (
+                ActError::Signal {
+                    app: app(),
+                    source: SignalError::Kill(nix::errno::Errno::EPERM),
+                },
+                ErrorCode::Conflict,
+                "cannot signal shop: Operation not permitted",
             ),
             (
                 ActError::UnknownSignal {

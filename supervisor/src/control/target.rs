@@ -16,6 +16,7 @@ use crate::acl::{AdminRules, Decision, Operation, Peer};
 use crate::audit::Events;
 use crate::config::ConfigErrors;
 use crate::logs::AppLogs;
+use crate::supervise::SignalError;
 
 /// The daemon, as the control server sees it.
 pub trait ControlTarget: Send + Sync + 'static {
@@ -136,12 +137,19 @@ pub enum ActError {
         errors: String,
         file: PathBuf,
     },
-    /// The app's state machine, or the kernel, said no.
+    /// The app's state machine said no.
     #[error("cannot {action} {app}: {why}")]
     Refused {
         app: String,
         action: Action,
         why: String,
+    },
+    /// The app's task sent no signal.
+    #[error("cannot signal {app}: {source}")]
+    Signal {
+        app: String,
+        #[source]
+        source: SignalError,
     },
     #[error("unknown signal {signal:?} (use a name such as HUP, USR1 or TERM)")]
     UnknownSignal { signal: String },

@@ -146,10 +146,9 @@ impl Daemon {
         result
             .await
             .map_err(|_| gone(app.name()))?
-            .map_err(|why| ActError::Refused {
+            .map_err(|source| ActError::Signal {
                 app: app.name().to_owned(),
-                action: Action::Signal,
-                why,
+                source,
             })?;
         let status = snapshot.borrow().status.clone();
         Ok(status)

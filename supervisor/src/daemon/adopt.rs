@@ -230,26 +230,38 @@ impl Daemon {
             .map(|h| h.daemon_version.clone())
             .or_else(|| plan.adopt.first().map(|a| a.record.daemon_version.clone()))
             .unwrap_or_default();
+        let mut chosen = Vec::with_capacity(plan.adopt.len());
+        for adoption in plan.adopt {
+            let name = adoption.record.app.name.clone();
+            let Some(Candidate { file, app: Ok(app) }) = candidates.get(&name) else {
+                continue;
+            };
+            // Operator intent is kept on disk, synchronously: a record of a
+            // stop that intent no longer has is older than a start not yet
+            // recorded, and that start wins.
+            if adoption.record.app.state == RecordState::Stopped
+                && app.spec.autostart
+                && self.intents.get(&name).is_none()
+            {
+                tracing::info!(app = %name, "not adopted as stopped: no operator stopped it; started as usual");
+                continue;
+            }
+            chosen.push((adoption, file, app));
+        }
+        let wanted = chosen
+            .iter()
+            .map(|(adoption, _, app)| (adoption.record.app.name.clone(), Arc::clone(app)))
+            .collect();
+        let opened = match self.running_apps_logs(log_dir, wanted).await {
+            Ok(opened) => opened,
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        };
         let mut adopted = 0;
         let mut restarted = Vec::new();
         {
             let mut entries = self.apps.write().unwrap_or_else(|e| e.into_inner());
-            for adoption in plan.adopt {
+            for ((adoption, file, app), logs) in chosen.into_iter().zip(opened) {
                 let name = adoption.record.app.name.clone();
-                let Some(Candidate { file, app: Ok(app) }) = candidates.get(&name) else {
-                    continue;
-                };
-                // Operator intent is kept on disk, synchronously: a record
-                // of a stop that intent no longer has is older than a
-                // start not yet recorded, and that start wins.
-                if adoption.record.app.state == RecordState::Stopped
-                    && app.spec.autostart
-                    && self.intents.get(&name).is_none()
-                {
-                    tracing::info!(app = %name, "not adopted as stopped: no operator stopped it; started as usual");
-                    continue;
-                }
-                let logs = self.running_app_logs(&name, app, log_dir);
                 let process = adoption.pidfd.is_some();
                 let mut record = adoption.record.app;
                 let mut fds = BTreeMap::new();

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Daemon, Entry};
 use crate::audit::unix_now;
-use crate::config::LogSpec;
+use crate::config::resolve::ResolvedApp;
 use crate::control::ReexecError;
 use crate::handoff::exec::{self, Binary, Target};
 use crate::handoff::incoming::Incoming;
@@ -413,36 +413,27 @@ impl Daemon {
                 ));
             }
         }
-        // Each app's log directory and files, opened off the runtime and
-        // before its output is read again, so that nothing read is dropped.
-        let wanted: Vec<(String, LogSpec, u32)> = incoming
+        // Each app's log directory and files, opened before its output is
+        // read again, so that nothing read is dropped.
+        let wanted: Vec<(String, Arc<ResolvedApp>)> = incoming
             .document
             .apps
             .iter()
             .map(|record| {
                 let app = registry[&record.name].app.as_ref().expect("checked above");
-                (record.name.clone(), app.spec.logs.clone(), app.gid)
+                (record.name.clone(), Arc::clone(app))
             })
             .collect();
-        let dir = log_dir.to_owned();
-        let opened = tokio::task::spawn_blocking(move || {
-            wanted
-                .into_iter()
-                .map(|(name, spec, gid)| AppLogs::open(&dir, &name, &spec, gid, super::TAIL_LINES))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|error| format!("opening the apps' log files: {error}"))?;
+        let opened = self
+            .running_apps_logs(log_dir, wanted)
+            .await
+            .map_err(|error| format!("opening the apps' log files: {error}"))?;
         // Nothing can fall back from here on: the fds are taken.
         let mut fds = incoming.take_fds();
         for (record, logs) in incoming.document.apps.iter().cloned().zip(opened) {
             let name = record.name.clone();
             let entry = registry.get_mut(&name).expect("checked above");
             let app = entry.app.clone().expect("checked above");
-            // It runs, whatever the budget says: counted, and said if over.
-            if let Err(refusal) = self.fds().admit(&name, super::fds::app_cost(&app.spec)) {
-                tracing::warn!(app = %name, %refusal, "a handed-over app does not fit the open-file budget");
-            }
             // A main process adopted after a crash is not our child: its
             // end comes from a pidfd.
             let exit = record.current.as_ref().and_then(|c| {
@@ -502,19 +493,30 @@ impl Daemon {
             .collect())
     }
 
-    /// The logs of an app taken over running (after a hand-off or a
-    /// crash), its open files counted: it runs, whatever the budget says,
-    /// and is said to be over it if it is.
-    pub(super) fn running_app_logs(
+    /// The logs of apps taken over running (after a hand-off or a crash),
+    /// in the order given, their directories made and files opened in one
+    /// job on the blocking pool (call it before taking the registry's
+    /// lock), and their open files counted: each runs, whatever the budget
+    /// says, and is said to be over it if it is.
+    pub(super) async fn running_apps_logs(
         &self,
-        name: &str,
-        app: &crate::config::resolve::ResolvedApp,
         log_dir: &std::path::Path,
-    ) -> Arc<crate::logs::AppLogs> {
-        if let Err(refusal) = self.fds().admit(name, super::fds::app_cost(&app.spec)) {
-            tracing::warn!(app = %name, %refusal, "an app taken over does not fit the open-file budget");
+        apps: Vec<(String, Arc<ResolvedApp>)>,
+    ) -> Result<Vec<Arc<AppLogs>>, tokio::task::JoinError> {
+        for (name, app) in &apps {
+            if let Err(refusal) = self.fds().admit(name, super::fds::app_cost(&app.spec)) {
+                tracing::warn!(app = %name, %refusal, "an app taken over does not fit the open-file budget");
+            }
         }
-        crate::logs::AppLogs::open(log_dir, name, &app.spec.logs, app.gid, super::TAIL_LINES)
+        let dir = log_dir.to_owned();
+        tokio::task::spawn_blocking(move || {
+            apps.iter()
+                .map(|(name, app)| {
+                    AppLogs::open(&dir, name, &app.spec.logs, app.gid, super::TAIL_LINES)
+                })
+                .collect()
+        })
+        .await
     }
 
     /// Records how the hand-off that started this process went.

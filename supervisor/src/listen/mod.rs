@@ -51,12 +51,14 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::config::resolve::ResolvedApp;
 use crate::config::{AppSpec, ListenAddress, ListenSpec};
 
 /// Backlog asked of listen(2); the kernel caps it at `net.core.somaxconn`
@@ -311,6 +313,12 @@ impl HeldSockets {
         })
     }
 
+    /// Whether any of these sockets has a file (a Unix socket's): closing
+    /// or replacing it works on the file system.
+    pub fn has_files(&self) -> bool {
+        self.sockets.iter().any(|h| h.unix_file.is_some())
+    }
+
     /// Whether these sockets serve exactly `listen` (addresses and names,
     /// in order) with Unix socket files owned by `uid`:`gid`.
     pub fn serves(&self, listen: &[ListenSpec], uid: u32, gid: u32) -> bool {
@@ -378,6 +386,50 @@ impl HeldSockets {
                 .collect(),
             owner,
         }
+    }
+}
+
+/// A [`HeldSockets::rebind`] for the blocking pool: one that works on
+/// the file system (a Unix socket's file bound, replaced or removed), whose
+/// directory may sit on a mount that hangs.
+#[derive(Debug)]
+pub struct Rebind {
+    app: Arc<ResolvedApp>,
+    previous: Option<HeldSockets>,
+}
+
+impl Rebind {
+    /// The rebind `app` needs when `held` does not serve it and either
+    /// side has a Unix socket: it takes `held`'s sockets along. `None`
+    /// when `held` serves `app`, or when only TCP sockets are involved
+    /// (bound at once: no path is touched).
+    pub fn needed(app: &Arc<ResolvedApp>, held: &mut Option<HeldSockets>) -> Option<Rebind> {
+        let listen = &app.spec.listen;
+        if held
+            .as_ref()
+            .is_some_and(|h| h.serves(listen, app.uid, app.gid))
+        {
+            return None;
+        }
+        let files = listen
+            .iter()
+            .any(|l| matches!(l.address, ListenAddress::Unix(_)))
+            || held.as_ref().is_some_and(HeldSockets::has_files);
+        files.then(|| Rebind {
+            app: Arc::clone(app),
+            previous: held.take(),
+        })
+    }
+
+    /// Binds, on the calling thread: call it on the blocking pool.
+    pub fn run(self) -> Result<HeldSockets, ListenError> {
+        let app = &self.app;
+        HeldSockets::rebind(&app.spec, app.uid, app.gid, self.previous)
+    }
+
+    /// The sockets it was given, untouched: for a rebind that is not run.
+    pub fn give_back(self) -> Option<HeldSockets> {
+        self.previous
     }
 }
 
@@ -647,12 +699,23 @@ fn remove_stale(
         });
     }
     // Whether someone listens, asked through the path: connecting changes
-    // nothing, whatever the path reaches.
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(unix_in_use(address, path)),
+    // nothing, whatever the path reaches. Without blocking: a listener
+    // whose backlog is full (one that never accepts, put there by whoever
+    // may write the directory) would hold a blocking connect forever.
+    match connect_nonblocking(path) {
+        Ok(()) => Err(unix_in_use(address, path)),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Err(unix_in_use(address, path)),
         Err(_) => nix::unistd::unlinkat(dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
             .map_err(|errno| io_error(errno.into())),
     }
+}
+
+/// Connects a non-blocking Unix stream socket to `path`: `WouldBlock`
+/// when a listener is there but its backlog is full.
+fn connect_nonblocking(path: &Path) -> io::Result<()> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.connect(&SockAddr::unix(path)?)
 }
 
 /// Mode 0660, then owner `uid`:`gid`, of the open socket file `fd`,

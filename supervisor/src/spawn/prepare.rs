@@ -11,7 +11,8 @@
 //! rather than one per restart.
 //!
 //! What is learnt comes back as [`Prepared`], the facts the spawn plan (and
-//! `appctl security`) build on.
+//! `appctl security`) build on. The same job binds the app's listen
+//! sockets when that works on paths (a [`Rebind`]: a Unix socket's file).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use crate::config::AppSpec;
 use crate::files::{self, FileError};
+use crate::listen::{HeldSockets, ListenError, Rebind};
 use crate::sandbox::rules::app_venv;
 use crate::sandbox::venv::{parse_pyvenv_home, PythonHome, VenvFacts, PYVENV_CFG_MAX};
 
@@ -57,6 +59,17 @@ pub enum PrepareError {
     Failed(String),
 }
 
+/// What a spawn's preparation came to.
+#[derive(Debug)]
+pub struct Preparation {
+    pub prepared: Result<Prepared, PrepareError>,
+    /// With a [`Rebind`]: the listen sockets it bound, or those it was
+    /// given, untouched, when it did not run (the reads failed, or the job
+    /// could not start); `None` when the job missed its deadline (they
+    /// close when it ends). `None` without a rebind.
+    pub listen: Option<Result<HeldSockets, ListenError>>,
+}
+
 /// One app's spawn preparations; at most one runs at a time.
 #[derive(Debug, Default)]
 pub struct Preparer {
@@ -65,34 +78,54 @@ pub struct Preparer {
 }
 
 impl Preparer {
-    /// Reads what a spawn of `spec` needs, off the runtime, within
+    /// Reads what a spawn of `spec` needs, then runs `rebind` (the listen
+    /// sockets' file system work), off the runtime, within
     /// [`PREPARE_TIMEOUT`]. The blocking job starts now, so dropping the
     /// future unpolled leaves nothing claimed; call it on the runtime.
     pub fn prepare(
         &self,
         spec: &AppSpec,
-    ) -> impl Future<Output = Result<Prepared, PrepareError>> + Send + 'static {
+        rebind: Option<Rebind>,
+    ) -> impl Future<Output = Preparation> + Send + 'static {
         let claimed = self
             .busy
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
-        let job = claimed.then(|| {
+        let (job, unrun) = if claimed {
             let venv = app_venv(spec).map(ToOwned::to_owned);
             let directory = spec.directory.clone();
             let busy = self.busy.clone();
-            tokio::task::spawn_blocking(move || {
+            let job = tokio::task::spawn_blocking(move || {
                 let _done = Done(busy);
-                prepare_blocking(venv.as_deref(), &directory)
-            })
-        });
+                let prepared = prepare_blocking(venv.as_deref(), &directory);
+                let listen = rebind.map(|rebind| match &prepared {
+                    Ok(_) => Some(rebind.run()),
+                    Err(_) => rebind.give_back().map(Ok),
+                });
+                Preparation {
+                    prepared,
+                    listen: listen.flatten(),
+                }
+            });
+            (Some(job), None)
+        } else {
+            (None, rebind)
+        };
         async move {
             let Some(job) = job else {
-                return Err(PrepareError::StillBlocked);
+                return Preparation {
+                    prepared: Err(PrepareError::StillBlocked),
+                    listen: unrun.and_then(Rebind::give_back).map(Ok),
+                };
+            };
+            let failed = |error| Preparation {
+                prepared: Err(error),
+                listen: None,
             };
             match tokio::time::timeout(PREPARE_TIMEOUT, job).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(join)) => Err(PrepareError::Failed(join.to_string())),
-                Err(_) => Err(PrepareError::Timeout(PREPARE_TIMEOUT)),
+                Ok(Ok(preparation)) => preparation,
+                Ok(Err(join)) => failed(PrepareError::Failed(join.to_string())),
+                Err(_) => failed(PrepareError::Timeout(PREPARE_TIMEOUT)),
             }
         }
     }
@@ -276,11 +309,11 @@ mod tests {
         let spec = crate::config::test_spec::app_spec("shop", &["/bin/sleep"]);
         preparer.busy.store(true, Ordering::Release);
         assert_eq!(
-            preparer.prepare(&spec).await,
+            preparer.prepare(&spec, None).await.prepared,
             Err(PrepareError::StillBlocked)
         );
         preparer.busy.store(false, Ordering::Release);
-        assert!(preparer.prepare(&spec).await.is_ok());
+        assert!(preparer.prepare(&spec, None).await.prepared.is_ok());
         assert!(!preparer.busy.load(Ordering::Acquire));
     }
 }

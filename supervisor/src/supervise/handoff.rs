@@ -638,6 +638,7 @@ pub fn restore(
             oom_baseline: record.oom_baseline,
             notify,
             listen,
+            rebinding: None,
             stored: Vec::new(),
         },
         spawns: Spawns {

@@ -51,7 +51,7 @@ use crate::listen::{HeldSockets, ProbeSocket};
 use crate::logs::{AppLogs, LogMark};
 use crate::readiness::{self, Check, NotifySocket};
 use crate::sandbox::SpawnRecord;
-use crate::spawn::{self, PrepareError, Prepared, Preparer};
+use crate::spawn::{self, Preparation, Prepared, Preparer};
 use reaper::Reaper;
 
 /// What every app's task shares with the daemon.
@@ -102,7 +102,7 @@ pub enum Command {
     /// Send a signal to the main process.
     Signal {
         signal: Signal,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), SignalError>>,
     },
     /// Adopt new settings as `change` says: in place, or with a restart if
     /// the app is up.
@@ -116,6 +116,17 @@ pub enum Command {
     /// End the task, leaving the app as it is, once no transition is under
     /// way, and hand over what it holds (a hand-off to a new binary).
     Freeze { reply: oneshot::Sender<Frozen> },
+}
+
+/// Why `Command::Signal` sent nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignalError {
+    /// The app has no main process (it is not running).
+    #[error("{app} has no running process")]
+    NoProcess { app: String },
+    /// kill(2) refused.
+    #[error("{}", .0.desc())]
+    Kill(nix::errno::Errno),
 }
 
 /// The machine's answer to a control request.
@@ -284,8 +295,9 @@ async fn open_log_files(logs: &Arc<AppLogs>) {
 type ReportFuture =
     Pin<Box<dyn Future<Output = Result<spawn::Applied, spawn::SpawnFailure>> + Send>>;
 
-/// Resolves once a spawn's file reads are done (see `spawn::prepare`).
-type PrepareFuture = Pin<Box<dyn Future<Output = Result<Prepared, PrepareError>> + Send>>;
+/// Resolves once a spawn's file reads (and the listen sockets' rebind
+/// that needs the file system) are done (see `spawn::prepare`).
+type PrepareFuture = Pin<Box<dyn Future<Output = Preparation> + Send>>;
 
 /// The next value of a leaf's `populated` watch, with the receiver back.
 type PopulatedFuture = Pin<Box<dyn Future<Output = (watch::Receiver<bool>, Option<bool>)> + Send>>;
@@ -403,6 +415,10 @@ struct Held {
     /// restarts and reloads until the app is stopped by request
     /// (`Effect::CloseSockets`), removed, or its listen set changes.
     listen: Option<HeldSockets>,
+    /// While the listen sockets are out with a spawn's preparation, to be
+    /// rebound off the runtime (`listen::Rebind`): whether to keep what
+    /// comes back; `false` once the app was stopped by request meanwhile.
+    rebinding: Option<bool>,
     /// The held listen sockets in the fd store, by fd number.
     stored: Vec<i32>,
 }
@@ -449,7 +465,7 @@ struct Shown {
 /// What woke the task up.
 enum Wake {
     Command(Option<Box<Command>>),
-    Prepared(InstanceId, Result<Prepared, PrepareError>),
+    Prepared(InstanceId, Preparation),
     Notify(Result<readiness::NotifyMessage, readiness::ReadinessError>),
     Reported(InstanceId, Result<spawn::Applied, spawn::SpawnFailure>),
     Exited(InstanceId, ExitStatus),
@@ -495,9 +511,9 @@ impl Supervisor {
                     self.begin_shutdown(Cause::Shutdown);
                 }
                 Wake::Command(Some(cmd)) => self.command(*cmd),
-                Wake::Prepared(id, result) => {
+                Wake::Prepared(id, preparation) => {
                     self.spawns.preparing = None;
-                    self.prepared(id, result);
+                    self.prepared(id, preparation);
                 }
                 Wake::Reported(id, outcome) => self.reported(id, outcome),
                 Wake::Exited(id, status) => self.exited(id, status).await,
@@ -564,7 +580,7 @@ impl Supervisor {
         tokio::select! {
             cmd = commands.recv(), if !*shutdown => Wake::Command(cmd),
             msg = notify => Wake::Notify(msg),
-            (id, result) = prepared => Wake::Prepared(id, result),
+            (id, preparation) = prepared => Wake::Prepared(id, preparation),
             wake = poll_fn(|cx| poll_instances(instances, timers, cx)) => wake,
         }
     }
@@ -620,9 +636,11 @@ impl Supervisor {
             Command::Signal { signal, reply } => {
                 let result = match self.machine.pid() {
                     Some(pid) => {
-                        kill(Pid::from_raw(pid as i32), signal.0).map_err(|e| e.desc().to_owned())
+                        kill(Pid::from_raw(pid as i32), signal.0).map_err(SignalError::Kill)
                     }
-                    None => Err(format!("{} has no running process", self.app.spec.name)),
+                    None => Err(SignalError::NoProcess {
+                        app: self.app.spec.name.to_string(),
+                    }),
                 };
                 let _ = reply.send(result);
             }
@@ -874,6 +892,9 @@ impl Supervisor {
             Effect::CloseSockets => {
                 if self.held.listen.take().is_some() {
                     tracing::debug!("stopped: closed the listen sockets");
+                }
+                if let Some(keep) = self.held.rebinding.as_mut() {
+                    *keep = false;
                 }
             }
             Effect::SetTimer {

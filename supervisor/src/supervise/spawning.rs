@@ -16,10 +16,10 @@ use crate::app::{AppState, Event, ExitStatus, InstanceId};
 use crate::cgroup::{AppCgroup, CgroupError};
 use crate::config::ReadinessKind;
 use crate::handoff::fdstore;
-use crate::listen::{HeldSockets, ListenError, ProbeSocket};
+use crate::listen::{HeldSockets, ListenError, ProbeSocket, Rebind};
 use crate::logs::{LogError, Stream};
 use crate::readiness::{NotifySocket, ReadinessError};
-use crate::spawn::{self, PlanInputs, PlanUser, PrepareError, Prepared, SpawnPlan};
+use crate::spawn::{self, PlanInputs, PlanUser, Preparation, PrepareError, Prepared, SpawnPlan};
 
 /// A spawn that failed in the daemon. Its text is the machine's reason
 /// (`Event::SpawnFailed`), so each names the step that failed.
@@ -56,19 +56,34 @@ pub enum SpawnError {
 }
 
 impl Supervisor {
-    /// `Effect::Spawn`: first the file reads a spawn needs, off the
-    /// runtime (`spawn::prepare`); the process follows in [`Self::prepared`].
+    /// `Effect::Spawn`: first the file reads a spawn needs, and the listen
+    /// sockets' rebind when it works on paths, off the runtime
+    /// (`spawn::prepare`); the process follows in [`Self::prepared`].
     pub(super) fn spawn(&mut self, id: InstanceId) {
         self.spawns.count += 1;
         self.spawns.spawned_at = Some(self.logs.mark());
-        let reads = self.spawns.preparer.prepare(&self.app.spec);
+        let rebind = Rebind::needed(&self.app, &mut self.held.listen);
+        self.held.rebinding = rebind.is_some().then_some(true);
+        let reads = self.spawns.preparer.prepare(&self.app.spec, rebind);
         self.spawns.preparing = Some((id, Box::pin(reads)));
     }
 
     /// Instance `id`'s file reads are in: spawn it, unless the machine has
     /// stopped wanting it meanwhile (it then only waits to hear that no
     /// process was made).
-    pub(super) fn prepared(&mut self, id: InstanceId, result: Result<Prepared, PrepareError>) {
+    pub(super) fn prepared(&mut self, id: InstanceId, preparation: Preparation) {
+        let Preparation { prepared, listen } = preparation;
+        let mut rebound = Ok(());
+        if let Some(keep) = self.held.rebinding.take() {
+            match listen {
+                Some(Ok(sockets)) if keep => self.held.listen = Some(sockets),
+                // Stopped by request meanwhile: closed, and their files
+                // removed, off the runtime.
+                Some(Ok(sockets)) => drop(tokio::task::spawn_blocking(move || drop(sockets))),
+                Some(Err(error)) => rebound = Err(SpawnError::Listen(error)),
+                None => {}
+            }
+        }
         let wanted = self.machine.state() == AppState::Starting && self.machine.is_current(id);
         if !wanted {
             tracing::debug!(instance = %id, "stopped before the process was made");
@@ -78,9 +93,10 @@ impl Supervisor {
             });
             return;
         }
-        let spawned = match result {
-            Ok(prepared) => self.try_spawn(id, Arc::new(prepared)),
-            Err(error) => Err(SpawnError::Prepare(error)),
+        let spawned = match (prepared, rebound) {
+            (Ok(prepared), Ok(())) => self.try_spawn(id, Arc::new(prepared)),
+            (Err(error), _) => Err(SpawnError::Prepare(error)),
+            (Ok(_), Err(error)) => Err(error),
         };
         match spawned {
             Ok(instance) => self.instances.push(instance),
@@ -150,6 +166,9 @@ impl Supervisor {
             None
         };
         let (uid, gid) = (self.app.uid, self.app.gid);
+        // Only TCP sockets are bound here, on the runtime (no path is
+        // touched): the rest was bound with the file reads, unless the
+        // settings changed meanwhile (and a restart follows).
         if !self
             .held
             .listen
