@@ -496,31 +496,7 @@ mod tests {
     }
 
     fn record(name: &str) -> AppRecord {
-        AppRecord {
-            name: name.to_owned(),
-            state: super::super::state::RecordState::Stopped,
-            reason: "stopped".to_owned(),
-            since_ns: 1,
-            since_unix: 2,
-            failures: 0,
-            restarts: 0,
-            last_instance: 0,
-            timer_generation: 0,
-            rng: 3,
-            cause: None,
-            backoff: None,
-            current: None,
-            readiness_failures: 0,
-            stopped_by: None,
-            release: None,
-            notify_status: None,
-            oom_baseline: None,
-            notify: None,
-            listen: Vec::new(),
-            listen_owner: (0, 0),
-            sandbox: Default::default(),
-            prepared: None,
-        }
+        AppRecord::stopped_for_test(name)
     }
 
     fn wait_for(what: impl Fn() -> bool) {

@@ -329,6 +329,36 @@ impl Document {
 }
 
 impl AppRecord {
+    /// A stopped app's record, for tests to change what they need.
+    #[cfg(test)]
+    pub(crate) fn stopped_for_test(name: &str) -> AppRecord {
+        AppRecord {
+            name: name.to_owned(),
+            state: RecordState::Stopped,
+            reason: "stopped".to_owned(),
+            since_ns: 1,
+            since_unix: 2,
+            failures: 0,
+            restarts: 0,
+            last_instance: 0,
+            timer_generation: 0,
+            rng: 3,
+            cause: None,
+            backoff: None,
+            current: None,
+            readiness_failures: 0,
+            stopped_by: None,
+            release: None,
+            notify_status: None,
+            oom_baseline: None,
+            notify: None,
+            listen: Vec::new(),
+            listen_owner: (0, 0),
+            sandbox: SpawnRecord::default(),
+            prepared: None,
+        }
+    }
+
     /// Equal but for the instants, which each conversion from `Instant`
     /// reads afresh (a few ns apart): whether a record says anything new.
     pub fn same_as(&self, other: &AppRecord) -> bool {

@@ -671,7 +671,6 @@ mod tests {
 
     fn record(state: RecordState, running: bool, backoff: bool) -> AppRecord {
         AppRecord {
-            name: "shop".to_owned(),
             state,
             reason: "why".to_owned(),
             since_ns: 5,
@@ -681,7 +680,6 @@ mod tests {
             last_instance: 3,
             timer_generation: 4,
             rng: 7,
-            cause: None,
             backoff: backoff.then_some((4, 100)),
             current: running.then_some(InstanceRecord {
                 id: 3,
@@ -699,16 +697,7 @@ mod tests {
                 leaf: false,
                 exit: None,
             }),
-            readiness_failures: 0,
-            stopped_by: None,
-            release: None,
-            notify_status: None,
-            oom_baseline: None,
-            notify: None,
-            listen: Vec::new(),
-            listen_owner: (0, 0),
-            sandbox: crate::sandbox::SpawnRecord::default(),
-            prepared: None,
+            ..AppRecord::stopped_for_test("shop")
         }
     }
 
