@@ -159,7 +159,7 @@ pub fn render(scrape: &Scrape) -> String {
     );
     registry.register_with_unit(
         "app_memory",
-        "Memory the app uses: its cgroup's memory.current, or the sum of its processes' PSS where the cgroup has no memory controller",
+        "Memory the app's own memory cgroup charges it (memory.current on cgroup v2, memory.usage_in_bytes of its v1 memory cgroup on hybrid hosts: its processes' memory and the page cache they brought in), or the sum of its processes' PSS where no memory cgroup of its own counts it",
         Unit::Bytes,
         memory,
     );
