@@ -245,3 +245,104 @@ fn example_prometheus_config_and_alert_rules_pass_promtool() {
         );
     }
 }
+
+/// The mount point of the v1 memory hierarchy, if this host has one
+/// (a hybrid host) mounted at its root.
+fn v1_memory_mount() -> Option<std::path::PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        let mut after = after.split(' ');
+        let options = after.nth(2)?;
+        let mut fields = before.split(' ');
+        let root = fields.nth(3)?;
+        let mount_point = fields.next()?;
+        (after.next().is_none()
+            && root == "/"
+            && line.contains(" - cgroup ")
+            && options.split(',').any(|o| o == "memory"))
+        .then(|| mount_point.into())
+    })
+}
+
+/// The v1 memory cgroup of `pid`, from `/proc/PID/cgroup`.
+fn v1_memory_cgroup(pid: u32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    text.lines()
+        .find_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == "memory")
+                .then(|| path.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no memory line in /proc/{pid}/cgroup:\n{text}"))
+}
+
+/// Issue 14: on a hybrid host an app without a memory limit is in a v1
+/// memory cgroup of its own, and `appvisor_app_memory_bytes` is that
+/// cgroup's count, page cache included: 48 MiB written to the app's
+/// private /tmp (a tmpfs, charged to the writer's cgroup, mapped by no
+/// process) count. The PSS sum it replaces saw only the interpreter's
+/// mapped pages, about 10 MiB.
+#[test]
+fn memory_of_an_app_without_a_limit_is_its_own_cgroups_count() {
+    require_root!();
+    let Some(mount) = v1_memory_mount() else {
+        appvisor_tests::skip("no v1 memory hierarchy: on cgroup v2 memory.current counts");
+        return;
+    };
+    let user = TestUser::ensure("avt-app1");
+    let prefix = Prefix::new();
+    let fill = "open('/tmp/fill', 'wb').write(b'x' * (48 << 20)); \
+                print('filled', flush=True); \
+                import time; time.sleep(3600)";
+    appvisor_tests::AppBuilder::new("filler", &user, ["/usr/bin/python3", "-c", fill])
+        .directory(prefix.code_dir("filler", &user))
+        .readiness(appvisor_tests::Readiness::None)
+        .write(&prefix);
+    let (daemon, status_port) = start(&prefix);
+    daemon.wait_for_state("filler", State::Running, Duration::from_secs(30));
+    let pid = daemon.app("filler").pid.expect("a running app has a pid");
+
+    let own = v1_memory_cgroup(pid);
+    assert_ne!(
+        own,
+        v1_memory_cgroup(daemon.pid()),
+        "the app is in a memory cgroup of its own"
+    );
+    assert!(own.ends_with("/filler"), "{own}");
+    let usage_file = mount
+        .join(own.trim_start_matches('/'))
+        .join("memory.usage_in_bytes");
+    let usage = || -> f64 {
+        std::fs::read_to_string(&usage_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+
+    let series = "appvisor_app_memory_bytes{app=\"filler\"}";
+    let mut memory = 0.0;
+    let filled = poll_until(Duration::from_secs(30), || {
+        memory = sample(&get_ok(&daemon, status_port, "/metrics"), series).unwrap_or(0.0);
+        memory >= f64::from(48 << 20)
+    });
+    assert!(
+        filled,
+        "the 48 MiB in the app's /tmp are not counted: {memory}\n{}",
+        daemon.log_tail(20)
+    );
+    // The same count as the cgroup's own, read around the scrape (the
+    // interpreter's few pages may come and go in between).
+    let before = usage();
+    let memory = must_sample(&get_ok(&daemon, status_port, "/metrics"), series);
+    let after = usage();
+    let slack = f64::from(1 << 20);
+    assert!(
+        before.min(after) - slack <= memory && memory <= before.max(after) + slack,
+        "/metrics says {memory}, the cgroup {before} then {after}"
+    );
+}

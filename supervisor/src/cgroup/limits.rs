@@ -285,16 +285,20 @@ impl AppLimits {
 
     /// The files the exec helper joins besides the v2 cgroup: the `tasks`
     /// file of the app's cgroup in each v1 hierarchy of a limit that is
-    /// set. The helper writes "0" there, which moves the writing thread
-    /// only: the kernel then takes no global lock, where moving a whole
-    /// process (`cgroup.procs`) waits for an RCU grace period, 8 ms and
-    /// more on a busy host, at every spawn. The helper is single-threaded,
-    /// so moving its thread moves all of it.
+    /// set, and in the v1 memory hierarchy always, limit or not: the
+    /// app's own memory cgroup is what counts its memory
+    /// (`appvisor_app_memory_bytes` reads its `memory.usage_in_bytes`, far
+    /// cheaper than summing the PSS of every process). The helper writes
+    /// "0" there, which moves the writing thread only: the kernel then
+    /// takes no global lock, where moving a whole process
+    /// (`cgroup.procs`) waits for an RCU grace period, 8 ms and more on a
+    /// busy host, at every spawn. The helper is single-threaded, so moving
+    /// its thread moves all of it.
     pub fn extra_procs(&self, limits: &LimitSpec) -> Vec<PathBuf> {
         self.places
             .iter()
             .filter(|(controller, _)| match controller {
-                Controller::Memory => limits.memory.is_some(),
+                Controller::Memory => true,
                 Controller::Pids => limits.tasks.is_some(),
                 Controller::Cpu => limits.cpu.is_some(),
             })
@@ -545,5 +549,31 @@ mod tests {
         );
         app.apply(&LimitSpec::default()).unwrap();
         assert!(app.extra_procs(&LimitSpec::default()).is_empty());
+    }
+
+    /// Every app joins its v1 memory cgroup, limit or not: it is what
+    /// counts the app's memory for `/metrics`. The other v1 hierarchies
+    /// only for a limit that is set.
+    #[test]
+    fn every_app_joins_its_v1_memory_cgroup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (memory, pids) = (tmp.path().join("memory/avi"), tmp.path().join("pids/avi"));
+        let root = LimitRoot::at(vec![
+            (Controller::Memory, memory.clone()),
+            (Controller::Pids, pids.clone()),
+        ]);
+        let app = root.app("shop", None).unwrap();
+        assert_eq!(
+            app.extra_procs(&LimitSpec::default()),
+            vec![memory.join("shop/tasks")]
+        );
+        let tasks = LimitSpec {
+            tasks: Some(64),
+            ..LimitSpec::default()
+        };
+        assert_eq!(
+            app.extra_procs(&tasks),
+            vec![memory.join("shop/tasks"), pids.join("shop/tasks")]
+        );
     }
 }

@@ -36,6 +36,9 @@ pub const PER_CONNECTION: u64 = 2;
 /// pipes, its two log files and their two index files (`logs::order`), and
 /// its cgroup leaf (kept open to clone the next instance straight into it).
 const PER_APP: u64 = 7;
+/// The status server's usage files of the app, kept open between scrapes
+/// (`status::OpenFiles`): its cgroup's `cpu.stat` and memory count.
+const PER_APP_USAGE: u64 = 2;
 /// While the exec helper runs: the pipe it reports on.
 const PER_SPAWN: u64 = 1;
 /// A `start-stop` restart keeps the previous instance's leaf and pipes
@@ -64,7 +67,14 @@ pub fn app_cost(spec: &AppSpec) -> u64 {
         RestartStrategy::StartStop => PER_PREVIOUS_INSTANCE + probe_socket,
         RestartStrategy::StopStart => 0,
     };
-    PER_APP + PER_SPAWN + notify + probe + probe_socket + spec.listen.len() as u64 + previous
+    PER_APP
+        + PER_APP_USAGE
+        + PER_SPAWN
+        + notify
+        + probe
+        + probe_socket
+        + spec.listen.len() as u64
+        + previous
 }
 
 /// The open-file limit, shared out between apps.
@@ -190,11 +200,15 @@ mod tests {
     #[test]
     fn an_app_costs_its_pipes_logs_leaf_and_whatever_it_adds() {
         let mut spec = test_spec::app_spec("shop", &["/bin/sleep", "infinity"]);
-        assert_eq!(app_cost(&spec), 8, "7 while it runs, 1 while it spawns");
+        assert_eq!(
+            app_cost(&spec),
+            10,
+            "7 while it runs, 2 for /metrics, 1 while it spawns"
+        );
         spec.readiness.kind = ReadinessKind::Notify;
-        assert_eq!(app_cost(&spec), 9, "its NOTIFY_SOCKET");
+        assert_eq!(app_cost(&spec), 11, "its NOTIFY_SOCKET");
         spec.readiness.probe = Some(crate::config::Probe::Tcp("127.0.0.1:8001".parse().unwrap()));
-        assert_eq!(app_cost(&spec), 10, "and a probe for reload");
+        assert_eq!(app_cost(&spec), 12, "and a probe for reload");
         spec.listen = ["127.0.0.1:8001", "127.0.0.1:8002"]
             .map(|address| ListenSpec {
                 address: ListenAddress::Tcp(address.parse().unwrap()),
@@ -203,13 +217,13 @@ mod tests {
             .into();
         assert_eq!(
             app_cost(&spec),
-            13,
+            15,
             "and two held sockets, and the instance's own socket for the probe"
         );
         spec.restart.strategy = RestartStrategy::StartStop;
         assert_eq!(
             app_cost(&spec),
-            17,
+            19,
             "and the previous instance during a restart"
         );
     }

@@ -54,8 +54,9 @@ pub struct SpawnPlan {
     /// One name per held listen socket, in fd order (`LISTEN_FDNAMES`).
     pub listen_names: Vec<String>,
     /// More cgroups to join besides `cgroup_procs`: the `tasks` files of the
-    /// app's cgroups in the v1 hierarchies that carry its limits on hybrid
-    /// hosts (`AppLimits::extra_procs` says why not `cgroup.procs`).
+    /// app's cgroups in the v1 hierarchies that carry its limits, and its
+    /// v1 memory cgroup, on hybrid hosts (`AppLimits::extra_procs` says why
+    /// not `cgroup.procs`).
     #[serde(default)]
     pub extra_cgroup_procs: Vec<PathBuf>,
     /// Landlock, namespaces, no_new_privs, the keyring, seccomp.

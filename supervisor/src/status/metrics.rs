@@ -1,16 +1,16 @@
 //! The `/metrics` page: per-app families and the daemon's own control
-//! requests, encoded by `prometheus-client` from a snapshot taken at scrape
-//! time. Pure: values come in, text goes out; nothing here reads files.
+//! requests, written in the OpenMetrics text format from a snapshot taken
+//! at scrape time. Pure: values come in, text goes out; nothing here reads
+//! files.
 //!
-//! A fresh registry per scrape keeps no state between scrapes (an app that
-//! was removed simply is not there next time) and needs no timer.
+//! Written straight into one string, family after family, apps in the
+//! order they come (by name): with a thousand apps a registry of label
+//! sets (a hash map per family, a `String` per label, then encoded from
+//! the maps) cost more than reading every app's cgroup. Nothing is kept
+//! between scrapes (an app that was removed simply is not there next
+//! time), and nothing needs a timer.
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::{Registry, Unit};
-use std::sync::atomic::AtomicU64;
+use std::fmt::Write as _;
 
 use appvisor_protocol::{AppStatus, State};
 
@@ -19,6 +19,9 @@ use crate::audit::RequestKey;
 
 /// The content type of the page `render` produces.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every name starts so.
+const PREFIX: &str = "appvisor_";
 
 const STATES: [State; 8] = [
     State::Stopped,
@@ -54,153 +57,257 @@ pub struct Scrape {
     pub control_requests: Vec<(RequestKey, u64)>,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AppLabel {
-    app: String,
+/// The OpenMetrics type of a family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gauge,
+    Counter,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabels {
-    app: String,
-    state: String,
+/// A sample's value: integers as such, floats in their shortest form
+/// that reads back the same, with a `.0` when whole.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Int(i64),
+    Float(f64),
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    action: String,
-    outcome: String,
+/// A sample's labels: up to two (name, value) pairs.
+type Labels<'a> = [Option<(&'static str, &'a str)>; 2];
+
+/// One family: its name (without the prefix, with the unit's suffix),
+/// help, unit and type.
+#[derive(Debug, Clone, Copy)]
+struct Family {
+    name: &'static str,
+    unit: Option<&'static str>,
+    kind: Kind,
+    help: &'static str,
 }
 
-type FloatGauge = Gauge<f64, AtomicU64>;
-type FloatCounter = Counter<f64, AtomicU64>;
+/// The page being written.
+struct Page {
+    text: String,
+}
+
+impl Page {
+    /// Writes `family` and its samples; a family without samples is left
+    /// out, metadata included.
+    fn family<'a>(
+        &mut self,
+        family: Family,
+        samples: impl IntoIterator<Item = (Labels<'a>, Value)>,
+    ) {
+        let mut samples = samples.into_iter().peekable();
+        if samples.peek().is_none() {
+            return;
+        }
+        let Family {
+            name,
+            unit,
+            kind,
+            help,
+        } = family;
+        let kind_name = match kind {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+        };
+        let text = &mut self.text;
+        // Writing to a String cannot fail.
+        let _ = writeln!(text, "# HELP {PREFIX}{name} {help}.");
+        let _ = writeln!(text, "# TYPE {PREFIX}{name} {kind_name}");
+        if let Some(unit) = unit {
+            let _ = writeln!(text, "# UNIT {PREFIX}{name} {unit}");
+        }
+        let suffix = if kind == Kind::Counter { "_total" } else { "" };
+        for (labels, value) in samples {
+            text.push_str(PREFIX);
+            text.push_str(name);
+            text.push_str(suffix);
+            let mut first = true;
+            for (label, label_value) in labels.into_iter().flatten() {
+                text.push_str(if first { "{" } else { "," });
+                first = false;
+                text.push_str(label);
+                text.push_str("=\"");
+                push_escaped(text, label_value);
+                text.push('"');
+            }
+            if !first {
+                text.push('}');
+            }
+            let _ = match value {
+                Value::Int(v) => writeln!(text, " {v}"),
+                Value::Float(v) => writeln!(text, " {v:?}"),
+            };
+        }
+    }
+}
+
+/// A label value as OpenMetrics quotes it: `\`, `"` and newline escaped.
+fn push_escaped(text: &mut String, value: &str) {
+    let mut rest = value;
+    while let Some(at) = rest.find(['\\', '"', '\n']) {
+        text.push_str(&rest[..at]);
+        text.push_str(match rest.as_bytes()[at] {
+            b'\\' => "\\\\",
+            b'"' => "\\\"",
+            _ => "\\n",
+        });
+        rest = &rest[at + 1..];
+    }
+    text.push_str(rest);
+}
+
+/// The `app` label of `app`.
+fn app_label(app: &AppMetrics) -> Labels<'_> {
+    [Some(("app", app.status.name.as_str())), None]
+}
 
 /// Renders `scrape` in the OpenMetrics text format, which Prometheus reads.
 pub fn render(scrape: &Scrape) -> String {
-    let mut registry = Registry::with_prefix("appvisor");
-
-    let state = Family::<StateLabels, Gauge>::default();
-    let up = Family::<AppLabel, Gauge>::default();
-    let restarts = Family::<AppLabel, Counter>::default();
-    let start_time = Family::<AppLabel, FloatGauge>::default();
-    let memory = Family::<AppLabel, Gauge>::default();
-    let memory_limit = Family::<AppLabel, Gauge>::default();
-    let cpu = Family::<AppLabel, FloatCounter>::default();
-    let readiness_failures = Family::<AppLabel, Counter>::default();
-    let exposure = Family::<AppLabel, FloatGauge>::default();
-    let log_dropped = Family::<AppLabel, Counter>::default();
-    let requests = Family::<RequestLabels, Counter>::default();
-
-    for app in &scrape.apps {
-        let name = &app.status.name;
-        let label = AppLabel { app: name.clone() };
-        for s in STATES {
-            let labels = StateLabels {
-                app: name.clone(),
-                state: s.as_str().to_owned(),
-            };
-            state
-                .get_or_create(&labels)
-                .set(i64::from(app.status.state == s));
-        }
-        up.get_or_create(&label)
-            .set(i64::from(app.status.state == State::Running));
-        restarts
-            .get_or_create(&label)
-            .inc_by(u64::from(app.status.restarts));
-        readiness_failures
-            .get_or_create(&label)
-            .inc_by(app.readiness_failures);
-        if let Some(at) = app.start_time {
-            start_time.get_or_create(&label).set(at);
-        }
-        if let Some(bytes) = app.usage.memory_bytes {
-            memory.get_or_create(&label).set(saturating_i64(bytes));
-        }
-        if let Some(bytes) = app.memory_limit {
-            memory_limit
-                .get_or_create(&label)
-                .set(saturating_i64(bytes));
-        }
-        if let Some(seconds) = app.usage.cpu_seconds {
-            cpu.get_or_create(&label).inc_by(seconds);
-        }
-        if let Some(score) = app.exposure {
-            exposure.get_or_create(&label).set(score);
-        }
-        log_dropped
-            .get_or_create(&label)
-            .inc_by(app.status.log_dropped_bytes);
-    }
-    for (key, count) in &scrape.control_requests {
-        requests
-            .get_or_create(&RequestLabels {
-                action: key.action.to_owned(),
-                outcome: key.outcome.as_str().to_owned(),
+    let apps = &scrape.apps;
+    // About 800 bytes an app: the eight state samples are most of it.
+    let mut page = Page {
+        text: String::with_capacity(1024 + 900 * apps.len()),
+    };
+    page.family(
+        Family {
+            name: "app_state",
+            unit: None,
+            kind: Kind::Gauge,
+            help: "Current state of the app: 1 for its state, 0 for the others",
+        },
+        apps.iter().flat_map(|app| {
+            STATES.iter().map(move |s| {
+                let labels = [
+                    Some(("app", app.status.name.as_str())),
+                    Some(("state", s.as_str())),
+                ];
+                (labels, Value::Int(i64::from(app.status.state == *s)))
             })
-            .inc_by(*count);
-    }
-
-    registry.register(
-        "app_state",
-        "Current state of the app: 1 for its state, 0 for the others",
-        state,
+        }),
     );
-    registry.register("app_up", "1 while the app is running (ready)", up);
-    registry.register(
-        "app_restarts",
-        "Times the app was started again since the daemon loaded it",
-        restarts,
+    page.family(
+        Family {
+            name: "app_up",
+            unit: None,
+            kind: Kind::Gauge,
+            help: "1 while the app is running (ready)",
+        },
+        apps.iter().map(|app| {
+            let up = i64::from(app.status.state == State::Running);
+            (app_label(app), Value::Int(up))
+        }),
     );
-    registry.register_with_unit(
-        "app_start_time",
-        "When the app's main process was spawned, seconds since the Unix epoch",
-        Unit::Seconds,
-        start_time,
+    page.family(
+        Family {
+            name: "app_restarts",
+            unit: None,
+            kind: Kind::Counter,
+            help: "Times the app was started again since the daemon loaded it",
+        },
+        apps.iter().map(|app| {
+            let restarts = i64::from(app.status.restarts);
+            (app_label(app), Value::Int(restarts))
+        }),
     );
-    registry.register_with_unit(
-        "app_memory",
-        "Memory the app uses: its cgroup's memory.current, or the sum of its processes' PSS where the cgroup has no memory controller",
-        Unit::Bytes,
-        memory,
+    page.family(
+        Family {
+            name: "app_start_time_seconds",
+            unit: Some("seconds"),
+            kind: Kind::Gauge,
+            help: "When the app's main process was spawned, seconds since the Unix epoch",
+        },
+        apps.iter()
+            .filter_map(|app| Some((app_label(app), Value::Float(app.start_time?)))),
     );
-    registry.register_with_unit(
-        "app_memory_limit",
-        "The app's [limits] memory",
-        Unit::Bytes,
-        memory_limit,
+    page.family(
+        Family {
+            name: "app_memory_bytes",
+            unit: Some("bytes"),
+            kind: Kind::Gauge,
+            help: "Memory the app's own memory cgroup charges it (memory.current on cgroup v2, memory.usage_in_bytes of its v1 memory cgroup on hybrid hosts: its processes' memory and the page cache they brought in), or the sum of its processes' PSS where no memory cgroup of its own counts it",
+        },
+        apps.iter().filter_map(|app| {
+            let bytes = app.usage.memory_bytes?;
+            Some((app_label(app), Value::Int(saturating_i64(bytes))))
+        }),
     );
-    registry.register_with_unit(
-        "app_cpu",
-        "CPU time the app's processes used, from its cgroup's cpu.stat",
-        Unit::Seconds,
-        cpu,
+    page.family(
+        Family {
+            name: "app_memory_limit_bytes",
+            unit: Some("bytes"),
+            kind: Kind::Gauge,
+            help: "The app's [limits] memory",
+        },
+        apps.iter().filter_map(|app| {
+            let bytes = app.memory_limit?;
+            Some((app_label(app), Value::Int(saturating_i64(bytes))))
+        }),
     );
-    registry.register(
-        "app_readiness_failures",
-        "Starts that did not become ready within the readiness timeout",
-        readiness_failures,
+    page.family(
+        Family {
+            name: "app_cpu_seconds",
+            unit: Some("seconds"),
+            kind: Kind::Counter,
+            help: "CPU time the app's processes used, from its cgroup's cpu.stat",
+        },
+        apps.iter().filter_map(|app| {
+            let seconds = app.usage.cpu_seconds?;
+            Some((app_label(app), Value::Float(seconds)))
+        }),
     );
-    registry.register(
-        "app_exposure_score",
-        "How exposed the app is, from 0 (tight) to 10 (unconfined): appctl security APP explains it",
-        exposure,
+    page.family(
+        Family {
+            name: "app_readiness_failures",
+            unit: None,
+            kind: Kind::Counter,
+            help: "Starts that did not become ready within the readiness timeout",
+        },
+        apps.iter().map(|app| {
+            let failures = saturating_i64(app.readiness_failures);
+            (app_label(app), Value::Int(failures))
+        }),
     );
-    registry.register_with_unit(
-        "app_log_dropped",
-        "Output of the app that could not be written to its log files (disk full, no log directory) since the daemon loaded it",
-        Unit::Bytes,
-        log_dropped,
+    page.family(
+        Family {
+            name: "app_exposure_score",
+            unit: None,
+            kind: Kind::Gauge,
+            help: "How exposed the app is, from 0 (tight) to 10 (unconfined): appctl security APP explains it",
+        },
+        apps.iter().filter_map(|app| Some((app_label(app), Value::Float(app.exposure?)))),
     );
-    registry.register(
-        "control_requests",
-        "Mutating control requests by action and outcome (ok or the error code)",
-        requests,
+    page.family(
+        Family {
+            name: "app_log_dropped_bytes",
+            unit: Some("bytes"),
+            kind: Kind::Counter,
+            help: "Output of the app that could not be written to its log files (disk full, no log directory) since the daemon loaded it",
+        },
+        apps.iter().map(|app| {
+            let dropped = saturating_i64(app.status.log_dropped_bytes);
+            (app_label(app), Value::Int(dropped))
+        }),
     );
-
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry)
-        .expect("encoding into a String cannot fail");
-    text
+    page.family(
+        Family {
+            name: "control_requests",
+            unit: None,
+            kind: Kind::Counter,
+            help: "Mutating control requests by action and outcome (ok or the error code)",
+        },
+        scrape.control_requests.iter().map(|(key, count)| {
+            let labels = [
+                Some(("action", key.action)),
+                Some(("outcome", key.outcome.as_str())),
+            ];
+            (labels, Value::Int(saturating_i64(*count)))
+        }),
+    );
+    page.text.push_str("# EOF\n");
+    page.text
 }
 
 fn saturating_i64(value: u64) -> i64 {
@@ -329,6 +436,61 @@ mod tests {
             text.contains("# UNIT appvisor_app_memory_bytes bytes\n"),
             "{text}"
         );
+    }
+
+    /// The whole page for one app: metadata, the counters' `_total`,
+    /// units, floats, the families without samples left out, `# EOF`.
+    #[test]
+    fn one_app_page_exactly() {
+        let scrape = Scrape {
+            apps: vec![AppMetrics {
+                status: status("shop", State::Running, Some(42), 1),
+                start_time: Some(1_700_000_000.0),
+                readiness_failures: 0,
+                memory_limit: None,
+                usage: Usage {
+                    memory_bytes: Some(4096),
+                    cpu_seconds: Some(0.005714),
+                },
+                exposure: Some(3.4),
+            }],
+            ..Scrape::default()
+        };
+        let text = render(&scrape);
+        let mut want = String::from(
+            "# HELP appvisor_app_state Current state of the app: 1 for its state, 0 for the others.\n\
+             # TYPE appvisor_app_state gauge\n",
+        );
+        for s in STATES {
+            want += &format!(
+                "appvisor_app_state{{app=\"shop\",state=\"{}\"}} {}\n",
+                s.as_str(),
+                i32::from(s == State::Running)
+            );
+        }
+        want += "# HELP appvisor_app_up 1 while the app is running (ready).\n\
+            # TYPE appvisor_app_up gauge\n\
+            appvisor_app_up{app=\"shop\"} 1\n\
+            # HELP appvisor_app_restarts Times the app was started again since the daemon loaded it.\n\
+            # TYPE appvisor_app_restarts counter\n\
+            appvisor_app_restarts_total{app=\"shop\"} 1\n\
+            # HELP appvisor_app_start_time_seconds When the app's main process was spawned, seconds since the Unix epoch.\n\
+            # TYPE appvisor_app_start_time_seconds gauge\n\
+            # UNIT appvisor_app_start_time_seconds seconds\n\
+            appvisor_app_start_time_seconds{app=\"shop\"} 1700000000.0\n";
+        assert!(text.starts_with(&want), "{text}");
+        for line in [
+            "# TYPE appvisor_app_memory_bytes gauge\n# UNIT appvisor_app_memory_bytes bytes\nappvisor_app_memory_bytes{app=\"shop\"} 4096\n",
+            "# UNIT appvisor_app_cpu_seconds seconds\nappvisor_app_cpu_seconds_total{app=\"shop\"} 0.005714\n",
+            "# TYPE appvisor_app_exposure_score gauge\nappvisor_app_exposure_score{app=\"shop\"} 3.4\n",
+            "# UNIT appvisor_app_log_dropped_bytes bytes\nappvisor_app_log_dropped_bytes_total{app=\"shop\"} 0\n# EOF\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        for absent in ["memory_limit", "control_requests"] {
+            assert!(!text.contains(absent), "{absent} has no samples: {text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
     }
 
     #[test]

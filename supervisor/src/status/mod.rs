@@ -33,7 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::audit::RequestKey;
 use crate::httpd::{self, Closing, Server};
 pub use metrics::{AppMetrics, Scrape};
-pub use usage::{Roots, Usage};
+pub use usage::{OpenFiles, Roots, Usage};
 
 /// Connections served at once; more are answered 503 and closed.
 pub(crate) const MAX_CONNECTIONS: usize = 64;
@@ -102,9 +102,12 @@ pub async fn serve<S: StatusSource>(
     roots: Roots,
     closing: Closing,
 ) {
-    let roots = Arc::new(roots);
+    let usage = Arc::new(UsageFiles {
+        roots,
+        files: OpenFiles::default(),
+    });
     httpd::serve(SERVER, listener, closing, move |stream, peer, closing| {
-        serve_connection(stream, peer, source.clone(), roots.clone(), closing)
+        serve_connection(stream, peer, source.clone(), usage.clone(), closing)
     })
     .await
 }
@@ -113,13 +116,13 @@ async fn serve_connection<S: StatusSource>(
     stream: TcpStream,
     peer: SocketAddr,
     source: Arc<S>,
-    roots: Arc<Roots>,
+    usage: Arc<UsageFiles>,
     closing: Closing,
 ) {
     let span = tracing::debug_span!("status", peer = %peer);
     let service = hyper::service::service_fn(move |request| {
         let source = source.clone();
-        let roots = roots.clone();
+        let usage = usage.clone();
         // Reading cgroup and /proc files blocks, briefly: keep it off the
         // runtime's worker threads. An app's process can make its /proc
         // files hang (a read of smaps_rollup waits for its memory map's
@@ -127,7 +130,7 @@ async fn serve_connection<S: StatusSource>(
         // among the hung blocking jobs until the read returns, and none is
         // started while too many are (judge::run_blocking).
         async move {
-            let scrape = move || handle(&*source, &roots, &request);
+            let scrape = move || handle(&*source, &usage, &request);
             let answer = match crate::judge::run_blocking(SCRAPE_TIMEOUT, scrape).await {
                 Ok(answer) => answer,
                 Err(crate::judge::Unjudged::Failed(_)) => error_response(&ApiError::new(
@@ -145,15 +148,22 @@ async fn serve_connection<S: StatusSource>(
     SERVER.serve_http(stream, service, closing, span).await;
 }
 
-/// Answers one request; pure but for the usage files `roots` points at.
+/// Where usage files are, and those kept open between scrapes.
+#[derive(Debug)]
+struct UsageFiles {
+    roots: Roots,
+    files: OpenFiles,
+}
+
+/// Answers one request; pure but for the usage files `usage` points at.
 fn handle<S: StatusSource + ?Sized>(
     source: &S,
-    roots: &Roots,
+    usage: &UsageFiles,
     request: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     match answer(
         source,
-        roots,
+        usage,
         request.method(),
         request.uri().path(),
         has_body(request),
@@ -173,7 +183,7 @@ fn has_body<B>(request: &Request<B>) -> bool {
 
 fn answer<S: StatusSource + ?Sized>(
     source: &S,
-    roots: &Roots,
+    usage: &UsageFiles,
     method: &Method,
     path: &str,
     has_body: bool,
@@ -216,7 +226,7 @@ fn answer<S: StatusSource + ?Sized>(
             response("application/json", bytes)
         }
         Route::Metrics => {
-            let scrape = scrape(source, roots);
+            let scrape = scrape(source, &usage.roots, &usage.files);
             response(metrics::CONTENT_TYPE, metrics::render(&scrape).into_bytes())
         }
     })
@@ -228,9 +238,10 @@ enum Route {
     Metrics,
 }
 
-/// Reads the daemon and each app's usage now.
-pub fn scrape<S: StatusSource + ?Sized>(source: &S, roots: &Roots) -> Scrape {
-    let reader = roots.reader();
+/// Reads the daemon and each app's usage now, with the usage files the
+/// last scrape left open in `files`.
+pub fn scrape<S: StatusSource + ?Sized>(source: &S, roots: &Roots, files: &OpenFiles) -> Scrape {
+    let mut reader = roots.reader(files);
     let apps = source
         .apps()
         .into_iter()
@@ -238,7 +249,6 @@ pub fn scrape<S: StatusSource + ?Sized>(source: &S, roots: &Roots) -> Scrape {
             usage: reader.usage(usage::AppUsageOf {
                 cgroup: sample.cgroup.as_deref(),
                 pid: sample.status.pid,
-                memory_limited: sample.memory_limit.is_some(),
             }),
             status: sample.status,
             start_time: sample.start_time,
