@@ -11,6 +11,7 @@
 
 use std::path::PathBuf;
 use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use appvisor_protocol::{AppList, AppStatus, State};
@@ -24,6 +25,11 @@ use crate::wait::poll_until;
 /// so a hand-off that restarted the backoff timer would keep it from
 /// firing.
 pub const SLEEPER_BACKOFF: Duration = Duration::from_secs(4);
+
+/// The sleeper's longest backoff.
+const SLEEPER_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often the sleeper is watched during the hand-offs.
+const WATCH: Duration = Duration::from_millis(100);
 
 /// Writes lines `line N` to stdout, flushing each, 2 ms apart.
 pub const CHATTY: &str = "import sys, time\nn = 0\nwhile True:\n    n += 1\n    sys.stdout.write('line %d\\n' % n)\n    sys.stdout.flush()\n    time.sleep(0.002)\n";
@@ -140,8 +146,9 @@ pub struct Scenario {
     /// The sleeper when its backoff began.
     sleeper_before: AppStatus,
     backoff_began: Instant,
-    /// When the sleeper's next try was seen, after its backoff began.
-    sleeper_retried: Option<Duration>,
+    /// When each of the sleeper's next tries was seen, after its backoff
+    /// began.
+    sleeper_retries: Vec<Duration>,
     /// How long the hand-offs took, from the backoff's start.
     took: Option<Duration>,
 }
@@ -164,7 +171,7 @@ impl Scenario {
         sup.write_app(
             &AppBuilder::new(&sleeper, user, ["/bin/sh", "-c", "exit 3"])
                 .start_secs(Duration::from_secs(1))
-                .backoff(SLEEPER_BACKOFF, Duration::from_secs(60)),
+                .backoff(SLEEPER_BACKOFF, SLEEPER_BACKOFF_MAX),
         );
         sup.write_app(&AppBuilder::new(&parked, user, ["/bin/sleep", "infinity"]));
         sup.appctl_ok(&["update"]);
@@ -186,7 +193,7 @@ impl Scenario {
             chatty_pid,
             sleeper_before,
             backoff_began: Instant::now(),
-            sleeper_retried: None,
+            sleeper_retries: Vec::new(),
             took: None,
         }
     }
@@ -196,24 +203,44 @@ impl Scenario {
         4
     }
 
-    /// Runs `hand_off(N)` for N in `0..count`, `pause` apart, watching
-    /// for the sleeper's next try.
-    pub fn hand_offs(
+    /// Runs `hand_off(N)` for N in `0..count`, `pause` apart, while a
+    /// thread watches for the sleeper's tries (every 100 ms, through the
+    /// hand-offs: one that takes seconds, like a package upgrade, must
+    /// not hide when a try came).
+    pub fn hand_offs<S: Supervisor + Sync>(
         &mut self,
-        sup: &impl Supervisor,
+        sup: &S,
         count: usize,
         pause: Duration,
         mut hand_off: impl FnMut(usize),
     ) {
-        for n in 0..count {
-            hand_off(n);
-            if self.sleeper_retried.is_none()
-                && sup.app(&self.sleeper).failures > self.sleeper_before.failures
-            {
-                self.sleeper_retried = Some(self.backoff_began.elapsed());
+        let stop = AtomicBool::new(false);
+        let (sleeper, began) = (&self.sleeper, self.backoff_began);
+        let mut failures = self.sleeper_before.failures;
+        let retries = std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                let mut retries = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    // A status asked for during a hand-off may fail: the
+                    // next one answers.
+                    if let Some(now) = sup.try_app(sleeper) {
+                        for _ in failures..now.failures {
+                            retries.push(began.elapsed());
+                        }
+                        failures = failures.max(now.failures);
+                    }
+                    std::thread::sleep(WATCH);
+                }
+                retries
+            });
+            for n in 0..count {
+                hand_off(n);
+                std::thread::sleep(pause);
             }
-            std::thread::sleep(pause);
-        }
+            stop.store(true, Ordering::Relaxed);
+            watcher.join().expect("the sleeper's watcher panicked")
+        });
+        self.sleeper_retries = retries;
         self.took = Some(self.backoff_began.elapsed());
     }
 
@@ -241,28 +268,54 @@ impl Scenario {
             "the stopped app stays stopped"
         );
         assert!(parked.stopped_by.is_some(), "and says who stopped it");
-        // The backoff timer kept its deadline across the hand-offs: the
-        // next try came 3 to 4 s after the backoff began (seen within a
-        // pause and a hand-off), and the count went on from where it was.
+        self.check_schedule(sup, took);
+        self.check_lines(sup);
+    }
+
+    /// The sleeper's backoff kept its schedule across the hand-offs:
+    /// every try it made came when due (the first 3 to 4 s after the
+    /// backoff began, each next wait twice as long, less up to a quarter),
+    /// at least one came while they ran, and the failure count went on
+    /// from where it was.
+    fn check_schedule(&self, sup: &impl Supervisor, took: Duration) {
+        let retries = &self.sleeper_retries;
         assert!(
             took > SLEEPER_BACKOFF + Duration::from_secs(1),
             "the hand-offs took only {took:?}"
         );
-        let retried = self
-            .sleeper_retried
-            .expect("the sleeper never retried during the hand-offs");
         assert!(
-            retried <= SLEEPER_BACKOFF + Duration::from_millis(1500),
-            "the sleeper retried {retried:?} after its backoff began (due after at most {SLEEPER_BACKOFF:?})"
+            !retries.is_empty(),
+            "the sleeper never retried during the hand-offs ({took:?})"
         );
+        let mut last = Duration::ZERO;
+        let mut wait = SLEEPER_BACKOFF;
+        for (n, &at) in retries.iter().enumerate() {
+            // Seen within a poll and an `appctl status` of when it came;
+            // the first wait counts from when the backoff was seen, a
+            // little late, so a second of slack below too.
+            let shortest = wait * 3 / 4;
+            let earliest = last + shortest - Duration::from_secs(1).min(shortest);
+            let latest = last + wait + Duration::from_millis(1500);
+            assert!(
+                (earliest..=latest).contains(&at),
+                "the sleeper's try {} came {at:?} after its backoff began, \
+                 due between {earliest:?} and {latest:?} (all tries: {retries:?})",
+                n + 1
+            );
+            last = at;
+            wait = (wait * 2).min(SLEEPER_BACKOFF_MAX);
+        }
         let sleeper_now = sup.app(&self.sleeper);
         assert_eq!(sleeper_now.state, State::Backoff, "{sleeper_now:?}");
-        assert_eq!(
-            sleeper_now.failures,
-            self.sleeper_before.failures + 1,
-            "{sleeper_now:?}"
+        // One more try may have come since the watcher stopped, if due.
+        let seen = self.sleeper_before.failures + retries.len() as u32;
+        let next_due = self.backoff_began.elapsed() >= last + wait * 3 / 4;
+        assert!(
+            sleeper_now.failures == seen || (next_due && sleeper_now.failures == seen + 1),
+            "the sleeper's failures go on from {} through {} tries: {sleeper_now:?}",
+            self.sleeper_before.failures,
+            retries.len()
         );
-        self.check_lines(sup);
     }
 
     /// Every numbered line in chatty's log once and in order.
