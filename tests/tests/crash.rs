@@ -370,6 +370,10 @@ fn a_daemon_stopped_cleanly_leaves_no_record_and_its_successor_adopts_nothing() 
         !records.join("plain.json").exists(),
         "a clean stop removes every record"
     );
+    assert!(
+        !records.exists(),
+        "and the heartbeat, and the directory: nothing is left in the run directory"
+    );
     drop(first);
 
     let second = appvisor_tests::Daemon::start(&prefix, options());

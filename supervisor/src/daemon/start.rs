@@ -335,7 +335,7 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     daemon.shutdown().await;
     if let Some(records) = &daemon.shared.records {
         let records = records.clone();
-        let _ = tokio::task::spawn_blocking(move || records.flush(Duration::from_secs(5))).await;
+        let _ = tokio::task::spawn_blocking(move || records.close(Duration::from_secs(5))).await;
     }
     servers.finish(SERVER_GRACE).await;
     let _ = std::fs::remove_file(&spec.control.socket);

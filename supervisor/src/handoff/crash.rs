@@ -130,6 +130,9 @@ enum Message {
     Remove(String),
     /// Answered once everything sent before is on disk.
     Flush(mpsc::Sender<()>),
+    /// A clean exit: answered once everything sent before is done and the
+    /// heartbeat removed; the writer ends.
+    Close(mpsc::Sender<()>),
 }
 
 /// The writer thread's inbox.
@@ -144,6 +147,7 @@ impl std::fmt::Debug for Message {
             Message::Write(record) => write!(f, "Write({})", record.app.name),
             Message::Remove(name) => write!(f, "Remove({name})"),
             Message::Flush(_) => write!(f, "Flush"),
+            Message::Close(_) => write!(f, "Close"),
         }
     }
 }
@@ -191,6 +195,18 @@ impl RecordWriter {
     pub fn flush(&self, within: Duration) {
         let (tx, rx) = mpsc::channel();
         if self.tx.send(Message::Flush(tx)).is_ok() && rx.recv_timeout(within).is_err() {
+            tracing::warn!("the crash records were not all written at exit");
+        }
+    }
+
+    /// At a clean exit, once every app's task ended: waits (at most
+    /// `within`) until everything sent so far is done, then removes the
+    /// heartbeat, and the directory if that leaves it empty. With no app
+    /// left to adopt there is nothing for a successor to read, and a
+    /// daemon stopped cleanly leaves nothing in the run directory.
+    pub fn close(&self, within: Duration) {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Message::Close(tx)).is_ok() && rx.recv_timeout(within).is_err() {
             tracing::warn!("the crash records were not all written at exit");
         }
     }
@@ -262,6 +278,18 @@ fn writer(dir: &Path, rx: &mpsc::Receiver<Message>, mut heartbeat: Heartbeat) {
             Message::Flush(done) => {
                 let _ = done.send(());
                 continue;
+            }
+            Message::Close(done) => {
+                match fs::remove_file(dir.join(HEARTBEAT)) {
+                    Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                        tracing::warn!(%error, dir = %dir.display(), "removing the daemon's heartbeat");
+                    }
+                    _ => {}
+                }
+                // Not empty: a record was left, and stays for a successor.
+                let _ = fs::remove_dir(dir);
+                let _ = done.send(());
+                return;
             }
             Message::Remove(name) => {
                 let result = match fs::remove_file(dir.join(format!("{name}.json"))) {
@@ -514,6 +542,19 @@ mod tests {
             fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
             0o700
         );
+    }
+
+    #[test]
+    fn a_clean_close_leaves_nothing() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("records");
+        let writer = RecordWriter::start(dir.clone(), "9.9.9").unwrap();
+        writer.write(record("shop"), "fp-shop".to_owned());
+        writer.remove("shop");
+        writer.flush(Duration::from_secs(5));
+        assert!(dir.join(HEARTBEAT).exists());
+        writer.close(Duration::from_secs(5));
+        assert!(!dir.exists(), "{:?}", fs::read_dir(&dir).map(|d| d.count()));
     }
 
     #[test]
