@@ -4,7 +4,8 @@
 //! bash completes `appctl`, the unit verifies, the daemon started the
 //! documented way without systemd supervises an app dropped into
 //! `/etc/appvisor/apps.d`, the quickstart runs on the installed binaries,
-//! an upgrade restarts nothing, and a purge leaves nothing of it.
+//! three upgrades in a row restart nothing (handoff.rs's scenario, under
+//! load: tests/src/handoff_scenario.rs), and a purge leaves nothing of it.
 //!
 //! Needs root, the `x86_64-unknown-linux-musl` Rust target, cargo-deb,
 //! lintian and bash-completion (`.ci/run` installs them all); skipped with
