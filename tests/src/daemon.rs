@@ -85,6 +85,9 @@ pub struct Daemon {
     pid: u32,
     socket: PathBuf,
     config: PathBuf,
+    /// The prefix's apps.d and log directory, as in `appvisor.toml`.
+    apps_dir: PathBuf,
+    log_dir: PathBuf,
     log_path: PathBuf,
     cgroup: String,
     /// The `appctl` that goes with this daemon.
@@ -301,6 +304,8 @@ impl Daemon {
             pid,
             socket: prefix.socket(),
             config,
+            apps_dir: prefix.apps_dir(),
+            log_dir: prefix.log_dir(),
             log_path,
             cgroup_candidates: Vec::new(),
             cgroup,
@@ -338,6 +343,16 @@ impl Daemon {
 
     pub fn config_path(&self) -> &Path {
         &self.config
+    }
+
+    /// The `apps_dir` of its `appvisor.toml`.
+    pub fn apps_dir(&self) -> &Path {
+        &self.apps_dir
+    }
+
+    /// The `log_dir` of its `appvisor.toml`.
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
     }
 
     /// The `--cgroup` name.
@@ -646,23 +661,7 @@ impl Daemon {
 
     /// `GET /v1/daemon`, over the control socket as root.
     pub fn daemon_status(&self) -> appvisor_protocol::DaemonStatus {
-        let mut stream = UnixStream::connect(&self.socket)
-            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.socket.display()));
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-        stream
-            .write_all(b"GET /v1/daemon HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .expect("sending GET /v1/daemon");
-        let mut response = Vec::new();
-        stream
-            .read_to_end(&mut response)
-            .expect("reading GET /v1/daemon");
-        let text = String::from_utf8_lossy(&response);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body)
-            .unwrap_or_else(|| panic!("no body in {text:?}"));
-        let json = &body[body.find('{').unwrap_or(0)..=body.rfind('}').unwrap_or(0)];
-        serde_json::from_str(json).unwrap_or_else(|e| panic!("GET /v1/daemon: {e}: {text:?}"))
+        daemon_status_at(&self.socket)
     }
 
     fn stop_process(&mut self) {
@@ -710,6 +709,27 @@ impl Daemon {
             }
         }
     }
+}
+
+/// `GET /v1/daemon` from the daemon listening on `socket`, as root.
+pub fn daemon_status_at(socket: &Path) -> appvisor_protocol::DaemonStatus {
+    let mut stream = UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", socket.display()));
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    stream
+        .write_all(b"GET /v1/daemon HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("sending GET /v1/daemon");
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .expect("reading GET /v1/daemon");
+    let text = String::from_utf8_lossy(&response);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .unwrap_or_else(|| panic!("no body in {text:?}"));
+    let json = &body[body.find('{').unwrap_or(0)..=body.rfind('}').unwrap_or(0)];
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("GET /v1/daemon: {e}: {text:?}"))
 }
 
 /// A command's exit status, stdout and stderr, for failure messages.

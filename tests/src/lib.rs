@@ -25,6 +25,7 @@ pub mod bins;
 pub mod chaos;
 pub mod daemon;
 pub mod fdstore;
+pub mod handoff_scenario;
 pub mod load;
 pub mod net;
 pub mod nginx;

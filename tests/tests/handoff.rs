@@ -4,8 +4,9 @@
 //! app an operator stopped, through 20 hand-offs in a row; and a hand-off
 //! to a binary that cannot read the state, which falls back to the old one.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use appvisor_tests::handoff_scenario::{Scenario, CHATTY};
 use appvisor_tests::load::Load;
 use appvisor_tests::servers::{Framework, ServedApp, Server};
 use appvisor_tests::testapps::sleeper;
@@ -14,33 +15,8 @@ use appvisor_tests::{
 };
 
 const HANDOFFS: usize = 20;
-/// The sleeper's first backoff: the hand-offs take longer than this, so a
-/// hand-off that restarted the backoff timer would keep it from firing.
-const SLEEPER_BACKOFF: Duration = Duration::from_secs(4);
 /// Between two hand-offs.
 const PAUSE: Duration = Duration::from_millis(250);
-
-/// Writes `n` lines `line N` to stdout, flushing each, 2 ms apart.
-const CHATTY: &str = "import sys, time\nn = 0\nwhile True:\n    n += 1\n    sys.stdout.write('line %d\\n' % n)\n    sys.stdout.flush()\n    time.sleep(0.002)\n";
-
-fn extra_apps(served: &ServedApp, user: &TestUser) {
-    AppBuilder::new("chatty", user, ["/usr/bin/python3", "-c", CHATTY]).write(&served.prefix);
-    // Fails at once every time: the next try 3 to 4 s later (a quarter of
-    // jitter), then 6 to 8 s after that.
-    AppBuilder::new("sleeper", user, ["/bin/sh", "-c", "exit 3"])
-        .start_secs(Duration::from_secs(1))
-        .backoff(SLEEPER_BACKOFF, Duration::from_secs(60))
-        .write(&served.prefix);
-    AppBuilder::new("parked", user, ["/bin/sleep", "infinity"]).write(&served.prefix);
-    served.daemon.appctl_ok(["update"]);
-    served
-        .daemon
-        .wait_for_state("chatty", State::Running, Duration::from_secs(30));
-    served
-        .daemon
-        .wait_for_state("parked", State::Running, Duration::from_secs(30));
-    served.daemon.appctl_ok(["stop", "parked"]);
-}
 
 /// `appctl reexec`, which must hand `apps` apps over: what it printed.
 fn reexec(daemon: &Daemon, apps: usize, what: &str) -> String {
@@ -92,31 +68,21 @@ fn reexec_twenty_times_under_load_restarts_no_app_and_loses_no_line() {
     require_root!();
     let served =
         ServedApp::start_with(Server::GunicornSync, Framework::Flask, options(), |app| app);
-    let user = served.user.clone();
-    extra_apps(&served, &user);
     let daemon = &served.daemon;
-    let web_pid = daemon.app("web").pid.expect("web runs");
-    let chatty_pid = daemon.app("chatty").pid.expect("chatty runs");
-    let daemon_pid = daemon.pid();
-    let sleeper = daemon.wait_for_state("sleeper", State::Backoff, Duration::from_secs(30));
-    let backoff_began = Instant::now();
+    let mut scenario = Scenario::set_up(daemon, &served.user, served.name(), "");
     let web_security = security(daemon, "web");
 
     let load = Load::start(served.port, "/", 4, Duration::from_secs(120));
     let mut unsupervised = Vec::new();
-    let mut sleeper_retried = None;
-    for n in 0..HANDOFFS {
-        let text = reexec(daemon, 4, &format!("reexec {n}"));
+    let apps = scenario.apps();
+    scenario.hand_offs(daemon, HANDOFFS, PAUSE, |n| {
+        let text = reexec(daemon, apps, &format!("reexec {n}"));
         unsupervised.push(unsupervised_ms(&text));
-        if sleeper_retried.is_none() && daemon.app("sleeper").failures > sleeper.failures {
-            sleeper_retried = Some(backoff_began.elapsed());
-        }
-        std::thread::sleep(PAUSE);
-    }
-    let took = backoff_began.elapsed();
+    });
     unsupervised.sort_unstable();
     eprintln!(
-        "{HANDOFFS} hand-offs in {took:?}; apps unsupervised: median {} ms, max {} ms",
+        "{HANDOFFS} hand-offs in {:?}; apps unsupervised: median {} ms, max {} ms",
+        scenario.took(),
         unsupervised[HANDOFFS / 2],
         unsupervised[HANDOFFS - 1]
     );
@@ -127,60 +93,12 @@ fn reexec_twenty_times_under_load_restarts_no_app_and_loses_no_line() {
     );
     assert!(report.ok > 0, "the load sent nothing: {report}");
 
-    assert_eq!(daemon.pid(), daemon_pid);
-    assert_eq!(daemon.app("web").pid, Some(web_pid), "web kept its pid");
-    assert_eq!(daemon.app("web").state, State::Running);
-    assert_eq!(
-        daemon.app("chatty").pid,
-        Some(chatty_pid),
-        "chatty kept its pid"
-    );
-    assert_eq!(daemon.app("chatty").restarts, 0);
-    let parked = daemon.app("parked");
-    assert_eq!(
-        parked.state,
-        State::Stopped,
-        "the stopped app stays stopped"
-    );
-    assert!(parked.stopped_by.is_some(), "and says who stopped it");
-    // The backoff timer kept its deadline across the hand-offs: the next
-    // try came 3 to 4 s after the backoff began (seen within a pause and
-    // a hand-off), and the count went on from where it was.
-    assert!(
-        took > SLEEPER_BACKOFF + Duration::from_secs(1),
-        "the hand-offs took only {took:?}"
-    );
-    let retried = sleeper_retried.expect("the sleeper never retried during the hand-offs");
-    assert!(
-        retried <= SLEEPER_BACKOFF + Duration::from_millis(1500),
-        "the sleeper retried {retried:?} after its backoff began (due after at most {SLEEPER_BACKOFF:?})"
-    );
+    scenario.check(daemon);
     assert_eq!(
         security(daemon, "web"),
         web_security,
         "what the exec helper verified at web's spawn is shown the same after the hand-offs"
     );
-    let sleeper_now = daemon.app("sleeper");
-    assert_eq!(sleeper_now.state, State::Backoff, "{sleeper_now:?}");
-    assert_eq!(
-        sleeper_now.failures,
-        sleeper.failures + 1,
-        "{sleeper_now:?}"
-    );
-
-    // Every numbered line once and in order, across 20 hand-offs.
-    let log = std::fs::read_to_string(served.prefix.log_dir().join("chatty/stdout.log"))
-        .expect("chatty's log");
-    let mut expected = 1u64;
-    for line in log.lines() {
-        let n: u64 = line
-            .strip_prefix("line ")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("a mangled line {line:?} in chatty's log"));
-        assert_eq!(n, expected, "line {expected} missing or repeated");
-        expected += 1;
-    }
-    assert!(expected > 100, "chatty wrote only {expected} lines");
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! bash completes `appctl`, the unit verifies, the daemon started the
 //! documented way without systemd supervises an app dropped into
 //! `/etc/appvisor/apps.d`, the quickstart runs on the installed binaries,
-//! an upgrade restarts nothing, and a purge leaves nothing of it.
+//! three upgrades in a row restart nothing (handoff.rs's scenario, under
+//! load: tests/src/handoff_scenario.rs), and a purge leaves nothing of it.
 //!
 //! Needs root, the `x86_64-unknown-linux-musl` Rust target, cargo-deb,
 //! lintian and bash-completion (`.ci/run` installs them all); skipped with
@@ -15,14 +16,17 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use appvisor_config::builtin;
-use appvisor_tests::daemon::describe_output;
+use appvisor_tests::daemon::{daemon_status_at, describe_output};
+use appvisor_tests::handoff_scenario::{Scenario, Supervisor};
+use appvisor_tests::load::Load;
 use appvisor_tests::quickstart::{run_printed, Quickstart};
 use appvisor_tests::{
-    bins, free_port, http_get, procfs, require_root, wait_until, AppList, Prefix, State, TestUser,
+    bins, free_port, http_get, procfs, require_root, wait_until, AppBuilder, AppList, Prefix,
+    State, TestUser,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -34,6 +38,11 @@ const APPS_DIR: &str = builtin::APPS_DIR;
 const APPVISORD: &str = "/usr/bin/appvisord";
 const APPCTL: &str = "/usr/bin/appctl";
 const APP: &str = "avt-pkg-hello";
+/// Upgrades in a row, under load.
+const UPGRADES: usize = 3;
+/// After each upgrade: however fast the upgrades, they span the sleeper's
+/// first retry (due 3 to 4 s after its backoff began).
+const UPGRADE_PAUSE: Duration = Duration::from_secs(2);
 
 /// Where install.md's way of running the daemon without systemd logs.
 fn daemon_log() -> PathBuf {
@@ -135,6 +144,8 @@ fn installed() -> bool {
 /// stopped, its cgroup removed, and the package purged.
 struct Installed {
     daemon: Option<Child>,
+    /// The app files the test dropped into apps.d.
+    apps: Mutex<Vec<PathBuf>>,
 }
 
 impl Installed {
@@ -145,7 +156,22 @@ impl Installed {
         );
         let deb = deb.to_str().expect("utf-8 path");
         run_ok("apt-get", &["install", "-y", "-q", deb]);
-        Installed { daemon: None }
+        Installed {
+            daemon: None,
+            apps: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Notes an app file dropped into apps.d, to be removed at the end.
+    fn dropped(&self, file: PathBuf) {
+        self.apps.lock().expect("the app list").push(file);
+    }
+
+    /// Removes the app files dropped into apps.d.
+    fn remove_apps(&self) {
+        for file in self.apps.lock().expect("the app list").drain(..) {
+            let _ = fs::remove_file(file);
+        }
     }
 
     /// install.md, "Running it" without systemd: check, then the daemon in
@@ -214,9 +240,123 @@ impl Drop for Installed {
             procfs::kill_cgroup_tree(&dir, Duration::from_secs(5));
             procfs::remove_cgroup_tree(&dir);
         }
-        let _ = fs::remove_file(Path::new(APPS_DIR).join(format!("{APP}.toml")));
+        self.remove_apps();
         let _ = run("apt-get", &["purge", "-y", "-q", "appvisor"]);
     }
+}
+
+/// The installed daemon, driven with the installed appctl on the default
+/// socket, for handoff.rs's scenario.
+impl Supervisor for Installed {
+    fn appctl(&self, args: &[&str]) -> Output {
+        run(APPCTL, args)
+    }
+
+    fn write_app(&self, app: &AppBuilder) -> PathBuf {
+        let file = Path::new(APPS_DIR).join(format!("{}.toml", app.name()));
+        self.dropped(file.clone());
+        fs::write(&file, app.to_toml())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+        file
+    }
+
+    fn app_log_dir(&self, app: &str) -> PathBuf {
+        Path::new(builtin::LOG_DIR).join(app)
+    }
+
+    /// The pid the daemon reports (`GET /v1/daemon`).
+    fn pid(&self) -> u32 {
+        daemon_status_at(Path::new(builtin::CONTROL_SOCKET)).pid
+    }
+
+    fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+}
+
+/// Upgrades (reinstalls) the installed package [`UPGRADES`] times while
+/// `port` (the app `APP`, whose pid is `web_pid`) is under load, with
+/// handoff.rs's scenario around it; each upgrade must hand every app over.
+fn upgrade_under_load(
+    installed: &Installed,
+    deb: &Path,
+    user: &TestUser,
+    port: u16,
+    web_pid: Option<u32>,
+) {
+    let mut scenario = Scenario::set_up(installed, user, APP, "avt-pkg-");
+    let apps = scenario.apps();
+    let daemon_pid = installed.daemon_pid();
+    let deb = deb.to_str().expect("utf-8 path");
+    let load = Load::start(port, "/", 4, Duration::from_secs(120));
+    load.wait_until_answered(10, DEADLINE);
+    let mut last_id = daemon_status_at(Path::new(builtin::CONTROL_SOCKET))
+        .handoff
+        .map(|report| report.id);
+    scenario.hand_offs(installed, UPGRADES, UPGRADE_PAUSE, |n| {
+        let printed = run_ok("apt-get", &["install", "-y", "-q", "--reinstall", deb]);
+        // What postinst's `appctl reexec` printed, and what the daemon
+        // reports: a hand-off root asked for, of every app, to the
+        // packaged version.
+        assert!(
+            printed.contains(&format!("handed over {apps} apps")),
+            "upgrade {n}: postinst handed the apps over:\n{printed}\n{}",
+            installed.log_tail()
+        );
+        let status = daemon_status_at(Path::new(builtin::CONTROL_SOCKET));
+        let report = status.handoff.expect("the daemon reports the hand-off");
+        assert_ne!(Some(report.id), last_id, "upgrade {n}: a new hand-off");
+        last_id = Some(report.id);
+        assert_eq!(report.error, None, "upgrade {n}: {report:?}");
+        assert_eq!(report.requested_by, "root", "dpkg runs postinst as root");
+        assert_eq!(report.apps, apps, "upgrade {n}: {report:?}");
+        let version = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            (
+                report.from_version.as_str(),
+                report.to_version.as_str(),
+                status.version.as_str()
+            ),
+            (version, version, version),
+            "upgrade {n}: {report:?}"
+        );
+        assert_eq!(status.pid, daemon_pid, "upgrade {n}: in place");
+        assert!(
+            procfs::process_exists(daemon_pid),
+            "upgrade {n}: the daemon still runs"
+        );
+        let exe = fs::read_link(format!("/proc/{daemon_pid}/exe")).expect("the daemon's exe");
+        assert_eq!(
+            exe,
+            Path::new(APPVISORD),
+            "upgrade {n}: the daemon runs the upgraded binary, handed over in place"
+        );
+    });
+    let report = load.finish();
+    eprintln!(
+        "{UPGRADES} upgrades in {:?} under load: {report}",
+        scenario.took()
+    );
+    assert!(
+        report.failed.is_empty(),
+        "requests failed across the upgrades:\n{report}"
+    );
+    scenario.check(installed);
+    let web = installed.app(APP);
+    assert_eq!(
+        (web.pid, web.restarts),
+        (web_pid, 0),
+        "the app was not restarted"
+    );
+    let done = installed.log().matches("hand-off done").count();
+    assert_eq!(
+        done,
+        UPGRADES,
+        "one hand-off per upgrade:\n{}",
+        installed.log()
+    );
 }
 
 fn app_status(name: &str) -> Option<appvisor_tests::AppStatus> {
@@ -407,6 +547,7 @@ fn the_installed_package_supervises_apps_d_renders_man_pages_completes_and_upgra
         ),
     )
     .expect("dropping the app into apps.d");
+    installed.dropped(app_file.clone());
     let app_file = app_file.to_str().expect("utf-8 path");
     run_ok(APPCTL, &["check", app_file]);
     let update = run_ok(APPCTL, &["update"]);
@@ -461,31 +602,13 @@ fn the_installed_package_supervises_apps_d_renders_man_pages_completes_and_upgra
     assert_eq!(quickstart.stop(), Some(0), "the quickstart exits 0");
     drop(quickstart);
 
-    // An upgrade (the same package again) restarts nothing: postinst hands
-    // the apps over to the new binary (appctl reexec), so the daemon keeps
-    // its pid and runs the new file, the app keeps its pid, and the edited
-    // conffile is kept.
-    let daemon_pid = installed.daemon_pid();
-    let deb_path = deb.to_str().expect("utf-8 path");
-    run_ok("apt-get", &["install", "-y", "-q", "--reinstall", deb_path]);
-    assert!(procfs::process_exists(daemon_pid), "the daemon still runs");
-    let exe = fs::read_link(format!("/proc/{daemon_pid}/exe")).expect("the daemon's exe");
-    assert_eq!(
-        exe,
-        Path::new(APPVISORD),
-        "the daemon runs the upgraded binary, handed over in place"
-    );
-    let after = app_status(APP).expect("the app after the upgrade");
-    assert_eq!(
-        (after.state, after.pid, after.restarts),
-        (State::Running, before.pid, before.restarts),
-        "the app was not restarted"
-    );
-    assert!(
-        installed.log().contains("hand-off done"),
-        "postinst handed the apps over:\n{}",
-        installed.log()
-    );
+    // Upgrades (the same package again) restart nothing, under load:
+    // postinst hands the apps over to the new binary (appctl reexec), so
+    // the daemon keeps its pid and runs the new file, and handoff.rs's
+    // scenario holds (every app keeps its pid, no request fails, no line
+    // is lost, the backoff keeps its schedule, the stopped app stays
+    // stopped); the edited conffile is kept.
+    upgrade_under_load(&installed, deb, &user, port, before.pid);
     assert_eq!(
         fs::read_to_string(SETTINGS).expect("the conffile"),
         edited,
@@ -499,7 +622,7 @@ fn the_installed_package_supervises_apps_d_renders_man_pages_completes_and_upgra
     assert_eq!(installed.stop_daemon(), Some(0), "appvisord's exit status");
     let pid = restarted.pid.expect("a running app has a pid");
     assert!(!procfs::process_exists(pid), "the app ({pid}) was stopped");
-    fs::remove_file(app_file).expect("removing the app file");
+    installed.remove_apps();
     run_ok("apt-get", &["purge", "-y", "-q", "appvisor"]);
     for path in [
         APPVISORD,

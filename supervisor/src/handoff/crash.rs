@@ -200,8 +200,9 @@ impl RecordWriter {
 
     /// At a clean exit, once every app's task has ended: waits (at most
     /// `within`) until everything sent so far is done, so that no record
-    /// of a stopped app outlives the daemon, and removes the heartbeat
-    /// when no record is left (nothing runs for a successor to adopt).
+    /// of a stopped app outlives the daemon; then, when no record is left
+    /// (nothing runs for a successor to adopt), removes the heartbeat and
+    /// the directory, so a daemon stopped cleanly leaves nothing behind.
     pub fn close(&self, within: Duration) {
         let (tx, rx) = mpsc::channel();
         if self.tx.send(Message::Close(tx)).is_ok() && rx.recv_timeout(within).is_err() {
@@ -284,6 +285,8 @@ fn writer(dir: &Path, rx: &mpsc::Receiver<Message>, mut heartbeat: Heartbeat) {
                             tracing::warn!(%error, dir = %dir.display(), "removing the daemon's heartbeat");
                         }
                     }
+                    // Empty now, unless someone put something else there.
+                    let _ = fs::remove_dir(dir);
                 }
                 let _ = done.send(());
                 return;
@@ -537,8 +540,10 @@ mod tests {
         let writer = RecordWriter::start(dir.clone(), "9.9.9").unwrap();
         writer.write(record("shop"), "fp-shop".to_owned());
         writer.remove("shop");
+        writer.flush(Duration::from_secs(5));
+        assert!(dir.join(HEARTBEAT).exists());
         writer.close(Duration::from_secs(5));
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "nothing is left");
+        assert!(!dir.exists(), "{:?}", fs::read_dir(&dir).map(|d| d.count()));
 
         let writer = RecordWriter::start(dir.clone(), "9.9.9").unwrap();
         writer.write(record("blog"), "fp-blog".to_owned());
