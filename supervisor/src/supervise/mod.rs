@@ -480,7 +480,9 @@ impl Supervisor {
                 self.freeze = None;
             }
             if self.freeze.is_some() && self.is_settled() {
-                let frozen = self.freeze_now().await;
+                // Boxed, as the exit below: awaited once or rarely, they
+                // would otherwise widen every app's task by their size.
+                let frozen = Box::pin(self.freeze_now()).await;
                 if let Some(reply) = self.freeze.take() {
                     if reply.send(frozen).is_err() {
                         tracing::error!("a hand-off gave up while this app froze; it runs unsupervised until appvisord restarts");
@@ -500,7 +502,7 @@ impl Supervisor {
                     self.prepared(id, result);
                 }
                 Wake::Reported(id, outcome) => self.reported(id, outcome),
-                Wake::Exited(id, status) => self.exited(id, status).await,
+                Wake::Exited(id, status) => Box::pin(self.exited(id, status)).await,
                 Wake::Timer(key, generation) => {
                     self.timers.retain(|t| t.key != key);
                     self.feed(Event::TimerFired { key, generation });
