@@ -382,8 +382,9 @@ struct Supervisor {
     shutdown: bool,
     /// A hand-off waits for this task to freeze.
     freeze: Option<oneshot::Sender<Frozen>>,
-    /// The record last saved for a crash (`save_record`).
-    saved: Option<crate::handoff::state::AppRecord>,
+    /// The fingerprint of the record last saved for a crash
+    /// (`save_record`).
+    saved: Option<u64>,
     /// Shared with the task's guard, which reports a panic here.
     snapshot: Arc<watch::Sender<Snapshot>>,
 }
