@@ -221,10 +221,11 @@ fn launch(
         shared: sup.shared.clone(),
         snapshot: sup.snapshot.clone(),
     };
-    // `run` itself, not an async block around it: a block would keep its
-    // own copy of the moved-in `Supervisor` beside `run`'s.
-    let inner = tokio::spawn(sup.run(rx, autostart).instrument(span.clone()));
-    let task = tokio::spawn(guard.watch(inner).instrument(span));
+    // One task per app, the guard around `run`: a second task to await
+    // the first would cost every app another task. `run` boxed, not
+    // moved into the guard's future: that could keep two copies of it.
+    let run: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(sup.run(rx, autostart));
+    let task = tokio::spawn(guard.watch(run).instrument(span));
     Handle {
         commands,
         snapshot,
@@ -1080,17 +1081,11 @@ struct PanicGuard {
 }
 
 impl PanicGuard {
-    async fn watch(self, task: JoinHandle<()>) {
-        let Err(err) = task.await else { return };
-        if !err.is_panic() {
+    /// Runs `run` to its end; if it panics, kills the app's processes
+    /// and says so in its status.
+    async fn watch(self, run: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        let Some(message) = catch_panic(run).await else {
             return;
-        }
-        let message = match err.into_panic().downcast::<String>() {
-            Ok(text) => *text,
-            Err(payload) => payload
-                .downcast::<&str>()
-                .map(|text| (*text).to_owned())
-                .unwrap_or_else(|_| "no message".to_owned()),
         };
         tracing::error!(panic = %message, "the app's supervisor task panicked (a bug in appvisord); killing its processes");
         if let Some(root) = &self.shared.cgroups {
@@ -1109,6 +1104,28 @@ impl PanicGuard {
             );
         });
     }
+}
+
+/// Polls `run` to its end, catching a panic as tokio would for a task of
+/// its own: `None` if it ended, else the panic's message. What is left of
+/// `run` is dropped before this returns.
+async fn catch_panic(mut run: Pin<Box<dyn Future<Output = ()> + Send>>) -> Option<String> {
+    let payload = poll_fn(|cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(())) => Poll::Ready(None),
+            Err(payload) => Poll::Ready(Some(payload)),
+        }
+    })
+    .await?;
+    drop(run);
+    Some(match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => payload
+            .downcast::<&str>()
+            .map(|text| (*text).to_owned())
+            .unwrap_or_else(|_| "no message".to_owned()),
+    })
 }
 
 /// Sends `signal` to every process of one instance: its leaf cgroup's, or
@@ -1171,6 +1188,21 @@ async fn drain_output(pipes: Vec<crate::logs::Capture>) {
 #[cfg(test)]
 mod tests {
     use super::attempt_began;
+
+    #[tokio::test]
+    async fn a_panic_in_the_task_is_caught_with_its_message() {
+        let ended = super::catch_panic(Box::pin(async {
+            tokio::task::yield_now().await;
+        }));
+        assert_eq!(ended.await, None);
+        let panicked = super::catch_panic(Box::pin(async {
+            tokio::task::yield_now().await;
+            panic!("boom {}", 7);
+        }));
+        assert_eq!(panicked.await.as_deref(), Some("boom 7"));
+        let with_str = super::catch_panic(Box::pin(async { panic!("plain") }));
+        assert_eq!(with_str.await.as_deref(), Some("plain"));
+    }
 
     #[test]
     fn a_failure_report_begins_at_the_attempt_it_is_about() {
