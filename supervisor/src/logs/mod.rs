@@ -87,6 +87,11 @@ pub const PARTIAL_LINE_FLUSH: Duration = Duration::from_millis(200);
 /// A partial line that grows to this size is written without waiting for its
 /// newline (and may then be interleaved with another instance's output).
 pub const MAX_PARTIAL_LINE: usize = 64 * 1024;
+/// A capture's read buffer ([`READ_CHUNK`] twice over) is freed once its
+/// app has written nothing for this long, and allocated again at the next
+/// output: an app that wrote once must not keep a quarter of a megabyte
+/// of the daemon's memory for the rest of its life.
+pub const BUFFER_IDLE: Duration = Duration::from_secs(1);
 /// Pipe capacity asked for with `F_SETPIPE_SZ`.
 pub const PIPE_SIZE: usize = 1024 * 1024;
 /// After a read shorter than [`BATCH_BELOW`], wait this long before reading
@@ -433,10 +438,11 @@ impl AppLogs {
                 return None;
             }
         };
-        // Allocated once the pipe first has data, so an app that never
-        // writes costs no buffer; then twice the read size, so the
-        // held-back partial line and a full read fit and the buffer is
-        // reused once the previous chunk is written.
+        // Allocated once the pipe has data, so an app that never writes
+        // costs no buffer; then twice the read size, so the held-back
+        // partial line and a full read fit and the buffer is reused once
+        // the previous chunk is written; freed after BUFFER_IDLE without
+        // output.
         let mut buf = BytesMut::new();
         loop {
             if buf.capacity() == 0 {
@@ -453,10 +459,19 @@ impl AppLogs {
             }
             buf.reserve(READ_CHUNK);
             let read = if buf.is_empty() {
-                tokio::select! {
+                // `read_buf` is cancel safe: on timeout nothing was read,
+                // and the empty buffer can go.
+                let read = tokio::select! {
                     biased;
                     () = &mut stop => return self.hand_over(stream, rx.into_nonblocking_fd().ok(), buf),
-                    read = rx.read_buf(&mut buf) => read,
+                    read = tokio::time::timeout(BUFFER_IDLE, rx.read_buf(&mut buf)) => read,
+                };
+                match read {
+                    Ok(read) => read,
+                    Err(_elapsed) => {
+                        buf = BytesMut::new();
+                        continue;
+                    }
                 }
             } else {
                 // `read_buf` is cancel safe: on timeout (or a hand-over)

@@ -326,14 +326,11 @@ impl Supervisor {
             return;
         }
         let record = self.record((Instant::now(), monotonic_ns()));
-        if self
-            .saved
-            .as_ref()
-            .is_some_and(|saved| saved.same_as(&record))
-        {
+        let fingerprint = record.steady_fingerprint();
+        if self.saved == Some(fingerprint) {
             return;
         }
-        self.saved = Some(record.clone());
+        self.saved = Some(fingerprint);
         if let Some(records) = &self.shared.records {
             records.write(record, crate::handoff::crash::fingerprint(&self.app));
         }

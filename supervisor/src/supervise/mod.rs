@@ -232,10 +232,11 @@ fn launch(
         shared: sup.shared.clone(),
         snapshot: sup.snapshot.clone(),
     };
-    // `run` itself, not an async block around it: a block would keep its
-    // own copy of the moved-in `Supervisor` beside `run`'s.
-    let inner = tokio::spawn(sup.run(rx, autostart).instrument(span.clone()));
-    let task = tokio::spawn(guard.watch(inner).instrument(span));
+    // One task per app, the guard around `run`: a second task to await
+    // the first would cost every app another task. `run` boxed, not
+    // moved into the guard's future: that could keep two copies of it.
+    let run: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(sup.run(rx, autostart));
+    let task = tokio::spawn(guard.watch(run).instrument(span));
     Handle {
         commands,
         snapshot,
@@ -394,8 +395,9 @@ struct Supervisor {
     shutdown: bool,
     /// A hand-off waits for this task to freeze.
     freeze: Option<oneshot::Sender<Frozen>>,
-    /// The record last saved for a crash (`save_record`).
-    saved: Option<crate::handoff::state::AppRecord>,
+    /// The fingerprint of the record last saved for a crash
+    /// (`save_record`).
+    saved: Option<u64>,
     /// Shared with the task's guard, which reports a panic here.
     snapshot: Arc<watch::Sender<Snapshot>>,
 }
@@ -496,7 +498,9 @@ impl Supervisor {
                 self.freeze = None;
             }
             if self.freeze.is_some() && self.is_settled() {
-                let frozen = self.freeze_now().await;
+                // Boxed, as the exit below: awaited once or rarely, they
+                // would otherwise widen every app's task by their size.
+                let frozen = Box::pin(self.freeze_now()).await;
                 if let Some(reply) = self.freeze.take() {
                     if reply.send(frozen).is_err() {
                         tracing::error!("a hand-off gave up while this app froze; it runs unsupervised until appvisord restarts");
@@ -516,7 +520,7 @@ impl Supervisor {
                     self.prepared(id, preparation);
                 }
                 Wake::Reported(id, outcome) => self.reported(id, outcome),
-                Wake::Exited(id, status) => self.exited(id, status).await,
+                Wake::Exited(id, status) => Box::pin(self.exited(id, status)).await,
                 Wake::Timer(key, generation) => {
                     self.timers.retain(|t| t.key != key);
                     self.feed(Event::TimerFired { key, generation });
@@ -1098,17 +1102,11 @@ struct PanicGuard {
 }
 
 impl PanicGuard {
-    async fn watch(self, task: JoinHandle<()>) {
-        let Err(err) = task.await else { return };
-        if !err.is_panic() {
+    /// Runs `run` to its end; if it panics, kills the app's processes
+    /// and says so in its status.
+    async fn watch(self, run: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        let Some(message) = catch_panic(run).await else {
             return;
-        }
-        let message = match err.into_panic().downcast::<String>() {
-            Ok(text) => *text,
-            Err(payload) => payload
-                .downcast::<&str>()
-                .map(|text| (*text).to_owned())
-                .unwrap_or_else(|_| "no message".to_owned()),
         };
         tracing::error!(panic = %message, "the app's supervisor task panicked (a bug in appvisord); killing its processes");
         if let Some(root) = &self.shared.cgroups {
@@ -1127,6 +1125,28 @@ impl PanicGuard {
             );
         });
     }
+}
+
+/// Polls `run` to its end, catching a panic as tokio would for a task of
+/// its own: `None` if it ended, else the panic's message. What is left of
+/// `run` is dropped before this returns.
+async fn catch_panic(mut run: Pin<Box<dyn Future<Output = ()> + Send>>) -> Option<String> {
+    let payload = poll_fn(|cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(())) => Poll::Ready(None),
+            Err(payload) => Poll::Ready(Some(payload)),
+        }
+    })
+    .await?;
+    drop(run);
+    Some(match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => payload
+            .downcast::<&str>()
+            .map(|text| (*text).to_owned())
+            .unwrap_or_else(|_| "no message".to_owned()),
+    })
 }
 
 /// Sends `signal` to every process of one instance: its leaf cgroup's, or
@@ -1189,6 +1209,21 @@ async fn drain_output(pipes: Vec<crate::logs::Capture>) {
 #[cfg(test)]
 mod tests {
     use super::attempt_began;
+
+    #[tokio::test]
+    async fn a_panic_in_the_task_is_caught_with_its_message() {
+        let ended = super::catch_panic(Box::pin(async {
+            tokio::task::yield_now().await;
+        }));
+        assert_eq!(ended.await, None);
+        let panicked = super::catch_panic(Box::pin(async {
+            tokio::task::yield_now().await;
+            panic!("boom {}", 7);
+        }));
+        assert_eq!(panicked.await.as_deref(), Some("boom 7"));
+        let with_str = super::catch_panic(Box::pin(async { panic!("plain") }));
+        assert_eq!(with_str.await.as_deref(), Some("plain"));
+    }
 
     #[test]
     fn a_failure_report_begins_at_the_attempt_it_is_about() {
