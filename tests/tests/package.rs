@@ -22,7 +22,8 @@ use appvisor_config::builtin;
 use appvisor_tests::daemon::describe_output;
 use appvisor_tests::quickstart::{run_printed, Quickstart};
 use appvisor_tests::{
-    bins, free_port, http_get, procfs, require_root, wait_until, AppList, Prefix, State, TestUser,
+    bins, free_port, http_get, procfs, require_root, systemd, wait_until, AppList, Prefix, State,
+    TestUser,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -294,6 +295,16 @@ fn the_installed_package_supervises_apps_d_renders_man_pages_completes_and_upgra
     assert!(conffiles.contains(SETTINGS), "conffiles: {conffiles}");
     let verify = run_ok("dpkg", &["--verify", "appvisor"]);
     assert_eq!(verify, "", "dpkg --verify finds every file as packaged");
+    // The unit's drop-in for a daemon crash, chosen for this host's
+    // systemd and cgroup file system (debian/systemd-drop-in).
+    let drop_in = fs::read_to_string(systemd::DROP_IN).expect("postinst wrote the unit's drop-in");
+    let (version, cgroup_fs) = (systemd::version(), systemd::cgroup_fs());
+    assert_eq!(
+        systemd::settings(&drop_in),
+        systemd::expected_settings(version, &cgroup_fs),
+        "{} for systemd {version:?} on {cgroup_fs}:\n{drop_in}",
+        systemd::DROP_IN
+    );
 
     // The unit, as systemd would read it.
     if Path::new("/usr/bin/systemd-analyze").exists() {
@@ -509,6 +520,8 @@ fn the_installed_package_supervises_apps_d_renders_man_pages_completes_and_upgra
         builtin::LOG_DIR,
         builtin::STATE_DIR,
         control_dir(),
+        systemd::DROP_IN,
+        "/usr/lib/systemd/system/appvisord.service.d",
     ] {
         assert!(!Path::new(path).exists(), "{path} is gone after purge");
     }
