@@ -4,7 +4,8 @@
 //! bash completes `appctl`, the unit verifies, the daemon started the
 //! documented way without systemd supervises an app dropped into
 //! `/etc/appvisor/apps.d`, the quickstart runs on the installed binaries,
-//! an upgrade restarts nothing, and a purge leaves nothing of it.
+//! an upgrade restarts nothing, the unit's drop-in suits this host's
+//! systemd, and a purge leaves nothing of it.
 //!
 //! Needs root, the `x86_64-unknown-linux-musl` Rust target, cargo-deb,
 //! lintian and bash-completion (`.ci/run` installs them all); skipped with
@@ -305,6 +306,15 @@ fn the_installed_package_supervises_apps_d_renders_man_pages_completes_and_upgra
         "{} for systemd {version:?} on {cgroup_fs}:\n{drop_in}",
         systemd::DROP_IN
     );
+    // An upgrade of systemd (debian/triggers) chooses it again.
+    fs::write(systemd::DROP_IN, "stale\n").expect("spoiling the drop-in");
+    run_ok("dpkg-trigger", &["--no-await", "/lib/systemd/systemd"]);
+    run_ok("dpkg", &["--triggers-only", "--pending"]);
+    assert_eq!(
+        fs::read_to_string(systemd::DROP_IN).expect("the drop-in"),
+        drop_in,
+        "postinst triggered by systemd wrote the drop-in again"
+    );
 
     // The unit, as systemd would read it.
     if Path::new("/usr/bin/systemd-analyze").exists() {
@@ -519,9 +529,9 @@ fn the_installed_package_supervises_apps_d_renders_man_pages_completes_and_upgra
         APPS_DIR,
         builtin::LOG_DIR,
         builtin::STATE_DIR,
-        control_dir(),
         systemd::DROP_IN,
         "/usr/lib/systemd/system/appvisord.service.d",
+        control_dir(),
     ] {
         assert!(!Path::new(path).exists(), "{path} is gone after purge");
     }
