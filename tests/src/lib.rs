@@ -33,6 +33,7 @@ pub mod prefix;
 pub mod procfs;
 pub mod quickstart;
 pub mod servers;
+pub mod systemd;
 pub mod testapps;
 pub mod users;
 pub mod wait;

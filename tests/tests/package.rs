@@ -5,7 +5,8 @@
 //! documented way without systemd supervises an app dropped into
 //! `/etc/appvisor/apps.d`, the quickstart runs on the installed binaries,
 //! three upgrades in a row restart nothing (handoff.rs's scenario, under
-//! load: tests/src/handoff_scenario.rs), and a purge leaves nothing of it.
+//! load: tests/src/handoff_scenario.rs), the unit's drop-in suits this
+//! host's systemd, and a purge leaves nothing of it.
 //!
 //! Needs root, the `x86_64-unknown-linux-musl` Rust target, cargo-deb,
 //! lintian and bash-completion (`.ci/run` installs them all); skipped with
@@ -25,8 +26,8 @@ use appvisor_tests::handoff_scenario::{Scenario, Supervisor};
 use appvisor_tests::load::Load;
 use appvisor_tests::quickstart::{run_printed, Quickstart};
 use appvisor_tests::{
-    bins, free_port, http_get, procfs, require_root, wait_until, AppBuilder, AppList, Prefix,
-    State, TestUser,
+    bins, free_port, http_get, procfs, require_root, systemd, wait_until, AppBuilder, AppList,
+    Prefix, State, TestUser,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -434,6 +435,25 @@ fn the_installed_package_supervises_apps_d_renders_man_pages_completes_and_upgra
     assert!(conffiles.contains(SETTINGS), "conffiles: {conffiles}");
     let verify = run_ok("dpkg", &["--verify", "appvisor"]);
     assert_eq!(verify, "", "dpkg --verify finds every file as packaged");
+    // The unit's drop-in for a daemon crash, chosen for this host's
+    // systemd and cgroup file system (debian/systemd-drop-in).
+    let drop_in = fs::read_to_string(systemd::DROP_IN).expect("postinst wrote the unit's drop-in");
+    let (version, cgroup_fs) = (systemd::version(), systemd::cgroup_fs());
+    assert_eq!(
+        systemd::settings(&drop_in),
+        systemd::expected_settings(version, &cgroup_fs),
+        "{} for systemd {version:?} on {cgroup_fs}:\n{drop_in}",
+        systemd::DROP_IN
+    );
+    // An upgrade of systemd (debian/triggers) chooses it again.
+    fs::write(systemd::DROP_IN, "stale\n").expect("spoiling the drop-in");
+    run_ok("dpkg-trigger", &["--no-await", "/lib/systemd/systemd"]);
+    run_ok("dpkg", &["--triggers-only", "--pending"]);
+    assert_eq!(
+        fs::read_to_string(systemd::DROP_IN).expect("the drop-in"),
+        drop_in,
+        "postinst triggered by systemd wrote the drop-in again"
+    );
 
     // The unit, as systemd would read it.
     if Path::new("/usr/bin/systemd-analyze").exists() {
@@ -631,6 +651,8 @@ fn the_installed_package_supervises_apps_d_renders_man_pages_completes_and_upgra
         APPS_DIR,
         builtin::LOG_DIR,
         builtin::STATE_DIR,
+        systemd::DROP_IN,
+        "/usr/lib/systemd/system/appvisord.service.d",
         control_dir(),
     ] {
         assert!(!Path::new(path).exists(), "{path} is gone after purge");

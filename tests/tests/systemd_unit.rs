@@ -2,8 +2,11 @@
 //! pre-start command, read from the file itself, lets the daemon start
 //! when an app file is invalid (issue 9: an invalid app file is the app's
 //! problem, never the daemon's), and the unit passes `systemd-analyze
-//! verify` where the tool exists. There is no systemd to start it under
-//! here, so the command line is run as systemd would run it.
+//! verify` where the tool exists, alone and with each drop-in the
+//! package's postinst can write (`debian/systemd-drop-in`, whose choice
+//! from the systemd version and cgroup file system is checked here
+//! without root). There is no systemd to start it under here, so the
+//! command line is run as systemd would run it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,7 @@ use std::process::{Command, Output};
 
 use appvisor_tests::bins;
 use appvisor_tests::daemon::describe_output;
+use appvisor_tests::systemd;
 
 /// The unit as shipped.
 fn unit() -> String {
@@ -126,27 +130,150 @@ fn the_unit_passes_systemd_analyze_verify() {
         appvisor_tests::skip("needs systemd-analyze (Debian's systemd package)");
         return;
     };
-    // verify checks that each command exists: point them at the build.
     let dir = tempfile::tempdir().unwrap();
-    let unit_path = dir.path().join("appvisord.service");
+    let out = verify(&tool, dir.path(), None);
+    // It exits 0 on unknown keys and bad values, but prints them.
+    assert!(
+        out.status.success() && out.stderr.is_empty() && out.stdout.is_empty(),
+        "systemd-analyze verify of the unit\n{}",
+        describe_output(&out)
+    );
+}
+
+/// `debian/systemd-drop-in`, as postinst runs it, with `args`.
+fn drop_in(args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../debian/systemd-drop-in");
+    let out = Command::new(&script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{} {args:?}\n{}",
+        script.display(),
+        describe_output(&out)
+    );
+    String::from_utf8(out.stdout).expect("a drop-in in UTF-8")
+}
+
+#[test]
+fn the_drop_in_follows_the_systemd_version_and_the_cgroup_file_system() {
+    let killmode_mixed = ["[Service]", "KillMode=mixed"];
+    let subgroup = ["[Service]", "DelegateSubgroup=appvisor-daemon"];
+    let cases: [(&str, &str, &[&str]); 8] = [
+        // Debian 12 on its default pure cgroup v2: a restart after a crash
+        // would fail with 219/CGROUP, so a crash kills the apps.
+        ("252", "cgroup2fs", &killmode_mixed),
+        ("253", "cgroup2fs", &killmode_mixed),
+        // Debian 13: the daemon starts in its leaf, adoption works.
+        ("254", "cgroup2fs", &subgroup),
+        ("257", "cgroup2fs", &subgroup),
+        // Hybrid or v1: nothing in the unit's v2 cgroup, adoption works.
+        ("252", "tmpfs", &[]),
+        ("257", "tmpfs", &[]),
+        // No systemctl, or a version line it cannot read: the safe side.
+        ("", "cgroup2fs", &killmode_mixed),
+        ("", "tmpfs", &[]),
+    ];
+    for (version, fs, expected) in cases {
+        let text = drop_in(&[version, fs]);
+        assert_eq!(
+            systemd::settings(&text),
+            expected,
+            "systemd {version:?} on {fs}:\n{text}"
+        );
+        assert!(
+            text.contains("docs/handoff.md"),
+            "the drop-in says where the reason is:\n{text}"
+        );
+    }
+
+    // Without arguments it reads this host, as postinst runs it.
+    let (version, fs) = (systemd::version(), systemd::cgroup_fs());
+    let text = drop_in(&[]);
+    assert_eq!(
+        systemd::settings(&text),
+        systemd::expected_settings(version, &fs),
+        "this host (systemd {version:?}, /sys/fs/cgroup {fs}):\n{text}"
+    );
+    let usage =
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../debian/systemd-drop-in"))
+            .arg("252")
+            .output()
+            .expect("running systemd-drop-in");
+    assert_eq!(usage.status.code(), Some(2), "{}", describe_output(&usage));
+}
+
+#[test]
+fn the_unit_with_each_drop_in_passes_systemd_analyze_verify() {
+    let Ok(tool) = which("systemd-analyze") else {
+        appvisor_tests::skip("needs systemd-analyze (Debian's systemd package)");
+        return;
+    };
+    let host = systemd::version();
+    // What postinst writes on this host is clean.
+    let here = drop_in(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = verify(&tool, dir.path(), Some(&here));
+    assert!(
+        out.status.success() && out.stderr.is_empty() && out.stdout.is_empty(),
+        "systemd-analyze verify of the unit with this host's drop-in\n{here}\n{}",
+        describe_output(&out)
+    );
+    // Each drop-in it may write elsewhere is clean too, but for a key
+    // newer than this host's systemd, which it names and ignores.
+    for (version, fs) in [("252", "cgroup2fs"), ("257", "cgroup2fs"), ("252", "tmpfs")] {
+        let text = drop_in(&[version, fs]);
+        let dir = tempfile::tempdir().unwrap();
+        let out = verify(&tool, dir.path(), Some(&text));
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let newer = version.parse::<u32>().unwrap() >= 254 && host.is_some_and(|h| h < 254);
+        let complaints: Vec<&str> = printed
+            .lines()
+            .filter(|line| !(newer && line.contains("Unknown key 'DelegateSubgroup'")))
+            .collect();
+        assert!(
+            out.status.success() && complaints.is_empty(),
+            "systemd-analyze verify with the drop-in for systemd {version} on {fs}\n{text}\n{}",
+            describe_output(&out)
+        );
+    }
+    // verify reads the drop-in indeed: a bad one is reported.
+    let dir = tempfile::tempdir().unwrap();
+    let out = verify(&tool, dir.path(), Some("[Service]\nKillMode=bogus\n"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bogus"),
+        "systemd-analyze verify reads appvisord.service.d/\n{}",
+        describe_output(&out)
+    );
+}
+
+/// `systemd-analyze verify` of the unit in `dir`, with `drop_in` in
+/// `dir/appvisord.service.d/` where postinst names it.
+fn verify(tool: &Path, dir: &Path, drop_in: Option<&str>) -> Output {
+    // verify checks that each command exists: point them at the build.
+    let unit_path = dir.join("appvisord.service");
     let appvisord = bins::appvisord();
     fs::write(
         &unit_path,
         unit().replace("/usr/bin/appvisord", appvisord.to_str().unwrap()),
     )
     .unwrap();
-    let out = Command::new(tool)
+    if let Some(text) = drop_in {
+        let name = Path::new(systemd::DROP_IN);
+        let drop_ins = dir.join(name.parent().unwrap().file_name().unwrap());
+        fs::create_dir_all(&drop_ins).unwrap();
+        fs::write(drop_ins.join(name.file_name().unwrap()), text).unwrap();
+    }
+    Command::new(tool)
         .args(["verify", "--man=no"])
         .arg(&unit_path)
         .output()
-        .expect("running systemd-analyze");
-    // It exits 0 on unknown keys and bad values, but prints them.
-    assert!(
-        out.status.success() && out.stderr.is_empty() && out.stdout.is_empty(),
-        "systemd-analyze verify {}\n{}",
-        unit_path.display(),
-        describe_output(&out)
-    );
+        .expect("running systemd-analyze")
 }
 
 fn which(program: &str) -> Result<PathBuf, ()> {

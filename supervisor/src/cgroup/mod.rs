@@ -40,7 +40,7 @@ use std::time::Duration;
 
 pub use discover::{find_v2_mount, own_v2_path};
 pub use limits::{cpu_quota, parse_oom_kill, AppLimits, Controller, LimitRoot, CPU_PERIOD_US};
-pub use tree::{AppCgroup, CgroupRoot, ReapReport, Reaped};
+pub use tree::{crash_restart_blocked, AppCgroup, CgroupRoot, ReapReport, Reaped};
 pub use watch::CgroupWatcher;
 
 /// What went wrong with which cgroup file, and doing what.

@@ -21,6 +21,9 @@ pub struct CgroupRoot {
     dir: PathBuf,
     /// The same cgroup as `/proc/PID/cgroup` names it (`0::` line).
     cgroup_path: String,
+    /// The daemon's own cgroup when it found the tree, before it moved
+    /// (see [`crash_restart_blocked`]).
+    started_in: String,
 }
 
 /// What [`CgroupRoot::reap_leftovers`] found and did.
@@ -60,6 +63,7 @@ impl CgroupRoot {
             tracing::info!("the daemon is in no cgroup v2 (no 0:: line in /proc/self/cgroup)");
             return Ok(None);
         };
+        let started_in = own.clone();
         let own = owning_cgroup(&own, instance).to_owned();
         let Some(under_mount) = path_under_mount(&mount.root, &own) else {
             tracing::info!(
@@ -72,6 +76,7 @@ impl CgroupRoot {
         let root = CgroupRoot {
             dir: join_cgroup(&mount.mount_point, under_mount).join(instance),
             cgroup_path: join_cgroup_path(&own, instance),
+            started_in,
         };
         create_dir(&root.dir)?;
         tracing::debug!(dir = %root.dir.display(), cgroup = root.cgroup_path, "cgroup root ready");
@@ -80,10 +85,17 @@ impl CgroupRoot {
 
     /// A root at `dir`, which `/proc/PID/cgroup` calls `cgroup_path`;
     /// no I/O. For tests and for callers that found the tree themselves.
+    /// The daemon is taken to have started in the parent of `cgroup_path`.
     pub fn at(dir: impl Into<PathBuf>, cgroup_path: impl Into<String>) -> CgroupRoot {
+        let cgroup_path = cgroup_path.into();
+        let started_in = match cgroup_path.rsplit_once('/') {
+            Some(("", _)) | None => "/".to_owned(),
+            Some((parent, _)) => parent.to_owned(),
+        };
         CgroupRoot {
             dir: dir.into(),
-            cgroup_path: cgroup_path.into(),
+            cgroup_path,
+            started_in,
         }
     }
 
@@ -94,6 +106,20 @@ impl CgroupRoot {
     /// This cgroup as `/proc/PID/cgroup` names it.
     pub fn cgroup_path(&self) -> &str {
         &self.cgroup_path
+    }
+
+    /// The daemon's own cgroup when it found the tree (before
+    /// [`CgroupRoot::delegate_controllers`] moved it), as
+    /// `/proc/PID/cgroup` names it.
+    pub fn started_in(&self) -> &str {
+        &self.started_in
+    }
+
+    /// The instance's name: the last component of its cgroup.
+    pub fn instance(&self) -> &str {
+        self.cgroup_path
+            .rsplit_once('/')
+            .map_or(self.cgroup_path.as_str(), |(_, name)| name)
     }
 
     /// Creates, or opens if it exists, the cgroup of app `name`.
@@ -242,6 +268,34 @@ impl CgroupRoot {
         }
         Ok(wanted)
     }
+}
+
+/// Whether a service manager restarting this daemon after a crash would
+/// have to put it where the kernel refuses it, so that the restart fails
+/// (systemd: status 219/CGROUP) while the apps run on unsupervised,
+/// unless the unit kills them with the daemon (`KillMode=mixed`).
+///
+/// That is the case when the daemon runs under systemd (`under_systemd`:
+/// `INVOCATION_ID` or `NOTIFY_SOCKET` set), hands the apps v2
+/// `controllers` (enabled in the cgroup the apps' subtree hangs from,
+/// which the kernel's no-internal-process rule then closes to processes),
+/// and systemd started it in that very cgroup, `started_in`, rather than
+/// in the leaf `<instance>-daemon` beside the subtree, where systemd 254's
+/// `DelegateSubgroup=` starts it. A daemon that a hand-off started
+/// (`handed_over`) inherits the leaf its predecessor moved into, which
+/// says nothing of where systemd starts one: it is not asked.
+pub fn crash_restart_blocked(
+    under_systemd: bool,
+    handed_over: bool,
+    started_in: &str,
+    instance: &str,
+    controllers: &[&str],
+) -> bool {
+    under_systemd
+        && !handed_over
+        && !controllers.is_empty()
+        && started_in != "/"
+        && owning_cgroup(started_in, instance) == started_in
 }
 
 /// The cgroup v2 controllers `[limits]` uses, in the kernel's order.
@@ -601,6 +655,44 @@ mod tests {
         for (own, instance, expected) in cases {
             assert_eq!(owning_cgroup(own, instance), expected, "{own}");
         }
+    }
+
+    #[test]
+    fn a_restart_is_blocked_only_for_a_daemon_systemd_put_beside_delegated_apps() {
+        let unit = "/system.slice/appvisord.service";
+        let leaf = "/system.slice/appvisord.service/appvisor-daemon";
+        let all = ["cpu", "memory", "pids"];
+        // Debian 12 on pure cgroup v2: systemd 252 starts the daemon in
+        // the unit's cgroup, which it must leave to enable controllers.
+        assert!(crash_restart_blocked(true, false, unit, "appvisor", &all));
+        assert!(crash_restart_blocked(
+            true,
+            false,
+            unit,
+            "appvisor",
+            &["pids"]
+        ));
+        // DelegateSubgroup=appvisor-daemon (systemd 254+).
+        assert!(!crash_restart_blocked(true, false, leaf, "appvisor", &all));
+        // Hybrid: controllers in v1, nothing enabled in the v2 unit cgroup.
+        assert!(!crash_restart_blocked(true, false, unit, "appvisor", &[]));
+        // Not under systemd: whatever restarts it is not systemd.
+        assert!(!crash_restart_blocked(false, false, unit, "appvisor", &all));
+        // Started by a hand-off: in the leaf its predecessor moved into.
+        assert!(!crash_restart_blocked(true, true, leaf, "appvisor", &all));
+        assert!(!crash_restart_blocked(true, true, unit, "appvisor", &all));
+        // Another instance's leaf is not this daemon's.
+        assert!(crash_restart_blocked(true, false, leaf, "other", &all));
+        // The root cgroup takes processes whatever it enables.
+        assert!(!crash_restart_blocked(true, false, "/", "appvisor", &all));
+    }
+
+    #[test]
+    fn a_root_knows_where_the_daemon_started() {
+        let root = CgroupRoot::at("/x", "/system.slice/appvisord.service/appvisor");
+        assert_eq!(root.started_in(), "/system.slice/appvisord.service");
+        assert_eq!(root.instance(), "appvisor");
+        assert_eq!(CgroupRoot::at("/x", "/avi").started_in(), "/");
     }
 
     #[test]

@@ -155,6 +155,9 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
             }
         },
     };
+    if let Some(root) = &cgroups {
+        warn_if_crash_restart_blocked(root, incoming.is_some(), &v2_controllers);
+    }
     let watcher = match &cgroups {
         Some(root) => {
             let watcher = CgroupWatcher::start()?;
@@ -512,6 +515,33 @@ fn make_dir(path: &Path, mode: u32) -> Result<(), DaemonError> {
             path: path.to_owned(),
             source,
         })
+}
+
+/// Says once, at a start that was no hand-off, that a crash of this
+/// daemon will kill every app or leave them unsupervised, when systemd put
+/// it where a restart cannot go ([`crate::cgroup::crash_restart_blocked`]).
+fn warn_if_crash_restart_blocked(root: &CgroupRoot, handed_over: bool, controllers: &[&str]) {
+    let under_systemd =
+        std::env::var_os("INVOCATION_ID").is_some() || std::env::var_os("NOTIFY_SOCKET").is_some();
+    if crate::cgroup::crash_restart_blocked(
+        under_systemd,
+        handed_over,
+        root.started_in(),
+        root.instance(),
+        controllers,
+    ) {
+        tracing::warn!(
+            cgroup = root.started_in(),
+            ?controllers,
+            "systemd started appvisord in its unit's cgroup, which now enables cgroup v2 controllers \
+             for the apps: if appvisord crashes, systemd cannot start the next one there \
+             (status 219/CGROUP) and the apps run on unsupervised, or, with KillMode=mixed (what the \
+             Debian package sets before systemd 254), every app is killed with it; systemd 254 and \
+             later adopt them with DelegateSubgroup={}-daemon (docs/handoff.md, \"systemd: stop, and \
+             TimeoutStopSec\")",
+            root.instance()
+        );
+    }
 }
 
 /// READY=1 to the service manager's NOTIFY_SOCKET, if there is one.
