@@ -25,6 +25,38 @@ fn options() -> DaemonOptions {
     DaemonOptions::default()
 }
 
+/// Waits until each app's record for a successor says it is in `state`:
+/// records are written off the runtime, a moment after the app settles.
+fn wait_for_records(served: &ServedApp, apps: &[(&str, &str)]) {
+    let dir = served
+        .daemon
+        .socket()
+        .parent()
+        .expect("run dir")
+        .join("records");
+    for (app, state) in apps {
+        let file = dir.join(format!("{app}.json"));
+        served.daemon.wait_until(
+            Duration::from_secs(10),
+            &format!("{app}'s record to say {state}"),
+            || {
+                std::fs::read(&file)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                    .is_some_and(|record| record["app"]["state"] == *state)
+            },
+        );
+    }
+}
+
+/// What `extra_apps` leaves, with the gunicorn app, as each record says it.
+const EXTRA_RECORDS: &[(&str, &str)] = &[
+    ("web", "running"),
+    ("chatty", "running"),
+    ("sleeper", "backoff"),
+    ("parked", "stopped"),
+];
+
 fn extra_apps(served: &ServedApp, user: &TestUser) {
     AppBuilder::new("chatty", user, ["/usr/bin/python3", "-c", CHATTY]).write(&served.prefix);
     AppBuilder::new("sleeper", user, ["/bin/sh", "-c", "exit 3"])
@@ -67,8 +99,7 @@ fn a_sigkilled_daemon_s_successor_adopts_every_app_without_an_fd_store() {
         .daemon
         .wait_for_state("sleeper", State::Backoff, Duration::from_secs(30));
     let backoff_began = Instant::now();
-    // Settled states are recorded off the runtime: give the writer a beat.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_records(&served, EXTRA_RECORDS);
     let old_daemon = served.daemon.pid();
 
     let load = Load::start(served.port, "/", 4, Duration::from_secs(120));
@@ -188,7 +219,14 @@ fn a_config_changed_while_no_daemon_ran_restarts_that_app_and_adopts_the_rest() 
             .daemon
             .wait_for_state(app, State::Running, Duration::from_secs(30));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_records(
+        &served,
+        &[
+            ("web", "running"),
+            ("other", "running"),
+            ("third", "running"),
+        ],
+    );
     let web_pid = served.daemon.app("web").pid.expect("web runs");
     let other_pid = served.daemon.app("other").pid.expect("other runs");
     let third_pid = served.daemon.app("third").pid.expect("third runs");
@@ -275,7 +313,7 @@ fn a_sigkilled_daemon_with_an_fd_store_loses_no_request_and_no_line() {
     let sleeper = served
         .daemon
         .wait_for_state("sleeper", State::Backoff, Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_records(&served, EXTRA_RECORDS);
     let stored = manager.names();
     for name in ["web/listen/0", "chatty/stdout/i1", "chatty/stderr/i1"] {
         assert!(
@@ -333,7 +371,12 @@ fn a_sigkilled_daemon_with_an_fd_store_loses_no_request_and_no_line() {
         "requests failed across the crash and the restart:\n{report}"
     );
     assert!(report.ok > 0, "the load sent nothing: {report}");
-    std::thread::sleep(Duration::from_millis(300));
+    // The store learns of a closed pipe from the daemon's message.
+    daemon.wait_until(
+        Duration::from_secs(10),
+        "the old instance's pipe to leave the store",
+        || !manager.names().iter().any(|n| n == "chatty/stdout/i1"),
+    );
     let stored = manager.names();
     assert!(
         !stored.iter().any(|n| n == "chatty/stdout/i1"),
