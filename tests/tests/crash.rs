@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use appvisor_tests::fdstore::ServiceManager;
 use appvisor_tests::load::Load;
 use appvisor_tests::servers::{Framework, ServedApp, Server};
-use appvisor_tests::{require_root, AppBuilder, DaemonOptions, State, TestUser};
+use appvisor_tests::{require_root, AppBuilder, AppStatus, DaemonOptions, State, TestUser};
 
 /// The sleeper's first backoff: long enough to crash and restart the
 /// daemon within it.
@@ -57,7 +57,15 @@ const EXTRA_RECORDS: &[(&str, &str)] = &[
     ("parked", "stopped"),
 ];
 
-fn extra_apps(served: &ServedApp, user: &TestUser) {
+/// What `extra_apps` left, once every record says so.
+struct Settled {
+    web_pid: u32,
+    chatty_pid: u32,
+    sleeper: AppStatus,
+    backoff_began: Instant,
+}
+
+fn extra_apps(served: &ServedApp, user: &TestUser) -> Settled {
     AppBuilder::new("chatty", user, ["/usr/bin/python3", "-c", CHATTY]).write(&served.prefix);
     AppBuilder::new("sleeper", user, ["/bin/sh", "-c", "exit 3"])
         .start_secs(Duration::from_secs(1))
@@ -71,6 +79,19 @@ fn extra_apps(served: &ServedApp, user: &TestUser) {
             .wait_for_state(app, State::Running, Duration::from_secs(30));
     }
     served.daemon.appctl_ok(["stop", "parked"]);
+    let web_pid = served.daemon.app("web").pid.expect("web runs");
+    let chatty_pid = served.daemon.app("chatty").pid.expect("chatty runs");
+    let sleeper = served
+        .daemon
+        .wait_for_state("sleeper", State::Backoff, Duration::from_secs(30));
+    let backoff_began = Instant::now();
+    wait_for_records(served, EXTRA_RECORDS);
+    Settled {
+        web_pid,
+        chatty_pid,
+        sleeper,
+        backoff_began,
+    }
 }
 
 /// The numbers of `line N` lines in chatty's stdout log.
@@ -92,14 +113,12 @@ fn a_sigkilled_daemon_s_successor_adopts_every_app_without_an_fd_store() {
     let mut served =
         ServedApp::start_with(Server::GunicornSync, Framework::Flask, options(), |app| app);
     let user = served.user.clone();
-    extra_apps(&served, &user);
-    let web_pid = served.daemon.app("web").pid.expect("web runs");
-    let chatty_pid = served.daemon.app("chatty").pid.expect("chatty runs");
-    let sleeper = served
-        .daemon
-        .wait_for_state("sleeper", State::Backoff, Duration::from_secs(30));
-    let backoff_began = Instant::now();
-    wait_for_records(&served, EXTRA_RECORDS);
+    let Settled {
+        web_pid,
+        chatty_pid,
+        sleeper,
+        backoff_began,
+    } = extra_apps(&served, &user);
     let old_daemon = served.daemon.pid();
 
     let load = Load::start(served.port, "/", 4, Duration::from_secs(120));
@@ -307,13 +326,12 @@ fn a_sigkilled_daemon_with_an_fd_store_loses_no_request_and_no_line() {
         |app| app,
     );
     let user = served.user.clone();
-    extra_apps(&served, &user);
-    let web_pid = served.daemon.app("web").pid.expect("web runs");
-    let chatty_pid = served.daemon.app("chatty").pid.expect("chatty runs");
-    let sleeper = served
-        .daemon
-        .wait_for_state("sleeper", State::Backoff, Duration::from_secs(30));
-    wait_for_records(&served, EXTRA_RECORDS);
+    let Settled {
+        web_pid,
+        chatty_pid,
+        sleeper,
+        ..
+    } = extra_apps(&served, &user);
     let stored = manager.names();
     for name in ["web/listen/0", "chatty/stdout/i1", "chatty/stderr/i1"] {
         assert!(
