@@ -1016,7 +1016,7 @@ fn replace_restarts_what_is_up_or_starts_what_autostarts() {
     }
 }
 
-/// Issue 13: a change that needs no new process leaves the running one
+/// A change that needs no new process leaves the running one
 /// alone, and the new stop settings reach it: its next stop is the new
 /// signal and timeout.
 #[test]
