@@ -8,7 +8,8 @@
 - two builds side by side: `--old DIR --new DIR` ([`builds_parser`]),
   run alternately, old then new, so load from elsewhere on the host falls
   on both alike ([`alternate`]);
-- stopping a daemon the way that leaves nothing behind ([`stop`]).
+- stopping a daemon the way that leaves nothing behind ([`stop`],
+  [`started`]).
 
 This module imports none of the scripts: compare.py imports it, and a
 script run as `__main__` would otherwise load a second copy of itself.
@@ -105,6 +106,18 @@ def stop(proc, timeout):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@contextlib.contextmanager
+def started(daemon, timeout):
+    """`daemon` started (its process inside the block), then stopped
+    ([`stop`]) and its run directory removed, whatever the block did."""
+    proc = daemon.start()
+    try:
+        yield proc
+    finally:
+        stop(proc, timeout)
+        shutil.rmtree(daemon.root, ignore_errors=True)
 
 
 def recv_all(sock):

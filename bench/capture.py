@@ -16,7 +16,6 @@ Larger floods than compare.py's 200 MiB: CPU time is counted in ticks
 """
 
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -38,8 +37,7 @@ def one_run(bin_dir, mib):
             'directory = "%s"\nautostart = false\n[sandbox]\nread_only = ["%s"]\n'
             '[logs]\nmax_size = "50MiB"\nkeep = %d\n' % (compare.USER, root, mib, root, root, keep)
         )
-    proc = d.start()
-    try:
+    with benchlib.started(d, timeout=60) as proc:
         compare.wait_for("the daemon to know the app",
                          lambda: "flood" in d.ctl("status", "--json").stdout, timeout=30)
         total = mib * 1024 * 1024 // 64
@@ -52,9 +50,6 @@ def one_run(bin_dir, mib):
         problem = compare.check_lines(d.flood_files(), total)
         if problem:
             raise SystemExit("lines lost with %s: %s" % (bin_dir, problem))
-    finally:
-        benchlib.stop(proc, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
     return cpu, wall
 
 

@@ -21,7 +21,6 @@ app count needs it, and put back after.
 """
 
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -50,16 +49,12 @@ def one(bin_dir, apps, output):
                 % (line, output, compare.BASE_ARG + i))
             with open(path, "w") as f:
                 f.write(text)
-    proc = d.start()
-    try:
+    with benchlib.started(d, timeout=300) as proc:
         compare.wait_for("%d apps running" % apps, lambda: d.running() == apps,
                          interval=0.2, timeout=900)
         time.sleep(IDLE_S)
         rss = compare.proc_field(proc.pid, "VmRSS") / 1024.0
         anon = compare.proc_field(proc.pid, "RssAnon") / 1024.0
-    finally:
-        benchlib.stop(proc, timeout=300)
-        shutil.rmtree(root, ignore_errors=True)
     return rss, anon
 
 
