@@ -637,6 +637,7 @@ pub fn restore(
             listen,
             rebinding: None,
             stored: Vec::new(),
+            removing: Vec::new(),
         },
         spawns: Spawns {
             release: record.release,
