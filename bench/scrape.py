@@ -19,6 +19,7 @@ at least twice APPS plus margin (it raises it for the run).
 """
 
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -114,6 +115,8 @@ def run(args):
             p.terminate()
         for p in procs.values():
             benchlib.stop(p, timeout=120)
+        for d in daemons.values():
+            shutil.rmtree(d.root, ignore_errors=True)
 
 
 if __name__ == "__main__":
