@@ -15,28 +15,20 @@ Larger floods than compare.py's 200 MiB: CPU time is counted in ticks
 (10 ms), and the difference between two builds is a fraction of it.
 """
 
-import argparse
 import os
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 import compare  # noqa: E402
 
 
 def one_run(bin_dir, mib):
-    compare.BIN = bin_dir
-    os.makedirs(compare.BENCH_DIR, exist_ok=True)
-    root = tempfile.mkdtemp(prefix="avc-", dir=compare.BENCH_DIR)
-    os.chmod(root, 0o755)
-    shutil.copy(compare.FLOOD, os.path.join(root, "flood.py"))
-    os.chmod(os.path.join(root, "flood.py"), 0o644)
-    d = compare.Appvisord(root, 0)
+    root = benchlib.bench_root("avc-")
+    benchlib.copy_flood(root)
+    d = compare.Appvisord(root, 0, bin_dir)
     # Room for the whole flood, so every line can be checked.
     keep = mib // 50 + 2
     with open(os.path.join(root, "apps.d", "flood.toml"), "w") as f:
@@ -45,61 +37,35 @@ def one_run(bin_dir, mib):
             'directory = "%s"\nautostart = false\n[sandbox]\nread_only = ["%s"]\n'
             '[logs]\nmax_size = "50MiB"\nkeep = %d\n' % (compare.USER, root, mib, root, root, keep)
         )
-    proc = d.start()
-    try:
+    with benchlib.started(d, timeout=60) as proc:
         compare.wait_for("the daemon to know the app",
                          lambda: "flood" in d.ctl("status", "--json").stdout, timeout=30)
         total = mib * 1024 * 1024 // 64
-        done = b"flood done %d" % total
         cpu0 = compare.cpu_secs(proc.pid)
         s = time.monotonic()
         d.start_flood()
-
-        def flood_done():
-            for path in d.flood_files():
-                try:
-                    with open(path, "rb") as f:
-                        f.seek(max(0, os.path.getsize(path) - 4096))
-                        if done in f.read():
-                            return True
-                except OSError:
-                    pass
-            return False
-
-        compare.wait_for("%d MiB captured" % mib, flood_done, timeout=600, interval=0.05)
+        compare.wait_captured(d, total, "%d MiB captured" % mib, timeout=600)
         cpu = compare.cpu_secs(proc.pid) - cpu0
         wall = time.monotonic() - s
         problem = compare.check_lines(d.flood_files(), total)
         if problem:
             raise SystemExit("lines lost with %s: %s" % (bin_dir, problem))
-    finally:
-        # SIGTERM, as compare.py does: the daemon stops the flood app and
-        # removes its cgroups; SIGKILL would leave both behind.
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(root, ignore_errors=True)
     return cpu, wall
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--old", required=True)
-    parser.add_argument("--new", required=True)
+    parser = benchlib.builds_parser(__doc__)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--mib", type=int, default=400)
     args = parser.parse_args()
+    benchlib.ensure_user()
     res = {"old": [], "new": []}
-    for i in range(args.runs):
-        for which in ("old", "new"):
-            cpu, wall = one_run(os.path.abspath(getattr(args, which)), args.mib)
-            res[which].append(cpu)
-            compare.log("run %d %s: cpu %.2f s (%.2f ms/MiB), wall %.2f s, load %s" % (
-                i + 1, which, cpu, cpu * 1000 / args.mib, wall,
-                open("/proc/loadavg").read().split()[0]))
+    for i, which, bin_dir in benchlib.alternate(args, args.runs):
+        cpu, wall = one_run(bin_dir, args.mib)
+        res[which].append(cpu)
+        compare.log("run %d %s: cpu %.2f s (%.2f ms/MiB), wall %.2f s, load %s" % (
+            i + 1, which, cpu, cpu * 1000 / args.mib, wall,
+            open("/proc/loadavg").read().split()[0]))
     med = {k: statistics.median(v) * 1000 / args.mib for k, v in res.items()}
     compare.log("median daemon CPU per MiB captured (%d runs, %d MiB): old %.2f ms, new %.2f ms, "
                 "new/old %.2f" % (args.runs, args.mib, med["old"], med["new"], med["new"] / med["old"]))

@@ -40,12 +40,11 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-FLOOD = os.path.join(HERE, "..", "tests", "apps", "flood.py")
-USER = "avt-bench"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import BENCH_DIR, FLOOD, HERE, USER, bench_root, copy_flood  # noqa: E402,F401
+
 # supervisor/src/app/backoff.rs, STABLE_AFTER_READY.
 STABLE_AFTER_READY_S = 10
 VENV = os.environ.get("APPVISOR_TEST_VENV", "/opt/appvisor-test/venv")
@@ -163,11 +162,6 @@ def child_cmdlines(daemon):
     return out
 
 
-# Not under /tmp: appvisord gives each app a private /tmp, which would hide
-# the flood app's code there.
-BENCH_DIR = "/var/lib/appvisor-bench"
-
-
 def wait_for(what, cond, timeout=120.0, interval=0.01):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -272,12 +266,17 @@ class Supervisord:
 
 
 class Appvisord:
+    """One appvisord in `root` with `apps` sleep apps (and the flood app,
+    not started): the build in `bin_dir` (default BIN), in the cgroup
+    CGROUP-PID."""
     name = "appvisord"
     has_metrics = True
 
-    def __init__(self, root, apps):
+    def __init__(self, root, apps, bin_dir=None, cgroup="avb"):
         self.root = root
         self.apps = apps
+        self.bin_dir = bin_dir
+        self.cgroup = cgroup
         self.sock = os.path.join(root, "ctl.sock")
         self.conf = os.path.join(root, "appvisor.toml")
         with socket.socket() as probe:
@@ -312,15 +311,15 @@ class Appvisord:
         if log_filter:
             env["APPVISOR_LOG"] = log_filter
         return subprocess.Popen(
-            [os.path.join(BIN, "appvisord"), "--config", self.conf, "--cgroup",
-             "avb-%d" % os.getpid()],
+            [os.path.join(self.bin_dir or BIN, "appvisord"), "--config", self.conf, "--cgroup",
+             "%s-%d" % (self.cgroup, os.getpid())],
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.root, "daemon.log"), "w"),
             env=env,
         )
 
     def ctl(self, *args):
         return subprocess.run(
-            [os.path.join(BIN, "appctl"), "--socket", self.sock] + list(args),
+            [os.path.join(self.bin_dir or BIN, "appctl"), "--socket", self.sock] + list(args),
             capture_output=True, text=True,
         )
 
@@ -343,6 +342,10 @@ class Appvisord:
         with urllib.request.urlopen("http://%s/metrics" % self.status_address, timeout=30) as r:
             r.read()
 
+    def metrics_text(self):
+        with urllib.request.urlopen("http://%s/metrics" % self.status_address, timeout=30) as r:
+            return r.read().decode()
+
     def change_one(self, n):
         """Changes app1's stop timeout (10 s or 11 s by `n`'s parity)."""
         path = os.path.join(self.root, "apps.d", "app1.toml")
@@ -362,14 +365,28 @@ class Appvisord:
         return [p for p in glob.glob(os.path.join(self.root, "logs", "flood", "*")) if "stdout" in p]
 
 
+def wait_captured(d, total, what, timeout):
+    """Waits until the flood app's last line, after `total` lines, is in
+    one of `d`'s log files."""
+    done = b"flood done %d" % total
+
+    def flood_done():
+        for path in d.flood_files():
+            try:
+                with open(path, "rb") as f:
+                    f.seek(max(0, os.path.getsize(path) - 4096))
+                    if done in f.read():
+                        return True
+            except OSError:
+                pass
+        return False
+
+    wait_for(what, flood_done, timeout=timeout, interval=0.05)
+
+
 def one_run(kind, apps):
-    # Not under /tmp: appvisord gives each app a private /tmp, which would
-    # hide the flood app's code there.
-    os.makedirs(BENCH_DIR, exist_ok=True)
-    root = tempfile.mkdtemp(prefix="avb-", dir=BENCH_DIR)
-    os.chmod(root, 0o755)
-    shutil.copy(FLOOD, os.path.join(root, "flood.py"))
-    os.chmod(os.path.join(root, "flood.py"), 0o644)
+    root = bench_root("avb-")
+    copy_flood(root)
     d = kind(root, apps)
     res = {}
     t0 = time.monotonic()
@@ -444,20 +461,7 @@ def one_run(kind, apps):
         cpu0 = cpu_secs(proc.pid)
         s = time.monotonic()
         d.start_flood()
-        done = b"flood done %d" % total
-
-        def flood_done():
-            for path in d.flood_files():
-                try:
-                    with open(path, "rb") as f:
-                        f.seek(max(0, os.path.getsize(path) - 4096))
-                        if done in f.read():
-                            return True
-                except OSError:
-                    pass
-            return False
-
-        wait_for("200 MiB captured by %s" % d.name, flood_done, timeout=300, interval=0.05)
+        wait_captured(d, total, "200 MiB captured by %s" % d.name, timeout=300)
         res["capture_cpu_s"] = cpu_secs(proc.pid) - cpu0
         res["capture_wall_s"] = time.monotonic() - s
         problem = check_lines(d.flood_files(), total)

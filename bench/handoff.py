@@ -23,10 +23,10 @@ import signal
 import socket
 import statistics
 import sys
-import tempfile
 import time
 
-from compare import BENCH_DIR, Appvisord, build_kind, log, wait_for
+from benchlib import bench_root, recv_all
+from compare import Appvisord, build_kind, log, wait_for
 
 SECTION = "## Hand-off"
 TARGET_MS = 100.0
@@ -39,12 +39,7 @@ def daemon_status(sock_path):
             s.settimeout(5)
             s.connect(sock_path)
             s.sendall(b"GET /v1/daemon HTTP/1.0\r\nHost: x\r\n\r\n")
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = recv_all(s)
         head, _, body = data.partition(b"\r\n\r\n")
         if head.split(None, 2)[1:2] != [b"200"]:
             return None
@@ -68,9 +63,7 @@ def main():
     args = parser.parse_args()
 
     import compare
-    os.makedirs(BENCH_DIR, exist_ok=True)
-    root = tempfile.mkdtemp(prefix="avh-", dir=BENCH_DIR)
-    os.chmod(root, 0o755)
+    root = bench_root("avh-")
     d = Appvisord(root, args.apps)
     os.remove(os.path.join(root, "apps.d", "flood.toml"))
     proc = d.start("debug" if args.phases else None)

@@ -28,10 +28,10 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-from compare import BENCH_DIR, USER, VENV, log, wait_for
+from benchlib import BENCH_DIR, USER, bench_root, recv_all, stop
+from compare import VENV, log, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -51,12 +51,7 @@ def get(port, timeout=30.0):
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             s.settimeout(timeout)
             s.sendall(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            data = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+            data = recv_all(s)
         return data.startswith(b"HTTP/1.") and data.split(None, 2)[1] == b"200"
     except OSError:
         return False
@@ -68,8 +63,7 @@ class Daemon:
     def __init__(self, label, bin_dir):
         self.label = label
         self.bin = bin_dir
-        self.root = tempfile.mkdtemp(prefix="lat-", dir=BENCH_DIR)
-        os.chmod(self.root, 0o755)
+        self.root = bench_root("lat-")
         self.port = free_port()
         self.sock = os.path.join(self.root, "ctl.sock")
         self.conf = os.path.join(self.root, "appvisor.toml")
@@ -153,12 +147,7 @@ class Daemon:
         return returned, served
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc, timeout=30)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -15,33 +15,27 @@ With --output, each app first writes BYTES of 80-byte lines to stdout
 (`yes | head -c`), then execs the same `sleep`: what the daemon keeps
 for an app that wrote once and went quiet.
 
-Needs root; apps run as the user BENCH_USER (default avt-bench), which
-must exist. More than ~190 apps of one user need kernel.keys.maxkeys
-raised (bench/compare.sh does it for its run; do the same here).
+Needs root; apps run as the user BENCH_USER (default avt-bench), created
+if missing. kernel.keys.maxkeys is raised for the run when the largest
+app count needs it, and put back after.
 """
 
-import argparse
 import os
-import signal
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 import compare  # noqa: E402
 
 IDLE_S = 10
 
 
 def one(bin_dir, apps, output):
-    compare.BIN = bin_dir
-    os.makedirs(compare.BENCH_DIR, exist_ok=True)
-    root = tempfile.mkdtemp(prefix="avr-", dir=compare.BENCH_DIR)
-    os.chmod(root, 0o755)
-    shutil.copy(compare.FLOOD, os.path.join(root, "flood.py"))
-    d = compare.Appvisord(root, apps)
+    root = benchlib.bench_root("avr-")
+    benchlib.copy_flood(root)
+    d = compare.Appvisord(root, apps, bin_dir)
     if output:
         # Each app writes `output` bytes of lines to stdout, then sleeps.
         line = "0123456789" * 7 + "012345678"
@@ -55,37 +49,28 @@ def one(bin_dir, apps, output):
                 % (line, output, compare.BASE_ARG + i))
             with open(path, "w") as f:
                 f.write(text)
-    proc = d.start()
-    try:
+    with benchlib.started(d, timeout=300) as proc:
         compare.wait_for("%d apps running" % apps, lambda: d.running() == apps,
                          interval=0.2, timeout=900)
         time.sleep(IDLE_S)
         rss = compare.proc_field(proc.pid, "VmRSS") / 1024.0
         anon = compare.proc_field(proc.pid, "RssAnon") / 1024.0
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(root, ignore_errors=True)
     return rss, anon
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--old", required=True)
-    parser.add_argument("--new", required=True)
+    parser = benchlib.builds_parser(__doc__)
     parser.add_argument("--apps", default="100,1000")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--output", type=int, default=0,
                         help="bytes each app writes to stdout before it sleeps")
     args = parser.parse_args()
-    compare.USER = os.environ.get("BENCH_USER", compare.USER)
+    counts = [int(n) for n in args.apps.split(",")]
+    benchlib.ensure_user()
     results = {}
-    for apps in [int(n) for n in args.apps.split(",")]:
-        for run in range(args.runs):
-            for name, bin_dir in (("old", args.old), ("new", args.new)):
+    with benchlib.raised_maxkeys(max(counts) + 50):
+        for apps in counts:
+            for run, name, bin_dir in benchlib.alternate(args, args.runs):
                 rss, anon = one(bin_dir, apps, args.output)
                 compare.log("%s %d apps run %d: VmRSS %.2f MiB, RssAnon %.2f MiB"
                             % (name, apps, run + 1, rss, anon))

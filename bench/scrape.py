@@ -18,42 +18,15 @@ each build reports for one app. Needs root, and `kernel.keys.maxkeys` of
 at least twice APPS plus margin (it raises it for the run).
 """
 
-import argparse
 import os
+import shutil
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 import compare  # noqa: E402
-
-
-class Daemon(compare.Appvisord):
-    def __init__(self, root, apps, bin_dir, tag):
-        super().__init__(root, apps)
-        self.bin_dir = bin_dir
-        self.tag = tag
-
-    def start(self, log_filter=None):
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "NO_COLOR": "1"}
-        return subprocess.Popen(
-            [os.path.join(self.bin_dir, "appvisord"), "--config", self.conf, "--cgroup",
-             "avs-%s-%d" % (self.tag, os.getpid())],
-            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.root, "daemon.log"), "w"),
-            env=env,
-        )
-
-    def ctl(self, *args):
-        return subprocess.run(
-            [os.path.join(self.bin_dir, "appctl"), "--socket", self.sock] + list(args),
-            capture_output=True, text=True,
-        )
-
-    def metrics_text(self):
-        with urllib.request.urlopen("http://%s/metrics" % self.status_address, timeout=30) as r:
-            return r.read().decode()
 
 
 def cpu_ns(pid):
@@ -81,31 +54,22 @@ def quartiles(values):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--old", required=True)
-    parser.add_argument("--new", required=True)
+    parser = benchlib.builds_parser(__doc__)
     parser.add_argument("--apps", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=12)
     args = parser.parse_args()
+    benchlib.ensure_user()
+    # Both daemons' apps run as the one user.
+    with benchlib.raised_maxkeys(2 * args.apps + 100):
+        run(args)
 
-    os.makedirs(compare.BENCH_DIR, exist_ok=True)
-    if subprocess.run(["id", compare.USER], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", "--user-group", compare.USER], check=True)
-    maxkeys_file = "/proc/sys/kernel/keys/maxkeys"
-    with open(maxkeys_file) as f:
-        maxkeys = int(f.read())
-    need = 2 * args.apps + 100
-    if maxkeys < need:
-        with open(maxkeys_file, "w") as f:
-            f.write(str(need))
-    import tempfile
+
+def run(args):
     daemons, procs = {}, {}
     try:
-        for tag, bin_dir in (("old", args.old), ("new", args.new)):
-            root = tempfile.mkdtemp(prefix="avs-", dir=compare.BENCH_DIR)
-            os.chmod(root, 0o755)
-            d = Daemon(root, args.apps, os.path.abspath(bin_dir), tag)
+        for tag, bin_dir in benchlib.builds(args):
+            root = benchlib.bench_root("avs-")
+            d = compare.Appvisord(root, args.apps, bin_dir, cgroup="avs-%s" % tag)
             daemons[tag] = d
             procs[tag] = d.start()
         for tag, d in daemons.items():
@@ -146,16 +110,13 @@ def main():
             mem = [l for l in text.splitlines() if l.startswith('appvisor_app_memory_bytes{app="app1"}')]
             print("%s: %s, %d bytes of metrics" % (tag, mem, len(text)))
     finally:
+        # Both asked at once, then waited for: they stop side by side.
         for p in procs.values():
             p.terminate()
         for p in procs.values():
-            try:
-                p.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if maxkeys < need:
-            with open(maxkeys_file, "w") as f:
-                f.write(str(maxkeys))
+            benchlib.stop(p, timeout=120)
+        for d in daemons.values():
+            shutil.rmtree(d.root, ignore_errors=True)
 
 
 if __name__ == "__main__":

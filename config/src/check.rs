@@ -605,7 +605,7 @@ mod tests {
         );
     }
 
-    /// Issue 13: "checked 2 files" when given one; the count now says
+    /// "checked 2 files" when given one, once; the count now says
     /// what was checked and what it came to.
     #[test]
     fn the_summary_says_what_was_checked() {
@@ -743,7 +743,7 @@ mod tests {
         );
     }
 
-    /// Issue 10: each weakness of the sandbox is a warning naming the file,
+    /// Each weakness of the sandbox is a warning naming the file,
     /// line and key, and a group that reads /etc/shadow is refused.
     #[test]
     fn every_sandbox_weakness_is_a_warning_at_its_key() {

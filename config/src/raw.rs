@@ -627,7 +627,7 @@ mod tests {
         );
     }
 
-    /// What froze the daemon for seconds to hours (issue 9): thousands of
+    /// What froze the daemon for seconds to hours: thousands of
     /// errors in one file, each of which once cost a copy of the whole
     /// table. Now one walk finds them all; the first hundred are kept.
     #[test]

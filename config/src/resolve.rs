@@ -830,8 +830,8 @@ mod tests {
         }
     }
 
-    /// Issue 13: a `read_write` path that does not exist passed, then
-    /// every start failed at its Landlock rule.
+    /// A `read_write` path that does not exist is an error: it once passed,
+    /// then every start failed at its Landlock rule.
     #[test]
     fn granted_paths_and_venv_must_exist() {
         let root = tree(0o755);

@@ -365,8 +365,8 @@ mod tests {
         }
     }
 
-    /// Issue 13: every subcommand's help listed `--socket` and `--config`,
-    /// whether or not it used them.
+    /// A subcommand's help lists `--socket` and `--config` only where it
+    /// uses them (every one once listed both).
     #[test]
     fn each_subcommand_takes_only_the_options_it_uses() {
         let daemon = ["socket", "daemon_timeout"];

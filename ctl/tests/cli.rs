@@ -738,7 +738,7 @@ fn check_exits_2_when_a_file_does_not_validate() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// Issue 13: check teaches. A misspelt key or value says what was meant,
+/// Check teaches. A misspelt key or value says what was meant,
 /// a wrong type says what the key takes, every error has its line and
 /// column, a granted path that does not exist is an error, an operator
 /// nobody has is a warning, and the count says what was checked.

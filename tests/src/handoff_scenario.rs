@@ -1,4 +1,4 @@
-//! The scenario of issue 11's hand-off test, against any appvisord: the
+//! The scenario of the hand-off test, against any appvisord: the
 //! one `cargo test` built (tests/tests/handoff.rs, `appctl reexec`) or the
 //! one a Debian package installed (tests/tests/package.rs, upgrades).
 //!

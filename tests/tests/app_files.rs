@@ -1,4 +1,4 @@
-//! Issue 9, "say what is wrong": an app file that cannot be read is an
+//! Say what is wrong: an app file that cannot be read is an
 //! invalid file like any other, whatever made it so.
 
 use std::os::unix::fs::symlink;

@@ -1,4 +1,4 @@
-//! The chaos suite (issue 9): one hostile input at a time beside a healthy
+//! The chaos suite: one hostile input at a time beside a healthy
 //! neighbour, each checked with `appvisor_tests::chaos`. Each group of
 //! hostile inputs has its own file, `chaos_*.rs`; this one checks the
 //! yardstick itself on a quiet daemon.

@@ -1,4 +1,4 @@
-//! The chaos suite (issue 9), the daemon's own state and limits: a garbled
+//! The chaos suite, the daemon's own state and limits: a garbled
 //! and a read-only operator-intent file, a 500-app host under a soft limit
 //! of 1024 open files, a fork bomb in an app without `[limits]`. Each
 //! beside a healthy neighbour, checked with

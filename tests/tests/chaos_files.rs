@@ -1,4 +1,4 @@
-//! The chaos suite (issue 9), files an app's owner or a CM tool controls:
+//! The chaos suite, files an app's owner or a CM tool controls:
 //! a FIFO and a huge sparse `pyvenv.cfg`, a FIFO and a symlinked
 //! `env_files` entry, a 20 MB app file and one with 16,000 errors, at
 //! start-up and at `appctl update`. Each beside a healthy neighbour, held

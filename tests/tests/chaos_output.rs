@@ -1,4 +1,4 @@
-//! The chaos suite (issue 9), output and noise: an app's output, its notify
+//! The chaos suite, output and noise: an app's output, its notify
 //! socket, a stranger's requests, an operator's log reads and the log disk,
 //! each at its worst, beside a healthy neighbour measured with
 //! `appvisor_tests::chaos`.

@@ -1,5 +1,5 @@
 //! `appctl` gives up on a daemon that accepts connections but never
-//! answers (issue 9: `appctl status` hung for minutes): it exits 5 with a
+//! answers (`appctl status` once hung for minutes): it exits 5 with a
 //! message within its timeout, on by default and set by `--daemon-timeout`
 //! or `APPVISOR_DAEMON_TIMEOUT`.
 

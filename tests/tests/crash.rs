@@ -1,4 +1,4 @@
-//! The unplanned restart (issue 11): appvisord SIGKILLed (a crash, an OOM
+//! The unplanned restart: appvisord SIGKILLed (a crash, an OOM
 //! kill) and started again adopts the apps its predecessor left running
 //! instead of killing them: real gunicorn on held sockets under load, a
 //! chatty app writing numbered lines, a sleeper in backoff and an app an

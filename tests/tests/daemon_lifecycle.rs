@@ -65,7 +65,7 @@ fn sigterm_stops_every_app_and_leaves_no_process() {
     );
 }
 
-/// Issue 13: a clean exit removes every cgroup directory the daemon made:
+/// A clean exit removes every cgroup directory the daemon made:
 /// the app cgroups and their instance leaves in the v2 tree, its own
 /// subtree, and the limit cgroups of the v1 hierarchies (hybrid hosts).
 #[test]
@@ -149,7 +149,7 @@ fn daemon_killed_hard_and_restarted_leaves_no_duplicate() {
             ..DaemonOptions::default()
         },
     );
-    // Adopted (issue 11), not started twice: the same arbiter, supervised.
+    // Adopted, not started twice: the same arbiter, supervised.
     let new = second.wait_for_state("web", State::Running, Duration::from_secs(30));
     let new_arbiter = new.pid.expect("pid");
     assert_eq!(new_arbiter, old_arbiter, "the running instance was adopted");

@@ -1,4 +1,4 @@
-//! Say what is wrong (issue 9): a missing `apps_dir` is an error at start,
+//! Say what is wrong: a missing `apps_dir` is an error at start,
 //! not "ready apps=0"; a broken `appvisor.toml` on SIGHUP is logged with
 //! its file and line and changes nothing; files in `apps_dir` ignored for
 //! their names are listed by `appctl update` and `appctl status`.

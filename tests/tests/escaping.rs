@@ -1,4 +1,4 @@
-//! What an app controls reaches an operator's terminal escaped (issue 10):
+//! What an app controls reaches an operator's terminal escaped:
 //! its `STATUS=` text in `appctl status`, its output in `appctl logs` on a
 //! terminal; `--raw`, or a pipe, passes the bytes through. And what its
 //! owner controls reaches the daemon's log escaped, never as a record of

@@ -1,4 +1,4 @@
-//! The planned hand-off (issue 11): `appctl reexec` execs appvisord in
+//! The planned hand-off: `appctl reexec` execs appvisord in
 //! place and restarts no app. Real gunicorn on held sockets under load, a
 //! chatty app writing numbered lines to stdout, a sleeper in backoff and an
 //! app an operator stopped, through 20 hand-offs in a row; and a hand-off

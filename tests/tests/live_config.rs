@@ -284,7 +284,7 @@ fn chatty(name: &str, user: &TestUser) -> AppBuilder {
     .start_secs(Duration::from_millis(300))
 }
 
-/// Issue 13: a change of `[access]` alone is applied to the running app,
+/// A change of `[access]` alone is applied to the running app,
 /// whose process goes on: the new operator may act on it at once, the old
 /// one no longer may.
 #[test]
@@ -342,7 +342,7 @@ fn update_applies_access_without_a_restart() {
     assert_eq!(pid_of(&daemon, "shop"), pid);
 }
 
-/// Issue 13: a new description and log retention are applied to the
+/// A new description and log retention are applied to the
 /// running app (the next write rotates at the new size and keeps the new
 /// count); a new command restarts it.
 #[test]
@@ -403,7 +403,7 @@ fn update_applies_description_and_log_retention_without_a_restart_and_restarts_f
     assert!(!process_exists(pid), "the old process {pid} is gone");
 }
 
-/// Issue 13: `app_groups` is appctl's selection, no part of the process:
+/// `app_groups` is appctl's selection, no part of the process:
 /// moving a running app to another group is applied in place, and the new
 /// group selects it at once.
 #[test]
@@ -459,7 +459,7 @@ fn update_applies_app_groups_without_a_restart() {
     );
 }
 
-/// Issue 13: an edit that grants a path that does not exist is refused
+/// An edit that grants a path that does not exist is refused
 /// with the file, line and column of the path, and the app runs on in its
 /// last valid version: before, update adopted it and every start failed
 /// at its Landlock rule, a healthy app taken into a crash loop.
@@ -510,7 +510,7 @@ fn update_refuses_a_granted_path_that_does_not_exist_and_keeps_the_app_running()
 }
 
 /// `appctl update` reads only the files that changed since they last
-/// validated (issue 14), telling them by their stamps: an edit in place
+/// validated, telling them by their stamps: an edit in place
 /// that keeps the file's size and puts its mtime back (`touch -d`, `cp
 /// -p`, rsync) still moves its ctime, and is read.
 #[test]

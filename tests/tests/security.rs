@@ -1,4 +1,4 @@
-//! Issues 4 and 10: every app is confined, against its own owner too, and
+//! Every app is confined, against its own owner too, and
 //! host maintenance never breaks it. A hostile app (tests/apps/hostile.py,
 //! under real gunicorn) attacks its sandbox next to a second app run by the
 //! same user, so each refusal is the sandbox's doing and not plain Unix

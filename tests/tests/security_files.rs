@@ -1,4 +1,4 @@
-//! Issue 10: files an app's owner writes never widen its sandbox nor carry
+//! Files an app's owner writes never widen its sandbox nor carry
 //! another app's secrets. As real users: an owner who made their own venv
 //! and writes its `pyvenv.cfg`, an owner who can write the directory of an
 //! env file, and an operator reading status.

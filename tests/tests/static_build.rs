@@ -1,6 +1,6 @@
 //! The build appvisor recommends for production: `appvisord` and `appctl`
 //! linked statically against musl (README, "Install"), which keeps the
-//! daemon's resident memory within the target (docs/benchmarks.md).
+//! daemon's resident memory within its target (docs/benchmarks.md).
 //! The rest of the suite runs the glibc debug build; this test builds the
 //! static one and runs it for real, where musl differs from glibc: the user
 //! database (users, supplementary groups, a caller's groups for `[access]`)

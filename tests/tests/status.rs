@@ -280,7 +280,7 @@ fn v1_memory_cgroup(pid: u32) -> String {
         .unwrap_or_else(|| panic!("no memory line in /proc/{pid}/cgroup:\n{text}"))
 }
 
-/// Issue 14: on a hybrid host an app without a memory limit is in a v1
+/// On a hybrid host an app without a memory limit is in a v1
 /// memory cgroup of its own, and `appvisor_app_memory_bytes` is that
 /// cgroup's count, page cache included: 48 MiB written to the app's
 /// private /tmp (a tmpfs, charged to the writer's cgroup, mapped by no

@@ -1,6 +1,6 @@
 //! The shipped systemd unit, `examples/systemd/appvisord.service`: its
 //! pre-start command, read from the file itself, lets the daemon start
-//! when an app file is invalid (issue 9: an invalid app file is the app's
+//! when an app file is invalid (an invalid app file is the app's
 //! problem, never the daemon's), and the unit passes `systemd-analyze
 //! verify` where the tool exists, alone and with each drop-in the
 //! package's postinst can write (`debian/systemd-drop-in`, whose choice

@@ -117,7 +117,7 @@ use super::transitions::is_allowed;
 use super::{
     backoff_delay, counts_as_failed_start, jittered, AfterStop, Answer, AppState, Cause, Effect,
     Event, Exit, ExitStatus, Instance, InstanceId, Machine, Main, Params, Phase, ReadySignal,
-    ReloadPhase, Request, TimerKey, WaitFor, Waiter,
+    ReloadPhase, Request, RunningInstance, TimerKey, WaitFor, Waiter,
 };
 use crate::config::{RestartPolicy, RestartStrategy};
 
@@ -308,8 +308,8 @@ impl Step {
 
     fn restart(&mut self, request: Request) {
         let start_stop = self.m.params.restart.strategy == RestartStrategy::StartStop;
-        match (self.state(), self.m.pid()) {
-            (AppState::Running, Some(pid)) if start_stop => {
+        match self.state() {
+            AppState::Running if start_stop => {
                 // The running instance keeps serving until the new one is
                 // ready; if the new one fails, it simply goes on.
                 let Request { cause, waiter } = request;
@@ -322,14 +322,15 @@ impl Step {
                 };
                 self.m.failures = 0;
                 let reason = format!(
-                    "starting a new instance beside pid {pid} ({})",
+                    "starting a new instance beside pid {} ({})",
+                    current.pid,
                     phrase(&cause)
                 );
                 self.m.cause = Some(cause);
                 self.wait(waiter, WaitFor::Running);
                 self.spawn(reason, Some(current));
             }
-            (AppState::Starting | AppState::Running, _) => {
+            AppState::Starting | AppState::Running => {
                 let Request { cause, waiter } = request;
                 self.end_reload(Answer::Failed(format!(
                     "restarted ({}) during the reload",
@@ -347,7 +348,7 @@ impl Step {
         let signal = self.m.params.reload_signal;
         let timeout = self.m.params.readiness_timeout;
         let id = match &self.m.phase {
-            Phase::Running { current, .. } if current.pid().is_some() => current.id,
+            Phase::Running { current, .. } => current.id,
             _ => {
                 let why = format!("it is {}: {}", state_name(self.state()), self.m.reason);
                 self.answer(waiter, Answer::Refused(why));
@@ -419,8 +420,8 @@ impl Step {
         if !restart {
             // The same processes carry on under the new settings: they
             // stop the new way too.
-            if let Some(current) = self.m.phase.current_mut() {
-                current.stop = params.stop;
+            if let Some(current) = self.m.phase.tracking() {
+                *current.stop = params.stop;
             }
             if let Phase::Starting {
                 previous: Some(previous),
@@ -445,8 +446,9 @@ impl Step {
     fn begin_stop(&mut self, cause: Cause, then: AfterStop) {
         self.stop_previous();
         let mut current = match mem::take(&mut self.m.phase) {
+            Phase::Starting { current, .. } => current,
             // A reload under way ends with the running phase.
-            Phase::Starting { current, .. } | Phase::Running { current, .. } => current,
+            Phase::Running { current, .. } => current.instance(),
             _ => unreachable!("begin_stop is for starting or running"),
         };
         let id = current.id;
@@ -480,7 +482,7 @@ impl Step {
 
     fn spawned(&mut self, id: InstanceId, pid: u32) {
         let now = self.now;
-        let Some(instance) = self.current_mut(id) else {
+        let Some(instance) = self.pending_mut(id) else {
             return;
         };
         if instance.main != Main::Spawning {
@@ -500,7 +502,7 @@ impl Step {
                 } else {
                     let timeout = params.readiness_timeout;
                     if params.needs_probe {
-                        let instance = self.m.phase.current_mut().expect("matched above");
+                        let instance = self.m.phase.pending_mut().expect("matched above");
                         instance.probing = true;
                         self.effects.push(Effect::Probe(id));
                     }
@@ -516,7 +518,7 @@ impl Step {
     }
 
     fn spawn_failed(&mut self, id: InstanceId, reason: String) {
-        let Some(instance) = self.current_mut(id) else {
+        let Some(instance) = self.pending_mut(id) else {
             return;
         };
         if instance.main != Main::Spawning {
@@ -574,14 +576,23 @@ impl Step {
     /// Starting -> running; a start-stop restart's previous instance is
     /// stopped now that its successor serves.
     fn enter_running(&mut self, reason: String) {
-        let Phase::Starting {
-            mut current,
-            previous,
-        } = mem::take(&mut self.m.phase)
-        else {
+        let Phase::Starting { current, previous } = mem::take(&mut self.m.phase) else {
             unreachable!("only a starting instance becomes ready");
         };
-        current.ready_at = Some(self.now);
+        let Main::Running { pid, since } = current.main else {
+            unreachable!("only a spawned instance becomes ready");
+        };
+        let current = RunningInstance {
+            id: current.id,
+            pid,
+            spawned: since,
+            ready_at: self.now,
+            stop: current.stop,
+            notified: current.notified,
+            probed: current.probed,
+            probing: current.probing,
+            timer: current.timer,
+        };
         if let Some(previous) = previous {
             self.retire(previous);
         }
@@ -605,8 +616,9 @@ impl Step {
             }
             TimerKey::Instance(id) => {
                 if self
-                    .current_mut(id)
-                    .is_some_and(|i| i.timer == Some(generation))
+                    .m
+                    .current()
+                    .is_some_and(|i| i.id == id && i.timer == Some(generation))
                 {
                     self.current_timer_fired();
                 } else if let Some(retired) = self
@@ -624,8 +636,8 @@ impl Step {
     }
 
     fn current_timer_fired(&mut self) {
-        let instance = self.m.phase.current_mut().expect("checked by the caller");
-        instance.timer = None;
+        let instance = self.m.phase.tracking().expect("checked by the caller");
+        *instance.timer = None;
         let id = instance.id;
         let stop_timeout = instance.stop.timeout;
         match self.state() {
@@ -670,12 +682,16 @@ impl Step {
     }
 
     fn main_exited(&mut self, id: InstanceId, status: ExitStatus, cgroup_empty: bool) {
-        if self.current_mut(id).is_some_and(|i| i.pid().is_some()) {
+        if self
+            .m
+            .current()
+            .is_some_and(|i| i.id == id && i.pid().is_some())
+        {
             self.current_exited(status, cgroup_empty);
         } else if self.m.phase.previous().is_some_and(|p| p.id == id) {
             // It died while its successor starts: nothing is left to fall
             // back on; kill whatever it left behind.
-            let mut previous = self.m.phase.take_previous().expect("matched");
+            let mut previous = self.m.phase.take_previous().expect("matched").instance();
             previous.main = Main::Exited;
             if cgroup_empty {
                 self.effects.push(Effect::Forget(id));
@@ -702,9 +718,8 @@ impl Step {
         let uptime = self.uptime();
         let now = self.now;
         let state = self.state();
-        let instance = self.m.phase.current_mut().expect("checked by the caller");
+        let instance = self.m.current().expect("checked by the caller");
         let id = instance.id;
-        instance.main = Main::Exited;
         let ready_for = instance
             .ready_at
             .filter(|_| state == AppState::Running)
@@ -730,7 +745,8 @@ impl Step {
                 } else {
                     self.effects.push(Effect::KillAll(id));
                     let reason = format!("{}, killing leftover processes", exit_reason(&exit));
-                    let (current, previous) = self.take_starting();
+                    let (mut current, previous) = self.take_starting();
+                    current.main = Main::Exited;
                     self.enter(
                         Phase::Stopping {
                             current,
@@ -742,6 +758,9 @@ impl Step {
                 }
             }
             AppState::Stopping => {
+                if let Some(current) = self.m.phase.pending_mut() {
+                    current.main = Main::Exited;
+                }
                 if cgroup_empty {
                     self.finish_stop();
                 } else {
@@ -758,7 +777,7 @@ impl Step {
 
     fn cgroup_empty(&mut self, id: InstanceId) {
         let current_gone = self.state() == AppState::Stopping
-            && self.current_mut(id).is_some_and(|i| i.main == Main::Exited);
+            && self.pending_mut(id).is_some_and(|i| i.main == Main::Exited);
         if current_gone {
             self.finish_stop();
         } else if let Some(i) = self
@@ -823,7 +842,7 @@ impl Step {
     /// What an exit of the main process leads to, once no process is left.
     /// `previous`: a start-stop restart's previous instance, to fall back
     /// on.
-    fn decide(&mut self, exit: Exit, previous: Option<Instance>) {
+    fn decide(&mut self, exit: Exit, previous: Option<RunningInstance>) {
         let base = exit_reason(&exit);
         if self.restore_previous(previous, &base) {
             return;
@@ -848,7 +867,7 @@ impl Step {
 
     /// A start failed for `reason`: back off, give up, or (policy never)
     /// stay exited. `previous` as in [`Step::decide`].
-    fn failed_start(&mut self, reason: String, previous: Option<Instance>) {
+    fn failed_start(&mut self, reason: String, previous: Option<RunningInstance>) {
         if self.restore_previous(previous, &reason) {
             return;
         }
@@ -889,14 +908,14 @@ impl Step {
     /// A start-stop restart's new instance failed for `reason`: the
     /// previous instance, still serving, becomes the current one again.
     /// Not a failed start of the app: nothing stopped serving.
-    fn restore_previous(&mut self, previous: Option<Instance>, reason: &str) -> bool {
+    fn restore_previous(&mut self, previous: Option<RunningInstance>, reason: &str) -> bool {
         let Some(previous) = previous else {
             return false;
         };
-        let pid = previous
-            .pid()
-            .map_or_else(String::new, |pid| format!(" (pid {pid})"));
-        let reason = format!("restart failed: {reason}; the previous instance{pid} keeps running");
+        let reason = format!(
+            "restart failed: {reason}; the previous instance (pid {}) keeps running",
+            previous.pid
+        );
         self.answer_all(WaitFor::Running, Answer::Failed(reason.clone()));
         self.enter(
             Phase::Running {
@@ -911,7 +930,7 @@ impl Step {
     /// Spawns a new current instance and enters starting, beside
     /// `previous` (a start-stop restart's); the process exists once
     /// `Spawned` comes back.
-    fn spawn(&mut self, reason: String, previous: Option<Instance>) {
+    fn spawn(&mut self, reason: String, previous: Option<RunningInstance>) {
         if self.m.last_instance > 0 {
             self.m.restarts = self.m.restarts.saturating_add(1);
         }
@@ -940,7 +959,7 @@ impl Step {
 
     /// Sends the previous instance of a start-stop restart its own stop
     /// signal and arms its own stop timeout: it becomes a retired instance.
-    fn retire(&mut self, mut previous: Instance) {
+    fn retire(&mut self, mut previous: RunningInstance) {
         let id = previous.id;
         if previous.probing {
             previous.probing = false;
@@ -954,15 +973,15 @@ impl Step {
             after: previous.stop.timeout,
             generation,
         });
-        self.m.retired.push(previous);
+        self.m.retired.push(previous.instance());
     }
 
     /// Takes the current instance and the previous one out of a starting
     /// (or running) phase, to enter the next phase with.
-    fn take_starting(&mut self) -> (Instance, Option<Instance>) {
+    fn take_starting(&mut self) -> (Instance, Option<RunningInstance>) {
         match mem::take(&mut self.m.phase) {
             Phase::Starting { current, previous } => (current, previous),
-            Phase::Running { current, .. } => (current, None),
+            Phase::Running { current, .. } => (current.instance(), None),
             _ => unreachable!("only starting and running have a current instance to take"),
         }
     }
@@ -970,14 +989,16 @@ impl Step {
     /// Drops the current instance of a starting or running app, which has
     /// no process left; what comes next is decided with the previous
     /// instance it returns.
-    fn forget_current(&mut self) -> Option<Instance> {
+    fn forget_current(&mut self) -> Option<RunningInstance> {
         let (current, previous) = self.take_starting();
         self.effects.push(Effect::Forget(current.id));
         previous
     }
 
-    fn current_mut(&mut self, id: InstanceId) -> Option<&mut Instance> {
-        self.m.phase.current_mut().filter(|i| i.id == id)
+    /// The current instance `id` of a starting or stopping app (a running
+    /// app's main process neither spawns nor has exited).
+    fn pending_mut(&mut self, id: InstanceId) -> Option<&mut Instance> {
+        self.m.phase.pending_mut().filter(|i| i.id == id)
     }
 
     /// The new `then` of a stopping app.
@@ -1007,8 +1028,8 @@ impl Step {
     /// Arms the current instance's timer.
     fn set_instance_timer(&mut self, after: Duration) {
         let generation = self.next_generation();
-        let instance = self.m.phase.current_mut().expect("a current instance");
-        instance.timer = Some(generation);
+        let instance = self.m.phase.tracking().expect("a current instance");
+        *instance.timer = Some(generation);
         self.effects.push(Effect::SetTimer {
             key: TimerKey::Instance(instance.id),
             after,
@@ -1017,7 +1038,7 @@ impl Step {
     }
 
     fn cancel_instance_timer(&mut self) {
-        if let Some(instance) = self.m.phase.current_mut() {
+        if let Some(instance) = self.m.phase.tracking() {
             if instance.timer.take().is_some() {
                 self.effects
                     .push(Effect::CancelTimer(TimerKey::Instance(instance.id)));
@@ -1035,9 +1056,9 @@ impl Step {
 
     /// Stops the current instance's probe, if it runs.
     fn cancel_probe(&mut self) {
-        if let Some(instance) = self.m.phase.current_mut() {
-            if instance.probing {
-                instance.probing = false;
+        if let Some(instance) = self.m.phase.tracking() {
+            if *instance.probing {
+                *instance.probing = false;
                 self.effects.push(Effect::CancelProbe(instance.id));
             }
         }

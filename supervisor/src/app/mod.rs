@@ -328,12 +328,11 @@ pub enum Phase {
     /// ready and taking over again if it fails.
     Starting {
         current: Instance,
-        previous: Option<Instance>,
+        previous: Option<RunningInstance>,
     },
-    /// `current` serves (its main process runs); `reload`: a reload under
-    /// way.
+    /// `current` serves; `reload`: a reload under way.
     Running {
-        current: Instance,
+        current: RunningInstance,
         reload: Option<ReloadPhase>,
     },
     /// Waiting for the backoff timer of this generation to retry.
@@ -343,7 +342,7 @@ pub enum Phase {
     /// instance is being killed.
     Stopping {
         current: Instance,
-        previous: Option<Instance>,
+        previous: Option<RunningInstance>,
         then: AfterStop,
     },
     /// Stopping with no current instance left: stopped once the retired
@@ -372,27 +371,46 @@ impl Phase {
 
     /// The instance the state is about: spawning or starting in starting,
     /// serving in running, going away in stopping.
-    pub fn current(&self) -> Option<&Instance> {
+    pub fn current(&self) -> Option<Instance> {
         match self {
-            Phase::Starting { current, .. }
-            | Phase::Running { current, .. }
-            | Phase::Stopping { current, .. } => Some(current),
+            Phase::Starting { current, .. } | Phase::Stopping { current, .. } => Some(*current),
+            Phase::Running { current, .. } => Some(current.instance()),
             _ => None,
         }
     }
 
-    fn current_mut(&mut self) -> Option<&mut Instance> {
+    /// The current instance of a starting or stopping app, whose main
+    /// process may still be spawning or have exited (a running app's
+    /// cannot).
+    fn pending_mut(&mut self) -> Option<&mut Instance> {
         match self {
-            Phase::Starting { current, .. }
-            | Phase::Running { current, .. }
-            | Phase::Stopping { current, .. } => Some(current),
+            Phase::Starting { current, .. } | Phase::Stopping { current, .. } => Some(current),
+            _ => None,
+        }
+    }
+
+    /// The bookkeeping of the current instance, whatever the phase.
+    fn tracking(&mut self) -> Option<Tracking<'_>> {
+        match self {
+            Phase::Starting { current, .. } | Phase::Stopping { current, .. } => Some(Tracking {
+                id: current.id,
+                stop: &mut current.stop,
+                probing: &mut current.probing,
+                timer: &mut current.timer,
+            }),
+            Phase::Running { current, .. } => Some(Tracking {
+                id: current.id,
+                stop: &mut current.stop,
+                probing: &mut current.probing,
+                timer: &mut current.timer,
+            }),
             _ => None,
         }
     }
 
     /// A start-stop restart's previous instance, while its successor
     /// starts (or is being killed).
-    pub fn previous(&self) -> Option<&Instance> {
+    pub fn previous(&self) -> Option<&RunningInstance> {
         match self {
             Phase::Starting { previous, .. } | Phase::Stopping { previous, .. } => {
                 previous.as_ref()
@@ -401,7 +419,7 @@ impl Phase {
         }
     }
 
-    fn take_previous(&mut self) -> Option<Instance> {
+    fn take_previous(&mut self) -> Option<RunningInstance> {
         match self {
             Phase::Starting { previous, .. } | Phase::Stopping { previous, .. } => previous.take(),
             _ => None,
@@ -478,8 +496,19 @@ pub struct SettledInstance {
     pub stop: StopParams,
 }
 
-/// One instance of the app.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The fields of the current instance that timers, probes and stop
+/// settings touch, whichever type the phase holds it as.
+struct Tracking<'a> {
+    id: InstanceId,
+    stop: &'a mut StopParams,
+    probing: &'a mut bool,
+    timer: &'a mut Option<u64>,
+}
+
+/// One instance of the app, in any phase of its life: spawning, running or
+/// exited (see [`RunningInstance`] for the one phase where only a running,
+/// ready instance is valid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Instance {
     pub id: InstanceId,
     pub main: Main,
@@ -496,6 +525,51 @@ pub struct Instance {
     /// The generation of its armed timer (readiness, start_secs, stop or
     /// reload timeout).
     pub timer: Option<u64>,
+}
+
+/// An instance whose main process runs and that became ready: what
+/// running holds, and so what a start-stop restart's previous instance is
+/// (it served until its successor was spawned). Its type says what an
+/// [`Instance`] can only claim: a pid, an exec time and a ready time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunningInstance {
+    pub id: InstanceId,
+    /// Its main process.
+    pub pid: u32,
+    /// When its main process was exec'd.
+    pub spawned: Instant,
+    /// When it became running.
+    pub ready_at: Instant,
+    /// The stop settings it was spawned with.
+    pub stop: StopParams,
+    /// `READY=1` came from it.
+    pub notified: bool,
+    /// Its probe passed.
+    pub probed: bool,
+    /// Its probe runs (a reload's).
+    pub probing: bool,
+    /// The generation of its armed timer (the reload timeout).
+    pub timer: Option<u64>,
+}
+
+impl RunningInstance {
+    /// The same instance, in the type every phase can hold: for stopping
+    /// it, retiring it, or showing it.
+    pub fn instance(&self) -> Instance {
+        Instance {
+            id: self.id,
+            main: Main::Running {
+                pid: self.pid,
+                since: self.spawned,
+            },
+            stop: self.stop,
+            notified: self.notified,
+            probed: self.probed,
+            probing: self.probing,
+            ready_at: Some(self.ready_at),
+            timer: self.timer,
+        }
+    }
 }
 
 /// The main process of an instance.
@@ -582,7 +656,9 @@ impl Machine {
     }
 
     /// A machine handed over settled (see [`Machine::settled`]), under
-    /// `params`.
+    /// `params`. A running instance handed over with no ready time (no
+    /// daemon writes one so, but the document allows it) counts as ready
+    /// since its spawn.
     pub fn thaw(params: Params, settled: Settled) -> Machine {
         let phase = match settled.state {
             SettledState::Stopped => Phase::Stopped,
@@ -590,17 +666,15 @@ impl Machine {
             SettledState::Fatal => Phase::Fatal,
             SettledState::Backoff { timer } => Phase::Backoff { timer },
             SettledState::Running(i) => Phase::Running {
-                current: Instance {
+                current: RunningInstance {
                     id: i.id,
-                    main: Main::Running {
-                        pid: i.pid,
-                        since: i.spawned,
-                    },
+                    pid: i.pid,
+                    spawned: i.spawned,
+                    ready_at: i.ready_at.unwrap_or(i.spawned),
                     stop: i.stop,
                     notified: i.notified,
                     probed: i.probed,
                     probing: false,
-                    ready_at: i.ready_at,
                     timer: None,
                 },
                 reload: None,
@@ -636,20 +710,15 @@ impl Machine {
             Phase::Running {
                 current,
                 reload: None,
-            } if current.timer.is_none() => {
-                let Main::Running { pid, since } = current.main else {
-                    return None;
-                };
-                SettledState::Running(SettledInstance {
-                    id: current.id,
-                    pid,
-                    spawned: since,
-                    ready_at: current.ready_at,
-                    notified: current.notified,
-                    probed: current.probed,
-                    stop: current.stop,
-                })
-            }
+            } if current.timer.is_none() => SettledState::Running(SettledInstance {
+                id: current.id,
+                pid: current.pid,
+                spawned: current.spawned,
+                ready_at: Some(current.ready_at),
+                notified: current.notified,
+                probed: current.probed,
+                stop: current.stop,
+            }),
             Phase::Running { .. }
             | Phase::Starting { .. }
             | Phase::Stopping { .. }
@@ -691,7 +760,7 @@ impl Machine {
     }
 
     /// The instance the state is about (see [`Phase::current`]).
-    pub fn current(&self) -> Option<&Instance> {
+    pub fn current(&self) -> Option<Instance> {
         self.phase.current()
     }
 

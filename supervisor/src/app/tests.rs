@@ -793,7 +793,7 @@ fn start_stop_restart_stops_the_old_instance_once_the_new_one_is_ready() {
         AppState::Starting,
         "starting a new instance beside pid 42 (requested by alice)",
     );
-    assert_eq!(r.m.phase.previous().and_then(Instance::pid), Some(42));
+    assert_eq!(r.m.phase.previous().map(|p| p.pid), Some(42));
     r.ev(spawned(2, 43));
     r.expect(
         notified(2),
@@ -1016,7 +1016,7 @@ fn replace_restarts_what_is_up_or_starts_what_autostarts() {
     }
 }
 
-/// Issue 13: a change that needs no new process leaves the running one
+/// A change that needs no new process leaves the running one
 /// alone, and the new stop settings reach it: its next stop is the new
 /// signal and timeout.
 #[test]
@@ -1450,11 +1450,11 @@ impl Rng {
 }
 
 /// Every instance the machine knows, with its armed timer.
-fn known(m: &Machine) -> Vec<&Instance> {
+fn known(m: &Machine) -> Vec<Instance> {
     m.current()
         .into_iter()
-        .chain(m.phase.previous())
-        .chain(m.retired.iter())
+        .chain(m.phase.previous().map(RunningInstance::instance))
+        .chain(m.retired.iter().copied())
         .collect()
 }
 
@@ -1652,10 +1652,7 @@ fn check_step(m: &Machine, event: &Event, next: &Machine, effects: &[Effect], no
         AppState::Starting => assert!(current.is_some_and(|c| c.main != Main::Exited), "{what}"),
         AppState::Running => {
             let c = current.expect("running has an instance");
-            assert!(
-                c.pid().is_some() && next.phase.previous().is_none(),
-                "{what}"
-            );
+            assert!(next.phase.previous().is_none(), "{what}");
             assert_eq!(c.timer.is_some(), next.phase.reload().is_some(), "{what}");
         }
         AppState::Backoff => assert!(
@@ -1672,7 +1669,30 @@ fn check_step(m: &Machine, event: &Event, next: &Machine, effects: &[Effect], no
     // A backoff timer outside backoff, a `then` outside stopping and a
     // previous instance outside a restart (starting or stopping, beside a
     // current one) cannot be written down: `Phase` carries each only where
-    // it is valid.
+    // it is valid. Nor can a running or previous instance without a main
+    // process or a ready time: both are a `RunningInstance`. So a machine
+    // with nothing pending always settles, and thaws as it was frozen.
+    let pending = !next.waiters.is_empty()
+        || !next.retired.is_empty()
+        || next.phase.reload().is_some()
+        || next.current().is_some_and(|c| c.timer.is_some());
+    let between = matches!(
+        next.phase,
+        Phase::Stopped
+            | Phase::Running { .. }
+            | Phase::Backoff { .. }
+            | Phase::Exited
+            | Phase::Fatal
+    );
+    let settled = next.settled();
+    assert_eq!(settled.is_some(), between && !pending, "{what}: settled");
+    if let Some(settled) = settled {
+        assert_eq!(
+            Machine::thaw(next.params.clone(), settled),
+            *next,
+            "{what}: thawed"
+        );
+    }
 }
 
 #[test]
@@ -1760,4 +1780,26 @@ fn a_settled_machine_thaws_as_it_was_frozen() {
     let settled = r.m.settled().expect("in backoff");
     assert!(matches!(settled.state, SettledState::Backoff { .. }));
     assert_eq!(Machine::thaw(params(), settled), r.m);
+}
+
+/// No daemon hands over a running instance without its ready time, but the
+/// document allows it: such an instance is ready since its spawn, so a
+/// running machine always knows when it became ready.
+#[test]
+fn a_running_instance_handed_over_without_a_ready_time_is_ready_since_its_spawn() {
+    let mut r = Run::new(params());
+    r.running();
+    let mut settled = r.m.settled().expect("running, nothing pending");
+    let SettledState::Running(instance) = &mut settled.state else {
+        panic!("running: {settled:?}");
+    };
+    let spawned = instance.spawned;
+    instance.ready_at = None;
+    let m = Machine::thaw(params(), settled);
+    assert_eq!(m.state(), AppState::Running);
+    assert_eq!(m.current().and_then(|c| c.ready_at), Some(spawned));
+    let SettledState::Running(again) = m.settled().expect("settled").state else {
+        panic!("running");
+    };
+    assert_eq!((again.pid, again.ready_at), (100, Some(spawned)));
 }

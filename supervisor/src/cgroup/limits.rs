@@ -366,8 +366,8 @@ pub fn parse_oom_kill(contents: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    /// Issue 13: the v1 instance directories were left behind at every
-    /// clean exit.
+    /// The v1 instance directories go at a clean exit (they were once left
+    /// behind).
     #[test]
     fn remove_takes_the_instance_directories_and_reports_what_stays() {
         let tmp = tempfile::tempdir().unwrap();

@@ -183,7 +183,14 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     };
     let listener = match &incoming {
         Some(incoming) => handed_listener(incoming.document.control_fd)?,
-        None => crate::control::bind_control_socket(&spec.control.socket)?,
+        None => {
+            // Checks its directory, tries a stale socket, unlinks and
+            // binds: file system work, for the blocking pool.
+            let path = spec.control.socket.clone();
+            tokio::task::spawn_blocking(move || crate::control::bind_control_socket(&path))
+                .await
+                .expect("binding the control socket does not panic")?
+        }
     };
     // The sandbox's view of the host: v1 limit hierarchies and the Landlock
     // ABI cap.
@@ -341,7 +348,8 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         let _ = tokio::task::spawn_blocking(move || records.close(Duration::from_secs(5))).await;
     }
     servers.finish(SERVER_GRACE).await;
-    let _ = std::fs::remove_file(&spec.control.socket);
+    let socket = spec.control.socket.clone();
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(socket)).await;
     tracing::info!("all apps stopped");
     Ok(())
 }
@@ -578,14 +586,20 @@ impl Daemon {
         };
         stop_all(handles.into_iter(), Cause::Shutdown).await;
         // Each app's task removed its cgroups as it ended; what is left
-        // is the daemon's own.
-        if let Some(root) = &self.shared.cgroups {
-            if let Err(err) = root.remove() {
-                tracing::warn!(error = %err, "removing the daemon's cgroup");
+        // is the daemon's own: rmdirs in cgroupfs, for the blocking pool.
+        let shared = Arc::clone(&self.shared);
+        let removed = tokio::task::spawn_blocking(move || {
+            if let Some(root) = &shared.cgroups {
+                if let Err(err) = root.remove() {
+                    tracing::warn!(error = %err, "removing the daemon's cgroup");
+                }
             }
-        }
-        if let Err(err) = self.shared.limits.remove() {
-            tracing::warn!(error = %err, "removing the daemon's v1 limit cgroups");
+            if let Err(err) = shared.limits.remove() {
+                tracing::warn!(error = %err, "removing the daemon's v1 limit cgroups");
+            }
+        });
+        if let Err(err) = removed.await {
+            tracing::warn!(error = %err, "removing the daemon's cgroups");
         }
     }
 }

@@ -319,6 +319,37 @@ impl HeldSockets {
         self.sockets.iter().any(|h| h.unix_file.is_some())
     }
 
+    /// Closes the sockets at once, so connections are refused from now
+    /// on, and removes the Unix sockets' files on the blocking pool: a
+    /// file's directory is one the app's owner may have put on a mount
+    /// that hangs, and an unlink there on the async runtime would stall
+    /// every app and the control socket. The handle says when the files
+    /// are gone; `None` when there was nothing to remove, or no runtime to
+    /// hand it to (then it was done on this thread).
+    pub fn close(self) -> Option<tokio::task::JoinHandle<()>> {
+        let files: Vec<SocketFile> = self
+            .sockets
+            .into_iter()
+            .filter_map(|held| {
+                let Held {
+                    socket, unix_file, ..
+                } = held;
+                drop(socket);
+                unix_file
+            })
+            .collect();
+        if files.is_empty() {
+            return None;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => Some(runtime.spawn_blocking(move || drop(files))),
+            Err(_) => {
+                drop(files);
+                None
+            }
+        }
+    }
+
     /// Whether these sockets serve exactly `listen` (addresses and names,
     /// in order) with Unix socket files owned by `uid`:`gid`.
     pub fn serves(&self, listen: &[ListenSpec], uid: u32, gid: u32) -> bool {

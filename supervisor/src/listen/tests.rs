@@ -149,6 +149,38 @@ fn unix_socket_replaces_a_stale_file_and_is_removed_on_drop() {
     assert!(!path.exists(), "the socket file goes with the socket");
 }
 
+/// `close` on the runtime: the sockets refuse connections at once, and the
+/// files go on the blocking pool, done when the handle says so.
+#[tokio::test(flavor = "current_thread")]
+async fn close_refuses_at_once_and_removes_files_off_the_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("http.sock");
+    let port = free_port();
+    let app = spec(&[
+        (&format!("unix:{}", path.display()), "http"),
+        (&format!("127.0.0.1:{port}"), "tcp"),
+    ]);
+    let (uid, gid) = me();
+    let held = HeldSockets::bind(&app, uid, gid).unwrap();
+    let removed = held.close().expect("a file to remove");
+    // Refused while the file is still there, not found once it is gone.
+    let refused = UnixStream::connect(&path).unwrap_err();
+    assert!(
+        matches!(
+            refused.kind(),
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+        ),
+        "{refused}"
+    );
+    let refused = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap_err();
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+    removed.await.unwrap();
+    assert!(!path.exists(), "the socket file goes with the socket");
+    // TCP sockets alone: nothing for the blocking pool.
+    let app = spec(&[(&format!("127.0.0.1:{port}"), "tcp")]);
+    assert!(HeldSockets::bind(&app, uid, gid).unwrap().close().is_none());
+}
+
 #[test]
 fn unix_socket_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -423,6 +423,10 @@ struct Held {
     rebinding: Option<bool>,
     /// The held listen sockets in the fd store, by fd number.
     stored: Vec<i32>,
+    /// Forgotten instances' leaf cgroups and probe socket files being
+    /// removed on the blocking pool ([`Supervisor::forget`]): the app's
+    /// cgroup can go, and a hand-off can begin, only once they are done.
+    removing: Vec<JoinHandle<()>>,
 }
 
 /// The spawn under way and what the last one learnt.
@@ -489,7 +493,7 @@ impl Supervisor {
         }
         loop {
             if self.shutdown && self.is_down() {
-                self.cleanup();
+                Box::pin(self.cleanup()).await;
                 return;
             }
             self.save_record();
@@ -498,6 +502,8 @@ impl Supervisor {
                 self.freeze = None;
             }
             if self.freeze.is_some() && self.is_settled() {
+                // The successor finds no leaf of a forgotten instance.
+                Box::pin(self.removed()).await;
                 // Boxed, as the exit below: awaited once or rarely, they
                 // would otherwise widen every app's task by their size.
                 let frozen = Box::pin(self.freeze_now()).await;
@@ -894,7 +900,9 @@ impl Supervisor {
             Effect::Reload(id, signal) => self.reload(id, signal),
             Effect::Forget(id) => self.forget(id),
             Effect::CloseSockets => {
-                if self.held.listen.take().is_some() {
+                if let Some(sockets) = self.held.listen.take() {
+                    // Their files go on the blocking pool; nothing waits.
+                    drop(sockets.close());
                     tracing::debug!("stopped: closed the listen sockets");
                 }
                 if let Some(keep) = self.held.rebinding.as_mut() {
@@ -969,17 +977,40 @@ impl Supervisor {
         if let Some(reload) = instance.reload {
             reload.abort();
         }
-        if let Some(leaf) = instance.leaf {
-            self.remove_leaf(leaf);
+        if let Some(leaf) = &instance.leaf {
+            self.unwatch_leaf(leaf);
         }
+        if instance.leaf.is_none() && instance.probe_socket.is_none() {
+            return;
+        }
+        // An rmdir in cgroupfs and an unlink in the probe directory: file
+        // system work, for the blocking pool rather than the runtime.
+        let (leaf, probe_socket) = (instance.leaf, instance.probe_socket);
+        let span = tracing::Span::current();
+        self.held.removing.retain(|job| !job.is_finished());
+        self.held
+            .removing
+            .push(tokio::task::spawn_blocking(move || {
+                let _span = span.enter();
+                drop(probe_socket);
+                if let Some(leaf) = leaf {
+                    remove_leaf(leaf);
+                }
+            }));
     }
 
-    fn remove_leaf(&self, leaf: Leaf) {
+    fn unwatch_leaf(&self, leaf: &Leaf) {
         if let Some(watcher) = &self.shared.watcher {
             watcher.unwatch(&leaf.cgroup);
         }
-        if let Err(err) = leaf.cgroup.remove() {
-            tracing::debug!(error = %err, "removing an instance cgroup");
+    }
+
+    /// Waits until the removals [`Self::forget`] began are done.
+    async fn removed(&mut self) {
+        for job in std::mem::take(&mut self.held.removing) {
+            if let Err(err) = job.await {
+                tracing::warn!(error = %err, "removing a forgotten instance's files");
+            }
         }
     }
 
@@ -1000,7 +1031,11 @@ impl Supervisor {
         instance.probe = Some(tokio::spawn(readiness::wait_until_ready(check, deadline)));
     }
 
-    fn cleanup(&mut self) {
+    /// The app is gone: what it held is released, its files and cgroups
+    /// removed on the blocking pool (socket files in directories its owner
+    /// may have put on a hung mount, rmdirs in cgroupfs), and waited for,
+    /// so the daemon exits only once they are.
+    async fn cleanup(&mut self) {
         if let Some(records) = &self.shared.records {
             records.remove(&self.app.spec.name.to_string());
         }
@@ -1008,27 +1043,55 @@ impl Supervisor {
         for id in ids {
             self.unstore_pipes(id);
         }
-        self.held.listen = None;
+        let listen = self.held.listen.take();
         self.store_listen();
-        self.held.notify = None;
-        for instance in std::mem::take(&mut self.instances) {
-            if let Some(leaf) = instance.leaf {
-                self.remove_leaf(leaf);
+        let notify = self.held.notify.take();
+        let (mut leaves, mut probe_sockets) = (Vec::new(), Vec::new());
+        for mut instance in std::mem::take(&mut self.instances) {
+            if let Some(leaf) = instance.leaf.take() {
+                self.unwatch_leaf(&leaf);
+                leaves.push(leaf);
             }
+            probe_sockets.extend(instance.probe_socket.take());
         }
-        if let Some(cg) = self.held.cgroup.take() {
-            if let Some(watcher) = &self.shared.watcher {
-                watcher.unwatch(&cg);
-            }
-            if let Err(err) = cg.remove() {
-                tracing::debug!(error = %err, "removing the app's cgroup");
-            }
+        let cgroup = self.held.cgroup.take();
+        if let (Some(cg), Some(watcher)) = (&cgroup, &self.shared.watcher) {
+            watcher.unwatch(cg);
         }
-        if let Some(limits) = self.held.limits.take() {
-            if let Err(err) = limits.remove() {
-                tracing::debug!(error = %err, "removing the app's limit cgroups");
-            }
+        let limits = self.held.limits.take();
+        // The app's cgroup goes after every leaf below it.
+        self.removed().await;
+        if let Some(files) = listen.and_then(HeldSockets::close) {
+            let _ = files.await;
         }
+        let span = tracing::Span::current();
+        let released = tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
+            drop(notify);
+            drop(probe_sockets);
+            leaves.into_iter().for_each(remove_leaf);
+            if let Some(cg) = cgroup {
+                if let Err(err) = cg.remove() {
+                    tracing::debug!(error = %err, "removing the app's cgroup");
+                }
+            }
+            if let Some(limits) = limits {
+                if let Err(err) = limits.remove() {
+                    tracing::debug!(error = %err, "removing the app's limit cgroups");
+                }
+            }
+        });
+        if let Err(err) = released.await {
+            tracing::warn!(error = %err, "removing the app's files and cgroups");
+        }
+    }
+}
+
+/// Removes an instance's leaf cgroup: an rmdir in cgroupfs, for the
+/// blocking pool.
+fn remove_leaf(leaf: Leaf) {
+    if let Err(err) = leaf.cgroup.remove() {
+        tracing::debug!(error = %err, "removing an instance cgroup");
     }
 }
 
