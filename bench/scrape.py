@@ -1,6 +1,7 @@
 """`/metrics` and `appctl status` of two appvisord builds side by side.
 
     sudo python3 bench/scrape.py --old DIR --new DIR [--apps 1000] [--samples 12]
+                                 [--only metrics|status]
 
 Each DIR holds an `appvisord` and an `appctl` (a static musl release
 build, as compare.sh makes). Both daemons run at once, each with APPS
@@ -13,13 +14,18 @@ the whole `appctl status` run, as an operator waits for it) and the CPU
 the daemon spent on it, the sum over the daemon's threads of the run
 time the scheduler counts in `/proc/PID/task/TID/schedstat`
 (nanoseconds, unlike the 10 ms ticks of `/proc/PID/stat`), read just
-before and just after. Prints medians, quartiles and the memory figure
-each build reports for one app. Needs root, and `kernel.keys.maxkeys` of
+before and just after. For status also the CPU `appctl` itself took (its
+rusage, user and system), and the wall time of the bare request
+(`GET /v1/apps` over the socket, read to its end, without `appctl`).
+Prints medians, quartiles, the bytes of one `GET /v1/apps` answer and the
+memory figure each build reports for one app. Needs root, and `kernel.keys.maxkeys` of
 at least twice APPS plus margin (it raises it for the run).
 """
 
 import os
+import resource
 import shutil
+import socket
 import statistics
 import sys
 import time
@@ -27,6 +33,19 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 import compare  # noqa: E402
+
+
+def get_apps(d):
+    """`GET /v1/apps` over the control socket: the raw answer, head and body."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(d.sock)
+        s.sendall(b"GET /v1/apps HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        chunks = []
+        while True:
+            data = s.recv(1 << 16)
+            if not data:
+                return b"".join(chunks)
+            chunks.append(data)
 
 
 def cpu_ns(pid):
@@ -48,6 +67,12 @@ def measure(proc, fn):
     return wall * 1000, (cpu_ns(proc.pid) - c) / 1e6
 
 
+def children_cpu_ms():
+    """CPU of the children waited for so far, user and system, in ms."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (usage.ru_utime + usage.ru_stime) * 1000
+
+
 def quartiles(values):
     q = statistics.quantiles(values, n=4)
     return "%.1f (%.1f-%.1f)" % (statistics.median(values), q[0], q[2])
@@ -57,6 +82,8 @@ def main():
     parser = benchlib.builds_parser(__doc__)
     parser.add_argument("--apps", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=12)
+    parser.add_argument("--only", choices=("metrics", "status"),
+                        help="measure only `/metrics` or only status")
     args = parser.parse_args()
     benchlib.ensure_user()
     # Both daemons' apps run as the one user.
@@ -81,19 +108,30 @@ def run(args):
             d.metrics_text()
             d.status()
         load = os.getloadavg()[0]
-        res = {tag: {"metrics": [], "metrics_cpu": [], "status": [], "status_cpu": []}
-               for tag in daemons}
+        keys = ("metrics", "metrics_cpu", "status", "status_cpu", "status_ctl_cpu",
+                "get_apps", "get_apps_cpu")
+        res = {tag: {key: [] for key in keys} for tag in daemons}
         for _ in range(args.samples):
+            if args.only != "status":
+                for tag in ("old", "new"):
+                    d, p = daemons[tag], procs[tag]
+                    wall, cpu = measure(p, d.metrics)
+                    res[tag]["metrics"].append(wall)
+                    res[tag]["metrics_cpu"].append(cpu)
+            if args.only == "metrics":
+                continue
             for tag in ("old", "new"):
                 d, p = daemons[tag], procs[tag]
-                wall, cpu = measure(p, d.metrics)
-                res[tag]["metrics"].append(wall)
-                res[tag]["metrics_cpu"].append(cpu)
-            for tag in ("old", "new"):
-                d, p = daemons[tag], procs[tag]
+                ctl = children_cpu_ms()
                 wall, cpu = measure(p, d.status)
+                res[tag]["status_ctl_cpu"].append(children_cpu_ms() - ctl)
                 res[tag]["status"].append(wall)
                 res[tag]["status_cpu"].append(cpu)
+            for tag in ("old", "new"):
+                d, p = daemons[tag], procs[tag]
+                wall, cpu = measure(p, lambda: get_apps(d))
+                res[tag]["get_apps"].append(wall)
+                res[tag]["get_apps_cpu"].append(cpu)
         load_end = os.getloadavg()[0]
         print("%d apps, %d samples each, alternating; 1-minute load %.1f to %.1f"
               % (args.apps, args.samples, load, load_end))
@@ -102,10 +140,20 @@ def run(args):
         for key, label in (("metrics", "`/metrics`, wall"),
                            ("metrics_cpu", "`/metrics`, daemon CPU"),
                            ("status", "`appctl status`, wall"),
-                           ("status_cpu", "`appctl status`, daemon CPU")):
+                           ("status_cpu", "`appctl status`, daemon CPU"),
+                           ("status_ctl_cpu", "`appctl status`, appctl CPU"),
+                           ("get_apps", "`GET /v1/apps` alone, wall"),
+                           ("get_apps_cpu", "`GET /v1/apps` alone, daemon CPU")):
+            if len(res["old"][key]) < 2:
+                continue
             print("| %s | %s | %s |" % (label, quartiles(res["old"][key]),
                                         quartiles(res["new"][key])))
         for tag, d in daemons.items():
+            answer = get_apps(d)
+            print("%s: GET /v1/apps answers %d bytes (head and body)" % (tag, len(answer)))
+        for tag, d in daemons.items():
+            if args.only == "status":
+                continue
             text = d.metrics_text()
             mem = [l for l in text.splitlines() if l.startswith('appvisor_app_memory_bytes{app="app1"}')]
             print("%s: %s, %d bytes of metrics" % (tag, mem, len(text)))

@@ -20,7 +20,15 @@ use crate::escape;
 const GUTTER: &str = "  ";
 
 /// An uptime in its two largest units: "45s", "12m5s", "3h12m", "2d3h".
-pub fn uptime(secs: f64) -> String {
+#[cfg(test)]
+fn uptime(secs: f64) -> String {
+    let mut out = String::new();
+    write_uptime(&mut out, secs);
+    out
+}
+
+/// [`uptime`], appended to `out`.
+fn write_uptime(out: &mut String, secs: f64) {
     // Truncation is intended: a person reads whole seconds.
     let total = if secs.is_finite() && secs > 0.0 {
         secs as u64
@@ -40,12 +48,13 @@ pub fn uptime(secs: f64) -> String {
     } else if minutes > 0 {
         (minutes, 'm', seconds, 's')
     } else {
-        return format!("{seconds}s");
+        let _ = write!(out, "{seconds}s");
+        return;
     };
     if small == 0 {
-        format!("{big}{big_unit}")
+        let _ = write!(out, "{big}{big_unit}");
     } else {
-        format!("{big}{big_unit}{small}{small_unit}")
+        let _ = write!(out, "{big}{big_unit}{small}{small_unit}");
     }
 }
 
@@ -67,7 +76,8 @@ fn stopped_by(by: &StoppedBy) -> String {
 /// The last column of the status table: for a running app the release its
 /// directory resolved to, when that differs; who stopped a stopped app;
 /// otherwise the reason; then what is wrong with its files. Escaped.
-pub fn status_info(app: &AppStatus) -> String {
+#[cfg(test)]
+fn status_info(app: &AppStatus) -> String {
     escape::field(&info_text(app)).into_owned()
 }
 
@@ -105,40 +115,83 @@ fn info_text(app: &AppStatus) -> String {
 /// The status table: NAME STATE PID UPTIME RESTARTS INFO, columns aligned,
 /// no trailing spaces, one line per app.
 pub fn status_table(apps: &[AppStatus]) -> String {
-    let header = ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "INFO"].map(String::from);
-    let rows: Vec<[String; 6]> = std::iter::once(header)
-        .chain(apps.iter().map(|app| {
-            [
-                escape::field(&app.name).into_owned(),
-                app.state.to_string(),
-                app.pid
-                    .map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
-                app.uptime_secs.map_or_else(|| "-".to_owned(), uptime),
-                app.restarts.to_string(),
-                status_info(app),
-            ]
-        }))
-        .collect();
-    let mut widths = [0usize; 6];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
+    let mut cells = Cells::<6>::with_rows(apps.len() + 1);
+    for header in ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "INFO"] {
+        cells.push(|text| text.push_str(header));
     }
-    let mut out = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<width$}{GUTTER}", width = widths[i]);
+    for app in apps {
+        cells.push(|text| text.push_str(&escape::field(&app.name)));
+        cells.push(|text| text.push_str(app.state.as_str()));
+        cells.push(|text| match app.pid {
+            Some(pid) => {
+                let _ = write!(text, "{pid}");
             }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
+            None => text.push('-'),
+        });
+        cells.push(|text| match app.uptime_secs {
+            Some(secs) => write_uptime(text, secs),
+            None => text.push('-'),
+        });
+        cells.push(|text| {
+            let _ = write!(text, "{}", app.restarts);
+        });
+        cells.push(|text| text.push_str(&escape::field(&info_text(app))));
     }
-    out
+    cells.table()
+}
+
+/// The cells of a table, row by row, in one buffer: a table of a thousand
+/// apps is built without an allocation per cell or per line.
+struct Cells<const COLUMNS: usize> {
+    text: String,
+    /// Where each cell ends in `text`, and its width in characters.
+    ends: Vec<(usize, usize)>,
+    widths: [usize; COLUMNS],
+}
+
+impl<const COLUMNS: usize> Cells<COLUMNS> {
+    fn with_rows(rows: usize) -> Self {
+        Cells {
+            text: String::with_capacity(rows * 16 * COLUMNS),
+            ends: Vec::with_capacity(rows * COLUMNS),
+            widths: [0; COLUMNS],
+        }
+    }
+
+    /// Adds the next cell, which `write` appends to the buffer.
+    fn push(&mut self, write: impl FnOnce(&mut String)) {
+        let start = self.text.len();
+        write(&mut self.text);
+        let width = self.text[start..].chars().count();
+        let column = self.ends.len() % COLUMNS;
+        self.widths[column] = self.widths[column].max(width);
+        self.ends.push((self.text.len(), width));
+    }
+
+    /// The rows, columns aligned, the last one unpadded, each line
+    /// without trailing spaces.
+    fn table(&self) -> String {
+        let padded: usize =
+            self.widths[..COLUMNS - 1].iter().sum::<usize>() + (COLUMNS - 1) * GUTTER.len();
+        let rows = self.ends.len() / COLUMNS;
+        let mut out = String::with_capacity(self.text.len() + rows * (padded + 1));
+        let mut start = 0;
+        for row in self.ends.chunks(COLUMNS) {
+            let line = out.len();
+            for (column, &(end, width)) in row.iter().enumerate() {
+                out.push_str(&self.text[start..end]);
+                start = end;
+                if column + 1 < COLUMNS {
+                    out.extend(std::iter::repeat_n(' ', self.widths[column] - width));
+                    out.push_str(GUTTER);
+                }
+            }
+            let kept = out[line..].trim_end().len();
+            out.truncate(line + kept);
+            out.push('\n');
+        }
+        out
+    }
 }
 
 /// One line for an action that went as asked: "shop: running (pid 1234)".

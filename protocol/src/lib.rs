@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod escape;
+pub mod status_json;
 
 use std::fmt;
 use std::str::FromStr;

@@ -40,8 +40,10 @@ pub trait ControlTarget: Send + Sync + 'static {
     /// Names of the apps `peer` may operate, sorted.
     fn visible_apps(&self, peer: &Peer) -> Vec<String>;
 
-    /// Status of every app `peer` may see.
-    fn statuses(&self, peer: &Peer) -> Vec<AppStatus>;
+    /// Appends the status of every app `peer` may see to `out`, as the
+    /// JSON array `serde_json` writes for a `Vec<AppStatus>` (`AppList`'s
+    /// `apps`).
+    fn write_statuses(&self, peer: &Peer, out: &mut Vec<u8>);
 
     /// What an admin should know about the daemon (`AppList::notices`);
     /// nothing for anyone else.

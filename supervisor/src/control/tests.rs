@@ -61,6 +61,12 @@ impl Fake {
     }
 }
 
+impl Fake {
+    fn statuses(&self, peer: &Peer) -> Vec<AppStatus> {
+        self.visible_apps(peer).iter().map(|n| status(n)).collect()
+    }
+}
+
 fn status(name: &str) -> AppStatus {
     crate::supervise::bare_status(name, State::Running, "ready".into())
 }
@@ -97,12 +103,16 @@ impl ControlTarget for Fake {
             .collect()
     }
 
-    fn statuses(&self, peer: &Peer) -> Vec<AppStatus> {
-        self.visible_apps(peer).iter().map(|n| status(n)).collect()
+    fn write_statuses(&self, peer: &Peer, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, &self.statuses(peer)).unwrap();
     }
 
-    fn notices(&self, _peer: &Peer) -> Vec<String> {
-        Vec::new()
+    fn notices(&self, peer: &Peer) -> Vec<String> {
+        if acl::is_admin(peer, &self.admin_rules()) {
+            vec!["\"x.toml\" is ignored: not an app".into()]
+        } else {
+            Vec::new()
+        }
     }
 
     fn status(&self, name: &String) -> Option<AppStatus> {
@@ -301,6 +311,23 @@ async fn a_refused_action_is_audited_and_answered_as_not_found() {
             );
         }
         other => panic!("no audit record on the event bus: {other:?}"),
+    }
+}
+
+/// `GET /v1/apps`, assembled from statuses the daemon keeps rendered, is
+/// what serde writes for the caller's `AppList`, notices and all.
+#[tokio::test]
+async fn the_app_list_is_serdes_rendering_of_what_the_caller_may_see() {
+    let fake = Fake::new();
+    for peer in [root(), alice(), mallory()] {
+        let answer = send(&fake, peer.clone(), "GET", "/v1/apps", "").await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let list = appvisor_protocol::AppList {
+            apps: fake.statuses(&peer),
+            notices: fake.notices(&peer),
+        };
+        let want = serde_json::to_string(&list).unwrap() + "\n";
+        assert_eq!(answer.body, want, "{}", peer.user);
     }
 }
 

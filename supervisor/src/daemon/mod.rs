@@ -145,8 +145,8 @@ impl ControlTarget for Daemon {
         Daemon::visible_apps(self, peer)
     }
 
-    fn statuses(&self, peer: &Peer) -> Vec<AppStatus> {
-        Daemon::statuses(self, peer)
+    fn write_statuses(&self, peer: &Peer, out: &mut Vec<u8>) {
+        Daemon::write_statuses(self, peer, out)
     }
 
     fn notices(&self, peer: &Peer) -> Vec<String> {

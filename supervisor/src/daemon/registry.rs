@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, MutexGuard, RwLock};
 
+use appvisor_protocol::status_json::StatusNow;
 use appvisor_protocol::{AppStatus, State};
 
 use crate::acl::{self, AdminRules, Operation, Peer};
@@ -50,14 +51,28 @@ impl Daemon {
             .collect()
     }
 
-    /// Status of every app `peer` may see, from one look at the registry.
-    pub fn statuses(&self, peer: &Peer) -> Vec<AppStatus> {
+    /// Status of every app `peer` may see, from one look at the registry,
+    /// appended to `out` as the JSON array of `GET /v1/apps`: each app's
+    /// status as its task rendered it when it changed, with the uptime and
+    /// what the registry and the logs hold filled in.
+    pub fn write_statuses(&self, peer: &Peer, out: &mut Vec<u8>) {
         let rules = self.admin_rules();
         let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
-        apps.iter()
+        let visible: Vec<_> = apps
+            .iter()
             .filter(|(_, entry)| may_view(peer, &rules, entry))
-            .map(|(name, entry)| entry_status(name, entry))
-            .collect()
+            .collect();
+        // About 330 bytes a status, more with a long reason or errors:
+        // one allocation for most answers.
+        out.reserve(2 + visible.len() * STATUS_JSON_ESTIMATE);
+        out.push(b'[');
+        for (i, (name, entry)) in visible.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_entry_status(name, entry, out);
+        }
+        out.push(b']');
     }
 
     /// Status of an authorized app, if it is still the version authorized.
@@ -279,6 +294,31 @@ fn access(entry: &Entry) -> &AccessSpec {
 /// Whether `peer` may see the app of `entry`.
 fn may_view(peer: &Peer, rules: &AdminRules, entry: &Entry) -> bool {
     acl::decide(peer, rules, Operation::View, Some(access(entry))) == acl::Decision::Allow
+}
+
+/// Bytes reserved for each status of `GET /v1/apps`.
+const STATUS_JSON_ESTIMATE: usize = 512;
+
+/// [`entry_status`] as JSON, appended to `out`: from the rendering its
+/// task keeps, where it has a task.
+fn write_entry_status(name: &str, entry: &Entry, out: &mut Vec<u8>) {
+    match &entry.handle {
+        Some(handle) => {
+            let logs = handle.logs.health();
+            let snapshot = handle.snapshot.borrow();
+            snapshot.json().write(
+                out,
+                StatusNow {
+                    uptime_secs: snapshot.uptime_secs(),
+                    config_error: entry.error.as_deref(),
+                    log_error: logs.error.as_deref(),
+                    log_dropped_bytes: logs.dropped_bytes,
+                },
+            );
+        }
+        None => serde_json::to_writer(out, &entry_status(name, entry))
+            .expect("protocol types serialize"),
+    }
 }
 
 fn entry_status(name: &str, entry: &Entry) -> AppStatus {

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use appvisor_protocol::{Action, StoppedBy};
+use appvisor_protocol::{Action, AppStatus, StoppedBy};
 use nix::sys::signal::{kill, killpg, Signal as NixSignal};
 use nix::unistd::Pid;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -1179,13 +1179,16 @@ impl PanicGuard {
         }
         self.snapshot.send_modify(|snapshot| {
             snapshot.state = AppState::Fatal;
-            snapshot.status.state = appvisor_protocol::State::Fatal;
-            snapshot.status.pid = None;
             snapshot.started = None;
-            snapshot.status.reason = format!(
-                "appvisord bug: supervising {} failed ({message}); its processes were killed; restart appvisord and report the bug",
-                self.name
-            );
+            snapshot.set_status(AppStatus {
+                state: appvisor_protocol::State::Fatal,
+                pid: None,
+                reason: format!(
+                    "appvisord bug: supervising {} failed ({message}); its processes were killed; restart appvisord and report the bug",
+                    self.name
+                ),
+                ..snapshot.status().clone()
+            });
         });
     }
 }

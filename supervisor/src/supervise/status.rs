@@ -5,6 +5,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
+use appvisor_protocol::status_json::StatusJson;
 use appvisor_protocol::AppStatus;
 
 use super::{Shared, Supervisor};
@@ -21,8 +22,10 @@ use crate::spawn::Prepared;
 pub struct Snapshot {
     pub state: AppState,
     /// The status as of the last change; `uptime_secs` is filled in by
-    /// [`Snapshot::status_now`].
-    pub status: AppStatus,
+    /// [`Snapshot::status_now`]. Private: `json` follows every change.
+    status: AppStatus,
+    /// `status` rendered as JSON when it changed, for `GET /v1/apps`.
+    json: StatusJson,
     /// When the current instance's main process was exec'd: for its
     /// uptime, and as a wall-clock time that stays put while it runs.
     pub started: Option<(Instant, SystemTime)>,
@@ -50,10 +53,31 @@ impl Snapshot {
             .get_or_init(|| security(self, shared).exposure)
     }
 
+    /// The status as of the last change, without an uptime.
+    pub fn status(&self) -> &AppStatus {
+        &self.status
+    }
+
+    /// Changes the status, and its JSON with it.
+    pub(super) fn set_status(&mut self, status: AppStatus) {
+        self.json = StatusJson::new(&status);
+        self.status = status;
+    }
+
+    /// The status as JSON, but for the fields a request fills in.
+    pub fn json(&self) -> &StatusJson {
+        &self.json
+    }
+
+    /// Seconds since the current instance's main process was exec'd.
+    pub fn uptime_secs(&self) -> Option<f64> {
+        self.started.map(|(at, _)| at.elapsed().as_secs_f64())
+    }
+
     /// The status with the uptime as of now.
     pub fn status_now(&self) -> AppStatus {
         AppStatus {
-            uptime_secs: self.started.map(|(at, _)| at.elapsed().as_secs_f64()),
+            uptime_secs: self.uptime_secs(),
             ..self.status.clone()
         }
     }
@@ -109,6 +133,7 @@ pub(super) fn sandbox_inputs(prepared: Option<&Prepared>, shared: &Shared) -> Sa
 }
 
 pub(super) fn placeholder_snapshot(app: &Arc<ResolvedApp>) -> Snapshot {
+    let status = bare_status("", appvisor_protocol::State::Stopped, String::new());
     Snapshot {
         state: AppState::Stopped,
         started: None,
@@ -117,7 +142,8 @@ pub(super) fn placeholder_snapshot(app: &Arc<ResolvedApp>) -> Snapshot {
         sandbox: Arc::default(),
         prepared: None,
         exposure: Arc::default(),
-        status: bare_status("", appvisor_protocol::State::Stopped, String::new()),
+        json: StatusJson::new(&status),
+        status,
     }
 }
 
@@ -214,10 +240,13 @@ impl Supervisor {
                 Arc::default()
             }
         };
+        // Rendered here, in the app's task, so that requests only copy it.
+        let json = StatusJson::new(&status);
         self.snapshot.send_replace(Snapshot {
             state: m.state(),
             started: m.started_at().zip(started_wall),
             status,
+            json,
             readiness_failures: self.shown.readiness_failures,
             app: self.app.clone(),
             sandbox: self.spawns.sandbox.clone(),
