@@ -8,7 +8,8 @@ machine's load falls on both alike:
 
 - start: from exec of the daemon until every app's program runs (polling
   the daemon's children), and until `appctl status --json` says so;
-- daemon CPU to start them all (utime + stime of the daemon, all threads);
+- daemon CPU to start them all (utime + stime of the daemon, all threads),
+  and of it the crash records' writer thread's;
 - helper CPU per app: the on-CPU time of each app's process (schedstat),
   which holds the exec helper's whole life (clone, exec of the helper,
   its steps, exec of `sleep`): a `sleep` itself only starts, so the
@@ -39,6 +40,22 @@ def proc_cpu_ns(pid):
     """On-CPU ns of the process's main thread (the helper, then the app)."""
     with open("/proc/%d/schedstat" % pid) as f:
         return int(f.read().split()[0])
+
+
+def thread_cpu_s(pid, name):
+    """CPU (utime + stime) of the process's live threads called `name`."""
+    total = 0
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, task)) as f:
+                text = f.read()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        if comm == name:
+            fields = text.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / compare.TICKS
 
 
 def minflt(pid):
@@ -79,6 +96,7 @@ def one_run(bin_dir, apps, kills):
         all_running = time.monotonic()
         res["start_status_s"] = all_running - t0
         res["daemon_cpu_s"] = cpu_secs(proc.pid)
+        res["records_cpu_s"] = thread_cpu_s(proc.pid, "crash-records")
         by_cmd = {}
         for kid in child_pids(proc.pid):
             try:
