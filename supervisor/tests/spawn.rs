@@ -363,6 +363,54 @@ fn starts_inside_its_cgroup_with_clone3() {
     fs::remove_dir(&cgroup).unwrap();
 }
 
+/// The clone's child, which shares the daemon's memory until it execs
+/// (spawn/launch.rs), reports a helper it cannot execute and exits, and
+/// the caller carries on with its memory, fds and signal mask intact.
+#[test]
+fn an_unexecutable_helper_is_reported_from_the_clone() {
+    if !is_root() {
+        return;
+    }
+    let name = format!("appvisor-clone3-fail-{}", std::process::id());
+    let cgroup = Path::new("/sys/fs/cgroup/unified").join(&name);
+    if let Err(e) = fs::create_dir(&cgroup) {
+        appvisor_tests::skip(format_args!("needs a writable cgroup v2 tree ({e})"));
+        return;
+    }
+    let dir = open_dir();
+    let plan = plan(&["/usr/bin/true"], dir.path());
+    let cgroup_dir = fs::File::open(&cgroup).unwrap();
+    let mask_before = fs::read_to_string("/proc/thread-self/status").unwrap();
+    let mask = |status: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with("SigBlk:"))
+            .unwrap()
+            .to_owned()
+    };
+    for _ in 0..3 {
+        let (_out_r, out_w) = pipe();
+        let (_err_r, err_w) = pipe();
+        let spawned = appvisor::spawn::spawn_with_helper_into(
+            Path::new("/nonexistent/appvisord"),
+            &plan,
+            out_w,
+            err_w,
+            &[],
+            cgroup_dir.as_fd(),
+        )
+        .unwrap();
+        let pid = Pid::from_raw(spawned.pid as i32);
+        let failure = spawned.report.outcome_blocking().unwrap_err();
+        assert_eq!(failure.step, SpawnStep::Helper);
+        assert_eq!(failure.detail, "cannot execute the appvisord exec helper");
+        assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 127));
+    }
+    let mask_after = fs::read_to_string("/proc/thread-self/status").unwrap();
+    assert_eq!(mask(&mask_after), mask(&mask_before));
+    fs::remove_dir(&cgroup).unwrap();
+}
+
 #[test]
 fn missing_directory_fails_at_chdir() {
     if !is_root() {

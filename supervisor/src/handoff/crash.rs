@@ -8,7 +8,9 @@
 //! A record is rewritten (write, then rename: a reader never sees half of
 //! one) by one writer thread, off the runtime, each time an app settles
 //! in a new state, and removed when its task ends (the app removed, the
-//! daemon stopped). The heartbeat is rewritten with each of them.
+//! daemon stopped). The heartbeat is rewritten with each of them. What
+//! queues up while the thread writes is taken together: each app's file
+//! once, for its latest state, and the heartbeat once.
 //!
 //! The successor trusts none of it: the directory must be root's and
 //! private, each file is bounded, read without following links, and must
@@ -255,11 +257,39 @@ fn beat(dir: &Path, heartbeat: &mut Heartbeat) {
 
 fn writer(dir: &Path, rx: &mpsc::Receiver<Message>, mut heartbeat: Heartbeat) {
     beat(dir, &mut heartbeat);
-    loop {
-        // No timer: an idle daemon does not wake up (docs/benchmarks.md).
-        let Ok(message) = rx.recv() else {
-            return;
-        };
+    // No timer: an idle daemon does not wake up (docs/benchmarks.md).
+    while let Ok(first) = rx.recv() {
+        // Whatever queued up behind it is taken at once: while many apps
+        // start, each file (a new inode: write, then rename) is written
+        // once for the app's latest state and the heartbeat once for all,
+        // rather than once per message. A flush or close still waits for
+        // everything sent before it.
+        let mut pending = Vec::new();
+        for message in std::iter::once(first).chain(rx.try_iter()) {
+            match message {
+                Message::Write(_) | Message::Remove(_) => pending.push(message),
+                Message::Flush(done) => {
+                    save(dir, std::mem::take(&mut pending), &mut heartbeat);
+                    let _ = done.send(());
+                }
+                Message::Close(done) => {
+                    save(dir, std::mem::take(&mut pending), &mut heartbeat);
+                    close(dir);
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        }
+        save(dir, pending, &mut heartbeat);
+    }
+}
+
+/// Carries out writes and removals (each app's last one), then beats.
+fn save(dir: &Path, messages: Vec<Message>, heartbeat: &mut Heartbeat) {
+    if messages.is_empty() {
+        return;
+    }
+    for message in latest_per_app(messages) {
         let (name, result) = match message {
             Message::Write(mut record) => {
                 record.boot_id.clone_from(&heartbeat.boot_id);
@@ -274,23 +304,6 @@ fn writer(dir: &Path, rx: &mpsc::Receiver<Message>, mut heartbeat: Heartbeat) {
                 let file = format!("{}.json", record.app.name);
                 (record.app.name.clone(), replace(dir, &file, &bytes))
             }
-            Message::Flush(done) => {
-                let _ = done.send(());
-                continue;
-            }
-            Message::Close(done) => {
-                if !holds_records(dir) {
-                    if let Err(error) = fs::remove_file(dir.join(HEARTBEAT)) {
-                        if error.kind() != io::ErrorKind::NotFound {
-                            tracing::warn!(%error, dir = %dir.display(), "removing the daemon's heartbeat");
-                        }
-                    }
-                    // Empty now, unless someone put something else there.
-                    let _ = fs::remove_dir(dir);
-                }
-                let _ = done.send(());
-                return;
-            }
             Message::Remove(name) => {
                 let result = match fs::remove_file(dir.join(format!("{name}.json"))) {
                     Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -298,12 +311,46 @@ fn writer(dir: &Path, rx: &mpsc::Receiver<Message>, mut heartbeat: Heartbeat) {
                 };
                 (name, result)
             }
+            Message::Flush(_) | Message::Close(_) => continue,
         };
         if let Err(error) = result {
             tracing::warn!(app = %name, %error, "saving the app's record for a crash");
         }
-        beat(dir, &mut heartbeat);
     }
+    beat(dir, heartbeat);
+}
+
+/// A clean exit: without a record left, the heartbeat and the directory go.
+fn close(dir: &Path) {
+    if !holds_records(dir) {
+        if let Err(error) = fs::remove_file(dir.join(HEARTBEAT)) {
+            if error.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(%error, dir = %dir.display(), "removing the daemon's heartbeat");
+            }
+        }
+        // Empty now, unless someone put something else there.
+        let _ = fs::remove_dir(dir);
+    }
+}
+
+/// Of writes and removals sent one after the other, the last of each app,
+/// in the order sent: the earlier ones would be overwritten at once.
+fn latest_per_app(messages: Vec<Message>) -> Vec<Message> {
+    let app = |message: &Message| match message {
+        Message::Write(record) => Some(record.app.name.clone()),
+        Message::Remove(name) => Some(name.clone()),
+        Message::Flush(_) | Message::Close(_) => None,
+    };
+    let mut last = std::collections::HashMap::new();
+    for (index, message) in messages.iter().enumerate() {
+        last.insert(app(message), index);
+    }
+    messages
+        .into_iter()
+        .enumerate()
+        .filter(|(index, message)| last.get(&app(message)) == Some(index))
+        .map(|(_, message)| message)
+        .collect()
 }
 
 /// Whether `dir` holds an app's record (or cannot be listed, when it
@@ -508,6 +555,30 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "timed out");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn of_messages_queued_together_each_app_keeps_its_last() {
+        let write = |name: &str| {
+            Message::Write(Box::new(CrashRecord {
+                version: RECORD_VERSION,
+                boot_id: String::new(),
+                daemon_version: String::new(),
+                fingerprint: String::new(),
+                main_start: None,
+                written_unix_ms: 0,
+                app: record(name),
+            }))
+        };
+        let kept = latest_per_app(vec![
+            write("shop"),
+            write("blog"),
+            write("shop"),
+            Message::Remove("blog".to_owned()),
+            write("wiki"),
+        ]);
+        let kept: Vec<String> = kept.iter().map(|m| format!("{m:?}")).collect();
+        assert_eq!(kept, ["Write(shop)", "Remove(blog)", "Write(wiki)"]);
     }
 
     #[test]
