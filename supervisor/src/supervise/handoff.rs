@@ -14,11 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     launch, params, placeholder_snapshot, watch_populated, Callers, Commands, Handle, Held,
-    Instance, Leaf, Shared, Shown, Spawns, Supervisor, Timer,
+    Instance, Leaf, Shared, Shown, SnapshotCell, Spawns, Supervisor, Timer,
 };
 use crate::app::{
     Cause, ExitStatus, InstanceId, Machine, Settled, SettledInstance, SettledState, StopParams,
@@ -623,7 +623,7 @@ pub fn restore(
     let sup = Supervisor {
         machine,
         pending: VecDeque::new(),
-        snapshot: Arc::new(watch::channel(placeholder_snapshot(&app)).0),
+        snapshot: SnapshotCell::new(placeholder_snapshot(&app)),
         app,
         shared,
         logs: logs.clone(),

@@ -18,7 +18,7 @@ pub(crate) mod workers;
 
 pub use handoff::{monotonic_ns, restore, Frozen, RestoreError};
 pub use spawning::SpawnError;
-pub use status::{bare_status, security, Snapshot};
+pub use status::{bare_status, security, Snapshot, SnapshotCell};
 use status::{placeholder_snapshot, sandbox_inputs};
 
 use std::collections::VecDeque;
@@ -173,7 +173,7 @@ impl Commands {
 #[derive(Debug)]
 pub struct Handle {
     pub commands: Commands,
-    pub snapshot: watch::Receiver<Snapshot>,
+    pub snapshot: SnapshotCell,
     pub logs: Arc<AppLogs>,
     pub task: JoinHandle<()>,
 }
@@ -211,7 +211,7 @@ pub fn start(
         shutdown: false,
         freeze: None,
         saved: None,
-        snapshot: Arc::new(watch::channel(placeholder_snapshot(&app_for_snapshot)).0),
+        snapshot: SnapshotCell::new(placeholder_snapshot(&app_for_snapshot)),
     };
     launch(sup, commands, rx, autostart, logs)
 }
@@ -225,7 +225,7 @@ fn launch(
     logs: Arc<AppLogs>,
 ) -> Handle {
     sup.publish(false);
-    let snapshot = sup.snapshot.subscribe();
+    let snapshot = sup.snapshot.clone();
     let span = tracing::info_span!("app", app = %sup.app.spec.name);
     let guard = PanicGuard {
         name: sup.app.spec.name.to_string(),
@@ -399,7 +399,7 @@ struct Supervisor {
     /// (`save_record`).
     saved: Option<u64>,
     /// Shared with the task's guard, which reports a panic here.
-    snapshot: Arc<watch::Sender<Snapshot>>,
+    snapshot: SnapshotCell,
 }
 
 /// What the app holds across spawns, set up by the first spawn that needs
@@ -1098,7 +1098,7 @@ fn watch_populated(mut rx: watch::Receiver<bool>) -> PopulatedFuture {
 struct PanicGuard {
     name: String,
     shared: Arc<Shared>,
-    snapshot: Arc<watch::Sender<Snapshot>>,
+    snapshot: SnapshotCell,
 }
 
 impl PanicGuard {
@@ -1114,7 +1114,7 @@ impl PanicGuard {
                 tracing::error!(error = %err, "killing the processes of an app whose supervisor panicked");
             }
         }
-        self.snapshot.send_modify(|snapshot| {
+        self.snapshot.modify(|snapshot| {
             snapshot.state = AppState::Fatal;
             snapshot.status.state = appvisor_protocol::State::Fatal;
             snapshot.status.pid = None;
