@@ -316,7 +316,8 @@ struct Instance {
     exit: Option<oneshot::Receiver<ExitStatus>>,
     /// Until the exec helper reports: `Ok` once the app's program runs.
     report: Option<ReportFuture>,
-    pipes: Vec<crate::logs::Capture>,
+    /// The capture of its output, until it ended or was handed over.
+    output: Option<crate::logs::Capture>,
     leaf: Option<Leaf>,
     /// Its private socket for the readiness probe: apps with `[[listen]]`
     /// sockets and a probe.
@@ -339,7 +340,7 @@ impl Instance {
         id: InstanceId,
         pid: u32,
         exit: Option<oneshot::Receiver<ExitStatus>>,
-        pipes: Vec<crate::logs::Capture>,
+        output: Option<crate::logs::Capture>,
         leaf: Option<Leaf>,
         probe_socket: Option<ProbeSocket>,
         populated: Option<PopulatedFuture>,
@@ -350,7 +351,7 @@ impl Instance {
             started: None,
             exit,
             report: None,
-            pipes,
+            output,
             leaf,
             probe_socket,
             populated,
@@ -761,14 +762,16 @@ impl Supervisor {
             }
         };
         if cgroup_empty {
-            // Nobody holds the write ends any more: let the capture tasks
+            // Nobody holds the write ends any more: let the capture task
             // read what the app wrote last (often the traceback that says
             // why it died) before the exit becomes a reason and a failure
             // report with the last log lines.
-            drain_output(std::mem::take(&mut instance.pipes)).await;
+            if let Some(output) = instance.output.take() {
+                drain_output(output).await;
+            }
         }
         // Otherwise a daemonized grandchild may keep the pipes open: the
-        // capture tasks end by themselves once it has gone.
+        // capture task ends by itself once it has gone.
         let status = self.memory_limit_kill(status);
         tracing::info!(pid, instance = %id, ?status, cgroup_empty, "main process exited");
         self.feed(Event::MainExited {
@@ -1190,16 +1193,14 @@ fn attempt_began<M: Copy>(
 /// cgroup is empty; the bound only matters if the daemon is starved.
 const DRAIN_OUTPUT: Duration = Duration::from_secs(1);
 
-/// Waits, at most [`DRAIN_OUTPUT`], until every capture task of an
-/// instance has read its pipe to EOF.
-async fn drain_output(pipes: Vec<crate::logs::Capture>) {
-    let all = async {
-        for pipe in pipes {
-            // A capture task that panicked has nothing more to give.
-            let _ = pipe.task.await;
-        }
-    };
-    if tokio::time::timeout(DRAIN_OUTPUT, all).await.is_err() {
+/// Waits, at most [`DRAIN_OUTPUT`], until the capture task of an instance
+/// has read both its pipes to EOF.
+async fn drain_output(output: crate::logs::Capture) {
+    // A capture task that panicked has nothing more to give.
+    if tokio::time::timeout(DRAIN_OUTPUT, output.task)
+        .await
+        .is_err()
+    {
         tracing::warn!(
             "the app's last output was not captured within {DRAIN_OUTPUT:?}; the failure report may miss it"
         );
