@@ -566,7 +566,7 @@ pub fn restore(
             record.listen_owner,
         ))
     };
-    let mut instances = Vec::new();
+    let mut instances = Vec::with_capacity(1);
     if let Some(current) = &record.current {
         let pid = current.pid;
         let probe_socket = match &current.probe {

@@ -856,6 +856,8 @@ impl Supervisor {
                 }
             }
         }
+        // Its few slots freed: kept, they would sit in every idle app's task.
+        self.pending = VecDeque::new();
         let changed = self.machine.state() != before;
         if changed {
             self.shown.since_wall = SystemTime::now();

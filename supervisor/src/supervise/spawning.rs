@@ -99,7 +99,12 @@ impl Supervisor {
             (Ok(_), Err(error)) => Err(error),
         };
         match spawned {
-            Ok(instance) => self.instances.push(instance),
+            Ok(instance) => {
+                // One instance at a time but during a restart: a plain
+                // push would reserve room for four in every app's task.
+                self.instances.reserve_exact(1);
+                self.instances.push(instance);
+            }
             Err(error) => {
                 tracing::warn!(reason = %error, "spawn failed");
                 self.feed(Event::SpawnFailed {
