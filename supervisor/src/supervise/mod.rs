@@ -235,7 +235,10 @@ fn launch(
     // One task per app, the guard around `run`: a second task to await
     // the first would cost every app another task. `run` boxed, not
     // moved into the guard's future: that could keep two copies of it.
-    let run: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(sup.run(rx, autostart));
+    // The supervisor boxed too: an async fn's future keeps a value moved
+    // into it both as the argument and as the body's local, so `run`
+    // takes a pointer to it rather than its kilobyte.
+    let run: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(Box::new(sup).run(rx, autostart));
     let task = tokio::spawn(guard.watch(run).instrument(span));
     Handle {
         commands,
@@ -481,7 +484,11 @@ enum Wake {
 }
 
 impl Supervisor {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Box<Command>>, autostart: bool) {
+    async fn run(
+        mut self: Box<Self>,
+        mut commands: mpsc::UnboundedReceiver<Box<Command>>,
+        autostart: bool,
+    ) {
         // Before anything runs that could write output: what comes before
         // the files are open is dropped. Commands wait in the channel.
         open_log_files(&self.logs).await;
