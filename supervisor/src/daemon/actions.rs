@@ -12,7 +12,7 @@ use crate::audit::unix_now;
 use crate::config;
 use crate::control::ActError;
 use crate::logs::{AppLogs, LogMark, Selection};
-use crate::supervise::{self, Command, Snapshot};
+use crate::supervise::{self, Command, SnapshotCell};
 
 use super::registry::{with_current, with_current_mut, AppRef};
 use super::{AppChannels, Daemon};
@@ -176,7 +176,7 @@ fn action_result(
     name: &str,
     action: Action,
     outcome: Outcome,
-    snapshot: &tokio::sync::watch::Receiver<Snapshot>,
+    snapshot: &SnapshotCell,
     logs: &AppLogs,
     mark: LogMark,
 ) -> ActionResult {

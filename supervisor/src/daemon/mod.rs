@@ -38,7 +38,7 @@ use crate::config::resolve::ResolvedApp;
 use crate::config::{self, DaemonConfig};
 use crate::control::{ActError, ApplyError, ControlTarget, Denied, ReexecError};
 use crate::logs::AppLogs;
-use crate::supervise::{self, Handle, Shared, Snapshot};
+use crate::supervise::{self, Handle, Shared, SnapshotCell};
 
 use intents::Intents;
 
@@ -88,7 +88,7 @@ impl DaemonError {
 /// What the control plane needs to talk to one app's task.
 struct AppChannels {
     commands: supervise::Commands,
-    snapshot: tokio::sync::watch::Receiver<Snapshot>,
+    snapshot: SnapshotCell,
     logs: Arc<AppLogs>,
 }
 

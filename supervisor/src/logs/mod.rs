@@ -48,6 +48,7 @@ mod split;
 mod tail;
 
 use std::fs::{DirBuilder, File};
+use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -198,13 +199,57 @@ pub fn make_pipe() -> Result<(OwnedFd, OwnedFd), LogError> {
     Ok((read, write))
 }
 
-/// A capture that can be stopped to hand its pipe over
-/// ([`AppLogs::capture_handing_over`]).
+/// A capture of an instance's two streams that can be stopped to hand its
+/// pipes over ([`AppLogs::capture_handing_over`]).
 #[derive(Debug)]
 pub struct Capture {
-    /// Ends at EOF (`None`) or once handed over (the read end).
-    pub task: JoinHandle<Option<OwnedFd>>,
+    /// Ends once both streams ended at EOF (`None`) or were handed over
+    /// (the read ends): stdout's, then stderr's.
+    pub task: JoinHandle<[Option<OwnedFd>; 2]>,
     pub stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The request to stop a capture, seen by both streams' loops in its task.
+struct StopSignal {
+    /// `None` once the sender was dropped: that is not a request to stop.
+    request: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+impl StopSignal {
+    fn new(request: tokio::sync::oneshot::Receiver<()>) -> StopSignal {
+        StopSignal {
+            request: Mutex::new(Some(request)),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Resolves once a stop was asked for. Both streams' loops poll it in
+    /// the same task, with the same waker: whichever sees the request
+    /// first marks it for the other.
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.stopped.load(Ordering::Relaxed) {
+                return std::task::Poll::Ready(());
+            }
+            let mut request = lock(&self.request);
+            let Some(receiver) = request.as_mut() else {
+                return std::task::Poll::Pending;
+            };
+            match std::pin::Pin::new(receiver).poll(cx) {
+                std::task::Poll::Ready(Ok(())) => {
+                    self.stopped.store(true, Ordering::Relaxed);
+                    std::task::Poll::Ready(())
+                }
+                std::task::Poll::Ready(Err(_)) => {
+                    *request = None;
+                    std::task::Poll::Pending
+                }
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        })
+        .await
+    }
 }
 
 /// The captured output of one app, shared by all its instances (spawns).
@@ -389,7 +434,7 @@ impl AppLogs {
     /// abort it: an aborted task drops its held-back partial line.
     pub fn capture(self: &Arc<Self>, stream: Stream, pipe: OwnedFd) -> JoinHandle<()> {
         let logs = Arc::clone(self);
-        let span = tracing::info_span!("capture", app = %self.app, %stream);
+        let span = tracing::info_span!("capture", app = %self.app);
         tokio::spawn(
             async move {
                 logs.run_capture(stream, pipe, std::future::pending()).await;
@@ -398,24 +443,45 @@ impl AppLogs {
         )
     }
 
-    /// Like [`capture`](Self::capture), but the capture can also be
-    /// stopped between two reads to hand the pipe over (to the binary a
-    /// hand-off execs): what it read of a partial line is written first,
-    /// what is still in the pipe stays there, and the task returns the
-    /// read end. It returns `None` when it ended at EOF or on an error.
-    pub fn capture_handing_over(self: &Arc<Self>, stream: Stream, pipe: OwnedFd) -> Capture {
+    /// Like [`capture`](Self::capture), for both streams of one instance
+    /// in one task (a task per stream would cost every app a second task
+    /// and span while it sits idle), and the capture can also be stopped
+    /// between two reads to hand the pipes over (to the binary a hand-off
+    /// execs): what it read of a partial line is written first, what is
+    /// still in the pipe stays there, and the task returns the read ends,
+    /// stdout's then stderr's. A stream returns `None` when it was not
+    /// given or ended at EOF or on an error. Each stream is read and
+    /// appended in order as by a task of its own.
+    pub fn capture_handing_over(
+        self: &Arc<Self>,
+        stdout: Option<OwnedFd>,
+        stderr: Option<OwnedFd>,
+    ) -> Capture {
         self.set_detached(false);
         let logs = Arc::clone(self);
-        let span = tracing::info_span!("capture", app = %self.app, %stream);
+        let span = tracing::info_span!("capture", app = %self.app);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        // A dropped sender is not a request to stop.
-        let stopped = async move {
-            if stopped.await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
         let task = tokio::spawn(
-            async move { logs.run_capture(stream, pipe, stopped).await }.instrument(span),
+            async move {
+                let stop = StopSignal::new(stopped);
+                let one = |stream, pipe: Option<OwnedFd>| {
+                    let (logs, stop) = (&logs, &stop);
+                    async move {
+                        match pipe {
+                            Some(pipe) => {
+                                Arc::clone(logs)
+                                    .run_capture(stream, pipe, stop.wait())
+                                    .await
+                            }
+                            None => None,
+                        }
+                    }
+                };
+                let (stdout, stderr) =
+                    tokio::join!(one(Stream::Stdout, stdout), one(Stream::Stderr, stderr));
+                [stdout, stderr]
+            }
+            .instrument(span),
         );
         Capture { task, stop }
     }
@@ -424,7 +490,7 @@ impl AppLogs {
         self: Arc<Self>,
         stream: Stream,
         pipe: OwnedFd,
-        stop: impl std::future::Future<Output = ()>,
+        stop: impl Future<Output = ()>,
     ) -> Option<OwnedFd> {
         tokio::pin!(stop);
         let batch = fcntl(&pipe, FcntlArg::F_GETPIPE_SZ)
@@ -434,7 +500,7 @@ impl AppLogs {
             Err(error) => {
                 // Dropping the read end makes the app's writes fail with
                 // EPIPE rather than block forever.
-                error!(%error, "cannot watch output pipe, output of this instance is lost");
+                error!(%error, %stream, "cannot watch output pipe, output of this instance is lost");
                 return None;
             }
         };
@@ -452,7 +518,7 @@ impl AppLogs {
                     readable = rx.readable() => readable,
                 };
                 if let Err(error) = readable {
-                    error!(%error, "cannot watch output pipe, output of this instance is lost");
+                    error!(%error, %stream, "cannot watch output pipe, output of this instance is lost");
                     return None;
                 }
                 buf.reserve(2 * READ_CHUNK);
@@ -510,7 +576,7 @@ impl AppLogs {
                         let fd = match rx.into_nonblocking_fd() {
                             Ok(fd) => fd,
                             Err(error) => {
-                                error!(%error, "cannot watch output pipe again, output of this instance is lost");
+                                error!(%error, %stream, "cannot watch output pipe again, output of this instance is lost");
                                 break;
                             }
                         };
@@ -522,7 +588,7 @@ impl AppLogs {
                         rx = match pipe::Receiver::from_owned_fd_unchecked(fd) {
                             Ok(rx) => rx,
                             Err(error) => {
-                                error!(%error, "cannot watch output pipe again, output of this instance is lost");
+                                error!(%error, %stream, "cannot watch output pipe again, output of this instance is lost");
                                 break;
                             }
                         };
@@ -530,7 +596,7 @@ impl AppLogs {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    error!(%error, "cannot read output pipe, output of this instance is lost");
+                    error!(%error, %stream, "cannot read output pipe, output of this instance is lost");
                     break;
                 }
             }
@@ -538,7 +604,7 @@ impl AppLogs {
         if !buf.is_empty() {
             self.append(stream, buf.freeze());
         }
-        debug!("output pipe closed");
+        debug!(%stream, "output pipe closed");
         None
     }
 
@@ -554,9 +620,9 @@ impl AppLogs {
             self.append(stream, buf.freeze());
         }
         if fd.is_none() {
-            error!("cannot hand the output pipe over, output of this instance is lost");
+            error!(%stream, "cannot hand the output pipe over, output of this instance is lost");
         }
-        debug!("output pipe handed over");
+        debug!(%stream, "output pipe handed over");
         fd
     }
 

@@ -14,12 +14,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use super::spawning::off_the_workers;
 use super::{
     launch, params, placeholder_snapshot, watch_populated, Callers, Commands, Handle, Held,
-    Instance, Leaf, PopulatedFuture, Shared, Shown, Spawns, Supervisor, Timer,
+    Instance, Leaf, PopulatedFuture, Shared, Shown, SnapshotCell, Spawns, Supervisor, Timer,
 };
 use crate::app::{
     Cause, ExitStatus, InstanceId, Machine, Settled, SettledInstance, SettledState, StopParams,
@@ -34,7 +34,7 @@ use crate::handoff::state::{
     UnixFileRecord,
 };
 use crate::listen::{HandedFile, HandedOver, HeldSockets, ProbeSocket};
-use crate::logs::{AppLogs, Stream};
+use crate::logs::AppLogs;
 use crate::readiness::NotifySocket;
 
 /// What a frozen task handed over: its record, the fds the record names
@@ -387,10 +387,12 @@ impl Supervisor {
         if let (Some(current), Some(mut instance)) = (record.current.as_mut(), self.instances.pop())
         {
             let mut pipes = [None, None];
-            for (i, capture) in std::mem::take(&mut instance.pipes).into_iter().enumerate() {
+            if let Some(capture) = instance.output.take() {
                 let _ = capture.stop.send(());
-                if let Ok(Some(fd)) = capture.task.await {
-                    pipes[i.min(1)] = Some(keep(&mut fds, fd));
+                if let Ok(ends) = capture.task.await {
+                    for (kept, fd) in pipes.iter_mut().zip(ends) {
+                        *kept = fd.map(|fd| keep(&mut fds, fd));
+                    }
                 }
             }
             if let (Some(leaf), Some(watcher)) = (&instance.leaf, &self.shared.watcher) {
@@ -589,7 +591,7 @@ pub fn restore(
             record.listen_owner,
         ))
     };
-    let mut instances = Vec::new();
+    let mut instances = Vec::with_capacity(1);
     if let Some(current) = &record.current {
         let pid = current.pid;
         let probe_socket = match &current.probe {
@@ -599,15 +601,16 @@ pub fn restore(
             )),
             None => None,
         };
-        let mut pipes = Vec::new();
-        for (stream, fd) in [
-            (Stream::Stdout, current.stdout_fd),
-            (Stream::Stderr, current.stderr_fd),
-        ] {
-            if let Some(fd) = fd {
-                pipes.push(logs.capture_handing_over(stream, take(fds, &name, fd)?));
-            }
-        }
+        let stdout = current
+            .stdout_fd
+            .map(|fd| take(fds, &name, fd))
+            .transpose()?;
+        let stderr = current
+            .stderr_fd
+            .map(|fd| take(fds, &name, fd))
+            .transpose()?;
+        let output = (stdout.is_some() || stderr.is_some())
+            .then(|| logs.capture_handing_over(stdout, stderr));
         let exit = match (current.exit, exit) {
             (Some(status), _) => {
                 let (tx, rx) = oneshot::channel();
@@ -624,7 +627,7 @@ pub fn restore(
             InstanceId(current.id),
             pid,
             exit,
-            pipes,
+            output,
             leaf,
             probe_socket,
             populated,
@@ -648,7 +651,7 @@ pub fn restore(
     let sup = Supervisor {
         machine,
         pending: VecDeque::new(),
-        snapshot: Arc::new(watch::channel(placeholder_snapshot(&app)).0),
+        snapshot: SnapshotCell::new(placeholder_snapshot(&app)),
         app,
         shared,
         logs: logs.clone(),

@@ -18,7 +18,7 @@ pub(crate) mod workers;
 
 pub use handoff::{monotonic_ns, restore, Frozen, RestoreError};
 pub use spawning::SpawnError;
-pub use status::{bare_status, security, Snapshot};
+pub use status::{bare_status, security, Snapshot, SnapshotCell};
 use status::{placeholder_snapshot, sandbox_inputs};
 
 use std::collections::VecDeque;
@@ -173,7 +173,7 @@ impl Commands {
 #[derive(Debug)]
 pub struct Handle {
     pub commands: Commands,
-    pub snapshot: watch::Receiver<Snapshot>,
+    pub snapshot: SnapshotCell,
     pub logs: Arc<AppLogs>,
     pub task: JoinHandle<()>,
 }
@@ -211,7 +211,7 @@ pub fn start(
         shutdown: false,
         freeze: None,
         saved: None,
-        snapshot: Arc::new(watch::channel(placeholder_snapshot(&app_for_snapshot)).0),
+        snapshot: SnapshotCell::new(placeholder_snapshot(&app_for_snapshot)),
     };
     launch(sup, commands, rx, autostart, logs)
 }
@@ -225,7 +225,7 @@ fn launch(
     logs: Arc<AppLogs>,
 ) -> Handle {
     sup.publish(false);
-    let snapshot = sup.snapshot.subscribe();
+    let snapshot = sup.snapshot.clone();
     let span = tracing::info_span!("app", app = %sup.app.spec.name);
     let guard = PanicGuard {
         name: sup.app.spec.name.to_string(),
@@ -235,7 +235,10 @@ fn launch(
     // One task per app, the guard around `run`: a second task to await
     // the first would cost every app another task. `run` boxed, not
     // moved into the guard's future: that could keep two copies of it.
-    let run: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(sup.run(rx, autostart));
+    // The supervisor boxed too: an async fn's future keeps a value moved
+    // into it both as the argument and as the body's local, so `run`
+    // takes a pointer to it rather than its kilobyte.
+    let run: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(Box::new(sup).run(rx, autostart));
     let task = tokio::spawn(guard.watch(run).instrument(span));
     Handle {
         commands,
@@ -316,7 +319,8 @@ struct Instance {
     exit: Option<oneshot::Receiver<ExitStatus>>,
     /// Until the exec helper reports: `Ok` once the app's program runs.
     report: Option<ReportFuture>,
-    pipes: Vec<crate::logs::Capture>,
+    /// The capture of its output, until it ended or was handed over.
+    output: Option<crate::logs::Capture>,
     leaf: Option<Leaf>,
     /// Its private socket for the readiness probe: apps with `[[listen]]`
     /// sockets and a probe.
@@ -339,7 +343,7 @@ impl Instance {
         id: InstanceId,
         pid: u32,
         exit: Option<oneshot::Receiver<ExitStatus>>,
-        pipes: Vec<crate::logs::Capture>,
+        output: Option<crate::logs::Capture>,
         leaf: Option<Leaf>,
         probe_socket: Option<ProbeSocket>,
         populated: Option<PopulatedFuture>,
@@ -350,7 +354,7 @@ impl Instance {
             started: None,
             exit,
             report: None,
-            pipes,
+            output,
             leaf,
             probe_socket,
             populated,
@@ -399,7 +403,7 @@ struct Supervisor {
     /// (`save_record`).
     saved: Option<u64>,
     /// Shared with the task's guard, which reports a panic here.
-    snapshot: Arc<watch::Sender<Snapshot>>,
+    snapshot: SnapshotCell,
 }
 
 /// What the app holds across spawns, set up by the first spawn that needs
@@ -484,7 +488,11 @@ enum Wake {
 }
 
 impl Supervisor {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Box<Command>>, autostart: bool) {
+    async fn run(
+        mut self: Box<Self>,
+        mut commands: mpsc::UnboundedReceiver<Box<Command>>,
+        autostart: bool,
+    ) {
         // Before anything runs that could write output: what comes before
         // the files are open is dropped. Commands wait in the channel.
         open_log_files(&self.logs).await;
@@ -767,14 +775,16 @@ impl Supervisor {
             }
         };
         if cgroup_empty {
-            // Nobody holds the write ends any more: let the capture tasks
+            // Nobody holds the write ends any more: let the capture task
             // read what the app wrote last (often the traceback that says
             // why it died) before the exit becomes a reason and a failure
             // report with the last log lines.
-            drain_output(std::mem::take(&mut instance.pipes)).await;
+            if let Some(output) = instance.output.take() {
+                drain_output(output).await;
+            }
         }
         // Otherwise a daemonized grandchild may keep the pipes open: the
-        // capture tasks end by themselves once it has gone.
+        // capture task ends by itself once it has gone.
         let status = self.memory_limit_kill(status);
         tracing::info!(pid, instance = %id, ?status, cgroup_empty, "main process exited");
         self.feed(Event::MainExited {
@@ -859,6 +869,8 @@ impl Supervisor {
                 }
             }
         }
+        // Its few slots freed: kept, they would sit in every idle app's task.
+        self.pending = VecDeque::new();
         let changed = self.machine.state() != before;
         if changed {
             self.shown.since_wall = SystemTime::now();
@@ -1161,7 +1173,7 @@ fn watch_populated(mut rx: watch::Receiver<bool>) -> PopulatedFuture {
 struct PanicGuard {
     name: String,
     shared: Arc<Shared>,
-    snapshot: Arc<watch::Sender<Snapshot>>,
+    snapshot: SnapshotCell,
 }
 
 impl PanicGuard {
@@ -1177,7 +1189,7 @@ impl PanicGuard {
                 tracing::error!(error = %err, "killing the processes of an app whose supervisor panicked");
             }
         }
-        self.snapshot.send_modify(|snapshot| {
+        self.snapshot.modify(|snapshot| {
             snapshot.state = AppState::Fatal;
             snapshot.started = None;
             snapshot.set_status(AppStatus {
@@ -1256,16 +1268,14 @@ fn attempt_began<M: Copy>(
 /// cgroup is empty; the bound only matters if the daemon is starved.
 const DRAIN_OUTPUT: Duration = Duration::from_secs(1);
 
-/// Waits, at most [`DRAIN_OUTPUT`], until every capture task of an
-/// instance has read its pipe to EOF.
-async fn drain_output(pipes: Vec<crate::logs::Capture>) {
-    let all = async {
-        for pipe in pipes {
-            // A capture task that panicked has nothing more to give.
-            let _ = pipe.task.await;
-        }
-    };
-    if tokio::time::timeout(DRAIN_OUTPUT, all).await.is_err() {
+/// Waits, at most [`DRAIN_OUTPUT`], until the capture task of an instance
+/// has read both its pipes to EOF.
+async fn drain_output(output: crate::logs::Capture) {
+    // A capture task that panicked has nothing more to give.
+    if tokio::time::timeout(DRAIN_OUTPUT, output.task)
+        .await
+        .is_err()
+    {
         tracing::warn!(
             "the app's last output was not captured within {DRAIN_OUTPUT:?}; the failure report may miss it"
         );

@@ -17,7 +17,7 @@ use crate::cgroup::{AppCgroup, CgroupError};
 use crate::config::ReadinessKind;
 use crate::handoff::fdstore;
 use crate::listen::{HeldSockets, ListenError, ProbeSocket, Rebind};
-use crate::logs::{LogError, Stream};
+use crate::logs::LogError;
 use crate::readiness::{NotifySocket, ReadinessError};
 use crate::spawn::{self, PlanInputs, PlanUser, Preparation, PrepareError, Prepared, SpawnPlan};
 
@@ -99,7 +99,12 @@ impl Supervisor {
             (Ok(_), Err(error)) => Err(error),
         };
         match spawned {
-            Ok(instance) => self.instances.push(instance),
+            Ok(instance) => {
+                // One instance at a time but during a restart: a plain
+                // push would reserve room for four in every app's task.
+                self.instances.reserve_exact(1);
+                self.instances.push(instance);
+            }
             Err(error) => {
                 tracing::warn!(reason = %error, "spawn failed");
                 self.feed(Event::SpawnFailed {
@@ -249,11 +254,16 @@ impl Supervisor {
                 err_r.as_fd(),
             );
         }
-        let pipes = vec![
-            self.logs.capture_handing_over(Stream::Stdout, out_r),
-            self.logs.capture_handing_over(Stream::Stderr, err_r),
-        ];
-        let mut instance = Instance::new(id, pid, Some(exit), pipes, leaf, probe_socket, populated);
+        let output = self.logs.capture_handing_over(Some(out_r), Some(err_r));
+        let mut instance = Instance::new(
+            id,
+            pid,
+            Some(exit),
+            Some(output),
+            leaf,
+            probe_socket,
+            populated,
+        );
         instance.report = Some(Box::pin(report.applied()));
         Ok(instance)
     }

@@ -2,7 +2,7 @@
 //! servers read, built from the machine and what the task holds, and what
 //! confines the app as its last spawn learnt it.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Instant, SystemTime};
 
 use appvisor_protocol::status_json::StatusJson;
@@ -88,6 +88,41 @@ impl Snapshot {
         wall.duration_since(SystemTime::UNIX_EPOCH)
             .ok()
             .map(|d| d.as_secs_f64())
+    }
+}
+
+/// An app's latest [`Snapshot`]: written by its task, read by the control
+/// and status servers. A lock rather than a watch channel: nobody waits
+/// for a change, and a watch channel's notifiers cost every app about half
+/// a kilobyte for nothing.
+#[derive(Debug, Clone)]
+pub struct SnapshotCell(Arc<RwLock<Snapshot>>);
+
+impl SnapshotCell {
+    pub(super) fn new(snapshot: Snapshot) -> SnapshotCell {
+        SnapshotCell(Arc::new(RwLock::new(snapshot)))
+    }
+
+    /// The latest snapshot; hold the guard briefly, as the task waits for
+    /// it to publish the next.
+    pub fn borrow(&self) -> RwLockReadGuard<'_, Snapshot> {
+        // A snapshot is replaced or modified whole: a panic under the lock
+        // leaves a consistent one.
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes `snapshot`; the previous one is dropped after the lock.
+    pub(super) fn replace(&self, snapshot: Snapshot) {
+        let previous = std::mem::replace(
+            &mut *self.0.write().unwrap_or_else(PoisonError::into_inner),
+            snapshot,
+        );
+        drop(previous);
+    }
+
+    /// Changes the published snapshot in place.
+    pub(super) fn modify(&self, change: impl FnOnce(&mut Snapshot)) {
+        change(&mut self.0.write().unwrap_or_else(PoisonError::into_inner));
     }
 }
 
@@ -242,7 +277,7 @@ impl Supervisor {
         };
         // Rendered here, in the app's task, so that requests only copy it.
         let json = StatusJson::new(&status);
-        self.snapshot.send_replace(Snapshot {
+        self.snapshot.replace(Snapshot {
             state: m.state(),
             started: m.started_at().zip(started_wall),
             status,
