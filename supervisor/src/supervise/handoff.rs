@@ -16,16 +16,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::spawning::off_the_workers;
 use super::{
     launch, params, placeholder_snapshot, watch_populated, Callers, Commands, Handle, Held,
-    Instance, Leaf, PopulatedFuture, Shared, Shown, SnapshotCell, Spawns, Supervisor, Timer,
+    Instance, Leaf, Shared, Shown, SnapshotCell, Spawns, Supervisor, Timer,
 };
 use crate::app::{
     Cause, ExitStatus, InstanceId, Machine, Settled, SettledInstance, SettledState, StopParams,
     TimerKey,
 };
-use crate::cgroup::{AppCgroup, AppLimits};
 use crate::config::resolve::ResolvedApp;
 use crate::config::Signal;
 use crate::handoff::fdstore;
@@ -459,68 +457,6 @@ fn take(fds: &mut BTreeMap<i32, OwnedFd>, app: &str, fd: i32) -> Result<OwnedFd,
     })
 }
 
-/// What a restored app holds in cgroupfs.
-struct Found {
-    cgroup: Option<AppCgroup>,
-    leaf: Option<(Leaf, Option<PopulatedFuture>)>,
-    limits: Option<AppLimits>,
-}
-
-/// App `name`'s cgroup, the leaf of `record`'s instance (opened, and
-/// watched) and its limit cgroups, found again: file system work in
-/// cgroupfs, for [`off_the_workers`].
-fn found_again(shared: &Shared, name: &str, record: &AppRecord) -> Result<Found, RestoreError> {
-    let cgroup = match &shared.cgroups {
-        Some(root) => Some(root.app(name).map_err(|source| RestoreError::Cgroup {
-            app: name.to_owned(),
-            source,
-        })?),
-        None => None,
-    };
-    let mut leaf = None;
-    if let (Some(current), Some(cg)) = (&record.current, &cgroup) {
-        if current.leaf {
-            let child = cg
-                .child(&InstanceId(current.id).to_string())
-                .map_err(|source| RestoreError::Cgroup {
-                    app: name.to_owned(),
-                    source,
-                })?;
-            let dir = std::fs::File::open(child.dir())
-                .map(OwnedFd::from)
-                .map_err(|source| RestoreError::Leaf {
-                    app: name.to_owned(),
-                    path: child.dir().to_owned(),
-                    source,
-                })?;
-            let populated = match &shared.watcher {
-                Some(watcher) => {
-                    Some(
-                        watcher
-                            .watch(&child)
-                            .map_err(|source| RestoreError::Cgroup {
-                                app: name.to_owned(),
-                                source,
-                            })?,
-                    )
-                }
-                None => None,
-            };
-            leaf = Some((Leaf { cgroup: child, dir }, populated.map(watch_populated)));
-        }
-    }
-    let limits = shared
-        .limits
-        .app(name, cgroup.as_ref().map(|cg| cg.dir()))
-        .map_err(|e| tracing::warn!(error = %e, "the app's limit cgroups after a hand-off"))
-        .ok();
-    Ok(Found {
-        cgroup,
-        leaf,
-        limits,
-    })
-}
-
 /// Starts app `app`'s task again from `record`: the same state, counts,
 /// backoff schedule and instance, with the fds `record` names taken from
 /// `fds`. `exit` reports the main process's exit (the reaper's
@@ -543,12 +479,51 @@ pub fn restore(
     let now = (Instant::now(), monotonic_ns());
     let params = params(&app);
     let settled = settled(&record, params.stop.signal, now)?;
+    let cgroup = match &shared.cgroups {
+        Some(root) => Some(root.app(&name).map_err(|source| RestoreError::Cgroup {
+            app: name.clone(),
+            source,
+        })?),
+        None => None,
+    };
     // The leaf and its watch first: they can fail, and nothing is taken yet.
-    let Found {
-        cgroup,
-        mut leaf,
-        limits,
-    } = off_the_workers(|| found_again(&shared, &name, &record))?;
+    let mut leaf = None;
+    if let (Some(current), Some(cg)) = (&record.current, &cgroup) {
+        if current.leaf {
+            let child = cg
+                .child(&InstanceId(current.id).to_string())
+                .map_err(|source| RestoreError::Cgroup {
+                    app: name.clone(),
+                    source,
+                })?;
+            let dir = std::fs::File::open(child.dir())
+                .map(OwnedFd::from)
+                .map_err(|source| RestoreError::Leaf {
+                    app: name.clone(),
+                    path: child.dir().to_owned(),
+                    source,
+                })?;
+            let populated = match &shared.watcher {
+                Some(watcher) => {
+                    Some(
+                        watcher
+                            .watch(&child)
+                            .map_err(|source| RestoreError::Cgroup {
+                                app: name.clone(),
+                                source,
+                            })?,
+                    )
+                }
+                None => None,
+            };
+            leaf = Some((Leaf { cgroup: child, dir }, populated.map(watch_populated)));
+        }
+    }
+    let limits = shared
+        .limits
+        .app(&name, cgroup.as_ref().map(|cg| cg.dir()))
+        .map_err(|e| tracing::warn!(error = %e, "the app's limit cgroups after a hand-off"))
+        .ok();
 
     // From here on nothing fails: the fds are taken.
     let notify = match &record.notify {

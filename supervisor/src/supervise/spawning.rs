@@ -94,7 +94,7 @@ impl Supervisor {
             return;
         }
         let spawned = match (prepared, rebound) {
-            (Ok(prepared), Ok(())) => off_the_workers(|| self.try_spawn(id, Arc::new(prepared))),
+            (Ok(prepared), Ok(())) => self.try_spawn(id, Arc::new(prepared)),
             (Err(error), _) => Err(SpawnError::Prepare(error)),
             (Ok(_), Err(error)) => Err(error),
         };
@@ -117,9 +117,7 @@ impl Supervisor {
 
     /// Sets up what a spawn needs that lives across spawns (cgroup, notify
     /// socket, listen sockets), then spawns instance `id` through the exec
-    /// helper. File system work (see [`off_the_workers`]): the app's and
-    /// the instance's cgroup directories and limits, the notify and probe
-    /// sockets' files in the daemon's run directory.
+    /// helper.
     fn try_spawn(
         &mut self,
         id: InstanceId,
@@ -297,21 +295,5 @@ impl Supervisor {
             Ok::<u32, SpawnError>(spawned.pid)
         })?;
         Ok((pid, exit, report.expect("set on success")))
-    }
-}
-
-/// Runs `f`, a spawn's file system work (mkdirs and writes in cgroupfs,
-/// sockets bound at paths in the daemon's run directory), without
-/// stalling the other apps: on the daemon's multi-threaded runtime, this
-/// worker's queued tasks move to another thread while `f` runs
-/// (`block_in_place`), so a slow cgroupfs holds up this app's task only.
-/// None of it is a path the app's owner controls: what is (the venv, the
-/// release, Unix listen sockets) was read or bound with a deadline by the
-/// spawn's preparation (`spawn::prepare`). On a current-thread runtime (a
-/// test's), `f` just runs.
-pub(super) fn off_the_workers<R>(f: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current().map(|runtime| runtime.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
     }
 }
