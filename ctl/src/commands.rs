@@ -626,24 +626,10 @@ mod tests {
 
     fn app(state: State) -> AppStatus {
         AppStatus {
-            name: "shop".into(),
-            state,
-            reason: String::new(),
-            pid: None,
-            uptime_secs: None,
-            since: 0,
-            restarts: 0,
-            failures: 0,
-            description: String::new(),
-            app_groups: Vec::new(),
             user: "shop".into(),
             directory: "/srv/shop".into(),
-            release: None,
             autostart: true,
-            stopped_by: None,
-            config_error: None,
-            log_error: None,
-            log_dropped_bytes: 0,
+            ..AppStatus::bare("shop", state, String::new())
         }
     }
 

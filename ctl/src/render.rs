@@ -353,24 +353,10 @@ mod tests {
 
     fn app(name: &str, state: State) -> AppStatus {
         AppStatus {
-            name: name.to_owned(),
-            state,
-            reason: String::new(),
-            pid: None,
-            uptime_secs: None,
-            since: 0,
-            restarts: 0,
-            failures: 0,
-            description: String::new(),
-            app_groups: Vec::new(),
             user: name.to_owned(),
             directory: format!("/srv/{name}/current"),
-            release: None,
             autostart: true,
-            stopped_by: None,
-            config_error: None,
-            log_error: None,
-            log_dropped_bytes: 0,
+            ..AppStatus::bare(name, state, String::new())
         }
     }
 

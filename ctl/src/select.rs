@@ -134,24 +134,11 @@ mod tests {
 
     fn app(name: &str, groups: &[&str]) -> AppStatus {
         AppStatus {
-            name: name.to_owned(),
-            state: State::Running,
-            reason: String::new(),
-            pid: None,
-            uptime_secs: None,
-            since: 0,
-            restarts: 0,
-            failures: 0,
-            description: String::new(),
             app_groups: groups.iter().map(|g| (*g).to_owned()).collect(),
             user: name.to_owned(),
             directory: "/".to_owned(),
-            release: None,
             autostart: true,
-            stopped_by: None,
-            config_error: None,
-            log_error: None,
-            log_dropped_bytes: 0,
+            ..AppStatus::bare(name, State::Running, String::new())
         }
     }
 

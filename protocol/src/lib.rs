@@ -320,6 +320,33 @@ pub struct AppStatus {
     pub log_dropped_bytes: u64,
 }
 
+impl AppStatus {
+    /// A status with no process, no history and no settings: an app known
+    /// only by its name, and the base that tests fill in.
+    pub fn bare(name: &str, state: State, reason: String) -> AppStatus {
+        AppStatus {
+            name: name.to_owned(),
+            state,
+            reason,
+            pid: None,
+            uptime_secs: None,
+            since: 0,
+            restarts: 0,
+            failures: 0,
+            description: String::new(),
+            app_groups: Vec::new(),
+            user: String::new(),
+            directory: String::new(),
+            release: None,
+            autostart: false,
+            stopped_by: None,
+            config_error: None,
+            log_error: None,
+            log_dropped_bytes: 0,
+        }
+    }
+}
+
 /// `GET /v1/apps/NAME/security`: the effective sandbox of one app and its
 /// exposure score, in the spirit of `systemd-analyze security`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

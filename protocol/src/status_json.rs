@@ -122,26 +122,7 @@ mod tests {
     use crate::{State, StoppedBy};
 
     fn bare() -> AppStatus {
-        AppStatus {
-            name: "shop".into(),
-            state: State::Stopped,
-            reason: String::new(),
-            pid: None,
-            uptime_secs: None,
-            since: 0,
-            restarts: 0,
-            failures: 0,
-            description: String::new(),
-            app_groups: Vec::new(),
-            user: String::new(),
-            directory: String::new(),
-            release: None,
-            autostart: false,
-            stopped_by: None,
-            config_error: None,
-            log_error: None,
-            log_dropped_bytes: 0,
-        }
+        AppStatus::bare("shop", State::Stopped, String::new())
     }
 
     fn full() -> AppStatus {

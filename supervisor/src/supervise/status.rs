@@ -185,26 +185,7 @@ pub(super) fn placeholder_snapshot(app: &Arc<ResolvedApp>) -> Snapshot {
 /// A status with no process, no history and no settings: for an app known
 /// only by name (an invalid file), and before a task publishes its first.
 pub fn bare_status(name: &str, state: appvisor_protocol::State, reason: String) -> AppStatus {
-    AppStatus {
-        name: name.to_owned(),
-        state,
-        reason,
-        pid: None,
-        uptime_secs: None,
-        since: 0,
-        restarts: 0,
-        failures: 0,
-        description: String::new(),
-        app_groups: Vec::new(),
-        user: String::new(),
-        directory: String::new(),
-        release: None,
-        autostart: false,
-        stopped_by: None,
-        config_error: None,
-        log_error: None,
-        log_dropped_bytes: 0,
-    }
+    AppStatus::bare(name, state, reason)
 }
 
 impl Supervisor {
