@@ -35,6 +35,20 @@ fn is_root() -> bool {
     root
 }
 
+/// A fresh cgroup v2 directory for one test, named PREFIX-PID: its name and
+/// path, or `None` (skipped, saying why) where the tree is not writable.
+fn test_cgroup(prefix: &str) -> Option<(String, PathBuf)> {
+    let name = format!("{prefix}-{}", std::process::id());
+    let cgroup = Path::new("/sys/fs/cgroup/unified").join(&name);
+    match fs::create_dir(&cgroup) {
+        Ok(()) => Some((name, cgroup)),
+        Err(e) => {
+            appvisor_tests::skip(format_args!("needs a writable cgroup v2 tree ({e})"));
+            None
+        }
+    }
+}
+
 /// A directory `nobody` may enter.
 fn open_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -295,12 +309,9 @@ fn joins_the_planned_cgroup() {
     if !is_root() {
         return;
     }
-    let name = format!("appvisor-spawn-test-{}", std::process::id());
-    let cgroup = Path::new("/sys/fs/cgroup/unified").join(&name);
-    if let Err(e) = fs::create_dir(&cgroup) {
-        appvisor_tests::skip(format_args!("needs a writable cgroup v2 tree ({e})"));
+    let Some((name, cgroup)) = test_cgroup("appvisor-spawn-test") else {
         return;
-    }
+    };
     let dir = open_dir();
     let mut plan = plan(&["/usr/bin/sleep", "30"], dir.path());
     plan.cgroup_procs = Some(cgroup.join("cgroup.procs"));
@@ -320,12 +331,9 @@ fn starts_inside_its_cgroup_with_clone3() {
     if !is_root() {
         return;
     }
-    let name = format!("appvisor-clone3-test-{}", std::process::id());
-    let cgroup = Path::new("/sys/fs/cgroup/unified").join(&name);
-    if let Err(e) = fs::create_dir(&cgroup) {
-        appvisor_tests::skip(format_args!("needs a writable cgroup v2 tree ({e})"));
+    let Some((name, cgroup)) = test_cgroup("appvisor-clone3-test") else {
         return;
-    }
+    };
     let dir = open_dir();
     let mut plan = plan(
         &[
@@ -371,12 +379,9 @@ fn an_unexecutable_helper_is_reported_from_the_clone() {
     if !is_root() {
         return;
     }
-    let name = format!("appvisor-clone3-fail-{}", std::process::id());
-    let cgroup = Path::new("/sys/fs/cgroup/unified").join(&name);
-    if let Err(e) = fs::create_dir(&cgroup) {
-        appvisor_tests::skip(format_args!("needs a writable cgroup v2 tree ({e})"));
+    let Some((_, cgroup)) = test_cgroup("appvisor-clone3-fail") else {
         return;
-    }
+    };
     let dir = open_dir();
     let plan = plan(&["/usr/bin/true"], dir.path());
     let cgroup_dir = fs::File::open(&cgroup).unwrap();
