@@ -416,6 +416,86 @@ fn an_unexecutable_helper_is_reported_from_the_clone() {
     fs::remove_dir(&cgroup).unwrap();
 }
 
+/// The clone's child shares the caller's file table until it unshares it
+/// (spawn/launch.rs). With thousands of fds open, like a daemon with 1,000
+/// apps, and other threads opening and closing fds all the while, every
+/// helper started from several threads at once still gets exactly its own
+/// fds at their numbers and its own pipes, and its report's EOF arrives
+/// (no copy of the report pipe stays behind in the caller).
+#[test]
+fn spawns_from_a_busy_file_table_get_only_their_own_fds() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if !is_root() {
+        return;
+    }
+    let Some((_, cgroup)) = test_cgroup("appvisor-clone-files") else {
+        return;
+    };
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    let held: Vec<fs::File> = (0..3000)
+        .map(|_| fs::File::open("/dev/null").unwrap())
+        .collect();
+    let dir = open_dir();
+    let cgroup_dir = fs::File::open(&cgroup).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let files: Vec<fs::File> = (0..20)
+                    .map(|_| fs::File::open("/dev/null").unwrap())
+                    .collect();
+                drop(files);
+            }
+        });
+        let spawners: Vec<_> = (0..4)
+            .map(|thread| {
+                let (dir, cgroup_dir) = (&dir, &cgroup_dir);
+                scope.spawn(move || {
+                    for round in 0..5 {
+                        let tag = format!("{thread}.{round}");
+                        let mut plan = plan(
+                            &["/bin/sh", "-c", "echo \"$0\"; ls /proc/$$/fd", &tag],
+                            dir.path(),
+                        );
+                        plan.listen_names = vec!["http".to_owned()];
+                        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                        let (out_r, out_w) = pipe();
+                        let (_err_r, err_w) = pipe();
+                        let spawned = appvisor::spawn::spawn_with_helper_into(
+                            helper(),
+                            &plan,
+                            out_w,
+                            err_w,
+                            &[listener.as_fd()],
+                            cgroup_dir.as_fd(),
+                        )
+                        .unwrap();
+                        let pid = Pid::from_raw(spawned.pid as i32);
+                        spawned
+                            .report
+                            .outcome_blocking()
+                            .expect("the command execs");
+                        let stdout = read_all(out_r);
+                        assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 0));
+                        assert_eq!(stdout, format!("{tag}\n0\n1\n2\n3\n"));
+                    }
+                })
+            })
+            .collect();
+        let results: Vec<_> = spawners.into_iter().map(|s| s.join()).collect();
+        stop.store(true, Ordering::Relaxed);
+        for result in results {
+            if let Err(panic) = result {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    });
+    drop(held);
+    fs::remove_dir(&cgroup).unwrap();
+}
+
 #[test]
 fn missing_directory_fails_at_chdir() {
     if !is_root() {

@@ -24,9 +24,10 @@ use crate::config::{AppSpec, ReadinessKind, RestartStrategy};
 /// Descriptors the daemon holds whatever its apps: stdio, the runtime's
 /// epoll and wakers, signal pipes, the control and status listeners, the
 /// reaper, the cgroup watcher, the notify directory, config files being
-/// read, the operator-intent files being written, and a spawn in progress
-/// on each runtime thread (its pipes, plan and report pipe). About 20 are
-/// open at any time; the rest is margin.
+/// read, the operator-intent files being written, a spawn in progress
+/// on each runtime thread (its pipes, plan and report pipe), and the 17
+/// fds the exec helper's launches pass their fds through (spawn/launch.rs).
+/// About 40 are open at any time; the rest is margin.
 pub const DAEMON_FDS: u64 = 64;
 /// What a control or status connection may hold: its socket and a file it
 /// reads (a log, a cgroup's statistics).

@@ -54,6 +54,13 @@ const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(options: Options) -> Result<(), DaemonError> {
     let mut nofile = raise_open_file_limit();
+    // Before the apps' fds, so the slots are low (each spawn's child keeps
+    // the fds below the highest slot).
+    if !crate::spawn::reserve_launch_slots() {
+        tracing::info!(
+            "close_range cannot unshare a file table here: each spawn copies the daemon's"
+        );
+    }
     // Started by a hand-off? A document this binary cannot read sends the
     // process back to the previous binary at once.
     let incoming = match crate::handoff::incoming::take() {

@@ -9,8 +9,9 @@
 //!
 //! Why it is safe in a multi-threaded daemon: every byte the child needs
 //! (paths, argv, the fd moves) is prepared before the clone, and the child
-//! runs only `dup2`, `execve`, `write` and `_exit`, raw async-signal-safe
-//! system calls, with every signal blocked (the helper resets the mask).
+//! runs only `close_range`, `dup2`, `execve`, `write` and `_exit`, raw
+//! async-signal-safe system calls, with every signal blocked (the helper
+//! resets the mask).
 //! This file holds the only `unsafe` of the daemon's side of a spawn.
 //!
 //! On x86_64 the child shares the daemon's memory until it execs
@@ -21,11 +22,25 @@
 //! the number of apps. The cloning thread waits, suspended, until the exec;
 //! the child runs on a stack of its own ([`CHILD_STACK`]) and writes nothing
 //! of the daemon's but that stack (and the suspended thread's `errno`).
+//!
+//! The child also shares the daemon's file table (`CLONE_FILES`) until its
+//! first system call, `close_range(FIRST, ~0, CLOSE_RANGE_UNSHARE)`, gives
+//! it a table of its own holding only the fds below `FIRST` (Linux 5.9,
+//! fs/file.c: the copy stops at the last open fd below the closed range).
+//! Without that the kernel copied the whole table into every child, a
+//! reference per open file, and the exec closed them all again: work that
+//! grew with the daemon's fds, several thousand with 1,000 apps. The fds
+//! the child needs are put in [`Slots`] below `FIRST`, reserved at start-up
+//! so no other thread of the daemon ever opens or closes them while the
+//! table is shared; where close_range is missing the table is copied at
+//! the clone as before.
 
 use std::ffi::{c_char, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 /// `struct clone_args` of `<linux/sched.h>`, as far as `cgroup`
 /// (CLONE_ARGS_SIZE_VER2, Linux 5.7).
@@ -51,6 +66,112 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// few system calls through libc and nothing else.
 #[cfg(target_arch = "x86_64")]
 const CHILD_STACK: usize = 64 * 1024;
+
+/// How many fds a launch can pass through the [`Slots`]: 0, 1, 2, the
+/// plan, the report pipe and up to 11 listen sockets. A launch with more
+/// copies the file table at the clone, as without close_range.
+const SLOT_COUNT: usize = 16;
+
+/// The lowest fd a slot may take. Every target of a launch with at most
+/// [`SLOT_COUNT`] fds is below it (targets are 0, 1, 2, …), so the child
+/// can `dup2` the slots onto their targets in any order, as the moves of
+/// the copying path are.
+const SLOT_BASE: RawFd = SLOT_COUNT as RawFd;
+
+/// Fds of the daemon's own table reserved for launches: while a child
+/// shares the table, the fds it will keep must be ones no other thread of
+/// the daemon opens, closes or reuses, and these never are. Between
+/// launches each holds `/dev/null` (close-on-exec), so the number stays
+/// taken; a launch `dup3`s its fds over them under the mutex, clones, and
+/// puts `/dev/null` back at once: left in place, a slot would keep the
+/// report pipe's write end (and the log pipes) open in the daemon, and
+/// the daemon would never read the report's EOF.
+#[derive(Debug)]
+struct Slots {
+    placeholder: OwnedFd,
+    slots: Vec<RawFd>,
+    /// One above the highest slot: the child keeps the fds below it.
+    first_closed: RawFd,
+    /// Set when close_range turned out unusable after all, or a slot
+    /// could not be put back: every later launch copies the table.
+    broken: bool,
+}
+
+static SLOTS: OnceLock<Option<Mutex<Slots>>> = OnceLock::new();
+
+/// Reserves the launch slots, once; the daemon calls it at start-up,
+/// before it opens its apps' fds, so the slots are low and each child
+/// copies few fds (it works later too, with slots as low as are free).
+/// False where close_range(2) is missing (before Linux 5.9, or filtered
+/// out), or on a machine without the shared-memory clone.
+pub fn reserve_slots() -> bool {
+    slots().is_some()
+}
+
+fn slots() -> Option<&'static Mutex<Slots>> {
+    SLOTS
+        .get_or_init(|| match Slots::reserve() {
+            Ok(slots) => slots.map(Mutex::new),
+            Err(error) => {
+                tracing::warn!(%error, "cannot reserve the exec helper's fd slots; each spawn copies the file table");
+                None
+            }
+        })
+        .as_ref()
+}
+
+impl Slots {
+    fn reserve() -> io::Result<Option<Slots>> {
+        if !cfg!(target_arch = "x86_64") || !close_range_works() {
+            return Ok(None);
+        }
+        let placeholder = std::fs::File::open("/dev/null")?;
+        let mut slots = Vec::with_capacity(SLOT_COUNT);
+        for _ in 0..SLOT_COUNT {
+            let fd = nix::fcntl::fcntl(
+                &placeholder,
+                nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(SLOT_BASE),
+            )?;
+            slots.push(fd);
+        }
+        let first_closed = slots.iter().max().map_or(SLOT_BASE, |fd| fd + 1);
+        tracing::debug!(?slots, "exec helper fd slots reserved");
+        Ok(Some(Slots {
+            placeholder: placeholder.into(),
+            slots,
+            first_closed,
+            broken: false,
+        }))
+    }
+
+    /// Puts `/dev/null` back in the first `used` slots. A slot that cannot
+    /// be refilled is closed (it may hold the report pipe) and the slots
+    /// are given up.
+    fn refill(&mut self, used: usize) {
+        for &slot in &self.slots[..used] {
+            // SAFETY: dup3 onto a slot, a number this struct owns and
+            // nothing else in the daemon touches; the placeholder is open.
+            let rc = unsafe { libc::dup3(self.placeholder.as_raw_fd(), slot, libc::O_CLOEXEC) };
+            if rc < 0 {
+                let error = io::Error::last_os_error();
+                tracing::error!(%error, slot, "cannot put /dev/null back in an exec helper fd slot; each spawn copies the file table from now on");
+                // SAFETY: the slot is this struct's own, as above; it is
+                // never used again once `broken` is set.
+                unsafe { libc::close(slot) };
+                self.broken = true;
+            }
+        }
+    }
+}
+
+/// Whether close_range(2), and with it CLOSE_RANGE_UNSHARE (both Linux
+/// 5.9), is there: a range holding no fd closes nothing and succeeds.
+fn close_range_works() -> bool {
+    // SAFETY: fd u32::MAX can never be open (the kernel caps fds far
+    // below), so this closes nothing.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, u32::MAX, u32::MAX, 0) };
+    rc == 0
+}
 
 /// What the child writes to the report pipe when the helper itself cannot
 /// be executed (the step and message the daemon's report parser knows).
@@ -101,14 +222,87 @@ impl Launch {
     /// cgroup) that lays out its fds and execs the helper. Returns the
     /// child's pid; its exit belongs to the daemon's reaper.
     pub fn spawn_into(self, cgroup: BorrowedFd<'_>) -> io::Result<u32> {
-        let mut argv: Vec<*const c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
-        argv.push(ptr::null());
-        let envp: [*const c_char; 1] = [ptr::null()];
+        if let Some(slots) = slots() {
+            let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(pid) = self.spawn_through_slots(&mut slots, cgroup)? {
+                return Ok(pid);
+            }
+        }
         let moves: Vec<(RawFd, RawFd)> = self
             .moves
             .iter()
             .map(|(fd, target)| (fd.as_raw_fd(), *target))
             .collect();
+        let pid = match self.clone_child(&moves, cgroup, None)? {
+            Cloned::Pid(pid) => pid,
+            Cloned::NoUnshare(error) => unreachable!("no unshare was asked for: {error}"),
+        };
+        // Our copies of the moved fds close here; the child has its own.
+        drop(self.moves);
+        Ok(pid)
+    }
+
+    /// The clone sharing the file table, its fds in `slots`. `Ok(None)`
+    /// when the slots cannot take this launch (too many fds, or the
+    /// kernel refused to unshare): the caller then copies the table.
+    fn spawn_through_slots(
+        &self,
+        slots: &mut Slots,
+        cgroup: BorrowedFd<'_>,
+    ) -> io::Result<Option<u32>> {
+        let lowest = slots.slots.iter().copied().min().unwrap_or(0);
+        if slots.broken
+            || self.moves.len() > slots.slots.len()
+            || self.moves.iter().any(|(_, target)| *target >= lowest)
+        {
+            return Ok(None);
+        }
+        let mut moves = Vec::with_capacity(self.moves.len());
+        for ((fd, target), &slot) in self.moves.iter().zip(&slots.slots) {
+            // SAFETY: dup3 onto a slot, which the held mutex gives this
+            // launch alone; it replaces the slot's /dev/null atomically, so
+            // the number is never free for another thread to take.
+            if unsafe { libc::dup3(fd.as_raw_fd(), slot, libc::O_CLOEXEC) } < 0 {
+                let error = io::Error::last_os_error();
+                slots.refill(moves.len());
+                tracing::debug!(%error, slot, "cannot fill an exec helper fd slot; copying the file table");
+                return Ok(None);
+            }
+            moves.push((slot, *target));
+        }
+        let cloned = self.clone_child(&moves, cgroup, Some(slots.first_closed));
+        slots.refill(moves.len());
+        match cloned? {
+            Cloned::Pid(pid) => Ok(Some(pid)),
+            Cloned::NoUnshare(error) => {
+                // That child exited at once without touching the shared
+                // table; the reaper reaps it as an unknown pid.
+                if matches!(
+                    error.raw_os_error(),
+                    Some(libc::ENOSYS | libc::EINVAL | libc::EPERM)
+                ) {
+                    tracing::warn!(%error, "close_range cannot unshare the file table; each spawn copies it from now on");
+                    slots.broken = true;
+                } else {
+                    tracing::debug!(%error, "close_range could not unshare the file table; copying it");
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// The clone itself, the child laying out `moves`. With
+    /// `unshare_below`, the child shares the daemon's file table and
+    /// first unshares it keeping only the fds below that number.
+    fn clone_child(
+        &self,
+        moves: &[(RawFd, RawFd)],
+        cgroup: BorrowedFd<'_>,
+        unshare_below: Option<RawFd>,
+    ) -> io::Result<Cloned> {
+        let mut argv: Vec<*const c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
+        argv.push(ptr::null());
+        let envp: [*const c_char; 1] = [ptr::null()];
         let child = Child {
             program: self.program.as_ptr(),
             argv: argv.as_ptr(),
@@ -116,6 +310,8 @@ impl Launch {
             moves: moves.as_ptr(),
             n_moves: moves.len(),
             report_target: self.report_target,
+            unshare_below: unshare_below.unwrap_or(0),
+            unshare_errno: AtomicI32::new(0),
         };
         let mut args = CloneArgs {
             flags: CLONE_INTO_CGROUP,
@@ -123,6 +319,9 @@ impl Launch {
             cgroup: cgroup.as_raw_fd() as u64,
             ..CloneArgs::default()
         };
+        if unshare_below.is_some() {
+            args.flags |= libc::CLONE_FILES as u64;
+        }
 
         // Block every signal around the clone: a handler of the daemon's
         // (tokio's signal pipe) must never run in the child before exec.
@@ -143,10 +342,22 @@ impl Launch {
         if ret < 0 {
             return Err(clone_error);
         }
-        // Our copies of the moved fds close here; the child has its own.
-        drop(self.moves);
-        Ok(ret as u32)
+        // The child has exec'd or exited by now (CLONE_VFORK), so what it
+        // wrote here is final.
+        match child.unshare_errno.load(Ordering::Relaxed) {
+            0 => Ok(Cloned::Pid(ret as u32)),
+            errno => Ok(Cloned::NoUnshare(io::Error::from_raw_os_error(errno))),
+        }
     }
+}
+
+/// What a clone gave.
+#[derive(Debug)]
+enum Cloned {
+    /// The child, which has exec'd the helper (or reports why not).
+    Pid(u32),
+    /// The child could not unshare the file table and exited, untouched.
+    NoUnshare(io::Error),
 }
 
 /// What the child reads, every pointer into memory built before the clone.
@@ -159,6 +370,12 @@ struct Child {
     moves: *const (RawFd, RawFd),
     n_moves: usize,
     report_target: RawFd,
+    /// Non-zero: the child shares the daemon's file table and first
+    /// unshares it, closing every fd from this one up.
+    unshare_below: RawFd,
+    /// The child's errno when that unshare failed; 0 otherwise. Written by
+    /// the child in the memory it shares with the daemon.
+    unshare_errno: AtomicI32,
 }
 
 /// The child: lays out its fds and execs the helper, or reports and exits.
@@ -168,12 +385,32 @@ struct Child {
 /// `child` and everything it points to must stay valid until the child
 /// execs or exits, and the caller must have blocked every signal.
 unsafe extern "C" fn child_main(child: *const Child) -> ! {
-    // SAFETY: dup2, execve, write and _exit are async-signal-safe and touch
-    // only the pointers and descriptors built before the clone, which the
-    // caller keeps alive (the parent is suspended until the exec, or is a
-    // copy of them without CLONE_VM).
+    // SAFETY: close_range, dup2, execve, write and _exit are
+    // async-signal-safe system calls and touch only the pointers and
+    // descriptors built before the clone, which the caller keeps alive (the
+    // parent is suspended until the exec, or is a copy of them without
+    // CLONE_VM). With a shared file table (`unshare_below`), close_range
+    // comes first and the dup2s only after it succeeded, on the child's
+    // own table: nothing of the daemon's table is ever changed.
     unsafe {
         let child = &*child;
+        if child.unshare_below > 0 {
+            // First, before any fd is touched: a table of its own, holding
+            // only the fds below `unshare_below` (the slots and whatever
+            // else sits that low). On failure the table is still the
+            // daemon's: say why in the shared memory and exit untouched.
+            let rc = libc::syscall(
+                libc::SYS_close_range,
+                child.unshare_below as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_UNSHARE,
+            );
+            if rc != 0 {
+                let errno = *libc::__errno_location();
+                child.unshare_errno.store(errno.max(1), Ordering::Relaxed);
+                libc::_exit(126);
+            }
+        }
         for i in 0..child.n_moves {
             let (source, target) = *child.moves.add(i);
             if libc::dup2(source, target) < 0 {
@@ -212,10 +449,12 @@ fn clone_and_exec(args: &mut CloneArgs, child: &Child) -> i64 {
     // at once and never returns to this code (`ud2` marks that). With
     // CLONE_VFORK this thread is suspended until the child execs or exits,
     // so `stack` and `child` outlive the child's use of them, and nothing
-    // else of the daemon's is written by it: its own stack and errno,
-    // which it shares with the suspended thread (signals are blocked).
-    // The parent's path clobbers only what the syscall does (rax, rcx,
-    // r11).
+    // else of the daemon's is written by it: its own stack, errno, which
+    // it shares with the suspended thread (signals are blocked), and
+    // `child.unshare_errno`, an atomic read only after the child is gone.
+    // With CLONE_FILES it also shares the file table, which it leaves
+    // untouched (see `child_main`). The parent's path clobbers only what
+    // the syscall does (rax, rcx, r11).
     unsafe {
         std::arch::asm!(
             "syscall",
@@ -248,6 +487,10 @@ fn clone_and_exec(args: &mut CloneArgs, child: &Child) -> i64 {
 /// `clone3` like `fork`: the child gets a copy of the daemon's memory.
 #[cfg(not(target_arch = "x86_64"))]
 fn clone_and_exec(args: &mut CloneArgs, child: &Child) -> i64 {
+    // No slots are reserved here (`Slots::reserve`): a fork-like child
+    // runs alongside the daemon, which would refill the slots before the
+    // child had its own table.
+    debug_assert_eq!(args.flags & libc::CLONE_FILES as u64, 0);
     // SAFETY: clone3 with no CLONE_VM and no stack behaves like fork: the
     // child gets a copy of this thread's memory and runs on from here.
     // `args` is a valid clone_args of the size given.

@@ -123,6 +123,15 @@ pub fn exec_helper_path() -> Result<PathBuf, SpawnError> {
     Ok(CHECKED.get_or_init(|| PathBuf::from(SELF_EXE)).clone())
 }
 
+/// Reserves the low fds each helper launch passes its fds through, so the
+/// launch need not copy the daemon's whole file table ([`launch`]). The
+/// daemon calls it at start-up, before it opens its apps' fds; a launch
+/// reserves them itself otherwise. False where the kernel cannot unshare
+/// a file table with close_range (before Linux 5.9): launches then copy it.
+pub fn reserve_launch_slots() -> bool {
+    launch::reserve_slots()
+}
+
 /// A started helper: its pid (the app's pid once it execs) and the reader
 /// that tells whether the exec happened.
 #[derive(Debug)]
