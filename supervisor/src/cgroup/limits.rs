@@ -228,9 +228,10 @@ impl AppLimits {
             }
         }
         for (controller, place) in &self.places {
-            if let Place::V1(dir) = place {
-                create_dir(dir)?;
-            }
+            let fresh = match place {
+                Place::V1(dir) => create_fresh(dir)?,
+                Place::V2(_) => false,
+            };
             match (controller, place) {
                 (Controller::Memory, Place::V2(dir)) => {
                     let max = limits.memory.map_or("max".to_owned(), |b| b.to_string());
@@ -266,6 +267,11 @@ impl AppLimits {
                         .map_or("max".to_owned(), |p| cpu_quota(p).to_string());
                     write_file(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
                 }
+                // A cgroup made just now has the kernel's defaults, a
+                // 100 ms period and no quota: writing them again would
+                // only take the kernel's CFS bandwidth locks at each first
+                // spawn of an app without a CPU limit.
+                (Controller::Cpu, Place::V1(_)) if fresh && limits.cpu.is_none() => {}
                 (Controller::Cpu, Place::V1(dir)) => {
                     write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
                     let quota = limits
@@ -345,6 +351,19 @@ impl AppLimits {
             .iter()
             .find(|(c, _)| *c == controller)
             .map(|(_, p)| p)
+    }
+}
+
+/// Creates the v1 cgroup `dir`: true when this call made it, so every
+/// file in it holds the kernel's default; false when it was there already.
+fn create_fresh(dir: &Path) -> Result<bool, CgroupError> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(source) => Err(CgroupError::Create {
+            path: dir.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -532,6 +551,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(app.oom_kills(), Some(2));
+    }
+
+    /// A v1 cpu cgroup made for the app just now already has no quota and
+    /// the default period: without a CPU limit nothing is written to it.
+    /// Once it exists (a later spawn), "no limit" is written again, so a
+    /// removed limit takes effect.
+    #[test]
+    fn a_fresh_v1_cpu_cgroup_without_a_limit_is_left_at_its_defaults() {
+        let tmp = tempfile::tempdir().unwrap();
+        let v1_cpu = tmp.path().join("cpu/appvisor");
+        fs::create_dir_all(&v1_cpu).unwrap();
+        let app = LimitRoot::at(vec![(Controller::Cpu, v1_cpu.clone())])
+            .app("shop", None)
+            .unwrap();
+        let quota = v1_cpu.join("shop/cpu.cfs_quota_us");
+        let period = v1_cpu.join("shop/cpu.cfs_period_us");
+        // A fake directory has no kernel files: a write would fail.
+        app.apply(&LimitSpec::default()).unwrap();
+        assert!(v1_cpu.join("shop").is_dir());
+        assert!(!quota.exists() && !period.exists());
+
+        fs::write(&quota, "").unwrap();
+        fs::write(&period, "").unwrap();
+        app.apply(&LimitSpec::default()).unwrap();
+        assert_eq!(fs::read_to_string(&quota).unwrap(), "-1");
+        assert_eq!(fs::read_to_string(&period).unwrap(), "100000");
     }
 
     #[test]
