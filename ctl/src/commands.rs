@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use appvisor_protocol::client::{Client, ClientError};
 use appvisor_protocol::{
-    routes, Action, ActionRequest, ActionResult, AppList, AppStatus, ApplyReport, ApplyRequest,
-    LogStream, Outcome, SignalRequest, WhoAmI,
+    routes, Action, ActionRequest, ActionResult, AppList, ApplyReport, ApplyRequest, LogStream,
+    Outcome, SignalRequest, State, WhoAmI,
 };
 use http_body_util::BodyExt;
 use hyper::Method;
@@ -28,6 +28,7 @@ use crate::cli::ActionArgs;
 use crate::escape::{self, TerminalOutput};
 use crate::exit::Exit;
 use crate::render;
+use crate::rows::{StatusList, StatusRow};
 use crate::select::{self, SelectError, Selector};
 
 /// Requests in flight at once for commands that name many apps: the daemon
@@ -154,10 +155,12 @@ pub async fn status(client: &Client, apps: &[String], json: bool) -> Result<Exit
     let every_app = selectors.is_empty() || selectors == [Selector::All];
     if every_app && !json {
         // Every app, even none: what `status` has always shown. Decoded
-        // straight into the table's type: with a thousand apps, a
-        // generic JSON document first is most of the command's time.
-        let list = client.get::<AppList>(routes::APPS).await?;
-        return status_output(&list);
+        // straight into the table's rows, borrowing from the answer: with
+        // a thousand apps, a generic JSON document first, or a whole
+        // status of copied strings per app, is most of the command's time.
+        let answer = client.get_json(routes::APPS).await?;
+        let list: StatusList<'_> = answer.decode()?;
+        return status_output(&list.apps, &list.notices);
     }
     let document = if every_app {
         visible_apps(client).await?.0
@@ -192,28 +195,27 @@ pub async fn status(client: &Client, apps: &[String], json: bool) -> Result<Exit
     };
     let list = app_list(&document)?;
     if !json {
-        return status_output(&list);
+        let rows: Vec<_> = list.apps.iter().map(StatusRow::of).collect();
+        return status_output(&rows, &list.notices);
     }
     let pretty = serde_json::to_string_pretty(&document).expect("a JSON value serializes");
     print(&format!("{}\n", escape::json(&pretty)))?;
-    Ok(status_exit(&list.apps))
+    Ok(status_exit(list.apps.iter().map(|app| app.state)))
 }
 
-/// The status table of `list`, its notices, and the exit code.
-fn status_output(list: &AppList) -> Result<Exit, CommandError> {
-    print(&render::status_table(&list.apps))?;
+/// The status table of `apps`, the daemon's notices, and the exit code.
+fn status_output(apps: &[StatusRow<'_>], notices: &[String]) -> Result<Exit, CommandError> {
+    print(&render::status_table(apps))?;
     // stderr: they are about the daemon, not a row of the table.
-    for notice in &list.notices {
+    for notice in notices {
         print_error(&format_args!("warning: {notice}"));
     }
-    Ok(status_exit(&list.apps))
+    Ok(status_exit(apps.iter().map(|app| app.state)))
 }
 
-fn status_exit(apps: &[AppStatus]) -> Exit {
-    if apps
-        .iter()
-        .all(|app| app.state == appvisor_protocol::State::Running)
-    {
+/// Done when every app (of `states`) runs.
+fn status_exit(mut states: impl Iterator<Item = State>) -> Exit {
+    if states.all(|state| state == State::Running) {
         Exit::Done
     } else {
         Exit::NotRunning
@@ -620,18 +622,7 @@ fn write_imported(
 
 #[cfg(test)]
 mod tests {
-    use appvisor_protocol::State;
-
     use super::*;
-
-    fn app(state: State) -> AppStatus {
-        AppStatus {
-            user: "shop".into(),
-            directory: "/srv/shop".into(),
-            autostart: true,
-            ..AppStatus::bare("shop", state, String::new())
-        }
-    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn many_apps_keep_few_requests_in_flight() {
@@ -664,8 +655,7 @@ mod tests {
             (vec![State::Stopped], Exit::NotRunning),
         ];
         for (states, want) in table {
-            let apps: Vec<_> = states.iter().map(|&s| app(s)).collect();
-            assert_eq!(status_exit(&apps), want, "{states:?}");
+            assert_eq!(status_exit(states.iter().copied()), want, "{states:?}");
         }
     }
 }

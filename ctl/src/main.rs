@@ -11,6 +11,7 @@ mod commands;
 mod escape;
 mod exit;
 mod render;
+mod rows;
 mod security;
 mod select;
 mod servers;

@@ -10,11 +10,12 @@
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
-use appvisor_protocol::{
-    Action, ActionResult, AppStatus, ApplyReport, Outcome, Role, State, StoppedBy, WhoAmI,
-};
+#[cfg(test)]
+use appvisor_protocol::AppStatus;
+use appvisor_protocol::{Action, ActionResult, ApplyReport, Outcome, Role, State, WhoAmI};
 
 use crate::escape;
+use crate::rows::{StatusRow, Text};
 
 /// Spaces between table columns.
 const GUTTER: &str = "  ";
@@ -48,13 +49,15 @@ fn write_uptime(out: &mut String, secs: f64) {
     } else if minutes > 0 {
         (minutes, 'm', seconds, 's')
     } else {
-        let _ = write!(out, "{seconds}s");
+        write_number(out, seconds);
+        out.push('s');
         return;
     };
-    if small == 0 {
-        let _ = write!(out, "{big}{big_unit}");
-    } else {
-        let _ = write!(out, "{big}{big_unit}{small}{small_unit}");
+    write_number(out, big);
+    out.push(big_unit);
+    if small != 0 {
+        write_number(out, small);
+        out.push(small_unit);
     }
 }
 
@@ -69,8 +72,8 @@ pub fn utc_minute(epoch_secs: u64) -> String {
         .unwrap_or(rfc3339)
 }
 
-fn stopped_by(by: &StoppedBy) -> String {
-    format!("stopped by {} at {}", by.user, utc_minute(by.at))
+fn stopped_by(user: &str, at: u64) -> String {
+    format!("stopped by {user} at {}", utc_minute(at))
 }
 
 /// The last column of the status table: for a running app the release its
@@ -78,64 +81,92 @@ fn stopped_by(by: &StoppedBy) -> String {
 /// otherwise the reason; then what is wrong with its files. Escaped.
 #[cfg(test)]
 fn status_info(app: &AppStatus) -> String {
-    escape::field(&info_text(app)).into_owned()
+    let mut out = String::new();
+    write_info(&mut out, &StatusRow::of(app));
+    out
 }
 
-fn info_text(app: &AppStatus) -> String {
+/// [`status_info`] of `app`, appended to `out`: each piece escaped as it
+/// is written, which escapes the whole as [`escape::field`] would.
+fn write_info(out: &mut String, app: &StatusRow<'_>) {
+    let start = out.len();
     let release = app
         .release
-        .as_deref()
+        .as_ref()
+        .map(Text::as_str)
         .filter(|release| app.state == State::Running && *release != app.directory);
-    let mut info = match (release, &app.stopped_by) {
-        (Some(release), _) => release.to_owned(),
-        (None, Some(by)) if app.state == State::Stopped => stopped_by(by),
-        _ => app.reason.clone(),
-    };
-    if let Some(error) = &app.config_error {
-        if !info.is_empty() {
-            info.push_str("; ");
+    match (release, &app.stopped_by) {
+        (Some(release), _) => write_field(out, release),
+        (None, Some(by)) if app.state == State::Stopped => {
+            write_field(out, &stopped_by(&by.user, by.at))
         }
-        let _ = write!(
-            info,
-            "newest file does not validate, running the last valid version: {error}"
-        );
+        _ => write_field(out, &app.reason),
+    }
+    if let Some(error) = &app.config_error {
+        if out.len() > start {
+            out.push_str("; ");
+        }
+        out.push_str("newest file does not validate, running the last valid version: ");
+        write_field(out, error.as_str());
     }
     if let Some(error) = &app.log_error {
-        if !info.is_empty() {
-            info.push_str("; ");
+        if out.len() > start {
+            out.push_str("; ");
         }
-        let _ = write!(info, "logs: {error}");
+        out.push_str("logs: ");
+        write_field(out, error.as_str());
     }
-    if info.is_empty() {
-        info.push('-');
+    if out.len() == start {
+        out.push('-');
     }
-    info
+}
+
+/// `text` escaped as [`escape::field`] escapes it, appended to `out`;
+/// printable ASCII, what nearly every field is, is copied as it is.
+fn write_field(out: &mut String, text: &str) {
+    if text.bytes().all(|b| matches!(b, b' '..=b'~')) {
+        out.push_str(text);
+    } else {
+        let _ = appvisor_protocol::escape::Escaping(out).write_str(text);
+    }
+}
+
+/// `n` in decimal, appended to `out`, without the formatting machinery
+/// (three numbers a row of a thousand).
+fn write_number(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
 }
 
 /// The status table: NAME STATE PID UPTIME RESTARTS INFO, columns aligned,
 /// no trailing spaces, one line per app.
-pub fn status_table(apps: &[AppStatus]) -> String {
+pub fn status_table(apps: &[StatusRow<'_>]) -> String {
     let mut cells = Cells::<6>::with_rows(apps.len() + 1);
     for header in ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "INFO"] {
         cells.push(|text| text.push_str(header));
     }
     for app in apps {
-        cells.push(|text| text.push_str(&escape::field(&app.name)));
+        cells.push(|text| write_field(text, &app.name));
         cells.push(|text| text.push_str(app.state.as_str()));
         cells.push(|text| match app.pid {
-            Some(pid) => {
-                let _ = write!(text, "{pid}");
-            }
+            Some(pid) => write_number(text, pid.into()),
             None => text.push('-'),
         });
         cells.push(|text| match app.uptime_secs {
             Some(secs) => write_uptime(text, secs),
             None => text.push('-'),
         });
-        cells.push(|text| {
-            let _ = write!(text, "{}", app.restarts);
-        });
-        cells.push(|text| text.push_str(&escape::field(&info_text(app))));
+        cells.push(|text| write_number(text, app.restarts.into()));
+        cells.push(|text| write_info(text, app));
     }
     cells.table()
 }
@@ -162,7 +193,12 @@ impl<const COLUMNS: usize> Cells<COLUMNS> {
     fn push(&mut self, write: impl FnOnce(&mut String)) {
         let start = self.text.len();
         write(&mut self.text);
-        let width = self.text[start..].chars().count();
+        let cell = &self.text[start..];
+        let width = if cell.is_ascii() {
+            cell.len()
+        } else {
+            cell.chars().count()
+        };
         let column = self.ends.len() % COLUMNS;
         self.widths[column] = self.widths[column].max(width);
         self.ends.push((self.text.len(), width));
@@ -347,7 +383,7 @@ pub fn handoff(report: &appvisor_protocol::HandoffReport) -> String {
 
 #[cfg(test)]
 mod tests {
-    use appvisor_protocol::{IgnoredFile, InvalidApp};
+    use appvisor_protocol::{IgnoredFile, InvalidApp, StoppedBy};
 
     use super::*;
 
@@ -391,6 +427,102 @@ last log lines of shop:
         ];
         for (secs, want) in table {
             assert_eq!(uptime(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn fields_are_escaped_as_escape_field_escapes_them() {
+        let fields = [
+            "",
+            "plain /srv/shop/current ~!",
+            "\u{7f}",
+            "\u{1b}[2K\rshop  running\n\t",
+            "\u{9b}31m é ✓ \u{2028} evil\u{202e}txt \u{0}",
+        ];
+        for field in fields {
+            let mut out = "x".to_owned();
+            write_field(&mut out, field);
+            assert_eq!(out[1..], *escape::field(field), "{field:?}");
+        }
+    }
+
+    /// The info column as it was first written: the whole text, then
+    /// escaped.
+    fn info_as_written_whole(app: &AppStatus) -> String {
+        let release = app
+            .release
+            .as_deref()
+            .filter(|release| app.state == State::Running && *release != app.directory);
+        let mut info = match (release, &app.stopped_by) {
+            (Some(release), _) => release.to_owned(),
+            (None, Some(by)) if app.state == State::Stopped => stopped_by(&by.user, by.at),
+            _ => app.reason.clone(),
+        };
+        if let Some(error) = &app.config_error {
+            if !info.is_empty() {
+                info.push_str("; ");
+            }
+            let _ = write!(
+                info,
+                "newest file does not validate, running the last valid version: {error}"
+            );
+        }
+        if let Some(error) = &app.log_error {
+            if !info.is_empty() {
+                info.push_str("; ");
+            }
+            let _ = write!(info, "logs: {error}");
+        }
+        if info.is_empty() {
+            info.push('-');
+        }
+        escape::field(&info).into_owned()
+    }
+
+    #[test]
+    fn info_escaped_piece_by_piece_is_info_escaped_whole() {
+        let hostile = "\u{1b}[2K\rshop  running\n é \u{9b} \u{202e}";
+        let texts = [None, Some(""), Some("plain"), Some(hostile)];
+        for state in [
+            State::Stopped,
+            State::Starting,
+            State::Running,
+            State::Backoff,
+            State::Stopping,
+            State::Exited,
+            State::Fatal,
+            State::Invalid,
+        ] {
+            for reason in ["", "ready", hostile] {
+                for release in texts {
+                    for error in texts {
+                        let mut status = app("shop", state);
+                        status.reason = reason.into();
+                        status.release = release.map(Into::into);
+                        status.config_error = error.map(Into::into);
+                        status.log_error = error.map(|e| format!("{e}!"));
+                        status.stopped_by = release.map(|user| StoppedBy {
+                            user: user.into(),
+                            uid: 1,
+                            at: 1_795_438_927,
+                        });
+                        assert_eq!(
+                            status_info(&status),
+                            info_as_written_whole(&status),
+                            "{status:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_are_decimal() {
+        for n in [0, 7, 10, 1234, u64::from(u32::MAX), u64::MAX] {
+            let mut out = String::new();
+            write_number(&mut out, n);
+            assert_eq!(out, n.to_string());
         }
     }
 
@@ -449,7 +581,7 @@ last log lines of shop:
         blog.restarts = 15;
         blog.reason = "exited with status 1 after 0.2s, 5 failed starts in a row".into();
         assert_eq!(
-            status_table(&[shop, blog]),
+            status_table(&[StatusRow::of(&shop), StatusRow::of(&blog)]),
             "\
 NAME        STATE    PID   UPTIME  RESTARTS  INFO
 shop        running  1234  3h12m   2         ready
@@ -468,7 +600,7 @@ blog-admin  fatal    -     -       15        exited with status 1 after 0.2s, 5 
         shop.reason =
             "\u{1b}[2K\rshop  running  1  1s  0  all good\nevil  running\u{1b}]0;pwned\u{7}".into();
         shop.log_error = Some("cannot write /x/stdout.log: No space left on device".into());
-        let table = status_table(&[shop]);
+        let table = status_table(&[StatusRow::of(&shop)]);
         assert_eq!(table.lines().count(), 2, "{table}");
         assert!(
             !table.contains('\u{1b}') && !table.contains('\r'),

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::UnixStream;
 
 use crate::{ApiError, ErrorBody, ErrorCode};
@@ -175,9 +175,17 @@ impl Client {
 
     /// `GET` a JSON document.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.get_json(path).await?.decode()
+    }
+
+    /// `GET` a JSON document, read but not decoded yet: for a type that
+    /// borrows its strings from the answer ([`JsonBody::decode`]).
+    pub async fn get_json(&self, path: &str) -> Result<JsonBody, ClientError> {
         self.within(async {
             let response = self.send_unbounded(Method::GET, path, None).await?;
-            self.decode(response).await
+            let status = response.status().as_u16();
+            let bytes = self.read_body(response).await?;
+            Ok(JsonBody { status, bytes })
         })
         .await
     }
@@ -222,11 +230,28 @@ impl Client {
     }
 }
 
+/// The body of a successful answer, as the daemon sent it.
+#[derive(Debug, Clone)]
+pub struct JsonBody {
+    status: u16,
+    bytes: Bytes,
+}
+
+impl JsonBody {
+    /// The body as a `T`, which may borrow strings from it.
+    pub fn decode<'a, T: Deserialize<'a>>(&'a self) -> Result<T, ClientError> {
+        decode_json(&self.bytes).map_err(|source| ClientError::Decode {
+            status: self.status,
+            source,
+        })
+    }
+}
+
 /// `body` as a `T`: as `serde_json::from_slice` decodes it, but checking
 /// that it is UTF-8 once rather than string by string (a fifth of the
 /// decoding of a thousand apps' statuses); what is not UTF-8 gets
 /// `from_slice`'s error.
-fn decode_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
+fn decode_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, serde_json::Error> {
     match std::str::from_utf8(body) {
         Ok(text) => serde_json::from_str(text),
         Err(_) => serde_json::from_slice(body),
