@@ -28,7 +28,7 @@ use crate::cli::ActionArgs;
 use crate::escape::{self, TerminalOutput};
 use crate::exit::Exit;
 use crate::render;
-use crate::rows::{StatusList, StatusRow};
+use crate::rows::{StatusAnswerSeed, StatusRow};
 use crate::select::{self, SelectError, Selector};
 
 /// Requests in flight at once for commands that name many apps: the daemon
@@ -159,8 +159,10 @@ pub async fn status(client: &Client, apps: &[String], json: bool) -> Result<Exit
         // a thousand apps, a generic JSON document first, or a whole
         // status of copied strings per app, is most of the command's time.
         let answer = client.get_json(routes::APPS).await?;
-        let list: StatusList<'_> = answer.decode()?;
-        return status_output(&list.apps, &list.notices);
+        let status = answer.decode_seed(StatusAnswerSeed {
+            bytes: answer.len(),
+        })?;
+        return status_output(&status.table, &status.notices, status.all_running);
     }
     let document = if every_app {
         visible_apps(client).await?.0
@@ -196,26 +198,34 @@ pub async fn status(client: &Client, apps: &[String], json: bool) -> Result<Exit
     let list = app_list(&document)?;
     if !json {
         let rows: Vec<_> = list.apps.iter().map(StatusRow::of).collect();
-        return status_output(&rows, &list.notices);
+        let all_running = all_running(list.apps.iter().map(|app| app.state));
+        return status_output(&render::status_table(&rows), &list.notices, all_running);
     }
     let pretty = serde_json::to_string_pretty(&document).expect("a JSON value serializes");
     print(&format!("{}\n", escape::json(&pretty)))?;
-    Ok(status_exit(list.apps.iter().map(|app| app.state)))
+    Ok(status_exit(all_running(
+        list.apps.iter().map(|app| app.state),
+    )))
 }
 
-/// The status table of `apps`, the daemon's notices, and the exit code.
-fn status_output(apps: &[StatusRow<'_>], notices: &[String]) -> Result<Exit, CommandError> {
-    print(&render::status_table(apps))?;
+/// The status table, the daemon's notices, and the exit code.
+fn status_output(table: &str, notices: &[String], all_running: bool) -> Result<Exit, CommandError> {
+    print(table)?;
     // stderr: they are about the daemon, not a row of the table.
     for notice in notices {
         print_error(&format_args!("warning: {notice}"));
     }
-    Ok(status_exit(apps.iter().map(|app| app.state)))
+    Ok(status_exit(all_running))
 }
 
-/// Done when every app (of `states`) runs.
-fn status_exit(mut states: impl Iterator<Item = State>) -> Exit {
-    if states.all(|state| state == State::Running) {
+/// Whether every app (of `states`) runs.
+fn all_running(mut states: impl Iterator<Item = State>) -> bool {
+    states.all(|state| state == State::Running)
+}
+
+/// Done when every app runs.
+fn status_exit(all_running: bool) -> Exit {
+    if all_running {
         Exit::Done
     } else {
         Exit::NotRunning
@@ -655,7 +665,8 @@ mod tests {
             (vec![State::Stopped], Exit::NotRunning),
         ];
         for (states, want) in table {
-            assert_eq!(status_exit(states.iter().copied()), want, "{states:?}");
+            let all_running = all_running(states.iter().copied());
+            assert_eq!(status_exit(all_running), want, "{states:?}");
         }
     }
 }

@@ -150,11 +150,29 @@ fn write_number(out: &mut String, mut n: u64) {
 /// The status table: NAME STATE PID UPTIME RESTARTS INFO, columns aligned,
 /// no trailing spaces, one line per app.
 pub fn status_table(apps: &[StatusRow<'_>]) -> String {
-    let mut cells = Cells::<6>::with_rows(apps.len() + 1);
-    for header in ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "INFO"] {
-        cells.push(|text| text.push_str(header));
-    }
+    let mut table = StatusTable::with_rows(apps.len());
     for app in apps {
+        table.push(app);
+    }
+    table.finish()
+}
+
+/// [`status_table`] built a row at a time, as the rows are decoded.
+#[derive(Debug)]
+pub struct StatusTable(Cells<6>);
+
+impl StatusTable {
+    /// A table with room for about `rows` apps.
+    pub fn with_rows(rows: usize) -> StatusTable {
+        let mut cells = Cells::<6>::with_rows(rows + 1);
+        for header in ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "INFO"] {
+            cells.push(|text| text.push_str(header));
+        }
+        StatusTable(cells)
+    }
+
+    pub fn push(&mut self, app: &StatusRow<'_>) {
+        let cells = &mut self.0;
         cells.push(|text| write_field(text, &app.name));
         cells.push(|text| text.push_str(app.state.as_str()));
         cells.push(|text| match app.pid {
@@ -168,11 +186,16 @@ pub fn status_table(apps: &[StatusRow<'_>]) -> String {
         cells.push(|text| write_number(text, app.restarts.into()));
         cells.push(|text| write_info(text, app));
     }
-    cells.table()
+
+    /// The table's text.
+    pub fn finish(self) -> String {
+        self.0.table()
+    }
 }
 
 /// The cells of a table, row by row, in one buffer: a table of a thousand
 /// apps is built without an allocation per cell or per line.
+#[derive(Debug)]
 struct Cells<const COLUMNS: usize> {
     text: String,
     /// Where each cell ends in `text`, and its width in characters.
