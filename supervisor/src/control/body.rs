@@ -9,7 +9,7 @@ use std::io;
 
 use appvisor_protocol::{Event, LogStream};
 use bytes::{BufMut, Bytes, BytesMut};
-use hyper::body::{Body, Frame};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::{broadcast, mpsc, Semaphore};
 
 use crate::logs::{AppLogs, Chunk, Interleave, LogSnapshot, Selection, Stream};
@@ -66,7 +66,21 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(&self.0, Inner::Full(None))
+        match &self.0 {
+            Inner::Full(bytes) => bytes.is_none(),
+            Inner::Stream(_) => false,
+        }
+    }
+
+    /// Exact for a whole body, so that it is sent with its length rather
+    /// than chunked.
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Inner::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Inner::Stream(_) => SizeHint::default(),
+        }
     }
 }
 
@@ -217,4 +231,17 @@ pub fn event_body(mut events: broadcast::Receiver<Event>) -> ResponseBody {
         }
     });
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_whole_body_is_sent_with_its_length() {
+        let body = ResponseBody::full("hello");
+        assert_eq!(body.size_hint().exact(), Some(5));
+        let (_tx, stream) = ResponseBody::channel();
+        assert_eq!(stream.size_hint().exact(), None);
+    }
 }
