@@ -53,7 +53,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -285,6 +285,9 @@ struct StreamLog {
     /// A copy of the file's problem, for status: reading it must not wait
     /// for a write in progress (a disk under writeback pressure).
     problem: Mutex<Option<String>>,
+    /// Whether `problem` holds one: a status of a thousand apps, nearly
+    /// all without, then takes no lock.
+    has_problem: AtomicBool,
 }
 
 impl StreamLog {
@@ -294,6 +297,8 @@ impl StreamLog {
         let mut shown = lock(&self.problem);
         if shown.as_deref() != file.problem() {
             *shown = file.problem().map(str::to_owned);
+            // Under the lock: the flag follows the problem in order.
+            self.has_problem.store(shown.is_some(), Ordering::Release);
         }
     }
 }
@@ -379,6 +384,7 @@ impl AppLogs {
         let dir = log_dir.join(app);
         let stream = |stream: Stream| StreamLog {
             problem: Mutex::new(None),
+            has_problem: AtomicBool::new(false),
             file: Mutex::new(StreamFile {
                 log: LogFile::closed(dir.join(stream.file_name()), gid, None),
                 splitter: LineSplitter::default(),
@@ -761,7 +767,9 @@ impl AppLogs {
     pub fn health(&self) -> LogHealth {
         let problem = [Stream::Stdout, Stream::Stderr]
             .into_iter()
-            .find_map(|stream| lock(&self.stream(stream).problem).clone());
+            .map(|stream| self.stream(stream))
+            .filter(|log| log.has_problem.load(Ordering::Acquire))
+            .find_map(|log| lock(&log.problem).clone());
         let error = problem.map(|problem| {
             let next = lock(&self.reopen).next;
             match next {
