@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, MutexGuard, RwLock};
+use std::time::Instant;
 
 use appvisor_protocol::status_json::StatusNow;
 use appvisor_protocol::{AppStatus, State};
@@ -66,11 +67,12 @@ impl Daemon {
         // one allocation for most answers.
         out.reserve(2 + visible.len() * STATUS_JSON_ESTIMATE);
         out.push(b'[');
+        let now = Instant::now();
         for (i, (name, entry)) in visible.into_iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            write_entry_status(name, entry, out);
+            write_entry_status(name, entry, now, out);
         }
         out.push(b']');
     }
@@ -299,9 +301,9 @@ fn may_view(peer: &Peer, rules: &AdminRules, entry: &Entry) -> bool {
 /// Bytes reserved for each status of `GET /v1/apps`.
 const STATUS_JSON_ESTIMATE: usize = 512;
 
-/// [`entry_status`] as JSON, appended to `out`: from the rendering its
-/// task keeps, where it has a task.
-fn write_entry_status(name: &str, entry: &Entry, out: &mut Vec<u8>) {
+/// [`entry_status`] as of `now` as JSON, appended to `out`: from the
+/// rendering its task keeps, where it has a task.
+fn write_entry_status(name: &str, entry: &Entry, now: Instant, out: &mut Vec<u8>) {
     match &entry.handle {
         Some(handle) => {
             let logs = handle.logs.health();
@@ -309,7 +311,7 @@ fn write_entry_status(name: &str, entry: &Entry, out: &mut Vec<u8>) {
             snapshot.json().write(
                 out,
                 StatusNow {
-                    uptime_secs: snapshot.uptime_secs(),
+                    uptime_secs: snapshot.uptime_secs_at(now),
                     config_error: entry.error.as_deref(),
                     log_error: logs.error.as_deref(),
                     log_dropped_bytes: logs.dropped_bytes,

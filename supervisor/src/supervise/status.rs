@@ -71,7 +71,14 @@ impl Snapshot {
 
     /// Seconds since the current instance's main process was exec'd.
     pub fn uptime_secs(&self) -> Option<f64> {
-        self.started.map(|(at, _)| at.elapsed().as_secs_f64())
+        self.uptime_secs_at(Instant::now())
+    }
+
+    /// [`Snapshot::uptime_secs`] as of `now`: one reading of the clock
+    /// for a whole list of statuses.
+    pub fn uptime_secs_at(&self, now: Instant) -> Option<f64> {
+        self.started
+            .map(|(at, _)| now.saturating_duration_since(at).as_secs_f64())
     }
 
     /// The status with the uptime as of now.
