@@ -84,6 +84,73 @@ impl Body for ResponseBody {
     }
 }
 
+/// The buffer of the last large answer (`GET /v1/apps`), kept for the
+/// next one for [`SPARE_KEPT`]: a buffer of a thousand apps' statuses
+/// (~330 KB) is mapped fresh by musl's allocator and unmapped when freed,
+/// a page fault for each of its pages on every request; a kept one is
+/// already there. Past [`SPARE_KEPT`] without a request, it is freed.
+static SPARE: std::sync::Mutex<Option<Vec<u8>>> = std::sync::Mutex::new(None);
+
+/// How long [`SPARE`] is kept without a request using it.
+const SPARE_KEPT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Answers smaller than this are not worth keeping a buffer for.
+const SPARE_MIN: usize = 64 * 1024;
+
+/// Requests that took the spare buffer: what tells a release timer
+/// whether the buffer it was set for was used since.
+static SPARE_USES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// An empty buffer for a large answer: the spare one if there is one.
+pub fn spare_buffer() -> Vec<u8> {
+    let spare = SPARE.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match spare {
+        Some(mut buf) => {
+            SPARE_USES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            buf.clear();
+            buf
+        }
+        None => Vec::new(),
+    }
+}
+
+/// A body of `bytes` from [`spare_buffer`], which is kept again for the
+/// next request once the answer is sent (and freed if none comes within
+/// [`SPARE_KEPT`]).
+pub fn spare_body(bytes: Vec<u8>) -> ResponseBody {
+    if bytes.capacity() < SPARE_MIN {
+        return ResponseBody::full(bytes);
+    }
+    ResponseBody::full(Bytes::from_owner(Returned(bytes)))
+}
+
+/// A buffer that goes back to [`SPARE`] when hyper drops the answer.
+struct Returned(Vec<u8>);
+
+impl AsRef<[u8]> for Returned {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        *SPARE.lock().unwrap_or_else(|e| e.into_inner()) = Some(buf);
+        let uses = SPARE_USES.load(std::sync::atomic::Ordering::Relaxed);
+        // Dropped on a runtime worker (hyper's connection task); without
+        // a runtime (a test), the buffer is just kept.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                tokio::time::sleep(SPARE_KEPT).await;
+                if SPARE_USES.load(std::sync::atomic::Ordering::Relaxed) == uses {
+                    drop(SPARE.lock().unwrap_or_else(|e| e.into_inner()).take());
+                }
+            });
+        }
+    }
+}
+
 /// Log reads whose file I/O runs at once, daemon-wide: the rest wait their
 /// turn. With each read's fixed budget (see [`crate::logs::PIECE`]), this
 /// bounds the blocking threads and memory that operators' `logs` requests
@@ -236,6 +303,21 @@ pub fn event_body(mut events: broadcast::Receiver<Event>) -> ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A large answer's buffer is kept for the next, which gets it empty.
+    #[tokio::test]
+    async fn a_spare_buffer_is_the_answer_then_comes_back_empty() {
+        use http_body_util::BodyExt;
+        let mut buf = spare_buffer();
+        buf.extend_from_slice(&[b'x'; 100_000]);
+        let body = spare_body(buf);
+        assert_eq!(body.size_hint().exact(), Some(100_000));
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(bytes.len(), 100_000);
+        assert!(bytes.iter().all(|&b| b == b'x'));
+        drop(bytes);
+        assert!(spare_buffer().is_empty());
+    }
 
     #[tokio::test]
     async fn a_whole_body_is_sent_with_its_length() {
