@@ -88,7 +88,8 @@ impl Body for ResponseBody {
 /// next one for [`SPARE_KEPT`]: a buffer of a thousand apps' statuses
 /// (~330 KB) is mapped fresh by musl's allocator and unmapped when freed,
 /// a page fault for each of its pages on every request; a kept one is
-/// already there. Past [`SPARE_KEPT`] without a request, it is freed.
+/// already there. Once no request took it for [`SPARE_KEPT`] (within
+/// twice that of the last one), it is freed: an idle daemon holds none.
 static SPARE: std::sync::Mutex<Option<Vec<u8>>> = std::sync::Mutex::new(None);
 
 /// How long [`SPARE`] is kept without a request using it.
@@ -97,16 +98,20 @@ const SPARE_KEPT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Answers smaller than this are not worth keeping a buffer for.
 const SPARE_MIN: usize = 64 * 1024;
 
-/// Requests that took the spare buffer: what tells a release timer
-/// whether the buffer it was set for was used since.
+/// Requests that took the spare buffer: what tells the release timer
+/// whether it was used since the timer last looked.
 static SPARE_USES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether a release timer runs: one at most, however many answers are
+/// sent (a task per answer would let a flood of requests pile them up).
+static SPARE_TIMER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// An empty buffer for a large answer: the spare one if there is one.
 pub fn spare_buffer() -> Vec<u8> {
     let spare = SPARE.lock().unwrap_or_else(|e| e.into_inner()).take();
     match spare {
         Some(mut buf) => {
-            SPARE_USES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            SPARE_USES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             buf.clear();
             buf
         }
@@ -115,8 +120,8 @@ pub fn spare_buffer() -> Vec<u8> {
 }
 
 /// A body of `bytes` from [`spare_buffer`], which is kept again for the
-/// next request once the answer is sent (and freed if none comes within
-/// [`SPARE_KEPT`]).
+/// next request once the answer is sent (and freed once [`SPARE_KEPT`]
+/// passed without a request taking it).
 pub fn spare_body(bytes: Vec<u8>) -> ResponseBody {
     if bytes.capacity() < SPARE_MIN {
         return ResponseBody::full(bytes);
@@ -135,19 +140,42 @@ impl AsRef<[u8]> for Returned {
 
 impl Drop for Returned {
     fn drop(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
         let buf = std::mem::take(&mut self.0);
         *SPARE.lock().unwrap_or_else(|e| e.into_inner()) = Some(buf);
-        let uses = SPARE_USES.load(std::sync::atomic::Ordering::Relaxed);
         // Dropped on a runtime worker (hyper's connection task); without
         // a runtime (a test), the buffer is just kept.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                tokio::time::sleep(SPARE_KEPT).await;
-                if SPARE_USES.load(std::sync::atomic::Ordering::Relaxed) == uses {
-                    drop(SPARE.lock().unwrap_or_else(|e| e.into_inner()).take());
-                }
-            });
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if SPARE_TIMER.swap(true, SeqCst) {
+            return;
         }
+        // Disarms however the task ends, dropped with its runtime too,
+        // polled or not.
+        let armed = Armed;
+        runtime.spawn(async move {
+            loop {
+                let seen = SPARE_USES.load(SeqCst);
+                tokio::time::sleep(SPARE_KEPT).await;
+                if SPARE_USES.load(SeqCst) == seen {
+                    break;
+                }
+            }
+            // Disarmed first: a buffer kept after this is either freed
+            // here or has a timer of its own.
+            drop(armed);
+            drop(SPARE.lock().unwrap_or_else(|e| e.into_inner()).take());
+        });
+    }
+}
+
+/// While alive, the release timer of [`SPARE`] runs.
+struct Armed;
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        SPARE_TIMER.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -317,6 +345,24 @@ mod tests {
         assert!(bytes.iter().all(|&b| b == b'x'));
         drop(bytes);
         assert!(spare_buffer().is_empty());
+    }
+
+    /// An idle daemon does not hold on to the spare buffer.
+    #[tokio::test]
+    async fn the_spare_buffer_is_freed_when_no_request_takes_it() {
+        drop(spare_body(vec![b'x'; SPARE_MIN]));
+        let began = std::time::Instant::now();
+        // Other tests may take and return it meanwhile: that keeps it
+        // longer, never for good.
+        while SPARE.lock().unwrap().is_some()
+            || SPARE_TIMER.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            assert!(
+                began.elapsed() < SPARE_KEPT * 5,
+                "the spare buffer is still kept"
+            );
+            tokio::time::sleep(SPARE_KEPT / 10).await;
+        }
     }
 
     #[tokio::test]
