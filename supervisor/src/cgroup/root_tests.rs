@@ -245,6 +245,49 @@ async fn watching_twice_shares_one_watch() {
 }
 
 #[test]
+fn remove_takes_the_child_cgroups_with_it() {
+    let Some(test) = TestRoot::new("children") else {
+        return;
+    };
+    let app = test.root.app("web").unwrap();
+    let leaf = app.child("i1").unwrap();
+    leaf.child("deeper").unwrap();
+    app.remove().unwrap();
+    assert!(!app.dir().exists());
+    // Gone already: still no error.
+    app.remove().unwrap();
+}
+
+#[tokio::test]
+async fn unwatch_ends_only_that_cgroups_watch() {
+    let Some(test) = TestRoot::new("unwatch") else {
+        return;
+    };
+    let watcher = CgroupWatcher::start().unwrap();
+    let gone = test.root.app("gone").unwrap();
+    let kept = test.root.app("kept").unwrap();
+    let mut gone_populated = watcher.watch(&gone).unwrap();
+    let mut kept_populated = watcher.watch(&kept).unwrap();
+    assert_eq!(watcher.watch_count(), 2);
+
+    watcher.unwatch(&gone);
+    assert_eq!(watcher.watch_count(), 1);
+    gone_populated
+        .changed()
+        .await
+        .expect_err("the unwatched channel closes");
+    // Unwatching again, or a cgroup never watched, is no error.
+    watcher.unwatch(&gone);
+    assert_eq!(watcher.watch_count(), 1);
+
+    let mut child = sleep_in(&kept);
+    wait_populated(&mut kept_populated, true).await;
+    kept.kill().unwrap();
+    wait_populated(&mut kept_populated, false).await;
+    child.wait().unwrap();
+}
+
+#[test]
 fn watcher_needs_a_runtime() {
     let error = CgroupWatcher::start().unwrap_err();
     assert_eq!(

@@ -474,6 +474,20 @@ impl AppCgroup {
     /// while a process is left (`EBUSY`). Removing one that is already gone
     /// succeeds.
     pub fn remove(&self) -> Result<(), CgroupError> {
+        // Usually the leaves went first and one rmdir does it; the kernel
+        // says EBUSY while a child cgroup (or a process) is left.
+        match fs::remove_dir(&self.dir) {
+            Ok(()) => return Ok(()),
+            Err(source) if source.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source)
+                if matches!(source.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) => {}
+            Err(source) => {
+                return Err(CgroupError::Remove {
+                    path: self.dir.clone(),
+                    source,
+                })
+            }
+        }
         match self.children() {
             Ok(children) => {
                 for child in children {

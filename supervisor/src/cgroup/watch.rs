@@ -8,7 +8,6 @@
 //! Each event makes the task re-read the file, so an event that is merged or
 //! reordered never leaves a stale value behind.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -40,7 +39,35 @@ struct Shared {
     inotify: AsyncFd<InotifyFd>,
     /// Taken by `watch` across add-watch, first read and insert, so the task
     /// never sees an event for a watch whose channel is not there yet.
-    watches: Mutex<HashMap<WatchDescriptor, Watched>>,
+    watches: Mutex<Watches>,
+}
+
+/// The watches by descriptor, for events, and by file, for `unwatch`: one
+/// app's stop costs a lookup, not a walk over every app's watch.
+#[derive(Debug, Default)]
+struct Watches {
+    by_wd: HashMap<WatchDescriptor, Watched>,
+    by_path: HashMap<PathBuf, WatchDescriptor>,
+}
+
+impl Watches {
+    fn insert(&mut self, wd: WatchDescriptor, watched: Watched) {
+        self.by_path.insert(watched.events.clone(), wd);
+        self.by_wd.insert(wd, watched);
+    }
+
+    fn remove(&mut self, wd: &WatchDescriptor) -> Option<Watched> {
+        let watched = self.by_wd.remove(wd)?;
+        if self.by_path.get(&watched.events) == Some(wd) {
+            self.by_path.remove(&watched.events);
+        }
+        Some(watched)
+    }
+
+    fn clear(&mut self) {
+        self.by_wd.clear();
+        self.by_path.clear();
+    }
 }
 
 #[derive(Debug)]
@@ -85,7 +112,7 @@ impl CgroupWatcher {
         };
         let shared = Arc::new(Shared {
             inotify,
-            watches: Mutex::new(HashMap::new()),
+            watches: Mutex::new(Watches::default()),
         });
         let task = runtime.spawn(run(Arc::clone(&shared)));
         Ok(CgroupWatcher { shared, task })
@@ -119,23 +146,26 @@ impl CgroupWatcher {
         let populated = match read_populated(&events) {
             Ok(populated) => populated,
             Err(error) => {
-                if !watches.contains_key(&wd) {
+                if !watches.by_wd.contains_key(&wd) {
                     let _ = self.shared.inotify.get_ref().0.rm_watch(wd);
                 }
                 return Err(error);
             }
         };
-        let receiver = match watches.entry(wd) {
-            Entry::Occupied(entry) => {
-                publish(&entry.get().populated, populated);
-                entry.get().populated.subscribe()
+        let receiver = match watches.by_wd.get(&wd) {
+            Some(watched) => {
+                publish(&watched.populated, populated);
+                watched.populated.subscribe()
             }
-            Entry::Vacant(entry) => {
+            None => {
                 let (sender, receiver) = watch::channel(populated);
-                entry.insert(Watched {
-                    events,
-                    populated: sender,
-                });
+                watches.insert(
+                    wd,
+                    Watched {
+                        events,
+                        populated: sender,
+                    },
+                );
                 receiver
             }
         };
@@ -148,20 +178,17 @@ impl CgroupWatcher {
     pub fn unwatch(&self, app: &AppCgroup) {
         let events = app.events_path();
         let mut watches = self.shared.lock();
-        let inotify = &self.shared.inotify.get_ref().0;
-        watches.retain(|wd, watched| {
-            let keep = watched.events != events;
-            if !keep {
-                // Fails only if the kernel already dropped the watch.
-                let _ = inotify.rm_watch(*wd);
-            }
-            keep
-        });
+        let Some(wd) = watches.by_path.get(events.as_path()).copied() else {
+            return;
+        };
+        watches.remove(&wd);
+        // Fails only if the kernel already dropped the watch.
+        let _ = self.shared.inotify.get_ref().0.rm_watch(wd);
     }
 
     #[cfg(test)]
     pub(super) fn watch_count(&self) -> usize {
-        self.shared.lock().len()
+        self.shared.lock().by_wd.len()
     }
 }
 
@@ -172,7 +199,7 @@ impl Drop for CgroupWatcher {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, HashMap<WatchDescriptor, Watched>> {
+    fn lock(&self) -> MutexGuard<'_, Watches> {
         // The map stays consistent whatever panicked while holding it.
         self.watches.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -182,14 +209,14 @@ impl Shared {
         for event in events {
             if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                 tracing::warn!("cgroup inotify queue overflowed, re-reading every cgroup");
-                watches.values().for_each(refresh);
+                watches.by_wd.values().for_each(refresh);
             } else if event.mask.contains(AddWatchFlags::IN_IGNORED) {
                 // The kernel dropped the watch: receivers see the channel
                 // close. After our own rm_watch the entry is already gone,
                 // and the kernel hands out watch descriptors cyclically, so
                 // this one cannot belong to a newer watch yet.
                 watches.remove(&event.wd);
-            } else if let Some(watched) = watches.get(&event.wd) {
+            } else if let Some(watched) = watches.by_wd.get(&event.wd) {
                 refresh(watched);
             }
         }
@@ -197,12 +224,16 @@ impl Shared {
     }
 
     /// Drops the watches no receiver listens to any more.
-    fn forget_unwatched(&self, watches: &mut HashMap<WatchDescriptor, Watched>) {
+    fn forget_unwatched(&self, watches: &mut Watches) {
         let inotify = &self.inotify.get_ref().0;
-        watches.retain(|wd, watched| {
+        let Watches { by_wd, by_path } = watches;
+        by_wd.retain(|wd, watched| {
             let keep = !watched.populated.is_closed();
             if !keep {
                 let _ = inotify.rm_watch(*wd);
+                if by_path.get(&watched.events) == Some(wd) {
+                    by_path.remove(&watched.events);
+                }
             }
             keep
         });
