@@ -93,6 +93,9 @@ pub const MAX_PARTIAL_LINE: usize = 64 * 1024;
 /// output: an app that wrote once must not keep a quarter of a megabyte
 /// of the daemon's memory for the rest of its life.
 pub const BUFFER_IDLE: Duration = Duration::from_secs(1);
+/// The first read into an idle capture, on the stack: an end of file (the
+/// app exited) needs no buffer.
+const FIRST_READ: usize = 512;
 /// Pipe capacity asked for with `F_SETPIPE_SZ`.
 pub const PIPE_SIZE: usize = 1024 * 1024;
 /// After a read shorter than [`BATCH_BELOW`], wait this long before reading
@@ -517,7 +520,7 @@ impl AppLogs {
         // output.
         let mut buf = BytesMut::new();
         loop {
-            if buf.capacity() == 0 {
+            let read = if buf.capacity() == 0 {
                 let readable = tokio::select! {
                     biased;
                     () = &mut stop => return self.hand_over(stream, rx.into_nonblocking_fd().ok(), buf),
@@ -527,10 +530,23 @@ impl AppLogs {
                     error!(%error, %stream, "cannot watch output pipe, output of this instance is lost");
                     return None;
                 }
-                buf.reserve(2 * READ_CHUNK);
-            }
-            buf.reserve(READ_CHUNK);
-            let read = if buf.is_empty() {
+                // A first read on the stack: most often the pipe turned
+                // readable because the app exited, and its end of file
+                // then costs no buffer (an mmap and munmap of the whole
+                // buffer per stream, when 1,000 apps stop at once).
+                let mut first = [0u8; FIRST_READ];
+                match rx.try_read(&mut first) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.reserve(2 * READ_CHUNK);
+                        buf.extend_from_slice(&first[..n]);
+                        Ok(n)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => Err(e),
+                }
+            } else if buf.is_empty() {
+                buf.reserve(READ_CHUNK);
                 // `read_buf` is cancel safe: on timeout nothing was read,
                 // and the empty buffer can go.
                 let read = tokio::select! {
@@ -546,6 +562,7 @@ impl AppLogs {
                     }
                 }
             } else {
+                buf.reserve(READ_CHUNK);
                 // `read_buf` is cancel safe: on timeout (or a hand-over)
                 // nothing was read.
                 let read = tokio::select! {
