@@ -15,6 +15,7 @@ use super::load::{
     app_files, app_name, check_apps_dir, load_daemon_or_default, load_valid_app, DaemonConfig,
 };
 use super::resolve::UserDb;
+use super::security::SecretGroups;
 use super::spec::{AppName, AppSpec, Signal};
 use super::uwsgi;
 use super::validate::{Defaults, ValidApp};
@@ -199,6 +200,7 @@ pub fn check(
         }
     };
 
+    let secrets = SecretGroups::scan(Path::new("/"));
     let mut specs = Vec::new();
     for file in &files {
         report.checked.push(file.clone());
@@ -208,7 +210,7 @@ pub fn check(
             None => app_name(file),
         };
         let judged = match name {
-            Ok(name) => judge_app(file, &name, &defaults, db).outcome,
+            Ok(name) => judge_app(file, &name, &defaults, db, &secrets).outcome,
             Err(error) => Err(error.into()),
         };
         match judged {

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::load::load_valid_app_named;
 use crate::resolve::{check_conflicts, ResolvedApp, UserDb};
+use crate::security::SecretGroups;
 use crate::spec::AppName;
 use crate::validate::{Defaults, ValidApp};
 
@@ -44,8 +45,15 @@ impl Judged {
 }
 
 /// Reads, validates and resolves the app file `path` as the app `name`,
-/// merged over `defaults`, every error at its line.
-pub fn judge_app(path: &Path, name: &AppName, defaults: &Defaults, db: &dyn UserDb) -> Judged {
+/// merged over `defaults`, every error at its line; `secrets` are the
+/// host's, scanned once for every file judged together.
+pub fn judge_app(
+    path: &Path,
+    name: &AppName,
+    defaults: &Defaults,
+    db: &dyn UserDb,
+    secrets: &SecretGroups,
+) -> Judged {
     let valid = {
         let _parsing = PARSING.lock().unwrap_or_else(|e| e.into_inner());
         load_valid_app_named(path, name, defaults)
@@ -53,7 +61,7 @@ pub fn judge_app(path: &Path, name: &AppName, defaults: &Defaults, db: &dyn User
     Judged {
         file: path.to_owned(),
         outcome: valid.map(|valid| Validated {
-            resolved: valid.resolve(db),
+            resolved: valid.resolve_with(db, secrets),
             valid,
         }),
     }

@@ -215,7 +215,17 @@ pub struct ResolvedApp {
 impl ValidApp {
     /// [`resolve`], every error at the file, line and key it is about.
     pub fn resolve(&self, db: &dyn UserDb) -> Result<ResolvedApp, ConfigErrors> {
-        resolve(&self.spec, db).map_err(|errors| {
+        self.resolve_with(db, &SecretGroups::scan(Path::new("/")))
+    }
+
+    /// [`ValidApp::resolve`] with the host's secrets already scanned: one
+    /// scan serves every file judged together.
+    pub fn resolve_with(
+        &self,
+        db: &dyn UserDb,
+        secrets: &SecretGroups,
+    ) -> Result<ResolvedApp, ConfigErrors> {
+        resolve_with(&self.spec, db, Path::new("/"), secrets).map_err(|errors| {
             errors
                 .into_iter()
                 .map(|error| self.positions.fill(error))
@@ -244,6 +254,17 @@ pub fn resolve_under(
     spec: &AppSpec,
     db: &dyn UserDb,
     root: &Path,
+) -> Result<ResolvedApp, ConfigErrors> {
+    resolve_with(spec, db, root, &SecretGroups::scan(root))
+}
+
+/// [`resolve_under`] with `secrets`, the host's as [`SecretGroups::scan`]
+/// found them under `root`.
+pub fn resolve_with(
+    spec: &AppSpec,
+    db: &dyn UserDb,
+    root: &Path,
+    secrets: &SecretGroups,
 ) -> Result<ResolvedApp, ConfigErrors> {
     let mut errors = Vec::new();
     let error = |key: &str, message: String, hint: &str| {
@@ -365,7 +386,7 @@ pub fn resolve_under(
             identity,
             &|gid| db.group_name(gid).ok().flatten(),
             &|name| db.group_by_name(name).ok().flatten(),
-            &SecretGroups::scan(root),
+            secrets,
         );
         errors.extend(refused.into_iter().map(|refusal| {
             ConfigError::new(&spec.file, refusal.message)

@@ -31,6 +31,7 @@ use std::time::Duration;
 use crate::config::judge::{self, Judged};
 use crate::config::positions::Positions;
 use crate::config::resolve::{ResolvedApp, SystemUserDb, UserDb, UserDbError, UserRecord};
+use crate::config::security::SecretGroups;
 use crate::config::validate::ValidApp;
 use crate::config::{self, ConfigError, ConfigErrors, DaemonConfig};
 
@@ -202,17 +203,23 @@ pub async fn scan(daemon_config: &DaemonConfig, cache: &JudgeCache) -> Result<Sc
 
     let defaults = Arc::new(daemon_config.defaults.clone());
     let users = Arc::new(ScanUserDb::<SystemUserDb>::default());
+    // The world's scan of the host's secrets serves every file; without
+    // a world (its job hung), each job scans for itself.
+    let secrets = world.as_ref().map(|world| Arc::clone(&world.secrets));
     let settle = cache.settle;
     let judged = in_parallel(misses, JUDGES, |(index, name, path)| {
         let defaults = defaults.clone();
         let users = users.clone();
+        let secrets = secrets.clone();
         async move {
             let (file, app) = (path.clone(), name.clone());
             let judged = run_blocking(JUDGE_TIMEOUT, move || {
+                let secrets =
+                    secrets.unwrap_or_else(|| Arc::new(SecretGroups::scan(Path::new("/"))));
                 // Stamped before the file is read: a write after the
                 // stamp changes it, so the next scan reads the file again.
                 let before = Stamp::of(&file);
-                let judged = judge::judge_app(&file, &app, &defaults, &*users);
+                let judged = judge::judge_app(&file, &app, &defaults, &*users, &secrets);
                 let stamps = match (&judged.outcome, before) {
                     (Ok(validated), Some(file)) => {
                         Stamps::settled(file, &validated.valid.spec.env_files, settle)
@@ -395,7 +402,7 @@ impl Stamps {
 struct World {
     defaults: config::Defaults,
     user_db: Vec<Option<Stamp>>,
-    secrets: config::security::SecretGroups,
+    secrets: Arc<SecretGroups>,
 }
 
 /// The files of the user database NSS reads on most hosts. A directory
@@ -411,7 +418,7 @@ impl World {
                 .iter()
                 .map(|path| Stamp::of(Path::new(path)))
                 .collect(),
-            secrets: config::security::SecretGroups::scan(Path::new("/")),
+            secrets: Arc::new(SecretGroups::scan(Path::new("/"))),
         }
     }
 }

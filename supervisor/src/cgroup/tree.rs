@@ -479,8 +479,8 @@ impl AppCgroup {
         match fs::remove_dir(&self.dir) {
             Ok(()) => return Ok(()),
             Err(source) if source.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(source)
-                if matches!(source.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) => {}
+            Err(source) if matches!(source.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) => {
+            }
             Err(source) => {
                 return Err(CgroupError::Remove {
                     path: self.dir.clone(),
