@@ -38,7 +38,7 @@ use tokio::io::AsyncReadExt;
 use report::parse_report;
 
 pub use plan::{PlanInputs, PlanUser, SpawnPlan};
-pub use prepare::{Preparation, PrepareError, Prepared, Preparer};
+pub use prepare::{Followup, Preparation, PrepareError, Prepared, Preparer};
 pub use report::{Applied, SpawnFailure, SpawnStep};
 
 /// `argv[1]` that puts `appvisord` in exec-helper mode.

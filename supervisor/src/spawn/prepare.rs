@@ -12,11 +12,14 @@
 //!
 //! What is learnt comes back as [`Prepared`], the facts the spawn plan (and
 //! `appctl security`) build on. The same job binds the app's listen
-//! sockets when that works on paths (a [`Rebind`]: a Unix socket's file).
+//! sockets when that works on paths (a [`Rebind`]: a Unix socket's file),
+//! and then the spawn's own blocking work (a [`Followup`]: the instance's
+//! cgroup, its limits), so that a spawn takes one job on the blocking pool,
+//! not one per step.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,16 +62,46 @@ pub enum PrepareError {
     Failed(String),
 }
 
+/// Blocking work a spawn adds to its preparation's job, run there once the
+/// reads succeeded (and the rebind ran): file system work that needs no
+/// deadline of its own, as no path of it is one an app's owner controls.
+pub trait Followup: Send + 'static {
+    type Output: Send + 'static;
+    /// Does the work, on the blocking pool.
+    fn run(self, prepared: &Prepared) -> Self::Output;
+    /// Undoes what [`Self::run`] made when nobody will take it (the job
+    /// missed its deadline); on the blocking pool.
+    fn abandon(output: Self::Output);
+}
+
+/// No work beyond the reads.
+impl Followup for () {
+    type Output = ();
+    fn run(self, _: &Prepared) {}
+    fn abandon((): ()) {}
+}
+
 /// What a spawn's preparation came to.
 #[derive(Debug)]
-pub struct Preparation {
+pub struct Preparation<T = ()> {
     pub prepared: Result<Prepared, PrepareError>,
     /// With a [`Rebind`]: the listen sockets it bound, or those it was
     /// given, untouched, when it did not run (the reads failed, or the job
     /// could not start); `None` when the job missed its deadline (they
     /// close when it ends). `None` without a rebind.
     pub listen: Option<Result<HeldSockets, ListenError>>,
+    /// What the [`Followup`] made; `None` when it did not run (the reads
+    /// failed, or the job could not start or missed its deadline).
+    pub followup: Option<T>,
 }
+
+/// Where a preparation's job stands, between it and its waiter: whoever
+/// moves it from [`RUNNING`] decides whether the job's work is taken.
+const RUNNING: u8 = 0;
+/// The job is done and its waiter takes what it made.
+const DELIVERED: u8 = 1;
+/// The waiter gave up at the deadline: the job undoes its follow-up.
+const ABANDONED: u8 = 2;
 
 /// One app's spawn preparations; at most one runs at a time.
 #[derive(Debug, Default)]
@@ -79,22 +112,26 @@ pub struct Preparer {
 
 impl Preparer {
     /// Reads what a spawn of `spec` needs, then runs `rebind` (the listen
-    /// sockets' file system work), off the runtime, within
-    /// [`PREPARE_TIMEOUT`]. The blocking job starts now, so dropping the
-    /// future unpolled leaves nothing claimed; call it on the runtime.
-    pub fn prepare(
+    /// sockets' file system work) and, if the reads succeeded, `followup`,
+    /// all in one job off the runtime, within [`PREPARE_TIMEOUT`]. The
+    /// blocking job starts now, so dropping the future unpolled leaves
+    /// nothing claimed; call it on the runtime.
+    pub fn prepare<F: Followup>(
         &self,
         spec: &AppSpec,
         rebind: Option<Rebind>,
-    ) -> impl Future<Output = Preparation> + Send + 'static {
+        followup: F,
+    ) -> impl Future<Output = Preparation<F::Output>> + Send + 'static {
         let claimed = self
             .busy
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
+        let state = Arc::new(AtomicU8::new(RUNNING));
         let (job, unrun) = if claimed {
             let venv = app_venv(spec).map(ToOwned::to_owned);
             let directory = spec.directory.clone();
             let busy = self.busy.clone();
+            let state = state.clone();
             let job = tokio::task::spawn_blocking(move || {
                 let _done = Done(busy);
                 let prepared = prepare_blocking(venv.as_deref(), &directory);
@@ -102,9 +139,31 @@ impl Preparer {
                     Ok(_) => Some(rebind.run()),
                     Err(_) => rebind.give_back().map(Ok),
                 });
+                // Nothing to make for a waiter that is gone.
+                let made = match &prepared {
+                    Ok(prepared) if state.load(Ordering::Acquire) == RUNNING => {
+                        Some(followup.run(prepared))
+                    }
+                    _ => None,
+                };
+                let made = match state.compare_exchange(
+                    RUNNING,
+                    DELIVERED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => made,
+                    Err(_) => {
+                        if let Some(made) = made {
+                            F::abandon(made);
+                        }
+                        None
+                    }
+                };
                 Preparation {
                     prepared,
                     listen: listen.flatten(),
+                    followup: made,
                 }
             });
             (Some(job), None)
@@ -112,20 +171,35 @@ impl Preparer {
             (None, rebind)
         };
         async move {
-            let Some(job) = job else {
+            let Some(mut job) = job else {
                 return Preparation {
                     prepared: Err(PrepareError::StillBlocked),
                     listen: unrun.and_then(Rebind::give_back).map(Ok),
+                    followup: None,
                 };
             };
             let failed = |error| Preparation {
                 prepared: Err(error),
                 listen: None,
+                followup: None,
             };
-            match tokio::time::timeout(PREPARE_TIMEOUT, job).await {
-                Ok(Ok(preparation)) => preparation,
-                Ok(Err(join)) => failed(PrepareError::Failed(join.to_string())),
-                Err(_) => failed(PrepareError::Timeout(PREPARE_TIMEOUT)),
+            let joined = match tokio::time::timeout(PREPARE_TIMEOUT, &mut job).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    let abandoned = state
+                        .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok();
+                    if abandoned {
+                        return failed(PrepareError::Timeout(PREPARE_TIMEOUT));
+                    }
+                    // Done at the deadline: what it made is taken, as it
+                    // would have been a moment earlier.
+                    job.await
+                }
+            };
+            match joined {
+                Ok(preparation) => preparation,
+                Err(join) => failed(PrepareError::Failed(join.to_string())),
             }
         }
     }
@@ -309,11 +383,11 @@ mod tests {
         let spec = crate::config::test_spec::app_spec("shop", &["/bin/sleep"]);
         preparer.busy.store(true, Ordering::Release);
         assert_eq!(
-            preparer.prepare(&spec, None).await.prepared,
+            preparer.prepare(&spec, None, ()).await.prepared,
             Err(PrepareError::StillBlocked)
         );
         preparer.busy.store(false, Ordering::Release);
-        assert!(preparer.prepare(&spec, None).await.prepared.is_ok());
+        assert!(preparer.prepare(&spec, None, ()).await.prepared.is_ok());
         assert!(!preparer.busy.load(Ordering::Acquire));
     }
 }

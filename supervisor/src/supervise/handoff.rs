@@ -637,6 +637,7 @@ pub fn restore(
             limits,
             oom_baseline: record.oom_baseline,
             notify,
+            retired_notify: None,
             listen,
             rebinding: None,
             stored: Vec::new(),

@@ -300,8 +300,9 @@ type ReportFuture =
     Pin<Box<dyn Future<Output = Result<spawn::Applied, spawn::SpawnFailure>> + Send>>;
 
 /// Resolves once a spawn's file reads (and the listen sockets' rebind
-/// that needs the file system) are done (see `spawn::prepare`).
-type PrepareFuture = Pin<Box<dyn Future<Output = Preparation> + Send>>;
+/// that needs the file system, and its cgroupfs work) are done (see
+/// `spawn::prepare`).
+type PrepareFuture = Pin<Box<dyn Future<Output = Preparation<Box<spawning::Made>>> + Send>>;
 
 /// The next value of a leaf's `populated` watch, with the receiver back.
 type PopulatedFuture = Pin<Box<dyn Future<Output = (watch::Receiver<bool>, Option<bool>)> + Send>>;
@@ -417,6 +418,11 @@ struct Held {
     /// The memory cgroup's OOM-kill count at the last spawn.
     oom_baseline: Option<u64>,
     notify: Option<NotifySocket>,
+    /// A notify socket given up (new settings, or it failed), to be closed
+    /// and its file removed off the runtime: by the next spawn's
+    /// preparation job, before that spawn binds the next one at the same
+    /// path, or by [`Supervisor::removed`].
+    retired_notify: Option<NotifySocket>,
     /// The `[[listen]]` sockets, bound at the first spawn and kept across
     /// restarts and reloads until the app is stopped by request
     /// (`Effect::CloseSockets`), removed, or its listen set changes.
@@ -475,7 +481,7 @@ struct Shown {
 /// What woke the task up.
 enum Wake {
     Command(Option<Box<Command>>),
-    Prepared(InstanceId, Preparation),
+    Prepared(InstanceId, Preparation<Box<spawning::Made>>),
     Notify(Result<readiness::NotifyMessage, readiness::ReadinessError>),
     Reported(InstanceId, Result<spawn::Applied, spawn::SpawnFailure>),
     Exited(InstanceId, ExitStatus),
@@ -555,7 +561,7 @@ impl Supervisor {
                 Wake::Notify(Err(err)) if err.is_refused_message() => {}
                 Wake::Notify(Err(err)) => {
                     tracing::warn!(error = %err, "notify socket failed; readiness must come from the timeout");
-                    self.held.notify = None;
+                    self.retire_notify();
                 }
                 Wake::Populated(id, Some(false)) => self.feed(Event::CgroupEmpty { instance: id }),
                 Wake::Populated(_, Some(true)) => {}
@@ -666,7 +672,7 @@ impl Supervisor {
                 self.app = app;
                 if change.restart {
                     // Bound again at the next spawn, for the new file's user.
-                    self.held.notify = None;
+                    self.retire_notify();
                 }
                 self.logs.update_spec(&self.app.spec.logs);
                 tracing::info!(keys = ?change.keys, restart = change.restart, "settings changed");
@@ -1017,8 +1023,27 @@ impl Supervisor {
         }
     }
 
-    /// Waits until the removals [`Self::forget`] began are done.
+    /// Gives the notify socket up; see [`Held::retired_notify`].
+    fn retire_notify(&mut self) {
+        if let Some(socket) = self.held.notify.take() {
+            // One retired already was never bound over: this one's file
+            // is newer, and its drop leaves that alone.
+            self.held.retired_notify = Some(socket);
+        }
+    }
+
+    /// Waits until the removals [`Self::forget`] began are done, and a
+    /// retired notify socket's.
     async fn removed(&mut self) {
+        if let Some(socket) = self.held.retired_notify.take() {
+            let span = tracing::Span::current();
+            self.held
+                .removing
+                .push(tokio::task::spawn_blocking(move || {
+                    let _span = span.enter();
+                    drop(socket);
+                }));
+        }
         for job in std::mem::take(&mut self.held.removing) {
             if let Err(err) = job.await {
                 tracing::warn!(error = %err, "removing a forgotten instance's files");
