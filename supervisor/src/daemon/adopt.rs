@@ -19,7 +19,7 @@ use crate::audit::unix_now;
 use crate::cgroup::CgroupRoot;
 use crate::config::change::Change;
 use crate::handoff::crash::{self, CrashRecord, Heartbeat, Previous};
-use crate::handoff::state::RecordState;
+use crate::handoff::state::{AppRecord, RecordState};
 use crate::judge::Candidate;
 use crate::listen::recover::{recover, RecoverError};
 use crate::listen::HandedOver;
@@ -256,11 +256,17 @@ impl Daemon {
             Ok(opened) => opened,
             Err(error) => std::panic::resume_unwind(error.into_panic()),
         };
+        let records: Vec<&AppRecord> = chosen
+            .iter()
+            .map(|(adoption, _, _)| &adoption.record.app)
+            .collect();
+        let found = supervise::find_again(&self.shared, &records).await;
         let mut adopted = 0;
         let mut restarted = Vec::new();
         {
             let mut entries = self.apps.write().unwrap_or_else(|e| e.into_inner());
-            for ((adoption, file, app), logs) in chosen.into_iter().zip(opened) {
+            for (((adoption, file, app), logs), found) in chosen.into_iter().zip(opened).zip(found)
+            {
                 let name = adoption.record.app.name.clone();
                 let process = adoption.pidfd.is_some();
                 let mut record = adoption.record.app;
@@ -292,6 +298,7 @@ impl Daemon {
                     logs,
                     self.shared.clone(),
                     record,
+                    found,
                     &mut fds,
                     exit,
                 ) {

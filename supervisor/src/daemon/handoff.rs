@@ -19,10 +19,10 @@ use crate::control::ReexecError;
 use crate::handoff::exec::{self, Binary, Target};
 use crate::handoff::incoming::Incoming;
 use crate::handoff::state::{
-    self, CarriedApp, CarriedConfig, Document, Handoff, RequestCount, STATE_VERSION,
+    self, AppRecord, CarriedApp, CarriedConfig, Document, Handoff, RequestCount, STATE_VERSION,
 };
 use crate::logs::AppLogs;
-use crate::supervise::{self, reaper::Adopted, Command, Frozen};
+use crate::supervise::{self, reaper::Adopted, Command, Found, Frozen, RestoreError};
 
 /// How long a hand-off waits for every app to finish what it is doing (a
 /// start, a stop) before it gives up and leaves everything as it was.
@@ -205,10 +205,14 @@ impl Daemon {
         };
         // Still here: the apps are taken back as they were.
         let apps = frozen.len();
-        for (name, f) in frozen {
-            if let Some(f) = f {
-                self.thaw(&name, f);
-            }
+        let frozen: Vec<(String, Frozen)> = frozen
+            .into_iter()
+            .filter_map(|(name, f)| Some((name, f?)))
+            .collect();
+        let records: Vec<&AppRecord> = frozen.iter().map(|(_, f)| &f.record).collect();
+        let found = supervise::find_again(&self.shared, &records).await;
+        for ((name, f), found) in frozen.into_iter().zip(found) {
+            self.thaw(&name, f, found);
         }
         self.handoff.report(HandoffReport {
             id: order.id,
@@ -324,8 +328,9 @@ impl Daemon {
         }
     }
 
-    /// Takes a frozen app back in this process (the exec did not happen).
-    fn thaw(&self, name: &str, frozen: Frozen) {
+    /// Takes a frozen app back in this process (the exec did not happen),
+    /// with what [`supervise::find_again`] found of it in cgroups.
+    fn thaw(&self, name: &str, frozen: Frozen, found: Result<Found, RestoreError>) {
         let Frozen { record, fds, exit } = frozen;
         let mut fds: BTreeMap<i32, OwnedFd> =
             fds.into_iter().map(|fd| (fd.as_raw_fd(), fd)).collect();
@@ -341,6 +346,7 @@ impl Daemon {
             old.logs.clone(),
             self.shared.clone(),
             record,
+            found,
             &mut fds,
             exit,
         ) {
@@ -428,9 +434,18 @@ impl Daemon {
             .running_apps_logs(log_dir, wanted)
             .await
             .map_err(|error| format!("opening the apps' log files: {error}"))?;
+        let records: Vec<&AppRecord> = incoming.document.apps.iter().collect();
+        let found = supervise::find_again(&self.shared, &records).await;
         // Nothing can fall back from here on: the fds are taken.
         let mut fds = incoming.take_fds();
-        for (record, logs) in incoming.document.apps.iter().cloned().zip(opened) {
+        for ((record, logs), found) in incoming
+            .document
+            .apps
+            .iter()
+            .cloned()
+            .zip(opened)
+            .zip(found)
+        {
             let name = record.name.clone();
             let entry = registry.get_mut(&name).expect("checked above");
             let app = entry.app.clone().expect("checked above");
@@ -443,7 +458,15 @@ impl Daemon {
                         .then(|| supervise::reaper::watch_pid(c.pid))
                 })
             });
-            match supervise::restore(app, logs, self.shared.clone(), record, &mut fds, exit) {
+            match supervise::restore(
+                app,
+                logs,
+                self.shared.clone(),
+                record,
+                found,
+                &mut fds,
+                exit,
+            ) {
                 Ok(handle) => {
                     entry.handle = Some(handle);
                     entry.refused = None;

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     launch, params, placeholder_snapshot, watch_populated, Callers, Commands, Handle, Held,
@@ -24,6 +24,7 @@ use crate::app::{
     Cause, ExitStatus, InstanceId, Machine, Settled, SettledInstance, SettledState, StopParams,
     TimerKey,
 };
+use crate::cgroup::{AppCgroup, AppLimits};
 use crate::config::resolve::ResolvedApp;
 use crate::config::Signal;
 use crate::handoff::fdstore;
@@ -457,16 +458,128 @@ fn take(fds: &mut BTreeMap<i32, OwnedFd>, app: &str, fd: i32) -> Result<OwnedFd,
     })
 }
 
+/// What a restored app holds in cgroupfs, found again
+/// ([`find_again`]): its cgroup, the leaf of its current instance (opened,
+/// and watched) and its limit cgroups.
+pub struct Found {
+    cgroup: Option<AppCgroup>,
+    leaf: Option<(Leaf, Option<watch::Receiver<bool>>)>,
+    limits: Option<AppLimits>,
+}
+
+impl std::fmt::Debug for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Found")
+            .field("cgroup", &self.cgroup)
+            .field(
+                "leaf",
+                &self.leaf.as_ref().map(|(leaf, _)| leaf.cgroup.dir()),
+            )
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// Finds again what each of `records`' apps holds in cgroupfs, all in one
+/// job on the blocking pool, for [`restore`].
+pub async fn find_again(
+    shared: &Arc<Shared>,
+    records: &[&AppRecord],
+) -> Vec<Result<Found, RestoreError>> {
+    let shared = shared.clone();
+    let wanted: Vec<(String, Option<u64>)> = records
+        .iter()
+        .map(|record| (record.name.clone(), leaf_of(record)))
+        .collect();
+    let span = tracing::Span::current();
+    let job = tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
+        wanted
+            .iter()
+            .map(|(name, leaf)| found_again(&shared, name, *leaf))
+            .collect()
+    });
+    match job.await {
+        Ok(found) => found,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+/// The id of `record`'s current instance if it runs in a leaf.
+fn leaf_of(record: &AppRecord) -> Option<u64> {
+    record
+        .current
+        .as_ref()
+        .filter(|current| current.leaf)
+        .map(|current| current.id)
+}
+
+/// App `name`'s cgroup, the leaf of instance `leaf` (opened, and watched)
+/// and its limit cgroups: cgroupfs work, for the blocking pool.
+fn found_again(shared: &Shared, name: &str, leaf: Option<u64>) -> Result<Found, RestoreError> {
+    let cgroup = match &shared.cgroups {
+        Some(root) => Some(root.app(name).map_err(|source| RestoreError::Cgroup {
+            app: name.to_owned(),
+            source,
+        })?),
+        None => None,
+    };
+    let mut found_leaf = None;
+    if let (Some(id), Some(cg)) = (leaf, &cgroup) {
+        let child =
+            cg.child(&InstanceId(id).to_string())
+                .map_err(|source| RestoreError::Cgroup {
+                    app: name.to_owned(),
+                    source,
+                })?;
+        let dir = std::fs::File::open(child.dir())
+            .map(OwnedFd::from)
+            .map_err(|source| RestoreError::Leaf {
+                app: name.to_owned(),
+                path: child.dir().to_owned(),
+                source,
+            })?;
+        let populated = match &shared.watcher {
+            Some(watcher) => {
+                Some(
+                    watcher
+                        .watch(&child)
+                        .map_err(|source| RestoreError::Cgroup {
+                            app: name.to_owned(),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        found_leaf = Some((Leaf { cgroup: child, dir }, populated));
+    }
+    let limits = shared
+        .limits
+        .app(name, cgroup.as_ref().map(|cg| cg.dir()))
+        .map_err(
+            |e| tracing::warn!(app = name, error = %e, "the app's limit cgroups after a hand-off"),
+        )
+        .ok();
+    Ok(Found {
+        cgroup,
+        leaf: found_leaf,
+        limits,
+    })
+}
+
 /// Starts app `app`'s task again from `record`: the same state, counts,
 /// backoff schedule and instance, with the fds `record` names taken from
-/// `fds`. `exit` reports the main process's exit (the reaper's
-/// registration). Every check that can fail comes before the first fd is
-/// taken, so a failure leaves `fds` whole.
+/// `fds`, and what [`find_again`] found of it in cgroups. `exit` reports
+/// the main process's exit (the reaper's registration). Every check that
+/// can fail comes before the first fd is taken, so a failure leaves `fds`
+/// whole.
 pub fn restore(
     app: Arc<ResolvedApp>,
     logs: Arc<AppLogs>,
     shared: Arc<Shared>,
     record: AppRecord,
+    found: Result<Found, RestoreError>,
     fds: &mut BTreeMap<i32, OwnedFd>,
     exit: Option<oneshot::Receiver<ExitStatus>>,
 ) -> Result<Handle, RestoreError> {
@@ -479,51 +592,13 @@ pub fn restore(
     let now = (Instant::now(), monotonic_ns());
     let params = params(&app);
     let settled = settled(&record, params.stop.signal, now)?;
-    let cgroup = match &shared.cgroups {
-        Some(root) => Some(root.app(&name).map_err(|source| RestoreError::Cgroup {
-            app: name.clone(),
-            source,
-        })?),
-        None => None,
-    };
     // The leaf and its watch first: they can fail, and nothing is taken yet.
-    let mut leaf = None;
-    if let (Some(current), Some(cg)) = (&record.current, &cgroup) {
-        if current.leaf {
-            let child = cg
-                .child(&InstanceId(current.id).to_string())
-                .map_err(|source| RestoreError::Cgroup {
-                    app: name.clone(),
-                    source,
-                })?;
-            let dir = std::fs::File::open(child.dir())
-                .map(OwnedFd::from)
-                .map_err(|source| RestoreError::Leaf {
-                    app: name.clone(),
-                    path: child.dir().to_owned(),
-                    source,
-                })?;
-            let populated = match &shared.watcher {
-                Some(watcher) => {
-                    Some(
-                        watcher
-                            .watch(&child)
-                            .map_err(|source| RestoreError::Cgroup {
-                                app: name.clone(),
-                                source,
-                            })?,
-                    )
-                }
-                None => None,
-            };
-            leaf = Some((Leaf { cgroup: child, dir }, populated.map(watch_populated)));
-        }
-    }
-    let limits = shared
-        .limits
-        .app(&name, cgroup.as_ref().map(|cg| cg.dir()))
-        .map_err(|e| tracing::warn!(error = %e, "the app's limit cgroups after a hand-off"))
-        .ok();
+    let Found {
+        cgroup,
+        leaf,
+        limits,
+    } = found?;
+    let mut leaf = leaf.map(|(leaf, populated)| (leaf, populated.map(watch_populated)));
 
     // From here on nothing fails: the fds are taken.
     let notify = match &record.notify {

@@ -16,7 +16,7 @@ mod spawning;
 mod status;
 pub(crate) mod workers;
 
-pub use handoff::{monotonic_ns, restore, Frozen, RestoreError};
+pub use handoff::{find_again, monotonic_ns, restore, Found, Frozen, RestoreError};
 pub use spawning::SpawnError;
 pub use status::{bare_status, security, Snapshot, SnapshotCell};
 use status::{placeholder_snapshot, sandbox_inputs};
