@@ -123,7 +123,12 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         .collect();
     let (reaper, mut adopted) =
         Reaper::start_adopting(&adopted_pids).map_err(DaemonError::Reaper)?;
-    let cgroups = CgroupRoot::detect(&options.cgroup_name)?;
+    // Reads in /proc and a mkdir in cgroupfs: for the blocking pool, as
+    // the rest of the start-up's cgroup work below.
+    let cgroup_name = options.cgroup_name.clone();
+    let cgroups = tokio::task::spawn_blocking(move || CgroupRoot::detect(&cgroup_name))
+        .await
+        .expect("detecting the cgroup tree does not panic")?;
     // Started afresh: what a crashed predecessor left may be adopted, with
     // the fds it put in the service manager's store.
     let passed = match &incoming {
@@ -135,36 +140,19 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         Some(_) => (adopt::Plan::default(), BTreeMap::new()),
         None => adoption_plan(&records_dir, cgroups.clone(), &config).await,
     };
-    let v2_controllers = match &cgroups {
+    let v2_controllers = match cgroups.clone() {
         None => Vec::new(),
-        Some(root) => match root.delegate_controllers() {
-            Ok(controllers) if controllers.is_empty() => {
-                tracing::debug!(
-                    "no cgroup v2 controllers to hand to apps; [limits] use v1 hierarchies"
-                );
+        Some(root) => {
+            let handed_over = incoming.is_some();
+            tokio::task::spawn_blocking(move || {
+                let controllers = delegated_controllers(&root);
+                warn_if_crash_restart_blocked(&root, handed_over, &controllers);
                 controllers
-            }
-            Ok(controllers) => {
-                tracing::info!(
-                    ?controllers,
-                    "cgroup v2 controllers enabled for app [limits]"
-                );
-                controllers
-            }
-            Err(error) => {
-                tracing::warn!(
-                    error = %error,
-                    cause = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default(),
-                    "cannot enable cgroup v2 controllers for apps, so [limits] can only use v1 hierarchies \
-                     (run appvisord as the only process of its cgroup, e.g. a systemd service with Delegate=yes)"
-                );
-                Vec::new()
-            }
-        },
+            })
+            .await
+            .expect("enabling the cgroup controllers does not panic")
+        }
     };
-    if let Some(root) = &cgroups {
-        warn_if_crash_restart_blocked(root, incoming.is_some(), &v2_controllers);
-    }
     let watcher = match &cgroups {
         Some(root) => {
             let watcher = CgroupWatcher::start()?;
@@ -201,10 +189,16 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     };
     // The sandbox's view of the host: v1 limit hierarchies and the Landlock
     // ABI cap.
-    let limits = crate::cgroup::LimitRoot::detect(&options.cgroup_name).unwrap_or_else(|error| {
-        tracing::warn!(%error, "no v1 hierarchies for limits");
-        crate::cgroup::LimitRoot::default()
-    });
+    // Reads in /proc and mkdirs in cgroupfs.
+    let cgroup_name = options.cgroup_name.clone();
+    let limits = tokio::task::spawn_blocking(move || {
+        crate::cgroup::LimitRoot::detect(&cgroup_name).unwrap_or_else(|error| {
+            tracing::warn!(%error, "no v1 hierarchies for limits");
+            crate::cgroup::LimitRoot::default()
+        })
+    })
+    .await
+    .expect("finding the v1 hierarchies does not panic");
     let default_limits = default_limits(
         v2_controllers.contains(&Controller::Pids.as_str()) || limits.has_v1(Controller::Pids),
     );
@@ -535,6 +529,35 @@ fn make_dir(path: &Path, mode: u32) -> Result<(), DaemonError> {
 /// Says once, at a start that was no hand-off, that a crash of this
 /// daemon will kill every app or leave them unsupervised, when systemd put
 /// it where a restart cannot go ([`crate::cgroup::crash_restart_blocked`]).
+/// Enables the cgroup v2 controllers `root` can hand to apps, and says
+/// which: none when it cannot. Writes in cgroupfs, for the blocking pool.
+fn delegated_controllers(root: &CgroupRoot) -> Vec<&'static str> {
+    match root.delegate_controllers() {
+        Ok(controllers) if controllers.is_empty() => {
+            tracing::debug!(
+                "no cgroup v2 controllers to hand to apps; [limits] use v1 hierarchies"
+            );
+            controllers
+        }
+        Ok(controllers) => {
+            tracing::info!(
+                ?controllers,
+                "cgroup v2 controllers enabled for app [limits]"
+            );
+            controllers
+        }
+        Err(error) => {
+            tracing::warn!(
+                error = %error,
+                cause = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default(),
+                "cannot enable cgroup v2 controllers for apps, so [limits] can only use v1 hierarchies \
+                 (run appvisord as the only process of its cgroup, e.g. a systemd service with Delegate=yes)"
+            );
+            Vec::new()
+        }
+    }
+}
+
 fn warn_if_crash_restart_blocked(root: &CgroupRoot, handed_over: bool, controllers: &[&str]) {
     let under_systemd =
         std::env::var_os("INVOCATION_ID").is_some() || std::env::var_os("NOTIFY_SOCKET").is_some();
