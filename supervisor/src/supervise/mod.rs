@@ -952,7 +952,10 @@ impl Supervisor {
     }
 
     /// `Effect::Reload`: note the instance's processes but the main one,
-    /// send the reload signal, and watch those processes go.
+    /// send the reload signal, and watch those processes go. The noting
+    /// reads the leaf's `cgroup.procs`: on the blocking pool, and the
+    /// signal after it, through a pidfd opened now, so that it never
+    /// reaches a process that took the main process's pid over meanwhile.
     fn reload(&mut self, id: InstanceId, signal: Signal) {
         let Some(instance) = self.instance_mut(id) else {
             return;
@@ -960,26 +963,40 @@ impl Supervisor {
         let Some(pid) = instance.pid else {
             return;
         };
-        let before: Vec<u32> = instance
-            .leaf
-            .as_ref()
-            .and_then(|leaf| leaf.cgroup.pids().ok())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|p| *p != pid)
-            .collect();
-        let workers = match workers::Workers::note(before) {
-            Ok(workers) => workers,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot watch the workers of a reload; it waits for the probe only");
-                workers::Workers::note([]).unwrap_or_else(|_| unreachable!("no pid, no pidfd"))
+        let main = workers::pidfd_open(pid)
+            .map_err(|err| tracing::warn!(error = %err, "sending the reload signal"))
+            .ok();
+        let leaf = instance.leaf.as_ref().map(|leaf| leaf.cgroup.clone());
+        let span = tracing::Span::current();
+        let noted = tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
+            let before: Vec<u32> = leaf
+                .and_then(|cgroup| cgroup.pids().ok())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| *p != pid)
+                .collect();
+            let workers = match workers::Workers::note(before) {
+                Ok(workers) => workers,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot watch the workers of a reload; it waits for the probe only");
+                    workers::Workers::note([]).unwrap_or_else(|_| unreachable!("no pid, no pidfd"))
+                }
+            };
+            tracing::info!(pid, instance = %id, workers = workers.len(), %signal, "reloading");
+            if let Some(main) = main {
+                if let Err(err) = workers::pidfd_send_signal(&main, signal.0) {
+                    tracing::warn!(error = %err, "sending the reload signal");
+                }
             }
-        };
-        tracing::info!(pid, instance = %id, workers = workers.len(), %signal, "reloading");
-        if let Err(err) = kill(Pid::from_raw(pid as i32), signal.0) {
-            tracing::warn!(error = %err, "sending the reload signal");
-        }
-        instance.reload = Some(tokio::spawn(workers.gone()));
+            workers
+        });
+        instance.reload = Some(tokio::spawn(async move {
+            // A job that panicked noted nothing to wait for.
+            if let Ok(workers) = noted.await {
+                workers.gone().await;
+            }
+        }));
     }
 
     /// `Effect::Forget`: nothing of the instance is left.
@@ -1254,21 +1271,29 @@ async fn catch_panic(mut run: Pin<Box<dyn Future<Output = ()> + Send>>) -> Optio
 
 /// Sends `signal` to every process of one instance: its leaf cgroup's, or
 /// without cgroups its process group (`pid` leads it: the exec helper
-/// calls setsid).
+/// calls setsid). The cgroup's are found, or killed, in cgroupfs (a read of
+/// `cgroup.procs`, a write of `cgroup.kill`; on a kernel without it, passes
+/// over `cgroup.procs` for up to about 100 ms): on the blocking pool, and
+/// nothing waits for it.
 fn kill_instance(leaf: Option<&Leaf>, pid: u32, signal: NixSignal) {
-    let result = match leaf {
-        Some(leaf) if signal == NixSignal::SIGKILL => leaf.cgroup.kill(),
-        Some(leaf) => leaf.cgroup.signal_all(signal).map(|_| ()),
-        None => {
-            if pid > 0 {
-                let _ = killpg(Pid::from_raw(pid as i32), signal);
-            }
-            Ok(())
+    let Some(leaf) = leaf else {
+        if pid > 0 {
+            let _ = killpg(Pid::from_raw(pid as i32), signal);
         }
+        return;
     };
-    if let Err(err) = result {
-        tracing::warn!(error = %err, ?signal, "signalling an instance's processes");
-    }
+    let cgroup = leaf.cgroup.clone();
+    let span = tracing::Span::current();
+    drop(tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
+        let result = match signal {
+            NixSignal::SIGKILL => cgroup.kill(),
+            signal => cgroup.signal_all(signal).map(|_| ()),
+        };
+        if let Err(err) = result {
+            tracing::warn!(error = %err, ?signal, "signalling an instance's processes");
+        }
+    }));
 }
 
 /// Where the failure report of a request begins: for a start or restart

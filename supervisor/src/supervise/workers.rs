@@ -7,7 +7,7 @@
 //! worker cannot be mistaken for an old one.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -71,6 +71,30 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     let fd = i32::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
     // SAFETY: the kernel just returned `fd`, open and owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `pidfd_send_signal(pidfd, signal, NULL, 0)`: `signal` to the process
+/// `pidfd` names, never to one that took its pid over since it was opened.
+pub(crate) fn pidfd_send_signal(
+    pidfd: &OwnedFd,
+    signal: nix::sys::signal::Signal,
+) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal takes an fd we hold open, a signal number,
+    // a null siginfo (the kernel fills one in as kill(2) would) and flags
+    // 0; it touches no memory of ours.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
