@@ -170,6 +170,9 @@ impl Preparer {
         } else {
             (None, rebind)
         };
+        // Dropped unfinished, even unpolled (the app's task ended
+        // meanwhile), the future leaves the job to undo its follow-up too.
+        let waiter = Waiter(state);
         async move {
             let Some(mut job) = job else {
                 return Preparation {
@@ -186,10 +189,7 @@ impl Preparer {
             let joined = match tokio::time::timeout(PREPARE_TIMEOUT, &mut job).await {
                 Ok(joined) => joined,
                 Err(_) => {
-                    let abandoned = state
-                        .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok();
-                    if abandoned {
+                    if waiter.abandon() {
                         return failed(PrepareError::Timeout(PREPARE_TIMEOUT));
                     }
                     // Done at the deadline: what it made is taken, as it
@@ -202,6 +202,25 @@ impl Preparer {
                 Err(join) => failed(PrepareError::Failed(join.to_string())),
             }
         }
+    }
+}
+
+/// The waiting end of a preparation's job: it gives up what the job makes
+/// when it gives up waiting, or is dropped before the job is done.
+struct Waiter(Arc<AtomicU8>);
+
+impl Waiter {
+    /// Gives up, unless the job is done: then what it made is taken.
+    fn abandon(&self) -> bool {
+        self.0
+            .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.abandon();
     }
 }
 
@@ -375,6 +394,61 @@ mod tests {
                 cfg.display()
             )
         );
+    }
+
+    /// A follow-up that says when it runs and takes its time, and whether
+    /// what it made was undone.
+    struct Slow {
+        started: std::sync::mpsc::Sender<()>,
+        undone: Arc<AtomicBool>,
+    }
+
+    impl Followup for Slow {
+        type Output = Arc<AtomicBool>;
+        fn run(self, _: &Prepared) -> Arc<AtomicBool> {
+            let _ = self.started.send(());
+            std::thread::sleep(Duration::from_millis(50));
+            self.undone
+        }
+        fn abandon(undone: Arc<AtomicBool>) {
+            undone.store(true, Ordering::Release);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_preparation_dropped_unfinished_undoes_its_follow_up() {
+        let preparer = Preparer::default();
+        let spec = crate::config::test_spec::app_spec("shop", &["/bin/sleep"]);
+        let (started, running) = std::sync::mpsc::channel();
+        let undone = Arc::new(AtomicBool::new(false));
+        let slow = Slow {
+            started,
+            undone: undone.clone(),
+        };
+        let preparing = preparer.prepare(&spec, None, slow);
+        // The job runs on a thread of its own meanwhile.
+        running.recv_timeout(Duration::from_secs(10)).unwrap();
+        drop(preparing);
+        while preparer.busy.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(undone.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn a_follow_up_waited_for_is_taken() {
+        let preparer = Preparer::default();
+        let spec = crate::config::test_spec::app_spec("shop", &["/bin/sleep"]);
+        let (started, _running) = std::sync::mpsc::channel();
+        let undone = Arc::new(AtomicBool::new(false));
+        let slow = Slow {
+            started,
+            undone: undone.clone(),
+        };
+        let preparation = preparer.prepare(&spec, None, slow).await;
+        assert!(preparation.prepared.is_ok());
+        assert!(preparation.followup.is_some());
+        assert!(!undone.load(Ordering::Acquire));
     }
 
     #[tokio::test]
