@@ -14,11 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use super::{
-    launch, params, placeholder_snapshot, watch_populated, Callers, Commands, Handle, Held,
-    Instance, Leaf, Shared, Shown, SnapshotCell, Spawns, Supervisor, Timer,
+    launch, params, placeholder_snapshot, watch_populated, Callers, Handle, Held, Instance, Leaf,
+    Shared, Shown, SnapshotCell, Spawns, Supervisor, Timer,
 };
 use crate::app::{
     Cause, ExitStatus, InstanceId, Machine, Settled, SettledInstance, SettledState, StopParams,
@@ -697,7 +697,7 @@ pub fn restore(
         })
         .into_iter()
         .collect();
-    let (commands, rx) = mpsc::unbounded_channel();
+    let (commands, rx) = super::inbox::channel();
     let sup = Supervisor {
         machine,
         pending: VecDeque::new(),
@@ -739,7 +739,7 @@ pub fn restore(
         freeze: None,
         saved: None,
     };
-    Ok(launch(sup, Commands(commands), rx, false, logs))
+    Ok(launch(sup, commands, rx, false, logs))
 }
 
 #[cfg(test)]

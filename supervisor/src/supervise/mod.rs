@@ -11,12 +11,15 @@
 //! thawing for a hand-off in `handoff`.
 
 mod handoff;
+mod inbox;
 pub mod reaper;
 mod spawning;
 mod status;
 pub(crate) mod workers;
 
 pub use handoff::{find_again, monotonic_ns, restore, Found, Frozen, RestoreError};
+pub use inbox::Commands;
+use inbox::Inbox;
 pub use spawning::SpawnError;
 pub use status::{bare_status, security, Snapshot, SnapshotCell};
 use status::{placeholder_snapshot, sandbox_inputs};
@@ -33,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime};
 use appvisor_protocol::{Action, AppStatus, StoppedBy};
 use nix::sys::signal::{kill, killpg, Signal as NixSignal};
 use nix::unistd::Pid;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 use tracing::Instrument;
@@ -153,21 +156,9 @@ struct Waiting {
     attempt: Option<(u64, Option<LogMark>)>,
 }
 
-/// The sending side of an app task's commands. Commands travel boxed: the
-/// channel allocates its slots 32 at a time as soon as it exists, for every
-/// app, and a boxed slot is a tenth of a `Command`.
-#[derive(Debug, Clone)]
-pub struct Commands(mpsc::UnboundedSender<Box<Command>>);
-
 /// The app's task has ended; nothing can be sent to it any more.
 #[derive(Debug)]
 pub struct TaskGone;
-
-impl Commands {
-    pub fn send(&self, command: Command) -> Result<(), TaskGone> {
-        self.0.send(Box::new(command)).map_err(|_| TaskGone)
-    }
-}
 
 /// The control plane's end of an app's task.
 #[derive(Debug)]
@@ -188,8 +179,7 @@ pub fn start(
 ) -> Handle {
     let now = Instant::now();
     let machine = Machine::new(params(&app), now, jitter_seed());
-    let (commands, rx) = mpsc::unbounded_channel();
-    let commands = Commands(commands);
+    let (commands, rx) = inbox::channel();
     let app_for_snapshot = app.clone();
     let sup = Supervisor {
         machine,
@@ -220,7 +210,7 @@ pub fn start(
 fn launch(
     mut sup: Supervisor,
     commands: Commands,
-    rx: mpsc::UnboundedReceiver<Box<Command>>,
+    rx: Inbox,
     autostart: bool,
     logs: Arc<AppLogs>,
 ) -> Handle {
@@ -494,11 +484,7 @@ enum Wake {
 }
 
 impl Supervisor {
-    async fn run(
-        mut self: Box<Self>,
-        mut commands: mpsc::UnboundedReceiver<Box<Command>>,
-        autostart: bool,
-    ) {
+    async fn run(mut self: Box<Self>, mut commands: Inbox, autostart: bool) {
         // Before anything runs that could write output: what comes before
         // the files are open is dropped. Commands wait in the channel.
         open_log_files(&self.logs).await;
@@ -580,7 +566,7 @@ impl Supervisor {
     }
 
     /// Waits for the next thing that needs handling.
-    async fn next(&mut self, commands: &mut mpsc::UnboundedReceiver<Box<Command>>) -> Wake {
+    async fn next(&mut self, commands: &mut Inbox) -> Wake {
         let Supervisor {
             instances,
             timers,
