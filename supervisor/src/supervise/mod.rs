@@ -514,52 +514,68 @@ impl Supervisor {
                 }
                 return;
             }
-            let wake = self.next(&mut commands).await;
-            match wake {
-                Wake::Command(None) => {
-                    // The daemon dropped the handle: treat as shutdown.
-                    self.begin_shutdown(Cause::Shutdown);
+            // The exit is awaited outside the match: a `Wake` (the largest
+            // of its variants, a spawn's report) kept across that await
+            // would sit in every app's task future.
+            let exited = match self.next(&mut commands).await {
+                Wake::Exited(id, status) => Some((id, status)),
+                wake => {
+                    self.woke(wake);
+                    None
                 }
-                Wake::Command(Some(cmd)) => self.command(*cmd),
-                Wake::Prepared(id, preparation) => {
-                    self.spawns.preparing = None;
-                    self.prepared(id, preparation);
+            };
+            if let Some((id, status)) = exited {
+                Box::pin(self.exited(id, status)).await;
+            }
+        }
+    }
+
+    /// Handles what woke the task up, but an exit (awaited in `run`).
+    fn woke(&mut self, wake: Wake) {
+        match wake {
+            Wake::Command(None) => {
+                // The daemon dropped the handle: treat as shutdown.
+                self.begin_shutdown(Cause::Shutdown);
+            }
+            Wake::Command(Some(cmd)) => self.command(*cmd),
+            Wake::Prepared(id, preparation) => {
+                self.spawns.preparing = None;
+                self.prepared(id, preparation);
+            }
+            Wake::Reported(id, outcome) => self.reported(id, outcome),
+            Wake::Exited(..) => unreachable!("awaited in run"),
+            Wake::Timer(key, generation) => {
+                self.timers.retain(|t| t.key != key);
+                self.feed(Event::TimerFired { key, generation });
+            }
+            Wake::Probe(id, result) => match result {
+                Some(Ok(())) => self.feed(Event::Ready {
+                    instance: id,
+                    signal: ReadySignal::Probe,
+                }),
+                Some(Err(err)) => {
+                    tracing::info!(instance = %id, error = %err, "readiness probe gave up")
                 }
-                Wake::Reported(id, outcome) => self.reported(id, outcome),
-                Wake::Exited(id, status) => Box::pin(self.exited(id, status)).await,
-                Wake::Timer(key, generation) => {
-                    self.timers.retain(|t| t.key != key);
-                    self.feed(Event::TimerFired { key, generation });
-                }
-                Wake::Probe(id, result) => match result {
-                    Some(Ok(())) => self.feed(Event::Ready {
-                        instance: id,
-                        signal: ReadySignal::Probe,
-                    }),
-                    Some(Err(err)) => {
-                        tracing::info!(instance = %id, error = %err, "readiness probe gave up")
-                    }
-                    None => {}
-                },
-                Wake::WorkersGone(id) => self.feed(Event::WorkersReplaced { instance: id }),
-                Wake::Notify(Ok(msg)) => self.notified(msg),
-                // NotifySocket::recv logged it, rate-limited.
-                Wake::Notify(Err(err)) if err.is_refused_message() => {}
-                Wake::Notify(Err(err)) => {
-                    tracing::warn!(error = %err, "notify socket failed; readiness must come from the timeout");
-                    self.retire_notify();
-                }
-                Wake::Populated(id, Some(false)) => self.feed(Event::CgroupEmpty { instance: id }),
-                Wake::Populated(_, Some(true)) => {}
-                Wake::Populated(id, None) => {
-                    tracing::error!("the cgroup watcher stopped; checking emptiness on exit only");
-                    let empty = self
-                        .instance(id)
-                        .and_then(|i| i.leaf.as_ref())
-                        .is_some_and(|leaf| !leaf.cgroup.is_populated().unwrap_or(true));
-                    if empty {
-                        self.feed(Event::CgroupEmpty { instance: id });
-                    }
+                None => {}
+            },
+            Wake::WorkersGone(id) => self.feed(Event::WorkersReplaced { instance: id }),
+            Wake::Notify(Ok(msg)) => self.notified(msg),
+            // NotifySocket::recv logged it, rate-limited.
+            Wake::Notify(Err(err)) if err.is_refused_message() => {}
+            Wake::Notify(Err(err)) => {
+                tracing::warn!(error = %err, "notify socket failed; readiness must come from the timeout");
+                self.retire_notify();
+            }
+            Wake::Populated(id, Some(false)) => self.feed(Event::CgroupEmpty { instance: id }),
+            Wake::Populated(_, Some(true)) => {}
+            Wake::Populated(id, None) => {
+                tracing::error!("the cgroup watcher stopped; checking emptiness on exit only");
+                let empty = self
+                    .instance(id)
+                    .and_then(|i| i.leaf.as_ref())
+                    .is_some_and(|leaf| !leaf.cgroup.is_populated().unwrap_or(true));
+                if empty {
+                    self.feed(Event::CgroupEmpty { instance: id });
                 }
             }
         }
