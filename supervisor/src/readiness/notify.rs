@@ -305,9 +305,12 @@ impl NotifySocket {
             let Some(due) = due else {
                 return self.socket.readable().await;
             };
+            // The timer boxed: every app's task waits in `recv` (inside
+            // its `select!`, notify socket or not), and an inline timer
+            // would widen each task's future for a summary rarely due.
             tokio::select! {
                 ready = self.socket.readable() => return ready,
-                () = tokio::time::sleep_until(due.into()) => self.summarize(),
+                () = Box::pin(tokio::time::sleep_until(due.into())) => self.summarize(),
             }
         }
     }
