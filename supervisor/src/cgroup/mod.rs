@@ -41,7 +41,7 @@ use std::time::Duration;
 pub use discover::{find_v2_mount, own_v2_path};
 pub use limits::{cpu_quota, parse_oom_kill, AppLimits, Controller, LimitRoot, CPU_PERIOD_US};
 pub use tree::{crash_restart_blocked, AppCgroup, CgroupRoot, ReapReport, Reaped};
-pub use watch::CgroupWatcher;
+pub use watch::{CgroupWatcher, Populated};
 
 /// What went wrong with which cgroup file, and doing what.
 #[derive(Debug, thiserror::Error)]

@@ -183,12 +183,11 @@ impl CgroupRoot {
         }
         let deadline = tokio::time::Instant::now() + within;
         for (name, app, mut populated, killed) in pending {
-            let emptied =
-                tokio::time::timeout_at(deadline, populated.wait_for(|populated| !populated)).await;
+            let emptied = tokio::time::timeout_at(deadline, populated.wait_for(false)).await;
             let outcome = match emptied {
-                Ok(Ok(_)) => app.remove(),
+                Ok(true) => app.remove(),
                 // The watcher went away: ask the kernel directly.
-                Ok(Err(_)) => match app.is_populated() {
+                Ok(false) => match app.is_populated() {
                     Ok(false) => app.remove(),
                     Ok(true) => Err(CgroupError::WatcherGone),
                     Err(error) => Err(error),

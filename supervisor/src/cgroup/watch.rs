@@ -1,6 +1,8 @@
 //! Event-driven emptiness: one inotify instance for all app cgroups, and a
-//! task that turns `cgroup.events` modifications into `populated` values on
-//! `tokio::sync::watch` channels. Never polls.
+//! task that turns `cgroup.events` modifications into `populated` values,
+//! each cgroup's on a [`Populated`] (a value and its watchers' wakers under
+//! a mutex: every instance of every app has one, and a tokio watch channel
+//! was three times its size). Never polls.
 //!
 //! The kernel signals every change of `populated` (and `frozen`) as a
 //! file-modified event on `cgroup.events` (cgroup-v2.rst, "Core Interface
@@ -13,11 +15,11 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::tree::read_populated;
@@ -26,7 +28,7 @@ use super::{AppCgroup, CgroupError};
 /// Follows `populated` of any number of app cgroups.
 ///
 /// Dropping the watcher stops its task; every receiver then reports the
-/// channel closed. A receiver whose channel closes while its cgroup still
+/// watch ended. A receiver whose watch ends while its cgroup still
 /// exists must not be taken as "empty": ask [`AppCgroup::is_populated`].
 #[derive(Debug)]
 pub struct CgroupWatcher {
@@ -73,7 +75,149 @@ impl Watches {
 #[derive(Debug)]
 struct Watched {
     events: PathBuf,
-    populated: watch::Sender<bool>,
+    populated: Publisher,
+}
+
+/// A cgroup's `populated` as the watcher last read it, for one receiver:
+/// [`Populated::changed`] resolves at each change since this receiver
+/// last saw the value, and with `None` once the watch has ended and no
+/// change is left unseen.
+#[derive(Debug)]
+pub struct Populated {
+    cell: Arc<Mutex<Cell>>,
+    /// The version this receiver saw last.
+    seen: u64,
+}
+
+/// What the watcher and a cgroup's receivers share.
+#[derive(Debug)]
+struct Cell {
+    value: bool,
+    /// Counts the changes of `value`.
+    version: u64,
+    /// The watch has ended: no change comes any more.
+    ended: bool,
+    receivers: usize,
+    /// The tasks waiting for a change.
+    wakers: Vec<Waker>,
+}
+
+fn lock_cell(cell: &Mutex<Cell>) -> MutexGuard<'_, Cell> {
+    // Each change under the lock leaves the cell consistent.
+    cell.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Populated {
+    /// The value as last read.
+    pub fn get(&self) -> bool {
+        lock_cell(&self.cell).value
+    }
+
+    /// The value after a change this receiver has not seen yet (which it
+    /// then has); `None` once the watch has ended with nothing unseen.
+    pub async fn changed(&mut self) -> Option<bool> {
+        std::future::poll_fn(|cx| self.poll_changed(cx)).await
+    }
+
+    /// Resolves once the value is `want`, at once if it is: `true`; or
+    /// `false` once the watch has ended without it.
+    pub async fn wait_for(&mut self, want: bool) -> bool {
+        if self.get() == want {
+            return true;
+        }
+        while let Some(value) = self.changed().await {
+            if value == want {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// [`Populated::changed`] as a poll.
+    pub fn poll_changed(&mut self, cx: &mut Context<'_>) -> Poll<Option<bool>> {
+        let mut cell = lock_cell(&self.cell);
+        if cell.version != self.seen {
+            self.seen = cell.version;
+            return Poll::Ready(Some(cell.value));
+        }
+        if cell.ended {
+            return Poll::Ready(None);
+        }
+        if !cell.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            cell.wakers.reserve_exact(1);
+            cell.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Populated {
+    fn drop(&mut self) {
+        lock_cell(&self.cell).receivers -= 1;
+    }
+}
+
+/// The watcher's end of a cgroup's [`Populated`]; dropping it ends the
+/// watch for every receiver.
+#[derive(Debug)]
+struct Publisher(Arc<Mutex<Cell>>);
+
+impl Publisher {
+    /// A publisher of `value`, and its first receiver.
+    fn new(value: bool) -> (Publisher, Populated) {
+        let cell = Arc::new(Mutex::new(Cell {
+            value,
+            version: 0,
+            ended: false,
+            receivers: 1,
+            wakers: Vec::new(),
+        }));
+        let receiver = Populated {
+            cell: Arc::clone(&cell),
+            seen: 0,
+        };
+        (Publisher(cell), receiver)
+    }
+
+    /// Another receiver, which has seen the current value.
+    fn subscribe(&self) -> Populated {
+        let mut cell = lock_cell(&self.0);
+        cell.receivers += 1;
+        Populated {
+            cell: Arc::clone(&self.0),
+            seen: cell.version,
+        }
+    }
+
+    /// Whether no receiver is left.
+    fn is_closed(&self) -> bool {
+        lock_cell(&self.0).receivers == 0
+    }
+
+    /// Sets the value; the receivers wake only if it changed.
+    fn publish(&self, value: bool) {
+        let wakers = {
+            let mut cell = lock_cell(&self.0);
+            if cell.value == value {
+                return;
+            }
+            cell.value = value;
+            cell.version += 1;
+            std::mem::take(&mut cell.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let wakers = {
+            let mut cell = lock_cell(&self.0);
+            cell.ended = true;
+            std::mem::take(&mut cell.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
 }
 
 /// `AsyncFd` wants `AsRawFd`; nix's `Inotify` offers `AsFd`.
@@ -125,7 +269,7 @@ impl CgroupWatcher {
     /// has been dropped (noticed at the next event or `watch` call).
     /// Removing the cgroup does not end it: cgroupfs sends no `IN_IGNORED`
     /// on rmdir while the watch pins the inode.
-    pub fn watch(&self, app: &AppCgroup) -> Result<watch::Receiver<bool>, CgroupError> {
+    pub fn watch(&self, app: &AppCgroup) -> Result<Populated, CgroupError> {
         if self.task.is_finished() {
             return Err(CgroupError::WatcherGone);
         }
@@ -154,11 +298,11 @@ impl CgroupWatcher {
         };
         let receiver = match watches.by_wd.get(&wd) {
             Some(watched) => {
-                publish(&watched.populated, populated);
+                watched.populated.publish(populated);
                 watched.populated.subscribe()
             }
             None => {
-                let (sender, receiver) = watch::channel(populated);
+                let (sender, receiver) = Publisher::new(populated);
                 watches.insert(
                     wd,
                     Watched {
@@ -173,7 +317,7 @@ impl CgroupWatcher {
         Ok(receiver)
     }
 
-    /// Ends the watch of `app`: its receivers see the channel close. Call it
+    /// Ends the watch of `app`: its receivers see the watch end. Call it
     /// after [`AppCgroup::remove`]; a cgroup not watched is no error.
     pub fn unwatch(&self, app: &AppCgroup) {
         let events = app.events_path();
@@ -242,23 +386,15 @@ impl Shared {
 
 fn refresh(watched: &Watched) {
     match read_populated(&watched.events) {
-        Ok(populated) => publish(&watched.populated, populated),
+        Ok(populated) => watched.populated.publish(populated),
         // Gone between the event and the read: a removed cgroup is empty.
         Err(CgroupError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            publish(&watched.populated, false);
+            watched.populated.publish(false);
         }
         Err(error) => {
             tracing::warn!(error = %error, "cannot re-read cgroup events");
         }
     }
-}
-
-fn publish(sender: &watch::Sender<bool>, populated: bool) {
-    sender.send_if_modified(|current| {
-        let changed = *current != populated;
-        *current = populated;
-        changed
-    });
 }
 
 async fn run(shared: Arc<Shared>) {

@@ -14,17 +14,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use super::{
-    launch, params, placeholder_snapshot, watch_populated, Callers, Handle, Held, Instance, Leaf,
-    Shared, Shown, SnapshotCell, Spawns, Supervisor, Timer,
+    launch, params, placeholder_snapshot, Callers, Handle, Held, Instance, Leaf, Shared, Shown,
+    SnapshotCell, Spawns, Supervisor, Timer,
 };
 use crate::app::{
     Cause, ExitStatus, InstanceId, Machine, Settled, SettledInstance, SettledState, StopParams,
     TimerKey,
 };
-use crate::cgroup::{AppCgroup, AppLimits};
+use crate::cgroup::{AppCgroup, AppLimits, Populated};
 use crate::config::resolve::ResolvedApp;
 use crate::config::Signal;
 use crate::handoff::fdstore;
@@ -463,7 +463,7 @@ fn take(fds: &mut BTreeMap<i32, OwnedFd>, app: &str, fd: i32) -> Result<OwnedFd,
 /// and watched) and its limit cgroups.
 pub struct Found {
     cgroup: Option<AppCgroup>,
-    leaf: Option<(Leaf, Option<watch::Receiver<bool>>)>,
+    leaf: Option<(Leaf, Option<Populated>)>,
     limits: Option<AppLimits>,
 }
 
@@ -598,7 +598,7 @@ pub fn restore(
         leaf,
         limits,
     } = found?;
-    let mut leaf = leaf.map(|(leaf, populated)| (leaf, populated.map(watch_populated)));
+    let mut leaf = leaf;
 
     // From here on nothing fails: the fds are taken.
     let notify = match &record.notify {

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime};
 use appvisor_protocol::{Action, AppStatus, StoppedBy};
 use nix::sys::signal::{kill, killpg, Signal as NixSignal};
 use nix::unistd::Pid;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 use tracing::Instrument;
@@ -46,7 +46,7 @@ use crate::app::{
     ReadySignal, Request, RequestId, StopParams, TimerKey,
 };
 use crate::audit::Events;
-use crate::cgroup::{AppCgroup, AppLimits, CgroupRoot, CgroupWatcher, LimitRoot};
+use crate::cgroup::{AppCgroup, AppLimits, CgroupRoot, CgroupWatcher, LimitRoot, Populated};
 use crate::config::change::Change;
 use crate::config::resolve::ResolvedApp;
 use crate::config::{ReadinessKind, Signal};
@@ -294,9 +294,6 @@ type ReportFuture =
 /// `spawn::prepare`).
 type PrepareFuture = Pin<Box<dyn Future<Output = Preparation<Box<spawning::Made>>> + Send>>;
 
-/// The next value of a leaf's `populated` watch, with the receiver back.
-type PopulatedFuture = Pin<Box<dyn Future<Output = (watch::Receiver<bool>, Option<bool>)> + Send>>;
-
 /// One instance of the app: what the shell holds for it, from its spawn
 /// until the machine forgets it. The same type serves the current
 /// instance, a start-stop restart's previous one and retired ones.
@@ -316,8 +313,8 @@ struct Instance {
     /// Its private socket for the readiness probe: apps with `[[listen]]`
     /// sockets and a probe.
     probe_socket: Option<ProbeSocket>,
-    /// The next change of the leaf's `populated`; `None` without a watcher.
-    populated: Option<PopulatedFuture>,
+    /// The leaf's `populated`; `None` without a watcher, or once it ended.
+    populated: Option<Populated>,
     probe: Option<JoinHandle<Result<(), readiness::ProbeError>>>,
     /// A reload under way: resolves once the processes noted before the
     /// reload signal are gone.
@@ -337,7 +334,7 @@ impl Instance {
         output: Option<crate::logs::Capture>,
         leaf: Option<Leaf>,
         probe_socket: Option<ProbeSocket>,
-        populated: Option<PopulatedFuture>,
+        populated: Option<Populated>,
     ) -> Instance {
         Instance {
             id,
@@ -1173,8 +1170,10 @@ fn poll_instances(
             }
         }
         if let Some(populated) = instance.populated.as_mut() {
-            if let Poll::Ready((rx, value)) = populated.as_mut().poll(cx) {
-                instance.populated = value.map(|_| watch_populated(rx));
+            if let Poll::Ready(value) = populated.poll_changed(cx) {
+                if value.is_none() {
+                    instance.populated = None;
+                }
                 return Poll::Ready(Wake::Populated(id, value));
             }
         }
@@ -1197,18 +1196,6 @@ fn poll_instances(
         }
     }
     Poll::Pending
-}
-
-/// The next value of a leaf's `populated` watch, with the receiver to
-/// watch again; `None` once the watcher is gone.
-fn watch_populated(mut rx: watch::Receiver<bool>) -> PopulatedFuture {
-    Box::pin(async move {
-        let value = match rx.changed().await {
-            Ok(()) => Some(*rx.borrow_and_update()),
-            Err(_) => None,
-        };
-        (rx, value)
-    })
 }
 
 /// What is left to do if an app's task panics (a bug in appvisord): its

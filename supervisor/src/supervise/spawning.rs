@@ -11,11 +11,11 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
-use super::{remove_leaf, sandbox_inputs, watch_populated, Instance, Leaf, Shared, Supervisor};
+use super::{remove_leaf, sandbox_inputs, Instance, Leaf, Shared, Supervisor};
 use crate::app::{AppState, Event, ExitStatus, InstanceId};
-use crate::cgroup::{AppCgroup, AppLimits, CgroupError};
+use crate::cgroup::{AppCgroup, AppLimits, CgroupError, Populated};
 use crate::config::{LimitSpec, ReadinessKind};
 use crate::handoff::fdstore;
 use crate::listen::{HeldSockets, ListenError, ProbeSocket, Rebind};
@@ -188,7 +188,7 @@ impl Supervisor {
         }
         let MadeLeaf { leaf, limits } = made.leaf?;
         let (leaf, populated) = match leaf {
-            Some((leaf, populated)) => (Some(leaf), populated.map(watch_populated)),
+            Some((leaf, populated)) => (Some(leaf), populated),
             None => (None, None),
         };
         // Written already; a failure is the spawn's after the sockets'.
@@ -355,7 +355,7 @@ pub(super) struct Made {
 pub(super) struct MadeLeaf {
     /// The instance's leaf and its `populated` watch; `None` without
     /// cgroups.
-    leaf: Option<(Leaf, Option<watch::Receiver<bool>>)>,
+    leaf: Option<(Leaf, Option<Populated>)>,
     /// The limits written, or why not.
     limits: Result<AppliedLimits, SpawnError>,
 }
@@ -428,7 +428,7 @@ fn made_leaf(
     shared: &Shared,
     cg: &AppCgroup,
     id: InstanceId,
-) -> Result<(Leaf, Option<watch::Receiver<bool>>), SpawnError> {
+) -> Result<(Leaf, Option<Populated>), SpawnError> {
     let leaf = cg.child(&id.to_string()).map_err(SpawnError::Cgroup)?;
     let populated = match &shared.watcher {
         Some(watcher) => Some(watcher.watch(&leaf).map_err(SpawnError::CgroupWatch)?),
