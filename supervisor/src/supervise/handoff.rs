@@ -605,7 +605,7 @@ pub fn restore(
         Some((fd, path)) => {
             let fd = take(fds, &name, *fd)?;
             match NotifySocket::taken_over(fd, path.clone()) {
-                Ok(socket) => Some(socket),
+                Ok(socket) => Some(Box::new(socket)),
                 Err(error) => {
                     tracing::warn!(%error, "cannot watch the handed-over notify socket; it is bound again at the next spawn");
                     None

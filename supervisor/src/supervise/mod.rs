@@ -404,12 +404,15 @@ struct Held {
     limits: Option<AppLimits>,
     /// The memory cgroup's OOM-kill count at the last spawn.
     oom_baseline: Option<u64>,
-    notify: Option<NotifySocket>,
+    /// Boxed, as is `retired_notify`: most apps have none, and inline each
+    /// would widen every app's `Supervisor` by its 120 bytes (into malloc's
+    /// next size class).
+    notify: Option<Box<NotifySocket>>,
     /// A notify socket given up (new settings, or it failed), to be closed
     /// and its file removed off the runtime: by the next spawn's
     /// preparation job, before that spawn binds the next one at the same
     /// path, or by [`Supervisor::removed`].
-    retired_notify: Option<NotifySocket>,
+    retired_notify: Option<Box<NotifySocket>>,
     /// The `[[listen]]` sockets, bound at the first spawn and kept across
     /// restarts and reloads until the app is stopped by request
     /// (`Effect::CloseSockets`), removed, or its listen set changes.

@@ -200,14 +200,14 @@ impl Supervisor {
         let notify_path = if spec.readiness.kind == ReadinessKind::Notify {
             let path = self.shared.notify_dir.join(format!("{}.sock", spec.name));
             if self.held.notify.is_none() {
-                self.held.notify = Some(
+                self.held.notify = Some(Box::new(
                     NotifySocket::bind(&path, self.app.uid, self.app.gid).map_err(|source| {
                         SpawnError::Notify {
                             path: path.clone(),
                             source,
                         }
                     })?,
-                );
+                ));
             }
             Some(path)
         } else {
@@ -337,7 +337,7 @@ pub(super) struct CgroupWork {
     /// The app's cgroup, if a spawn made it already.
     pub(super) cgroup: Option<AppCgroup>,
     pub(super) limits: LimitSpec,
-    pub(super) retired: Option<NotifySocket>,
+    pub(super) retired: Option<Box<NotifySocket>>,
 }
 
 /// What [`CgroupWork`] made, each step's failure the spawn's.
