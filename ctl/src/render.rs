@@ -506,16 +506,7 @@ last log lines of shop:
     fn info_escaped_piece_by_piece_is_info_escaped_whole() {
         let hostile = "\u{1b}[2K\rshop  running\n é \u{9b} \u{202e}";
         let texts = [None, Some(""), Some("plain"), Some(hostile)];
-        for state in [
-            State::Stopped,
-            State::Starting,
-            State::Running,
-            State::Backoff,
-            State::Stopping,
-            State::Exited,
-            State::Fatal,
-            State::Invalid,
-        ] {
+        for state in State::ALL {
             for reason in ["", "ready", hostile] {
                 for release in texts {
                     for error in texts {

@@ -221,19 +221,6 @@ mod tests {
         }
     }
 
-    fn every_state() -> [State; 8] {
-        [
-            State::Stopped,
-            State::Starting,
-            State::Running,
-            State::Backoff,
-            State::Stopping,
-            State::Exited,
-            State::Fatal,
-            State::Invalid,
-        ]
-    }
-
     /// `AppList` with its rows.
     #[derive(Deserialize)]
     struct List<'a> {
@@ -255,7 +242,7 @@ mod tests {
     #[test]
     fn rows_decode_as_the_whole_status_does() {
         let mut apps = Vec::new();
-        for state in every_state() {
+        for state in State::ALL {
             apps.push(full(state));
             apps.push(AppStatus::bare("shop", state, String::new()));
         }
@@ -280,7 +267,7 @@ mod tests {
     #[test]
     fn the_table_decoded_row_by_row_is_the_table_of_the_whole_answer() {
         for running in [false, true] {
-            let mut apps: Vec<_> = every_state()
+            let mut apps: Vec<_> = State::ALL
                 .into_iter()
                 .filter(|&state| !running || state == State::Running)
                 .flat_map(|state| [full(state), AppStatus::bare("shop", state, String::new())])

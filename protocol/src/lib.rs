@@ -244,6 +244,18 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the order above.
+    pub const ALL: [State; 8] = [
+        State::Stopped,
+        State::Starting,
+        State::Running,
+        State::Backoff,
+        State::Stopping,
+        State::Exited,
+        State::Fatal,
+        State::Invalid,
+    ];
+
     /// The lowercase name used in JSON and tables.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -862,6 +874,25 @@ impl ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A state added to the enum stops this compiling until it has a
+    /// place here, the reminder that `State::ALL` needs it at that place.
+    #[test]
+    fn all_states_holds_each_state_once_in_order() {
+        let place = |state: State| match state {
+            State::Stopped => 0,
+            State::Starting => 1,
+            State::Running => 2,
+            State::Backoff => 3,
+            State::Stopping => 4,
+            State::Exited => 5,
+            State::Fatal => 6,
+            State::Invalid => 7,
+        };
+        for (i, state) in State::ALL.into_iter().enumerate() {
+            assert_eq!(place(state), i, "{state}");
+        }
+    }
 
     #[test]
     fn error_body_has_the_documented_shape() {

@@ -23,17 +23,6 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// Every name starts so.
 const PREFIX: &str = "appvisor_";
 
-const STATES: [State; 8] = [
-    State::Stopped,
-    State::Starting,
-    State::Running,
-    State::Backoff,
-    State::Stopping,
-    State::Exited,
-    State::Fatal,
-    State::Invalid,
-];
-
 /// One app at scrape time.
 #[derive(Debug, Clone)]
 pub struct AppMetrics {
@@ -179,7 +168,7 @@ pub fn render(scrape: &Scrape) -> String {
             help: "Current state of the app: 1 for its state, 0 for the others",
         },
         apps.iter().flat_map(|app| {
-            STATES.iter().map(move |s| {
+            State::ALL.iter().map(move |s| {
                 let labels = [
                     Some(("app", app.status.name.as_str())),
                     Some(("state", s.as_str())),
@@ -414,7 +403,7 @@ mod tests {
         ];
         for app in ["shop", "blog"] {
             let current = if app == "shop" { "running" } else { "backoff" };
-            for s in STATES {
+            for s in State::ALL {
                 let value = i32::from(s.as_str() == current);
                 want.push(Box::leak(
                     format!(
@@ -461,7 +450,7 @@ mod tests {
             "# HELP appvisor_app_state Current state of the app: 1 for its state, 0 for the others.\n\
              # TYPE appvisor_app_state gauge\n",
         );
-        for s in STATES {
+        for s in State::ALL {
             want += &format!(
                 "appvisor_app_state{{app=\"shop\",state=\"{}\"}} {}\n",
                 s.as_str(),
