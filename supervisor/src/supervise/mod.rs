@@ -1020,19 +1020,27 @@ impl Supervisor {
         if instance.leaf.is_none() && instance.probe_socket.is_none() {
             return;
         }
-        // An rmdir in cgroupfs and an unlink in the probe directory: file
-        // system work, for the blocking pool rather than the runtime.
+        // An rmdir in cgroupfs and an unlink in the probe directory.
         let (leaf, probe_socket) = (instance.leaf, instance.probe_socket);
+        self.remove_off_runtime(move || {
+            drop(probe_socket);
+            if let Some(leaf) = leaf {
+                remove_leaf(leaf);
+            }
+        });
+    }
+
+    /// Runs `remove` (file system work: rmdirs in cgroupfs, unlinks) on the
+    /// blocking pool rather than the runtime, in the app's span;
+    /// [`Self::removed`] waits for it.
+    fn remove_off_runtime(&mut self, remove: impl FnOnce() + Send + 'static) {
         let span = tracing::Span::current();
         self.held.removing.retain(|job| !job.is_finished());
         self.held
             .removing
             .push(tokio::task::spawn_blocking(move || {
                 let _span = span.enter();
-                drop(probe_socket);
-                if let Some(leaf) = leaf {
-                    remove_leaf(leaf);
-                }
+                remove();
             }));
     }
 

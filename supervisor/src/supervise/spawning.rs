@@ -161,14 +161,7 @@ impl Supervisor {
         }
         if let Some((leaf, _)) = leaf {
             self.unwatch_leaf(&leaf);
-            let span = tracing::Span::current();
-            self.held.removing.retain(|job| !job.is_finished());
-            self.held
-                .removing
-                .push(tokio::task::spawn_blocking(move || {
-                    let _span = span.enter();
-                    remove_leaf(leaf);
-                }));
+            self.remove_off_runtime(move || remove_leaf(leaf));
         }
     }
 
