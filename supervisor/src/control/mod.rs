@@ -533,10 +533,9 @@ fn json_response<T: serde::Serialize>(value: &T) -> Response<ResponseBody> {
 /// `GET /v1/apps`: what [`json_response`] answers for the
 /// [`appvisor_protocol::AppList`] of `peer`, assembled from the statuses
 /// the daemon keeps rendered rather than built and serialized anew (with
-/// a thousand apps, that was most of the request's time), in the buffer
-/// of the last such answer ([`body::spare_buffer`]).
+/// a thousand apps, that was most of the request's time).
 fn app_list_response<T: ControlTarget>(target: &T, peer: &Peer) -> Response<ResponseBody> {
-    let mut bytes = body::spare_buffer();
+    let mut bytes = Vec::new();
     bytes.extend_from_slice(b"{\"apps\":");
     target.write_statuses(peer, &mut bytes);
     // As `AppList` skips them: only when there are some.
@@ -546,7 +545,11 @@ fn app_list_response<T: ControlTarget>(target: &T, peer: &Peer) -> Response<Resp
         serde_json::to_writer(&mut bytes, &notices).expect("strings serialize");
     }
     bytes.extend_from_slice(b"}\n");
-    with_type(StatusCode::OK, "application/json", body::spare_body(bytes))
+    with_type(
+        StatusCode::OK,
+        "application/json",
+        ResponseBody::full(bytes),
+    )
 }
 
 fn text_response(body: ResponseBody) -> Response<ResponseBody> {
