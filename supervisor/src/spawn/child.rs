@@ -202,7 +202,7 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
 
     // 17. Prove the capability sets are all empty now, as the kernel
     //    promises for setuid from root without keep-caps.
-    sandbox::capabilities::check_all_empty().map_err(|e| SpawnFailure {
+    let capabilities = sandbox::capabilities::check_all_empty().map_err(|e| SpawnFailure {
         step: SpawnStep::Capabilities,
         errno: 0,
         detail: e.to_string(),
@@ -259,7 +259,8 @@ fn apply_and_exec(report: &mut OwnedFd) -> Result<Infallible, SpawnFailure> {
     //    kernel where it can be; a later failure adds a failure line.
     let verified = sandbox::Verified {
         no_new_privs: nix::sys::prctl::get_no_new_privs().unwrap_or(false),
-        capabilities: sandbox::capabilities::held().unwrap_or_else(|e| vec![e.to_string()]),
+        // Read back at step 17; nothing since changes a capability.
+        capabilities,
         seccomp: plan
             .sandbox
             .seccomp
