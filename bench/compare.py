@@ -652,7 +652,14 @@ INTRO = (
     "2.5 MiB more RSS.\n\n"
     "Each app's session keyring is charged to its user, whose quota is "
     "`kernel.keys.maxkeys` (200 by default): compare.sh raises it for a run with "
-    "more apps than that, as a host running that many apps as one user must.\n"
+    "more apps than that, as a host running that many apps as one user must.\n\n"
+    "The harness keeps its own cost off the daemon it times: the start poll "
+    "reads the command lines only of children it has not matched yet, the "
+    "respawn poll only the pids handed out since the kill, and each run's "
+    "directory is emptied after it but removed only after the last run (on "
+    "this host's ext4, without a journal, each new inode is found by scanning "
+    "past those freed in the last minute, so removing thousands of files "
+    "slowed the next run's start, whichever daemon it was).\n"
 )
 
 
