@@ -164,12 +164,15 @@ class NewChild:
     def __init__(self, daemon, cmd):
         self.daemon = daemon
         self.cmd = cmd.encode()
+        self.before = set(child_pids(daemon))
         self.first = last_pid() + 1
 
     def running(self):
         last = last_pid()
+        if last == self.first - 1:  # no pid handed out yet
+            return False
         if last < self.first:  # the pids wrapped around: rare, slow but right
-            pids = [p for p in child_pids(self.daemon)]
+            pids = set(child_pids(self.daemon)) - self.before
         else:
             pids = range(self.first, last + 1)
         for pid in pids:
