@@ -461,14 +461,18 @@ impl AppLogs {
     /// stdout's then stderr's. A stream returns `None` when it was not
     /// given or ended at EOF or on an error. Each stream is read and
     /// appended in order as by a task of its own.
+    ///
+    /// The task runs in `span`, the app's own: a span of its own would
+    /// cost every app another entry, with its formatted fields, in the
+    /// subscriber's registry while it sits idle.
     pub fn capture_handing_over(
         self: &Arc<Self>,
         stdout: Option<OwnedFd>,
         stderr: Option<OwnedFd>,
+        span: tracing::Span,
     ) -> Capture {
         self.set_detached(false);
         let logs = Arc::clone(self);
-        let span = tracing::info_span!("capture", app = %self.app);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(
             async move {

@@ -584,6 +584,7 @@ pub fn restore(
     exit: Option<oneshot::Receiver<ExitStatus>>,
 ) -> Result<Handle, RestoreError> {
     let name = record.name.clone();
+    let span = super::app_span(&app);
     for fd in record.fds() {
         if !fds.contains_key(&fd) {
             return Err(RestoreError::MissingFd { app: name, fd });
@@ -660,7 +661,7 @@ pub fn restore(
             .map(|fd| take(fds, &name, fd))
             .transpose()?;
         let output = (stdout.is_some() || stderr.is_some())
-            .then(|| logs.capture_handing_over(stdout, stderr));
+            .then(|| logs.capture_handing_over(stdout, stderr, span.clone()));
         let exit = match (current.exit, exit) {
             (Some(status), _) => {
                 let (tx, rx) = oneshot::channel();
@@ -739,7 +740,7 @@ pub fn restore(
         freeze: None,
         saved: None,
     };
-    Ok(launch(sup, commands, rx, false, logs))
+    Ok(launch(sup, commands, rx, false, logs, span))
 }
 
 #[cfg(test)]

@@ -203,20 +203,26 @@ pub fn start(
         saved: None,
         snapshot: SnapshotCell::new(placeholder_snapshot(&app_for_snapshot)),
     };
-    launch(sup, commands, rx, autostart, logs)
+    let span = app_span(&sup.app);
+    launch(sup, commands, rx, autostart, logs, span)
 }
 
-/// Publishes the first status of `sup` and starts its task.
+/// The span of app `app`'s task, which its output capture shares.
+fn app_span(app: &ResolvedApp) -> tracing::Span {
+    tracing::info_span!("app", app = %app.spec.name)
+}
+
+/// Publishes the first status of `sup` and starts its task in `span`.
 fn launch(
     mut sup: Supervisor,
     commands: Commands,
     rx: Inbox,
     autostart: bool,
     logs: Arc<AppLogs>,
+    span: tracing::Span,
 ) -> Handle {
     sup.publish(false);
     let snapshot = sup.snapshot.clone();
-    let span = tracing::info_span!("app", app = %sup.app.spec.name);
     let guard = PanicGuard {
         name: sup.app.spec.name.to_string(),
         shared: sup.shared.clone(),

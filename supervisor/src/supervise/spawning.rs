@@ -272,7 +272,12 @@ impl Supervisor {
                 err_r.as_fd(),
             );
         }
-        let output = self.logs.capture_handing_over(Some(out_r), Some(err_r));
+        let output = self.logs.capture_handing_over(
+            Some(out_r),
+            Some(err_r),
+            // The app's span: this runs in its task.
+            tracing::Span::current(),
+        );
         let mut instance = Instance::new(
             id,
             pid,
