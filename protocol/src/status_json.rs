@@ -93,6 +93,23 @@ impl StatusJson {
         self.text.is_empty()
     }
 
+    /// The status it was made of, read back, with the fields of
+    /// [`StatusNow`] left empty: a holder of the rendering needs no second
+    /// copy of the same status.
+    pub fn status(&self) -> AppStatus {
+        let mut out = Vec::with_capacity(self.text.len() + 96);
+        self.write(
+            &mut out,
+            StatusNow {
+                uptime_secs: None,
+                config_error: None,
+                log_error: None,
+                log_dropped_bytes: 0,
+            },
+        );
+        serde_json::from_slice(&out).expect("a rendered status reads back")
+    }
+
     /// Appends the status, with the fields of `now`, to `out`: what
     /// `serde_json` writes for the whole [`AppStatus`].
     pub fn write(&self, out: &mut Vec<u8>, now: StatusNow<'_>) {
@@ -195,6 +212,32 @@ mod tests {
                 String::from_utf8_lossy(&want)
             );
             assert!(json.len() < want.len());
+        }
+    }
+
+    /// What a rendering reads back is the status it was made of, but for
+    /// the request's fields.
+    #[test]
+    fn the_rendered_status_reads_back() {
+        let mut cases = vec![bare(), full()];
+        for state in [State::Starting, State::Fatal, State::Invalid] {
+            cases.push(AppStatus { state, ..full() });
+        }
+        cases.push(AppStatus {
+            release: None,
+            stopped_by: None,
+            pid: None,
+            ..full()
+        });
+        for status in cases {
+            let want = AppStatus {
+                uptime_secs: None,
+                config_error: None,
+                log_error: None,
+                log_dropped_bytes: 0,
+                ..status.clone()
+            };
+            assert_eq!(StatusJson::new(&status).status(), want);
         }
     }
 

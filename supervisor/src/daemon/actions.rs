@@ -150,7 +150,7 @@ impl Daemon {
                 app: app.name().to_owned(),
                 source,
             })?;
-        let status = snapshot.borrow().status().clone();
+        let status = snapshot.borrow().status();
         Ok(status)
     }
 }

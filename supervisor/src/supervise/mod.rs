@@ -1247,7 +1247,7 @@ impl PanicGuard {
                     "appvisord bug: supervising {} failed ({message}); its processes were killed; restart appvisord and report the bug",
                     self.name
                 ),
-                ..snapshot.status().clone()
+                ..snapshot.status()
             });
         });
     }

@@ -21,10 +21,10 @@ use crate::spawn::Prepared;
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub state: AppState,
-    /// The status as of the last change; `uptime_secs` is filled in by
-    /// [`Snapshot::status_now`]. Private: `json` follows every change.
-    status: AppStatus,
-    /// `status` rendered as JSON when it changed, for `GET /v1/apps`.
+    /// The status as of the last change, rendered as JSON when it changed,
+    /// for `GET /v1/apps`; the only copy of it ([`Snapshot::status`] reads
+    /// it back): a second, as an `AppStatus`, cost every app a few hundred
+    /// bytes.
     json: StatusJson,
     /// When the current instance's main process was exec'd: for its
     /// uptime, and as a wall-clock time that stays put while it runs.
@@ -54,14 +54,13 @@ impl Snapshot {
     }
 
     /// The status as of the last change, without an uptime.
-    pub fn status(&self) -> &AppStatus {
-        &self.status
+    pub fn status(&self) -> AppStatus {
+        self.json.status()
     }
 
     /// Changes the status, and its JSON with it.
     pub(super) fn set_status(&mut self, status: AppStatus) {
         self.json = StatusJson::new(&status);
-        self.status = status;
     }
 
     /// The status as JSON, but for the fields a request fills in.
@@ -85,7 +84,7 @@ impl Snapshot {
     pub fn status_now(&self) -> AppStatus {
         AppStatus {
             uptime_secs: self.uptime_secs(),
-            ..self.status.clone()
+            ..self.status()
         }
     }
 
@@ -185,7 +184,6 @@ pub(super) fn placeholder_snapshot(app: &Arc<ResolvedApp>) -> Snapshot {
         prepared: None,
         exposure: Arc::default(),
         json: StatusJson::new(&status),
-        status,
     }
 }
 
@@ -268,7 +266,6 @@ impl Supervisor {
         self.snapshot.replace(Snapshot {
             state: m.state(),
             started: m.started_at().zip(started_wall),
-            status,
             json,
             readiness_failures: self.shown.readiness_failures,
             app: self.app.clone(),
