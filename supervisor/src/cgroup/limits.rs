@@ -14,6 +14,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::tree::{check_name, create_dir, read_to_string, remove_dir, write_file};
 use super::CgroupError;
@@ -98,7 +99,8 @@ pub(crate) fn own_v1_path(proc_self_cgroup: &str, controller: &str) -> Option<St
 /// start-up. Empty on pure v2 hosts.
 #[derive(Debug, Clone, Default)]
 pub struct LimitRoot {
-    v1: Vec<(Controller, PathBuf)>,
+    /// Shared with every app's [`AppLimits`].
+    v1: Vec<(Controller, Arc<Path>)>,
 }
 
 impl LimitRoot {
@@ -135,7 +137,7 @@ impl LimitRoot {
                 .join(under.trim_start_matches('/'))
                 .join(instance);
             match create_dir(&dir) {
-                Ok(()) => v1.push((controller, dir)),
+                Ok(()) => v1.push((controller, Arc::from(dir))),
                 Err(error) => tracing::info!(controller = name, %error, "v1 hierarchy unusable"),
             }
         }
@@ -150,7 +152,12 @@ impl LimitRoot {
 
     /// A root over the given v1 instance directories; no I/O (tests).
     pub fn at(v1: Vec<(Controller, PathBuf)>) -> LimitRoot {
-        LimitRoot { v1 }
+        LimitRoot {
+            v1: v1
+                .into_iter()
+                .map(|(controller, dir)| (controller, Arc::from(dir)))
+                .collect(),
+        }
     }
 
     /// Removes the instance directories [`LimitRoot::detect`] made, at a
@@ -177,37 +184,57 @@ impl LimitRoot {
             Some(dir) => fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default(),
             None => String::new(),
         };
-        let mut places = Vec::new();
+        // One copy of the v2 directory for the controllers there, if any.
+        let mut v2: Option<Arc<Path>> = None;
+        let mut places = Vec::with_capacity(Controller::ALL.len());
         for controller in Controller::ALL {
             let in_v2 = v2_controllers
                 .split_whitespace()
                 .any(|c| c == controller.as_str());
             let place = match (in_v2, v2_dir) {
-                (true, Some(dir)) => Some(Place::V2(dir.to_owned())),
+                (true, Some(dir)) => {
+                    Some(Place::V2(v2.get_or_insert_with(|| Arc::from(dir)).clone()))
+                }
                 _ => self
                     .v1
                     .iter()
                     .find(|(c, _)| *c == controller)
-                    .map(|(_, root)| Place::V1(root.join(name))),
+                    .map(|(_, root)| Place::V1(root.clone())),
             };
             if let Some(place) = place {
                 places.push((controller, place));
             }
         }
-        Ok(AppLimits { places })
+        Ok(AppLimits {
+            name: name.into(),
+            places: places.into_boxed_slice(),
+        })
     }
 }
 
+/// Where a controller of one app is. Shared paths rather than each app's
+/// own: a thousand apps would otherwise hold three long paths each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Place {
-    V2(PathBuf),
+    /// The app's v2 cgroup.
+    V2(Arc<Path>),
+    /// The daemon's instance directory in a v1 hierarchy
+    /// ([`LimitRoot`]); the app's cgroup is its name below it.
+    V1(Arc<Path>),
+}
+
+/// A [`Place`] with the app's directory in it.
+enum Dir<'a> {
+    V2(&'a Path),
     V1(PathBuf),
 }
 
 /// Where one app's limits live, controller by controller.
 #[derive(Debug, Clone)]
 pub struct AppLimits {
-    places: Vec<(Controller, Place)>,
+    /// The app's name: its cgroup's in each v1 hierarchy.
+    name: Box<str>,
+    places: Box<[(Controller, Place)]>,
 }
 
 impl AppLimits {
@@ -228,12 +255,13 @@ impl AppLimits {
             }
         }
         for (controller, place) in &self.places {
-            let fresh = match place {
-                Place::V1(dir) => create_fresh(dir)?,
-                Place::V2(_) => false,
+            let place = self.dir(place);
+            let fresh = match &place {
+                Dir::V1(dir) => create_fresh(dir)?,
+                Dir::V2(_) => false,
             };
             match (controller, place) {
-                (Controller::Memory, Place::V2(dir)) => {
+                (Controller::Memory, Dir::V2(dir)) => {
                     let max = limits.memory.map_or("max".to_owned(), |b| b.to_string());
                     write_file(&dir.join("memory.max"), &max)?;
                     // Swap would let the app exceed its limit unnoticed.
@@ -243,7 +271,7 @@ impl AppLimits {
                         write_file(&swap, value)?;
                     }
                 }
-                (Controller::Memory, Place::V1(dir)) => {
+                (Controller::Memory, Dir::V1(dir)) => {
                     let limit = limits.memory.map_or("-1".to_owned(), |b| b.to_string());
                     // memsw must never be below the memory limit: lift it,
                     // set the limit, then tie memsw to it.
@@ -257,11 +285,15 @@ impl AppLimits {
                         write_file(&memsw, &limit)?;
                     }
                 }
-                (Controller::Pids, Place::V2(dir) | Place::V1(dir)) => {
+                (Controller::Pids, place) => {
                     let max = limits.tasks.map_or("max".to_owned(), |n| n.to_string());
+                    let dir = match &place {
+                        Dir::V2(dir) => dir,
+                        Dir::V1(dir) => dir.as_path(),
+                    };
                     write_file(&dir.join("pids.max"), &max)?;
                 }
-                (Controller::Cpu, Place::V2(dir)) => {
+                (Controller::Cpu, Dir::V2(dir)) => {
                     let quota = limits
                         .cpu
                         .map_or("max".to_owned(), |p| cpu_quota(p).to_string());
@@ -271,8 +303,8 @@ impl AppLimits {
                 // 100 ms period and no quota: writing them again would
                 // only take the kernel's CFS bandwidth locks at each first
                 // spawn of an app without a CPU limit.
-                (Controller::Cpu, Place::V1(_)) if fresh && limits.cpu.is_none() => {}
-                (Controller::Cpu, Place::V1(dir)) => {
+                (Controller::Cpu, Dir::V1(_)) if fresh && limits.cpu.is_none() => {}
+                (Controller::Cpu, Dir::V1(dir)) => {
                     write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
                     let quota = limits
                         .cpu
@@ -308,9 +340,9 @@ impl AppLimits {
                 Controller::Pids => limits.tasks.is_some(),
                 Controller::Cpu => limits.cpu.is_some(),
             })
-            .filter_map(|(_, place)| match place {
-                Place::V1(dir) => Some(dir.join("tasks")),
-                Place::V2(_) => None,
+            .filter_map(|(_, place)| match self.dir(place) {
+                Dir::V1(dir) => Some(dir.join("tasks")),
+                Dir::V2(_) => None,
             })
             .collect()
     }
@@ -318,12 +350,12 @@ impl AppLimits {
     /// How many processes the memory limit has OOM-killed so far; `None`
     /// when unknown (no memory cgroup, or a kernel without the counter).
     pub fn oom_kills(&self) -> Option<u64> {
-        let (file, contents) = match self.place(Controller::Memory)? {
-            Place::V2(dir) => (
+        let (file, contents) = match self.dir(self.place(Controller::Memory)?) {
+            Dir::V2(dir) => (
                 "memory.events",
                 fs::read_to_string(dir.join("memory.events")),
             ),
-            Place::V1(dir) => (
+            Dir::V1(dir) => (
                 "memory.oom_control",
                 fs::read_to_string(dir.join("memory.oom_control")),
             ),
@@ -339,11 +371,19 @@ impl AppLimits {
     /// Removes the v1 cgroups; call once the app's processes are gone.
     pub fn remove(&self) -> Result<(), CgroupError> {
         for (_, place) in &self.places {
-            if let Place::V1(dir) = place {
-                remove_dir(dir)?;
+            if let Dir::V1(dir) = self.dir(place) {
+                remove_dir(&dir)?;
             }
         }
         Ok(())
+    }
+
+    /// The app's directory at `place`.
+    fn dir<'a>(&'a self, place: &'a Place) -> Dir<'a> {
+        match place {
+            Place::V2(dir) => Dir::V2(dir),
+            Place::V1(root) => Dir::V1(root.join(&*self.name)),
+        }
     }
 
     fn place(&self, controller: Controller) -> Option<&Place> {
