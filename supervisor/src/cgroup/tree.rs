@@ -156,8 +156,8 @@ impl CgroupRoot {
                     Ok(children) => doomed.extend(
                         children
                             .into_iter()
-                            .filter(|c| c.name != *leaf)
-                            .map(|c| (format!("{name}/{}", c.name), c)),
+                            .filter(|c| c.name() != *leaf)
+                            .map(|c| (format!("{name}/{}", c.name()), c)),
                     ),
                     Err(error) => report.failed.push(error),
                 },
@@ -193,7 +193,7 @@ impl CgroupRoot {
                     Err(error) => Err(error),
                 },
                 Err(_elapsed) => Err(CgroupError::StillPopulated {
-                    path: app.dir.clone(),
+                    path: app.dir.to_path_buf(),
                     after: within,
                 }),
             };
@@ -321,17 +321,25 @@ fn enable_line(controllers: &[&str]) -> String {
 
 /// One app's cgroup. Dropping it leaves the cgroup in place; see
 /// [`AppCgroup::remove`].
+///
+/// Boxed paths, without spare capacity, and no copy of the name (the
+/// last component of `dir`): every app holds two, its own and its
+/// instance's.
 #[derive(Debug, Clone)]
 pub struct AppCgroup {
-    name: String,
-    dir: PathBuf,
+    dir: Box<Path>,
     /// The same cgroup as `/proc/PID/cgroup` names it.
-    cgroup_path: String,
+    cgroup_path: Box<str>,
 }
 
 impl AppCgroup {
+    /// Made of a checked name ([`check_name`]): ASCII, the last
+    /// component of `dir`.
     pub fn name(&self) -> &str {
-        &self.name
+        self.dir
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or_default()
     }
 
     pub fn dir(&self) -> &Path {
@@ -375,9 +383,8 @@ impl AppCgroup {
         Ok(child_names(&self.dir)?
             .into_iter()
             .map(|name| AppCgroup {
-                dir: self.dir.join(&name),
-                cgroup_path: join_cgroup_path(&self.cgroup_path, &name),
-                name,
+                dir: self.dir.join(&name).into(),
+                cgroup_path: join_cgroup_path(&self.cgroup_path, &name).into(),
             })
             .collect())
     }
@@ -448,7 +455,7 @@ impl AppCgroup {
                 Err(Errno::ESRCH) => {}
                 Err(source) => {
                     return Err(CgroupError::Signal {
-                        path: self.dir.clone(),
+                        path: self.dir.to_path_buf(),
                         pid,
                         signal,
                         source,
@@ -482,7 +489,7 @@ impl AppCgroup {
             }
             Err(source) => {
                 return Err(CgroupError::Remove {
-                    path: self.dir.clone(),
+                    path: self.dir.to_path_buf(),
                     source,
                 })
             }
@@ -523,9 +530,8 @@ pub(super) fn check_name(name: &str) -> Result<(), CgroupError> {
 fn open_child(dir: &Path, cgroup_path: &str, name: &str) -> Result<AppCgroup, CgroupError> {
     check_name(name)?;
     let child = AppCgroup {
-        name: name.to_owned(),
-        dir: dir.join(name),
-        cgroup_path: join_cgroup_path(cgroup_path, name),
+        dir: dir.join(name).into(),
+        cgroup_path: join_cgroup_path(cgroup_path, name).into(),
     };
     create_dir(&child.dir)?;
     Ok(child)

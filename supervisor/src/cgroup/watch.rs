@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -49,7 +49,8 @@ struct Shared {
 #[derive(Debug, Default)]
 struct Watches {
     by_wd: HashMap<WatchDescriptor, Watched>,
-    by_path: HashMap<PathBuf, WatchDescriptor>,
+    /// Keyed by the same path `by_wd`'s entry holds: one copy per watch.
+    by_path: HashMap<Arc<Path>, WatchDescriptor>,
 }
 
 impl Watches {
@@ -74,7 +75,7 @@ impl Watches {
 
 #[derive(Debug)]
 struct Watched {
-    events: PathBuf,
+    events: Arc<Path>,
     populated: Publisher,
 }
 
@@ -306,7 +307,7 @@ impl CgroupWatcher {
                 watches.insert(
                     wd,
                     Watched {
-                        events,
+                        events: events.into(),
                         populated: sender,
                     },
                 );

@@ -112,7 +112,7 @@ impl Supervisor {
             return;
         }
         let spawned = match (prepared, rebound, made) {
-            (Ok(prepared), Ok(()), Some(made)) => self.try_spawn(id, Arc::new(prepared), made),
+            (Ok(prepared), Ok(()), Some(made)) => self.try_spawn(id, Arc::new(prepared), *made),
             (Err(error), _, made) => {
                 self.unmade(made);
                 Err(SpawnError::Prepare(error))
@@ -173,7 +173,7 @@ impl Supervisor {
         &mut self,
         id: InstanceId,
         prepared: Arc<Prepared>,
-        made: Box<Made>,
+        made: Made,
     ) -> Result<Instance, SpawnError> {
         let spec = &self.app.spec;
         if made.cgroup.is_some() {
