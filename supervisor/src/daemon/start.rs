@@ -223,6 +223,8 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
         records: crate::handoff::crash::RecordWriter::start(records_dir, handoff::VERSION)
             .map_err(|error| tracing::error!(%error, "no records for a crash: a crash of appvisord will restart every app"))
             .ok(),
+        latest_prepared: Default::default(),
+        latest_sandbox: Default::default(),
     });
     let state_dir = spec.state_dir.clone();
     let intents = tokio::task::spawn_blocking(move || Intents::load(&state_dir))

@@ -699,6 +699,8 @@ pub fn restore(
         .into_iter()
         .collect();
     let (commands, rx) = super::inbox::channel();
+    let sandbox = shared.latest_sandbox.share(record.sandbox);
+    let prepared = record.prepared.map(|p| shared.latest_prepared.share(p));
     let sup = Supervisor {
         machine,
         pending: VecDeque::new(),
@@ -723,8 +725,8 @@ pub fn restore(
             release: record.release,
             // What the exec helper verified at the last spawn survives, so
             // the next spawn judges against it as the old daemon would have.
-            sandbox: Arc::new(record.sandbox),
-            prepared: record.prepared.map(Arc::new),
+            sandbox,
+            prepared,
             // Counted afresh: only a start or restart under way reads the
             // count, and none is (the app was settled).
             ..Spawns::default()

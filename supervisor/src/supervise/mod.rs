@@ -87,6 +87,39 @@ pub struct Shared {
     pub records: Option<crate::handoff::crash::RecordWriter>,
     /// The service manager's fd store (`handoff::fdstore`), if any.
     pub fd_store: Option<crate::handoff::fdstore::FdStore>,
+    /// What the last spawn's file reads and exec helper reported, for
+    /// apps whose spawns report the same to share.
+    pub latest_prepared: Latest<Prepared>,
+    pub latest_sandbox: Latest<SpawnRecord>,
+}
+
+/// The value the last app kept, for the next app whose value is the same
+/// to share rather than copy: a thousand apps of one kind (one venv, one
+/// sandbox) would otherwise each hold the same few hundred bytes. Holds
+/// only a weak reference: the value goes with the last app that holds it.
+#[derive(Debug)]
+pub struct Latest<T>(std::sync::Mutex<std::sync::Weak<T>>);
+
+impl<T> Default for Latest<T> {
+    fn default() -> Latest<T> {
+        Latest(std::sync::Mutex::new(std::sync::Weak::new()))
+    }
+}
+
+impl<T: PartialEq> Latest<T> {
+    /// `value`, shared with the last value kept if the two are equal.
+    pub fn share(&self, value: T) -> Arc<T> {
+        let mut latest = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(kept) = latest.upgrade().filter(|kept| **kept == value) {
+            return kept;
+        }
+        let value = Arc::new(value);
+        *latest = Arc::downgrade(&value);
+        value
+    }
 }
 
 /// Requests from the control plane and the daemon.
@@ -745,7 +778,7 @@ impl Supervisor {
                         "landlock is not fully enforced (landlock = \"best-effort\")"
                     );
                 }
-                self.spawns.sandbox = Arc::new(SpawnRecord {
+                self.spawns.sandbox = self.shared.latest_sandbox.share(SpawnRecord {
                     landlock: applied.landlock,
                     verified: Some(applied.verified),
                     refusal: None,

@@ -112,7 +112,10 @@ impl Supervisor {
             return;
         }
         let spawned = match (prepared, rebound, made) {
-            (Ok(prepared), Ok(()), Some(made)) => self.try_spawn(id, Arc::new(prepared), *made),
+            (Ok(prepared), Ok(()), Some(made)) => {
+                let prepared = self.shared.latest_prepared.share(prepared);
+                self.try_spawn(id, prepared, *made)
+            }
             (Err(error), _, made) => {
                 self.unmade(made);
                 Err(SpawnError::Prepare(error))
