@@ -227,10 +227,19 @@ impl StopSignal {
         }
     }
 
+    /// A signal that never comes.
+    fn never() -> StopSignal {
+        StopSignal {
+            request: Mutex::new(None),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
     /// Resolves once a stop was asked for. Both streams' loops poll it in
     /// the same task, with the same waker: whichever sees the request
-    /// first marks it for the other.
-    async fn wait(&self) {
+    /// first marks it for the other. It keeps nothing but `self`, so a
+    /// loop makes one for each wait rather than keep one across them.
+    fn wait(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| {
             if self.stopped.load(Ordering::Relaxed) {
                 return std::task::Poll::Ready(());
@@ -251,7 +260,6 @@ impl StopSignal {
                 std::task::Poll::Pending => std::task::Poll::Pending,
             }
         })
-        .await
     }
 }
 
@@ -446,7 +454,7 @@ impl AppLogs {
         let span = tracing::info_span!("capture", app = %self.app);
         tokio::spawn(
             async move {
-                logs.run_capture(stream, pipe, std::future::pending()).await;
+                logs.run_capture(stream, pipe, &StopSignal::never()).await;
             }
             .instrument(span),
         )
@@ -481,11 +489,7 @@ impl AppLogs {
                     let (logs, stop) = (&logs, &stop);
                     async move {
                         match pipe {
-                            Some(pipe) => {
-                                Arc::clone(logs)
-                                    .run_capture(stream, pipe, stop.wait())
-                                    .await
-                            }
+                            Some(pipe) => Arc::clone(logs).run_capture(stream, pipe, stop).await,
                             None => None,
                         }
                     }
@@ -503,9 +507,8 @@ impl AppLogs {
         self: Arc<Self>,
         stream: Stream,
         pipe: OwnedFd,
-        stop: impl Future<Output = ()>,
+        stop: &StopSignal,
     ) -> Option<OwnedFd> {
-        tokio::pin!(stop);
         let batch = fcntl(&pipe, FcntlArg::F_GETPIPE_SZ)
             .is_ok_and(|size| usize::try_from(size).is_ok_and(|size| size >= PIPE_SIZE));
         let mut rx = match pipe::Receiver::from_owned_fd(pipe) {
@@ -522,13 +525,21 @@ impl AppLogs {
         // partial line and a full read fit and the buffer is reused once
         // the previous chunk is written; freed after BUFFER_IDLE without
         // output.
+        //
+        // What an idle stream waits on is small: its readiness polled
+        // in place (`poll_read_ready` keeps the waker in the pipe's
+        // registration, where `readable()` would keep a waiter in this
+        // future), and the timed reads and the batch delay, which carry
+        // a timer of over a hundred bytes, boxed while they run. Every
+        // app's capture task holds this future twice, idle or not, for
+        // the largest of its waits.
         let mut buf = BytesMut::new();
         loop {
             let read = if buf.capacity() == 0 {
                 let readable = tokio::select! {
                     biased;
-                    () = &mut stop => return self.hand_over(stream, rx.into_nonblocking_fd().ok(), buf),
-                    readable = rx.readable() => readable,
+                    () = stop.wait() => return self.hand_over(stream, rx.into_nonblocking_fd().ok(), buf),
+                    readable = std::future::poll_fn(|cx| rx.poll_read_ready(cx)) => readable,
                 };
                 if let Err(error) = readable {
                     error!(%error, %stream, "cannot watch output pipe, output of this instance is lost");
@@ -555,8 +566,8 @@ impl AppLogs {
                 // and the empty buffer can go.
                 let read = tokio::select! {
                     biased;
-                    () = &mut stop => return self.hand_over(stream, rx.into_nonblocking_fd().ok(), buf),
-                    read = tokio::time::timeout(BUFFER_IDLE, rx.read_buf(&mut buf)) => read,
+                    () = stop.wait() => return self.hand_over(stream, rx.into_nonblocking_fd().ok(), buf),
+                    read = Box::pin(tokio::time::timeout(BUFFER_IDLE, rx.read_buf(&mut buf))) => read,
                 };
                 match read {
                     Ok(read) => read,
@@ -571,8 +582,8 @@ impl AppLogs {
                 // nothing was read.
                 let read = tokio::select! {
                     biased;
-                    () = &mut stop => return self.hand_over(stream, rx.into_nonblocking_fd().ok(), buf),
-                    read = tokio::time::timeout(PARTIAL_LINE_FLUSH, rx.read_buf(&mut buf)) => read,
+                    () = stop.wait() => return self.hand_over(stream, rx.into_nonblocking_fd().ok(), buf),
+                    read = Box::pin(tokio::time::timeout(PARTIAL_LINE_FLUSH, rx.read_buf(&mut buf))) => read,
                 };
                 match read {
                     Ok(read) => read,
@@ -609,8 +620,8 @@ impl AppLogs {
                         };
                         tokio::select! {
                             biased;
-                            () = &mut stop => return self.hand_over(stream, Some(fd), buf),
-                            () = tokio::time::sleep(BATCH_DELAY) => {}
+                            () = stop.wait() => return self.hand_over(stream, Some(fd), buf),
+                            () = Box::pin(tokio::time::sleep(BATCH_DELAY)) => {}
                         }
                         rx = match pipe::Receiver::from_owned_fd_unchecked(fd) {
                             Ok(rx) => rx,
