@@ -5,12 +5,27 @@
 //! the run directory (`/run/appvisor/records`, tmpfs: it survives a crash
 //! of the daemon, not a reboot).
 //!
-//! A record is rewritten (write, then rename: a reader never sees half of
-//! one) by one writer thread, off the runtime, each time an app settles
-//! in a new state, and removed when its task ends (the app removed, the
-//! daemon stopped). The heartbeat is rewritten with each of them. What
-//! queues up while the thread writes is taken together: each app's file
-//! once, for its latest state, and the heartbeat once.
+//! A record is rewritten by one writer thread, off the runtime, each time
+//! an app settles in a new state, and removed when its task ends (the app
+//! removed, the daemon stopped). The heartbeat is rewritten with each of
+//! them. What queues up while the thread writes is taken together: each
+//! app's file once, for its latest state, and the heartbeat once.
+//!
+//! A file is made by writing a temporary file and renaming it, so it
+//! never exists half written. Once it exists it is rewritten in place:
+//! one `pwrite` at offset 0 of the new JSON padded with spaces to the
+//! file's length (JSON allows whitespace after a value; the file never
+//! shrinks), so a rewrite makes and frees no inode, which is most of its
+//! cost on a disk file system. This is safe because only a crash of the
+//! daemon's process matters: a record is read back only by a successor,
+//! after this daemon is gone, and never across a boot (a record of another
+//! boot is refused, so a power cut that tears a write is harmless). A
+//! write of at most one page at offset 0 is copied by the kernel in one
+//! step that a dying process does not interrupt (a fatal signal is only
+//! acted on between pages, or on the return to user space), so after a
+//! crash the file holds the old record or the new one, whole. A record or
+//! file larger than a page, or a short write, goes through a temporary
+//! file and a rename again.
 //!
 //! The successor trusts none of it: the directory must be root's and
 //! private, each file is bounded, read without following links, and must
@@ -260,8 +275,7 @@ fn writer(dir: &Path, rx: &mpsc::Receiver<Message>, mut heartbeat: Heartbeat) {
     // No timer: an idle daemon does not wake up (docs/benchmarks.md).
     while let Ok(first) = rx.recv() {
         // Whatever queued up behind it is taken at once: while many apps
-        // start, each file (a new inode: write, then rename) is written
-        // once for the app's latest state and the heartbeat once for all,
+        // start, each file is written once for the app's latest state and the heartbeat once for all,
         // rather than once per message. A flush or close still waits for
         // everything sent before it.
         let mut pending = Vec::new();
@@ -366,8 +380,30 @@ fn holds_records(dir: &Path) -> bool {
     })
 }
 
-/// Writes `bytes` to `dir/name` atomically: a temporary file, renamed.
+/// The largest file rewritten in place: a write within one page at offset
+/// 0 is whole or absent after a crash of the process (module docs).
+const IN_PLACE_MAX: usize = 4096;
+
+/// Writes `bytes` to `dir/name` so that a crash leaves the old contents or
+/// the new, whole: in place when the file exists and both fit a page,
+/// otherwise a temporary file, renamed.
 fn replace(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let path = dir.join(name);
+    if bytes.len() <= IN_PLACE_MAX {
+        match fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(file) => {
+                if rewrite_in_place(&file, bytes)? {
+                    return Ok(());
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -378,7 +414,26 @@ fn replace(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
         .open(&tmp)?;
     file.write_all(bytes)?;
     drop(file);
-    fs::rename(&tmp, dir.join(name))
+    fs::rename(&tmp, path)
+}
+
+/// Overwrites `file` from offset 0 with `bytes` padded with spaces to the
+/// file's length, in one write; `false` (nothing or part written) when
+/// the file is not a regular one of at most [`IN_PLACE_MAX`] bytes or
+/// the write came short, so the caller renames a whole file over it.
+fn rewrite_in_place(file: &File, bytes: &[u8]) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let meta = file.metadata()?;
+    let Ok(old) = usize::try_from(meta.len()) else {
+        return Ok(false);
+    };
+    if !meta.is_file() || old > IN_PLACE_MAX {
+        return Ok(false);
+    }
+    let mut padded = Vec::with_capacity(old.max(bytes.len()));
+    padded.extend_from_slice(bytes);
+    padded.resize(old.max(bytes.len()), b' ');
+    Ok(file.write_at(&padded, 0)? == padded.len())
 }
 
 /// What the previous daemon left.
@@ -579,6 +634,37 @@ mod tests {
         ]);
         let kept: Vec<String> = kept.iter().map(|m| format!("{m:?}")).collect();
         assert_eq!(kept, ["Write(shop)", "Remove(blog)", "Write(wiki)"]);
+    }
+
+    #[test]
+    fn a_file_is_rewritten_in_place_padded_and_renamed_over_when_large() {
+        use std::os::unix::fs::MetadataExt;
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        replace(dir, "a.json", br#"{"version":1,"name":"long value"}"#).unwrap();
+        let inode = fs::metadata(dir.join("a.json")).unwrap().ino();
+        replace(dir, "a.json", br#"{"version":2}"#).unwrap();
+        let meta = fs::metadata(dir.join("a.json")).unwrap();
+        assert_eq!(meta.ino(), inode, "rewritten in place");
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        let bytes = fs::read(dir.join("a.json")).unwrap();
+        assert_eq!(bytes.len(), r#"{"version":1,"name":"long value"}"#.len());
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(value["version"], 2);
+        // Beyond a page, a whole new file replaces it, and replaces
+        // that file too, so it does not stay larger than a page.
+        let large = format!(r#"{{"version":3,"pad":"{}"}}"#, "x".repeat(IN_PLACE_MAX));
+        replace(dir, "a.json", large.as_bytes()).unwrap();
+        assert_ne!(fs::metadata(dir.join("a.json")).unwrap().ino(), inode);
+        assert_eq!(fs::read(dir.join("a.json")).unwrap(), large.as_bytes());
+        replace(dir, "a.json", br#"{"version":4}"#).unwrap();
+        let bytes = fs::read(dir.join("a.json")).unwrap();
+        assert_eq!(bytes.len(), r#"{"version":4}"#.len());
+        let names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["a.json"], "no temporary file left");
     }
 
     #[test]
