@@ -256,10 +256,20 @@ impl AppLimits {
         }
         for (controller, place) in &self.places {
             let place = self.dir(place);
-            let fresh = match &place {
-                Dir::V1(dir) => create_fresh(dir)?,
-                Dir::V2(_) => false,
-            };
+            match &place {
+                // Without a CPU limit the exec helper joins no v1 cpu
+                // cgroup (`extra_procs`), so none is made: a cgroup
+                // directory is one of the dearest things a spawn makes.
+                // One made for a limit removed since gets "no limit"
+                // below, as before.
+                Dir::V1(dir) if *controller == Controller::Cpu && limits.cpu.is_none() => {
+                    if !dir.exists() {
+                        continue;
+                    }
+                }
+                Dir::V1(dir) => create_dir(dir)?,
+                Dir::V2(_) => {}
+            }
             match (controller, place) {
                 (Controller::Memory, Dir::V2(dir)) => {
                     let max = limits.memory.map_or("max".to_owned(), |b| b.to_string());
@@ -299,11 +309,6 @@ impl AppLimits {
                         .map_or("max".to_owned(), |p| cpu_quota(p).to_string());
                     write_file(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
                 }
-                // A cgroup made just now has the kernel's defaults, a
-                // 100 ms period and no quota: writing them again would
-                // only take the kernel's CFS bandwidth locks at each first
-                // spawn of an app without a CPU limit.
-                (Controller::Cpu, Dir::V1(_)) if fresh && limits.cpu.is_none() => {}
                 (Controller::Cpu, Dir::V1(dir)) => {
                     write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
                     let quota = limits
@@ -391,19 +396,6 @@ impl AppLimits {
             .iter()
             .find(|(c, _)| *c == controller)
             .map(|(_, p)| p)
-    }
-}
-
-/// Creates the v1 cgroup `dir`: true when this call made it, so every
-/// file in it holds the kernel's default; false when it was there already.
-fn create_fresh(dir: &Path) -> Result<bool, CgroupError> {
-    match fs::create_dir(dir) {
-        Ok(()) => Ok(true),
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(source) => Err(CgroupError::Create {
-            path: dir.to_owned(),
-            source,
-        }),
     }
 }
 
@@ -593,12 +585,11 @@ mod tests {
         assert_eq!(app.oom_kills(), Some(2));
     }
 
-    /// A v1 cpu cgroup made for the app just now already has no quota and
-    /// the default period: without a CPU limit nothing is written to it.
-    /// Once it exists (a later spawn), "no limit" is written again, so a
-    /// removed limit takes effect.
+    /// Without a CPU limit no v1 cpu cgroup is made (the helper would not
+    /// join it). One left from a limit removed since gets "no limit"
+    /// written, so the removal takes effect.
     #[test]
-    fn a_fresh_v1_cpu_cgroup_without_a_limit_is_left_at_its_defaults() {
+    fn a_v1_cpu_cgroup_is_made_only_for_a_limit() {
         let tmp = tempfile::tempdir().unwrap();
         let v1_cpu = tmp.path().join("cpu/appvisor");
         fs::create_dir_all(&v1_cpu).unwrap();
@@ -607,11 +598,10 @@ mod tests {
             .unwrap();
         let quota = v1_cpu.join("shop/cpu.cfs_quota_us");
         let period = v1_cpu.join("shop/cpu.cfs_period_us");
-        // A fake directory has no kernel files: a write would fail.
         app.apply(&LimitSpec::default()).unwrap();
-        assert!(v1_cpu.join("shop").is_dir());
-        assert!(!quota.exists() && !period.exists());
+        assert!(!v1_cpu.join("shop").exists());
 
+        fs::create_dir(v1_cpu.join("shop")).unwrap();
         fs::write(&quota, "").unwrap();
         fs::write(&period, "").unwrap();
         app.apply(&LimitSpec::default()).unwrap();
