@@ -275,8 +275,8 @@ fn writer(dir: &Path, rx: &mpsc::Receiver<Message>, mut heartbeat: Heartbeat) {
     // No timer: an idle daemon does not wake up (docs/benchmarks.md).
     while let Ok(first) = rx.recv() {
         // Whatever queued up behind it is taken at once: while many apps
-        // start, each file is written once for the app's latest state and the heartbeat once for all,
-        // rather than once per message. A flush or close still waits for
+        // start, each file is written once for the app's latest state and
+        // the heartbeat once for all, rather than once per message. A flush or close still waits for
         // everything sent before it.
         let mut pending = Vec::new();
         for message in std::iter::once(first).chain(rx.try_iter()) {
