@@ -473,7 +473,7 @@ impl Step {
             Phase::Stopping {
                 current,
                 previous: None,
-                then,
+                then: Box::new(then),
             },
             reason,
         );
@@ -594,7 +594,7 @@ impl Step {
             timer: current.timer,
         };
         if let Some(previous) = previous {
-            self.retire(previous);
+            self.retire(*previous);
         }
         self.enter(
             Phase::Running {
@@ -657,7 +657,7 @@ impl Step {
                     Phase::Stopping {
                         current,
                         previous,
-                        then: AfterStop::FailStart(reason.clone()),
+                        then: Box::new(AfterStop::FailStart(reason.clone())),
                     },
                     format!("{reason}, killing every process"),
                 );
@@ -751,7 +751,7 @@ impl Step {
                         Phase::Stopping {
                             current,
                             previous,
-                            then: AfterStop::Decide(exit),
+                            then: Box::new(AfterStop::Decide(exit)),
                         },
                         reason,
                     );
@@ -811,7 +811,8 @@ impl Step {
             unreachable!("finish_stop is for stopping");
         };
         self.effects.push(Effect::Forget(current.id));
-        match then {
+        let previous = previous.map(|previous| *previous);
+        match *then {
             AfterStop::Stay => {
                 // Someone asked for a stop: a start-stop restart's previous
                 // instance goes too, and the app is stopped once nothing of
@@ -947,6 +948,7 @@ impl Step {
             timer: None,
         };
         self.effects.push(Effect::Spawn(id));
+        let previous = previous.map(Box::new);
         self.enter(Phase::Starting { current, previous }, reason);
     }
 
@@ -978,7 +980,7 @@ impl Step {
 
     /// Takes the current instance and the previous one out of a starting
     /// (or running) phase, to enter the next phase with.
-    fn take_starting(&mut self) -> (Instance, Option<RunningInstance>) {
+    fn take_starting(&mut self) -> (Instance, Option<Box<RunningInstance>>) {
         match mem::take(&mut self.m.phase) {
             Phase::Starting { current, previous } => (current, previous),
             Phase::Running { current, .. } => (current.instance(), None),
@@ -992,7 +994,7 @@ impl Step {
     fn forget_current(&mut self) -> Option<RunningInstance> {
         let (current, previous) = self.take_starting();
         self.effects.push(Effect::Forget(current.id));
-        previous
+        previous.map(|previous| *previous)
     }
 
     /// The current instance `id` of a starting or stopping app (a running
@@ -1004,7 +1006,7 @@ impl Step {
     /// The new `then` of a stopping app.
     fn set_then(&mut self, next: AfterStop) {
         if let Phase::Stopping { then, .. } = &mut self.m.phase {
-            *then = next;
+            **then = next;
         }
     }
 
