@@ -271,8 +271,10 @@ impl StopSignal {
 #[derive(Debug)]
 pub struct AppLogs {
     app: String,
-    log_dir: PathBuf,
-    dir: PathBuf,
+    /// `log_dir/NAME`, exactly sized; its parent is `log_dir` (a name is
+    /// one path component). Neither is kept apart: a thousand apps would
+    /// hold a thousand copies of `log_dir`.
+    dir: Box<Path>,
     gid: u32,
     max_size: AtomicU64,
     keep: AtomicU32,
@@ -397,7 +399,7 @@ impl AppLogs {
             problem: Mutex::new(None),
             has_problem: AtomicBool::new(false),
             file: Mutex::new(StreamFile {
-                log: LogFile::closed(dir.join(stream.file_name()), gid, None),
+                log: LogFile::closed(exact(dir.join(stream.file_name())), gid, None),
                 splitter: LineSplitter::default(),
             }),
             dropped: AtomicU64::new(0),
@@ -406,8 +408,7 @@ impl AppLogs {
             app: app.to_owned(),
             stdout: stream(Stream::Stdout),
             stderr: stream(Stream::Stderr),
-            log_dir: log_dir.to_owned(),
-            dir: dir.clone(),
+            dir: dir.into_boxed_path(),
             gid,
             max_size: AtomicU64::new(spec.max_size),
             keep: AtomicU32::new(spec.keep),
@@ -754,7 +755,7 @@ impl AppLogs {
     /// file is open.
     fn open_closed_files(&self, retry: bool) -> bool {
         let keep = self.keep.load(Ordering::Relaxed);
-        let created = create_dir(&self.log_dir, &self.dir, self.gid);
+        let created = create_dir(&self.dir, self.gid);
         for stream in [Stream::Stdout, Stream::Stderr] {
             let log = self.stream(stream);
             let mut file = lock(&log.file);
@@ -920,10 +921,19 @@ fn subscribe(order: &mut Order) -> broadcast::Receiver<Chunk> {
         .subscribe()
 }
 
-/// Creates `log_dir` if needed (0755) and `dir` inside it, then gives `dir`
-/// owner root:`gid` and mode 0750 whatever it had before; then the same for
-/// its index directory, whose absence only costs the order of the streams.
-fn create_dir(log_dir: &Path, dir: &Path, gid: u32) -> Result<(), LogError> {
+/// `path` with no spare capacity: `join` leaves some, and every app keeps
+/// its paths for as long as it is loaded.
+fn exact(mut path: PathBuf) -> PathBuf {
+    path.shrink_to_fit();
+    path
+}
+
+/// Creates `log_dir` (`dir`'s parent) if needed (0755) and `dir` inside
+/// it, then gives `dir` owner root:`gid` and mode 0750 whatever it had
+/// before; then the same for its index directory, whose absence only costs
+/// the order of the streams.
+fn create_dir(dir: &Path, gid: u32) -> Result<(), LogError> {
+    let log_dir = dir.parent().unwrap_or(dir);
     DirBuilder::new()
         .recursive(true)
         .mode(0o755)
