@@ -9,7 +9,9 @@ its own argument so /proc tells them apart) as the user avt-bench, then
 - start as status shows it: from exec of the daemon until its own status
   command (supervisorctl status / appctl status --json) says every app
   runs, polled back to back: what an operator or a deploy script waits for;
-- idle: the daemon's context switches over 10 s with nothing happening;
+- idle: the daemon's context switches over 10 s with nothing happening,
+  from when the start-up's tail is done (no context switch for a second,
+  at most 5 s after all running);
 - rss: the daemon's VmRSS with every app running, at the end of those idle
   10 s, and the private part of it (RssAnon), since code pages mapped from
   disk are shared with the page cache: what the host carries while the apps
@@ -462,6 +464,17 @@ def one_run(kind, apps):
                  interval=0, timeout=600)
         all_running = time.monotonic()
         res["start_status_s"] = all_running - t0
+        # Idle once the start-up's tail is done (appvisord's crash-record
+        # writer finishing the last apps' records, supervisord's last log
+        # writes): no context switch for a second, or 5 s at most.
+        settle_end = time.monotonic() + 5
+        last = sum(ctxt(proc.pid).values())
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 1 and time.monotonic() < settle_end:
+            time.sleep(0.1)
+            now = sum(ctxt(proc.pid).values())
+            if now != last:
+                last, quiet_since = now, time.monotonic()
         c0 = ctxt(proc.pid)
         time.sleep(10)
         res["idle_ctxt_10s"] = ctxt_since(proc.pid, c0)
