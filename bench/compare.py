@@ -693,8 +693,9 @@ INTRO = (
     "respawn poll only the pids handed out since the kill, and each run's "
     "directory is emptied after it but removed only after the last run (on "
     "this host's ext4, without a journal, each new inode is found by scanning "
-    "past those freed in the last minute, so removing thousands of files "
-    "slowed the next run's start, whichever daemon it was).\n"
+    "past those freed in the last minutes, so removing thousands of files "
+    "slowed the next run's start, whichever daemon it was); the next compare.sh "
+    "waits out those minutes after the previous one's removal.\n"
 )
 
 
