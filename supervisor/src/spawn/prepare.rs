@@ -403,6 +403,19 @@ mod tests {
         undone: Arc<AtomicBool>,
     }
 
+    impl Slow {
+        /// A follow-up, what says it started, and whether it was undone.
+        fn new() -> (Slow, std::sync::mpsc::Receiver<()>, Arc<AtomicBool>) {
+            let (started, running) = std::sync::mpsc::channel();
+            let undone = Arc::new(AtomicBool::new(false));
+            let slow = Slow {
+                started,
+                undone: undone.clone(),
+            };
+            (slow, running, undone)
+        }
+    }
+
     impl Followup for Slow {
         type Output = Arc<AtomicBool>;
         fn run(self, _: &Prepared) -> Arc<AtomicBool> {
@@ -419,12 +432,7 @@ mod tests {
     async fn a_preparation_dropped_unfinished_undoes_its_follow_up() {
         let preparer = Preparer::default();
         let spec = crate::config::test_spec::app_spec("shop", &["/bin/sleep"]);
-        let (started, running) = std::sync::mpsc::channel();
-        let undone = Arc::new(AtomicBool::new(false));
-        let slow = Slow {
-            started,
-            undone: undone.clone(),
-        };
+        let (slow, running, undone) = Slow::new();
         let preparing = preparer.prepare(&spec, None, slow);
         // The job runs on a thread of its own meanwhile.
         running.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -439,12 +447,7 @@ mod tests {
     async fn a_follow_up_waited_for_is_taken() {
         let preparer = Preparer::default();
         let spec = crate::config::test_spec::app_spec("shop", &["/bin/sleep"]);
-        let (started, _running) = std::sync::mpsc::channel();
-        let undone = Arc::new(AtomicBool::new(false));
-        let slow = Slow {
-            started,
-            undone: undone.clone(),
-        };
+        let (slow, _running, undone) = Slow::new();
         let preparation = preparer.prepare(&spec, None, slow).await;
         assert!(preparation.prepared.is_ok());
         assert!(preparation.followup.is_some());
