@@ -565,14 +565,32 @@ impl Daemon {
     }
 
     /// Polls `cond` until it holds; on the deadline panics naming `what`
-    /// with the daemon's recent log.
+    /// with `appctl status` (every app's state and reason) and the daemon's
+    /// recent log.
     pub fn wait_until(&self, deadline: Duration, what: &str, cond: impl FnMut() -> bool) {
         if !poll_until(deadline, cond) {
+            let status = self.appctl(["status"]);
             panic!(
-                "timed out after {deadline:?} waiting for {what}\n{}",
+                "timed out after {deadline:?} waiting for {what}\n\
+                 --- appctl status ---\n{}\n{}",
+                describe_output(&status),
                 self.log_tail(60)
             );
         }
+    }
+
+    /// The daemon's log lines about app `name` (its tracing span), the last
+    /// `n` of them: what a failure in a busy log is about.
+    pub fn app_log_tail(&self, name: &str, n: usize) -> String {
+        let span = format!("app{{app={name}}}");
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&span)).collect();
+        let tail = &lines[lines.len().saturating_sub(n)..];
+        format!(
+            "--- appvisord log about {name} (last {} lines) ---\n{}\n--- end ---",
+            tail.len(),
+            tail.join("\n")
+        )
     }
 
     /// Waits until app `name` is in `state`, returning its status; on the
