@@ -3,16 +3,48 @@
 //!
 //! Talks only to 127.0.0.1.
 
+use std::collections::BTreeSet;
+use std::hash::{BuildHasher, RandomState};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Mutex;
 use std::time::Duration;
 
-/// A port that was free a moment ago: bind 127.0.0.1:0, read it, close.
+/// A port that was free a moment ago, for an app to bind later: one this
+/// process has not handed out before, below the kernel's ephemeral range.
+///
+/// Not `bind(127.0.0.1:0)`: that hands out ephemeral ports, which the
+/// kernel may give again to the next `bind(0)` (two apps of one test told
+/// the same port, the second failing to bind until the test times out) or
+/// to any process's outgoing connection in the moment before the app binds.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let (low, high) = unephemeral_range();
+    let span = u32::from(high - low);
+    // Start at a different place in each process, so test binaries run at
+    // the same time seldom probe the same ports.
+    let start = RandomState::new().hash_one(std::process::id()) as u32 % span;
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    (0..span)
+        .map(|i| low + ((start + i) % span) as u16)
+        .find(|&port| {
+            !given.contains(&port) && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+        })
+        .inspect(|&port| {
+            given.insert(port);
+        })
+        .unwrap_or_else(|| panic!("no free port on 127.0.0.1 in {low}..{high}"))
+}
+
+/// `[low, high)`: up to 10,000 ports just below the ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768 by default), above 1024.
+fn unephemeral_range() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let high = ephemeral_low.max(2048);
+    (high.saturating_sub(10_000).max(1024), high)
 }
 
 /// What came back from [`http_get`].
@@ -88,5 +120,13 @@ mod tests {
         server.join().unwrap();
         assert_eq!(resp.status, 204);
         assert_ne!(free_port(), 0);
+    }
+
+    #[test]
+    fn free_ports_are_never_handed_out_twice_and_are_not_ephemeral() {
+        let (low, high) = unephemeral_range();
+        let ports: BTreeSet<u16> = (0..200).map(|_| free_port()).collect();
+        assert_eq!(ports.len(), 200, "a port handed out twice");
+        assert!(ports.iter().all(|p| (low..high).contains(p)), "{ports:?}");
     }
 }
