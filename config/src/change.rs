@@ -356,11 +356,11 @@ mod tests {
             spec,
             uid,
             gid: 1001,
-            groups,
+            groups: groups.into(),
             user_name: "shop".into(),
-            home: "/srv/shop".into(),
-            shell: "/bin/sh".into(),
-            weaknesses: Vec::new(),
+            home: std::path::Path::new("/srv/shop").into(),
+            shell: std::path::Path::new("/bin/sh").into(),
+            weaknesses: Box::default(),
         };
         let old = resolved(1001, vec![1001], shop());
         assert_eq!(resolved_change(&old, &old.clone()), None);
@@ -385,7 +385,7 @@ mod tests {
         // What only derives from the settings (the exposure checks) is no
         // change of its own.
         let mut weaker = old.clone();
-        weaker.weaknesses = crate::security::spec_weaknesses(&edit(|s| s.umask = 0));
+        weaker.weaknesses = crate::security::spec_weaknesses(&edit(|s| s.umask = 0)).into();
         assert_eq!(resolved_change(&old, &weaker), None);
     }
 }

@@ -65,13 +65,13 @@ pub fn app_spec(name: &str, command: &[&str]) -> AppSpec {
 /// `/srv/shop`), with the weaknesses of its settings.
 pub fn resolved_app(spec: AppSpec) -> crate::ResolvedApp {
     crate::ResolvedApp {
-        weaknesses: crate::security::spec_weaknesses(&spec),
+        weaknesses: crate::security::spec_weaknesses(&spec).into(),
         spec,
         uid: 1001,
         gid: 1001,
-        groups: vec![1001],
+        groups: Box::new([1001]),
         user_name: "shop".into(),
-        home: "/srv/shop".into(),
-        shell: "/bin/sh".into(),
+        home: std::path::Path::new("/srv/shop").into(),
+        shell: std::path::Path::new("/bin/sh").into(),
     }
 }

@@ -533,11 +533,11 @@ mod tests {
             spec,
             uid: 1000,
             gid: 1000,
-            groups: vec![1000, 27],
+            groups: Box::new([1000, 27]),
             user_name: "shop".to_owned(),
-            home: PathBuf::from("/home/shop"),
-            shell: PathBuf::from("/bin/sh"),
-            weaknesses: Vec::new(),
+            home: std::path::Path::new("/home/shop").into(),
+            shell: std::path::Path::new("/bin/sh").into(),
+            weaknesses: Box::default(),
         };
         CarriedConfig {
             daemon_file: PathBuf::from("/etc/appvisor/appvisor.toml"),

@@ -406,7 +406,7 @@ pub fn report(
         user: app.user_name.clone(),
         uid: app.uid,
         gid: app.gid,
-        groups: app.groups.clone(),
+        groups: app.groups.to_vec(),
         landlock,
         paths,
         bind_ports,
@@ -627,12 +627,14 @@ mod tests {
     fn breaker(check: Check) -> Breaker {
         fn weakness(kind: WeaknessKind) -> Breaker {
             Box::new(move |app, _, _| {
-                app.weaknesses.push(Weakness {
+                let mut weaknesses = std::mem::take(&mut app.weaknesses).into_vec();
+                weaknesses.push(Weakness {
                     kind,
                     key: "user".into(),
                     message: "x".into(),
                     hint: "y".into(),
-                })
+                });
+                app.weaknesses = weaknesses.into();
             })
         }
         fn verified(change: fn(&mut Verified)) -> Breaker {

@@ -238,9 +238,9 @@ impl Supervisor {
             name: self.app.user_name.clone(),
             uid: self.app.uid,
             gid: self.app.gid,
-            groups: self.app.groups.clone(),
-            home: self.app.home.clone(),
-            shell: self.app.shell.clone(),
+            groups: self.app.groups.to_vec(),
+            home: self.app.home.to_path_buf(),
+            shell: self.app.shell.to_path_buf(),
         };
         let inputs = PlanInputs {
             lang: self.shared.lang.clone(),
