@@ -10,11 +10,13 @@
 //! of that user included.
 
 use std::fs;
+use std::future::{poll_fn, Future as _};
 use std::io::{self, IoSliceMut};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -299,18 +301,29 @@ impl NotifySocket {
 
     /// Waits until a datagram is queued, writing the summary of suppressed
     /// records when one is due.
+    ///
+    /// Every app's task waits in `recv` (inside its `select!`, notify
+    /// socket or not), so what this future holds widens every app's task.
+    /// Readiness is polled in place (`poll_recv_ready` keeps the waker in
+    /// the socket's registration, where `readable()` would keep a waiter of
+    /// about a hundred bytes in this future, twice), and the timer for a
+    /// summary, rarely due, is boxed. This task is the socket's only
+    /// reader, as `poll_recv_ready` requires.
     async fn readable(&self) -> io::Result<()> {
         loop {
             let due = lock(&self.noise).summary_due(NOISE);
             let Some(due) = due else {
-                return self.socket.readable().await;
+                return poll_fn(|cx| self.socket.poll_recv_ready(cx)).await;
             };
-            // The timer boxed: every app's task waits in `recv` (inside
-            // its `select!`, notify socket or not), and an inline timer
-            // would widen each task's future for a summary rarely due.
-            tokio::select! {
-                ready = self.socket.readable() => return ready,
-                () = Box::pin(tokio::time::sleep_until(due.into())) => self.summarize(),
+            let mut summary = Box::pin(tokio::time::sleep_until(due.into()));
+            let ready = poll_fn(|cx| match self.socket.poll_recv_ready(cx) {
+                Poll::Ready(ready) => Poll::Ready(Some(ready)),
+                Poll::Pending => summary.as_mut().poll(cx).map(|()| None),
+            })
+            .await;
+            match ready {
+                Some(ready) => return ready,
+                None => self.summarize(),
             }
         }
     }
