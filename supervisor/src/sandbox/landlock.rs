@@ -301,10 +301,11 @@ pub fn apply(
         .partition(|rule| rule.origin == RuleOrigin::System);
     let mut system = Vec::new();
     let mut granted = Vec::new();
+    let fs = paths::OnceFs::default();
     for rule in system_rules.into_iter().chain(own_rules) {
         let opened = match rule.origin {
-            RuleOrigin::Directory => paths::open_cwd_anchored(&rule.path),
-            _ => paths::open_anchored(&rule.path),
+            RuleOrigin::Directory => paths::open_cwd_anchored(&rule.path, &fs),
+            _ => paths::open_anchored(&rule.path, &fs),
         };
         let opened = match opened {
             Ok(opened) => opened,

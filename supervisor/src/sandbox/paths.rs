@@ -76,6 +76,36 @@ impl Lookup for RealFs {
     }
 }
 
+/// The real file system, each path looked up once: one Landlock pass
+/// resolves a few dozen rules whose paths share their first directories
+/// (`/`, `/usr`, `/srv/shop`, …), and [`anchor`] looks at each directory
+/// on a path twice (as the entry it follows, then as the directory it
+/// reads). Only entries of root-controlled directories are looked at, and
+/// no one but root can change those, so an answer given once stays true
+/// for the pass; what a rule is built on is what the open then finds.
+#[derive(Debug, Default)]
+pub struct OnceFs {
+    seen: std::cell::RefCell<std::collections::HashMap<PathBuf, Result<Entry, i32>>>,
+}
+
+impl Lookup for OnceFs {
+    fn entry(&self, path: &Path) -> io::Result<Entry> {
+        if let Some(seen) = self.seen.borrow().get(path) {
+            return seen.clone().map_err(io::Error::from_raw_os_error);
+        }
+        let entry = RealFs.entry(path);
+        let remembered = match &entry {
+            Ok(entry) => Ok(entry.clone()),
+            Err(error) => match error.raw_os_error() {
+                Some(errno) => Err(errno),
+                None => return entry,
+            },
+        };
+        self.seen.borrow_mut().insert(path.to_owned(), remembered);
+        entry
+    }
+}
+
 /// Why a rule's path was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
@@ -216,29 +246,35 @@ impl fmt::Display for Opened {
     }
 }
 
-/// Opens `path` for a Landlock rule: computes its anchor and opens it once.
-/// Whatever is swapped afterwards, a rule built on the returned descriptor
-/// is on the file whose place was reported.
-pub fn open_anchored(path: &Path) -> Result<Opened, PathError> {
-    open(path, path, nix::fcntl::OFlag::empty())
+/// Opens `path` for a Landlock rule: computes its anchor (looking up
+/// directories through `fs`) and opens it once. Whatever is swapped
+/// afterwards, a rule built on the returned descriptor is on the file whose
+/// place was reported.
+pub fn open_anchored(path: &Path, fs: &dyn Lookup) -> Result<Opened, PathError> {
+    open(path, path, nix::fcntl::OFlag::empty(), fs)
 }
 
 /// Opens the current directory, entered through `path`, the same way.
-pub fn open_cwd_anchored(path: &Path) -> Result<Opened, PathError> {
-    open(path, Path::new("."), nix::fcntl::OFlag::O_DIRECTORY)
+pub fn open_cwd_anchored(path: &Path, fs: &dyn Lookup) -> Result<Opened, PathError> {
+    open(path, Path::new("."), nix::fcntl::OFlag::O_DIRECTORY, fs)
 }
 
 /// [`open_anchored`], failing unless the file opened is inside the anchor.
 pub fn open_confined(path: &Path) -> Result<Opened, PathError> {
-    let opened = open_anchored(path)?;
+    let opened = open_anchored(path, &RealFs)?;
     opened.check_inside(path)?;
     Ok(opened)
 }
 
 /// Opens `open` (`O_PATH`, following symlinks) and computes the anchor of
 /// `path`.
-fn open(path: &Path, open: &Path, flags: nix::fcntl::OFlag) -> Result<Opened, PathError> {
-    let anchor = anchor(path, &RealFs)?;
+fn open(
+    path: &Path,
+    open: &Path,
+    flags: nix::fcntl::OFlag,
+    fs: &dyn Lookup,
+) -> Result<Opened, PathError> {
+    let anchor = anchor(path, fs)?;
     let io = |source: io::Error| PathError::Io {
         path: path.into(),
         source,
@@ -389,6 +425,38 @@ mod tests {
                     "/srv/shop/current resolves to {resolved}, outside /srv/shop \
                      (the last directory on its path that only root can change)"
                 )
+            );
+        }
+    }
+
+    #[test]
+    fn once_fs_answers_each_path_once_and_as_the_real_one_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        std::fs::create_dir(&gone).unwrap();
+        let missing = dir.path().join("missing");
+        let fs = OnceFs::default();
+        assert_eq!(fs.entry(&gone).unwrap(), RealFs.entry(&gone).unwrap());
+        assert_eq!(
+            fs.entry(&missing).unwrap_err().raw_os_error(),
+            Some(nix::libc::ENOENT)
+        );
+        // Changed since: the pass keeps its first answer for both.
+        std::fs::remove_dir(&gone).unwrap();
+        std::fs::create_dir(&missing).unwrap();
+        assert_eq!(fs.entry(&gone).unwrap().kind, EntryKind::Directory);
+        assert_eq!(
+            fs.entry(&missing).unwrap_err().raw_os_error(),
+            Some(nix::libc::ENOENT)
+        );
+        // Anchors through it are the real file system's.
+        for path in ["/usr/lib", "/proc/self/fd", "/etc/passwd", "/tmp"] {
+            let path = Path::new(path);
+            assert_eq!(
+                anchor(path, &OnceFs::default()).unwrap(),
+                anchor(path, &RealFs).unwrap(),
+                "{}",
+                path.display()
             );
         }
     }
