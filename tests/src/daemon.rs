@@ -593,6 +593,51 @@ impl Daemon {
         )
     }
 
+    /// Waits until every app of `names` is running. On the deadline panics
+    /// with, for each app that is not, its last status, the daemon's lines
+    /// about it and its own output: why it is not, where a busy daemon log
+    /// has long scrolled past it.
+    pub fn wait_for_running(&self, names: &[String], deadline: Duration) {
+        // Each app not running, with its status when the daemon lists it.
+        let not_running = || -> Result<Vec<(&String, Option<AppStatus>)>, String> {
+            let apps = self.try_status()?;
+            Ok(names
+                .iter()
+                .filter_map(|name| match apps.iter().find(|a| &a.name == name) {
+                    Some(app) if app.state == State::Running => None,
+                    app => Some((name, app.cloned())),
+                })
+                .collect())
+        };
+        if poll_until(deadline, || not_running().is_ok_and(|left| left.is_empty())) {
+            return;
+        }
+        let why = match not_running() {
+            Err(e) => e,
+            Ok(left) => left
+                .iter()
+                .map(|(name, app)| {
+                    let status = match app {
+                        Some(app) => format!("{app:#?}"),
+                        None => format!("{name}: not listed"),
+                    };
+                    let output = self.appctl(["logs", name.as_str(), "-n", "30"]);
+                    format!(
+                        "{status}\n{}\n--- its output ---\n{}",
+                        self.app_log_tail(name, 30),
+                        describe_output(&output)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
+        panic!(
+            "timed out after {deadline:?} waiting for {} apps to be running; not running:\n{why}\n{}",
+            names.len(),
+            self.log_tail(30)
+        );
+    }
+
     /// Waits until app `name` is in `state`, returning its status; on the
     /// deadline panics with the app's last status and the daemon log.
     pub fn wait_for_state(&self, name: &str, state: State, deadline: Duration) -> AppStatus {

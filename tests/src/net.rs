@@ -21,9 +21,9 @@ pub fn free_port() -> u16 {
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let (low, high) = unephemeral_range();
     let span = u32::from(high - low);
-    // Start at a different place in each process, so test binaries run at
-    // the same time seldom probe the same ports.
-    let start = RandomState::new().hash_one(std::process::id()) as u32 % span;
+    // Start at a random place (RandomState's keys are random per process),
+    // so test binaries run at the same time seldom probe the same ports.
+    let start = RandomState::new().hash_one(()) as u32 % span;
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     (0..span)
         .map(|i| low + ((start + i) % span) as u16)

@@ -93,37 +93,7 @@ fn broken_apps_change_nothing_for_forty_healthy_ones() {
     );
 
     let daemon = Daemon::start(&prefix, DaemonOptions::default());
-    let not_running = || -> Vec<String> {
-        let apps = daemon.try_status().unwrap_or_default();
-        healthy
-            .iter()
-            .filter(|name| {
-                !apps
-                    .iter()
-                    .any(|a| &&a.name == name && a.state == State::Running)
-            })
-            .cloned()
-            .collect()
-    };
-    if !poll_until(Duration::from_secs(90), || not_running().is_empty()) {
-        let why: Vec<String> = not_running()
-            .iter()
-            .map(|name| {
-                format!(
-                    "{:#?}\n{}\n--- its output ---\n{}",
-                    daemon.app(name),
-                    daemon.app_log_tail(name, 30),
-                    daemon.app_output(name, 30)
-                )
-            })
-            .collect();
-        panic!(
-            "timed out after 90s waiting for all 40 healthy apps to be running; \
-             not running:\n{}\n{}",
-            why.join("\n"),
-            daemon.log_tail(30)
-        );
-    }
+    daemon.wait_for_running(&healthy, Duration::from_secs(90));
     for (name, port) in &ports {
         let served = poll_until(Duration::from_secs(15), || {
             http_get(*port, "/health").is_ok_and(|r| r.status == 200)
