@@ -439,8 +439,13 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
     }
 
-    /// `appctl` copied to `PREFIX/bin/appctl` (mode 0755), where every test
-    /// user can run it: the build tree may sit under a private home.
+    /// `appctl` at `PREFIX/bin/appctl`, where every test user can run it:
+    /// the build tree may sit under a private home.
+    ///
+    /// A hard link to the build's binary where it is on the same file system
+    /// and everyone may run it; a copy (mode 0755) otherwise. The debug
+    /// binary is tens of MB: copying it took over a second on a loaded CI
+    /// machine, inside a test that times `appctl` as an operator.
     pub fn public_appctl(&self) -> PathBuf {
         let root = self
             .socket
@@ -452,10 +457,15 @@ impl Daemon {
         if !path.is_file() {
             fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
             let tmp = dir.join(format!(".appctl-{:?}", thread::current().id()));
-            fs::copy(&self.appctl, &tmp)
-                .unwrap_or_else(|e| panic!("copying appctl to {}: {e}", tmp.display()));
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
-                .unwrap_or_else(|e| panic!("chmod {}: {e}", tmp.display()));
+            let everyone_runs =
+                |p: &Path| fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005);
+            let linked = everyone_runs(&self.appctl) && fs::hard_link(&self.appctl, &tmp).is_ok();
+            if !linked {
+                fs::copy(&self.appctl, &tmp)
+                    .unwrap_or_else(|e| panic!("copying appctl to {}: {e}", tmp.display()));
+                fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
+                    .unwrap_or_else(|e| panic!("chmod {}: {e}", tmp.display()));
+            }
             fs::rename(&tmp, &path).unwrap_or_else(|e| {
                 panic!("renaming {} to {}: {e}", tmp.display(), path.display())
             });
@@ -472,8 +482,9 @@ impl Daemon {
     {
         let mut cmd = user.command(self.public_appctl());
         cmd.arg("--socket").arg(&self.socket).args(args);
-        // The copy was just written: a process another test thread forks
-        // meanwhile holds its write fd until it execs (ETXTBSY), briefly.
+        // A copy may just have been written: a process another test thread
+        // forked meanwhile holds its write fd until it execs (ETXTBSY),
+        // briefly.
         let mut tries = 0;
         loop {
             match cmd.output() {

@@ -30,6 +30,8 @@ fn daemon_with_apps(prefix: &Prefix, alice: &TestUser) -> (Daemon, Vec<(String, 
         .write(prefix);
     sleeper("blog", &user).write(prefix);
     let daemon = Daemon::start(prefix, DaemonOptions::default());
+    // Place the operator's `appctl` now, not inside the first timed call.
+    daemon.public_appctl();
     let pids = ["blog", "shop"]
         .iter()
         .map(|app| {
