@@ -3,31 +3,34 @@
 //! streams, live followers and bounded reads.
 //!
 //! Owns everything an app writes to fd 1 and 2. It must never make an app
-//! block: a capture task drains its pipe until EOF whatever happens to the
-//! files (a failed write, a full disk or a log directory that cannot be
+//! block: the output thread drains every pipe until EOF whatever happens to
+//! the files (a failed write, a full disk or a log directory that cannot be
 //! created is counted as dropped and reported, never retried while the pipe
 //! fills), and a slow `logs -f` follower loses messages instead of slowing
 //! capture. It must never lose or reorder a byte it managed to write: every
-//! chunk read is appended in order, and two capture tasks for the same
-//! stream (an old and a new instance during a restart) are serialized per
-//! stream. And it must never hold more than a fixed amount per app or per
-//! reader, whatever the app writes or an operator asks for.
+//! chunk read is appended in order, and two captures of the same stream (an
+//! old and a new instance during a restart) are serialized per stream. And
+//! it must never hold more than a fixed amount per app or per reader,
+//! whatever the app writes or an operator asks for.
 //!
-//! # Why writes happen on the async worker thread
+//! # One output thread
 //!
-//! Appends are plain `write(2)` calls on a `std::fs::File` inside the capture
-//! task. A write to a local file system copies into the page cache and
-//! returns; it blocks only under dirty-page throttling or a failing disk, and
-//! then for the time the kernel needs to write back, which is what a writer
-//! thread would wait for too. One write per chunk of up to [`READ_CHUNK`]
-//! bytes keeps the syscall count low; a dedicated writer thread would add a
-//! channel hop and a context switch per chunk for no gain in the common case.
-//! The log directory is expected to be local (`/var/log/appvisor`), not NFS.
+//! Every app's pipes are read, and appended to its files, by one thread with
+//! its own epoll set (`capture`), not by tokio tasks: an idle app then costs
+//! an entry in a table rather than a task and two reactor registrations
+//! (about 1.8 KB an app), and the appends, plain `write(2)` calls on a
+//! `std::fs::File`, never run on the async runtime's workers. A write to a
+//! local file system copies into the page cache and returns; it blocks only
+//! under dirty-page throttling or a failing disk, and then the output thread
+//! waits while every app's [`PIPE_SIZE`] pipe absorbs what it writes; the
+//! control socket and supervision go on. One write per chunk of up to
+//! [`READ_CHUNK`] bytes keeps the syscall count low. The log directory is
+//! expected to be local (`/var/log/appvisor`), not NFS.
 //!
 //! # Lines
 //!
-//! A capture task hands over complete lines and keeps a trailing partial line
-//! back until its newline arrives, [`PARTIAL_LINE_FLUSH`] passes without more
+//! A capture appends complete lines and keeps a trailing partial line back
+//! until its newline arrives, [`PARTIAL_LINE_FLUSH`] passes without more
 //! output, the partial line reaches [`MAX_PARTIAL_LINE`] bytes, or the pipe
 //! closes. So two instances writing during a restart interleave whole lines,
 //! and rotation can cut between lines. A line longer than [`MAX_LINE`] is cut
@@ -41,6 +44,7 @@
 //! all see one order (see `order`; docs/logs.md for the whole design).
 //! Lock order: stdout's file, stderr's file, then the order lock.
 
+mod capture;
 mod file;
 mod order;
 mod read;
@@ -48,7 +52,6 @@ mod split;
 mod tail;
 
 use std::fs::{DirBuilder, File};
-use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -57,17 +60,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use memchr::memrchr;
+use bytes::Bytes;
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::unistd::pipe2;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
-use tokio::net::unix::pipe;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, error, info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::config::LogSpec;
 pub(crate) use file::DisplayChain;
@@ -76,6 +76,7 @@ use order::Clock;
 use split::LineSplitter;
 use tail::Tail;
 
+pub use capture::{Capture, Ends};
 pub use order::{Interleave, Selection};
 pub use read::{LogReader, LogSnapshot, PIECE, READ_LAST_MAX_BYTES};
 pub use split::{CONTINUED, MAX_LINE};
@@ -200,67 +201,6 @@ pub fn make_pipe() -> Result<(OwnedFd, OwnedFd), LogError> {
         debug!(%errno, size, "kept the default pipe size");
     }
     Ok((read, write))
-}
-
-/// A capture of an instance's two streams that can be stopped to hand its
-/// pipes over ([`AppLogs::capture_handing_over`]).
-#[derive(Debug)]
-pub struct Capture {
-    /// Ends once both streams ended at EOF (`None`) or were handed over
-    /// (the read ends): stdout's, then stderr's.
-    pub task: JoinHandle<[Option<OwnedFd>; 2]>,
-    pub stop: tokio::sync::oneshot::Sender<()>,
-}
-
-/// The request to stop a capture, seen by both streams' loops in its task.
-struct StopSignal {
-    /// `None` once the sender was dropped: that is not a request to stop.
-    request: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
-    stopped: std::sync::atomic::AtomicBool,
-}
-
-impl StopSignal {
-    fn new(request: tokio::sync::oneshot::Receiver<()>) -> StopSignal {
-        StopSignal {
-            request: Mutex::new(Some(request)),
-            stopped: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    /// A signal that never comes.
-    fn never() -> StopSignal {
-        StopSignal {
-            request: Mutex::new(None),
-            stopped: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    /// Resolves once a stop was asked for. Both streams' loops poll it in
-    /// the same task, with the same waker: whichever sees the request
-    /// first marks it for the other. It keeps nothing but `self`, so a
-    /// loop makes one for each wait rather than keep one across them.
-    fn wait(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(|cx| {
-            if self.stopped.load(Ordering::Relaxed) {
-                return std::task::Poll::Ready(());
-            }
-            let mut request = lock(&self.request);
-            let Some(receiver) = request.as_mut() else {
-                return std::task::Poll::Pending;
-            };
-            match std::pin::Pin::new(receiver).poll(cx) {
-                std::task::Poll::Ready(Ok(())) => {
-                    self.stopped.store(true, Ordering::Relaxed);
-                    std::task::Poll::Ready(())
-                }
-                std::task::Poll::Ready(Err(_)) => {
-                    *request = None;
-                    std::task::Poll::Pending
-                }
-                std::task::Poll::Pending => std::task::Poll::Pending,
-            }
-        })
-    }
 }
 
 /// The captured output of one app, shared by all its instances (spawns).
@@ -445,35 +385,27 @@ impl AppLogs {
         &self.dir
     }
 
-    /// Starts a task that drains `pipe` (a read end from [`make_pipe`]) into
-    /// `stream` until EOF, that is until every holder of the write end (the
-    /// app and its children) has closed it. Must be called inside a tokio
-    /// runtime with the time driver enabled. Await the handle rather than
-    /// abort it: an aborted task drops its held-back partial line.
+    /// Drains `pipe` (a read end from [`make_pipe`]) into `stream` on the
+    /// output thread until EOF, that is until every holder of the write end
+    /// (the app and its children) has closed it. The task it returns ends
+    /// then; it must be called inside a tokio runtime.
     pub fn capture(self: &Arc<Self>, stream: Stream, pipe: OwnedFd) -> JoinHandle<()> {
-        let logs = Arc::clone(self);
+        let pipes = match stream {
+            Stream::Stdout => [Some(pipe), None],
+            Stream::Stderr => [None, Some(pipe)],
+        };
         let span = tracing::info_span!("capture", app = %self.app);
-        tokio::spawn(
-            async move {
-                logs.run_capture(stream, pipe, &StopSignal::never()).await;
-            }
-            .instrument(span),
-        )
+        let capture = capture::start(Arc::clone(self), pipes, span);
+        tokio::spawn(async move {
+            capture.ended().await;
+        })
     }
 
-    /// Like [`capture`](Self::capture), for both streams of one instance
-    /// in one task (a task per stream would cost every app a second task
-    /// and span while it sits idle), and the capture can also be stopped
+    /// Drains both streams of one instance on the output thread (see
+    /// `capture.rs`) until EOF, or until [`Capture::hand_over`] stops it
     /// between two reads to hand the pipes over (to the binary a hand-off
-    /// execs): what it read of a partial line is written first, what is
-    /// still in the pipe stays there, and the task returns the read ends,
-    /// stdout's then stderr's. A stream returns `None` when it was not
-    /// given or ended at EOF or on an error. Each stream is read and
-    /// appended in order as by a task of its own.
-    ///
-    /// The task runs in `span`, the app's own: a span of its own would
-    /// cost every app another entry, with its formatted fields, in the
-    /// subscriber's registry while it sits idle.
+    /// execs). Each stream is read and appended in order. The thread logs
+    /// about these pipes in `span`, the app's own.
     pub fn capture_handing_over(
         self: &Arc<Self>,
         stdout: Option<OwnedFd>,
@@ -481,188 +413,7 @@ impl AppLogs {
         span: tracing::Span,
     ) -> Capture {
         self.set_detached(false);
-        let logs = Arc::clone(self);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(
-            async move {
-                let stop = StopSignal::new(stopped);
-                let one = |stream, pipe: Option<OwnedFd>| {
-                    let (logs, stop) = (&logs, &stop);
-                    async move {
-                        match pipe {
-                            Some(pipe) => Arc::clone(logs).run_capture(stream, pipe, stop).await,
-                            None => None,
-                        }
-                    }
-                };
-                let (stdout, stderr) =
-                    tokio::join!(one(Stream::Stdout, stdout), one(Stream::Stderr, stderr));
-                [stdout, stderr]
-            }
-            .instrument(span),
-        );
-        Capture { task, stop }
-    }
-
-    async fn run_capture(
-        self: Arc<Self>,
-        stream: Stream,
-        pipe: OwnedFd,
-        stop: &StopSignal,
-    ) -> Option<OwnedFd> {
-        let batch = fcntl(&pipe, FcntlArg::F_GETPIPE_SZ)
-            .is_ok_and(|size| usize::try_from(size).is_ok_and(|size| size >= PIPE_SIZE));
-        let mut rx = match pipe::Receiver::from_owned_fd(pipe) {
-            Ok(rx) => rx,
-            Err(error) => {
-                // Dropping the read end makes the app's writes fail with
-                // EPIPE rather than block forever.
-                error!(%error, %stream, "cannot watch output pipe, output of this instance is lost");
-                return None;
-            }
-        };
-        // Allocated once the pipe has data, so an app that never writes
-        // costs no buffer; then twice the read size, so the held-back
-        // partial line and a full read fit and the buffer is reused once
-        // the previous chunk is written; freed after BUFFER_IDLE without
-        // output.
-        //
-        // What an idle stream waits on is small: its readiness polled
-        // in place (`poll_read_ready` keeps the waker in the pipe's
-        // registration, where `readable()` would keep a waiter in this
-        // future), and the timed reads and the batch delay, which carry
-        // a timer of over a hundred bytes, boxed while they run. Every
-        // app's capture task holds this future twice, idle or not, for
-        // the largest of its waits.
-        let mut buf = BytesMut::new();
-        loop {
-            let read = if buf.capacity() == 0 {
-                let readable = tokio::select! {
-                    biased;
-                    () = stop.wait() => return self.hand_over(stream, rx.into_nonblocking_fd().ok(), buf),
-                    readable = std::future::poll_fn(|cx| rx.poll_read_ready(cx)) => readable,
-                };
-                if let Err(error) = readable {
-                    error!(%error, %stream, "cannot watch output pipe, output of this instance is lost");
-                    return None;
-                }
-                // A first read on the stack: most often the pipe turned
-                // readable because the app exited, and its end of file
-                // then costs no buffer (an mmap and munmap of the whole
-                // buffer per stream, when 1,000 apps stop at once).
-                let mut first = [0u8; FIRST_READ];
-                match rx.try_read(&mut first) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        buf.reserve(2 * READ_CHUNK);
-                        buf.extend_from_slice(&first[..n]);
-                        Ok(n)
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => Err(e),
-                }
-            } else if buf.is_empty() {
-                buf.reserve(READ_CHUNK);
-                // `read_buf` is cancel safe: on timeout nothing was read,
-                // and the empty buffer can go.
-                let read = tokio::select! {
-                    biased;
-                    () = stop.wait() => return self.hand_over(stream, rx.into_nonblocking_fd().ok(), buf),
-                    read = Box::pin(tokio::time::timeout(BUFFER_IDLE, rx.read_buf(&mut buf))) => read,
-                };
-                match read {
-                    Ok(read) => read,
-                    Err(_elapsed) => {
-                        buf = BytesMut::new();
-                        continue;
-                    }
-                }
-            } else {
-                buf.reserve(READ_CHUNK);
-                // `read_buf` is cancel safe: on timeout (or a hand-over)
-                // nothing was read.
-                let read = tokio::select! {
-                    biased;
-                    () = stop.wait() => return self.hand_over(stream, rx.into_nonblocking_fd().ok(), buf),
-                    read = Box::pin(tokio::time::timeout(PARTIAL_LINE_FLUSH, rx.read_buf(&mut buf))) => read,
-                };
-                match read {
-                    Ok(read) => read,
-                    Err(_elapsed) => {
-                        self.append(stream, buf.split().freeze());
-                        continue;
-                    }
-                }
-            };
-            match read {
-                Ok(0) => break,
-                Ok(n) => {
-                    // Only the new bytes can hold a newline: what was held
-                    // back is a partial line. memrchr stops at the last one.
-                    let new = buf.len() - n;
-                    if let Some(i) = memrchr(b'\n', &buf[new..]) {
-                        let lines = buf.split_to(new + i + 1).freeze();
-                        self.append(stream, lines);
-                    } else if buf.len() >= MAX_PARTIAL_LINE {
-                        self.append(stream, buf.split().freeze());
-                    }
-                    if batch && n < BATCH_BELOW {
-                        // Wait BATCH_DELAY with the pipe out of the
-                        // reactor: the kernel wakes epoll on every write to
-                        // a pipe, so a registered pipe would wake the
-                        // runtime once per line of the app even while
-                        // nobody reads it.
-                        let fd = match rx.into_nonblocking_fd() {
-                            Ok(fd) => fd,
-                            Err(error) => {
-                                error!(%error, %stream, "cannot watch output pipe again, output of this instance is lost");
-                                break;
-                            }
-                        };
-                        tokio::select! {
-                            biased;
-                            () = stop.wait() => return self.hand_over(stream, Some(fd), buf),
-                            () = Box::pin(tokio::time::sleep(BATCH_DELAY)) => {}
-                        }
-                        rx = match pipe::Receiver::from_owned_fd_unchecked(fd) {
-                            Ok(rx) => rx,
-                            Err(error) => {
-                                error!(%error, %stream, "cannot watch output pipe again, output of this instance is lost");
-                                break;
-                            }
-                        };
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    error!(%error, %stream, "cannot read output pipe, output of this instance is lost");
-                    break;
-                }
-            }
-        }
-        if !buf.is_empty() {
-            self.append(stream, buf.freeze());
-        }
-        debug!(%stream, "output pipe closed");
-        None
-    }
-
-    /// A capture stopped for a hand-off: what was read is written, the
-    /// rest stays in the pipe for the next reader.
-    fn hand_over(
-        self: &Arc<Self>,
-        stream: Stream,
-        fd: Option<OwnedFd>,
-        buf: BytesMut,
-    ) -> Option<OwnedFd> {
-        if !buf.is_empty() {
-            self.append(stream, buf.freeze());
-        }
-        if fd.is_none() {
-            error!(%stream, "cannot hand the output pipe over, output of this instance is lost");
-        }
-        debug!(%stream, "output pipe handed over");
-        fd
+        capture::start(Arc::clone(self), [stdout, stderr], span)
     }
 
     /// Writes one chunk to the tail, the followers and the file, under the

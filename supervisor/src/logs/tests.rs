@@ -530,3 +530,102 @@ async fn marks_select_the_lines_of_one_attempt() {
         ["booting", "attempt 2 failed"]
     );
 }
+
+/// Polls `done` every 10 ms for up to 5 s, from the calling thread.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let began = Instant::now();
+    while !done() {
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "waited 5 s for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn output_is_captured_while_the_async_runtime_is_blocked() {
+    // One runtime thread, and this test holds it: nothing async runs while
+    // the app writes. Capture happens on the output thread anyway, so a
+    // runtime busy or stuck elsewhere never fills an app's pipe.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 1), test_gid(), 10);
+    let (read, write) = make_pipe().unwrap();
+    let (err_read, err_write) = make_pipe().unwrap();
+    let capture = runtime.block_on(async {
+        logs.capture_handing_over(Some(read), Some(err_read), tracing::Span::none())
+    });
+    let mut out = File::from(write);
+    out.write_all(b"served\n").unwrap();
+    File::from(err_write).write_all(b"warned\n").unwrap();
+    wait_for("both lines in the files", || {
+        std::fs::read(logs.dir().join("stdout.log")).unwrap() == b"served\n"
+            && std::fs::read(logs.dir().join("stderr.log")).unwrap() == b"warned\n"
+    });
+    drop(out);
+    let ends = runtime.block_on(capture.ended());
+    assert!(ends.iter().all(Option::is_none), "both ended at EOF");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_writes_what_was_read_and_leaves_the_rest_in_the_pipe() {
+    let root = tempfile::tempdir().unwrap();
+    let logs = AppLogs::open(root.path(), "shop", &spec(u64::MAX, 1), test_gid(), 10);
+    let (read, write) = make_pipe().unwrap();
+    let capture = logs.capture_handing_over(Some(read), None, tracing::Span::none());
+    let mut out = File::from(write);
+    out.write_all(b"one\npart").unwrap();
+    wait_for("the first line read", || logs.tail(OUT, 10).len() == 1);
+    let [stdout, stderr] = capture.hand_over().await;
+    assert!(stderr.is_none(), "no stderr was given");
+    let stdout = stdout.expect("stdout's read end comes back");
+    // The held-back partial line was written at the hand-over, once.
+    assert_eq!(
+        std::fs::read(logs.dir().join("stdout.log")).unwrap(),
+        b"one\npart"
+    );
+    // What the app writes now stays in the pipe for the next reader.
+    out.write_all(b" two\n").unwrap();
+    let mut next = [0u8; 16];
+    let n = nix::unistd::read(&stdout, &mut next).unwrap();
+    assert_eq!(&next[..n], b" two\n");
+    assert_eq!(
+        std::fs::read(logs.dir().join("stdout.log")).unwrap(),
+        b"one\npart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_captures_at_once_each_keep_their_own_lines() {
+    // The output thread serves every app: 50 apps writing at once, each
+    // in pieces that split lines, each file gets exactly its own lines.
+    let root = tempfile::tempdir().unwrap();
+    let mut apps = Vec::new();
+    for i in 0..50 {
+        let logs = AppLogs::open(
+            root.path(),
+            &format!("app{i}"),
+            &spec(u64::MAX, 1),
+            test_gid(),
+            10,
+        );
+        let (read, write) = make_pipe().unwrap();
+        let capture = logs.capture_handing_over(Some(read), None, tracing::Span::none());
+        let data = numbered_lines(&format!("app{i} "), 2_000);
+        let writer = spawn_writer(write, data.clone(), 7);
+        apps.push((logs, capture, writer, data));
+    }
+    for (logs, capture, writer, data) in apps {
+        writer.join().unwrap();
+        capture.ended().await;
+        assert!(
+            read_all(logs.dir(), Stream::Stdout, 1) == data,
+            "{}",
+            logs.dir().display()
+        );
+    }
+}

@@ -387,11 +387,9 @@ impl Supervisor {
         {
             let mut pipes = [None, None];
             if let Some(capture) = instance.output.take() {
-                let _ = capture.stop.send(());
-                if let Ok(ends) = capture.task.await {
-                    for (kept, fd) in pipes.iter_mut().zip(ends) {
-                        *kept = fd.map(|fd| keep(&mut fds, fd));
-                    }
+                let ends = capture.hand_over().await;
+                for (kept, fd) in pipes.iter_mut().zip(ends) {
+                    *kept = fd.map(|fd| keep(&mut fds, fd));
                 }
             }
             if let (Some(leaf), Some(watcher)) = (&instance.leaf, &self.shared.watcher) {

@@ -822,7 +822,7 @@ impl Supervisor {
             }
         };
         if cgroup_empty {
-            // Nobody holds the write ends any more: let the capture task
+            // Nobody holds the write ends any more: let the capture
             // read what the app wrote last (often the traceback that says
             // why it died) before the exit becomes a reason and a failure
             // report with the last log lines.
@@ -831,7 +831,7 @@ impl Supervisor {
             }
         }
         // Otherwise a daemonized grandchild may keep the pipes open: the
-        // capture task ends by itself once it has gone.
+        // capture ends by itself once it has gone.
         let status = self.memory_limit_kill(status);
         tracing::info!(pid, instance = %id, ?status, cgroup_empty, "main process exited");
         self.feed(Event::MainExited {
@@ -1353,15 +1353,14 @@ fn attempt_began<M: Copy>(
 }
 
 /// How long an exit waits for the app's last output to be captured. The
-/// capture tasks reach EOF within a few milliseconds once the instance's
+/// captures reach EOF within a few milliseconds once the instance's
 /// cgroup is empty; the bound only matters if the daemon is starved.
 const DRAIN_OUTPUT: Duration = Duration::from_secs(1);
 
-/// Waits, at most [`DRAIN_OUTPUT`], until the capture task of an instance
-/// has read both its pipes to EOF.
+/// Waits, at most [`DRAIN_OUTPUT`], until the capture of an instance has
+/// read both its pipes to EOF.
 async fn drain_output(output: crate::logs::Capture) {
-    // A capture task that panicked has nothing more to give.
-    if tokio::time::timeout(DRAIN_OUTPUT, output.task)
+    if tokio::time::timeout(DRAIN_OUTPUT, output.ended())
         .await
         .is_err()
     {
