@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use appvisor_protocol::client::{Client, ClientError};
+use appvisor_protocol::client::{Client, ClientError, JsonBody};
 use appvisor_protocol::{
     routes, Action, ActionRequest, ActionResult, AppList, ApplyReport, ApplyRequest, LogStream,
     Outcome, SignalRequest, State, WhoAmI,
@@ -28,7 +28,7 @@ use crate::cli::ActionArgs;
 use crate::escape::{self, TerminalOutput};
 use crate::exit::Exit;
 use crate::render;
-use crate::rows::{StatusAnswerSeed, StatusRow};
+use crate::rows::{StatusAnswer, StatusAnswerSeed, StatusRow};
 use crate::select::{self, SelectError, Selector};
 
 /// Requests in flight at once for commands that name many apps: the daemon
@@ -158,15 +158,15 @@ pub async fn status(client: &Client, apps: &[String], json: bool) -> Result<Exit
         // straight into the table's rows, borrowing from the answer: with
         // a thousand apps, a generic JSON document first, or a whole
         // status of copied strings per app, is most of the command's time.
-        let answer = client.get_json(routes::APPS).await?;
-        let status = answer.decode_seed(StatusAnswerSeed {
-            bytes: answer.len(),
-        })?;
+        let status = status_table(&client.get_json(routes::APPS).await?)?;
         return status_output(&status.table, &status.notices, status.all_running);
     }
-    let document = if every_app {
-        visible_apps(client).await?.0
-    } else if selectors.iter().any(Selector::needs_list) {
+    if every_app {
+        let (shown, all_running) = shown_list(&client.get_json(routes::APPS).await?)?;
+        print_bytes(&shown)?;
+        return Ok(status_exit(all_running));
+    }
+    let document = if selectors.iter().any(Selector::needs_list) {
         // One snapshot for every selected app; a name not in it is asked
         // for, so the daemon says why it is not there.
         let (document, list) = visible_apps(client).await?;
@@ -201,11 +201,32 @@ pub async fn status(client: &Client, apps: &[String], json: bool) -> Result<Exit
         let all_running = all_running(list.apps.iter().map(|app| app.state));
         return status_output(&render::status_table(&rows), &list.notices, all_running);
     }
-    let pretty = serde_json::to_string_pretty(&document).expect("a JSON value serializes");
-    print(&format!("{}\n", escape::json(&pretty)))?;
+    print_bytes(&shown_document(&document))?;
     Ok(status_exit(all_running(
         list.apps.iter().map(|app| app.state),
     )))
+}
+
+/// How `status --json` shows a document: pretty, escaped for a terminal.
+fn shown_document(document: &Value) -> Vec<u8> {
+    let pretty = serde_json::to_string_pretty(document).expect("a JSON value serializes");
+    format!("{}\n", escape::json(&pretty)).into_bytes()
+}
+
+/// The status table of every app, from `GET /v1/apps`.
+fn status_table(answer: &JsonBody) -> Result<StatusAnswer, ClientError> {
+    answer.decode_seed(StatusAnswerSeed {
+        bytes: answer.len(),
+    })
+}
+
+/// `status --json` of every app: the answer as it is shown, and whether
+/// every app runs.
+fn shown_list(answer: &JsonBody) -> Result<(Vec<u8>, bool), CommandError> {
+    let document = answer.decode::<Value>()?;
+    let list = app_list(&document)?;
+    let all_running = all_running(list.apps.iter().map(|app| app.state));
+    Ok((shown_document(&document), all_running))
 }
 
 /// The status table, the daemon's notices, and the exit code.
@@ -633,6 +654,165 @@ fn write_imported(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer of `GET /v1/apps`: text to escape, a key a newer daemon
+    /// may add, an app stopped by someone, a notice.
+    const ANSWER: &str = concat!(
+        r#"{"apps":[{"name":"shop","state":"running","#,
+        r#""reason":"ready: \"ok\" \u001b[2K é \u009b\u202e","pid":1234,"#,
+        r#""uptime_secs":11520.5,"since":1764567890,"restarts":2,"failures":0,"#,
+        r#""description":"The shop","app_groups":["web"],"user":"shop","#,
+        r#""directory":"/srv/shop/current","release":"/srv/shop/releases/7","#,
+        r#""autostart":true,"stopped_by":null,"config_error":null,"log_error":null,"#,
+        r#""log_dropped_bytes":0,"future":{"z":[],"a":[1,-2,0.5]}},"#,
+        r#"{"name":"blog","state":"stopped","reason":"","pid":null,"uptime_secs":null,"#,
+        r#""since":0,"restarts":0,"failures":0,"description":"","app_groups":[],"#,
+        r#""user":"blog","directory":"/srv/blog","release":null,"autostart":false,"#,
+        r#""stopped_by":{"user":"alice","uid":1000,"at":1764567890},"#,
+        r#""config_error":"line 3: \"x\"","log_error":null,"log_dropped_bytes":0}],"#,
+        r#""notices":["apps.d/x.toml: ignored"]}"#,
+    );
+
+    /// What `appctl status` has always printed for [`ANSWER`].
+    const TABLE: &str = "\
+NAME  STATE    PID   UPTIME  RESTARTS  INFO
+shop  running  1234  3h12m   2         /srv/shop/releases/7
+blog  stopped  -     -       0         stopped by alice at 2025-12-01 05:44; newest file does not validate, running the last valid version: line 3: \"x\"
+";
+
+    /// What `appctl status --json` has always printed for [`ANSWER`]: the
+    /// daemon's keys in its order, C1 controls and overrides escaped.
+    const SHOWN: &str = r#"{
+  "apps": [
+    {
+      "name": "shop",
+      "state": "running",
+      "reason": "ready: \"ok\" \u001b[2K é \u009b\u202e",
+      "pid": 1234,
+      "uptime_secs": 11520.5,
+      "since": 1764567890,
+      "restarts": 2,
+      "failures": 0,
+      "description": "The shop",
+      "app_groups": [
+        "web"
+      ],
+      "user": "shop",
+      "directory": "/srv/shop/current",
+      "release": "/srv/shop/releases/7",
+      "autostart": true,
+      "stopped_by": null,
+      "config_error": null,
+      "log_error": null,
+      "log_dropped_bytes": 0,
+      "future": {
+        "z": [],
+        "a": [
+          1,
+          -2,
+          0.5
+        ]
+      }
+    },
+    {
+      "name": "blog",
+      "state": "stopped",
+      "reason": "",
+      "pid": null,
+      "uptime_secs": null,
+      "since": 0,
+      "restarts": 0,
+      "failures": 0,
+      "description": "",
+      "app_groups": [],
+      "user": "blog",
+      "directory": "/srv/blog",
+      "release": null,
+      "autostart": false,
+      "stopped_by": {
+        "user": "alice",
+        "uid": 1000,
+        "at": 1764567890
+      },
+      "config_error": "line 3: \"x\"",
+      "log_error": null,
+      "log_dropped_bytes": 0
+    }
+  ],
+  "notices": [
+    "apps.d/x.toml: ignored"
+  ]
+}
+"#;
+
+    /// `status` and `status --json` of every app print exactly what they
+    /// always have, and exit 3: not every app runs.
+    #[test]
+    fn status_of_every_app_prints_what_it_always_has() {
+        let answer = JsonBody::new(200, ANSWER);
+        let status = status_table(&answer).unwrap();
+        assert_eq!(status.table, TABLE);
+        assert_eq!(status.notices, ["apps.d/x.toml: ignored"]);
+        assert!(!status.all_running);
+        let (shown, all_running) = shown_list(&answer).unwrap();
+        assert_eq!(String::from_utf8(shown).unwrap(), SHOWN);
+        assert!(!all_running);
+        let running = ANSWER.replace(r#""state":"stopped""#, r#""state":"running""#);
+        let (_, all_running) = shown_list(&JsonBody::new(200, running)).unwrap();
+        assert!(all_running);
+    }
+
+    /// An answer that is not a list of apps fails `status --json` as it
+    /// always has.
+    #[test]
+    fn status_json_of_what_is_not_a_list_fails_as_it_did() {
+        let cases = [
+            (
+                ANSWER.replace(r#""name":"blog","#, ""),
+                "unexpected answer from appvisord for /v1/apps: missing field `name`",
+            ),
+            (
+                ANSWER.replace(r#""pid":1234"#, r#""pid":"1234""#),
+                "unexpected answer from appvisord for /v1/apps: \
+                 invalid type: string \"1234\", expected u32",
+            ),
+            (
+                format!("{ANSWER} x"),
+                "unexpected answer from appvisord (200): trailing characters at line 1 column 807",
+            ),
+            (
+                ANSWER[1..].to_owned(),
+                "unexpected answer from appvisord (200): trailing characters at line 1 column 7",
+            ),
+            (
+                r#"{"apps":[{"name":"\ud800"}]}"#.to_owned(),
+                "unexpected answer from appvisord (200): \
+                 unexpected end of hex escape at line 1 column 25",
+            ),
+        ];
+        for (bad, want) in cases {
+            let err = shown_list(&JsonBody::new(200, bad.clone())).unwrap_err();
+            assert_eq!(err.to_string(), want, "{bad}");
+            assert_eq!(err.exit(), Exit::Failed, "{bad}");
+        }
+    }
+
+    /// A key repeated inside an app: the `Value` round trip keeps its last
+    /// value, in its first place.
+    #[test]
+    fn status_json_of_a_repeated_key_keeps_the_last() {
+        let answer = ANSWER.replace(r#""z":[],"#, r#""z":[],"a":7,"#);
+        let (shown, _) = shown_list(&JsonBody::new(200, answer)).unwrap();
+        let shown = String::from_utf8(shown).unwrap();
+        assert!(
+            shown.contains(
+                r#"        "z": [],
+        "a": [
+          1,"#
+            ),
+            "{shown}"
+        );
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn many_apps_keep_few_requests_in_flight() {

@@ -254,6 +254,14 @@ pub struct JsonBody {
 }
 
 impl JsonBody {
+    /// A body of a successful answer (`status`) as it arrived.
+    pub fn new(status: u16, bytes: impl Into<Bytes>) -> JsonBody {
+        JsonBody {
+            status,
+            bytes: bytes.into(),
+        }
+    }
+
     /// The body as a `T`, which may borrow strings from it.
     pub fn decode<'a, T: Deserialize<'a>>(&'a self) -> Result<T, ClientError> {
         self.decode_seed(PhantomData::<T>)
