@@ -70,6 +70,13 @@ fn describe_connect_error(err: &io::Error) -> String {
 /// once; a longer one grows its buffer as it arrives.
 const MAX_PRESIZE: usize = 16 << 20;
 
+/// Bytes the connection reads at once, into one buffer it reuses as each
+/// piece of a body is taken out ([`Client::read_body`]). hyper's default
+/// doubles its reads up to 256 KiB, each into new memory: for a thousand
+/// apps' statuses, five buffers mapped, faulted in page by page, copied
+/// and unmapped, for one answer.
+const READ_BUFFER: usize = 64 << 10;
+
 /// A client of one control socket.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -148,7 +155,9 @@ impl Client {
                     socket: self.socket.clone(),
                     source,
                 })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .read_buf_exact_size(Some(READ_BUFFER))
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|source| self.http_error(source))?;
         // The connection task ends when the response body has been read or
