@@ -369,13 +369,27 @@ fn a_sigkilled_daemon_with_an_fd_store_loses_no_request_and_no_line() {
 
     // Every numbered line once and in order, those written while no
     // daemon ran included: the stored pipe kept them for the successor.
+    // All but what the killed daemon had read and not yet written, which
+    // docs/handoff.md says is lost: at most one read, one run of lines at
+    // the crash.
     daemon.wait_until(Duration::from_secs(20), "chatty's lines go on", || {
         chatty_lines(&served).len() > lines_at_crash + 500
     });
     let lines = chatty_lines(&served);
+    let gaps: Vec<(u64, u64)> = std::iter::once(0)
+        .chain(lines.iter().copied())
+        .zip(lines.iter().copied())
+        .filter(|(before, after)| *after != before + 1)
+        .collect();
     assert!(
-        lines.iter().enumerate().all(|(i, n)| *n == i as u64 + 1),
-        "chatty's lines once and in order across the crash ({} lines)",
+        lines.windows(2).all(|pair| pair[0] < pair[1])
+            && lines.first() == Some(&1)
+            && gaps.len() <= 1
+            && gaps
+                .iter()
+                .all(|(before, _)| *before >= lines_at_crash as u64),
+        "chatty's lines once and in order across the crash, but for one run lost at the crash \
+         (after line {lines_at_crash}); {} lines, gaps {gaps:?}",
         lines.len()
     );
 
