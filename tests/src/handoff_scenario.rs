@@ -146,6 +146,10 @@ pub struct Scenario {
     /// The sleeper when its backoff began.
     sleeper_before: AppStatus,
     backoff_began: Instant,
+    /// How long before `backoff_began` the second began in which the
+    /// daemon says the backoff began (the status's `since`): it began no
+    /// earlier than that, and was seen late by up to all of it.
+    backoff_lead: Duration,
     /// When each of the sleeper's next tries was seen, after its backoff
     /// began.
     sleeper_retries: Vec<Duration>,
@@ -183,6 +187,9 @@ impl Scenario {
         let chatty_pid = sup.app(&chatty).pid.expect("chatty runs");
         let daemon_pid = sup.pid();
         let sleeper_before = sup.wait_for_state(&sleeper, State::Backoff, Duration::from_secs(30));
+        let backoff_lead = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH + Duration::from_secs(sleeper_before.since))
+            .unwrap_or_default();
         Scenario {
             web: web.to_owned(),
             chatty,
@@ -193,6 +200,7 @@ impl Scenario {
             chatty_pid,
             sleeper_before,
             backoff_began: Instant::now(),
+            backoff_lead,
             sleeper_retries: Vec::new(),
             took: None,
         }
@@ -290,11 +298,17 @@ impl Scenario {
         let mut last = Duration::ZERO;
         let mut wait = SLEEPER_BACKOFF;
         for (n, &at) in retries.iter().enumerate() {
-            // Seen within a poll and an `appctl status` of when it came;
-            // the first wait counts from when the backoff was seen, a
-            // little late, so a second of slack below too.
+            // Seen within a poll and an `appctl status` of when it came.
+            // The first wait counts from when the backoff was seen, late
+            // by up to `backoff_lead` (the set-up waits for other apps
+            // first); each next one from when the previous try was seen,
+            // a little late, so a second of slack below.
             let shortest = wait * 3 / 4;
-            let earliest = last + shortest - Duration::from_secs(1).min(shortest);
+            let earliest = if n == 0 {
+                shortest.saturating_sub(self.backoff_lead)
+            } else {
+                last + shortest - Duration::from_secs(1).min(shortest)
+            };
             let latest = last + wait + Duration::from_millis(1500);
             assert!(
                 (earliest..=latest).contains(&at),
