@@ -163,6 +163,22 @@ struct Group {
     done: Option<oneshot::Sender<Ends>>,
 }
 
+/// Enters a group's span (the app's), for what the thread logs about its
+/// pipes, and its runtime, for what an append starts there. Takes the two
+/// fields rather than the group so its pipes stay free to change.
+fn enter<'a>(
+    span: &'a Span,
+    runtime: &'a Option<tokio::runtime::Handle>,
+) -> (
+    tracing::span::Entered<'a>,
+    Option<tokio::runtime::EnterGuard<'a>>,
+) {
+    (
+        span.enter(),
+        runtime.as_ref().map(tokio::runtime::Handle::enter),
+    )
+}
+
 /// One pipe being read.
 struct Pipe {
     fd: OwnedFd,
@@ -223,8 +239,15 @@ struct Reader {
     deadlines: BTreeSet<(Instant, u64)>,
 }
 
+/// A pipe's key in the epoll set and the deadlines: its group's slot and
+/// its stream's index (0 stdout, 1 stderr).
 fn key_of(slot: usize, index: usize) -> u64 {
     (slot as u64) << 1 | index as u64
+}
+
+/// The slot and stream index of a pipe's key.
+fn slot_of(key: u64) -> (usize, usize) {
+    ((key >> 1) as usize, (key & 1) as usize)
 }
 
 fn stream_of(index: usize) -> Stream {
@@ -295,7 +318,7 @@ impl Reader {
     /// every other app's goes on.
     fn guarded(&mut self, key: u64, work: impl FnOnce(&mut Reader)) {
         if catch_unwind(AssertUnwindSafe(|| work(self))).is_err() {
-            let slot = (key >> 1) as usize;
+            let (slot, _) = slot_of(key);
             if let Some(group) = self.groups.get(slot).and_then(Option::as_ref) {
                 group.span.in_scope(|| {
                     error!("output capture failed (a bug), output of this instance is lost");
@@ -347,7 +370,7 @@ impl Reader {
 
     /// Reads the pipe `key` once, then arms it again, rests it, or ends it.
     fn readable(&mut self, key: u64) {
-        let (slot, index) = ((key >> 1) as usize, (key & 1) as usize);
+        let (slot, index) = slot_of(key);
         let stream = stream_of(index);
         let (read, now) = {
             let Some(group) = self.groups.get_mut(slot).and_then(Option::as_mut) else {
@@ -356,8 +379,7 @@ impl Reader {
             let Some(pipe) = group.pipes[index].as_mut() else {
                 return;
             };
-            let _span = group.span.enter();
-            let _runtime = group.runtime.as_ref().map(tokio::runtime::Handle::enter);
+            let _entered = enter(&group.span, &group.runtime);
             let read = read_once(&group.logs, stream, pipe);
             let now = Instant::now();
             match read {
@@ -389,7 +411,7 @@ impl Reader {
 
     /// Sets the idle deadline of the pipe `key` after a read.
     fn after_read(&mut self, key: u64, now: Instant) {
-        let (slot, index) = ((key >> 1) as usize, (key & 1) as usize);
+        let (slot, index) = slot_of(key);
         if let Some(pipe) = self.groups[slot]
             .as_mut()
             .and_then(|g| g.pipes[index].as_mut())
@@ -439,7 +461,7 @@ impl Reader {
     /// The pipe `key` reached its deadline: it rested enough, or it has
     /// been idle with a partial line or an empty buffer.
     fn deadline(&mut self, key: u64, now: Instant) {
-        let (slot, index) = ((key >> 1) as usize, (key & 1) as usize);
+        let (slot, index) = slot_of(key);
         let stream = stream_of(index);
         let Some(group) = self.groups.get_mut(slot).and_then(Option::as_mut) else {
             return;
@@ -459,8 +481,7 @@ impl Reader {
             pipe.buf = BytesMut::new();
             return;
         }
-        let _span = group.span.enter();
-        let _runtime = group.runtime.as_ref().map(tokio::runtime::Handle::enter);
+        let _entered = enter(&group.span, &group.runtime);
         group.logs.append(stream, pipe.buf.split().freeze());
         let deadline = pipe.idle_deadline(now);
         set_deadline(&mut self.deadlines, key, pipe, deadline);
@@ -474,8 +495,7 @@ impl Reader {
         };
         self.slots.remove(&group.id);
         self.free.push(slot);
-        let _span = group.span.enter();
-        let _runtime = group.runtime.as_ref().map(tokio::runtime::Handle::enter);
+        let _entered = enter(&group.span, &group.runtime);
         for index in 0..2 {
             let Some(pipe) = group.pipes[index].take() else {
                 continue;
