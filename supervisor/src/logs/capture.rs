@@ -401,11 +401,11 @@ impl Reader {
             Read::Ended => self.finish_if_done(slot),
             Read::Some { rest: true } => {}
             Read::Some { rest: false } => {
-                self.arm(stream, key, slot);
+                self.arm(key);
                 self.after_read(key, now);
             }
             // A spurious wake-up: the pipe's deadline stands.
-            Read::Nothing => self.arm(stream, key, slot),
+            Read::Nothing => self.arm(key),
         }
     }
 
@@ -423,8 +423,9 @@ impl Reader {
 
     /// Arms the pipe `key` for its next readiness; a pipe that cannot be
     /// armed is lost.
-    fn arm(&mut self, stream: Stream, key: u64, slot: usize) {
-        let index = (key & 1) as usize;
+    fn arm(&mut self, key: u64) {
+        let (slot, index) = slot_of(key);
+        let stream = stream_of(index);
         let Some(group) = self.groups[slot].as_mut() else {
             return;
         };
@@ -472,7 +473,7 @@ impl Reader {
         pipe.deadline = None;
         if pipe.resting {
             pipe.resting = false;
-            self.arm(stream, key, slot);
+            self.arm(key);
             self.after_read(key, now);
             return;
         }
