@@ -145,6 +145,20 @@ impl PathError {
 /// When every directory on the way is root's, the anchor is the resolved
 /// path itself.
 pub fn anchor(path: &Path, fs: &dyn Lookup) -> Result<PathBuf, PathError> {
+    walk(path, fs).map(|walk| walk.anchor)
+}
+
+/// Where [`walk`] stopped.
+#[derive(Debug)]
+struct Walk {
+    anchor: PathBuf,
+    /// Every directory on the way was root-controlled, so `anchor` is the
+    /// path resolved in full, and only root can make it lead elsewhere.
+    resolved: bool,
+}
+
+/// [`anchor`], telling also whether the walk resolved the whole path.
+fn walk(path: &Path, fs: &dyn Lookup) -> Result<Walk, PathError> {
     if !path.is_absolute() {
         return Err(PathError::Relative { path: path.into() });
     }
@@ -171,7 +185,10 @@ pub fn anchor(path: &Path, fs: &dyn Lookup) -> Result<PathBuf, PathError> {
         }
         let dir = fs.entry(&current).map_err(|e| io_error(&current, e))?;
         if !dir.is_root_controlled() {
-            return Ok(current);
+            return Ok(Walk {
+                anchor: current,
+                resolved: false,
+            });
         }
         let next = current.join(&name);
         match fs.entry(&next).map_err(|e| io_error(&next, e))?.kind {
@@ -185,7 +202,10 @@ pub fn anchor(path: &Path, fs: &dyn Lookup) -> Result<PathBuf, PathError> {
             EntryKind::Directory | EntryKind::Other => current = next,
         }
     }
-    Ok(current)
+    Ok(Walk {
+        anchor: current,
+        resolved: true,
+    })
 }
 
 /// Queues the components of `path` before what is left to resolve; an
@@ -274,7 +294,7 @@ fn open(
     flags: nix::fcntl::OFlag,
     fs: &dyn Lookup,
 ) -> Result<Opened, PathError> {
-    let anchor = anchor(path, fs)?;
+    let walk = walk(path, fs)?;
     let io = |source: io::Error| PathError::Io {
         path: path.into(),
         source,
@@ -285,11 +305,19 @@ fn open(
         nix::sys::stat::Mode::empty(),
     )
     .map_err(|e| io(io::Error::from(e)))?;
-    let resolved = fd_path(&fd).map_err(io)?;
+    // A path resolved in full through root's directories alone (`/usr`,
+    // `/etc/ssl`, most system rules) led the open where the walk went:
+    // no one else can change an entry on the way. Any other is asked of
+    // the kernel, a path lookup in /proc that cost more than the open.
+    let resolved = if walk.resolved && open == path {
+        walk.anchor.clone()
+    } else {
+        fd_path(&fd).map_err(io)?
+    };
     Ok(Opened {
         fd,
         resolved,
-        anchor,
+        anchor: walk.anchor,
     })
 }
 
@@ -427,6 +455,49 @@ mod tests {
                 )
             );
         }
+    }
+
+    /// Through root's directories alone, the walk's answer is taken
+    /// without asking the kernel: it must be the kernel's.
+    #[test]
+    fn a_path_resolved_through_roots_directories_is_where_the_kernel_opens() {
+        for path in [
+            "/usr/lib",
+            "/etc/passwd",
+            "/tmp",
+            "/bin",
+            "/usr/bin/env",
+            "/proc/self/fd",
+        ] {
+            let path = Path::new(path);
+            let walked = walk(path, &RealFs).unwrap();
+            assert!(walked.resolved, "{}: {walked:?}", path.display());
+            let opened = open_anchored(path, &RealFs).unwrap();
+            assert_eq!(opened.resolved, walked.anchor);
+            assert_eq!(
+                opened.resolved,
+                fd_path(&opened.fd).unwrap(),
+                "{}",
+                path.display()
+            );
+        }
+    }
+
+    /// Through a directory someone else may change, the kernel says where
+    /// the open went.
+    #[test]
+    fn a_path_through_someone_elses_directory_is_asked_of_the_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("release")).unwrap();
+        let link = dir.path().join("current");
+        std::os::unix::fs::symlink("release", &link).unwrap();
+        let walked = walk(&link, &RealFs).unwrap();
+        assert!(!walked.resolved, "{walked:?}");
+        let opened = open_anchored(&link, &RealFs).unwrap();
+        assert_eq!(
+            opened.resolved,
+            dir.path().canonicalize().unwrap().join("release")
+        );
     }
 
     #[test]
