@@ -137,7 +137,7 @@ impl LimitRoot {
                 .join(under.trim_start_matches('/'))
                 .join(instance);
             match create_dir(&dir) {
-                Ok(()) => v1.push((controller, Arc::from(dir))),
+                Ok(_) => v1.push((controller, Arc::from(dir))),
                 Err(error) => tracing::info!(controller = name, %error, "v1 hierarchy unusable"),
             }
         }
@@ -239,8 +239,9 @@ pub struct AppLimits {
 
 impl AppLimits {
     /// Writes `limits` (or "no limit" for an unset key, so a removed key
-    /// takes effect at the next start), creating the v1 cgroups. Fails when
-    /// a limit is set and no hierarchy can carry it.
+    /// takes effect at the next start, except to a v1 cgroup made by this
+    /// call, which has none), creating the v1 cgroups. Fails when a limit
+    /// is set and no hierarchy can carry it.
     pub fn apply(&self, limits: &LimitSpec) -> Result<(), CgroupError> {
         let wanted = [
             (Controller::Memory, limits.memory.is_some()),
@@ -256,19 +257,30 @@ impl AppLimits {
         }
         for (controller, place) in &self.places {
             let place = self.dir(place);
-            match &place {
+            let set = match controller {
+                Controller::Memory => limits.memory.is_some(),
+                Controller::Pids => limits.tasks.is_some(),
+                Controller::Cpu => limits.cpu.is_some(),
+            };
+            let made_now = match &place {
                 // Without a CPU limit the exec helper joins no v1 cpu
                 // cgroup (`extra_procs`), so none is made: a cgroup
                 // directory is one of the dearest things a spawn makes.
                 // One made for a limit removed since gets "no limit"
                 // below, as before.
-                Dir::V1(dir) if *controller == Controller::Cpu && limits.cpu.is_none() => {
+                Dir::V1(dir) if *controller == Controller::Cpu && !set => {
                     if !dir.exists() {
                         continue;
                     }
+                    false
                 }
                 Dir::V1(dir) => create_dir(dir)?,
-                Dir::V2(_) => {}
+                Dir::V2(_) => false,
+            };
+            // A v1 cgroup made a moment ago has no limit: "no limit" need
+            // not be written (for memory, a stat and three writes an app).
+            if made_now && !set {
+                continue;
             }
             match (controller, place) {
                 (Controller::Memory, Dir::V2(dir)) => {
@@ -583,6 +595,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!(app.oom_kills(), Some(2));
+    }
+
+    /// A v1 cgroup made by this call starts without limits: only the
+    /// limits that are set are written to it. (The fake's kernel files do
+    /// not exist, so any other write fails.) Made before, it gets "no
+    /// limit" written for an unset key, so a removed key takes effect.
+    #[test]
+    fn a_v1_cgroup_made_now_gets_only_the_limits_that_are_set() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (memory, pids) = (tmp.path().join("memory/avi"), tmp.path().join("pids/avi"));
+        for dir in [&memory, &pids] {
+            fs::create_dir_all(dir).unwrap();
+        }
+        let app = LimitRoot::at(vec![
+            (Controller::Memory, memory.clone()),
+            (Controller::Pids, pids.clone()),
+        ])
+        .app("shop", None)
+        .unwrap();
+        app.apply(&LimitSpec::default()).unwrap();
+        for dir in [memory.join("shop"), pids.join("shop")] {
+            assert!(dir.is_dir(), "{}", dir.display());
+            assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "{}", dir.display());
+        }
+
+        for file in [
+            memory.join("shop/memory.limit_in_bytes"),
+            memory.join("shop/memory.memsw.limit_in_bytes"),
+            pids.join("shop/pids.max"),
+        ] {
+            fs::write(file, "").unwrap();
+        }
+        app.apply(&LimitSpec::default()).unwrap();
+        let read = |p: PathBuf| fs::read_to_string(p).unwrap();
+        assert_eq!(read(memory.join("shop/memory.limit_in_bytes")), "-1");
+        assert_eq!(read(memory.join("shop/memory.memsw.limit_in_bytes")), "-1");
+        assert_eq!(read(pids.join("shop/pids.max")), "max");
     }
 
     /// Without a CPU limit no v1 cpu cgroup is made (the helper would not

@@ -630,13 +630,15 @@ pub(super) fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
         })
 }
 
-pub(super) fn create_dir(path: &Path) -> Result<(), CgroupError> {
+/// Creates the cgroup `path`, or finds it there: true when made now.
+pub(super) fn create_dir(path: &Path) -> Result<bool, CgroupError> {
     match fs::create_dir(path) {
-        Err(source) if source.kind() != io::ErrorKind::AlreadyExists => Err(CgroupError::Create {
+        Ok(()) => Ok(true),
+        Err(source) if source.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(source) => Err(CgroupError::Create {
             path: path.to_owned(),
             source,
         }),
-        _ => Ok(()),
     }
 }
 
