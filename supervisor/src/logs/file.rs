@@ -197,7 +197,8 @@ impl LogFile {
                 return;
             }
         };
-        let records = index.metadata().map_or(0, |m| m.len() / RECORD as u64);
+        let len = index.metadata().map_or(0, |m| m.len());
+        let records = len / RECORD as u64;
         let mut last = None;
         if records > 0 {
             let mut record = [0u8; RECORD];
@@ -213,7 +214,9 @@ impl LogFile {
             None => records == 0,
         };
         let kept = if valid { records * RECORD as u64 } else { 0 };
-        if index.set_len(kept).is_err() {
+        // Truncating to the length it has already is not free: a file
+        // system transaction, at every start of every app.
+        if kept != len && index.set_len(kept).is_err() {
             return;
         }
         self.index = Some(index);
@@ -873,6 +876,45 @@ mod tests {
         assert_eq!(records(&rotated_path(&path, 2)), [(10, 4), (20, 6)]);
         assert_eq!(records(&rotated_path(&path, 1)), [(20, 11)]);
         assert_eq!(records(&path), [(30, 22)]);
+    }
+
+    /// Opening a file keeps its index only as far as it fits: whole
+    /// records, ending within the file.
+    #[test]
+    fn an_index_that_does_not_fit_its_file_is_cut_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(INDEX_DIR)).unwrap();
+        let path = dir.path().join("stdout.log");
+        let index = index_path(&path);
+        let mut log = LogFile::open(path.clone(), gid(), 2).unwrap();
+        let limits = Limits {
+            max_size: 1000,
+            keep: 2,
+        };
+        log.append(
+            b"a
+", limits, STAMP,
+        );
+        drop(log);
+        assert_eq!(records(&path), [(7, 2)]);
+        let whole = std::fs::read(&index).unwrap();
+
+        // A record cut short by a crash goes; the whole one stays.
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&whole[..3]);
+        std::fs::write(&index, &torn).unwrap();
+        drop(LogFile::open(path.clone(), gid(), 2).unwrap());
+        assert_eq!(std::fs::read(&index).unwrap(), whole);
+
+        // Reopened as it is, the index is left alone.
+        drop(LogFile::open(path.clone(), gid(), 2).unwrap());
+        assert_eq!(std::fs::read(&index).unwrap(), whole);
+
+        // An index that describes more than the file (another file's) goes.
+        std::fs::write(&path, "").unwrap();
+        let log = LogFile::open(path.clone(), gid(), 2).unwrap();
+        assert_eq!(std::fs::metadata(&index).unwrap().len(), 0);
+        drop(log);
     }
 
     #[test]
