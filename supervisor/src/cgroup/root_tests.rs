@@ -236,11 +236,51 @@ async fn watching_twice_shares_one_watch() {
     wait_populated(&mut second, false).await;
     child.wait().unwrap();
 
-    // Once no receiver listens, the next call forgets the watch.
+    // Once no receiver listens, the watch goes at its next event.
     drop(second);
-    let other = test.root.app("other").unwrap();
-    let _other = watcher.watch(&other).unwrap();
-    assert_eq!(watcher.watch_count(), 1);
+    let mut child = sleep_in(&app);
+    wait_watch_count(&watcher, 0).await;
+    app.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Watches no one listens to and that see no event are swept by a `watch`
+/// call once there are twice as many watches as the last sweep left (and
+/// at least `SWEEP_FLOOR`), not at every call: that looked at every app's
+/// watch for each app started.
+#[tokio::test]
+async fn watches_no_one_listens_to_are_swept_once_their_number_doubled() {
+    let Some(test) = TestRoot::new("sweep") else {
+        return;
+    };
+    let watcher = CgroupWatcher::start().unwrap();
+    let quiet = test.root.app("quiet").unwrap();
+    drop(watcher.watch(&quiet).unwrap());
+    let mut kept = Vec::new();
+    for i in 1..watch::SWEEP_FLOOR {
+        let app = test.root.app(&format!("app{i}")).unwrap();
+        kept.push(watcher.watch(&app).unwrap());
+    }
+    assert_eq!(watcher.watch_count(), watch::SWEEP_FLOOR, "no sweep yet");
+    let last = test.root.app("last").unwrap();
+    kept.push(watcher.watch(&last).unwrap());
+    assert_eq!(
+        watcher.watch_count(),
+        watch::SWEEP_FLOOR,
+        "the quiet one's watch swept before the last was added"
+    );
+}
+
+async fn wait_watch_count(watcher: &CgroupWatcher, want: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while watcher.watch_count() != want {
+        assert!(
+            Instant::now() < deadline,
+            "{} watches after 5 s, want {want}",
+            watcher.watch_count()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[test]

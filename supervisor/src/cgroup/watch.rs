@@ -51,7 +51,13 @@ struct Watches {
     by_wd: HashMap<WatchDescriptor, Watched>,
     /// Keyed by the same path `by_wd`'s entry holds: one copy per watch.
     by_path: HashMap<Arc<Path>, WatchDescriptor>,
+    /// How many watches the last sweep for unwatched ones left: the next
+    /// sweep waits until there are twice as many ([`Watches::due`]).
+    swept: usize,
 }
+
+/// No sweep for unwatched watches below this many watches.
+pub(super) const SWEEP_FLOOR: usize = 64;
 
 impl Watches {
     fn insert(&mut self, wd: WatchDescriptor, watched: Watched) {
@@ -70,6 +76,16 @@ impl Watches {
     fn clear(&mut self) {
         self.by_wd.clear();
         self.by_path.clear();
+    }
+
+    /// Whether a sweep for watches no receiver listens to is due: once
+    /// their number doubled since the last. Sweeping at every call, as
+    /// before, looked at every app's watch for each app started: work
+    /// that grew with the square of the number of apps. Watches without
+    /// receivers are rare (the supervisor unwatches a cgroup it removes),
+    /// and this way they never outnumber the others by more than the floor.
+    fn due(&self) -> bool {
+        self.by_wd.len() >= (2 * self.swept).max(SWEEP_FLOOR)
     }
 }
 
@@ -267,7 +283,8 @@ impl CgroupWatcher {
     ///
     /// Watching the same cgroup again shares the existing watch. A watch
     /// lasts until [`CgroupWatcher::unwatch`], or until every receiver of it
-    /// has been dropped (noticed at the next event or `watch` call).
+    /// has been dropped (noticed at its next event, or by a sweep of a
+    /// `watch` call once the number of watches doubled since the last).
     /// Removing the cgroup does not end it: cgroupfs sends no `IN_IGNORED`
     /// on rmdir while the watch pins the inode.
     pub fn watch(&self, app: &AppCgroup) -> Result<Populated, CgroupError> {
@@ -276,7 +293,9 @@ impl CgroupWatcher {
         }
         let events = app.events_path();
         let mut watches = self.shared.lock();
-        self.shared.forget_unwatched(&mut watches);
+        if watches.due() {
+            self.shared.forget_unwatched(&mut watches);
+        }
         let wd = self
             .shared
             .inotify
@@ -362,16 +381,25 @@ impl Shared {
                 // this one cannot belong to a newer watch yet.
                 watches.remove(&event.wd);
             } else if let Some(watched) = watches.by_wd.get(&event.wd) {
-                refresh(watched);
+                if watched.populated.is_closed() {
+                    // No one listens any more: the watch goes.
+                    watches.remove(&event.wd);
+                    let _ = self.inotify.get_ref().0.rm_watch(event.wd);
+                } else {
+                    refresh(watched);
+                }
             }
         }
-        self.forget_unwatched(&mut watches);
     }
 
     /// Drops the watches no receiver listens to any more.
     fn forget_unwatched(&self, watches: &mut Watches) {
         let inotify = &self.inotify.get_ref().0;
-        let Watches { by_wd, by_path } = watches;
+        let Watches {
+            by_wd,
+            by_path,
+            swept,
+        } = watches;
         by_wd.retain(|wd, watched| {
             let keep = !watched.populated.is_closed();
             if !keep {
@@ -382,6 +410,7 @@ impl Shared {
             }
             keep
         });
+        *swept = by_wd.len();
     }
 }
 
