@@ -152,8 +152,9 @@ pub fn anchor(path: &Path, fs: &dyn Lookup) -> Result<PathBuf, PathError> {
 #[derive(Debug)]
 struct Walk {
     anchor: PathBuf,
-    /// Every directory on the way was root-controlled, so `anchor` is the
-    /// path resolved in full, and only root can make it lead elsewhere.
+    /// Every directory on the way was root-controlled and no link in
+    /// `/proc` was followed, so `anchor` is the path resolved in full, and
+    /// only root can make it lead elsewhere.
     resolved: bool,
 }
 
@@ -170,6 +171,10 @@ fn walk(path: &Path, fs: &dyn Lookup) -> Result<Walk, PathError> {
     push_front(&mut todo, path);
     let mut current = PathBuf::from("/");
     let mut links = 0;
+    // procfs's links (`/proc/self/cwd`, `/proc/PID/root`, `fd/N`) lead to
+    // a process's file, which their text need not name: a walk through
+    // one is not the kernel's answer.
+    let mut through_proc = false;
     while let Some(name) = todo.pop_front() {
         match name.to_str() {
             Some("/") => {
@@ -197,6 +202,7 @@ fn walk(path: &Path, fs: &dyn Lookup) -> Result<Walk, PathError> {
                 if links > MAX_SYMLINKS {
                     return Err(PathError::Loop { path: path.into() });
                 }
+                through_proc |= next.starts_with("/proc");
                 push_front(&mut todo, &target);
             }
             EntryKind::Directory | EntryKind::Other => current = next,
@@ -204,7 +210,7 @@ fn walk(path: &Path, fs: &dyn Lookup) -> Result<Walk, PathError> {
     }
     Ok(Walk {
         anchor: current,
-        resolved: true,
+        resolved: !through_proc,
     })
 }
 
@@ -467,7 +473,7 @@ mod tests {
             "/tmp",
             "/bin",
             "/usr/bin/env",
-            "/proc/self/fd",
+            "/proc",
         ] {
             let path = Path::new(path);
             let walked = walk(path, &RealFs).unwrap();
@@ -481,6 +487,20 @@ mod tests {
                 path.display()
             );
         }
+    }
+
+    /// Through a link in /proc, the kernel says where the open went: the
+    /// link's text need not name the file it leads to.
+    #[test]
+    fn a_path_through_a_proc_link_is_asked_of_the_kernel() {
+        for path in ["/proc/self/cwd", "/proc/self/fd"] {
+            let path = Path::new(path);
+            assert!(!walk(path, &RealFs).unwrap().resolved, "{}", path.display());
+            let opened = open_anchored(path, &RealFs).unwrap();
+            assert_eq!(opened.resolved, fd_path(&opened.fd).unwrap());
+        }
+        let cwd = open_anchored(Path::new("/proc/self/cwd"), &RealFs).unwrap();
+        assert_eq!(cwd.resolved, std::env::current_dir().unwrap());
     }
 
     /// Through a directory someone else may change, the kernel says where
