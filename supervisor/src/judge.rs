@@ -21,7 +21,6 @@
 //! and reads one.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -207,43 +206,48 @@ pub async fn scan(daemon_config: &DaemonConfig, cache: &JudgeCache) -> Result<Sc
     // a world (its job hung), each job scans for itself.
     let secrets = world.as_ref().map(|world| Arc::clone(&world.secrets));
     let settle = cache.settle;
-    let judged = in_parallel(misses, JUDGES, |(index, name, path)| {
-        let defaults = defaults.clone();
-        let users = users.clone();
-        let secrets = secrets.clone();
-        async move {
-            let (file, app) = (path.clone(), name.clone());
-            let judged = run_blocking(JUDGE_TIMEOUT, move || {
-                let secrets =
-                    secrets.unwrap_or_else(|| Arc::new(SecretGroups::scan(Path::new("/"))));
-                // Stamped before the file is read: a write after the
-                // stamp changes it, so the next scan reads the file again.
-                let before = Stamp::of(&file);
-                let judged = judge::judge_app(&file, &app, &defaults, &*users, &secrets);
-                let stamps = match (&judged.outcome, before) {
-                    (Ok(validated), Some(file)) => {
-                        Stamps::settled(file, &validated.valid.spec.env_files, settle)
-                    }
-                    _ => None,
-                };
-                (judged, stamps)
-            })
-            .await
-            .unwrap_or_else(|unjudged| {
-                let judged = Judged {
-                    outcome: Err(ConfigError::new(
-                        &path,
-                        format!("not judged: {unjudged}; the running version is kept"),
-                    )
-                    .into()),
-                    file: path,
-                };
-                (judged, None)
-            });
-            (index, name, judged)
-        }
+    let items: Vec<(usize, config::AppName, PathBuf)> = misses;
+    let paths: Vec<PathBuf> = items.iter().map(|(_, _, path)| path.clone()).collect();
+    let names: Vec<(usize, config::AppName)> = items
+        .iter()
+        .map(|(index, name, _)| (*index, name.clone()))
+        .collect();
+    let outcomes = each_on_the_pool(items, JUDGES, JUDGE_TIMEOUT, move |(_, app, file)| {
+        let secrets = secrets
+            .clone()
+            .unwrap_or_else(|| Arc::new(SecretGroups::scan(Path::new("/"))));
+        // Stamped before the file is read: a write after the stamp
+        // changes it, so the next scan reads the file again.
+        let before = Stamp::of(&file);
+        let judged = judge::judge_app(&file, &app, &defaults, &*users, &secrets);
+        let stamps = match (&judged.outcome, before) {
+            (Ok(validated), Some(file)) => {
+                Stamps::settled(file, &validated.valid.spec.env_files, settle)
+            }
+            _ => None,
+        };
+        (judged, stamps)
     })
     .await;
+    let judged =
+        names
+            .into_iter()
+            .zip(paths)
+            .zip(outcomes)
+            .map(|(((index, name), path), outcome)| {
+                let judged = outcome.unwrap_or_else(|unjudged| {
+                    let judged = Judged {
+                        outcome: Err(ConfigError::new(
+                            &path,
+                            format!("not judged: {unjudged}; the running version is kept"),
+                        )
+                        .into()),
+                        file: path,
+                    };
+                    (judged, None)
+                });
+                (index, name, judged)
+            });
 
     let held: Vec<PathBuf> = hits.iter().map(|(_, _, kept)| kept.file.clone()).collect();
     let mut read: Vec<(usize, String, Read)> = hits
@@ -557,56 +561,250 @@ impl<D: UserDb> UserDb for ScanUserDb<D> {
     }
 }
 
-/// Runs `work` on every item, at most `limit` at a time, and returns the
-/// results in the items' order.
-async fn in_parallel<I, F, T>(items: Vec<I>, limit: usize, work: impl Fn(I) -> F) -> Vec<T>
+/// Runs `work` on every item on at most `limit` threads of the blocking
+/// pool, each taking the next item as soon as it is done with one, and
+/// returns the answers in the items' order.
+///
+/// Each item has `deadline` from when a thread took it. One past it is
+/// answered [`Unjudged::Timeout`]; its thread is left to finish it,
+/// counted in [`HUNG`] until it does (its answer is then dropped), and
+/// another thread takes its place unless [`MAX_HUNG`] are hung: items no
+/// thread is left to take are answered [`Unjudged::TooManyHung`]. A panic
+/// answers its item [`Unjudged::Failed`] and the thread goes on.
+///
+/// This is [`run_blocking`] per item without a job per item: a job per
+/// file cost two hand-offs between threads per file (a wake-up of a
+/// blocking thread, then one of the runtime's for the answer), which for
+/// an `apps.d` of 1,000 small files was most of the CPU its scan took.
+/// Here the threads keep the answers, and the runtime is woken once, for
+/// the last (or for a deadline).
+async fn each_on_the_pool<I, T>(
+    items: Vec<I>,
+    limit: usize,
+    deadline: Duration,
+    work: impl Fn(I) -> T + Send + Sync + 'static,
+) -> Vec<Result<T, Unjudged>>
 where
-    F: Future<Output = T>,
+    I: Send + 'static,
+    T: Send + 'static,
 {
-    use std::collections::VecDeque;
-    let mut queue: VecDeque<(usize, I)> = items.into_iter().enumerate().collect();
-    let mut running = Vec::new();
-    let mut done: Vec<(usize, T)> = Vec::new();
-    loop {
-        while running.len() < limit {
-            let Some((index, item)) = queue.pop_front() else {
-                break;
-            };
-            let fut = work(item);
-            running.push(Box::pin(async move { (index, fut.await) }));
+    let count = items.len();
+    let pool = Arc::new(Pool {
+        work: Box::new(work),
+        shared: Mutex::new(Shared {
+            queue: items.into_iter().enumerate().collect(),
+            threads: Vec::new(),
+            answers: (0..count).map(|_| None).collect(),
+            left: count,
+        }),
+        finished: tokio::sync::Notify::new(),
+    });
+    // Dropped (the scan with it), the pool's threads take no more items.
+    let _unqueue = Unqueue(&pool);
+    {
+        let mut shared = lock(&pool.shared);
+        for _ in 0..limit.min(count) {
+            start_thread(&pool, &mut shared);
         }
-        if running.is_empty() {
-            break;
-        }
-        let (result, _, rest) = select_all(running).await;
-        running = rest;
-        done.push(result);
+        shared.refuse_untaken();
     }
-    done.sort_by_key(|(index, _)| *index);
-    done.into_iter().map(|(_, result)| result).collect()
-}
-
-/// The first of `futures` to finish, its index and the others.
-async fn select_all<F: Future + Unpin>(mut futures: Vec<F>) -> (F::Output, usize, Vec<F>) {
-    let (output, index) = std::future::poll_fn(|cx| {
-        for (index, future) in futures.iter_mut().enumerate() {
-            if let std::task::Poll::Ready(output) = std::pin::Pin::new(future).poll(cx) {
-                return std::task::Poll::Ready((output, index));
+    loop {
+        let due = {
+            let shared = lock(&pool.shared);
+            if shared.left == 0 {
+                break;
+            }
+            shared.next_due(deadline)
+        };
+        tokio::select! {
+            () = pool.finished.notified() => {}
+            () = sleep_until(due) => {
+                let mut shared = lock(&pool.shared);
+                for _ in 0..shared.give_up_on_overdue(deadline) {
+                    start_thread(&pool, &mut shared);
+                }
+                shared.refuse_untaken();
             }
         }
-        std::task::Poll::Pending
-    })
-    .await;
-    futures.swap_remove(index);
-    (output, index, futures)
+    }
+    let answers = std::mem::take(&mut lock(&pool.shared).answers);
+    answers
+        .into_iter()
+        .map(|answer| answer.unwrap_or(Err(Unjudged::Failed("no answer".to_owned()))))
+        .collect()
+}
+
+/// Empties the pool's queue when dropped.
+struct Unqueue<'a, I, T>(&'a Pool<I, T>);
+
+impl<I, T> Drop for Unqueue<'_, I, T> {
+    fn drop(&mut self) {
+        lock(&self.0.shared).queue.clear();
+    }
+}
+
+/// What [`each_on_the_pool`]'s threads share.
+struct Pool<I, T> {
+    work: Box<dyn Fn(I) -> T + Send + Sync>,
+    shared: Mutex<Shared<I, T>>,
+    /// Notified when the last item is answered.
+    finished: tokio::sync::Notify,
+}
+
+struct Shared<I, T> {
+    /// The items no thread has taken yet, with their places.
+    queue: std::collections::VecDeque<(usize, I)>,
+    /// Per thread started, by its number.
+    threads: Vec<PoolThread>,
+    /// Per item, its answer once it has one.
+    answers: Vec<Option<Result<T, Unjudged>>>,
+    /// Items without an answer yet.
+    left: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PoolThread {
+    /// The item it works on and since when.
+    on: Option<(usize, std::time::Instant)>,
+    /// Given up on: it answers nothing more and leaves after its item.
+    given_up: bool,
+    /// It has left (the queue was empty).
+    gone: bool,
+}
+
+impl<I, T> Shared<I, T> {
+    fn answer(&mut self, index: usize, answer: Result<T, Unjudged>) {
+        debug_assert!(self.answers[index].is_none());
+        self.answers[index] = Some(answer);
+        self.left -= 1;
+    }
+
+    /// When the first item worked on now is overdue (far off if none is).
+    fn next_due(&self, deadline: Duration) -> std::time::Instant {
+        self.threads
+            .iter()
+            .filter(|thread| !thread.given_up)
+            .filter_map(|thread| thread.on.map(|(_, since)| since + deadline))
+            .min()
+            .unwrap_or_else(|| std::time::Instant::now() + deadline)
+    }
+
+    /// Gives up on every thread whose item is overdue, answering the item
+    /// [`Unjudged::Timeout`]; returns how many.
+    fn give_up_on_overdue(&mut self, deadline: Duration) -> usize {
+        let now = std::time::Instant::now();
+        let mut overdue = Vec::new();
+        for thread in self.threads.iter_mut().filter(|thread| !thread.given_up) {
+            if let Some((index, since)) = thread.on {
+                if now >= since + deadline {
+                    thread.given_up = true;
+                    HUNG.fetch_add(1, Ordering::AcqRel);
+                    overdue.push(index);
+                }
+            }
+        }
+        for &index in &overdue {
+            self.answer(index, Err(Unjudged::Timeout(deadline)));
+        }
+        overdue.len()
+    }
+
+    /// Answers [`Unjudged::TooManyHung`] for the items left when no thread
+    /// will take them.
+    fn refuse_untaken(&mut self) {
+        let takers = self
+            .threads
+            .iter()
+            .any(|thread| !thread.given_up && !thread.gone);
+        if takers {
+            return;
+        }
+        let hung = HUNG.load(Ordering::Acquire);
+        while let Some((index, _)) = self.queue.pop_front() {
+            self.answer(index, Err(Unjudged::TooManyHung(hung)));
+        }
+    }
+}
+
+/// Starts a thread for `pool` unless it has no items left or too many
+/// threads are hung.
+fn start_thread<I: Send + 'static, T: Send + 'static>(
+    pool: &Arc<Pool<I, T>>,
+    shared: &mut Shared<I, T>,
+) {
+    if shared.queue.is_empty() || HUNG.load(Ordering::Acquire) >= MAX_HUNG {
+        return;
+    }
+    let number = shared.threads.len();
+    shared.threads.push(PoolThread {
+        on: None,
+        given_up: false,
+        gone: false,
+    });
+    let pool = Arc::clone(pool);
+    tokio::task::spawn_blocking(move || serve(&pool, number));
+}
+
+/// One thread of [`each_on_the_pool`]: takes items until none is left or
+/// it has been given up on.
+fn serve<I, T>(pool: &Pool<I, T>, number: usize) {
+    loop {
+        let (index, item) = {
+            let mut shared = lock(&pool.shared);
+            let Some(next) = shared.queue.pop_front() else {
+                shared.threads[number].gone = true;
+                return;
+            };
+            shared.threads[number].on = Some((next.0, std::time::Instant::now()));
+            next
+        };
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (pool.work)(item)))
+            .map_err(|panic| Unjudged::Failed(panic_text(&*panic)));
+        let mut shared = lock(&pool.shared);
+        let thread = &mut shared.threads[number];
+        thread.on = None;
+        if thread.given_up {
+            // Its item was answered as overdue.
+            thread.gone = true;
+            HUNG.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        shared.answer(index, answer);
+        if shared.left == 0 {
+            pool.finished.notify_one();
+        }
+    }
+}
+
+/// A panic's message, as far as it has one.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
+async fn sleep_until(due: std::time::Instant) {
+    tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+}
+
+/// Locks a mutex whose holders leave it consistent at every step.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Held by the tests that count [`HUNG`], so they do not count each
+    /// other's hung jobs.
+    static COUNTING_HUNG: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hung_job_fails_after_its_deadline_and_is_counted_until_it_returns() {
+        let _alone = COUNTING_HUNG.lock().await;
         let (release, wait) = std::sync::mpsc::channel::<()>();
         let before = HUNG.load(Ordering::Acquire);
         let result = run_blocking(Duration::from_millis(50), move || {
@@ -884,24 +1082,123 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn in_parallel_keeps_order_and_limit() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pool_answers_in_order_with_at_most_its_limit_at_once() {
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
         let items: Vec<u64> = (0..20).collect();
-        let out = in_parallel(items, 3, |i| {
-            let running = running.clone();
-            let most = most.clone();
-            async move {
-                let now = running.fetch_add(1, Ordering::AcqRel) + 1;
-                most.fetch_max(now, Ordering::AcqRel);
-                tokio::time::sleep(Duration::from_millis(20 - i)).await;
-                running.fetch_sub(1, Ordering::AcqRel);
-                i * 2
-            }
+        let (now, top) = (running.clone(), most.clone());
+        let out = each_on_the_pool(items, 3, JUDGE_TIMEOUT, move |i| {
+            let at_once = now.fetch_add(1, Ordering::AcqRel) + 1;
+            top.fetch_max(at_once, Ordering::AcqRel);
+            std::thread::sleep(Duration::from_millis(20 - i));
+            now.fetch_sub(1, Ordering::AcqRel);
+            i * 2
         })
         .await;
-        assert_eq!(out, (0..20).map(|i| i * 2).collect::<Vec<_>>());
+        assert_eq!(out, (0..20).map(|i| Ok(i * 2)).collect::<Vec<_>>());
         assert_eq!(most.load(Ordering::Acquire), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_overdue_item_is_answered_as_such_and_holds_up_no_other() {
+        let _alone = COUNTING_HUNG.lock().await;
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let wait = Mutex::new(wait);
+        let before = HUNG.load(Ordering::Acquire);
+        let deadline = Duration::from_millis(100);
+        // Two threads, the first of which hangs on item 0: the other
+        // items are answered by the second and by the one that replaces
+        // the hung one.
+        let out = each_on_the_pool((0..10).collect(), 2, deadline, move |i: u32| {
+            if i == 0 {
+                let _ = lock(&wait).recv();
+            }
+            i
+        })
+        .await;
+        assert_eq!(out[0], Err(Unjudged::Timeout(deadline)));
+        assert_eq!(out[1..], (1..10).map(Ok).collect::<Vec<_>>()[..]);
+        assert!(
+            HUNG.load(Ordering::Acquire) > before,
+            "the hung thread is counted"
+        );
+        release.send(()).unwrap();
+        let back = eventually(|| HUNG.load(Ordering::Acquire) == before).await;
+        assert!(back, "the hung thread's return is counted");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_fails_its_item_and_the_thread_goes_on() {
+        let out = each_on_the_pool((0..4).collect(), 1, JUDGE_TIMEOUT, |i: u32| {
+            assert_ne!(i, 1, "item one");
+            i
+        })
+        .await;
+        assert_eq!(out[0], Ok(0));
+        assert!(
+            matches!(&out[1], Err(Unjudged::Failed(text)) if text.contains("item one")),
+            "{:?}",
+            out[1]
+        );
+        assert_eq!(out[2..], [Ok(2), Ok(3)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_pool_takes_no_more_items() {
+        let done = Arc::new(AtomicUsize::new(0));
+        let counted = done.clone();
+        let pool = each_on_the_pool((0..100).collect(), 1, JUDGE_TIMEOUT, move |_: u32| {
+            std::thread::sleep(Duration::from_millis(10));
+            counted.fetch_add(1, Ordering::AcqRel);
+        });
+        assert!(tokio::time::timeout(Duration::from_millis(50), pool)
+            .await
+            .is_err());
+        let then = done.load(Ordering::Acquire);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The item in hand when it was dropped is finished, no other.
+        assert!(done.load(Ordering::Acquire) <= then + 1, "{then} then");
+    }
+
+    #[test]
+    fn items_no_thread_will_take_are_refused_as_too_many_hung() {
+        let hung = PoolThread {
+            on: Some((0, std::time::Instant::now())),
+            given_up: true,
+            gone: false,
+        };
+        let mut shared: Shared<&str, u32> = Shared {
+            queue: [(1, "b"), (2, "c")].into_iter().collect(),
+            threads: vec![hung],
+            answers: vec![Some(Err(Unjudged::Timeout(JUDGE_TIMEOUT))), None, None],
+            left: 2,
+        };
+        shared.refuse_untaken();
+        assert!(shared.queue.is_empty());
+        assert_eq!(shared.left, 0);
+        assert!(matches!(
+            shared.answers[1],
+            Some(Err(Unjudged::TooManyHung(_)))
+        ));
+        assert!(matches!(
+            shared.answers[2],
+            Some(Err(Unjudged::TooManyHung(_)))
+        ));
+
+        // With a thread that will still take items, nothing is refused.
+        let taker = PoolThread {
+            on: None,
+            given_up: false,
+            gone: false,
+        };
+        let mut shared: Shared<&str, u32> = Shared {
+            queue: [(1, "b")].into_iter().collect(),
+            threads: vec![hung, taker],
+            answers: vec![None, None],
+            left: 2,
+        };
+        shared.refuse_untaken();
+        assert_eq!((shared.queue.len(), shared.left), (1, 2));
     }
 }
