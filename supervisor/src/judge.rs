@@ -206,13 +206,9 @@ pub async fn scan(daemon_config: &DaemonConfig, cache: &JudgeCache) -> Result<Sc
     // a world (its job hung), each job scans for itself.
     let secrets = world.as_ref().map(|world| Arc::clone(&world.secrets));
     let settle = cache.settle;
-    let items: Vec<(usize, config::AppName, PathBuf)> = misses;
-    let paths: Vec<PathBuf> = items.iter().map(|(_, _, path)| path.clone()).collect();
-    let names: Vec<(usize, config::AppName)> = items
-        .iter()
-        .map(|(index, name, _)| (*index, name.clone()))
-        .collect();
-    let outcomes = each_on_the_pool(items, JUDGES, JUDGE_TIMEOUT, move |(_, app, file)| {
+    // What each answer is for, as the pool answers in order.
+    let keys = misses.clone();
+    let outcomes = each_on_the_pool(misses, JUDGES, JUDGE_TIMEOUT, move |(_, app, file)| {
         let secrets = secrets
             .clone()
             .unwrap_or_else(|| Arc::new(SecretGroups::scan(Path::new("/"))));
@@ -229,25 +225,23 @@ pub async fn scan(daemon_config: &DaemonConfig, cache: &JudgeCache) -> Result<Sc
         (judged, stamps)
     })
     .await;
-    let judged =
-        names
-            .into_iter()
-            .zip(paths)
-            .zip(outcomes)
-            .map(|(((index, name), path), outcome)| {
-                let judged = outcome.unwrap_or_else(|unjudged| {
-                    let judged = Judged {
-                        outcome: Err(ConfigError::new(
-                            &path,
-                            format!("not judged: {unjudged}; the running version is kept"),
-                        )
-                        .into()),
-                        file: path,
-                    };
-                    (judged, None)
-                });
-                (index, name, judged)
+    let judged = keys
+        .into_iter()
+        .zip(outcomes)
+        .map(|((index, name, path), outcome)| {
+            let judged = outcome.unwrap_or_else(|unjudged| {
+                let judged = Judged {
+                    outcome: Err(ConfigError::new(
+                        &path,
+                        format!("not judged: {unjudged}; the running version is kept"),
+                    )
+                    .into()),
+                    file: path,
+                };
+                (judged, None)
             });
+            (index, name, judged)
+        });
 
     let held: Vec<PathBuf> = hits.iter().map(|(_, _, kept)| kept.file.clone()).collect();
     let mut read: Vec<(usize, String, Read)> = hits
