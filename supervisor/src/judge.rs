@@ -467,7 +467,7 @@ impl JudgeCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     fn look_up<'a>(&self, paths: impl Iterator<Item = &'a Path>) -> Vec<Option<Kept>> {
@@ -520,12 +520,11 @@ fn remembered<K: Eq + Hash, V: Clone>(
     key: K,
     look_up: impl FnOnce() -> Result<V, UserDbError>,
 ) -> Result<V, UserDbError> {
-    let lock = || answers.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(answer) = lock().get(&key) {
+    if let Some(answer) = lock(answers).get(&key) {
         return Ok(answer.clone());
     }
     let answer = look_up()?;
-    lock().insert(key, answer.clone());
+    lock(answers).insert(key, answer.clone());
     Ok(answer)
 }
 
@@ -783,7 +782,8 @@ async fn sleep_until(due: std::time::Instant) {
     tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
 }
 
-/// Locks a mutex whose holders leave it consistent at every step.
+/// Locks a mutex, ignoring poisoning: the cache, the remembered lookups
+/// and a pool's queue and answers are left consistent at every step.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
