@@ -11,13 +11,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use appvisor_protocol::{AuditRecord, ErrorCode, Event, Outcome};
 use tokio::sync::broadcast;
 
 use crate::acl::Peer;
+// Poisoning ignored: the counters stay usable whatever panicked.
+use crate::locks::lock;
 use crate::ratelimit::{Limit, Verdict, Windows};
 
 /// How many events a slow `/v1/events` follower may lag before it misses some.
@@ -163,7 +165,7 @@ impl Events {
     /// Counts under a name this build does not know are left out, with a
     /// warning.
     pub fn restore_counts<'a>(&self, counts: impl IntoIterator<Item = (&'a str, &'a str, u64)>) {
-        let mut mine = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut mine = lock(&self.counts);
         for (action, outcome, count) in counts {
             match RequestKey::from_names(action, outcome) {
                 Some(key) => *mine.entry(key).or_default() += count,
@@ -297,11 +299,6 @@ fn truncate(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
-}
-
-/// Locks a mutex, ignoring poisoning: counters stay usable whatever panicked.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Seconds since the Unix epoch, for records people read.

@@ -33,6 +33,9 @@ use crate::config::resolve::{ResolvedApp, SystemUserDb, UserDb, UserDbError, Use
 use crate::config::security::SecretGroups;
 use crate::config::validate::ValidApp;
 use crate::config::{self, ConfigError, ConfigErrors, DaemonConfig};
+// Poisoning ignored: the cache, the remembered lookups and a pool's queue
+// and answers are left consistent at every step.
+use crate::locks::lock;
 
 /// How long one file (or `appvisor.toml`) may take to be judged: reading,
 /// parsing and validating take milliseconds, so this is for a hung file
@@ -780,12 +783,6 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 
 async fn sleep_until(due: std::time::Instant) {
     tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
-}
-
-/// Locks a mutex, ignoring poisoning: the cache, the remembered lookups
-/// and a pool's queue and answers are left consistent at every step.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

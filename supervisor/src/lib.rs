@@ -18,6 +18,7 @@ pub mod handoff; // the planned hand-off: state document (pure), exec, taking ov
 pub mod httpd; // what the control and status servers share: the accept loop, caps, error bodies
 pub mod judge; // apps.d judged off the runtime: blocking pool, deadlines, one parse at a time
 pub mod listen; // held listen sockets, bound as root and kept across restarts
+pub mod locks; // taking a lock whatever panicked while it was held
 pub mod logfmt; // the daemon's own log records: fields escaped so no app text forges one
 pub mod logs; // captured stdout/stderr: files, rotation, in-memory tail, both streams in order
 pub mod ratelimit; // rate limits for log records strangers can cause (pure)

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use super::tree::read_populated;
 use super::{AppCgroup, CgroupError};
+use crate::locks;
 
 /// Follows `populated` of any number of app cgroups.
 ///
@@ -121,7 +122,7 @@ struct Cell {
 
 fn lock_cell(cell: &Mutex<Cell>) -> MutexGuard<'_, Cell> {
     // Each change under the lock leaves the cell consistent.
-    cell.lock().unwrap_or_else(PoisonError::into_inner)
+    locks::lock(cell)
 }
 
 impl Populated {
@@ -365,7 +366,7 @@ impl Drop for CgroupWatcher {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Watches> {
         // The map stays consistent whatever panicked while holding it.
-        self.watches.lock().unwrap_or_else(PoisonError::into_inner)
+        locks::lock(&self.watches)
     }
 
     fn handle(&self, events: Vec<InotifyEvent>) {

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::acl::Peer;
 use crate::config::UserDb;
+use crate::locks;
 use crate::ratelimit::{Limit, Verdict, Window};
 
 /// Lookups of callers in the user database at once.
@@ -90,11 +91,7 @@ impl Peers {
                     uid,
                     timeout: self.timeout,
                 };
-                let verdict = self
-                    .noise
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .check(TIMEOUT_NOISE, Instant::now());
+                let verdict = locks::lock(&self.noise).check(TIMEOUT_NOISE, Instant::now());
                 if let Verdict::Log { suppressed } = verdict {
                     tracing::warn!(error = %err, suppressed, "control connection refused");
                 }

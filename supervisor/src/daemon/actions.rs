@@ -11,6 +11,7 @@ use crate::app::{Answer, Cause};
 use crate::audit::unix_now;
 use crate::config;
 use crate::control::ActError;
+use crate::locks;
 use crate::logs::{AppLogs, LogMark, Selection};
 use crate::supervise::{self, Command, SnapshotCell};
 
@@ -104,13 +105,7 @@ impl Daemon {
     /// A manual start works from any state: an app refused for want of
     /// open files gets its task now if there is room.
     fn start_refused(&self, app: &AppRef) -> Result<(), ActError> {
-        let log_dir = self
-            .config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .spec
-            .log_dir
-            .clone();
+        let log_dir = locks::read(&self.config).spec.log_dir.clone();
         with_current_mut(&self.apps, app, |entry| {
             if entry.handle.is_none() && entry.refused.is_some() {
                 self.admit_and_start(app.name(), entry, &log_dir);

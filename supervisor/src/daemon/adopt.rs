@@ -23,6 +23,7 @@ use crate::handoff::state::{AppRecord, RecordState};
 use crate::judge::Candidate;
 use crate::listen::recover::{recover, RecoverError};
 use crate::listen::HandedOver;
+use crate::locks;
 use crate::supervise::{self, Command};
 
 /// Who "asked" for an adoption, in status and the audit trail.
@@ -264,7 +265,7 @@ impl Daemon {
         let mut adopted = 0;
         let mut restarted = Vec::new();
         {
-            let mut entries = self.apps.write().unwrap_or_else(|e| e.into_inner());
+            let mut entries = locks::write(&self.apps);
             for (((adoption, file, app), logs), found) in chosen.into_iter().zip(opened).zip(found)
             {
                 let name = adoption.record.app.name.clone();

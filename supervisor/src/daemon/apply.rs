@@ -14,6 +14,7 @@ use crate::audit::unix_now;
 use crate::config::change::{self, Change};
 use crate::config::resolve::ResolvedApp;
 use crate::control::ApplyError;
+use crate::locks;
 use crate::logs::AppLogs;
 use crate::supervise::{self, Command, Handle};
 
@@ -98,10 +99,7 @@ impl Daemon {
             ignored,
             ..ApplyReport::default()
         };
-        let current: BTreeMap<String, Option<Arc<ResolvedApp>>> = self
-            .apps
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        let current: BTreeMap<String, Option<Arc<ResolvedApp>>> = locks::read(&self.apps)
             .iter()
             .map(|(name, entry)| (name.clone(), entry.app.clone()))
             .collect();
@@ -159,15 +157,13 @@ impl Daemon {
         for ignored in &report.ignored {
             tracing::warn!(file = %ignored.file, reason = %ignored.reason, "ignoring a file in apps.d");
         }
-        report
-            .ignored
-            .clone_into(&mut self.ignored.write().unwrap_or_else(|e| e.into_inner()));
+        report.ignored.clone_into(&mut locks::write(&self.ignored));
         let log_dir = daemon_config.spec.log_dir.clone();
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = daemon_config;
+        *locks::write(&self.config) = daemon_config;
 
         let mut removed = Vec::new();
         {
-            let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+            let mut apps = locks::write(&self.apps);
             for name in &report.removed {
                 if let Some(entry) = apps.remove(name) {
                     removed.push(entry);
@@ -176,7 +172,7 @@ impl Daemon {
         }
         let mut replies = Vec::new();
         for (name, candidate) in candidates {
-            let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+            let mut apps = locks::write(&self.apps);
             let entry = apps.entry(name.clone()).or_insert_with(|| Entry {
                 file: candidate.file.clone(),
                 app: None,

@@ -21,6 +21,7 @@ use crate::handoff::incoming::Incoming;
 use crate::handoff::state::{
     self, AppRecord, CarriedApp, CarriedConfig, Document, Handoff, RequestCount, STATE_VERSION,
 };
+use crate::locks;
 use crate::logs::AppLogs;
 use crate::supervise::{self, reaper::Adopted, Command, Found, Frozen, RestoreError};
 
@@ -80,7 +81,7 @@ impl HandoffControl {
         if let Some(error) = &report.error {
             tracing::error!(id = report.id, by = %report.requested_by, %error, "hand-off did not happen");
         }
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+        *locks::lock(&self.last) = Some(report);
     }
 }
 
@@ -112,12 +113,7 @@ impl Daemon {
                 .as_ref()
                 .map(|b| b.path.display().to_string())
                 .unwrap_or_default(),
-            handoff: self
-                .handoff
-                .last
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            handoff: locks::lock(&self.handoff.last).clone(),
         }
     }
 
@@ -233,7 +229,7 @@ impl Daemon {
     async fn freeze_all(&self) -> Vec<(String, Option<Frozen>)> {
         let mut waits = Vec::new();
         {
-            let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+            let apps = locks::read(&self.apps);
             for (name, entry) in apps.iter() {
                 if let Some(handle) = &entry.handle {
                     let (reply, frozen) = oneshot::channel();
@@ -299,13 +295,10 @@ impl Daemon {
     /// The configuration this daemon runs, for the document.
     fn carried_config(&self) -> CarriedConfig {
         let (daemon_file, daemon_text) = {
-            let config = self.config.read().unwrap_or_else(|e| e.into_inner());
+            let config = locks::read(&self.config);
             (config.file.clone(), config.text.clone())
         };
-        let apps = self
-            .apps
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        let apps = locks::read(&self.apps)
             .iter()
             .map(|(name, entry)| CarriedApp {
                 name: name.clone(),
@@ -320,11 +313,7 @@ impl Daemon {
             daemon_file,
             daemon_text,
             apps,
-            ignored: self
-                .ignored
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            ignored: locks::read(&self.ignored).clone(),
         }
     }
 
@@ -334,7 +323,7 @@ impl Daemon {
         let Frozen { record, fds, exit } = frozen;
         let mut fds: BTreeMap<i32, OwnedFd> =
             fds.into_iter().map(|fd| (fd.as_raw_fd(), fd)).collect();
-        let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+        let mut apps = locks::write(&self.apps);
         let Some(entry) = apps.get_mut(name) else {
             return;
         };
@@ -375,7 +364,7 @@ impl Daemon {
         let _guard = self.apply_lock.lock().await;
         let mut registry = match carried {
             Some(carried) => {
-                *self.ignored.write().unwrap_or_else(|e| e.into_inner()) = carried.ignored;
+                *locks::write(&self.ignored) = carried.ignored;
                 carried
                     .apps
                     .into_iter()
@@ -484,18 +473,14 @@ impl Daemon {
                 self.admit_and_start(name, entry, log_dir);
             }
         }
-        *self.apps.write().unwrap_or_else(|e| e.into_inner()) = registry;
+        *locks::write(&self.apps) = registry;
         Ok(())
     }
 
     /// The registry as apps.d says, for a hand-off that carried no
     /// configuration this binary reads.
     async fn judge_apps_d(&self) -> Result<BTreeMap<String, Entry>, String> {
-        let config = self
-            .config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let config = locks::read(&self.config).clone();
         let scan = crate::judge::scan(&config, &self.judged)
             .await
             .map_err(|e| e.to_string())?;

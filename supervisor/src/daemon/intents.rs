@@ -30,6 +30,7 @@ use appvisor_protocol::StoppedBy;
 
 use super::plural;
 use crate::audit::unix_now;
+use crate::locks;
 
 /// The file name of the intent in `state_dir`.
 const FILE_NAME: &str = "stopped.json";
@@ -282,7 +283,7 @@ impl Intents {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        locks::lock(&self.state)
     }
 }
 

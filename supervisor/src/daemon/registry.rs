@@ -15,6 +15,7 @@ use crate::audit::Events;
 use crate::config::resolve::ResolvedApp;
 use crate::config::AccessSpec;
 use crate::control::{ActError, Denied};
+use crate::locks;
 use crate::logs::AppLogs;
 use crate::supervise;
 
@@ -29,7 +30,7 @@ impl Daemon {
     }
 
     pub fn admin_rules(&self) -> AdminRules {
-        let config = self.config.read().unwrap_or_else(|e| e.into_inner());
+        let config = locks::read(&self.config);
         AdminRules {
             users: config.spec.control.admin_users.clone(),
             groups: config.spec.control.admin_groups.clone(),
@@ -45,7 +46,7 @@ impl Daemon {
     /// Names of the apps `peer` may operate.
     pub fn visible_apps(&self, peer: &Peer) -> Vec<String> {
         let rules = self.admin_rules();
-        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        let apps = locks::read(&self.apps);
         apps.iter()
             .filter(|(_, entry)| may_view(peer, &rules, entry))
             .map(|(name, _)| name.clone())
@@ -58,7 +59,7 @@ impl Daemon {
     /// what the registry and the logs hold filled in.
     pub fn write_statuses(&self, peer: &Peer, out: &mut Vec<u8>) {
         let rules = self.admin_rules();
-        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        let apps = locks::read(&self.apps);
         let visible: Vec<_> = apps
             .iter()
             .filter(|(_, entry)| may_view(peer, &rules, entry))
@@ -114,7 +115,7 @@ impl Daemon {
         if !acl::is_admin(peer, &self.admin_rules()) {
             return Vec::new();
         }
-        let ignored = self.ignored.read().unwrap_or_else(|e| e.into_inner());
+        let ignored = locks::read(&self.ignored);
         let refused = self.refused_apps();
         let refused = (!refused.is_empty()).then(|| {
             format!(
@@ -138,7 +139,7 @@ impl Daemon {
 
     /// Valid apps without a task: no room in the open-file limit.
     fn refused_apps(&self) -> Vec<String> {
-        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        let apps = locks::read(&self.apps);
         apps.iter()
             .filter(|(_, entry)| entry.handle.is_none() && entry.refused.is_some())
             .map(|(name, _)| name.clone())
@@ -146,13 +147,13 @@ impl Daemon {
     }
 
     pub(super) fn fds(&self) -> MutexGuard<'_, fds::FdBudget> {
-        self.fds.lock().unwrap_or_else(|e| e.into_inner())
+        locks::lock(&self.fds)
     }
 }
 
 impl crate::status::StatusSource for Daemon {
     fn apps(&self) -> Vec<crate::status::AppSample> {
-        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        let apps = locks::read(&self.apps);
         apps.iter()
             .map(|(name, entry)| crate::status::AppSample {
                 status: entry_status(name, entry),
@@ -208,7 +209,7 @@ pub(super) fn authorize(
     name: &str,
     op: Operation,
 ) -> Result<AppRef, Denied> {
-    let apps = apps.read().unwrap_or_else(|e| e.into_inner());
+    let apps = locks::read(apps);
     let entry = apps.get(name).ok_or(Denied::Hidden)?;
     Denied::check(acl::decide(peer, rules, op, Some(access(entry))))?;
     Ok(AppRef {
@@ -226,7 +227,7 @@ pub(super) fn with_current<R>(
     app: &AppRef,
     f: impl FnOnce(&Entry) -> R,
 ) -> Result<R, ActError> {
-    let apps = apps.read().unwrap_or_else(|e| e.into_inner());
+    let apps = locks::read(apps);
     match apps.get(&app.name) {
         Some(entry) if same_version(&entry.app, &app.version) => Ok(f(entry)),
         _ => Err(ActError::Changed {
@@ -241,7 +242,7 @@ pub(super) fn with_current_mut<R>(
     app: &AppRef,
     f: impl FnOnce(&mut Entry) -> R,
 ) -> Result<R, ActError> {
-    let mut apps = apps.write().unwrap_or_else(|e| e.into_inner());
+    let mut apps = locks::write(apps);
     match apps.get_mut(&app.name) {
         Some(entry) if same_version(&entry.app, &app.version) => Ok(f(entry)),
         _ => Err(ActError::Changed {

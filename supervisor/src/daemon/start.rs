@@ -35,6 +35,7 @@ use crate::app::Cause;
 use crate::audit::Events;
 use crate::cgroup::{CgroupRoot, CgroupWatcher, Controller};
 use crate::config;
+use crate::locks;
 use crate::supervise::{reaper::Reaper, Handle, Shared};
 
 use super::apply::{stop_all, Judging};
@@ -295,7 +296,7 @@ pub async fn run(options: Options) -> Result<(), DaemonError> {
     };
     drop(incoming);
     tracing::info!(
-        apps = daemon.apps.read().unwrap_or_else(|e| e.into_inner()).len(),
+        apps = locks::read(&daemon.apps).len(),
         invalid = report.invalid.len(),
         socket = %spec.control.socket.display(),
         "appvisord ready"
@@ -613,7 +614,7 @@ impl Daemon {
     async fn shutdown(&self) {
         self.save_pending_intent().await;
         let handles: Vec<Handle> = {
-            let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+            let mut apps = locks::write(&self.apps);
             apps.values_mut().filter_map(|e| e.handle.take()).collect()
         };
         stop_all(handles.into_iter(), Cause::Shutdown).await;

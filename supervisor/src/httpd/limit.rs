@@ -6,6 +6,7 @@
 //! to the total alone (it can stop the daemon anyway), and so is a
 //! connection without a uid (TCP).
 
+use crate::locks;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -52,7 +53,7 @@ impl ConnectionLimits {
 
     /// Takes a slot for a connection from `uid` (if known), or says why not.
     pub fn admit(self: &Arc<Self>, uid: Option<u32>) -> Result<Slot, Refusal> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = locks::lock(&self.open);
         if open.total >= self.total {
             return Err(Refusal::Full);
         }
@@ -73,7 +74,7 @@ impl ConnectionLimits {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut open = self.limits.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = locks::lock(&self.limits.open);
         open.total -= 1;
         let Some(uid) = self.uid else {
             return;

@@ -57,7 +57,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -70,6 +70,9 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::LogSpec;
+// Poisoning ignored: every critical section here leaves its state
+// consistent at each step, so a panic elsewhere must not stop capture.
+use crate::locks::lock;
 pub(crate) use file::DisplayChain;
 use file::{Limits, LogFile, Stamp};
 use order::Clock;
@@ -722,12 +725,6 @@ fn make_private_dir(dir: &Path, gid: u32) -> Result<(), LogError> {
             source,
         })?;
     file::set_owner_and_mode(&handle, dir, gid, DIR_MODE)
-}
-
-/// Locks a mutex, ignoring poisoning: every critical section here leaves its
-/// state consistent at each step, so a panic elsewhere must not stop capture.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

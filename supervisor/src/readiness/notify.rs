@@ -15,7 +15,7 @@ use std::io::{self, IoSliceMut};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ use tokio::io::Interest;
 use tokio::net::UnixDatagram;
 
 use crate::ratelimit::{Limit, Verdict, Window};
+// Poisoning ignored: the window stays consistent whatever panicked.
+use crate::locks::lock;
 
 /// systemd reads at most this much of a notification (`NOTIFY_BUFFER_MAX`);
 /// longer datagrams are refused rather than cut.
@@ -396,12 +398,6 @@ impl Drop for NotifySocket {
             }
         }
     }
-}
-
-/// Locks a mutex, ignoring poisoning: the window stays consistent whatever
-/// panicked.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn remove_stale(path: &Path) -> Result<(), ReadinessError> {

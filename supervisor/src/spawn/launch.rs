@@ -35,6 +35,7 @@
 //! table is shared; where close_range is missing the table is copied at
 //! the clone as before.
 
+use crate::locks;
 use std::ffi::{c_char, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -223,7 +224,7 @@ impl Launch {
     /// child's pid; its exit belongs to the daemon's reaper.
     pub fn spawn_into(self, cgroup: BorrowedFd<'_>) -> io::Result<u32> {
         if let Some(slots) = slots() {
-            let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slots = locks::lock(slots);
             if let Some(pid) = self.spawn_through_slots(&mut slots, cgroup)? {
                 return Ok(pid);
             }

@@ -27,6 +27,7 @@
 //! the apps' parent enables the v2 memory controller (read once per
 //! scrape).
 
+use crate::locks;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read as _;
@@ -117,7 +118,7 @@ impl Roots {
         // Taken out, not locked for the scrape: a scrape that hangs on a
         // hostile app's /proc file keeps no other from running; a scrape
         // beside it opens its own and the last to finish keeps its files.
-        let open = std::mem::take(&mut *files.apps.lock().unwrap_or_else(|e| e.into_inner()));
+        let open = std::mem::take(&mut *locks::lock(&files.apps));
         UsageReader {
             roots: self,
             daemon_v1_memory: read_small(&self.proc.join("self/cgroup"), &mut buf)
@@ -153,7 +154,7 @@ impl Drop for UsageReader<'_> {
     fn drop(&mut self) {
         // The apps not read this time are gone: their files close here.
         let kept = std::mem::take(&mut self.kept);
-        *self.files.apps.lock().unwrap_or_else(|e| e.into_inner()) = kept;
+        *locks::lock(&self.files.apps) = kept;
     }
 }
 

@@ -6,10 +6,11 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use super::{Command, TaskGone};
+use crate::locks;
 
 /// A new channel: the senders' end and the task's.
 pub(super) fn channel() -> (Commands, Inbox) {
@@ -34,7 +35,7 @@ struct State {
 
 fn lock(shared: &Mutex<State>) -> MutexGuard<'_, State> {
     // Every change under the lock leaves the state consistent.
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
+    locks::lock(shared)
 }
 
 /// The sending side of an app task's commands. Commands travel boxed, so

@@ -109,10 +109,8 @@ impl<T> Default for Latest<T> {
 impl<T: PartialEq> Latest<T> {
     /// `value`, shared with the last value kept if the two are equal.
     pub fn share(&self, value: T) -> Arc<T> {
-        let mut latest = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The weak pointer is replaced whole.
+        let mut latest = crate::locks::lock(&self.0);
         if let Some(kept) = latest.upgrade().filter(|kept| **kept == value) {
             return kept;
         }

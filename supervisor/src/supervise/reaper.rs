@@ -18,6 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
 use crate::app::ExitStatus;
+use crate::locks;
 
 #[derive(Debug, Default)]
 pub struct Reaper {
@@ -45,7 +46,7 @@ impl Reaper {
         let mut sigchld = signal(SignalKind::child())?;
         let reaper = Arc::new(Reaper::default());
         let adopted = {
-            let mut waiting = reaper.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            let mut waiting = locks::lock(&reaper.waiting);
             pids.iter()
                 .map(|pid| {
                     let (tx, rx) = oneshot::channel();
@@ -71,7 +72,7 @@ impl Reaper {
     /// successor reaps what exits meanwhile.
     pub fn pause(&self) {
         // Under the lock: a reap under way finishes first.
-        let _waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let _waiting = locks::lock(&self.waiting);
         self.paused.store(true, Ordering::SeqCst);
     }
 
@@ -88,7 +89,7 @@ impl Reaper {
         &self,
         spawn: impl FnOnce() -> Result<u32, E>,
     ) -> Result<(u32, oneshot::Receiver<ExitStatus>), E> {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let mut waiting = locks::lock(&self.waiting);
         let pid = spawn()?;
         let (tx, rx) = oneshot::channel();
         waiting.insert(pid as i32, tx);
@@ -99,7 +100,7 @@ impl Reaper {
     /// child being spawned right now (whose exec may fail, in which case
     /// std's `Command::spawn` waits for it itself) is never reaped here.
     fn reap_ready(&self) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let mut waiting = locks::lock(&self.waiting);
         if self.paused.load(Ordering::SeqCst) {
             return;
         }

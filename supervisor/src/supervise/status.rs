@@ -2,7 +2,7 @@
 //! servers read, built from the machine and what the task holds, and what
 //! confines the app as its last spawn learnt it.
 
-use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 use std::time::{Instant, SystemTime};
 
 use appvisor_protocol::status_json::StatusJson;
@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::audit::unix_now;
 use crate::config::resolve::ResolvedApp;
 use crate::config::LimitSpec;
+use crate::locks;
 use crate::sandbox::{self, SandboxInputs, SandboxPlan, SpawnRecord};
 use crate::spawn::Prepared;
 
@@ -114,21 +115,18 @@ impl SnapshotCell {
     pub fn borrow(&self) -> RwLockReadGuard<'_, Snapshot> {
         // A snapshot is replaced or modified whole: a panic under the lock
         // leaves a consistent one.
-        self.0.read().unwrap_or_else(PoisonError::into_inner)
+        locks::read(&self.0)
     }
 
     /// Publishes `snapshot`; the previous one is dropped after the lock.
     pub(super) fn replace(&self, snapshot: Snapshot) {
-        let previous = std::mem::replace(
-            &mut *self.0.write().unwrap_or_else(PoisonError::into_inner),
-            snapshot,
-        );
+        let previous = std::mem::replace(&mut *locks::write(&self.0), snapshot);
         drop(previous);
     }
 
     /// Changes the published snapshot in place.
     pub(super) fn modify(&self, change: impl FnOnce(&mut Snapshot)) {
-        change(&mut self.0.write().unwrap_or_else(PoisonError::into_inner));
+        change(&mut locks::write(&self.0));
     }
 }
 
