@@ -8,8 +8,7 @@
 //! critical section (a value replaced whole, a counter bumped, an entry
 //! inserted or removed), it takes the lock anyway, through these three
 //! functions: the choice is written once, and `grep locks::` finds every
-//! place that makes it. Each user says, where it keeps the lock, why its
-//! data is consistent. A critical section that could leave its data half
+//! place that makes it. A critical section that could leave its data half
 //! changed must not use them.
 
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};

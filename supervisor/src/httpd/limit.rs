@@ -6,9 +6,10 @@
 //! to the total alone (it can stop the daemon anyway), and so is a
 //! connection without a uid (TCP).
 
-use crate::locks;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use crate::locks;
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

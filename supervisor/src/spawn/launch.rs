@@ -35,13 +35,14 @@
 //! table is shared; where close_range is missing the table is copied at
 //! the clone as before.
 
-use crate::locks;
 use std::ffi::{c_char, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, OnceLock};
+
+use crate::locks;
 
 /// `struct clone_args` of `<linux/sched.h>`, as far as `cgroup`
 /// (CLONE_ARGS_SIZE_VER2, Linux 5.7).

@@ -27,13 +27,14 @@
 //! the apps' parent enables the v2 memory controller (read once per
 //! scrape).
 
-use crate::locks;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read as _;
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use crate::locks;
 
 /// Where `/proc` and the v1 cgroup hierarchies are.
 #[derive(Debug, Clone)]
