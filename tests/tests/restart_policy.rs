@@ -158,10 +158,13 @@ fn max_retries_zero_keeps_retrying_at_growing_intervals() {
     let times = started_times(&daemon.app_logs("looper", 200, false));
     assert!(times.len() >= 5, "at least 5 spawns in 6.5 s: {times:?}");
     let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    // Each delay is the doubled one shortened by up to a quarter (jitter,
+    // so that apps failing together do not retry together): once capped,
+    // a gap may be 3/4 of the one before, give or take python's start-up.
     for pair in gaps.windows(2) {
         assert!(
-            pair[1] >= pair[0] * 0.8,
-            "the delay between spawns does not shrink: gaps {gaps:?}"
+            pair[1] >= pair[0] * 0.75 - 0.15,
+            "the delay between spawns does not shrink beyond its jitter: gaps {gaps:?}"
         );
     }
     let (first, last) = (gaps[0], *gaps.last().expect("gaps"));
