@@ -702,6 +702,13 @@ def section(apps, runs, names, results, loads):
     out += ("\n\nRuns alternate the two daemons; the 1-minute load average at each run's "
             "start ranged from %.1f to %.1f (2 CPUs shared with other work)." % (min(loads), max(loads)))
     if len(names) == 2:
+        # Run i of one daemon ran beside run i of the other: their ratios
+        # show how much of the median ratio is the host's noise.
+        paired = [a["start_status_s"] / s["start_status_s"]
+                  for s, a in zip(results[names[0]], results[names[1]])]
+        out += ("\n\nThe start-up ratio run by run (each appvisord run over the supervisord run "
+                "beside it, as the status command shows it): %s." % ", ".join(
+                    "%.2f" % r for r in paired))
         rows = targets(apps, med["supervisord"], med["appvisord"], results)
         out += "\n\n" + "\n".join(
             ["| design target | result | met |", "| --- | --- | --- |"]
