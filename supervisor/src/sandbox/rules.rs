@@ -11,6 +11,7 @@
 //! execute) to run Python. Change it only with a reason in its comment: each
 //! entry widens every app's sandbox.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -381,21 +382,7 @@ impl SandboxPlan {
             .chain(inputs.hide.iter().cloned())
             .filter(|path| is_under_system_read(path))
             .collect::<Vec<_>>();
-        // A path under another hidden one is gone already, and mounting
-        // over it would fail inside the empty stand-in.
-        let hide = hide
-            .iter()
-            .filter(|path| {
-                !hide
-                    .iter()
-                    .any(|other| other != *path && path.starts_with(other))
-            })
-            .fold(Vec::new(), |mut kept: Vec<PathBuf>, path| {
-                if !kept.contains(path) {
-                    kept.push(path.clone());
-                }
-                kept
-            });
+        let hide = outermost(hide);
         let namespaces = NamespacePlan {
             mount: true,
             private_tmp: sandbox
@@ -447,6 +434,24 @@ fn is_under_system_read(path: &Path) -> bool {
     SYSTEM_PATHS
         .iter()
         .any(|(system, _)| path.starts_with(system))
+}
+
+/// `paths` less those under another of them (gone with it already, and
+/// mounting over one would fail inside the empty stand-in) and less
+/// repeats, in their order. Each path looks up its own ancestors rather
+/// than being compared with every other path: this runs for every spawn's
+/// plan, and again for an app's security view and exposure score.
+fn outermost(paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    let all: HashSet<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let mut kept: HashSet<&Path> = HashSet::with_capacity(paths.len());
+    let mut out = Vec::with_capacity(paths.len());
+    for path in &paths {
+        let nested = path.ancestors().skip(1).any(|above| all.contains(above));
+        if !nested && kept.insert(path.as_path()) {
+            out.push(path.clone());
+        }
+    }
+    out
 }
 
 /// Whether a read-execute rule already covers `path`.
@@ -596,6 +601,64 @@ mod tests {
                 network: true,
             }
         );
+    }
+
+    #[test]
+    fn hidden_paths_keep_the_outermost_once_in_their_order() {
+        // The definition, comparing every path with every other.
+        fn by_definition(paths: &[PathBuf]) -> Vec<PathBuf> {
+            let mut kept: Vec<PathBuf> = Vec::new();
+            for path in paths {
+                let nested = paths
+                    .iter()
+                    .any(|other| other != path && path.starts_with(other));
+                if !nested && !kept.contains(path) {
+                    kept.push(path.clone());
+                }
+            }
+            kept
+        }
+        let cases: &[&[&str]] = &[
+            &[],
+            &["/etc/ssh", "/etc/ssh/ssh_host_key", "/etc/shadow"],
+            // The nested one first, then what holds it.
+            &["/etc/ssl/private/key.pem", "/etc/ssl/private"],
+            // Repeats, also spelled differently: the first spelling stays.
+            &[
+                "/etc/apps.d/",
+                "/etc/shadow",
+                "/etc/apps.d",
+                "/etc//apps.d/./",
+            ],
+            // A shared prefix of the text is not a parent.
+            &["/etc/ssl", "/etc/ssl-private", "/etc/ssl/private"],
+            &["/etc", "/etc/shadow", "/etc/ssh/moduli"],
+        ];
+        for case in cases {
+            let paths: Vec<PathBuf> = case.iter().map(PathBuf::from).collect();
+            assert_eq!(outermost(paths.clone()), by_definition(&paths), "{case:?}");
+        }
+        let expected: &[&[&str]] = &[
+            &[],
+            &["/etc/ssh", "/etc/shadow"],
+            &["/etc/ssl/private"],
+            &["/etc/apps.d/", "/etc/shadow"],
+            &["/etc/ssl", "/etc/ssl-private"],
+            &["/etc"],
+        ];
+        for (case, want) in cases.iter().zip(expected) {
+            let paths = case.iter().map(PathBuf::from).collect();
+            // As written, not only as equal paths: the spelling kept too.
+            let got: Vec<String> = outermost(paths)
+                .iter()
+                .map(|path| path.to_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(got, *want, "{case:?}");
+        }
+        // The list every app starts from: nothing in it is nested or
+        // repeated.
+        let hidden: Vec<PathBuf> = HIDDEN_PATHS.iter().map(PathBuf::from).collect();
+        assert_eq!(outermost(hidden.clone()), hidden);
     }
 
     #[test]
